@@ -1,0 +1,132 @@
+//! The `runnel` command: runs job files (`runnel run job.sql`) and explains their plans.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use runnel::{Engine, Executed, MetricsSnapshot};
+
+#[derive(Parser)]
+#[command(name = "runnel", version, about = "Runnel: streaming SQL on Arrow")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a SQL job file: its statements in order; waits until every job ends.
+    Run {
+        /// The `.sql` file.
+        file: PathBuf,
+    },
+    /// Print the streaming plan of each query in a SQL file, without running it.
+    Explain {
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command {
+        Some(Command::Run { file }) => runtime.block_on(run(&file)),
+        Some(Command::Explain { file }) => runtime.block_on(explain(&file)),
+        None => {
+            eprintln!("the interactive shell is not built yet; use `runnel run FILE.sql` (see `runnel --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line each.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(&format!("\n  caused by: {cause_text}"));
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn read(file: &Path) -> Result<String, String> {
+    std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
+}
+
+async fn explain(file: &Path) -> Result<(), String> {
+    let sql = read(file)?;
+    let plans = Engine::new()
+        .explain(&sql)
+        .map_err(|e| format!("{}: {}", file.display(), describe(&e)))?;
+    print!("{plans}");
+    Ok(())
+}
+
+async fn run(file: &Path) -> Result<(), String> {
+    let sql = read(file)?;
+    let engine = Engine::new();
+    let started = Instant::now();
+    let place = |e: runnel::RunnelError| format!("{}: {}", file.display(), describe(&e));
+    let mut jobs = Vec::new();
+    for result in engine.execute(&sql).await.map_err(&place)? {
+        match result {
+            Executed::Job(job) => jobs.push(job),
+            Executed::Query(mut stream) => {
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(|e| describe(&e))?;
+                    for line in runnel::connectors::print::format_rows(&batch, "").map_err(|e| e.to_string())? {
+                        println!("{line}");
+                    }
+                }
+                let metrics = stream.finish().await.map_err(&place)?;
+                report("query", &metrics, started);
+            }
+            Executed::Created(_) | Executed::Set { .. } => {}
+        }
+    }
+    let count = jobs.len();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let metrics = job.wait().await.map_err(|e| place(e.into()))?;
+        let name = if count == 1 { "job".to_string() } else { format!("job {}", i + 1) };
+        report(&name, &metrics, started);
+    }
+    Ok(())
+}
+
+/// One line per finished job on stderr: what went in, out, and what was dropped.
+fn report(name: &str, metrics: &MetricsSnapshot, started: Instant) {
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{name} finished in {seconds:.2}s: {} rows in ({:.0}/s), {} rows out, {} late rows dropped, {} bad records skipped",
+        metrics.rows_in,
+        metrics.rows_in as f64 / seconds.max(1e-9),
+        metrics.rows_out,
+        metrics.late_rows,
+        metrics.bad_records,
+    );
+}

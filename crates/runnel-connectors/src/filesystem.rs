@@ -1,0 +1,213 @@
+//! `'connector' = 'filesystem'`: a bounded source over a file or a folder of files (JSON
+//! lines or CSV), and a sink writing such a file.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use runnel_runtime::{JobMetrics, RuntimeError, Sink, Source, SourceBatch, SourceEvent};
+use runnel_sql::TableDef;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::error::{ConnectorError, Result};
+use crate::format::{Format, FORMAT_OPTIONS};
+use crate::options::TableOptions;
+
+/// Options the filesystem connector accepts (besides the format's).
+pub const OPTIONS: &[&str] = &["path"];
+
+/// Lines decoded together.
+const LINES_PER_BATCH: usize = 8192;
+
+pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
+    let valid: Vec<&str> = OPTIONS.iter().chain(FORMAT_OPTIONS).copied().collect();
+    let options = TableOptions::validate(&table.name, "filesystem", &table.options, &valid, &[])?;
+    options.required("path")?;
+    Format::from_options(&options, table.physical_schema.clone())?;
+    Ok(options)
+}
+
+/// The files a path names: the file itself, or the visible files of a folder by name.
+fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let io = |source| ConnectorError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let hidden = name.to_string_lossy().starts_with(['.', '_']);
+        if !hidden && entry.file_type().map_err(io)?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads files on a blocking thread, decoding lines in batches; the job receives them
+/// through a small channel (so reading pauses when the job is busy).
+pub struct FileSource {
+    events: mpsc::Receiver<Result<SourceBatch>>,
+}
+
+impl FileSource {
+    pub fn open(table: &TableDef, metrics: Arc<JobMetrics>) -> Result<Self> {
+        let options = options(table)?;
+        let format = Format::from_options(&options, table.physical_schema.clone())?;
+        let files = list_files(Path::new(options.required("path")?))?;
+        let (sender, events) = mpsc::channel(4);
+        std::thread::Builder::new()
+            .name(format!("runnel-file-{}", table.name))
+            .spawn(move || {
+                if let Err(e) = read_files(&files, &format, &metrics, &sender) {
+                    let _ = sender.blocking_send(Err(e));
+                }
+            })
+            .map_err(|e| ConnectorError::Other(format!("cannot start the file reader: {e}")))?;
+        Ok(Self { events })
+    }
+}
+
+fn read_files(
+    files: &[PathBuf],
+    format: &Format,
+    metrics: &JobMetrics,
+    sender: &mpsc::Sender<Result<SourceBatch>>,
+) -> Result<()> {
+    for path in files {
+        let io = |source| ConnectorError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+        let mut text: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut bounds: Vec<(usize, usize, usize)> = Vec::with_capacity(LINES_PER_BATCH);
+        let mut line_number = 0usize;
+        loop {
+            let start = text.len();
+            let read = reader.read_until(b'\n', &mut text).map_err(io)?;
+            if read > 0 {
+                line_number += 1;
+                let line = &text[start..];
+                let trimmed = line.trim_ascii();
+                if !trimmed.is_empty() {
+                    let offset = line.len() - line.trim_ascii_start().len();
+                    bounds.push((start + offset, start + offset + trimmed.len(), line_number));
+                }
+            }
+            if bounds.len() >= LINES_PER_BATCH || (read == 0 && !bounds.is_empty()) {
+                let records: Vec<&[u8]> = bounds.iter().map(|&(s, e, _)| &text[s..e]).collect();
+                let decoded = format.decode(&records, |i| format!("{} line {}", path.display(), bounds[i].2))?;
+                JobMetrics::add(&metrics.bad_records, decoded.skipped);
+                let batch = SourceBatch {
+                    partition: 0,
+                    batch: decoded.batch,
+                };
+                if sender.blocking_send(Ok(batch)).is_err() {
+                    return Ok(()); // the job stopped
+                }
+                text.clear();
+                bounds.clear();
+            }
+            if read == 0 {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Source for FileSource {
+    fn partitions(&self) -> usize {
+        1
+    }
+
+    async fn next_event(&mut self) -> runnel_runtime::Result<Option<SourceEvent>> {
+        match self.events.recv().await {
+            Some(Ok(batch)) => Ok(Some(SourceEvent::Batch(batch))),
+            Some(Err(e)) => Err(e.into()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Writes rows as JSON lines or CSV into one file (`part-0.<format>` when `path` is a folder).
+pub struct FileSink {
+    table: String,
+    format: Format,
+    path: PathBuf,
+    file: tokio::io::BufWriter<tokio::fs::File>,
+}
+
+impl FileSink {
+    pub async fn open(table: &TableDef) -> Result<Self> {
+        let options = options(table)?;
+        let format = Format::from_options(&options, table.physical_schema.clone())?;
+        let mut path = PathBuf::from(options.required("path")?);
+        let extension = options.get("format").unwrap_or("json");
+        if path.is_dir() || options.required("path")?.ends_with('/') {
+            path = path.join(format!("part-0.{extension}"));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|source| ConnectorError::Io {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+        let file = tokio::fs::File::create(&path).await.map_err(|source| ConnectorError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self {
+            table: table.name.clone(),
+            format,
+            path,
+            file: tokio::io::BufWriter::with_capacity(1 << 20, file),
+        })
+    }
+
+    fn io_error(&self, source: std::io::Error) -> RuntimeError {
+        ConnectorError::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+        .into()
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn write_batch(&mut self, batch: RecordBatch) -> runnel_runtime::Result<()> {
+        let rows = self.format.encode(&batch).map_err(|source| ConnectorError::Encode {
+            table: self.table.clone(),
+            source,
+        })?;
+        for row in rows {
+            if let Err(e) = self.file.write_all(&row).await {
+                return Err(self.io_error(e));
+            }
+            if let Err(e) = self.file.write_all(b"\n").await {
+                return Err(self.io_error(e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> runnel_runtime::Result<()> {
+        if let Err(e) = self.file.flush().await {
+            return Err(self.io_error(e));
+        }
+        Ok(())
+    }
+}

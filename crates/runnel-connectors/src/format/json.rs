@@ -1,0 +1,58 @@
+//! JSON: one object per record, decoded with arrow-json straight into Arrow columns.
+//! TIMESTAMP columns accept ISO-8601 strings, `yyyy-MM-dd HH:mm:ss[.SSS]` and epoch milliseconds.
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::arrow::record_batch::RecordBatch;
+
+/// `'format' = 'json'`.
+#[derive(Debug, Clone)]
+pub struct JsonFormat {
+    pub schema: SchemaRef,
+    /// `'json.ignore-parse-errors'`: skip (and count) records that do not decode.
+    pub ignore_parse_errors: bool,
+}
+
+impl JsonFormat {
+    /// Decodes every record, or fails if any record is not exactly one valid object.
+    pub(super) fn decode_all(&self, records: &[&[u8]]) -> Result<RecordBatch, String> {
+        let mut decoder = ReaderBuilder::new(self.schema.clone())
+            .with_batch_size(records.len().max(1))
+            .build_decoder()
+            .map_err(|e| e.to_string())?;
+        for (i, record) in records.iter().enumerate() {
+            decoder.decode(record).map_err(|e| e.to_string())?;
+            if decoder.has_partial_record() {
+                return Err("incomplete JSON value".into());
+            }
+            if decoder.len() != i + 1 {
+                return Err(if decoder.len() <= i {
+                    "empty record".into()
+                } else {
+                    "more than one JSON value in one record".into()
+                });
+            }
+        }
+        match decoder.flush().map_err(|e| e.to_string())? {
+            Some(batch) => Ok(batch),
+            None => Ok(RecordBatch::new_empty(self.schema.clone())),
+        }
+    }
+}
+
+/// One JSON object per row, nulls written explicitly.
+pub(super) fn encode_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
+    let mut buffer = Vec::with_capacity(batch.num_rows() * 64);
+    {
+        let mut writer = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .with_timestamp_format(super::TIMESTAMP_FORMAT.to_string())
+            .with_timestamp_tz_format(super::TIMESTAMP_TZ_FORMAT.to_string())
+            .build::<_, LineDelimited>(&mut buffer);
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    Ok(super::split_lines(buffer))
+}

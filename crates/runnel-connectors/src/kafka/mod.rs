@@ -1,0 +1,85 @@
+//! `'connector' = 'kafka'`: a source reading a topic's partitions (one watermark each) and
+//! a sink producing JSON records, with Flink's option names.
+
+mod sink;
+mod source;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use runnel_sql::TableDef;
+
+use crate::error::Result;
+use crate::format::{Format, FORMAT_OPTIONS};
+use crate::options::TableOptions;
+
+pub use sink::KafkaSink;
+pub use source::KafkaSource;
+
+/// Options the Kafka connector accepts besides the format's and `'properties.*'`.
+pub const OPTIONS: &[&str] = &[
+    "topic",
+    "scan.startup.mode",
+    "scan.bounded.mode",
+    "key.format",
+    "key.fields",
+    "value.format",
+    "sink.delivery-guarantee",
+];
+
+/// How long to wait for the broker's answers at start (metadata, offsets).
+pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
+    let valid: Vec<&str> = OPTIONS.iter().chain(FORMAT_OPTIONS).copied().collect();
+    let options = TableOptions::validate(&table.name, "kafka", &table.options, &valid, &["properties."])?;
+    options.required("topic")?;
+    options.required("properties.bootstrap.servers")?;
+    options.choice(
+        "scan.startup.mode",
+        &["earliest-offset", "latest-offset", "group-offsets"],
+        "group-offsets",
+    )?;
+    options.choice("scan.bounded.mode", &["unbounded", "latest-offset"], "unbounded")?;
+    options.choice("sink.delivery-guarantee", &["at-least-once", "none"], "at-least-once")?;
+    if let Some(format) = options.get("value.format") {
+        if format != "json" && format != "csv" {
+            return Err(options.invalid("value.format", format, "expected json or csv"));
+        }
+    }
+    if let Some(format) = options.get("key.format") {
+        if format != "json" {
+            return Err(options.invalid("key.format", format, "expected json"));
+        }
+        if options.get("key.fields").is_none() {
+            return Err(options.invalid("key.format", format, "'key.fields' must name the key columns"));
+        }
+    }
+    value_format(&options, table)?;
+    Ok(options)
+}
+
+/// The value format: `'value.format'` or `'format'`.
+pub(crate) fn value_format(options: &TableOptions, table: &TableDef) -> Result<Format> {
+    let format = Format::from_options(options, table.physical_schema.clone())?;
+    Ok(match (options.get("value.format"), format) {
+        (Some("csv"), Format::Json(json)) => Format::Csv(crate::format::CsvFormat {
+            schema: json.schema,
+            delimiter: b',',
+            ignore_parse_errors: options.parse_or("csv.ignore-parse-errors", false)?,
+        }),
+        (_, format) => format,
+    })
+}
+
+/// librdkafka settings from `'properties.*'`, over Runnel's defaults.
+pub(crate) fn client_config(options: &TableOptions, defaults: &[(&str, &str)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in defaults {
+        config.set(*key, *value);
+    }
+    for (key, value) in options.with_prefix("properties.") {
+        config.set(key, value);
+    }
+    config
+}

@@ -1,0 +1,245 @@
+//! [`KafkaSource`]: reads every partition of a topic, decoding each poll's messages per
+//! partition into one Arrow batch.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use runnel_runtime::{JobMetrics, Source, SourceBatch, SourceEvent};
+use runnel_sql::TableDef;
+
+use crate::error::{ConnectorError, Result};
+use crate::format::Format;
+
+/// Messages gathered into one poll.
+const MAX_POLL_RECORDS: usize = 8192;
+/// How long a bounded read waits for messages before checking whether it is done.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// Reads one topic. With `'scan.bounded.mode' = 'latest-offset'` it stops at the end
+/// offsets found at start; otherwise it reads forever.
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    /// Kafka partition ids; our partition index is the position in this list.
+    partitions: Vec<i32>,
+    /// Exclusive end offset per partition, in bounded mode.
+    end_offsets: Option<Vec<i64>>,
+    finished: Vec<bool>,
+    format: Format,
+    metrics: Arc<JobMetrics>,
+    ready: VecDeque<SourceEvent>,
+}
+
+fn kafka_error(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> ConnectorError {
+    let context = context.into();
+    move |source| ConnectorError::Kafka { context, source }
+}
+
+impl KafkaSource {
+    pub async fn open(table: &TableDef, metrics: Arc<JobMetrics>) -> Result<Self> {
+        let options = super::options(table)?;
+        let format = super::value_format(&options, table)?;
+        let topic = options.required("topic")?.to_string();
+        let servers = options.required("properties.bootstrap.servers")?.to_string();
+        let group = format!("runnel-{}", table.name);
+        let startup = options.get("scan.startup.mode").unwrap_or("group-offsets");
+        let bounded = options.get("scan.bounded.mode") == Some("latest-offset");
+        let config = super::client_config(
+            &options,
+            &[
+                ("group.id", group.as_str()),
+                ("enable.auto.commit", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("fetch.wait.max.ms", "100"),
+            ],
+        );
+        let consumer: StreamConsumer = config
+            .create()
+            .map_err(kafka_error(format!("creating a consumer for {servers}")))?;
+        let consumer = Arc::new(consumer);
+
+        // Metadata and offsets are blocking calls: keep them off the async workers.
+        let (partitions, ends) = {
+            let consumer = consumer.clone();
+            let topic = topic.clone();
+            tokio::task::spawn_blocking(move || -> Result<(Vec<i32>, Vec<(i64, i64)>)> {
+                let metadata = consumer
+                    .fetch_metadata(Some(&topic), super::METADATA_TIMEOUT)
+                    .map_err(kafka_error(format!("reading metadata of topic {topic} from {servers}")))?;
+                let partitions: Vec<i32> = metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect();
+                if partitions.is_empty() {
+                    return Err(ConnectorError::Other(format!(
+                        "kafka topic '{topic}' does not exist on {servers} (or has no partitions)"
+                    )));
+                }
+                let mut watermarks = Vec::with_capacity(partitions.len());
+                for &p in &partitions {
+                    watermarks.push(
+                        consumer
+                            .fetch_watermarks(&topic, p, super::METADATA_TIMEOUT)
+                            .map_err(kafka_error(format!("reading offsets of {topic} partition {p}")))?,
+                    );
+                }
+                Ok((partitions, watermarks))
+            })
+            .await
+            .map_err(|e| ConnectorError::Other(format!("kafka metadata task failed: {e}")))??
+        };
+
+        let mut assignment = TopicPartitionList::new();
+        let start = match startup {
+            "earliest-offset" => Offset::Beginning,
+            "latest-offset" => Offset::End,
+            _ => Offset::Stored,
+        };
+        for &p in &partitions {
+            assignment
+                .add_partition_offset(&topic, p, start)
+                .map_err(kafka_error(format!("assigning {topic} partition {p}")))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(kafka_error(format!("assigning partitions of {topic}")))?;
+
+        let mut finished = vec![false; partitions.len()];
+        let mut ready = VecDeque::new();
+        let end_offsets = bounded.then(|| ends.iter().map(|&(_, high)| high).collect::<Vec<_>>());
+        if bounded {
+            for (i, &(low, high)) in ends.iter().enumerate() {
+                if high <= low || startup == "latest-offset" {
+                    finished[i] = true;
+                    ready.push_back(SourceEvent::PartitionFinished(i));
+                }
+            }
+        }
+        tracing::info!(table = %table.name, %topic, partitions = partitions.len(), bounded, "kafka source assigned");
+        Ok(Self {
+            consumer,
+            topic,
+            partitions,
+            end_offsets,
+            finished,
+            format,
+            metrics,
+            ready,
+        })
+    }
+
+    fn index_of(&self, partition: i32) -> Option<usize> {
+        self.partitions.iter().position(|&p| p == partition)
+    }
+
+    /// In bounded mode: marks partitions whose position reached their end offset.
+    fn check_positions(&mut self) -> Result<()> {
+        let Some(ends) = &self.end_offsets else { return Ok(()) };
+        let positions = self
+            .consumer
+            .position()
+            .map_err(kafka_error(format!("reading positions on {}", self.topic)))?;
+        for element in positions.elements() {
+            let Some(i) = self.index_of(element.partition()) else { continue };
+            if let Offset::Offset(position) = element.offset() {
+                if !self.finished[i] && position >= ends[i] {
+                    self.finished[i] = true;
+                    self.ready.push_back(SourceEvent::PartitionFinished(i));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for at least one message, then takes whatever else is ready (up to a limit),
+    /// and decodes it into one batch per partition.
+    async fn poll(&mut self) -> Result<()> {
+        let first = match tokio::time::timeout(IDLE_CHECK, self.consumer.recv()).await {
+            Err(_) => return self.check_positions(),
+            Ok(Err(e)) => {
+                tracing::warn!(topic = %self.topic, error = %e, "kafka consumer error; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Ok(());
+            }
+            Ok(Ok(message)) => message.detach(),
+        };
+        let mut messages = vec![first];
+        while messages.len() < MAX_POLL_RECORDS {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => messages.push(message.detach()),
+                Some(Err(e)) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "kafka consumer error");
+                    break;
+                }
+                None => break,
+            }
+        }
+
+        // partition index → (offsets, payloads)
+        let mut per_partition: BTreeMap<usize, (Vec<i64>, Vec<Vec<u8>>)> = BTreeMap::new();
+        let mut reached_end = Vec::new();
+        for message in messages {
+            let Some(i) = self.index_of(message.partition()) else { continue };
+            let offset = message.offset();
+            if let Some(ends) = &self.end_offsets {
+                if self.finished[i] || offset >= ends[i] {
+                    continue; // past the bounded range
+                }
+                if offset + 1 >= ends[i] {
+                    reached_end.push(i);
+                }
+            }
+            // A tombstone (no payload) deletes a key upstream; it carries no row.
+            let Some(payload) = message.payload() else { continue };
+            let entry = per_partition.entry(i).or_default();
+            entry.0.push(offset);
+            entry.1.push(payload.to_vec());
+        }
+        for (i, (offsets, payloads)) in per_partition {
+            let records: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            let (topic, partition) = (&self.topic, self.partitions[i]);
+            let decoded = self.format.decode(&records, |k| {
+                format!("topic {topic} partition {partition} offset {}", offsets[k])
+            })?;
+            JobMetrics::add(&self.metrics.bad_records, decoded.skipped);
+            self.ready.push_back(SourceEvent::Batch(SourceBatch {
+                partition: i,
+                batch: decoded.batch,
+            }));
+        }
+        for i in reached_end {
+            if !self.finished[i] {
+                self.finished[i] = true;
+                self.ready.push_back(SourceEvent::PartitionFinished(i));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    fn partitions(&self) -> usize {
+        self.partitions.len()
+    }
+
+    async fn next_event(&mut self) -> runnel_runtime::Result<Option<SourceEvent>> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(Some(event));
+            }
+            if self.end_offsets.is_some() && self.finished.iter().all(|&f| f) {
+                return Ok(None);
+            }
+            self.poll().await?;
+        }
+    }
+}

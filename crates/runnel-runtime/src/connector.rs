@@ -1,0 +1,26 @@
+//! [`ConnectorFactory`]: how the runtime asks for sources and sinks without knowing any
+//! connector (Kafka, files, ...). The connectors crate implements it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use runnel_sql::TableDef;
+
+use crate::error::Result;
+use crate::metrics::JobMetrics;
+use crate::sink::Sink;
+use crate::source::Source;
+
+/// Creates the reader or writer a table's `'connector'` option names.
+#[async_trait]
+pub trait ConnectorFactory: Send + Sync {
+    /// Checks a table's options when it is declared, so mistakes surface at `CREATE TABLE`.
+    fn validate(&self, table: &TableDef) -> Result<()>;
+
+    /// Opens a reader of `table`. `metrics` receives the counts of skipped records.
+    async fn create_source(&self, table: &TableDef, metrics: Arc<JobMetrics>) -> Result<Box<dyn Source>>;
+
+    /// Opens a writer into `table`, which will receive batches of `schema`.
+    async fn create_sink(&self, table: &TableDef, schema: SchemaRef) -> Result<Box<dyn Sink>>;
+}

@@ -1,0 +1,29 @@
+//! Compiling DataFusion logical expressions into physical ones the operators evaluate.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DFSchema;
+use datafusion::error::Result as DFResult;
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+
+/// Compiles `exprs` against `schema` (the schema of the batches they will see).
+pub fn compile(exprs: &[Expr], schema: &DFSchema) -> DFResult<Vec<Arc<dyn PhysicalExpr>>> {
+    let props = ExecutionProps::new();
+    let context = Default::default();
+    exprs
+        .iter()
+        .map(|e| create_physical_expr(e, schema, &props, &context))
+        .collect()
+}
+
+/// Evaluates each expression over `batch` into a full-length array.
+pub fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> DFResult<Vec<ArrayRef>> {
+    exprs
+        .iter()
+        .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+        .collect()
+}

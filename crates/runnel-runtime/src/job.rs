@@ -1,0 +1,173 @@
+//! Running a [`StreamPlan`]: builds its operators, connects them with bounded channels and
+//! spawns them on the caller's tokio runtime.
+//!
+//! A job is three tasks: the source (decoding, computed columns, watermarks), the operator
+//! chain (filters, projections, windows) and the sink. Channels between them hold a few
+//! batches each, so a slow sink slows the source and memory stays flat.
+
+use std::sync::Arc;
+
+use runnel_sql::{SourceNode, StreamNode, StreamPlan};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::connector::ConnectorFactory;
+use crate::error::{Result, RuntimeError};
+use crate::message::Message;
+use crate::metrics::{JobMetrics, MetricsSnapshot};
+use crate::operator::{Operator, OperatorChain};
+use crate::operators::{FilterOperator, ProjectionOperator, WindowAggregateOperator, WindowAssignOperator};
+use crate::sink::Sink;
+use crate::source::SourceTask;
+
+/// Batches in flight on each channel between tasks.
+const CHANNEL_CAPACITY: usize = 8;
+
+/// A running job. Await [`JobHandle::wait`] for its end; drop or [`JobHandle::abort`] to stop it.
+pub struct JobHandle {
+    tasks: Vec<(String, JoinHandle<Result<()>>)>,
+    metrics: Arc<JobMetrics>,
+}
+
+impl JobHandle {
+    /// The job's live counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// Shared handle to the live counters.
+    pub fn metrics_handle(&self) -> Arc<JobMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Waits until every task ended. Returns the first task's error, if any.
+    pub async fn wait(self) -> Result<MetricsSnapshot> {
+        let mut first_error = None;
+        for (name, task) in self.tasks {
+            let outcome = match task.await {
+                Ok(result) => result,
+                Err(join) => Err(RuntimeError::Task(format!("{name}: {join}"))),
+            };
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(self.metrics.snapshot()),
+        }
+    }
+
+    /// Stops every task at once.
+    pub fn abort(&self) {
+        for (_, task) in &self.tasks {
+            task.abort();
+        }
+    }
+
+    /// Whether every task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.tasks.iter().all(|(_, t)| t.is_finished())
+    }
+}
+
+/// Flattens a single-input plan into its source and the operators above it, bottom-up.
+fn build_operators(
+    node: &StreamNode,
+    metrics: &Arc<JobMetrics>,
+    operators: &mut Vec<Box<dyn Operator>>,
+) -> Result<SourceNode> {
+    match node {
+        StreamNode::Source(source) => Ok(source.clone()),
+        StreamNode::Filter { input, predicate, input_schema } => {
+            let source = build_operators(input, metrics, operators)?;
+            operators.push(Box::new(FilterOperator::try_new(predicate, input_schema)?));
+            Ok(source)
+        }
+        StreamNode::Projection { input, exprs, input_schema, schema } => {
+            let source = build_operators(input, metrics, operators)?;
+            let schema = Arc::new(schema.as_arrow().clone());
+            operators.push(Box::new(ProjectionOperator::try_new(exprs, input_schema, schema)?));
+            Ok(source)
+        }
+        StreamNode::WindowAssign { input, kind, time_column, schema } => {
+            let source = build_operators(input, metrics, operators)?;
+            let input_schema = input.arrow_schema();
+            let schema = Arc::new(schema.as_arrow().clone());
+            operators.push(Box::new(WindowAssignOperator::new(*kind, *time_column, &input_schema, schema)));
+            Ok(source)
+        }
+        StreamNode::WindowAggregate(aggregate) => {
+            let source = build_operators(&aggregate.input, metrics, operators)?;
+            operators.push(Box::new(WindowAggregateOperator::try_new(aggregate, metrics.clone())?));
+            Ok(source)
+        }
+    }
+}
+
+/// Starts `plan`, reading through `connectors` and writing into `sink`.
+pub async fn spawn_job(
+    plan: &StreamPlan,
+    connectors: &dyn ConnectorFactory,
+    mut sink: Box<dyn Sink>,
+) -> Result<JobHandle> {
+    let metrics = Arc::new(JobMetrics::default());
+    let mut operators = Vec::new();
+    let source_node = build_operators(&plan.root, &metrics, &mut operators)?;
+    let source = connectors.create_source(&source_node.table, metrics.clone()).await?;
+
+    let (source_tx, mut chain_rx) = mpsc::channel::<Message>(CHANNEL_CAPACITY);
+    let (chain_tx, mut sink_rx) = mpsc::channel::<Message>(CHANNEL_CAPACITY);
+    let mut tasks = Vec::new();
+
+    let source_task = SourceTask {
+        source,
+        node: source_node,
+        metrics: metrics.clone(),
+        output: source_tx,
+    };
+    tasks.push(("source".to_string(), tokio::spawn(source_task.run())));
+
+    let mut chain = OperatorChain::new(operators);
+    tasks.push((
+        "operators".to_string(),
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some(message) = chain_rx.recv().await {
+                let last = matches!(message, Message::End);
+                chain.process(message, &mut out)?;
+                for message in out.drain(..) {
+                    if chain_tx.send(message).await.is_err() {
+                        return Ok(()); // the sink stopped; it reports why
+                    }
+                }
+                if last {
+                    break;
+                }
+            }
+            Ok(())
+        }),
+    ));
+
+    let sink_metrics = metrics.clone();
+    tasks.push((
+        "sink".to_string(),
+        tokio::spawn(async move {
+            while let Some(message) = sink_rx.recv().await {
+                match message {
+                    Message::Batch(batch) => {
+                        JobMetrics::add(&sink_metrics.rows_out, batch.num_rows());
+                        sink.write_batch(batch).await?;
+                    }
+                    Message::Watermark(_) => {}
+                    Message::End => {
+                        sink.finish().await?;
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        }),
+    ));
+    Ok(JobHandle { tasks, metrics })
+}

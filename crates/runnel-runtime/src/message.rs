@@ -1,0 +1,22 @@
+//! What flows between operators: [`Message`]s of batches, watermarks and end-of-stream.
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+/// Event time in milliseconds since the epoch; a watermark `w` promises that no more rows
+/// with event time below `w` will arrive (rows that still do are late).
+pub type Watermark = i64;
+
+/// The watermark a finished source emits: every window is complete.
+pub const WATERMARK_END: Watermark = i64::MAX;
+
+/// One item on a channel between operators. Channels are bounded, so a slow consumer
+/// slows its producers (backpressure).
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// Rows, in the schema of the producing operator.
+    Batch(RecordBatch),
+    /// Event time has advanced to this point; never decreases on one channel.
+    Watermark(Watermark),
+    /// The producer is done; nothing follows.
+    End,
+}

@@ -1,0 +1,57 @@
+//! Per-job counters, shared by the job's tasks and readable while it runs.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Counters of one running job. Everything dropped is counted here: nothing is lost silently.
+#[derive(Debug)]
+pub struct JobMetrics {
+    /// Rows the sources produced.
+    pub rows_in: AtomicU64,
+    /// Rows the sink received.
+    pub rows_out: AtomicU64,
+    /// Rows dropped because their window had already been emitted.
+    pub late_rows: AtomicU64,
+    /// Records that could not be decoded and were skipped (`'json.ignore-parse-errors'`).
+    pub bad_records: AtomicU64,
+    /// The newest watermark the sources emitted (ms since epoch; `i64::MIN` before the first).
+    pub watermark: AtomicI64,
+}
+
+impl Default for JobMetrics {
+    fn default() -> Self {
+        Self {
+            rows_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            late_rows: AtomicU64::new(0),
+            bad_records: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+/// A point-in-time copy of [`JobMetrics`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsSnapshot {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub late_rows: u64,
+    pub bad_records: u64,
+    pub watermark: Option<i64>,
+}
+
+impl JobMetrics {
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let watermark = self.watermark.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            rows_in: self.rows_in.load(Ordering::Relaxed),
+            rows_out: self.rows_out.load(Ordering::Relaxed),
+            late_rows: self.late_rows.load(Ordering::Relaxed),
+            bad_records: self.bad_records.load(Ordering::Relaxed),
+            watermark: (watermark != i64::MIN).then_some(watermark),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The [`Operator`] trait: a synchronous, batch-at-a-time step of a streaming pipeline.
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::Result;
+use crate::message::{Message, Watermark};
+
+/// A streaming operator with one input. The runtime calls it from one task, in the order
+/// messages arrive; it pushes what it produces into `out`.
+///
+/// Only [`Operator::process_batch`] is required. By default a watermark is forwarded
+/// unchanged and the end of the input produces nothing more. Operators that hold state
+/// keyed by event time (windows) override [`Operator::process_watermark`] to emit what
+/// the watermark completes and free its state, then forward the watermark.
+pub trait Operator: Send {
+    /// Short name for errors and plans, e.g. `Filter`.
+    fn name(&self) -> &str;
+
+    /// Handles one batch of input rows.
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()>;
+
+    /// Handles a watermark; must forward it (after any output it triggers).
+    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+
+    /// The input ended: emit anything still held. `End` itself is sent by the runtime.
+    fn finish(&mut self, _out: &mut Vec<Message>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Operators run back to back in one task (Flink's operator chaining): the output of
+/// each feeds the next without a channel in between.
+pub struct OperatorChain {
+    operators: Vec<Box<dyn Operator>>,
+    scratch: Vec<Message>,
+}
+
+impl OperatorChain {
+    pub fn new(operators: Vec<Box<dyn Operator>>) -> Self {
+        Self {
+            operators,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Runs `message` through every operator; what the last one emits lands in `out`.
+    pub fn process(&mut self, message: Message, out: &mut Vec<Message>) -> Result<()> {
+        let mut pending = vec![message];
+        for operator in &mut self.operators {
+            for message in pending.drain(..) {
+                match message {
+                    Message::Batch(batch) if batch.num_rows() > 0 => {
+                        operator.process_batch(batch, &mut self.scratch)?
+                    }
+                    Message::Batch(_) => {}
+                    Message::Watermark(w) => operator.process_watermark(w, &mut self.scratch)?,
+                    Message::End => {
+                        operator.finish(&mut self.scratch)?;
+                        self.scratch.push(Message::End);
+                    }
+                }
+            }
+            std::mem::swap(&mut pending, &mut self.scratch);
+        }
+        out.append(&mut pending);
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+//! The streaming operators: each turns a logical [`runnel_sql::StreamNode`] into work on
+//! Arrow batches.
+
+mod filter;
+mod projection;
+mod window_aggregate;
+mod window_assign;
+
+pub use filter::FilterOperator;
+pub use projection::ProjectionOperator;
+pub use window_aggregate::WindowAggregateOperator;
+pub use window_assign::WindowAssignOperator;
+pub(crate) use window_assign::as_millis;

@@ -1,0 +1,268 @@
+//! [`WindowAggregateOperator`]: `GROUP BY window_start, window_end, keys...` over a stream,
+//! emitting each window exactly once when the watermark reaches its end.
+//!
+//! State is one DataFusion [`GroupValues`] (the keys) plus one [`GroupsAccumulator`] per
+//! aggregate for every open window, keyed by the window's end. Rows are routed to their
+//! window with vectorized kernels (sort the window ends, take, slice), so accumulators are
+//! updated batch-at-a-time exactly as in DataFusion's own hash aggregate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::compute::kernels::cmp::gt;
+use datafusion::arrow::compute::{filter, sort_to_indices, take};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DFSchema;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use runnel_sql::WindowAggregateNode;
+
+use crate::error::{Result, RuntimeError};
+use crate::message::{Message, Watermark};
+use crate::metrics::JobMetrics;
+use crate::operator::Operator;
+use crate::operators::window_assign::as_millis;
+
+/// One aggregate call: the DataFusion function, its argument expressions and its
+/// optional `FILTER (WHERE ...)` clause.
+struct AggregateCall {
+    function: Arc<AggregateFunctionExpr>,
+    arguments: Vec<Arc<dyn PhysicalExpr>>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl AggregateCall {
+    fn new_accumulator(&self) -> DFResult<Box<dyn GroupsAccumulator>> {
+        if self.function.groups_accumulator_supported() {
+            self.function.create_groups_accumulator()
+        } else {
+            let function = self.function.clone();
+            Ok(Box::new(GroupsAccumulatorAdapter::new(move || function.create_accumulator())))
+        }
+    }
+}
+
+/// The keys and partial aggregates of one open window.
+struct WindowState {
+    groups: Box<dyn GroupValues>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+/// A tumbling-window aggregate (the window assignment happened upstream, so any kind of
+/// window whose rows carry their `window_end` fits).
+pub struct WindowAggregateOperator {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    window_end: usize,
+    aggregates: Vec<AggregateCall>,
+    group_schema: SchemaRef,
+    output_schema: SchemaRef,
+    windows: BTreeMap<i64, WindowState>,
+    watermark: Option<Watermark>,
+    metrics: Arc<JobMetrics>,
+    group_indices: Vec<usize>,
+}
+
+fn operator_error(source: DataFusionError) -> RuntimeError {
+    RuntimeError::Operator {
+        operator: "WindowAggregate".into(),
+        source,
+    }
+}
+
+impl WindowAggregateOperator {
+    pub fn try_new(node: &WindowAggregateNode, metrics: Arc<JobMetrics>) -> Result<Self> {
+        let input_schema: &DFSchema = &node.input_schema;
+        let physical_input: Schema = input_schema.as_arrow().clone();
+        let group_exprs = crate::expr::compile(&node.group_exprs, input_schema)?;
+        let props = datafusion::logical_expr::execution_props::ExecutionProps::new();
+        let mut aggregates = Vec::with_capacity(node.aggr_exprs.len());
+        for expr in &node.aggr_exprs {
+            let planning = Default::default();
+            let lowered = LoweredAggregateBuilder::new(expr, input_schema, &physical_input, &props, &planning)
+                .with_name(expr.schema_name().to_string())
+                .build()?;
+            if !lowered.order_bys.is_empty() {
+                return Err(RuntimeError::Build(format!(
+                    "aggregate {expr}: ORDER BY inside an aggregate call is not supported on streams"
+                )));
+            }
+            let (function, filter) = (lowered.aggregate, lowered.filter);
+            aggregates.push(AggregateCall {
+                arguments: function.expressions(),
+                function,
+                filter,
+            });
+        }
+        let output_schema = Arc::new(node.schema.as_arrow().clone());
+        let group_schema = Arc::new(Schema::new(
+            output_schema.fields()[..node.group_exprs.len()].to_vec(),
+        ));
+        Ok(Self {
+            group_exprs,
+            window_end: node.window_end,
+            aggregates,
+            group_schema,
+            output_schema,
+            windows: BTreeMap::new(),
+            watermark: None,
+            metrics,
+            group_indices: Vec::new(),
+        })
+    }
+
+    fn new_window(&self) -> DFResult<WindowState> {
+        Ok(WindowState {
+            groups: new_group_values(self.group_schema.clone(), &GroupOrdering::None)?,
+            accumulators: self
+                .aggregates
+                .iter()
+                .map(AggregateCall::new_accumulator)
+                .collect::<DFResult<_>>()?,
+        })
+    }
+
+    /// Evaluates keys, arguments and filters; drops late rows; routes rows to windows.
+    fn aggregate(&mut self, batch: &RecordBatch) -> DFResult<()> {
+        let mut groups = crate::expr::evaluate(&self.group_exprs, batch)?;
+        let mut inputs: Vec<Vec<ArrayRef>> = self
+            .aggregates
+            .iter()
+            .map(|a| crate::expr::evaluate(&a.arguments, batch))
+            .collect::<DFResult<_>>()?;
+        let mut filters: Vec<Option<ArrayRef>> = self
+            .aggregates
+            .iter()
+            .map(|a| {
+                a.filter
+                    .as_ref()
+                    .map(|f| f.evaluate(batch)?.into_array(batch.num_rows()))
+                    .transpose()
+            })
+            .collect::<DFResult<_>>()?;
+        let mut ends: Int64Array = as_millis(&groups[self.window_end])?.reinterpret_cast();
+
+        // Rows whose window was already emitted are late: count and drop them.
+        if let Some(watermark) = self.watermark {
+            let on_time = gt(&ends, &Int64Array::new_scalar(watermark))?;
+            let late = on_time.len() - on_time.true_count();
+            if late > 0 {
+                JobMetrics::add(&self.metrics.late_rows, late);
+                let keep = |a: &ArrayRef| filter(a, &on_time);
+                groups = groups.iter().map(keep).collect::<Result<_, _>>()?;
+                for args in &mut inputs {
+                    *args = args.iter().map(keep).collect::<Result<_, _>>()?;
+                }
+                for f in filters.iter_mut().flatten() {
+                    *f = keep(f)?;
+                }
+                ends = filter(&ends, &on_time)?.as_primitive().clone();
+            }
+        }
+        if ends.is_empty() {
+            return Ok(());
+        }
+
+        // Most batches fall in one window; otherwise sort by window end and slice runs.
+        let values = ends.values();
+        let single_window = values.iter().all(|&e| e == values[0]);
+        if !single_window {
+            let order = sort_to_indices(&ends, None, None)?;
+            let reorder = |a: &ArrayRef| take(a, &order, None);
+            groups = groups.iter().map(reorder).collect::<Result<_, _>>()?;
+            for args in &mut inputs {
+                *args = args.iter().map(reorder).collect::<Result<_, _>>()?;
+            }
+            for f in filters.iter_mut().flatten() {
+                *f = reorder(f)?;
+            }
+            ends = take(&ends, &order, None)?.as_primitive().clone();
+        }
+        let values = ends.values().clone();
+        let mut start = 0;
+        while start < values.len() {
+            let end_value = values[start];
+            let mut stop = start + 1;
+            while stop < values.len() && values[stop] == end_value {
+                stop += 1;
+            }
+            let len = stop - start;
+            let slice = |a: &ArrayRef| a.slice(start, len);
+            let group_slice: Vec<ArrayRef> = groups.iter().map(slice).collect();
+            if !self.windows.contains_key(&end_value) {
+                let state = self.new_window()?;
+                self.windows.insert(end_value, state);
+            }
+            let Some(window) = self.windows.get_mut(&end_value) else {
+                return datafusion::common::internal_err!("window state vanished");
+            };
+            window.groups.intern(&group_slice, &mut self.group_indices)?;
+            let total_groups = window.groups.len();
+            for (i, accumulator) in window.accumulators.iter_mut().enumerate() {
+                let args: Vec<ArrayRef> = inputs[i].iter().map(slice).collect();
+                let filter_slice = filters[i].as_ref().map(slice);
+                accumulator.update_batch(
+                    &args,
+                    &self.group_indices,
+                    filter_slice.as_ref().map(|f| f.as_boolean()),
+                    total_groups,
+                )?;
+            }
+            start = stop;
+        }
+        Ok(())
+    }
+
+    /// Emits (and frees) every window whose end is at or below `watermark`, oldest first.
+    fn emit_until(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> DFResult<()> {
+        while let Some(entry) = self.windows.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            let mut window = entry.remove();
+            let mut columns = window.groups.emit(EmitTo::All)?;
+            for accumulator in &mut window.accumulators {
+                columns.push(accumulator.evaluate(EmitTo::All)?);
+            }
+            let batch = RecordBatch::try_new(self.output_schema.clone(), columns)?;
+            if batch.num_rows() > 0 {
+                out.push(Message::Batch(batch));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of open windows (for tests and metrics).
+    pub fn open_windows(&self) -> usize {
+        self.windows.len()
+    }
+}
+
+impl Operator for WindowAggregateOperator {
+    fn name(&self) -> &str {
+        "WindowAggregate"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Vec<Message>) -> Result<()> {
+        self.aggregate(&batch).map_err(operator_error)
+    }
+
+    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+        if self.watermark.is_some_and(|w| w >= watermark) {
+            return Ok(());
+        }
+        self.watermark = Some(watermark);
+        self.emit_until(watermark, out).map_err(operator_error)?;
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<Message>) -> Result<()> {
+        self.emit_until(Watermark::MAX, out).map_err(operator_error)
+    }
+}

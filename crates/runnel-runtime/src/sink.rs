@@ -1,0 +1,41 @@
+//! The [`Sink`] trait that connectors implement, and a sink that hands batches to the caller.
+
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use tokio::sync::mpsc;
+
+use crate::error::{Result, RuntimeError};
+
+/// A connector's writer. Receives result batches in order; `finish` is called once when
+/// the job's input ends, and must flush everything (a job is done only when it returns).
+#[async_trait]
+pub trait Sink: Send {
+    async fn write_batch(&mut self, batch: RecordBatch) -> Result<()>;
+
+    async fn finish(&mut self) -> Result<()>;
+}
+
+/// Sends result batches into a channel: how a bare `SELECT` streams rows to its caller.
+pub struct ChannelSink {
+    sender: mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+}
+
+impl ChannelSink {
+    pub fn new(sender: mpsc::Sender<datafusion::error::Result<RecordBatch>>) -> Self {
+        Self { sender }
+    }
+}
+
+#[async_trait]
+impl Sink for ChannelSink {
+    async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        self.sender
+            .send(Ok(batch))
+            .await
+            .map_err(|_| RuntimeError::Task("the query's reader went away".into()))
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! The catalog: tables and views a session has declared, resolved to Arrow schemas and
+//! DataFusion expressions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::common::{DFSchema, DFSchemaRef};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+
+use crate::error::{Result, SqlError};
+
+/// A declared table: what its connector reads or writes, and how its rows get event time.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub name: String,
+    /// Columns the connector decodes from (or encodes into) records, in declaration order.
+    pub physical_schema: SchemaRef,
+    /// Every column as queries see it: physical and computed, in declaration order.
+    pub schema: SchemaRef,
+    /// One expression per column of `schema`, over `physical_schema`: a column reference
+    /// for physical columns, the computing expression for computed ones.
+    pub row_exprs: Vec<Expr>,
+    /// The event-time column and its watermark, when the table declares one.
+    pub watermark: Option<WatermarkDef>,
+    pub primary_key: Vec<String>,
+    /// The `WITH` options, by key.
+    pub options: BTreeMap<String, String>,
+}
+
+/// `WATERMARK FOR column AS expr`, resolved.
+#[derive(Debug, Clone)]
+pub struct WatermarkDef {
+    /// Name and index of the event-time column in [`TableDef::schema`].
+    pub column: String,
+    pub column_index: usize,
+    /// The watermark expression over [`TableDef::schema`]: the source's watermark is the
+    /// largest value it has produced over the rows read (per partition).
+    pub expr: Expr,
+}
+
+impl TableDef {
+    /// The `'connector'` option.
+    pub fn connector(&self) -> Option<&str> {
+        self.options.get("connector").map(String::as_str)
+    }
+
+    /// Whether some columns are computed (such a table cannot be written to).
+    pub fn has_computed_columns(&self) -> bool {
+        self.schema.fields().len() != self.physical_schema.fields().len()
+            || self.row_exprs.iter().any(|e| !matches!(e, Expr::Column(_)))
+    }
+
+    /// The physical schema as a DataFusion schema, for planning computed columns.
+    pub fn physical_df_schema(&self) -> DFSchemaRef {
+        // Unqualified fields never collide: column names are unique per table.
+        Arc::new(DFSchema::try_from(self.physical_schema.as_ref().clone()).unwrap_or_else(|_| DFSchema::empty()))
+    }
+
+    /// The full schema as a DataFusion schema, for planning the watermark expression.
+    pub fn df_schema(&self) -> DFSchemaRef {
+        Arc::new(DFSchema::try_from(self.schema.as_ref().clone()).unwrap_or_else(|_| DFSchema::empty()))
+    }
+}
+
+/// A declared view: a query planned once, inlined wherever the view is used.
+#[derive(Debug, Clone)]
+pub struct ViewDef {
+    pub name: String,
+    pub plan: LogicalPlan,
+}
+
+/// Tables and views by name (names compare case-insensitively, as in Flink's default).
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    tables: HashMap<String, Arc<TableDef>>,
+    views: HashMap<String, Arc<ViewDef>>,
+}
+
+fn key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+impl Catalog {
+    /// Registers a table; fails if a table or view of that name exists.
+    pub fn add_table(&mut self, table: TableDef) -> Result<()> {
+        if self.contains(&table.name) {
+            return Err(SqlError::DuplicateTable(table.name));
+        }
+        self.tables.insert(key(&table.name), Arc::new(table));
+        Ok(())
+    }
+
+    /// Registers a view; fails if a table or view of that name exists.
+    pub fn add_view(&mut self, view: ViewDef) -> Result<()> {
+        if self.contains(&view.name) {
+            return Err(SqlError::DuplicateTable(view.name));
+        }
+        self.views.insert(key(&view.name), Arc::new(view));
+        Ok(())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tables.contains_key(&key(name)) || self.views.contains_key(&key(name))
+    }
+
+    pub fn table(&self, name: &str) -> Option<Arc<TableDef>> {
+        self.tables.get(&key(name)).cloned()
+    }
+
+    pub fn view(&self, name: &str) -> Option<Arc<ViewDef>> {
+        self.views.get(&key(name)).cloned()
+    }
+
+    /// A table that must exist, with an error naming the known ones.
+    pub fn require_table(&self, name: &str) -> Result<Arc<TableDef>> {
+        self.table(name).ok_or_else(|| SqlError::UnknownTable {
+            name: name.to_string(),
+            known: self.names(),
+        })
+    }
+
+    /// Names of every table and view, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tables
+            .values()
+            .map(|t| t.name.clone())
+            .chain(self.views.values().map(|v| v.name.clone()))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// Builds the physical schema of a set of fields, checking that a time column is usable.
+pub(crate) fn is_timestamp(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::Timestamp(_, _))
+}
+
+/// The schema holding `fields`.
+pub(crate) fn schema_of(fields: Vec<datafusion::arrow::datatypes::Field>) -> SchemaRef {
+    Arc::new(Schema::new(fields))
+}

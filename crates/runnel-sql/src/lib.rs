@@ -1,0 +1,22 @@
+//! Runnel's SQL layer: parses Flink-dialect SQL, keeps the catalog of tables and views,
+//! and plans continuous queries into [`StreamPlan`]s for the runtime.
+//!
+//! The entry points are [`parse_script`] (text → [`Statement`]s) and [`StreamPlanner`]
+//! (statements → [`TableDef`]s, [`ViewDef`]s and [`StreamPlan`]s). Parsing and planning
+//! reuse DataFusion (its sqlparser, `SqlToRel`, analyzer, optimizer and function
+//! registry); this crate adds Flink's DDL, windowing table functions and the streaming
+//! rewrite. It knows no operator and no connector.
+
+pub mod catalog;
+pub mod error;
+pub mod parser;
+pub mod plan;
+pub mod planner;
+pub mod window;
+
+pub use catalog::{Catalog, TableDef, ViewDef, WatermarkDef};
+pub use error::{Result, SqlError};
+pub use parser::{parse_script, CreateTable, Statement};
+pub use plan::{SourceNode, StreamNode, StreamPlan, WindowAggregateNode};
+pub use planner::StreamPlanner;
+pub use window::{WindowKind, WindowTvf};

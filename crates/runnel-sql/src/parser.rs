@@ -1,0 +1,730 @@
+//! Parses Runnel's SQL, which is Flink SQL's dialect: scripts of `;`-separated statements,
+//! Flink's `CREATE TABLE` (computed columns, `WATERMARK FOR`, `ROW<...>`, `WITH (...)`),
+//! and the table-valued window functions `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), size))`.
+//!
+//! Everything but `CREATE TABLE` is handed to sqlparser (the version bundled with
+//! DataFusion); `CREATE TABLE` is parsed here over sqlparser's tokens, because its Flink
+//! form (types such as `ROW<a INT>` whose `>>` must be split, computed columns, watermark
+//! clauses) is outside what sqlparser accepts.
+
+use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Query, SetExpr, Statement as SqlStatement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use crate::error::{Result, SqlError};
+
+/// Time zone given to `TIMESTAMP_LTZ` columns: their instants are absolute, shown in UTC.
+pub const LTZ_TIME_ZONE: &str = "UTC";
+
+/// One statement of a Runnel script.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// `CREATE TABLE name (...) WITH (...)`.
+    CreateTable(CreateTable),
+    /// `CREATE VIEW name AS query`.
+    CreateView { name: String, query: Box<Query> },
+    /// `INSERT INTO table query`: a continuous job writing into `table`.
+    Insert { table: String, query: Box<Query> },
+    /// A bare query whose rows go to the caller.
+    Query(Box<Query>),
+    /// `SET 'key' = 'value'`: a job option.
+    Set { key: String, value: String },
+}
+
+/// A parsed (not yet resolved) `CREATE TABLE`.
+#[derive(Debug, Clone)]
+pub struct CreateTable {
+    pub name: String,
+    pub if_not_exists: bool,
+    pub columns: Vec<ColumnSpec>,
+    pub watermark: Option<WatermarkSpec>,
+    pub primary_key: Vec<String>,
+    /// The `WITH` options in the order written.
+    pub options: Vec<(String, String)>,
+}
+
+/// One column of a `CREATE TABLE`.
+#[derive(Debug, Clone)]
+pub struct ColumnSpec {
+    pub name: String,
+    pub kind: ColumnKind,
+}
+
+/// Whether a column is read from the source or computed from other columns.
+#[derive(Debug, Clone)]
+pub enum ColumnKind {
+    /// Read from the source's records.
+    Physical { data_type: DataType, nullable: bool },
+    /// `name AS expr`: computed from the physical columns of the same row.
+    Computed(SqlExpr),
+}
+
+/// `WATERMARK FOR column AS expr`.
+#[derive(Debug, Clone)]
+pub struct WatermarkSpec {
+    pub column: String,
+    pub expr: SqlExpr,
+}
+
+/// Parses a script of statements separated by `;`.
+pub fn parse_script(sql: &str) -> Result<Vec<Statement>> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::Syntax {
+            message: e.message,
+            line: e.location.line,
+            column: e.location.column,
+        })?;
+    let mut statements = Vec::new();
+    for chunk in split_statements(tokens) {
+        statements.push(parse_statement(chunk)?);
+    }
+    Ok(statements)
+}
+
+/// Splits tokens at top-level semicolons, dropping empty statements and comments.
+fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut depth = 0i32;
+    for token in tokens {
+        match token.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::SemiColon if depth <= 0 => {
+                out.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(token);
+    }
+    out.push(current);
+    out.into_iter()
+        .map(|chunk| {
+            chunk
+                .into_iter()
+                .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+                .collect::<Vec<_>>()
+        })
+        .filter(|chunk| !chunk.iter().all(|t| t.token == Token::EOF))
+        .collect()
+}
+
+fn is_word(token: &Token, word: &str) -> bool {
+    matches!(token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    let starts_create_table = {
+        let words: Vec<&Token> = tokens.iter().take(3).map(|t| &t.token).collect();
+        matches!(words.as_slice(), [c, t, ..] if is_word(c, "CREATE") && is_word(t, "TABLE"))
+            || matches!(words.as_slice(), [c, tmp, t] if is_word(c, "CREATE")
+                && is_word(tmp, "TEMPORARY") && is_word(t, "TABLE"))
+    };
+    if starts_create_table {
+        return DdlParser::new(tokens).parse_create_table().map(Statement::CreateTable);
+    }
+    let tokens = rewrite_window_table_functions(tokens);
+    let end = tokens.last().map(|t| t.span.end);
+    let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens);
+    let statement = parser.parse_statement().map_err(|e| match SqlError::from_parser(e) {
+        // sqlparser gives no place for "found: EOF": the statement ended too early.
+        SqlError::Syntax { message, line: 0, .. } if end.is_some() => SqlError::Syntax {
+            message: message.replace("found: EOF", "found: end of statement"),
+            line: end.map(|l| l.line).unwrap_or(0),
+            column: end.map(|l| l.column).unwrap_or(0),
+        },
+        other => other,
+    })?;
+    // One statement per chunk: anything after it is an error, not silently dropped.
+    if parser.peek_token().token != Token::EOF {
+        let next = parser.peek_token();
+        return Err(SqlError::Syntax {
+            message: format!("expected end of statement, found {}", next.token),
+            line: next.span.start.line,
+            column: next.span.start.column,
+        });
+    }
+    convert_statement(statement)
+}
+
+fn convert_statement(statement: SqlStatement) -> Result<Statement> {
+    match statement {
+        SqlStatement::Query(query) => Ok(Statement::Query(query)),
+        SqlStatement::Insert(insert) => {
+            let table = insert.table.to_string();
+            let table = unquote_name(&table);
+            let query = insert.source.ok_or_else(|| {
+                SqlError::Plan(format!("INSERT INTO {table} needs a query (INSERT INTO t SELECT ...)"))
+            })?;
+            if !insert.columns.is_empty() {
+                return Err(SqlError::Unsupported(format!(
+                    "INSERT INTO {table} with a column list; select the columns in the sink's order instead"
+                )));
+            }
+            Ok(Statement::Insert { table, query })
+        }
+        SqlStatement::CreateView(view) => Ok(Statement::CreateView {
+            name: unquote_name(&view.name.to_string()),
+            query: view.query,
+        }),
+        SqlStatement::Set(set) => convert_set(set),
+        other => Err(SqlError::Unsupported(format!(
+            "statement kind not supported: {}",
+            other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        ))),
+    }
+}
+
+fn convert_set(set: datafusion::sql::sqlparser::ast::Set) -> Result<Statement> {
+    use datafusion::sql::sqlparser::ast::{Set, Value};
+    if let Set::SingleAssignment { variable, values, .. } = &set {
+        let key = variable
+            .0
+            .iter()
+            .map(|part| part.as_ident().map(|i| i.value.clone()).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(".");
+        if let [SqlExpr::Value(v)] = values.as_slice() {
+            let value = match &v.value {
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                other => other.to_string(),
+            };
+            return Ok(Statement::Set { key, value });
+        }
+    }
+    Err(SqlError::Plan(format!(
+        "SET takes one key and one value: SET 'key' = 'value' (found: {set})"
+    )))
+}
+
+/// `a.b` or `` `a` `` to the plain name the catalog keys tables by.
+fn unquote_name(name: &str) -> String {
+    name.trim_matches(|c| c == '`' || c == '"').to_string()
+}
+
+/// Makes Flink's window table functions parseable by sqlparser:
+/// `TABLE(TUMBLE(TABLE t, ...))` becomes `TABLE(TUMBLE(t, ...))`. The window planner
+/// then reads the first argument as a table.
+fn rewrite_window_table_functions(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let is_window_call = i + 3 < tokens.len()
+            && matches!(&tokens[i].token, Token::Word(w)
+                if w.quote_style.is_none() && crate::window::WindowKind::is_window_function(&w.value))
+            && tokens[i + 1].token == Token::LParen
+            && is_word(&tokens[i + 2].token, "TABLE");
+        if is_window_call {
+            out.push(tokens[i].clone());
+            out.push(tokens[i + 1].clone());
+            i += 3; // drop the inner TABLE keyword
+            continue;
+        }
+        out.push(tokens[i].clone());
+        i += 1;
+    }
+    out
+}
+
+/// A small recursive-descent parser over tokens for Flink's `CREATE TABLE`.
+struct DdlParser {
+    tokens: Vec<TokenWithSpan>,
+    pos: usize,
+    table: String,
+}
+
+impl DdlParser {
+    fn new(tokens: Vec<TokenWithSpan>) -> Self {
+        Self {
+            tokens,
+            pos: 0,
+            table: String::new(),
+        }
+    }
+
+    fn peek(&self) -> &Token {
+        self.tokens.get(self.pos).map(|t| &t.token).unwrap_or(&Token::EOF)
+    }
+
+    fn peek_at(&self, n: usize) -> &Token {
+        self.tokens.get(self.pos + n).map(|t| &t.token).unwrap_or(&Token::EOF)
+    }
+
+    fn error(&self, message: impl Into<String>) -> SqlError {
+        let location = self
+            .tokens
+            .get(self.pos.min(self.tokens.len().saturating_sub(1)))
+            .map(|t| t.span.start)
+            .unwrap_or(datafusion::sql::sqlparser::tokenizer::Location { line: 0, column: 0 });
+        SqlError::Syntax {
+            message: if self.table.is_empty() {
+                message.into()
+            } else {
+                format!("in CREATE TABLE {}: {}", self.table, message.into())
+            },
+            line: location.line,
+            column: location.column,
+        }
+    }
+
+    fn found(&self) -> String {
+        match self.peek() {
+            Token::EOF => "end of statement".to_string(),
+            t => format!("'{t}'"),
+        }
+    }
+
+    fn eat_word(&mut self, word: &str) -> bool {
+        if is_word(self.peek(), word) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_word(&mut self, word: &str) -> Result<()> {
+        if self.eat_word(word) {
+            Ok(())
+        } else {
+            Err(self.error(format!("expected {word}, found {}", self.found())))
+        }
+    }
+
+    fn eat(&mut self, token: &Token) -> bool {
+        if self.peek() == token {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, token: Token) -> Result<()> {
+        if self.eat(&token) {
+            Ok(())
+        } else {
+            Err(self.error(format!("expected '{token}', found {}", self.found())))
+        }
+    }
+
+    /// Consumes a `>`, splitting a `>>` (as in `ROW<a ROW<b INT>>`) into two.
+    fn expect_gt(&mut self) -> Result<()> {
+        match self.peek() {
+            Token::Gt => {
+                self.pos += 1;
+                Ok(())
+            }
+            Token::ShiftRight => {
+                self.tokens[self.pos].token = Token::Gt;
+                Ok(())
+            }
+            _ => Err(self.error(format!("expected '>', found {}", self.found()))),
+        }
+    }
+
+    fn identifier(&mut self) -> Result<String> {
+        match self.peek().clone() {
+            Token::Word(w) => {
+                self.pos += 1;
+                Ok(w.value)
+            }
+            _ => Err(self.error(format!("expected a name, found {}", self.found()))),
+        }
+    }
+
+    /// A possibly dotted name; the catalog keys tables by the last part.
+    fn object_name(&mut self) -> Result<String> {
+        let mut name = self.identifier()?;
+        while self.eat(&Token::Period) {
+            name = self.identifier()?;
+        }
+        Ok(name)
+    }
+
+    fn string_literal(&mut self) -> Result<String> {
+        match self.peek().clone() {
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => {
+                self.pos += 1;
+                Ok(s)
+            }
+            _ => Err(self.error(format!("expected a quoted string, found {}", self.found()))),
+        }
+    }
+
+    fn number(&mut self) -> Result<u64> {
+        match self.peek().clone() {
+            Token::Number(n, _) => {
+                let value = n
+                    .parse::<u64>()
+                    .map_err(|_| self.error(format!("expected a whole number, found {n}")))?;
+                self.pos += 1;
+                Ok(value)
+            }
+            _ => Err(self.error(format!("expected a number, found {}", self.found()))),
+        }
+    }
+
+    fn parse_create_table(mut self) -> Result<CreateTable> {
+        self.expect_word("CREATE")?;
+        self.eat_word("TEMPORARY");
+        self.expect_word("TABLE")?;
+        let if_not_exists = if self.eat_word("IF") {
+            self.expect_word("NOT")?;
+            self.expect_word("EXISTS")?;
+            true
+        } else {
+            false
+        };
+        let name = self.object_name()?;
+        self.table = name.clone();
+        let mut table = CreateTable {
+            name,
+            if_not_exists,
+            columns: Vec::new(),
+            watermark: None,
+            primary_key: Vec::new(),
+            options: Vec::new(),
+        };
+        self.expect(Token::LParen)?;
+        loop {
+            self.parse_table_element(&mut table)?;
+            if self.eat(&Token::Comma) {
+                continue;
+            }
+            self.expect(Token::RParen)?;
+            break;
+        }
+        if self.eat_word("COMMENT") {
+            self.string_literal()?;
+        }
+        if self.eat_word("PARTITIONED") {
+            return Err(self.error("PARTITIONED BY is not supported"));
+        }
+        if self.eat_word("WITH") {
+            self.expect(Token::LParen)?;
+            if !self.eat(&Token::RParen) {
+                loop {
+                    let key = self.string_literal()?;
+                    self.expect(Token::Eq)?;
+                    let value = self.string_literal()?;
+                    if table.options.iter().any(|(k, _)| *k == key) {
+                        return Err(self.error(format!("option '{key}' is given twice")));
+                    }
+                    table.options.push((key, value));
+                    if self.eat(&Token::Comma) {
+                        continue;
+                    }
+                    self.expect(Token::RParen)?;
+                    break;
+                }
+            }
+        }
+        if *self.peek() != Token::EOF {
+            return Err(self.error(format!("unexpected {} after the table definition", self.found())));
+        }
+        Ok(table)
+    }
+
+    fn parse_table_element(&mut self, table: &mut CreateTable) -> Result<()> {
+        if is_word(self.peek(), "WATERMARK") && is_word(self.peek_at(1), "FOR") {
+            self.pos += 2;
+            let column = self.identifier()?;
+            self.expect_word("AS")?;
+            let expr = self.expression()?;
+            if table.watermark.is_some() {
+                return Err(self.error("a table has at most one WATERMARK clause"));
+            }
+            table.watermark = Some(WatermarkSpec { column, expr });
+            return Ok(());
+        }
+        if is_word(self.peek(), "CONSTRAINT") {
+            self.pos += 1;
+            self.identifier()?;
+        }
+        if is_word(self.peek(), "PRIMARY") && is_word(self.peek_at(1), "KEY") {
+            self.pos += 2;
+            self.expect(Token::LParen)?;
+            loop {
+                table.primary_key.push(self.identifier()?);
+                if !self.eat(&Token::Comma) {
+                    break;
+                }
+            }
+            self.expect(Token::RParen)?;
+            self.expect_word("NOT")?;
+            self.expect_word("ENFORCED")?;
+            return Ok(());
+        }
+        let name = self.identifier()?;
+        if table.columns.iter().any(|c| c.name == name) {
+            return Err(self.error(format!("column '{name}' is declared twice")));
+        }
+        let kind = if self.eat_word("AS") {
+            ColumnKind::Computed(self.expression()?)
+        } else {
+            let data_type = self.data_type()?;
+            let mut nullable = true;
+            if self.eat_word("NOT") {
+                self.expect_word("NULL")?;
+                nullable = false;
+            } else {
+                self.eat_word("NULL");
+            }
+            if is_word(self.peek(), "METADATA") {
+                return Err(self.error("METADATA columns are not supported yet"));
+            }
+            ColumnKind::Physical { data_type, nullable }
+        };
+        if self.eat_word("COMMENT") {
+            self.string_literal()?;
+        }
+        table.columns.push(ColumnSpec { name, kind });
+        Ok(())
+    }
+
+    /// Collects the tokens of one expression (up to a top-level `,` or `)`) and hands
+    /// them to sqlparser.
+    fn expression(&mut self) -> Result<SqlExpr> {
+        let start = self.pos;
+        let mut depth = 0i32;
+        while self.pos < self.tokens.len() {
+            match self.peek() {
+                Token::LParen => depth += 1,
+                Token::RParen if depth == 0 => break,
+                Token::RParen => depth -= 1,
+                Token::Comma if depth == 0 => break,
+                Token::Word(w) if depth == 0 && w.keyword == Keyword::COMMENT => break,
+                Token::EOF => break,
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        if start == self.pos {
+            return Err(self.error(format!("expected an expression, found {}", self.found())));
+        }
+        let tokens = self.tokens[start..self.pos].to_vec();
+        let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens);
+        let expr = parser.parse_expr().map_err(SqlError::from_parser)?;
+        if parser.peek_token().token != Token::EOF {
+            return Err(self.error(format!(
+                "unexpected '{}' in expression",
+                parser.peek_token().token
+            )));
+        }
+        Ok(expr)
+    }
+
+    fn optional_precision(&mut self) -> Result<Option<u64>> {
+        if self.eat(&Token::LParen) {
+            let n = self.number()?;
+            self.expect(Token::RParen)?;
+            Ok(Some(n))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn time_unit(precision: Option<u64>) -> TimeUnit {
+        match precision.unwrap_or(3) {
+            0..=3 => TimeUnit::Millisecond,
+            4..=6 => TimeUnit::Microsecond,
+            _ => TimeUnit::Nanosecond,
+        }
+    }
+
+    /// Flink SQL data types mapped to Arrow.
+    fn data_type(&mut self) -> Result<DataType> {
+        let word = match self.peek().clone() {
+            Token::Word(w) => w.value.to_ascii_uppercase(),
+            _ => return Err(self.error(format!("expected a data type, found {}", self.found()))),
+        };
+        self.pos += 1;
+        let data_type = match word.as_str() {
+            "BOOLEAN" | "BOOL" => DataType::Boolean,
+            "TINYINT" => DataType::Int8,
+            "SMALLINT" => DataType::Int16,
+            "INT" | "INTEGER" => DataType::Int32,
+            "BIGINT" => DataType::Int64,
+            "FLOAT" | "REAL" => DataType::Float32,
+            "DOUBLE" => {
+                self.eat_word("PRECISION");
+                DataType::Float64
+            }
+            "DECIMAL" | "DEC" | "NUMERIC" => {
+                let (mut precision, mut scale) = (10u64, 0u64);
+                if self.eat(&Token::LParen) {
+                    precision = self.number()?;
+                    if self.eat(&Token::Comma) {
+                        scale = self.number()?;
+                    }
+                    self.expect(Token::RParen)?;
+                }
+                if !(1..=38).contains(&precision) || scale > precision {
+                    return Err(self.error(format!(
+                        "DECIMAL({precision}, {scale}) is out of range: precision 1 to 38, scale at most precision"
+                    )));
+                }
+                DataType::Decimal128(precision as u8, scale as i8)
+            }
+            "STRING" | "TEXT" => DataType::Utf8,
+            "VARCHAR" | "CHAR" => {
+                self.optional_precision()?;
+                DataType::Utf8
+            }
+            "BYTES" | "VARBINARY" | "BINARY" => {
+                self.optional_precision()?;
+                DataType::Binary
+            }
+            "DATE" => DataType::Date32,
+            "TIMESTAMP" => {
+                let unit = Self::time_unit(self.optional_precision()?);
+                if self.eat_word("WITH") {
+                    self.expect_word("LOCAL")?;
+                    self.expect_word("TIME")?;
+                    self.expect_word("ZONE")?;
+                    DataType::Timestamp(unit, Some(LTZ_TIME_ZONE.into()))
+                } else {
+                    if self.eat_word("WITHOUT") {
+                        self.expect_word("TIME")?;
+                        self.expect_word("ZONE")?;
+                    }
+                    DataType::Timestamp(unit, None)
+                }
+            }
+            "TIMESTAMP_LTZ" => {
+                let unit = Self::time_unit(self.optional_precision()?);
+                DataType::Timestamp(unit, Some(LTZ_TIME_ZONE.into()))
+            }
+            "ROW" => self.row_type()?,
+            "ARRAY" => {
+                let element = self.single_type_argument()?;
+                DataType::new_list(element, true)
+            }
+            other => {
+                self.pos -= 1;
+                return Err(self.error(format!(
+                    "unknown data type {other}; supported: BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, \
+                     DECIMAL(p, s), VARCHAR, STRING, BYTES, DATE, TIMESTAMP(p), TIMESTAMP_LTZ(p), ROW<...>, ARRAY<...>"
+                )));
+            }
+        };
+        Ok(data_type)
+    }
+
+    /// `<T>` or `(T)` after ARRAY.
+    fn single_type_argument(&mut self) -> Result<DataType> {
+        if self.eat(&Token::Lt) {
+            let t = self.data_type()?;
+            self.expect_gt()?;
+            Ok(t)
+        } else {
+            self.expect(Token::LParen)?;
+            let t = self.data_type()?;
+            self.expect(Token::RParen)?;
+            Ok(t)
+        }
+    }
+
+    /// `ROW<name TYPE, ...>` or `ROW(name TYPE, ...)`.
+    fn row_type(&mut self) -> Result<DataType> {
+        let angle = if self.eat(&Token::Lt) {
+            true
+        } else {
+            self.expect(Token::LParen)?;
+            false
+        };
+        let mut fields = Vec::new();
+        loop {
+            let name = self.identifier()?;
+            let data_type = self.data_type()?;
+            let mut nullable = true;
+            if self.eat_word("NOT") {
+                self.expect_word("NULL")?;
+                nullable = false;
+            }
+            fields.push(Field::new(name, data_type, nullable));
+            if !self.eat(&Token::Comma) {
+                break;
+            }
+        }
+        if angle {
+            self.expect_gt()?;
+        } else {
+            self.expect(Token::RParen)?;
+        }
+        Ok(DataType::Struct(Fields::from(fields)))
+    }
+}
+
+/// Whether a query is a plain `SELECT` (used to give better errors).
+pub fn is_select(query: &Query) -> bool {
+    matches!(query.body.as_ref(), SetExpr::Select(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_flink_create_table() {
+        let sql = "CREATE TABLE `claims` (
+            claim_id STRING NOT NULL,
+            policy_id BIGINT,
+            amount DECIMAL(12, 2),
+            address ROW<city STRING, geo ROW<lat DOUBLE, lon DOUBLE>>,
+            event_time TIMESTAMP(3),
+            seen TIMESTAMP_LTZ(3),
+            day_of AS CAST(event_time AS DATE),
+            WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND,
+            PRIMARY KEY (claim_id) NOT ENFORCED
+        ) WITH ('connector' = 'kafka', 'topic' = 'claims.events');";
+        let statements = parse_script(sql).unwrap();
+        let Statement::CreateTable(t) = &statements[0] else { panic!("not a table") };
+        assert_eq!(t.name, "claims");
+        assert_eq!(t.columns.len(), 7);
+        assert!(matches!(&t.columns[0].kind, ColumnKind::Physical { nullable: false, .. }));
+        let ColumnKind::Physical { data_type, .. } = &t.columns[3].kind else { panic!() };
+        let DataType::Struct(fields) = data_type else { panic!("not a struct") };
+        assert!(matches!(fields[1].data_type(), DataType::Struct(inner) if inner.len() == 2));
+        assert!(matches!(&t.columns[5].kind,
+            ColumnKind::Physical { data_type: DataType::Timestamp(TimeUnit::Millisecond, Some(_)), .. }));
+        assert!(matches!(&t.columns[6].kind, ColumnKind::Computed(_)));
+        assert_eq!(t.watermark.as_ref().unwrap().column, "event_time");
+        assert_eq!(t.primary_key, vec!["claim_id"]);
+        assert_eq!(t.options[1], ("topic".to_string(), "claims.events".to_string()));
+    }
+
+    #[test]
+    fn splits_a_script_and_rewrites_window_tvf() {
+        let sql = "SET 'parallelism.default' = '1';
+            CREATE VIEW v AS SELECT * FROM t;
+            INSERT INTO s SELECT * FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '5' MINUTES));
+            -- a comment
+            SELECT 1;";
+        let statements = parse_script(sql).unwrap();
+        assert_eq!(statements.len(), 4);
+        assert!(matches!(&statements[0], Statement::Set { key, value } if key == "parallelism.default" && value == "1"));
+        assert!(matches!(&statements[2], Statement::Insert { table, .. } if table == "s"));
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let err = parse_script("SELECT a\nFROM t WHERE").unwrap_err();
+        assert!(matches!(err, SqlError::Syntax { line: 2, .. }), "{err}");
+        let err = parse_script("CREATE TABLE t (\n  a INTEGR\n) WITH ()").unwrap_err();
+        match err {
+            SqlError::Syntax { line, column, message } => {
+                assert_eq!((line, column), (2, 5));
+                assert!(message.contains("unknown data type INTEGR"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! [`StreamPlan`]: what the streaming planner hands the runtime — a tree of streaming
+//! nodes, each carrying the DataFusion logical expressions it evaluates and the schema
+//! they are evaluated against.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DFSchemaRef;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+
+use crate::catalog::TableDef;
+use crate::window::{format_duration, WindowKind};
+
+/// A planned continuous query: its operators, and where its rows go.
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    pub root: StreamNode,
+    /// The table an `INSERT INTO` writes to; `None` for a bare query.
+    pub sink: Option<Arc<TableDef>>,
+    /// The optimized DataFusion plan it came from (for `EXPLAIN`).
+    pub logical: LogicalPlan,
+}
+
+impl StreamPlan {
+    /// Schema of the rows the query produces.
+    pub fn schema(&self) -> SchemaRef {
+        self.root.arrow_schema()
+    }
+
+    /// Every source table the plan reads.
+    pub fn sources(&self) -> Vec<Arc<TableDef>> {
+        let mut out = Vec::new();
+        self.root.collect_sources(&mut out);
+        out
+    }
+}
+
+/// One streaming operator and its input.
+#[derive(Debug, Clone)]
+pub enum StreamNode {
+    /// Rows of a table read by its connector, with computed columns and watermarks.
+    Source(SourceNode),
+    /// Keeps rows where `predicate` is true.
+    Filter {
+        input: Box<StreamNode>,
+        predicate: Expr,
+        input_schema: DFSchemaRef,
+    },
+    /// Computes `exprs` per row.
+    Projection {
+        input: Box<StreamNode>,
+        exprs: Vec<Expr>,
+        input_schema: DFSchemaRef,
+        schema: DFSchemaRef,
+    },
+    /// Appends `window_start`, `window_end`, `window_time` to each row.
+    WindowAssign {
+        input: Box<StreamNode>,
+        kind: WindowKind,
+        time_column: usize,
+        schema: DFSchemaRef,
+    },
+    /// Aggregates per window and key; emits each window once the watermark passes its end.
+    WindowAggregate(WindowAggregateNode),
+}
+
+/// Reading one table.
+#[derive(Debug, Clone)]
+pub struct SourceNode {
+    pub table: Arc<TableDef>,
+    /// Indexes into [`TableDef::schema`] the query uses; `None` for all.
+    pub projection: Option<Vec<usize>>,
+    pub schema: DFSchemaRef,
+}
+
+/// A window aggregate: `GROUP BY window_start, window_end, keys...`.
+#[derive(Debug, Clone)]
+pub struct WindowAggregateNode {
+    pub input: Box<StreamNode>,
+    pub input_schema: DFSchemaRef,
+    /// Grouping expressions, window bounds included, in output order.
+    pub group_exprs: Vec<Expr>,
+    /// Which of `group_exprs` is the window's end: a window is complete when the
+    /// watermark reaches it.
+    pub window_end: usize,
+    pub kind: WindowKind,
+    /// DataFusion aggregate function calls, in output order after the groups.
+    pub aggr_exprs: Vec<Expr>,
+    pub schema: DFSchemaRef,
+}
+
+impl StreamNode {
+    /// The node's output schema, as DataFusion sees it.
+    pub fn schema(&self) -> DFSchemaRef {
+        match self {
+            StreamNode::Source(s) => s.schema.clone(),
+            StreamNode::Filter { input, .. } => input.schema(),
+            StreamNode::Projection { schema, .. } | StreamNode::WindowAssign { schema, .. } => schema.clone(),
+            StreamNode::WindowAggregate(a) => a.schema.clone(),
+        }
+    }
+
+    /// The node's output schema as Arrow batches carry it.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        Arc::new(self.schema().as_arrow().clone())
+    }
+
+    fn collect_sources(&self, out: &mut Vec<Arc<TableDef>>) {
+        match self {
+            StreamNode::Source(s) => out.push(s.table.clone()),
+            StreamNode::Filter { input, .. }
+            | StreamNode::Projection { input, .. }
+            | StreamNode::WindowAssign { input, .. } => input.collect_sources(out),
+            StreamNode::WindowAggregate(a) => a.input.collect_sources(out),
+        }
+    }
+
+    fn fmt_tree(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
+        let pad = "  ".repeat(depth);
+        let list = |exprs: &[Expr]| exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
+        match self {
+            StreamNode::Source(s) => {
+                let watermark = match &s.table.watermark {
+                    Some(w) => format!(", watermark {} = max({}) per partition", w.column, w.expr),
+                    None => String::new(),
+                };
+                writeln!(
+                    f,
+                    "{pad}Source: {} (connector={}){watermark}",
+                    s.table.name,
+                    s.table.connector().unwrap_or("?")
+                )
+            }
+            StreamNode::Filter { input, predicate, .. } => {
+                writeln!(f, "{pad}Filter: {predicate}")?;
+                input.fmt_tree(f, depth + 1)
+            }
+            StreamNode::Projection { input, exprs, .. } => {
+                writeln!(f, "{pad}Projection: {}", list(exprs))?;
+                input.fmt_tree(f, depth + 1)
+            }
+            StreamNode::WindowAssign { input, kind, time_column, .. } => {
+                let time = input.schema().field(*time_column).name().clone();
+                writeln!(f, "{pad}WindowAssign: {kind} on {time}")?;
+                input.fmt_tree(f, depth + 1)
+            }
+            StreamNode::WindowAggregate(a) => {
+                writeln!(
+                    f,
+                    "{pad}WindowAggregate: {} group=[{}] aggregates=[{}]; state: open windows (each freed when the watermark passes its end, windows of {})",
+                    a.kind,
+                    list(&a.group_exprs),
+                    list(&a.aggr_exprs),
+                    format_duration(a.kind.size_ms()),
+                )?;
+                a.input.fmt_tree(f, depth + 1)
+            }
+        }
+    }
+}
+
+impl fmt::Display for StreamPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.sink {
+            Some(sink) => {
+                writeln!(f, "Sink: {} (connector={})", sink.name, sink.connector().unwrap_or("?"))?;
+                self.root.fmt_tree(f, 1)
+            }
+            None => self.root.fmt_tree(f, 0),
+        }
+    }
+}

@@ -1,0 +1,648 @@
+//! The streaming planner: resolves `CREATE TABLE` / `CREATE VIEW` against the catalog and
+//! turns queries into [`StreamPlan`]s.
+//!
+//! A query goes SQL → DataFusion `LogicalPlan` (via `SqlToRel`, with window table functions
+//! planned into [`WindowTvf`] nodes) → DataFusion's analyzer and optimizer → the streaming
+//! rewrite, which maps each logical node to a streaming node or refuses the query with
+//! the reason. Nothing that matches no streaming pattern is run.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::builder::LogicalTableSource;
+use datafusion::logical_expr::expr_rewriter::unnormalize_cols;
+use datafusion::logical_expr::planner::{
+    ContextProvider, ExprPlanner, PlannedRelation, RelationPlanner, RelationPlannerContext,
+    RelationPlanning,
+};
+use datafusion::logical_expr::{
+    AggregateUDF, Expr, Extension, HigherOrderUDF, UserDefinedLogicalNodeCore, LogicalPlan, LogicalPlanBuilder, ScalarUDF, TableSource,
+    TableType, WindowUDF,
+};
+use datafusion::config::ConfigOptions;
+use datafusion::sql::planner::{PlannerContext, SqlToRel};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
+    Statement as SqlStatement, TableFactor,
+};
+
+use crate::catalog::{is_timestamp, schema_of, Catalog, TableDef, ViewDef, WatermarkDef};
+use crate::error::{Result, SqlError};
+use crate::parser::{ColumnKind, CreateTable};
+use crate::plan::{SourceNode, StreamNode, StreamPlan, WindowAggregateNode};
+use crate::window::{WindowKind, WindowTvf, WINDOW_END, WINDOW_START};
+
+/// Plans statements against a [`Catalog`]. Holds DataFusion's function registry and
+/// optimizer; one per engine.
+#[derive(Debug, Clone)]
+pub struct StreamPlanner {
+    state: SessionState,
+    relation_planners: Vec<Arc<dyn RelationPlanner>>,
+}
+
+impl Default for StreamPlanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamPlanner {
+    pub fn new() -> Self {
+        let state = SessionStateBuilder::new().with_default_features().build();
+        Self {
+            state,
+            relation_planners: vec![Arc::new(WindowTvfPlanner)],
+        }
+    }
+
+    /// DataFusion's session state: function registry, config and execution properties.
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// Registers a scalar function (a DataFusion UDF) for later statements.
+    pub fn register_udf(&mut self, udf: ScalarUDF) -> Result<()> {
+        self.state.register_udf(Arc::new(udf))?;
+        Ok(())
+    }
+
+    /// Registers an aggregate function (a DataFusion UDAF) for later statements.
+    pub fn register_udaf(&mut self, udaf: AggregateUDF) -> Result<()> {
+        self.state.register_udaf(Arc::new(udaf))?;
+        Ok(())
+    }
+
+    fn context<'a>(&'a self, catalog: &'a Catalog) -> PlanningContext<'a> {
+        PlanningContext {
+            catalog,
+            state: &self.state,
+            relation_planners: &self.relation_planners,
+        }
+    }
+
+    /// Resolves a parsed `CREATE TABLE` into a [`TableDef`]: types computed columns and
+    /// checks the watermark clause.
+    pub fn create_table(&self, catalog: &Catalog, table: CreateTable) -> Result<TableDef> {
+        let invalid = |message: String| SqlError::InvalidTable {
+            table: table.name.clone(),
+            message,
+        };
+        let physical_fields: Vec<Field> = table
+            .columns
+            .iter()
+            .filter_map(|c| match &c.kind {
+                ColumnKind::Physical { data_type, nullable } => {
+                    Some(Field::new(&c.name, data_type.clone(), *nullable))
+                }
+                ColumnKind::Computed(_) => None,
+            })
+            .collect();
+        if physical_fields.is_empty() {
+            return Err(invalid("a table needs at least one physical column".into()));
+        }
+        let physical_schema = schema_of(physical_fields);
+        let physical_df = DFSchema::try_from(physical_schema.as_ref().clone())?;
+
+        let context = self.context(catalog);
+        let sql_to_rel = SqlToRel::new(&context);
+        let mut row_exprs = Vec::with_capacity(table.columns.len());
+        for column in &table.columns {
+            let expr = match &column.kind {
+                ColumnKind::Physical { .. } => Expr::Column(Column::from_name(&column.name)),
+                ColumnKind::Computed(sql) => sql_to_rel
+                    .sql_to_expr(sql.clone(), &physical_df, &mut PlannerContext::new())
+                    .map_err(|e| invalid(format!("computed column '{}': {e}", column.name)))?
+                    .alias(&column.name),
+            };
+            row_exprs.push(expr);
+        }
+        let (row_exprs, schema) = self
+            .coerce(&physical_schema, row_exprs)
+            .map_err(|e| invalid(format!("computed columns: {e}")))?;
+
+        let watermark = match table.watermark {
+            None => None,
+            Some(spec) => {
+                let column_index = schema.index_of(&spec.column).map_err(|_| {
+                    invalid(format!("WATERMARK FOR names an unknown column '{}'", spec.column))
+                })?;
+                if !is_timestamp(schema.field(column_index).data_type()) {
+                    return Err(invalid(format!(
+                        "WATERMARK FOR column '{}' must be TIMESTAMP(3) or TIMESTAMP_LTZ(3), not {}",
+                        spec.column,
+                        schema.field(column_index).data_type()
+                    )));
+                }
+                let full_df = DFSchema::try_from(schema.as_ref().clone())?;
+                let expr = sql_to_rel
+                    .sql_to_expr(spec.expr, &full_df, &mut PlannerContext::new())
+                    .map_err(|e| invalid(format!("watermark expression: {e}")))?;
+                let (mut exprs, wm_schema) = self
+                    .coerce(&schema, vec![expr])
+                    .map_err(|e| invalid(format!("watermark expression: {e}")))?;
+                if !is_timestamp(wm_schema.field(0).data_type()) {
+                    return Err(invalid(format!(
+                        "the watermark expression must give a TIMESTAMP, not {}",
+                        wm_schema.field(0).data_type()
+                    )));
+                }
+                Some(WatermarkDef {
+                    column: spec.column,
+                    column_index,
+                    expr: exprs.remove(0),
+                })
+            }
+        };
+        Ok(TableDef {
+            name: table.name,
+            physical_schema,
+            schema,
+            row_exprs,
+            watermark,
+            primary_key: table.primary_key,
+            options: table.options.into_iter().collect::<BTreeMap<_, _>>(),
+        })
+    }
+
+    /// Type-checks `exprs` over `schema` with DataFusion's analyzer (inserting casts), and
+    /// returns them with their output schema.
+    fn coerce(&self, schema: &SchemaRef, exprs: Vec<Expr>) -> Result<(Vec<Expr>, SchemaRef)> {
+        let source = Arc::new(LogicalTableSource::new(schema.clone()));
+        let plan = LogicalPlanBuilder::scan("__row", source, None)?
+            .project(exprs)?
+            .build()?;
+        let plan = self
+            .state
+            .analyzer()
+            .execute_and_check(plan, self.state.config_options(), |_, _| {})?;
+        match plan {
+            LogicalPlan::Projection(p) => {
+                let schema = Arc::new(p.schema.as_arrow().clone());
+                // The expressions run over unqualified table rows.
+                Ok((unnormalize_cols(p.expr), schema))
+            }
+            other => Err(SqlError::Plan(format!("unexpected plan while typing expressions: {other}"))),
+        }
+    }
+
+    /// Plans `CREATE VIEW name AS query`.
+    pub fn create_view(&self, catalog: &Catalog, name: String, query: Query) -> Result<ViewDef> {
+        let plan = self.logical_plan(catalog, query)?;
+        Ok(ViewDef { name, plan })
+    }
+
+    /// SQL to an unoptimized DataFusion plan.
+    fn logical_plan(&self, catalog: &Catalog, query: Query) -> Result<LogicalPlan> {
+        let context = self.context(catalog);
+        let plan = SqlToRel::new(&context)
+            .sql_statement_to_plan(SqlStatement::Query(Box::new(query)))
+            .map_err(|e| match e {
+                DataFusionError::Plan(message) => SqlError::Plan(message),
+                other => SqlError::from(other),
+            })?;
+        Ok(plan)
+    }
+
+    /// Plans a query, optionally writing into `sink` (an `INSERT INTO`).
+    pub fn plan_query(&self, catalog: &Catalog, query: Query, sink: Option<Arc<TableDef>>) -> Result<StreamPlan> {
+        let mut plan = self.logical_plan(catalog, query)?;
+        if let Some(sink) = &sink {
+            plan = cast_to_sink(plan, sink)?;
+        }
+        let plan = self.state.optimize(&plan)?;
+        let root = to_stream(&plan)?;
+        Ok(StreamPlan { root, sink, logical: plan })
+    }
+}
+
+/// `INSERT INTO sink` writes columns by position, cast to the sink's types (Flink's rule).
+fn cast_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan> {
+    if sink.has_computed_columns() {
+        return Err(SqlError::Plan(format!(
+            "cannot INSERT INTO {}: it has computed columns",
+            sink.name
+        )));
+    }
+    let query_fields = plan.schema().fields().len();
+    let sink_fields = sink.physical_schema.fields();
+    if query_fields != sink_fields.len() {
+        return Err(SqlError::Plan(format!(
+            "INSERT INTO {}: the query gives {query_fields} columns but the table has {} ({})",
+            sink.name,
+            sink_fields.len(),
+            sink_fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let exprs = sink_fields
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let column = Expr::Column(Column::from(plan.schema().qualified_field(i)));
+            datafusion::logical_expr::cast(column, field.data_type().clone()).alias(field.name())
+        })
+        .collect::<Vec<_>>();
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+}
+
+/// The streaming rewrite: DataFusion logical plan → [`StreamNode`].
+fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let Some(table) = scan.source.downcast_ref::<CatalogTableSource>() else {
+                return Err(SqlError::Unsupported(format!("cannot read '{}' as a stream", scan.table_name)));
+            };
+            if scan.fetch.is_some() || !scan.filters.is_empty() {
+                return Err(SqlError::Unsupported("LIMIT on a stream".into()));
+            }
+            Ok(StreamNode::Source(SourceNode {
+                table: table.table.clone(),
+                projection: scan.projection.clone(),
+                schema: scan.projected_schema.clone(),
+            }))
+        }
+        LogicalPlan::Projection(p) => Ok(StreamNode::Projection {
+            input: Box::new(to_stream(&p.input)?),
+            exprs: p.expr.clone(),
+            input_schema: p.input.schema().clone(),
+            schema: p.schema.clone(),
+        }),
+        LogicalPlan::Filter(f) => Ok(StreamNode::Filter {
+            input: Box::new(to_stream(&f.input)?),
+            predicate: f.predicate.clone(),
+            input_schema: f.input.schema().clone(),
+        }),
+        // An alias renames qualifiers only; batches are the same.
+        LogicalPlan::SubqueryAlias(a) => to_stream(&a.input),
+        LogicalPlan::Extension(Extension { node }) => {
+            if let Some(tvf) = node.as_any().downcast_ref::<WindowTvf>() {
+                Ok(StreamNode::WindowAssign {
+                    input: Box::new(to_stream(&tvf.input)?),
+                    kind: tvf.kind,
+                    time_column: tvf.time_column,
+                    schema: tvf.schema().clone(),
+                })
+            } else {
+                Err(SqlError::Unsupported(format!("plan node {} is not supported", node.name())))
+            }
+        }
+        LogicalPlan::Aggregate(agg) => {
+            if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+                return Err(SqlError::Unsupported("GROUPING SETS, ROLLUP and CUBE".into()));
+            }
+            let position = |name: &str| -> Option<(usize, WindowKind)> {
+                agg.group_expr.iter().enumerate().find_map(|(i, e)| match e {
+                    Expr::Column(c) if c.name == name => window_origin(&agg.input, c).map(|k| (i, k)),
+                    _ => None,
+                })
+            };
+            match (position(WINDOW_START), position(WINDOW_END)) {
+                (Some(_), Some((window_end, kind))) => Ok(StreamNode::WindowAggregate(WindowAggregateNode {
+                    input: Box::new(to_stream(&agg.input)?),
+                    input_schema: agg.input.schema().clone(),
+                    group_exprs: agg.group_expr.clone(),
+                    window_end,
+                    kind,
+                    aggr_exprs: agg.aggr_expr.clone(),
+                    schema: agg.schema.clone(),
+                })),
+                _ => Err(SqlError::Unsupported(
+                    "an aggregate over a stream must be windowed: aggregate over \
+                     TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '5' MINUTES)) and GROUP BY \
+                     window_start, window_end (an unbounded GROUP BY would keep state forever)"
+                        .into(),
+                )),
+            }
+        }
+        other => Err(SqlError::Unsupported(format!(
+            "{} is not supported on streams yet",
+            other.display().to_string().split(':').next().unwrap_or("this operation")
+        ))),
+    }
+}
+
+/// Follows `column` down through projections and filters; `Some` if it is a bound of a
+/// window table function.
+fn window_origin(plan: &LogicalPlan, column: &Column) -> Option<WindowKind> {
+    match plan {
+        LogicalPlan::Extension(Extension { node }) => {
+            let tvf = node.as_any().downcast_ref::<WindowTvf>()?;
+            let index = tvf.schema().index_of_column(column).ok()?;
+            (index >= tvf.input.schema().fields().len()).then_some(tvf.kind)
+        }
+        LogicalPlan::Projection(p) => {
+            let index = p.schema.index_of_column(column).ok()?;
+            match &p.expr[index] {
+                Expr::Column(inner) => window_origin(&p.input, inner),
+                Expr::Alias(alias) => match alias.expr.as_ref() {
+                    Expr::Column(inner) => window_origin(&p.input, inner),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
+        LogicalPlan::Filter(f) => window_origin(&f.input, column),
+        LogicalPlan::SubqueryAlias(a) => {
+            let index = a.schema.index_of_column(column).ok()?;
+            let inner = Column::from(a.input.schema().qualified_field(index));
+            window_origin(&a.input, &inner)
+        }
+        _ => None,
+    }
+}
+
+/// A catalog table as DataFusion's planner sees it.
+#[derive(Debug)]
+pub struct CatalogTableSource {
+    pub table: Arc<TableDef>,
+}
+
+impl TableSource for CatalogTableSource {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+}
+
+/// A view: DataFusion inlines its plan where it is scanned.
+#[derive(Debug)]
+struct ViewSource {
+    view: Arc<ViewDef>,
+}
+
+impl TableSource for ViewSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::new(self.view.plan.schema().as_arrow().clone())
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {
+        Some(Cow::Borrowed(&self.view.plan))
+    }
+}
+
+/// What `SqlToRel` asks while planning: tables from the catalog, functions from DataFusion.
+struct PlanningContext<'a> {
+    catalog: &'a Catalog,
+    state: &'a SessionState,
+    relation_planners: &'a [Arc<dyn RelationPlanner>],
+}
+
+impl ContextProvider for PlanningContext<'_> {
+    fn get_table_source(&self, name: TableReference) -> DFResult<Arc<dyn TableSource>> {
+        let table = name.table();
+        if let Some(def) = self.catalog.table(table) {
+            return Ok(Arc::new(CatalogTableSource { table: def }));
+        }
+        if let Some(view) = self.catalog.view(table) {
+            return Ok(Arc::new(ViewSource { view }));
+        }
+        let known = self.catalog.names();
+        datafusion::common::plan_err!(
+            "unknown table '{table}'{}",
+            if known.is_empty() {
+                " (no tables are declared yet)".to_string()
+            } else {
+                format!(" (known: {})", known.join(", "))
+            }
+        )
+    }
+
+    fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
+        self.state.expr_planners()
+    }
+
+    fn get_relation_planners(&self) -> &[Arc<dyn RelationPlanner>] {
+        self.relation_planners
+    }
+
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.state.scalar_functions().get(name).cloned()
+    }
+
+    fn get_higher_order_meta(&self, name: &str) -> Option<Arc<HigherOrderUDF>> {
+        self.state.higher_order_functions().get(name).cloned()
+    }
+
+    fn higher_order_function_names(&self) -> Vec<String> {
+        self.state.higher_order_functions().keys().cloned().collect()
+    }
+
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.state.aggregate_functions().get(name).cloned()
+    }
+
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        self.state.window_functions().get(name).cloned()
+    }
+
+    fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
+        None
+    }
+
+    fn options(&self) -> &ConfigOptions {
+        self.state.config_options()
+    }
+
+    fn udf_names(&self) -> Vec<String> {
+        self.state.scalar_functions().keys().cloned().collect()
+    }
+
+    fn udaf_names(&self) -> Vec<String> {
+        self.state.aggregate_functions().keys().cloned().collect()
+    }
+
+    fn udwf_names(&self) -> Vec<String> {
+        self.state.window_functions().keys().cloned().collect()
+    }
+}
+
+/// Plans window table functions in `FROM`: `TABLE(TUMBLE(t, DESCRIPTOR(ts), size))` and
+/// the short form `TUMBLE(t, ts, size)`, into a [`WindowTvf`] node.
+#[derive(Debug)]
+struct WindowTvfPlanner;
+
+impl RelationPlanner for WindowTvfPlanner {
+    fn plan_relation(
+        &self,
+        relation: TableFactor,
+        context: &mut dyn RelationPlannerContext,
+    ) -> DFResult<RelationPlanning> {
+        let (name, args, alias) = match &relation {
+            TableFactor::TableFunction { expr: SqlExpr::Function(f), alias } => match &f.args {
+                FunctionArguments::List(list) => (f.name.clone(), list.args.clone(), alias.clone()),
+                _ => return Ok(RelationPlanning::Original(Box::new(relation))),
+            },
+            TableFactor::Table { name, args: Some(args), alias, .. } => {
+                (name.clone(), args.args.clone(), alias.clone())
+            }
+            _ => return Ok(RelationPlanning::Original(Box::new(relation))),
+        };
+        let function = name.to_string().to_ascii_uppercase();
+        if !WindowKind::is_window_function(&function) {
+            return Ok(RelationPlanning::Original(Box::new(relation)));
+        }
+        let args = args
+            .into_iter()
+            .map(|arg| match arg {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                other => datafusion::common::plan_err!(
+                    "{function}: arguments are positional (TABLE t, DESCRIPTOR(ts), size); found {other}"
+                ),
+            })
+            .collect::<DFResult<Vec<_>>>()?;
+        if function != "TUMBLE" {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{function} windows are not supported yet; TUMBLE is"
+            )));
+        }
+        let [table, time, size] = args.as_slice() else {
+            return datafusion::common::plan_err!(
+                "TUMBLE takes (TABLE t, DESCRIPTOR(time_column), size); got {} arguments \
+                 (the offset argument is not supported)",
+                args.len()
+            );
+        };
+        let input = plan_table_argument(table, context)?;
+        let time_name = descriptor_column(time, context)?;
+        let time_column = input.schema().index_of_column_by_name(None, &time_name).ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "TUMBLE: DESCRIPTOR({time_name}) names no column of the table (columns: {})",
+                input.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let size_ms = interval_ms(size, context, "TUMBLE size")?;
+        let node = WindowTvf::try_new(input, WindowKind::Tumble { size_ms }, time_column)?;
+        let plan = LogicalPlan::Extension(Extension { node: Arc::new(node) });
+        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(plan, alias))))
+    }
+}
+
+/// The first argument of a window function: a table (or view) name.
+fn plan_table_argument(arg: &SqlExpr, context: &mut dyn RelationPlannerContext) -> DFResult<LogicalPlan> {
+    let idents = match arg {
+        SqlExpr::Identifier(ident) => vec![ident.clone()],
+        SqlExpr::CompoundIdentifier(idents) => idents.clone(),
+        other => {
+            return datafusion::common::plan_err!(
+                "the first argument of a window function must be TABLE name, found {other}"
+            )
+        }
+    };
+    let reference = context.object_name_to_table_reference(ObjectName::from(idents))?;
+    let source = context.context_provider().get_table_source(reference.clone())?;
+    LogicalPlanBuilder::scan(reference, source, None)?.build()
+}
+
+/// `DESCRIPTOR(col)` or a bare `col`.
+fn descriptor_column(arg: &SqlExpr, context: &mut dyn RelationPlannerContext) -> DFResult<String> {
+    match arg {
+        SqlExpr::Identifier(ident) => Ok(context.normalize_ident(ident.clone())),
+        SqlExpr::Function(f) if f.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") => match &f.args {
+            FunctionArguments::List(list) if list.args.len() == 1 => match &list.args[0] {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Identifier(ident))) => {
+                    Ok(context.normalize_ident(ident.clone()))
+                }
+                other => datafusion::common::plan_err!("DESCRIPTOR takes one column name, found {other}"),
+            },
+            _ => datafusion::common::plan_err!("DESCRIPTOR takes one column name"),
+        },
+        other => datafusion::common::plan_err!("expected DESCRIPTOR(time_column), found {other}"),
+    }
+}
+
+/// A constant interval argument in milliseconds; must be positive and month-free.
+fn interval_ms(arg: &SqlExpr, context: &mut dyn RelationPlannerContext, what: &str) -> DFResult<i64> {
+    let expr = context.sql_to_expr(arg.clone(), &DFSchema::empty())?;
+    let ms = match &expr {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+            Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
+        }
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+            Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
+        }
+        _ => None,
+    };
+    match ms {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => datafusion::common::plan_err!(
+            "{what} must be a positive constant interval of days or less, such as INTERVAL '5' MINUTES; found {arg}"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::{parse_script, Statement};
+
+    fn catalog_with_claims(planner: &StreamPlanner) -> Catalog {
+        let mut catalog = Catalog::default();
+        let sql = "CREATE TABLE claims (
+                claim_id STRING, policy_id BIGINT, amount DECIMAL(12, 2), operation STRING,
+                event_time TIMESTAMP(3),
+                amount_x2 AS amount * 2,
+                WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
+            ) WITH ('connector' = 'filesystem', 'path' = 'x', 'format' = 'json')";
+        let Statement::CreateTable(t) = parse_script(sql).unwrap().remove(0) else { panic!() };
+        catalog.add_table(planner.create_table(&catalog, t).unwrap()).unwrap();
+        catalog
+    }
+
+    fn plan(planner: &StreamPlanner, catalog: &Catalog, sql: &str) -> Result<StreamPlan> {
+        let Statement::Query(q) = parse_script(sql).unwrap().remove(0) else { panic!() };
+        planner.plan_query(catalog, *q, None)
+    }
+
+    #[test]
+    fn resolves_computed_columns_and_watermark() {
+        let planner = StreamPlanner::new();
+        let catalog = catalog_with_claims(&planner);
+        let claims = catalog.table("CLAIMS").unwrap();
+        assert_eq!(claims.physical_schema.fields().len(), 5);
+        assert_eq!(claims.schema.fields().len(), 6);
+        assert!(matches!(claims.schema.field(5).data_type(), DataType::Decimal128(_, 2)));
+        assert_eq!(claims.watermark.as_ref().unwrap().column_index, 4);
+    }
+
+    #[test]
+    fn plans_the_claims_tumbling_aggregate() {
+        let planner = StreamPlanner::new();
+        let catalog = catalog_with_claims(&planner);
+        let plan = plan(
+            &planner,
+            &catalog,
+            "SELECT policy_id, window_start, window_end, COUNT(*) AS claim_count, SUM(amount) AS total_amount
+             FROM TABLE(TUMBLE(TABLE claims, DESCRIPTOR(event_time), INTERVAL '5' MINUTES))
+             WHERE operation = 'INSERT'
+             GROUP BY policy_id, window_start, window_end",
+        )
+        .unwrap();
+        let text = plan.to_string();
+        assert!(text.contains("WindowAggregate: TUMBLE(size=5m)"), "{text}");
+        assert!(text.contains("WindowAssign"), "{text}");
+        let names: Vec<_> = plan.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["policy_id", "window_start", "window_end", "claim_count", "total_amount"]);
+    }
+
+    #[test]
+    fn refuses_unbounded_aggregates_with_the_reason() {
+        let planner = StreamPlanner::new();
+        let catalog = catalog_with_claims(&planner);
+        let err = plan(&planner, &catalog, "SELECT policy_id, COUNT(*) FROM claims GROUP BY policy_id").unwrap_err();
+        assert!(err.to_string().contains("must be windowed"), "{err}");
+        let err = plan(&planner, &catalog, "SELECT * FROM nope").unwrap_err();
+        assert!(err.to_string().contains("unknown table 'nope'"), "{err}");
+    }
+}

@@ -1,0 +1,13 @@
+//! The error type of the facade: any failure of a statement, from parsing to running.
+
+/// A statement failed to parse, plan, start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnelError {
+    #[error(transparent)]
+    Sql(#[from] runnel_sql::SqlError),
+    #[error(transparent)]
+    Runtime(#[from] runnel_runtime::RuntimeError),
+}
+
+/// Result type of the facade.
+pub type Result<T, E = RunnelError> = std::result::Result<T, E>;
