@@ -1,1 +1,7 @@
+//! Runnel's end-to-end tests, compiled into one binary. Tests that touch Kafka need the
+//! real broker that `scripts/kafka.sh start` runs (the README's test command starts it).
 
+mod bad_input;
+mod claims;
+mod common;
+mod errors;

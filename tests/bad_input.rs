@@ -1,0 +1,65 @@
+//! Malformed messages: they fail the job with topic, partition, offset and reason, or are
+//! skipped and counted with `'json.ignore-parse-errors'`; no good message is lost or doubled.
+
+use crate::common::*;
+
+/// Good claims with bad messages mixed in: returns (records, good claims, bad count).
+fn mixed_records() -> (Vec<(Option<String>, Vec<u8>)>, Vec<Claim>, usize) {
+    let claims = generate_claims(2_000, 30, 99);
+    let bad: [&[u8]; 4] = [
+        b"{not json at all",
+        br#"{"policy_id": 1, "amount": 5.00, "operation": "INSERT", "event_time": "2026-01-01 00:00:01"}"#, // no claim_id (NOT NULL)
+        br#"{"claim_id": "x", "policy_id": "one", "operation": "INSERT", "event_time": "2026-01-01 00:00:01"}"#,
+        b"[1, 2, 3]",
+    ];
+    let mut records = Vec::new();
+    for (i, claim) in claims.iter().enumerate() {
+        records.push((None, claim.to_json().into_bytes()));
+        if i % 500 == 250 {
+            records.push((None, bad[i / 500].to_vec()));
+        }
+    }
+    (records, claims, bad.len())
+}
+
+fn job(topic: &str, out_topic: &str, ignore: bool) -> String {
+    let extra = if ignore { ", 'json.ignore-parse-errors' = 'true'" } else { "" };
+    format!(
+        "{}
+        CREATE TABLE claims_aggregated_5min ({CLAIMS_OUTPUT_COLUMNS}) WITH (
+            'connector' = 'kafka', 'topic' = '{out_topic}',
+            'properties.bootstrap.servers' = '{}', 'format' = 'json');
+        {CLAIMS_QUERY}",
+        kafka_claims_table(topic, extra),
+        bootstrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_fail_the_job_with_their_place_or_are_skipped_and_counted() {
+    recreate_topic("claims.malformed", 1).await;
+    let (records, claims, bad) = mixed_records();
+    produce("claims.malformed", &records).await;
+
+    // Default: the first bad message fails the job, naming where it is and why.
+    recreate_topic("claims.malformed.out.strict", 1).await;
+    let output = run_job("malformed-strict", &job("claims.malformed", "claims.malformed.out.strict", false));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a malformed message must fail the job");
+    let first_bad_offset = 251; // 251 good records come before it
+    assert!(
+        stderr.contains(&format!("topic claims.malformed partition 0 offset {first_bad_offset}")),
+        "error names topic, partition and offset: {stderr}"
+    );
+    assert!(stderr.contains("{not json at all"), "error shows the record: {stderr}");
+
+    // Ignoring parse errors: every bad message skipped and counted, every good one counted once.
+    recreate_topic("claims.malformed.out", 1).await;
+    let output = run_job("malformed-lenient", &job("claims.malformed", "claims.malformed.out", true));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "runnel failed: {stderr}");
+    assert!(stderr.contains(&format!("{} rows in", claims.len())), "{stderr}");
+    assert!(stderr.contains(&format!("{bad} bad records skipped")), "{stderr}");
+    let rows = consume_all("claims.malformed.out");
+    assert_eq!(parse_window_rows(rows.iter().map(|(_, _, v)| v.as_str())), expected_windows(&claims));
+}
