@@ -61,12 +61,18 @@ impl Engine {
     fn catalog(&self) -> MutexGuard<'_, Catalog> {
         // A panic while holding the lock cannot leave the catalog half-changed: every
         // change is one insert.
-        self.catalog.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.catalog
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The value of a `SET` key, if set.
     pub fn setting(&self, key: &str) -> Option<String> {
-        self.settings.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// Names of the declared tables and views.
@@ -93,14 +99,18 @@ impl Engine {
                 if create.if_not_exists && catalog.contains(&name) {
                     return Ok(Executed::Created(name));
                 }
-                let table = self.planner.create_table(&catalog, create.clone())?;
+                let table = self
+                    .planner
+                    .create_table(&catalog, create.as_ref().clone())?;
                 self.connectors.validate(&table)?;
                 catalog.add_table(table)?;
                 Ok(Executed::Created(name))
             }
             Statement::CreateView { name, query } => {
                 let mut catalog = self.catalog();
-                let view = self.planner.create_view(&catalog, name.clone(), query.as_ref().clone())?;
+                let view =
+                    self.planner
+                        .create_view(&catalog, name.clone(), query.as_ref().clone())?;
                 catalog.add_view(view)?;
                 Ok(Executed::Created(name.clone()))
             }
@@ -118,7 +128,9 @@ impl Engine {
                 "INSERT INTO {table} is a query, not a declaration"
             ))
             .into()),
-            Statement::Query(_) => Err(runnel_sql::SqlError::Plan("a SELECT is not a declaration".into()).into()),
+            Statement::Query(_) => {
+                Err(runnel_sql::SqlError::Plan("a SELECT is not a declaration".into()).into())
+            }
         }
     }
 
@@ -138,7 +150,12 @@ impl Engine {
                     self.planner.plan_query(&catalog, *query, None)?
                 };
                 let (sender, receiver) = mpsc::channel(8);
-                let job = spawn_job(&plan, self.connectors.as_ref(), Box::new(ChannelSink::new(sender))).await?;
+                let job = spawn_job(
+                    &plan,
+                    self.connectors.as_ref(),
+                    Box::new(ChannelSink::new(sender)),
+                )
+                .await?;
                 Ok(Executed::Query(QueryStream {
                     schema: plan.schema(),
                     receiver,
@@ -154,7 +171,10 @@ impl Engine {
         let Some(sink_table) = &plan.sink else {
             return Err(runnel_sql::SqlError::Plan("a job needs a sink".into()).into());
         };
-        let sink = self.connectors.create_sink(sink_table, plan.schema()).await?;
+        let sink = self
+            .connectors
+            .create_sink(sink_table, plan.schema())
+            .await?;
         Ok(spawn_job(plan, self.connectors.as_ref(), sink).await?)
     }
 
@@ -169,7 +189,9 @@ impl Engine {
                     let sink = catalog.require_table(&table)?;
                     self.planner.plan_query(&catalog, *query, Some(sink))?
                 }
-                Statement::Query(query) => self.planner.plan_query(&self.catalog(), *query, None)?,
+                Statement::Query(query) => {
+                    self.planner.plan_query(&self.catalog(), *query, None)?
+                }
                 declaration => {
                     self.declare(&declaration)?;
                     continue;

@@ -4,7 +4,7 @@
 use crate::common::*;
 
 /// Good claims with bad messages mixed in: returns (records, good claims, bad count).
-fn mixed_records() -> (Vec<(Option<String>, Vec<u8>)>, Vec<Claim>, usize) {
+fn mixed_records() -> (Vec<Record>, Vec<Claim>, usize) {
     let claims = generate_claims(2_000, 30, 99);
     let bad: [&[u8]; 4] = [
         b"{not json at all",
@@ -23,7 +23,11 @@ fn mixed_records() -> (Vec<(Option<String>, Vec<u8>)>, Vec<Claim>, usize) {
 }
 
 fn job(topic: &str, out_topic: &str, ignore: bool) -> String {
-    let extra = if ignore { ", 'json.ignore-parse-errors' = 'true'" } else { "" };
+    let extra = if ignore {
+        ", 'json.ignore-parse-errors' = 'true'"
+    } else {
+        ""
+    };
     format!(
         "{}
         CREATE TABLE claims_aggregated_5min ({CLAIMS_OUTPUT_COLUMNS}) WITH (
@@ -43,23 +47,46 @@ async fn malformed_messages_fail_the_job_with_their_place_or_are_skipped_and_cou
 
     // Default: the first bad message fails the job, naming where it is and why.
     recreate_topic("claims.malformed.out.strict", 1).await;
-    let output = run_job("malformed-strict", &job("claims.malformed", "claims.malformed.out.strict", false));
+    let output = run_job(
+        "malformed-strict",
+        &job("claims.malformed", "claims.malformed.out.strict", false),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "a malformed message must fail the job");
+    assert!(
+        !output.status.success(),
+        "a malformed message must fail the job"
+    );
     let first_bad_offset = 251; // 251 good records come before it
     assert!(
-        stderr.contains(&format!("topic claims.malformed partition 0 offset {first_bad_offset}")),
+        stderr.contains(&format!(
+            "topic claims.malformed partition 0 offset {first_bad_offset}"
+        )),
         "error names topic, partition and offset: {stderr}"
     );
-    assert!(stderr.contains("{not json at all"), "error shows the record: {stderr}");
+    assert!(
+        stderr.contains("{not json at all"),
+        "error shows the record: {stderr}"
+    );
 
     // Ignoring parse errors: every bad message skipped and counted, every good one counted once.
     recreate_topic("claims.malformed.out", 1).await;
-    let output = run_job("malformed-lenient", &job("claims.malformed", "claims.malformed.out", true));
+    let output = run_job(
+        "malformed-lenient",
+        &job("claims.malformed", "claims.malformed.out", true),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "runnel failed: {stderr}");
-    assert!(stderr.contains(&format!("{} rows in", claims.len())), "{stderr}");
-    assert!(stderr.contains(&format!("{bad} bad records skipped")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} rows in", claims.len())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{bad} bad records skipped")),
+        "{stderr}"
+    );
     let rows = consume_all("claims.malformed.out");
-    assert_eq!(parse_window_rows(rows.iter().map(|(_, _, v)| v.as_str())), expected_windows(&claims));
+    assert_eq!(
+        parse_window_rows(rows.iter().map(|(_, _, v)| v.as_str())),
+        expected_windows(&claims)
+    );
 }

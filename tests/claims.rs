@@ -14,9 +14,14 @@ async fn claims_tumbling_aggregate_kafka_to_kafka_and_file_to_file() {
     // Kafka → Kafka: topic claims.events (3 partitions, keyed by policy_id).
     recreate_topic("claims.events", 3).await;
     recreate_topic("claims.aggregated.5min", 1).await;
-    let records: Vec<(Option<String>, Vec<u8>)> = claims
+    let records: Vec<Record> = claims
         .iter()
-        .map(|c| (Some(format!("{{\"policy_id\":{}}}", c.policy_id)), c.to_json().into_bytes()))
+        .map(|c| {
+            (
+                Some(format!("{{\"policy_id\":{}}}", c.policy_id)),
+                c.to_json().into_bytes(),
+            )
+        })
         .collect();
     produce("claims.events", &records).await;
     let sql = format!(
@@ -44,10 +49,17 @@ async fn claims_tumbling_aggregate_kafka_to_kafka_and_file_to_file() {
         let key = key.as_deref().expect("output records are keyed");
         let policy: serde_json::Value = serde_json::from_str(key).expect("JSON key");
         let row: serde_json::Value = serde_json::from_str(value).expect("JSON value");
-        assert_eq!(policy["policy_id"], row["policy_id"], "key matches the row's policy");
+        assert_eq!(
+            policy["policy_id"], row["policy_id"],
+            "key matches the row's policy"
+        );
     }
     let from_kafka = parse_window_rows(records.iter().map(|(_, _, v)| v.as_str()));
-    assert_eq!(from_kafka.len(), expected.len(), "one row per (policy, window)");
+    assert_eq!(
+        from_kafka.len(),
+        expected.len(),
+        "one row per (policy, window)"
+    );
     assert_eq!(from_kafka, expected);
 
     // File → file: the same events, the same query.
@@ -69,7 +81,11 @@ async fn claims_tumbling_aggregate_kafka_to_kafka_and_file_to_file() {
         output_file.display()
     );
     let output = run_job("claims-file-job", &sql);
-    assert!(output.status.success(), "runnel failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "runnel failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = std::fs::read_to_string(&output_file).expect("output file");
     let from_file = parse_window_rows(text.lines());
     assert_eq!(from_file, from_kafka, "file and Kafka give the same rows");
@@ -101,7 +117,10 @@ async fn a_partition_behind_holds_the_watermark_and_loses_nothing() {
     assert!(output.status.success(), "runnel failed: {stderr}");
     assert!(stderr.contains("0 late rows dropped"), "{stderr}");
     let rows = consume_all("claims.skewed.out");
-    assert_eq!(parse_window_rows(rows.iter().map(|(_, _, v)| v.as_str())), expected_windows(&claims));
+    assert_eq!(
+        parse_window_rows(rows.iter().map(|(_, _, v)| v.as_str())),
+        expected_windows(&claims)
+    );
 }
 
 async fn produce_to_partitions(topic: &str, claims: &[&Claim]) {
@@ -116,7 +135,12 @@ async fn produce_to_partitions(topic: &str, claims: &[&Claim]) {
         let record = FutureRecord::<(), _>::to(topic)
             .payload(value.as_bytes())
             .partition((c.policy_id % 2) as i32);
-        pending.push(producer.send_result(record).map_err(|(e, _)| e).expect("queued"));
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("queued"),
+        );
     }
     for delivery in pending {
         delivery.await.expect("delivery").expect("acknowledged");

@@ -7,7 +7,10 @@ fn fails_with(name: &str, sql: &str, expected: &[&str]) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "expected failure for {name}");
     for text in expected {
-        assert!(stderr.contains(text), "{name}: expected '{text}' in: {stderr}");
+        assert!(
+            stderr.contains(text),
+            "{name}: expected '{text}' in: {stderr}"
+        );
     }
     assert!(!stderr.contains("panicked"), "{name} panicked: {stderr}");
 }
@@ -36,7 +39,10 @@ fn unknown_options_are_listed_with_the_valid_ones() {
     fails_with(
         "connector",
         "CREATE TABLE t (a INT) WITH ('connector' = 'kafak');",
-        &["unknown connector 'kafak'", "kafka, filesystem, print, blackhole"],
+        &[
+            "unknown connector 'kafak'",
+            "kafka, filesystem, print, blackhole",
+        ],
     );
 }
 

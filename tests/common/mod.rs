@@ -34,7 +34,12 @@ pub async fn recreate_topic(topic: &str, partitions: i32) {
         let result = admin
             .create_topics(&[new], &options)
             .await
-            .unwrap_or_else(|e| panic!("cannot reach Kafka at {} (start it with scripts/kafka.sh start): {e}", bootstrap()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot reach Kafka at {} (start it with scripts/kafka.sh start): {e}",
+                    bootstrap()
+                )
+            });
         match &result[0] {
             Ok(_) => return,
             Err((_, code)) if attempt < 59 => {
@@ -47,8 +52,11 @@ pub async fn recreate_topic(topic: &str, partitions: i32) {
     }
 }
 
+/// A Kafka record to produce: optional key, value.
+pub type Record = (Option<String>, Vec<u8>);
+
 /// Produces `(key, value)` records and waits until the broker acknowledged all of them.
-pub async fn produce(topic: &str, records: &[(Option<String>, Vec<u8>)]) {
+pub async fn produce(topic: &str, records: &[Record]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("linger.ms", "5")
@@ -83,7 +91,10 @@ pub async fn produce(topic: &str, records: &[(Option<String>, Vec<u8>)]) {
 pub fn consume_all(topic: &str) -> Vec<(i32, Option<String>, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
-        .set("group.id", format!("runnel-test-reader-{}", std::process::id()))
+        .set(
+            "group.id",
+            format!("runnel-test-reader-{}", std::process::id()),
+        )
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
@@ -91,13 +102,21 @@ pub fn consume_all(topic: &str) -> Vec<(i32, Option<String>, String)> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
-    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
     let mut assignment = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for &p in &partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("offsets");
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("offsets");
         ends.insert(p, high);
-        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assign");
     }
     consumer.assign(&assignment).expect("assign");
     let mut records = Vec::new();
@@ -111,12 +130,17 @@ pub fn consume_all(topic: &str) -> Vec<(i32, Option<String>, String)> {
         if done {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out reading {topic}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out reading {topic}"
+        );
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             let message = message.expect("message");
             records.push((
                 message.partition(),
-                message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
                 String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
             ));
         }
@@ -128,7 +152,10 @@ pub fn consume_all(topic: &str) -> Vec<(i32, Option<String>, String)> {
 /// `.ci/run` does).
 pub fn runnel_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
     let binary = dir.join("runnel");
     assert!(
         binary.exists(),
@@ -269,16 +296,28 @@ pub fn expected_windows(claims: &[Claim]) -> WindowRows {
 pub fn parse_window_rows<'a>(rows: impl IntoIterator<Item = &'a str>) -> WindowRows {
     let mut out = WindowRows::new();
     for row in rows {
-        let v: serde_json::Value = serde_json::from_str(row).unwrap_or_else(|e| panic!("bad output row {row}: {e}"));
-        let text = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} missing in {row}")).to_string();
+        let v: serde_json::Value =
+            serde_json::from_str(row).unwrap_or_else(|e| panic!("bad output row {row}: {e}"));
+        let text = |k: &str| {
+            v[k].as_str()
+                .unwrap_or_else(|| panic!("{k} missing in {row}"))
+                .to_string()
+        };
         let cents = match &v["total_amount"] {
             serde_json::Value::String(s) => decimal_cents(s),
             serde_json::Value::Number(n) => decimal_cents(&n.to_string()),
             other => panic!("total_amount is {other} in {row}"),
         };
-        let key = (v["policy_id"].as_i64().expect("policy_id"), text("window_start"), text("window_end"));
+        let key = (
+            v["policy_id"].as_i64().expect("policy_id"),
+            text("window_start"),
+            text("window_end"),
+        );
         let value = (v["claim_count"].as_i64().expect("claim_count"), cents);
-        assert!(out.insert(key.clone(), value).is_none(), "duplicate output row for {key:?}");
+        assert!(
+            out.insert(key.clone(), value).is_none(),
+            "duplicate output row for {key:?}"
+        );
     }
     out
 }
@@ -320,5 +359,6 @@ pub const CLAIMS_QUERY: &str = "INSERT INTO claims_aggregated_5min
     GROUP BY policy_id, window_start, window_end;";
 
 /// Columns of the claims output table.
-pub const CLAIMS_OUTPUT_COLUMNS: &str = "policy_id BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3),
+pub const CLAIMS_OUTPUT_COLUMNS: &str =
+    "policy_id BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3),
     claim_count BIGINT, total_amount DECIMAL(22, 2)";

@@ -23,20 +23,22 @@ enum Command {
         file: PathBuf,
     },
     /// Print the streaming plan of each query in a SQL file, without running it.
-    Explain {
-        file: PathBuf,
-    },
+    Explain { file: PathBuf },
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -99,7 +101,9 @@ async fn run(file: &Path) -> Result<(), String> {
             Executed::Query(mut stream) => {
                 while let Some(batch) = stream.next().await {
                     let batch = batch.map_err(|e| describe(&e))?;
-                    for line in runnel::connectors::print::format_rows(&batch, "").map_err(|e| e.to_string())? {
+                    for line in runnel::connectors::print::format_rows(&batch, "")
+                        .map_err(|e| e.to_string())?
+                    {
                         println!("{line}");
                     }
                 }
@@ -112,7 +116,11 @@ async fn run(file: &Path) -> Result<(), String> {
     let count = jobs.len();
     for (i, job) in jobs.into_iter().enumerate() {
         let metrics = job.wait().await.map_err(|e| place(e.into()))?;
-        let name = if count == 1 { "job".to_string() } else { format!("job {}", i + 1) };
+        let name = if count == 1 {
+            "job".to_string()
+        } else {
+            format!("job {}", i + 1)
+        };
         report(&name, &metrics, started);
     }
     Ok(())

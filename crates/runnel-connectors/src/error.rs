@@ -17,7 +17,9 @@ pub enum ConnectorError {
         connector: String,
         option: String,
     },
-    #[error("table {table}: unknown option '{option}' for connector '{connector}' (valid: {valid})")]
+    #[error(
+        "table {table}: unknown option '{option}' for connector '{connector}' (valid: {valid})"
+    )]
     UnknownOption {
         table: String,
         connector: String,
@@ -56,9 +58,10 @@ pub enum ConnectorError {
     Other(String),
 }
 
-impl From<ConnectorError> for RuntimeError {
-    fn from(e: ConnectorError) -> Self {
-        RuntimeError::connector("connector", e)
+impl ConnectorError {
+    /// As a runtime error of the table's source or sink (`role` is `source` or `sink`).
+    pub fn at(self, role: &str, table: &str) -> RuntimeError {
+        RuntimeError::connector(format!("{role} {table}"), self)
     }
 }
 

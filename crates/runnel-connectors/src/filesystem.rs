@@ -57,6 +57,7 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
 /// Reads files on a blocking thread, decoding lines in batches; the job receives them
 /// through a small channel (so reading pauses when the job is busy).
 pub struct FileSource {
+    table: String,
     events: mpsc::Receiver<Result<SourceBatch>>,
 }
 
@@ -74,7 +75,10 @@ impl FileSource {
                 }
             })
             .map_err(|e| ConnectorError::Other(format!("cannot start the file reader: {e}")))?;
-        Ok(Self { events })
+        Ok(Self {
+            table: table.name.clone(),
+            events,
+        })
     }
 }
 
@@ -107,7 +111,9 @@ fn read_files(
             }
             if bounds.len() >= LINES_PER_BATCH || (read == 0 && !bounds.is_empty()) {
                 let records: Vec<&[u8]> = bounds.iter().map(|&(s, e, _)| &text[s..e]).collect();
-                let decoded = format.decode(&records, |i| format!("{} line {}", path.display(), bounds[i].2))?;
+                let decoded = format.decode(&records, |i| {
+                    format!("{} line {}", path.display(), bounds[i].2)
+                })?;
                 JobMetrics::add(&metrics.bad_records, decoded.skipped);
                 let batch = SourceBatch {
                     partition: 0,
@@ -136,7 +142,7 @@ impl Source for FileSource {
     async fn next_event(&mut self) -> runnel_runtime::Result<Option<SourceEvent>> {
         match self.events.recv().await {
             Some(Ok(batch)) => Ok(Some(SourceEvent::Batch(batch))),
-            Some(Err(e)) => Err(e.into()),
+            Some(Err(e)) => Err(e.at("source", &self.table)),
             None => Ok(None),
         }
     }
@@ -160,15 +166,19 @@ impl FileSink {
             path = path.join(format!("part-0.{extension}"));
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(parent).await.map_err(|source| ConnectorError::Io {
-                path: parent.display().to_string(),
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|source| ConnectorError::Io {
+                    path: parent.display().to_string(),
+                    source,
+                })?;
+        }
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|source| ConnectorError::Io {
+                path: path.display().to_string(),
                 source,
             })?;
-        }
-        let file = tokio::fs::File::create(&path).await.map_err(|source| ConnectorError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
         Ok(Self {
             table: table.name.clone(),
             format,
@@ -182,16 +192,19 @@ impl FileSink {
             path: self.path.display().to_string(),
             source,
         }
-        .into()
+        .at("sink", &self.table)
     }
 }
 
 #[async_trait]
 impl Sink for FileSink {
     async fn write_batch(&mut self, batch: RecordBatch) -> runnel_runtime::Result<()> {
-        let rows = self.format.encode(&batch).map_err(|source| ConnectorError::Encode {
-            table: self.table.clone(),
-            source,
+        let rows = self.format.encode(&batch).map_err(|source| {
+            ConnectorError::Encode {
+                table: self.table.clone(),
+                source,
+            }
+            .at("sink", &self.table)
         })?;
         for row in rows {
             if let Err(e) = self.file.write_all(&row).await {

@@ -29,11 +29,13 @@ pub const CONNECTORS: &[&str] = &["kafka", "filesystem", "print", "blackhole"];
 pub struct Connectors;
 
 fn connector_of(table: &TableDef) -> Result<&str, ConnectorError> {
-    let connector = table.connector().ok_or_else(|| ConnectorError::MissingOption {
-        table: table.name.clone(),
-        connector: "?".into(),
-        option: "connector".into(),
-    })?;
+    let connector = table
+        .connector()
+        .ok_or_else(|| ConnectorError::MissingOption {
+            table: table.name.clone(),
+            connector: "?".into(),
+            option: "connector".into(),
+        })?;
     if CONNECTORS.contains(&connector) {
         Ok(connector)
     } else {
@@ -46,7 +48,10 @@ fn connector_of(table: &TableDef) -> Result<&str, ConnectorError> {
 }
 
 /// Wraps a connector error with the table it concerns.
-fn at_table(table: &TableDef, role: &str) -> impl Fn(ConnectorError) -> runnel_runtime::RuntimeError {
+fn at_table(
+    table: &TableDef,
+    role: &str,
+) -> impl Fn(ConnectorError) -> runnel_runtime::RuntimeError {
     let context = format!("{role} {}", table.name);
     move |e| runnel_runtime::RuntimeError::connector(context.clone(), e)
 }
@@ -59,28 +64,53 @@ impl ConnectorFactory for Connectors {
                 "kafka" => kafka::options(table).map(drop),
                 "filesystem" => filesystem::options(table).map(drop),
                 "print" => print::print_options(table).map(drop),
-                _ => options::TableOptions::validate(&table.name, "blackhole", &table.options, &[], &[]).map(drop),
+                _ => options::TableOptions::validate(
+                    &table.name,
+                    "blackhole",
+                    &table.options,
+                    &[],
+                    &[],
+                )
+                .map(drop),
             }
         };
         check().map_err(|e| runnel_runtime::RuntimeError::connector("CREATE TABLE", e))
     }
 
-    async fn create_source(&self, table: &TableDef, metrics: Arc<JobMetrics>) -> runnel_runtime::Result<Box<dyn Source>> {
+    async fn create_source(
+        &self,
+        table: &TableDef,
+        metrics: Arc<JobMetrics>,
+    ) -> runnel_runtime::Result<Box<dyn Source>> {
         let error = at_table(table, "source");
         match connector_of(table).map_err(&error)? {
-            "kafka" => Ok(Box::new(kafka::KafkaSource::open(table, metrics).await.map_err(&error)?)),
-            "filesystem" => Ok(Box::new(filesystem::FileSource::open(table, metrics).map_err(&error)?)),
+            "kafka" => Ok(Box::new(
+                kafka::KafkaSource::open(table, metrics)
+                    .await
+                    .map_err(&error)?,
+            )),
+            "filesystem" => Ok(Box::new(
+                filesystem::FileSource::open(table, metrics).map_err(&error)?,
+            )),
             other => Err(error(ConnectorError::Other(format!(
                 "connector '{other}' can only be written to, not read"
             )))),
         }
     }
 
-    async fn create_sink(&self, table: &TableDef, schema: SchemaRef) -> runnel_runtime::Result<Box<dyn Sink>> {
+    async fn create_sink(
+        &self,
+        table: &TableDef,
+        schema: SchemaRef,
+    ) -> runnel_runtime::Result<Box<dyn Sink>> {
         let error = at_table(table, "sink");
         match connector_of(table).map_err(&error)? {
-            "kafka" => Ok(Box::new(kafka::KafkaSink::open(table, schema).map_err(&error)?)),
-            "filesystem" => Ok(Box::new(filesystem::FileSink::open(table).await.map_err(&error)?)),
+            "kafka" => Ok(Box::new(
+                kafka::KafkaSink::open(table, schema).map_err(&error)?,
+            )),
+            "filesystem" => Ok(Box::new(
+                filesystem::FileSink::open(table).await.map_err(&error)?,
+            )),
             "print" => Ok(Box::new(print::PrintSink::new(table).map_err(&error)?)),
             _ => Ok(Box::new(print::BlackholeSink)),
         }

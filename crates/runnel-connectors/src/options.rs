@@ -62,7 +62,9 @@ impl<'a> TableOptions<'a> {
     {
         match self.get(key) {
             None => Ok(default),
-            Some(value) => value.parse().map_err(|e: T::Err| self.invalid(key, value, e.to_string())),
+            Some(value) => value
+                .parse()
+                .map_err(|e: T::Err| self.invalid(key, value, e.to_string())),
         }
     }
 
@@ -72,7 +74,11 @@ impl<'a> TableOptions<'a> {
         if choices.contains(&value) {
             Ok(value)
         } else {
-            Err(self.invalid(key, value, format!("expected one of {}", choices.join(", "))))
+            Err(self.invalid(
+                key,
+                value,
+                format!("expected one of {}", choices.join(", ")),
+            ))
         }
     }
 

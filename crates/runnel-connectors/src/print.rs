@@ -30,14 +30,20 @@ impl PrintSink {
     pub fn new(table: &TableDef) -> Result<Self> {
         let options = print_options(table)?;
         Ok(Self {
-            prefix: options.get("print-identifier").map(|id| format!("{id}> ")).unwrap_or_default(),
+            prefix: options
+                .get("print-identifier")
+                .map(|id| format!("{id}> "))
+                .unwrap_or_default(),
             to_stderr: options.parse_or("standard-error", false)?,
         })
     }
 }
 
 /// Formats rows as `+I[v1, v2, ...]`.
-pub fn format_rows(batch: &RecordBatch, prefix: &str) -> Result<Vec<String>, datafusion::arrow::error::ArrowError> {
+pub fn format_rows(
+    batch: &RecordBatch,
+    prefix: &str,
+) -> Result<Vec<String>, datafusion::arrow::error::ArrowError> {
     let options = FormatOptions::default()
         .with_null("NULL")
         .with_timestamp_format(Some(crate::format::TIMESTAMP_FORMAT))
@@ -49,7 +55,10 @@ pub fn format_rows(batch: &RecordBatch, prefix: &str) -> Result<Vec<String>, dat
         .collect::<Result<Vec<_>, _>>()?;
     Ok((0..batch.num_rows())
         .map(|row| {
-            let values: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+            let values: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
             format!("{prefix}+I[{}]", values.join(", "))
         })
         .collect())
@@ -58,7 +67,8 @@ pub fn format_rows(batch: &RecordBatch, prefix: &str) -> Result<Vec<String>, dat
 #[async_trait]
 impl Sink for PrintSink {
     async fn write_batch(&mut self, batch: RecordBatch) -> runnel_runtime::Result<()> {
-        let lines = format_rows(&batch, &self.prefix).map_err(|e| RuntimeError::connector("print", e))?;
+        let lines =
+            format_rows(&batch, &self.prefix).map_err(|e| RuntimeError::connector("print", e))?;
         let mut text = lines.join("\n");
         text.push('\n');
         let written = if self.to_stderr {
@@ -70,7 +80,9 @@ impl Sink for PrintSink {
     }
 
     async fn finish(&mut self) -> runnel_runtime::Result<()> {
-        std::io::stdout().flush().map_err(|e| RuntimeError::connector("print", e))
+        std::io::stdout()
+            .flush()
+            .map_err(|e| RuntimeError::connector("print", e))
     }
 }
 

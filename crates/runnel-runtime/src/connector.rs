@@ -19,7 +19,11 @@ pub trait ConnectorFactory: Send + Sync {
     fn validate(&self, table: &TableDef) -> Result<()>;
 
     /// Opens a reader of `table`. `metrics` receives the counts of skipped records.
-    async fn create_source(&self, table: &TableDef, metrics: Arc<JobMetrics>) -> Result<Box<dyn Source>>;
+    async fn create_source(
+        &self,
+        table: &TableDef,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Box<dyn Source>>;
 
     /// Opens a writer into `table`, which will receive batches of `schema`.
     async fn create_sink(&self, table: &TableDef, schema: SchemaRef) -> Result<Box<dyn Sink>>;

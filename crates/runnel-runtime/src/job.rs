@@ -16,7 +16,9 @@ use crate::error::{Result, RuntimeError};
 use crate::message::Message;
 use crate::metrics::{JobMetrics, MetricsSnapshot};
 use crate::operator::{Operator, OperatorChain};
-use crate::operators::{FilterOperator, ProjectionOperator, WindowAggregateOperator, WindowAssignOperator};
+use crate::operators::{
+    FilterOperator, ProjectionOperator, WindowAggregateOperator, WindowAssignOperator,
+};
 use crate::sink::Sink;
 use crate::source::SourceTask;
 
@@ -79,27 +81,53 @@ fn build_operators(
 ) -> Result<SourceNode> {
     match node {
         StreamNode::Source(source) => Ok(source.clone()),
-        StreamNode::Filter { input, predicate, input_schema } => {
+        StreamNode::Filter {
+            input,
+            predicate,
+            input_schema,
+        } => {
             let source = build_operators(input, metrics, operators)?;
             operators.push(Box::new(FilterOperator::try_new(predicate, input_schema)?));
             Ok(source)
         }
-        StreamNode::Projection { input, exprs, input_schema, schema } => {
+        StreamNode::Projection {
+            input,
+            exprs,
+            input_schema,
+            schema,
+        } => {
             let source = build_operators(input, metrics, operators)?;
             let schema = Arc::new(schema.as_arrow().clone());
-            operators.push(Box::new(ProjectionOperator::try_new(exprs, input_schema, schema)?));
+            operators.push(Box::new(ProjectionOperator::try_new(
+                exprs,
+                input_schema,
+                schema,
+            )?));
             Ok(source)
         }
-        StreamNode::WindowAssign { input, kind, time_column, schema } => {
+        StreamNode::WindowAssign {
+            input,
+            kind,
+            time_column,
+            schema,
+        } => {
             let source = build_operators(input, metrics, operators)?;
             let input_schema = input.arrow_schema();
             let schema = Arc::new(schema.as_arrow().clone());
-            operators.push(Box::new(WindowAssignOperator::new(*kind, *time_column, &input_schema, schema)));
+            operators.push(Box::new(WindowAssignOperator::new(
+                *kind,
+                *time_column,
+                &input_schema,
+                schema,
+            )));
             Ok(source)
         }
         StreamNode::WindowAggregate(aggregate) => {
             let source = build_operators(&aggregate.input, metrics, operators)?;
-            operators.push(Box::new(WindowAggregateOperator::try_new(aggregate, metrics.clone())?));
+            operators.push(Box::new(WindowAggregateOperator::try_new(
+                aggregate,
+                metrics.clone(),
+            )?));
             Ok(source)
         }
     }
@@ -114,7 +142,9 @@ pub async fn spawn_job(
     let metrics = Arc::new(JobMetrics::default());
     let mut operators = Vec::new();
     let source_node = build_operators(&plan.root, &metrics, &mut operators)?;
-    let source = connectors.create_source(&source_node.table, metrics.clone()).await?;
+    let source = connectors
+        .create_source(&source_node.table, metrics.clone())
+        .await?;
 
     let (source_tx, mut chain_rx) = mpsc::channel::<Message>(CHANNEL_CAPACITY);
     let (chain_tx, mut sink_rx) = mpsc::channel::<Message>(CHANNEL_CAPACITY);

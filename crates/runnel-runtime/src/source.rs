@@ -67,12 +67,19 @@ impl SourceTask {
         };
         // Computed columns: only needed when the table declares some.
         let row_projection = if table.has_computed_columns() {
-            Some(ProjectionOperator::try_new(&table.row_exprs, &table.physical_df_schema(), table.schema.clone())?)
+            Some(ProjectionOperator::try_new(
+                &table.row_exprs,
+                &table.physical_df_schema(),
+                table.schema.clone(),
+            )?)
         } else {
             None
         };
         let watermark_expr: Option<Arc<dyn PhysicalExpr>> = match &table.watermark {
-            Some(w) => Some(crate::expr::compile(std::slice::from_ref::<Expr>(&w.expr), &table.df_schema())?.remove(0)),
+            Some(w) => Some(
+                crate::expr::compile(std::slice::from_ref::<Expr>(&w.expr), &table.df_schema())?
+                    .remove(0),
+            ),
             None => None,
         };
         let mut tracker = WatermarkTracker::new(self.source.partitions());
@@ -92,7 +99,10 @@ impl SourceTask {
                     };
                     let candidate = match &watermark_expr {
                         Some(expr) => {
-                            let values = expr.evaluate(&full).and_then(|v| v.into_array(full.num_rows())).map_err(error)?;
+                            let values = expr
+                                .evaluate(&full)
+                                .and_then(|v| v.into_array(full.num_rows()))
+                                .map_err(error)?;
                             let millis = crate::operators::as_millis(&values).map_err(error)?;
                             max(&millis)
                         }
@@ -109,8 +119,15 @@ impl SourceTask {
                 }
             };
             if let Some(watermark) = advanced {
-                self.metrics.watermark.store(watermark, std::sync::atomic::Ordering::Relaxed);
-                if self.output.send(Message::Watermark(watermark)).await.is_err() {
+                self.metrics
+                    .watermark
+                    .store(watermark, std::sync::atomic::Ordering::Relaxed);
+                if self
+                    .output
+                    .send(Message::Watermark(watermark))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }

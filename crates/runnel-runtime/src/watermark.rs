@@ -38,7 +38,11 @@ impl WatermarkTracker {
     }
 
     fn advance(&mut self) -> Option<Watermark> {
-        let combined = self.partitions.iter().copied().collect::<Option<Vec<_>>>()?;
+        let combined = self
+            .partitions
+            .iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()?;
         let min = combined.into_iter().min()?;
         if self.emitted.is_none_or(|w| min > w) {
             self.emitted = Some(min);
@@ -64,9 +68,17 @@ mod tests {
         assert_eq!(tracker.update(0, 100), None);
         assert_eq!(tracker.update(1, 50), None);
         assert_eq!(tracker.update(2, 70), Some(50));
-        assert_eq!(tracker.update(0, 90), None, "partition 1 still holds it at 50");
+        assert_eq!(
+            tracker.update(0, 90),
+            None,
+            "partition 1 still holds it at 50"
+        );
         assert_eq!(tracker.update(1, 80), Some(70));
-        assert_eq!(tracker.update(1, 10), None, "a partition's watermark never goes back");
+        assert_eq!(
+            tracker.update(1, 10),
+            None,
+            "a partition's watermark never goes back"
+        );
         assert_eq!(tracker.finish_partition(2), Some(80));
         assert_eq!(tracker.current(), Some(80));
     }

@@ -54,12 +54,17 @@ impl TableDef {
     /// The physical schema as a DataFusion schema, for planning computed columns.
     pub fn physical_df_schema(&self) -> DFSchemaRef {
         // Unqualified fields never collide: column names are unique per table.
-        Arc::new(DFSchema::try_from(self.physical_schema.as_ref().clone()).unwrap_or_else(|_| DFSchema::empty()))
+        Arc::new(
+            DFSchema::try_from(self.physical_schema.as_ref().clone())
+                .unwrap_or_else(|_| DFSchema::empty()),
+        )
     }
 
     /// The full schema as a DataFusion schema, for planning the watermark expression.
     pub fn df_schema(&self) -> DFSchemaRef {
-        Arc::new(DFSchema::try_from(self.schema.as_ref().clone()).unwrap_or_else(|_| DFSchema::empty()))
+        Arc::new(
+            DFSchema::try_from(self.schema.as_ref().clone()).unwrap_or_else(|_| DFSchema::empty()),
+        )
     }
 }
 

@@ -23,7 +23,7 @@ pub const LTZ_TIME_ZONE: &str = "UTC";
 #[derive(Debug, Clone)]
 pub enum Statement {
     /// `CREATE TABLE name (...) WITH (...)`.
-    CreateTable(CreateTable),
+    CreateTable(Box<CreateTable>),
     /// `CREATE VIEW name AS query`.
     CreateView { name: String, query: Box<Query> },
     /// `INSERT INTO table query`: a continuous job writing into `table`.
@@ -59,7 +59,7 @@ pub enum ColumnKind {
     /// Read from the source's records.
     Physical { data_type: DataType, nullable: bool },
     /// `name AS expr`: computed from the physical columns of the same row.
-    Computed(SqlExpr),
+    Computed(Box<SqlExpr>),
 }
 
 /// `WATERMARK FOR column AS expr`.
@@ -127,20 +127,26 @@ fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
                 && is_word(tmp, "TEMPORARY") && is_word(t, "TABLE"))
     };
     if starts_create_table {
-        return DdlParser::new(tokens).parse_create_table().map(Statement::CreateTable);
+        return DdlParser::new(tokens)
+            .parse_create_table()
+            .map(|t| Statement::CreateTable(Box::new(t)));
     }
     let tokens = rewrite_window_table_functions(tokens);
     let end = tokens.last().map(|t| t.span.end);
     let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens);
-    let statement = parser.parse_statement().map_err(|e| match SqlError::from_parser(e) {
-        // sqlparser gives no place for "found: EOF": the statement ended too early.
-        SqlError::Syntax { message, line: 0, .. } if end.is_some() => SqlError::Syntax {
-            message: message.replace("found: EOF", "found: end of statement"),
-            line: end.map(|l| l.line).unwrap_or(0),
-            column: end.map(|l| l.column).unwrap_or(0),
-        },
-        other => other,
-    })?;
+    let statement = parser
+        .parse_statement()
+        .map_err(|e| match SqlError::from_parser(e) {
+            // sqlparser gives no place for "found: EOF": the statement ended too early.
+            SqlError::Syntax {
+                message, line: 0, ..
+            } if end.is_some() => SqlError::Syntax {
+                message: message.replace("found: EOF", "found: end of statement"),
+                line: end.map(|l| l.line).unwrap_or(0),
+                column: end.map(|l| l.column).unwrap_or(0),
+            },
+            other => other,
+        })?;
     // One statement per chunk: anything after it is an error, not silently dropped.
     if parser.peek_token().token != Token::EOF {
         let next = parser.peek_token();
@@ -160,7 +166,9 @@ fn convert_statement(statement: SqlStatement) -> Result<Statement> {
             let table = insert.table.to_string();
             let table = unquote_name(&table);
             let query = insert.source.ok_or_else(|| {
-                SqlError::Plan(format!("INSERT INTO {table} needs a query (INSERT INTO t SELECT ...)"))
+                SqlError::Plan(format!(
+                    "INSERT INTO {table} needs a query (INSERT INTO t SELECT ...)"
+                ))
             })?;
             if !insert.columns.is_empty() {
                 return Err(SqlError::Unsupported(format!(
@@ -176,14 +184,22 @@ fn convert_statement(statement: SqlStatement) -> Result<Statement> {
         SqlStatement::Set(set) => convert_set(set),
         other => Err(SqlError::Unsupported(format!(
             "statement kind not supported: {}",
-            other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            other
+                .to_string()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
         ))),
     }
 }
 
 fn convert_set(set: datafusion::sql::sqlparser::ast::Set) -> Result<Statement> {
     use datafusion::sql::sqlparser::ast::{Set, Value};
-    if let Set::SingleAssignment { variable, values, .. } = &set {
+    if let Set::SingleAssignment {
+        variable, values, ..
+    } = &set
+    {
         let key = variable
             .0
             .iter()
@@ -249,11 +265,17 @@ impl DdlParser {
     }
 
     fn peek(&self) -> &Token {
-        self.tokens.get(self.pos).map(|t| &t.token).unwrap_or(&Token::EOF)
+        self.tokens
+            .get(self.pos)
+            .map(|t| &t.token)
+            .unwrap_or(&Token::EOF)
     }
 
     fn peek_at(&self, n: usize) -> &Token {
-        self.tokens.get(self.pos + n).map(|t| &t.token).unwrap_or(&Token::EOF)
+        self.tokens
+            .get(self.pos + n)
+            .map(|t| &t.token)
+            .unwrap_or(&Token::EOF)
     }
 
     fn error(&self, message: impl Into<String>) -> SqlError {
@@ -427,7 +449,10 @@ impl DdlParser {
             }
         }
         if *self.peek() != Token::EOF {
-            return Err(self.error(format!("unexpected {} after the table definition", self.found())));
+            return Err(self.error(format!(
+                "unexpected {} after the table definition",
+                self.found()
+            )));
         }
         Ok(table)
     }
@@ -467,7 +492,7 @@ impl DdlParser {
             return Err(self.error(format!("column '{name}' is declared twice")));
         }
         let kind = if self.eat_word("AS") {
-            ColumnKind::Computed(self.expression()?)
+            ColumnKind::Computed(Box::new(self.expression()?))
         } else {
             let data_type = self.data_type()?;
             let mut nullable = true;
@@ -480,7 +505,10 @@ impl DdlParser {
             if is_word(self.peek(), "METADATA") {
                 return Err(self.error("METADATA columns are not supported yet"));
             }
-            ColumnKind::Physical { data_type, nullable }
+            ColumnKind::Physical {
+                data_type,
+                nullable,
+            }
         };
         if self.eat_word("COMMENT") {
             self.string_literal()?;
@@ -686,19 +714,39 @@ mod tests {
             PRIMARY KEY (claim_id) NOT ENFORCED
         ) WITH ('connector' = 'kafka', 'topic' = 'claims.events');";
         let statements = parse_script(sql).unwrap();
-        let Statement::CreateTable(t) = &statements[0] else { panic!("not a table") };
+        let Statement::CreateTable(t) = &statements[0] else {
+            panic!("not a table")
+        };
         assert_eq!(t.name, "claims");
         assert_eq!(t.columns.len(), 7);
-        assert!(matches!(&t.columns[0].kind, ColumnKind::Physical { nullable: false, .. }));
-        let ColumnKind::Physical { data_type, .. } = &t.columns[3].kind else { panic!() };
-        let DataType::Struct(fields) = data_type else { panic!("not a struct") };
+        assert!(matches!(
+            &t.columns[0].kind,
+            ColumnKind::Physical {
+                nullable: false,
+                ..
+            }
+        ));
+        let ColumnKind::Physical { data_type, .. } = &t.columns[3].kind else {
+            panic!()
+        };
+        let DataType::Struct(fields) = data_type else {
+            panic!("not a struct")
+        };
         assert!(matches!(fields[1].data_type(), DataType::Struct(inner) if inner.len() == 2));
-        assert!(matches!(&t.columns[5].kind,
-            ColumnKind::Physical { data_type: DataType::Timestamp(TimeUnit::Millisecond, Some(_)), .. }));
+        assert!(matches!(
+            &t.columns[5].kind,
+            ColumnKind::Physical {
+                data_type: DataType::Timestamp(TimeUnit::Millisecond, Some(_)),
+                ..
+            }
+        ));
         assert!(matches!(&t.columns[6].kind, ColumnKind::Computed(_)));
         assert_eq!(t.watermark.as_ref().unwrap().column, "event_time");
         assert_eq!(t.primary_key, vec!["claim_id"]);
-        assert_eq!(t.options[1], ("topic".to_string(), "claims.events".to_string()));
+        assert_eq!(
+            t.options[1],
+            ("topic".to_string(), "claims.events".to_string())
+        );
     }
 
     #[test]
@@ -710,7 +758,9 @@ mod tests {
             SELECT 1;";
         let statements = parse_script(sql).unwrap();
         assert_eq!(statements.len(), 4);
-        assert!(matches!(&statements[0], Statement::Set { key, value } if key == "parallelism.default" && value == "1"));
+        assert!(
+            matches!(&statements[0], Statement::Set { key, value } if key == "parallelism.default" && value == "1")
+        );
         assert!(matches!(&statements[2], Statement::Insert { table, .. } if table == "s"));
     }
 
@@ -720,7 +770,11 @@ mod tests {
         assert!(matches!(err, SqlError::Syntax { line: 2, .. }), "{err}");
         let err = parse_script("CREATE TABLE t (\n  a INTEGR\n) WITH ()").unwrap_err();
         match err {
-            SqlError::Syntax { line, column, message } => {
+            SqlError::Syntax {
+                line,
+                column,
+                message,
+            } => {
                 assert_eq!((line, column), (2, 5));
                 assert!(message.contains("unknown data type INTEGR"), "{message}");
             }

@@ -96,7 +96,9 @@ impl StreamNode {
         match self {
             StreamNode::Source(s) => s.schema.clone(),
             StreamNode::Filter { input, .. } => input.schema(),
-            StreamNode::Projection { schema, .. } | StreamNode::WindowAssign { schema, .. } => schema.clone(),
+            StreamNode::Projection { schema, .. } | StreamNode::WindowAssign { schema, .. } => {
+                schema.clone()
+            }
             StreamNode::WindowAggregate(a) => a.schema.clone(),
         }
     }
@@ -118,7 +120,13 @@ impl StreamNode {
 
     fn fmt_tree(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
         let pad = "  ".repeat(depth);
-        let list = |exprs: &[Expr]| exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
+        let list = |exprs: &[Expr]| {
+            exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match self {
             StreamNode::Source(s) => {
                 let watermark = match &s.table.watermark {
@@ -132,7 +140,9 @@ impl StreamNode {
                     s.table.connector().unwrap_or("?")
                 )
             }
-            StreamNode::Filter { input, predicate, .. } => {
+            StreamNode::Filter {
+                input, predicate, ..
+            } => {
                 writeln!(f, "{pad}Filter: {predicate}")?;
                 input.fmt_tree(f, depth + 1)
             }
@@ -140,7 +150,12 @@ impl StreamNode {
                 writeln!(f, "{pad}Projection: {}", list(exprs))?;
                 input.fmt_tree(f, depth + 1)
             }
-            StreamNode::WindowAssign { input, kind, time_column, .. } => {
+            StreamNode::WindowAssign {
+                input,
+                kind,
+                time_column,
+                ..
+            } => {
                 let time = input.schema().field(*time_column).name().clone();
                 writeln!(f, "{pad}WindowAssign: {kind} on {time}")?;
                 input.fmt_tree(f, depth + 1)
@@ -164,7 +179,12 @@ impl fmt::Display for StreamPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.sink {
             Some(sink) => {
-                writeln!(f, "Sink: {} (connector={})", sink.name, sink.connector().unwrap_or("?"))?;
+                writeln!(
+                    f,
+                    "Sink: {} (connector={})",
+                    sink.name,
+                    sink.connector().unwrap_or("?")
+                )?;
                 self.root.fmt_tree(f, 1)
             }
             None => self.root.fmt_tree(f, 0),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
+use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::FunctionRegistry;
@@ -22,10 +23,9 @@ use datafusion::logical_expr::planner::{
     RelationPlanning,
 };
 use datafusion::logical_expr::{
-    AggregateUDF, Expr, Extension, HigherOrderUDF, UserDefinedLogicalNodeCore, LogicalPlan, LogicalPlanBuilder, ScalarUDF, TableSource,
-    TableType, WindowUDF,
+    AggregateUDF, Expr, Extension, HigherOrderUDF, LogicalPlan, LogicalPlanBuilder, ScalarUDF,
+    TableSource, TableType, UserDefinedLogicalNodeCore, WindowUDF,
 };
-use datafusion::config::ConfigOptions;
 use datafusion::sql::planner::{PlannerContext, SqlToRel};
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
@@ -97,9 +97,10 @@ impl StreamPlanner {
             .columns
             .iter()
             .filter_map(|c| match &c.kind {
-                ColumnKind::Physical { data_type, nullable } => {
-                    Some(Field::new(&c.name, data_type.clone(), *nullable))
-                }
+                ColumnKind::Physical {
+                    data_type,
+                    nullable,
+                } => Some(Field::new(&c.name, data_type.clone(), *nullable)),
                 ColumnKind::Computed(_) => None,
             })
             .collect();
@@ -116,7 +117,11 @@ impl StreamPlanner {
             let expr = match &column.kind {
                 ColumnKind::Physical { .. } => Expr::Column(Column::from_name(&column.name)),
                 ColumnKind::Computed(sql) => sql_to_rel
-                    .sql_to_expr(sql.clone(), &physical_df, &mut PlannerContext::new())
+                    .sql_to_expr(
+                        sql.as_ref().clone(),
+                        &physical_df,
+                        &mut PlannerContext::new(),
+                    )
                     .map_err(|e| invalid(format!("computed column '{}': {e}", column.name)))?
                     .alias(&column.name),
             };
@@ -130,7 +135,10 @@ impl StreamPlanner {
             None => None,
             Some(spec) => {
                 let column_index = schema.index_of(&spec.column).map_err(|_| {
-                    invalid(format!("WATERMARK FOR names an unknown column '{}'", spec.column))
+                    invalid(format!(
+                        "WATERMARK FOR names an unknown column '{}'",
+                        spec.column
+                    ))
                 })?;
                 if !is_timestamp(schema.field(column_index).data_type()) {
                     return Err(invalid(format!(
@@ -177,17 +185,20 @@ impl StreamPlanner {
         let plan = LogicalPlanBuilder::scan("__row", source, None)?
             .project(exprs)?
             .build()?;
-        let plan = self
-            .state
-            .analyzer()
-            .execute_and_check(plan, self.state.config_options(), |_, _| {})?;
+        let plan = self.state.analyzer().execute_and_check(
+            plan,
+            self.state.config_options(),
+            |_, _| {},
+        )?;
         match plan {
             LogicalPlan::Projection(p) => {
                 let schema = Arc::new(p.schema.as_arrow().clone());
                 // The expressions run over unqualified table rows.
                 Ok((unnormalize_cols(p.expr), schema))
             }
-            other => Err(SqlError::Plan(format!("unexpected plan while typing expressions: {other}"))),
+            other => Err(SqlError::Plan(format!(
+                "unexpected plan while typing expressions: {other}"
+            ))),
         }
     }
 
@@ -210,14 +221,23 @@ impl StreamPlanner {
     }
 
     /// Plans a query, optionally writing into `sink` (an `INSERT INTO`).
-    pub fn plan_query(&self, catalog: &Catalog, query: Query, sink: Option<Arc<TableDef>>) -> Result<StreamPlan> {
+    pub fn plan_query(
+        &self,
+        catalog: &Catalog,
+        query: Query,
+        sink: Option<Arc<TableDef>>,
+    ) -> Result<StreamPlan> {
         let mut plan = self.logical_plan(catalog, query)?;
         if let Some(sink) = &sink {
             plan = cast_to_sink(plan, sink)?;
         }
         let plan = self.state.optimize(&plan)?;
         let root = to_stream(&plan)?;
-        Ok(StreamPlan { root, sink, logical: plan })
+        Ok(StreamPlan {
+            root,
+            sink,
+            logical: plan,
+        })
     }
 }
 
@@ -236,7 +256,11 @@ fn cast_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan> {
             "INSERT INTO {}: the query gives {query_fields} columns but the table has {} ({})",
             sink.name,
             sink_fields.len(),
-            sink_fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+            sink_fields
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let exprs = sink_fields
@@ -255,7 +279,10 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
     match plan {
         LogicalPlan::TableScan(scan) => {
             let Some(table) = scan.source.downcast_ref::<CatalogTableSource>() else {
-                return Err(SqlError::Unsupported(format!("cannot read '{}' as a stream", scan.table_name)));
+                return Err(SqlError::Unsupported(format!(
+                    "cannot read '{}' as a stream",
+                    scan.table_name
+                )));
             };
             if scan.fetch.is_some() || !scan.filters.is_empty() {
                 return Err(SqlError::Unsupported("LIMIT on a stream".into()));
@@ -288,29 +315,45 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     schema: tvf.schema().clone(),
                 })
             } else {
-                Err(SqlError::Unsupported(format!("plan node {} is not supported", node.name())))
+                Err(SqlError::Unsupported(format!(
+                    "plan node {} is not supported",
+                    node.name()
+                )))
             }
         }
         LogicalPlan::Aggregate(agg) => {
-            if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
-                return Err(SqlError::Unsupported("GROUPING SETS, ROLLUP and CUBE".into()));
+            if agg
+                .group_expr
+                .iter()
+                .any(|e| matches!(e, Expr::GroupingSet(_)))
+            {
+                return Err(SqlError::Unsupported(
+                    "GROUPING SETS, ROLLUP and CUBE".into(),
+                ));
             }
             let position = |name: &str| -> Option<(usize, WindowKind)> {
-                agg.group_expr.iter().enumerate().find_map(|(i, e)| match e {
-                    Expr::Column(c) if c.name == name => window_origin(&agg.input, c).map(|k| (i, k)),
-                    _ => None,
-                })
+                agg.group_expr
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, e)| match e {
+                        Expr::Column(c) if c.name == name => {
+                            window_origin(&agg.input, c).map(|k| (i, k))
+                        }
+                        _ => None,
+                    })
             };
             match (position(WINDOW_START), position(WINDOW_END)) {
-                (Some(_), Some((window_end, kind))) => Ok(StreamNode::WindowAggregate(WindowAggregateNode {
-                    input: Box::new(to_stream(&agg.input)?),
-                    input_schema: agg.input.schema().clone(),
-                    group_exprs: agg.group_expr.clone(),
-                    window_end,
-                    kind,
-                    aggr_exprs: agg.aggr_expr.clone(),
-                    schema: agg.schema.clone(),
-                })),
+                (Some(_), Some((window_end, kind))) => {
+                    Ok(StreamNode::WindowAggregate(WindowAggregateNode {
+                        input: Box::new(to_stream(&agg.input)?),
+                        input_schema: agg.input.schema().clone(),
+                        group_exprs: agg.group_expr.clone(),
+                        window_end,
+                        kind,
+                        aggr_exprs: agg.aggr_expr.clone(),
+                        schema: agg.schema.clone(),
+                    }))
+                }
                 _ => Err(SqlError::Unsupported(
                     "an aggregate over a stream must be windowed: aggregate over \
                      TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '5' MINUTES)) and GROUP BY \
@@ -321,7 +364,12 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
         }
         other => Err(SqlError::Unsupported(format!(
             "{} is not supported on streams yet",
-            other.display().to_string().split(':').next().unwrap_or("this operation")
+            other
+                .display()
+                .to_string()
+                .split(':')
+                .next()
+                .unwrap_or("this operation")
         ))),
     }
 }
@@ -436,7 +484,11 @@ impl ContextProvider for PlanningContext<'_> {
     }
 
     fn higher_order_function_names(&self) -> Vec<String> {
-        self.state.higher_order_functions().keys().cloned().collect()
+        self.state
+            .higher_order_functions()
+            .keys()
+            .cloned()
+            .collect()
     }
 
     fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
@@ -480,13 +532,19 @@ impl RelationPlanner for WindowTvfPlanner {
         context: &mut dyn RelationPlannerContext,
     ) -> DFResult<RelationPlanning> {
         let (name, args, alias) = match &relation {
-            TableFactor::TableFunction { expr: SqlExpr::Function(f), alias } => match &f.args {
+            TableFactor::TableFunction {
+                expr: SqlExpr::Function(f),
+                alias,
+            } => match &f.args {
                 FunctionArguments::List(list) => (f.name.clone(), list.args.clone(), alias.clone()),
                 _ => return Ok(RelationPlanning::Original(Box::new(relation))),
             },
-            TableFactor::Table { name, args: Some(args), alias, .. } => {
-                (name.clone(), args.args.clone(), alias.clone())
-            }
+            TableFactor::Table {
+                name,
+                args: Some(args),
+                alias,
+                ..
+            } => (name.clone(), args.args.clone(), alias.clone()),
             _ => return Ok(RelationPlanning::Original(Box::new(relation))),
         };
         let function = name.to_string().to_ascii_uppercase();
@@ -516,21 +574,37 @@ impl RelationPlanner for WindowTvfPlanner {
         };
         let input = plan_table_argument(table, context)?;
         let time_name = descriptor_column(time, context)?;
-        let time_column = input.schema().index_of_column_by_name(None, &time_name).ok_or_else(|| {
-            DataFusionError::Plan(format!(
-                "TUMBLE: DESCRIPTOR({time_name}) names no column of the table (columns: {})",
-                input.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
+        let time_column = input
+            .schema()
+            .index_of_column_by_name(None, &time_name)
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "TUMBLE: DESCRIPTOR({time_name}) names no column of the table (columns: {})",
+                    input
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
         let size_ms = interval_ms(size, context, "TUMBLE size")?;
         let node = WindowTvf::try_new(input, WindowKind::Tumble { size_ms }, time_column)?;
-        let plan = LogicalPlan::Extension(Extension { node: Arc::new(node) });
-        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(plan, alias))))
+        let plan = LogicalPlan::Extension(Extension {
+            node: Arc::new(node),
+        });
+        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
+            plan, alias,
+        ))))
     }
 }
 
 /// The first argument of a window function: a table (or view) name.
-fn plan_table_argument(arg: &SqlExpr, context: &mut dyn RelationPlannerContext) -> DFResult<LogicalPlan> {
+fn plan_table_argument(
+    arg: &SqlExpr,
+    context: &mut dyn RelationPlannerContext,
+) -> DFResult<LogicalPlan> {
     let idents = match arg {
         SqlExpr::Identifier(ident) => vec![ident.clone()],
         SqlExpr::CompoundIdentifier(idents) => idents.clone(),
@@ -541,7 +615,9 @@ fn plan_table_argument(arg: &SqlExpr, context: &mut dyn RelationPlannerContext) 
         }
     };
     let reference = context.object_name_to_table_reference(ObjectName::from(idents))?;
-    let source = context.context_provider().get_table_source(reference.clone())?;
+    let source = context
+        .context_provider()
+        .get_table_source(reference.clone())?;
     LogicalPlanBuilder::scan(reference, source, None)?.build()
 }
 
@@ -549,21 +625,29 @@ fn plan_table_argument(arg: &SqlExpr, context: &mut dyn RelationPlannerContext) 
 fn descriptor_column(arg: &SqlExpr, context: &mut dyn RelationPlannerContext) -> DFResult<String> {
     match arg {
         SqlExpr::Identifier(ident) => Ok(context.normalize_ident(ident.clone())),
-        SqlExpr::Function(f) if f.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") => match &f.args {
-            FunctionArguments::List(list) if list.args.len() == 1 => match &list.args[0] {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Identifier(ident))) => {
-                    Ok(context.normalize_ident(ident.clone()))
-                }
-                other => datafusion::common::plan_err!("DESCRIPTOR takes one column name, found {other}"),
-            },
-            _ => datafusion::common::plan_err!("DESCRIPTOR takes one column name"),
-        },
+        SqlExpr::Function(f) if f.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") => {
+            match &f.args {
+                FunctionArguments::List(list) if list.args.len() == 1 => match &list.args[0] {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Identifier(ident))) => {
+                        Ok(context.normalize_ident(ident.clone()))
+                    }
+                    other => datafusion::common::plan_err!(
+                        "DESCRIPTOR takes one column name, found {other}"
+                    ),
+                },
+                _ => datafusion::common::plan_err!("DESCRIPTOR takes one column name"),
+            }
+        }
         other => datafusion::common::plan_err!("expected DESCRIPTOR(time_column), found {other}"),
     }
 }
 
 /// A constant interval argument in milliseconds; must be positive and month-free.
-fn interval_ms(arg: &SqlExpr, context: &mut dyn RelationPlannerContext, what: &str) -> DFResult<i64> {
+fn interval_ms(
+    arg: &SqlExpr,
+    context: &mut dyn RelationPlannerContext,
+    what: &str,
+) -> DFResult<i64> {
     let expr = context.sql_to_expr(arg.clone(), &DFSchema::empty())?;
     let ms = match &expr {
         Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
@@ -595,13 +679,19 @@ mod tests {
                 amount_x2 AS amount * 2,
                 WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
             ) WITH ('connector' = 'filesystem', 'path' = 'x', 'format' = 'json')";
-        let Statement::CreateTable(t) = parse_script(sql).unwrap().remove(0) else { panic!() };
-        catalog.add_table(planner.create_table(&catalog, t).unwrap()).unwrap();
+        let Statement::CreateTable(t) = parse_script(sql).unwrap().remove(0) else {
+            panic!()
+        };
+        catalog
+            .add_table(planner.create_table(&catalog, *t).unwrap())
+            .unwrap();
         catalog
     }
 
     fn plan(planner: &StreamPlanner, catalog: &Catalog, sql: &str) -> Result<StreamPlan> {
-        let Statement::Query(q) = parse_script(sql).unwrap().remove(0) else { panic!() };
+        let Statement::Query(q) = parse_script(sql).unwrap().remove(0) else {
+            panic!()
+        };
         planner.plan_query(catalog, *q, None)
     }
 
@@ -612,7 +702,10 @@ mod tests {
         let claims = catalog.table("CLAIMS").unwrap();
         assert_eq!(claims.physical_schema.fields().len(), 5);
         assert_eq!(claims.schema.fields().len(), 6);
-        assert!(matches!(claims.schema.field(5).data_type(), DataType::Decimal128(_, 2)));
+        assert!(matches!(
+            claims.schema.field(5).data_type(),
+            DataType::Decimal128(_, 2)
+        ));
         assert_eq!(claims.watermark.as_ref().unwrap().column_index, 4);
     }
 
@@ -632,15 +725,34 @@ mod tests {
         let text = plan.to_string();
         assert!(text.contains("WindowAggregate: TUMBLE(size=5m)"), "{text}");
         assert!(text.contains("WindowAssign"), "{text}");
-        let names: Vec<_> = plan.schema().fields().iter().map(|f| f.name().clone()).collect();
-        assert_eq!(names, ["policy_id", "window_start", "window_end", "claim_count", "total_amount"]);
+        let names: Vec<_> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "policy_id",
+                "window_start",
+                "window_end",
+                "claim_count",
+                "total_amount"
+            ]
+        );
     }
 
     #[test]
     fn refuses_unbounded_aggregates_with_the_reason() {
         let planner = StreamPlanner::new();
         let catalog = catalog_with_claims(&planner);
-        let err = plan(&planner, &catalog, "SELECT policy_id, COUNT(*) FROM claims GROUP BY policy_id").unwrap_err();
+        let err = plan(
+            &planner,
+            &catalog,
+            "SELECT policy_id, COUNT(*) FROM claims GROUP BY policy_id",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("must be windowed"), "{err}");
         let err = plan(&planner, &catalog, "SELECT * FROM nope").unwrap_err();
         assert!(err.to_string().contains("unknown table 'nope'"), "{err}");

@@ -54,14 +54,21 @@ impl WindowKind {
 impl fmt::Display for WindowKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WindowKind::Tumble { size_ms } => write!(f, "TUMBLE(size={})", format_duration(*size_ms)),
+            WindowKind::Tumble { size_ms } => {
+                write!(f, "TUMBLE(size={})", format_duration(*size_ms))
+            }
         }
     }
 }
 
 /// `300000` → `5m`, for plans and messages.
 pub fn format_duration(ms: i64) -> String {
-    const UNITS: [(i64, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+    const UNITS: [(i64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
     for (unit, suffix) in UNITS {
         if ms != 0 && ms % unit == 0 {
             return format!("{}{suffix}", ms / unit);
@@ -160,7 +167,11 @@ impl UserDefinedLogicalNodeCore for WindowTvf {
         )
     }
 
-    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DFResult<Self> {
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> DFResult<Self> {
         let input = inputs.swap_remove(0);
         WindowTvf::try_new(input, self.kind, self.time_column)
     }

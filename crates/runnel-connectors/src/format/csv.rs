@@ -38,7 +38,11 @@ impl CsvFormat {
             .map_err(|e| e.to_string())?
             .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()));
         if batch.num_rows() != records.len() {
-            return Err(format!("expected {} rows, decoded {}", records.len(), batch.num_rows()));
+            return Err(format!(
+                "expected {} rows, decoded {}",
+                records.len(),
+                batch.num_rows()
+            ));
         }
         Ok(batch)
     }

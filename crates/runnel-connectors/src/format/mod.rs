@@ -31,9 +31,15 @@ pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f";
 pub const TIMESTAMP_TZ_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
 
 /// Option names each format adds to its connector's.
-pub const FORMAT_OPTIONS: &[&str] = &["format", "json.ignore-parse-errors", "csv.ignore-parse-errors", "csv.field-delimiter"];
+pub const FORMAT_OPTIONS: &[&str] = &[
+    "format",
+    "json.ignore-parse-errors",
+    "csv.ignore-parse-errors",
+    "csv.field-delimiter",
+];
 
 /// Decoded rows and how many records were skipped as undecodable.
+#[derive(Debug)]
 pub struct Decoded {
     pub batch: RecordBatch,
     pub skipped: usize,
@@ -46,7 +52,11 @@ impl Format {
             "csv" => {
                 let delimiter = options.get("csv.field-delimiter").unwrap_or(",");
                 let [delimiter] = delimiter.as_bytes() else {
-                    return Err(options.invalid("csv.field-delimiter", delimiter, "must be one character"));
+                    return Err(options.invalid(
+                        "csv.field-delimiter",
+                        delimiter,
+                        "must be one character",
+                    ));
                 };
                 Ok(Format::Csv(CsvFormat {
                     schema,
@@ -104,12 +114,16 @@ impl Format {
                 }
             }
         }
-        let batch = concat_batches(self.schema(), &good).map_err(|e| ConnectorError::Other(e.to_string()))?;
+        let batch = concat_batches(self.schema(), &good)
+            .map_err(|e| ConnectorError::Other(e.to_string()))?;
         Ok(Decoded { batch, skipped })
     }
 
     /// Encodes each row of `batch` as one record.
-    pub fn encode(&self, batch: &RecordBatch) -> std::result::Result<Vec<Vec<u8>>, datafusion::arrow::error::ArrowError> {
+    pub fn encode(
+        &self,
+        batch: &RecordBatch,
+    ) -> std::result::Result<Vec<Vec<u8>>, datafusion::arrow::error::ArrowError> {
         match self {
             Format::Json(_) => json::encode_rows(batch),
             Format::Csv(f) => f.encode_rows(batch),
@@ -135,7 +149,6 @@ pub(crate) fn split_lines(buffer: Vec<u8>) -> Vec<Vec<u8>> {
         .map(<[u8]>::to_vec)
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -163,7 +176,12 @@ mod tests {
         ];
         let decoded = json().decode(&records, |i| format!("#{i}")).unwrap();
         assert_eq!(decoded.batch.num_rows(), 3);
-        let ts = decoded.batch.column(2).as_any().downcast_ref::<datafusion::arrow::array::TimestampMillisecondArray>().unwrap();
+        let ts = decoded
+            .batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::TimestampMillisecondArray>()
+            .unwrap();
         assert_eq!(ts.value(0), 1_704_067_500_000);
         assert_eq!(ts.value(1), 1_704_067_500_250);
         assert_eq!(ts.value(2), 1_704_067_500_000);
@@ -171,13 +189,27 @@ mod tests {
 
     #[test]
     fn names_the_bad_record_or_skips_and_counts_it() {
-        let records: Vec<&[u8]> = vec![br#"{"id": "a"}"#, b"{not json", br#"{"amount": 3}"#, br#"{"id": "d"}"#];
-        let err = json().decode(&records, |i| format!("offset {i}")).unwrap_err();
+        let records: Vec<&[u8]> = vec![
+            br#"{"id": "a"}"#,
+            b"{not json",
+            br#"{"amount": 3}"#,
+            br#"{"id": "d"}"#,
+        ];
+        let err = json()
+            .decode(&records, |i| format!("offset {i}"))
+            .unwrap_err();
         assert!(err.to_string().contains("offset 1"), "{err}");
-        let Format::Json(mut lenient) = json() else { unreachable!() };
+        let Format::Json(mut lenient) = json() else {
+            unreachable!()
+        };
         lenient.ignore_parse_errors = true;
-        let decoded = Format::Json(lenient).decode(&records, |i| format!("{i}")).unwrap();
+        let decoded = Format::Json(lenient)
+            .decode(&records, |i| format!("{i}"))
+            .unwrap();
         assert_eq!(decoded.batch.num_rows(), 2);
-        assert_eq!(decoded.skipped, 2, "malformed JSON and a missing NOT NULL column");
+        assert_eq!(
+            decoded.skipped, 2,
+            "malformed JSON and a missing NOT NULL column"
+        );
     }
 }

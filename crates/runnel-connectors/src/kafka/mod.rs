@@ -32,7 +32,13 @@ pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
     let valid: Vec<&str> = OPTIONS.iter().chain(FORMAT_OPTIONS).copied().collect();
-    let options = TableOptions::validate(&table.name, "kafka", &table.options, &valid, &["properties."])?;
+    let options = TableOptions::validate(
+        &table.name,
+        "kafka",
+        &table.options,
+        &valid,
+        &["properties."],
+    )?;
     options.required("topic")?;
     options.required("properties.bootstrap.servers")?;
     options.choice(
@@ -40,8 +46,16 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
         &["earliest-offset", "latest-offset", "group-offsets"],
         "group-offsets",
     )?;
-    options.choice("scan.bounded.mode", &["unbounded", "latest-offset"], "unbounded")?;
-    options.choice("sink.delivery-guarantee", &["at-least-once", "none"], "at-least-once")?;
+    options.choice(
+        "scan.bounded.mode",
+        &["unbounded", "latest-offset"],
+        "unbounded",
+    )?;
+    options.choice(
+        "sink.delivery-guarantee",
+        &["at-least-once", "none"],
+        "at-least-once",
+    )?;
     if let Some(format) = options.get("value.format") {
         if format != "json" && format != "csv" {
             return Err(options.invalid("value.format", format, "expected json or csv"));
@@ -52,7 +66,11 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
             return Err(options.invalid("key.format", format, "expected json"));
         }
         if options.get("key.fields").is_none() {
-            return Err(options.invalid("key.format", format, "'key.fields' must name the key columns"));
+            return Err(options.invalid(
+                "key.format",
+                format,
+                "'key.fields' must name the key columns",
+            ));
         }
     }
     value_format(&options, table)?;

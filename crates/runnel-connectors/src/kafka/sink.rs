@@ -35,12 +35,16 @@ impl KafkaSink {
             Some(fields) => {
                 let mut indexes = Vec::new();
                 for name in fields.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                    let index = schema
-                        .index_of(name)
-                        .map_err(|_| options.invalid("key.fields", fields, format!("no column named '{name}'")))?;
+                    let index = schema.index_of(name).map_err(|_| {
+                        options.invalid("key.fields", fields, format!("no column named '{name}'"))
+                    })?;
                     indexes.push(index);
                 }
-                let key_schema = std::sync::Arc::new(schema.project(&indexes).map_err(|e| ConnectorError::Other(e.to_string()))?);
+                let key_schema = std::sync::Arc::new(
+                    schema
+                        .project(&indexes)
+                        .map_err(|e| ConnectorError::Other(e.to_string()))?,
+                );
                 Some((
                     indexes,
                     Format::Json(JsonFormat {
@@ -52,7 +56,11 @@ impl KafkaSink {
         };
         let producer: FutureProducer = super::client_config(
             &options,
-            &[("linger.ms", "5"), ("compression.type", "none"), ("enable.idempotence", "true")],
+            &[
+                ("linger.ms", "5"),
+                ("compression.type", "none"),
+                ("enable.idempotence", "true"),
+            ],
         )
         .create()
         .map_err(|source| ConnectorError::Kafka {
@@ -73,16 +81,19 @@ impl KafkaSink {
             context: format!("producing to topic {}", self.topic),
             source,
         }
-        .into()
+        .at("sink", &self.table)
     }
 }
 
 #[async_trait]
 impl Sink for KafkaSink {
     async fn write_batch(&mut self, batch: RecordBatch) -> runnel_runtime::Result<()> {
-        let encode_error = |source| ConnectorError::Encode {
-            table: self.table.clone(),
-            source,
+        let encode_error = |source| {
+            ConnectorError::Encode {
+                table: self.table.clone(),
+                source,
+            }
+            .at("sink", &self.table)
         };
         let values = self.value.encode(&batch).map_err(encode_error)?;
         let keys = match &self.key {

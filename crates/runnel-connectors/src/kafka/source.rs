@@ -16,6 +16,9 @@ use runnel_sql::TableDef;
 use crate::error::{ConnectorError, Result};
 use crate::format::Format;
 
+/// A topic's partition ids and each one's (low, high) offsets.
+type TopicLayout = (Vec<i32>, Vec<(i64, i64)>);
+
 /// Messages gathered into one poll.
 const MAX_POLL_RECORDS: usize = 8192;
 /// How long a bounded read waits for messages before checking whether it is done.
@@ -24,6 +27,7 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// Reads one topic. With `'scan.bounded.mode' = 'latest-offset'` it stops at the end
 /// offsets found at start; otherwise it reads forever.
 pub struct KafkaSource {
+    table: String,
     consumer: Arc<StreamConsumer>,
     topic: String,
     /// Kafka partition ids; our partition index is the position in this list.
@@ -36,7 +40,9 @@ pub struct KafkaSource {
     ready: VecDeque<SourceEvent>,
 }
 
-fn kafka_error(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> ConnectorError {
+fn kafka_error(
+    context: impl Into<String>,
+) -> impl FnOnce(rdkafka::error::KafkaError) -> ConnectorError {
     let context = context.into();
     move |source| ConnectorError::Kafka { context, source }
 }
@@ -46,7 +52,9 @@ impl KafkaSource {
         let options = super::options(table)?;
         let format = super::value_format(&options, table)?;
         let topic = options.required("topic")?.to_string();
-        let servers = options.required("properties.bootstrap.servers")?.to_string();
+        let servers = options
+            .required("properties.bootstrap.servers")?
+            .to_string();
         let group = format!("runnel-{}", table.name);
         let startup = options.get("scan.startup.mode").unwrap_or("group-offsets");
         let bounded = options.get("scan.bounded.mode") == Some("latest-offset");
@@ -68,10 +76,12 @@ impl KafkaSource {
         let (partitions, ends) = {
             let consumer = consumer.clone();
             let topic = topic.clone();
-            tokio::task::spawn_blocking(move || -> Result<(Vec<i32>, Vec<(i64, i64)>)> {
+            tokio::task::spawn_blocking(move || -> Result<TopicLayout> {
                 let metadata = consumer
                     .fetch_metadata(Some(&topic), super::METADATA_TIMEOUT)
-                    .map_err(kafka_error(format!("reading metadata of topic {topic} from {servers}")))?;
+                    .map_err(kafka_error(format!(
+                        "reading metadata of topic {topic} from {servers}"
+                    )))?;
                 let partitions: Vec<i32> = metadata
                     .topics()
                     .iter()
@@ -88,7 +98,9 @@ impl KafkaSource {
                     watermarks.push(
                         consumer
                             .fetch_watermarks(&topic, p, super::METADATA_TIMEOUT)
-                            .map_err(kafka_error(format!("reading offsets of {topic} partition {p}")))?,
+                            .map_err(kafka_error(format!(
+                                "reading offsets of {topic} partition {p}"
+                            )))?,
                     );
                 }
                 Ok((partitions, watermarks))
@@ -125,6 +137,7 @@ impl KafkaSource {
         }
         tracing::info!(table = %table.name, %topic, partitions = partitions.len(), bounded, "kafka source assigned");
         Ok(Self {
+            table: table.name.clone(),
             consumer,
             topic,
             partitions,
@@ -142,13 +155,17 @@ impl KafkaSource {
 
     /// In bounded mode: marks partitions whose position reached their end offset.
     fn check_positions(&mut self) -> Result<()> {
-        let Some(ends) = &self.end_offsets else { return Ok(()) };
+        let Some(ends) = &self.end_offsets else {
+            return Ok(());
+        };
         let positions = self
             .consumer
             .position()
             .map_err(kafka_error(format!("reading positions on {}", self.topic)))?;
         for element in positions.elements() {
-            let Some(i) = self.index_of(element.partition()) else { continue };
+            let Some(i) = self.index_of(element.partition()) else {
+                continue;
+            };
             if let Offset::Offset(position) = element.offset() {
                 if !self.finished[i] && position >= ends[i] {
                     self.finished[i] = true;
@@ -187,7 +204,9 @@ impl KafkaSource {
         let mut per_partition: BTreeMap<usize, (Vec<i64>, Vec<Vec<u8>>)> = BTreeMap::new();
         let mut reached_end = Vec::new();
         for message in messages {
-            let Some(i) = self.index_of(message.partition()) else { continue };
+            let Some(i) = self.index_of(message.partition()) else {
+                continue;
+            };
             let offset = message.offset();
             if let Some(ends) = &self.end_offsets {
                 if self.finished[i] || offset >= ends[i] {
@@ -198,7 +217,9 @@ impl KafkaSource {
                 }
             }
             // A tombstone (no payload) deletes a key upstream; it carries no row.
-            let Some(payload) = message.payload() else { continue };
+            let Some(payload) = message.payload() else {
+                continue;
+            };
             let entry = per_partition.entry(i).or_default();
             entry.0.push(offset);
             entry.1.push(payload.to_vec());
@@ -239,7 +260,7 @@ impl Source for KafkaSource {
             if self.end_offsets.is_some() && self.finished.iter().all(|&f| f) {
                 return Ok(None);
             }
-            self.poll().await?;
+            self.poll().await.map_err(|e| e.at("source", &self.table))?;
         }
     }
 }

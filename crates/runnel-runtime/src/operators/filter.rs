@@ -20,7 +20,8 @@ pub struct FilterOperator {
 
 impl FilterOperator {
     pub fn try_new(predicate: &Expr, input_schema: &DFSchema) -> Result<Self> {
-        let predicate = crate::expr::compile(std::slice::from_ref(predicate), input_schema)?.remove(0);
+        let predicate =
+            crate::expr::compile(std::slice::from_ref(predicate), input_schema)?.remove(0);
         Ok(Self { predicate })
     }
 }
@@ -40,7 +41,8 @@ impl Operator for FilterOperator {
             .evaluate(&batch)
             .and_then(|v| v.into_array(batch.num_rows()))
             .map_err(error)?;
-        let filtered = filter_record_batch(&batch, mask.as_boolean()).map_err(|e| error(e.into()))?;
+        let filtered =
+            filter_record_batch(&batch, mask.as_boolean()).map_err(|e| error(e.into()))?;
         if filtered.num_rows() > 0 {
             out.push(Message::Batch(filtered));
         }

@@ -9,5 +9,5 @@ mod window_assign;
 pub use filter::FilterOperator;
 pub use projection::ProjectionOperator;
 pub use window_aggregate::WindowAggregateOperator;
-pub use window_assign::WindowAssignOperator;
 pub(crate) use window_assign::as_millis;
+pub use window_assign::WindowAssignOperator;

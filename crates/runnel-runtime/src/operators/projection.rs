@@ -30,7 +30,11 @@ impl ProjectionOperator {
     pub fn project(&self, batch: &RecordBatch) -> datafusion::error::Result<RecordBatch> {
         let columns = crate::expr::evaluate(&self.exprs, batch)?;
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?)
     }
 }
 
@@ -40,10 +44,12 @@ impl Operator for ProjectionOperator {
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
-        let projected = self.project(&batch).map_err(|source| RuntimeError::Operator {
-            operator: "Projection".into(),
-            source,
-        })?;
+        let projected = self
+            .project(&batch)
+            .map_err(|source| RuntimeError::Operator {
+                operator: "Projection".into(),
+                source,
+            })?;
         out.push(Message::Batch(projected));
         Ok(())
     }

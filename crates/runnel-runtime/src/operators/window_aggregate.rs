@@ -43,7 +43,9 @@ impl AggregateCall {
             self.function.create_groups_accumulator()
         } else {
             let function = self.function.clone();
-            Ok(Box::new(GroupsAccumulatorAdapter::new(move || function.create_accumulator())))
+            Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                function.create_accumulator()
+            })))
         }
     }
 }
@@ -84,9 +86,15 @@ impl WindowAggregateOperator {
         let mut aggregates = Vec::with_capacity(node.aggr_exprs.len());
         for expr in &node.aggr_exprs {
             let planning = Default::default();
-            let lowered = LoweredAggregateBuilder::new(expr, input_schema, &physical_input, &props, &planning)
-                .with_name(expr.schema_name().to_string())
-                .build()?;
+            let lowered = LoweredAggregateBuilder::new(
+                expr,
+                input_schema,
+                &physical_input,
+                &props,
+                &planning,
+            )
+            .with_name(expr.schema_name().to_string())
+            .build()?;
             if !lowered.order_bys.is_empty() {
                 return Err(RuntimeError::Build(format!(
                     "aggregate {expr}: ORDER BY inside an aggregate call is not supported on streams"
@@ -201,7 +209,9 @@ impl WindowAggregateOperator {
             let Some(window) = self.windows.get_mut(&end_value) else {
                 return datafusion::common::internal_err!("window state vanished");
             };
-            window.groups.intern(&group_slice, &mut self.group_indices)?;
+            window
+                .groups
+                .intern(&group_slice, &mut self.group_indices)?;
             let total_groups = window.groups.len();
             for (i, accumulator) in window.accumulators.iter_mut().enumerate() {
                 let args: Vec<ArrayRef> = inputs[i].iter().map(slice).collect();

@@ -22,7 +22,12 @@ pub struct WindowAssignOperator {
 }
 
 impl WindowAssignOperator {
-    pub fn new(kind: WindowKind, time_column: usize, input_schema: &SchemaRef, schema: SchemaRef) -> Self {
+    pub fn new(
+        kind: WindowKind,
+        time_column: usize,
+        input_schema: &SchemaRef,
+        schema: SchemaRef,
+    ) -> Self {
         Self {
             kind,
             time_column,
@@ -56,13 +61,19 @@ impl Operator for WindowAssignOperator {
         };
         let time = as_millis(batch.column(self.time_column)).map_err(error)?;
         if time.null_count() > 0 {
-            return Err(error(datafusion::error::DataFusionError::Execution(format!(
+            return Err(error(datafusion::error::DataFusionError::Execution(
+                format!(
                 "the event-time column '{}' is NULL in {} row(s); windowed rows need an event time",
                 self.time_column_name,
                 time.null_count()
-            ))));
+            ),
+            )));
         }
-        let tz = match self.schema.field(self.schema.fields().len() - 1).data_type() {
+        let tz = match self
+            .schema
+            .field(self.schema.fields().len() - 1)
+            .data_type()
+        {
             DataType::Timestamp(_, tz) => tz.clone(),
             _ => None,
         };
@@ -75,7 +86,8 @@ impl Operator for WindowAssignOperator {
         for array in [start, end, window_time] {
             columns.push(Arc::new(array.with_timezone_opt(tz.clone())) as ArrayRef);
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| error(e.into()))?;
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| error(e.into()))?;
         out.push(Message::Batch(batch));
         Ok(())
     }

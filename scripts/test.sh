@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs Runnel's whole test suite: formatting and lints, then every unit and end-to-end
+# test against a real Kafka broker that this script starts (and stops) itself.
+#
+#   scripts/test.sh
+#
+# CARGO_TARGET_DIR defaults to /var/tmp/runnel-target so repeated runs build incrementally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/runnel-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { echo "==> $*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "starting Kafka"
+started_kafka=0
+if ! scripts/kafka.sh status >/dev/null 2>&1; then
+    started_kafka=1
+fi
+export RUNNEL_KAFKA_BOOTSTRAP
+RUNNEL_KAFKA_BOOTSTRAP=$(scripts/kafka.sh start)
+if [ "$started_kafka" = 1 ]; then
+    trap 'scripts/kafka.sh stop' EXIT
+fi
+
+step "building the runnel binary"
+cargo build --locked -p runnel-cli
+
+step "cargo test"
+cargo test --workspace --locked
