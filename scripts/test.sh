@@ -33,4 +33,8 @@ step "building the runnel binary"
 cargo build --locked -p runnel-cli
 
 step "cargo test"
-cargo test --workspace --locked
+log=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line over every test binary, so a summary is never "0 passed" of the last doc-test crate.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"

@@ -5,3 +5,4 @@ mod bad_input;
 mod claims;
 mod common;
 mod errors;
+mod sql_cases;
