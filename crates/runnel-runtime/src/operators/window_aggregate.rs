@@ -276,3 +276,142 @@ impl Operator for WindowAggregateOperator {
         self.emit_until(Watermark::MAX, out).map_err(operator_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use runnel_sql::{parse_script, Catalog, Statement, StreamNode, StreamPlanner};
+
+    /// Plans the aggregate of a small tumbling query and returns its node.
+    fn aggregate_node() -> WindowAggregateNode {
+        let planner = StreamPlanner::new();
+        let mut catalog = Catalog::default();
+        let mut statements = parse_script(
+            "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+               WITH ('connector' = 'filesystem', 'path' = 'unused');
+             SELECT k, window_start, window_end, COUNT(*) AS c, SUM(v) AS s
+             FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECONDS))
+             GROUP BY k, window_start, window_end;",
+        )
+        .unwrap();
+        let Statement::Query(query) = statements.pop().unwrap() else {
+            panic!("query")
+        };
+        let Statement::CreateTable(table) = statements.pop().unwrap() else {
+            panic!("table")
+        };
+        catalog
+            .add_table(planner.create_table(&catalog, *table).unwrap())
+            .unwrap();
+        let mut node = planner.plan_query(&catalog, *query, None).unwrap().root;
+        loop {
+            node = match node {
+                StreamNode::WindowAggregate(a) => return a,
+                StreamNode::Projection { input, .. } | StreamNode::Filter { input, .. } => *input,
+                other => panic!("no window aggregate in {other:?}"),
+            }
+        }
+    }
+
+    /// A batch of the aggregate's input: (key, value, event time in seconds).
+    fn input(node: &WindowAggregateNode, rows: &[(&str, i64, i64)]) -> RecordBatch {
+        let schema = Arc::new(node.input_schema.as_arrow().clone());
+        let millis = |f: &dyn Fn(i64) -> i64| {
+            Arc::new(TimestampMillisecondArray::from_iter_values(
+                rows.iter().map(|r| f(r.2 * 1000)),
+            )) as ArrayRef
+        };
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|field| match field.name().as_str() {
+                "k" => {
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef
+                }
+                "v" => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))) as ArrayRef,
+                "ts" => millis(&|t| t),
+                "window_start" => millis(&|t| t - t % 10_000),
+                "window_end" => millis(&|t| t - t % 10_000 + 10_000),
+                "window_time" => millis(&|t| t - t % 10_000 + 9_999),
+                other => panic!("unexpected input column {other}"),
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    fn rows(out: &[Message]) -> String {
+        let batches: Vec<RecordBatch> = out
+            .iter()
+            .filter_map(|m| match m {
+                Message::Batch(b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
+        // One space between cells, so expectations do not depend on column widths.
+        let table = pretty_format_batches(&batches).unwrap().to_string();
+        table
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn emits_each_window_once_at_its_end_counts_late_rows_and_frees_state() {
+        let node = aggregate_node();
+        let metrics = Arc::new(JobMetrics::default());
+        let mut operator = WindowAggregateOperator::try_new(&node, metrics.clone()).unwrap();
+        let mut out = Vec::new();
+
+        // One batch spanning two windows, out of order.
+        let batch = input(
+            &node,
+            &[("a", 1, 12), ("a", 2, 3), ("b", 4, 15), ("a", 8, 9)],
+        );
+        operator.process_batch(batch, &mut out).unwrap();
+        assert!(out.is_empty(), "nothing is emitted before the watermark");
+        assert_eq!(operator.open_windows(), 2);
+
+        operator.process_watermark(9_999, &mut out).unwrap();
+        assert!(
+            out.iter().all(|m| matches!(m, Message::Watermark(_))),
+            "window [0, 10) is not complete yet"
+        );
+        operator.process_watermark(10_000, &mut out).unwrap();
+        let first = rows(&out);
+        assert!(
+            first.contains("| a | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 2 | 10 |"),
+            "{first}"
+        );
+        assert_eq!(
+            first.lines().count(),
+            5,
+            "one row for window [0, 10): {first}"
+        );
+        assert_eq!(
+            operator.open_windows(),
+            1,
+            "the emitted window's state is freed"
+        );
+
+        // A row for the emitted window is late; one for the open window is not.
+        out.clear();
+        operator
+            .process_batch(input(&node, &[("a", 100, 5), ("b", 1, 19)]), &mut out)
+            .unwrap();
+        assert_eq!(metrics.snapshot().late_rows, 1);
+        operator.finish(&mut out).unwrap();
+        let second = rows(&out);
+        assert!(
+            second.contains("| a | 1970-01-01T00:00:10 | 1970-01-01T00:00:20 | 1 | 1 |"),
+            "{second}"
+        );
+        assert!(
+            second.contains("| b | 1970-01-01T00:00:10 | 1970-01-01T00:00:20 | 2 | 5 |"),
+            "{second}"
+        );
+        assert_eq!(operator.open_windows(), 0);
+    }
+}
