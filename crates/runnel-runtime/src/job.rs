@@ -42,22 +42,28 @@ impl JobHandle {
         self.metrics.clone()
     }
 
-    /// Waits until every task ended. Returns the first task's error, if any.
-    pub async fn wait(self) -> Result<MetricsSnapshot> {
-        let mut first_error = None;
-        for (name, task) in self.tasks {
-            let outcome = match task.await {
+    /// Waits until every task ended. The first task to fail stops the others (a source
+    /// waiting for new records would otherwise never notice), and its error is returned.
+    pub async fn wait(mut self) -> Result<MetricsSnapshot> {
+        let names: Vec<String> = self.tasks.iter().map(|(name, _)| name.clone()).collect();
+        let mut pending: Vec<_> = self.tasks.drain(..).map(|(_, task)| task).collect();
+        let mut indexes: Vec<usize> = (0..pending.len()).collect();
+        while !pending.is_empty() {
+            let (outcome, finished, rest) = futures::future::select_all(pending).await;
+            let name = &names[indexes.remove(finished)];
+            let outcome = match outcome {
                 Ok(result) => result,
                 Err(join) => Err(RuntimeError::Task(format!("{name}: {join}"))),
             };
             if let Err(e) = outcome {
-                first_error.get_or_insert(e);
+                for task in &rest {
+                    task.abort();
+                }
+                return Err(e);
             }
+            pending = rest;
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(self.metrics.snapshot()),
-        }
+        Ok(self.metrics.snapshot())
     }
 
     /// Stops every task at once.
