@@ -1,7 +1,7 @@
 -- The canonical Runnel job: count claims and sum amounts per policy over 5-minute
 -- tumbling windows, keeping only inserts. Reads a bundled sample of CDC events and
 -- prints the windowed results. Run it with:
---   cargo run --release -p runnel-cli -- run sql/examples/claims.sql
+--   cargo run -p runnel-cli -- run sql/examples/claims.sql
 -- sql/examples/claims_kafka.sql is the same job between Kafka topics.
 
 CREATE TABLE claims (
