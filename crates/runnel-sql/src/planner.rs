@@ -560,37 +560,53 @@ impl RelationPlanner for WindowTvfPlanner {
                 ),
             })
             .collect::<DFResult<Vec<_>>>()?;
-        if function != "TUMBLE" {
-            return Err(DataFusionError::NotImplemented(format!(
-                "{function} windows are not supported yet; TUMBLE is"
-            )));
-        }
-        let [table, time, size] = args.as_slice() else {
-            return datafusion::common::plan_err!(
-                "TUMBLE takes (TABLE t, DESCRIPTOR(time_column), size); got {} arguments \
-                 (the offset argument is not supported)",
-                args.len()
-            );
-        };
-        let input = plan_table_argument(table, context)?;
-        let time_name = descriptor_column(time, context)?;
-        let time_column = input
-            .schema()
-            .index_of_column_by_name(None, &time_name)
-            .ok_or_else(|| {
-                DataFusionError::Plan(format!(
-                    "TUMBLE: DESCRIPTOR({time_name}) names no column of the table (columns: {})",
-                    input
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+        let (input, time_column, kind) = match (function.as_str(), args.as_slice()) {
+            ("TUMBLE", [table, time, size]) => {
+                let (input, time_column) = window_input(&function, table, time, context)?;
+                let size_ms = interval_ms(size, context, "TUMBLE size")?;
+                (input, time_column, WindowKind::Tumble { size_ms })
+            }
+            ("HOP", [table, time, slide, size]) => {
+                let (input, time_column) = window_input(&function, table, time, context)?;
+                let slide_ms = interval_ms(slide, context, "HOP slide")?;
+                let size_ms = interval_ms(size, context, "HOP size")?;
+                (input, time_column, WindowKind::Hop { slide_ms, size_ms })
+            }
+            ("CUMULATE", [table, time, step, size]) => {
+                let (input, time_column) = window_input(&function, table, time, context)?;
+                let step_ms = interval_ms(step, context, "CUMULATE step")?;
+                let size_ms = interval_ms(size, context, "CUMULATE size")?;
+                if size_ms % step_ms != 0 {
+                    return datafusion::common::plan_err!(
+                        "CUMULATE size ({}) must be a multiple of its step ({})",
+                        crate::window::format_duration(size_ms),
+                        crate::window::format_duration(step_ms)
+                    );
+                }
+                (
+                    input,
+                    time_column,
+                    WindowKind::Cumulate { step_ms, size_ms },
+                )
+            }
+            ("SESSION", _) => {
+                return Err(DataFusionError::NotImplemented(
+                    "SESSION windows are not supported yet; TUMBLE, HOP and CUMULATE are".into(),
                 ))
-            })?;
-        let size_ms = interval_ms(size, context, "TUMBLE size")?;
-        let node = WindowTvf::try_new(input, WindowKind::Tumble { size_ms }, time_column)?;
+            }
+            (_, args) => {
+                let signature = match function.as_str() {
+                    "TUMBLE" => "TUMBLE(TABLE t, DESCRIPTOR(time_column), size)",
+                    "HOP" => "HOP(TABLE t, DESCRIPTOR(time_column), slide, size)",
+                    _ => "CUMULATE(TABLE t, DESCRIPTOR(time_column), step, size)",
+                };
+                return datafusion::common::plan_err!(
+                    "{function} takes {signature}; got {} arguments (the offset argument is not supported)",
+                    args.len()
+                );
+            }
+        };
+        let node = WindowTvf::try_new(input, kind, time_column)?;
         let plan = LogicalPlan::Extension(Extension {
             node: Arc::new(node),
         });
@@ -598,6 +614,29 @@ impl RelationPlanner for WindowTvfPlanner {
             plan, alias,
         ))))
     }
+}
+
+/// The table and time column arguments of a window function: its input plan and the
+/// time column's index in it.
+fn window_input(
+    function: &str,
+    table: &SqlExpr,
+    time: &SqlExpr,
+    context: &mut dyn RelationPlannerContext,
+) -> DFResult<(LogicalPlan, usize)> {
+    let input = plan_table_argument(table, context)?;
+    let time_name = descriptor_column(time, context)?;
+    let time_column =
+        input
+            .schema()
+            .index_of_column_by_name(None, &time_name)
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+            "{function}: DESCRIPTOR({time_name}) names no column of the table (columns: {})",
+            input.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+        ))
+            })?;
+    Ok((input, time_column))
 }
 
 /// The first argument of a window function: a table (or view) name.

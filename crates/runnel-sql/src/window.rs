@@ -21,11 +21,18 @@ pub const WINDOW_END: &str = "window_end";
 /// Name of the column holding a window's time attribute (`window_end - 1ms`).
 pub const WINDOW_TIME: &str = "window_time";
 
-/// How rows are assigned to windows. Windows are `[start, end)` in event time.
+/// How rows are assigned to windows. Windows are `[start, end)` in event time, aligned
+/// to the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WindowKind {
-    /// Fixed-size, non-overlapping windows aligned to the epoch: each row is in exactly one.
+    /// Fixed-size, non-overlapping windows: each row is in exactly one.
     Tumble { size_ms: i64 },
+    /// Windows of `size_ms` starting every `slide_ms` (Flink's `HOP(..., slide, size)`):
+    /// each row is in about `size / slide` of them. The size need not be a multiple of the slide.
+    Hop { slide_ms: i64, size_ms: i64 },
+    /// Windows growing by `step_ms` from the start of each `size_ms` period
+    /// (Flink's `CUMULATE(..., step, size)`): `[s, s + step)`, `[s, s + 2 step)`, ... `[s, s + size)`.
+    Cumulate { step_ms: i64, size_ms: i64 },
 }
 
 impl WindowKind {
@@ -36,27 +43,59 @@ impl WindowKind {
             .any(|f| f.eq_ignore_ascii_case(name))
     }
 
-    /// Start of the window holding an event at `ts_ms` (tumbling windows).
-    pub fn window_start(&self, ts_ms: i64) -> i64 {
-        match self {
-            WindowKind::Tumble { size_ms } => ts_ms - ts_ms.rem_euclid(*size_ms),
+    /// Calls `f(start, end)` for every window holding an event at `ts_ms`.
+    pub fn for_each_window(&self, ts_ms: i64, mut f: impl FnMut(i64, i64)) {
+        match *self {
+            WindowKind::Tumble { size_ms } => {
+                let start = ts_ms - ts_ms.rem_euclid(size_ms);
+                f(start, start + size_ms)
+            }
+            WindowKind::Hop { slide_ms, size_ms } => {
+                let mut start = ts_ms - ts_ms.rem_euclid(slide_ms);
+                while start + size_ms > ts_ms {
+                    f(start, start + size_ms);
+                    start -= slide_ms;
+                }
+            }
+            WindowKind::Cumulate { step_ms, size_ms } => {
+                let start = ts_ms - ts_ms.rem_euclid(size_ms);
+                let mut end = ts_ms - ts_ms.rem_euclid(step_ms) + step_ms;
+                while end <= start + size_ms {
+                    f(start, end);
+                    end += step_ms;
+                }
+            }
         }
     }
 
-    /// Size of each window in milliseconds.
+    /// The largest window size in milliseconds.
     pub fn size_ms(&self) -> i64 {
-        match self {
-            WindowKind::Tumble { size_ms } => *size_ms,
+        match *self {
+            WindowKind::Tumble { size_ms }
+            | WindowKind::Hop { size_ms, .. }
+            | WindowKind::Cumulate { size_ms, .. } => size_ms,
         }
     }
 }
 
 impl fmt::Display for WindowKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        match *self {
             WindowKind::Tumble { size_ms } => {
-                write!(f, "TUMBLE(size={})", format_duration(*size_ms))
+                write!(f, "TUMBLE(size={})", format_duration(size_ms))
             }
+            WindowKind::Hop { slide_ms, size_ms } => write!(
+                f,
+                "HOP(slide={}, size={})",
+                format_duration(slide_ms),
+                format_duration(size_ms)
+            ),
+            WindowKind::Cumulate { step_ms, size_ms } => write!(
+                f,
+                "CUMULATE(step={}, size={})",
+                format_duration(step_ms),
+                format_duration(size_ms)
+            ),
         }
     }
 }
@@ -181,14 +220,49 @@ impl UserDefinedLogicalNodeCore for WindowTvf {
 mod tests {
     use super::*;
 
+    fn windows(kind: WindowKind, ts: i64) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        kind.for_each_window(ts, |s, e| out.push((s, e)));
+        out.sort();
+        out
+    }
+
     #[test]
-    fn tumbling_start_is_aligned_and_handles_negative_times() {
+    fn tumbling_windows_are_aligned_and_handle_negative_times() {
         let w = WindowKind::Tumble { size_ms: 300_000 };
-        assert_eq!(w.window_start(0), 0);
-        assert_eq!(w.window_start(299_999), 0);
-        assert_eq!(w.window_start(300_000), 300_000);
-        assert_eq!(w.window_start(-1), -300_000);
+        assert_eq!(windows(w, 0), [(0, 300_000)]);
+        assert_eq!(windows(w, 299_999), [(0, 300_000)]);
+        assert_eq!(windows(w, 300_000), [(300_000, 600_000)]);
+        assert_eq!(windows(w, -1), [(-300_000, 0)]);
         assert_eq!(format_duration(300_000), "5m");
         assert_eq!(format_duration(1_500), "1500ms");
+    }
+
+    #[test]
+    fn hopping_windows_cover_every_overlap_even_when_size_is_not_a_multiple_of_slide() {
+        let w = WindowKind::Hop {
+            slide_ms: 4,
+            size_ms: 10,
+        };
+        assert_eq!(windows(w, 9), [(0, 10), (4, 14), (8, 18)]);
+        assert_eq!(windows(w, 10), [(4, 14), (8, 18)]);
+        assert_eq!(windows(w, 12), [(4, 14), (8, 18), (12, 22)]);
+        let w = WindowKind::Hop {
+            slide_ms: 5,
+            size_ms: 10,
+        };
+        assert_eq!(windows(w, 5), [(0, 10), (5, 15)]);
+    }
+
+    #[test]
+    fn cumulating_windows_grow_by_step_within_their_period() {
+        let w = WindowKind::Cumulate {
+            step_ms: 2,
+            size_ms: 6,
+        };
+        assert_eq!(windows(w, 0), [(0, 2), (0, 4), (0, 6)]);
+        assert_eq!(windows(w, 3), [(0, 4), (0, 6)]);
+        assert_eq!(windows(w, 5), [(0, 6)]);
+        assert_eq!(windows(w, 6), [(6, 8), (6, 10), (6, 12)]);
     }
 }

@@ -1,10 +1,11 @@
 //! [`WindowAssignOperator`]: the runtime side of a windowing table function; appends
-//! `window_start`, `window_end` and `window_time` to every row.
+//! `window_start`, `window_end` and `window_time` to every row, repeating a row once per
+//! window it belongs to (HOP, CUMULATE).
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use runnel_sql::WindowKind;
@@ -13,7 +14,9 @@ use crate::error::{Result, RuntimeError};
 use crate::message::Message;
 use crate::operator::Operator;
 
-/// Assigns each row its tumbling window with vectorized arithmetic on the time column.
+/// Assigns rows to windows: tumbling windows with one vectorized kernel over the time
+/// column; overlapping windows by computing, per row, its windows, then one `take` of
+/// every column.
 pub struct WindowAssignOperator {
     kind: WindowKind,
     time_column: usize,
@@ -77,12 +80,35 @@ impl Operator for WindowAssignOperator {
             DataType::Timestamp(_, tz) => tz.clone(),
             _ => None,
         };
-        let kind = self.kind;
-        let size = kind.size_ms();
-        let start: TimestampMillisecondArray = time.unary(|t| kind.window_start(t));
-        let end: TimestampMillisecondArray = start.unary(|s| s + size);
+        let (mut columns, start, end) = if let WindowKind::Tumble { size_ms } = self.kind {
+            let start: TimestampMillisecondArray = time.unary(|t| t - t.rem_euclid(size_ms));
+            let end: TimestampMillisecondArray = start.unary(|s| s + size_ms);
+            (batch.columns().to_vec(), start, end)
+        } else {
+            let mut rows: Vec<u32> = Vec::with_capacity(time.len() * 2);
+            let mut starts: Vec<i64> = Vec::with_capacity(time.len() * 2);
+            let mut ends: Vec<i64> = Vec::with_capacity(time.len() * 2);
+            for (row, &t) in time.values().iter().enumerate() {
+                self.kind.for_each_window(t, |s, e| {
+                    rows.push(row as u32);
+                    starts.push(s);
+                    ends.push(e);
+                });
+            }
+            let rows = UInt32Array::from(rows);
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| take(c, &rows, None))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| error(e.into()))?;
+            (
+                columns,
+                TimestampMillisecondArray::from(starts),
+                TimestampMillisecondArray::from(ends),
+            )
+        };
         let window_time: TimestampMillisecondArray = end.unary(|e| e - 1);
-        let mut columns = batch.columns().to_vec();
         for array in [start, end, window_time] {
             columns.push(Arc::new(array.with_timezone_opt(tz.clone())) as ArrayRef);
         }
