@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod group_window;
 pub mod parser;
 pub mod plan;
 pub mod planner;

@@ -209,7 +209,8 @@ impl StreamPlanner {
     }
 
     /// SQL to an unoptimized DataFusion plan.
-    fn logical_plan(&self, catalog: &Catalog, query: Query) -> Result<LogicalPlan> {
+    fn logical_plan(&self, catalog: &Catalog, mut query: Query) -> Result<LogicalPlan> {
+        crate::group_window::rewrite_group_windows(&mut query)?;
         let context = self.context(catalog);
         let plan = SqlToRel::new(&context)
             .sql_statement_to_plan(SqlStatement::Query(Box::new(query)))
