@@ -125,6 +125,7 @@ fn build_operators(
                 *time_column,
                 &input_schema,
                 schema,
+                metrics.clone(),
             )));
             Ok(source)
         }

@@ -68,6 +68,11 @@ impl WindowKind {
         }
     }
 
+    /// Whether each row belongs to exactly one window.
+    pub fn is_tumbling(&self) -> bool {
+        matches!(self, WindowKind::Tumble { .. })
+    }
+
     /// The largest window size in milliseconds.
     pub fn size_ms(&self) -> i64 {
         match *self {

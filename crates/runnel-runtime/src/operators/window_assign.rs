@@ -1,17 +1,23 @@
 //! [`WindowAssignOperator`]: the runtime side of a windowing table function; appends
 //! `window_start`, `window_end` and `window_time` to every row, repeating a row once per
-//! window it belongs to (HOP, CUMULATE).
+//! window it belongs to (HOP, CUMULATE). It is the first windowed operator a row meets,
+//! so it is where late rows are dropped and counted: a row is late when every window it
+//! belongs to has ended at the current watermark (that window was already emitted).
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::kernels::cmp::gt;
+use datafusion::arrow::compute::{cast, filter, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use runnel_sql::WindowKind;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::Message;
+use crate::message::{Message, Watermark};
+use crate::metrics::JobMetrics;
 use crate::operator::Operator;
 
 /// Assigns rows to windows: tumbling windows with one vectorized kernel over the time
@@ -22,6 +28,8 @@ pub struct WindowAssignOperator {
     time_column: usize,
     time_column_name: String,
     schema: SchemaRef,
+    watermark: Option<Watermark>,
+    metrics: Arc<JobMetrics>,
 }
 
 impl WindowAssignOperator {
@@ -30,12 +38,15 @@ impl WindowAssignOperator {
         time_column: usize,
         input_schema: &SchemaRef,
         schema: SchemaRef,
+        metrics: Arc<JobMetrics>,
     ) -> Self {
         Self {
             kind,
             time_column,
             time_column_name: input_schema.field(time_column).name().clone(),
             schema,
+            watermark: None,
+            metrics,
         }
     }
 }
@@ -80,7 +91,8 @@ impl Operator for WindowAssignOperator {
             DataType::Timestamp(_, tz) => tz.clone(),
             _ => None,
         };
-        let (mut columns, start, end) = if let WindowKind::Tumble { size_ms } = self.kind {
+        let watermark = self.watermark.unwrap_or(Watermark::MIN);
+        let (mut columns, mut start, mut end) = if let WindowKind::Tumble { size_ms } = self.kind {
             let start: TimestampMillisecondArray = time.unary(|t| t - t.rem_euclid(size_ms));
             let end: TimestampMillisecondArray = start.unary(|s| s + size_ms);
             (batch.columns().to_vec(), start, end)
@@ -88,13 +100,21 @@ impl Operator for WindowAssignOperator {
             let mut rows: Vec<u32> = Vec::with_capacity(time.len() * 2);
             let mut starts: Vec<i64> = Vec::with_capacity(time.len() * 2);
             let mut ends: Vec<i64> = Vec::with_capacity(time.len() * 2);
+            let mut late = 0;
             for (row, &t) in time.values().iter().enumerate() {
+                let before = rows.len();
                 self.kind.for_each_window(t, |s, e| {
-                    rows.push(row as u32);
-                    starts.push(s);
-                    ends.push(e);
+                    // Windows already emitted are skipped; the row counts as late only
+                    // if that leaves it in none.
+                    if e > watermark {
+                        rows.push(row as u32);
+                        starts.push(s);
+                        ends.push(e);
+                    }
                 });
+                late += usize::from(rows.len() == before);
             }
+            JobMetrics::add(&self.metrics.late_rows, late);
             let rows = UInt32Array::from(rows);
             let columns = batch
                 .columns()
@@ -108,6 +128,32 @@ impl Operator for WindowAssignOperator {
                 TimestampMillisecondArray::from(ends),
             )
         };
+        if self.kind.is_tumbling() && self.watermark.is_some() {
+            let ends: Int64Array = end.reinterpret_cast();
+            let on_time =
+                gt(&ends, &Int64Array::new_scalar(watermark)).map_err(|e| error(e.into()))?;
+            let late = on_time.len() - on_time.true_count();
+            if late > 0 {
+                JobMetrics::add(&self.metrics.late_rows, late);
+                let keep = |a: &ArrayRef| filter(a, &on_time);
+                columns = columns
+                    .iter()
+                    .map(keep)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| error(e.into()))?;
+                start = filter(&start, &on_time)
+                    .map_err(|e| error(e.into()))?
+                    .as_primitive()
+                    .clone();
+                end = filter(&end, &on_time)
+                    .map_err(|e| error(e.into()))?
+                    .as_primitive()
+                    .clone();
+            }
+        }
+        if end.is_empty() {
+            return Ok(());
+        }
         let window_time: TimestampMillisecondArray = end.unary(|e| e - 1);
         for array in [start, end, window_time] {
             columns.push(Arc::new(array.with_timezone_opt(tz.clone())) as ArrayRef);
@@ -115,6 +161,14 @@ impl Operator for WindowAssignOperator {
         let batch =
             RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| error(e.into()))?;
         out.push(Message::Batch(batch));
+        Ok(())
+    }
+
+    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+        if self.watermark.is_none_or(|w| watermark > w) {
+            self.watermark = Some(watermark);
+        }
+        out.push(Message::Watermark(watermark));
         Ok(())
     }
 }
