@@ -4,5 +4,6 @@
 mod bad_input;
 mod claims;
 mod common;
+mod differential;
 mod errors;
 mod sql_cases;

@@ -1,0 +1,280 @@
+//! Randomized differential test: for seeded random event streams (keys, values, bounded
+//! disorder, several batches), Runnel's streaming window aggregate must equal DataFusion's
+//! batch answer over the same rows. The batch side does not use Runnel's window
+//! assignment: it joins the events with an explicit table of every window.
+//!
+//! A failure prints the seed and window; `RUNNEL_SEED=<seed>` replays one seed.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use runnel::{Engine, Executed};
+
+use crate::common::{format_ts, scratch_dir, Rng};
+
+/// Seeds per window kind.
+const SEEDS: u64 = 200;
+const EVENTS: usize = 150;
+const BASE_MS: i64 = 1_767_225_600_000;
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Tumble { size: i64 },
+    Hop { slide: i64, size: i64 },
+    Cumulate { step: i64, size: i64 },
+}
+
+impl Kind {
+    fn random(family: usize, rng: &mut Rng) -> Kind {
+        let seconds = |n: u64| 1000 * n as i64;
+        match family {
+            0 => Kind::Tumble {
+                size: seconds(1 + rng.below(10)),
+            },
+            1 => {
+                let slide = seconds(1 + rng.below(4));
+                Kind::Hop {
+                    slide,
+                    size: slide + seconds(1 + rng.below(8)),
+                }
+            }
+            _ => {
+                let step = seconds(1 + rng.below(3));
+                Kind::Cumulate {
+                    step,
+                    size: step * (1 + rng.below(5) as i64),
+                }
+            }
+        }
+    }
+
+    fn sql(&self) -> String {
+        let interval = |ms: i64| format!("INTERVAL '{}' SECOND", ms / 1000);
+        match *self {
+            Kind::Tumble { size } => {
+                format!("TUMBLE(TABLE events, DESCRIPTOR(ts), {})", interval(size))
+            }
+            Kind::Hop { slide, size } => {
+                format!(
+                    "HOP(TABLE events, DESCRIPTOR(ts), {}, {})",
+                    interval(slide),
+                    interval(size)
+                )
+            }
+            Kind::Cumulate { step, size } => {
+                format!(
+                    "CUMULATE(TABLE events, DESCRIPTOR(ts), {}, {})",
+                    interval(step),
+                    interval(size)
+                )
+            }
+        }
+    }
+
+    /// Every window that can hold an event in `[min, max]`, enumerated independently.
+    fn windows(&self, min: i64, max: i64) -> Vec<(i64, i64)> {
+        let floor = |t: i64, unit: i64| t - t.rem_euclid(unit);
+        let mut out = Vec::new();
+        match *self {
+            Kind::Tumble { size } => {
+                let mut s = floor(min, size);
+                while s <= max {
+                    out.push((s, s + size));
+                    s += size;
+                }
+            }
+            Kind::Hop { slide, size } => {
+                let mut s = floor(min - size, slide);
+                while s <= max {
+                    out.push((s, s + size));
+                    s += slide;
+                }
+            }
+            Kind::Cumulate { step, size } => {
+                let mut s = floor(min, size);
+                while s <= max {
+                    for j in 1..=size / step {
+                        out.push((s, s + j * step));
+                    }
+                    s += size;
+                }
+            }
+        }
+        out
+    }
+}
+
+struct Events {
+    keys: Vec<i64>,
+    values: Vec<i64>,
+    times: Vec<i64>,
+}
+
+/// Event time advances ~300 ms per event, out of order by up to 2 s (watermark delay 3 s),
+/// so no row is late.
+fn events(rng: &mut Rng) -> Events {
+    let mut e = Events {
+        keys: vec![],
+        values: vec![],
+        times: vec![],
+    };
+    for i in 0..EVENTS {
+        e.keys.push(rng.below(4) as i64);
+        e.values.push(rng.below(1000) as i64 - 200);
+        e.times
+            .push(BASE_MS + i as i64 * 300 - rng.below(2000) as i64);
+    }
+    e
+}
+
+const AGGREGATES: &str = "COUNT(*) AS n, SUM(v) AS total, MIN(v) AS lo, MAX(v) AS hi";
+
+async fn streaming(name: &str, kind: Kind, events: &Events, rng: &mut Rng) -> Vec<String> {
+    // Write the events as several files: each is one batch, so watermarks advance between them.
+    let dir = scratch_dir(name);
+    let mut start = 0;
+    let mut part = 0;
+    while start < EVENTS {
+        let len = (1 + rng.below(60) as usize).min(EVENTS - start);
+        let lines: Vec<String> = (start..start + len)
+            .map(|i| {
+                format!(
+                    r#"{{"k":{},"v":{},"ts":"{}"}}"#,
+                    events.keys[i],
+                    events.values[i],
+                    format_ts(events.times[i])
+                )
+            })
+            .collect();
+        std::fs::write(dir.join(format!("part-{part:04}.json")), lines.join("\n"))
+            .expect("write events");
+        start += len;
+        part += 1;
+    }
+    let sql = format!(
+        "CREATE TABLE events (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '3' SECOND)
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         SELECT k, window_start, window_end, {AGGREGATES}
+         FROM TABLE({}) GROUP BY k, window_start, window_end;",
+        dir.display(),
+        kind.sql()
+    );
+    let mut rows = Vec::new();
+    for result in Engine::new()
+        .execute(&sql)
+        .await
+        .expect("streaming query plans")
+    {
+        if let Executed::Query(mut stream) = result {
+            while let Some(batch) = stream.next().await {
+                rows.extend(
+                    runnel::connectors::print::format_rows(&batch.expect("batch"), "")
+                        .expect("format"),
+                );
+            }
+            let metrics = stream.finish().await.expect("streaming query runs");
+            assert_eq!(
+                metrics.late_rows, 0,
+                "{name}: no row is late by construction"
+            );
+        }
+    }
+    rows.sort();
+    rows
+}
+
+async fn batch(kind: Kind, events: &Events) -> Vec<String> {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let event_schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new("ts", ts.clone(), false),
+    ]));
+    let event_batch = RecordBatch::try_new(
+        event_schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(events.keys.clone())),
+            Arc::new(Int64Array::from(events.values.clone())),
+            Arc::new(TimestampMillisecondArray::from(events.times.clone())),
+        ],
+    )
+    .expect("events batch");
+    let min = *events.times.iter().min().expect("events");
+    let max = *events.times.iter().max().expect("events");
+    let windows = kind.windows(min, max);
+    let window_schema = Arc::new(Schema::new(vec![
+        Field::new("ws", ts.clone(), false),
+        Field::new("we", ts, false),
+    ]));
+    let window_batch = RecordBatch::try_new(
+        window_schema.clone(),
+        vec![
+            Arc::new(TimestampMillisecondArray::from(
+                windows.iter().map(|w| w.0).collect::<Vec<_>>(),
+            )),
+            Arc::new(TimestampMillisecondArray::from(
+                windows.iter().map(|w| w.1).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .expect("windows batch");
+    let ctx = SessionContext::new();
+    ctx.register_table(
+        "events",
+        Arc::new(MemTable::try_new(event_schema, vec![vec![event_batch]]).expect("table")),
+    )
+    .expect("register events");
+    ctx.register_table(
+        "windows",
+        Arc::new(MemTable::try_new(window_schema, vec![vec![window_batch]]).expect("table")),
+    )
+    .expect("register windows");
+    let frame = ctx
+        .sql(&format!(
+            "SELECT k, ws AS window_start, we AS window_end, {AGGREGATES}
+             FROM events JOIN windows ON ts >= ws AND ts < we
+             GROUP BY k, ws, we"
+        ))
+        .await
+        .expect("batch query plans");
+    let mut rows = Vec::new();
+    for batch in frame.collect().await.expect("batch query runs") {
+        rows.extend(runnel::connectors::print::format_rows(&batch, "").expect("format"));
+    }
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_aggregates_equal_datafusion_batch_results() {
+    let only: Option<u64> = std::env::var("RUNNEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let seeds: Vec<u64> = match only {
+        Some(seed) => vec![seed],
+        None => (1..=SEEDS).collect(),
+    };
+    let mut checked = 0;
+    for family in 0..3 {
+        for &seed in &seeds {
+            let mut rng = Rng::new(seed * 7919 + family as u64);
+            let kind = Kind::random(family, &mut rng);
+            let events = events(&mut rng);
+            let name = format!("diff-{family}-{seed}");
+            let expected = batch(kind, &events).await;
+            let actual = streaming(&name, kind, &events, &mut rng).await;
+            assert!(!expected.is_empty());
+            assert_eq!(
+                actual, expected,
+                "seed {seed} ({kind:?}) differs from DataFusion's batch result; replay with RUNNEL_SEED={seed}"
+            );
+            let _ = std::fs::remove_dir_all(crate::common::scratch_dir(&name));
+            checked += 1;
+        }
+    }
+    eprintln!("{checked} seeded streams matched DataFusion");
+}
