@@ -146,6 +146,14 @@ impl WindowTvf {
                 )
             }
         };
+        for name in [WINDOW_START, WINDOW_END, WINDOW_TIME] {
+            if input_schema.fields().iter().any(|f| f.name() == name) {
+                return datafusion::common::plan_err!(
+                    "the window function's input already has a column named {name}; rename it \
+                     (for cascading windows: SELECT window_start AS inner_start, window_time AS rowtime, ...)"
+                );
+            }
+        }
         let bound = DataType::Timestamp(TimeUnit::Millisecond, tz);
         let window_fields = DFSchema::from_unqualified_fields(
             vec![
