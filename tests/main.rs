@@ -6,4 +6,5 @@ mod claims;
 mod common;
 mod differential;
 mod errors;
+mod idle;
 mod sql_cases;

@@ -68,6 +68,20 @@ impl<'a> TableOptions<'a> {
         }
     }
 
+    /// A duration option in Flink's format (`500 ms`, `5 s`, `1 min`, `2h`; a bare number is ms).
+    pub fn duration(&self, key: &str) -> Result<Option<std::time::Duration>> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        parse_duration(value).map(Some).ok_or_else(|| {
+            self.invalid(
+                key,
+                value,
+                "expected a duration such as '500 ms', '5 s' or '1 min'",
+            )
+        })
+    }
+
     /// The option, which must be one of `choices` (or `default` when absent).
     pub fn choice(&self, key: &str, choices: &[&'a str], default: &'a str) -> Result<&'a str> {
         let value = self.get(key).unwrap_or(default);
@@ -97,5 +111,42 @@ impl<'a> TableOptions<'a> {
             .iter()
             .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k, v.as_str())))
             .collect()
+    }
+}
+
+/// Parses Flink's duration syntax: a number and an optional unit (default milliseconds).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "min" | "m" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(
+        number.checked_mul(millis)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn parses_flink_durations() {
+        assert_eq!(parse_duration("500"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5 s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1min"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2 hours"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("5 fortnights"), None);
+        assert_eq!(parse_duration("s"), None);
     }
 }

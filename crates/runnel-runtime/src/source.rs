@@ -31,6 +31,9 @@ pub enum SourceEvent {
     Batch(SourceBatch),
     /// A partition has no more rows (bounded reads); it stops holding the watermark back.
     PartitionFinished(usize),
+    /// A partition had no rows for the table's idle timeout; it stops holding the
+    /// watermark back until its next rows.
+    PartitionIdle(usize),
 }
 
 /// A connector's reader: yields decoded rows, one partition at a time.
@@ -88,6 +91,7 @@ impl SourceTask {
             let advanced = match event {
                 None => break,
                 Some(SourceEvent::PartitionFinished(p)) => tracker.finish_partition(p),
+                Some(SourceEvent::PartitionIdle(p)) => tracker.mark_idle(p),
                 Some(SourceEvent::Batch(SourceBatch { partition, batch })) => {
                     if batch.num_rows() == 0 {
                         continue;

@@ -21,6 +21,7 @@ pub const OPTIONS: &[&str] = &[
     "topic",
     "scan.startup.mode",
     "scan.bounded.mode",
+    "scan.watermark.idle-timeout",
     "key.format",
     "key.fields",
     "value.format",

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -35,6 +35,10 @@ pub struct KafkaSource {
     /// Exclusive end offset per partition, in bounded mode.
     end_offsets: Option<Vec<i64>>,
     finished: Vec<bool>,
+    /// `'scan.watermark.idle-timeout'`: a partition without rows for this long is idle.
+    idle_timeout: Option<Duration>,
+    last_rows: Vec<Instant>,
+    idle: Vec<bool>,
     format: Format,
     metrics: Arc<JobMetrics>,
     ready: VecDeque<SourceEvent>,
@@ -58,6 +62,7 @@ impl KafkaSource {
         let group = format!("runnel-{}", table.name);
         let startup = options.get("scan.startup.mode").unwrap_or("group-offsets");
         let bounded = options.get("scan.bounded.mode") == Some("latest-offset");
+        let idle_timeout = options.duration("scan.watermark.idle-timeout")?;
         let config = super::client_config(
             &options,
             &[
@@ -136,6 +141,7 @@ impl KafkaSource {
             }
         }
         tracing::info!(table = %table.name, %topic, partitions = partitions.len(), bounded, "kafka source assigned");
+        let count = partitions.len();
         Ok(Self {
             table: table.name.clone(),
             consumer,
@@ -143,6 +149,9 @@ impl KafkaSource {
             partitions,
             end_offsets,
             finished,
+            idle_timeout,
+            last_rows: vec![Instant::now(); count],
+            idle: vec![false; count],
             format,
             metrics,
             ready,
@@ -178,7 +187,28 @@ impl KafkaSource {
 
     /// Waits for at least one message, then takes whatever else is ready (up to a limit),
     /// and decodes it into one batch per partition.
+    /// Marks partitions idle that had no rows for the idle timeout, the longest-quiet
+    /// first: a partition that went quiet earlier became idle earlier, so the watermark of
+    /// one that went quiet later still counts until its own turn.
+    fn check_idle(&mut self) {
+        let Some(timeout) = self.idle_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        let mut newly_idle: Vec<usize> = (0..self.partitions.len())
+            .filter(|&i| !self.idle[i] && !self.finished[i])
+            .filter(|&i| now.duration_since(self.last_rows[i]) >= timeout)
+            .collect();
+        newly_idle.sort_by_key(|&i| self.last_rows[i]);
+        for i in newly_idle {
+            self.idle[i] = true;
+            tracing::debug!(topic = %self.topic, partition = self.partitions[i], "partition idle");
+            self.ready.push_back(SourceEvent::PartitionIdle(i));
+        }
+    }
+
     async fn poll(&mut self) -> Result<()> {
+        self.check_idle();
         let first = match tokio::time::timeout(IDLE_CHECK, self.consumer.recv()).await {
             Err(_) => return self.check_positions(),
             Ok(Err(e)) => {
@@ -200,6 +230,7 @@ impl KafkaSource {
             }
         }
 
+        tracing::trace!(topic = %self.topic, messages = messages.len(), "polled");
         // partition index → (offsets, payloads)
         let mut per_partition: BTreeMap<usize, (Vec<i64>, Vec<Vec<u8>>)> = BTreeMap::new();
         let mut reached_end = Vec::new();
@@ -207,6 +238,8 @@ impl KafkaSource {
             let Some(i) = self.index_of(message.partition()) else {
                 continue;
             };
+            self.last_rows[i] = Instant::now();
+            self.idle[i] = false;
             let offset = message.offset();
             if let Some(ends) = &self.end_offsets {
                 if self.finished[i] || offset >= ends[i] {
