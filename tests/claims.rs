@@ -102,7 +102,7 @@ async fn a_partition_behind_holds_the_watermark_and_loses_nothing() {
     let (even, odd): (Vec<&Claim>, Vec<&Claim>) = claims.iter().partition(|c| c.policy_id % 2 == 0);
     // Even policies go to partition 0 and are produced first; odd ones to partition 1, after.
     let ordered: Vec<&Claim> = even.into_iter().chain(odd).collect();
-    produce_to_partitions("claims.skewed", &ordered).await;
+    produce_claims_to_partitions("claims.skewed", &ordered, |c| (c.policy_id % 2) as i32).await;
     let sql = format!(
         "{}
         CREATE TABLE claims_aggregated_5min ({CLAIMS_OUTPUT_COLUMNS}) WITH (
@@ -121,28 +121,4 @@ async fn a_partition_behind_holds_the_watermark_and_loses_nothing() {
         parse_window_rows(rows.iter().map(|(_, _, v)| v.as_str())),
         expected_windows(&claims)
     );
-}
-
-async fn produce_to_partitions(topic: &str, claims: &[&Claim]) {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .expect("producer");
-    let mut pending = Vec::new();
-    for c in claims {
-        let value = c.to_json();
-        let record = FutureRecord::<(), _>::to(topic)
-            .payload(value.as_bytes())
-            .partition((c.policy_id % 2) as i32);
-        pending.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("queued"),
-        );
-    }
-    for delivery in pending {
-        delivery.await.expect("delivery").expect("acknowledged");
-    }
 }

@@ -6,8 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
-
 use crate::common::*;
 
 /// Kills the job when the test ends, however it ends.
@@ -61,26 +59,8 @@ async fn an_idle_partition_no_longer_holds_the_watermark_back() {
     // Ten minutes of events, all in partition 0 of a 2-partition topic.
     recreate_topic("claims.idle", 2).await;
     let claims = generate_claims(600, 10, 3);
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .expect("producer");
-    let values: Vec<String> = claims.iter().map(Claim::to_json).collect();
-    let mut pending = Vec::new();
-    for value in &values {
-        let record = FutureRecord::<(), _>::to("claims.idle")
-            .payload(value.as_bytes())
-            .partition(0);
-        pending.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("queued"),
-        );
-    }
-    for delivery in pending {
-        delivery.await.expect("delivery").expect("acknowledged");
-    }
+    let all: Vec<&Claim> = claims.iter().collect();
+    produce_claims_to_partitions("claims.idle", &all, |_| 0).await;
 
     // Windows up to 00:05 are complete in partition 0 (its watermark reaches ~00:09:54);
     // a few early events fall in the window before 00:00.

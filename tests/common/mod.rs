@@ -42,11 +42,8 @@ pub async fn recreate_topic(topic: &str, partitions: i32) {
             });
         match &result[0] {
             Ok(_) => return,
-            Err((_, code)) if attempt < 59 => {
-                // The deletion is still in progress.
-                let _ = code;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+            // The deletion is still in progress.
+            Err(_) if attempt < 59 => tokio::time::sleep(Duration::from_millis(250)).await,
             Err((_, code)) => panic!("cannot create topic {topic}: {code}"),
         }
     }
@@ -80,6 +77,35 @@ pub async fn produce(topic: &str, records: &[Record]) {
                 }
             }
         }
+    }
+    for delivery in pending {
+        delivery.await.expect("delivery").expect("acknowledged");
+    }
+}
+
+/// Produces claims as JSON values, each to the partition `partition` picks, and waits
+/// for every acknowledgement.
+pub async fn produce_claims_to_partitions(
+    topic: &str,
+    claims: &[&Claim],
+    partition: impl Fn(&Claim) -> i32,
+) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("producer");
+    let mut pending = Vec::with_capacity(claims.len());
+    for claim in claims {
+        let value = claim.to_json();
+        let record = FutureRecord::<(), _>::to(topic)
+            .payload(value.as_bytes())
+            .partition(partition(claim));
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("queued"),
+        );
     }
     for delivery in pending {
         delivery.await.expect("delivery").expect("acknowledged");
