@@ -41,6 +41,10 @@ fn parse_case(text: &str) -> Case {
     for line in text.lines() {
         if let Some(name) = line.strip_prefix("-- ") {
             section = name.trim().to_string();
+            if let Some(table) = section.strip_prefix("input ") {
+                // An input section may be empty: the table then has no rows.
+                case.inputs.entry(table.trim().to_string()).or_default();
+            }
             if section == "expected" || section == "late rows" {
                 in_head = false;
             }
