@@ -26,6 +26,7 @@ use datafusion::logical_expr::{
     AggregateUDF, Expr, Extension, HigherOrderUDF, LogicalPlan, LogicalPlanBuilder, ScalarUDF,
     TableSource, TableType, UserDefinedLogicalNodeCore, WindowUDF,
 };
+use datafusion::prelude::SessionConfig;
 use datafusion::sql::planner::{PlannerContext, SqlToRel};
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
@@ -54,7 +55,14 @@ impl Default for StreamPlanner {
 
 impl StreamPlanner {
     pub fn new() -> Self {
-        let state = SessionStateBuilder::new().with_default_features().build();
+        // Identifiers resolve as written (Flink's rule), so camelCase columns declared in
+        // DDL are found by queries that spell them the same way.
+        let config = SessionConfig::new()
+            .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .build();
         Self {
             state,
             relation_planners: vec![Arc::new(WindowTvfPlanner)],
