@@ -41,7 +41,7 @@ fn unknown_options_are_listed_with_the_valid_ones() {
         "CREATE TABLE t (a INT) WITH ('connector' = 'kafak');",
         &[
             "unknown connector 'kafak'",
-            "kafka, filesystem, print, blackhole",
+            "kafka, filesystem, nexmark, print, blackhole",
         ],
     );
 }

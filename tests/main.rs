@@ -7,4 +7,5 @@ mod common;
 mod differential;
 mod errors;
 mod idle;
+mod nexmark;
 mod sql_cases;

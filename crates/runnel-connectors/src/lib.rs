@@ -2,13 +2,14 @@
 //!
 //! The entry point is [`Connectors`], the [`ConnectorFactory`] the engine hands the
 //! runtime. Each connector lives in its own module and takes Flink's option names:
-//! `kafka` (source and sink), `filesystem` (bounded source and sink), `print` and
-//! `blackhole` (sinks). Record formats (`json`, `csv`) live in [`format`].
+//! `kafka` (source and sink), `filesystem` (bounded source and sink), `nexmark` (the
+//! benchmark's generator), `print` and `blackhole` (sinks). Record formats (`json`, `csv`) live in [`format`].
 
 pub mod error;
 pub mod filesystem;
 pub mod format;
 pub mod kafka;
+pub mod nexmark;
 pub mod options;
 pub mod print;
 
@@ -22,7 +23,7 @@ use runnel_sql::TableDef;
 pub use error::ConnectorError;
 
 /// Names of the built-in connectors.
-pub const CONNECTORS: &[&str] = &["kafka", "filesystem", "print", "blackhole"];
+pub const CONNECTORS: &[&str] = &["kafka", "filesystem", "nexmark", "print", "blackhole"];
 
 /// The built-in connectors.
 #[derive(Debug, Default, Clone)]
@@ -63,6 +64,7 @@ impl ConnectorFactory for Connectors {
             match connector_of(table)? {
                 "kafka" => kafka::options(table).map(drop),
                 "filesystem" => filesystem::options(table).map(drop),
+                "nexmark" => nexmark::options(table).map(drop),
                 "print" => print::print_options(table).map(drop),
                 _ => options::TableOptions::validate(
                     &table.name,
@@ -91,6 +93,9 @@ impl ConnectorFactory for Connectors {
             )),
             "filesystem" => Ok(Box::new(
                 filesystem::FileSource::open(table, metrics).map_err(&error)?,
+            )),
+            "nexmark" => Ok(Box::new(
+                nexmark::NexmarkSource::open(table).map_err(&error)?,
             )),
             other => Err(error(ConnectorError::Other(format!(
                 "connector '{other}' can only be written to, not read"

@@ -9,6 +9,8 @@
 
 pub mod catalog;
 pub mod error;
+pub mod field_names;
+pub mod functions;
 pub mod group_window;
 pub mod parser;
 pub mod plan;

@@ -59,10 +59,14 @@ impl StreamPlanner {
         // DDL are found by queries that spell them the same way.
         let config = SessionConfig::new()
             .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .build();
+        for function in crate::functions::flink_functions() {
+            // Registering replaces nothing DataFusion has (the names are Flink's own).
+            let _previous = state.register_udf(Arc::new(function));
+        }
         Self {
             state,
             relation_planners: vec![Arc::new(WindowTvfPlanner)],
@@ -219,6 +223,7 @@ impl StreamPlanner {
     /// SQL to an unoptimized DataFusion plan.
     fn logical_plan(&self, catalog: &Catalog, mut query: Query) -> Result<LogicalPlan> {
         crate::group_window::rewrite_group_windows(&mut query)?;
+        crate::field_names::name_field_accesses(&mut query);
         let context = self.context(catalog);
         let plan = SqlToRel::new(&context)
             .sql_statement_to_plan(SqlStatement::Query(Box::new(query)))

@@ -1,0 +1,632 @@
+//! `'connector' = 'nexmark'`: the Nexmark benchmark's event generator (people, auctions
+//! and bids), producing Arrow columns directly, with the DDL and options of Flink's
+//! Nexmark suite.
+//!
+//! The generator follows the published Nexmark model (as in Beam and Flink): events are
+//! numbered; event `n` is a person, an auction or a bid by `n mod (p + a + b)` for the
+//! proportions 1:3:46; event time advances by `1 / first-event.rate` seconds per event;
+//! ids grow with the event number; bids go to a hot auction (and from a hot bidder) most
+//! of the time. Each event draws from its own random stream seeded by `(seed, n)`, so a
+//! seed always gives the same events in any batch split.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, Int32Array, Int64Builder, StringBuilder, StructArray, TimestampMillisecondBuilder,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Fields, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use runnel_runtime::{Source, SourceBatch, SourceEvent};
+use runnel_sql::TableDef;
+
+use crate::error::{ConnectorError, Result};
+use crate::options::TableOptions;
+
+/// Options of Flink's Nexmark connector, plus `seed` and `base-time` (Runnel's, for
+/// reproducible runs).
+pub const OPTIONS: &[&str] = &[
+    "events.num",
+    "first-event.rate",
+    "next-event.rate",
+    "person.proportion",
+    "auction.proportion",
+    "bid.proportion",
+    "rate.shape",
+    "rate.period",
+    "rate.limited",
+    "seed",
+    "base-time",
+];
+
+const FIRST_PERSON_ID: i64 = 1000;
+const FIRST_AUCTION_ID: i64 = 1000;
+const FIRST_CATEGORY_ID: i64 = 10;
+const NUM_CATEGORIES: u64 = 5;
+const NUM_ACTIVE_PEOPLE: i64 = 1000;
+const NUM_IN_FLIGHT_AUCTIONS: i64 = 100;
+const PERSON_ID_LEAD: i64 = 10;
+const AUCTION_ID_LEAD: i64 = 10;
+const HOT_AUCTION_RATIO: u64 = 2;
+const HOT_SELLER_RATIO: u64 = 4;
+const HOT_BIDDER_RATIO: u64 = 4;
+/// Hot ids are multiples of this many ids.
+const HOT_GROUP: i64 = 100;
+const BATCH_EVENTS: u64 = 8192;
+
+const FIRST_NAMES: &[&str] = &[
+    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter",
+];
+const LAST_NAMES: &[&str] = &[
+    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
+];
+const US_STATES: &[&str] = &["AZ", "CA", "ID", "OR", "WA", "WY"];
+const US_CITIES: &[&str] = &[
+    "Phoenix",
+    "Los Angeles",
+    "San Francisco",
+    "Boise",
+    "Portland",
+    "Bend",
+    "Redmond",
+    "Seattle",
+    "Kent",
+    "Cheyenne",
+];
+const HOT_CHANNELS: &[&str] = &["Google", "Facebook", "Baidu", "Apple"];
+
+/// The generator's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct NexmarkConfig {
+    /// Events to generate; `None` generates forever.
+    pub events: Option<u64>,
+    /// Events per second of event time.
+    pub rate: u64,
+    pub person_proportion: u64,
+    pub auction_proportion: u64,
+    pub bid_proportion: u64,
+    pub seed: u64,
+    /// Event time of event 0, in ms since the epoch.
+    pub base_time_ms: i64,
+}
+
+impl NexmarkConfig {
+    fn total_proportion(&self) -> u64 {
+        self.person_proportion + self.auction_proportion + self.bid_proportion
+    }
+
+    /// 0 person, 1 auction, 2 bid (the `event_type` column).
+    fn event_type(&self, n: u64) -> i32 {
+        let rem = n % self.total_proportion();
+        if rem < self.person_proportion {
+            0
+        } else if rem < self.person_proportion + self.auction_proportion {
+            1
+        } else {
+            2
+        }
+    }
+
+    fn timestamp(&self, n: u64) -> i64 {
+        self.base_time_ms + (n as i128 * 1000 / self.rate as i128) as i64
+    }
+
+    /// Id (from 0) of the last person created at or before event `n`.
+    fn last_person(&self, n: u64) -> i64 {
+        let epoch = n / self.total_proportion();
+        let offset = (n % self.total_proportion()).min(self.person_proportion.saturating_sub(1));
+        (epoch * self.person_proportion + offset) as i64
+    }
+
+    /// Id (from 0) of the last auction created at or before event `n`.
+    fn last_auction(&self, n: u64) -> i64 {
+        let total = self.total_proportion();
+        let (mut epoch, mut offset) = ((n / total) as i64, (n % total) as i64);
+        let (p, a) = (
+            self.person_proportion as i64,
+            self.auction_proportion as i64,
+        );
+        if offset < p {
+            epoch -= 1;
+            offset = a - 1;
+        } else if offset >= p + a {
+            offset = a - 1;
+        } else {
+            offset -= p;
+        }
+        (epoch * a + offset).max(0)
+    }
+
+    /// A recent person (from 0), slightly ahead of the last one created.
+    fn next_person(&self, n: u64, rng: &mut EventRng) -> i64 {
+        let people = self.last_person(n) + 1;
+        let active = people.min(NUM_ACTIVE_PEOPLE);
+        people - active + rng.below((active + PERSON_ID_LEAD) as u64) as i64
+    }
+
+    /// An auction in flight (from 0).
+    fn next_auction(&self, n: u64, rng: &mut EventRng) -> i64 {
+        let max = self.last_auction(n);
+        let min = (max - NUM_IN_FLIGHT_AUCTIONS).max(0);
+        min + rng.below((max - min + 1 + AUCTION_ID_LEAD) as u64) as i64
+    }
+}
+
+/// splitmix64 over `(seed, event number)`: one independent stream per event.
+struct EventRng(u64);
+
+impl EventRng {
+    fn new(seed: u64, event: u64) -> Self {
+        EventRng(
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ event.wrapping_add(0x632B_E59B_D9B4_E019),
+        )
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    fn letters(&mut self, len: usize, out: &mut String) {
+        for _ in 0..len {
+            out.push((b'a' + self.below(26) as u8) as char);
+        }
+    }
+
+    /// Nexmark's price distribution: 10^(0..6) dollars, in cents.
+    fn price(&mut self) -> i64 {
+        (10f64.powf(self.unit() * 6.0) * 100.0).round() as i64
+    }
+}
+
+/// Column builders for one struct (person, auction or bid), appended in field order.
+struct RowBuilder {
+    fields: Vec<(String, ColumnBuilder)>,
+    valid: Vec<bool>,
+}
+
+enum ColumnBuilder {
+    Int(Int64Builder),
+    Text(StringBuilder),
+    Time(TimestampMillisecondBuilder),
+}
+
+impl RowBuilder {
+    fn new(fields: &[(&str, char)]) -> Self {
+        Self {
+            fields: fields
+                .iter()
+                .map(|(name, kind)| {
+                    let builder = match kind {
+                        'i' => ColumnBuilder::Int(Int64Builder::new()),
+                        't' => ColumnBuilder::Time(TimestampMillisecondBuilder::new()),
+                        _ => ColumnBuilder::Text(StringBuilder::new()),
+                    };
+                    (name.to_string(), builder)
+                })
+                .collect(),
+            valid: Vec::new(),
+        }
+    }
+
+    fn null(&mut self) {
+        self.valid.push(false);
+        for (_, builder) in &mut self.fields {
+            match builder {
+                ColumnBuilder::Int(b) => b.append_null(),
+                ColumnBuilder::Text(b) => b.append_null(),
+                ColumnBuilder::Time(b) => b.append_null(),
+            }
+        }
+    }
+
+    fn int(&mut self, i: usize, v: i64) {
+        if let ColumnBuilder::Int(b) = &mut self.fields[i].1 {
+            b.append_value(v)
+        }
+    }
+
+    fn text(&mut self, i: usize, v: &str) {
+        if let ColumnBuilder::Text(b) = &mut self.fields[i].1 {
+            b.append_value(v)
+        }
+    }
+
+    fn time(&mut self, i: usize, v: i64) {
+        if let ColumnBuilder::Time(b) = &mut self.fields[i].1 {
+            b.append_value(v)
+        }
+    }
+
+    /// The struct column, shaped (names, types, order) like `target`.
+    fn finish(mut self, column: &str, target: &DataType) -> Result<ArrayRef> {
+        let DataType::Struct(target_fields) = target else {
+            return Err(ConnectorError::Other(format!(
+                "nexmark: column {column} must be a ROW<...>"
+            )));
+        };
+        let mut built: Vec<(String, ArrayRef)> = self
+            .fields
+            .iter_mut()
+            .map(|(name, builder)| {
+                let array: ArrayRef = match builder {
+                    ColumnBuilder::Int(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Text(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Time(b) => Arc::new(b.finish()),
+                };
+                (name.clone(), array)
+            })
+            .collect();
+        let mut children = Vec::with_capacity(target_fields.len());
+        for field in target_fields.iter() {
+            let Some(index) = built
+                .iter()
+                .position(|(name, _)| name.eq_ignore_ascii_case(field.name()))
+            else {
+                return Err(ConnectorError::Other(format!(
+                    "nexmark: {column} has no field '{}' (it has: {})",
+                    field.name(),
+                    built
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            };
+            let (_, array) = built.swap_remove(index);
+            let array = cast(&array, field.data_type())
+                .map_err(|e| ConnectorError::Other(e.to_string()))?;
+            children.push(array);
+        }
+        let fields: Fields = target_fields
+            .iter()
+            .map(|f| Arc::new(Field::new(f.name(), f.data_type().clone(), true)))
+            .collect();
+        let nulls = NullBuffer::from(std::mem::take(&mut self.valid));
+        let array = StructArray::try_new(fields, children, Some(nulls))
+            .map_err(|e| ConnectorError::Other(e.to_string()))?;
+        Ok(Arc::new(array))
+    }
+}
+
+const PERSON: &[(&str, char)] = &[
+    ("id", 'i'),
+    ("name", 's'),
+    ("emailAddress", 's'),
+    ("creditCard", 's'),
+    ("city", 's'),
+    ("state", 's'),
+    ("dateTime", 't'),
+    ("extra", 's'),
+];
+const AUCTION: &[(&str, char)] = &[
+    ("id", 'i'),
+    ("itemName", 's'),
+    ("description", 's'),
+    ("initialBid", 'i'),
+    ("reserve", 'i'),
+    ("dateTime", 't'),
+    ("expires", 't'),
+    ("seller", 'i'),
+    ("category", 'i'),
+    ("extra", 's'),
+];
+const BID: &[(&str, char)] = &[
+    ("auction", 'i'),
+    ("bidder", 'i'),
+    ("price", 'i'),
+    ("channel", 's'),
+    ("url", 's'),
+    ("dateTime", 't'),
+    ("extra", 's'),
+];
+
+/// Generates events `[from, to)` as one batch of `schema` (`event_type`, `person`,
+/// `auction`, `bid` in any order).
+pub fn generate(
+    config: &NexmarkConfig,
+    from: u64,
+    to: u64,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let mut types = Vec::with_capacity((to - from) as usize);
+    let mut person = RowBuilder::new(PERSON);
+    let mut auction = RowBuilder::new(AUCTION);
+    let mut bid = RowBuilder::new(BID);
+    let mut text = String::with_capacity(128);
+    for n in from..to {
+        let mut rng = EventRng::new(config.seed, n);
+        let time = config.timestamp(n);
+        let kind = config.event_type(n);
+        types.push(kind);
+        if kind == 0 {
+            person.valid.push(true);
+            person.int(0, config.last_person(n) + FIRST_PERSON_ID);
+            text.clear();
+            text.push_str(rng.pick(FIRST_NAMES));
+            text.push(' ');
+            text.push_str(rng.pick(LAST_NAMES));
+            person.text(1, &text);
+            text.clear();
+            rng.letters(7, &mut text);
+            text.push('@');
+            rng.letters(5, &mut text);
+            text.push_str(".com");
+            person.text(2, &text);
+            text.clear();
+            for group in 0..4 {
+                if group > 0 {
+                    text.push(' ');
+                }
+                text.push_str(&format!("{:04}", rng.below(10_000)));
+            }
+            person.text(3, &text);
+            person.text(4, rng.pick(US_CITIES));
+            person.text(5, rng.pick(US_STATES));
+            person.time(6, time);
+            text.clear();
+            let len = rng.below(60) as usize;
+            rng.letters(len, &mut text);
+            person.text(7, &text);
+        } else {
+            person.null();
+        }
+        if kind == 1 {
+            auction.valid.push(true);
+            auction.int(0, config.last_auction(n) + FIRST_AUCTION_ID);
+            text.clear();
+            rng.letters(20, &mut text);
+            auction.text(1, &text);
+            text.clear();
+            rng.letters(100, &mut text);
+            auction.text(2, &text);
+            let initial = rng.price();
+            auction.int(3, initial);
+            auction.int(4, initial + rng.price());
+            auction.time(5, time);
+            // Auctions run for up to ~twice the time it takes to create the in-flight ones.
+            let span_ms = (NUM_IN_FLIGHT_AUCTIONS as u64 * config.total_proportion()
+                / config.auction_proportion.max(1))
+                * 1000
+                / config.rate.max(1);
+            auction.time(6, time + 1 + rng.below(2 * span_ms.max(1)) as i64);
+            let seller = if rng.below(HOT_SELLER_RATIO) > 0 {
+                (config.last_person(n) / HOT_GROUP) * HOT_GROUP
+            } else {
+                config.next_person(n, &mut rng)
+            };
+            auction.int(7, seller + FIRST_PERSON_ID);
+            auction.int(8, FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES) as i64);
+            text.clear();
+            let len = rng.below(200) as usize;
+            rng.letters(len, &mut text);
+            auction.text(9, &text);
+        } else {
+            auction.null();
+        }
+        if kind == 2 {
+            bid.valid.push(true);
+            let auction_id = if rng.below(HOT_AUCTION_RATIO) > 0 {
+                (config.last_auction(n) / HOT_GROUP) * HOT_GROUP
+            } else {
+                config.next_auction(n, &mut rng)
+            };
+            let bidder = if rng.below(HOT_BIDDER_RATIO) > 0 {
+                (config.last_person(n) / HOT_GROUP) * HOT_GROUP + 1
+            } else {
+                config.next_person(n, &mut rng)
+            };
+            bid.int(0, auction_id + FIRST_AUCTION_ID);
+            bid.int(1, bidder + FIRST_PERSON_ID);
+            bid.int(2, rng.price());
+            let channel = if rng.below(10) > 0 {
+                rng.pick(HOT_CHANNELS).to_string()
+            } else {
+                format!("channel-{}", rng.below(10_000))
+            };
+            text.clear();
+            text.push_str("https://www.nexmark.com/");
+            rng.letters(5, &mut text);
+            text.push('/');
+            rng.letters(5, &mut text);
+            text.push_str("/item.htm?query=1");
+            bid.text(3, &channel);
+            bid.text(4, &text);
+            bid.time(5, time);
+            text.clear();
+            let len = rng.below(30) as usize;
+            rng.letters(len, &mut text);
+            bid.text(6, &text);
+        } else {
+            bid.null();
+        }
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    let (mut person, mut auction, mut bid) = (Some(person), Some(auction), Some(bid));
+    for field in schema.fields() {
+        let name = field.name().to_ascii_lowercase();
+        let column: ArrayRef = match name.as_str() {
+            "event_type" => cast(&(Arc::new(Int32Array::from(types.clone())) as ArrayRef), field.data_type())
+                .map_err(|e| ConnectorError::Other(e.to_string()))?,
+            "person" => take_builder(&mut person, field)?,
+            "auction" => take_builder(&mut auction, field)?,
+            "bid" => take_builder(&mut bid, field)?,
+            other => {
+                return Err(ConnectorError::Other(format!(
+                    "nexmark: unknown column '{other}' (a nexmark table has event_type, person, auction and bid)"
+                )))
+            }
+        };
+        columns.push(column);
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| ConnectorError::Other(e.to_string()))
+}
+
+fn take_builder(builder: &mut Option<RowBuilder>, field: &Field) -> Result<ArrayRef> {
+    match builder.take() {
+        Some(b) => b.finish(field.name(), field.data_type()),
+        None => Err(ConnectorError::Other(format!(
+            "nexmark: column {} appears twice",
+            field.name()
+        ))),
+    }
+}
+
+pub(crate) fn options(table: &TableDef) -> Result<(TableOptions<'_>, NexmarkConfig)> {
+    let options = TableOptions::validate(&table.name, "nexmark", &table.options, OPTIONS, &[])?;
+    let events: u64 = options.parse_or("events.num", 0)?;
+    let rate: u64 = options.parse_or("first-event.rate", 10_000)?;
+    if rate == 0 {
+        return Err(options.invalid("first-event.rate", "0", "must be positive"));
+    }
+    let config = NexmarkConfig {
+        events: (events > 0).then_some(events),
+        rate,
+        person_proportion: options.parse_or("person.proportion", 1)?,
+        auction_proportion: options.parse_or("auction.proportion", 3)?,
+        bid_proportion: options.parse_or("bid.proportion", 46)?,
+        seed: options.parse_or("seed", 0)?,
+        base_time_ms: options.parse_or("base-time", 1_767_225_600_000)?,
+    };
+    if config.total_proportion() == 0
+        || config.person_proportion == 0
+        || config.auction_proportion == 0
+    {
+        return Err(options.invalid(
+            "person.proportion",
+            &config.person_proportion.to_string(),
+            "people and auctions need a positive proportion",
+        ));
+    }
+    Ok((options, config))
+}
+
+/// The Nexmark generator as a source (one partition).
+pub struct NexmarkSource {
+    table: String,
+    config: NexmarkConfig,
+    schema: SchemaRef,
+    next: u64,
+}
+
+impl NexmarkSource {
+    pub fn open(table: &TableDef) -> Result<Self> {
+        let (_, config) = options(table)?;
+        // Check the declared columns once, before the job starts.
+        generate(&config, 0, 0, &table.physical_schema)?;
+        Ok(Self {
+            table: table.name.clone(),
+            config,
+            schema: table.physical_schema.clone(),
+            next: 0,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for NexmarkSource {
+    fn partitions(&self) -> usize {
+        1
+    }
+
+    async fn next_event(&mut self) -> runnel_runtime::Result<Option<SourceEvent>> {
+        let end = match self.config.events {
+            Some(total) if self.next >= total => return Ok(None),
+            Some(total) => total.min(self.next + BATCH_EVENTS),
+            None => self.next + BATCH_EVENTS,
+        };
+        let batch = generate(&self.config, self.next, end, &self.schema)
+            .map_err(|e| e.at("source", &self.table))?;
+        self.next = end;
+        // Generation is CPU work: let other tasks run between batches.
+        tokio::task::yield_now().await;
+        Ok(Some(SourceEvent::Batch(SourceBatch {
+            partition: 0,
+            batch,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NexmarkConfig {
+        NexmarkConfig {
+            events: Some(1000),
+            rate: 1000,
+            person_proportion: 1,
+            auction_proportion: 3,
+            bid_proportion: 46,
+            seed: 0,
+            base_time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn event_mix_ids_and_times_follow_the_model() {
+        let c = config();
+        let types: Vec<i32> = (0..50).map(|n| c.event_type(n)).collect();
+        assert_eq!(types.iter().filter(|&&t| t == 0).count(), 1);
+        assert_eq!(types.iter().filter(|&&t| t == 1).count(), 3);
+        assert_eq!(types.iter().filter(|&&t| t == 2).count(), 46);
+        assert_eq!(
+            (c.last_person(0), c.last_person(50), c.last_person(149)),
+            (0, 1, 2)
+        );
+        assert_eq!(
+            (c.last_auction(1), c.last_auction(3), c.last_auction(51)),
+            (0, 2, 3)
+        );
+        assert_eq!(
+            c.timestamp(1500),
+            1500,
+            "1000 events per second: 1 ms apart"
+        );
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_events_in_any_batch_split() {
+        let schema: SchemaRef = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            Field::new("event_type", DataType::Int32, true),
+            Field::new(
+                "bid",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("auction", DataType::Int64, true),
+                    Field::new("price", DataType::Int64, true),
+                ])),
+                true,
+            ),
+        ]));
+        let c = config();
+        let whole = generate(&c, 0, 100, &schema).unwrap();
+        let parts = [
+            generate(&c, 0, 37, &schema).unwrap(),
+            generate(&c, 37, 100, &schema).unwrap(),
+        ];
+        let joined = datafusion::arrow::compute::concat_batches(&schema, &parts).unwrap();
+        assert_eq!(whole, joined);
+        assert_eq!(whole.num_rows(), 100);
+    }
+}
