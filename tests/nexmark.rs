@@ -48,6 +48,57 @@ fn column_i64(batches: &[RecordBatch], name: &str) -> Vec<i64> {
         .collect()
 }
 
+fn column_str(batches: &[RecordBatch], name: &str) -> Vec<Option<String>> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let index = b.schema().index_of(name).expect("column");
+            let column = b.column(index).as_string::<i32>();
+            (0..column.len())
+                .map(|i| column.is_valid(i).then(|| column.value(i).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q21_q22_run_as_published() {
+    // q21: every bid has a channel id: hot channels by name, the others from their url.
+    let q21 = run("q21").await;
+    let channels = column_str(&q21, "channel");
+    let ids = column_str(&q21, "channel_id");
+    assert_eq!(
+        channels.len(),
+        EVENTS / 50 * 46,
+        "every generated bid names a channel id"
+    );
+    for (channel, id) in channels.iter().zip(&ids) {
+        let (channel, id) = (
+            channel.as_deref().expect("channel"),
+            id.as_deref().expect("id"),
+        );
+        let expected = match channel {
+            "Apple" => "0".to_string(),
+            "Google" => "1".to_string(),
+            "Facebook" => "2".to_string(),
+            "Baidu" => "3".to_string(),
+            other => other.trim_start_matches("channel-").to_string(),
+        };
+        assert_eq!(id, expected, "channel {channel}");
+    }
+
+    // q22: the url's directories.
+    let q22 = run("q22").await;
+    let (dir1, dir3) = (column_str(&q22, "dir1"), column_str(&q22, "dir3"));
+    assert_eq!(dir1.len(), EVENTS / 50 * 46);
+    assert!(dir1
+        .iter()
+        .all(|d| d.as_ref().is_some_and(|d| d.len() == 5)));
+    assert!(dir3.iter().all(|d| d
+        .as_ref()
+        .is_some_and(|d| d.starts_with("item.htm?query=1"))));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nexmark_q0_q1_q2_run_as_published() {
     let q0 = run("q0").await;

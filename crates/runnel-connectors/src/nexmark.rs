@@ -440,10 +440,12 @@ pub fn generate(
             bid.int(0, auction_id + FIRST_AUCTION_ID);
             bid.int(1, bidder + FIRST_PERSON_ID);
             bid.int(2, rng.price());
-            let channel = if rng.below(10) > 0 {
-                rng.pick(HOT_CHANNELS).to_string()
+            // Most bids come from a hot channel; the others name theirs in the url.
+            let (channel, channel_id) = if rng.below(10) > 0 {
+                (rng.pick(HOT_CHANNELS).to_string(), None)
             } else {
-                format!("channel-{}", rng.below(10_000))
+                let id = rng.below(10_000);
+                (format!("channel-{id}"), Some(id))
             };
             text.clear();
             text.push_str("https://www.nexmark.com/");
@@ -451,6 +453,9 @@ pub fn generate(
             text.push('/');
             rng.letters(5, &mut text);
             text.push_str("/item.htm?query=1");
+            if let Some(id) = channel_id {
+                text.push_str(&format!("&channel_id={id}"));
+            }
             bid.text(3, &channel);
             bid.text(4, &text);
             bid.time(5, time);

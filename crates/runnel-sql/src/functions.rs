@@ -3,14 +3,114 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::compute::kernels::numeric::rem;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
 
 /// Every Flink compatibility function.
 pub fn flink_functions() -> Vec<ScalarUDF> {
-    vec![modulo()]
+    vec![modulo(), regexp_extract(), split_index()]
+}
+
+/// Rows of the call: the length of any array argument, else 1 (all scalars).
+fn rows_of(args: &[ColumnarValue]) -> usize {
+    args.iter()
+        .find_map(|a| match a {
+            ColumnarValue::Array(array) => Some(array.len()),
+            ColumnarValue::Scalar(_) => None,
+        })
+        .unwrap_or(1)
+}
+
+/// Returns `result` as a scalar when every argument was one.
+fn shape(args: &[ColumnarValue], result: ArrayRef) -> datafusion::error::Result<ColumnarValue> {
+    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        Ok(ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::try_from_array(&result, 0)?,
+        ))
+    } else {
+        Ok(ColumnarValue::Array(result))
+    }
+}
+
+/// `REGEXP_EXTRACT(str, regex, index)`: the `index`-th capture group of the first match
+/// (0 is the whole match); NULL when nothing matches.
+fn regexp_extract() -> ScalarUDF {
+    create_udf(
+        "regexp_extract",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = rows_of(args);
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (text, pattern, group) = (
+                arrays[0].as_string::<i32>(),
+                arrays[1].as_string::<i32>(),
+                arrays[2].as_primitive::<Int64Type>(),
+            );
+            // The pattern is almost always a constant: compile each distinct one once.
+            let mut compiled: Option<(String, regex::Regex)> = None;
+            let mut out = Vec::with_capacity(rows);
+            for row in 0..rows {
+                if text.is_null(row) || pattern.is_null(row) || group.is_null(row) {
+                    out.push(None);
+                    continue;
+                }
+                let source = pattern.value(row);
+                if compiled.as_ref().is_none_or(|(p, _)| p != source) {
+                    let regex = regex::Regex::new(source).map_err(|e| {
+                        datafusion::error::DataFusionError::Execution(format!(
+                            "REGEXP_EXTRACT: bad regex {source:?}: {e}"
+                        ))
+                    })?;
+                    compiled = Some((source.to_string(), regex));
+                }
+                let index = usize::try_from(group.value(row)).ok();
+                let extracted = compiled.as_ref().and_then(|(_, regex)| {
+                    let captures = regex.captures(text.value(row))?;
+                    Some(captures.get(index?)?.as_str().to_string())
+                });
+                out.push(extracted);
+            }
+            shape(args, Arc::new(StringArray::from(out)))
+        }),
+    )
+}
+
+/// `SPLIT_INDEX(str, separator, index)`: the `index`-th (from 0) piece of `str` split at
+/// `separator`; NULL when there is no such piece.
+fn split_index() -> ScalarUDF {
+    create_udf(
+        "split_index",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = rows_of(args);
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (text, separator, index) = (
+                arrays[0].as_string::<i32>(),
+                arrays[1].as_string::<i32>(),
+                arrays[2].as_primitive::<Int64Type>(),
+            );
+            let out: StringArray = (0..rows)
+                .map(|row| {
+                    if text.is_null(row) || separator.is_null(row) || index.is_null(row) {
+                        return None;
+                    }
+                    let i = usize::try_from(index.value(row)).ok()?;
+                    let separator = separator.value(row);
+                    if separator.is_empty() {
+                        return None;
+                    }
+                    text.value(row).split(separator).nth(i)
+                })
+                .collect();
+            shape(args, Arc::new(out))
+        }),
+    )
 }
 
 /// `MOD(a, b)`: the remainder of integer division (sign of `a`), NULL if either is NULL
@@ -43,4 +143,79 @@ fn modulo() -> ScalarUDF {
             Ok(ColumnarValue::Array(result))
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::common::ScalarValue;
+
+    fn call(function: &ScalarUDF, args: Vec<ScalarValue>) -> ScalarValue {
+        let args: Vec<ColumnarValue> = args.into_iter().map(ColumnarValue::Scalar).collect();
+        let arg_fields = args
+            .iter()
+            .map(|a| {
+                Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "a",
+                    a.data_type(),
+                    true,
+                ))
+            })
+            .collect();
+        let arg_types: Vec<DataType> = args.iter().map(|a| a.data_type()).collect();
+        let return_type = function.return_type(&arg_types).unwrap();
+        let result = function
+            .invoke_with_args(datafusion::logical_expr::ScalarFunctionArgs {
+                args,
+                arg_fields,
+                number_rows: 1,
+                // These functions know their result type; the field is not read.
+                return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "r",
+                    return_type,
+                    true,
+                )),
+                config_options: Default::default(),
+            })
+            .unwrap();
+        match result {
+            ColumnarValue::Scalar(s) => s,
+            ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn flink_functions_follow_flink() {
+        let text = |s: &str| ScalarValue::Utf8(Some(s.to_string()));
+        let int = |i: i64| ScalarValue::Int64(Some(i));
+        assert_eq!(call(&modulo(), vec![int(7), int(3)]), int(1));
+        assert_eq!(call(&modulo(), vec![int(-7), int(3)]), int(-1));
+        assert_eq!(
+            call(&modulo(), vec![int(7), int(0)]),
+            ScalarValue::Int64(None)
+        );
+        let url = text("https://x.com/a/b?q=1&channel_id=42");
+        assert_eq!(
+            call(
+                &regexp_extract(),
+                vec![url.clone(), text("(&|^)channel_id=([^&]*)"), int(2)]
+            ),
+            text("42")
+        );
+        assert_eq!(
+            call(
+                &regexp_extract(),
+                vec![url.clone(), text("nope=(\\d+)"), int(1)]
+            ),
+            ScalarValue::Utf8(None)
+        );
+        assert_eq!(
+            call(&split_index(), vec![url.clone(), text("/"), int(3)]),
+            text("a")
+        );
+        assert_eq!(
+            call(&split_index(), vec![url, text("/"), int(9)]),
+            ScalarValue::Utf8(None)
+        );
+    }
 }
