@@ -34,87 +34,8 @@ fn shape(args: &[ColumnarValue], result: ArrayRef) -> datafusion::error::Result<
     }
 }
 
-/// `REGEXP_EXTRACT(str, regex, index)`: the `index`-th capture group of the first match
-/// (0 is the whole match); NULL when nothing matches.
-fn regexp_extract() -> ScalarUDF {
-    create_udf(
-        "regexp_extract",
-        vec![DataType::Utf8, DataType::Utf8, DataType::Int64],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = rows_of(args);
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let (text, pattern, group) = (
-                arrays[0].as_string::<i32>(),
-                arrays[1].as_string::<i32>(),
-                arrays[2].as_primitive::<Int64Type>(),
-            );
-            // The pattern is almost always a constant: compile each distinct one once.
-            let mut compiled: Option<(String, regex::Regex)> = None;
-            let mut out = Vec::with_capacity(rows);
-            for row in 0..rows {
-                if text.is_null(row) || pattern.is_null(row) || group.is_null(row) {
-                    out.push(None);
-                    continue;
-                }
-                let source = pattern.value(row);
-                if compiled.as_ref().is_none_or(|(p, _)| p != source) {
-                    let regex = regex::Regex::new(source).map_err(|e| {
-                        datafusion::error::DataFusionError::Execution(format!(
-                            "REGEXP_EXTRACT: bad regex {source:?}: {e}"
-                        ))
-                    })?;
-                    compiled = Some((source.to_string(), regex));
-                }
-                let index = usize::try_from(group.value(row)).ok();
-                let extracted = compiled.as_ref().and_then(|(_, regex)| {
-                    let captures = regex.captures(text.value(row))?;
-                    Some(captures.get(index?)?.as_str().to_string())
-                });
-                out.push(extracted);
-            }
-            shape(args, Arc::new(StringArray::from(out)))
-        }),
-    )
-}
-
-/// `SPLIT_INDEX(str, separator, index)`: the `index`-th (from 0) piece of `str` split at
-/// `separator`; NULL when there is no such piece.
-fn split_index() -> ScalarUDF {
-    create_udf(
-        "split_index",
-        vec![DataType::Utf8, DataType::Utf8, DataType::Int64],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = rows_of(args);
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let (text, separator, index) = (
-                arrays[0].as_string::<i32>(),
-                arrays[1].as_string::<i32>(),
-                arrays[2].as_primitive::<Int64Type>(),
-            );
-            let out: StringArray = (0..rows)
-                .map(|row| {
-                    if text.is_null(row) || separator.is_null(row) || index.is_null(row) {
-                        return None;
-                    }
-                    let i = usize::try_from(index.value(row)).ok()?;
-                    let separator = separator.value(row);
-                    if separator.is_empty() {
-                        return None;
-                    }
-                    text.value(row).split(separator).nth(i)
-                })
-                .collect();
-            shape(args, Arc::new(out))
-        }),
-    )
-}
-
 /// `MOD(a, b)`: the remainder of integer division (sign of `a`), NULL if either is NULL
-/// (or `b` is zero, as in Flink).
+/// or `b` is zero (as in Flink).
 fn modulo() -> ScalarUDF {
     create_udf(
         "mod",
@@ -122,27 +43,91 @@ fn modulo() -> ScalarUDF {
         DataType::Int64,
         Volatility::Immutable,
         Arc::new(|args: &[ColumnarValue]| {
-            let rows = args
-                .iter()
-                .find_map(|a| match a {
-                    ColumnarValue::Array(array) => Some(array.len()),
-                    ColumnarValue::Scalar(_) => None,
-                })
-                .unwrap_or(1);
             let arrays = ColumnarValue::values_to_arrays(args)?;
             let divisor = arrays[1].as_primitive::<Int64Type>();
-            // Zero divisors give NULL instead of an error.
             let divisor: ArrayRef =
                 Arc::new(divisor.unary_opt::<_, Int64Type>(|d| (d != 0).then_some(d)));
-            let result = rem(&arrays[0], &divisor)?;
-            if rows == 1 && args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-                return Ok(ColumnarValue::Scalar(
-                    datafusion::common::ScalarValue::try_from_array(&result, 0)?,
-                ));
-            }
-            Ok(ColumnarValue::Array(result))
+            shape(args, rem(&arrays[0], &divisor)?)
         }),
     )
+}
+
+/// A `(STRING, STRING, BIGINT) -> STRING` function evaluated row by row: NULL in any
+/// argument gives NULL. `row_function` makes the per-call row function (which may keep
+/// state across rows, such as a compiled pattern).
+fn string_function<F>(name: &str, row_function: fn() -> F) -> ScalarUDF
+where
+    F: FnMut(&str, &str, i64) -> datafusion::error::Result<Option<String>> + 'static,
+{
+    create_udf(
+        name,
+        vec![DataType::Utf8, DataType::Utf8, DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let rows = rows_of(args);
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (text, pattern, number) = (
+                arrays[0].as_string::<i32>(),
+                arrays[1].as_string::<i32>(),
+                arrays[2].as_primitive::<Int64Type>(),
+            );
+            let mut apply = row_function();
+            let mut out = Vec::with_capacity(rows);
+            for row in 0..rows {
+                if text.is_null(row) || pattern.is_null(row) || number.is_null(row) {
+                    out.push(None);
+                } else {
+                    out.push(apply(
+                        text.value(row),
+                        pattern.value(row),
+                        number.value(row),
+                    )?);
+                }
+            }
+            shape(args, Arc::new(StringArray::from(out)))
+        }),
+    )
+}
+
+/// `REGEXP_EXTRACT(str, regex, index)`: the `index`-th capture group of the first match
+/// (0 is the whole match); NULL when nothing matches.
+fn regexp_extract() -> ScalarUDF {
+    string_function("regexp_extract", || {
+        // The pattern is almost always a constant: compile each distinct one once.
+        let mut compiled: Option<(String, regex::Regex)> = None;
+        move |text: &str, pattern: &str, group: i64| {
+            if compiled.as_ref().is_none_or(|(p, _)| p != pattern) {
+                let regex = regex::Regex::new(pattern).map_err(|e| {
+                    datafusion::error::DataFusionError::Execution(format!(
+                        "REGEXP_EXTRACT: bad regex {pattern:?}: {e}"
+                    ))
+                })?;
+                compiled = Some((pattern.to_string(), regex));
+            }
+            let index = usize::try_from(group).ok();
+            Ok(compiled.as_ref().and_then(|(_, regex)| {
+                let captures = regex.captures(text)?;
+                Some(captures.get(index?)?.as_str().to_string())
+            }))
+        }
+    })
+}
+
+/// `SPLIT_INDEX(str, separator, index)`: the `index`-th (from 0) piece of `str` split at
+/// `separator`; NULL when there is no such piece.
+fn split_index() -> ScalarUDF {
+    string_function("split_index", || {
+        |text: &str, separator: &str, index: i64| {
+            let Ok(index) = usize::try_from(index) else {
+                return Ok(None);
+            };
+            if separator.is_empty() {
+                return Ok(None);
+            }
+            Ok(text.split(separator).nth(index).map(str::to_string))
+        }
+    })
 }
 
 #[cfg(test)]
