@@ -231,10 +231,10 @@ impl KafkaSource {
         }
 
         tracing::trace!(topic = %self.topic, messages = messages.len(), "polled");
-        // partition index → (offsets, payloads)
-        let mut per_partition: BTreeMap<usize, (Vec<i64>, Vec<Vec<u8>>)> = BTreeMap::new();
+        // partition index → (offsets, payloads borrowed from `messages`)
+        let mut per_partition: BTreeMap<usize, (Vec<i64>, Vec<&[u8]>)> = BTreeMap::new();
         let mut reached_end = Vec::new();
-        for message in messages {
+        for message in &messages {
             let Some(i) = self.index_of(message.partition()) else {
                 continue;
             };
@@ -255,10 +255,9 @@ impl KafkaSource {
             };
             let entry = per_partition.entry(i).or_default();
             entry.0.push(offset);
-            entry.1.push(payload.to_vec());
+            entry.1.push(payload);
         }
-        for (i, (offsets, payloads)) in per_partition {
-            let records: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        for (i, (offsets, records)) in per_partition {
             let (topic, partition) = (&self.topic, self.partitions[i]);
             let decoded = self.format.decode(&records, |k| {
                 format!("topic {topic} partition {partition} offset {}", offsets[k])
