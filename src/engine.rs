@@ -115,6 +115,7 @@ impl Engine {
                 Ok(Executed::Created(name.clone()))
             }
             Statement::Set { key, value } => {
+                crate::settings::check(key, value)?;
                 self.settings
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -149,11 +150,13 @@ impl Engine {
                     let catalog = self.catalog();
                     self.planner.plan_query(&catalog, *query, None)?
                 };
+                let config = self.job_config()?;
                 let (sender, receiver) = mpsc::channel(8);
                 let job = spawn_job(
                     &plan,
                     self.connectors.as_ref(),
                     Box::new(ChannelSink::new(sender)),
+                    &config,
                 )
                 .await?;
                 Ok(Executed::Query(QueryStream {
@@ -175,7 +178,14 @@ impl Engine {
             .connectors
             .create_sink(sink_table, plan.schema())
             .await?;
-        Ok(spawn_job(plan, self.connectors.as_ref(), sink).await?)
+        let config = self.job_config()?;
+        Ok(spawn_job(plan, self.connectors.as_ref(), sink, &config).await?)
+    }
+
+    /// The job-wide settings a job started now gets.
+    fn job_config(&self) -> Result<runnel_runtime::JobConfig> {
+        let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        crate::settings::job_config(&settings, &self.catalog())
     }
 
     /// The streaming plans of a script's queries and `INSERT INTO`s, without running them

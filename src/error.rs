@@ -7,6 +7,12 @@ pub enum RunnelError {
     Sql(#[from] runnel_sql::SqlError),
     #[error(transparent)]
     Runtime(#[from] runnel_runtime::RuntimeError),
+    #[error("SET '{key}' = '{value}': {reason}")]
+    Setting {
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 /// Result type of the facade.

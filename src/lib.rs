@@ -31,6 +31,7 @@
 
 mod engine;
 mod error;
+pub mod settings;
 
 pub use engine::{Engine, Executed, QueryStream};
 pub use error::{Result, RunnelError};

@@ -41,7 +41,7 @@ fn unknown_options_are_listed_with_the_valid_ones() {
         "CREATE TABLE t (a INT) WITH ('connector' = 'kafak');",
         &[
             "unknown connector 'kafak'",
-            "kafka, filesystem, nexmark, print, blackhole",
+            "kafka, filesystem, nexmark, script, print, blackhole",
         ],
     );
 }
@@ -70,5 +70,45 @@ fn a_missing_file_is_reported_with_its_path() {
          CREATE TABLE o (a INT) WITH ('connector' = 'blackhole');
          INSERT INTO o SELECT a FROM t;",
         &["/nonexistent/runnel.json", "No such file"],
+    );
+}
+
+#[test]
+fn bad_settings_and_late_data_sinks_are_explained() {
+    fails_with(
+        "setting-typo",
+        "SET 'runnel.late-data.snk' = 'x';",
+        &[
+            "runnel.late-data.snk",
+            "unknown Runnel setting",
+            "runnel.late-data.sink",
+        ],
+    );
+    fails_with(
+        "setting-value",
+        "SET 'table.exec.source.idle-timeout' = 'soon';",
+        &["table.exec.source.idle-timeout", "expected a duration"],
+    );
+    fails_with(
+        "late-sink-unknown",
+        "CREATE TABLE t (a INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'nexmark');\n\
+         SET 'runnel.late-data.sink' = 'nowhere';\n\
+         INSERT INTO t SELECT * FROM t;",
+        &["runnel.late-data.sink", "nowhere"],
+    );
+    let dir = scratch_dir("late-sink-columns-input");
+    std::fs::write(dir.join("in.json"), "{\"a\": 1, \"ts\": 0}\n").unwrap();
+    fails_with(
+        "late-sink-columns",
+        &format!(
+            "CREATE TABLE t (a INT, b INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)\n\
+               WITH ('connector' = 'filesystem', 'path' = '{}/in.json');\n\
+             CREATE TABLE late (c INT) WITH ('connector' = 'blackhole');\n\
+             CREATE TABLE out (a INT, n BIGINT) WITH ('connector' = 'blackhole');\n\
+             SET 'runnel.late-data.sink' = 'late';\n\
+             INSERT INTO out SELECT a, COUNT(*) FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY a, window_start, window_end;",
+            dir.display()
+        ),
+        &["late-data sink late", "column 'c'", "a, b, ts"],
     );
 }

@@ -2,12 +2,16 @@
 //! SQL, and the expected output, so adding a case needs no Rust.
 //!
 //! A case file has sections, each starting with a `-- <name>` line:
-//! - `-- input <table>`: JSON lines; the SQL refers to them as `${input:<table>}`. A `---`
-//!   line ends a batch: the source reads each batch whole and advances its watermark
-//!   after it, so rows after a `---` can be late;
+//! - `-- input <table>`: JSON lines; the SQL refers to them as `${input:<table>}` (a folder
+//!   for the `filesystem` connector: a `---` line ends a batch, read whole, after which
+//!   the watermark advances) or as `${script:<table>}` (one file for the `script`
+//!   connector, which also takes `@partition`, `@watermark`, `@idle`, `@finish` and
+//!   `@clock` markers);
 //! - `-- sql`: the statements; the last one is the query whose rows are checked;
 //! - `-- expected`: the query's rows as `+I[...]` lines (compared in any order);
-//! - `-- late rows` (optional): how many rows the job must count as late.
+//! - `-- late rows` (optional): how many rows the job must count as late;
+//! - `-- output <name>` (optional): the lines a sink wrote into `${output:<name>}`, in
+//!   any order (e.g. the late-data sink's rows).
 //!
 //! `RUNNEL_COMPLETE=1` rewrites each `-- expected` (and `-- late rows`) from what Runnel produced.
 
@@ -24,6 +28,8 @@ struct Case {
     sql: String,
     expected: Vec<String>,
     late_rows: Option<u64>,
+    /// Expected lines of each `${output:<name>}` file.
+    outputs: BTreeMap<String, Vec<String>>,
     /// Everything before `-- expected`, kept verbatim when completing.
     head: String,
 }
@@ -34,6 +40,7 @@ fn parse_case(text: &str) -> Case {
         sql: String::new(),
         expected: Vec::new(),
         late_rows: None,
+        outputs: BTreeMap::new(),
         head: String::new(),
     };
     let mut section = String::new();
@@ -45,7 +52,10 @@ fn parse_case(text: &str) -> Case {
                 // An input section may be empty: the table then has no rows.
                 case.inputs.entry(table.trim().to_string()).or_default();
             }
-            if section == "expected" || section == "late rows" {
+            if let Some(name) = section.strip_prefix("output ") {
+                case.outputs.entry(name.trim().to_string()).or_default();
+            }
+            if section == "expected" || section == "late rows" || section.starts_with("output ") {
                 in_head = false;
             }
         } else if !line.trim_start().starts_with('#') {
@@ -59,6 +69,11 @@ fn parse_case(text: &str) -> Case {
                 }
                 "late rows" if !line.trim().is_empty() => {
                     case.late_rows = Some(line.trim().parse().expect("late rows is a number"))
+                }
+                s if s.starts_with("output ") && !line.trim().is_empty() => {
+                    let name = s["output ".len()..].trim().to_string();
+                    let lines = case.outputs.entry(name).or_default();
+                    lines.push(line.trim().to_string());
                 }
                 s if s.starts_with("input ") && !line.trim().is_empty() => {
                     let table = s["input ".len()..].trim().to_string();
@@ -77,11 +92,32 @@ fn parse_case(text: &str) -> Case {
     case
 }
 
-/// Runs a case; returns its rows (formatted, sorted) and its late-row count.
-async fn run_case(name: &str, case: &Case) -> Result<(Vec<String>, u64), String> {
+/// What a case produced: the query's rows and each output file's lines (both sorted),
+/// and the late-row count.
+struct Outcome {
+    rows: Vec<String>,
+    outputs: BTreeMap<String, Vec<String>>,
+    late: u64,
+}
+
+/// Runs a case.
+async fn run_case(name: &str, case: &Case) -> Result<Outcome, String> {
     let dir = scratch_dir(&format!("case-{name}"));
     let mut sql = case.sql.clone();
+    for output in case.outputs.keys() {
+        let path = dir.join(format!("output-{output}"));
+        sql = sql.replace(
+            &format!("${{output:{output}}}"),
+            &path.display().to_string(),
+        );
+    }
     for (table, rows) in &case.inputs {
+        let script = dir.join(format!("{table}.script"));
+        std::fs::write(&script, rows).map_err(|e| e.to_string())?;
+        sql = sql.replace(
+            &format!("${{script:{table}}}"),
+            &script.display().to_string(),
+        );
         // One file per batch, read in name order.
         let folder = dir.join(table);
         std::fs::create_dir_all(&folder).map_err(|e| e.to_string())?;
@@ -114,7 +150,19 @@ async fn run_case(name: &str, case: &Case) -> Result<(Vec<String>, u64), String>
         }
     }
     rows.sort();
-    Ok((rows, late))
+    let mut outputs = BTreeMap::new();
+    for output in case.outputs.keys() {
+        let path = dir.join(format!("output-{output}"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        outputs.insert(output.clone(), lines);
+    }
+    Ok(Outcome {
+        rows,
+        outputs,
+        late,
+    })
 }
 
 fn case_files() -> Vec<PathBuf> {
@@ -145,19 +193,41 @@ async fn sql_cases() {
         let outcome = run_case(&name, &case).await;
         match outcome {
             Err(e) => failures.push(format!("{name}: failed to run: {e}")),
-            Ok((rows, late)) if complete => {
+            Ok(outcome) if complete => {
                 let mut text = case.head.clone();
                 text.push_str("-- expected\n");
-                for row in &rows {
+                for row in &outcome.rows {
                     text.push_str(row);
                     text.push('\n');
                 }
-                if case.late_rows.is_some() || late > 0 {
-                    text.push_str(&format!("-- late rows\n{late}\n"));
+                if case.late_rows.is_some() || outcome.late > 0 {
+                    text.push_str(&format!("-- late rows\n{}\n", outcome.late));
+                }
+                for (name, lines) in &outcome.outputs {
+                    text.push_str(&format!("-- output {name}\n"));
+                    for line in lines {
+                        text.push_str(line);
+                        text.push('\n');
+                    }
                 }
                 std::fs::write(file, text).expect("rewrite case");
             }
-            Ok((rows, late)) => {
+            Ok(Outcome {
+                rows,
+                outputs,
+                late,
+            }) => {
+                for (output, lines) in &outputs {
+                    let mut expected = case.outputs[output].clone();
+                    expected.sort();
+                    if *lines != expected {
+                        failures.push(format!(
+                            "{name}: output {output} differs\n  expected:\n    {}\n  got:\n    {}",
+                            expected.join("\n    "),
+                            lines.join("\n    ")
+                        ));
+                    }
+                }
                 let mut expected = case.expected.clone();
                 expected.sort();
                 if rows != expected {

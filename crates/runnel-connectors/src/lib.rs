@@ -3,7 +3,7 @@
 //! The entry point is [`Connectors`], the [`ConnectorFactory`] the engine hands the
 //! runtime. Each connector lives in its own module and takes Flink's option names:
 //! `kafka` (source and sink), `filesystem` (bounded source and sink), `nexmark` (the
-//! benchmark's generator), `print` and `blackhole` (sinks). Record formats (`json`, `csv`) live in [`format`].
+//! benchmark's generator), `script` (replays rows, watermarks and clock ticks for tests), `print` and `blackhole` (sinks). Record formats (`json`, `csv`) live in [`format`].
 
 pub mod error;
 pub mod filesystem;
@@ -12,18 +12,26 @@ pub mod kafka;
 pub mod nexmark;
 pub mod options;
 pub mod print;
+pub mod script;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use runnel_runtime::{ConnectorFactory, JobMetrics, Sink, Source};
+use runnel_runtime::{ConnectorFactory, JobConfig, JobMetrics, Sink, Source};
 use runnel_sql::TableDef;
 
 pub use error::ConnectorError;
 
 /// Names of the built-in connectors.
-pub const CONNECTORS: &[&str] = &["kafka", "filesystem", "nexmark", "print", "blackhole"];
+pub const CONNECTORS: &[&str] = &[
+    "kafka",
+    "filesystem",
+    "nexmark",
+    "script",
+    "print",
+    "blackhole",
+];
 
 /// The built-in connectors.
 #[derive(Debug, Default, Clone)]
@@ -65,6 +73,7 @@ impl ConnectorFactory for Connectors {
                 "kafka" => kafka::options(table).map(drop),
                 "filesystem" => filesystem::options(table).map(drop),
                 "nexmark" => nexmark::options(table).map(drop),
+                "script" => script::options(table).map(drop),
                 "print" => print::print_options(table).map(drop),
                 _ => options::TableOptions::validate(
                     &table.name,
@@ -83,11 +92,12 @@ impl ConnectorFactory for Connectors {
         &self,
         table: &TableDef,
         metrics: Arc<JobMetrics>,
+        config: &JobConfig,
     ) -> runnel_runtime::Result<Box<dyn Source>> {
         let error = at_table(table, "source");
         match connector_of(table).map_err(&error)? {
             "kafka" => Ok(Box::new(
-                kafka::KafkaSource::open(table, metrics)
+                kafka::KafkaSource::open(table, metrics, config)
                     .await
                     .map_err(&error)?,
             )),
@@ -96,6 +106,9 @@ impl ConnectorFactory for Connectors {
             )),
             "nexmark" => Ok(Box::new(
                 nexmark::NexmarkSource::open(table).map_err(&error)?,
+            )),
+            "script" => Ok(Box::new(
+                script::ScriptSource::open(table, metrics).map_err(&error)?,
             )),
             other => Err(error(ConnectorError::Other(format!(
                 "connector '{other}' can only be written to, not read"

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use runnel_sql::TableDef;
 
+use crate::config::JobConfig;
 use crate::error::Result;
 use crate::metrics::JobMetrics;
 use crate::sink::Sink;
@@ -18,11 +19,13 @@ pub trait ConnectorFactory: Send + Sync {
     /// Checks a table's options when it is declared, so mistakes surface at `CREATE TABLE`.
     fn validate(&self, table: &TableDef) -> Result<()>;
 
-    /// Opens a reader of `table`. `metrics` receives the counts of skipped records.
+    /// Opens a reader of `table`. `metrics` receives the counts of skipped records;
+    /// `config` holds job-wide defaults (e.g. the idle timeout) for options the table omits.
     async fn create_source(
         &self,
         table: &TableDef,
         metrics: Arc<JobMetrics>,
+        config: &JobConfig,
     ) -> Result<Box<dyn Source>>;
 
     /// Opens a writer into `table`, which will receive batches of `schema`.

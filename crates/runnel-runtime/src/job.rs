@@ -7,17 +7,20 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use runnel_sql::{SourceNode, StreamNode, StreamPlan};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::config::JobConfig;
 use crate::connector::ConnectorFactory;
 use crate::error::{Result, RuntimeError};
 use crate::message::Message;
 use crate::metrics::{JobMetrics, MetricsSnapshot};
 use crate::operator::{Operator, OperatorChain};
 use crate::operators::{
-    FilterOperator, ProjectionOperator, WindowAggregateOperator, WindowAssignOperator,
+    FilterOperator, LateRowsOutput, ProjectionOperator, WindowAggregateOperator,
+    WindowAssignOperator,
 };
 use crate::sink::Sink;
 use crate::source::SourceTask;
@@ -79,12 +82,30 @@ impl JobHandle {
     }
 }
 
+/// What building a job's operators needs besides the plan.
+struct BuildContext<'a> {
+    metrics: &'a Arc<JobMetrics>,
+    config: &'a JobConfig,
+}
+
+impl BuildContext<'_> {
+    /// Where an operator with `input` rows sends its late rows, if the job routes them.
+    fn late_output(&self, input: &SchemaRef, operator: &str) -> Result<Option<LateRowsOutput>> {
+        self.config
+            .late_data_sink
+            .as_ref()
+            .map(|sink| LateRowsOutput::try_new(sink, input, operator))
+            .transpose()
+    }
+}
+
 /// Flattens a single-input plan into its source and the operators above it, bottom-up.
 fn build_operators(
     node: &StreamNode,
-    metrics: &Arc<JobMetrics>,
+    context: &BuildContext<'_>,
     operators: &mut Vec<Box<dyn Operator>>,
 ) -> Result<SourceNode> {
+    let metrics = context.metrics;
     match node {
         StreamNode::Source(source) => Ok(source.clone()),
         StreamNode::Filter {
@@ -92,7 +113,7 @@ fn build_operators(
             predicate,
             input_schema,
         } => {
-            let source = build_operators(input, metrics, operators)?;
+            let source = build_operators(input, context, operators)?;
             operators.push(Box::new(FilterOperator::try_new(predicate, input_schema)?));
             Ok(source)
         }
@@ -102,7 +123,7 @@ fn build_operators(
             input_schema,
             schema,
         } => {
-            let source = build_operators(input, metrics, operators)?;
+            let source = build_operators(input, context, operators)?;
             let schema = Arc::new(schema.as_arrow().clone());
             operators.push(Box::new(ProjectionOperator::try_new(
                 exprs,
@@ -117,7 +138,7 @@ fn build_operators(
             time_column,
             schema,
         } => {
-            let source = build_operators(input, metrics, operators)?;
+            let source = build_operators(input, context, operators)?;
             let input_schema = input.arrow_schema();
             let schema = Arc::new(schema.as_arrow().clone());
             operators.push(Box::new(WindowAssignOperator::new(
@@ -126,11 +147,12 @@ fn build_operators(
                 &input_schema,
                 schema,
                 metrics.clone(),
+                context.late_output(&input_schema, "the window")?,
             )));
             Ok(source)
         }
         StreamNode::WindowAggregate(aggregate) => {
-            let source = build_operators(&aggregate.input, metrics, operators)?;
+            let source = build_operators(&aggregate.input, context, operators)?;
             operators.push(Box::new(WindowAggregateOperator::try_new(
                 aggregate,
                 metrics.clone(),
@@ -140,17 +162,31 @@ fn build_operators(
     }
 }
 
-/// Starts `plan`, reading through `connectors` and writing into `sink`.
+/// Starts `plan`, reading through `connectors` and writing into `sink`, with the job-wide
+/// settings of `config`.
 pub async fn spawn_job(
     plan: &StreamPlan,
     connectors: &dyn ConnectorFactory,
     mut sink: Box<dyn Sink>,
+    config: &JobConfig,
 ) -> Result<JobHandle> {
     let metrics = Arc::new(JobMetrics::default());
     let mut operators = Vec::new();
-    let source_node = build_operators(&plan.root, &metrics, &mut operators)?;
+    let context = BuildContext {
+        metrics: &metrics,
+        config,
+    };
+    let source_node = build_operators(&plan.root, &context, &mut operators)?;
+    let mut late_sink = match &config.late_data_sink {
+        Some(table) => Some(
+            connectors
+                .create_sink(table, table.physical_schema.clone())
+                .await?,
+        ),
+        None => None,
+    };
     let source = connectors
-        .create_source(&source_node.table, metrics.clone())
+        .create_source(&source_node.table, metrics.clone(), config)
         .await?;
 
     let (source_tx, mut chain_rx) = mpsc::channel::<Message>(CHANNEL_CAPACITY);
@@ -161,6 +197,7 @@ pub async fn spawn_job(
         source,
         node: source_node,
         metrics: metrics.clone(),
+        config: config.clone(),
         output: source_tx,
     };
     tasks.push(("source".to_string(), tokio::spawn(source_task.run())));
@@ -197,8 +234,16 @@ pub async fn spawn_job(
                         sink.write_batch(batch).await?;
                     }
                     Message::Watermark(_) => {}
+                    Message::Late(batch) => {
+                        if let Some(late_sink) = &mut late_sink {
+                            late_sink.write_batch(batch).await?;
+                        }
+                    }
                     Message::End => {
                         sink.finish().await?;
+                        if let Some(late_sink) = &mut late_sink {
+                            late_sink.finish().await?;
+                        }
                         break;
                     }
                 }

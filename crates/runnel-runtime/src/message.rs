@@ -17,6 +17,9 @@ pub enum Message {
     Batch(RecordBatch),
     /// Event time has advanced to this point; never decreases on one channel.
     Watermark(Watermark),
+    /// Rows a windowed operator dropped as late, in the late-data sink's schema; operators
+    /// pass them on untouched and the sink task writes them to that sink.
+    Late(RecordBatch),
     /// The producer is done; nothing follows.
     End,
 }

@@ -56,6 +56,7 @@ impl OperatorChain {
                         operator.process_batch(batch, &mut self.scratch)?
                     }
                     Message::Batch(_) => {}
+                    late @ Message::Late(_) => self.scratch.push(late),
                     Message::Watermark(w) => operator.process_watermark(w, &mut self.scratch)?,
                     Message::End => {
                         operator.finish(&mut self.scratch)?;

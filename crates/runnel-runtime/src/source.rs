@@ -2,6 +2,7 @@
 //! records into a stream of batches and watermarks.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::compute::kernels::aggregate::max;
@@ -11,6 +12,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use runnel_sql::SourceNode;
 use tokio::sync::mpsc;
 
+use crate::config::JobConfig;
 use crate::error::{Result, RuntimeError};
 use crate::message::{Message, WATERMARK_END};
 use crate::metrics::JobMetrics;
@@ -34,6 +36,12 @@ pub enum SourceEvent {
     /// A partition had no rows for the table's idle timeout; it stops holding the
     /// watermark back until its next rows.
     PartitionIdle(usize),
+    /// A partition's watermark moves to `watermark` (a source that knows its event-time
+    /// progress, e.g. a replayed script); it never moves a watermark back.
+    Watermark { partition: usize, watermark: i64 },
+    /// The processing clock reads `now` (ms since the epoch): sources that replay time
+    /// (see [`Source::replays_clock`]) drive the job's processing clock with these.
+    Clock(i64),
 }
 
 /// A connector's reader: yields decoded rows, one partition at a time.
@@ -49,6 +57,101 @@ pub trait Source: Send {
 
     /// The next event, or `None` when a bounded source is done.
     async fn next_event(&mut self) -> Result<Option<SourceEvent>>;
+
+    /// Whether this source drives the processing clock with [`SourceEvent::Clock`]; if
+    /// not, the job reads the system clock.
+    fn replays_clock(&self) -> bool {
+        false
+    }
+}
+
+/// The processing clock a source task reads.
+#[derive(Debug, Clone, Copy)]
+enum ProcessingClock {
+    System,
+    /// Driven by the source's [`SourceEvent::Clock`] events; unknown before the first.
+    Replayed(Option<i64>),
+}
+
+impl ProcessingClock {
+    /// Milliseconds since the epoch.
+    fn now(&self) -> Option<i64> {
+        match self {
+            ProcessingClock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as i64),
+            ProcessingClock::Replayed(now) => *now,
+        }
+    }
+}
+
+/// How often a source task reads the system clock when something depends on it.
+const CLOCK_TICK: Duration = Duration::from_millis(200);
+
+/// A source's events, plus a tick of the system clock every [`CLOCK_TICK`] when asked.
+/// Ticking needs the source read on its own task (its `next_event` may not be safe to
+/// cancel); without ticks it is read directly.
+enum EventFeed {
+    Direct(Box<dyn Source>),
+    Ticking {
+        events: mpsc::Receiver<Result<Option<SourceEvent>>>,
+        ticks: tokio::time::Interval,
+        /// Reads the source; stopped with the feed.
+        _reader: AbortOnDrop,
+    },
+}
+
+/// Stops a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl EventFeed {
+    fn new(mut source: Box<dyn Source>, tick: bool) -> Self {
+        if !tick {
+            return EventFeed::Direct(source);
+        }
+        let (sender, events) = mpsc::channel(4);
+        let reader = tokio::spawn(async move {
+            loop {
+                let event = source.next_event().await;
+                let last = !matches!(event, Ok(Some(_)));
+                if sender.send(event).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        let mut ticks = tokio::time::interval(CLOCK_TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        EventFeed::Ticking {
+            events,
+            ticks,
+            _reader: AbortOnDrop(reader),
+        }
+    }
+
+    /// The next event; `Ok(Some(None))` is a clock tick; `Ok(None)` the end.
+    async fn next(&mut self) -> Result<Option<Option<SourceEvent>>> {
+        match self {
+            EventFeed::Direct(source) => Ok(source.next_event().await?.map(Some)),
+            EventFeed::Ticking {
+                events,
+                ticks,
+                _reader: _,
+            } => tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => Ok(event?.map(Some)),
+                    None => Ok(None),
+                },
+                _ = ticks.tick() => Ok(Some(None)),
+            },
+        }
+    }
 }
 
 /// Runs a [`Source`]: computes computed columns, projects, derives watermarks per
@@ -57,11 +160,12 @@ pub(crate) struct SourceTask {
     pub source: Box<dyn Source>,
     pub node: SourceNode,
     pub metrics: Arc<JobMetrics>,
+    pub config: JobConfig,
     pub output: mpsc::Sender<Message>,
 }
 
 impl SourceTask {
-    pub async fn run(mut self) -> Result<()> {
+    pub async fn run(self) -> Result<()> {
         let table = self.node.table.clone();
         let context = format!("source {}", table.name);
         let error = |source| RuntimeError::Operator {
@@ -86,12 +190,30 @@ impl SourceTask {
             None => None,
         };
         let mut tracker = WatermarkTracker::new(self.source.partitions());
+        let mut clock = if self.source.replays_clock() {
+            ProcessingClock::Replayed(None)
+        } else {
+            ProcessingClock::System
+        };
+        let idle_advance = self.config.idle_watermark_advance;
+        let tick = idle_advance && matches!(clock, ProcessingClock::System);
+        let mut feed = EventFeed::new(self.source, tick);
         loop {
-            let event = self.source.next_event().await?;
-            let advanced = match event {
-                None => break,
+            let Some(event) = feed.next().await? else {
+                break;
+            };
+            let mut advanced = match event {
+                None => None, // a clock tick
                 Some(SourceEvent::PartitionFinished(p)) => tracker.finish_partition(p),
                 Some(SourceEvent::PartitionIdle(p)) => tracker.mark_idle(p),
+                Some(SourceEvent::Watermark {
+                    partition,
+                    watermark,
+                }) => tracker.update(partition, watermark),
+                Some(SourceEvent::Clock(now)) => {
+                    clock = ProcessingClock::Replayed(Some(now));
+                    None
+                }
                 Some(SourceEvent::Batch(SourceBatch { partition, batch })) => {
                     if batch.num_rows() == 0 {
                         continue;
@@ -122,6 +244,9 @@ impl SourceTask {
                     candidate.and_then(|w| tracker.update(partition, w))
                 }
             };
+            if let Some(now) = clock.now().filter(|_| idle_advance) {
+                advanced = tracker.advance_idle(now).or(advanced);
+            }
             if let Some(watermark) = advanced {
                 self.metrics
                     .watermark

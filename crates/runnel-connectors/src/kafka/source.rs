@@ -10,7 +10,7 @@ use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
-use runnel_runtime::{JobMetrics, Source, SourceBatch, SourceEvent};
+use runnel_runtime::{JobConfig, JobMetrics, Source, SourceBatch, SourceEvent};
 use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
@@ -52,7 +52,11 @@ fn kafka_error(
 }
 
 impl KafkaSource {
-    pub async fn open(table: &TableDef, metrics: Arc<JobMetrics>) -> Result<Self> {
+    pub async fn open(
+        table: &TableDef,
+        metrics: Arc<JobMetrics>,
+        defaults: &JobConfig,
+    ) -> Result<Self> {
         let options = super::options(table)?;
         let format = super::value_format(&options, table)?;
         let topic = options.required("topic")?.to_string();
@@ -62,7 +66,9 @@ impl KafkaSource {
         let group = format!("runnel-{}", table.name);
         let startup = options.get("scan.startup.mode").unwrap_or("group-offsets");
         let bounded = options.get("scan.bounded.mode") == Some("latest-offset");
-        let idle_timeout = options.duration("scan.watermark.idle-timeout")?;
+        let idle_timeout = options
+            .duration("scan.watermark.idle-timeout")?
+            .or(defaults.source_idle_timeout);
         let config = super::client_config(
             &options,
             &[

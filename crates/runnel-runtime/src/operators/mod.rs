@@ -2,11 +2,13 @@
 //! Arrow batches.
 
 mod filter;
+mod late_rows;
 mod projection;
 mod window_aggregate;
 mod window_assign;
 
 pub use filter::FilterOperator;
+pub use late_rows::LateRowsOutput;
 pub use projection::ProjectionOperator;
 pub use window_aggregate::WindowAggregateOperator;
 pub(crate) use window_assign::as_millis;

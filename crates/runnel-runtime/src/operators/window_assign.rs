@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, TimestampMillisecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, TimestampMillisecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::kernels::cmp::gt;
 use datafusion::arrow::compute::{cast, filter, take};
@@ -19,6 +19,7 @@ use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
+use crate::operators::LateRowsOutput;
 
 /// Assigns rows to windows: tumbling windows with one vectorized kernel over the time
 /// column; overlapping windows by computing, per row, its windows, then one `take` of
@@ -30,6 +31,7 @@ pub struct WindowAssignOperator {
     schema: SchemaRef,
     watermark: Option<Watermark>,
     metrics: Arc<JobMetrics>,
+    late_output: Option<LateRowsOutput>,
 }
 
 impl WindowAssignOperator {
@@ -39,6 +41,7 @@ impl WindowAssignOperator {
         input_schema: &SchemaRef,
         schema: SchemaRef,
         metrics: Arc<JobMetrics>,
+        late_output: Option<LateRowsOutput>,
     ) -> Self {
         Self {
             kind,
@@ -47,6 +50,7 @@ impl WindowAssignOperator {
             schema,
             watermark: None,
             metrics,
+            late_output,
         }
     }
 }
@@ -101,6 +105,7 @@ impl Operator for WindowAssignOperator {
             let mut starts: Vec<i64> = Vec::with_capacity(time.len() * 2);
             let mut ends: Vec<i64> = Vec::with_capacity(time.len() * 2);
             let mut late = 0;
+            let mut on_time = Vec::with_capacity(time.len());
             for (row, &t) in time.values().iter().enumerate() {
                 let before = rows.len();
                 self.kind.for_each_window(t, |s, e| {
@@ -113,8 +118,12 @@ impl Operator for WindowAssignOperator {
                     }
                 });
                 late += usize::from(rows.len() == before);
+                on_time.push(rows.len() > before);
             }
             JobMetrics::add(&self.metrics.late_rows, late);
+            if let Some(output) = self.late_output.as_ref().filter(|_| late > 0) {
+                output.emit_late(&batch, &BooleanArray::from(on_time), out)?;
+            }
             let rows = UInt32Array::from(rows);
             let columns = batch
                 .columns()
@@ -135,6 +144,9 @@ impl Operator for WindowAssignOperator {
             let late = on_time.len() - on_time.true_count();
             if late > 0 {
                 JobMetrics::add(&self.metrics.late_rows, late);
+                if let Some(output) = &self.late_output {
+                    output.emit_late(&batch, &on_time, out)?;
+                }
                 let keep = |a: &ArrayRef| filter(a, &on_time);
                 columns = columns
                     .iter()

@@ -1,0 +1,76 @@
+//! The `SET` keys Runnel reads, and how a session's settings become a job's [`JobConfig`].
+
+use std::collections::BTreeMap;
+
+use runnel_connectors::options::parse_duration;
+use runnel_runtime::JobConfig;
+use runnel_sql::Catalog;
+
+use crate::error::{Result, RunnelError};
+
+/// `SET 'table.exec.source.idle-timeout' = '5 s'`: Flink's default idle timeout of sources.
+pub const SOURCE_IDLE_TIMEOUT: &str = "table.exec.source.idle-timeout";
+/// `SET 'runnel.watermark.idle-advance' = 'true'`: with every source partition idle, the
+/// watermark follows the processing clock.
+pub const IDLE_WATERMARK_ADVANCE: &str = "runnel.watermark.idle-advance";
+/// `SET 'runnel.late-data.sink' = 'table'`: late rows are written to this table.
+pub const LATE_DATA_SINK: &str = "runnel.late-data.sink";
+
+/// Runnel's own keys; a `runnel.*` key outside this list is a typo and refused. Other keys
+/// (Flink's) are recorded even when Runnel does not read them, so Flink scripts run.
+const RUNNEL_KEYS: &[&str] = &[IDLE_WATERMARK_ADVANCE, LATE_DATA_SINK];
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> RunnelError {
+    RunnelError::Setting {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks one `SET` when it is made, so a bad value fails at the statement that set it.
+pub fn check(key: &str, value: &str) -> Result<()> {
+    match key {
+        SOURCE_IDLE_TIMEOUT => parse_duration(value).map(drop).ok_or_else(|| {
+            invalid(
+                key,
+                value,
+                "expected a duration such as '500 ms', '5 s' or '1 min'",
+            )
+        }),
+        IDLE_WATERMARK_ADVANCE => value
+            .parse::<bool>()
+            .map(drop)
+            .map_err(|_| invalid(key, value, "expected 'true' or 'false'")),
+        LATE_DATA_SINK => Ok(()), // resolved when a job starts: the table may come later
+        other if other.starts_with("runnel.") => Err(invalid(
+            key,
+            value,
+            format!("unknown Runnel setting; known: {}", RUNNEL_KEYS.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The configuration a job started now gets from the session's settings.
+pub fn job_config(settings: &BTreeMap<String, String>, catalog: &Catalog) -> Result<JobConfig> {
+    let mut config = JobConfig::default();
+    if let Some(value) = settings.get(SOURCE_IDLE_TIMEOUT) {
+        // A zero timeout is Flink's way to say "never idle".
+        config.source_idle_timeout = parse_duration(value).filter(|d| !d.is_zero());
+    }
+    if let Some(value) = settings.get(IDLE_WATERMARK_ADVANCE) {
+        config.idle_watermark_advance = value == "true";
+    }
+    if let Some(table) = settings.get(LATE_DATA_SINK) {
+        let sink = catalog.require_table(table).map_err(|e| {
+            invalid(
+                LATE_DATA_SINK,
+                table,
+                format!("{e}; declare the table with CREATE TABLE first"),
+            )
+        })?;
+        config.late_data_sink = Some(sink);
+    }
+    Ok(config)
+}
