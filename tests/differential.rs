@@ -1,7 +1,9 @@
 //! Randomized differential test: for seeded random event streams (keys, values, bounded
-//! disorder, several batches), Runnel's streaming window aggregate must equal DataFusion's
-//! batch answer over the same rows. The batch side does not use Runnel's window
-//! assignment: it joins the events with an explicit table of every window.
+//! disorder, a few late rows, several batches), Runnel's streaming window aggregate must
+//! equal DataFusion's batch answer over the same rows minus those Runnel reported late
+//! (routed to a late-data sink, so the test knows which). The batch side does not use
+//! Runnel's window assignment: it joins the events with an explicit table of every window,
+//! or, for sessions, numbers sessions with `LAG` over each key's rows.
 //!
 //! A failure prints the seed and window; `RUNNEL_SEED=<seed>` replays one seed.
 
@@ -26,7 +28,11 @@ enum Kind {
     Tumble { size: i64 },
     Hop { slide: i64, size: i64 },
     Cumulate { step: i64, size: i64 },
+    Session { gap: i64 },
 }
+
+/// Window kinds the test draws from.
+const FAMILIES: usize = 4;
 
 impl Kind {
     fn random(family: usize, rng: &mut Rng) -> Kind {
@@ -42,13 +48,16 @@ impl Kind {
                     size: slide + seconds(1 + rng.below(8)),
                 }
             }
-            _ => {
+            2 => {
                 let step = seconds(1 + rng.below(3));
                 Kind::Cumulate {
                     step,
                     size: step * (1 + rng.below(5) as i64),
                 }
             }
+            _ => Kind::Session {
+                gap: seconds(1 + rng.below(3)),
+            },
         }
     }
 
@@ -72,6 +81,10 @@ impl Kind {
                     interval(size)
                 )
             }
+            Kind::Session { gap } => format!(
+                "SESSION(TABLE events PARTITION BY k, DESCRIPTOR(ts), {})",
+                interval(gap)
+            ),
         }
     }
 
@@ -103,6 +116,7 @@ impl Kind {
                     s += size;
                 }
             }
+            Kind::Session { .. } => unreachable!("sessions are not enumerable upfront"),
         }
         out
     }
@@ -114,8 +128,10 @@ struct Events {
     times: Vec<i64>,
 }
 
-/// Event time advances ~300 ms per event, out of order by up to 2 s (watermark delay 3 s),
-/// so no row is late.
+/// Event time advances ~300 ms per event, out of order by up to 2 s (within the watermark
+/// delay of 3 s). About one row in 20 is instead 45 s behind: late for every window it
+/// could belong to once an earlier batch moved the watermark (windows are at most 15 s,
+/// a batch at most 60 rows), on time in the first batch.
 fn events(rng: &mut Rng) -> Events {
     let mut e = Events {
         keys: vec![],
@@ -125,17 +141,29 @@ fn events(rng: &mut Rng) -> Events {
     for i in 0..EVENTS {
         e.keys.push(rng.below(4) as i64);
         e.values.push(rng.below(1000) as i64 - 200);
-        e.times
-            .push(BASE_MS + i as i64 * 300 - rng.below(2000) as i64);
+        let behind = if rng.below(20) == 0 {
+            45_000
+        } else {
+            rng.below(2000) as i64
+        };
+        e.times.push(BASE_MS + i as i64 * 300 - behind);
     }
     e
 }
 
 const AGGREGATES: &str = "COUNT(*) AS n, SUM(v) AS total, MIN(v) AS lo, MAX(v) AS hi";
 
-async fn streaming(name: &str, kind: Kind, events: &Events, rng: &mut Rng) -> Vec<String> {
+/// The streaming result (sorted rows) and the ids of the rows Runnel reported late.
+async fn streaming(
+    name: &str,
+    kind: Kind,
+    events: &Events,
+    rng: &mut Rng,
+) -> (Vec<String>, Vec<usize>) {
     // Write the events as several files: each is one batch, so watermarks advance between them.
     let dir = scratch_dir(name);
+    let late_dir = scratch_dir(&format!("{name}-late"));
+    let late_path = late_dir.join("late.json");
     let mut start = 0;
     let mut part = 0;
     while start < EVENTS {
@@ -143,7 +171,7 @@ async fn streaming(name: &str, kind: Kind, events: &Events, rng: &mut Rng) -> Ve
         let lines: Vec<String> = (start..start + len)
             .map(|i| {
                 format!(
-                    r#"{{"k":{},"v":{},"ts":"{}"}}"#,
+                    r#"{{"id":{i},"k":{},"v":{},"ts":"{}"}}"#,
                     events.keys[i],
                     events.values[i],
                     format_ts(events.times[i])
@@ -156,13 +184,17 @@ async fn streaming(name: &str, kind: Kind, events: &Events, rng: &mut Rng) -> Ve
         part += 1;
     }
     let sql = format!(
-        "CREATE TABLE events (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '3' SECOND)
+        "CREATE TABLE events (id BIGINT, k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '3' SECOND)
            WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         CREATE TABLE late_events (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         SET 'runnel.late-data.sink' = 'late_events';
          SELECT k, window_start, window_end, {AGGREGATES}
          FROM TABLE({}) GROUP BY k, window_start, window_end;",
         dir.display(),
+        late_path.display(),
         kind.sql()
     );
+    let mut late_count = 0;
     let mut rows = Vec::new();
     for result in Engine::new()
         .execute(&sql)
@@ -176,23 +208,46 @@ async fn streaming(name: &str, kind: Kind, events: &Events, rng: &mut Rng) -> Ve
                         .expect("format"),
                 );
             }
-            let metrics = stream.finish().await.expect("streaming query runs");
-            assert_eq!(
-                metrics.late_rows, 0,
-                "{name}: no row is late by construction"
-            );
+            late_count = stream
+                .finish()
+                .await
+                .expect("streaming query runs")
+                .late_rows;
         }
     }
     rows.sort();
-    rows
+    let late: Vec<usize> = std::fs::read_to_string(&late_path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let id = line.trim_start_matches(r#"{"id":"#).trim_end_matches('}');
+            id.parse().expect("late row id")
+        })
+        .collect();
+    assert_eq!(
+        late.len() as u64,
+        late_count,
+        "{name}: every row counted late reaches the late-data sink"
+    );
+    let _ = std::fs::remove_dir_all(late_dir);
+    (rows, late)
 }
 
-async fn batch(kind: Kind, events: &Events) -> Vec<String> {
+/// DataFusion's batch answer over `events` minus the rows in `late`.
+async fn batch(kind: Kind, events: &Events, late: &[usize]) -> Vec<String> {
+    let on_time: Vec<usize> = (0..EVENTS).filter(|i| !late.contains(i)).collect();
+    let pick = |column: &[i64]| on_time.iter().map(|&i| column[i]).collect::<Vec<_>>();
+    let events = &Events {
+        keys: pick(&events.keys),
+        values: pick(&events.values),
+        times: pick(&events.times),
+    };
     let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
     let event_schema = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("v", DataType::Int64, false),
         Field::new("ts", ts.clone(), false),
+        Field::new("t", DataType::Int64, false),
     ]));
     let event_batch = RecordBatch::try_new(
         event_schema.clone(),
@@ -200,9 +255,32 @@ async fn batch(kind: Kind, events: &Events) -> Vec<String> {
             Arc::new(Int64Array::from(events.keys.clone())),
             Arc::new(Int64Array::from(events.values.clone())),
             Arc::new(TimestampMillisecondArray::from(events.times.clone())),
+            Arc::new(Int64Array::from(events.times.clone())),
         ],
     )
     .expect("events batch");
+    let ctx = SessionContext::new();
+    ctx.register_table(
+        "events",
+        Arc::new(MemTable::try_new(event_schema, vec![vec![event_batch]]).expect("table")),
+    )
+    .expect("register events");
+    if let Kind::Session { gap } = kind {
+        // A row starts a session when its key's previous row is `gap` or more before it.
+        return collect_sorted(&ctx, &format!(
+            "WITH flagged AS (
+                 SELECT k, v, t, CASE WHEN t - LAG(t) OVER (PARTITION BY k ORDER BY t) < {gap}
+                                      THEN 0 ELSE 1 END AS starts
+                 FROM events),
+             numbered AS (
+                 SELECT k, v, t, SUM(starts) OVER (PARTITION BY k ORDER BY t ROWS UNBOUNDED PRECEDING) AS session
+                 FROM flagged)
+             SELECT k, to_timestamp_millis(MIN(t)) AS window_start,
+                    to_timestamp_millis(MAX(t) + {gap}) AS window_end, {AGGREGATES}
+             FROM numbered GROUP BY k, session"
+        ))
+        .await;
+    }
     let min = *events.times.iter().min().expect("events");
     let max = *events.times.iter().max().expect("events");
     let windows = kind.windows(min, max);
@@ -222,25 +300,25 @@ async fn batch(kind: Kind, events: &Events) -> Vec<String> {
         ],
     )
     .expect("windows batch");
-    let ctx = SessionContext::new();
-    ctx.register_table(
-        "events",
-        Arc::new(MemTable::try_new(event_schema, vec![vec![event_batch]]).expect("table")),
-    )
-    .expect("register events");
     ctx.register_table(
         "windows",
         Arc::new(MemTable::try_new(window_schema, vec![vec![window_batch]]).expect("table")),
     )
     .expect("register windows");
-    let frame = ctx
-        .sql(&format!(
+    collect_sorted(
+        &ctx,
+        &format!(
             "SELECT k, ws AS window_start, we AS window_end, {AGGREGATES}
              FROM events JOIN windows ON ts >= ws AND ts < we
              GROUP BY k, ws, we"
-        ))
-        .await
-        .expect("batch query plans");
+        ),
+    )
+    .await
+}
+
+/// Runs a batch query; its rows formatted like Runnel's, sorted.
+async fn collect_sorted(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    let frame = ctx.sql(sql).await.expect("batch query plans");
     let mut rows = Vec::new();
     for batch in frame.collect().await.expect("batch query runs") {
         rows.extend(runnel::connectors::print::format_rows(&batch, "").expect("format"));
@@ -258,16 +336,17 @@ async fn window_aggregates_equal_datafusion_batch_results() {
         Some(seed) => vec![seed],
         None => (1..=SEEDS).collect(),
     };
-    let mut checked = 0;
-    for family in 0..3 {
+    let (mut checked, mut late_rows) = (0, 0);
+    for family in 0..FAMILIES {
         for &seed in &seeds {
             let mut rng = Rng::new(seed * 7919 + family as u64);
             let kind = Kind::random(family, &mut rng);
             let events = events(&mut rng);
             let name = format!("diff-{family}-{seed}");
-            let expected = batch(kind, &events).await;
-            let actual = streaming(&name, kind, &events, &mut rng).await;
+            let (actual, late) = streaming(&name, kind, &events, &mut rng).await;
+            let expected = batch(kind, &events, &late).await;
             assert!(!expected.is_empty());
+            late_rows += late.len();
             assert_eq!(
                 actual, expected,
                 "seed {seed} ({kind:?}) differs from DataFusion's batch result; replay with RUNNEL_SEED={seed}"
@@ -276,5 +355,5 @@ async fn window_aggregates_equal_datafusion_batch_results() {
             checked += 1;
         }
     }
-    eprintln!("{checked} seeded streams matched DataFusion");
+    eprintln!("{checked} seeded streams matched DataFusion ({late_rows} late rows excluded)");
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use runnel_sql::{SourceNode, StreamNode, StreamPlan};
+use runnel_sql::{SourceNode, StreamNode, StreamPlan, WindowKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -19,8 +19,8 @@ use crate::message::Message;
 use crate::metrics::{JobMetrics, MetricsSnapshot};
 use crate::operator::{Operator, OperatorChain};
 use crate::operators::{
-    FilterOperator, LateRowsOutput, ProjectionOperator, WindowAggregateOperator,
-    WindowAssignOperator,
+    FilterOperator, LateRowsOutput, ProjectionOperator, SessionWindowOperator,
+    WindowAggregateOperator, WindowAssignOperator,
 };
 use crate::sink::Sink;
 use crate::source::SourceTask;
@@ -136,11 +136,24 @@ fn build_operators(
             input,
             kind,
             time_column,
+            partition_keys,
             schema,
         } => {
             let source = build_operators(input, context, operators)?;
             let input_schema = input.arrow_schema();
             let schema = Arc::new(schema.as_arrow().clone());
+            if let WindowKind::Session { gap_ms } = kind {
+                operators.push(Box::new(SessionWindowOperator::try_new(
+                    *gap_ms,
+                    *time_column,
+                    partition_keys.clone(),
+                    input_schema.clone(),
+                    schema,
+                    metrics.clone(),
+                    context.late_output(&input_schema, "the session window")?,
+                )?));
+                return Ok(source);
+            }
             operators.push(Box::new(WindowAssignOperator::new(
                 *kind,
                 *time_column,

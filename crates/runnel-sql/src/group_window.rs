@@ -101,23 +101,36 @@ fn rewrite_select(select: &mut Select) -> Result<()> {
             )))
         }
     };
-    if function == "SESSION" {
-        return Err(SqlError::Unsupported(
-            "SESSION group windows are not supported yet; TUMBLE and HOP are".into(),
-        ));
-    }
-    let expected = if function == "TUMBLE" { 1 } else { 2 };
+    let (expected, signature) = match function.as_str() {
+        "TUMBLE" => (1, "size"),
+        "SESSION" => (1, "gap"),
+        _ => (2, "slide, size"),
+    };
     if params.len() != expected {
         return Err(SqlError::Plan(format!(
-            "{function} in GROUP BY takes (time_column, {}); got {} arguments",
-            if function == "TUMBLE" {
-                "size"
-            } else {
-                "slide, size"
-            },
+            "{function} in GROUP BY takes (time_column, {signature}); got {} arguments",
             args.len()
         )));
     }
+    // A group session is per key: the other GROUP BY columns partition the sessions.
+    let partition_keys = if function == "SESSION" {
+        let keys = group_by
+            .iter()
+            .map(|key| match key {
+                SqlExpr::Identifier(ident) => Ok(ident.to_string()),
+                SqlExpr::CompoundIdentifier(idents) if !idents.is_empty() => {
+                    Ok(idents[idents.len() - 1].to_string())
+                }
+                other => Err(SqlError::Unsupported(format!(
+                    "GROUP BY SESSION(...) partitions sessions by the other GROUP BY columns; \
+                     {other} is an expression (compute it in a view and group by its column)"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        (!keys.is_empty()).then(|| format!("PARTITION_KEYS({}), ", keys.join(", ")))
+    } else {
+        None
+    };
 
     // FROM must be one table or view; it becomes the table function's input.
     let [from] = select.from.as_mut_slice() else {
@@ -143,7 +156,8 @@ fn rewrite_select(select: &mut Select) -> Result<()> {
     let alias = alias.unwrap_or_else(|| name.rsplit('.').next().unwrap_or(&name).to_string());
     let params: Vec<String> = params.iter().map(|p| p.to_string()).collect();
     let text = format!(
-        "{function}({name}, {time}, {}) AS {alias}",
+        "{function}({name}, {}{time}, {}) AS {alias}",
+        partition_keys.unwrap_or_default(),
         params.join(", ")
     );
     let mut parser = Parser::new(&GenericDialect {})
@@ -222,6 +236,16 @@ mod tests {
         assert!(sql.starts_with("SELECT window_time FROM"), "{sql}");
         assert!(
             sql.ends_with("GROUP BY window_start, window_end, window_time"),
+            "{sql}"
+        );
+        let sql = rewritten(
+            "SELECT u.`user`, SESSION_START(ts, INTERVAL '1' MINUTE), COUNT(*) FROM clicks AS u \
+             GROUP BY SESSION(ts, INTERVAL '1' MINUTE), u.`user`",
+        );
+        assert!(
+            sql.contains(
+                "FROM SESSION(clicks, PARTITION_KEYS(`user`), ts, INTERVAL '1' MINUTE) AS u"
+            ),
             "{sql}"
         );
     }

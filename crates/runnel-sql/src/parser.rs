@@ -225,8 +225,10 @@ fn unquote_name(name: &str) -> String {
 }
 
 /// Makes Flink's window table functions parseable by sqlparser:
-/// `TABLE(TUMBLE(TABLE t, ...))` becomes `TABLE(TUMBLE(t, ...))`. The window planner
-/// then reads the first argument as a table.
+/// `TABLE(TUMBLE(TABLE t, ...))` becomes `TABLE(TUMBLE(t, ...))`, and a session's
+/// `SESSION(TABLE t PARTITION BY k, ...)` (or `PARTITION BY (k1, k2)`) becomes
+/// `SESSION(t, PARTITION_KEYS(k), ...)`. The window planner then reads the first argument
+/// as a table.
 fn rewrite_window_table_functions(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
     let mut i = 0;
@@ -236,16 +238,74 @@ fn rewrite_window_table_functions(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSp
                 if w.quote_style.is_none() && crate::window::WindowKind::is_window_function(&w.value))
             && tokens[i + 1].token == Token::LParen
             && is_word(&tokens[i + 2].token, "TABLE");
-        if is_window_call {
+        if !is_window_call {
             out.push(tokens[i].clone());
-            out.push(tokens[i + 1].clone());
-            i += 3; // drop the inner TABLE keyword
+            i += 1;
             continue;
+        }
+        out.push(tokens[i].clone());
+        out.push(tokens[i + 1].clone());
+        i += 3; // drop the inner TABLE keyword
+                // The table name runs to the first comma, closing parenthesis or PARTITION.
+        while i < tokens.len()
+            && !matches!(tokens[i].token, Token::Comma | Token::RParen)
+            && !is_word(&tokens[i].token, "PARTITION")
+        {
+            out.push(tokens[i].clone());
+            i += 1;
+        }
+        if i < tokens.len() && is_word(&tokens[i].token, "PARTITION") {
+            i = rewrite_partition_by(&tokens, i, &mut out);
+        }
+    }
+    out
+}
+
+/// Rewrites `PARTITION BY k` / `PARTITION BY (k1, k2)` starting at `tokens[i]` into
+/// `, PARTITION_KEYS(...)`; returns the index after it.
+fn rewrite_partition_by(
+    tokens: &[TokenWithSpan],
+    mut i: usize,
+    out: &mut Vec<TokenWithSpan>,
+) -> usize {
+    let span = tokens[i].span;
+    let token = |token: Token| TokenWithSpan { token, span };
+    i += 1;
+    while i < tokens.len() && matches!(tokens[i].token, Token::Whitespace(_)) {
+        i += 1;
+    }
+    if i < tokens.len() && is_word(&tokens[i].token, "BY") {
+        i += 1;
+    }
+    while i < tokens.len() && matches!(tokens[i].token, Token::Whitespace(_)) {
+        i += 1;
+    }
+    out.push(token(Token::Comma));
+    out.push(token(Token::make_word("PARTITION_KEYS", None)));
+    out.push(token(Token::LParen));
+    let parenthesized = i < tokens.len() && tokens[i].token == Token::LParen;
+    if parenthesized {
+        i += 1;
+    }
+    let mut depth = 0usize;
+    while i < tokens.len() {
+        match tokens[i].token {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 0 => {
+                if parenthesized {
+                    i += 1; // the list's own closing parenthesis
+                }
+                break;
+            }
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 && !parenthesized => break,
+            _ => {}
         }
         out.push(tokens[i].clone());
         i += 1;
     }
-    out
+    out.push(token(Token::RParen));
+    i
 }
 
 /// A small recursive-descent parser over tokens for Flink's `CREATE TABLE`.

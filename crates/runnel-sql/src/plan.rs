@@ -54,11 +54,13 @@ pub enum StreamNode {
         input_schema: DFSchemaRef,
         schema: DFSchemaRef,
     },
-    /// Appends `window_start`, `window_end`, `window_time` to each row.
+    /// Appends `window_start`, `window_end`, `window_time` to each row. Session windows
+    /// hold rows until their session closes (per `partition_keys`, indexes into the input).
     WindowAssign {
         input: Box<StreamNode>,
         kind: WindowKind,
         time_column: usize,
+        partition_keys: Vec<usize>,
         schema: DFSchemaRef,
     },
     /// Aggregates per window and key; emits each window once the watermark passes its end.
@@ -154,10 +156,24 @@ impl StreamNode {
                 input,
                 kind,
                 time_column,
+                partition_keys,
                 ..
             } => {
                 let time = input.schema().field(*time_column).name().clone();
-                writeln!(f, "{pad}WindowAssign: {kind} on {time}")?;
+                write!(f, "{pad}WindowAssign: {kind} on {time}")?;
+                if let WindowKind::Session { .. } = kind {
+                    let input_schema = input.schema();
+                    let keys: Vec<&str> = partition_keys
+                        .iter()
+                        .map(|&i| input_schema.field(i).name().as_str())
+                        .collect();
+                    write!(
+                        f,
+                        " partition by [{}]; state: rows of open sessions (freed when the watermark passes a session's end)",
+                        keys.join(", ")
+                    )?;
+                }
+                writeln!(f)?;
                 input.fmt_tree(f, depth + 1)
             }
             StreamNode::WindowAggregate(a) => {

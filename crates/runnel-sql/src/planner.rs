@@ -30,7 +30,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::planner::{PlannerContext, SqlToRel};
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
-    Statement as SqlStatement, TableFactor,
+    Statement as SqlStatement, TableAlias, TableFactor,
 };
 
 use crate::catalog::{is_timestamp, schema_of, Catalog, TableDef, ViewDef, WatermarkDef};
@@ -326,6 +326,7 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     input: Box::new(to_stream(&tvf.input)?),
                     kind: tvf.kind,
                     time_column: tvf.time_column,
+                    partition_keys: tvf.partition_keys.clone(),
                     schema: tvf.schema().clone(),
                 })
             } else {
@@ -603,15 +604,34 @@ impl RelationPlanner for WindowTvfPlanner {
                     WindowKind::Cumulate { step_ms, size_ms },
                 )
             }
-            ("SESSION", _) => {
-                return Err(DataFusionError::NotImplemented(
-                    "SESSION windows are not supported yet; TUMBLE, HOP and CUMULATE are".into(),
-                ))
+            ("SESSION", [table, keys, time, gap]) if partition_keys_call(keys).is_some() => {
+                let (input, time_column) = window_input(&function, table, time, context)?;
+                let gap_ms = interval_ms(gap, context, "SESSION gap")?;
+                let keys = partition_keys_call(keys).unwrap_or_default();
+                let partition_keys = keys
+                    .iter()
+                    .map(|key| column_index(&input, key, context, "SESSION PARTITION BY"))
+                    .collect::<DFResult<Vec<_>>>()?;
+                return plan_window(
+                    input,
+                    WindowKind::Session { gap_ms },
+                    time_column,
+                    partition_keys,
+                    alias,
+                );
+            }
+            ("SESSION", [table, time, gap]) => {
+                let (input, time_column) = window_input(&function, table, time, context)?;
+                let gap_ms = interval_ms(gap, context, "SESSION gap")?;
+                (input, time_column, WindowKind::Session { gap_ms })
             }
             (_, args) => {
                 let signature = match function.as_str() {
                     "TUMBLE" => "TUMBLE(TABLE t, DESCRIPTOR(time_column), size)",
                     "HOP" => "HOP(TABLE t, DESCRIPTOR(time_column), slide, size)",
+                    "SESSION" => {
+                        "SESSION(TABLE t [PARTITION BY key], DESCRIPTOR(time_column), gap)"
+                    }
                     _ => "CUMULATE(TABLE t, DESCRIPTOR(time_column), step, size)",
                 };
                 return datafusion::common::plan_err!(
@@ -620,14 +640,76 @@ impl RelationPlanner for WindowTvfPlanner {
                 );
             }
         };
-        let node = WindowTvf::try_new(input, kind, time_column)?;
-        let plan = LogicalPlan::Extension(Extension {
-            node: Arc::new(node),
-        });
-        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
-            plan, alias,
-        ))))
+        plan_window(input, kind, time_column, Vec::new(), alias)
     }
+}
+
+/// The planned window relation.
+fn plan_window(
+    input: LogicalPlan,
+    kind: WindowKind,
+    time_column: usize,
+    partition_keys: Vec<usize>,
+    alias: Option<TableAlias>,
+) -> DFResult<RelationPlanning> {
+    let node = WindowTvf::try_new(input, kind, time_column, partition_keys)?;
+    let plan = LogicalPlan::Extension(Extension {
+        node: Arc::new(node),
+    });
+    Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
+        plan, alias,
+    ))))
+}
+
+/// The key expressions of `PARTITION_KEYS(...)`, which the parser writes for a session's
+/// `PARTITION BY`.
+fn partition_keys_call(arg: &SqlExpr) -> Option<Vec<SqlExpr>> {
+    let SqlExpr::Function(f) = arg else {
+        return None;
+    };
+    if !f.name.to_string().eq_ignore_ascii_case("PARTITION_KEYS") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return Some(Vec::new());
+    };
+    Some(
+        list.args
+            .iter()
+            .filter_map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The index in `input` of the column `arg` names.
+fn column_index(
+    input: &LogicalPlan,
+    arg: &SqlExpr,
+    context: &mut dyn RelationPlannerContext,
+    what: &str,
+) -> DFResult<usize> {
+    let name = match arg {
+        SqlExpr::Identifier(ident) => context.normalize_ident(ident.clone()),
+        other => return datafusion::common::plan_err!("{what} takes column names, found {other}"),
+    };
+    input
+        .schema()
+        .index_of_column_by_name(None, &name)
+        .ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "{what}: {name} names no column of the table (columns: {})",
+                input
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
 }
 
 /// The table and time column arguments of a window function: its input plan and the

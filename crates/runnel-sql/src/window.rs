@@ -33,6 +33,10 @@ pub enum WindowKind {
     /// Windows growing by `step_ms` from the start of each `size_ms` period
     /// (Flink's `CUMULATE(..., step, size)`): `[s, s + step)`, `[s, s + 2 step)`, ... `[s, s + size)`.
     Cumulate { step_ms: i64, size_ms: i64 },
+    /// Sessions per partition key (Flink's `SESSION(TABLE t PARTITION BY k, ..., gap)`):
+    /// rows less than `gap_ms` apart are in one session `[first row, last row + gap)`.
+    /// Sessions merge when a row bridges two, so they are known only when they close.
+    Session { gap_ms: i64 },
 }
 
 impl WindowKind {
@@ -43,7 +47,8 @@ impl WindowKind {
             .any(|f| f.eq_ignore_ascii_case(name))
     }
 
-    /// Calls `f(start, end)` for every window holding an event at `ts_ms`.
+    /// Calls `f(start, end)` for every window holding an event at `ts_ms`. For a session
+    /// that is the row's own session `[ts, ts + gap)`, before any merging.
     pub fn for_each_window(&self, ts_ms: i64, mut f: impl FnMut(i64, i64)) {
         match *self {
             WindowKind::Tumble { size_ms } => {
@@ -65,6 +70,7 @@ impl WindowKind {
                     end += step_ms;
                 }
             }
+            WindowKind::Session { gap_ms } => f(ts_ms, ts_ms + gap_ms),
         }
     }
 
@@ -73,12 +79,13 @@ impl WindowKind {
         matches!(self, WindowKind::Tumble { .. })
     }
 
-    /// The largest window size in milliseconds.
+    /// The largest window size in milliseconds (a session's gap: sessions have no bound).
     pub fn size_ms(&self) -> i64 {
         match *self {
             WindowKind::Tumble { size_ms }
             | WindowKind::Hop { size_ms, .. }
             | WindowKind::Cumulate { size_ms, .. } => size_ms,
+            WindowKind::Session { gap_ms } => gap_ms,
         }
     }
 }
@@ -101,6 +108,9 @@ impl fmt::Display for WindowKind {
                 format_duration(step_ms),
                 format_duration(size_ms)
             ),
+            WindowKind::Session { gap_ms } => {
+                write!(f, "SESSION(gap={})", format_duration(gap_ms))
+            }
         }
     }
 }
@@ -129,12 +139,20 @@ pub struct WindowTvf {
     pub kind: WindowKind,
     /// Index of the event-time column in `input`'s schema.
     pub time_column: usize,
+    /// Indexes in `input`'s schema of a session window's `PARTITION BY` columns (empty:
+    /// one session stream for all rows; always empty for other kinds).
+    pub partition_keys: Vec<usize>,
     schema: DFSchemaRef,
 }
 
 impl WindowTvf {
     /// Builds the node; `time_column` must be a TIMESTAMP or TIMESTAMP_LTZ column of `input`.
-    pub fn try_new(input: LogicalPlan, kind: WindowKind, time_column: usize) -> DFResult<Self> {
+    pub fn try_new(
+        input: LogicalPlan,
+        kind: WindowKind,
+        time_column: usize,
+        partition_keys: Vec<usize>,
+    ) -> DFResult<Self> {
         let input_schema = input.schema();
         let time_field = input_schema.field(time_column);
         let tz = match time_field.data_type() {
@@ -170,6 +188,7 @@ impl WindowTvf {
             input,
             kind,
             time_column,
+            partition_keys,
             schema: Arc::new(schema),
         })
     }
@@ -177,7 +196,8 @@ impl WindowTvf {
 
 impl PartialOrd for WindowTvf {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        match (self.kind, self.time_column).cmp(&(other.kind, other.time_column)) {
+        let key = |t: &Self| (t.kind, t.time_column, t.partition_keys.clone());
+        match key(self).cmp(&key(other)) {
             Ordering::Equal => self.input.partial_cmp(&other.input),
             ord => Some(ord),
         }
@@ -216,7 +236,16 @@ impl UserDefinedLogicalNodeCore for WindowTvf {
             "WindowTvf: {} on {}",
             self.kind,
             self.input.schema().field(self.time_column).name()
-        )
+        )?;
+        if !self.partition_keys.is_empty() {
+            let names: Vec<&str> = self
+                .partition_keys
+                .iter()
+                .map(|&i| self.input.schema().field(i).name().as_str())
+                .collect();
+            write!(f, " partition by {}", names.join(", "))?;
+        }
+        Ok(())
     }
 
     fn with_exprs_and_inputs(
@@ -225,7 +254,12 @@ impl UserDefinedLogicalNodeCore for WindowTvf {
         mut inputs: Vec<LogicalPlan>,
     ) -> DFResult<Self> {
         let input = inputs.swap_remove(0);
-        WindowTvf::try_new(input, self.kind, self.time_column)
+        WindowTvf::try_new(
+            input,
+            self.kind,
+            self.time_column,
+            self.partition_keys.clone(),
+        )
     }
 }
 

@@ -4,12 +4,14 @@
 mod filter;
 mod late_rows;
 mod projection;
+mod session_window;
 mod window_aggregate;
 mod window_assign;
 
 pub use filter::FilterOperator;
 pub use late_rows::LateRowsOutput;
 pub use projection::ProjectionOperator;
+pub use session_window::SessionWindowOperator;
 pub use window_aggregate::WindowAggregateOperator;
 pub(crate) use window_assign::as_millis;
 pub use window_assign::WindowAssignOperator;

@@ -67,6 +67,30 @@ pub(crate) fn as_millis(array: &ArrayRef) -> datafusion::error::Result<Timestamp
     Ok(millis.as_primitive::<TimestampMillisecondType>().clone())
 }
 
+/// The event times of `batch` (column `column`, named `name`) in milliseconds; a NULL
+/// event time is an error naming the column.
+pub(crate) fn event_times(
+    batch: &RecordBatch,
+    column: usize,
+    name: &str,
+    operator: &str,
+) -> Result<TimestampMillisecondArray> {
+    let error = |source| RuntimeError::Operator {
+        operator: operator.into(),
+        source,
+    };
+    let time = as_millis(batch.column(column)).map_err(error)?;
+    if time.null_count() > 0 {
+        return Err(error(datafusion::error::DataFusionError::Execution(
+            format!(
+                "the event-time column '{name}' is NULL in {} row(s); windowed rows need an event time",
+                time.null_count()
+            ),
+        )));
+    }
+    Ok(time)
+}
+
 impl Operator for WindowAssignOperator {
     fn name(&self) -> &str {
         "WindowAssign"
@@ -77,16 +101,12 @@ impl Operator for WindowAssignOperator {
             operator: "WindowAssign".into(),
             source,
         };
-        let time = as_millis(batch.column(self.time_column)).map_err(error)?;
-        if time.null_count() > 0 {
-            return Err(error(datafusion::error::DataFusionError::Execution(
-                format!(
-                "the event-time column '{}' is NULL in {} row(s); windowed rows need an event time",
-                self.time_column_name,
-                time.null_count()
-            ),
-            )));
-        }
+        let time = event_times(
+            &batch,
+            self.time_column,
+            &self.time_column_name,
+            "WindowAssign",
+        )?;
         let tz = match self
             .schema
             .field(self.schema.fields().len() - 1)
