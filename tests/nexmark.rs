@@ -7,14 +7,21 @@ use runnel::{Engine, Executed};
 
 const EVENTS: usize = 50_000;
 
-/// Runs `ddl.sql` + `sql/nexmark/<query>.sql` over `EVENTS` generated events.
+/// Runs `ddl.sql` + `sql/nexmark/<query>.sql` over `EVENTS` generated events at Flink's
+/// default rate of 10M events per second of event time.
 async fn run(query: &str) -> Vec<RecordBatch> {
+    run_at(query, 10_000_000).await
+}
+
+/// Runs a query with event time advancing `tps` events per second.
+async fn run_at(query: &str, tps: u64) -> Vec<RecordBatch> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/nexmark");
     let ddl = std::fs::read_to_string(dir.join("ddl.sql")).expect("ddl.sql");
     let sql = std::fs::read_to_string(dir.join(format!("{query}.sql"))).expect("query file");
     let script = format!(
         "{}\n{sql}",
         ddl.replace("${EVENTS_NUM}", &EVENTS.to_string())
+            .replace("${TPS}", &tps.to_string())
     );
     let mut batches = Vec::new();
     for result in Engine::new()
@@ -149,4 +156,74 @@ async fn nexmark_q0_q1_q2_run_as_published() {
         q2.iter().map(|b| b.column(1).null_count()).sum::<usize>(),
         0
     );
+}
+
+fn column_ts(batches: &[RecordBatch], name: &str) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let index = b.schema().index_of(name).expect("column");
+            b.column(index)
+                .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q11_sessions_equal_sessions_computed_from_the_bids() {
+    // 1000 events per second: 50 s of event time, so bidders have several sessions.
+    let tps = 1000;
+    let bids = run_at("q0", tps).await;
+    let (bidders, times) = (column_i64(&bids, "bidder"), column_ts(&bids, "dateTime"));
+    let mut per_bidder: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for (bidder, time) in bidders.iter().zip(&times) {
+        per_bidder.entry(*bidder).or_default().push(*time);
+    }
+    // Independently: a new session wherever a bidder's next bid is 10 s or more later.
+    let mut expected = Vec::new();
+    for (bidder, mut times) in per_bidder {
+        times.sort();
+        let mut start = 0;
+        for i in 1..=times.len() {
+            if i == times.len() || times[i] - times[i - 1] >= 10_000 {
+                expected.push((
+                    bidder,
+                    (i - start) as i64,
+                    times[start],
+                    times[i - 1] + 10_000,
+                ));
+                start = i;
+            }
+        }
+    }
+    expected.sort();
+
+    let q11 = run_at("q11", tps).await;
+    let mut actual: Vec<(i64, i64, i64, i64)> = column_i64(&q11, "bidder")
+        .into_iter()
+        .zip(column_i64(&q11, "bid_count"))
+        .zip(
+            column_ts(&q11, "starttime")
+                .into_iter()
+                .zip(column_ts(&q11, "endtime")),
+        )
+        .map(|((b, n), (s, e))| (b, n, s, e))
+        .collect();
+    actual.sort();
+    assert!(
+        expected.iter().any(|s| s.1 > 1) && expected.len() > per_bidder_count(&expected),
+        "the data has multi-bid sessions and bidders with several sessions"
+    );
+    assert_eq!(actual, expected);
+}
+
+/// Distinct bidders among sessions.
+fn per_bidder_count(sessions: &[(i64, i64, i64, i64)]) -> usize {
+    sessions
+        .iter()
+        .map(|s| s.0)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }

@@ -39,8 +39,8 @@ CREATE TABLE datagen (
     WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND
 ) WITH (
     'connector' = 'nexmark',
-    'first-event.rate' = '10000000',
-    'next-event.rate' = '10000000',
+    'first-event.rate' = '${TPS}',
+    'next-event.rate' = '${TPS}',
     'events.num' = '${EVENTS_NUM}',
     'person.proportion' = '1',
     'auction.proportion' = '3',
