@@ -25,14 +25,32 @@ const BASE_MS: i64 = 1_767_225_600_000;
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Tumble { size: i64 },
-    Hop { slide: i64, size: i64 },
-    Cumulate { step: i64, size: i64 },
-    Session { gap: i64 },
+    Tumble {
+        size: i64,
+    },
+    Hop {
+        slide: i64,
+        size: i64,
+    },
+    Cumulate {
+        step: i64,
+        size: i64,
+    },
+    Session {
+        gap: i64,
+    },
+    /// `OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN INTERVAL .. PRECEDING AND CURRENT ROW)`.
+    OverRange {
+        range: i64,
+    },
+    /// `OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN n PRECEDING AND CURRENT ROW)`.
+    OverRows {
+        rows: u64,
+    },
 }
 
 /// Window kinds the test draws from.
-const FAMILIES: usize = 4;
+const FAMILIES: usize = 5;
 
 impl Kind {
     fn random(family: usize, rng: &mut Rng) -> Kind {
@@ -55,9 +73,37 @@ impl Kind {
                     size: step * (1 + rng.below(5) as i64),
                 }
             }
-            _ => Kind::Session {
+            3 => Kind::Session {
                 gap: seconds(1 + rng.below(3)),
             },
+            _ if rng.below(2) == 0 => Kind::OverRange {
+                range: seconds(rng.below(6)),
+            },
+            _ => Kind::OverRows { rows: rng.below(6) },
+        }
+    }
+
+    /// The streaming query; for OVER windows also the batch query.
+    fn query(&self) -> String {
+        let over = |frame: String| {
+            format!(
+                "SELECT id, k, ts, v, SUM(v) OVER w AS s, COUNT(*) OVER w AS n, MAX(v) OVER w AS hi
+                 FROM events WINDOW w AS (PARTITION BY k ORDER BY ts {frame})"
+            )
+        };
+        match *self {
+            Kind::OverRange { range } => over(format!(
+                "RANGE BETWEEN INTERVAL '{}' SECOND PRECEDING AND CURRENT ROW",
+                range / 1000
+            )),
+            Kind::OverRows { rows } => {
+                over(format!("ROWS BETWEEN {rows} PRECEDING AND CURRENT ROW"))
+            }
+            _ => format!(
+                "SELECT k, window_start, window_end, {AGGREGATES}
+                 FROM TABLE({}) GROUP BY k, window_start, window_end",
+                self.sql()
+            ),
         }
     }
 
@@ -85,6 +131,7 @@ impl Kind {
                 "SESSION(TABLE events PARTITION BY k, DESCRIPTOR(ts), {})",
                 interval(gap)
             ),
+            Kind::OverRange { .. } | Kind::OverRows { .. } => unreachable!("not a table function"),
         }
     }
 
@@ -116,7 +163,7 @@ impl Kind {
                     s += size;
                 }
             }
-            Kind::Session { .. } => unreachable!("sessions are not enumerable upfront"),
+            _ => unreachable!("only TUMBLE, HOP and CUMULATE windows are enumerable upfront"),
         }
         out
     }
@@ -146,7 +193,12 @@ fn events(rng: &mut Rng) -> Events {
         } else {
             rng.below(2000) as i64
         };
-        e.times.push(BASE_MS + i as i64 * 300 - behind);
+        // Distinct times, so ROWS frames have one order in both engines.
+        let mut time = BASE_MS + i as i64 * 300 - behind;
+        while e.times.contains(&time) {
+            time += 1;
+        }
+        e.times.push(time);
     }
     e
 }
@@ -188,11 +240,10 @@ async fn streaming(
            WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
          CREATE TABLE late_events (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
          SET 'runnel.late-data.sink' = 'late_events';
-         SELECT k, window_start, window_end, {AGGREGATES}
-         FROM TABLE({}) GROUP BY k, window_start, window_end;",
+         {};",
         dir.display(),
         late_path.display(),
-        kind.sql()
+        kind.query()
     );
     let mut late_count = 0;
     let mut rows = Vec::new();
@@ -244,6 +295,7 @@ async fn batch(kind: Kind, events: &Events, late: &[usize]) -> Vec<String> {
     };
     let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
     let event_schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
         Field::new("k", DataType::Int64, false),
         Field::new("v", DataType::Int64, false),
         Field::new("ts", ts.clone(), false),
@@ -252,6 +304,9 @@ async fn batch(kind: Kind, events: &Events, late: &[usize]) -> Vec<String> {
     let event_batch = RecordBatch::try_new(
         event_schema.clone(),
         vec![
+            Arc::new(Int64Array::from_iter_values(
+                on_time.iter().map(|&i| i as i64),
+            )),
             Arc::new(Int64Array::from(events.keys.clone())),
             Arc::new(Int64Array::from(events.values.clone())),
             Arc::new(TimestampMillisecondArray::from(events.times.clone())),
@@ -265,6 +320,10 @@ async fn batch(kind: Kind, events: &Events, late: &[usize]) -> Vec<String> {
         Arc::new(MemTable::try_new(event_schema, vec![vec![event_batch]]).expect("table")),
     )
     .expect("register events");
+    if let Kind::OverRange { .. } | Kind::OverRows { .. } = kind {
+        // The same query, as a batch query: OVER windows are plain SQL.
+        return collect_sorted(&ctx, &kind.query()).await;
+    }
     if let Kind::Session { gap } = kind {
         // A row starts a session when its key's previous row is `gap` or more before it.
         return collect_sorted(&ctx, &format!(

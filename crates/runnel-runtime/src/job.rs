@@ -19,7 +19,7 @@ use crate::message::Message;
 use crate::metrics::{JobMetrics, MetricsSnapshot};
 use crate::operator::{Operator, OperatorChain};
 use crate::operators::{
-    FilterOperator, LateRowsOutput, ProjectionOperator, SessionWindowOperator,
+    FilterOperator, LateRowsOutput, OverWindowOperator, ProjectionOperator, SessionWindowOperator,
     WindowAggregateOperator, WindowAssignOperator,
 };
 use crate::sink::Sink;
@@ -162,6 +162,16 @@ fn build_operators(
                 metrics.clone(),
                 context.late_output(&input_schema, "the window")?,
             )));
+            Ok(source)
+        }
+        StreamNode::OverWindow(over) => {
+            let source = build_operators(&over.input, context, operators)?;
+            let input_schema = over.input.arrow_schema();
+            operators.push(Box::new(OverWindowOperator::try_new(
+                over,
+                metrics.clone(),
+                context.late_output(&input_schema, "the OVER window")?,
+            )?));
             Ok(source)
         }
         StreamNode::WindowAggregate(aggregate) => {

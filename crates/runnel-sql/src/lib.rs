@@ -20,6 +20,8 @@ pub mod window;
 pub use catalog::{Catalog, TableDef, ViewDef, WatermarkDef};
 pub use error::{Result, SqlError};
 pub use parser::{parse_script, CreateTable, Statement};
-pub use plan::{SourceNode, StreamNode, StreamPlan, WindowAggregateNode};
+pub use plan::{
+    OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan, WindowAggregateNode,
+};
 pub use planner::StreamPlanner;
 pub use window::{WindowKind, WindowTvf};

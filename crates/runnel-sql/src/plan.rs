@@ -65,6 +65,40 @@ pub enum StreamNode {
     },
     /// Aggregates per window and key; emits each window once the watermark passes its end.
     WindowAggregate(WindowAggregateNode),
+    /// SQL window functions (`agg(x) OVER (...)`, `ROW_NUMBER() OVER (...)`) evaluated
+    /// once the rows they see are final.
+    OverWindow(OverWindowNode),
+}
+
+/// `window_function(...) OVER (PARTITION BY ... ORDER BY ...)` on a stream: every input
+/// row is emitted once, with the window functions' values appended.
+#[derive(Debug, Clone)]
+pub struct OverWindowNode {
+    pub input: Box<StreamNode>,
+    pub input_schema: DFSchemaRef,
+    /// DataFusion window function calls, in output order after the input columns.
+    pub window_exprs: Vec<Expr>,
+    pub readiness: OverReadiness,
+    pub schema: DFSchemaRef,
+}
+
+/// When a row's window function values are final, and what must be kept to compute
+/// later rows' values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverReadiness {
+    /// `ORDER BY <time> RANGE|ROWS BETWEEN ... PRECEDING AND CURRENT ROW`: a row is final
+    /// once the watermark passes its time; earlier rows are kept while a later row's frame
+    /// can still reach them.
+    EventTime {
+        time_column: usize,
+        /// `RANGE BETWEEN INTERVAL ... PRECEDING`: the longest interval, in ms.
+        range_ms: Option<i64>,
+        /// `ROWS BETWEEN n PRECEDING`: the largest `n`.
+        rows: Option<u64>,
+    },
+    /// `PARTITION BY window_start, window_end` (window Top-N): a window's rows are final
+    /// once the watermark reaches its end; nothing is kept after.
+    WindowEnd { window_end: usize },
 }
 
 /// Reading one table.
@@ -102,6 +136,7 @@ impl StreamNode {
                 schema.clone()
             }
             StreamNode::WindowAggregate(a) => a.schema.clone(),
+            StreamNode::OverWindow(o) => o.schema.clone(),
         }
     }
 
@@ -117,6 +152,7 @@ impl StreamNode {
             | StreamNode::Projection { input, .. }
             | StreamNode::WindowAssign { input, .. } => input.collect_sources(out),
             StreamNode::WindowAggregate(a) => a.input.collect_sources(out),
+            StreamNode::OverWindow(o) => o.input.collect_sources(out),
         }
     }
 
@@ -186,6 +222,38 @@ impl StreamNode {
                     format_duration(a.kind.size_ms()),
                 )?;
                 a.input.fmt_tree(f, depth + 1)
+            }
+            StreamNode::OverWindow(o) => {
+                let state = match o.readiness {
+                    OverReadiness::EventTime {
+                        time_column,
+                        range_ms,
+                        rows,
+                    } => {
+                        let time = o.input_schema.field(time_column).name().clone();
+                        let mut reach = Vec::new();
+                        if let Some(ms) = range_ms {
+                            reach.push(format!("rows of the last {}", format_duration(ms)));
+                        }
+                        if let Some(n) = rows {
+                            reach.push(format!("the last {n} rows per partition"));
+                        }
+                        format!(
+                            "rows wait until the watermark passes {time}; kept after: {}",
+                            reach.join(" and ")
+                        )
+                    }
+                    OverReadiness::WindowEnd { .. } => {
+                        "rows of open windows (freed when the watermark passes window_end)"
+                            .to_string()
+                    }
+                };
+                writeln!(
+                    f,
+                    "{pad}OverWindow: [{}]; state: {state}",
+                    list(&o.window_exprs)
+                )?;
+                o.input.fmt_tree(f, depth + 1)
             }
         }
     }

@@ -36,7 +36,9 @@ use datafusion::sql::sqlparser::ast::{
 use crate::catalog::{is_timestamp, schema_of, Catalog, TableDef, ViewDef, WatermarkDef};
 use crate::error::{Result, SqlError};
 use crate::parser::{ColumnKind, CreateTable};
-use crate::plan::{SourceNode, StreamNode, StreamPlan, WindowAggregateNode};
+use crate::plan::{
+    OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan, WindowAggregateNode,
+};
 use crate::window::{WindowKind, WindowTvf, WINDOW_END, WINDOW_START};
 
 /// Plans statements against a [`Catalog`]. Holds DataFusion's function registry and
@@ -377,6 +379,16 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 )),
             }
         }
+        LogicalPlan::Window(window) => {
+            let readiness = over_readiness(window)?;
+            Ok(StreamNode::OverWindow(OverWindowNode {
+                input: Box::new(to_stream(&window.input)?),
+                input_schema: window.input.schema().clone(),
+                window_exprs: window.window_expr.clone(),
+                readiness,
+                schema: window.schema.clone(),
+            }))
+        }
         other => Err(SqlError::Unsupported(format!(
             "{} is not supported on streams yet",
             other
@@ -386,6 +398,118 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 .next()
                 .unwrap_or("this operation")
         ))),
+    }
+}
+
+/// How rows of an OVER window become final on a stream (see [`OverReadiness`]); refuses
+/// window specifications whose state a stream could not bound.
+fn over_readiness(
+    window: &datafusion::logical_expr::logical_plan::Window,
+) -> Result<OverReadiness> {
+    use datafusion::logical_expr::expr::WindowFunction;
+    use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+    const HINT: &str =
+        "an OVER window on a stream needs ORDER BY its time attribute with a bounded frame \
+        ending at the current row (RANGE BETWEEN INTERVAL '5' MINUTE PRECEDING AND CURRENT ROW, or \
+        ROWS BETWEEN 10 PRECEDING AND CURRENT ROW), or PARTITION BY window_start, window_end \
+        over a windowed input (window Top-N)";
+    let unsupported = |reason: String| SqlError::Unsupported(format!("{reason}: {HINT}"));
+    let input = &window.input;
+    let functions: Vec<&WindowFunction> = window
+        .window_expr
+        .iter()
+        .map(|e| {
+            let inner = match e {
+                Expr::Alias(a) => a.expr.as_ref(),
+                other => other,
+            };
+            match inner {
+                Expr::WindowFunction(f) => Ok(f.as_ref()),
+                other => Err(unsupported(format!("window expression {other}"))),
+            }
+        })
+        .collect::<Result<_>>()?;
+    // Window Top-N: partitioned by a window's bounds, final when the window is.
+    let window_end = functions.iter().find_map(|f| {
+        f.params.partition_by.iter().find_map(|e| match e {
+            Expr::Column(c) if c.name == WINDOW_END && window_origin(input, c).is_some() => {
+                input.schema().index_of_column(c).ok()
+            }
+            _ => None,
+        })
+    });
+    if let Some(window_end) = window_end {
+        if functions.iter().all(|f| {
+            f.params
+                .partition_by
+                .iter()
+                .any(|e| matches!(e, Expr::Column(c) if c.name == WINDOW_END))
+        }) {
+            return Ok(OverReadiness::WindowEnd { window_end });
+        }
+    }
+    let mut time_column = None;
+    let (mut range_ms, mut rows): (Option<i64>, Option<u64>) = (None, None);
+    for f in &functions {
+        let order = match f.params.order_by.as_slice() {
+            [order] if order.asc => order,
+            _ => return Err(unsupported(format!("{}", f.fun))),
+        };
+        let Expr::Column(column) = &order.expr else {
+            return Err(unsupported(format!("ORDER BY {}", order.expr)));
+        };
+        let index = input.schema().index_of_column(column)?;
+        if !is_timestamp(input.schema().field(index).data_type()) {
+            return Err(unsupported(format!(
+                "ORDER BY {column} (not a time attribute)"
+            )));
+        }
+        if time_column.is_some_and(|t| t != index) {
+            return Err(unsupported(
+                "OVER windows ordered by different columns".into(),
+            ));
+        }
+        time_column = Some(index);
+        let frame = &f.params.window_frame;
+        if frame.end_bound != WindowFrameBound::CurrentRow {
+            return Err(unsupported(format!("frame end {}", frame.end_bound)));
+        }
+        let WindowFrameBound::Preceding(value) = &frame.start_bound else {
+            return Err(unsupported(format!("frame start {}", frame.start_bound)));
+        };
+        match frame.units {
+            WindowFrameUnits::Rows => match value {
+                ScalarValue::UInt64(Some(n)) => rows = Some(rows.unwrap_or(0).max(*n)),
+                _ => return Err(unsupported("ROWS BETWEEN UNBOUNDED PRECEDING".into())),
+            },
+            WindowFrameUnits::Range => match scalar_interval_ms(value) {
+                Some(ms) => range_ms = Some(range_ms.unwrap_or(0).max(ms)),
+                None if value.is_null() => {
+                    return Err(unsupported("RANGE BETWEEN UNBOUNDED PRECEDING".into()))
+                }
+                None => return Err(unsupported(format!("RANGE frame of {value}"))),
+            },
+            WindowFrameUnits::Groups => return Err(unsupported("GROUPS frames".into())),
+        }
+    }
+    let time_column = time_column.ok_or_else(|| unsupported("no window function".into()))?;
+    Ok(OverReadiness::EventTime {
+        time_column,
+        range_ms,
+        rows,
+    })
+}
+
+/// A constant interval in milliseconds (`None` for months, NULL or non-intervals).
+fn scalar_interval_ms(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
+            Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
+        }
+        ScalarValue::IntervalDayTime(Some(v)) => {
+            Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
+        }
+        _ => None,
     }
 }
 
@@ -410,6 +534,16 @@ fn window_origin(plan: &LogicalPlan, column: &Column) -> Option<WindowKind> {
             }
         }
         LogicalPlan::Filter(f) => window_origin(&f.input, column),
+        // A window bound grouped by an aggregate is still that bound (window Top-N over a
+        // window aggregate).
+        LogicalPlan::Aggregate(a) => {
+            let index = a.schema.index_of_column(column).ok()?;
+            match a.group_expr.get(index)? {
+                Expr::Column(inner) => window_origin(&a.input, inner),
+                _ => None,
+            }
+        }
+        LogicalPlan::Window(w) => window_origin(&w.input, column),
         LogicalPlan::SubqueryAlias(a) => {
             let index = a.schema.index_of_column(column).ok()?;
             let inner = Column::from(a.input.schema().qualified_field(index));
@@ -785,12 +919,7 @@ fn interval_ms(
 ) -> DFResult<i64> {
     let expr = context.sql_to_expr(arg.clone(), &DFSchema::empty())?;
     let ms = match &expr {
-        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
-            Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
-        }
-        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
-            Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
-        }
+        Expr::Literal(value, _) => scalar_interval_ms(value),
         _ => None,
     };
     match ms {

@@ -3,6 +3,7 @@
 
 mod filter;
 mod late_rows;
+mod over_window;
 mod projection;
 mod session_window;
 mod window_aggregate;
@@ -10,6 +11,7 @@ mod window_assign;
 
 pub use filter::FilterOperator;
 pub use late_rows::LateRowsOutput;
+pub use over_window::OverWindowOperator;
 pub use projection::ProjectionOperator;
 pub use session_window::SessionWindowOperator;
 pub use window_aggregate::WindowAggregateOperator;
