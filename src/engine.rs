@@ -125,6 +125,25 @@ impl Engine {
                     value: value.clone(),
                 })
             }
+            Statement::CreateFunction { name, class } => {
+                let known = runnel_sql::functions::KNOWN_JAVA_FUNCTIONS
+                    .iter()
+                    .find(|(known_class, _)| *known_class == class);
+                match known {
+                    Some((_, builtin)) if builtin.eq_ignore_ascii_case(name) => {
+                        Ok(Executed::Created(name.clone()))
+                    }
+                    Some((_, builtin)) => Err(runnel_sql::SqlError::Unsupported(format!(
+                        "CREATE FUNCTION {name} AS '{class}': Runnel has this function built in as {builtin}; use that name"
+                    ))
+                    .into()),
+                    None => Err(runnel_sql::SqlError::Unsupported(format!(
+                        "CREATE FUNCTION {name} AS '{class}': Java classes cannot run in Runnel; \
+                         register a Rust function through the runnel library instead"
+                    ))
+                    .into()),
+                }
+            }
             Statement::Insert { table, .. } => Err(runnel_sql::SqlError::Plan(format!(
                 "INSERT INTO {table} is a query, not a declaration"
             ))

@@ -112,3 +112,17 @@ fn bad_settings_and_late_data_sinks_are_explained() {
         &["late-data sink late", "column 'c'", "a, b, ts"],
     );
 }
+
+#[test]
+fn java_functions_are_refused_unless_built_in() {
+    fails_with(
+        "java-udf",
+        "CREATE FUNCTION my_fn AS 'com.example.MyFunction';",
+        &["my_fn", "Java classes cannot run in Runnel"],
+    );
+    fails_with(
+        "java-udf-renamed",
+        "CREATE FUNCTION cc AS 'com.github.nexmark.flink.udf.CountChar';",
+        &["built in as count_char"],
+    );
+}

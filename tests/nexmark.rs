@@ -227,3 +227,74 @@ fn per_bidder_count(sessions: &[(i64, i64, i64, i64)]) -> usize {
         .collect::<std::collections::BTreeSet<_>>()
         .len()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q12_counts_every_bid_in_processing_time_windows() {
+    let q12 = run("q12").await;
+    let counts = column_i64(&q12, "bid_count");
+    assert_eq!(
+        counts.iter().sum::<i64>() as usize,
+        EVENTS / 50 * 46,
+        "every bid is counted once, in one processing-time window"
+    );
+    let (starts, ends) = (column_ts(&q12, "starttime"), column_ts(&q12, "endtime"));
+    for (start, end) in starts.iter().zip(&ends) {
+        assert_eq!(end - start, 10_000);
+        assert_eq!(start % 10_000, 0, "windows are aligned");
+    }
+    // Processing time, not event time: the windows are around now, not around 2026-01-01.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    assert!(starts.iter().all(|s| (now - s).abs() < 600_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q14_runs_as_published_with_its_udf() {
+    let q0 = run("q0").await;
+    let (prices, extras) = (column_i64(&q0, "price"), column_str(&q0, "extra"));
+    let times = column_ts(&q0, "dateTime");
+    let expected: Vec<(f64, i64, &'static str)> = prices
+        .iter()
+        .zip(&extras)
+        .zip(&times)
+        .filter(|((p, _), _)| {
+            let converted = 0.908 * **p as f64;
+            converted > 1_000_000.0 && converted < 50_000_000.0
+        })
+        .map(|((p, extra), t)| {
+            let hour = t.rem_euclid(86_400_000) / 3_600_000;
+            let kind = match hour {
+                8..=18 => "dayTime",
+                0..=6 | 20.. => "nightTime",
+                _ => "otherTime",
+            };
+            let extra = extra.as_deref().unwrap_or_default();
+            (0.908 * *p as f64, extra.matches('c').count() as i64, kind)
+        })
+        .collect();
+    assert!(!expected.is_empty(), "some bids are in the price range");
+
+    let q14 = run("q14").await;
+    let counts = column_i64(&q14, "c_counts");
+    let kinds = column_str(&q14, "bidTimeType");
+    let converted: Vec<f64> = q14
+        .iter()
+        .flat_map(|b| {
+            let index = b.schema().index_of("price").expect("price");
+            let column = datafusion::arrow::compute::cast(
+                b.column(index),
+                &datafusion::arrow::datatypes::DataType::Float64,
+            )
+            .expect("price as double");
+            column.as_primitive::<Float64Type>().values().to_vec()
+        })
+        .collect();
+    assert_eq!(counts.len(), expected.len());
+    for (i, (price, count, kind)) in expected.iter().enumerate() {
+        assert!((converted[i] - price).abs() < 1e-3, "row {i}: price");
+        assert_eq!(counts[i], *count, "row {i}: count_char");
+        assert_eq!(kinds[i].as_deref(), Some(*kind), "row {i}: bidTimeType");
+    }
+}

@@ -216,6 +216,7 @@ pub async fn spawn_job(
     let (chain_tx, mut sink_rx) = mpsc::channel::<Message>(CHANNEL_CAPACITY);
     let mut tasks = Vec::new();
 
+    let processing = source_node.processing_time;
     let source_task = SourceTask {
         source,
         node: source_node,
@@ -230,9 +231,19 @@ pub async fn spawn_job(
         "operators".to_string(),
         tokio::spawn(async move {
             let mut out = Vec::new();
+            // On processing time, `PROCTIME()` reads the watermark the source sent before the batch.
+            let mut processing_time = None;
             while let Some(message) = chain_rx.recv().await {
                 let last = matches!(message, Message::End);
-                chain.process(message, &mut out)?;
+                if let (true, Message::Watermark(w)) = (processing, &message) {
+                    processing_time = Some(*w);
+                }
+                match processing_time {
+                    Some(now) => runnel_sql::functions::with_processing_time(now, || {
+                        chain.process(message, &mut out)
+                    })?,
+                    None => chain.process(message, &mut out)?,
+                }
                 for message in out.drain(..) {
                     if chain_tx.send(message).await.is_err() {
                         return Ok(()); // the sink stopped; it reports why

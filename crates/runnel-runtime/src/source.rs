@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::config::JobConfig;
 use crate::error::{Result, RuntimeError};
-use crate::message::{Message, WATERMARK_END};
+use crate::message::{Message, Watermark, WATERMARK_END};
 use crate::metrics::JobMetrics;
 use crate::operators::ProjectionOperator;
 use crate::watermark::WatermarkTracker;
@@ -196,7 +196,11 @@ impl SourceTask {
             ProcessingClock::System
         };
         let idle_advance = self.config.idle_watermark_advance;
-        let tick = idle_advance && matches!(clock, ProcessingClock::System);
+        // On processing time, watermarks are the processing clock: sent before each batch
+        // (whose rows `PROCTIME()` stamps with it) and as the clock moves.
+        let processing_time = self.node.processing_time;
+        let mut processing_watermark = Watermark::MIN;
+        let tick = (idle_advance || processing_time) && matches!(clock, ProcessingClock::System);
         let mut feed = EventFeed::new(self.source, tick);
         loop {
             let Some(event) = feed.next().await? else {
@@ -219,11 +223,22 @@ impl SourceTask {
                         continue;
                     }
                     JobMetrics::add(&self.metrics.rows_in, batch.num_rows());
+                    let now = clock.now().unwrap_or(Watermark::MIN);
+                    if processing_time && now > processing_watermark {
+                        processing_watermark = now;
+                        if self.output.send(Message::Watermark(now)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
                     let full = match &row_projection {
-                        Some(p) => p.project(&batch).map_err(error)?,
+                        Some(p) => {
+                            runnel_sql::functions::with_processing_time(now, || p.project(&batch))
+                                .map_err(error)?
+                        }
                         None => batch,
                     };
                     let candidate = match &watermark_expr {
+                        _ if processing_time => None,
                         Some(expr) => {
                             let values = expr
                                 .evaluate(&full)
@@ -244,7 +259,12 @@ impl SourceTask {
                     candidate.and_then(|w| tracker.update(partition, w))
                 }
             };
-            if let Some(now) = clock.now().filter(|_| idle_advance) {
+            if processing_time {
+                advanced = clock
+                    .now()
+                    .filter(|&now| now > processing_watermark)
+                    .inspect(|&now| processing_watermark = now);
+            } else if let Some(now) = clock.now().filter(|_| idle_advance) {
                 advanced = tracker.advance_idle(now).or(advanced);
             }
             if let Some(watermark) = advanced {

@@ -10,7 +10,114 @@ use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility}
 
 /// Every Flink compatibility function.
 pub fn flink_functions() -> Vec<ScalarUDF> {
-    vec![modulo(), regexp_extract(), split_index()]
+    vec![
+        modulo(),
+        regexp_extract(),
+        split_index(),
+        proctime(),
+        hour(),
+        count_char(),
+    ]
+}
+
+/// Java UDF classes of well-known suites whose behaviour Runnel has built in, with the
+/// name it has there: `CREATE FUNCTION count_char AS '...CountChar'` then resolves.
+pub const KNOWN_JAVA_FUNCTIONS: &[(&str, &str)] =
+    &[("com.github.nexmark.flink.udf.CountChar", "count_char")];
+
+/// `HOUR(timestamp)`: the hour of the day, 0 to 23 (Flink's).
+fn hour() -> ScalarUDF {
+    create_udf(
+        "hour",
+        vec![DataType::Timestamp(
+            datafusion::arrow::datatypes::TimeUnit::Millisecond,
+            None,
+        )],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let hours = datafusion::arrow::compute::kernels::temporal::date_part(
+                &arrays[0],
+                datafusion::arrow::compute::DatePart::Hour,
+            )?;
+            shape(
+                args,
+                datafusion::arrow::compute::cast(&hours, &DataType::Int64)?,
+            )
+        }),
+    )
+}
+
+/// `count_char(text, char)`: how often `char` occurs in `text` (the Nexmark suite's UDF).
+fn count_char() -> ScalarUDF {
+    create_udf(
+        "count_char",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = rows_of(args);
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (text, needle) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
+            let counts: datafusion::arrow::array::Int64Array = (0..rows)
+                .map(|row| {
+                    (text.is_valid(row) && needle.is_valid(row)).then(|| {
+                        match needle.value(row).chars().next() {
+                            Some(c) => text.value(row).matches(c).count() as i64,
+                            None => 0,
+                        }
+                    })
+                })
+                .collect();
+            shape(args, Arc::new(counts))
+        }),
+    )
+}
+
+/// Name of Flink's processing-time function.
+pub const PROCTIME: &str = "proctime";
+
+thread_local! {
+    /// The processing time of the rows being processed on this thread, when the runtime
+    /// knows it (processing-time jobs set it from their processing-time watermark).
+    static PROCESSING_TIME: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with `PROCTIME()` returning `now` (ms since the epoch) on this thread, so the
+/// rows of one batch share the processing time their source stamped them with.
+pub fn with_processing_time<T>(now: i64, f: impl FnOnce() -> T) -> T {
+    let previous = PROCESSING_TIME.replace(Some(now));
+    let result = f();
+    PROCESSING_TIME.set(previous);
+    result
+}
+
+/// `PROCTIME()`: the processing time as a TIMESTAMP_LTZ(3) — the time the runtime set
+/// with [`with_processing_time`], else the system clock.
+fn proctime() -> ScalarUDF {
+    create_udf(
+        PROCTIME,
+        vec![],
+        DataType::Timestamp(
+            datafusion::arrow::datatypes::TimeUnit::Millisecond,
+            Some(crate::parser::LTZ_TIME_ZONE.into()),
+        ),
+        Volatility::Volatile,
+        Arc::new(|_args: &[ColumnarValue]| {
+            let now = PROCESSING_TIME.get().unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64)
+            });
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::TimestampMillisecond(
+                    Some(now),
+                    Some(crate::parser::LTZ_TIME_ZONE.into()),
+                ),
+            ))
+        }),
+    )
 }
 
 /// Rows of the call: the length of any array argument, else 1 (all scalars).

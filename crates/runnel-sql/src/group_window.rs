@@ -145,15 +145,33 @@ fn rewrite_select(select: &mut Select) -> Result<()> {
     }
     let (name, alias) = match &from.relation {
         TableFactor::Table {
-            name, alias, args: None, ..
+            name,
+            alias,
+            args: None,
+            ..
         } => (name.to_string(), alias.as_ref().map(|a| a.name.to_string())),
+        // A subquery becomes the table function's input as is: `TUMBLE((SELECT ...), ...)`.
+        TableFactor::Derived {
+            subquery, alias, ..
+        } => (
+            format!("({subquery})"),
+            alias.as_ref().map(|a| a.name.to_string()),
+        ),
         _ => {
             return Err(SqlError::Unsupported(format!(
-                "GROUP BY {function}(...) needs a table or view in FROM (declare a view for a subquery)"
+                "GROUP BY {function}(...) needs a table, view or subquery in FROM"
             )))
         }
     };
-    let alias = alias.unwrap_or_else(|| name.rsplit('.').next().unwrap_or(&name).to_string());
+    let alias = match alias {
+        Some(alias) => alias,
+        None if name.starts_with('(') => {
+            return Err(SqlError::Plan(format!(
+                "GROUP BY {function}(...) over a subquery: give the subquery an alias"
+            )))
+        }
+        None => name.rsplit('.').next().unwrap_or(&name).to_string(),
+    };
     let params: Vec<String> = params.iter().map(|p| p.to_string()).collect();
     let text = format!(
         "{function}({name}, {}{time}, {}) AS {alias}",

@@ -32,6 +32,8 @@ pub enum Statement {
     Query(Box<Query>),
     /// `SET 'key' = 'value'`: a job option.
     Set { key: String, value: String },
+    /// `CREATE [TEMPORARY [SYSTEM]] FUNCTION name AS 'class'` (Flink's catalog function).
+    CreateFunction { name: String, class: String },
 }
 
 /// A parsed (not yet resolved) `CREATE TABLE`.
@@ -119,7 +121,55 @@ fn is_word(token: &Token, word: &str) -> bool {
     matches!(token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
 }
 
+/// `CREATE [TEMPORARY [SYSTEM]] FUNCTION [IF NOT EXISTS] name AS 'class' [LANGUAGE x]`;
+/// `None` if the tokens are not a CREATE FUNCTION.
+fn parse_create_function(tokens: &[TokenWithSpan]) -> Option<Result<Statement>> {
+    let mut words = tokens.iter().map(|t| &t.token).peekable();
+    if !words.next().is_some_and(|t| is_word(t, "CREATE")) {
+        return None;
+    }
+    while words
+        .peek()
+        .is_some_and(|t| is_word(t, "TEMPORARY") || is_word(t, "SYSTEM"))
+    {
+        words.next();
+    }
+    if !words.next().is_some_and(|t| is_word(t, "FUNCTION")) {
+        return None;
+    }
+    let (line, column) = tokens
+        .first()
+        .map_or((0, 0), |t| (t.span.start.line, t.span.start.column));
+    let bad = || {
+        Some(Err(SqlError::Syntax {
+            message: "expected CREATE FUNCTION name AS 'class'".into(),
+            line,
+            column,
+        }))
+    };
+    let mut rest: Vec<&Token> = words.filter(|t| **t != Token::EOF).collect();
+    if rest.len() >= 3
+        && is_word(rest[0], "IF")
+        && is_word(rest[1], "NOT")
+        && is_word(rest[2], "EXISTS")
+    {
+        rest.drain(..3);
+    }
+    match rest.as_slice() {
+        [Token::Word(name), as_, Token::SingleQuotedString(class), ..] if is_word(as_, "AS") => {
+            Some(Ok(Statement::CreateFunction {
+                name: name.value.clone(),
+                class: class.clone(),
+            }))
+        }
+        _ => bad(),
+    }
+}
+
 fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    if let Some(statement) = parse_create_function(&tokens) {
+        return statement;
+    }
     let starts_create_table = {
         let words: Vec<&Token> = tokens.iter().take(3).map(|t| &t.token).collect();
         matches!(words.as_slice(), [c, t, ..] if is_word(c, "CREATE") && is_word(t, "TABLE"))

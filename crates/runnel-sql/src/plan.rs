@@ -108,6 +108,9 @@ pub struct SourceNode {
     /// Indexes into [`TableDef::schema`] the query uses; `None` for all.
     pub projection: Option<Vec<usize>>,
     pub schema: DFSchemaRef,
+    /// The query windows on processing time (`PROCTIME()`): the source's watermarks
+    /// follow the processing clock instead of the table's event time.
+    pub processing_time: bool,
 }
 
 /// A window aggregate: `GROUP BY window_start, window_end, keys...`.
@@ -145,6 +148,18 @@ impl StreamNode {
         Arc::new(self.schema().as_arrow().clone())
     }
 
+    /// Marks the source below this node as read on processing time.
+    pub fn use_processing_time(&mut self) {
+        match self {
+            StreamNode::Source(s) => s.processing_time = true,
+            StreamNode::Filter { input, .. }
+            | StreamNode::Projection { input, .. }
+            | StreamNode::WindowAssign { input, .. } => input.use_processing_time(),
+            StreamNode::WindowAggregate(a) => a.input.use_processing_time(),
+            StreamNode::OverWindow(o) => o.input.use_processing_time(),
+        }
+    }
+
     fn collect_sources(&self, out: &mut Vec<Arc<TableDef>>) {
         match self {
             StreamNode::Source(s) => out.push(s.table.clone()),
@@ -168,6 +183,7 @@ impl StreamNode {
         match self {
             StreamNode::Source(s) => {
                 let watermark = match &s.table.watermark {
+                    _ if s.processing_time => ", watermark = processing time".to_string(),
                     Some(w) => format!(", watermark {} = max({}) per partition", w.column, w.expr),
                     None => String::new(),
                 };

@@ -307,6 +307,7 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 table: table.table.clone(),
                 projection: scan.projection.clone(),
                 schema: scan.projected_schema.clone(),
+                processing_time: false,
             }))
         }
         LogicalPlan::Projection(p) => Ok(StreamNode::Projection {
@@ -324,8 +325,13 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
         LogicalPlan::SubqueryAlias(a) => to_stream(&a.input),
         LogicalPlan::Extension(Extension { node }) => {
             if let Some(tvf) = node.as_any().downcast_ref::<WindowTvf>() {
+                let mut input = to_stream(&tvf.input)?;
+                let time = Column::from(tvf.input.schema().qualified_field(tvf.time_column));
+                if is_proctime(&tvf.input, &time) {
+                    input.use_processing_time();
+                }
                 Ok(StreamNode::WindowAssign {
-                    input: Box::new(to_stream(&tvf.input)?),
+                    input: Box::new(input),
                     kind: tvf.kind,
                     time_column: tvf.time_column,
                     partition_keys: tvf.partition_keys.clone(),
@@ -510,6 +516,49 @@ fn scalar_interval_ms(value: &ScalarValue) -> Option<i64> {
             Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
         }
         _ => None,
+    }
+}
+
+/// Whether `column` of `plan` is a processing-time attribute: `PROCTIME()` computed in a
+/// projection or declared as a computed column.
+fn is_proctime(plan: &LogicalPlan, column: &Column) -> bool {
+    let is_call = |e: &Expr| matches!(e, Expr::ScalarFunction(f) if f.func.name() == crate::functions::PROCTIME);
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let Ok(index) = p.schema.index_of_column(column) else {
+                return false;
+            };
+            match &p.expr[index] {
+                Expr::Alias(a) if is_call(&a.expr) => true,
+                Expr::Alias(a) => match a.expr.as_ref() {
+                    Expr::Column(inner) => is_proctime(&p.input, inner),
+                    _ => false,
+                },
+                Expr::Column(inner) => is_proctime(&p.input, inner),
+                other => is_call(other),
+            }
+        }
+        LogicalPlan::Filter(f) => is_proctime(&f.input, column),
+        LogicalPlan::SubqueryAlias(a) => match a.schema.index_of_column(column) {
+            Ok(index) => {
+                let inner = Column::from(a.input.schema().qualified_field(index));
+                is_proctime(&a.input, &inner)
+            }
+            Err(_) => false,
+        },
+        LogicalPlan::TableScan(scan) => {
+            let Some(table) = scan.source.downcast_ref::<CatalogTableSource>() else {
+                return false;
+            };
+            table
+                .table
+                .schema
+                .index_of(&column.name)
+                .ok()
+                .and_then(|i| table.table.row_exprs.get(i))
+                .is_some_and(|e| is_call(e) || matches!(e, Expr::Alias(a) if is_call(&a.expr)))
+        }
+        _ => false,
     }
 }
 
@@ -877,6 +926,14 @@ fn plan_table_argument(
     let idents = match arg {
         SqlExpr::Identifier(ident) => vec![ident.clone()],
         SqlExpr::CompoundIdentifier(idents) => idents.clone(),
+        SqlExpr::Subquery(query) => {
+            return context.plan(TableFactor::Derived {
+                lateral: false,
+                subquery: query.clone(),
+                alias: None,
+                sample: None,
+            })
+        }
         other => {
             return datafusion::common::plan_err!(
                 "the first argument of a window function must be TABLE name, found {other}"
