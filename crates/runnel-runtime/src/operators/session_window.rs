@@ -15,7 +15,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Int64Array, TimestampMillisecondArray, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::gt_eq;
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
@@ -24,7 +24,7 @@ use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
-use crate::operators::window_assign::event_times;
+use crate::operators::window_assign::{event_times, with_window_columns};
 use crate::operators::LateRowsOutput;
 
 /// One open session: `[start, end)`, `end` being the last row's time plus the gap.
@@ -182,22 +182,13 @@ impl SessionWindowOperator {
             return Ok(());
         }
         let rows = take_record_batch(&batch, &UInt32Array::from(emit)).map_err(arrow_error)?;
-        let tz = match self
-            .schema
-            .field(self.schema.fields().len() - 1)
-            .data_type()
-        {
-            DataType::Timestamp(_, tz) => tz.clone(),
-            _ => None,
-        };
-        let start = TimestampMillisecondArray::from(starts);
-        let end = TimestampMillisecondArray::from(ends);
-        let time: TimestampMillisecondArray = end.unary(|e| e - 1);
-        let mut columns = rows.columns().to_vec();
-        for array in [start, end, time] {
-            columns.push(Arc::new(array.with_timezone_opt(tz.clone())) as ArrayRef);
-        }
-        let output = RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)?;
+        let output = with_window_columns(
+            &self.schema,
+            rows.columns().to_vec(),
+            TimestampMillisecondArray::from(starts),
+            TimestampMillisecondArray::from(ends),
+        )
+        .map_err(arrow_error)?;
         out.push(Message::Batch(output));
         Ok(())
     }

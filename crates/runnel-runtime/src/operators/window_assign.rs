@@ -67,6 +67,25 @@ pub(crate) fn as_millis(array: &ArrayRef) -> datafusion::error::Result<Timestamp
     Ok(millis.as_primitive::<TimestampMillisecondType>().clone())
 }
 
+/// A batch of `schema` from the input `columns` plus `window_start`, `window_end` and
+/// `window_time` (= end − 1 ms), typed like the schema's window columns.
+pub(crate) fn with_window_columns(
+    schema: &SchemaRef,
+    mut columns: Vec<ArrayRef>,
+    start: TimestampMillisecondArray,
+    end: TimestampMillisecondArray,
+) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let tz = match schema.field(schema.fields().len() - 1).data_type() {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    };
+    let window_time: TimestampMillisecondArray = end.unary(|e| e - 1);
+    for array in [start, end, window_time] {
+        columns.push(Arc::new(array.with_timezone_opt(tz.clone())) as ArrayRef);
+    }
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
 /// The event times of `batch` (column `column`, named `name`) in milliseconds; a NULL
 /// event time is an error naming the column.
 pub(crate) fn event_times(
@@ -107,14 +126,6 @@ impl Operator for WindowAssignOperator {
             &self.time_column_name,
             "WindowAssign",
         )?;
-        let tz = match self
-            .schema
-            .field(self.schema.fields().len() - 1)
-            .data_type()
-        {
-            DataType::Timestamp(_, tz) => tz.clone(),
-            _ => None,
-        };
         let watermark = self.watermark.unwrap_or(Watermark::MIN);
         let (mut columns, mut start, mut end) = if let WindowKind::Tumble { size_ms } = self.kind {
             let start: TimestampMillisecondArray = time.unary(|t| t - t.rem_euclid(size_ms));
@@ -186,12 +197,8 @@ impl Operator for WindowAssignOperator {
         if end.is_empty() {
             return Ok(());
         }
-        let window_time: TimestampMillisecondArray = end.unary(|e| e - 1);
-        for array in [start, end, window_time] {
-            columns.push(Arc::new(array.with_timezone_opt(tz.clone())) as ArrayRef);
-        }
         let batch =
-            RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| error(e.into()))?;
+            with_window_columns(&self.schema, columns, start, end).map_err(|e| error(e.into()))?;
         out.push(Message::Batch(batch));
         Ok(())
     }
