@@ -1,5 +1,7 @@
-//! `'scan.watermark.idle-timeout'`: a Kafka partition with no data stops holding the
-//! watermark back, so windows close on the partitions that do have data.
+//! Time that moves without data, against the real broker: `'scan.watermark.idle-timeout'`
+//! (a Kafka partition with no data stops holding the watermark back, so windows close on
+//! the partitions that do have data), the all-idle wall-clock advance, and
+//! processing-time windows closing as the system clock passes them.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -20,8 +22,14 @@ impl Drop for Job {
 
 /// Starts an unbounded `runnel run` printing the claims aggregate; returns its stdout lines.
 fn start_job(name: &str, topic: &str, extra: &str) -> (Job, mpsc::Receiver<String>) {
-    let sql = format!(
-        "CREATE TABLE claims (
+    start_sql(name, &claims_job(topic, extra, ""))
+}
+
+/// The claims job over `topic` (table options `extra`), after the statements `prefix`.
+fn claims_job(topic: &str, extra: &str, prefix: &str) -> String {
+    format!(
+        "{prefix}
+        CREATE TABLE claims (
             claim_id STRING, policy_id BIGINT, amount DECIMAL(12, 2), operation STRING,
             event_time TIMESTAMP(3),
             WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
@@ -32,7 +40,11 @@ fn start_job(name: &str, topic: &str, extra: &str) -> (Job, mpsc::Receiver<Strin
         CREATE TABLE claims_aggregated_5min ({CLAIMS_OUTPUT_COLUMNS}) WITH ('connector' = 'print');
         {CLAIMS_QUERY}",
         bootstrap()
-    );
+    )
+}
+
+/// Starts `runnel run` on `sql`; returns its stdout lines.
+fn start_sql(name: &str, sql: &str) -> (Job, mpsc::Receiver<String>) {
     let file = scratch_dir(name).join("job.sql");
     std::fs::write(&file, sql).expect("job file");
     let mut child = Command::new(runnel_binary())
@@ -110,4 +122,102 @@ async fn an_idle_partition_no_longer_holds_the_watermark_back() {
     let mut expected = expected;
     expected.sort();
     assert_eq!(seen, expected);
+}
+
+/// Collects `count` lines within `seconds`, or fails naming what arrived.
+fn collect_lines(lines: &mpsc::Receiver<String>, count: usize, seconds: u64) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "only {} of {count} rows within {seconds} s: {seen:?}",
+                seen.len()
+            ),
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_partition_idle_the_wall_clock_closes_the_last_windows() {
+    // Ten minutes of events in one partition, then silence: the last window [00:05, 00:10)
+    // stays open without the advance, since no later row moves the watermark past 00:10.
+    recreate_topic("claims.quiet", 1).await;
+    let claims = generate_claims(600, 10, 5);
+    let all: Vec<&Claim> = claims.iter().collect();
+    produce_claims_to_partitions("claims.quiet", &all, |_| 0).await;
+    let mut expected: Vec<String> = expected_windows(&claims)
+        .into_iter()
+        .map(|((policy, start, end), (count, cents))| {
+            format!(
+                "+I[{policy}, {start}, {end}, {count}, {}.{:02}]",
+                cents / 100,
+                cents % 100
+            )
+        })
+        .collect();
+    expected.sort();
+
+    // The job-wide default idle timeout (Flink's key) and the opt-in advance.
+    let sql = claims_job(
+        "claims.quiet",
+        "",
+        "SET 'table.exec.source.idle-timeout' = '1 s';\n\
+         SET 'runnel.watermark.idle-advance' = 'true';",
+    );
+    let started = Instant::now();
+    let (_job, lines) = start_sql("idle-advance", &sql);
+    let mut seen = collect_lines(&lines, expected.len(), 60);
+    seen.sort();
+    assert_eq!(seen, expected, "every window, the last included, complete");
+    eprintln!(
+        "all {} windows closed {:.1} s after the job started",
+        expected.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_time_windows_close_as_the_clock_passes() {
+    recreate_topic("clicks.proctime", 1).await;
+    let records: Vec<Record> = (0..200)
+        .map(|i| (None, format!(r#"{{"user": "u{}"}}"#, i % 4).into_bytes()))
+        .collect();
+    produce("clicks.proctime", &records).await;
+    let sql = format!(
+        "CREATE TABLE clicks (`user` STRING, pt AS PROCTIME()) WITH (
+            'connector' = 'kafka', 'topic' = 'clicks.proctime',
+            'properties.bootstrap.servers' = '{}',
+            'scan.startup.mode' = 'earliest-offset', 'format' = 'json');
+         CREATE TABLE counts (`user` STRING, window_end TIMESTAMP_LTZ(3), clicks BIGINT)
+            WITH ('connector' = 'print');
+         INSERT INTO counts
+         SELECT `user`, window_end, COUNT(*) FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(pt), INTERVAL '1' SECOND))
+         GROUP BY `user`, window_start, window_end;",
+        bootstrap()
+    );
+    // The source never ends: only the processing clock can close the windows.
+    let (_job, lines) = start_sql("proctime", &sql);
+    let mut total = 0;
+    let mut rows = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while total < 200 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("only {total} of 200 clicks counted within 30 s"));
+        let count: u64 = line
+            .trim_end_matches(']')
+            .rsplit(", ")
+            .next()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("a count in {line}"));
+        total += count;
+        rows += 1;
+    }
+    assert_eq!(total, 200, "every click counted once");
+    assert!(rows >= 4, "one row per user and window");
 }
