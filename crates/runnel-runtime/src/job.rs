@@ -1,13 +1,17 @@
 //! Running a [`StreamPlan`]: builds its operators, connects them with bounded channels and
 //! spawns them on the caller's tokio runtime.
 //!
-//! A job is three tasks: the source (decoding, computed columns, watermarks), the operator
-//! chain (filters, projections, windows) and the sink. Channels between them hold a few
-//! batches each, so a slow sink slows the source and memory stays flat.
+//! A job is a tree of tasks: one per source (decoding, computed columns, watermarks), one
+//! per chain of single-input operators (filters, projections, windows), one per operator
+//! with several inputs (`UNION ALL`), and the sink. Channels between them hold a few
+//! batches each, so a slow sink slows the sources and memory stays flat.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::future::BoxFuture;
+use futures::StreamExt;
 use runnel_sql::{SourceNode, StreamNode, StreamPlan, WindowKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -15,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::JobConfig;
 use crate::connector::ConnectorFactory;
 use crate::error::{Result, RuntimeError};
-use crate::message::Message;
+use crate::message::{Message, Watermark, WATERMARK_END};
 use crate::metrics::{JobMetrics, MetricsSnapshot};
 use crate::operator::{Operator, OperatorChain};
 use crate::operators::{
@@ -82,13 +86,25 @@ impl JobHandle {
     }
 }
 
-/// What building a job's operators needs besides the plan.
-struct BuildContext<'a> {
-    metrics: &'a Arc<JobMetrics>,
-    config: &'a JobConfig,
+/// The output of a plan node while the job is being built: a channel carrying the rows of
+/// the stream below it, plus the single-input operators above that still wait to be run
+/// (chained in one task, Flink's operator chaining).
+struct Pipeline {
+    receiver: mpsc::Receiver<Message>,
+    operators: Vec<Box<dyn Operator>>,
+    /// Whether the stream's watermarks are processing time (`PROCTIME()` reads them).
+    processing_time: bool,
 }
 
-impl BuildContext<'_> {
+/// Builds a job's tasks from its plan, bottom-up.
+struct JobBuilder<'a> {
+    connectors: &'a dyn ConnectorFactory,
+    config: &'a JobConfig,
+    metrics: Arc<JobMetrics>,
+    tasks: Vec<(String, JoinHandle<Result<()>>)>,
+}
+
+impl JobBuilder<'_> {
     /// Where an operator with `input` rows sends its late rows, if the job routes them.
     fn late_output(&self, input: &SchemaRef, operator: &str) -> Result<Option<LateRowsOutput>> {
         self.config
@@ -97,92 +113,231 @@ impl BuildContext<'_> {
             .map(|sink| LateRowsOutput::try_new(sink, input, operator))
             .transpose()
     }
+
+    /// The pipeline producing `node`'s rows.
+    fn build<'b>(&'b mut self, node: &'b StreamNode) -> BoxFuture<'b, Result<Pipeline>> {
+        Box::pin(async move {
+            let metrics = self.metrics.clone();
+            let (input, operator): (&StreamNode, Box<dyn Operator>) = match node {
+                StreamNode::Source(source) => return self.spawn_source(source).await,
+                StreamNode::Union { inputs, schema } => {
+                    let mut receivers = Vec::with_capacity(inputs.len());
+                    let mut processing_time = false;
+                    for input in inputs {
+                        let pipeline = self.build(input).await?;
+                        processing_time |= pipeline.processing_time;
+                        receivers.push(self.spawn_chain(pipeline));
+                    }
+                    let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+                    let schema = Arc::new(schema.as_arrow().clone());
+                    self.tasks.push((
+                        "union".to_string(),
+                        tokio::spawn(run_union(receivers, schema, sender)),
+                    ));
+                    return Ok(Pipeline {
+                        receiver,
+                        operators: Vec::new(),
+                        processing_time,
+                    });
+                }
+                StreamNode::Filter {
+                    input,
+                    predicate,
+                    input_schema,
+                } => (
+                    input,
+                    Box::new(FilterOperator::try_new(predicate, input_schema)?),
+                ),
+                StreamNode::Projection {
+                    input,
+                    exprs,
+                    input_schema,
+                    schema,
+                } => {
+                    let schema = Arc::new(schema.as_arrow().clone());
+                    (
+                        input,
+                        Box::new(ProjectionOperator::try_new(exprs, input_schema, schema)?),
+                    )
+                }
+                StreamNode::WindowAssign {
+                    input,
+                    kind,
+                    time_column,
+                    partition_keys,
+                    schema,
+                } => {
+                    let input_schema = input.arrow_schema();
+                    let schema = Arc::new(schema.as_arrow().clone());
+                    let operator: Box<dyn Operator> = if let WindowKind::Session { gap_ms } = kind {
+                        Box::new(SessionWindowOperator::try_new(
+                            *gap_ms,
+                            *time_column,
+                            partition_keys.clone(),
+                            input_schema.clone(),
+                            schema,
+                            metrics,
+                            self.late_output(&input_schema, "the session window")?,
+                        )?)
+                    } else {
+                        Box::new(WindowAssignOperator::new(
+                            *kind,
+                            *time_column,
+                            &input_schema,
+                            schema,
+                            metrics,
+                            self.late_output(&input_schema, "the window")?,
+                        ))
+                    };
+                    (input, operator)
+                }
+                StreamNode::OverWindow(over) => {
+                    let late = self.late_output(&over.input.arrow_schema(), "the OVER window")?;
+                    (
+                        &over.input,
+                        Box::new(OverWindowOperator::try_new(over, metrics, late)?),
+                    )
+                }
+                StreamNode::WindowAggregate(aggregate) => (
+                    &aggregate.input,
+                    Box::new(WindowAggregateOperator::try_new(aggregate, metrics)?),
+                ),
+            };
+            let mut pipeline = self.build(input).await?;
+            pipeline.operators.push(operator);
+            Ok(pipeline)
+        })
+    }
+
+    /// Opens a source and spawns its task.
+    async fn spawn_source(&mut self, node: &SourceNode) -> Result<Pipeline> {
+        let source = self
+            .connectors
+            .create_source(&node.table, self.metrics.clone(), self.config)
+            .await?;
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let task = SourceTask {
+            source,
+            node: node.clone(),
+            metrics: self.metrics.clone(),
+            config: self.config.clone(),
+            output: sender,
+        };
+        self.tasks.push((
+            format!("source {}", node.table.name),
+            tokio::spawn(task.run()),
+        ));
+        Ok(Pipeline {
+            receiver,
+            operators: Vec::new(),
+            processing_time: node.processing_time,
+        })
+    }
+
+    /// Runs a pipeline's pending operators in one task; returns the channel of its output.
+    fn spawn_chain(&mut self, pipeline: Pipeline) -> mpsc::Receiver<Message> {
+        let Pipeline {
+            mut receiver,
+            operators,
+            processing_time,
+        } = pipeline;
+        if operators.is_empty() {
+            return receiver;
+        }
+        let (sender, output) = mpsc::channel(CHANNEL_CAPACITY);
+        let mut chain = OperatorChain::new(operators);
+        self.tasks.push((
+            "operators".to_string(),
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                // On processing time, `PROCTIME()` reads the watermark sent before the batch.
+                let mut now = None;
+                while let Some(message) = receiver.recv().await {
+                    let last = matches!(message, Message::End);
+                    if let (true, Message::Watermark(w)) = (processing_time, &message) {
+                        now = Some(*w);
+                    }
+                    match now {
+                        Some(now) => runnel_sql::functions::with_processing_time(now, || {
+                            chain.process(message, &mut out)
+                        })?,
+                        None => chain.process(message, &mut out)?,
+                    }
+                    for message in out.drain(..) {
+                        if sender.send(message).await.is_err() {
+                            return Ok(()); // downstream stopped; it reports why
+                        }
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                Ok(())
+            }),
+        ));
+        output
+    }
 }
 
-/// Flattens a single-input plan into its source and the operators above it, bottom-up.
-fn build_operators(
-    node: &StreamNode,
-    context: &BuildContext<'_>,
-    operators: &mut Vec<Box<dyn Operator>>,
-) -> Result<SourceNode> {
-    let metrics = context.metrics;
-    match node {
-        StreamNode::Source(source) => Ok(source.clone()),
-        StreamNode::Filter {
-            input,
-            predicate,
-            input_schema,
-        } => {
-            let source = build_operators(input, context, operators)?;
-            operators.push(Box::new(FilterOperator::try_new(predicate, input_schema)?));
-            Ok(source)
-        }
-        StreamNode::Projection {
-            input,
-            exprs,
-            input_schema,
-            schema,
-        } => {
-            let source = build_operators(input, context, operators)?;
-            let schema = Arc::new(schema.as_arrow().clone());
-            operators.push(Box::new(ProjectionOperator::try_new(
-                exprs,
-                input_schema,
-                schema,
-            )?));
-            Ok(source)
-        }
-        StreamNode::WindowAssign {
-            input,
-            kind,
-            time_column,
-            partition_keys,
-            schema,
-        } => {
-            let source = build_operators(input, context, operators)?;
-            let input_schema = input.arrow_schema();
-            let schema = Arc::new(schema.as_arrow().clone());
-            if let WindowKind::Session { gap_ms } = kind {
-                operators.push(Box::new(SessionWindowOperator::try_new(
-                    *gap_ms,
-                    *time_column,
-                    partition_keys.clone(),
-                    input_schema.clone(),
-                    schema,
-                    metrics.clone(),
-                    context.late_output(&input_schema, "the session window")?,
-                )?));
-                return Ok(source);
+/// Merges the streams of a `UNION ALL`: rows as they come (re-labelled with the union's
+/// schema), the minimum of the inputs' watermarks once every input has sent one, and the
+/// end once every input ended.
+async fn run_union(
+    inputs: Vec<mpsc::Receiver<Message>>,
+    schema: SchemaRef,
+    output: mpsc::Sender<Message>,
+) -> Result<()> {
+    let count = inputs.len();
+    let mut merged =
+        futures::stream::select_all(inputs.into_iter().enumerate().map(|(index, receiver)| {
+            futures::stream::unfold(receiver, move |mut receiver| async move {
+                let message = receiver.recv().await?;
+                Some(((index, message), receiver))
+            })
+            .boxed()
+        }));
+    let mut watermarks: Vec<Option<Watermark>> = vec![None; count];
+    let mut ended = 0;
+    let mut emitted: Option<Watermark> = None;
+    while let Some((index, message)) = merged.next().await {
+        let forward = match message {
+            Message::Batch(batch) => Message::Batch(
+                RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| {
+                    RuntimeError::Operator {
+                        operator: "Union".into(),
+                        source: e.into(),
+                    }
+                })?,
+            ),
+            late @ Message::Late(_) => late,
+            Message::Watermark(w) => {
+                watermarks[index] = Some(w);
+                match watermarks.iter().copied().collect::<Option<Vec<_>>>() {
+                    Some(all) => {
+                        let min = all.into_iter().min().unwrap_or(w);
+                        if emitted.is_some_and(|e| e >= min) {
+                            continue;
+                        }
+                        emitted = Some(min);
+                        Message::Watermark(min)
+                    }
+                    None => continue,
+                }
             }
-            operators.push(Box::new(WindowAssignOperator::new(
-                *kind,
-                *time_column,
-                &input_schema,
-                schema,
-                metrics.clone(),
-                context.late_output(&input_schema, "the window")?,
-            )));
-            Ok(source)
-        }
-        StreamNode::OverWindow(over) => {
-            let source = build_operators(&over.input, context, operators)?;
-            let input_schema = over.input.arrow_schema();
-            operators.push(Box::new(OverWindowOperator::try_new(
-                over,
-                metrics.clone(),
-                context.late_output(&input_schema, "the OVER window")?,
-            )?));
-            Ok(source)
-        }
-        StreamNode::WindowAggregate(aggregate) => {
-            let source = build_operators(&aggregate.input, context, operators)?;
-            operators.push(Box::new(WindowAggregateOperator::try_new(
-                aggregate,
-                metrics.clone(),
-            )?));
-            Ok(source)
+            Message::End => {
+                watermarks[index] = Some(WATERMARK_END);
+                ended += 1;
+                if ended < count {
+                    continue;
+                }
+                Message::End
+            }
+        };
+        if output.send(forward).await.is_err() {
+            return Ok(());
         }
     }
+    Ok(())
 }
 
 /// Starts `plan`, reading through `connectors` and writing into `sink`, with the job-wide
@@ -193,13 +348,6 @@ pub async fn spawn_job(
     mut sink: Box<dyn Sink>,
     config: &JobConfig,
 ) -> Result<JobHandle> {
-    let metrics = Arc::new(JobMetrics::default());
-    let mut operators = Vec::new();
-    let context = BuildContext {
-        metrics: &metrics,
-        config,
-    };
-    let source_node = build_operators(&plan.root, &context, &mut operators)?;
     let mut late_sink = match &config.late_data_sink {
         Some(table) => Some(
             connectors
@@ -208,54 +356,26 @@ pub async fn spawn_job(
         ),
         None => None,
     };
-    let source = connectors
-        .create_source(&source_node.table, metrics.clone(), config)
-        .await?;
-
-    let (source_tx, mut chain_rx) = mpsc::channel::<Message>(CHANNEL_CAPACITY);
-    let (chain_tx, mut sink_rx) = mpsc::channel::<Message>(CHANNEL_CAPACITY);
-    let mut tasks = Vec::new();
-
-    let processing = source_node.processing_time;
-    let source_task = SourceTask {
-        source,
-        node: source_node,
-        metrics: metrics.clone(),
-        config: config.clone(),
-        output: source_tx,
+    let mut builder = JobBuilder {
+        connectors,
+        config,
+        metrics: Arc::new(JobMetrics::default()),
+        tasks: Vec::new(),
     };
-    tasks.push(("source".to_string(), tokio::spawn(source_task.run())));
-
-    let mut chain = OperatorChain::new(operators);
-    tasks.push((
-        "operators".to_string(),
-        tokio::spawn(async move {
-            let mut out = Vec::new();
-            // On processing time, `PROCTIME()` reads the watermark the source sent before the batch.
-            let mut processing_time = None;
-            while let Some(message) = chain_rx.recv().await {
-                let last = matches!(message, Message::End);
-                if let (true, Message::Watermark(w)) = (processing, &message) {
-                    processing_time = Some(*w);
-                }
-                match processing_time {
-                    Some(now) => runnel_sql::functions::with_processing_time(now, || {
-                        chain.process(message, &mut out)
-                    })?,
-                    None => chain.process(message, &mut out)?,
-                }
-                for message in out.drain(..) {
-                    if chain_tx.send(message).await.is_err() {
-                        return Ok(()); // the sink stopped; it reports why
-                    }
-                }
-                if last {
-                    break;
-                }
+    let pipeline = match builder.build(&plan.root).await {
+        Ok(pipeline) => pipeline,
+        Err(e) => {
+            // Sources already started must not outlive a job that failed to build.
+            for (_, task) in &builder.tasks {
+                task.abort();
             }
-            Ok(())
-        }),
-    ));
+            return Err(e);
+        }
+    };
+    let mut sink_rx = builder.spawn_chain(pipeline);
+    let JobBuilder {
+        metrics, mut tasks, ..
+    } = builder;
 
     let sink_metrics = metrics.clone();
     tasks.push((
@@ -267,7 +387,11 @@ pub async fn spawn_job(
                         JobMetrics::add(&sink_metrics.rows_out, batch.num_rows());
                         sink.write_batch(batch).await?;
                     }
-                    Message::Watermark(_) => {}
+                    // The final watermark of a finished source is not a time.
+                    Message::Watermark(WATERMARK_END) => {}
+                    Message::Watermark(w) => sink_metrics
+                        .watermark
+                        .store(w, std::sync::atomic::Ordering::Relaxed),
                     Message::Late(batch) => {
                         if let Some(late_sink) = &mut late_sink {
                             late_sink.write_batch(batch).await?;

@@ -13,7 +13,7 @@ pub struct JobMetrics {
     pub late_rows: AtomicU64,
     /// Records that could not be decoded and were skipped (`'json.ignore-parse-errors'`).
     pub bad_records: AtomicU64,
-    /// The newest watermark the sources emitted (ms since epoch; `i64::MIN` before the first).
+    /// The job's watermark as it reached the sink (ms since epoch; `i64::MIN` before the first).
     pub watermark: AtomicI64,
 }
 

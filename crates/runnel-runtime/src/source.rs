@@ -268,9 +268,6 @@ impl SourceTask {
                 advanced = tracker.advance_idle(now).or(advanced);
             }
             if let Some(watermark) = advanced {
-                self.metrics
-                    .watermark
-                    .store(watermark, std::sync::atomic::Ordering::Relaxed);
                 if self
                     .output
                     .send(Message::Watermark(watermark))

@@ -68,6 +68,11 @@ pub enum StreamNode {
     /// SQL window functions (`agg(x) OVER (...)`, `ROW_NUMBER() OVER (...)`) evaluated
     /// once the rows they see are final.
     OverWindow(OverWindowNode),
+    /// `UNION ALL`: the rows of every input; the watermark is the minimum of the inputs'.
+    Union {
+        inputs: Vec<StreamNode>,
+        schema: DFSchemaRef,
+    },
 }
 
 /// `window_function(...) OVER (PARTITION BY ... ORDER BY ...)` on a stream: every input
@@ -140,6 +145,7 @@ impl StreamNode {
             }
             StreamNode::WindowAggregate(a) => a.schema.clone(),
             StreamNode::OverWindow(o) => o.schema.clone(),
+            StreamNode::Union { schema, .. } => schema.clone(),
         }
     }
 
@@ -157,6 +163,9 @@ impl StreamNode {
             | StreamNode::WindowAssign { input, .. } => input.use_processing_time(),
             StreamNode::WindowAggregate(a) => a.input.use_processing_time(),
             StreamNode::OverWindow(o) => o.input.use_processing_time(),
+            StreamNode::Union { inputs, .. } => {
+                inputs.iter_mut().for_each(StreamNode::use_processing_time)
+            }
         }
     }
 
@@ -168,6 +177,9 @@ impl StreamNode {
             | StreamNode::WindowAssign { input, .. } => input.collect_sources(out),
             StreamNode::WindowAggregate(a) => a.input.collect_sources(out),
             StreamNode::OverWindow(o) => o.input.collect_sources(out),
+            StreamNode::Union { inputs, .. } => {
+                inputs.iter().for_each(|input| input.collect_sources(out))
+            }
         }
     }
 
@@ -270,6 +282,12 @@ impl StreamNode {
                     list(&o.window_exprs)
                 )?;
                 o.input.fmt_tree(f, depth + 1)
+            }
+            StreamNode::Union { inputs, .. } => {
+                writeln!(f, "{pad}Union: watermark = min of {} inputs", inputs.len())?;
+                inputs
+                    .iter()
+                    .try_for_each(|input| input.fmt_tree(f, depth + 1))
             }
         }
     }

@@ -385,6 +385,14 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 )),
             }
         }
+        LogicalPlan::Union(union) => Ok(StreamNode::Union {
+            inputs: union
+                .inputs
+                .iter()
+                .map(|input| to_stream(input))
+                .collect::<Result<_>>()?,
+            schema: union.schema.clone(),
+        }),
         LogicalPlan::Window(window) => {
             let readiness = over_readiness(window)?;
             Ok(StreamNode::OverWindow(OverWindowNode {
