@@ -157,17 +157,21 @@ impl Engine {
     async fn execute_statement(&self, statement: Statement) -> Result<Executed> {
         match statement {
             Statement::Insert { table, query } => {
+                let keep = self.late_sink_columns();
                 let plan = {
                     let catalog = self.catalog();
                     let sink = catalog.require_table(&table)?;
-                    self.planner.plan_query(&catalog, *query, Some(sink))?
+                    self.planner
+                        .plan_query_keeping(&catalog, *query, Some(sink), &keep)?
                 };
                 Ok(Executed::Job(self.start(&plan).await?))
             }
             Statement::Query(query) => {
+                let keep = self.late_sink_columns();
                 let plan = {
                     let catalog = self.catalog();
-                    self.planner.plan_query(&catalog, *query, None)?
+                    self.planner
+                        .plan_query_keeping(&catalog, *query, None, &keep)?
                 };
                 let config = self.job_config()?;
                 let (sender, receiver) = mpsc::channel(8);
@@ -199,6 +203,22 @@ impl Engine {
             .await?;
         let config = self.job_config()?;
         Ok(spawn_job(plan, self.connectors.as_ref(), sink, &config).await?)
+    }
+
+    /// The columns of the late-data sink, if one is set and declared: windows keep them.
+    fn late_sink_columns(&self) -> Vec<String> {
+        let Some(name) = self.setting(crate::settings::LATE_DATA_SINK) else {
+            return Vec::new();
+        };
+        match self.catalog().table(&name) {
+            Some(table) => table
+                .physical_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     /// The job-wide settings a job started now gets.

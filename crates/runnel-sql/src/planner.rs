@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -243,11 +244,48 @@ impl StreamPlanner {
         query: Query,
         sink: Option<Arc<TableDef>>,
     ) -> Result<StreamPlan> {
+        self.plan_query_keeping(catalog, query, sink, &[])
+    }
+
+    /// Plans a query whose window inputs keep the columns named in `keep` even when the
+    /// query does not read them (the late-data sink's columns).
+    pub fn plan_query_keeping(
+        &self,
+        catalog: &Catalog,
+        query: Query,
+        sink: Option<Arc<TableDef>>,
+        keep: &[String],
+    ) -> Result<StreamPlan> {
         let mut plan = self.logical_plan(catalog, query)?;
         if let Some(sink) = &sink {
             plan = cast_to_sink(plan, sink)?;
         }
-        let plan = self.state.optimize(&plan)?;
+        // Analyze (views are inlined here), mark what windows keep, then optimize.
+        let plan = self.state.analyzer().execute_and_check(
+            plan,
+            self.state.config_options(),
+            |_, _| {},
+        )?;
+        let plan = if keep.is_empty() {
+            plan
+        } else {
+            plan.transform_up(|node| match &node {
+                LogicalPlan::Extension(Extension { node: inner }) => {
+                    match inner.as_any().downcast_ref::<WindowTvf>() {
+                        Some(tvf) => Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+                            node: Arc::new(tvf.retaining(keep)),
+                        }))),
+                        None => Ok(Transformed::no(node)),
+                    }
+                }
+                _ => Ok(Transformed::no(node)),
+            })?
+            .data
+        };
+        let plan = self
+            .state
+            .optimizer()
+            .optimize(plan, &self.state, |_, _| {})?;
         let root = to_stream(&plan)?;
         Ok(StreamPlan {
             root,

@@ -142,6 +142,9 @@ pub struct WindowTvf {
     /// Indexes in `input`'s schema of a session window's `PARTITION BY` columns (empty:
     /// one session stream for all rows; always empty for other kinds).
     pub partition_keys: Vec<usize>,
+    /// Indexes in `input`'s schema of columns kept even if no consumer reads them (the
+    /// late-data sink's columns: late rows leave the plan here).
+    pub retained: Vec<usize>,
     schema: DFSchemaRef,
 }
 
@@ -189,14 +192,37 @@ impl WindowTvf {
             kind,
             time_column,
             partition_keys,
+            retained: Vec::new(),
             schema: Arc::new(schema),
         })
+    }
+
+    /// The same node, also keeping the input columns named in `names`.
+    pub fn retaining(&self, names: &[String]) -> Self {
+        let mut node = self.clone();
+        node.retained = self
+            .input
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| names.contains(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        node
     }
 }
 
 impl PartialOrd for WindowTvf {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        let key = |t: &Self| (t.kind, t.time_column, t.partition_keys.clone());
+        let key = |t: &Self| {
+            (
+                t.kind,
+                t.time_column,
+                t.partition_keys.clone(),
+                t.retained.clone(),
+            )
+        };
         match key(self).cmp(&key(other)) {
             Ordering::Equal => self.input.partial_cmp(&other.input),
             ord => Some(ord),
@@ -248,18 +274,58 @@ impl UserDefinedLogicalNodeCore for WindowTvf {
         Ok(())
     }
 
+    /// The input columns the node needs: the ones its consumers use, plus the time
+    /// column and session keys. Lets DataFusion prune what no operator reads, so windowed
+    /// operators (which may hold rows) carry only the columns that matter.
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        let inputs = self.input.schema().fields().len();
+        let mut needed: Vec<usize> = output_columns
+            .iter()
+            .copied()
+            .filter(|&i| i < inputs)
+            .chain(std::iter::once(self.time_column))
+            .chain(self.partition_keys.iter().copied())
+            .chain(self.retained.iter().copied())
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        Some(vec![needed])
+    }
+
     fn with_exprs_and_inputs(
         &self,
         _exprs: Vec<Expr>,
         mut inputs: Vec<LogicalPlan>,
     ) -> DFResult<Self> {
         let input = inputs.swap_remove(0);
-        WindowTvf::try_new(
-            input,
-            self.kind,
-            self.time_column,
-            self.partition_keys.clone(),
-        )
+        // The new input may have fewer columns (pruned): find ours again by name.
+        let old = self.input.schema();
+        let locate = |index: usize| {
+            let (qualifier, field) = old.qualified_field(index);
+            input
+                .schema()
+                .index_of_column_by_name(qualifier, field.name())
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Plan(format!(
+                        "window input lost its column {}",
+                        field.name()
+                    ))
+                })
+        };
+        let time_column = locate(self.time_column)?;
+        let partition_keys = self
+            .partition_keys
+            .iter()
+            .map(|&k| locate(k))
+            .collect::<DFResult<Vec<_>>>()?;
+        let retained = self
+            .retained
+            .iter()
+            .map(|&k| locate(k))
+            .collect::<DFResult<Vec<_>>>()?;
+        let mut node = WindowTvf::try_new(input, self.kind, time_column, partition_keys)?;
+        node.retained = retained;
+        Ok(node)
     }
 }
 

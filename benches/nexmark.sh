@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Throughput of a Nexmark query from sql/nexmark/ over the in-process generator, release
+# build. The query's rows are printed to /dev/null (so queries with few output rows, such
+# as aggregates, measure the engine rather than the printing).
+#
+#   benches/nexmark.sh QUERY [EVENTS] [TPS]     e.g. benches/nexmark.sh q11 10000000
+#
+# EVENTS defaults to 10M; TPS (events per second of event time) to Flink's 10M.
+# Prints runnel's summary line and the process's wall time, CPU time and peak memory,
+# so events per CPU-second can be compared across machines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUERY="${1:?usage: benches/nexmark.sh QUERY [EVENTS] [TPS]}"
+EVENTS="${2:-10000000}"
+TPS="${3:-10000000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/runnel-target}"
+WORK="${RUNNEL_BENCH_DIR:-/var/tmp/runnel-bench}"
+mkdir -p "$WORK"
+JOB="$WORK/nexmark-$QUERY.sql"
+{
+    sed -e "s/\${EVENTS_NUM}/$EVENTS/" -e "s/\${TPS}/$TPS/g" sql/nexmark/ddl.sql
+    cat "sql/nexmark/$QUERY.sql"
+} >"$JOB"
+cargo build --release --locked -p runnel-cli >&2
+/usr/bin/time -f "wall %e s, cpu %U+%S s, peak rss %M KB" \
+    "$CARGO_TARGET_DIR/release/runnel" run "$JOB" >/dev/null
+echo "$QUERY: $EVENTS events (tps $TPS)"
