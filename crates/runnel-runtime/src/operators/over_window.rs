@@ -29,7 +29,7 @@ use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
-use crate::operators::window_assign::as_millis;
+use crate::operators::window_assign::{as_millis, compacted};
 use crate::operators::LateRowsOutput;
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
@@ -217,7 +217,8 @@ impl Operator for OverWindowOperator {
             }
         }
         if batch.num_rows() > 0 {
-            self.pending.push(batch);
+            self.pending
+                .push(compacted(&batch).map_err(operator_error)?);
         }
         Ok(())
     }

@@ -9,12 +9,12 @@
 //! A row is late when its event time is below the watermark: it could belong to a session
 //! already emitted. Late rows are dropped and counted (or routed to the late-data sink).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, Int64Array, TimestampMillisecondArray};
 use datafusion::arrow::compute::kernels::cmp::gt_eq;
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -24,34 +24,185 @@ use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
-use crate::operators::window_assign::{event_times, with_window_columns};
+use crate::operators::window_assign::{compacted, event_times, with_window_columns};
 use crate::operators::LateRowsOutput;
 
-/// One open session: `[start, end)`, `end` being the last row's time plus the gap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Rows per emitted batch when many sessions close at once.
+const EMIT_BATCH_ROWS: usize = 65_536;
+
+/// Where a held row lives: (batch id, row in that batch).
+type RowRef = (u64, u32);
+
+/// One open session: `[start, end)`, `end` being the last row's time plus the gap, and
+/// the rows it holds.
+#[derive(Debug, Default)]
 struct Session {
     start: i64,
     end: i64,
+    rows: Vec<RowRef>,
 }
 
-/// Adds a row at `t` to a key's sessions (disjoint, sorted by start): it opens
-/// `[t, t + gap)`, merged with every session it overlaps. Returns the merged session.
-fn add_row(sessions: &mut Vec<Session>, t: i64, gap: i64) -> Session {
-    let mut merged = Session {
-        start: t,
-        end: t.saturating_add(gap),
-    };
-    sessions.retain(|s| {
-        let overlaps = s.start < merged.end && merged.start < s.end;
-        if overlaps {
-            merged.start = merged.start.min(s.start);
-            merged.end = merged.end.max(s.end);
+/// The open sessions of every key, closable in order of their end without scanning.
+#[derive(Debug, Default)]
+struct SessionIndex {
+    /// Sessions by id.
+    sessions: HashMap<u64, Session>,
+    /// Each key's session ids (a few: sessions of one key are disjoint).
+    by_key: HashMap<Box<[u8]>, Vec<u64>>,
+    /// `(end, id)` of every open session.
+    by_end: BTreeSet<(i64, u64)>,
+    next_id: u64,
+}
+
+impl SessionIndex {
+    /// Adds a row at `t` of `key`: it opens `[t, t + gap)`, merged with every session of
+    /// the key it overlaps (a bridging row merges two). Sessions are half-open, so rows
+    /// exactly `gap` apart stay apart.
+    fn add_row(&mut self, key: &[u8], t: i64, gap: i64, row: RowRef) {
+        let ids = match self.by_key.get_mut(key) {
+            Some(ids) => ids,
+            None => self.by_key.entry(key.into()).or_default(),
+        };
+        let (mut start, mut end) = (t, t.saturating_add(gap));
+        let mut merged: Option<u64> = None;
+        let mut index = 0;
+        while index < ids.len() {
+            let id = ids[index];
+            let session = &self.sessions[&id];
+            if session.start < end && start < session.end {
+                start = start.min(session.start);
+                end = end.max(session.end);
+                self.by_end.remove(&(session.end, id));
+                match merged {
+                    None => {
+                        merged = Some(id);
+                        index += 1;
+                    }
+                    Some(into) => {
+                        // Move the smaller row list into the larger.
+                        let mut absorbed = self.sessions.remove(&id).unwrap_or_default();
+                        let target = self.sessions.entry(into).or_default();
+                        if absorbed.rows.len() > target.rows.len() {
+                            std::mem::swap(&mut absorbed.rows, &mut target.rows);
+                        }
+                        target.rows.append(&mut absorbed.rows);
+                        ids.swap_remove(index);
+                    }
+                }
+            } else {
+                index += 1;
+            }
         }
-        !overlaps
-    });
-    let at = sessions.partition_point(|s| s.start < merged.start);
-    sessions.insert(at, merged);
-    merged
+        let id = merged.unwrap_or_else(|| {
+            let id = self.next_id;
+            self.next_id += 1;
+            ids.push(id);
+            id
+        });
+        let session = self.sessions.entry(id).or_default();
+        session.start = start;
+        session.end = end;
+        session.rows.push(row);
+        self.by_end.insert((end, id));
+    }
+
+    /// The earliest end of an open session.
+    fn earliest_end(&self) -> Option<i64> {
+        self.by_end.first().map(|(end, _)| *end)
+    }
+
+    /// Removes and returns every session ending at or before `watermark`.
+    fn close_until(&mut self, watermark: Watermark) -> Vec<Session> {
+        let mut closed = Vec::new();
+        while let Some(&(end, id)) = self.by_end.first() {
+            if end > watermark {
+                break;
+            }
+            self.by_end.pop_first();
+            if let Some(session) = self.sessions.remove(&id) {
+                closed.push(session);
+            }
+        }
+        if !closed.is_empty() {
+            let sessions = &self.sessions;
+            self.by_key.retain(|_, ids| {
+                ids.retain(|id| sessions.contains_key(id));
+                !ids.is_empty()
+            });
+        }
+        closed
+    }
+}
+
+/// Rows held by open sessions, in the batches they arrived in; a batch is dropped once
+/// none of its rows is held.
+#[derive(Debug, Default)]
+struct HeldBatches {
+    /// Batch `first_id + i` and how many of its rows are still held.
+    batches: VecDeque<Option<(RecordBatch, usize)>>,
+    first_id: u64,
+}
+
+impl HeldBatches {
+    fn push(&mut self, batch: RecordBatch) -> u64 {
+        let rows = batch.num_rows();
+        self.batches.push_back(Some((batch, rows)));
+        self.first_id + self.batches.len() as u64 - 1
+    }
+
+    fn slot(&self, id: u64) -> usize {
+        (id - self.first_id) as usize
+    }
+
+    /// Takes the rows `refs` out (in that order) as one batch, releasing them.
+    fn take(
+        &mut self,
+        schema: &SchemaRef,
+        refs: &[RowRef],
+    ) -> std::result::Result<RecordBatch, ArrowError> {
+        // Positions of the referenced batches in a compact list for `interleave`.
+        let mut positions: HashMap<u64, usize> = HashMap::new();
+        let mut sources: Vec<&RecordBatch> = Vec::new();
+        let mut indices = Vec::with_capacity(refs.len());
+        for &(id, row) in refs {
+            let position = match positions.get(&id) {
+                Some(&position) => position,
+                None => {
+                    let Some(Some((batch, _))) = self.batches.get(self.slot(id)) else {
+                        return Err(ArrowError::ComputeError(format!(
+                            "session row ({id}, {row}) is no longer held"
+                        )));
+                    };
+                    sources.push(batch);
+                    positions.insert(id, sources.len() - 1);
+                    sources.len() - 1
+                }
+            };
+            indices.push((position, row as usize));
+        }
+        let rows = if refs.is_empty() {
+            RecordBatch::new_empty(schema.clone())
+        } else {
+            interleave_record_batch(&sources, &indices)?
+        };
+        // Release, and drop batches no longer referenced.
+        for &(id, _) in refs {
+            let slot = self.slot(id);
+            if let Some(entry) = self.batches.get_mut(slot) {
+                if let Some((_, held)) = entry {
+                    *held -= 1;
+                    if *held == 0 {
+                        *entry = None;
+                    }
+                }
+            }
+        }
+        while matches!(self.batches.front(), Some(None)) {
+            self.batches.pop_front();
+            self.first_id += 1;
+        }
+        Ok(rows)
+    }
 }
 
 /// Session windows per partition key, emitted when they close.
@@ -62,11 +213,8 @@ pub struct SessionWindowOperator {
     key_columns: Vec<usize>,
     /// Encodes partition keys as bytes; `None` without keys (one session stream).
     keys: Option<RowConverter>,
-    sessions: HashMap<Box<[u8]>, Vec<Session>>,
-    /// No open session ends before this (a lower bound; exact after each emission).
-    earliest_end: i64,
-    /// Rows of open sessions, in the input schema.
-    pending: Vec<RecordBatch>,
+    index: SessionIndex,
+    held: HeldBatches,
     input_schema: SchemaRef,
     schema: SchemaRef,
     watermark: Option<Watermark>,
@@ -107,9 +255,8 @@ impl SessionWindowOperator {
             time_column_name: input_schema.field(time_column).name().clone(),
             key_columns,
             keys,
-            sessions: HashMap::new(),
-            earliest_end: i64::MAX,
-            pending: Vec::new(),
+            index: SessionIndex::default(),
+            held: HeldBatches::default(),
             input_schema,
             schema,
             watermark: None,
@@ -134,54 +281,45 @@ impl SessionWindowOperator {
             .map_err(arrow_error)
     }
 
-    /// Emits the rows of every session that ends at or before `watermark`.
+    /// Emits the rows of every session that ends at or before `watermark`, in batches of
+    /// about [`EMIT_BATCH_ROWS`] (so closing many sessions at once needs little memory).
     fn emit_closed(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
-        let batch = concat_batches(&self.input_schema, &self.pending).map_err(arrow_error)?;
-        self.pending.clear();
-        let times = event_times(
-            &batch,
-            self.time_column,
-            &self.time_column_name,
-            "SessionWindow",
-        )?;
-        let keys = self.key_rows(&batch)?;
-        let (mut emit, mut keep) = (Vec::new(), Vec::new());
-        let (mut starts, mut ends) = (Vec::new(), Vec::new());
-        for (row, &t) in times.values().iter().enumerate() {
-            let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
-            let session = self
-                .sessions
-                .get(key)
-                .and_then(|list| list.iter().find(|s| s.start <= t && t < s.end))
-                .copied()
-                .ok_or_else(|| {
-                    RuntimeError::Build("SessionWindow: a held row has no session".into())
-                })?;
-            if session.end <= watermark {
-                emit.push(row as u32);
-                starts.push(session.start);
-                ends.push(session.end);
-            } else {
-                keep.push(row as u32);
-            }
+        let closed = self.index.close_until(watermark);
+        let mut sessions = closed.as_slice();
+        while !sessions.is_empty() {
+            let mut rows = 0;
+            let count = sessions
+                .iter()
+                .take_while(|s| {
+                    let fits = rows == 0 || rows + s.rows.len() <= EMIT_BATCH_ROWS;
+                    rows += s.rows.len();
+                    fits
+                })
+                .count();
+            let (chunk, rest) = sessions.split_at(count);
+            self.emit_sessions(chunk, out)?;
+            sessions = rest;
         }
-        // Forget closed sessions; find the next end.
-        self.earliest_end = i64::MAX;
-        self.sessions.retain(|_, list| {
-            list.retain(|s| s.end > watermark);
-            if let Some(first_end) = list.iter().map(|s| s.end).min() {
-                self.earliest_end = self.earliest_end.min(first_end);
-            }
-            !list.is_empty()
-        });
-        if !keep.is_empty() {
-            let kept = take_record_batch(&batch, &UInt32Array::from(keep)).map_err(arrow_error)?;
-            self.pending.push(kept);
+        Ok(())
+    }
+
+    /// Emits the rows of `sessions` as one batch, with their bounds appended.
+    fn emit_sessions(&mut self, sessions: &[Session], out: &mut Vec<Message>) -> Result<()> {
+        let total: usize = sessions.iter().map(|s| s.rows.len()).sum();
+        let (mut refs, mut starts, mut ends) = (
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+        );
+        for session in sessions {
+            refs.extend_from_slice(&session.rows);
+            starts.extend(std::iter::repeat_n(session.start, session.rows.len()));
+            ends.extend(std::iter::repeat_n(session.end, session.rows.len()));
         }
-        if emit.is_empty() {
-            return Ok(());
-        }
-        let rows = take_record_batch(&batch, &UInt32Array::from(emit)).map_err(arrow_error)?;
+        let rows = self
+            .held
+            .take(&self.input_schema, &refs)
+            .map_err(arrow_error)?;
         let output = with_window_columns(
             &self.schema,
             rows.columns().to_vec(),
@@ -200,12 +338,8 @@ impl Operator for SessionWindowOperator {
     }
 
     fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
-        let mut times = event_times(
-            &batch,
-            self.time_column,
-            &self.time_column_name,
-            "SessionWindow",
-        )?;
+        let name = "SessionWindow";
+        let mut times = event_times(&batch, self.time_column, &self.time_column_name, name)?;
         if let Some(watermark) = self.watermark {
             let millis: Int64Array = times.reinterpret_cast();
             let on_time =
@@ -217,35 +351,33 @@ impl Operator for SessionWindowOperator {
                     output.emit_late(&batch, &on_time, out)?;
                 }
                 batch = filter_record_batch(&batch, &on_time).map_err(arrow_error)?;
-                times = event_times(
-                    &batch,
-                    self.time_column,
-                    &self.time_column_name,
-                    "SessionWindow",
-                )?;
+                times = event_times(&batch, self.time_column, &self.time_column_name, name)?;
             }
         }
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let keys = self.key_rows(&batch)?;
+        let batch = compacted(&batch).map_err(|source| RuntimeError::Operator {
+            operator: name.into(),
+            source,
+        })?;
+        let id = self.held.push(batch);
         for (row, &t) in times.values().iter().enumerate() {
             let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
-            let sessions = match self.sessions.get_mut(key) {
-                Some(sessions) => sessions,
-                None => self.sessions.entry(key.into()).or_default(),
-            };
-            let merged = add_row(sessions, t, self.gap_ms);
-            self.earliest_end = self.earliest_end.min(merged.end);
+            self.index.add_row(key, t, self.gap_ms, (id, row as u32));
         }
-        self.pending.push(batch);
         Ok(())
     }
 
     fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
         if self.watermark.is_none_or(|w| watermark > w) {
             self.watermark = Some(watermark);
-            if self.earliest_end <= watermark {
+            if self
+                .index
+                .earliest_end()
+                .is_some_and(|end| end <= watermark)
+            {
                 self.emit_closed(watermark, out)?;
             }
         }
@@ -258,26 +390,80 @@ impl Operator for SessionWindowOperator {
 mod tests {
     use super::*;
 
-    fn spans(sessions: &[Session]) -> Vec<(i64, i64)> {
-        sessions.iter().map(|s| (s.start, s.end)).collect()
+    fn spans(index: &SessionIndex, key: &[u8]) -> Vec<(i64, i64, usize)> {
+        let mut spans: Vec<(i64, i64, usize)> = index.by_key.get(key).map_or(vec![], |ids| {
+            ids.iter()
+                .map(|id| {
+                    let s = &index.sessions[id];
+                    (s.start, s.end, s.rows.len())
+                })
+                .collect()
+        });
+        spans.sort();
+        spans
     }
 
     #[test]
     fn rows_closer_than_the_gap_share_a_session_and_a_bridge_merges_two() {
-        let mut sessions = Vec::new();
-        add_row(&mut sessions, 10, 5);
-        add_row(&mut sessions, 12, 5);
-        add_row(&mut sessions, 30, 5);
-        assert_eq!(spans(&sessions), [(10, 17), (30, 35)]);
+        let mut index = SessionIndex::default();
+        let mut row = 0;
+        let mut add = |index: &mut SessionIndex, key: &[u8], t| {
+            row += 1;
+            index.add_row(key, t, 5, (0, row));
+        };
+        add(&mut index, b"a", 10);
+        add(&mut index, b"a", 12);
+        add(&mut index, b"a", 30);
+        add(&mut index, b"b", 11);
+        assert_eq!(spans(&index, b"a"), [(10, 17, 2), (30, 35, 1)]);
         // Exactly the gap apart: a new session (the first one ends at 17, exclusive).
-        add_row(&mut sessions, 22, 5);
-        assert_eq!(spans(&sessions), [(10, 17), (22, 27), (30, 35)]);
+        add(&mut index, b"a", 22);
+        assert_eq!(spans(&index, b"a"), [(10, 17, 2), (22, 27, 1), (30, 35, 1)]);
         // 26 reaches into the session at 30: the two merge; 16 extends the first.
-        add_row(&mut sessions, 26, 5);
-        add_row(&mut sessions, 16, 5);
-        assert_eq!(spans(&sessions), [(10, 21), (22, 35)]);
-        // An out-of-order row bridging everything.
-        add_row(&mut sessions, 20, 5);
-        assert_eq!(spans(&sessions), [(10, 35)]);
+        add(&mut index, b"a", 26);
+        add(&mut index, b"a", 16);
+        assert_eq!(spans(&index, b"a"), [(10, 21, 3), (22, 35, 3)]);
+        // Closing by end: b's [11, 16) first, then a's [10, 21).
+        assert_eq!(index.earliest_end(), Some(16));
+        let closed = index.close_until(21);
+        assert_eq!(closed.len(), 2);
+        assert_eq!(spans(&index, b"b"), []);
+        // An out-of-order row bridging what is left.
+        add(&mut index, b"a", 20);
+        assert_eq!(spans(&index, b"a"), [(20, 35, 4)]);
+        assert_eq!(index.by_end.len(), 1);
+    }
+
+    #[test]
+    fn held_batches_are_dropped_once_no_row_is_held() {
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new(
+                "v",
+                datafusion::arrow::datatypes::DataType::Int64,
+                false,
+            ),
+        ]));
+        let batch = |values: Vec<i64>| {
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values))]).unwrap()
+        };
+        let mut held = HeldBatches::default();
+        let first = held.push(batch(vec![1, 2]));
+        let second = held.push(batch(vec![3]));
+        let rows = held.take(&schema, &[(second, 0), (first, 1)]).unwrap();
+        let values: Vec<i64> = rows
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .values()
+            .to_vec();
+        assert_eq!(values, [3, 2]);
+        assert_eq!(
+            held.batches.len(),
+            2,
+            "row 0 of the first batch is still held"
+        );
+        held.take(&schema, &[(first, 0)]).unwrap();
+        assert!(held.batches.is_empty());
     }
 }

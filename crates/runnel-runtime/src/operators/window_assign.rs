@@ -86,6 +86,14 @@ pub(crate) fn with_window_columns(
     RecordBatch::try_new(schema.clone(), columns)
 }
 
+/// A copy of `batch` in buffers of its own. Operators that hold rows for a while store
+/// copies: the arrays they receive may be slices of much larger buffers (a field taken
+/// out of a wide struct, a filtered batch), which holding would keep whole.
+pub(crate) fn compacted(batch: &RecordBatch) -> datafusion::error::Result<RecordBatch> {
+    let all = UInt32Array::from_iter_values(0..batch.num_rows() as u32);
+    Ok(datafusion::arrow::compute::take_record_batch(batch, &all)?)
+}
+
 /// The event times of `batch` (column `column`, named `name`) in milliseconds; a NULL
 /// event time is an error naming the column.
 pub(crate) fn event_times(
