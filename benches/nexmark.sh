@@ -5,6 +5,8 @@
 #
 #   benches/nexmark.sh QUERY [EVENTS] [TPS]     e.g. benches/nexmark.sh q11 10000000
 #
+# QUERY is a file of sql/nexmark/ (q0, q11, ...) or of benches/queries/ (over_range, ...).
+#
 # EVENTS defaults to 10M; TPS (events per second of event time) to Flink's 10M.
 # Prints runnel's summary line and the process's wall time, CPU time and peak memory,
 # so events per CPU-second can be compared across machines.
@@ -19,7 +21,7 @@ mkdir -p "$WORK"
 JOB="$WORK/nexmark-$QUERY.sql"
 {
     sed -e "s/\${EVENTS_NUM}/$EVENTS/" -e "s/\${TPS}/$TPS/g" sql/nexmark/ddl.sql
-    cat "sql/nexmark/$QUERY.sql"
+    if [ -f "sql/nexmark/$QUERY.sql" ]; then cat "sql/nexmark/$QUERY.sql"; else cat "benches/queries/$QUERY.sql"; fi
 } >"$JOB"
 cargo build --release --locked -p runnel-cli >&2
 /usr/bin/time -f "wall %e s, cpu %U+%S s, peak rss %M KB" \

@@ -5,20 +5,23 @@
 //!
 //! Rows wait until they are final — the watermark passed their time, or their window's
 //! end — then DataFusion's own window function implementations run over them, sorted and
-//! split by partition, together with the earlier rows their frames can still reach. Each
-//! input row is emitted exactly once, with the functions' values appended. A row arriving
-//! after it could have been final is late: dropped and counted (or routed).
+//! split by partition, each partition after its history: the earlier rows its frames can
+//! still reach, kept per partition key. Each input row is emitted exactly once, with the
+//! functions' values appended. A row arriving after it could have been final is late:
+//! dropped and counted (or routed).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
-use datafusion::arrow::compute::kernels::cmp::{gt, gt_eq, lt};
+use datafusion::arrow::compute::kernels::cmp::{gt, lt};
 use datafusion::arrow::compute::{
     concat, concat_batches, filter_record_batch, lexsort_to_indices, not, partition,
     take_record_batch, SortColumn,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::physical_expr::window::WindowExpr;
@@ -31,6 +34,9 @@ use crate::metrics::JobMetrics;
 use crate::operator::Operator;
 use crate::operators::window_assign::{as_millis, compacted};
 use crate::operators::LateRowsOutput;
+
+/// Emissions between sweeps of idle partitions' history.
+const EVICTION_EVERY: u64 = 64;
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
     RuntimeError::Operator {
@@ -47,8 +53,12 @@ pub struct OverWindowOperator {
     schema: SchemaRef,
     /// Rows not yet final, in arrival order.
     pending: Vec<RecordBatch>,
-    /// Rows already emitted that a later row's frame can still reach.
-    history: Option<RecordBatch>,
+    /// Per partition key: rows already emitted that a later row's frame can still reach.
+    history: HashMap<Box<[u8]>, RecordBatch>,
+    /// Encodes partition keys as bytes; `None` without `PARTITION BY`.
+    keys: Option<RowConverter>,
+    /// Emissions so far (history of idle partitions is swept every [`EVICTION_EVERY`]).
+    emissions: u64,
     watermark: Option<Watermark>,
     metrics: Arc<JobMetrics>,
     late_output: Option<LateRowsOutput>,
@@ -67,13 +77,27 @@ impl OverWindowOperator {
             .iter()
             .map(|e| create_window_expr(e, &node.input_schema, &props, &planning))
             .collect::<DFResult<Vec<_>>>()?;
+        let input_schema = Arc::new(node.input_schema.as_arrow().clone());
+        let keys = match window_exprs.first() {
+            Some(first) if !first.partition_by().is_empty() => {
+                let fields = first
+                    .partition_by()
+                    .iter()
+                    .map(|e| Ok(SortField::new(e.data_type(&input_schema)?)))
+                    .collect::<DFResult<Vec<_>>>()?;
+                Some(RowConverter::new(fields).map_err(|e| operator_error(e.into()))?)
+            }
+            _ => None,
+        };
         Ok(Self {
             window_exprs,
             readiness: node.readiness,
-            input_schema: Arc::new(node.input_schema.as_arrow().clone()),
+            input_schema,
             schema: Arc::new(node.schema.as_arrow().clone()),
             pending: Vec::new(),
-            history: None,
+            history: HashMap::new(),
+            keys,
+            emissions: 0,
             watermark: None,
             metrics,
             late_output,
@@ -101,27 +125,20 @@ impl OverWindowOperator {
         })
     }
 
-    /// Evaluates the window functions over `history` + `ready` and emits the ready rows.
+    /// Evaluates the window functions for the `ready` rows, partition by partition, each
+    /// after its partition's history, and emits them with their values.
     fn emit(
         &mut self,
         ready: RecordBatch,
         watermark: Watermark,
         out: &mut Vec<Message>,
     ) -> DFResult<()> {
-        let history_rows = self.history.as_ref().map_or(0, |h| h.num_rows());
-        let all = match self.history.take() {
-            Some(history) => concat_batches(&self.input_schema, [&history, &ready])?,
-            None => ready,
-        };
-        let is_ready =
-            BooleanArray::from_iter((0..all.num_rows()).map(|i| Some(i >= history_rows)));
-
-        // Sort by partition, order, then arrival (earlier rows first among equals).
+        // Sort the ready rows by partition, order, then arrival (earlier first among equals).
         let first = &self.window_exprs[0];
         let partition_columns = first
             .partition_by()
             .iter()
-            .map(|e| e.evaluate(&all)?.into_array(all.num_rows()))
+            .map(|e| e.evaluate(&ready)?.into_array(ready.num_rows()))
             .collect::<DFResult<Vec<ArrayRef>>>()?;
         let mut sort_columns: Vec<SortColumn> = partition_columns
             .iter()
@@ -130,19 +147,13 @@ impl OverWindowOperator {
                 options: None,
             })
             .collect();
-        sort_columns.extend(first.order_by_columns(&all)?);
+        sort_columns.extend(first.order_by_columns(&ready)?);
         sort_columns.push(SortColumn {
-            values: Arc::new(UInt32Array::from_iter_values(0..all.num_rows() as u32)),
+            values: Arc::new(UInt32Array::from_iter_values(0..ready.num_rows() as u32)),
             options: None,
         });
         let order = lexsort_to_indices(&sort_columns, None)?;
-        let sorted = take_record_batch(&all, &order)?;
-        let is_ready = datafusion::arrow::compute::take(&is_ready, &order, None)?;
-        let is_ready = is_ready
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .cloned()
-            .unwrap_or_else(|| BooleanArray::from(vec![false; sorted.num_rows()]));
+        let sorted = take_record_batch(&ready, &order)?;
         let partition_columns: Vec<ArrayRef> = partition_columns
             .iter()
             .map(|c| datafusion::arrow::compute::take(c, &order, None))
@@ -152,44 +163,91 @@ impl OverWindowOperator {
         } else {
             partition(&partition_columns)?.ranges()
         };
+        let keys = match &self.keys {
+            Some(converter) => Some(converter.convert_columns(&partition_columns)?),
+            None => None,
+        };
 
+        // Per partition: its history (emitted rows still in reach, all earlier in order
+        // than any ready row, which would otherwise have been late) then its ready rows.
+        let mut values: Vec<Vec<ArrayRef>> =
+            vec![Vec::with_capacity(ranges.len()); self.window_exprs.len()];
+        for range in &ranges {
+            let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(range.start).data());
+            let rows = sorted.slice(range.start, range.len());
+            let history = self.history.remove(key);
+            let held = history.as_ref().map_or(0, |h| h.num_rows());
+            let frame_input = match &history {
+                Some(history) => concat_batches(&self.input_schema, [history, &rows])?,
+                None => rows,
+            };
+            for (expr, values) in self.window_exprs.iter().zip(&mut values) {
+                let all = expr.evaluate(&frame_input)?;
+                values.push(all.slice(held, range.len()));
+            }
+            if let Some(kept) = self.reachable(&frame_input, watermark)? {
+                self.history.insert(key.into(), kept);
+            }
+        }
         let mut columns = sorted.columns().to_vec();
-        for expr in &self.window_exprs {
-            let parts = ranges
-                .iter()
-                .map(|r| expr.evaluate(&sorted.slice(r.start, r.len())))
-                .collect::<DFResult<Vec<ArrayRef>>>()?;
+        for parts in &values {
             let parts: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
             columns.push(concat(&parts)?);
         }
-        let output = RecordBatch::try_new(self.schema.clone(), columns)?;
-        let output = filter_record_batch(&output, &is_ready)?;
-        if output.num_rows() > 0 {
-            out.push(Message::Batch(output));
-        }
+        out.push(Message::Batch(RecordBatch::try_new(
+            self.schema.clone(),
+            columns,
+        )?));
+        self.evict_unreachable(watermark)
+    }
 
-        // Keep what later rows' frames can reach.
-        if let OverReadiness::EventTime { range_ms, rows, .. } = self.readiness {
-            let mut keep = vec![false; sorted.num_rows()];
-            if let Some(range_ms) = range_ms {
-                let times = self.readiness_times(&sorted)?;
-                let reachable = gt_eq(
-                    &times,
-                    &Int64Array::new_scalar(watermark.saturating_sub(range_ms)),
-                )?;
-                for (i, k) in keep.iter_mut().enumerate() {
-                    *k |= reachable.value(i);
-                }
+    /// The rows of one partition (in order) that a later row's frame can still reach.
+    fn reachable(&self, rows: &RecordBatch, watermark: Watermark) -> DFResult<Option<RecordBatch>> {
+        let OverReadiness::EventTime {
+            range_ms,
+            rows: frame_rows,
+            ..
+        } = self.readiness
+        else {
+            return Ok(None);
+        };
+        let mut keep = vec![false; rows.num_rows()];
+        if let Some(range_ms) = range_ms {
+            let times = self.readiness_times(rows)?;
+            let from = watermark.saturating_sub(range_ms);
+            for (k, t) in keep.iter_mut().zip(times.values()) {
+                *k |= *t >= from;
             }
-            if let Some(n) = rows {
-                for range in &ranges {
-                    let from = range.end.saturating_sub(n as usize).max(range.start);
-                    keep[from..range.end].iter_mut().for_each(|k| *k = true);
+        }
+        if let Some(n) = frame_rows {
+            let from = rows.num_rows().saturating_sub(n as usize);
+            keep[from..].iter_mut().for_each(|k| *k = true);
+        }
+        let kept = filter_record_batch(rows, &BooleanArray::from(keep))?;
+        Ok((kept.num_rows() > 0).then_some(kept))
+    }
+
+    /// Now and then, drops history no frame can reach any more from partitions that had
+    /// no new rows (a RANGE frame's rows age out with the watermark).
+    fn evict_unreachable(&mut self, watermark: Watermark) -> DFResult<()> {
+        self.emissions += 1;
+        if !self.emissions.is_multiple_of(EVICTION_EVERY) {
+            return Ok(());
+        }
+        let OverReadiness::EventTime {
+            range_ms: Some(_),
+            rows: None,
+            ..
+        } = self.readiness
+        else {
+            return Ok(()); // ROWS frames keep the last n rows however old
+        };
+        let keys: Vec<Box<[u8]>> = self.history.keys().cloned().collect();
+        for key in keys {
+            if let Some(history) = self.history.remove(&key) {
+                if let Some(kept) = self.reachable(&history, watermark)? {
+                    self.history.insert(key, kept);
                 }
-            }
-            let history = filter_record_batch(&sorted, &BooleanArray::from(keep))?;
-            if history.num_rows() > 0 {
-                self.history = Some(history);
             }
         }
         Ok(())
