@@ -197,11 +197,11 @@ impl Engine {
         let Some(sink_table) = &plan.sink else {
             return Err(runnel_sql::SqlError::Plan("a job needs a sink".into()).into());
         };
+        let config = self.job_config()?;
         let sink = self
             .connectors
             .create_sink(sink_table, plan.schema())
             .await?;
-        let config = self.job_config()?;
         Ok(spawn_job(plan, self.connectors.as_ref(), sink, &config).await?)
     }
 

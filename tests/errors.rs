@@ -60,6 +60,43 @@ fn unsupported_queries_are_refused_with_the_reason() {
         ),
         &["must be windowed"],
     );
+    let events = dir.join("events.json");
+    std::fs::write(
+        &events,
+        "{\"k\": 1, \"v\": 1, \"ts\": \"2026-01-01 00:00:00\"}\n{\"k\": 1, \"v\": 2}\n",
+    )
+    .expect("input");
+    let table = format!(
+        "CREATE TABLE e (k INT, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+           WITH ('connector' = 'filesystem', 'path' = '{}');",
+        events.display()
+    );
+    fails_with(
+        "unbounded-over",
+        &format!("{table}\nSELECT k, SUM(v) OVER (PARTITION BY k ORDER BY ts) FROM e;"),
+        &["RANGE BETWEEN UNBOUNDED PRECEDING", "bounded frame"],
+    );
+    fails_with(
+        "over-without-time",
+        &format!(
+            "{table}\nSELECT k, SUM(v) OVER (PARTITION BY k ORDER BY v ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM e;"
+        ),
+        &["ORDER BY e.v (not a time attribute)"],
+    );
+    fails_with(
+        "over-null-time",
+        &format!(
+            "{table}\nSELECT k, SUM(v) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM e;"
+        ),
+        &["event-time column 'ts' is NULL in 1 row(s)"],
+    );
+    fails_with(
+        "write-to-a-generator",
+        &format!(
+            "{table}\nCREATE TABLE g (k INT) WITH ('connector' = 'nexmark');\nINSERT INTO g SELECT k FROM e;"
+        ),
+        &["connector 'nexmark' can only be read"],
+    );
 }
 
 #[test]

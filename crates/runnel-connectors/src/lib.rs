@@ -130,7 +130,10 @@ impl ConnectorFactory for Connectors {
                 filesystem::FileSink::open(table).await.map_err(&error)?,
             )),
             "print" => Ok(Box::new(print::PrintSink::new(table).map_err(&error)?)),
-            _ => Ok(Box::new(print::BlackholeSink)),
+            "blackhole" => Ok(Box::new(print::BlackholeSink)),
+            other => Err(error(ConnectorError::Other(format!(
+                "connector '{other}' can only be read, not written to"
+            )))),
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
-use crate::operators::window_assign::{as_millis, compacted};
+use crate::operators::window_assign::{as_millis, compacted, event_times};
 use crate::operators::LateRowsOutput;
 
 /// Emissions between sweeps of idle partitions' history.
@@ -260,6 +260,11 @@ impl Operator for OverWindowOperator {
     }
 
     fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+        if let OverReadiness::EventTime { time_column, .. } = self.readiness {
+            // A row without a time could never become final: refuse it, naming the column.
+            let name = self.input_schema.field(time_column).name().clone();
+            event_times(&batch, time_column, &name, "OverWindow")?;
+        }
         if let Some(watermark) = self.watermark {
             // Rows that would have been final already are late.
             let late = self.final_at(&batch, watermark).map_err(operator_error)?;
