@@ -129,12 +129,19 @@ async fn run(file: &Path) -> Result<(), String> {
 /// One line per finished job on stderr: what went in, out, and what was dropped.
 fn report(name: &str, metrics: &MetricsSnapshot, started: Instant) {
     let seconds = started.elapsed().as_secs_f64();
+    let late = if metrics.late_rows_routed > 0 {
+        format!(
+            "{} late rows ({} written to the late-data sink)",
+            metrics.late_rows, metrics.late_rows_routed
+        )
+    } else {
+        format!("{} late rows dropped", metrics.late_rows)
+    };
     eprintln!(
-        "{name} finished in {seconds:.2}s: {} rows in ({:.0}/s), {} rows out, {} late rows dropped, {} bad records skipped",
+        "{name} finished in {seconds:.2}s: {} rows in ({:.0}/s), {} rows out, {late}, {} bad records skipped",
         metrics.rows_in,
         metrics.rows_in as f64 / seconds.max(1e-9),
         metrics.rows_out,
-        metrics.late_rows,
         metrics.bad_records,
     );
 }

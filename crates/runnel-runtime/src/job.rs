@@ -394,6 +394,7 @@ pub async fn spawn_job(
                         .store(w, std::sync::atomic::Ordering::Relaxed),
                     Message::Late(batch) => {
                         if let Some(late_sink) = &mut late_sink {
+                            JobMetrics::add(&sink_metrics.late_rows_routed, batch.num_rows());
                             late_sink.write_batch(batch).await?;
                         }
                     }

@@ -9,8 +9,11 @@ pub struct JobMetrics {
     pub rows_in: AtomicU64,
     /// Rows the sink received.
     pub rows_out: AtomicU64,
-    /// Rows dropped because their window had already been emitted.
+    /// Rows that arrived after their window (or frame, or session) was final: dropped, or
+    /// written to the late-data sink.
     pub late_rows: AtomicU64,
+    /// Of the late rows, those written to the late-data sink.
+    pub late_rows_routed: AtomicU64,
     /// Records that could not be decoded and were skipped (`'json.ignore-parse-errors'`).
     pub bad_records: AtomicU64,
     /// The job's watermark as it reached the sink (ms since epoch; `i64::MIN` before the first).
@@ -23,6 +26,7 @@ impl Default for JobMetrics {
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
+            late_rows_routed: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
         }
@@ -35,6 +39,7 @@ pub struct MetricsSnapshot {
     pub rows_in: u64,
     pub rows_out: u64,
     pub late_rows: u64,
+    pub late_rows_routed: u64,
     pub bad_records: u64,
     pub watermark: Option<i64>,
 }
@@ -50,6 +55,7 @@ impl JobMetrics {
             rows_in: self.rows_in.load(Ordering::Relaxed),
             rows_out: self.rows_out.load(Ordering::Relaxed),
             late_rows: self.late_rows.load(Ordering::Relaxed),
+            late_rows_routed: self.late_rows_routed.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
             watermark: (watermark != i64::MIN).then_some(watermark),
         }
