@@ -259,11 +259,12 @@ async fn streaming(
                         .expect("format"),
                 );
             }
-            late_count = stream
-                .finish()
-                .await
-                .expect("streaming query runs")
-                .late_rows;
+            let metrics = stream.finish().await.expect("streaming query runs");
+            assert_eq!(
+                metrics.late_rows_routed, metrics.late_rows,
+                "{name}: every late row is routed"
+            );
+            late_count = metrics.late_rows;
         }
     }
     rows.sort();
