@@ -21,10 +21,10 @@ use crate::connector::ConnectorFactory;
 use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark, WATERMARK_END};
 use crate::metrics::{JobMetrics, MetricsSnapshot};
-use crate::operator::{Operator, OperatorChain};
+use crate::operator::{Operator, OperatorChain, Side, TwoInputOperator};
 use crate::operators::{
-    FilterOperator, LateRowsOutput, OverWindowOperator, ProjectionOperator, SessionWindowOperator,
-    WindowAggregateOperator, WindowAssignOperator,
+    FilterOperator, IntervalJoinOperator, LateRowsOutput, OverWindowOperator, ProjectionOperator,
+    SessionWindowOperator, WindowAggregateOperator, WindowAssignOperator,
 };
 use crate::sink::Sink;
 use crate::source::SourceTask;
@@ -133,6 +133,27 @@ impl JobBuilder<'_> {
                     self.tasks.push((
                         "union".to_string(),
                         tokio::spawn(run_union(receivers, schema, sender)),
+                    ));
+                    return Ok(Pipeline {
+                        receiver,
+                        operators: Vec::new(),
+                        processing_time,
+                    });
+                }
+                StreamNode::IntervalJoin(join) => {
+                    let late = (
+                        self.late_output(&join.left.arrow_schema(), "the join")?,
+                        self.late_output(&join.right.arrow_schema(), "the join")?,
+                    );
+                    let operator = IntervalJoinOperator::try_new(join, metrics, late)?;
+                    let left = self.build(&join.left).await?;
+                    let right = self.build(&join.right).await?;
+                    let processing_time = left.processing_time || right.processing_time;
+                    let inputs = (self.spawn_chain(left), self.spawn_chain(right));
+                    let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+                    self.tasks.push((
+                        "join".to_string(),
+                        tokio::spawn(run_two_input(Box::new(operator), inputs, sender)),
                     ));
                     return Ok(Pipeline {
                         receiver,
@@ -335,6 +356,47 @@ async fn run_union(
         };
         if output.send(forward).await.is_err() {
             return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Runs a two-input operator over its inputs' messages as they come; ends once both ended.
+async fn run_two_input(
+    mut operator: Box<dyn TwoInputOperator>,
+    (left, right): (mpsc::Receiver<Message>, mpsc::Receiver<Message>),
+    output: mpsc::Sender<Message>,
+) -> Result<()> {
+    let tagged = |side: Side, receiver: mpsc::Receiver<Message>| {
+        futures::stream::unfold(receiver, move |mut receiver| async move {
+            let message = receiver.recv().await?;
+            Some(((side, message), receiver))
+        })
+        .boxed()
+    };
+    let mut merged = futures::stream::select(tagged(Side::Left, left), tagged(Side::Right, right));
+    let mut ended = 0;
+    let mut out = Vec::new();
+    while let Some((side, message)) = merged.next().await {
+        match message {
+            Message::Batch(batch) => operator.process_batch(side, batch, &mut out)?,
+            Message::Watermark(w) => operator.process_watermark(side, w, &mut out)?,
+            late @ Message::Late(_) => out.push(late),
+            Message::End => {
+                ended += 1;
+                if ended == 2 {
+                    operator.finish(&mut out)?;
+                    out.push(Message::End);
+                }
+            }
+        }
+        for message in out.drain(..) {
+            if output.send(message).await.is_err() {
+                return Ok(()); // downstream stopped; it reports why
+            }
+        }
+        if ended == 2 {
+            break;
         }
     }
     Ok(())

@@ -25,7 +25,7 @@ pub use error::{BoxError, Result, RuntimeError};
 pub use job::{spawn_job, JobHandle};
 pub use message::{Message, Watermark, WATERMARK_END};
 pub use metrics::{JobMetrics, MetricsSnapshot};
-pub use operator::{Operator, OperatorChain};
+pub use operator::{Operator, OperatorChain, Side, TwoInputOperator};
 pub use sink::{ChannelSink, Sink};
 pub use source::{Source, SourceBatch, SourceEvent};
 pub use watermark::WatermarkTracker;

@@ -70,3 +70,39 @@ impl OperatorChain {
         Ok(())
     }
 }
+
+/// Which input of a [`TwoInputOperator`] a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Left,
+    Right,
+}
+
+/// A streaming operator with two inputs (joins). The runtime calls it from one task with
+/// each input's messages as they arrive, tagged with their side; the operator decides
+/// which watermark to forward (at most the minimum of the two inputs').
+pub trait TwoInputOperator: Send {
+    /// Short name for errors and plans, e.g. `IntervalJoin`.
+    fn name(&self) -> &str;
+
+    /// Handles one batch of rows from `side`.
+    fn process_batch(
+        &mut self,
+        side: Side,
+        batch: RecordBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()>;
+
+    /// Handles a watermark of `side`; forwards a watermark when the output's advances.
+    fn process_watermark(
+        &mut self,
+        side: Side,
+        watermark: Watermark,
+        out: &mut Vec<Message>,
+    ) -> Result<()>;
+
+    /// Both inputs ended: emit anything still held. `End` itself is sent by the runtime.
+    fn finish(&mut self, _out: &mut Vec<Message>) -> Result<()> {
+        Ok(())
+    }
+}

@@ -12,6 +12,7 @@ pub mod error;
 pub mod field_names;
 pub mod functions;
 pub mod group_window;
+pub mod join;
 pub mod parser;
 pub mod plan;
 pub mod planner;
@@ -21,7 +22,8 @@ pub use catalog::{Catalog, TableDef, ViewDef, WatermarkDef};
 pub use error::{Result, SqlError};
 pub use parser::{parse_script, CreateTable, Statement};
 pub use plan::{
-    OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan, WindowAggregateNode,
+    IntervalJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan,
+    WindowAggregateNode,
 };
 pub use planner::StreamPlanner;
 pub use window::{WindowKind, WindowTvf};

@@ -73,6 +73,32 @@ pub enum StreamNode {
         inputs: Vec<StreamNode>,
         schema: DFSchemaRef,
     },
+    /// A stream-stream equi-join bounded in time: rows match when their keys are equal
+    /// and `lower <= left.time - right.time <= upper`.
+    IntervalJoin(IntervalJoinNode),
+}
+
+/// An interval join (Flink's): each side's rows are kept only while a row of the other
+/// side can still fall within the bound.
+#[derive(Debug, Clone)]
+pub struct IntervalJoinNode {
+    pub left: Box<StreamNode>,
+    pub right: Box<StreamNode>,
+    /// Each side's schema as the join sees it (qualified by the query's aliases).
+    pub left_schema: DFSchemaRef,
+    pub right_schema: DFSchemaRef,
+    /// Equi-join keys, evaluated on each side's rows.
+    pub left_keys: Vec<Expr>,
+    pub right_keys: Vec<Expr>,
+    /// Index of each side's time column in its schema.
+    pub left_time: usize,
+    pub right_time: usize,
+    /// Bounds of `left.time - right.time`, in ms, inclusive.
+    pub lower_ms: i64,
+    pub upper_ms: i64,
+    /// Other conditions of the `ON` clause, over the joined row.
+    pub residual: Option<Expr>,
+    pub schema: DFSchemaRef,
 }
 
 /// `window_function(...) OVER (PARTITION BY ... ORDER BY ...)` on a stream: every input
@@ -146,6 +172,7 @@ impl StreamNode {
             StreamNode::WindowAggregate(a) => a.schema.clone(),
             StreamNode::OverWindow(o) => o.schema.clone(),
             StreamNode::Union { schema, .. } => schema.clone(),
+            StreamNode::IntervalJoin(j) => j.schema.clone(),
         }
     }
 
@@ -166,6 +193,10 @@ impl StreamNode {
             StreamNode::Union { inputs, .. } => {
                 inputs.iter_mut().for_each(StreamNode::use_processing_time)
             }
+            StreamNode::IntervalJoin(j) => {
+                j.left.use_processing_time();
+                j.right.use_processing_time();
+            }
         }
     }
 
@@ -179,6 +210,10 @@ impl StreamNode {
             StreamNode::OverWindow(o) => o.input.collect_sources(out),
             StreamNode::Union { inputs, .. } => {
                 inputs.iter().for_each(|input| input.collect_sources(out))
+            }
+            StreamNode::IntervalJoin(j) => {
+                j.left.collect_sources(out);
+                j.right.collect_sources(out);
             }
         }
     }
@@ -289,7 +324,43 @@ impl StreamNode {
                     .iter()
                     .try_for_each(|input| input.fmt_tree(f, depth + 1))
             }
+            StreamNode::IntervalJoin(j) => {
+                let (lt, rt) = (
+                    j.left_schema.field(j.left_time).name().clone(),
+                    j.right_schema.field(j.right_time).name().clone(),
+                );
+                let keys: Vec<String> = j
+                    .left_keys
+                    .iter()
+                    .zip(&j.right_keys)
+                    .map(|(l, r)| format!("{l} = {r}"))
+                    .collect();
+                writeln!(
+                    f,
+                    "{pad}IntervalJoin: [{}] and {lt} - {rt} in [{}, {}]{}; state: left rows until the right watermark passes {lt} - ({}), right rows until the left watermark passes {rt} + ({})",
+                    keys.join(", "),
+                    format_signed(j.lower_ms),
+                    format_signed(j.upper_ms),
+                    j.residual
+                        .as_ref()
+                        .map(|r| format!(" filter {r}"))
+                        .unwrap_or_default(),
+                    format_signed(j.lower_ms),
+                    format_signed(j.upper_ms),
+                )?;
+                j.left.fmt_tree(f, depth + 1)?;
+                j.right.fmt_tree(f, depth + 1)
+            }
         }
+    }
+}
+
+/// A signed duration for plans: `-10s`, `0s`, `5m`.
+fn format_signed(ms: i64) -> String {
+    match ms {
+        0 => "0s".to_string(),
+        ms if ms < 0 => format!("-{}", format_duration(-ms)),
+        ms => format_duration(ms),
     }
 }
 

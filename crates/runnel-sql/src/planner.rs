@@ -38,7 +38,8 @@ use crate::catalog::{is_timestamp, schema_of, Catalog, TableDef, ViewDef, Waterm
 use crate::error::{Result, SqlError};
 use crate::parser::{ColumnKind, CreateTable};
 use crate::plan::{
-    OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan, WindowAggregateNode,
+    IntervalJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan,
+    WindowAggregateNode,
 };
 use crate::window::{WindowKind, WindowTvf, WINDOW_END, WINDOW_START};
 
@@ -423,6 +424,7 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 )),
             }
         }
+        LogicalPlan::Join(join) => interval_join(join),
         LogicalPlan::Union(union) => Ok(StreamNode::Union {
             inputs: union
                 .inputs
@@ -451,6 +453,54 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 .unwrap_or("this operation")
         ))),
     }
+}
+
+/// Plans a join of two streams; only joins whose time bounds keep state finite run.
+fn interval_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<StreamNode> {
+    use datafusion::logical_expr::JoinType;
+    const HINT: &str = "a join of two streams needs equal keys and a time bound on both ends, \
+        e.g. ON a.id = b.id AND a.ts BETWEEN b.ts - INTERVAL '10' SECOND AND b.ts";
+    if join.join_type != JoinType::Inner {
+        return Err(SqlError::Unsupported(format!(
+            "{} joins of streams (only inner interval joins run for now)",
+            join.join_type
+        )));
+    }
+    if join.on.is_empty() {
+        return Err(SqlError::Unsupported(format!(
+            "a join without equal keys: {HINT}"
+        )));
+    }
+    let bounds = join
+        .filter
+        .as_ref()
+        .and_then(|f| crate::join::interval_bounds(f, join.left.schema(), join.right.schema()))
+        .ok_or_else(|| {
+            SqlError::Unsupported(format!(
+                "a join of streams without a time bound would keep every row forever: {HINT}"
+            ))
+        })?;
+    if bounds.lower_ms > bounds.upper_ms {
+        return Err(SqlError::Plan(format!(
+            "the join's time bounds are empty: left - right must be >= {} ms and <= {} ms",
+            bounds.lower_ms, bounds.upper_ms
+        )));
+    }
+    let (left_keys, right_keys) = join.on.iter().cloned().unzip();
+    Ok(StreamNode::IntervalJoin(IntervalJoinNode {
+        left: Box::new(to_stream(&join.left)?),
+        right: Box::new(to_stream(&join.right)?),
+        left_schema: join.left.schema().clone(),
+        right_schema: join.right.schema().clone(),
+        left_keys,
+        right_keys,
+        left_time: bounds.left_time,
+        right_time: bounds.right_time,
+        lower_ms: bounds.lower_ms,
+        upper_ms: bounds.upper_ms,
+        residual: bounds.residual,
+        schema: join.schema.clone(),
+    }))
 }
 
 /// How rows of an OVER window become final on a stream (see [`OverReadiness`]); refuses

@@ -2,6 +2,8 @@
 //! Arrow batches.
 
 mod filter;
+pub(crate) mod held_rows;
+mod interval_join;
 mod late_rows;
 mod over_window;
 mod projection;
@@ -10,6 +12,7 @@ mod window_aggregate;
 mod window_assign;
 
 pub use filter::FilterOperator;
+pub use interval_join::IntervalJoinOperator;
 pub use late_rows::LateRowsOutput;
 pub use over_window::OverWindowOperator;
 pub use projection::ProjectionOperator;

@@ -9,12 +9,12 @@
 //! A row is late when its event time is below the watermark: it could belong to a session
 //! already emitted. Late rows are dropped and counted (or routed to the late-data sink).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, TimestampMillisecondArray};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::cmp::gt_eq;
-use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -24,14 +24,12 @@ use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
+use crate::operators::held_rows::{HeldRows, RowRef};
 use crate::operators::window_assign::{compacted, event_times, with_window_columns};
 use crate::operators::LateRowsOutput;
 
 /// Rows per emitted batch when many sessions close at once.
 const EMIT_BATCH_ROWS: usize = 65_536;
-
-/// Where a held row lives: (batch id, row in that batch).
-type RowRef = (u64, u32);
 
 /// One open session: `[start, end)`, `end` being the last row's time plus the gap, and
 /// the rows it holds.
@@ -134,77 +132,6 @@ impl SessionIndex {
     }
 }
 
-/// Rows held by open sessions, in the batches they arrived in; a batch is dropped once
-/// none of its rows is held.
-#[derive(Debug, Default)]
-struct HeldBatches {
-    /// Batch `first_id + i` and how many of its rows are still held.
-    batches: VecDeque<Option<(RecordBatch, usize)>>,
-    first_id: u64,
-}
-
-impl HeldBatches {
-    fn push(&mut self, batch: RecordBatch) -> u64 {
-        let rows = batch.num_rows();
-        self.batches.push_back(Some((batch, rows)));
-        self.first_id + self.batches.len() as u64 - 1
-    }
-
-    fn slot(&self, id: u64) -> usize {
-        (id - self.first_id) as usize
-    }
-
-    /// Takes the rows `refs` out (in that order) as one batch, releasing them.
-    fn take(
-        &mut self,
-        schema: &SchemaRef,
-        refs: &[RowRef],
-    ) -> std::result::Result<RecordBatch, ArrowError> {
-        // Positions of the referenced batches in a compact list for `interleave`.
-        let mut positions: HashMap<u64, usize> = HashMap::new();
-        let mut sources: Vec<&RecordBatch> = Vec::new();
-        let mut indices = Vec::with_capacity(refs.len());
-        for &(id, row) in refs {
-            let position = match positions.get(&id) {
-                Some(&position) => position,
-                None => {
-                    let Some(Some((batch, _))) = self.batches.get(self.slot(id)) else {
-                        return Err(ArrowError::ComputeError(format!(
-                            "session row ({id}, {row}) is no longer held"
-                        )));
-                    };
-                    sources.push(batch);
-                    positions.insert(id, sources.len() - 1);
-                    sources.len() - 1
-                }
-            };
-            indices.push((position, row as usize));
-        }
-        let rows = if refs.is_empty() {
-            RecordBatch::new_empty(schema.clone())
-        } else {
-            interleave_record_batch(&sources, &indices)?
-        };
-        // Release, and drop batches no longer referenced.
-        for &(id, _) in refs {
-            let slot = self.slot(id);
-            if let Some(entry) = self.batches.get_mut(slot) {
-                if let Some((_, held)) = entry {
-                    *held -= 1;
-                    if *held == 0 {
-                        *entry = None;
-                    }
-                }
-            }
-        }
-        while matches!(self.batches.front(), Some(None)) {
-            self.batches.pop_front();
-            self.first_id += 1;
-        }
-        Ok(rows)
-    }
-}
-
 /// Session windows per partition key, emitted when they close.
 pub struct SessionWindowOperator {
     gap_ms: i64,
@@ -214,7 +141,7 @@ pub struct SessionWindowOperator {
     /// Encodes partition keys as bytes; `None` without keys (one session stream).
     keys: Option<RowConverter>,
     index: SessionIndex,
-    held: HeldBatches,
+    held: HeldRows,
     input_schema: SchemaRef,
     schema: SchemaRef,
     watermark: Option<Watermark>,
@@ -256,7 +183,7 @@ impl SessionWindowOperator {
             key_columns,
             keys,
             index: SessionIndex::default(),
-            held: HeldBatches::default(),
+            held: HeldRows::default(),
             input_schema,
             schema,
             watermark: None,
@@ -318,8 +245,9 @@ impl SessionWindowOperator {
         }
         let rows = self
             .held
-            .take(&self.input_schema, &refs)
+            .gather(&self.input_schema, &refs)
             .map_err(arrow_error)?;
+        self.held.release(&refs);
         let output = with_window_columns(
             &self.schema,
             rows.columns().to_vec(),
@@ -432,38 +360,5 @@ mod tests {
         add(&mut index, b"a", 20);
         assert_eq!(spans(&index, b"a"), [(20, 35, 4)]);
         assert_eq!(index.by_end.len(), 1);
-    }
-
-    #[test]
-    fn held_batches_are_dropped_once_no_row_is_held() {
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
-            datafusion::arrow::datatypes::Field::new(
-                "v",
-                datafusion::arrow::datatypes::DataType::Int64,
-                false,
-            ),
-        ]));
-        let batch = |values: Vec<i64>| {
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values))]).unwrap()
-        };
-        let mut held = HeldBatches::default();
-        let first = held.push(batch(vec![1, 2]));
-        let second = held.push(batch(vec![3]));
-        let rows = held.take(&schema, &[(second, 0), (first, 1)]).unwrap();
-        let values: Vec<i64> = rows
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .values()
-            .to_vec();
-        assert_eq!(values, [3, 2]);
-        assert_eq!(
-            held.batches.len(),
-            2,
-            "row 0 of the first batch is still held"
-        );
-        held.take(&schema, &[(first, 0)]).unwrap();
-        assert!(held.batches.is_empty());
     }
 }
