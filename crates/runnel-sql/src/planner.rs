@@ -466,13 +466,27 @@ fn interval_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<
             join.join_type
         )));
     }
-    if join.on.is_empty() {
+    // The optimizer may turn an exact time condition (`l.ts = r.ts + INTERVAL ...`) into
+    // an equi-join key: such pairs are time bounds, not keys.
+    use datafusion::logical_expr::ExprSchemable;
+    let is_time = |e: &Expr, schema: &DFSchema| e.get_type(schema).is_ok_and(|t| is_timestamp(&t));
+    let (time_pairs, key_pairs): (Vec<_>, Vec<_>) = join
+        .on
+        .iter()
+        .cloned()
+        .partition(|(l, r)| is_time(l, join.left.schema()) && is_time(r, join.right.schema()));
+    if key_pairs.is_empty() {
         return Err(SqlError::Unsupported(format!(
             "a join without equal keys: {HINT}"
         )));
     }
-    let bounds = join
-        .filter
+    let condition = datafusion::logical_expr::utils::conjunction(
+        join.filter
+            .iter()
+            .cloned()
+            .chain(time_pairs.into_iter().map(|(l, r)| l.eq(r))),
+    );
+    let bounds = condition
         .as_ref()
         .and_then(|f| crate::join::interval_bounds(f, join.left.schema(), join.right.schema()))
         .ok_or_else(|| {
@@ -486,7 +500,7 @@ fn interval_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<
             bounds.lower_ms, bounds.upper_ms
         )));
     }
-    let (left_keys, right_keys) = join.on.iter().cloned().unzip();
+    let (left_keys, right_keys) = key_pairs.into_iter().unzip();
     Ok(StreamNode::IntervalJoin(IntervalJoinNode {
         left: Box::new(to_stream(&join.left)?),
         right: Box::new(to_stream(&join.right)?),

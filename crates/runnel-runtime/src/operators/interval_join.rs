@@ -321,7 +321,7 @@ impl TwoInputOperator for IntervalJoinOperator {
                 Side::Right => &mut self.right,
             };
             if let Some(from) = keep_from {
-                if state.entries > 2 * state.entries_after_sweep + 1024 {
+                if state.entries > 2 * state.entries_after_sweep + 64 {
                     state.sweep(from);
                 }
             }
@@ -338,5 +338,159 @@ impl TwoInputOperator for IntervalJoinOperator {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::TimestampMillisecondArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::logical_expr::col;
+    use runnel_sql::StreamNode;
+
+    use super::*;
+
+    /// A small deterministic generator (xorshift).
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn side_schema(qualifier: &str) -> Arc<DFSchema> {
+        let schema = Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("v", DataType::Int64, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+        ]);
+        Arc::new(DFSchema::try_from_qualified_schema(qualifier, &schema).unwrap())
+    }
+
+    fn operator(lower_ms: i64, upper_ms: i64) -> IntervalJoinOperator {
+        let (left, right) = (side_schema("l"), side_schema("r"));
+        let schema = Arc::new(left.join(&right).unwrap());
+        let placeholder = |schema: &Arc<DFSchema>| {
+            Box::new(StreamNode::Union {
+                inputs: vec![],
+                schema: schema.clone(),
+            })
+        };
+        let node = IntervalJoinNode {
+            left: placeholder(&left),
+            right: placeholder(&right),
+            left_schema: left,
+            right_schema: right,
+            left_keys: vec![col("l.k")],
+            right_keys: vec![col("r.k")],
+            left_time: 2,
+            right_time: 2,
+            lower_ms,
+            upper_ms,
+            residual: None,
+            schema,
+        };
+        IntervalJoinOperator::try_new(&node, Arc::new(JobMetrics::default()), (None, None)).unwrap()
+    }
+
+    fn batch(rows: &[(Option<i64>, i64, i64)], schema: &SchemaRef) -> RecordBatch {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.2),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Random interleavings of the two inputs, with watermarks trailing each side's
+    /// maximum, against a nested-loop join of the rows that were not late.
+    #[test]
+    fn any_interleaving_joins_exactly_the_pairs_in_the_bound() {
+        for seed in 1..=300u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let lower = rng.below(20) as i64 - 15;
+            let upper = lower + rng.below(12) as i64;
+            let mut join = operator(lower, upper);
+            let schemas = [join.left.schema.clone(), join.right.schema.clone()];
+            // Each side: times rising ~2 per row with disorder up to 6 (dense, so rows land
+            // exactly on watermarks and bounds), some NULL keys, some rows far behind.
+            let mut rows: [Vec<(Option<i64>, i64, i64)>; 2] = [vec![], vec![]];
+            for (s, side_rows) in rows.iter_mut().enumerate() {
+                for i in 0..120i64 {
+                    let key = (rng.below(8) != 0).then(|| rng.below(3) as i64);
+                    let late = if rng.below(15) == 0 { 40 } else { 0 };
+                    side_rows.push((key, i + 1000 * s as i64, i * 2 - rng.below(6) as i64 - late));
+                }
+            }
+            let (mut next, mut max, mut watermark) = ([0usize; 2], [i64::MIN; 2], [None::<i64>; 2]);
+            let mut on_time: [Vec<(Option<i64>, i64, i64)>; 2] = [vec![], vec![]];
+            let mut out = Vec::new();
+            while next[0] < 120 || next[1] < 120 {
+                let s = if next[0] >= 120 {
+                    1
+                } else if next[1] >= 120 {
+                    0
+                } else {
+                    rng.below(2) as usize
+                };
+                let n = (1 + rng.below(12) as usize).min(120 - next[s]);
+                let chunk = &rows[s][next[s]..next[s] + n];
+                next[s] += n;
+                for row in chunk {
+                    if watermark[s].is_none_or(|w| row.2 >= w) {
+                        on_time[s].push(*row);
+                    }
+                    max[s] = max[s].max(row.2);
+                }
+                let side = if s == 0 { Side::Left } else { Side::Right };
+                join.process_batch(side, batch(chunk, &schemas[s]), &mut out)
+                    .unwrap();
+                let w = max[s] - 3;
+                if watermark[s].is_none_or(|old| w > old) {
+                    watermark[s] = Some(w);
+                    join.process_watermark(side, w, &mut out).unwrap();
+                }
+            }
+            let mut actual: Vec<(i64, i64)> = Vec::new();
+            for message in &out {
+                if let Message::Batch(b) = message {
+                    let lv = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+                    let rv = b.column(4).as_any().downcast_ref::<Int64Array>().unwrap();
+                    actual.extend((0..b.num_rows()).map(|i| (lv.value(i), rv.value(i))));
+                }
+            }
+            actual.sort();
+            let mut expected: Vec<(i64, i64)> = Vec::new();
+            for l in &on_time[0] {
+                for r in &on_time[1] {
+                    let difference = l.2 - r.2;
+                    if l.0.is_some() && l.0 == r.0 && (lower..=upper).contains(&difference) {
+                        expected.push((l.1, r.1));
+                    }
+                }
+            }
+            expected.sort();
+            assert_eq!(actual, expected, "seed {seed}, bound [{lower}, {upper}]");
+            let late = 240 - on_time[0].len() - on_time[1].len();
+            assert_eq!(
+                join.metrics
+                    .late_rows
+                    .load(std::sync::atomic::Ordering::Relaxed) as usize,
+                late
+            );
+        }
     }
 }
