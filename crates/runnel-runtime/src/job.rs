@@ -24,7 +24,7 @@ use crate::metrics::{JobMetrics, MetricsSnapshot};
 use crate::operator::{Operator, OperatorChain, Side, TwoInputOperator};
 use crate::operators::{
     FilterOperator, IntervalJoinOperator, LateRowsOutput, OverWindowOperator, ProjectionOperator,
-    SessionWindowOperator, WindowAggregateOperator, WindowAssignOperator,
+    SessionWindowOperator, WindowAggregateOperator, WindowAssignOperator, WindowJoinOperator,
 };
 use crate::sink::Sink;
 use crate::source::SourceTask;
@@ -146,20 +146,19 @@ impl JobBuilder<'_> {
                         self.late_output(&join.right.arrow_schema(), "the join")?,
                     );
                     let operator = IntervalJoinOperator::try_new(join, metrics, late)?;
-                    let left = self.build(&join.left).await?;
-                    let right = self.build(&join.right).await?;
-                    let processing_time = left.processing_time || right.processing_time;
-                    let inputs = (self.spawn_chain(left), self.spawn_chain(right));
-                    let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-                    self.tasks.push((
-                        "join".to_string(),
-                        tokio::spawn(run_two_input(Box::new(operator), inputs, sender)),
-                    ));
-                    return Ok(Pipeline {
-                        receiver,
-                        operators: Vec::new(),
-                        processing_time,
-                    });
+                    return self
+                        .spawn_two_input(Box::new(operator), &join.left, &join.right)
+                        .await;
+                }
+                StreamNode::WindowJoin(join) => {
+                    let late = (
+                        self.late_output(&join.left.arrow_schema(), "the window join")?,
+                        self.late_output(&join.right.arrow_schema(), "the window join")?,
+                    );
+                    let operator = WindowJoinOperator::try_new(join, metrics, late)?;
+                    return self
+                        .spawn_two_input(Box::new(operator), &join.left, &join.right)
+                        .await;
                 }
                 StreamNode::Filter {
                     input,
@@ -227,6 +226,29 @@ impl JobBuilder<'_> {
             let mut pipeline = self.build(input).await?;
             pipeline.operators.push(operator);
             Ok(pipeline)
+        })
+    }
+
+    /// Builds both inputs of a two-input operator and spawns its task.
+    async fn spawn_two_input(
+        &mut self,
+        operator: Box<dyn TwoInputOperator>,
+        left: &StreamNode,
+        right: &StreamNode,
+    ) -> Result<Pipeline> {
+        let left = self.build(left).await?;
+        let right = self.build(right).await?;
+        let processing_time = left.processing_time || right.processing_time;
+        let inputs = (self.spawn_chain(left), self.spawn_chain(right));
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        self.tasks.push((
+            operator.name().to_string(),
+            tokio::spawn(run_two_input(operator, inputs, sender)),
+        ));
+        Ok(Pipeline {
+            receiver,
+            operators: Vec::new(),
+            processing_time,
         })
     }
 

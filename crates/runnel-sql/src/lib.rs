@@ -23,7 +23,7 @@ pub use error::{Result, SqlError};
 pub use parser::{parse_script, CreateTable, Statement};
 pub use plan::{
     IntervalJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan,
-    WindowAggregateNode,
+    WindowAggregateNode, WindowJoinNode,
 };
 pub use planner::StreamPlanner;
 pub use window::{WindowKind, WindowTvf};

@@ -76,6 +76,30 @@ pub enum StreamNode {
     /// A stream-stream equi-join bounded in time: rows match when their keys are equal
     /// and `lower <= left.time - right.time <= upper`.
     IntervalJoin(IntervalJoinNode),
+    /// A join of two windowed streams on their windows (and keys), emitted when the
+    /// watermark closes each window.
+    WindowJoin(WindowJoinNode),
+}
+
+/// A window join (Flink's): both inputs carry `window_start`/`window_end`, the `ON` clause
+/// equates them; a window's rows of both sides are joined once the watermark reaches its
+/// end, then freed. Inner, left, right and full outer joins.
+#[derive(Debug, Clone)]
+pub struct WindowJoinNode {
+    pub left: Box<StreamNode>,
+    pub right: Box<StreamNode>,
+    pub left_schema: DFSchemaRef,
+    pub right_schema: DFSchemaRef,
+    /// Equi-join keys (the window bounds among them), evaluated on each side's rows.
+    pub left_keys: Vec<Expr>,
+    pub right_keys: Vec<Expr>,
+    /// Index of each side's `window_end` column.
+    pub left_window_end: usize,
+    pub right_window_end: usize,
+    pub join_type: datafusion::logical_expr::JoinType,
+    /// Other conditions of the `ON` clause, over the joined row.
+    pub residual: Option<Expr>,
+    pub schema: DFSchemaRef,
 }
 
 /// An interval join (Flink's): each side's rows are kept only while a row of the other
@@ -173,6 +197,7 @@ impl StreamNode {
             StreamNode::OverWindow(o) => o.schema.clone(),
             StreamNode::Union { schema, .. } => schema.clone(),
             StreamNode::IntervalJoin(j) => j.schema.clone(),
+            StreamNode::WindowJoin(j) => j.schema.clone(),
         }
     }
 
@@ -197,6 +222,10 @@ impl StreamNode {
                 j.left.use_processing_time();
                 j.right.use_processing_time();
             }
+            StreamNode::WindowJoin(j) => {
+                j.left.use_processing_time();
+                j.right.use_processing_time();
+            }
         }
     }
 
@@ -212,6 +241,10 @@ impl StreamNode {
                 inputs.iter().for_each(|input| input.collect_sources(out))
             }
             StreamNode::IntervalJoin(j) => {
+                j.left.collect_sources(out);
+                j.right.collect_sources(out);
+            }
+            StreamNode::WindowJoin(j) => {
                 j.left.collect_sources(out);
                 j.right.collect_sources(out);
             }
@@ -347,6 +380,26 @@ impl StreamNode {
                         .unwrap_or_default(),
                     format_signed(j.lower_ms),
                     format_signed(j.upper_ms),
+                )?;
+                j.left.fmt_tree(f, depth + 1)?;
+                j.right.fmt_tree(f, depth + 1)
+            }
+            StreamNode::WindowJoin(j) => {
+                let keys: Vec<String> = j
+                    .left_keys
+                    .iter()
+                    .zip(&j.right_keys)
+                    .map(|(l, r)| format!("{l} = {r}"))
+                    .collect();
+                writeln!(
+                    f,
+                    "{pad}WindowJoin: {} [{}]{}; state: both sides' rows of open windows (freed when the watermark passes window_end)",
+                    j.join_type,
+                    keys.join(", "),
+                    j.residual
+                        .as_ref()
+                        .map(|r| format!(" filter {r}"))
+                        .unwrap_or_default(),
                 )?;
                 j.left.fmt_tree(f, depth + 1)?;
                 j.right.fmt_tree(f, depth + 1)

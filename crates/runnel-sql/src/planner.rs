@@ -39,7 +39,7 @@ use crate::error::{Result, SqlError};
 use crate::parser::{ColumnKind, CreateTable};
 use crate::plan::{
     IntervalJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan,
-    WindowAggregateNode,
+    WindowAggregateNode, WindowJoinNode,
 };
 use crate::window::{WindowKind, WindowTvf, WINDOW_END, WINDOW_START};
 
@@ -424,7 +424,10 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 )),
             }
         }
-        LogicalPlan::Join(join) => interval_join(join),
+        LogicalPlan::Join(join) => match window_join(join)? {
+            Some(node) => Ok(node),
+            None => interval_join(join),
+        },
         LogicalPlan::Union(union) => Ok(StreamNode::Union {
             inputs: union
                 .inputs
@@ -453,6 +456,55 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 .unwrap_or("this operation")
         ))),
     }
+}
+
+/// A join equating both sides' `window_start` and `window_end` is a window join; `None`
+/// if the join is not one.
+fn window_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<Option<StreamNode>> {
+    let bound = |plan: &LogicalPlan, e: &Expr| -> Option<(String, usize)> {
+        let Expr::Column(c) = e else { return None };
+        window_origin(plan, c)?;
+        let index = plan.schema().index_of_column(c).ok()?;
+        Some((c.name.clone(), index))
+    };
+    let mut ends = None;
+    let mut starts = false;
+    for (l, r) in &join.on {
+        if let (Some((ln, li)), Some((rn, ri))) = (bound(&join.left, l), bound(&join.right, r)) {
+            match (ln.as_str(), rn.as_str()) {
+                (WINDOW_END, WINDOW_END) => ends = Some((li, ri)),
+                (WINDOW_START, WINDOW_START) => starts = true,
+                _ => {}
+            }
+        }
+    }
+    let Some((left_window_end, right_window_end)) = ends.filter(|_| starts) else {
+        return Ok(None);
+    };
+    use datafusion::logical_expr::JoinType;
+    if !matches!(
+        join.join_type,
+        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+    ) {
+        return Err(SqlError::Unsupported(format!(
+            "{} window joins (inner, left, right and full outer joins run)",
+            join.join_type
+        )));
+    }
+    let (left_keys, right_keys) = join.on.iter().cloned().unzip();
+    Ok(Some(StreamNode::WindowJoin(WindowJoinNode {
+        left: Box::new(to_stream(&join.left)?),
+        right: Box::new(to_stream(&join.right)?),
+        left_schema: join.left.schema().clone(),
+        right_schema: join.right.schema().clone(),
+        left_keys,
+        right_keys,
+        left_window_end,
+        right_window_end,
+        join_type: join.join_type,
+        residual: join.filter.clone(),
+        schema: join.schema.clone(),
+    })))
 }
 
 /// Plans a join of two streams; only joins whose time bounds keep state finite run.

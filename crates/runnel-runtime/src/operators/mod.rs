@@ -10,6 +10,7 @@ mod projection;
 mod session_window;
 mod window_aggregate;
 mod window_assign;
+mod window_join;
 
 pub use filter::FilterOperator;
 pub use interval_join::IntervalJoinOperator;
@@ -20,3 +21,4 @@ pub use session_window::SessionWindowOperator;
 pub use window_aggregate::WindowAggregateOperator;
 pub(crate) use window_assign::as_millis;
 pub use window_assign::WindowAssignOperator;
+pub use window_join::WindowJoinOperator;

@@ -1,0 +1,333 @@
+//! [`WindowJoinOperator`]: Flink's window join — two windowed streams joined on their
+//! windows (`window_start`, `window_end`) and keys. Each side's rows are held per window
+//! until the watermark (the minimum of both inputs') reaches the window's end; then the
+//! window's rows are joined once — inner, or padded with NULLs for outer joins — and freed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, BooleanArray, Int64Array, UInt32Array,
+};
+use datafusion::arrow::compute::kernels::cmp::gt;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::DFSchema;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::JoinType;
+use datafusion::physical_expr::PhysicalExpr;
+use runnel_sql::WindowJoinNode;
+
+use crate::error::{Result, RuntimeError};
+use crate::message::{Message, Watermark};
+use crate::metrics::JobMetrics;
+use crate::operator::{Side, TwoInputOperator};
+use crate::operators::window_assign::{as_millis, compacted};
+use crate::operators::LateRowsOutput;
+
+fn operator_error(source: DataFusionError) -> RuntimeError {
+    RuntimeError::Operator {
+        operator: "WindowJoin".into(),
+        source,
+    }
+}
+
+fn arrow_error(e: ArrowError) -> RuntimeError {
+    operator_error(e.into())
+}
+
+/// One input's rows, per open window (keyed by its end).
+struct WindowSide {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    window_end: usize,
+    schema: SchemaRef,
+    windows: BTreeMap<i64, Vec<RecordBatch>>,
+    watermark: Option<Watermark>,
+    late_output: Option<LateRowsOutput>,
+}
+
+impl WindowSide {
+    /// The rows of the window ending at `end` (possibly none), freeing them.
+    fn take_window(&mut self, end: i64) -> Result<RecordBatch> {
+        let batches = self.windows.remove(&end).unwrap_or_default();
+        concat_batches(&self.schema, &batches).map_err(arrow_error)
+    }
+}
+
+/// An inner or outer window join.
+pub struct WindowJoinOperator {
+    left: WindowSide,
+    right: WindowSide,
+    converter: RowConverter,
+    join_type: JoinType,
+    residual: Option<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+    /// Windows ending at or before this were joined and emitted.
+    emitted: Option<Watermark>,
+    metrics: Arc<JobMetrics>,
+}
+
+impl WindowJoinOperator {
+    pub fn try_new(
+        node: &WindowJoinNode,
+        metrics: Arc<JobMetrics>,
+        late_outputs: (Option<LateRowsOutput>, Option<LateRowsOutput>),
+    ) -> Result<Self> {
+        let side = |schema: &DFSchema,
+                    keys: &[datafusion::logical_expr::Expr],
+                    window_end: usize,
+                    late_output: Option<LateRowsOutput>|
+         -> Result<WindowSide> {
+            Ok(WindowSide {
+                keys: crate::expr::compile(keys, schema)?,
+                window_end,
+                schema: Arc::new(schema.as_arrow().clone()),
+                windows: BTreeMap::new(),
+                watermark: None,
+                late_output,
+            })
+        };
+        let left = side(
+            &node.left_schema,
+            &node.left_keys,
+            node.left_window_end,
+            late_outputs.0,
+        )?;
+        let right = side(
+            &node.right_schema,
+            &node.right_keys,
+            node.right_window_end,
+            late_outputs.1,
+        )?;
+        let fields = left
+            .keys
+            .iter()
+            .map(|k| Ok(SortField::new(k.data_type(&left.schema)?)))
+            .collect::<std::result::Result<Vec<_>, DataFusionError>>()?;
+        let residual = match &node.residual {
+            Some(expr) => {
+                Some(crate::expr::compile(std::slice::from_ref(expr), &node.schema)?.remove(0))
+            }
+            None => None,
+        };
+        Ok(Self {
+            left,
+            right,
+            converter: RowConverter::new(fields).map_err(arrow_error)?,
+            join_type: node.join_type,
+            residual,
+            schema: Arc::new(node.schema.as_arrow().clone()),
+            emitted: None,
+            metrics,
+        })
+    }
+
+    /// Joins one window's rows of both sides.
+    fn join_window(&self, left: &RecordBatch, right: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let keys = |side: &WindowSide, batch: &RecordBatch| -> Result<(Vec<ArrayRef>, _)> {
+            let columns = crate::expr::evaluate(&side.keys, batch)?;
+            let rows = self
+                .converter
+                .convert_columns(&columns)
+                .map_err(arrow_error)?;
+            Ok((columns, rows))
+        };
+        let (left_columns, left_keys) = keys(&self.left, left)?;
+        let (right_columns, right_keys) = keys(&self.right, right)?;
+        let null_key = |columns: &[ArrayRef], row: usize| columns.iter().any(|c| c.is_null(row));
+        // Build on the right, probe with the left.
+        let mut build: HashMap<&[u8], Vec<u32>> = HashMap::new();
+        for row in 0..right.num_rows() {
+            if !null_key(&right_columns, row) {
+                build
+                    .entry(right_keys.row(row).data())
+                    .or_default()
+                    .push(row as u32);
+            }
+        }
+        let (mut left_rows, mut right_rows) = (Vec::new(), Vec::new());
+        for row in 0..left.num_rows() {
+            if null_key(&left_columns, row) {
+                continue;
+            }
+            if let Some(matches) = build.get(left_keys.row(row).data()) {
+                for &r in matches {
+                    left_rows.push(row as u32);
+                    right_rows.push(r);
+                }
+            }
+        }
+        let pick = |batch: &RecordBatch, rows: &[u32]| -> Result<Vec<ArrayRef>> {
+            let indices = UInt32Array::from(rows.to_vec());
+            batch
+                .columns()
+                .iter()
+                .map(|c| take(c, &indices, None))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(arrow_error)
+        };
+        let mut parts = Vec::new();
+        let joined = RecordBatch::try_new(
+            self.schema.clone(),
+            [pick(left, &left_rows)?, pick(right, &right_rows)?].concat(),
+        )
+        .map_err(arrow_error)?;
+        // The rest of the ON clause decides which candidate pairs match.
+        let matched = match &self.residual {
+            Some(residual) => {
+                let keep = residual
+                    .evaluate(&joined)
+                    .and_then(|v| v.into_array(joined.num_rows()))
+                    .map_err(operator_error)?;
+                let keep = keep
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| RuntimeError::Build("join condition is not boolean".into()))?
+                    .clone();
+                // NULL is not a match.
+                BooleanArray::from_iter(keep.iter().map(|k| Some(k == Some(true))))
+            }
+            None => BooleanArray::from(vec![true; joined.num_rows()]),
+        };
+        let (mut left_matched, mut right_matched) =
+            (vec![false; left.num_rows()], vec![false; right.num_rows()]);
+        for (i, is_match) in matched.iter().enumerate() {
+            if is_match == Some(true) {
+                left_matched[left_rows[i] as usize] = true;
+                right_matched[right_rows[i] as usize] = true;
+            }
+        }
+        parts.push(filter_record_batch(&joined, &matched).map_err(arrow_error)?);
+        let nulls = |schema: &SchemaRef, rows: usize| -> Vec<ArrayRef> {
+            schema
+                .fields()
+                .iter()
+                .map(|f| new_null_array(f.data_type(), rows))
+                .collect()
+        };
+        let unmatched = |matched: &[bool]| -> Vec<u32> {
+            (0..matched.len() as u32)
+                .filter(|&i| !matched[i as usize])
+                .collect()
+        };
+        if matches!(self.join_type, JoinType::Left | JoinType::Full) {
+            let rows = unmatched(&left_matched);
+            if !rows.is_empty() {
+                let columns = [pick(left, &rows)?, nulls(&self.right.schema, rows.len())].concat();
+                parts
+                    .push(RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)?);
+            }
+        }
+        if matches!(self.join_type, JoinType::Right | JoinType::Full) {
+            let rows = unmatched(&right_matched);
+            if !rows.is_empty() {
+                let columns = [nulls(&self.left.schema, rows.len()), pick(right, &rows)?].concat();
+                parts
+                    .push(RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)?);
+            }
+        }
+        let output = concat_batches(&self.schema, &parts).map_err(arrow_error)?;
+        Ok((output.num_rows() > 0).then_some(output))
+    }
+}
+
+impl TwoInputOperator for WindowJoinOperator {
+    fn name(&self) -> &str {
+        "WindowJoin"
+    }
+
+    fn process_batch(
+        &mut self,
+        side: Side,
+        batch: RecordBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let this = match side {
+            Side::Left => &mut self.left,
+            Side::Right => &mut self.right,
+        };
+        let mut batch = batch;
+        let mut ends: Int64Array = as_millis(batch.column(this.window_end))
+            .map_err(operator_error)?
+            .reinterpret_cast();
+        // A row of a window already joined is late.
+        if let Some(emitted) = self.emitted {
+            let on_time = gt(&ends, &Int64Array::new_scalar(emitted)).map_err(arrow_error)?;
+            let late = on_time.len() - on_time.true_count();
+            if late > 0 {
+                JobMetrics::add(&self.metrics.late_rows, late);
+                if let Some(output) = &this.late_output {
+                    output.emit_late(&batch, &on_time, out)?;
+                }
+                batch = filter_record_batch(&batch, &on_time).map_err(arrow_error)?;
+                ends = as_millis(batch.column(this.window_end))
+                    .map_err(operator_error)?
+                    .reinterpret_cast();
+            }
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = compacted(&batch).map_err(operator_error)?;
+        let values = ends.values();
+        if values.iter().all(|&e| e == values[0]) {
+            this.windows.entry(values[0]).or_default().push(batch);
+            return Ok(());
+        }
+        let mut distinct: Vec<i64> = values.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        for end in distinct {
+            let mask = BooleanArray::from_iter(values.iter().map(|&e| Some(e == end)));
+            let rows = filter_record_batch(&batch, &mask).map_err(arrow_error)?;
+            this.windows.entry(end).or_default().push(rows);
+        }
+        Ok(())
+    }
+
+    fn process_watermark(
+        &mut self,
+        side: Side,
+        watermark: Watermark,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let this = match side {
+            Side::Left => &mut self.left,
+            Side::Right => &mut self.right,
+        };
+        if this.watermark.is_some_and(|w| w >= watermark) {
+            return Ok(());
+        }
+        this.watermark = Some(watermark);
+        let (Some(l), Some(r)) = (self.left.watermark, self.right.watermark) else {
+            return Ok(());
+        };
+        let watermark = l.min(r);
+        if self.emitted.is_some_and(|e| e >= watermark) {
+            return Ok(());
+        }
+        // Every window either side holds that ends by the watermark, in order.
+        let mut ends: Vec<i64> = self
+            .left
+            .windows
+            .range(..=watermark)
+            .chain(self.right.windows.range(..=watermark))
+            .map(|(end, _)| *end)
+            .collect();
+        ends.sort_unstable();
+        ends.dedup();
+        for end in ends {
+            let left = self.left.take_window(end)?;
+            let right = self.right.take_window(end)?;
+            if let Some(joined) = self.join_window(&left, &right)? {
+                out.push(Message::Batch(joined));
+            }
+        }
+        self.emitted = Some(watermark);
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+}
