@@ -434,26 +434,88 @@ fn write_batches(dir: &std::path::Path, lines: &[String], rng: &mut Rng) {
     }
 }
 
-/// Interval joins: two random streams (shared ids: left 0.., right 1000..) joined with a
-/// random time bound must equal DataFusion's batch join of the same rows minus the rows
-/// Runnel routed as late.
+/// A join shape the join differential test draws.
+#[derive(Debug, Clone, Copy)]
+enum JoinKind {
+    /// `left.ts - right.ts` in `[lower, upper]` seconds.
+    Interval { lower: i64, upper: i64 },
+    /// A TUMBLE window join of `size` seconds, `outer` = full outer.
+    Window { size: i64, full_outer: bool },
+}
+
+impl JoinKind {
+    fn random(rng: &mut Rng) -> JoinKind {
+        if rng.below(2) == 0 {
+            let lower = rng.below(8) as i64 - 6;
+            JoinKind::Interval {
+                lower,
+                upper: lower + 1 + rng.below(6) as i64,
+            }
+        } else {
+            JoinKind::Window {
+                size: 1 + rng.below(5) as i64,
+                full_outer: rng.below(2) == 0,
+            }
+        }
+    }
+
+    /// The streaming query, and the batch query DataFusion answers over the same rows.
+    fn queries(&self) -> (String, String) {
+        match *self {
+            JoinKind::Interval { lower, upper } => {
+                let query = format!(
+                    "SELECT l.id AS left_id, r.id AS right_id, l.v + r.v AS total FROM lefts l JOIN rights r
+                     ON l.k = r.k AND l.ts BETWEEN r.ts + INTERVAL '{lower}' SECOND AND r.ts + INTERVAL '{upper}' SECOND"
+                );
+                (query.clone(), query)
+            }
+            JoinKind::Window { size, full_outer } => {
+                let join = if full_outer { "FULL JOIN" } else { "JOIN" };
+                let streaming = format!(
+                    "SELECT l.id AS left_id, r.id AS right_id, COALESCE(l.window_start, r.window_start) AS ws
+                     FROM (SELECT * FROM TABLE(TUMBLE(TABLE lefts, DESCRIPTOR(ts), INTERVAL '{size}' SECOND))) l
+                     {join} (SELECT * FROM TABLE(TUMBLE(TABLE rights, DESCRIPTOR(ts), INTERVAL '{size}' SECOND))) r
+                     ON l.k = r.k AND l.window_start = r.window_start AND l.window_end = r.window_end"
+                );
+                // Windows computed independently from epoch milliseconds.
+                let ms = size * 1000;
+                let windowed = |t: &str| {
+                    format!(
+                        "(SELECT id, k, to_timestamp_millis(t - ((t % {ms}) + {ms}) % {ms}) AS ws FROM {t})"
+                    )
+                };
+                let batch = format!(
+                    "SELECT l.id AS left_id, r.id AS right_id, COALESCE(l.ws, r.ws) AS ws
+                     FROM {} l {join} {} r ON l.k = r.k AND l.ws = r.ws",
+                    windowed("lefts"),
+                    windowed("rights")
+                );
+                (streaming, batch)
+            }
+        }
+    }
+}
+
+/// Joins of two streams: two random streams (ids: left 0.., right 1000..; keys, values,
+/// disorder, some late rows) joined by an interval join or a (full outer) window join must
+/// equal DataFusion's batch join of the same rows minus the rows Runnel routed as late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interval_joins_equal_datafusion_batch_joins() {
+async fn stream_joins_equal_datafusion_batch_joins() {
     let only: Option<u64> = std::env::var("RUNNEL_SEED")
         .ok()
         .and_then(|s| s.parse().ok());
     let seeds: Vec<u64> = match only {
         Some(seed) => vec![seed],
-        None => (1..=SEEDS).collect(),
+        None => (1..=2 * SEEDS).collect(),
     };
-    let mut matched_rows = 0;
-    let mut late_rows = 0;
+    let (mut matched_rows, mut late_rows) = (0, 0);
+    let mut kinds = [0; 2];
     for &seed in &seeds {
         let mut rng = Rng::new(seed * 104_729 + 17);
         let (left, right) = (events(&mut rng), events(&mut rng));
-        // left.ts - right.ts in [lower, upper], seconds.
-        let lower = rng.below(8) as i64 - 6;
-        let upper = lower + 1 + rng.below(6) as i64;
+        let kind = JoinKind::random(&mut rng);
+        kinds[usize::from(matches!(kind, JoinKind::Window { .. }))] += 1;
+        let (streaming_query, batch_query) = kind.queries();
         let name = format!("join-diff-{seed}");
         let dir = scratch_dir(&name);
         let (left_dir, right_dir) = (dir.join("left"), dir.join("right"));
@@ -475,12 +537,6 @@ async fn interval_joins_equal_datafusion_batch_joins() {
         write_batches(&left_dir, &lines(&left, 0), &mut rng);
         write_batches(&right_dir, &lines(&right, 1000), &mut rng);
         let late_path = dir.join("late.json");
-        let condition = format!(
-            "l.k = r.k AND l.ts BETWEEN r.ts + INTERVAL '{lower}' SECOND AND r.ts + INTERVAL '{upper}' SECOND"
-        );
-        let query = format!(
-            "SELECT l.id AS left_id, r.id AS right_id, l.v + r.v AS total FROM lefts l JOIN rights r ON {condition}"
-        );
         let sql = format!(
             "CREATE TABLE lefts (id BIGINT, k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '3' SECOND)
                WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
@@ -488,7 +544,7 @@ async fn interval_joins_equal_datafusion_batch_joins() {
                WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
              CREATE TABLE late_rows (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
              SET 'runnel.late-data.sink' = 'late_rows';
-             {query};",
+             {streaming_query};",
             left_dir.display(),
             right_dir.display(),
             late_path.display(),
@@ -532,6 +588,7 @@ async fn interval_joins_equal_datafusion_batch_joins() {
                     DataType::Timestamp(TimeUnit::Millisecond, None),
                     false,
                 ),
+                Field::new("t", DataType::Int64, false),
             ]));
             let pick = |c: &[i64]| keep.iter().map(|&i| c[i]).collect::<Vec<_>>();
             let batch = RecordBatch::try_new(
@@ -543,6 +600,7 @@ async fn interval_joins_equal_datafusion_batch_joins() {
                     Arc::new(Int64Array::from(pick(&e.keys))),
                     Arc::new(Int64Array::from(pick(&e.values))),
                     Arc::new(TimestampMillisecondArray::from(pick(&e.times))),
+                    Arc::new(Int64Array::from(pick(&e.times))),
                 ],
             )
             .expect("batch");
@@ -552,21 +610,19 @@ async fn interval_joins_equal_datafusion_batch_joins() {
             )
             .expect("register");
         }
-        let expected = collect_sorted(&ctx, &query).await;
-        assert!(
-            !expected.is_empty(),
-            "seed {seed}: the join matches something"
-        );
+        let expected = collect_sorted(&ctx, &batch_query).await;
         assert_eq!(
             actual, expected,
-            "seed {seed} (bound [{lower}, {upper}] s) differs from DataFusion's batch join; replay with RUNNEL_SEED={seed}"
+            "seed {seed} ({kind:?}) differs from DataFusion's batch join; replay with RUNNEL_SEED={seed}"
         );
         matched_rows += expected.len();
         let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(matched_rows > 0, "the joins matched rows");
     eprintln!(
-        "{} seeded interval joins matched DataFusion ({matched_rows} joined rows, {late_rows} late rows excluded)",
-        seeds.len()
+        "{} seeded joins ({} interval, {} window) matched DataFusion ({matched_rows} rows, {late_rows} late rows excluded)",
+        seeds.len(),
+        kinds[0],
+        kinds[1]
     );
 }
