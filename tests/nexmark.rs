@@ -298,3 +298,138 @@ async fn nexmark_q14_runs_as_published_with_its_udf() {
         assert_eq!(kinds[i].as_deref(), Some(*kind), "row {i}: bidTimeType");
     }
 }
+
+/// Runs a bounded query over the generated events (in the Nexmark DDL's context).
+async fn run_sql_at(sql: &str, tps: u64) -> Vec<RecordBatch> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/nexmark");
+    let ddl = std::fs::read_to_string(dir.join("ddl.sql")).expect("ddl.sql");
+    let script = format!(
+        "{}\n{sql}",
+        ddl.replace("${EVENTS_NUM}", &EVENTS.to_string())
+            .replace("${TPS}", &tps.to_string())
+    );
+    let mut batches = Vec::new();
+    for result in Engine::new().execute(&script).await.expect("query plans") {
+        if let Executed::Query(mut stream) = result {
+            while let Some(batch) = stream.next().await {
+                batches.push(batch.expect("batch"));
+            }
+            stream.finish().await.expect("query runs");
+        }
+    }
+    batches
+}
+
+/// Event time runs at 1000 events per second: 50 s of bids, persons and auctions.
+const JOIN_TPS: u64 = 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q5_hot_items_equal_the_counts_of_each_window() {
+    let bids = run_sql_at("SELECT auction, dateTime FROM bid;", JOIN_TPS).await;
+    let (auctions, times) = (column_i64(&bids, "auction"), column_ts(&bids, "dateTime"));
+    // Independently: HOP(2 s, 10 s) counts per auction, and each window's maximum.
+    let mut counts: std::collections::BTreeMap<(i64, i64), i64> = Default::default();
+    for (auction, t) in auctions.iter().zip(&times) {
+        let mut start = t - t.rem_euclid(2_000);
+        while start + 10_000 > *t {
+            *counts.entry((start, *auction)).or_default() += 1;
+            start -= 2_000;
+        }
+    }
+    let mut max: std::collections::BTreeMap<i64, i64> = Default::default();
+    for ((start, _), n) in &counts {
+        let m = max.entry(*start).or_default();
+        *m = (*m).max(*n);
+    }
+    let mut expected: Vec<(i64, i64)> = counts
+        .iter()
+        .filter(|((start, _), n)| **n >= max[start])
+        .map(|((_, auction), n)| (*auction, *n))
+        .collect();
+    expected.sort();
+
+    let q5 = run_at("q5", JOIN_TPS).await;
+    let mut actual: Vec<(i64, i64)> = column_i64(&q5, "auction")
+        .into_iter()
+        .zip(column_i64(&q5, "num"))
+        .collect();
+    actual.sort();
+    assert!(
+        expected.len() > 20,
+        "windows with hot items: {}",
+        expected.len()
+    );
+    assert_eq!(actual, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q7_highest_bids_equal_each_windows_maximum() {
+    let bids = run_sql_at("SELECT auction, price, dateTime FROM bid;", JOIN_TPS).await;
+    let (auctions, prices) = (column_i64(&bids, "auction"), column_i64(&bids, "price"));
+    let times = column_ts(&bids, "dateTime");
+    let mut max: std::collections::BTreeMap<i64, i64> = Default::default();
+    for (price, t) in prices.iter().zip(&times) {
+        let end = t - t.rem_euclid(10_000) + 10_000;
+        let m = max.entry(end).or_default();
+        *m = (*m).max(*price);
+    }
+    // A bid joins a window's maximum when its price equals it and its time is within
+    // [end - 10 s, end] (the query's BETWEEN, inclusive).
+    let mut expected: Vec<(i64, i64, i64)> = Vec::new();
+    for ((auction, price), t) in auctions.iter().zip(&prices).zip(&times) {
+        for (end, m) in &max {
+            if price == m && (end - 10_000..=*end).contains(t) {
+                expected.push((*auction, *price, *t));
+            }
+        }
+    }
+    expected.sort();
+    let q7 = run_at("q7", JOIN_TPS).await;
+    let mut actual: Vec<(i64, i64, i64)> = column_i64(&q7, "auction")
+        .into_iter()
+        .zip(column_i64(&q7, "price"))
+        .zip(column_ts(&q7, "dateTime"))
+        .map(|((a, p), t)| (a, p, t))
+        .collect();
+    actual.sort();
+    assert!(
+        expected.len() >= max.len(),
+        "every window has its highest bid"
+    );
+    assert_eq!(actual, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q8_new_sellers_equal_a_join_of_the_windows() {
+    let people = run_sql_at("SELECT id, name, dateTime FROM person;", JOIN_TPS).await;
+    let auctions = run_sql_at("SELECT seller, dateTime FROM auction;", JOIN_TPS).await;
+    let window = |t: i64| t - t.rem_euclid(10_000);
+    let sellers: std::collections::BTreeSet<(i64, i64)> = column_i64(&auctions, "seller")
+        .into_iter()
+        .zip(column_ts(&auctions, "dateTime"))
+        .map(|(s, t)| (s, window(t)))
+        .collect();
+    let mut expected: Vec<(i64, String, i64)> = column_i64(&people, "id")
+        .into_iter()
+        .zip(column_str(&people, "name"))
+        .zip(column_ts(&people, "dateTime"))
+        .filter(|((id, _), t)| sellers.contains(&(*id, window(*t))))
+        .map(|((id, name), t)| (id, name.unwrap_or_default(), window(t)))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    expected.sort();
+    let q8 = run_at("q8", JOIN_TPS).await;
+    let mut actual: Vec<(i64, String, i64)> = column_i64(&q8, "id")
+        .into_iter()
+        .zip(column_str(&q8, "name"))
+        .zip(column_ts(&q8, "starttime"))
+        .map(|((id, name), t)| (id, name.unwrap_or_default(), t))
+        .collect();
+    actual.sort();
+    assert!(
+        !expected.is_empty(),
+        "some people sell in their first window"
+    );
+    assert_eq!(actual, expected);
+}

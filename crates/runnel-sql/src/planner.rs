@@ -393,14 +393,14 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     "GROUPING SETS, ROLLUP and CUBE".into(),
                 ));
             }
-            let position = |name: &str| -> Option<(usize, WindowKind)> {
+            let position = |bound: &str| -> Option<(usize, WindowKind)> {
                 agg.group_expr
                     .iter()
                     .enumerate()
                     .find_map(|(i, e)| match e {
-                        Expr::Column(c) if c.name == name => {
-                            window_origin(&agg.input, c).map(|k| (i, k))
-                        }
+                        Expr::Column(c) => window_origin(&agg.input, c)
+                            .filter(|(_, b)| *b == bound)
+                            .map(|(kind, _)| (i, kind)),
                         _ => None,
                     })
             };
@@ -461,17 +461,17 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
 /// A join equating both sides' `window_start` and `window_end` is a window join; `None`
 /// if the join is not one.
 fn window_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<Option<StreamNode>> {
-    let bound = |plan: &LogicalPlan, e: &Expr| -> Option<(String, usize)> {
+    let bound = |plan: &LogicalPlan, e: &Expr| -> Option<(&'static str, usize)> {
         let Expr::Column(c) = e else { return None };
-        window_origin(plan, c)?;
+        let (_, bound) = window_origin(plan, c)?;
         let index = plan.schema().index_of_column(c).ok()?;
-        Some((c.name.clone(), index))
+        Some((bound, index))
     };
     let mut ends = None;
     let mut starts = false;
     for (l, r) in &join.on {
         if let (Some((ln, li)), Some((rn, ri))) = (bound(&join.left, l), bound(&join.right, r)) {
-            match (ln.as_str(), rn.as_str()) {
+            match (ln, rn) {
                 (WINDOW_END, WINDOW_END) => ends = Some((li, ri)),
                 (WINDOW_START, WINDOW_START) => starts = true,
                 _ => {}
@@ -482,12 +482,11 @@ fn window_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<Op
         return Ok(None);
     };
     use datafusion::logical_expr::JoinType;
-    if !matches!(
-        join.join_type,
-        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
-    ) {
+    // Semi and anti joins come from the optimizer (IN / EXISTS, or an inner join whose
+    // other side is unique on the keys); mark joins have no streaming meaning yet.
+    if matches!(join.join_type, JoinType::LeftMark | JoinType::RightMark) {
         return Err(SqlError::Unsupported(format!(
-            "{} window joins (inner, left, right and full outer joins run)",
+            "{} window joins",
             join.join_type
         )));
     }
@@ -600,7 +599,7 @@ fn over_readiness(
     // Window Top-N: partitioned by a window's bounds, final when the window is.
     let window_end = functions.iter().find_map(|f| {
         f.params.partition_by.iter().find_map(|e| match e {
-            Expr::Column(c) if c.name == WINDOW_END && window_origin(input, c).is_some() => {
+            Expr::Column(c) if is_window_bound(input, e, WINDOW_END) => {
                 input.schema().index_of_column(c).ok()
             }
             _ => None,
@@ -611,7 +610,7 @@ fn over_readiness(
             f.params
                 .partition_by
                 .iter()
-                .any(|e| matches!(e, Expr::Column(c) if c.name == WINDOW_END))
+                .any(|e| is_window_bound(input, e, WINDOW_END))
         }) {
             return Ok(OverReadiness::WindowEnd { window_end });
         }
@@ -724,14 +723,22 @@ fn is_proctime(plan: &LogicalPlan, column: &Column) -> bool {
     }
 }
 
-/// Follows `column` down through projections and filters; `Some` if it is a bound of a
-/// window table function.
-fn window_origin(plan: &LogicalPlan, column: &Column) -> Option<WindowKind> {
+/// Follows `column` down through projections, filters, aliases and aggregates' groups;
+/// `Some((kind, bound))` if it is a window table function's `window_start`, `window_end`
+/// or `window_time` (whatever the query renamed it to).
+fn window_origin(plan: &LogicalPlan, column: &Column) -> Option<(WindowKind, &'static str)> {
     match plan {
         LogicalPlan::Extension(Extension { node }) => {
             let tvf = node.as_any().downcast_ref::<WindowTvf>()?;
             let index = tvf.schema().index_of_column(column).ok()?;
-            (index >= tvf.input.schema().fields().len()).then_some(tvf.kind)
+            if index < tvf.input.schema().fields().len() {
+                return None;
+            }
+            let name = tvf.schema().field(index).name();
+            [WINDOW_START, WINDOW_END, crate::window::WINDOW_TIME]
+                .into_iter()
+                .find(|bound| bound == name)
+                .map(|bound| (tvf.kind, bound))
         }
         LogicalPlan::Projection(p) => {
             let index = p.schema.index_of_column(column).ok()?;
@@ -745,8 +752,8 @@ fn window_origin(plan: &LogicalPlan, column: &Column) -> Option<WindowKind> {
             }
         }
         LogicalPlan::Filter(f) => window_origin(&f.input, column),
-        // A window bound grouped by an aggregate is still that bound (window Top-N over a
-        // window aggregate).
+        // A window bound grouped by an aggregate is still that bound (window Top-N or a
+        // window join over a window aggregate, an aggregate of an aggregate).
         LogicalPlan::Aggregate(a) => {
             let index = a.schema.index_of_column(column).ok()?;
             match a.group_expr.get(index)? {
@@ -762,6 +769,11 @@ fn window_origin(plan: &LogicalPlan, column: &Column) -> Option<WindowKind> {
         }
         _ => None,
     }
+}
+
+/// Whether `e` is a column carrying the window bound `bound` of `plan`.
+fn is_window_bound(plan: &LogicalPlan, e: &Expr, bound: &str) -> bool {
+    matches!(e, Expr::Column(c) if window_origin(plan, c).is_some_and(|(_, b)| b == bound))
 }
 
 /// A catalog table as DataFusion's planner sees it.

@@ -64,6 +64,9 @@ pub struct WindowJoinOperator {
     converter: RowConverter,
     join_type: JoinType,
     residual: Option<Arc<dyn PhysicalExpr>>,
+    /// Left columns then right columns: candidate pairs (and the residual) use it; the
+    /// output has it too except for semi and anti joins, which output one side.
+    pair_schema: SchemaRef,
     schema: SchemaRef,
     /// Windows ending at or before this were joined and emitted.
     emitted: Option<Watermark>,
@@ -107,9 +110,13 @@ impl WindowJoinOperator {
             .iter()
             .map(|k| Ok(SortField::new(k.data_type(&left.schema)?)))
             .collect::<std::result::Result<Vec<_>, DataFusionError>>()?;
+        let pair_schema = node
+            .left_schema
+            .join(&node.right_schema)
+            .map_err(operator_error)?;
         let residual = match &node.residual {
             Some(expr) => {
-                Some(crate::expr::compile(std::slice::from_ref(expr), &node.schema)?.remove(0))
+                Some(crate::expr::compile(std::slice::from_ref(expr), &pair_schema)?.remove(0))
             }
             None => None,
         };
@@ -119,6 +126,7 @@ impl WindowJoinOperator {
             converter: RowConverter::new(fields).map_err(arrow_error)?,
             join_type: node.join_type,
             residual,
+            pair_schema: Arc::new(pair_schema.as_arrow().clone()),
             schema: Arc::new(node.schema.as_arrow().clone()),
             emitted: None,
             metrics,
@@ -171,7 +179,7 @@ impl WindowJoinOperator {
         };
         let mut parts = Vec::new();
         let joined = RecordBatch::try_new(
-            self.schema.clone(),
+            self.pair_schema.clone(),
             [pick(left, &left_rows)?, pick(right, &right_rows)?].concat(),
         )
         .map_err(arrow_error)?;
@@ -200,6 +208,24 @@ impl WindowJoinOperator {
                 right_matched[right_rows[i] as usize] = true;
             }
         }
+        let unmatched = |matched: &[bool], wanted: bool| -> Vec<u32> {
+            (0..matched.len() as u32)
+                .filter(|&i| matched[i as usize] == wanted)
+                .collect()
+        };
+        // Semi and anti joins output one side's rows, once each.
+        let one_side = match self.join_type {
+            JoinType::LeftSemi => Some((left, unmatched(&left_matched, true))),
+            JoinType::LeftAnti => Some((left, unmatched(&left_matched, false))),
+            JoinType::RightSemi => Some((right, unmatched(&right_matched, true))),
+            JoinType::RightAnti => Some((right, unmatched(&right_matched, false))),
+            _ => None,
+        };
+        if let Some((side, rows)) = one_side {
+            let output = RecordBatch::try_new(self.schema.clone(), pick(side, &rows)?)
+                .map_err(arrow_error)?;
+            return Ok((output.num_rows() > 0).then_some(output));
+        }
         parts.push(filter_record_batch(&joined, &matched).map_err(arrow_error)?);
         let nulls = |schema: &SchemaRef, rows: usize| -> Vec<ArrayRef> {
             schema
@@ -208,13 +234,8 @@ impl WindowJoinOperator {
                 .map(|f| new_null_array(f.data_type(), rows))
                 .collect()
         };
-        let unmatched = |matched: &[bool]| -> Vec<u32> {
-            (0..matched.len() as u32)
-                .filter(|&i| !matched[i as usize])
-                .collect()
-        };
         if matches!(self.join_type, JoinType::Left | JoinType::Full) {
-            let rows = unmatched(&left_matched);
+            let rows = unmatched(&left_matched, false);
             if !rows.is_empty() {
                 let columns = [pick(left, &rows)?, nulls(&self.right.schema, rows.len())].concat();
                 parts
@@ -222,7 +243,7 @@ impl WindowJoinOperator {
             }
         }
         if matches!(self.join_type, JoinType::Right | JoinType::Full) {
-            let rows = unmatched(&right_matched);
+            let rows = unmatched(&right_matched, false);
             if !rows.is_empty() {
                 let columns = [nulls(&self.left.schema, rows.len()), pick(right, &rows)?].concat();
                 parts
