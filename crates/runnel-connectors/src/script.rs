@@ -30,6 +30,9 @@ use crate::error::{ConnectorError, Result};
 use crate::format::{Format, FORMAT_OPTIONS};
 use crate::options::TableOptions;
 
+/// Partitions a script may name (each costs a watermark slot).
+const MAX_PARTITIONS: usize = 1024;
+
 /// Options the script connector accepts (besides the format's).
 pub const OPTIONS: &[&str] = &["path", "partitions"];
 
@@ -108,11 +111,16 @@ fn parse_script(path: &str, text: &str) -> Result<Vec<Step>> {
         };
         match name {
             "partition" => {
-                partition = argument.trim().parse().map_err(|_| {
-                    bad(format!(
-                        "@partition needs a partition number, got '{argument}'"
-                    ))
-                })?
+                partition = argument
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|&p: &usize| p < MAX_PARTITIONS)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "@partition needs a partition number below {MAX_PARTITIONS}, got '{argument}'"
+                        ))
+                    })?
             }
             "watermark" => steps.push(Step::Watermark(partition, time()?)),
             "clock" => steps.push(Step::Clock(time()?)),
@@ -162,6 +170,13 @@ impl ScriptSource {
             .max()
             .unwrap_or(1);
         let partitions = options.parse_or("partitions", used)?;
+        if partitions > MAX_PARTITIONS {
+            return Err(options.invalid(
+                "partitions",
+                &partitions.to_string(),
+                format!("at most {MAX_PARTITIONS}"),
+            ));
+        }
         if partitions < used {
             return Err(options.invalid(
                 "partitions",
