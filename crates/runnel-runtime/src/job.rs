@@ -114,6 +114,22 @@ impl JobBuilder<'_> {
             .transpose()
     }
 
+    /// Where a join's two inputs send their late rows, if the job routes them.
+    fn late_outputs_for_join(
+        &self,
+        left: &SchemaRef,
+        right: &SchemaRef,
+        operator: &str,
+    ) -> Result<(Option<LateRowsOutput>, Option<LateRowsOutput>)> {
+        match &self.config.late_data_sink {
+            Some(sink) => {
+                let (l, r) = LateRowsOutput::for_join(sink, left, right, operator)?;
+                Ok((Some(l), Some(r)))
+            }
+            None => Ok((None, None)),
+        }
+    }
+
     /// The pipeline producing `node`'s rows.
     fn build<'b>(&'b mut self, node: &'b StreamNode) -> BoxFuture<'b, Result<Pipeline>> {
         Box::pin(async move {
@@ -141,20 +157,22 @@ impl JobBuilder<'_> {
                     });
                 }
                 StreamNode::IntervalJoin(join) => {
-                    let late = (
-                        self.late_output(&join.left.arrow_schema(), "the join")?,
-                        self.late_output(&join.right.arrow_schema(), "the join")?,
-                    );
+                    let late = self.late_outputs_for_join(
+                        &join.left.arrow_schema(),
+                        &join.right.arrow_schema(),
+                        "the join",
+                    )?;
                     let operator = IntervalJoinOperator::try_new(join, metrics, late)?;
                     return self
                         .spawn_two_input(Box::new(operator), &join.left, &join.right)
                         .await;
                 }
                 StreamNode::WindowJoin(join) => {
-                    let late = (
-                        self.late_output(&join.left.arrow_schema(), "the window join")?,
-                        self.late_output(&join.right.arrow_schema(), "the window join")?,
-                    );
+                    let late = self.late_outputs_for_join(
+                        &join.left.arrow_schema(),
+                        &join.right.arrow_schema(),
+                        "the window join",
+                    )?;
                     let operator = WindowJoinOperator::try_new(join, metrics, late)?;
                     return self
                         .spawn_two_input(Box::new(operator), &join.left, &join.right)

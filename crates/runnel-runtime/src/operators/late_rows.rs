@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray};
+use datafusion::arrow::array::{new_null_array, ArrayRef, BooleanArray};
 use datafusion::arrow::compute::{cast, filter_record_batch, not};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -17,8 +17,20 @@ use crate::message::Message;
 /// declares another type, as an `INSERT` would).
 #[derive(Debug, Clone)]
 pub struct LateRowsOutput {
-    columns: Vec<usize>,
+    /// Per sink column, the input column it comes from (`None`: NULL, for a join side
+    /// that lacks it).
+    columns: Vec<Option<usize>>,
     schema: SchemaRef,
+}
+
+/// A schema's column names, for messages.
+fn names(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl LateRowsOutput {
@@ -36,17 +48,54 @@ impl LateRowsOutput {
                          the late-data sink may declare only those",
                         sink.name,
                         field.name(),
-                        input
-                            .fields()
-                            .iter()
-                            .map(|f| f.name().as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        names(input)
                     ))
                 })
             })
+            .map(|index| index.map(Some))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { columns, schema })
+    }
+
+    /// The outputs of a join's two sides. Each sink column must come from at least one
+    /// side; a side without it writes NULL there (the column must then be nullable).
+    pub fn for_join(
+        sink: &TableDef,
+        left: &SchemaRef,
+        right: &SchemaRef,
+        operator: &str,
+    ) -> Result<(Self, Self)> {
+        let schema = sink.physical_schema.clone();
+        for field in schema.fields() {
+            let found = [left, right]
+                .iter()
+                .filter(|side| side.index_of(field.name()).is_ok())
+                .count();
+            if found == 0 || (found == 1 && !field.is_nullable()) {
+                return Err(RuntimeError::Build(format!(
+                    "late-data sink {}: column '{}' must come from {} input of {operator} \
+                     (left: {}; right: {})",
+                    sink.name,
+                    field.name(),
+                    if found == 0 {
+                        "an"
+                    } else {
+                        "both (it is NOT NULL)"
+                    },
+                    names(left),
+                    names(right)
+                )));
+            }
+        }
+        let side = |input: &SchemaRef| Self {
+            columns: schema
+                .fields()
+                .iter()
+                .map(|f| input.index_of(f.name()).ok())
+                .collect(),
+            schema: schema.clone(),
+        };
+        Ok((side(left), side(right)))
     }
 
     /// The sink's schema.
@@ -74,7 +123,10 @@ impl LateRowsOutput {
             .columns
             .iter()
             .zip(self.schema.fields())
-            .map(|(&i, field)| cast(rows.column(i), field.data_type()))
+            .map(|(i, field)| match i {
+                Some(i) => cast(rows.column(*i), field.data_type()),
+                None => Ok(new_null_array(field.data_type(), rows.num_rows())),
+            })
             .collect::<std::result::Result<Vec<ArrayRef>, _>>()
             .map_err(error)?;
         let late = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(error)?;
