@@ -157,21 +157,31 @@ impl Engine {
     async fn execute_statement(&self, statement: Statement) -> Result<Executed> {
         match statement {
             Statement::Insert { table, query } => {
-                let keep = self.late_sink_columns();
                 let plan = {
+                    let settings = self
+                        .settings
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
                     let catalog = self.catalog();
+                    let options = crate::settings::plan_options(&settings, &catalog);
                     let sink = catalog.require_table(&table)?;
                     self.planner
-                        .plan_query_keeping(&catalog, *query, Some(sink), &keep)?
+                        .plan_query_with(&catalog, *query, Some(sink), &options)?
                 };
                 Ok(Executed::Job(self.start(&plan).await?))
             }
             Statement::Query(query) => {
-                let keep = self.late_sink_columns();
                 let plan = {
+                    let settings = self
+                        .settings
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
                     let catalog = self.catalog();
+                    let options = crate::settings::plan_options(&settings, &catalog);
                     self.planner
-                        .plan_query_keeping(&catalog, *query, None, &keep)?
+                        .plan_query_with(&catalog, *query, None, &options)?
                 };
                 let config = self.job_config()?;
                 let (sender, receiver) = mpsc::channel(8);
@@ -205,20 +215,24 @@ impl Engine {
         Ok(spawn_job(plan, self.connectors.as_ref(), sink, &config).await?)
     }
 
-    /// The columns of the late-data sink, if one is set and declared: windows keep them.
-    fn late_sink_columns(&self) -> Vec<String> {
-        let Some(name) = self.setting(crate::settings::LATE_DATA_SINK) else {
-            return Vec::new();
-        };
-        match self.catalog().table(&name) {
-            Some(table) => table
-                .physical_schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
-            None => Vec::new(),
-        }
+    /// Plans a query (into the table `sink` for an `INSERT INTO`) with the session's
+    /// settings.
+    fn plan(
+        &self,
+        query: datafusion::sql::sqlparser::ast::Query,
+        sink: Option<&str>,
+    ) -> Result<StreamPlan> {
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let catalog = self.catalog();
+        let options = crate::settings::plan_options(&settings, &catalog);
+        let sink = sink.map(|name| catalog.require_table(name)).transpose()?;
+        Ok(self
+            .planner
+            .plan_query_with(&catalog, query, sink, &options)?)
     }
 
     /// The job-wide settings a job started now gets.
@@ -233,14 +247,8 @@ impl Engine {
         let mut out = String::new();
         for statement in parse_script(sql)? {
             let plan = match statement {
-                Statement::Insert { table, query } => {
-                    let catalog = self.catalog();
-                    let sink = catalog.require_table(&table)?;
-                    self.planner.plan_query(&catalog, *query, Some(sink))?
-                }
-                Statement::Query(query) => {
-                    self.planner.plan_query(&self.catalog(), *query, None)?
-                }
+                Statement::Insert { table, query } => self.plan(*query, Some(&table))?,
+                Statement::Query(query) => self.plan(*query, None)?,
                 declaration => {
                     self.declare(&declaration)?;
                     continue;

@@ -10,6 +10,8 @@ use crate::error::{Result, RunnelError};
 
 /// `SET 'table.exec.source.idle-timeout' = '5 s'`: Flink's default idle timeout of sources.
 pub const SOURCE_IDLE_TIMEOUT: &str = "table.exec.source.idle-timeout";
+/// `SET 'table.exec.state.ttl' = '1 h'`: Flink's key; bounds joins that have no time bound.
+pub const STATE_TTL: &str = "table.exec.state.ttl";
 /// `SET 'runnel.watermark.idle-advance' = 'true'`: with every source partition idle, the
 /// watermark follows the processing clock.
 pub const IDLE_WATERMARK_ADVANCE: &str = "runnel.watermark.idle-advance";
@@ -31,7 +33,7 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> RunnelError {
 /// Checks one `SET` when it is made, so a bad value fails at the statement that set it.
 pub fn check(key: &str, value: &str) -> Result<()> {
     match key {
-        SOURCE_IDLE_TIMEOUT => parse_duration(value).map(drop).ok_or_else(|| {
+        SOURCE_IDLE_TIMEOUT | STATE_TTL => parse_duration(value).map(drop).ok_or_else(|| {
             invalid(
                 key,
                 value,
@@ -49,6 +51,34 @@ pub fn check(key: &str, value: &str) -> Result<()> {
             format!("unknown Runnel setting; known: {}", RUNNEL_KEYS.join(", ")),
         )),
         _ => Ok(()),
+    }
+}
+
+/// The planning options a query planned now gets from the session's settings.
+pub fn plan_options(
+    settings: &BTreeMap<String, String>,
+    catalog: &Catalog,
+) -> runnel_sql::PlanOptions {
+    let keep_columns = settings
+        .get(LATE_DATA_SINK)
+        .and_then(|name| catalog.table(name))
+        .map(|table| {
+            table
+                .physical_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let state_ttl_ms = settings
+        .get(STATE_TTL)
+        .and_then(|value| parse_duration(value))
+        .filter(|d| !d.is_zero())
+        .map(|d| d.as_millis() as i64);
+    runnel_sql::PlanOptions {
+        keep_columns,
+        state_ttl_ms,
     }
 }
 

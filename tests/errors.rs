@@ -91,6 +91,11 @@ fn unsupported_queries_are_refused_with_the_reason() {
         &["event-time column 'ts' is NULL in 1 row(s)"],
     );
     fails_with(
+        "unbounded-join",
+        &format!("{table}\nSELECT a.v, b.v FROM e a JOIN e b ON a.k = b.k;"),
+        &["without a time bound", "table.exec.state.ttl"],
+    );
+    fails_with(
         "write-to-a-generator",
         &format!(
             "{table}\nCREATE TABLE g (k INT) WITH ('connector' = 'nexmark');\nINSERT INTO g SELECT k FROM e;"

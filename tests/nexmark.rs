@@ -433,3 +433,70 @@ async fn nexmark_q8_new_sellers_equal_a_join_of_the_windows() {
     );
     assert_eq!(actual, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q3_runs_with_a_state_ttl_and_equals_the_equi_join() {
+    let people = run_sql_at(
+        "SELECT id, name, city, state, dateTime FROM person;",
+        JOIN_TPS,
+    )
+    .await;
+    let auctions = run_sql_at(
+        "SELECT id, seller, category, dateTime FROM auction;",
+        JOIN_TPS,
+    )
+    .await;
+    let person: std::collections::HashMap<i64, (String, String, String, i64)> =
+        column_i64(&people, "id")
+            .into_iter()
+            .zip(column_str(&people, "name"))
+            .zip(column_str(&people, "city"))
+            .zip(column_str(&people, "state"))
+            .zip(column_ts(&people, "dateTime"))
+            .map(|((((id, n), c), s), t)| {
+                (
+                    id,
+                    (
+                        n.unwrap_or_default(),
+                        c.unwrap_or_default(),
+                        s.unwrap_or_default(),
+                        t,
+                    ),
+                )
+            })
+            .collect();
+    let mut expected: Vec<(String, String, String, i64)> = Vec::new();
+    for (((id, seller), category), t) in column_i64(&auctions, "id")
+        .into_iter()
+        .zip(column_i64(&auctions, "seller"))
+        .zip(column_i64(&auctions, "category"))
+        .zip(column_ts(&auctions, "dateTime"))
+    {
+        if let Some((name, city, state, pt)) = person.get(&seller) {
+            let in_state = ["OR", "ID", "CA"].contains(&state.as_str());
+            // The TTL of 1 h: rows meet within an hour of event time of each other.
+            if category == 10 && in_state && (t - pt).abs() <= 3_600_000 {
+                expected.push((name.clone(), city.clone(), state.clone(), id));
+            }
+        }
+    }
+    expected.sort();
+    let q3 = run_at("q3", JOIN_TPS).await;
+    let mut actual: Vec<(String, String, String, i64)> = column_str(&q3, "name")
+        .into_iter()
+        .zip(column_str(&q3, "city"))
+        .zip(column_str(&q3, "state"))
+        .zip(column_i64(&q3, "id"))
+        .map(|(((n, c), s), id)| {
+            (
+                n.unwrap_or_default(),
+                c.unwrap_or_default(),
+                s.unwrap_or_default(),
+                id,
+            )
+        })
+        .collect();
+    actual.sort();
+    assert!(!expected.is_empty(), "some local sellers");
+    assert_eq!(actual, expected);
+}

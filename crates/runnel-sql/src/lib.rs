@@ -25,5 +25,5 @@ pub use plan::{
     IntervalJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan,
     WindowAggregateNode, WindowJoinNode,
 };
-pub use planner::StreamPlanner;
+pub use planner::{PlanOptions, StreamPlanner};
 pub use window::{WindowKind, WindowTvf};

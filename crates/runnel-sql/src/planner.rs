@@ -245,44 +245,54 @@ impl StreamPlanner {
         query: Query,
         sink: Option<Arc<TableDef>>,
     ) -> Result<StreamPlan> {
-        self.plan_query_keeping(catalog, query, sink, &[])
+        self.plan_query_with(catalog, query, sink, &PlanOptions::default())
     }
 
-    /// Plans a query whose window inputs keep the columns named in `keep` even when the
-    /// query does not read them (the late-data sink's columns).
-    pub fn plan_query_keeping(
+    /// Plans a query with job-level options (see [`PlanOptions`]).
+    pub fn plan_query_with(
         &self,
         catalog: &Catalog,
         query: Query,
         sink: Option<Arc<TableDef>>,
-        keep: &[String],
+        options: &PlanOptions,
     ) -> Result<StreamPlan> {
         let mut plan = self.logical_plan(catalog, query)?;
         if let Some(sink) = &sink {
             plan = cast_to_sink(plan, sink)?;
         }
-        // Analyze (views are inlined here), mark what windows keep, then optimize.
-        let plan = self.state.analyzer().execute_and_check(
+        // Analyze (views are inlined here), apply the options, then optimize.
+        let mut plan = self.state.analyzer().execute_and_check(
             plan,
             self.state.config_options(),
             |_, _| {},
         )?;
-        let plan = if keep.is_empty() {
-            plan
-        } else {
-            plan.transform_up(|node| match &node {
-                LogicalPlan::Extension(Extension { node: inner }) => {
-                    match inner.as_any().downcast_ref::<WindowTvf>() {
-                        Some(tvf) => Ok(Transformed::yes(LogicalPlan::Extension(Extension {
-                            node: Arc::new(tvf.retaining(keep)),
-                        }))),
-                        None => Ok(Transformed::no(node)),
+        let keep = &options.keep_columns;
+        if !keep.is_empty() {
+            plan = plan
+                .transform_up(|node| match &node {
+                    LogicalPlan::Extension(Extension { node: inner }) => {
+                        match inner.as_any().downcast_ref::<WindowTvf>() {
+                            Some(tvf) => Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+                                node: Arc::new(tvf.retaining(keep)),
+                            }))),
+                            None => Ok(Transformed::no(node)),
+                        }
                     }
-                }
-                _ => Ok(Transformed::no(node)),
-            })?
-            .data
-        };
+                    _ => Ok(Transformed::no(node)),
+                })?
+                .data;
+        }
+        if let Some(ttl_ms) = options.state_ttl_ms {
+            plan = plan
+                .transform_up(|node| match &node {
+                    LogicalPlan::Join(join) => match bound_by_ttl(join, ttl_ms)? {
+                        Some(bounded) => Ok(Transformed::yes(LogicalPlan::Join(bounded))),
+                        None => Ok(Transformed::no(node)),
+                    },
+                    _ => Ok(Transformed::no(node)),
+                })?
+                .data;
+        }
         let plan = self
             .state
             .optimizer()
@@ -293,6 +303,100 @@ impl StreamPlanner {
             sink,
             logical: plan,
         })
+    }
+}
+
+/// Job-level choices that shape a plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Columns windows keep even when the query does not read them (the late-data sink's).
+    pub keep_columns: Vec<String>,
+    /// `SET 'table.exec.state.ttl'`: a join of two streams with no time bound keeps each
+    /// row for this much event time (it becomes an interval join of ± the TTL on the
+    /// inputs' event-time columns).
+    pub state_ttl_ms: Option<i64>,
+}
+
+/// An inner join of two streams without a time bound, bounded by `ttl_ms` on each side's
+/// event-time column; `None` when the join is bounded already or a side has no event time.
+fn bound_by_ttl(
+    join: &datafusion::logical_expr::logical_plan::Join,
+    ttl_ms: i64,
+) -> DFResult<Option<datafusion::logical_expr::logical_plan::Join>> {
+    use datafusion::logical_expr::{lit, JoinType};
+    if join.join_type != JoinType::Inner {
+        return Ok(None);
+    }
+    let bounded = join.filter.as_ref().is_some_and(|f| {
+        crate::join::interval_bounds(f, join.left.schema(), join.right.schema()).is_some()
+    });
+    let windowed = join
+        .on
+        .iter()
+        .any(|(l, _)| is_window_bound(&join.left, l, WINDOW_END));
+    if bounded || windowed {
+        return Ok(None);
+    }
+    let (Some(left), Some(right)) = (
+        event_time_column(&join.left),
+        event_time_column(&join.right),
+    ) else {
+        return Ok(None);
+    };
+    let ttl = lit(ScalarValue::new_interval_mdn(0, 0, ttl_ms * 1_000_000));
+    let (l, r) = (Expr::Column(left), Expr::Column(right));
+    let bound = l.clone().between(r.clone() - ttl.clone(), r + ttl);
+    let filter = match &join.filter {
+        Some(filter) => filter.clone().and(bound),
+        None => bound,
+    };
+    let mut bounded = join.clone();
+    bounded.filter = Some(filter);
+    Ok(Some(bounded))
+}
+
+/// A column of `plan` that is a source table's event-time (watermark) column, passed
+/// through projections, filters and aliases.
+fn event_time_column(plan: &LogicalPlan) -> Option<Column> {
+    plan.schema()
+        .columns()
+        .into_iter()
+        .find(|c| is_event_time(plan, c))
+}
+
+fn is_event_time(plan: &LogicalPlan, column: &Column) -> bool {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let Some(table) = scan.source.downcast_ref::<CatalogTableSource>() else {
+                return false;
+            };
+            table
+                .table
+                .watermark
+                .as_ref()
+                .is_some_and(|w| w.column == column.name)
+        }
+        LogicalPlan::Projection(p) => {
+            let Ok(index) = p.schema.index_of_column(column) else {
+                return false;
+            };
+            match &p.expr[index] {
+                Expr::Column(inner) => is_event_time(&p.input, inner),
+                Expr::Alias(a) => {
+                    matches!(a.expr.as_ref(), Expr::Column(inner) if is_event_time(&p.input, inner))
+                }
+                _ => false,
+            }
+        }
+        LogicalPlan::Filter(f) => is_event_time(&f.input, column),
+        LogicalPlan::SubqueryAlias(a) => match a.schema.index_of_column(column) {
+            Ok(index) => {
+                let inner = Column::from(a.input.schema().qualified_field(index));
+                is_event_time(&a.input, &inner)
+            }
+            Err(_) => false,
+        },
+        _ => false,
     }
 }
 
@@ -542,7 +646,9 @@ fn interval_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<
         .and_then(|f| crate::join::interval_bounds(f, join.left.schema(), join.right.schema()))
         .ok_or_else(|| {
             SqlError::Unsupported(format!(
-                "a join of streams without a time bound would keep every row forever: {HINT}"
+                "a join of streams without a time bound would keep every row forever: {HINT}, \
+                 or bound every such join's state with SET 'table.exec.state.ttl' = '1 h' \
+                 (rows then meet only within that much event time of each other)"
             ))
         })?;
     if bounds.lower_ms > bounds.upper_ms {
