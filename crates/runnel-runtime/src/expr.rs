@@ -27,3 +27,23 @@ pub fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> DFResul
         .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
         .collect()
 }
+
+/// Evaluates a boolean `predicate` over `batch`: true where it holds, false where it is
+/// false or NULL (SQL's `WHERE` / `ON` rule).
+pub fn predicate(
+    predicate: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+) -> DFResult<datafusion::arrow::array::BooleanArray> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let values = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+    let Some(mask) = values.as_boolean_opt() else {
+        return datafusion::common::exec_err!(
+            "the condition {predicate} is {}, not BOOLEAN",
+            values.data_type()
+        );
+    };
+    Ok(match mask.nulls() {
+        Some(_) => mask.iter().map(|v| Some(v == Some(true))).collect(),
+        None => mask.clone(),
+    })
+}

@@ -5,7 +5,7 @@
 //! AND l.ts <= r.ts + ...`, `>`/`<`, either side first). Each such comparison is reduced
 //! to a bound on `left.time - right.time`; the rest of the condition stays a filter.
 
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
@@ -32,7 +32,7 @@ fn column_plus_offset(expr: &Expr) -> Option<(&Column, i64)> {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let (column, offset) = column_plus_offset(left)?;
             let ms = match right.as_ref() {
-                Expr::Literal(value, _) => interval_ms(value)?,
+                Expr::Literal(value, _) => crate::planner::scalar_interval_ms(value)?,
                 _ => return None,
             };
             match op {
@@ -40,19 +40,6 @@ fn column_plus_offset(expr: &Expr) -> Option<(&Column, i64)> {
                 Operator::Minus => Some((column, offset - ms)),
                 _ => None,
             }
-        }
-        _ => None,
-    }
-}
-
-/// A constant interval in ms.
-fn interval_ms(value: &ScalarValue) -> Option<i64> {
-    match value {
-        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
-            Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
-        }
-        ScalarValue::IntervalDayTime(Some(v)) => {
-            Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
         }
         _ => None,
     }

@@ -774,7 +774,7 @@ fn over_readiness(
 }
 
 /// A constant interval in milliseconds (`None` for months, NULL or non-intervals).
-fn scalar_interval_ms(value: &ScalarValue) -> Option<i64> {
+pub(crate) fn scalar_interval_ms(value: &ScalarValue) -> Option<i64> {
     match value {
         ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
             Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
@@ -36,13 +35,8 @@ impl Operator for FilterOperator {
             operator: "Filter".into(),
             source,
         };
-        let mask = self
-            .predicate
-            .evaluate(&batch)
-            .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(error)?;
-        let filtered =
-            filter_record_batch(&batch, mask.as_boolean()).map_err(|e| error(e.into()))?;
+        let mask = crate::expr::predicate(&self.predicate, &batch).map_err(error)?;
+        let filtered = filter_record_batch(&batch, &mask).map_err(|e| error(e.into()))?;
         if filtered.num_rows() > 0 {
             out.push(Message::Batch(filtered));
         }

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::gt_eq;
 use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -32,6 +32,7 @@ use crate::message::{Message, Watermark};
 use crate::metrics::JobMetrics;
 use crate::operator::{Side, TwoInputOperator};
 use crate::operators::held_rows::{HeldRows, RowRef};
+use crate::operators::late_rows::drop_late;
 use crate::operators::window_assign::{compacted, event_times};
 use crate::operators::LateRowsOutput;
 
@@ -194,13 +195,9 @@ impl TwoInputOperator for IntervalJoinOperator {
             let millis: Int64Array = times.reinterpret_cast();
             let on_time =
                 gt_eq(&millis, &Int64Array::new_scalar(watermark)).map_err(arrow_error)?;
-            let late = on_time.len() - on_time.true_count();
-            if late > 0 {
-                JobMetrics::add(&self.metrics.late_rows, late);
-                if let Some(output) = &this.late_output {
-                    output.emit_late(&batch, &on_time, out)?;
-                }
-                batch = filter_record_batch(&batch, &on_time).map_err(arrow_error)?;
+            let output = this.late_output.as_ref();
+            if let Some(kept) = drop_late(&batch, &on_time, &self.metrics, output, out)? {
+                batch = kept;
                 times = event_times(&batch, this.time_column, &this.time_name, "IntervalJoin")?;
             }
         }
@@ -254,15 +251,8 @@ impl TwoInputOperator for IntervalJoinOperator {
             let mut joined =
                 RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)?;
             if let Some(residual) = &self.residual {
-                let keep = residual
-                    .evaluate(&joined)
-                    .and_then(|v| v.into_array(joined.num_rows()))
-                    .map_err(operator_error)?;
-                let keep = keep
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| RuntimeError::Build("join condition is not boolean".into()))?;
-                joined = filter_record_batch(&joined, keep).map_err(arrow_error)?;
+                let keep = crate::expr::predicate(residual, &joined).map_err(operator_error)?;
+                joined = filter_record_batch(&joined, &keep).map_err(arrow_error)?;
             }
             if joined.num_rows() > 0 {
                 out.push(Message::Batch(joined));

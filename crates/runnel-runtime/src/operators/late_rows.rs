@@ -134,3 +134,28 @@ impl LateRowsOutput {
         Ok(())
     }
 }
+
+/// Drops the rows of `batch` that are not `on_time`: counts them as late and, when the
+/// job routes late rows, emits them through `output`. Returns the on-time rows, or `None`
+/// when no row was late (the batch stands as it is).
+pub(crate) fn drop_late(
+    batch: &RecordBatch,
+    on_time: &BooleanArray,
+    metrics: &crate::metrics::JobMetrics,
+    output: Option<&LateRowsOutput>,
+    out: &mut Vec<Message>,
+) -> Result<Option<RecordBatch>> {
+    let late = on_time.len() - on_time.true_count();
+    if late == 0 {
+        return Ok(None);
+    }
+    crate::metrics::JobMetrics::add(&metrics.late_rows, late);
+    if let Some(output) = output {
+        output.emit_late(batch, on_time, out)?;
+    }
+    let kept = filter_record_batch(batch, on_time).map_err(|e| RuntimeError::Operator {
+        operator: "late rows".into(),
+        source: e.into(),
+    })?;
+    Ok(Some(kept))
+}

@@ -4,7 +4,7 @@
 mod filter;
 pub(crate) mod held_rows;
 mod interval_join;
-mod late_rows;
+pub(crate) mod late_rows;
 mod over_window;
 mod projection;
 mod session_window;

@@ -13,7 +13,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, TimestampMillisecondArray};
-use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::cmp::gt_eq;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
@@ -25,6 +24,7 @@ use crate::message::{Message, Watermark};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
 use crate::operators::held_rows::{HeldRows, RowRef};
+use crate::operators::late_rows::drop_late;
 use crate::operators::window_assign::{compacted, event_times, with_window_columns};
 use crate::operators::LateRowsOutput;
 
@@ -272,13 +272,9 @@ impl Operator for SessionWindowOperator {
             let millis: Int64Array = times.reinterpret_cast();
             let on_time =
                 gt_eq(&millis, &Int64Array::new_scalar(watermark)).map_err(arrow_error)?;
-            let late = on_time.len() - on_time.true_count();
-            if late > 0 {
-                JobMetrics::add(&self.metrics.late_rows, late);
-                if let Some(output) = &self.late_output {
-                    output.emit_late(&batch, &on_time, out)?;
-                }
-                batch = filter_record_batch(&batch, &on_time).map_err(arrow_error)?;
+            let output = self.late_output.as_ref();
+            if let Some(kept) = drop_late(&batch, &on_time, &self.metrics, output, out)? {
+                batch = kept;
                 times = event_times(&batch, self.time_column, &self.time_column_name, name)?;
             }
         }

@@ -25,6 +25,7 @@ use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark};
 use crate::metrics::JobMetrics;
 use crate::operator::{Side, TwoInputOperator};
+use crate::operators::late_rows::drop_late;
 use crate::operators::window_assign::{as_millis, compacted};
 use crate::operators::LateRowsOutput;
 
@@ -185,19 +186,7 @@ impl WindowJoinOperator {
         .map_err(arrow_error)?;
         // The rest of the ON clause decides which candidate pairs match.
         let matched = match &self.residual {
-            Some(residual) => {
-                let keep = residual
-                    .evaluate(&joined)
-                    .and_then(|v| v.into_array(joined.num_rows()))
-                    .map_err(operator_error)?;
-                let keep = keep
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| RuntimeError::Build("join condition is not boolean".into()))?
-                    .clone();
-                // NULL is not a match.
-                BooleanArray::from_iter(keep.iter().map(|k| Some(k == Some(true))))
-            }
+            Some(residual) => crate::expr::predicate(residual, &joined).map_err(operator_error)?,
             None => BooleanArray::from(vec![true; joined.num_rows()]),
         };
         let (mut left_matched, mut right_matched) =
@@ -277,13 +266,9 @@ impl TwoInputOperator for WindowJoinOperator {
         // A row of a window already joined is late.
         if let Some(emitted) = self.emitted {
             let on_time = gt(&ends, &Int64Array::new_scalar(emitted)).map_err(arrow_error)?;
-            let late = on_time.len() - on_time.true_count();
-            if late > 0 {
-                JobMetrics::add(&self.metrics.late_rows, late);
-                if let Some(output) = &this.late_output {
-                    output.emit_late(&batch, &on_time, out)?;
-                }
-                batch = filter_record_batch(&batch, &on_time).map_err(arrow_error)?;
+            let output = this.late_output.as_ref();
+            if let Some(kept) = drop_late(&batch, &on_time, &self.metrics, output, out)? {
+                batch = kept;
                 ends = as_millis(batch.column(this.window_end))
                     .map_err(operator_error)?
                     .reinterpret_cast();
