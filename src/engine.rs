@@ -157,32 +157,11 @@ impl Engine {
     async fn execute_statement(&self, statement: Statement) -> Result<Executed> {
         match statement {
             Statement::Insert { table, query } => {
-                let plan = {
-                    let settings = self
-                        .settings
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone();
-                    let catalog = self.catalog();
-                    let options = crate::settings::plan_options(&settings, &catalog);
-                    let sink = catalog.require_table(&table)?;
-                    self.planner
-                        .plan_query_with(&catalog, *query, Some(sink), &options)?
-                };
+                let plan = self.plan(*query, Some(&table))?;
                 Ok(Executed::Job(self.start(&plan).await?))
             }
             Statement::Query(query) => {
-                let plan = {
-                    let settings = self
-                        .settings
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone();
-                    let catalog = self.catalog();
-                    let options = crate::settings::plan_options(&settings, &catalog);
-                    self.planner
-                        .plan_query_with(&catalog, *query, None, &options)?
-                };
+                let plan = self.plan(*query, None)?;
                 let config = self.job_config()?;
                 let (sender, receiver) = mpsc::channel(8);
                 let job = spawn_job(
