@@ -13,6 +13,7 @@ pub mod field_names;
 pub mod functions;
 pub mod group_window;
 pub mod join;
+pub mod lineage;
 pub mod parser;
 pub mod plan;
 pub mod planner;

@@ -36,6 +36,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::catalog::{is_timestamp, schema_of, Catalog, TableDef, ViewDef, WatermarkDef};
 use crate::error::{Result, SqlError};
+use crate::lineage::{event_time_column, is_proctime, is_window_bound, window_bound};
 use crate::parser::{ColumnKind, CreateTable};
 use crate::plan::{
     IntervalJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan,
@@ -355,51 +356,6 @@ fn bound_by_ttl(
     Ok(Some(bounded))
 }
 
-/// A column of `plan` that is a source table's event-time (watermark) column, passed
-/// through projections, filters and aliases.
-fn event_time_column(plan: &LogicalPlan) -> Option<Column> {
-    plan.schema()
-        .columns()
-        .into_iter()
-        .find(|c| is_event_time(plan, c))
-}
-
-fn is_event_time(plan: &LogicalPlan, column: &Column) -> bool {
-    match plan {
-        LogicalPlan::TableScan(scan) => {
-            let Some(table) = scan.source.downcast_ref::<CatalogTableSource>() else {
-                return false;
-            };
-            table
-                .table
-                .watermark
-                .as_ref()
-                .is_some_and(|w| w.column == column.name)
-        }
-        LogicalPlan::Projection(p) => {
-            let Ok(index) = p.schema.index_of_column(column) else {
-                return false;
-            };
-            match &p.expr[index] {
-                Expr::Column(inner) => is_event_time(&p.input, inner),
-                Expr::Alias(a) => {
-                    matches!(a.expr.as_ref(), Expr::Column(inner) if is_event_time(&p.input, inner))
-                }
-                _ => false,
-            }
-        }
-        LogicalPlan::Filter(f) => is_event_time(&f.input, column),
-        LogicalPlan::SubqueryAlias(a) => match a.schema.index_of_column(column) {
-            Ok(index) => {
-                let inner = Column::from(a.input.schema().qualified_field(index));
-                is_event_time(&a.input, &inner)
-            }
-            Err(_) => false,
-        },
-        _ => false,
-    }
-}
-
 /// `INSERT INTO sink` writes columns by position, cast to the sink's types (Flink's rule).
 fn cast_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan> {
     if sink.has_computed_columns() {
@@ -502,7 +458,7 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     .iter()
                     .enumerate()
                     .find_map(|(i, e)| match e {
-                        Expr::Column(c) => window_origin(&agg.input, c)
+                        Expr::Column(c) => window_bound(&agg.input, c)
                             .filter(|(_, b)| *b == bound)
                             .map(|(kind, _)| (i, kind)),
                         _ => None,
@@ -567,7 +523,7 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
 fn window_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<Option<StreamNode>> {
     let bound = |plan: &LogicalPlan, e: &Expr| -> Option<(&'static str, usize)> {
         let Expr::Column(c) = e else { return None };
-        let (_, bound) = window_origin(plan, c)?;
+        let (_, bound) = window_bound(plan, c)?;
         let index = plan.schema().index_of_column(c).ok()?;
         Some((bound, index))
     };
@@ -784,102 +740,6 @@ pub(crate) fn scalar_interval_ms(value: &ScalarValue) -> Option<i64> {
         }
         _ => None,
     }
-}
-
-/// Whether `column` of `plan` is a processing-time attribute: `PROCTIME()` computed in a
-/// projection or declared as a computed column.
-fn is_proctime(plan: &LogicalPlan, column: &Column) -> bool {
-    let is_call = |e: &Expr| matches!(e, Expr::ScalarFunction(f) if f.func.name() == crate::functions::PROCTIME);
-    match plan {
-        LogicalPlan::Projection(p) => {
-            let Ok(index) = p.schema.index_of_column(column) else {
-                return false;
-            };
-            match &p.expr[index] {
-                Expr::Alias(a) if is_call(&a.expr) => true,
-                Expr::Alias(a) => match a.expr.as_ref() {
-                    Expr::Column(inner) => is_proctime(&p.input, inner),
-                    _ => false,
-                },
-                Expr::Column(inner) => is_proctime(&p.input, inner),
-                other => is_call(other),
-            }
-        }
-        LogicalPlan::Filter(f) => is_proctime(&f.input, column),
-        LogicalPlan::SubqueryAlias(a) => match a.schema.index_of_column(column) {
-            Ok(index) => {
-                let inner = Column::from(a.input.schema().qualified_field(index));
-                is_proctime(&a.input, &inner)
-            }
-            Err(_) => false,
-        },
-        LogicalPlan::TableScan(scan) => {
-            let Some(table) = scan.source.downcast_ref::<CatalogTableSource>() else {
-                return false;
-            };
-            table
-                .table
-                .schema
-                .index_of(&column.name)
-                .ok()
-                .and_then(|i| table.table.row_exprs.get(i))
-                .is_some_and(|e| is_call(e) || matches!(e, Expr::Alias(a) if is_call(&a.expr)))
-        }
-        _ => false,
-    }
-}
-
-/// Follows `column` down through projections, filters, aliases and aggregates' groups;
-/// `Some((kind, bound))` if it is a window table function's `window_start`, `window_end`
-/// or `window_time` (whatever the query renamed it to).
-fn window_origin(plan: &LogicalPlan, column: &Column) -> Option<(WindowKind, &'static str)> {
-    match plan {
-        LogicalPlan::Extension(Extension { node }) => {
-            let tvf = node.as_any().downcast_ref::<WindowTvf>()?;
-            let index = tvf.schema().index_of_column(column).ok()?;
-            if index < tvf.input.schema().fields().len() {
-                return None;
-            }
-            let name = tvf.schema().field(index).name();
-            [WINDOW_START, WINDOW_END, crate::window::WINDOW_TIME]
-                .into_iter()
-                .find(|bound| bound == name)
-                .map(|bound| (tvf.kind, bound))
-        }
-        LogicalPlan::Projection(p) => {
-            let index = p.schema.index_of_column(column).ok()?;
-            match &p.expr[index] {
-                Expr::Column(inner) => window_origin(&p.input, inner),
-                Expr::Alias(alias) => match alias.expr.as_ref() {
-                    Expr::Column(inner) => window_origin(&p.input, inner),
-                    _ => None,
-                },
-                _ => None,
-            }
-        }
-        LogicalPlan::Filter(f) => window_origin(&f.input, column),
-        // A window bound grouped by an aggregate is still that bound (window Top-N or a
-        // window join over a window aggregate, an aggregate of an aggregate).
-        LogicalPlan::Aggregate(a) => {
-            let index = a.schema.index_of_column(column).ok()?;
-            match a.group_expr.get(index)? {
-                Expr::Column(inner) => window_origin(&a.input, inner),
-                _ => None,
-            }
-        }
-        LogicalPlan::Window(w) => window_origin(&w.input, column),
-        LogicalPlan::SubqueryAlias(a) => {
-            let index = a.schema.index_of_column(column).ok()?;
-            let inner = Column::from(a.input.schema().qualified_field(index));
-            window_origin(&a.input, &inner)
-        }
-        _ => None,
-    }
-}
-
-/// Whether `e` is a column carrying the window bound `bound` of `plan`.
-fn is_window_bound(plan: &LogicalPlan, e: &Expr, bound: &str) -> bool {
-    matches!(e, Expr::Column(c) if window_origin(plan, c).is_some_and(|(_, b)| b == bound))
 }
 
 /// A catalog table as DataFusion's planner sees it.
