@@ -264,7 +264,11 @@ impl StreamNode {
             StreamNode::Source(s) => {
                 let watermark = match &s.table.watermark {
                     _ if s.processing_time => ", watermark = processing time".to_string(),
-                    Some(w) => format!(", watermark {} = max({}) per partition", w.column, w.expr),
+                    Some(w) => format!(
+                        ", watermark {} = max({}) per partition",
+                        w.column,
+                        display_expr(&w.expr)
+                    ),
                     None => String::new(),
                 };
                 writeln!(
@@ -405,6 +409,28 @@ impl StreamNode {
                 j.right.fmt_tree(f, depth + 1)
             }
         }
+    }
+}
+
+/// An expression for plans, with interval constants written as `INTERVAL '5s'` rather
+/// than as DataFusion's interval structs.
+fn display_expr(expr: &Expr) -> String {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let readable = expr.clone().transform(|e| match &e {
+        Expr::Literal(value, _) => match crate::planner::scalar_interval_ms(value) {
+            Some(ms) => Ok(Transformed::yes(Expr::Column(
+                datafusion::common::Column::from_name(format!(
+                    "INTERVAL '{}'",
+                    format_duration(ms)
+                )),
+            ))),
+            None => Ok(Transformed::no(e)),
+        },
+        _ => Ok(Transformed::no(e)),
+    });
+    match readable {
+        Ok(readable) => readable.data.to_string(),
+        Err(_) => expr.to_string(),
     }
 }
 
