@@ -437,8 +437,12 @@ fn write_batches(dir: &std::path::Path, lines: &[String], rng: &mut Rng) {
 /// A join shape the join differential test draws.
 #[derive(Debug, Clone, Copy)]
 enum JoinKind {
-    /// `left.ts - right.ts` in `[lower, upper]` seconds.
-    Interval { lower: i64, upper: i64 },
+    /// `left.ts - right.ts` in `[lower, upper]` seconds; `join` is `JOIN`, `LEFT JOIN`, ...
+    Interval {
+        lower: i64,
+        upper: i64,
+        join: &'static str,
+    },
     /// A TUMBLE window join of `size` seconds, `outer` = full outer.
     Window { size: i64, full_outer: bool },
 }
@@ -450,6 +454,7 @@ impl JoinKind {
             JoinKind::Interval {
                 lower,
                 upper: lower + 1 + rng.below(6) as i64,
+                join: ["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"][rng.below(4) as usize],
             }
         } else {
             JoinKind::Window {
@@ -462,9 +467,9 @@ impl JoinKind {
     /// The streaming query, and the batch query DataFusion answers over the same rows.
     fn queries(&self) -> (String, String) {
         match *self {
-            JoinKind::Interval { lower, upper } => {
+            JoinKind::Interval { lower, upper, join } => {
                 let query = format!(
-                    "SELECT l.id AS left_id, r.id AS right_id, l.v + r.v AS total FROM lefts l JOIN rights r
+                    "SELECT l.id AS left_id, r.id AS right_id, l.v + r.v AS total FROM lefts l {join} rights r
                      ON l.k = r.k AND l.ts BETWEEN r.ts + INTERVAL '{lower}' SECOND AND r.ts + INTERVAL '{upper}' SECOND"
                 );
                 (query.clone(), query)

@@ -120,6 +120,8 @@ pub struct IntervalJoinNode {
     /// Bounds of `left.time - right.time`, in ms, inclusive.
     pub lower_ms: i64,
     pub upper_ms: i64,
+    /// Inner, left, right or full outer.
+    pub join_type: datafusion::logical_expr::JoinType,
     /// Other conditions of the `ON` clause, over the joined row.
     pub residual: Option<Expr>,
     pub schema: DFSchemaRef,
@@ -374,7 +376,8 @@ impl StreamNode {
                     .collect();
                 writeln!(
                     f,
-                    "{pad}IntervalJoin: [{}] and {lt} - {rt} in [{}, {}]{}; state: left rows until the right watermark passes {lt} - ({}), right rows until the left watermark passes {rt} + ({})",
+                    "{pad}IntervalJoin: {} [{}] and {lt} - {rt} in [{}, {}]{}; state: left rows until the right watermark passes {lt} - ({}), right rows until the left watermark passes {rt} + ({})",
+                    j.join_type,
                     keys.join(", "),
                     format_signed(j.lower_ms),
                     format_signed(j.upper_ms),

@@ -571,9 +571,12 @@ fn interval_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<
     use datafusion::logical_expr::JoinType;
     const HINT: &str = "a join of two streams needs equal keys and a time bound on both ends, \
         e.g. ON a.id = b.id AND a.ts BETWEEN b.ts - INTERVAL '10' SECOND AND b.ts";
-    if join.join_type != JoinType::Inner {
+    if !matches!(
+        join.join_type,
+        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+    ) {
         return Err(SqlError::Unsupported(format!(
-            "{} joins of streams (only inner interval joins run for now)",
+            "{} joins of two streams (inner and outer interval joins run)",
             join.join_type
         )));
     }
@@ -625,6 +628,7 @@ fn interval_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<
         right_time: bounds.right_time,
         lower_ms: bounds.lower_ms,
         upper_ms: bounds.upper_ms,
+        join_type: join.join_type,
         residual: bounds.residual,
         schema: join.schema.clone(),
     }))

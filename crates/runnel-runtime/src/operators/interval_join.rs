@@ -61,6 +61,11 @@ struct JoinSide {
     entries_after_sweep: usize,
     watermark: Option<Watermark>,
     late_output: Option<LateRowsOutput>,
+    /// Outer on this side: rows that never matched are emitted padded with NULLs once no
+    /// partner can come any more.
+    outer: bool,
+    /// Outer sides: held rows not yet matched, by time (expired in time order).
+    unmatched: std::collections::BTreeSet<(i64, RowRef)>,
 }
 
 impl JoinSide {
@@ -120,20 +125,25 @@ impl IntervalJoinOperator {
                 entries_after_sweep: 0,
                 watermark: None,
                 late_output,
+                outer: false,
+                unmatched: std::collections::BTreeSet::new(),
             })
         };
-        let left = side(
+        let mut left = side(
             &node.left_schema,
             &node.left_keys,
             node.left_time,
             late_outputs.0,
         )?;
-        let right = side(
+        let mut right = side(
             &node.right_schema,
             &node.right_keys,
             node.right_time,
             late_outputs.1,
         )?;
+        use datafusion::logical_expr::JoinType;
+        left.outer = matches!(node.join_type, JoinType::Left | JoinType::Full);
+        right.outer = matches!(node.join_type, JoinType::Right | JoinType::Full);
         let fields = left
             .keys
             .iter()
@@ -186,8 +196,8 @@ impl TwoInputOperator for IntervalJoinOperator {
     ) -> Result<()> {
         let keep_from = self.keep_from(side);
         let (this, other) = match side {
-            Side::Left => (&mut self.left, &self.right),
-            Side::Right => (&mut self.right, &self.left),
+            Side::Left => (&mut self.left, &mut self.right),
+            Side::Right => (&mut self.right, &mut self.left),
         };
         let mut batch = batch;
         let mut times = event_times(&batch, this.time_column, &this.time_name, "IntervalJoin")?;
@@ -213,7 +223,9 @@ impl TwoInputOperator for IntervalJoinOperator {
             .map_err(arrow_error)?;
 
         // Probe the other side.
+        let mut matched = vec![false; batch.num_rows()];
         let (mut probe_rows, mut partners): (Vec<u32>, Vec<RowRef>) = (Vec::new(), Vec::new());
+        let mut partner_times: Vec<i64> = Vec::new();
         for (row, &t) in times.values().iter().enumerate() {
             if has_null_key(row) {
                 continue;
@@ -229,6 +241,7 @@ impl TwoInputOperator for IntervalJoinOperator {
                 if (self.lower_ms..=self.upper_ms).contains(&difference) {
                     probe_rows.push(row as u32);
                     partners.push(partner);
+                    partner_times.push(other_t);
                 }
             }
         }
@@ -250,21 +263,53 @@ impl TwoInputOperator for IntervalJoinOperator {
             };
             let mut joined =
                 RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)?;
-            if let Some(residual) = &self.residual {
-                let keep = crate::expr::predicate(residual, &joined).map_err(operator_error)?;
-                joined = filter_record_batch(&joined, &keep).map_err(arrow_error)?;
+            let passed = match &self.residual {
+                Some(residual) => {
+                    let keep = crate::expr::predicate(residual, &joined).map_err(operator_error)?;
+                    joined = filter_record_batch(&joined, &keep).map_err(arrow_error)?;
+                    keep.values().iter().collect()
+                }
+                None => vec![true; partners.len()],
+            };
+            // Outer joins remember who matched.
+            let pairs = indices.values().iter().zip(&partners).zip(&partner_times);
+            for (((&row, partner), &partner_time), passed) in pairs.zip(passed) {
+                if passed {
+                    matched[row as usize] = true;
+                    if other.outer {
+                        other.unmatched.remove(&(partner_time, *partner));
+                    }
+                }
             }
             if joined.num_rows() > 0 {
                 out.push(Message::Batch(joined));
             }
         }
-
         // Keep the rows a future row of the other side can still match.
         let kept: Vec<usize> = (0..batch.num_rows())
             .filter(|&row| {
                 !has_null_key(row) && keep_from.is_none_or(|from| times.value(row) >= from)
             })
             .collect();
+        if this.outer {
+            // Rows no partner can reach any more, never matched: padded now.
+            let mut is_kept = vec![false; batch.num_rows()];
+            kept.iter().for_each(|&row| is_kept[row] = true);
+            let lonely: Vec<u32> = (0..batch.num_rows() as u32)
+                .filter(|&row| !matched[row as usize] && !is_kept[row as usize])
+                .collect();
+            if !lonely.is_empty() {
+                let indices = UInt32Array::from(lonely);
+                let rows = datafusion::arrow::compute::take_record_batch(&batch, &indices)
+                    .map_err(arrow_error)?;
+                out.push(Message::Batch(pad(
+                    &self.schema,
+                    side,
+                    &rows,
+                    &other.schema,
+                )?));
+            }
+        }
         if kept.is_empty() {
             return Ok(());
         }
@@ -273,13 +318,16 @@ impl TwoInputOperator for IntervalJoinOperator {
         // Rows not kept are released at once (the batch is held whole).
         let mut skipped = Vec::new();
         let mut next = kept.iter().peekable();
-        for row in 0..times.len() {
+        for (row, &was_matched) in matched.iter().enumerate() {
             if next.peek() == Some(&&row) {
                 next.next();
                 this.index
                     .entry(keys.row(row).data().into())
                     .or_default()
                     .push(((id, row as u32), times.value(row)));
+                if this.outer && !was_matched {
+                    this.unmatched.insert((times.value(row), (id, row as u32)));
+                }
             } else {
                 skipped.push((id, row as u32));
             }
@@ -303,6 +351,40 @@ impl TwoInputOperator for IntervalJoinOperator {
             return Ok(());
         }
         this.watermark = Some(watermark);
+        // Outer sides: rows that can no longer match, never matched, padded with NULLs
+        // before the watermark passes them.
+        for side in [Side::Left, Side::Right] {
+            let Some(from) = self.keep_from(side) else {
+                continue;
+            };
+            let (this, other) = match side {
+                Side::Left => (&mut self.left, &self.right),
+                Side::Right => (&mut self.right, &self.left),
+            };
+            if !this.outer {
+                continue;
+            }
+            let mut expired = Vec::new();
+            while let Some(&(t, row)) = this.unmatched.first() {
+                if t >= from {
+                    break;
+                }
+                this.unmatched.pop_first();
+                expired.push(row);
+            }
+            if !expired.is_empty() {
+                let rows = this
+                    .held
+                    .gather(&this.schema, &expired)
+                    .map_err(arrow_error)?;
+                out.push(Message::Batch(pad(
+                    &self.schema,
+                    side,
+                    &rows,
+                    &other.schema,
+                )?));
+            }
+        }
         // Sweep expired rows once a side has doubled since its last sweep (amortized O(1)).
         for side in [Side::Left, Side::Right] {
             let keep_from = self.keep_from(side);
@@ -331,6 +413,25 @@ impl TwoInputOperator for IntervalJoinOperator {
     }
 }
 
+/// `rows` of `side` with NULLs for the other side's columns, in the join's schema.
+fn pad(
+    schema: &SchemaRef,
+    side: Side,
+    rows: &RecordBatch,
+    other: &SchemaRef,
+) -> Result<RecordBatch> {
+    let nulls: Vec<ArrayRef> = other
+        .fields()
+        .iter()
+        .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), rows.num_rows()))
+        .collect();
+    let columns = match side {
+        Side::Left => [rows.columns().to_vec(), nulls].concat(),
+        Side::Right => [nulls, rows.columns().to_vec()].concat(),
+    };
+    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::TimestampMillisecondArray;
@@ -355,17 +456,17 @@ mod tests {
     fn side_schema(qualifier: &str) -> Arc<DFSchema> {
         let schema = Schema::new(vec![
             Field::new("k", DataType::Int64, true),
-            Field::new("v", DataType::Int64, false),
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                false,
-            ),
+            Field::new("v", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
         ]);
         Arc::new(DFSchema::try_from_qualified_schema(qualifier, &schema).unwrap())
     }
 
-    fn operator(lower_ms: i64, upper_ms: i64) -> IntervalJoinOperator {
+    fn operator(
+        lower_ms: i64,
+        upper_ms: i64,
+        join_type: datafusion::logical_expr::JoinType,
+    ) -> IntervalJoinOperator {
         let (left, right) = (side_schema("l"), side_schema("r"));
         let schema = Arc::new(left.join(&right).unwrap());
         let placeholder = |schema: &Arc<DFSchema>| {
@@ -385,6 +486,7 @@ mod tests {
             right_time: 2,
             lower_ms,
             upper_ms,
+            join_type,
             residual: None,
             schema,
         };
@@ -413,7 +515,13 @@ mod tests {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let lower = rng.below(20) as i64 - 15;
             let upper = lower + rng.below(12) as i64;
-            let mut join = operator(lower, upper);
+            let join_type = [
+                datafusion::logical_expr::JoinType::Inner,
+                datafusion::logical_expr::JoinType::Left,
+                datafusion::logical_expr::JoinType::Right,
+                datafusion::logical_expr::JoinType::Full,
+            ][rng.below(4) as usize];
+            let mut join = operator(lower, upper, join_type);
             let schemas = [join.left.schema.clone(), join.right.schema.clone()];
             // Each side: times rising ~2 per row with disorder up to 6 (dense, so rows land
             // exactly on watermarks and bounds), some NULL keys, some rows far behind.
@@ -454,26 +562,54 @@ mod tests {
                     join.process_watermark(side, w, &mut out).unwrap();
                 }
             }
-            let mut actual: Vec<(i64, i64)> = Vec::new();
+            // The inputs end: every row expires, outer rows left alone are padded.
+            for side in [Side::Left, Side::Right] {
+                join.process_watermark(side, crate::message::WATERMARK_END, &mut out)
+                    .unwrap();
+            }
+            let mut actual: Vec<(Option<i64>, Option<i64>)> = Vec::new();
             for message in &out {
                 if let Message::Batch(b) = message {
                     let lv = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
                     let rv = b.column(4).as_any().downcast_ref::<Int64Array>().unwrap();
-                    actual.extend((0..b.num_rows()).map(|i| (lv.value(i), rv.value(i))));
+                    let value = |a: &Int64Array, i: usize| a.is_valid(i).then(|| a.value(i));
+                    actual.extend((0..b.num_rows()).map(|i| (value(lv, i), value(rv, i))));
                 }
             }
             actual.sort();
-            let mut expected: Vec<(i64, i64)> = Vec::new();
-            for l in &on_time[0] {
-                for r in &on_time[1] {
+            let mut expected: Vec<(Option<i64>, Option<i64>)> = Vec::new();
+            let (mut left_matched, mut right_matched) =
+                (vec![false; on_time[0].len()], vec![false; on_time[1].len()]);
+            for (li, l) in on_time[0].iter().enumerate() {
+                for (ri, r) in on_time[1].iter().enumerate() {
                     let difference = l.2 - r.2;
                     if l.0.is_some() && l.0 == r.0 && (lower..=upper).contains(&difference) {
-                        expected.push((l.1, r.1));
+                        expected.push((Some(l.1), Some(r.1)));
+                        left_matched[li] = true;
+                        right_matched[ri] = true;
+                    }
+                }
+            }
+            use datafusion::logical_expr::JoinType;
+            if matches!(join_type, JoinType::Left | JoinType::Full) {
+                for (l, matched) in on_time[0].iter().zip(&left_matched) {
+                    if !matched {
+                        expected.push((Some(l.1), None));
+                    }
+                }
+            }
+            if matches!(join_type, JoinType::Right | JoinType::Full) {
+                for (r, matched) in on_time[1].iter().zip(&right_matched) {
+                    if !matched {
+                        expected.push((None, Some(r.1)));
                     }
                 }
             }
             expected.sort();
-            assert_eq!(actual, expected, "seed {seed}, bound [{lower}, {upper}]");
+            assert_eq!(
+                actual, expected,
+                "seed {seed}, {join_type} join, bound [{lower}, {upper}]"
+            );
             let late = 240 - on_time[0].len() - on_time[1].len();
             assert_eq!(
                 join.metrics
