@@ -318,14 +318,17 @@ pub struct PlanOptions {
     pub state_ttl_ms: Option<i64>,
 }
 
-/// An inner join of two streams without a time bound, bounded by `ttl_ms` on each side's
+/// A join of two streams without a time bound, bounded by `ttl_ms` on each side's
 /// event-time column; `None` when the join is bounded already or a side has no event time.
 fn bound_by_ttl(
     join: &datafusion::logical_expr::logical_plan::Join,
     ttl_ms: i64,
 ) -> DFResult<Option<datafusion::logical_expr::logical_plan::Join>> {
     use datafusion::logical_expr::{lit, JoinType};
-    if join.join_type != JoinType::Inner {
+    if !matches!(
+        join.join_type,
+        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+    ) {
         return Ok(None);
     }
     let bounded = join.filter.as_ref().is_some_and(|f| {
