@@ -216,25 +216,7 @@ async fn streaming(
     let dir = scratch_dir(name);
     let late_dir = scratch_dir(&format!("{name}-late"));
     let late_path = late_dir.join("late.json");
-    let mut start = 0;
-    let mut part = 0;
-    while start < EVENTS {
-        let len = (1 + rng.below(60) as usize).min(EVENTS - start);
-        let lines: Vec<String> = (start..start + len)
-            .map(|i| {
-                format!(
-                    r#"{{"id":{i},"k":{},"v":{},"ts":"{}"}}"#,
-                    events.keys[i],
-                    events.values[i],
-                    format_ts(events.times[i])
-                )
-            })
-            .collect();
-        std::fs::write(dir.join(format!("part-{part:04}.json")), lines.join("\n"))
-            .expect("write events");
-        start += len;
-        part += 1;
-    }
+    write_batches(&dir, &event_lines(events, 0), rng);
     let sql = format!(
         "CREATE TABLE events (id BIGINT, k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '3' SECOND)
            WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
@@ -268,14 +250,7 @@ async fn streaming(
         }
     }
     rows.sort();
-    let late: Vec<usize> = std::fs::read_to_string(&late_path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| {
-            let id = line.trim_start_matches(r#"{"id":"#).trim_end_matches('}');
-            id.parse().expect("late row id")
-        })
-        .collect();
+    let late: Vec<usize> = late_ids(&late_path);
     assert_eq!(
         late.len() as u64,
         late_count,
@@ -418,6 +393,34 @@ async fn window_aggregates_equal_datafusion_batch_results() {
     eprintln!("{checked} seeded streams matched DataFusion ({late_rows} late rows excluded)");
 }
 
+/// The ids the late-data sink wrote (`{"id":n}` lines; none if it wrote nothing).
+fn late_ids<T: std::str::FromStr>(path: &std::path::Path) -> Vec<T> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let id = line.trim_start_matches(r#"{"id":"#).trim_end_matches('}');
+            id.parse()
+                .unwrap_or_else(|_| panic!("a late row id in {line}"))
+        })
+        .collect()
+}
+
+/// The events as JSON lines, ids from `base`.
+fn event_lines(e: &Events, base: usize) -> Vec<String> {
+    (0..EVENTS)
+        .map(|i| {
+            format!(
+                r#"{{"id":{},"k":{},"v":{},"ts":"{}"}}"#,
+                base + i,
+                e.keys[i],
+                e.values[i],
+                format_ts(e.times[i])
+            )
+        })
+        .collect()
+}
+
 /// Writes rows as JSON lines in several files (one batch each), split at random.
 fn write_batches(dir: &std::path::Path, lines: &[String], rng: &mut Rng) {
     let mut start = 0;
@@ -526,21 +529,8 @@ async fn stream_joins_equal_datafusion_batch_joins() {
         let (left_dir, right_dir) = (dir.join("left"), dir.join("right"));
         std::fs::create_dir_all(&left_dir).expect("dir");
         std::fs::create_dir_all(&right_dir).expect("dir");
-        let lines = |e: &Events, base: usize| -> Vec<String> {
-            (0..EVENTS)
-                .map(|i| {
-                    format!(
-                        r#"{{"id":{},"k":{},"v":{},"ts":"{}"}}"#,
-                        base + i,
-                        e.keys[i],
-                        e.values[i],
-                        format_ts(e.times[i])
-                    )
-                })
-                .collect()
-        };
-        write_batches(&left_dir, &lines(&left, 0), &mut rng);
-        write_batches(&right_dir, &lines(&right, 1000), &mut rng);
+        write_batches(&left_dir, &event_lines(&left, 0), &mut rng);
+        write_batches(&right_dir, &event_lines(&right, 1000), &mut rng);
         let late_path = dir.join("late.json");
         let sql = format!(
             "CREATE TABLE lefts (id BIGINT, k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '3' SECOND)
@@ -569,14 +559,7 @@ async fn stream_joins_equal_datafusion_batch_joins() {
             }
         }
         actual.sort();
-        let late: Vec<i64> = std::fs::read_to_string(&late_path)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| {
-                let id = line.trim_start_matches(r#"{"id":"#).trim_end_matches('}');
-                id.parse().expect("late row id")
-            })
-            .collect();
+        let late: Vec<i64> = late_ids(&late_path);
 
         // The batch join over the same rows minus the late ones.
         let ctx = SessionContext::new();

@@ -33,6 +33,7 @@ use crate::metrics::JobMetrics;
 use crate::operator::{Side, TwoInputOperator};
 use crate::operators::held_rows::{HeldRows, RowRef};
 use crate::operators::late_rows::drop_late;
+use crate::operators::padded;
 use crate::operators::window_assign::{compacted, event_times};
 use crate::operators::LateRowsOutput;
 
@@ -302,7 +303,7 @@ impl TwoInputOperator for IntervalJoinOperator {
                 let indices = UInt32Array::from(lonely);
                 let rows = datafusion::arrow::compute::take_record_batch(&batch, &indices)
                     .map_err(arrow_error)?;
-                out.push(Message::Batch(pad(
+                out.push(Message::Batch(padded(
                     &self.schema,
                     side,
                     &rows,
@@ -377,7 +378,7 @@ impl TwoInputOperator for IntervalJoinOperator {
                     .held
                     .gather(&this.schema, &expired)
                     .map_err(arrow_error)?;
-                out.push(Message::Batch(pad(
+                out.push(Message::Batch(padded(
                     &self.schema,
                     side,
                     &rows,
@@ -411,25 +412,6 @@ impl TwoInputOperator for IntervalJoinOperator {
         }
         Ok(())
     }
-}
-
-/// `rows` of `side` with NULLs for the other side's columns, in the join's schema.
-fn pad(
-    schema: &SchemaRef,
-    side: Side,
-    rows: &RecordBatch,
-    other: &SchemaRef,
-) -> Result<RecordBatch> {
-    let nulls: Vec<ArrayRef> = other
-        .fields()
-        .iter()
-        .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), rows.num_rows()))
-        .collect();
-    let columns = match side {
-        Side::Left => [rows.columns().to_vec(), nulls].concat(),
-        Side::Right => [nulls, rows.columns().to_vec()].concat(),
-    };
-    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)
 }
 
 #[cfg(test)]

@@ -22,3 +22,29 @@ pub use window_aggregate::WindowAggregateOperator;
 pub(crate) use window_assign::as_millis;
 pub use window_assign::WindowAssignOperator;
 pub use window_join::WindowJoinOperator;
+
+/// `rows` of one `side` of a join, with NULLs for the `other` side's columns, in the
+/// join's output `schema` (an outer join's unmatched rows).
+pub(crate) fn padded(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    side: crate::operator::Side,
+    rows: &datafusion::arrow::record_batch::RecordBatch,
+    other: &datafusion::arrow::datatypes::SchemaRef,
+) -> crate::error::Result<datafusion::arrow::record_batch::RecordBatch> {
+    use datafusion::arrow::array::{new_null_array, ArrayRef};
+    let nulls: Vec<ArrayRef> = other
+        .fields()
+        .iter()
+        .map(|f| new_null_array(f.data_type(), rows.num_rows()))
+        .collect();
+    let columns = match side {
+        crate::operator::Side::Left => [rows.columns().to_vec(), nulls].concat(),
+        crate::operator::Side::Right => [nulls, rows.columns().to_vec()].concat(),
+    };
+    datafusion::arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).map_err(|e| {
+        crate::error::RuntimeError::Operator {
+            operator: "join".into(),
+            source: e.into(),
+        }
+    })
+}

@@ -6,9 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, BooleanArray, Int64Array, UInt32Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::gt;
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -27,7 +25,7 @@ use crate::metrics::JobMetrics;
 use crate::operator::{Side, TwoInputOperator};
 use crate::operators::late_rows::drop_late;
 use crate::operators::window_assign::{as_millis, compacted};
-use crate::operators::LateRowsOutput;
+use crate::operators::{padded, LateRowsOutput};
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
     RuntimeError::Operator {
@@ -216,27 +214,21 @@ impl WindowJoinOperator {
             return Ok((output.num_rows() > 0).then_some(output));
         }
         parts.push(filter_record_batch(&joined, &matched).map_err(arrow_error)?);
-        let nulls = |schema: &SchemaRef, rows: usize| -> Vec<ArrayRef> {
-            schema
-                .fields()
-                .iter()
-                .map(|f| new_null_array(f.data_type(), rows))
-                .collect()
+        let pad = |side: Side, batch: &RecordBatch, rows: &[u32], other: &SchemaRef| {
+            let rows =
+                RecordBatch::try_new(batch.schema(), pick(batch, rows)?).map_err(arrow_error)?;
+            padded(&self.schema, side, &rows, other)
         };
         if matches!(self.join_type, JoinType::Left | JoinType::Full) {
             let rows = unmatched(&left_matched, false);
             if !rows.is_empty() {
-                let columns = [pick(left, &rows)?, nulls(&self.right.schema, rows.len())].concat();
-                parts
-                    .push(RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)?);
+                parts.push(pad(Side::Left, left, &rows, &self.right.schema)?);
             }
         }
         if matches!(self.join_type, JoinType::Right | JoinType::Full) {
             let rows = unmatched(&right_matched, false);
             if !rows.is_empty() {
-                let columns = [nulls(&self.left.schema, rows.len()), pick(right, &rows)?].concat();
-                parts
-                    .push(RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)?);
+                parts.push(pad(Side::Right, right, &rows, &self.left.schema)?);
             }
         }
         let output = concat_batches(&self.schema, &parts).map_err(arrow_error)?;
