@@ -95,6 +95,12 @@ impl ConnectorFactory for Connectors {
         config: &JobConfig,
     ) -> runnel_runtime::Result<Box<dyn Source>> {
         let error = at_table(table, "source");
+        if table.options.get("format").map(String::as_str) == Some("debezium-json") {
+            return Err(error(ConnectorError::Other(
+                "reading 'format' = 'debezium-json' is not supported yet (it is written only)"
+                    .into(),
+            )));
+        }
         match connector_of(table).map_err(&error)? {
             "kafka" => Ok(Box::new(
                 kafka::KafkaSource::open(table, metrics, config)
@@ -122,7 +128,22 @@ impl ConnectorFactory for Connectors {
         schema: SchemaRef,
     ) -> runnel_runtime::Result<Box<dyn Sink>> {
         let error = at_table(table, "sink");
-        match connector_of(table).map_err(&error)? {
+        let connector = connector_of(table).map_err(&error)?;
+        if runnel_sql::changelog::is_changelog(&schema)
+            && matches!(connector, "kafka" | "filesystem")
+            && !table
+                .options
+                .get("format")
+                .is_some_and(|f| format::CHANGELOG_FORMATS.contains(&f.as_str()))
+        {
+            return Err(error(ConnectorError::Other(format!(
+                "the query produces an updating stream (an aggregate or Top-N without a \
+                 window revises rows it wrote), which 'format' = '{}' cannot express: \
+                 use 'format' = 'debezium-json', or window the aggregate",
+                table.options.get("format").map_or("json", String::as_str)
+            ))));
+        }
+        match connector {
             "kafka" => Ok(Box::new(
                 kafka::KafkaSink::open(table, schema).map_err(&error)?,
             )),

@@ -39,17 +39,26 @@ impl PrintSink {
     }
 }
 
-/// Formats rows as `+I[v1, v2, ...]`.
+/// Formats rows as Flink prints them: `+I[v1, v2, ...]`, or with the row's change kind
+/// (`-U[...]`, `+U[...]`, `-D[...]`) for an updating stream.
 pub fn format_rows(
     batch: &RecordBatch,
     prefix: &str,
 ) -> Result<Vec<String>, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int8Type;
+    use runnel_sql::changelog::{is_changelog, ChangeKind};
     let options = FormatOptions::default()
         .with_null("NULL")
         .with_timestamp_format(Some(crate::format::TIMESTAMP_FORMAT))
         .with_timestamp_tz_format(Some(crate::format::TIMESTAMP_TZ_FORMAT));
-    let formatters = batch
-        .columns()
+    let (columns, kinds) = match batch.columns().split_last() {
+        Some((kinds, columns)) if is_changelog(batch.schema_ref()) => {
+            (columns, Some(kinds.as_primitive::<Int8Type>()))
+        }
+        _ => (batch.columns(), None),
+    };
+    let formatters = columns
         .iter()
         .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
         .collect::<Result<Vec<_>, _>>()?;
@@ -59,7 +68,10 @@ pub fn format_rows(
                 .iter()
                 .map(|f| f.value(row).to_string())
                 .collect();
-            format!("{prefix}+I[{}]", values.join(", "))
+            let kind = kinds
+                .and_then(|k| ChangeKind::from_code(k.value(row)))
+                .unwrap_or(ChangeKind::Insert);
+            format!("{prefix}{}[{}]", kind.short_string(), values.join(", "))
         })
         .collect())
 }

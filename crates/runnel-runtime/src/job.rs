@@ -24,7 +24,8 @@ use crate::metrics::{JobMetrics, MetricsSnapshot};
 use crate::operator::{Operator, OperatorChain, Side, TwoInputOperator};
 use crate::operators::{
     FilterOperator, IntervalJoinOperator, LateRowsOutput, OverWindowOperator, ProjectionOperator,
-    SessionWindowOperator, WindowAggregateOperator, WindowAssignOperator, WindowJoinOperator,
+    SessionWindowOperator, TopNOperator, UpdatingAggregateOperator, WindowAggregateOperator,
+    WindowAssignOperator, WindowJoinOperator,
 };
 use crate::sink::Sink;
 use crate::source::SourceTask;
@@ -136,7 +137,7 @@ impl JobBuilder<'_> {
             let metrics = self.metrics.clone();
             let (input, operator): (&StreamNode, Box<dyn Operator>) = match node {
                 StreamNode::Source(source) => return self.spawn_source(source).await,
-                StreamNode::Union { inputs, schema } => {
+                StreamNode::Union { inputs, .. } => {
                     let mut receivers = Vec::with_capacity(inputs.len());
                     let mut processing_time = false;
                     for input in inputs {
@@ -145,7 +146,7 @@ impl JobBuilder<'_> {
                         receivers.push(self.spawn_chain(pipeline));
                     }
                     let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-                    let schema = Arc::new(schema.as_arrow().clone());
+                    let schema = node.arrow_schema();
                     self.tasks.push((
                         "union".to_string(),
                         tokio::spawn(run_union(receivers, schema, sender)),
@@ -190,9 +191,9 @@ impl JobBuilder<'_> {
                     input,
                     exprs,
                     input_schema,
-                    schema,
+                    ..
                 } => {
-                    let schema = Arc::new(schema.as_arrow().clone());
+                    let schema = node.arrow_schema();
                     (
                         input,
                         Box::new(ProjectionOperator::try_new(exprs, input_schema, schema)?),
@@ -240,6 +241,14 @@ impl JobBuilder<'_> {
                     &aggregate.input,
                     Box::new(WindowAggregateOperator::try_new(aggregate, metrics)?),
                 ),
+                StreamNode::UpdatingAggregate(aggregate) => (
+                    &aggregate.input,
+                    Box::new(UpdatingAggregateOperator::try_new(
+                        aggregate,
+                        aggregate.input.is_updating(),
+                    )?),
+                ),
+                StreamNode::TopN(top) => (&top.input, Box::new(TopNOperator::try_new(top)?)),
             };
             let mut pipeline = self.build(input).await?;
             pipeline.operators.push(operator);

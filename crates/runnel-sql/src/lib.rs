@@ -8,6 +8,7 @@
 //! rewrite. It knows no operator and no connector.
 
 pub mod catalog;
+pub mod changelog;
 pub mod error;
 pub mod field_names;
 pub mod functions;
@@ -17,14 +18,15 @@ pub mod lineage;
 pub mod parser;
 pub mod plan;
 pub mod planner;
+pub mod updating;
 pub mod window;
 
 pub use catalog::{Catalog, TableDef, ViewDef, WatermarkDef};
 pub use error::{Result, SqlError};
 pub use parser::{parse_script, CreateTable, Statement};
 pub use plan::{
-    IntervalJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan,
-    WindowAggregateNode, WindowJoinNode,
+    IntervalJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan, TopNNode,
+    UpdatingAggregateNode, WindowAggregateNode, WindowJoinNode,
 };
 pub use planner::{PlanOptions, StreamPlanner};
 pub use window::{WindowKind, WindowTvf};

@@ -79,6 +79,43 @@ pub enum StreamNode {
     /// A join of two windowed streams on their windows (and keys), emitted when the
     /// watermark closes each window.
     WindowJoin(WindowJoinNode),
+    /// `GROUP BY keys` without a window: an updating stream, revising a group's row each
+    /// time its aggregates change.
+    UpdatingAggregate(UpdatingAggregateNode),
+    /// `ROW_NUMBER() OVER (PARTITION BY keys ORDER BY ...)` kept to its first `limit`
+    /// ranks without a window: an updating stream of each partition's top rows.
+    TopN(TopNNode),
+}
+
+/// An aggregate without a window. Keeps one row of partial aggregates per group for as
+/// long as the job runs; after each input batch, emits the groups whose values changed
+/// (`+I` for a new group, `-U`/`+U` for a changed one, `-D` for one whose rows were all
+/// retracted). Reads append-only or updating input (then every aggregate must retract).
+#[derive(Debug, Clone)]
+pub struct UpdatingAggregateNode {
+    pub input: Box<StreamNode>,
+    pub input_schema: DFSchemaRef,
+    /// Grouping expressions, in output order.
+    pub group_exprs: Vec<Expr>,
+    /// DataFusion aggregate function calls, in output order after the groups.
+    pub aggr_exprs: Vec<Expr>,
+    pub schema: DFSchemaRef,
+}
+
+/// Top-N without a window, over an append-only input: per partition the first `limit`
+/// rows in `order_by` order (ties: the earlier row first), each with its rank. A row
+/// entering the top moves the rows below it down one rank (`-U`/`+U` per moved rank, `+I`
+/// for a rank filled for the first time); a row that can no longer enter is dropped at
+/// once, so state is at most `limit` rows per partition.
+#[derive(Debug, Clone)]
+pub struct TopNNode {
+    pub input: Box<StreamNode>,
+    pub input_schema: DFSchemaRef,
+    pub partition_by: Vec<Expr>,
+    pub order_by: Vec<datafusion::logical_expr::SortExpr>,
+    pub limit: usize,
+    /// The input's columns and the rank.
+    pub schema: DFSchemaRef,
 }
 
 /// A window join (Flink's): both inputs carry `window_start`/`window_end`, the `ON` clause
@@ -200,56 +237,91 @@ impl StreamNode {
             StreamNode::Union { schema, .. } => schema.clone(),
             StreamNode::IntervalJoin(j) => j.schema.clone(),
             StreamNode::WindowJoin(j) => j.schema.clone(),
+            StreamNode::UpdatingAggregate(a) => a.schema.clone(),
+            StreamNode::TopN(t) => t.schema.clone(),
         }
     }
 
-    /// The node's output schema as Arrow batches carry it.
+    /// The node's output schema as Arrow batches carry it: for an updating stream, with
+    /// the change column last (see [`crate::changelog`]).
     pub fn arrow_schema(&self) -> SchemaRef {
-        Arc::new(self.schema().as_arrow().clone())
+        let schema = self.schema().as_arrow().clone();
+        if self.is_updating() {
+            crate::changelog::with_change_column(&schema)
+        } else {
+            Arc::new(schema)
+        }
+    }
+
+    /// Whether the node's rows can be revised later (an updating stream), rather than
+    /// only appended.
+    pub fn is_updating(&self) -> bool {
+        match self {
+            StreamNode::UpdatingAggregate(_) | StreamNode::TopN(_) => true,
+            StreamNode::Filter { input, .. } | StreamNode::Projection { input, .. } => {
+                input.is_updating()
+            }
+            StreamNode::Union { inputs, .. } => inputs.iter().any(StreamNode::is_updating),
+            StreamNode::Source(_)
+            | StreamNode::WindowAssign { .. }
+            | StreamNode::WindowAggregate(_)
+            | StreamNode::OverWindow(_)
+            | StreamNode::IntervalJoin(_)
+            | StreamNode::WindowJoin(_) => false,
+        }
+    }
+
+    /// The node's inputs.
+    pub fn inputs(&self) -> Vec<&StreamNode> {
+        match self {
+            StreamNode::Source(_) => vec![],
+            StreamNode::Filter { input, .. }
+            | StreamNode::Projection { input, .. }
+            | StreamNode::WindowAssign { input, .. } => vec![input],
+            StreamNode::WindowAggregate(a) => vec![&a.input],
+            StreamNode::OverWindow(o) => vec![&o.input],
+            StreamNode::UpdatingAggregate(a) => vec![&a.input],
+            StreamNode::TopN(t) => vec![&t.input],
+            StreamNode::Union { inputs, .. } => inputs.iter().collect(),
+            StreamNode::IntervalJoin(j) => vec![&j.left, &j.right],
+            StreamNode::WindowJoin(j) => vec![&j.left, &j.right],
+        }
+    }
+
+    fn inputs_mut(&mut self) -> Vec<&mut StreamNode> {
+        match self {
+            StreamNode::Source(_) => vec![],
+            StreamNode::Filter { input, .. }
+            | StreamNode::Projection { input, .. }
+            | StreamNode::WindowAssign { input, .. } => vec![input],
+            StreamNode::WindowAggregate(a) => vec![&mut a.input],
+            StreamNode::OverWindow(o) => vec![&mut o.input],
+            StreamNode::UpdatingAggregate(a) => vec![&mut a.input],
+            StreamNode::TopN(t) => vec![&mut t.input],
+            StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
+            StreamNode::IntervalJoin(j) => vec![&mut j.left, &mut j.right],
+            StreamNode::WindowJoin(j) => vec![&mut j.left, &mut j.right],
+        }
     }
 
     /// Marks the source below this node as read on processing time.
     pub fn use_processing_time(&mut self) {
         match self {
             StreamNode::Source(s) => s.processing_time = true,
-            StreamNode::Filter { input, .. }
-            | StreamNode::Projection { input, .. }
-            | StreamNode::WindowAssign { input, .. } => input.use_processing_time(),
-            StreamNode::WindowAggregate(a) => a.input.use_processing_time(),
-            StreamNode::OverWindow(o) => o.input.use_processing_time(),
-            StreamNode::Union { inputs, .. } => {
-                inputs.iter_mut().for_each(StreamNode::use_processing_time)
-            }
-            StreamNode::IntervalJoin(j) => {
-                j.left.use_processing_time();
-                j.right.use_processing_time();
-            }
-            StreamNode::WindowJoin(j) => {
-                j.left.use_processing_time();
-                j.right.use_processing_time();
-            }
+            other => other
+                .inputs_mut()
+                .into_iter()
+                .for_each(StreamNode::use_processing_time),
         }
     }
 
     fn collect_sources(&self, out: &mut Vec<Arc<TableDef>>) {
         match self {
             StreamNode::Source(s) => out.push(s.table.clone()),
-            StreamNode::Filter { input, .. }
-            | StreamNode::Projection { input, .. }
-            | StreamNode::WindowAssign { input, .. } => input.collect_sources(out),
-            StreamNode::WindowAggregate(a) => a.input.collect_sources(out),
-            StreamNode::OverWindow(o) => o.input.collect_sources(out),
-            StreamNode::Union { inputs, .. } => {
-                inputs.iter().for_each(|input| input.collect_sources(out))
-            }
-            StreamNode::IntervalJoin(j) => {
-                j.left.collect_sources(out);
-                j.right.collect_sources(out);
-            }
-            StreamNode::WindowJoin(j) => {
-                j.left.collect_sources(out);
-                j.right.collect_sources(out);
-            }
+            other => other
+                .inputs()
+                .into_iter()
+                .for_each(|input| input.collect_sources(out)),
         }
     }
 
@@ -410,6 +482,27 @@ impl StreamNode {
                 )?;
                 j.left.fmt_tree(f, depth + 1)?;
                 j.right.fmt_tree(f, depth + 1)
+            }
+            StreamNode::UpdatingAggregate(a) => {
+                writeln!(
+                    f,
+                    "{pad}UpdatingAggregate: group=[{}] aggregates=[{}]; emits updates; state: one row per group, kept for the life of the job",
+                    list(&a.group_exprs),
+                    list(&a.aggr_exprs),
+                )?;
+                a.input.fmt_tree(f, depth + 1)
+            }
+            StreamNode::TopN(t) => {
+                let order: Vec<String> = t.order_by.iter().map(|o| o.to_string()).collect();
+                writeln!(
+                    f,
+                    "{pad}TopN: first {} per [{}] order by [{}]; emits updates; state: at most {} rows per partition",
+                    t.limit,
+                    list(&t.partition_by),
+                    order.join(", "),
+                    t.limit,
+                )?;
+                t.input.fmt_tree(f, depth + 1)
             }
         }
     }

@@ -40,8 +40,9 @@ use crate::lineage::{event_time_column, is_proctime, is_window_bound, window_bou
 use crate::parser::{ColumnKind, CreateTable};
 use crate::plan::{
     IntervalJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan,
-    WindowAggregateNode, WindowJoinNode,
+    UpdatingAggregateNode, WindowAggregateNode, WindowJoinNode,
 };
+use crate::updating::{append_only, top_n};
 use crate::window::{WindowKind, WindowTvf, WINDOW_END, WINDOW_START};
 
 /// Plans statements against a [`Catalog`]. Holds DataFusion's function registry and
@@ -393,7 +394,7 @@ fn cast_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan> {
 }
 
 /// The streaming rewrite: DataFusion logical plan → [`StreamNode`].
-fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
+pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
     match plan {
         LogicalPlan::TableScan(scan) => {
             let Some(table) = scan.source.downcast_ref::<CatalogTableSource>() else {
@@ -418,11 +419,14 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
             input_schema: p.input.schema().clone(),
             schema: p.schema.clone(),
         }),
-        LogicalPlan::Filter(f) => Ok(StreamNode::Filter {
-            input: Box::new(to_stream(&f.input)?),
-            predicate: f.predicate.clone(),
-            input_schema: f.input.schema().clone(),
-        }),
+        LogicalPlan::Filter(f) => match top_n(f)? {
+            Some(node) => Ok(node),
+            None => Ok(StreamNode::Filter {
+                input: Box::new(to_stream(&f.input)?),
+                predicate: f.predicate.clone(),
+                input_schema: f.input.schema().clone(),
+            }),
+        },
         // An alias renames qualifiers only; batches are the same.
         LogicalPlan::SubqueryAlias(a) => to_stream(&a.input),
         LogicalPlan::Extension(Extension { node }) => {
@@ -433,7 +437,7 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     input.use_processing_time();
                 }
                 Ok(StreamNode::WindowAssign {
-                    input: Box::new(input),
+                    input: Box::new(append_only(input, "a window")?),
                     kind: tvf.kind,
                     time_column: tvf.time_column,
                     partition_keys: tvf.partition_keys.clone(),
@@ -479,30 +483,44 @@ fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                         schema: agg.schema.clone(),
                     }))
                 }
-                _ => Err(SqlError::Unsupported(
-                    "an aggregate over a stream must be windowed: aggregate over \
-                     TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '5' MINUTES)) and GROUP BY \
-                     window_start, window_end (an unbounded GROUP BY would keep state forever)"
-                        .into(),
-                )),
+                // No window: the aggregate revises its groups' rows as rows arrive.
+                _ => Ok(StreamNode::UpdatingAggregate(UpdatingAggregateNode {
+                    input: Box::new(to_stream(&agg.input)?),
+                    input_schema: agg.input.schema().clone(),
+                    group_exprs: agg.group_expr.clone(),
+                    aggr_exprs: agg.aggr_expr.clone(),
+                    schema: agg.schema.clone(),
+                })),
             }
         }
         LogicalPlan::Join(join) => match window_join(join)? {
             Some(node) => Ok(node),
             None => interval_join(join),
         },
-        LogicalPlan::Union(union) => Ok(StreamNode::Union {
-            inputs: union
+        LogicalPlan::Union(union) => {
+            let inputs: Vec<StreamNode> = union
                 .inputs
                 .iter()
                 .map(|input| to_stream(input))
-                .collect::<Result<_>>()?,
-            schema: union.schema.clone(),
-        }),
+                .collect::<Result<_>>()?;
+            if inputs.iter().any(StreamNode::is_updating)
+                && !inputs.iter().all(StreamNode::is_updating)
+            {
+                return Err(SqlError::Unsupported(
+                    "UNION ALL of an updating stream (an aggregate or Top-N without a window) \
+                     and an append-only one"
+                        .into(),
+                ));
+            }
+            Ok(StreamNode::Union {
+                inputs,
+                schema: union.schema.clone(),
+            })
+        }
         LogicalPlan::Window(window) => {
             let readiness = over_readiness(window)?;
             Ok(StreamNode::OverWindow(OverWindowNode {
-                input: Box::new(to_stream(&window.input)?),
+                input: Box::new(append_only(to_stream(&window.input)?, "an OVER window")?),
                 input_schema: window.input.schema().clone(),
                 window_exprs: window.window_expr.clone(),
                 readiness,
@@ -555,8 +573,8 @@ fn window_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<Op
     }
     let (left_keys, right_keys) = join.on.iter().cloned().unzip();
     Ok(Some(StreamNode::WindowJoin(WindowJoinNode {
-        left: Box::new(to_stream(&join.left)?),
-        right: Box::new(to_stream(&join.right)?),
+        left: Box::new(append_only(to_stream(&join.left)?, "a window join")?),
+        right: Box::new(append_only(to_stream(&join.right)?, "a window join")?),
         left_schema: join.left.schema().clone(),
         right_schema: join.right.schema().clone(),
         left_keys,
@@ -621,8 +639,8 @@ fn interval_join(join: &datafusion::logical_expr::logical_plan::Join) -> Result<
     }
     let (left_keys, right_keys) = key_pairs.into_iter().unzip();
     Ok(StreamNode::IntervalJoin(IntervalJoinNode {
-        left: Box::new(to_stream(&join.left)?),
-        right: Box::new(to_stream(&join.right)?),
+        left: Box::new(append_only(to_stream(&join.left)?, "a join")?),
+        right: Box::new(append_only(to_stream(&join.right)?, "a join")?),
         left_schema: join.left.schema().clone(),
         right_schema: join.right.schema().clone(),
         left_keys,
@@ -648,7 +666,7 @@ fn over_readiness(
         "an OVER window on a stream needs ORDER BY its time attribute with a bounded frame \
         ending at the current row (RANGE BETWEEN INTERVAL '5' MINUTE PRECEDING AND CURRENT ROW, or \
         ROWS BETWEEN 10 PRECEDING AND CURRENT ROW), or PARTITION BY window_start, window_end \
-        over a windowed input (window Top-N)";
+        over a windowed input (window Top-N), or ROW_NUMBER() filtered by WHERE rn <= N (Top-N)";
     let unsupported = |reason: String| SqlError::Unsupported(format!("{reason}: {HINT}"));
     let input = &window.input;
     let functions: Vec<&WindowFunction> = window
@@ -1212,16 +1230,36 @@ mod tests {
     }
 
     #[test]
-    fn refuses_unbounded_aggregates_with_the_reason() {
+    fn unwindowed_aggregates_are_updating_and_feed_no_window() {
         let planner = StreamPlanner::new();
         let catalog = catalog_with_claims(&planner);
-        let err = plan(
+        let updating = plan(
             &planner,
             &catalog,
             "SELECT policy_id, COUNT(*) FROM claims GROUP BY policy_id",
         )
+        .unwrap();
+        assert!(updating.root.is_updating());
+        assert!(crate::changelog::is_changelog(&updating.schema()));
+        let err = plan(
+            &planner,
+            &catalog,
+            "SELECT window_start, SUM(n) FROM TUMBLE(
+               (SELECT policy_id, MAX(event_time) AS ts, COUNT(*) AS n FROM claims GROUP BY policy_id),
+               ts, INTERVAL '1' MINUTE) GROUP BY window_start, window_end",
+        )
         .unwrap_err();
-        assert!(err.to_string().contains("must be windowed"), "{err}");
+        assert!(
+            err.to_string().contains("cannot read an updating stream"),
+            "{err}"
+        );
+        let err = plan(
+            &planner,
+            &catalog,
+            "SELECT * FROM (SELECT policy_id, ROW_NUMBER() OVER (PARTITION BY policy_id ORDER BY amount) AS rn FROM claims) WHERE rn > 3",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("must be limited"), "{err}");
         let err = plan(&planner, &catalog, "SELECT * FROM nope").unwrap_err();
         assert!(err.to_string().contains("unknown table 'nope'"), "{err}");
     }

@@ -56,3 +56,42 @@ pub(super) fn encode_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowErro
     }
     Ok(super::split_lines(buffer))
 }
+
+/// Each row in Debezium's envelope: `+I`/`+U` rows as `{"before":null,"after":row,"op":"c"}`,
+/// `-U`/`-D` rows as `{"before":row,"after":null,"op":"d"}`. An append-only batch is all
+/// `c`.
+pub(super) fn encode_changes(batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int8Type;
+    use runnel_sql::changelog::{is_changelog, ChangeKind};
+    let (rows, kinds) = if is_changelog(batch.schema_ref()) {
+        let last = batch.num_columns() - 1;
+        let kinds = batch.column(last).as_primitive::<Int8Type>().clone();
+        let mut rows = batch.clone();
+        rows.remove_column(last);
+        (rows, Some(kinds))
+    } else {
+        (batch.clone(), None)
+    };
+    let encoded = encode_rows(&rows)?;
+    Ok(encoded
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let added = kinds.as_ref().is_none_or(|k| {
+                ChangeKind::from_code(k.value(i)).is_none_or(ChangeKind::is_addition)
+            });
+            let mut record = Vec::with_capacity(row.len() + 40);
+            if added {
+                record.extend_from_slice(b"{\"before\":null,\"after\":");
+                record.extend_from_slice(&row);
+                record.extend_from_slice(b",\"op\":\"c\"}");
+            } else {
+                record.extend_from_slice(b"{\"before\":");
+                record.extend_from_slice(&row);
+                record.extend_from_slice(b",\"after\":null,\"op\":\"d\"}");
+            }
+            record
+        })
+        .collect())
+}

@@ -1,6 +1,7 @@
 //! The streaming operators: each turns a logical [`runnel_sql::StreamNode`] into work on
 //! Arrow batches.
 
+mod aggregate_call;
 mod filter;
 pub(crate) mod held_rows;
 mod interval_join;
@@ -8,6 +9,8 @@ pub(crate) mod late_rows;
 mod over_window;
 mod projection;
 mod session_window;
+mod top_n;
+mod updating_aggregate;
 mod window_aggregate;
 mod window_assign;
 mod window_join;
@@ -18,6 +21,8 @@ pub use late_rows::LateRowsOutput;
 pub use over_window::OverWindowOperator;
 pub use projection::ProjectionOperator;
 pub use session_window::SessionWindowOperator;
+pub use top_n::TopNOperator;
+pub use updating_aggregate::UpdatingAggregateOperator;
 pub use window_aggregate::WindowAggregateOperator;
 pub(crate) use window_assign::as_millis;
 pub use window_assign::WindowAssignOperator;

@@ -12,23 +12,31 @@ use crate::error::{Result, RuntimeError};
 use crate::message::Message;
 use crate::operator::Operator;
 
-/// Evaluates one expression per output column.
+/// Evaluates one expression per output column. On an updating stream the change column
+/// passes through unchanged (see [`runnel_sql::changelog`]).
 pub struct ProjectionOperator {
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
+    carries_changes: bool,
 }
 
 impl ProjectionOperator {
+    /// `schema` is the output's as Arrow batches carry it: with the change column last
+    /// when the input is an updating stream.
     pub fn try_new(exprs: &[Expr], input_schema: &DFSchema, schema: SchemaRef) -> Result<Self> {
         Ok(Self {
             exprs: crate::expr::compile(exprs, input_schema)?,
+            carries_changes: runnel_sql::changelog::is_changelog(&schema),
             schema,
         })
     }
 
     /// Applies the projection to one batch.
     pub fn project(&self, batch: &RecordBatch) -> datafusion::error::Result<RecordBatch> {
-        let columns = crate::expr::evaluate(&self.exprs, batch)?;
+        let mut columns = crate::expr::evaluate(&self.exprs, batch)?;
+        if self.carries_changes {
+            columns.push(batch.column(batch.num_columns() - 1).clone());
+        }
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         Ok(RecordBatch::try_new_with_options(
             self.schema.clone(),

@@ -17,8 +17,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
-use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
-use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use runnel_sql::WindowAggregateNode;
@@ -27,28 +26,8 @@ use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
+use crate::operators::aggregate_call::AggregateCall;
 use crate::operators::window_assign::as_millis;
-
-/// One aggregate call: the DataFusion function, its argument expressions and its
-/// optional `FILTER (WHERE ...)` clause.
-struct AggregateCall {
-    function: Arc<AggregateFunctionExpr>,
-    arguments: Vec<Arc<dyn PhysicalExpr>>,
-    filter: Option<Arc<dyn PhysicalExpr>>,
-}
-
-impl AggregateCall {
-    fn new_accumulator(&self) -> DFResult<Box<dyn GroupsAccumulator>> {
-        if self.function.groups_accumulator_supported() {
-            self.function.create_groups_accumulator()
-        } else {
-            let function = self.function.clone();
-            Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
-                function.create_accumulator()
-            })))
-        }
-    }
-}
 
 /// The keys and partial aggregates of one open window.
 struct WindowState {
@@ -80,33 +59,8 @@ fn operator_error(source: DataFusionError) -> RuntimeError {
 impl WindowAggregateOperator {
     pub fn try_new(node: &WindowAggregateNode, metrics: Arc<JobMetrics>) -> Result<Self> {
         let input_schema: &DFSchema = &node.input_schema;
-        let physical_input: Schema = input_schema.as_arrow().clone();
         let group_exprs = crate::expr::compile(&node.group_exprs, input_schema)?;
-        let props = datafusion::logical_expr::execution_props::ExecutionProps::new();
-        let mut aggregates = Vec::with_capacity(node.aggr_exprs.len());
-        for expr in &node.aggr_exprs {
-            let planning = Default::default();
-            let lowered = LoweredAggregateBuilder::new(
-                expr,
-                input_schema,
-                &physical_input,
-                &props,
-                &planning,
-            )
-            .with_name(expr.schema_name().to_string())
-            .build()?;
-            if !lowered.order_bys.is_empty() {
-                return Err(RuntimeError::Build(format!(
-                    "aggregate {expr}: ORDER BY inside an aggregate call is not supported on streams"
-                )));
-            }
-            let (function, filter) = (lowered.aggregate, lowered.filter);
-            aggregates.push(AggregateCall {
-                arguments: function.expressions(),
-                function,
-                filter,
-            });
-        }
+        let aggregates = AggregateCall::lower_all(&node.aggr_exprs, input_schema)?;
         let output_schema = Arc::new(node.schema.as_arrow().clone());
         let group_schema = Arc::new(Schema::new(
             output_schema.fields()[..node.group_exprs.len()].to_vec(),
@@ -130,7 +84,7 @@ impl WindowAggregateOperator {
             accumulators: self
                 .aggregates
                 .iter()
-                .map(AggregateCall::new_accumulator)
+                .map(AggregateCall::new_groups_accumulator)
                 .collect::<DFResult<_>>()?,
         })
     }
@@ -138,21 +92,13 @@ impl WindowAggregateOperator {
     /// Evaluates keys, arguments and filters; drops late rows; routes rows to windows.
     fn aggregate(&mut self, batch: &RecordBatch) -> DFResult<()> {
         let mut groups = crate::expr::evaluate(&self.group_exprs, batch)?;
-        let mut inputs: Vec<Vec<ArrayRef>> = self
+        let (mut inputs, mut filters): (Vec<Vec<ArrayRef>>, Vec<Option<ArrayRef>>) = self
             .aggregates
             .iter()
-            .map(|a| crate::expr::evaluate(&a.arguments, batch))
-            .collect::<DFResult<_>>()?;
-        let mut filters: Vec<Option<ArrayRef>> = self
-            .aggregates
-            .iter()
-            .map(|a| {
-                a.filter
-                    .as_ref()
-                    .map(|f| f.evaluate(batch)?.into_array(batch.num_rows()))
-                    .transpose()
-            })
-            .collect::<DFResult<_>>()?;
+            .map(|a| a.evaluate(batch))
+            .collect::<DFResult<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let mut ends: Int64Array = as_millis(&groups[self.window_end])?.reinterpret_cast();
 
         // Rows whose window was already emitted are late: count and drop them.

@@ -1,0 +1,184 @@
+//! [`TopNOperator`]: `ROW_NUMBER() ... <= N` without a window over an append-only stream.
+//! Each partition keeps its first `limit` rows in order; a row entering the top moves the
+//! rows below it down a rank, and every rank whose row changed is emitted as `-U` (the old
+//! row at that rank) and `+U` (the new one), or `+I` for a rank filled the first time.
+//!
+//! Partition keys, sort keys and whole rows are kept in Arrow's row format, so comparing
+//! two rows' order is comparing bytes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int8Array, UInt64Array};
+use datafusion::arrow::compute::{cast, SortOptions};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::physical_expr::PhysicalExpr;
+use runnel_sql::changelog::{with_change_column, ChangeKind};
+use runnel_sql::TopNNode;
+
+use crate::error::{Result, RuntimeError};
+use crate::message::Message;
+use crate::operator::Operator;
+
+/// One row of a partition's top: its sort key and the row itself.
+struct Ranked {
+    order: Box<[u8]>,
+    row: OwnedRow,
+}
+
+/// An unwindowed Top-N, emitting rank changes as rows arrive.
+pub struct TopNOperator {
+    partition_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    order_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    limit: usize,
+    partitions_format: RowConverter,
+    order_format: RowConverter,
+    rows_format: RowConverter,
+    /// Each partition's top rows, best first.
+    partitions: HashMap<Box<[u8]>, Vec<Ranked>>,
+    output_schema: SchemaRef,
+}
+
+fn operator_error(source: DataFusionError) -> RuntimeError {
+    RuntimeError::Operator {
+        operator: "TopN".into(),
+        source,
+    }
+}
+
+impl TopNOperator {
+    pub fn try_new(node: &TopNNode) -> Result<Self> {
+        use datafusion::logical_expr::ExprSchemable;
+        let input = &node.input_schema;
+        let types = |exprs: &[datafusion::logical_expr::Expr]| -> Result<Vec<_>> {
+            exprs
+                .iter()
+                .map(|e| e.get_type(input).map_err(RuntimeError::from))
+                .collect()
+        };
+        let partition_types = types(&node.partition_by)?;
+        let order_plain: Vec<_> = node.order_by.iter().map(|o| o.expr.clone()).collect();
+        let order_fields = types(&order_plain)?
+            .into_iter()
+            .zip(&node.order_by)
+            .map(|(t, o)| {
+                SortField::new_with_options(
+                    t,
+                    SortOptions {
+                        descending: !o.asc,
+                        nulls_first: o.nulls_first,
+                    },
+                )
+            })
+            .collect();
+        let format = |fields: Vec<SortField>| {
+            RowConverter::new(fields).map_err(|e| operator_error(e.into()))
+        };
+        let schema = node.schema.as_arrow();
+        Ok(Self {
+            partition_exprs: crate::expr::compile(&node.partition_by, input)?,
+            order_exprs: crate::expr::compile(&order_plain, input)?,
+            limit: node.limit,
+            partitions_format: format(partition_types.into_iter().map(SortField::new).collect())?,
+            order_format: format(order_fields)?,
+            rows_format: format(
+                input
+                    .fields()
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect(),
+            )?,
+            partitions: HashMap::new(),
+            output_schema: with_change_column(schema),
+        })
+    }
+
+    fn rank(&mut self, batch: &RecordBatch) -> DFResult<Option<RecordBatch>> {
+        let partitions = crate::expr::evaluate(&self.partition_exprs, batch)?;
+        let partitions = if partitions.is_empty() {
+            None
+        } else {
+            Some(self.partitions_format.convert_columns(&partitions)?)
+        };
+        let orders = self
+            .order_format
+            .convert_columns(&crate::expr::evaluate(&self.order_exprs, batch)?)?;
+        let rows = self.rows_format.convert_columns(batch.columns())?;
+        let mut changed: Vec<(OwnedRow, u64, ChangeKind)> = Vec::new();
+        for i in 0..batch.num_rows() {
+            let partition: &[u8] = partitions.as_ref().map_or(&[], |p| p.row(i).data());
+            let order = orders.row(i);
+            let top = match self.partitions.get_mut(partition) {
+                Some(top) => top,
+                None => self.partitions.entry(partition.into()).or_default(),
+            };
+            // After every row that sorts before or equal to it: ties keep arrival order.
+            let position = top.partition_point(|r| r.order.as_ref() <= order.data());
+            if position >= self.limit {
+                continue;
+            }
+            let before = top.len();
+            top.insert(
+                position,
+                Ranked {
+                    order: order.data().into(),
+                    row: rows.row(i).owned(),
+                },
+            );
+            for rank in position..before.min(self.limit) {
+                changed.push((
+                    top[rank + 1].row.clone(),
+                    rank as u64 + 1,
+                    ChangeKind::UpdateBefore,
+                ));
+                changed.push((
+                    top[rank].row.clone(),
+                    rank as u64 + 1,
+                    ChangeKind::UpdateAfter,
+                ));
+            }
+            if before < self.limit {
+                changed.push((
+                    top[before].row.clone(),
+                    before as u64 + 1,
+                    ChangeKind::Insert,
+                ));
+            }
+            top.truncate(self.limit);
+        }
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = self
+            .rows_format
+            .convert_rows(changed.iter().map(|(row, _, _)| row.row()))?;
+        let ranks: ArrayRef = Arc::new(UInt64Array::from_iter_values(
+            changed.iter().map(|(_, rank, _)| *rank),
+        ));
+        let rank_type = self.output_schema.field(columns.len()).data_type();
+        columns.push(cast(&ranks, rank_type)?);
+        columns.push(Arc::new(Int8Array::from_iter_values(
+            changed.iter().map(|(_, _, kind)| *kind as i8),
+        )));
+        Ok(Some(RecordBatch::try_new(
+            self.output_schema.clone(),
+            columns,
+        )?))
+    }
+}
+
+impl Operator for TopNOperator {
+    fn name(&self) -> &str {
+        "TopN"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+        if let Some(changes) = self.rank(&batch).map_err(operator_error)? {
+            out.push(Message::Batch(changes));
+        }
+        Ok(())
+    }
+}

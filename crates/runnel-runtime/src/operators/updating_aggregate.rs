@@ -1,0 +1,327 @@
+//! [`UpdatingAggregateOperator`]: `GROUP BY` without a window. Every group's aggregates
+//! live for the life of the job; after each input batch the groups whose values changed
+//! are emitted as changes (`+I`, `-U`/`+U`, `-D`; see [`runnel_sql::changelog`]).
+//!
+//! Keys are encoded with Arrow's row format and looked up in a hash map; a batch's rows
+//! are sorted by group so each group's DataFusion [`Accumulator`] takes its rows as one
+//! slice. Per-group accumulators (rather than DataFusion's `GroupsAccumulator`) are what
+//! lets a group be read after every batch without giving up its state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int8Array, UInt32Array};
+use datafusion::arrow::compute::kernels::boolean::{and, not};
+use datafusion::arrow::compute::{cast, filter, sort_to_indices, take};
+use datafusion::arrow::datatypes::{Int8Type, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::PhysicalExpr;
+use runnel_sql::changelog::{with_change_column, ChangeKind};
+use runnel_sql::UpdatingAggregateNode;
+
+use crate::error::{Result, RuntimeError};
+use crate::message::Message;
+use crate::operator::Operator;
+use crate::operators::aggregate_call::AggregateCall;
+
+/// One group's running aggregates and what was last emitted for it.
+struct Group {
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// Rows added less rows taken back: at zero the group is gone.
+    rows: i64,
+    emitted: Option<Vec<ScalarValue>>,
+}
+
+/// An aggregate without a window, emitting its changes after every batch.
+pub struct UpdatingAggregateOperator {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    aggregates: Vec<AggregateCall>,
+    /// The input is itself updating: its `-U`/`-D` rows are taken back out.
+    retracting: bool,
+    keys: RowConverter,
+    group_ids: HashMap<Box<[u8]>, usize>,
+    /// Each group's key, by group id.
+    group_keys: Rows,
+    groups: Vec<Group>,
+    output_schema: SchemaRef,
+}
+
+fn operator_error(source: DataFusionError) -> RuntimeError {
+    RuntimeError::Operator {
+        operator: "UpdatingAggregate".into(),
+        source,
+    }
+}
+
+impl UpdatingAggregateOperator {
+    /// `retracting`: whether the input is an updating stream.
+    pub fn try_new(node: &UpdatingAggregateNode, retracting: bool) -> Result<Self> {
+        let input_schema: &DFSchema = &node.input_schema;
+        let group_exprs = crate::expr::compile(&node.group_exprs, input_schema)?;
+        let aggregates = AggregateCall::lower_all(&node.aggr_exprs, input_schema)?;
+        if retracting {
+            for (call, expr) in aggregates.iter().zip(&node.aggr_exprs) {
+                let supported = call
+                    .new_accumulator(true)
+                    .map(|a| a.supports_retract_batch())
+                    .unwrap_or(false);
+                // MIN and MAX retract only in arrival order (a sliding frame), not the
+                // arbitrary order of an updating input.
+                let name = call.function.fun().name();
+                if !supported || name == "min" || name == "max" {
+                    return Err(RuntimeError::Build(format!(
+                        "aggregate {expr} cannot take back rows, but its input is an updating \
+                         stream (an aggregate or Top-N without a window); COUNT, SUM and AVG can"
+                    )));
+                }
+            }
+        }
+        let schema = node.schema.as_arrow();
+        let sort_fields = schema.fields()[..node.group_exprs.len()]
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect::<Vec<_>>();
+        let keys = RowConverter::new(sort_fields).map_err(|e| operator_error(e.into()))?;
+        let group_keys = keys.empty_rows(0, 0);
+        Ok(Self {
+            group_exprs,
+            aggregates,
+            retracting,
+            keys,
+            group_ids: HashMap::new(),
+            group_keys,
+            groups: Vec::new(),
+            output_schema: with_change_column(schema),
+        })
+    }
+
+    fn new_group(&self) -> DFResult<Group> {
+        Ok(Group {
+            accumulators: self
+                .aggregates
+                .iter()
+                .map(|a| a.new_accumulator(self.retracting))
+                .collect::<DFResult<_>>()?,
+            rows: 0,
+            emitted: None,
+        })
+    }
+
+    /// The group id of every row, creating groups as needed; returns the ids and the
+    /// groups the batch touched, in first-seen order.
+    fn assign_groups(&mut self, batch: &RecordBatch) -> DFResult<(Vec<u32>, Vec<usize>)> {
+        let keys = crate::expr::evaluate(&self.group_exprs, batch)?;
+        let mut ids = Vec::with_capacity(batch.num_rows());
+        let mut touched = Vec::new();
+        if keys.is_empty() {
+            // A global aggregate: one group.
+            if self.groups.is_empty() {
+                let group = self.new_group()?;
+                self.groups.push(group);
+            }
+            ids.resize(batch.num_rows(), 0);
+            touched.push(0);
+            return Ok((ids, touched));
+        }
+        let rows = self.keys.convert_columns(&keys)?;
+        let mut seen = vec![false; self.groups.len()];
+        for row in rows.iter() {
+            let id = match self.group_ids.get(row.as_ref()) {
+                Some(&id) => id,
+                None => {
+                    let id = self.groups.len();
+                    let group = self.new_group()?;
+                    self.groups.push(group);
+                    self.group_ids.insert(row.as_ref().into(), id);
+                    self.group_keys.push(row);
+                    seen.push(false);
+                    id
+                }
+            };
+            if !seen[id] {
+                seen[id] = true;
+                touched.push(id);
+            }
+            ids.push(id as u32);
+        }
+        Ok((ids, touched))
+    }
+
+    /// Folds one batch into its groups and returns their changes.
+    fn aggregate(&mut self, batch: &RecordBatch) -> DFResult<Option<RecordBatch>> {
+        let (ids, touched) = self.assign_groups(batch)?;
+        let additions: Option<BooleanArray> = if self.retracting {
+            let kinds = batch
+                .column(batch.num_columns() - 1)
+                .as_primitive::<Int8Type>();
+            Some(
+                kinds
+                    .iter()
+                    .map(|k| {
+                        Some(
+                            k.and_then(ChangeKind::from_code)
+                                .is_some_and(|k| k.is_addition()),
+                        )
+                    })
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        // Sort rows by group so each group's rows are one slice.
+        let ids = UInt32Array::from(ids);
+        let order = sort_to_indices(&ids, None, None)?;
+        let reorder = |a: &ArrayRef| take(a, &order, None);
+        let ids = take(&ids, &order, None)?;
+        let ids = ids.as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+        let additions = additions
+            .map(|a| -> DFResult<BooleanArray> { Ok(take(&a, &order, None)?.as_boolean().clone()) })
+            .transpose()?;
+        let mut inputs = Vec::with_capacity(self.aggregates.len());
+        for call in &self.aggregates {
+            let (arguments, mask) = call.evaluate(batch)?;
+            let arguments = arguments
+                .iter()
+                .map(reorder)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mask = mask.map(|m| reorder(&m)).transpose()?;
+            inputs.push((arguments, mask));
+        }
+
+        let values = ids.values();
+        let mut start = 0;
+        while start < values.len() {
+            let id = values[start] as usize;
+            let mut stop = start + 1;
+            while stop < values.len() && values[stop] as usize == id {
+                stop += 1;
+            }
+            let len = stop - start;
+            let added = additions.as_ref().map(|a| a.slice(start, len));
+            let group = &mut self.groups[id];
+            group.rows += match &added {
+                Some(added) => 2 * added.true_count() as i64 - len as i64,
+                None => len as i64,
+            };
+            for ((arguments, mask), accumulator) in inputs.iter().zip(&mut group.accumulators) {
+                let arguments: Vec<ArrayRef> =
+                    arguments.iter().map(|a| a.slice(start, len)).collect();
+                // `FILTER (WHERE ...)`: NULL counts as false.
+                let mask = mask.as_ref().map(|m| {
+                    let m = m.slice(start, len);
+                    m.as_boolean()
+                        .iter()
+                        .map(|v| Some(v == Some(true)))
+                        .collect::<BooleanArray>()
+                });
+                match &added {
+                    None => match &mask {
+                        None => accumulator.update_batch(&arguments)?,
+                        Some(mask) => accumulator.update_batch(&select(&arguments, mask)?)?,
+                    },
+                    Some(added) => {
+                        let (add, take_back) = match &mask {
+                            None => (added.clone(), not(added)?),
+                            Some(mask) => (and(added, mask)?, and(&not(added)?, mask)?),
+                        };
+                        accumulator.update_batch(&select(&arguments, &add)?)?;
+                        accumulator.retract_batch(&select(&arguments, &take_back)?)?;
+                    }
+                }
+            }
+            start = stop;
+        }
+        self.changes(&touched)
+    }
+
+    /// The changes of `touched` groups since they were last emitted.
+    fn changes(&mut self, touched: &[usize]) -> DFResult<Option<RecordBatch>> {
+        let mut key_ids = Vec::new();
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggregates.len()];
+        let mut kinds = Vec::new();
+        let mut push = |id: usize, row: &[ScalarValue], kind: ChangeKind| {
+            key_ids.push(id);
+            for (column, value) in values.iter_mut().zip(row) {
+                column.push(value.clone());
+            }
+            kinds.push(kind as i8);
+        };
+        for &id in touched {
+            if self.groups[id].rows <= 0 {
+                // Every row of the group was taken back.
+                if let Some(old) = self.groups[id].emitted.take() {
+                    push(id, &old, ChangeKind::Delete);
+                }
+                self.groups[id] = self.new_group()?;
+                continue;
+            }
+            let group = &mut self.groups[id];
+            let new = group
+                .accumulators
+                .iter_mut()
+                .map(|a| a.evaluate())
+                .collect::<DFResult<Vec<_>>>()?;
+            match group.emitted.take() {
+                None => push(id, &new, ChangeKind::Insert),
+                Some(old) if old == new => {
+                    group.emitted = Some(old);
+                    continue;
+                }
+                Some(old) => {
+                    push(id, &old, ChangeKind::UpdateBefore);
+                    push(id, &new, ChangeKind::UpdateAfter);
+                }
+            }
+            group.emitted = Some(new);
+        }
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = if self.group_exprs.is_empty() {
+            Vec::new()
+        } else {
+            self.keys
+                .convert_rows(key_ids.iter().map(|&id| self.group_keys.row(id)))?
+        };
+        let fields = self.output_schema.fields();
+        for (i, column) in values.into_iter().enumerate() {
+            let array = ScalarValue::iter_to_array(column)?;
+            let field = &fields[self.group_exprs.len() + i];
+            columns.push(if array.data_type() == field.data_type() {
+                array
+            } else {
+                cast(&array, field.data_type())?
+            });
+        }
+        columns.push(Arc::new(Int8Array::from(kinds)));
+        Ok(Some(RecordBatch::try_new(
+            self.output_schema.clone(),
+            columns,
+        )?))
+    }
+}
+
+/// The rows of `arrays` where `mask` is true.
+fn select(arrays: &[ArrayRef], mask: &BooleanArray) -> DFResult<Vec<ArrayRef>> {
+    Ok(arrays
+        .iter()
+        .map(|a| filter(a, mask))
+        .collect::<Result<_, _>>()?)
+}
+
+impl Operator for UpdatingAggregateOperator {
+    fn name(&self) -> &str {
+        "UpdatingAggregate"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+        if let Some(changes) = self.aggregate(&batch).map_err(operator_error)? {
+            out.push(Message::Batch(changes));
+        }
+        Ok(())
+    }
+}
