@@ -17,6 +17,7 @@ pub fn flink_functions() -> Vec<ScalarUDF> {
         proctime(),
         hour(),
         count_char(),
+        date_format(),
     ]
 }
 
@@ -47,6 +48,90 @@ fn hour() -> ScalarUDF {
             )
         }),
     )
+}
+
+/// `DATE_FORMAT(timestamp, 'yyyy-MM-dd HH:mm')`: the timestamp as text in a Java
+/// `SimpleDateFormat` pattern (Flink's). Formatted per batch with Arrow's formatter.
+fn date_format() -> ScalarUDF {
+    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    create_udf(
+        "date_format",
+        vec![
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            DataType::Utf8,
+        ],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let ColumnarValue::Scalar(pattern) = &args[1] else {
+                return datafusion::common::plan_err!(
+                    "DATE_FORMAT takes a constant pattern, e.g. DATE_FORMAT(ts, 'yyyy-MM-dd')"
+                );
+            };
+            let Some(pattern) = pattern.try_as_str().flatten() else {
+                return datafusion::common::plan_err!("DATE_FORMAT pattern is NULL");
+            };
+            let format = strftime_of_java_pattern(pattern)
+                .map_err(datafusion::error::DataFusionError::Plan)?;
+            let times = args[0].to_array(rows_of(args))?;
+            let options = FormatOptions::default().with_timestamp_format(Some(&format));
+            let formatter = ArrayFormatter::try_new(times.as_ref(), &options)?;
+            let text: StringArray = (0..times.len())
+                .map(|i| times.is_valid(i).then(|| formatter.value(i).to_string()))
+                .collect();
+            shape(&args[..1], Arc::new(text))
+        }),
+    )
+}
+
+/// The `strftime` format of a Java `SimpleDateFormat` pattern (`yyyy-MM-dd HH:mm:ss.SSS`,
+/// quoted literals such as `'T'`); an error names a letter it does not know.
+pub fn strftime_of_java_pattern(pattern: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let run = chars[i..].iter().take_while(|&&x| x == c).count();
+        match c {
+            '\'' => {
+                // A quoted literal; '' is a quote.
+                let end = chars[i + 1..].iter().position(|&x| x == '\'');
+                match end {
+                    Some(0) => out.push('\''),
+                    Some(n) => out.extend(chars[i + 1..i + 1 + n].iter()),
+                    None => {
+                        return Err(format!("unclosed quote in DATE_FORMAT pattern '{pattern}'"))
+                    }
+                }
+                i += end.map_or(chars.len(), |n| n + 2);
+                continue;
+            }
+            'y' if run == 2 => out.push_str("%y"),
+            'y' => out.push_str("%Y"),
+            'M' if run >= 3 => out.push_str(if run == 3 { "%b" } else { "%B" }),
+            'M' => out.push_str("%m"),
+            'd' => out.push_str("%d"),
+            'H' => out.push_str("%H"),
+            'h' => out.push_str("%I"),
+            'm' => out.push_str("%M"),
+            's' => out.push_str("%S"),
+            'S' => out.push_str(&format!("%{}f", run.min(9))),
+            'a' => out.push_str("%p"),
+            'E' => out.push_str(if run >= 4 { "%A" } else { "%a" }),
+            'D' => out.push_str("%j"),
+            '%' => out.push_str(&"%%".repeat(run)),
+            c if c.is_ascii_alphabetic() => {
+                return Err(format!(
+                    "DATE_FORMAT pattern letter '{c}' is not supported (in '{pattern}')"
+                ))
+            }
+            c => out.extend(std::iter::repeat_n(c, run)),
+        }
+        i += run;
+    }
+    Ok(out)
 }
 
 /// `count_char(text, char)`: how often `char` occurs in `text` (the Nexmark suite's UDF).
@@ -309,5 +394,69 @@ mod tests {
             call(&split_index(), vec![url, text("/"), int(9)]),
             ScalarValue::Utf8(None)
         );
+    }
+}
+
+#[cfg(test)]
+mod date_format_tests {
+    use super::*;
+    use datafusion::arrow::array::TimestampMillisecondArray;
+
+    #[test]
+    fn java_patterns_become_strftime_formats() {
+        assert_eq!(strftime_of_java_pattern("yyyy-MM-dd").unwrap(), "%Y-%m-%d");
+        assert_eq!(strftime_of_java_pattern("HH:mm").unwrap(), "%H:%M");
+        assert_eq!(
+            strftime_of_java_pattern("yyyy-MM-dd'T'HH:mm:ss.SSS").unwrap(),
+            "%Y-%m-%dT%H:%M:%S.%3f"
+        );
+        let err = strftime_of_java_pattern("yyyy-ww").unwrap_err();
+        assert!(err.contains("letter 'w'"), "{err}");
+    }
+
+    #[test]
+    fn formats_a_batch_of_timestamps() {
+        // 2026-01-02 03:04:05.678 UTC.
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![
+            Some(1_767_323_045_678),
+            None,
+        ]));
+        let function = date_format();
+        let args = vec![
+            ColumnarValue::Array(times),
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::from("yyyy-MM-dd HH:mm")),
+        ];
+        let result = function
+            .invoke_with_args(datafusion::logical_expr::ScalarFunctionArgs {
+                args,
+                arg_fields: vec![
+                    Arc::new(datafusion::arrow::datatypes::Field::new(
+                        "t",
+                        DataType::Timestamp(
+                            datafusion::arrow::datatypes::TimeUnit::Millisecond,
+                            None,
+                        ),
+                        true,
+                    )),
+                    Arc::new(datafusion::arrow::datatypes::Field::new(
+                        "p",
+                        DataType::Utf8,
+                        false,
+                    )),
+                ],
+                number_rows: 2,
+                return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "r",
+                    DataType::Utf8,
+                    true,
+                )),
+                config_options: Default::default(),
+            })
+            .unwrap()
+            .to_array(2)
+            .unwrap();
+        let text = result.as_string::<i32>();
+        assert_eq!(text.value(0), "2026-01-02 03:04");
+        assert!(text.is_null(1));
     }
 }
