@@ -21,7 +21,11 @@ mkdir -p "$WORK"
 JOB="$WORK/nexmark-$QUERY.sql"
 {
     sed -e "s/\${EVENTS_NUM}/$EVENTS/" -e "s/\${TPS}/$TPS/g" sql/nexmark/ddl.sql
-    if [ -f "sql/nexmark/$QUERY.sql" ]; then cat "sql/nexmark/$QUERY.sql"; else cat "benches/queries/$QUERY.sql"; fi
+    if [ -f "sql/nexmark/$QUERY.sql" ]; then
+        sed -e "s|\${FLINK_HOME}|$PWD/sql/nexmark|g" "sql/nexmark/$QUERY.sql"
+    else
+        cat "benches/queries/$QUERY.sql"
+    fi
 } >"$JOB"
 cargo build --release --locked -p runnel-cli >&2
 /usr/bin/time -f "wall %e s, cpu %U+%S s, peak rss %M KB" \

@@ -102,6 +102,23 @@ fn unsupported_queries_are_refused_with_the_reason() {
         &format!("{table}\nSELECT a.v, b.v FROM e a JOIN e b ON a.k = b.k;"),
         &["without a time bound", "table.exec.state.ttl"],
     );
+    let lookup = format!(
+        "{table}\nCREATE TABLE topic (k INT, name STRING) WITH ('connector' = 'kafka', 'topic' = 'names', 'properties.bootstrap.servers' = '127.0.0.1:1');"
+    );
+    fails_with(
+        "lookup-of-an-endless-table",
+        &format!(
+            "{lookup}\nSELECT e.v, t.name FROM (SELECT *, PROCTIME() AS p FROM e) e JOIN topic FOR SYSTEM_TIME AS OF e.p AS t ON e.k = t.k;"
+        ),
+        &["topic is joined FOR SYSTEM_TIME AS OF", "does not end", "scan.bounded.mode"],
+    );
+    fails_with(
+        "right-lookup-join",
+        &format!(
+            "{lookup}\nSELECT e.v, t.name FROM (SELECT *, PROCTIME() AS p FROM e) e RIGHT JOIN topic FOR SYSTEM_TIME AS OF e.p AS t ON e.k = t.k;"
+        ),
+        &["Right lookup joins (inner and left lookup joins run)"],
+    );
     fails_with(
         "write-to-a-generator",
         &format!(

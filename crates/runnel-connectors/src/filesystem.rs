@@ -54,6 +54,11 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A `'path'` as a local path: Flink's `file://` scheme is accepted and dropped.
+fn local_path(path: &str) -> &str {
+    path.strip_prefix("file://").unwrap_or(path)
+}
+
 /// Reads files on a blocking thread, decoding lines in batches; the job receives them
 /// through a small channel (so reading pauses when the job is busy).
 pub struct FileSource {
@@ -65,7 +70,7 @@ impl FileSource {
     pub fn open(table: &TableDef, metrics: Arc<JobMetrics>) -> Result<Self> {
         let options = options(table)?;
         let format = Format::from_options(&options, table.physical_schema.clone())?;
-        let files = list_files(Path::new(options.required("path")?))?;
+        let files = list_files(Path::new(local_path(options.required("path")?)))?;
         let (sender, events) = mpsc::channel(4);
         std::thread::Builder::new()
             .name(format!("runnel-file-{}", table.name))
@@ -160,9 +165,10 @@ impl FileSink {
     pub async fn open(table: &TableDef) -> Result<Self> {
         let options = options(table)?;
         let format = Format::from_options(&options, table.physical_schema.clone())?;
-        let mut path = PathBuf::from(options.required("path")?);
+        let path_option = local_path(options.required("path")?);
+        let mut path = PathBuf::from(path_option);
         let extension = options.get("format").unwrap_or("json");
-        if path.is_dir() || options.required("path")?.ends_with('/') {
+        if path.is_dir() || path_option.ends_with('/') {
             path = path.join(format!("part-0.{extension}"));
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

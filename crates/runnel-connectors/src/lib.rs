@@ -88,6 +88,19 @@ impl ConnectorFactory for Connectors {
         check().map_err(|e| runnel_runtime::RuntimeError::connector("CREATE TABLE", e))
     }
 
+    fn is_bounded(&self, table: &TableDef) -> bool {
+        match connector_of(table) {
+            Ok("filesystem" | "script") => true,
+            Ok("kafka") => table.options.contains_key("scan.bounded.mode"),
+            Ok("nexmark") => table
+                .options
+                .get("events.num")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n > 0),
+            _ => false,
+        }
+    }
+
     async fn create_source(
         &self,
         table: &TableDef,

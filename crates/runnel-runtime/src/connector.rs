@@ -28,6 +28,12 @@ pub trait ConnectorFactory: Send + Sync {
         config: &JobConfig,
     ) -> Result<Box<dyn Source>>;
 
+    /// Whether reading `table` ends (a file, a bounded topic): only such a table can be
+    /// read whole, as the table side of a lookup join.
+    fn is_bounded(&self, _table: &TableDef) -> bool {
+        false
+    }
+
     /// Opens a writer into `table`, which will receive batches of `schema`.
     async fn create_sink(&self, table: &TableDef, schema: SchemaRef) -> Result<Box<dyn Sink>>;
 }

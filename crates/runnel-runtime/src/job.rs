@@ -23,9 +23,9 @@ use crate::message::{Message, Watermark, WATERMARK_END};
 use crate::metrics::{JobMetrics, MetricsSnapshot};
 use crate::operator::{Operator, OperatorChain, Side, TwoInputOperator};
 use crate::operators::{
-    FilterOperator, IntervalJoinOperator, LateRowsOutput, OverWindowOperator, ProjectionOperator,
-    SessionWindowOperator, TopNOperator, UpdatingAggregateOperator, WindowAggregateOperator,
-    WindowAssignOperator, WindowJoinOperator,
+    FilterOperator, IntervalJoinOperator, LateRowsOutput, LookupJoinOperator, OverWindowOperator,
+    ProjectionOperator, SessionWindowOperator, TopNOperator, UpdatingAggregateOperator,
+    WindowAggregateOperator, WindowAssignOperator, WindowJoinOperator,
 };
 use crate::sink::Sink;
 use crate::source::SourceTask;
@@ -249,11 +249,44 @@ impl JobBuilder<'_> {
                     )?),
                 ),
                 StreamNode::TopN(top) => (&top.input, Box::new(TopNOperator::try_new(top)?)),
+                StreamNode::LookupJoin(join) => {
+                    let table = self.read_whole(&join.table).await?;
+                    (
+                        &join.input,
+                        Box::new(LookupJoinOperator::try_new(join, table)?),
+                    )
+                }
             };
             let mut pipeline = self.build(input).await?;
             pipeline.operators.push(operator);
             Ok(pipeline)
         })
+    }
+
+    /// Every row of a bounded stream (the table side of a lookup join), read to its end
+    /// before the job's streams start.
+    async fn read_whole(&mut self, node: &StreamNode) -> Result<Vec<RecordBatch>> {
+        let mut sources = Vec::new();
+        collect_sources(node, &mut sources);
+        if let Some(unbounded) = sources.iter().find(|t| !self.connectors.is_bounded(t)) {
+            return Err(RuntimeError::Build(format!(
+                "{} is joined FOR SYSTEM_TIME AS OF, so it is read whole before the stream \
+                 starts; but reading it does not end (use a file, or a Kafka table with \
+                 'scan.bounded.mode')",
+                unbounded.name
+            )));
+        }
+        let pipeline = self.build(node).await?;
+        let mut receiver = self.spawn_chain(pipeline);
+        let mut batches = Vec::new();
+        while let Some(message) = receiver.recv().await {
+            match message {
+                Message::Batch(batch) => batches.push(batch),
+                Message::End => break,
+                Message::Watermark(_) | Message::Late(_) => {}
+            }
+        }
+        Ok(batches)
     }
 
     /// Builds both inputs of a two-input operator and spawns its task.
@@ -346,6 +379,17 @@ impl JobBuilder<'_> {
             }),
         ));
         output
+    }
+}
+
+/// The tables `node` reads.
+fn collect_sources(node: &StreamNode, out: &mut Vec<Arc<runnel_sql::TableDef>>) {
+    match node {
+        StreamNode::Source(source) => out.push(source.table.clone()),
+        other => other
+            .inputs()
+            .into_iter()
+            .for_each(|input| collect_sources(input, out)),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod functions;
 pub mod group_window;
 pub mod join;
 pub mod lineage;
+pub mod lookup;
 pub mod parser;
 pub mod plan;
 pub mod planner;
@@ -25,8 +26,8 @@ pub use catalog::{Catalog, TableDef, ViewDef, WatermarkDef};
 pub use error::{Result, SqlError};
 pub use parser::{parse_script, CreateTable, Statement};
 pub use plan::{
-    IntervalJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode, StreamPlan, TopNNode,
-    UpdatingAggregateNode, WindowAggregateNode, WindowJoinNode,
+    IntervalJoinNode, LookupJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode,
+    StreamPlan, TopNNode, UpdatingAggregateNode, WindowAggregateNode, WindowJoinNode,
 };
 pub use planner::{PlanOptions, StreamPlanner};
 pub use window::{WindowKind, WindowTvf};

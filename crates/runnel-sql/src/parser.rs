@@ -181,7 +181,7 @@ fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
             .parse_create_table()
             .map(|t| Statement::CreateTable(Box::new(t)));
     }
-    let tokens = rewrite_window_table_functions(tokens);
+    let tokens = rewrite_lookup_tables(rewrite_window_table_functions(tokens));
     let end = tokens.last().map(|t| t.span.end);
     let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens);
     let statement = parser
@@ -306,6 +306,67 @@ fn rewrite_window_table_functions(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSp
         }
         if i < tokens.len() && is_word(&tokens[i].token, "PARTITION") {
             i = rewrite_partition_by(&tokens, i, &mut out);
+        }
+    }
+    out
+}
+
+/// The schema a table is read from when it is joined `FOR SYSTEM_TIME AS OF`: the planner
+/// reads such a table whole and joins stream rows against it (a lookup join).
+pub const LOOKUP_SCHEMA: &str = "__lookup";
+
+/// Rewrites `t FOR SYSTEM_TIME AS OF expr [AS alias]` (a lookup join's table, which
+/// sqlparser's generic dialect does not parse) into `__lookup.t AS alias` (alias `t` when
+/// none is given). The time is processing time: the table's content as loaded.
+fn rewrite_lookup_tables(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let is_lookup = i + 3 < tokens.len()
+            && is_word(&tokens[i].token, "FOR")
+            && is_word(&tokens[i + 1].token, "SYSTEM_TIME")
+            && is_word(&tokens[i + 2].token, "AS")
+            && is_word(&tokens[i + 3].token, "OF")
+            && matches!(out.last().map(|t| &t.token), Some(Token::Word(_)));
+        if !is_lookup {
+            out.push(tokens[i].clone());
+            i += 1;
+            continue;
+        }
+        let Some(name) = out.pop() else { break };
+        let span = name.span;
+        let token = |token: Token| TokenWithSpan { token, span };
+        out.push(token(Token::make_word(LOOKUP_SCHEMA, None)));
+        out.push(token(Token::Period));
+        out.push(name.clone());
+        // Skip the time expression: it runs to the alias or the end of the table factor.
+        i += 4;
+        let mut depth = 0usize;
+        while i < tokens.len() {
+            match &tokens[i].token {
+                Token::LParen => depth += 1,
+                Token::RParen if depth == 0 => break,
+                Token::RParen => depth -= 1,
+                Token::Comma | Token::EOF if depth == 0 => break,
+                Token::Word(w)
+                    if depth == 0
+                        && w.quote_style.is_none()
+                        && [
+                            "AS", "ON", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "WHERE",
+                            "GROUP", "UNION", "USING",
+                        ]
+                        .iter()
+                        .any(|k| w.value.eq_ignore_ascii_case(k)) =>
+                {
+                    break
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        if !tokens.get(i).is_some_and(|t| is_word(&t.token, "AS")) {
+            out.push(token(Token::make_keyword("AS")));
+            out.push(name);
         }
     }
     out
@@ -890,5 +951,35 @@ mod tests {
             }
             other => panic!("{other}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod lookup_rewrite_tests {
+    use super::*;
+
+    #[test]
+    fn for_system_time_as_of_reads_the_lookup_schema() {
+        let statements = parse_script(
+            "SELECT * FROM s JOIN t FOR SYSTEM_TIME AS OF s.p AS x ON s.k = x.k;
+             SELECT * FROM s LEFT JOIN t FOR SYSTEM_TIME AS OF s.p ON s.k = t.k;
+             SELECT B.a, S.`value` FROM (SELECT *, PROCTIME() as p FROM s) B
+             JOIN side_input FOR SYSTEM_TIME AS OF B.p AS S ON mod(B.a, 10) = S.key",
+        )
+        .unwrap();
+        let text: Vec<String> = statements
+            .iter()
+            .map(|s| match s {
+                Statement::Query(q) => q.to_string(),
+                _ => String::new(),
+            })
+            .collect();
+        assert!(text[0].contains("JOIN __lookup.t AS x ON"), "{}", text[0]);
+        assert!(text[1].contains("JOIN __lookup.t AS t ON"), "{}", text[1]);
+        assert!(
+            text[2].contains("JOIN __lookup.side_input AS S ON"),
+            "{}",
+            text[2]
+        );
     }
 }

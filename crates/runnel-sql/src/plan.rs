@@ -82,9 +82,30 @@ pub enum StreamNode {
     /// `GROUP BY keys` without a window: an updating stream, revising a group's row each
     /// time its aggregates change.
     UpdatingAggregate(UpdatingAggregateNode),
+    /// A stream joined with a table read whole (`JOIN t FOR SYSTEM_TIME AS OF ...`).
+    LookupJoin(LookupJoinNode),
     /// `ROW_NUMBER() OVER (PARTITION BY keys ORDER BY ...)` kept to its first `limit`
     /// ranks without a window: an updating stream of each partition's top rows.
     TopN(TopNNode),
+}
+
+/// A lookup join (Flink's `JOIN t FOR SYSTEM_TIME AS OF s.proc_time`): the `table` side
+/// is a bounded table, read whole before the stream starts and kept as a hash index on
+/// its keys; each stream row is joined with the rows its keys find (inner), or padded
+/// with NULLs when none do (left). The output's watermark is the stream's.
+#[derive(Debug, Clone)]
+pub struct LookupJoinNode {
+    pub input: Box<StreamNode>,
+    pub table: Box<StreamNode>,
+    pub input_schema: DFSchemaRef,
+    pub table_schema: DFSchemaRef,
+    pub input_keys: Vec<Expr>,
+    pub table_keys: Vec<Expr>,
+    /// Inner or left.
+    pub join_type: datafusion::logical_expr::JoinType,
+    /// Other conditions of the `ON` clause, over the joined row.
+    pub residual: Option<Expr>,
+    pub schema: DFSchemaRef,
 }
 
 /// An aggregate without a window. Keeps one row of partial aggregates per group for as
@@ -239,6 +260,7 @@ impl StreamNode {
             StreamNode::WindowJoin(j) => j.schema.clone(),
             StreamNode::UpdatingAggregate(a) => a.schema.clone(),
             StreamNode::TopN(t) => t.schema.clone(),
+            StreamNode::LookupJoin(j) => j.schema.clone(),
         }
     }
 
@@ -267,7 +289,8 @@ impl StreamNode {
             | StreamNode::WindowAggregate(_)
             | StreamNode::OverWindow(_)
             | StreamNode::IntervalJoin(_)
-            | StreamNode::WindowJoin(_) => false,
+            | StreamNode::WindowJoin(_)
+            | StreamNode::LookupJoin(_) => false,
         }
     }
 
@@ -282,6 +305,7 @@ impl StreamNode {
             StreamNode::OverWindow(o) => vec![&o.input],
             StreamNode::UpdatingAggregate(a) => vec![&a.input],
             StreamNode::TopN(t) => vec![&t.input],
+            StreamNode::LookupJoin(j) => vec![&j.input, &j.table],
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
             StreamNode::IntervalJoin(j) => vec![&j.left, &j.right],
             StreamNode::WindowJoin(j) => vec![&j.left, &j.right],
@@ -298,6 +322,7 @@ impl StreamNode {
             StreamNode::OverWindow(o) => vec![&mut o.input],
             StreamNode::UpdatingAggregate(a) => vec![&mut a.input],
             StreamNode::TopN(t) => vec![&mut t.input],
+            StreamNode::LookupJoin(j) => vec![&mut j.input],
             StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
             StreamNode::IntervalJoin(j) => vec![&mut j.left, &mut j.right],
             StreamNode::WindowJoin(j) => vec![&mut j.left, &mut j.right],
@@ -491,6 +516,26 @@ impl StreamNode {
                     list(&a.aggr_exprs),
                 )?;
                 a.input.fmt_tree(f, depth + 1)
+            }
+            StreamNode::LookupJoin(j) => {
+                let keys: Vec<String> = j
+                    .input_keys
+                    .iter()
+                    .zip(&j.table_keys)
+                    .map(|(l, r)| format!("{l} = {r}"))
+                    .collect();
+                writeln!(
+                    f,
+                    "{pad}LookupJoin: {} [{}]{}; state: the table, read whole at start and indexed by key",
+                    j.join_type,
+                    keys.join(", "),
+                    j.residual
+                        .as_ref()
+                        .map(|r| format!(" filter {r}"))
+                        .unwrap_or_default(),
+                )?;
+                j.input.fmt_tree(f, depth + 1)?;
+                j.table.fmt_tree(f, depth + 1)
             }
             StreamNode::TopN(t) => {
                 let order: Vec<String> = t.order_by.iter().map(|o| o.to_string()).collect();
