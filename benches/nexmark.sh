@@ -22,7 +22,8 @@ JOB="$WORK/nexmark-$QUERY.sql"
 {
     sed -e "s/\${EVENTS_NUM}/$EVENTS/" -e "s/\${TPS}/$TPS/g" sql/nexmark/ddl.sql
     if [ -f "sql/nexmark/$QUERY.sql" ]; then
-        sed -e "s|\${FLINK_HOME}|$PWD/sql/nexmark|g" "sql/nexmark/$QUERY.sql"
+        sed -e "s|\${FLINK_HOME}|$PWD/sql/nexmark|g" -e "s|\${NEXMARK_DIR}|$WORK|g" \
+            -e "s|\${SUBMIT_TIME}|$(date +%s)|g" "sql/nexmark/$QUERY.sql"
     else
         cat "benches/queries/$QUERY.sql"
     fi

@@ -675,3 +675,68 @@ async fn nexmark_q4_q9_q13_q15_to_q20_equal_batch_evaluation() {
     report.push(format!("q13: {rows} rows"));
     eprintln!("{}", report.join("; "));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q10_writes_every_bid_into_its_minute_partition_and_commits_it() {
+    // 100 events per second of event time: 500 s, so 9 minute partitions.
+    const Q10_TPS: u64 = 100;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/nexmark");
+    let out = crate::common::scratch_dir("nexmark-q10");
+    let ddl = std::fs::read_to_string(dir.join("ddl.sql")).expect("ddl.sql");
+    let sql = std::fs::read_to_string(dir.join("q10.sql")).expect("q10.sql");
+    let script = format!(
+        "{}\n{}",
+        ddl.replace("${EVENTS_NUM}", &EVENTS.to_string())
+            .replace("${TPS}", &Q10_TPS.to_string()),
+        sql.replace("${NEXMARK_DIR}", &out.display().to_string())
+            .replace("${SUBMIT_TIME}", "run")
+    );
+    for result in Engine::new().execute(&script).await.expect("q10 plans") {
+        if let Executed::Job(job) = result {
+            job.wait().await.expect("q10 runs");
+        }
+    }
+    // Independently: each bid's partition is its day and minute.
+    let bids = run_sql_at("SELECT auction, bidder, price FROM bid;", Q10_TPS).await;
+    let times = {
+        let b = run_sql_at("SELECT dateTime FROM bid;", Q10_TPS).await;
+        column_ts(&b, "dateTime")
+    };
+    let mut expected: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (((auction, bidder), price), t) in column_i64(&bids, "auction")
+        .into_iter()
+        .zip(column_i64(&bids, "bidder"))
+        .zip(column_i64(&bids, "price"))
+        .zip(times)
+    {
+        let time = chrono::DateTime::from_timestamp_millis(t).expect("time");
+        let partition = format!("dt={}/hm={}", time.format("%Y-%m-%d"), time.format("%H:%M"));
+        expected
+            .entry(partition)
+            .or_default()
+            .push(format!("{auction},{bidder},{price}"));
+    }
+    let root = out.join("data/output/run/bid");
+    let mut partitions = 0;
+    for (partition, mut rows) in expected {
+        let folder = root.join(&partition);
+        assert!(folder.join("_SUCCESS").exists(), "{partition} committed");
+        let text = std::fs::read_to_string(folder.join("part-0.csv")).expect("part file");
+        let mut written: Vec<String> = text
+            .lines()
+            .map(|l| l.splitn(4, ',').take(3).collect::<Vec<_>>().join(","))
+            .collect();
+        written.sort();
+        rows.sort();
+        assert_eq!(written, rows, "{partition}");
+        partitions += 1;
+    }
+    assert!(partitions >= 8, "{partitions} partitions");
+    assert_eq!(
+        std::fs::read_dir(root.join("dt=2026-01-01"))
+            .expect("day folder")
+            .count(),
+        partitions,
+        "no other partitions"
+    );
+}

@@ -18,7 +18,17 @@ use crate::format::{Format, FORMAT_OPTIONS};
 use crate::options::TableOptions;
 
 /// Options the filesystem connector accepts (besides the format's).
-pub const OPTIONS: &[&str] = &["path"];
+pub const OPTIONS: &[&str] = &[
+    "path",
+    "sink.partition-commit.trigger",
+    "sink.partition-commit.delay",
+    "sink.partition-commit.policy.kind",
+    "sink.partition-commit.success-file.name",
+    "partition.time-extractor.timestamp-pattern",
+    "sink.rolling-policy.rollover-interval",
+    "sink.rolling-policy.check-interval",
+    "sink.rolling-policy.file-size",
+];
 
 /// Lines decoded together.
 const LINES_PER_BATCH: usize = 8192;
@@ -28,6 +38,7 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
     let options = TableOptions::validate(&table.name, "filesystem", &table.options, &valid, &[])?;
     options.required("path")?;
     Format::from_options(&options, table.physical_schema.clone())?;
+    crate::partitioned_files::CommitPolicy::from_options(&options)?;
     Ok(options)
 }
 
@@ -55,7 +66,7 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// A `'path'` as a local path: Flink's `file://` scheme is accepted and dropped.
-fn local_path(path: &str) -> &str {
+pub(crate) fn local_path(path: &str) -> &str {
     path.strip_prefix("file://").unwrap_or(path)
 }
 
@@ -212,13 +223,8 @@ impl Sink for FileSink {
             }
             .at("sink", &self.table)
         })?;
-        for row in rows {
-            if let Err(e) = self.file.write_all(&row).await {
-                return Err(self.io_error(e));
-            }
-            if let Err(e) = self.file.write_all(b"\n").await {
-                return Err(self.io_error(e));
-            }
+        if let Err(e) = write_lines(&mut self.file, &rows).await {
+            return Err(self.io_error(e));
         }
         Ok(())
     }
@@ -229,4 +235,16 @@ impl Sink for FileSink {
         }
         Ok(())
     }
+}
+
+/// Writes each record and a newline.
+pub(crate) async fn write_lines(
+    file: &mut tokio::io::BufWriter<tokio::fs::File>,
+    records: &[Vec<u8>],
+) -> std::io::Result<()> {
+    for record in records {
+        file.write_all(record).await?;
+        file.write_all(b"\n").await?;
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod format;
 pub mod kafka;
 pub mod nexmark;
 pub mod options;
+pub mod partitioned_files;
 pub mod print;
 pub mod script;
 
@@ -159,6 +160,11 @@ impl ConnectorFactory for Connectors {
         match connector {
             "kafka" => Ok(Box::new(
                 kafka::KafkaSink::open(table, schema).map_err(&error)?,
+            )),
+            "filesystem" if !table.partition_keys.is_empty() => Ok(Box::new(
+                partitioned_files::PartitionedFileSink::open(table)
+                    .await
+                    .map_err(&error)?,
             )),
             "filesystem" => Ok(Box::new(
                 filesystem::FileSink::open(table).await.map_err(&error)?,

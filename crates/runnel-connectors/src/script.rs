@@ -22,7 +22,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::NaiveDateTime;
 use runnel_runtime::{JobMetrics, RuntimeError, Source, SourceBatch, SourceEvent};
 use runnel_sql::TableDef;
 
@@ -58,18 +57,6 @@ enum Step {
     Clock(i64),
 }
 
-/// Parses `yyyy-MM-dd HH:mm:ss[.SSS]` (as UTC) or epoch milliseconds.
-fn parse_time(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if let Ok(millis) = text.parse::<i64>() {
-        return Some(millis);
-    }
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-        .map(|t| t.and_utc().timestamp_millis())
-}
-
 fn parse_script(path: &str, text: &str) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     let mut partition = 0;
@@ -103,7 +90,7 @@ fn parse_script(path: &str, text: &str) -> Result<Vec<Step>> {
         flush(&mut steps, &mut rows, partition);
         let (name, argument) = marker.split_once(' ').unwrap_or((marker, ""));
         let time = || {
-            parse_time(argument).ok_or_else(|| {
+            crate::format::parse_time(argument).ok_or_else(|| {
                 bad(format!(
                     "@{name} needs a time as 'yyyy-MM-dd HH:mm:ss[.SSS]' or epoch milliseconds, got '{argument}'"
                 ))

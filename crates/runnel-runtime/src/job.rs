@@ -544,9 +544,12 @@ pub async fn spawn_job(
                     }
                     // The final watermark of a finished source is not a time.
                     Message::Watermark(WATERMARK_END) => {}
-                    Message::Watermark(w) => sink_metrics
-                        .watermark
-                        .store(w, std::sync::atomic::Ordering::Relaxed),
+                    Message::Watermark(w) => {
+                        sink_metrics
+                            .watermark
+                            .store(w, std::sync::atomic::Ordering::Relaxed);
+                        sink.on_watermark(w).await?;
+                    }
                     Message::Late(batch) => {
                         if let Some(late_sink) = &mut late_sink {
                             JobMetrics::add(&sink_metrics.late_rows_routed, batch.num_rows());

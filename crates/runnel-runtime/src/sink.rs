@@ -12,6 +12,13 @@ use crate::error::{Result, RuntimeError};
 pub trait Sink: Send {
     async fn write_batch(&mut self, batch: RecordBatch) -> Result<()>;
 
+    /// The job's output watermark advanced to `watermark` (ms): rows written later are
+    /// not earlier than it (late rows aside). Sinks that finalize output by event time
+    /// (partition commits) act on it; by default nothing happens.
+    async fn on_watermark(&mut self, _watermark: i64) -> Result<()> {
+        Ok(())
+    }
+
     async fn finish(&mut self) -> Result<()>;
 }
 

@@ -24,6 +24,8 @@ pub struct TableDef {
     /// The event-time column and its watermark, when the table declares one.
     pub watermark: Option<WatermarkDef>,
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY` columns (each a column of the table).
+    pub partition_keys: Vec<String>,
     /// The `WITH` options, by key.
     pub options: BTreeMap<String, String>,
 }

@@ -44,6 +44,8 @@ pub struct CreateTable {
     pub columns: Vec<ColumnSpec>,
     pub watermark: Option<WatermarkSpec>,
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (col, ...)`: a file sink writes each row under `col=value/` folders.
+    pub partition_keys: Vec<String>,
     /// The `WITH` options in the order written.
     pub options: Vec<(String, String)>,
 }
@@ -583,6 +585,7 @@ impl DdlParser {
             columns: Vec::new(),
             watermark: None,
             primary_key: Vec::new(),
+            partition_keys: Vec::new(),
             options: Vec::new(),
         };
         self.expect(Token::LParen)?;
@@ -598,7 +601,15 @@ impl DdlParser {
             self.string_literal()?;
         }
         if self.eat_word("PARTITIONED") {
-            return Err(self.error("PARTITIONED BY is not supported"));
+            self.expect_word("BY")?;
+            self.expect(Token::LParen)?;
+            loop {
+                table.partition_keys.push(self.identifier()?);
+                if !self.eat(&Token::Comma) {
+                    break;
+                }
+            }
+            self.expect(Token::RParen)?;
         }
         if self.eat_word("WITH") {
             self.expect(Token::LParen)?;

@@ -185,12 +185,22 @@ impl StreamPlanner {
                 })
             }
         };
+        if let Some(unknown) = table
+            .partition_keys
+            .iter()
+            .find(|k| physical_schema.index_of(k).is_err())
+        {
+            return Err(invalid(format!(
+                "PARTITIONED BY names an unknown column '{unknown}'"
+            )));
+        }
         Ok(TableDef {
             name: table.name,
             physical_schema,
             schema,
             row_exprs,
             watermark,
+            partition_keys: table.partition_keys,
             primary_key: table.primary_key,
             options: table
                 .options

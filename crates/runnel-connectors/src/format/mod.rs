@@ -149,6 +149,18 @@ impl Format {
     }
 }
 
+/// Parses `yyyy-MM-dd HH:mm:ss[.SSS]` (as UTC), the same with `T`, or epoch milliseconds.
+pub(crate) fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(millis) = text.parse::<i64>() {
+        return Some(millis);
+    }
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
 /// The start of a record, for error messages.
 fn preview(record: &[u8]) -> String {
     let text = String::from_utf8_lossy(record);
