@@ -489,21 +489,11 @@ impl StreamNode {
                 j.right.fmt_tree(f, depth + 1)
             }
             StreamNode::WindowJoin(j) => {
-                let keys: Vec<String> = j
-                    .left_keys
-                    .iter()
-                    .zip(&j.right_keys)
-                    .map(|(l, r)| format!("{l} = {r}"))
-                    .collect();
                 writeln!(
                     f,
-                    "{pad}WindowJoin: {} [{}]{}; state: both sides' rows of open windows (freed when the watermark passes window_end)",
+                    "{pad}WindowJoin: {} {}; state: both sides' rows of open windows (freed when the watermark passes window_end)",
                     j.join_type,
-                    keys.join(", "),
-                    j.residual
-                        .as_ref()
-                        .map(|r| format!(" filter {r}"))
-                        .unwrap_or_default(),
+                    join_condition(&j.left_keys, &j.right_keys, &j.residual),
                 )?;
                 j.left.fmt_tree(f, depth + 1)?;
                 j.right.fmt_tree(f, depth + 1)
@@ -518,21 +508,11 @@ impl StreamNode {
                 a.input.fmt_tree(f, depth + 1)
             }
             StreamNode::LookupJoin(j) => {
-                let keys: Vec<String> = j
-                    .input_keys
-                    .iter()
-                    .zip(&j.table_keys)
-                    .map(|(l, r)| format!("{l} = {r}"))
-                    .collect();
                 writeln!(
                     f,
-                    "{pad}LookupJoin: {} [{}]{}; state: the table, read whole at start and indexed by key",
+                    "{pad}LookupJoin: {} {}; state: the table, read whole at start and indexed by key",
                     j.join_type,
-                    keys.join(", "),
-                    j.residual
-                        .as_ref()
-                        .map(|r| format!(" filter {r}"))
-                        .unwrap_or_default(),
+                    join_condition(&j.input_keys, &j.table_keys, &j.residual),
                 )?;
                 j.input.fmt_tree(f, depth + 1)?;
                 j.table.fmt_tree(f, depth + 1)
@@ -573,6 +553,20 @@ fn display_expr(expr: &Expr) -> String {
         Ok(readable) => readable.data.to_string(),
         Err(_) => expr.to_string(),
     }
+}
+
+/// A join's condition for plans: `[l.k = r.k, ...]`, then ` filter <residual>` if any.
+fn join_condition(left: &[Expr], right: &[Expr], residual: &Option<Expr>) -> String {
+    let keys: Vec<String> = left
+        .iter()
+        .zip(right)
+        .map(|(l, r)| format!("{l} = {r}"))
+        .collect();
+    let filter = residual
+        .as_ref()
+        .map(|r| format!(" filter {r}"))
+        .unwrap_or_default();
+    format!("[{}]{filter}", keys.join(", "))
 }
 
 /// A signed duration for plans: `-10s`, `0s`, `5m`.
