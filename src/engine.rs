@@ -162,7 +162,8 @@ impl Engine {
             }
             Statement::Query(query) => {
                 let plan = self.plan(*query, None)?;
-                let config = self.job_config()?;
+                let mut config = self.job_config()?;
+                config.sources = plan.sources();
                 let (sender, receiver) = mpsc::channel(8);
                 let job = spawn_job(
                     &plan,
@@ -186,10 +187,20 @@ impl Engine {
         let Some(sink_table) = &plan.sink else {
             return Err(runnel_sql::SqlError::Plan("a job needs a sink".into()).into());
         };
-        let config = self.job_config()?;
+        let mut config = self.job_config()?;
+        config.sources = plan.sources();
+        if let Some(value) = sink_table.options.get("sink.delivery-guarantee") {
+            config.delivery = runnel_runtime::DeliveryGuarantee::parse(value).ok_or_else(|| {
+                runnel_sql::SqlError::Plan(format!(
+                    "table {}: 'sink.delivery-guarantee' = '{value}' is none of at-most-once, \
+                     at-least-once, exactly-once",
+                    sink_table.name
+                ))
+            })?;
+        }
         let sink = self
             .connectors
-            .create_sink(sink_table, plan.schema())
+            .create_sink(sink_table, plan.schema(), &config)
             .await?;
         Ok(spawn_job(plan, self.connectors.as_ref(), sink, &config).await?)
     }

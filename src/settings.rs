@@ -18,6 +18,13 @@ pub const IDLE_WATERMARK_ADVANCE: &str = "runnel.watermark.idle-advance";
 /// `SET 'runnel.late-data.sink' = 'table'`: late rows are written to this table.
 pub const LATE_DATA_SINK: &str = "runnel.late-data.sink";
 
+/// `SET 'execution.checkpointing.interval' = '10 s'`: Flink's key; with a checkpoint
+/// directory, the job checkpoints this often.
+pub const CHECKPOINT_INTERVAL: &str = "execution.checkpointing.interval";
+/// `SET 'state.checkpoints.dir' = '/path'`: Flink's key for where checkpoints go (the CLI's
+/// `--checkpoint-dir` sets it).
+pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
+
 /// Runnel's own keys; a `runnel.*` key outside this list is a typo and refused. Other keys
 /// (Flink's) are recorded even when Runnel does not read them, so Flink scripts run.
 const RUNNEL_KEYS: &[&str] = &[IDLE_WATERMARK_ADVANCE, LATE_DATA_SINK];
@@ -33,13 +40,15 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> RunnelError {
 /// Checks one `SET` when it is made, so a bad value fails at the statement that set it.
 pub fn check(key: &str, value: &str) -> Result<()> {
     match key {
-        SOURCE_IDLE_TIMEOUT | STATE_TTL => parse_duration(value).map(drop).ok_or_else(|| {
-            invalid(
-                key,
-                value,
-                "expected a duration such as '500 ms', '5 s' or '1 min'",
-            )
-        }),
+        SOURCE_IDLE_TIMEOUT | STATE_TTL | CHECKPOINT_INTERVAL => {
+            parse_duration(value).map(drop).ok_or_else(|| {
+                invalid(
+                    key,
+                    value,
+                    "expected a duration such as '500 ms', '5 s' or '1 min'",
+                )
+            })
+        }
         IDLE_WATERMARK_ADVANCE => value
             .parse::<bool>()
             .map(drop)
@@ -102,5 +111,25 @@ pub fn job_config(settings: &BTreeMap<String, String>, catalog: &Catalog) -> Res
         })?;
         config.late_data_sink = Some(sink);
     }
+    let interval = settings
+        .get(CHECKPOINT_INTERVAL)
+        .and_then(|v| parse_duration(v))
+        .filter(|d| !d.is_zero());
+    let dir = settings.get(CHECKPOINT_DIR);
+    config.checkpoint = match (interval, dir) {
+        (Some(interval), Some(dir)) => Some(runnel_runtime::CheckpointConfig {
+            dir: std::path::PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir)),
+            interval,
+        }),
+        (Some(_), None) => {
+            return Err(invalid(
+                CHECKPOINT_INTERVAL,
+                settings.get(CHECKPOINT_INTERVAL).map_or("", String::as_str),
+                "checkpoints need a directory: runnel run --checkpoint-dir DIR, or \
+                 SET 'state.checkpoints.dir' = '/path'",
+            ))
+        }
+        _ => None,
+    };
     Ok(config)
 }

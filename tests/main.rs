@@ -4,6 +4,7 @@
 mod bad_input;
 mod claims;
 mod common;
+mod crash;
 mod differential;
 mod errors;
 mod idle;

@@ -21,6 +21,10 @@ enum Command {
     Run {
         /// The `.sql` file.
         file: PathBuf,
+        /// Where the job's checkpoints go (with `SET 'execution.checkpointing.interval'`).
+        /// Running the same job again with the same directory resumes where it stopped.
+        #[arg(long)]
+        checkpoint_dir: Option<PathBuf>,
     },
     /// Print the streaming plan of each query in a SQL file, without running it.
     Explain { file: PathBuf },
@@ -46,7 +50,10 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Some(Command::Run { file }) => runtime.block_on(run(&file)),
+        Some(Command::Run {
+            file,
+            checkpoint_dir,
+        }) => runtime.block_on(run(&file, checkpoint_dir.as_deref())),
         Some(Command::Explain { file }) => runtime.block_on(explain(&file)),
         None => {
             eprintln!("the interactive shell is not built yet; use `runnel run FILE.sql` (see `runnel --help`)");
@@ -89,9 +96,19 @@ async fn explain(file: &Path) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(file: &Path) -> Result<(), String> {
+async fn run(file: &Path, checkpoint_dir: Option<&Path>) -> Result<(), String> {
     let sql = read(file)?;
     let engine = Engine::new();
+    if let Some(dir) = checkpoint_dir {
+        let setting = format!(
+            "SET 'state.checkpoints.dir' = '{}';",
+            dir.display().to_string().replace('\'', "''")
+        );
+        engine
+            .execute(&setting)
+            .await
+            .map_err(|e| format!("--checkpoint-dir: {}", describe(&e)))?;
+    }
     let started = Instant::now();
     let place = |e: runnel::RunnelError| format!("{}: {}", file.display(), describe(&e));
     let mut jobs = Vec::new();
@@ -114,8 +131,16 @@ async fn run(file: &Path) -> Result<(), String> {
         }
     }
     let count = jobs.len();
-    for (i, job) in jobs.into_iter().enumerate() {
-        let metrics = job.wait().await.map_err(|e| place(e.into()))?;
+    for (i, mut job) in jobs.into_iter().enumerate() {
+        // SIGTERM or Ctrl-C stops the job after a final checkpoint (when it takes them).
+        let metrics = tokio::select! {
+            metrics = job.wait_ref() => metrics,
+            _ = stop_signal() => {
+                eprintln!("stopping: taking a final checkpoint");
+                job.stop(std::time::Duration::from_secs(60)).await
+            }
+        };
+        let metrics = metrics.map_err(|e| place(e.into()))?;
         let name = if count == 1 {
             "job".to_string()
         } else {
@@ -124,6 +149,26 @@ async fn run(file: &Path) -> Result<(), String> {
         report(&name, &metrics, started);
     }
     Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// One line per finished job on stderr: what went in, out, and what was dropped.

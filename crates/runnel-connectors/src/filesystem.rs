@@ -134,6 +134,7 @@ fn read_files(
                 let batch = SourceBatch {
                     partition: 0,
                     batch: decoded.batch,
+                    next_offset: None,
                 };
                 if sender.blocking_send(Ok(batch)).is_err() {
                     return Ok(()); // the job stopped

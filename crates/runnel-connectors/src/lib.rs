@@ -107,6 +107,7 @@ impl ConnectorFactory for Connectors {
         table: &TableDef,
         metrics: Arc<JobMetrics>,
         config: &JobConfig,
+        start: Option<&runnel_runtime::SourceState>,
     ) -> runnel_runtime::Result<Box<dyn Source>> {
         let error = at_table(table, "source");
         if table.options.get("format").map(String::as_str) == Some("debezium-json") {
@@ -117,7 +118,7 @@ impl ConnectorFactory for Connectors {
         }
         match connector_of(table).map_err(&error)? {
             "kafka" => Ok(Box::new(
-                kafka::KafkaSource::open(table, metrics, config)
+                kafka::KafkaSource::open(table, metrics, config, start)
                     .await
                     .map_err(&error)?,
             )),
@@ -136,10 +137,23 @@ impl ConnectorFactory for Connectors {
         }
     }
 
+    async fn committed_checkpoint(
+        &self,
+        table: &TableDef,
+    ) -> runnel_runtime::Result<Option<runnel_runtime::CheckpointId>> {
+        match connector_of(table) {
+            Ok("kafka") => kafka::committed_checkpoint(table)
+                .await
+                .map_err(at_table(table, "source")),
+            _ => Ok(None),
+        }
+    }
+
     async fn create_sink(
         &self,
         table: &TableDef,
         schema: SchemaRef,
+        config: &JobConfig,
     ) -> runnel_runtime::Result<Box<dyn Sink>> {
         let error = at_table(table, "sink");
         let connector = connector_of(table).map_err(&error)?;
@@ -159,7 +173,9 @@ impl ConnectorFactory for Connectors {
         }
         match connector {
             "kafka" => Ok(Box::new(
-                kafka::KafkaSink::open(table, schema).map_err(&error)?,
+                kafka::KafkaSink::open(table, schema, config)
+                    .await
+                    .map_err(&error)?,
             )),
             "filesystem" if !table.partition_keys.is_empty() => Ok(Box::new(
                 partitioned_files::PartitionedFileSink::open(table)

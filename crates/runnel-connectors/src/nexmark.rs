@@ -569,6 +569,7 @@ impl Source for NexmarkSource {
         Ok(Some(SourceEvent::Batch(SourceBatch {
             partition: 0,
             batch,
+            next_offset: None,
         })))
     }
 }

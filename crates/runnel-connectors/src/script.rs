@@ -207,6 +207,7 @@ impl Source for ScriptSource {
                 SourceEvent::Batch(SourceBatch {
                     partition,
                     batch: decoded.batch,
+                    next_offset: None,
                 })
             }
             Step::Watermark(partition, watermark) => SourceEvent::Watermark {

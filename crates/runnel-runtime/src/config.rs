@@ -17,4 +17,39 @@ pub struct JobConfig {
     /// `runnel.late-data.sink`: the table late rows are written to instead of being
     /// dropped (they are counted either way).
     pub late_data_sink: Option<Arc<TableDef>>,
+    /// `execution.checkpointing.interval` and the checkpoint directory: when both are
+    /// set, the job checkpoints and resumes from its checkpoints.
+    pub checkpoint: Option<crate::checkpoint::CheckpointConfig>,
+    /// The sink's `'sink.delivery-guarantee'`.
+    pub delivery: DeliveryGuarantee,
+    /// The tables the job reads (so a transactional sink can commit their offsets).
+    pub sources: Vec<Arc<TableDef>>,
+}
+
+/// What a crash may do to a job's output (the sink's `'sink.delivery-guarantee'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryGuarantee {
+    /// Source offsets are committed as rows are read and nothing is replayed: a crash
+    /// may lose results, never repeats one.
+    AtMostOnce,
+    /// The job resumes from its last checkpoint and replays from its offsets: nothing is
+    /// lost, results after the checkpoint may repeat.
+    #[default]
+    AtLeastOnce,
+    /// Each checkpoint epoch's output and source offsets commit in one Kafka transaction:
+    /// a `read_committed` reader sees every result once.
+    ExactlyOnce,
+}
+
+impl DeliveryGuarantee {
+    /// Parses Flink's option value (`at-least-once`, `exactly-once`, `at-most-once`,
+    /// `none`, which is at-most-once).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_lowercase().replace('_', "-").as_str() {
+            "at-most-once" | "none" => Some(Self::AtMostOnce),
+            "at-least-once" => Some(Self::AtLeastOnce),
+            "exactly-once" => Some(Self::ExactlyOnce),
+            _ => None,
+        }
+    }
 }

@@ -21,12 +21,24 @@ pub trait ConnectorFactory: Send + Sync {
 
     /// Opens a reader of `table`. `metrics` receives the counts of skipped records;
     /// `config` holds job-wide defaults (e.g. the idle timeout) for options the table omits.
+    /// `start`: where a restored job resumes (each partition's next offset), instead of
+    /// the table's startup mode.
     async fn create_source(
         &self,
         table: &TableDef,
         metrics: Arc<JobMetrics>,
         config: &JobConfig,
+        start: Option<&crate::checkpoint::SourceState>,
     ) -> Result<Box<dyn Source>>;
+
+    /// The checkpoint whose offsets were last committed for `table` along with the
+    /// output (exactly-once), if any.
+    async fn committed_checkpoint(
+        &self,
+        _table: &TableDef,
+    ) -> Result<Option<crate::checkpoint::CheckpointId>> {
+        Ok(None)
+    }
 
     /// Whether reading `table` ends (a file, a bounded topic): only such a table can be
     /// read whole, as the table side of a lookup join.
@@ -35,5 +47,10 @@ pub trait ConnectorFactory: Send + Sync {
     }
 
     /// Opens a writer into `table`, which will receive batches of `schema`.
-    async fn create_sink(&self, table: &TableDef, schema: SchemaRef) -> Result<Box<dyn Sink>>;
+    async fn create_sink(
+        &self,
+        table: &TableDef,
+        schema: SchemaRef,
+        config: &JobConfig,
+    ) -> Result<Box<dyn Sink>>;
 }

@@ -31,6 +31,9 @@ pub enum RuntimeError {
     /// A DataFusion error outside any operator.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
+    /// Storing or restoring a checkpoint failed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A job task ended without saying why (it panicked or was cancelled).
     #[error("job task failed: {0}")]
     Task(String),

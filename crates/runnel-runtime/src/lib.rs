@@ -6,6 +6,7 @@
 //! `PhysicalExpr`s and aggregates as DataFusion `GroupsAccumulator`s. Connectors plug in
 //! through [`Source`], [`Sink`] and [`ConnectorFactory`]; this crate knows none of them.
 
+pub mod checkpoint;
 pub mod config;
 pub mod connector;
 pub mod error;
@@ -19,7 +20,8 @@ pub mod sink;
 pub mod source;
 pub mod watermark;
 
-pub use config::JobConfig;
+pub use checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore, Manifest, SourceState};
+pub use config::{DeliveryGuarantee, JobConfig};
 pub use connector::ConnectorFactory;
 pub use error::{BoxError, Result, RuntimeError};
 pub use job::{spawn_job, JobHandle};

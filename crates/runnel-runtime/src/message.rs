@@ -20,6 +20,10 @@ pub enum Message {
     /// Rows a windowed operator dropped as late, in the late-data sink's schema; operators
     /// pass them on untouched and the sink task writes them to that sink.
     Late(RecordBatch),
+    /// Checkpoint barrier: every message before it belongs to checkpoint `n`'s epoch,
+    /// every one after to the next. An operator snapshots its state when the barrier
+    /// passes it (see [`crate::checkpoint`]).
+    Barrier(crate::checkpoint::CheckpointId),
     /// The producer is done; nothing follows.
     End,
 }

@@ -18,6 +18,8 @@ pub struct JobMetrics {
     pub bad_records: AtomicU64,
     /// The job's watermark as it reached the sink (ms since epoch; `i64::MIN` before the first).
     pub watermark: AtomicI64,
+    /// Checkpoints stored and committed.
+    pub checkpoints: AtomicU64,
 }
 
 impl Default for JobMetrics {
@@ -29,6 +31,7 @@ impl Default for JobMetrics {
             late_rows_routed: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
+            checkpoints: AtomicU64::new(0),
         }
     }
 }
@@ -42,6 +45,7 @@ pub struct MetricsSnapshot {
     pub late_rows_routed: u64,
     pub bad_records: u64,
     pub watermark: Option<i64>,
+    pub checkpoints: u64,
 }
 
 impl JobMetrics {
@@ -58,6 +62,7 @@ impl JobMetrics {
             late_rows_routed: self.late_rows_routed.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
             watermark: (watermark != i64::MIN).then_some(watermark),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
         }
     }
 }

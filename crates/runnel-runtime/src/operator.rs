@@ -29,6 +29,34 @@ pub trait Operator: Send {
     fn finish(&mut self, _out: &mut Vec<Message>) -> Result<()> {
         Ok(())
     }
+
+    /// Whether the operator's state can be checkpointed (by [`Operator::snapshot`] and
+    /// [`Operator::restore`]). Stateless operators can; a stateful operator says `false`
+    /// until it implements both.
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    /// The operator's state when a checkpoint barrier passes it, as one batch (`None`
+    /// when it keeps none). The operator goes on running afterwards with the same state.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        Ok(None)
+    }
+
+    /// Takes back the state [`Operator::snapshot`] returned, before any message arrives.
+    fn restore(&mut self, _state: RecordBatch) -> Result<()> {
+        Err(crate::error::RuntimeError::Checkpoint(format!(
+            "{} keeps no state to restore",
+            self.name()
+        )))
+    }
+}
+
+/// Where a chain's operators put their snapshots: the job's coordinator and each
+/// operator's id in the job.
+pub struct ChainCheckpoints {
+    pub coordinator: std::sync::Arc<crate::checkpoint::CheckpointCoordinator>,
+    pub operator_ids: Vec<usize>,
 }
 
 /// Operators run back to back in one task (Flink's operator chaining): the output of
@@ -36,6 +64,7 @@ pub trait Operator: Send {
 pub struct OperatorChain {
     operators: Vec<Box<dyn Operator>>,
     scratch: Vec<Message>,
+    checkpoints: Option<ChainCheckpoints>,
 }
 
 impl OperatorChain {
@@ -43,13 +72,20 @@ impl OperatorChain {
         Self {
             operators,
             scratch: Vec::new(),
+            checkpoints: None,
         }
+    }
+
+    /// Snapshots each operator into the job's checkpoints when a barrier passes it.
+    pub fn with_checkpoints(mut self, checkpoints: Option<ChainCheckpoints>) -> Self {
+        self.checkpoints = checkpoints;
+        self
     }
 
     /// Runs `message` through every operator; what the last one emits lands in `out`.
     pub fn process(&mut self, message: Message, out: &mut Vec<Message>) -> Result<()> {
         let mut pending = vec![message];
-        for operator in &mut self.operators {
+        for (index, operator) in self.operators.iter_mut().enumerate() {
             for message in pending.drain(..) {
                 match message {
                     Message::Batch(batch) if batch.num_rows() > 0 => {
@@ -57,6 +93,15 @@ impl OperatorChain {
                     }
                     Message::Batch(_) => {}
                     late @ Message::Late(_) => self.scratch.push(late),
+                    Message::Barrier(id) => {
+                        if let (Some(checkpoints), Some(state)) =
+                            (&self.checkpoints, operator.snapshot()?)
+                        {
+                            let op = checkpoints.operator_ids[index];
+                            checkpoints.coordinator.add_operator(id, op, state);
+                        }
+                        self.scratch.push(Message::Barrier(id));
+                    }
                     Message::Watermark(w) => operator.process_watermark(w, &mut self.scratch)?,
                     Message::End => {
                         operator.finish(&mut self.scratch)?;

@@ -20,6 +20,19 @@ pub trait Sink: Send {
     }
 
     async fn finish(&mut self) -> Result<()>;
+
+    /// A checkpoint's barrier reached the sink: what was written before it must be
+    /// durable (at-least-once: acknowledged by the broker), or held in the open
+    /// transaction (exactly-once), when this returns. By default nothing is buffered.
+    async fn prepare_checkpoint(&mut self, _id: crate::checkpoint::CheckpointId) -> Result<()> {
+        Ok(())
+    }
+
+    /// The checkpoint is stored: make its epoch's output final (exactly-once: commit the
+    /// transaction with the sources' offsets from `checkpoint`).
+    async fn commit_checkpoint(&mut self, _checkpoint: &crate::checkpoint::Manifest) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Sends result batches into a channel: how a bare `SELECT` streams rows to its caller.

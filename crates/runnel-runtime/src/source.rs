@@ -12,6 +12,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use runnel_sql::SourceNode;
 use tokio::sync::mpsc;
 
+use crate::checkpoint::{CheckpointCoordinator, SourceState};
 use crate::config::JobConfig;
 use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark, WATERMARK_END};
@@ -24,6 +25,9 @@ use crate::watermark::WatermarkTracker;
 pub struct SourceBatch {
     pub partition: usize,
     pub batch: RecordBatch,
+    /// The partition's offset after these rows (the next to read), when the source can
+    /// resume from an offset (checkpoints record it).
+    pub next_offset: Option<i64>,
 }
 
 /// What a source reports.
@@ -162,6 +166,13 @@ pub(crate) struct SourceTask {
     pub metrics: Arc<JobMetrics>,
     pub config: JobConfig,
     pub output: mpsc::Sender<Message>,
+    /// The source's number in the job (its place in checkpoints).
+    pub index: usize,
+    /// Set when the job checkpoints: on each trigger the task records its position and
+    /// sends a barrier.
+    pub checkpoints: Option<Arc<CheckpointCoordinator>>,
+    /// Where a restored job's source stood.
+    pub restored: Option<SourceState>,
 }
 
 impl SourceTask {
@@ -190,6 +201,20 @@ impl SourceTask {
             None => None,
         };
         let mut tracker = WatermarkTracker::new(self.source.partitions());
+        let mut offsets: Vec<Option<i64>> = vec![None; self.source.partitions().max(1)];
+        if let Some(restored) = &self.restored {
+            for (p, w) in restored.watermarks.iter().enumerate() {
+                if let Some(w) = w {
+                    tracker.update(p, *w);
+                }
+            }
+            for (p, o) in restored.offsets.iter().enumerate() {
+                if p < offsets.len() {
+                    offsets[p] = *o;
+                }
+            }
+        }
+        let mut triggers = self.checkpoints.as_ref().map(|c| c.subscribe());
         let mut clock = if self.source.replays_clock() {
             ProcessingClock::Replayed(None)
         } else {
@@ -203,7 +228,44 @@ impl SourceTask {
         let tick = (idle_advance || processing_time) && matches!(clock, ProcessingClock::System);
         let mut feed = EventFeed::new(self.source, tick);
         loop {
-            let Some(event) = feed.next().await? else {
+            let next = match &mut triggers {
+                Some(triggers) => tokio::select! {
+                    biased;
+                    changed = triggers.changed() => match changed {
+                        Ok(()) => Err(*triggers.borrow_and_update()),
+                        Err(_) => Ok(feed.next().await?),
+                    },
+                    event = feed.next() => Ok(event?),
+                },
+                None => Ok(feed.next().await?),
+            };
+            let event = match next {
+                Ok(event) => event,
+                Err(checkpoint) => {
+                    // A barrier: everything sent so far belongs to this checkpoint.
+                    if let Some(coordinator) = &self.checkpoints {
+                        coordinator.add_source(
+                            checkpoint,
+                            self.index,
+                            SourceState {
+                                table: table.name.clone(),
+                                offsets: offsets.clone(),
+                                watermarks: tracker.partition_watermarks(),
+                            },
+                        );
+                    }
+                    if self
+                        .output
+                        .send(Message::Barrier(checkpoint))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let Some(event) = event else {
                 break;
             };
             let mut advanced = match event {
@@ -218,7 +280,14 @@ impl SourceTask {
                     clock = ProcessingClock::Replayed(Some(now));
                     None
                 }
-                Some(SourceEvent::Batch(SourceBatch { partition, batch })) => {
+                Some(SourceEvent::Batch(SourceBatch {
+                    partition,
+                    batch,
+                    next_offset,
+                })) => {
+                    if let (Some(next), Some(slot)) = (next_offset, offsets.get_mut(partition)) {
+                        *slot = Some(next);
+                    }
                     if batch.num_rows() == 0 {
                         continue;
                     }
@@ -280,6 +349,21 @@ impl SourceTask {
         }
         // A finished bounded source completes every window.
         let _ = self.output.send(Message::Watermark(WATERMARK_END)).await;
+        if let Some(coordinator) = &self.checkpoints {
+            // A final checkpoint after the last output: a finished job that is started
+            // again (or a transaction still open) has nothing left to redo.
+            let checkpoint = coordinator.trigger();
+            coordinator.add_source(
+                checkpoint,
+                self.index,
+                SourceState {
+                    table: table.name.clone(),
+                    offsets,
+                    watermarks: tracker.partition_watermarks(),
+                },
+            );
+            let _ = self.output.send(Message::Barrier(checkpoint)).await;
+        }
         let _ = self.output.send(Message::End).await;
         Ok(())
     }

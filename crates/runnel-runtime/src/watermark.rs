@@ -29,6 +29,11 @@ impl WatermarkTracker {
         }
     }
 
+    /// Each partition's watermark so far (for checkpoints).
+    pub fn partition_watermarks(&self) -> Vec<Option<Watermark>> {
+        self.partitions.clone()
+    }
+
     /// Records that `partition` has seen rows up to watermark `candidate` (a partition's
     /// watermark never goes back). Returns the combined watermark if it advanced.
     pub fn update(&mut self, partition: usize, candidate: Watermark) -> Option<Watermark> {

@@ -26,6 +26,7 @@ pub const OPTIONS: &[&str] = &[
     "key.fields",
     "value.format",
     "sink.delivery-guarantee",
+    "sink.transactional-id-prefix",
 ];
 
 /// How long to wait for the broker's answers at start (metadata, offsets).
@@ -54,7 +55,7 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
     )?;
     options.choice(
         "sink.delivery-guarantee",
-        &["at-least-once", "none"],
+        &["at-least-once", "exactly-once", "at-most-once", "none"],
         "at-least-once",
     )?;
     if let Some(format) = options.get("value.format") {
@@ -91,6 +92,27 @@ pub(crate) fn value_format(options: &TableOptions, table: &TableDef) -> Result<F
     })
 }
 
+/// The consumer group a source table reads in (and commits offsets to):
+/// `'properties.group.id'`, or `runnel-<table>`.
+pub(crate) fn group_id(table: &TableDef) -> String {
+    table
+        .options
+        .get("properties.group.id")
+        .cloned()
+        .unwrap_or_else(|| format!("runnel-{}", table.name))
+}
+
+/// The metadata an exactly-once commit stores with each offset: the checkpoint it
+/// belongs to (`runnel-checkpoint=<n>`).
+pub(crate) fn checkpoint_metadata(id: runnel_runtime::CheckpointId) -> String {
+    format!("runnel-checkpoint={id}")
+}
+
+/// The checkpoint id in offset metadata written by [`checkpoint_metadata`].
+pub(crate) fn checkpoint_of_metadata(metadata: &str) -> Option<runnel_runtime::CheckpointId> {
+    metadata.strip_prefix("runnel-checkpoint=")?.parse().ok()
+}
+
 /// librdkafka settings from `'properties.*'`, over Runnel's defaults.
 pub(crate) fn client_config(options: &TableOptions, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -101,4 +123,46 @@ pub(crate) fn client_config(options: &TableOptions, defaults: &[(&str, &str)]) -
         config.set(key, value);
     }
     config
+}
+
+/// The checkpoint an exactly-once job last committed with `table`'s offsets, read from
+/// the metadata of the group's committed offsets (`None`: nothing committed yet).
+pub async fn committed_checkpoint(
+    table: &TableDef,
+) -> Result<Option<runnel_runtime::CheckpointId>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let options = options(table)?;
+    let topic = options.required("topic")?.to_string();
+    let group = group_id(table);
+    let consumer: BaseConsumer = client_config(&options, &[("group.id", group.as_str())])
+        .create()
+        .map_err(|source| crate::error::ConnectorError::Kafka {
+            context: format!("creating a consumer of group {group}"),
+            source,
+        })?;
+    tokio::task::spawn_blocking(move || -> Result<Option<runnel_runtime::CheckpointId>> {
+        let error =
+            |context: String| move |source| crate::error::ConnectorError::Kafka { context, source };
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+            .map_err(error(format!("reading metadata of topic {topic}")))?;
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                partitions.add_partition(&topic, p.id());
+            }
+        }
+        let committed = consumer
+            .committed_offsets(partitions, METADATA_TIMEOUT)
+            .map_err(error(format!(
+                "reading the offsets group {group} committed on {topic}"
+            )))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| checkpoint_of_metadata(e.metadata()))
+            .max())
+    })
+    .await
+    .map_err(|e| crate::error::ConnectorError::Other(format!("kafka offsets task failed: {e}")))?
 }

@@ -1,14 +1,22 @@
 //! [`KafkaSink`]: produces one record per row (JSON value, optional JSON key from
 //! `'key.fields'`), and waits for the broker's acknowledgement of every batch.
+//!
+//! With `'sink.delivery-guarantee' = 'exactly-once'` the producer is transactional: each
+//! checkpoint epoch's records go into one transaction, committed together with the
+//! source offsets of that checkpoint (`send_offsets_to_transaction`, the checkpoint id in
+//! each offset's metadata) once the checkpoint is stored. A restarted job's producer
+//! (same `transactional.id`) fences and aborts whatever the crashed one left open.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use runnel_runtime::Sink;
+use rdkafka::{Offset, TopicPartitionList};
+use runnel_runtime::{DeliveryGuarantee, JobConfig, Manifest, Sink};
 use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
@@ -18,6 +26,8 @@ use crate::format::{Format, JsonFormat};
 /// once the broker acknowledged all of its records.
 pub struct KafkaSink {
     producer: FutureProducer,
+    /// Exactly-once: the sources whose offsets commit with each transaction.
+    transaction: Option<Transaction>,
     topic: String,
     table: String,
     value: Format,
@@ -26,8 +36,9 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    pub fn open(table: &TableDef, schema: SchemaRef) -> Result<Self> {
+    pub async fn open(table: &TableDef, schema: SchemaRef, config: &JobConfig) -> Result<Self> {
         let options = super::options(table)?;
+        let exactly_once = config.delivery == DeliveryGuarantee::ExactlyOnce;
         let value = super::value_format(&options, table)?;
         let topic = options.required("topic")?.to_string();
         let key = match options.get("key.fields") {
@@ -54,21 +65,45 @@ impl KafkaSink {
                 ))
             }
         };
-        let producer: FutureProducer = super::client_config(
-            &options,
-            &[
-                ("linger.ms", "5"),
-                ("compression.type", "none"),
-                ("enable.idempotence", "true"),
-            ],
-        )
-        .create()
-        .map_err(|source| ConnectorError::Kafka {
-            context: format!("creating a producer for topic {topic}"),
-            source,
-        })?;
+        let mut defaults = vec![
+            ("linger.ms", "5".to_string()),
+            ("compression.type", "none".to_string()),
+            ("enable.idempotence", "true".to_string()),
+        ];
+        if exactly_once {
+            let Some(checkpoint) = &config.checkpoint else {
+                return Err(ConnectorError::Other(
+                    "'sink.delivery-guarantee' = 'exactly-once' commits output with each \
+                     checkpoint: set SET 'execution.checkpointing.interval' = '10 s' and a \
+                     checkpoint directory (--checkpoint-dir)"
+                        .into(),
+                ));
+            };
+            let prefix = options
+                .get("sink.transactional-id-prefix")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("runnel-{}", table.name));
+            // A transaction stays open for a checkpoint interval, plus the time to commit.
+            let timeout_ms = (checkpoint.interval.as_millis() as u64 * 2).max(60_000);
+            defaults.push(("transactional.id", prefix));
+            defaults.push(("transaction.timeout.ms", timeout_ms.to_string()));
+        }
+        let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let producer: FutureProducer =
+            super::client_config(&options, &defaults)
+                .create()
+                .map_err(|source| ConnectorError::Kafka {
+                    context: format!("creating a producer for topic {topic}"),
+                    source,
+                })?;
+        let transaction = if exactly_once {
+            Some(Transaction::begin(&producer, &config.sources, &topic).await?)
+        } else {
+            None
+        };
         Ok(Self {
             producer,
+            transaction,
             topic,
             table: table.name.clone(),
             value,
@@ -140,5 +175,145 @@ impl Sink for KafkaSink {
             .await
             .map_err(|e| runnel_runtime::RuntimeError::Task(e.to_string()))?
             .map_err(|e| self.delivery_error(e))
+    }
+
+    async fn commit_checkpoint(&mut self, checkpoint: &Manifest) -> runnel_runtime::Result<()> {
+        let Some(transaction) = &self.transaction else {
+            return Ok(());
+        };
+        transaction
+            .commit(&self.producer, checkpoint)
+            .await
+            .map_err(|e| e.at("sink", &self.table))
+    }
+}
+
+/// The exactly-once state of a sink: for each Kafka source of the job, its topic and a
+/// consumer of its group (whose group metadata offsets are committed under).
+struct Transaction {
+    sources: Vec<(String, String, BaseConsumer)>,
+}
+
+/// Runs a blocking producer call (transactions) off the async workers.
+async fn blocking<T: Send + 'static>(
+    what: String,
+    call: impl FnOnce() -> rdkafka::error::KafkaResult<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| ConnectorError::Other(format!("{what}: {e}")))?
+        .map_err(|source| ConnectorError::Kafka {
+            context: what,
+            source,
+        })
+}
+
+impl Transaction {
+    /// Fences any earlier producer with the same transactional id (aborting what it left
+    /// open) and opens the first transaction.
+    async fn begin(
+        producer: &FutureProducer,
+        sources: &[std::sync::Arc<TableDef>],
+        topic: &str,
+    ) -> Result<Self> {
+        let mut groups = Vec::new();
+        for table in sources {
+            if table.connector() != Some("kafka") {
+                return Err(ConnectorError::Other(format!(
+                    "'sink.delivery-guarantee' = 'exactly-once' needs every source to be a Kafka \
+                     table (its offsets commit with the output); {} is not",
+                    table.name
+                )));
+            }
+            let options = super::options(table)?;
+            let group = super::group_id(table);
+            let consumer: BaseConsumer =
+                super::client_config(&options, &[("group.id", group.as_str())])
+                    .create()
+                    .map_err(|source| ConnectorError::Kafka {
+                        context: format!("creating a consumer of group {group}"),
+                        source,
+                    })?;
+            groups.push((
+                table.name.clone(),
+                options.required("topic")?.to_string(),
+                consumer,
+            ));
+        }
+        let init = producer.clone();
+        blocking(format!("starting transactions on topic {topic}"), move || {
+            init.init_transactions(Duration::from_secs(60))
+        })
+        .await
+        .map_err(|e| match e {
+            ConnectorError::Kafka { source, .. }
+                if source.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidTransactionTimeout) =>
+            {
+                ConnectorError::Other(
+                    "the transaction timeout (twice the checkpoint interval, at least 60 s) is above \
+                     the broker's transaction.max.timeout.ms: shorten the checkpoint interval or \
+                     raise the broker's limit"
+                        .into(),
+                )
+            }
+            other => other,
+        })?;
+        producer
+            .begin_transaction()
+            .map_err(|source| ConnectorError::Kafka {
+                context: format!("beginning a transaction on topic {topic}"),
+                source,
+            })?;
+        Ok(Self { sources: groups })
+    }
+
+    /// Commits the open transaction with `checkpoint`'s source offsets, and opens the next.
+    async fn commit(&self, producer: &FutureProducer, checkpoint: &Manifest) -> Result<()> {
+        for (table, topic, consumer) in &self.sources {
+            let Some(state) = checkpoint.sources.iter().find(|s| &s.table == table) else {
+                continue;
+            };
+            let mut offsets = TopicPartitionList::new();
+            for (partition, next) in state.offsets.iter().enumerate() {
+                if let Some(next) = next {
+                    let place = |source| ConnectorError::Kafka {
+                        context: format!("offsets of {topic}"),
+                        source,
+                    };
+                    let mut element = offsets.add_partition(topic, partition as i32);
+                    element.set_offset(Offset::Offset(*next)).map_err(place)?;
+                    element.set_metadata(super::checkpoint_metadata(checkpoint.id));
+                }
+            }
+            if offsets.count() == 0 {
+                continue;
+            }
+            let Some(group) = consumer.group_metadata() else {
+                return Err(ConnectorError::Other(format!(
+                    "no consumer group metadata for the source {table}"
+                )));
+            };
+            let send = producer.clone();
+            blocking(
+                format!(
+                    "committing offsets of {topic} with checkpoint {}",
+                    checkpoint.id
+                ),
+                move || send.send_offsets_to_transaction(&offsets, &group, Duration::from_secs(60)),
+            )
+            .await?;
+        }
+        let commit = producer.clone();
+        blocking(
+            format!("committing checkpoint {}", checkpoint.id),
+            move || commit.commit_transaction(Duration::from_secs(60)),
+        )
+        .await?;
+        producer
+            .begin_transaction()
+            .map_err(|source| ConnectorError::Kafka {
+                context: "beginning the next transaction".into(),
+                source,
+            })
     }
 }

@@ -10,7 +10,9 @@ use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
-use runnel_runtime::{JobConfig, JobMetrics, Source, SourceBatch, SourceEvent};
+use runnel_runtime::{
+    DeliveryGuarantee, JobConfig, JobMetrics, Source, SourceBatch, SourceEvent, SourceState,
+};
 use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
@@ -42,6 +44,8 @@ pub struct KafkaSource {
     format: Format,
     metrics: Arc<JobMetrics>,
     ready: VecDeque<SourceEvent>,
+    /// At-most-once: offsets are committed to the group as records are read.
+    commit_as_read: bool,
 }
 
 fn kafka_error(
@@ -52,10 +56,13 @@ fn kafka_error(
 }
 
 impl KafkaSource {
+    /// Opens the topic at `start` (a restored checkpoint's next offsets) when given,
+    /// else at the table's `'scan.startup.mode'`.
     pub async fn open(
         table: &TableDef,
         metrics: Arc<JobMetrics>,
         defaults: &JobConfig,
+        start: Option<&SourceState>,
     ) -> Result<Self> {
         let options = super::options(table)?;
         let format = super::value_format(&options, table)?;
@@ -63,12 +70,17 @@ impl KafkaSource {
         let servers = options
             .required("properties.bootstrap.servers")?
             .to_string();
-        let group = format!("runnel-{}", table.name);
+        let group = super::group_id(table);
         let startup = options.get("scan.startup.mode").unwrap_or("group-offsets");
         let bounded = options.get("scan.bounded.mode") == Some("latest-offset");
         let idle_timeout = options
             .duration("scan.watermark.idle-timeout")?
             .or(defaults.source_idle_timeout);
+        let isolation = match defaults.delivery {
+            // Read only committed output of transactional upstream jobs.
+            DeliveryGuarantee::ExactlyOnce => "read_committed",
+            _ => "read_uncommitted",
+        };
         let config = super::client_config(
             &options,
             &[
@@ -76,6 +88,7 @@ impl KafkaSource {
                 ("enable.auto.commit", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("fetch.wait.max.ms", "100"),
+                ("isolation.level", isolation),
             ],
         );
         let consumer: StreamConsumer = config
@@ -93,12 +106,14 @@ impl KafkaSource {
                     .map_err(kafka_error(format!(
                         "reading metadata of topic {topic} from {servers}"
                     )))?;
-                let partitions: Vec<i32> = metadata
+                let mut partitions: Vec<i32> = metadata
                     .topics()
                     .iter()
                     .filter(|t| t.name() == topic && t.error().is_none())
                     .flat_map(|t| t.partitions().iter().map(|p| p.id()))
                     .collect();
+                // Partition index i is the i-th partition id (checkpoints rely on it).
+                partitions.sort_unstable();
                 if partitions.is_empty() {
                     return Err(ConnectorError::Other(format!(
                         "kafka topic '{topic}' does not exist on {servers} (or has no partitions)"
@@ -121,14 +136,19 @@ impl KafkaSource {
         };
 
         let mut assignment = TopicPartitionList::new();
-        let start = match startup {
+        let start_mode = match startup {
             "earliest-offset" => Offset::Beginning,
             "latest-offset" => Offset::End,
             _ => Offset::Stored,
         };
-        for &p in &partitions {
+        for (i, &p) in partitions.iter().enumerate() {
+            // A restored job resumes at the checkpoint's offset of each partition it had read.
+            let offset = match start.and_then(|s| s.offsets.get(i).copied().flatten()) {
+                Some(next) => Offset::Offset(next),
+                None => start_mode,
+            };
             assignment
-                .add_partition_offset(&topic, p, start)
+                .add_partition_offset(&topic, p, offset)
                 .map_err(kafka_error(format!("assigning {topic} partition {p}")))?;
         }
         consumer
@@ -140,7 +160,10 @@ impl KafkaSource {
         let end_offsets = bounded.then(|| ends.iter().map(|&(_, high)| high).collect::<Vec<_>>());
         if bounded {
             for (i, &(low, high)) in ends.iter().enumerate() {
-                if high <= low || startup == "latest-offset" {
+                let resumed_at_end = start
+                    .and_then(|s| s.offsets.get(i).copied().flatten())
+                    .is_some_and(|next| next >= high);
+                if high <= low || startup == "latest-offset" || resumed_at_end {
                     finished[i] = true;
                     ready.push_back(SourceEvent::PartitionFinished(i));
                 }
@@ -161,6 +184,7 @@ impl KafkaSource {
             format,
             metrics,
             ready,
+            commit_as_read: defaults.delivery == DeliveryGuarantee::AtMostOnce,
         })
     }
 
@@ -272,7 +296,29 @@ impl KafkaSource {
             self.ready.push_back(SourceEvent::Batch(SourceBatch {
                 partition: i,
                 batch: decoded.batch,
+                next_offset: offsets.last().map(|o| o + 1),
             }));
+        }
+        if self.commit_as_read {
+            // At-most-once: the group's offsets move past what was read before any of it
+            // is processed; a crash now loses these rows, a restart never repeats them.
+            let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+            for message in &messages {
+                let slot = next.entry(message.partition()).or_default();
+                *slot = (*slot).max(message.offset() + 1);
+            }
+            let mut read = TopicPartitionList::new();
+            for (partition, offset) in next {
+                read.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+                    .map_err(kafka_error(format!("committing offsets of {}", self.topic)))?;
+            }
+            let consumer = self.consumer.clone();
+            tokio::task::spawn_blocking(move || {
+                consumer.commit(&read, rdkafka::consumer::CommitMode::Sync)
+            })
+            .await
+            .map_err(|e| ConnectorError::Other(format!("kafka commit task failed: {e}")))?
+            .map_err(kafka_error(format!("committing offsets of {}", self.topic)))?;
         }
         for i in reached_end {
             if !self.finished[i] {

@@ -259,6 +259,10 @@ impl Operator for OverWindowOperator {
         "OverWindow"
     }
 
+    fn checkpointable(&self) -> bool {
+        false
+    }
+
     fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         if let OverReadiness::EventTime { time_column, .. } = self.readiness {
             // A row without a time could never become final: refuse it, naming the column.

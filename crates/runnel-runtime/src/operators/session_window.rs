@@ -265,6 +265,10 @@ impl Operator for SessionWindowOperator {
         "SessionWindow"
     }
 
+    fn checkpointable(&self) -> bool {
+        false
+    }
+
     fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         let name = "SessionWindow";
         let mut times = event_times(&batch, self.time_column, &self.time_column_name, name)?;

@@ -175,6 +175,10 @@ impl Operator for TopNOperator {
         "TopN"
     }
 
+    fn checkpointable(&self) -> bool {
+        false
+    }
+
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         if let Some(changes) = self.rank(&batch).map_err(operator_error)? {
             out.push(Message::Batch(changes));

@@ -318,6 +318,10 @@ impl Operator for UpdatingAggregateOperator {
         "UpdatingAggregate"
     }
 
+    fn checkpointable(&self) -> bool {
+        false
+    }
+
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         if let Some(changes) = self.aggregate(&batch).map_err(operator_error)? {
             out.push(Message::Batch(changes));

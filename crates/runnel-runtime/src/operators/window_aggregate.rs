@@ -12,7 +12,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::compute::kernels::cmp::gt;
 use datafusion::arrow::compute::{filter, sort_to_indices, take};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -193,6 +193,108 @@ impl WindowAggregateOperator {
         Ok(())
     }
 
+    /// Every open window's keys and partial aggregates as one batch: `window_end`, the
+    /// group keys, then each accumulator's state columns; the watermark in the schema's
+    /// metadata. Taking a state out of DataFusion's accumulators empties them, so the
+    /// windows are rebuilt from the batch right after (as a restore would).
+    fn snapshot_state(&mut self) -> DFResult<RecordBatch> {
+        let windows = std::mem::take(&mut self.windows);
+        let mut parts: Vec<Vec<ArrayRef>> = Vec::with_capacity(windows.len());
+        for (end, mut window) in windows {
+            let mut columns = window.groups.emit(EmitTo::All)?;
+            let rows = columns.first().map_or(0, |c| c.len());
+            columns.insert(0, Arc::new(Int64Array::from(vec![end; rows])));
+            for accumulator in &mut window.accumulators {
+                columns.extend(accumulator.state(EmitTo::All)?);
+            }
+            parts.push(columns);
+        }
+        let state_types: Vec<datafusion::arrow::datatypes::DataType> = self
+            .aggregates
+            .iter()
+            .map(|a| a.function.state_fields())
+            .collect::<DFResult<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let mut fields = vec![Field::new("window_end", DataType::Int64, false)];
+        fields.extend(
+            self.group_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true)),
+        );
+        fields.extend(
+            state_types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Field::new(format!("state_{i}"), t.clone(), true)),
+        );
+        let mut metadata = std::collections::HashMap::new();
+        if let Some(watermark) = self.watermark {
+            metadata.insert("watermark".to_string(), watermark.to_string());
+        }
+        let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
+        let columns: Vec<ArrayRef> = (0..schema.fields().len())
+            .map(|c| {
+                let pieces: Vec<&dyn Array> = parts.iter().map(|p| p[c].as_ref()).collect();
+                if pieces.is_empty() {
+                    Ok(datafusion::arrow::array::new_empty_array(
+                        schema.field(c).data_type(),
+                    ))
+                } else {
+                    datafusion::arrow::compute::concat(&pieces)
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let state = RecordBatch::try_new(schema, columns)?;
+        self.restore_state(&state)?;
+        Ok(state)
+    }
+
+    /// Rebuilds the open windows from a [`Self::snapshot_state`] batch.
+    fn restore_state(&mut self, state: &RecordBatch) -> DFResult<()> {
+        self.windows.clear();
+        self.watermark = state
+            .schema()
+            .metadata()
+            .get("watermark")
+            .and_then(|w| w.parse().ok());
+        let keys = self.group_schema.fields().len();
+        let ends: Int64Array = state.column(0).as_primitive().clone();
+        let values = ends.values();
+        let mut start = 0;
+        while start < values.len() {
+            let end = values[start];
+            let mut stop = start + 1;
+            while stop < values.len() && values[stop] == end {
+                stop += 1;
+            }
+            let len = stop - start;
+            let mut window = self.new_window()?;
+            let group_columns: Vec<ArrayRef> = (1..=keys)
+                .map(|c| state.column(c).slice(start, len))
+                .collect();
+            window
+                .groups
+                .intern(&group_columns, &mut self.group_indices)?;
+            let total = window.groups.len();
+            let mut column = 1 + keys;
+            for (accumulator, call) in window.accumulators.iter_mut().zip(&self.aggregates) {
+                let width = call.function.state_fields()?.len();
+                let states: Vec<ArrayRef> = (column..column + width)
+                    .map(|c| state.column(c).slice(start, len))
+                    .collect();
+                accumulator.merge_batch(&states, &self.group_indices, total)?;
+                column += width;
+            }
+            self.windows.insert(end, window);
+            start = stop;
+        }
+        Ok(())
+    }
+
     /// Number of open windows (for tests and metrics).
     pub fn open_windows(&self) -> usize {
         self.windows.len()
@@ -220,6 +322,14 @@ impl Operator for WindowAggregateOperator {
 
     fn finish(&mut self, out: &mut Vec<Message>) -> Result<()> {
         self.emit_until(Watermark::MAX, out).map_err(operator_error)
+    }
+
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        self.snapshot_state().map(Some).map_err(operator_error)
+    }
+
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        self.restore_state(&state).map_err(operator_error)
     }
 }
 

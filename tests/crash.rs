@@ -1,0 +1,283 @@
+//! Delivery guarantees under crashes: the claims job over 100k events in Kafka, its
+//! `runnel` process killed with SIGKILL at random moments — some between a checkpoint
+//! being stored and its commit — and started again each time with the same checkpoint
+//! directory, until it finishes. The output topic is then read `read_committed` and
+//! compared with the expected windows computed from the events.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const EVENTS: usize = 100_000;
+const POLICIES: i64 = 500;
+const KILLS: usize = 10;
+
+/// How a crashed-and-restarted run's output compares with the expected windows.
+#[derive(Debug, Default)]
+struct Outcome {
+    kills: usize,
+    kills_between_store_and_commit: usize,
+    /// Expected rows that never appeared.
+    missing: usize,
+    /// Rows that appeared more than once (extra copies).
+    duplicates: usize,
+    /// Rows with a value other than the expected (a window that lost some of its rows).
+    wrong: usize,
+    /// Output rows in all, and rows expected.
+    rows: usize,
+    expected_rows: usize,
+}
+
+/// A running `runnel run` whose stderr lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+fn start(job: &std::path::Path, checkpoints: &std::path::Path) -> Running {
+    let mut child = Command::new(runnel_binary())
+        .arg("run")
+        .arg(job)
+        .arg("--checkpoint-dir")
+        .arg(checkpoints)
+        .env("RUNNEL_LOG", "runnel_runtime=info")
+        // Widen the window between storing a checkpoint and committing it, so kills land there.
+        .env("RUNNEL_TEST_PAUSE_BEFORE_COMMIT_MS", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start runnel");
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running { child, lines }
+}
+
+/// Runs the job while `producing` is set, killing it at least `KILLS` times: even kills
+/// (when the job checkpoints) wait for a "checkpoint stored" line and kill before its
+/// commit; the others come after a random delay (mid-batch, mid-checkpoint). Then runs it
+/// once more until it has caught up, and stops it with SIGTERM (a final checkpoint).
+fn run_with_kills(
+    job: &std::path::Path,
+    checkpoints: &std::path::Path,
+    seed: u64,
+    checkpointing: bool,
+    producing: &std::sync::atomic::AtomicBool,
+) -> (usize, usize, String) {
+    let mut rng = Rng::new(seed);
+    let (mut kills, mut between) = (0, 0);
+    let mut log = String::new();
+    while kills < KILLS || producing.load(std::sync::atomic::Ordering::SeqCst) {
+        let mut running = start(job, checkpoints);
+        let started = Instant::now();
+        let delay = Duration::from_millis(400 + rng.below(1200));
+        let kill_at_store = checkpointing && kills % 2 == 0;
+        loop {
+            if let Some(status) = running.child.try_wait().expect("wait") {
+                drain(&running, &mut log);
+                panic!("runnel ended ({status}) after {kills} kills:\n{log}");
+            }
+            let stored = match running.lines.recv_timeout(Duration::from_millis(5)) {
+                Ok(line) => {
+                    let stored = line.contains("checkpoint stored");
+                    log.push_str(&line);
+                    log.push('\n');
+                    stored
+                }
+                Err(_) => false,
+            };
+            // Kill on a stored checkpoint only once the job made some progress.
+            let at_store =
+                kill_at_store && stored && started.elapsed() > Duration::from_millis(300);
+            if at_store || (!kill_at_store && started.elapsed() >= delay) {
+                running.child.kill().expect("SIGKILL");
+                let _ = running.child.wait();
+                kills += 1;
+                between += usize::from(at_store);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no checkpoint in 60 s:\n{log}"
+            );
+        }
+    }
+    // The last run: let it catch up, then stop it cleanly.
+    let mut running = start(job, checkpoints);
+    std::thread::sleep(Duration::from_secs(6));
+    let stopped = Command::new("kill")
+        .arg("-TERM")
+        .arg(running.child.id().to_string())
+        .status()
+        .expect("kill -TERM");
+    assert!(stopped.success());
+    let status = running.child.wait().expect("wait");
+    drain(&running, &mut log);
+    assert!(
+        status.success(),
+        "runnel did not stop cleanly ({status}):\n{log}"
+    );
+    (kills, between, log)
+}
+
+fn drain(running: &Running, log: &mut String) {
+    while let Ok(line) = running.lines.recv_timeout(Duration::from_millis(200)) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+}
+
+/// The claims job for `guarantee`, reading `input` and writing `output`.
+fn job_sql(input: &str, output: &str, guarantee: &str) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '200 ms';
+        CREATE TABLE claims (
+            claim_id STRING NOT NULL, policy_id BIGINT, amount DECIMAL(12, 2), operation STRING,
+            event_time TIMESTAMP(3),
+            WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
+        ) WITH (
+            'connector' = 'kafka', 'topic' = '{input}',
+            'properties.bootstrap.servers' = '{servers}',
+            'properties.group.id' = 'runnel-crash-{guarantee}',
+            'format' = 'json'
+        );
+        CREATE TABLE claims_aggregated_5min ({CLAIMS_OUTPUT_COLUMNS}) WITH (
+            'connector' = 'kafka', 'topic' = '{output}',
+            'properties.bootstrap.servers' = '{servers}',
+            'format' = 'json', 'key.format' = 'json', 'key.fields' = 'policy_id',
+            'sink.delivery-guarantee' = '{guarantee}',
+            'sink.transactional-id-prefix' = 'runnel-crash-{guarantee}'
+        );
+        {CLAIMS_QUERY}",
+        servers = bootstrap()
+    )
+}
+
+async fn crash_and_compare(guarantee: &str, seed: u64) -> Outcome {
+    let input = format!("crash.{guarantee}.in");
+    let output = format!("crash.{guarantee}.out");
+    recreate_topic(&input, 3).await;
+    recreate_topic(&output, 1).await;
+    let claims = generate_claims(EVENTS, POLICIES, seed);
+    let dir = scratch_dir(&format!("crash-{guarantee}"));
+    let job = dir.join("job.sql");
+    std::fs::write(&job, job_sql(&input, &output, guarantee)).expect("job file");
+    let checkpoints = dir.join("checkpoints");
+
+    // The events arrive over ~8 s while the job is killed and restarted; then one event
+    // per partition far in the future moves every partition's watermark past all windows.
+    let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let producer = {
+        let (claims, input, producing) = (claims.clone(), input.clone(), producing.clone());
+        tokio::spawn(async move {
+            for chunk in claims.chunks(EVENTS / 20) {
+                let records: Vec<Record> = chunk
+                    .iter()
+                    .map(|c| {
+                        (
+                            Some(format!("{{\"policy_id\":{}}}", c.policy_id)),
+                            c.to_json().into_bytes(),
+                        )
+                    })
+                    .collect();
+                produce(&input, &records).await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            let end = claims.iter().map(|c| c.event_time_ms).max().unwrap_or(0) + 86_400_000;
+            let sentinels: Vec<Claim> = (0..3)
+                .map(|p| Claim {
+                    claim_id: format!("end-{p}"),
+                    policy_id: 0,
+                    amount_cents: 0,
+                    operation: "END",
+                    event_time_ms: end,
+                })
+                .collect();
+            let refs: Vec<&Claim> = sentinels.iter().collect();
+            produce_claims_to_partitions(&input, &refs, |c| {
+                c.claim_id.trim_start_matches("end-").parse().unwrap_or(0)
+            })
+            .await;
+            producing.store(false, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let checkpointing = guarantee != "at-most-once";
+    let (job_path, checkpoint_path) = (job.clone(), checkpoints.clone());
+    let (kills, between, _log) = tokio::task::spawn_blocking(move || {
+        run_with_kills(&job_path, &checkpoint_path, seed, checkpointing, &producing)
+    })
+    .await
+    .expect("kill loop");
+    producer.await.expect("producer");
+
+    let expected = expected_windows(&claims);
+    let rows = consume_all(&output);
+    let mut seen: BTreeMap<(i64, String, String), Vec<(i64, i64)>> = BTreeMap::new();
+    for (_, _, value) in &rows {
+        for (key, row) in parse_window_rows([value.as_str()]) {
+            seen.entry(key).or_default().push(row);
+        }
+    }
+    let mut outcome = Outcome {
+        kills,
+        kills_between_store_and_commit: between,
+        rows: rows.len(),
+        expected_rows: expected.len(),
+        ..Outcome::default()
+    };
+    for (key, want) in &expected {
+        match seen.get(key) {
+            None => outcome.missing += 1,
+            Some(got) => {
+                outcome.duplicates += got.len() - 1;
+                outcome.wrong += got.iter().filter(|g| *g != want).count();
+            }
+        }
+    }
+    outcome.wrong += seen.keys().filter(|k| !expected.contains_key(*k)).count();
+    eprintln!("{guarantee}: {outcome:?}");
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_survives_sigkill_at_random_moments() {
+    let outcome = crash_and_compare("exactly-once", 11).await;
+    assert!(outcome.kills >= KILLS);
+    assert!(outcome.kills_between_store_and_commit >= KILLS / 2);
+    assert_eq!(outcome.rows, outcome.expected_rows, "{outcome:?}");
+    assert_eq!(
+        (outcome.missing, outcome.duplicates, outcome.wrong),
+        (0, 0, 0),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_loses_nothing_under_sigkill() {
+    let outcome = crash_and_compare("at-least-once", 12).await;
+    assert!(outcome.kills >= KILLS);
+    // Replays after a crash may repeat rows (counted), never lose or change one.
+    assert_eq!((outcome.missing, outcome.wrong), (0, 0), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_once_repeats_nothing_under_sigkill() {
+    let outcome = crash_and_compare("at-most-once", 13).await;
+    assert!(outcome.kills >= KILLS);
+    // Rows read before a crash are not read again: windows may miss rows (counted as
+    // missing or wrong), but no result appears twice.
+    assert_eq!(outcome.duplicates, 0, "{outcome:?}");
+}
