@@ -34,6 +34,7 @@ pub struct Engine {
     settings: Mutex<BTreeMap<String, String>>,
     planner: StreamPlanner,
     connectors: Arc<dyn ConnectorFactory>,
+    faults: Mutex<runnel_runtime::FaultInjection>,
 }
 
 impl Default for Engine {
@@ -55,7 +56,13 @@ impl Engine {
             settings: Mutex::new(BTreeMap::new()),
             planner: StreamPlanner::new(),
             connectors,
+            faults: Mutex::new(Default::default()),
         }
+    }
+
+    /// Failures to inject into jobs started from now on (recovery tests).
+    pub fn inject_faults(&self, faults: runnel_runtime::FaultInjection) {
+        *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
     }
 
     fn catalog(&self) -> MutexGuard<'_, Catalog> {
@@ -228,7 +235,9 @@ impl Engine {
     /// The job-wide settings a job started now gets.
     fn job_config(&self) -> Result<runnel_runtime::JobConfig> {
         let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
-        crate::settings::job_config(&settings, &self.catalog())
+        let mut config = crate::settings::job_config(&settings, &self.catalog())?;
+        config.faults = *self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(config)
     }
 
     /// The streaming plans of a script's queries and `INSERT INTO`s, without running them

@@ -101,9 +101,53 @@ struct Outcome {
     late: u64,
 }
 
-/// Runs a case.
-async fn run_case(name: &str, case: &Case) -> Result<Outcome, String> {
-    let dir = scratch_dir(&format!("case-{name}"));
+/// Runs a case (in a scratch folder named after it and `purpose`).
+async fn run_case(purpose: &str, name: &str, case: &Case) -> Result<Outcome, String> {
+    let folder = format!("{purpose}-{name}");
+    let (_, sql) = prepare(&folder, case)?;
+    let engine = Engine::new();
+    let mut rows = Vec::new();
+    let mut late = 0;
+    for result in engine.execute(&sql).await.map_err(|e| e.to_string())? {
+        match result {
+            Executed::Query(mut stream) => {
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(|e| e.to_string())?;
+                    rows.extend(
+                        runnel::connectors::print::format_rows(&batch, "")
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+                late += stream.finish().await.map_err(|e| e.to_string())?.late_rows;
+            }
+            Executed::Job(job) => late += job.wait().await.map_err(|e| e.to_string())?.late_rows,
+            _ => {}
+        }
+    }
+    let dir = scratch_dir_path(&folder);
+    // An updating query's changes are compared in order; rows of appends in any order.
+    if rows.iter().all(|r| r.starts_with("+I[")) {
+        rows.sort();
+    }
+    let mut outputs = BTreeMap::new();
+    for output in case.outputs.keys() {
+        let path = dir.join(format!("output-{output}"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        outputs.insert(output.clone(), lines);
+    }
+    Ok(Outcome {
+        rows,
+        outputs,
+        late,
+    })
+}
+
+/// Writes a case's inputs into a fresh folder named `name` and returns the folder and
+/// the case's SQL with its placeholders replaced.
+fn prepare(name: &str, case: &Case) -> Result<(PathBuf, String), String> {
+    let dir = scratch_dir(name);
     let mut sql = case.sql.clone();
     for output in case.outputs.keys() {
         let path = dir.join(format!("output-{output}"));
@@ -131,45 +175,62 @@ async fn run_case(name: &str, case: &Case) -> Result<Outcome, String> {
             &folder.display().to_string(),
         );
     }
-    let engine = Engine::new();
+    Ok((dir, sql))
+}
+
+/// The folder [`prepare`] made for `name` (without clearing it).
+fn scratch_dir_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("runnel-test-{}-{name}", std::process::id()))
+}
+
+/// The rows of a script's bare query, and the error its job ended with, if any.
+async fn collect(engine: &Engine, sql: &str) -> (Vec<String>, Option<String>) {
     let mut rows = Vec::new();
-    let mut late = 0;
-    for result in engine.execute(&sql).await.map_err(|e| e.to_string())? {
+    let results = match engine.execute(sql).await {
+        Ok(results) => results,
+        Err(e) => return (rows, Some(e.to_string())),
+    };
+    let mut failure = None;
+    for result in results {
         match result {
             Executed::Query(mut stream) => {
                 while let Some(batch) = stream.next().await {
-                    let batch = batch.map_err(|e| e.to_string())?;
-                    rows.extend(
-                        runnel::connectors::print::format_rows(&batch, "")
-                            .map_err(|e| e.to_string())?,
-                    );
+                    match batch {
+                        Ok(batch) => rows.extend(
+                            runnel::connectors::print::format_rows(&batch, "").unwrap_or_default(),
+                        ),
+                        Err(e) => failure = Some(e.to_string()),
+                    }
                 }
-                late += stream.finish().await.map_err(|e| e.to_string())?.late_rows;
+                if let Err(e) = stream.finish().await {
+                    failure = Some(e.to_string());
+                }
             }
-            Executed::Job(job) => late += job.wait().await.map_err(|e| e.to_string())?.late_rows,
+            Executed::Job(job) => {
+                if let Err(e) = job.wait().await {
+                    failure = Some(e.to_string());
+                }
+            }
             _ => {}
         }
     }
-    // An updating query's changes are compared in order; rows of appends in any order.
-    if rows.iter().all(|r| r.starts_with("+I[")) {
-        rows.sort();
-    }
-    let mut outputs = BTreeMap::new();
-    for output in case.outputs.keys() {
-        let path = dir.join(format!("output-{output}"));
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-        lines.sort();
-        outputs.insert(output.clone(), lines);
-    }
-    Ok(Outcome {
-        rows,
-        outputs,
-        late,
-    })
+    (rows, failure)
 }
 
+/// The case files, or only those whose name contains `RUNNEL_CASE` when it is set.
 fn case_files() -> Vec<PathBuf> {
+    let only = std::env::var("RUNNEL_CASE").ok();
+    let mut files = all_case_files();
+    if let Some(only) = only {
+        files.retain(|f| {
+            f.file_stem()
+                .is_some_and(|s| s.to_string_lossy().contains(&only))
+        });
+    }
+    files
+}
+
+fn all_case_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/cases");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -194,7 +255,7 @@ async fn sql_cases() {
             .into_owned();
         let text = std::fs::read_to_string(file).expect("case file");
         let case = parse_case(&text);
-        let outcome = run_case(&name, &case).await;
+        let outcome = run_case("case", &name, &case).await;
         match outcome {
             Err(e) => failures.push(format!("{name}: failed to run: {e}")),
             Ok(outcome) if complete => {
@@ -260,4 +321,101 @@ async fn sql_cases() {
         failures.join("\n")
     );
     eprintln!("{} SQL cases passed", files.len());
+}
+
+/// Every case runs a second way: checkpointed once half its input rows are read, the job
+/// "crashes" right after that checkpoint commits, and a new engine with the same
+/// checkpoint directory resumes it. The rows before the crash and after the restart
+/// together must equal the straight run (in order, for updating queries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
+    let mut failures = Vec::new();
+    let mut resumed_mid_stream = 0;
+    let files = case_files();
+    for file in &files {
+        let name = file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(file).expect("case file");
+        let case = parse_case(&text);
+        let straight = match run_case("straight", &name, &case).await {
+            Ok(outcome) => outcome.rows,
+            Err(e) => {
+                failures.push(format!("{name}: straight run failed: {e}"));
+                continue;
+            }
+        };
+        let (dir, sql) = match prepare(&format!("resume-{name}"), &case) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let sql = format!(
+            "SET 'execution.checkpointing.interval' = '1 h';\nSET 'state.checkpoints.dir' = '{}';\n{sql}",
+            dir.join("checkpoints").display()
+        );
+        let input_rows = case
+            .inputs
+            .values()
+            .flat_map(|rows| rows.lines())
+            .filter(|l| l.trim_start().starts_with('{'))
+            .count() as u64;
+        let crashing = Engine::new();
+        crashing.inject_faults(runnel::runtime::FaultInjection {
+            checkpoint_after_rows: Some((input_rows / 2).max(1)),
+            crash_after_checkpoint: true,
+        });
+        let (mut rows, crash) = collect(&crashing, &sql).await;
+        let crashed = crash
+            .as_deref()
+            .is_some_and(|e| e.contains("simulated crash"));
+        if let Some(e) = crash.as_ref().filter(|_| !crashed) {
+            failures.push(format!("{name}: the run to crash failed otherwise: {e}"));
+            continue;
+        }
+        let (after, failure) = collect(&Engine::new(), &sql).await;
+        if let Some(e) = failure {
+            failures.push(format!("{name}: resuming failed: {e}"));
+            continue;
+        }
+        if crashed && !after.is_empty() {
+            resumed_mid_stream += 1;
+        }
+        rows.extend(after);
+        if rows.iter().all(|r| r.starts_with("+I[")) {
+            rows.sort();
+        }
+        if rows != straight {
+            let manifests: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("_manifest.json")).ok())
+                .collect();
+            failures.push(format!(
+                "{name}: checkpoints: {}; crash: {crash:?}",
+                manifests.join(" ")
+            ));
+            failures.push(format!(
+                "{name}: crash and resume differ from the straight run\n  straight:\n    {}\n  resumed:\n    {}",
+                straight.join("\n    "),
+                rows.join("\n    ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{} SQL cases resumed from a checkpoint ({resumed_mid_stream} produced rows after resuming)",
+        files.len()
+    );
 }

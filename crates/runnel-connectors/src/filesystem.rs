@@ -78,15 +78,23 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    pub fn open(table: &TableDef, metrics: Arc<JobMetrics>) -> Result<Self> {
+    /// `start`: a restored job resumes after the checkpoint's number of records.
+    pub fn open(
+        table: &TableDef,
+        metrics: Arc<JobMetrics>,
+        start: Option<&runnel_runtime::SourceState>,
+    ) -> Result<Self> {
         let options = options(table)?;
         let format = Format::from_options(&options, table.physical_schema.clone())?;
         let files = list_files(Path::new(local_path(options.required("path")?)))?;
+        let skip = start
+            .and_then(|s| s.offsets.first().copied().flatten())
+            .map_or(0, |n| n.max(0) as usize);
         let (sender, events) = mpsc::channel(4);
         std::thread::Builder::new()
             .name(format!("runnel-file-{}", table.name))
             .spawn(move || {
-                if let Err(e) = read_files(&files, &format, &metrics, &sender) {
+                if let Err(e) = read_files(&files, &format, &metrics, skip, &sender) {
                     let _ = sender.blocking_send(Err(e));
                 }
             })
@@ -98,12 +106,16 @@ impl FileSource {
     }
 }
 
+/// Reads `files` in order, skipping their first `skip` records (a restored job's
+/// position); each batch carries the number of records read so far as its offset.
 fn read_files(
     files: &[PathBuf],
     format: &Format,
     metrics: &JobMetrics,
+    skip: usize,
     sender: &mpsc::Sender<Result<SourceBatch>>,
 ) -> Result<()> {
+    let mut records_seen = 0usize;
     for path in files {
         let io = |source| ConnectorError::Io {
             path: path.display().to_string(),
@@ -121,8 +133,11 @@ fn read_files(
                 let line = &text[start..];
                 let trimmed = line.trim_ascii();
                 if !trimmed.is_empty() {
-                    let offset = line.len() - line.trim_ascii_start().len();
-                    bounds.push((start + offset, start + offset + trimmed.len(), line_number));
+                    records_seen += 1;
+                    if records_seen > skip {
+                        let offset = line.len() - line.trim_ascii_start().len();
+                        bounds.push((start + offset, start + offset + trimmed.len(), line_number));
+                    }
                 }
             }
             if bounds.len() >= LINES_PER_BATCH || (read == 0 && !bounds.is_empty()) {
@@ -134,7 +149,7 @@ fn read_files(
                 let batch = SourceBatch {
                     partition: 0,
                     batch: decoded.batch,
-                    next_offset: None,
+                    next_offset: Some(records_seen as i64),
                 };
                 if sender.blocking_send(Ok(batch)).is_err() {
                     return Ok(()); // the job stopped

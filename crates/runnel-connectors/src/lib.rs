@@ -123,13 +123,13 @@ impl ConnectorFactory for Connectors {
                     .map_err(&error)?,
             )),
             "filesystem" => Ok(Box::new(
-                filesystem::FileSource::open(table, metrics).map_err(&error)?,
+                filesystem::FileSource::open(table, metrics, start).map_err(&error)?,
             )),
             "nexmark" => Ok(Box::new(
-                nexmark::NexmarkSource::open(table).map_err(&error)?,
+                nexmark::NexmarkSource::open(table, start).map_err(&error)?,
             )),
             "script" => Ok(Box::new(
-                script::ScriptSource::open(table, metrics).map_err(&error)?,
+                script::ScriptSource::open(table, metrics, start).map_err(&error)?,
             )),
             other => Err(error(ConnectorError::Other(format!(
                 "connector '{other}' can only be written to, not read"

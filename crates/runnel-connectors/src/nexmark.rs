@@ -19,7 +19,7 @@ use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use runnel_runtime::{Source, SourceBatch, SourceEvent};
+use runnel_runtime::{Source, SourceBatch, SourceEvent, SourceState};
 use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
@@ -536,15 +536,19 @@ pub struct NexmarkSource {
 }
 
 impl NexmarkSource {
-    pub fn open(table: &TableDef) -> Result<Self> {
+    /// `start`: a restored job resumes at the checkpoint's next event number.
+    pub fn open(table: &TableDef, start: Option<&SourceState>) -> Result<Self> {
         let (_, config) = options(table)?;
         // Check the declared columns once, before the job starts.
         generate(&config, 0, 0, &table.physical_schema)?;
+        let next = start
+            .and_then(|s| s.offsets.first().copied().flatten())
+            .map_or(0, |n| n.max(0) as u64);
         Ok(Self {
             table: table.name.clone(),
             config,
             schema: table.physical_schema.clone(),
-            next: 0,
+            next,
         })
     }
 }
@@ -569,7 +573,7 @@ impl Source for NexmarkSource {
         Ok(Some(SourceEvent::Batch(SourceBatch {
             partition: 0,
             batch,
-            next_offset: None,
+            next_offset: Some(end as i64),
         })))
     }
 }

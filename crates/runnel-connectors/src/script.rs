@@ -130,12 +130,18 @@ pub struct ScriptSource {
     format: Format,
     partitions: usize,
     steps: std::vec::IntoIter<Step>,
+    /// Steps replayed so far (the source's position).
+    replayed: usize,
     replays_clock: bool,
     metrics: Arc<JobMetrics>,
 }
 
 impl ScriptSource {
-    pub fn open(table: &TableDef, metrics: Arc<JobMetrics>) -> Result<Self> {
+    pub fn open(
+        table: &TableDef,
+        metrics: Arc<JobMetrics>,
+        start: Option<&runnel_runtime::SourceState>,
+    ) -> Result<Self> {
         let options = options(table)?;
         let format = Format::from_options(&options, table.physical_schema.clone())?;
         let path = options.required("path")?;
@@ -171,12 +177,31 @@ impl ScriptSource {
                 format!("the script uses partition {}", used - 1),
             ));
         }
+        // A restored job resumes after the steps the checkpoint's rows came from (its
+        // position is the number of steps replayed, recorded on every partition).
+        let skip = start
+            .map(|s| {
+                s.offsets
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .max()
+                    .unwrap_or(0)
+                    .max(0) as usize
+            })
+            .unwrap_or(0);
+        let replays_clock = steps.iter().any(|s| matches!(s, Step::Clock(_)));
+        let mut steps = steps.into_iter();
+        if skip > 0 {
+            steps.nth(skip - 1);
+        }
         Ok(Self {
             path: path.to_string(),
             format,
             partitions,
-            replays_clock: steps.iter().any(|s| matches!(s, Step::Clock(_))),
-            steps: steps.into_iter(),
+            replays_clock,
+            steps,
+            replayed: skip,
             metrics,
         })
     }
@@ -196,6 +221,7 @@ impl Source for ScriptSource {
         let Some(step) = self.steps.next() else {
             return Ok(None);
         };
+        self.replayed += 1;
         Ok(Some(match step {
             Step::Rows { partition, records } => {
                 let bytes: Vec<&[u8]> = records.iter().map(|(_, r)| r.as_bytes()).collect();
@@ -207,7 +233,7 @@ impl Source for ScriptSource {
                 SourceEvent::Batch(SourceBatch {
                     partition,
                     batch: decoded.batch,
-                    next_offset: None,
+                    next_offset: Some(self.replayed as i64),
                 })
             }
             Step::Watermark(partition, watermark) => SourceEvent::Watermark {

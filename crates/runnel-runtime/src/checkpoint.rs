@@ -225,9 +225,17 @@ struct PendingCheckpoint {
 pub struct CheckpointCoordinator {
     store: CheckpointStore,
     job: String,
+    /// The checkpoint the job resumed from (0 for a fresh start): ids after it are this
+    /// run's.
+    first: CheckpointId,
     source_count: usize,
     trigger: watch::Sender<CheckpointId>,
     pending: Mutex<BTreeMap<CheckpointId, PendingCheckpoint>>,
+    /// Sources that ended, with their final state: they stand there in every later
+    /// checkpoint.
+    finished: Mutex<BTreeMap<usize, SourceState>>,
+    /// Whether the injected checkpoint (see `FaultInjection`) was taken.
+    injected: std::sync::atomic::AtomicBool,
 }
 
 impl CheckpointCoordinator {
@@ -243,10 +251,19 @@ impl CheckpointCoordinator {
         Arc::new(Self {
             store,
             job,
+            first: last,
             source_count,
             trigger,
             pending: Mutex::new(BTreeMap::new()),
+            finished: Mutex::new(BTreeMap::new()),
+            injected: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The id before this run's first checkpoint: a source sends a barrier for every id
+    /// after it, even those triggered before the source started.
+    pub fn first(&self) -> CheckpointId {
+        self.first
     }
 
     /// What source tasks watch: the id of the newest checkpoint triggered.
@@ -264,6 +281,17 @@ impl CheckpointCoordinator {
         id
     }
 
+    /// Triggers a checkpoint the first time it is called (fault injection); later calls
+    /// do nothing.
+    pub fn trigger_once(&self) {
+        if !self
+            .injected
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.trigger();
+        }
+    }
+
     fn with_pending<T>(&self, id: CheckpointId, f: impl FnOnce(&mut PendingCheckpoint) -> T) -> T {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         f(pending.entry(id).or_default())
@@ -276,6 +304,12 @@ impl CheckpointCoordinator {
         });
     }
 
+    /// Source number `index` ended in `state`: later checkpoints take that state for it.
+    pub fn source_finished(&self, index: usize, state: SourceState) {
+        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        finished.insert(index, state);
+    }
+
     /// Operator `op` snapshotted `state` for checkpoint `id`.
     pub fn add_operator(&self, id: CheckpointId, op: usize, state: RecordBatch) {
         self.with_pending(id, |p| {
@@ -286,10 +320,19 @@ impl CheckpointCoordinator {
     /// Stores checkpoint `id` (its barrier reached the sink, so every part is in):
     /// blocking file I/O, run it off the async workers.
     pub fn store(&self, id: CheckpointId) -> Result<Manifest> {
-        let pending = {
+        let mut pending = {
             let mut all = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             all.remove(&id).unwrap_or_default()
         };
+        {
+            let finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+            for (index, state) in finished.iter() {
+                pending
+                    .sources
+                    .entry(*index)
+                    .or_insert_with(|| state.clone());
+            }
+        }
         if pending.sources.len() != self.source_count {
             return Err(RuntimeError::Checkpoint(format!(
                 "checkpoint {id} reached the sink with {} of {} sources' positions",
@@ -315,4 +358,23 @@ impl CheckpointCoordinator {
     pub fn prune(&self) {
         self.store.prune();
     }
+}
+
+/// `state` with `key = value` in its schema's metadata (an operator's scalar state, such
+/// as its watermark, travels with its rows).
+pub fn tag(state: RecordBatch, key: &str, value: Option<i64>) -> Result<RecordBatch> {
+    let Some(value) = value else {
+        return Ok(state);
+    };
+    let mut metadata = state.schema().metadata().clone();
+    metadata.insert(key.to_string(), value.to_string());
+    let schema = Arc::new(state.schema().as_ref().clone().with_metadata(metadata));
+    state
+        .with_schema(schema)
+        .map_err(|e| RuntimeError::Checkpoint(e.to_string()))
+}
+
+/// The value [`tag`] stored under `key`.
+pub fn tagged(state: &RecordBatch, key: &str) -> Option<i64> {
+    state.schema().metadata().get(key)?.parse().ok()
 }

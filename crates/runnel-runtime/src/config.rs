@@ -24,6 +24,18 @@ pub struct JobConfig {
     pub delivery: DeliveryGuarantee,
     /// The tables the job reads (so a transactional sink can commit their offsets).
     pub sources: Vec<Arc<TableDef>>,
+    /// Failures injected on purpose, for recovery tests.
+    pub faults: FaultInjection,
+}
+
+/// Failures a recovery test injects into a job (none by default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FaultInjection {
+    /// The first source takes a checkpoint once it has read this many rows.
+    pub checkpoint_after_rows: Option<u64>,
+    /// The job fails ("crashes") right after its first checkpoint is committed, before
+    /// anything after it reaches the sink.
+    pub crash_after_checkpoint: bool,
 }
 
 /// What a crash may do to a job's output (the sink's `'sink.delivery-guarantee'`).

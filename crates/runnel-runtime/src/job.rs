@@ -16,6 +16,7 @@ use runnel_sql::{SourceNode, StreamNode, StreamPlan, WindowKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::alignment::{Aligned, BarrierAligner};
 use crate::checkpoint::{CheckpointCoordinator, CheckpointStore, RestoredCheckpoint};
 use crate::config::{DeliveryGuarantee, JobConfig};
 use crate::connector::ConnectorFactory;
@@ -189,17 +190,6 @@ impl JobBuilder<'_> {
             let metrics = self.metrics.clone();
             let (input, operator): (&StreamNode, Box<dyn Operator>) = match node {
                 StreamNode::Source(source) => return self.spawn_source(source).await,
-                StreamNode::Union { .. }
-                | StreamNode::IntervalJoin(_)
-                | StreamNode::WindowJoin(_)
-                    if self.checkpoints.is_some() =>
-                {
-                    return Err(RuntimeError::Build(
-                        "checkpointing does not support operators with several inputs (UNION ALL, \
-                         joins) yet; run this job without 'execution.checkpointing.interval'"
-                            .into(),
-                    ));
-                }
                 StreamNode::Union { inputs, .. } => {
                     let mut receivers = Vec::with_capacity(inputs.len());
                     let mut processing_time = false;
@@ -352,8 +342,16 @@ impl JobBuilder<'_> {
                 unbounded.name
             )));
         }
-        let pipeline = self.build(node).await?;
-        let mut receiver = self.spawn_chain(pipeline);
+        // The table is read again in full when a job restarts: it takes no part in
+        // checkpoints.
+        let checkpoints = self.checkpoints.take();
+        let restored = self.restored.take();
+        let source_ids = self.source_ids;
+        let pipeline = self.build(node).await;
+        self.checkpoints = checkpoints;
+        self.restored = restored;
+        self.source_ids = source_ids;
+        let mut receiver = self.spawn_chain(pipeline?);
         let mut batches = Vec::new();
         while let Some(message) = receiver.recv().await {
             match message {
@@ -368,18 +366,31 @@ impl JobBuilder<'_> {
     /// Builds both inputs of a two-input operator and spawns its task.
     async fn spawn_two_input(
         &mut self,
-        operator: Box<dyn TwoInputOperator>,
+        mut operator: Box<dyn TwoInputOperator>,
         left: &StreamNode,
         right: &StreamNode,
     ) -> Result<Pipeline> {
+        let id = self.operator_ids;
+        self.operator_ids += 1;
+        if self.checkpoints.is_some() && !operator.checkpointable() {
+            return Err(RuntimeError::Build(format!(
+                "checkpointing does not support the {} operator yet; run this job without \
+                 'execution.checkpointing.interval'",
+                operator.name()
+            )));
+        }
+        if let Some(state) = self.restored.as_ref().and_then(|r| r.operators.get(&id)) {
+            operator.restore(state.clone())?;
+        }
         let left = self.build(left).await?;
         let right = self.build(right).await?;
         let processing_time = left.processing_time || right.processing_time;
         let inputs = (self.spawn_chain(left), self.spawn_chain(right));
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let checkpoints = self.checkpoints.clone().map(|c| (c, id));
         self.tasks.push((
             operator.name().to_string(),
-            tokio::spawn(run_two_input(operator, inputs, sender)),
+            tokio::spawn(run_two_input(operator, inputs, sender, checkpoints)),
         ));
         Ok(Pipeline {
             receiver,
@@ -500,100 +511,123 @@ fn collect_sources(node: &StreamNode, out: &mut Vec<Arc<runnel_sql::TableDef>>) 
 
 /// Merges the streams of a `UNION ALL`: rows as they come (re-labelled with the union's
 /// schema), the minimum of the inputs' watermarks once every input has sent one, and the
-/// end once every input ended.
+/// end once every input ended. Checkpoint barriers are aligned across the inputs.
 async fn run_union(
     inputs: Vec<mpsc::Receiver<Message>>,
     schema: SchemaRef,
     output: mpsc::Sender<Message>,
 ) -> Result<()> {
     let count = inputs.len();
-    let mut merged =
-        futures::stream::select_all(inputs.into_iter().enumerate().map(|(index, receiver)| {
-            futures::stream::unfold(receiver, move |mut receiver| async move {
-                let message = receiver.recv().await?;
-                Some(((index, message), receiver))
-            })
-            .boxed()
-        }));
+    let mut merged = merge_inputs(inputs);
+    let mut aligner = BarrierAligner::new(count);
     let mut watermarks: Vec<Option<Watermark>> = vec![None; count];
     let mut ended = 0;
     let mut emitted: Option<Watermark> = None;
     while let Some((index, message)) = merged.next().await {
-        let forward = match message {
-            Message::Batch(batch) => Message::Batch(
-                RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| {
-                    RuntimeError::Operator {
-                        operator: "Union".into(),
-                        source: e.into(),
-                    }
-                })?,
-            ),
-            late @ Message::Late(_) => late,
-            // Jobs with a union do not checkpoint (no barrier alignment yet).
-            barrier @ Message::Barrier(_) => barrier,
-            Message::Watermark(w) => {
-                watermarks[index] = Some(w);
-                match watermarks.iter().copied().collect::<Option<Vec<_>>>() {
-                    Some(all) => {
-                        let min = all.into_iter().min().unwrap_or(w);
-                        if emitted.is_some_and(|e| e >= min) {
-                            continue;
+        aligner.offer(index, message);
+        while let Some(next) = aligner.next_ready() {
+            let forward = match next {
+                Aligned::Barrier(id) => Message::Barrier(id),
+                Aligned::Message(_, Message::Batch(batch)) => Message::Batch(
+                    RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(
+                        |e| RuntimeError::Operator {
+                            operator: "Union".into(),
+                            source: e.into(),
+                        },
+                    )?,
+                ),
+                Aligned::Message(_, late @ Message::Late(_)) => late,
+                Aligned::Message(_, Message::Barrier(id)) => Message::Barrier(id),
+                Aligned::Message(index, Message::Watermark(w)) => {
+                    watermarks[index] = Some(w);
+                    match watermarks.iter().copied().collect::<Option<Vec<_>>>() {
+                        Some(all) => {
+                            let min = all.into_iter().min().unwrap_or(w);
+                            if emitted.is_some_and(|e| e >= min) {
+                                continue;
+                            }
+                            emitted = Some(min);
+                            Message::Watermark(min)
                         }
-                        emitted = Some(min);
-                        Message::Watermark(min)
+                        None => continue,
                     }
-                    None => continue,
                 }
-            }
-            Message::End => {
-                watermarks[index] = Some(WATERMARK_END);
-                ended += 1;
-                if ended < count {
-                    continue;
+                Aligned::Message(index, Message::End) => {
+                    watermarks[index] = Some(WATERMARK_END);
+                    ended += 1;
+                    if ended < count {
+                        continue;
+                    }
+                    Message::End
                 }
-                Message::End
+            };
+            if output.send(forward).await.is_err() {
+                return Ok(());
             }
-        };
-        if output.send(forward).await.is_err() {
-            return Ok(());
         }
     }
     Ok(())
 }
 
-/// Runs a two-input operator over its inputs' messages as they come; ends once both ended.
+/// The messages of several channels as they come, tagged with their channel's index.
+fn merge_inputs(
+    inputs: Vec<mpsc::Receiver<Message>>,
+) -> futures::stream::SelectAll<futures::stream::BoxStream<'static, (usize, Message)>> {
+    futures::stream::select_all(inputs.into_iter().enumerate().map(|(index, receiver)| {
+        futures::stream::unfold(receiver, move |mut receiver| async move {
+            let message = receiver.recv().await?;
+            Some(((index, message), receiver))
+        })
+        .boxed()
+    }))
+}
+
+/// Runs a two-input operator over its inputs' messages as they come; ends once both
+/// ended. Barriers are aligned; the operator snapshots once both delivered one.
 async fn run_two_input(
     mut operator: Box<dyn TwoInputOperator>,
     (left, right): (mpsc::Receiver<Message>, mpsc::Receiver<Message>),
     output: mpsc::Sender<Message>,
+    checkpoints: Option<(Arc<CheckpointCoordinator>, usize)>,
 ) -> Result<()> {
-    let tagged = |side: Side, receiver: mpsc::Receiver<Message>| {
-        futures::stream::unfold(receiver, move |mut receiver| async move {
-            let message = receiver.recv().await?;
-            Some(((side, message), receiver))
-        })
-        .boxed()
-    };
-    let mut merged = futures::stream::select(tagged(Side::Left, left), tagged(Side::Right, right));
+    let mut merged = merge_inputs(vec![left, right]);
+    let mut aligner = BarrierAligner::new(2);
     let mut ended = 0;
     let mut out = Vec::new();
-    while let Some((side, message)) = merged.next().await {
-        match message {
-            Message::Batch(batch) => operator.process_batch(side, batch, &mut out)?,
-            Message::Watermark(w) => operator.process_watermark(side, w, &mut out)?,
-            // Jobs with joins do not checkpoint (no barrier alignment yet).
-            other @ (Message::Late(_) | Message::Barrier(_)) => out.push(other),
-            Message::End => {
-                ended += 1;
-                if ended == 2 {
-                    operator.finish(&mut out)?;
-                    out.push(Message::End);
+    let side = |index: usize| if index == 0 { Side::Left } else { Side::Right };
+    while let Some((index, message)) = merged.next().await {
+        aligner.offer(index, message);
+        while let Some(next) = aligner.next_ready() {
+            match next {
+                Aligned::Barrier(id) => {
+                    if let (Some((coordinator, op)), Some(state)) =
+                        (&checkpoints, operator.snapshot()?)
+                    {
+                        coordinator.add_operator(id, *op, state);
+                    }
+                    out.push(Message::Barrier(id));
+                }
+                Aligned::Message(index, Message::Batch(batch)) => {
+                    operator.process_batch(side(index), batch, &mut out)?
+                }
+                Aligned::Message(index, Message::Watermark(w)) => {
+                    operator.process_watermark(side(index), w, &mut out)?
+                }
+                Aligned::Message(_, other @ (Message::Late(_) | Message::Barrier(_))) => {
+                    out.push(other)
+                }
+                Aligned::Message(_, Message::End) => {
+                    ended += 1;
+                    if ended == 2 {
+                        operator.finish(&mut out)?;
+                        out.push(Message::End);
+                    }
                 }
             }
-        }
-        for message in out.drain(..) {
-            if output.send(message).await.is_err() {
-                return Ok(()); // downstream stopped; it reports why
+            for message in out.drain(..) {
+                if output.send(message).await.is_err() {
+                    return Ok(()); // downstream stopped; it reports why
+                }
             }
         }
         if ended == 2 {
@@ -670,6 +704,7 @@ pub async fn spawn_job(
     let sink_coordinator = coordinator.clone();
     // Test hook: a pause between storing a checkpoint and committing it, so crash tests
     // can kill the process exactly there.
+    let crash_after_checkpoint = config.faults.crash_after_checkpoint;
     let pause_before_commit = std::env::var("RUNNEL_TEST_PAUSE_BEFORE_COMMIT_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -729,6 +764,11 @@ pub async fn spawn_job(
                             "checkpoint committed"
                         );
                         coordinator.prune();
+                        if crash_after_checkpoint {
+                            return Err(RuntimeError::Task(format!(
+                                "simulated crash after checkpoint {id}"
+                            )));
+                        }
                     }
                     Message::End => {
                         sink.finish().await?;
@@ -828,10 +868,12 @@ fn job_fingerprint(plan: &StreamPlan) -> String {
     format!("{hash:016x}")
 }
 
-/// Sources the job reads as streams (in build order).
+/// Sources the job reads as streams (in build order; a lookup join's table is read whole
+/// and is not one).
 fn count_sources(node: &StreamNode) -> usize {
     match node {
         StreamNode::Source(_) => 1,
+        StreamNode::LookupJoin(join) => count_sources(&join.input),
         other => other.inputs().into_iter().map(count_sources).sum(),
     }
 }

@@ -6,6 +6,7 @@
 //! `PhysicalExpr`s and aggregates as DataFusion `GroupsAccumulator`s. Connectors plug in
 //! through [`Source`], [`Sink`] and [`ConnectorFactory`]; this crate knows none of them.
 
+pub mod alignment;
 pub mod checkpoint;
 pub mod config;
 pub mod connector;
@@ -21,7 +22,7 @@ pub mod source;
 pub mod watermark;
 
 pub use checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore, Manifest, SourceState};
-pub use config::{DeliveryGuarantee, JobConfig};
+pub use config::{DeliveryGuarantee, FaultInjection, JobConfig};
 pub use connector::ConnectorFactory;
 pub use error::{BoxError, Result, RuntimeError};
 pub use job::{spawn_job, JobHandle};

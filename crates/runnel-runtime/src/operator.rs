@@ -150,4 +150,22 @@ pub trait TwoInputOperator: Send {
     fn finish(&mut self, _out: &mut Vec<Message>) -> Result<()> {
         Ok(())
     }
+
+    /// As [`Operator::checkpointable`].
+    fn checkpointable(&self) -> bool {
+        false
+    }
+
+    /// As [`Operator::snapshot`]; called once both inputs delivered the barrier.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        Ok(None)
+    }
+
+    /// As [`Operator::restore`].
+    fn restore(&mut self, _state: RecordBatch) -> Result<()> {
+        Err(crate::error::RuntimeError::Checkpoint(format!(
+            "{} keeps no state to restore",
+            self.name()
+        )))
+    }
 }

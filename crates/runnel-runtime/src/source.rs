@@ -12,7 +12,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use runnel_sql::SourceNode;
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{CheckpointCoordinator, SourceState};
+use crate::checkpoint::{CheckpointCoordinator, CheckpointId, SourceState};
 use crate::config::JobConfig;
 use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark, WATERMARK_END};
@@ -215,6 +215,15 @@ impl SourceTask {
             }
         }
         let mut triggers = self.checkpoints.as_ref().map(|c| c.subscribe());
+        // Barriers go out for every checkpoint id in order, none skipped (a trigger may
+        // move on twice before this task looks): multi-input operators align on equal ids.
+        let mut last_barrier: CheckpointId = self.checkpoints.as_ref().map_or(0, |c| c.first());
+        if let Some(triggers) = &mut triggers {
+            // Checkpoints triggered before this task started are sent at once.
+            triggers.mark_changed();
+        }
+        // Fault injection: one checkpoint once the job's sources read this many rows.
+        let checkpoint_after_rows = self.config.faults.checkpoint_after_rows;
         let mut clock = if self.source.replays_clock() {
             ProcessingClock::Replayed(None)
         } else {
@@ -242,25 +251,25 @@ impl SourceTask {
             let event = match next {
                 Ok(event) => event,
                 Err(checkpoint) => {
-                    // A barrier: everything sent so far belongs to this checkpoint.
-                    if let Some(coordinator) = &self.checkpoints {
-                        coordinator.add_source(
-                            checkpoint,
-                            self.index,
-                            SourceState {
-                                table: table.name.clone(),
-                                offsets: offsets.clone(),
-                                watermarks: tracker.partition_watermarks(),
-                            },
-                        );
-                    }
-                    if self
-                        .output
-                        .send(Message::Barrier(checkpoint))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
+                    // Barriers: everything sent so far belongs to these checkpoints.
+                    let state = SourceState {
+                        table: table.name.clone(),
+                        offsets: offsets.clone(),
+                        watermarks: tracker.partition_watermarks(),
+                    };
+                    while last_barrier < checkpoint {
+                        last_barrier += 1;
+                        if let Some(coordinator) = &self.checkpoints {
+                            coordinator.add_source(last_barrier, self.index, state.clone());
+                        }
+                        if self
+                            .output
+                            .send(Message::Barrier(last_barrier))
+                            .await
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
                     }
                     continue;
                 }
@@ -292,6 +301,13 @@ impl SourceTask {
                         continue;
                     }
                     JobMetrics::add(&self.metrics.rows_in, batch.num_rows());
+                    if let (Some(after), Some(coordinator)) =
+                        (checkpoint_after_rows, &self.checkpoints)
+                    {
+                        if self.metrics.snapshot().rows_in >= after {
+                            coordinator.trigger_once();
+                        }
+                    }
                     let now = clock.now().unwrap_or(Watermark::MIN);
                     if processing_time && now > processing_watermark {
                         processing_watermark = now;
@@ -352,17 +368,18 @@ impl SourceTask {
         if let Some(coordinator) = &self.checkpoints {
             // A final checkpoint after the last output: a finished job that is started
             // again (or a transaction still open) has nothing left to redo.
+            let state = SourceState {
+                table: table.name.clone(),
+                offsets,
+                watermarks: tracker.partition_watermarks(),
+            };
+            coordinator.source_finished(self.index, state.clone());
             let checkpoint = coordinator.trigger();
-            coordinator.add_source(
-                checkpoint,
-                self.index,
-                SourceState {
-                    table: table.name.clone(),
-                    offsets,
-                    watermarks: tracker.partition_watermarks(),
-                },
-            );
-            let _ = self.output.send(Message::Barrier(checkpoint)).await;
+            while last_barrier < checkpoint {
+                last_barrier += 1;
+                coordinator.add_source(last_barrier, self.index, state.clone());
+                let _ = self.output.send(Message::Barrier(last_barrier)).await;
+            }
         }
         let _ = self.output.send(Message::End).await;
         Ok(())

@@ -70,6 +70,59 @@ struct JoinSide {
 }
 
 impl JoinSide {
+    /// Every held row and whether it is still unmatched (an outer side's), for a checkpoint.
+    fn held_rows(&self) -> std::result::Result<RecordBatch, ArrowError> {
+        let refs: Vec<RowRef> = self
+            .index
+            .values()
+            .flat_map(|rows| rows.iter().map(|(row, _)| *row))
+            .collect();
+        let unmatched: std::collections::HashSet<RowRef> =
+            self.unmatched.iter().map(|(_, row)| *row).collect();
+        let rows = self.held.gather(&self.schema, &refs)?;
+        let flags = datafusion::arrow::array::BooleanArray::from_iter(
+            refs.iter().map(|r| Some(unmatched.contains(r))),
+        );
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(flags));
+        RecordBatch::try_new(with_flag(&self.schema), columns)
+    }
+
+    /// Holds checkpointed rows again (see [`JoinSide::held_rows`]), without probing.
+    fn hold_again(&mut self, state: &RecordBatch, converter: &RowConverter) -> Result<()> {
+        let last = state.num_columns() - 1;
+        let flags = state
+            .column(last)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+            .cloned()
+            .ok_or_else(|| RuntimeError::Checkpoint("IntervalJoin state lacks flags".into()))?;
+        let rows = RecordBatch::try_new(self.schema.clone(), state.columns()[..last].to_vec())
+            .map_err(arrow_error)?;
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let times = event_times(&rows, self.time_column, &self.time_name, "IntervalJoin")?;
+        let key_columns = crate::expr::evaluate(&self.keys, &rows)?;
+        let keys = converter
+            .convert_columns(&key_columns)
+            .map_err(arrow_error)?;
+        let id = self.held.push(compacted(&rows).map_err(operator_error)?);
+        for row in 0..rows.num_rows() {
+            let t = times.value(row);
+            let at = (id, row as u32);
+            self.index
+                .entry(keys.row(row).data().into())
+                .or_default()
+                .push((at, t));
+            if self.outer && flags.value(row) {
+                self.unmatched.insert((t, at));
+            }
+        }
+        self.entries += rows.num_rows();
+        Ok(())
+    }
+
     /// Drops the rows older than `keep_from` (no row of the other side can match them).
     fn sweep(&mut self, keep_from: i64) {
         let mut released = Vec::new();
@@ -87,6 +140,17 @@ impl JoinSide {
         self.entries -= released.len();
         self.entries_after_sweep = self.entries;
     }
+}
+
+/// `schema` with a trailing `__unmatched` flag (a checkpointed side's rows).
+fn with_flag(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+        "__unmatched",
+        datafusion::arrow::datatypes::DataType::Boolean,
+        false,
+    )));
+    Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
 }
 
 /// An inner interval join.
@@ -335,6 +399,34 @@ impl TwoInputOperator for IntervalJoinOperator {
         }
         this.held.release(&skipped);
         this.entries += kept.len();
+        Ok(())
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    /// Both sides' held rows (with whether each is still unmatched), and the watermarks.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let left = self.left.held_rows().map_err(arrow_error)?;
+        let right = self.right.held_rows().map_err(arrow_error)?;
+        let state = super::two_sided_state(&left.schema(), &[left], &right.schema(), &[right])?;
+        let state = crate::checkpoint::tag(state, "left_watermark", self.left.watermark)?;
+        let state = crate::checkpoint::tag(state, "right_watermark", self.right.watermark)?;
+        crate::checkpoint::tag(state, "emitted", self.emitted).map(Some)
+    }
+
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        let (left, right) = super::split_two_sided(
+            &state,
+            &with_flag(&self.left.schema),
+            &with_flag(&self.right.schema),
+        )?;
+        self.left.hold_again(&left, &self.converter)?;
+        self.right.hold_again(&right, &self.converter)?;
+        self.left.watermark = crate::checkpoint::tagged(&state, "left_watermark");
+        self.right.watermark = crate::checkpoint::tagged(&state, "right_watermark");
+        self.emitted = crate::checkpoint::tagged(&state, "emitted");
         Ok(())
     }
 

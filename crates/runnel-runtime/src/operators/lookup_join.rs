@@ -174,10 +174,6 @@ impl Operator for LookupJoinOperator {
         "LookupJoin"
     }
 
-    fn checkpointable(&self) -> bool {
-        false
-    }
-
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         if let Some(joined) = self.join(&batch).map_err(operator_error)? {
             out.push(Message::Batch(joined));

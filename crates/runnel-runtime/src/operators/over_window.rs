@@ -259,10 +259,6 @@ impl Operator for OverWindowOperator {
         "OverWindow"
     }
 
-    fn checkpointable(&self) -> bool {
-        false
-    }
-
     fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         if let OverReadiness::EventTime { time_column, .. } = self.readiness {
             // A row without a time could never become final: refuse it, naming the column.
@@ -286,6 +282,85 @@ impl Operator for OverWindowOperator {
         if batch.num_rows() > 0 {
             self.pending
                 .push(compacted(&batch).map_err(operator_error)?);
+        }
+        Ok(())
+    }
+
+    /// Pending rows and each partition's history as one batch; a trailing `__part`
+    /// column numbers the history partitions (NULL for pending rows).
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let mut parts: Vec<&RecordBatch> = Vec::new();
+        let mut tags: Vec<Option<u32>> = Vec::new();
+        for (i, history) in self.history.values().enumerate() {
+            parts.push(history);
+            tags.extend(std::iter::repeat_n(Some(i as u32), history.num_rows()));
+        }
+        for rows in &self.pending {
+            parts.push(rows);
+            tags.extend(std::iter::repeat_n(None, rows.num_rows()));
+        }
+        let rows =
+            concat_batches(&self.input_schema, parts).map_err(|e| operator_error(e.into()))?;
+        let mut fields: Vec<_> = self.input_schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+            "__part",
+            datafusion::arrow::datatypes::DataType::UInt32,
+            true,
+        )));
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(UInt32Array::from(tags)));
+        let state = RecordBatch::try_new(
+            Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+            columns,
+        )
+        .map_err(|e| operator_error(e.into()))?;
+        crate::checkpoint::tag(state, "watermark", self.watermark).map(Some)
+    }
+
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        let error = |e: datafusion::arrow::error::ArrowError| operator_error(e.into());
+        self.watermark = crate::checkpoint::tagged(&state, "watermark");
+        let last = state.num_columns() - 1;
+        let tags = state
+            .column(last)
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .cloned()
+            .ok_or_else(|| RuntimeError::Checkpoint("OverWindow state lacks __part".into()))?;
+        let rows =
+            RecordBatch::try_new(self.input_schema.clone(), state.columns()[..last].to_vec())
+                .map_err(error)?;
+        let pending_mask: BooleanArray = tags.iter().map(|t| Some(t.is_none())).collect();
+        let pending = filter_record_batch(&rows, &pending_mask).map_err(error)?;
+        self.pending = if pending.num_rows() > 0 {
+            vec![pending]
+        } else {
+            Vec::new()
+        };
+        self.history.clear();
+        let mut start = 0;
+        while start < tags.len() && tags.is_valid(start) {
+            let part = tags.value(start);
+            let mut stop = start + 1;
+            while stop < tags.len() && tags.is_valid(stop) && tags.value(stop) == part {
+                stop += 1;
+            }
+            let history = rows.slice(start, stop - start);
+            let key: Box<[u8]> = match (&self.keys, self.window_exprs.first()) {
+                (Some(converter), Some(first)) => {
+                    let first_row = history.slice(0, 1);
+                    let columns = first
+                        .partition_by()
+                        .iter()
+                        .map(|e| e.evaluate(&first_row)?.into_array(1))
+                        .collect::<DFResult<Vec<ArrayRef>>>()?;
+                    let keys = converter.convert_columns(&columns).map_err(error)?;
+                    keys.row(0).data().into()
+                }
+                _ => Box::new([]),
+            };
+            self.history.insert(key, history);
+            start = stop;
         }
         Ok(())
     }

@@ -265,10 +265,6 @@ impl Operator for SessionWindowOperator {
         "SessionWindow"
     }
 
-    fn checkpointable(&self) -> bool {
-        false
-    }
-
     fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         let name = "SessionWindow";
         let mut times = event_times(&batch, self.time_column, &self.time_column_name, name)?;
@@ -295,6 +291,33 @@ impl Operator for SessionWindowOperator {
             let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
             self.index.add_row(key, t, self.gap_ms, (id, row as u32));
         }
+        Ok(())
+    }
+
+    /// The rows of every open session, and the watermark.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let refs: Vec<RowRef> = self
+            .index
+            .sessions
+            .values()
+            .flat_map(|s| s.rows.iter().copied())
+            .collect();
+        let rows = self
+            .held
+            .gather(&self.input_schema, &refs)
+            .map_err(arrow_error)?;
+        crate::checkpoint::tag(rows, "watermark", self.watermark).map(Some)
+    }
+
+    /// Sessions are a function of their rows: holding the rows again rebuilds them.
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        let watermark = crate::checkpoint::tagged(&state, "watermark");
+        let rows = RecordBatch::try_new(self.input_schema.clone(), state.columns().to_vec())
+            .map_err(arrow_error)?;
+        self.watermark = None;
+        let mut out = Vec::new();
+        self.process_batch(rows, &mut out)?;
+        self.watermark = watermark;
         Ok(())
     }
 

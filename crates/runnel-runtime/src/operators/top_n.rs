@@ -175,8 +175,30 @@ impl Operator for TopNOperator {
         "TopN"
     }
 
-    fn checkpointable(&self) -> bool {
-        false
+    /// Every partition's top rows, best first.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let rows = self
+            .partitions
+            .values()
+            .flatten()
+            .map(|ranked| ranked.row.row());
+        let columns = self
+            .rows_format
+            .convert_rows(rows)
+            .map_err(|e| operator_error(e.into()))?;
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            self.output_schema.fields()[..columns.len()].to_vec(),
+        ));
+        RecordBatch::try_new(schema, columns)
+            .map(Some)
+            .map_err(|e| operator_error(e.into()))
+    }
+
+    /// Ranking the rows again, best first, rebuilds each partition's top.
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        self.partitions.clear();
+        self.rank(&state).map_err(operator_error)?;
+        Ok(())
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {

@@ -313,13 +313,147 @@ fn select(arrays: &[ArrayRef], mask: &BooleanArray) -> DFResult<Vec<ArrayRef>> {
         .collect::<Result<_, _>>()?)
 }
 
+impl UpdatingAggregateOperator {
+    /// Every group as a row: its key, `__rows`, each aggregate's accumulator state
+    /// (`state_<aggregate>_<field>`), and what was last emitted (`emitted_<aggregate>`,
+    /// with `__emitted` false if nothing was).
+    fn snapshot_state(&mut self) -> DFResult<RecordBatch> {
+        use datafusion::arrow::array::{BooleanArray, Int64Array};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let live: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| self.groups[g].rows > 0)
+            .collect();
+        let mut fields: Vec<Field> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        let keys = self.group_exprs.len();
+        if keys > 0 {
+            let key_columns = self
+                .keys
+                .convert_rows(live.iter().map(|&g| self.group_keys.row(g)))?;
+            for (i, column) in key_columns.into_iter().enumerate() {
+                fields.push(self.output_schema.field(i).clone().with_nullable(true));
+                columns.push(column);
+            }
+        }
+        fields.push(Field::new("__rows", DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            live.iter().map(|&g| self.groups[g].rows),
+        )));
+        let mut widths = Vec::new();
+        for a in 0..self.aggregates.len() {
+            let mut states: Vec<Vec<ScalarValue>> = Vec::new();
+            for &g in &live {
+                let state = self.groups[g].accumulators[a].state()?;
+                if states.is_empty() {
+                    states = vec![Vec::with_capacity(live.len()); state.len()];
+                }
+                for (field, value) in states.iter_mut().zip(state) {
+                    field.push(value);
+                }
+            }
+            widths.push(states.len().to_string());
+            for (f, values) in states.into_iter().enumerate() {
+                let array = ScalarValue::iter_to_array(values)?;
+                fields.push(Field::new(
+                    format!("state_{a}_{f}"),
+                    array.data_type().clone(),
+                    true,
+                ));
+                columns.push(array);
+            }
+        }
+        for a in 0..self.aggregates.len() {
+            let field = self.output_schema.field(keys + a);
+            let null = ScalarValue::try_from(field.data_type())?;
+            let values = live.iter().map(|&g| {
+                self.groups[g]
+                    .emitted
+                    .as_ref()
+                    .map_or(null.clone(), |e| e[a].clone())
+            });
+            let array = if live.is_empty() {
+                datafusion::arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(values)?
+            };
+            fields.push(Field::new(
+                format!("emitted_{a}"),
+                array.data_type().clone(),
+                true,
+            ));
+            columns.push(array);
+        }
+        fields.push(Field::new("__emitted", DataType::Boolean, false));
+        columns.push(Arc::new(BooleanArray::from_iter(
+            live.iter().map(|&g| Some(self.groups[g].emitted.is_some())),
+        )));
+        let metadata = [("state_widths".to_string(), widths.join(","))].into();
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new_with_metadata(fields, metadata)),
+            columns,
+        )?)
+    }
+
+    fn restore_state(&mut self, state: &RecordBatch) -> DFResult<()> {
+        use datafusion::arrow::datatypes::Int64Type;
+        self.groups.clear();
+        self.group_ids.clear();
+        self.group_keys = self.keys.empty_rows(0, 0);
+        let keys = self.group_exprs.len();
+        let widths: Vec<usize> = state
+            .schema()
+            .metadata()
+            .get("state_widths")
+            .map(|w| w.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_default();
+        let key_rows = self.keys.convert_columns(&state.columns()[..keys])?;
+        let rows = state.column(keys).as_primitive::<Int64Type>().clone();
+        let emitted_flags = state.column(state.num_columns() - 1).as_boolean().clone();
+        let emitted_start = state.num_columns() - 1 - self.aggregates.len();
+        for row in 0..state.num_rows() {
+            let mut group = self.new_group()?;
+            group.rows = rows.value(row);
+            let mut column = keys + 1;
+            for (a, accumulator) in group.accumulators.iter_mut().enumerate() {
+                let width = widths.get(a).copied().unwrap_or(0);
+                let states: Vec<ArrayRef> = (column..column + width)
+                    .map(|c| state.column(c).slice(row, 1))
+                    .collect();
+                if width > 0 {
+                    accumulator.merge_batch(&states)?;
+                }
+                column += width;
+            }
+            if emitted_flags.value(row) {
+                group.emitted = Some(
+                    (0..self.aggregates.len())
+                        .map(|a| ScalarValue::try_from_array(state.column(emitted_start + a), row))
+                        .collect::<DFResult<_>>()?,
+                );
+            }
+            let id = self.groups.len();
+            self.groups.push(group);
+            if keys > 0 {
+                let key = key_rows.row(row);
+                self.group_ids.insert(key.as_ref().into(), id);
+                self.group_keys.push(key);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Operator for UpdatingAggregateOperator {
     fn name(&self) -> &str {
         "UpdatingAggregate"
     }
 
-    fn checkpointable(&self) -> bool {
-        false
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        self.snapshot_state().map(Some).map_err(operator_error)
+    }
+
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        self.restore_state(&state).map_err(operator_error)
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {

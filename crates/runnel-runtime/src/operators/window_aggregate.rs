@@ -334,14 +334,14 @@ impl Operator for WindowAggregateOperator {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use runnel_sql::{parse_script, Catalog, Statement, StreamNode, StreamPlanner};
 
     /// Plans the aggregate of a small tumbling query and returns its node.
-    fn aggregate_node() -> WindowAggregateNode {
+    pub(super) fn aggregate_node() -> WindowAggregateNode {
         let planner = StreamPlanner::new();
         let mut catalog = Catalog::default();
         let mut statements = parse_script(
@@ -372,7 +372,7 @@ mod tests {
     }
 
     /// A batch of the aggregate's input: (key, value, event time in seconds).
-    fn input(node: &WindowAggregateNode, rows: &[(&str, i64, i64)]) -> RecordBatch {
+    pub(super) fn input(node: &WindowAggregateNode, rows: &[(&str, i64, i64)]) -> RecordBatch {
         let schema = Arc::new(node.input_schema.as_arrow().clone());
         let millis = |f: &dyn Fn(i64) -> i64| {
             Arc::new(TimestampMillisecondArray::from_iter_values(
@@ -397,7 +397,7 @@ mod tests {
         RecordBatch::try_new(schema, columns).unwrap()
     }
 
-    fn rows(out: &[Message]) -> String {
+    pub(super) fn rows(out: &[Message]) -> String {
         let batches: Vec<RecordBatch> = out
             .iter()
             .filter_map(|m| match m {
@@ -413,6 +413,12 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
 
     #[test]
     fn emits_each_window_once_at_its_end_counts_late_rows_and_frees_state() {
@@ -469,5 +475,45 @@ mod tests {
             "{second}"
         );
         assert_eq!(operator.open_windows(), 0);
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn snapshots_taken_between_batches_restore_the_same_windows() {
+        let node = aggregate_node();
+        let metrics = Arc::new(JobMetrics::default());
+        let mut straight = WindowAggregateOperator::try_new(&node, metrics.clone()).unwrap();
+        let mut checkpointed = WindowAggregateOperator::try_new(&node, metrics.clone()).unwrap();
+        let batches = [
+            vec![("a", 1, 12), ("a", 2, 3), ("b", 4, 15)],
+            vec![("a", 8, 9), ("b", 1, 14)],
+            vec![("c", 5, 1), ("a", 7, 11)],
+        ];
+        let mut out = Vec::new();
+        let mut state = None;
+        for rows in &batches {
+            straight
+                .process_batch(input(&node, rows), &mut out)
+                .unwrap();
+            checkpointed
+                .process_batch(input(&node, rows), &mut out)
+                .unwrap();
+            // A snapshot between every batch must leave the operator as it was.
+            state = checkpointed.snapshot().unwrap();
+        }
+        let mut restored = WindowAggregateOperator::try_new(&node, metrics).unwrap();
+        restored.restore(state.unwrap()).unwrap();
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        straight.finish(&mut a).unwrap();
+        checkpointed.finish(&mut b).unwrap();
+        restored.finish(&mut c).unwrap();
+        assert_eq!(rows(&a), rows(&b));
+        assert_eq!(rows(&a), rows(&c));
+        assert!(rows(&a).contains("| a | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 2 | 10 |"));
     }
 }

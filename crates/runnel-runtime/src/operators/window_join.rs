@@ -286,6 +286,40 @@ impl TwoInputOperator for WindowJoinOperator {
         Ok(())
     }
 
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    /// Both sides' rows of the open windows, and the watermarks.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let rows = |side: &WindowSide| -> Vec<RecordBatch> {
+            side.windows.values().flatten().cloned().collect()
+        };
+        let state = super::two_sided_state(
+            &self.left.schema,
+            &rows(&self.left),
+            &self.right.schema,
+            &rows(&self.right),
+        )?;
+        let state = crate::checkpoint::tag(state, "left_watermark", self.left.watermark)?;
+        let state = crate::checkpoint::tag(state, "right_watermark", self.right.watermark)?;
+        crate::checkpoint::tag(state, "emitted", self.emitted).map(Some)
+    }
+
+    /// Holding the rows again puts them back in their windows (nothing is emitted on
+    /// arrival).
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        let (left, right) = super::split_two_sided(&state, &self.left.schema, &self.right.schema)?;
+        self.emitted = None;
+        let mut out = Vec::new();
+        self.process_batch(Side::Left, left, &mut out)?;
+        self.process_batch(Side::Right, right, &mut out)?;
+        self.left.watermark = crate::checkpoint::tagged(&state, "left_watermark");
+        self.right.watermark = crate::checkpoint::tagged(&state, "right_watermark");
+        self.emitted = crate::checkpoint::tagged(&state, "emitted");
+        Ok(())
+    }
+
     fn process_watermark(
         &mut self,
         side: Side,
