@@ -3,6 +3,7 @@
 #
 #   scripts/kafka.sh start   fetch Kafka once (mvn, Maven Central), format storage, start, wait until it serves
 #   scripts/kafka.sh stop    stop the broker; no process is left behind
+#   scripts/kafka.sh resume  start a stopped broker again on its stored data (outage tests)
 #   scripts/kafka.sh status  say whether it runs
 #
 # Environment:
@@ -116,13 +117,19 @@ start() {
     fi
     fetch
     command -v java >/dev/null || { log "java is not installed (Kafka needs Java 17+)"; exit 1; }
-    rm -rf "$STATE"
-    write_config
-    local cluster_id
-    cluster_id=$(java_run kafka.tools.StorageTool random-uuid)
-    java_run kafka.tools.StorageTool format -t "$cluster_id" \
-        -c "$STATE/server.properties" >"$STATE/format.log" 2>&1 ||
-        { log "formatting storage failed:"; cat "$STATE/format.log" >&2; exit 1; }
+    if [ "${1:-}" = keep ] && [ -f "$STATE/server.properties" ]; then
+        # Start again on the stored data (topics, offsets, transactions survive).
+        : >"$STATE/server.log"
+        : >"$STATE/stdout.log"
+    else
+        rm -rf "$STATE"
+        write_config
+        local cluster_id
+        cluster_id=$(java_run kafka.tools.StorageTool random-uuid)
+        java_run kafka.tools.StorageTool format -t "$cluster_id" \
+            -c "$STATE/server.properties" >"$STATE/format.log" 2>&1 ||
+            { log "formatting storage failed:"; cat "$STATE/format.log" >&2; exit 1; }
+    fi
     # setsid: the broker gets its own process group, so `stop` can end it and all it started.
     setsid java "${JAVA_ARGS[@]}" kafka.Kafka "$STATE/server.properties" >"$STATE/stdout.log" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
@@ -160,8 +167,9 @@ stop() {
 
 case "${1:-}" in
 start) start ;;
+resume) start keep ;;
 stop) stop ;;
 status) if running_pid >/dev/null && serving; then echo "running on $BOOTSTRAP"; else echo "not running"; exit 1; fi ;;
 fetch) fetch ;;
-*) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+*) echo "usage: $0 start|stop|resume|status|fetch" >&2; exit 2 ;;
 esac

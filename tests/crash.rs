@@ -1,8 +1,10 @@
-//! Delivery guarantees under crashes: the claims job over 100k events in Kafka, its
-//! `runnel` process killed with SIGKILL at random moments — some between a checkpoint
-//! being stored and its commit — and started again each time with the same checkpoint
-//! directory, until it finishes. The output topic is then read `read_committed` and
-//! compared with the expected windows computed from the events.
+//! Delivery guarantees under crashes and broker outages: the claims job over 100k events
+//! in Kafka, arriving over ~8 s, while either its `runnel` process is killed with SIGKILL
+//! at random moments — some between a checkpoint being stored and its commit — and
+//! started again each time with the same checkpoint directory, or the broker itself is
+//! stopped for 20 s and started again. The job is finally stopped with SIGTERM (after a
+//! last checkpoint); the output topic is read `read_committed` and compared with the
+//! expected windows computed from the events.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -44,7 +46,10 @@ fn start(job: &std::path::Path, checkpoints: &std::path::Path) -> Running {
         .arg(job)
         .arg("--checkpoint-dir")
         .arg(checkpoints)
-        .env("RUNNEL_LOG", "runnel_runtime=info")
+        .env(
+            "RUNNEL_LOG",
+            std::env::var("RUNNEL_TEST_LOG").unwrap_or_else(|_| "runnel_runtime=info".into()),
+        )
         // Widen the window between storing a checkpoint and committing it, so kills land there.
         .env("RUNNEL_TEST_PAUSE_BEFORE_COMMIT_MS", "100")
         .stdout(Stdio::null())
@@ -133,6 +138,56 @@ fn run_with_kills(
     (kills, between, log)
 }
 
+/// Runs the job through a broker outage: 3 s after it starts the broker on `port` stops
+/// for 20 s and starts again on its data; once the events are all produced and the job
+/// caught up, it is stopped with SIGTERM.
+fn run_through_outage(
+    job: &std::path::Path,
+    checkpoints: &std::path::Path,
+    port: u16,
+    producing: &std::sync::atomic::AtomicBool,
+) -> (usize, usize, String) {
+    let mut running = start(job, checkpoints);
+    let mut log = String::new();
+    std::thread::sleep(Duration::from_secs(3));
+    kafka_script(port, "stop");
+    std::thread::sleep(Duration::from_secs(20));
+    kafka_script(port, "resume");
+    while producing.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(status) = running.child.try_wait().expect("wait") {
+            drain(&running, &mut log);
+            panic!("runnel ended ({status}) during the outage:\n{log}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    let stopped = Command::new("kill")
+        .arg("-TERM")
+        .arg(running.child.id().to_string())
+        .status()
+        .expect("kill -TERM");
+    assert!(stopped.success());
+    let status = running.child.wait().expect("wait");
+    drain(&running, &mut log);
+    assert!(
+        status.success(),
+        "runnel did not stop cleanly ({status}):\n{log}"
+    );
+    (0, 0, log)
+}
+
+/// Runs `scripts/kafka.sh <command>` for the broker on `port`.
+fn kafka_script(port: u16, command: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh");
+    let status = Command::new(script)
+        .arg(command)
+        .env("KAFKA_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .expect("scripts/kafka.sh");
+    assert!(status.success(), "scripts/kafka.sh {command} failed");
+}
+
 fn drain(running: &Running, log: &mut String) {
     while let Ok(line) = running.lines.recv_timeout(Duration::from_millis(200)) {
         log.push_str(&line);
@@ -140,8 +195,8 @@ fn drain(running: &Running, log: &mut String) {
     }
 }
 
-/// The claims job for `guarantee`, reading `input` and writing `output`.
-fn job_sql(input: &str, output: &str, guarantee: &str) -> String {
+/// The claims job for `guarantee`, reading `input` and writing `output` on `servers`.
+fn job_sql(input: &str, output: &str, guarantee: &str, servers: &str) -> String {
     format!(
         "SET 'execution.checkpointing.interval' = '200 ms';
         CREATE TABLE claims (
@@ -151,7 +206,7 @@ fn job_sql(input: &str, output: &str, guarantee: &str) -> String {
         ) WITH (
             'connector' = 'kafka', 'topic' = '{input}',
             'properties.bootstrap.servers' = '{servers}',
-            'properties.group.id' = 'runnel-crash-{guarantee}',
+            'properties.group.id' = 'runnel-{input}',
             'format' = 'json'
         );
         CREATE TABLE claims_aggregated_5min ({CLAIMS_OUTPUT_COLUMNS}) WITH (
@@ -159,22 +214,38 @@ fn job_sql(input: &str, output: &str, guarantee: &str) -> String {
             'properties.bootstrap.servers' = '{servers}',
             'format' = 'json', 'key.format' = 'json', 'key.fields' = 'policy_id',
             'sink.delivery-guarantee' = '{guarantee}',
-            'sink.transactional-id-prefix' = 'runnel-crash-{guarantee}'
+            'sink.transactional-id-prefix' = 'runnel-{output}'
         );
-        {CLAIMS_QUERY}",
-        servers = bootstrap()
+        {CLAIMS_QUERY}"
     )
 }
 
+/// What happens to the job while the events arrive.
+#[derive(Debug, Clone, Copy)]
+enum Trouble {
+    /// The runnel process is killed (SIGKILL) and restarted, at least [`KILLS`] times.
+    Kills,
+    /// The broker on this port is stopped for 20 s, then started on its data again.
+    BrokerOutage(u16),
+}
+
 async fn crash_and_compare(guarantee: &str, seed: u64) -> Outcome {
-    let input = format!("crash.{guarantee}.in");
-    let output = format!("crash.{guarantee}.out");
-    recreate_topic(&input, 3).await;
-    recreate_topic(&output, 1).await;
+    run_and_compare(guarantee, seed, &bootstrap(), Trouble::Kills).await
+}
+
+async fn run_and_compare(guarantee: &str, seed: u64, servers: &str, trouble: Trouble) -> Outcome {
+    let tag = match trouble {
+        Trouble::Kills => "crash",
+        Trouble::BrokerOutage(_) => "outage",
+    };
+    let input = format!("{tag}.{guarantee}.in");
+    let output = format!("{tag}.{guarantee}.out");
+    recreate_topic_on(servers, &input, 3).await;
+    recreate_topic_on(servers, &output, 1).await;
     let claims = generate_claims(EVENTS, POLICIES, seed);
-    let dir = scratch_dir(&format!("crash-{guarantee}"));
+    let dir = scratch_dir(&format!("{tag}-{guarantee}"));
     let job = dir.join("job.sql");
-    std::fs::write(&job, job_sql(&input, &output, guarantee)).expect("job file");
+    std::fs::write(&job, job_sql(&input, &output, guarantee, servers)).expect("job file");
     let checkpoints = dir.join("checkpoints");
 
     // The events arrive over ~8 s while the job is killed and restarted; then one event
@@ -182,7 +253,10 @@ async fn crash_and_compare(guarantee: &str, seed: u64) -> Outcome {
     let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let producer = {
         let (claims, input, producing) = (claims.clone(), input.clone(), producing.clone());
+        let servers = servers.to_string();
         tokio::spawn(async move {
+            // One producer throughout, created while the broker is up.
+            let producer = test_producer(&servers);
             for chunk in claims.chunks(EVENTS / 20) {
                 let records: Vec<Record> = chunk
                     .iter()
@@ -193,7 +267,7 @@ async fn crash_and_compare(guarantee: &str, seed: u64) -> Outcome {
                         )
                     })
                     .collect();
-                produce(&input, &records).await;
+                produce_with(&producer, &input, &records).await;
                 tokio::time::sleep(Duration::from_millis(400)).await;
             }
             let end = claims.iter().map(|c| c.event_time_ms).max().unwrap_or(0) + 86_400_000;
@@ -207,7 +281,7 @@ async fn crash_and_compare(guarantee: &str, seed: u64) -> Outcome {
                 })
                 .collect();
             let refs: Vec<&Claim> = sentinels.iter().collect();
-            produce_claims_to_partitions(&input, &refs, |c| {
+            produce_claims_to_partitions_on(&servers, &input, &refs, |c| {
                 c.claim_id.trim_start_matches("end-").parse().unwrap_or(0)
             })
             .await;
@@ -216,15 +290,20 @@ async fn crash_and_compare(guarantee: &str, seed: u64) -> Outcome {
     };
     let checkpointing = guarantee != "at-most-once";
     let (job_path, checkpoint_path) = (job.clone(), checkpoints.clone());
-    let (kills, between, _log) = tokio::task::spawn_blocking(move || {
-        run_with_kills(&job_path, &checkpoint_path, seed, checkpointing, &producing)
+    let (kills, between, _log) = tokio::task::spawn_blocking(move || match trouble {
+        Trouble::Kills => {
+            run_with_kills(&job_path, &checkpoint_path, seed, checkpointing, &producing)
+        }
+        Trouble::BrokerOutage(port) => {
+            run_through_outage(&job_path, &checkpoint_path, port, &producing)
+        }
     })
     .await
-    .expect("kill loop");
+    .expect("job runner");
     producer.await.expect("producer");
 
     let expected = expected_windows(&claims);
-    let rows = consume_all(&output);
+    let rows = consume_all_on(servers, &output);
     let mut seen: BTreeMap<(i64, String, String), Vec<(i64, i64)>> = BTreeMap::new();
     for (_, _, value) in &rows {
         for (key, row) in parse_window_rows([value.as_str()]) {
@@ -248,7 +327,7 @@ async fn crash_and_compare(guarantee: &str, seed: u64) -> Outcome {
         }
     }
     outcome.wrong += seen.keys().filter(|k| !expected.contains_key(*k)).count();
-    eprintln!("{guarantee}: {outcome:?}");
+    eprintln!("{guarantee} ({tag}): {outcome:?}");
     outcome
 }
 
@@ -280,4 +359,43 @@ async fn at_most_once_repeats_nothing_under_sigkill() {
     // Rows read before a crash are not read again: windows may miss rows (counted as
     // missing or wrong), but no result appears twice.
     assert_eq!(outcome.duplicates, 0, "{outcome:?}");
+}
+
+/// The port of the broker the outage test stops and starts (its own, so other tests
+/// keep theirs).
+const OUTAGE_PORT: u16 = 9192;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_of_20_s_loses_nothing() {
+    kafka_script(OUTAGE_PORT, "start");
+    let servers = format!("127.0.0.1:{OUTAGE_PORT}");
+    let at_least_once = run_and_compare(
+        "at-least-once",
+        21,
+        &servers,
+        Trouble::BrokerOutage(OUTAGE_PORT),
+    )
+    .await;
+    let exactly_once = run_and_compare(
+        "exactly-once",
+        22,
+        &servers,
+        Trouble::BrokerOutage(OUTAGE_PORT),
+    )
+    .await;
+    kafka_script(OUTAGE_PORT, "stop");
+    assert_eq!(
+        (at_least_once.missing, at_least_once.wrong),
+        (0, 0),
+        "{at_least_once:?}"
+    );
+    assert_eq!(
+        (
+            exactly_once.missing,
+            exactly_once.duplicates,
+            exactly_once.wrong
+        ),
+        (0, 0, 0),
+        "{exactly_once:?}"
+    );
 }

@@ -17,16 +17,21 @@ pub fn bootstrap() -> String {
     std::env::var("RUNNEL_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
 }
 
-fn admin() -> AdminClient<DefaultClientContext> {
+fn admin(servers: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", servers)
         .create()
         .expect("admin client")
 }
 
 /// Deletes `topic` if it exists and creates it empty with `partitions` partitions.
 pub async fn recreate_topic(topic: &str, partitions: i32) {
-    let admin = admin();
+    recreate_topic_on(&bootstrap(), topic, partitions).await
+}
+
+/// [`recreate_topic`] on the broker at `servers`.
+pub async fn recreate_topic_on(servers: &str, topic: &str, partitions: i32) {
+    let admin = admin(servers);
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let _ = admin.delete_topics(&[topic], &options).await;
     for attempt in 0..60 {
@@ -37,7 +42,7 @@ pub async fn recreate_topic(topic: &str, partitions: i32) {
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot reach Kafka at {} (start it with scripts/kafka.sh start): {e}",
-                    bootstrap()
+                    servers
                 )
             });
         match &result[0] {
@@ -54,11 +59,28 @@ pub type Record = (Option<String>, Vec<u8>);
 
 /// Produces `(key, value)` records and waits until the broker acknowledged all of them.
 pub async fn produce(topic: &str, records: &[Record]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+    produce_on(&bootstrap(), topic, records).await
+}
+
+/// [`produce`] to the broker at `servers`.
+pub async fn produce_on(servers: &str, topic: &str, records: &[Record]) {
+    produce_with(&test_producer(servers), topic, records).await
+}
+
+/// A producer for test input that waits out broker outages (up to 5 minutes per record,
+/// idempotent so retries write each record once).
+pub fn test_producer(servers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", servers)
         .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "300000")
         .create()
-        .expect("producer");
+        .expect("producer")
+}
+
+/// [`produce`] with `producer`.
+pub async fn produce_with(producer: &FutureProducer, topic: &str, records: &[Record]) {
     let mut pending = Vec::with_capacity(records.len());
     for (key, value) in records {
         let mut record = FutureRecord::to(topic).payload(value.as_slice());
@@ -90,10 +112,17 @@ pub async fn produce_claims_to_partitions(
     claims: &[&Claim],
     partition: impl Fn(&Claim) -> i32,
 ) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .expect("producer");
+    produce_claims_to_partitions_on(&bootstrap(), topic, claims, partition).await
+}
+
+/// [`produce_claims_to_partitions`] to the broker at `servers`.
+pub async fn produce_claims_to_partitions_on(
+    servers: &str,
+    topic: &str,
+    claims: &[&Claim],
+    partition: impl Fn(&Claim) -> i32,
+) {
+    let producer = test_producer(servers);
     let mut pending = Vec::with_capacity(claims.len());
     for claim in claims {
         let value = claim.to_json();
@@ -115,8 +144,13 @@ pub async fn produce_claims_to_partitions(
 /// Every committed record of `topic`, read with `isolation.level=read_committed`, in
 /// (partition, offset) order: (partition, key, value).
 pub fn consume_all(topic: &str) -> Vec<(i32, Option<String>, String)> {
+    consume_all_on(&bootstrap(), topic)
+}
+
+/// [`consume_all`] from the broker at `servers`.
+pub fn consume_all_on(servers: &str, topic: &str) -> Vec<(i32, Option<String>, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", servers)
         .set(
             "group.id",
             format!("runnel-test-reader-{}", std::process::id()),

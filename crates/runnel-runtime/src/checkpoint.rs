@@ -236,6 +236,8 @@ pub struct CheckpointCoordinator {
     finished: Mutex<BTreeMap<usize, SourceState>>,
     /// Whether the injected checkpoint (see `FaultInjection`) was taken.
     injected: std::sync::atomic::AtomicBool,
+    /// The newest checkpoint committed.
+    completed: std::sync::atomic::AtomicU64,
 }
 
 impl CheckpointCoordinator {
@@ -257,6 +259,7 @@ impl CheckpointCoordinator {
             pending: Mutex::new(BTreeMap::new()),
             finished: Mutex::new(BTreeMap::new()),
             injected: std::sync::atomic::AtomicBool::new(false),
+            completed: std::sync::atomic::AtomicU64::new(last),
         })
     }
 
@@ -279,6 +282,22 @@ impl CheckpointCoordinator {
             id = *last;
         });
         id
+    }
+
+    /// Triggers the next checkpoint unless one is still in flight (one at a time, so a
+    /// slow sink is not flooded with barriers); returns its id.
+    pub fn trigger_if_idle(&self) -> Option<CheckpointId> {
+        let completed = self.completed.load(std::sync::atomic::Ordering::SeqCst);
+        if *self.trigger.borrow() > completed {
+            return None;
+        }
+        Some(self.trigger())
+    }
+
+    /// Checkpoint `id` is committed.
+    pub fn committed(&self, id: CheckpointId) {
+        self.completed
+            .fetch_max(id, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Triggers a checkpoint the first time it is called (fault injection); later calls

@@ -757,6 +757,7 @@ pub async fn spawn_job(
                         }
                         sink.commit_checkpoint(&stored).await?;
                         JobMetrics::add(&sink_metrics.checkpoints, 1);
+                        coordinator.committed(id);
                         tracing::info!(
                             checkpoint = id,
                             bytes = stored.state_bytes,
@@ -792,7 +793,7 @@ pub async fn spawn_job(
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
-                    coordinator.trigger();
+                    coordinator.trigger_if_idle();
                 }
             }))
         }

@@ -235,18 +235,44 @@ impl SourceTask {
         let processing_time = self.node.processing_time;
         let mut processing_watermark = Watermark::MIN;
         let tick = (idle_advance || processing_time) && matches!(clock, ProcessingClock::System);
-        let mut feed = EventFeed::new(self.source, tick);
+        // The feed is moved into the read in progress and handed back with its result.
+        type Reading = std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = (EventFeed, Result<Option<Option<SourceEvent>>>)>
+                    + Send,
+            >,
+        >;
+        let read = |mut feed: EventFeed| -> Reading {
+            Box::pin(async move {
+                let event = feed.next().await;
+                (feed, event)
+            })
+        };
+        let mut in_flight: Reading = read(EventFeed::new(self.source, tick));
+        let mut triggers_closed = false;
         loop {
+            // The source's read in progress survives a barrier (it is not cancelled and
+            // restarted), so a source need not be cancel-safe and a slow read completes.
             let next = match &mut triggers {
                 Some(triggers) => tokio::select! {
                     biased;
-                    changed = triggers.changed() => match changed {
+                    changed = triggers.changed(), if !triggers_closed => match changed {
                         Ok(()) => Err(*triggers.borrow_and_update()),
-                        Err(_) => Ok(feed.next().await?),
+                        Err(_) => {
+                            triggers_closed = true;
+                            continue;
+                        }
                     },
-                    event = feed.next() => Ok(event?),
+                    (feed, event) = &mut in_flight => {
+                        in_flight = read(feed);
+                        Ok(event?)
+                    }
                 },
-                None => Ok(feed.next().await?),
+                None => {
+                    let (feed, event) = (&mut in_flight).await;
+                    in_flight = read(feed);
+                    Ok(event?)
+                }
             };
             let event = match next {
                 Ok(event) => event,

@@ -92,6 +92,28 @@ pub(crate) fn value_format(options: &TableOptions, table: &TableDef) -> Result<F
     })
 }
 
+/// Runs a blocking broker request, retrying with backoff (and a warning each time) while
+/// it fails, up to [`METADATA_TIMEOUT`] in all: a broker that is starting or moving its
+/// coordinators answers again soon.
+pub(crate) fn with_retries<T>(
+    what: &str,
+    mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> rdkafka::error::KafkaResult<T> {
+    let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match call() {
+            Ok(value) => return Ok(value),
+            Err(e) if std::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %e, "{what} failed; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The consumer group a source table reads in (and commits offsets to):
 /// `'properties.group.id'`, or `runnel-<table>`.
 pub(crate) fn group_id(table: &TableDef) -> String {
@@ -143,9 +165,10 @@ pub async fn committed_checkpoint(
     tokio::task::spawn_blocking(move || -> Result<Option<runnel_runtime::CheckpointId>> {
         let error =
             |context: String| move |source| crate::error::ConnectorError::Kafka { context, source };
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
-            .map_err(error(format!("reading metadata of topic {topic}")))?;
+        let metadata = with_retries("reading metadata", || {
+            consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))
+        })
+        .map_err(error(format!("reading metadata of topic {topic}")))?;
         let mut partitions = rdkafka::TopicPartitionList::new();
         for t in metadata.topics().iter().filter(|t| t.name() == topic) {
             for p in t.partitions() {

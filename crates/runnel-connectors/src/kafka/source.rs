@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::FutureExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_runtime::{
@@ -17,9 +16,11 @@ use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
 use crate::format::Format;
+use rdkafka::message::OwnedMessage;
 
-/// A topic's partition ids and each one's (low, high) offsets.
-type TopicLayout = (Vec<i32>, Vec<(i64, i64)>);
+/// A topic's partition ids, each one's (low, high) offsets, and the group's committed
+/// offset of each (when asked for).
+type TopicLayout = (Vec<i32>, Vec<(i64, i64)>, Vec<Option<i64>>);
 
 /// Messages gathered into one poll.
 const MAX_POLL_RECORDS: usize = 8192;
@@ -30,7 +31,11 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// offsets found at start; otherwise it reads forever.
 pub struct KafkaSource {
     table: String,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<BaseConsumer>,
+    /// What the polling thread read: messages of one poll, or a consumer error.
+    polled: tokio::sync::mpsc::Receiver<std::result::Result<Vec<OwnedMessage>, String>>,
+    /// Stops the polling thread when the source is dropped.
+    stop: Arc<std::sync::atomic::AtomicBool>,
     topic: String,
     /// Kafka partition ids; our partition index is the position in this list.
     partitions: Vec<i32>,
@@ -46,7 +51,18 @@ pub struct KafkaSource {
     ready: VecDeque<SourceEvent>,
     /// At-most-once: offsets are committed to the group as records are read.
     commit_as_read: bool,
+    /// The consumer's settings and first offsets, and the next offset of each partition
+    /// read since: enough to start a fresh consumer where this one stands.
+    config: rdkafka::ClientConfig,
+    start_offsets: Vec<Offset>,
+    next_offsets: Vec<Option<i64>>,
+    /// When the last message arrived, or the consumer was last checked for a stall.
+    last_progress: Instant,
 }
+
+/// How long a consumer may deliver nothing while its partitions have records waiting
+/// before it is replaced (librdkafka can stay stuck after a broker restart).
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn kafka_error(
     context: impl Into<String>,
@@ -91,13 +107,15 @@ impl KafkaSource {
                 ("isolation.level", isolation),
             ],
         );
-        let consumer: StreamConsumer = config
+        let consumer: BaseConsumer = config
+            .clone()
             .create()
             .map_err(kafka_error(format!("creating a consumer for {servers}")))?;
         let consumer = Arc::new(consumer);
 
         // Metadata and offsets are blocking calls: keep them off the async workers.
-        let (partitions, ends) = {
+        let group_offsets = startup == "group-offsets";
+        let (partitions, ends, committed) = {
             let consumer = consumer.clone();
             let topic = topic.clone();
             tokio::task::spawn_blocking(move || -> Result<TopicLayout> {
@@ -129,24 +147,49 @@ impl KafkaSource {
                             )))?,
                     );
                 }
-                Ok((partitions, watermarks))
+                // The group's committed offsets are read here, once, rather than left to
+                // librdkafka's stored-offset lookup (which a broker restart can leave stuck).
+                let mut committed = vec![None; partitions.len()];
+                if group_offsets {
+                    let mut query = TopicPartitionList::new();
+                    for &p in &partitions {
+                        query.add_partition(&topic, p);
+                    }
+                    let offsets = super::with_retries("reading committed offsets", || {
+                        consumer.committed_offsets(query.clone(), Duration::from_secs(10))
+                    })
+                    .map_err(kafka_error(format!(
+                        "reading the offsets committed on {topic} by its consumer group"
+                    )))?;
+                    for element in offsets.elements() {
+                        if let (Some(i), Offset::Offset(o)) = (
+                            partitions.iter().position(|&p| p == element.partition()),
+                            element.offset(),
+                        ) {
+                            committed[i] = Some(o);
+                        }
+                    }
+                }
+                Ok((partitions, watermarks, committed))
             })
             .await
             .map_err(|e| ConnectorError::Other(format!("kafka metadata task failed: {e}")))??
         };
 
         let mut assignment = TopicPartitionList::new();
-        let start_mode = match startup {
-            "earliest-offset" => Offset::Beginning,
-            "latest-offset" => Offset::End,
-            _ => Offset::Stored,
-        };
+        let mut start_offsets = Vec::with_capacity(partitions.len());
         for (i, &p) in partitions.iter().enumerate() {
             // A restored job resumes at the checkpoint's offset of each partition it had read.
             let offset = match start.and_then(|s| s.offsets.get(i).copied().flatten()) {
                 Some(next) => Offset::Offset(next),
-                None => start_mode,
+                None => match startup {
+                    "latest-offset" => Offset::End,
+                    "earliest-offset" => Offset::Beginning,
+                    // group-offsets: the committed offset, else the beginning.
+                    _ => committed[i].map_or(Offset::Beginning, Offset::Offset),
+                },
             };
+            start_offsets.push(offset);
             assignment
                 .add_partition_offset(&topic, p, offset)
                 .map_err(kafka_error(format!("assigning {topic} partition {p}")))?;
@@ -170,10 +213,13 @@ impl KafkaSource {
             }
         }
         tracing::info!(table = %table.name, %topic, partitions = partitions.len(), bounded, "kafka source assigned");
+        let (polled, stop) = spawn_poller(consumer.clone(), &table.name)?;
         let count = partitions.len();
         Ok(Self {
             table: table.name.clone(),
             consumer,
+            polled,
+            stop,
             topic,
             partitions,
             end_offsets,
@@ -185,7 +231,79 @@ impl KafkaSource {
             metrics,
             ready,
             commit_as_read: defaults.delivery == DeliveryGuarantee::AtMostOnce,
+            config,
+            next_offsets: vec![None; start_offsets.len()],
+            start_offsets,
+            last_progress: Instant::now(),
         })
+    }
+
+    /// Replaces the consumer with a fresh one at the same offsets when it has delivered
+    /// nothing for [`STALL_TIMEOUT`] although a partition has records past them.
+    async fn replace_if_stalled(&mut self) -> Result<()> {
+        if self.last_progress.elapsed() < STALL_TIMEOUT {
+            return Ok(());
+        }
+        self.last_progress = Instant::now();
+        // Asked of a fresh client: the stuck one may not answer at all.
+        let (config, topic, partitions) = (
+            self.config.clone(),
+            self.topic.clone(),
+            self.partitions.clone(),
+        );
+        let highs = tokio::task::spawn_blocking(move || {
+            let Ok(consumer) = config.create::<BaseConsumer>() else {
+                return vec![None; partitions.len()];
+            };
+            partitions
+                .iter()
+                .map(|&p| {
+                    consumer
+                        .fetch_watermarks(&topic, p, Duration::from_secs(5))
+                        .map(|(_, high)| high)
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ConnectorError::Other(format!("kafka offsets task failed: {e}")))?;
+        // A consumer that cannot even tell its partitions' end offsets is stuck too.
+        let waiting = highs.iter().enumerate().any(|(i, high)| {
+            let Some(high) = high else { return true };
+            match (self.next_offsets[i], self.start_offsets[i]) {
+                (Some(next), _) | (None, Offset::Offset(next)) => *high > next,
+                _ => false,
+            }
+        });
+        if !waiting || self.finished.iter().all(|&f| f) {
+            return Ok(());
+        }
+        tracing::warn!(topic = %self.topic, "kafka consumer stalled with records waiting; starting a new one at the same offsets");
+        let consumer: BaseConsumer = self.config.create().map_err(kafka_error(format!(
+            "recreating the consumer of {}",
+            self.topic
+        )))?;
+        let mut assignment = TopicPartitionList::new();
+        for (i, &p) in self.partitions.iter().enumerate() {
+            let offset = self.next_offsets[i].map_or(self.start_offsets[i], Offset::Offset);
+            assignment
+                .add_partition_offset(&self.topic, p, offset)
+                .map_err(kafka_error(format!(
+                    "assigning {} partition {p}",
+                    self.topic
+                )))?;
+        }
+        consumer.assign(&assignment).map_err(kafka_error(format!(
+            "assigning partitions of {}",
+            self.topic
+        )))?;
+        let consumer = Arc::new(consumer);
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (polled, stop) = spawn_poller(consumer.clone(), &self.table)?;
+        self.consumer = consumer;
+        self.polled = polled;
+        self.stop = stop;
+        Ok(())
     }
 
     fn index_of(&self, partition: i32) -> Option<usize> {
@@ -239,28 +357,30 @@ impl KafkaSource {
 
     async fn poll(&mut self) -> Result<()> {
         self.check_idle();
-        let first = match tokio::time::timeout(IDLE_CHECK, self.consumer.recv()).await {
+        self.replace_if_stalled().await?;
+        let messages = match tokio::time::timeout(IDLE_CHECK, self.polled.recv()).await {
             Err(_) => return self.check_positions(),
-            Ok(Err(e)) => {
+            Ok(None) => {
+                return Err(ConnectorError::Other(format!(
+                    "the consumer of {} stopped polling",
+                    self.topic
+                )))
+            }
+            Ok(Some(Err(e))) => {
+                // librdkafka reconnects by itself (with backoff); the error is reported.
                 tracing::warn!(topic = %self.topic, error = %e, "kafka consumer error; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
                 return Ok(());
             }
-            Ok(Ok(message)) => message.detach(),
+            Ok(Some(Ok(messages))) => messages,
         };
-        let mut messages = vec![first];
-        while messages.len() < MAX_POLL_RECORDS {
-            match self.consumer.recv().now_or_never() {
-                Some(Ok(message)) => messages.push(message.detach()),
-                Some(Err(e)) => {
-                    tracing::warn!(topic = %self.topic, error = %e, "kafka consumer error");
-                    break;
-                }
-                None => break,
+        tracing::trace!(topic = %self.topic, messages = messages.len(), "polled");
+        self.last_progress = Instant::now();
+        for message in &messages {
+            if let Some(i) = self.index_of(message.partition()) {
+                let next = &mut self.next_offsets[i];
+                *next = Some(next.unwrap_or(0).max(message.offset() + 1));
             }
         }
-
-        tracing::trace!(topic = %self.topic, messages = messages.len(), "polled");
         // partition index → (offsets, payloads borrowed from `messages`)
         let mut per_partition: BTreeMap<usize, (Vec<i64>, Vec<&[u8]>)> = BTreeMap::new();
         let mut reached_end = Vec::new();
@@ -327,6 +447,58 @@ impl KafkaSource {
             }
         }
         Ok(())
+    }
+}
+
+/// Polls `consumer` on its own thread (librdkafka's poll blocks), handing each poll's
+/// messages — up to [`MAX_POLL_RECORDS`] — or its error to the source through a small
+/// channel, so reading pauses when the job is busy.
+#[allow(clippy::type_complexity)]
+fn spawn_poller(
+    consumer: Arc<BaseConsumer>,
+    table: &str,
+) -> Result<(
+    tokio::sync::mpsc::Receiver<std::result::Result<Vec<OwnedMessage>, String>>,
+    Arc<std::sync::atomic::AtomicBool>,
+)> {
+    use std::sync::atomic::Ordering;
+    let (sender, receiver) = tokio::sync::mpsc::channel(2);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::Builder::new()
+        .name(format!("runnel-kafka-{table}"))
+        .spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let first = match consumer.poll(Duration::from_millis(100)) {
+                    None => continue,
+                    Some(Err(e)) => {
+                        if sender.blocking_send(Err(e.to_string())).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                    Some(Ok(message)) => message.detach(),
+                };
+                let mut messages = vec![first];
+                while messages.len() < MAX_POLL_RECORDS {
+                    match consumer.poll(Duration::ZERO) {
+                        Some(Ok(message)) => messages.push(message.detach()),
+                        _ => break,
+                    }
+                }
+                if sender.blocking_send(Ok(messages)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| ConnectorError::Other(format!("cannot start the kafka poller: {e}")))?;
+    Ok((receiver, stop))
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
