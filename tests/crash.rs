@@ -41,7 +41,20 @@ struct Running {
 }
 
 fn start(job: &std::path::Path, checkpoints: &std::path::Path) -> Running {
-    let mut child = Command::new(runnel_binary())
+    // Widen the window between storing a checkpoint and committing it, so kills land there.
+    start_with(job, checkpoints, Some("100"))
+}
+
+fn start_with(
+    job: &std::path::Path,
+    checkpoints: &std::path::Path,
+    pause_before_commit_ms: Option<&str>,
+) -> Running {
+    let mut command = Command::new(runnel_binary());
+    if let Some(pause) = pause_before_commit_ms {
+        command.env("RUNNEL_TEST_PAUSE_BEFORE_COMMIT_MS", pause);
+    }
+    let mut child = command
         .arg("run")
         .arg(job)
         .arg("--checkpoint-dir")
@@ -50,8 +63,6 @@ fn start(job: &std::path::Path, checkpoints: &std::path::Path) -> Running {
             "RUNNEL_LOG",
             std::env::var("RUNNEL_TEST_LOG").unwrap_or_else(|_| "runnel_runtime=info".into()),
         )
-        // Widen the window between storing a checkpoint and committing it, so kills land there.
-        .env("RUNNEL_TEST_PAUSE_BEFORE_COMMIT_MS", "100")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -397,5 +408,111 @@ async fn a_broker_outage_of_20_s_loses_nothing() {
         ),
         (0, 0, 0),
         "{exactly_once:?}"
+    );
+}
+
+/// What a checkpoint costs with ~100k live keys, and how long a restart takes: 500k
+/// claims of 100k policies (~300k inserts, ~95k distinct policies), all in one 5-minute
+/// window (so every key's partial aggregate is open), read by the claims job checkpointing every second; then the process is killed
+/// and started again. Prints the numbers; `benches/checkpoint.sh` runs it on the release
+/// binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with benches/checkpoint.sh"]
+async fn checkpoint_cost_with_100k_live_keys() {
+    let (input, output) = ("checkpoint.cost.in", "checkpoint.cost.out");
+    recreate_topic(input, 3).await;
+    recreate_topic(output, 1).await;
+    let mut claims = generate_claims(500_000, 100_000, 5);
+    let start = claims.iter().map(|c| c.event_time_ms).min().unwrap_or(0);
+    for (i, claim) in claims.iter_mut().enumerate() {
+        claim.event_time_ms = start + (i as i64 % 240_000); // 4 minutes: one window
+    }
+    let records: Vec<Record> = claims
+        .iter()
+        .map(|c| {
+            (
+                Some(format!("{{\"policy_id\":{}}}", c.policy_id)),
+                c.to_json().into_bytes(),
+            )
+        })
+        .collect();
+    produce(input, &records).await;
+    let dir = scratch_dir("checkpoint-cost");
+    let job = dir.join("job.sql");
+    let sql = job_sql(input, output, "exactly-once", &bootstrap()).replace("'200 ms'", "'1 s'");
+    std::fs::write(&job, sql).expect("job file");
+    let checkpoints = dir.join("checkpoints");
+    let (job_path, checkpoint_path) = (job.clone(), checkpoints.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        let committed = |line: &str| line.contains("checkpoint committed");
+        // Run until every row is read and a checkpoint of the full state committed.
+        let mut running = start_with(&job_path, &checkpoint_path, None);
+        let mut log = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(line) = running.lines.recv_timeout(Duration::from_millis(100)) {
+                let done =
+                    committed(&line) && log.iter().filter(|l: &&String| committed(l)).count() >= 4;
+                log.push(line);
+                if done {
+                    break;
+                }
+            }
+        }
+        running.child.kill().expect("SIGKILL");
+        let _ = running.child.wait();
+        // Restart: time until it resumed and until its first checkpoint committed.
+        let restarted = Instant::now();
+        let mut running = start_with(&job_path, &checkpoint_path, None);
+        let (mut resumed, mut first_commit) = (None, None);
+        while first_commit.is_none() && restarted.elapsed() < Duration::from_secs(60) {
+            if let Ok(line) = running.lines.recv_timeout(Duration::from_millis(20)) {
+                if line.contains("resuming from checkpoint") && resumed.is_none() {
+                    resumed = Some(restarted.elapsed());
+                }
+                if committed(&line) {
+                    first_commit = Some(restarted.elapsed());
+                }
+                log.push(line);
+            }
+        }
+        running.child.kill().expect("SIGKILL");
+        let _ = running.child.wait();
+        (log, resumed, first_commit)
+    })
+    .await
+    .expect("measurement");
+    let (log, resumed, first_commit) = report;
+    let committed: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("checkpoint committed"))
+        .collect();
+    let live: std::collections::BTreeSet<i64> = claims
+        .iter()
+        .filter(|c| c.operation == "INSERT")
+        .map(|c| c.policy_id)
+        .collect();
+    eprintln!(
+        "checkpoints of the claims job with {} live keys (exactly-once):",
+        live.len()
+    );
+    for line in &committed {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or("?")
+                .to_string()
+        };
+        eprintln!(
+            "  checkpoint {}: {} bytes, {} ms",
+            field("checkpoint"),
+            field("bytes"),
+            field("millis")
+        );
+    }
+    eprintln!("restart after SIGKILL: resumed from the checkpoint after {resumed:?}, first checkpoint committed after {first_commit:?}");
+    assert!(
+        resumed.is_some(),
+        "the restarted job resumed from a checkpoint"
     );
 }

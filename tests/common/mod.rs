@@ -211,6 +211,9 @@ pub fn consume_all_on(servers: &str, topic: &str) -> Vec<(i32, Option<String>, S
 /// The `runnel` binary built next to this test binary (`cargo build -p runnel-cli` first;
 /// `.ci/run` does).
 pub fn runnel_binary() -> PathBuf {
+    if let Ok(binary) = std::env::var("RUNNEL_BINARY") {
+        return PathBuf::from(binary);
+    }
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
