@@ -132,8 +132,14 @@ fn run_with_kills(
         }
     }
     // The last run: let it catch up, then stop it cleanly.
-    let mut running = start(job, checkpoints);
+    let running = start(job, checkpoints);
     std::thread::sleep(Duration::from_secs(6));
+    stop_cleanly(running, &mut log);
+    (kills, between, log)
+}
+
+/// Stops a run with SIGTERM (a final checkpoint, then exit) and checks it exits cleanly.
+fn stop_cleanly(mut running: Running, log: &mut String) {
     let stopped = Command::new("kill")
         .arg("-TERM")
         .arg(running.child.id().to_string())
@@ -141,12 +147,11 @@ fn run_with_kills(
         .expect("kill -TERM");
     assert!(stopped.success());
     let status = running.child.wait().expect("wait");
-    drain(&running, &mut log);
+    drain(&running, log);
     assert!(
         status.success(),
         "runnel did not stop cleanly ({status}):\n{log}"
     );
-    (kills, between, log)
 }
 
 /// Runs the job through a broker outage: 3 s after it starts the broker on `port` stops
@@ -172,18 +177,7 @@ fn run_through_outage(
         }
     }
     std::thread::sleep(Duration::from_secs(8));
-    let stopped = Command::new("kill")
-        .arg("-TERM")
-        .arg(running.child.id().to_string())
-        .status()
-        .expect("kill -TERM");
-    assert!(stopped.success());
-    let status = running.child.wait().expect("wait");
-    drain(&running, &mut log);
-    assert!(
-        status.success(),
-        "runnel did not stop cleanly ({status}):\n{log}"
-    );
+    stop_cleanly(running, &mut log);
     (0, 0, log)
 }
 

@@ -311,17 +311,9 @@ impl JobBuilder<'_> {
                 }
             };
             let mut operator = operator;
-            let id = self.operator_ids;
-            self.operator_ids += 1;
-            if self.checkpoints.is_some() && !operator.checkpointable() {
-                return Err(RuntimeError::Build(format!(
-                    "checkpointing does not support the {} operator yet; run this job without \
-                     'execution.checkpointing.interval'",
-                    operator.name()
-                )));
-            }
-            if let Some(state) = self.restored.as_ref().and_then(|r| r.operators.get(&id)) {
-                operator.restore(state.clone())?;
+            let (id, state) = self.next_operator(operator.name(), operator.checkpointable())?;
+            if let Some(state) = state {
+                operator.restore(state)?;
             }
             let mut pipeline = self.build(input).await?;
             pipeline.operators.push((id, operator));
@@ -363,6 +355,30 @@ impl JobBuilder<'_> {
         Ok(batches)
     }
 
+    /// The id of the operator being built (ids follow build order, the same for the same
+    /// plan), after checking it can take part in the job's checkpoints; with the state to
+    /// restore it from when the job resumes.
+    fn next_operator(
+        &mut self,
+        name: &str,
+        checkpointable: bool,
+    ) -> Result<(usize, Option<RecordBatch>)> {
+        let id = self.operator_ids;
+        self.operator_ids += 1;
+        if self.checkpoints.is_some() && !checkpointable {
+            return Err(RuntimeError::Build(format!(
+                "checkpointing does not support the {name} operator yet; run this job \
+                 without 'execution.checkpointing.interval'"
+            )));
+        }
+        let state = self
+            .restored
+            .as_ref()
+            .and_then(|r| r.operators.get(&id))
+            .cloned();
+        Ok((id, state))
+    }
+
     /// Builds both inputs of a two-input operator and spawns its task.
     async fn spawn_two_input(
         &mut self,
@@ -370,17 +386,9 @@ impl JobBuilder<'_> {
         left: &StreamNode,
         right: &StreamNode,
     ) -> Result<Pipeline> {
-        let id = self.operator_ids;
-        self.operator_ids += 1;
-        if self.checkpoints.is_some() && !operator.checkpointable() {
-            return Err(RuntimeError::Build(format!(
-                "checkpointing does not support the {} operator yet; run this job without \
-                 'execution.checkpointing.interval'",
-                operator.name()
-            )));
-        }
-        if let Some(state) = self.restored.as_ref().and_then(|r| r.operators.get(&id)) {
-            operator.restore(state.clone())?;
+        let (id, state) = self.next_operator(operator.name(), operator.checkpointable())?;
+        if let Some(state) = state {
+            operator.restore(state)?;
         }
         let left = self.build(left).await?;
         let right = self.build(right).await?;
