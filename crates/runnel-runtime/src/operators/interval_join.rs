@@ -411,9 +411,13 @@ impl TwoInputOperator for IntervalJoinOperator {
         let left = self.left.held_rows().map_err(arrow_error)?;
         let right = self.right.held_rows().map_err(arrow_error)?;
         let state = super::two_sided_state(&left.schema(), &[left], &right.schema(), &[right])?;
-        let state = crate::checkpoint::tag(state, "left_watermark", self.left.watermark)?;
-        let state = crate::checkpoint::tag(state, "right_watermark", self.right.watermark)?;
-        crate::checkpoint::tag(state, "emitted", self.emitted).map(Some)
+        super::JoinWatermarks {
+            left: self.left.watermark,
+            right: self.right.watermark,
+            emitted: self.emitted,
+        }
+        .tag(state)
+        .map(Some)
     }
 
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
@@ -424,9 +428,10 @@ impl TwoInputOperator for IntervalJoinOperator {
         )?;
         self.left.hold_again(&left, &self.converter)?;
         self.right.hold_again(&right, &self.converter)?;
-        self.left.watermark = crate::checkpoint::tagged(&state, "left_watermark");
-        self.right.watermark = crate::checkpoint::tagged(&state, "right_watermark");
-        self.emitted = crate::checkpoint::tagged(&state, "emitted");
+        let watermarks = super::JoinWatermarks::of(&state);
+        self.left.watermark = watermarks.left;
+        self.right.watermark = watermarks.right;
+        self.emitted = watermarks.emitted;
         Ok(())
     }
 

@@ -134,3 +134,32 @@ pub(crate) fn split_two_sided(
         pick(1, l..l + r, right_schema)?,
     ))
 }
+
+/// A join's watermarks (each input's, and the one it emitted), as its checkpoint state
+/// carries them.
+pub(crate) struct JoinWatermarks {
+    pub left: Option<crate::message::Watermark>,
+    pub right: Option<crate::message::Watermark>,
+    pub emitted: Option<crate::message::Watermark>,
+}
+
+impl JoinWatermarks {
+    /// `state` with the watermarks in its metadata.
+    pub fn tag(
+        &self,
+        state: datafusion::arrow::record_batch::RecordBatch,
+    ) -> crate::error::Result<datafusion::arrow::record_batch::RecordBatch> {
+        let state = crate::checkpoint::tag(state, "left_watermark", self.left)?;
+        let state = crate::checkpoint::tag(state, "right_watermark", self.right)?;
+        crate::checkpoint::tag(state, "emitted", self.emitted)
+    }
+
+    /// The watermarks [`JoinWatermarks::tag`] stored in `state`.
+    pub fn of(state: &datafusion::arrow::record_batch::RecordBatch) -> Self {
+        Self {
+            left: crate::checkpoint::tagged(state, "left_watermark"),
+            right: crate::checkpoint::tagged(state, "right_watermark"),
+            emitted: crate::checkpoint::tagged(state, "emitted"),
+        }
+    }
+}

@@ -301,9 +301,13 @@ impl TwoInputOperator for WindowJoinOperator {
             &self.right.schema,
             &rows(&self.right),
         )?;
-        let state = crate::checkpoint::tag(state, "left_watermark", self.left.watermark)?;
-        let state = crate::checkpoint::tag(state, "right_watermark", self.right.watermark)?;
-        crate::checkpoint::tag(state, "emitted", self.emitted).map(Some)
+        super::JoinWatermarks {
+            left: self.left.watermark,
+            right: self.right.watermark,
+            emitted: self.emitted,
+        }
+        .tag(state)
+        .map(Some)
     }
 
     /// Holding the rows again puts them back in their windows (nothing is emitted on
@@ -314,9 +318,10 @@ impl TwoInputOperator for WindowJoinOperator {
         let mut out = Vec::new();
         self.process_batch(Side::Left, left, &mut out)?;
         self.process_batch(Side::Right, right, &mut out)?;
-        self.left.watermark = crate::checkpoint::tagged(&state, "left_watermark");
-        self.right.watermark = crate::checkpoint::tagged(&state, "right_watermark");
-        self.emitted = crate::checkpoint::tagged(&state, "emitted");
+        let watermarks = super::JoinWatermarks::of(&state);
+        self.left.watermark = watermarks.left;
+        self.right.watermark = watermarks.right;
+        self.emitted = watermarks.emitted;
         Ok(())
     }
 
