@@ -510,3 +510,28 @@ async fn checkpoint_cost_with_100k_live_keys() {
         "the restarted job resumed from a checkpoint"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_timeout_above_the_brokers_limit_is_refused_at_start() {
+    // A 10-minute interval asks for 20-minute transactions; the broker allows 15.
+    recreate_topic("timeout.in", 1).await;
+    recreate_topic("timeout.out", 1).await;
+    let sql = job_sql("timeout.in", "timeout.out", "exactly-once", &bootstrap())
+        .replace("'200 ms'", "'10 min'");
+    let dir = scratch_dir("transaction-timeout");
+    let job = dir.join("job.sql");
+    std::fs::write(&job, sql).expect("job file");
+    let output = Command::new(runnel_binary())
+        .arg("run")
+        .arg(&job)
+        .arg("--checkpoint-dir")
+        .arg(dir.join("checkpoints"))
+        .output()
+        .expect("run runnel");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("transaction.max.timeout.ms") && stderr.contains("checkpoint interval"),
+        "{stderr}"
+    );
+}
