@@ -242,6 +242,29 @@ impl Engine {
 
     /// The streaming plans of a script's queries and `INSERT INTO`s, without running them
     /// (its declarations do take effect).
+    /// Checks a script without running it: declares its tables and views and plans its
+    /// queries, going on past errors, and returns every error with the number of the
+    /// statement it is in (a syntax error stops the check: statements cannot be told apart
+    /// after it).
+    pub fn validate(&self, sql: &str) -> Vec<String> {
+        let statements = match parse_script(sql) {
+            Ok(statements) => statements,
+            Err(e) => return vec![e.to_string()],
+        };
+        let mut errors = Vec::new();
+        for (i, statement) in statements.into_iter().enumerate() {
+            let checked = match statement {
+                Statement::Insert { table, query } => self.plan(*query, Some(&table)).map(drop),
+                Statement::Query(query) => self.plan(*query, None).map(drop),
+                declaration => self.declare(&declaration).map(drop),
+            };
+            if let Err(e) = checked {
+                errors.push(format!("statement {}: {e}", i + 1));
+            }
+        }
+        errors
+    }
+
     pub fn explain(&self, sql: &str) -> Result<String> {
         let mut out = String::new();
         for statement in parse_script(sql)? {

@@ -1,5 +1,7 @@
 //! User mistakes get clear errors with their place, and a non-zero exit.
 
+use std::process::Command;
+
 use crate::common::*;
 
 fn fails_with(name: &str, sql: &str, expected: &[&str]) {
@@ -191,4 +193,51 @@ fn java_functions_are_refused_unless_built_in() {
         "CREATE FUNCTION cc AS 'com.github.nexmark.flink.udf.CountChar';",
         &["built in as count_char"],
     );
+}
+
+#[test]
+fn validate_reports_every_error_without_running() {
+    let dir = scratch_dir("validate");
+    let file = dir.join("job.sql");
+    std::fs::write(
+        &file,
+        "CREATE TABLE t (a INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+           WITH ('connector' = 'filesystem', 'path' = '/nonexistent/never-read.json');
+         CREATE TABLE bad (a INT) WITH ('connector' = 'kafak');
+         SELECT nope FROM t;
+         SELECT a FROM missing;
+         SELECT a FROM t;",
+    )
+    .expect("job file");
+    let output = Command::new(runnel_binary())
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("run runnel");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    for expected in [
+        "3 errors",
+        "statement 2:",
+        "unknown connector 'kafak'",
+        "statement 3:",
+        "nope",
+        "statement 4:",
+        "unknown table 'missing'",
+    ] {
+        assert!(stderr.contains(expected), "'{expected}' in: {stderr}");
+    }
+    assert!(!stderr.contains("statement 5"), "{stderr}");
+    std::fs::write(
+        &file,
+        "CREATE TABLE t (a INT) WITH ('connector' = 'blackhole');",
+    )
+    .expect("job file");
+    let output = Command::new(runnel_binary())
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("run runnel");
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains(": ok"));
 }

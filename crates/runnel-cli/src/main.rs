@@ -28,6 +28,8 @@ enum Command {
     },
     /// Print the streaming plan of each query in a SQL file, without running it.
     Explain { file: PathBuf },
+    /// Check a SQL file without running it: every error it finds, each with its statement.
+    Validate { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
             checkpoint_dir,
         }) => runtime.block_on(run(&file, checkpoint_dir.as_deref())),
         Some(Command::Explain { file }) => runtime.block_on(explain(&file)),
+        Some(Command::Validate { file }) => validate(&file),
         None => {
             eprintln!("the interactive shell is not built yet; use `runnel run FILE.sql` (see `runnel --help`)");
             return ExitCode::from(2);
@@ -87,6 +90,22 @@ fn describe(error: &dyn std::error::Error) -> String {
 
 fn read(file: &Path) -> Result<String, String> {
     std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
+}
+
+fn validate(file: &Path) -> Result<(), String> {
+    let sql = read(file)?;
+    let errors = Engine::new().validate(&sql);
+    if errors.is_empty() {
+        println!("{}: ok", file.display());
+        return Ok(());
+    }
+    let count = errors.len();
+    Err(format!(
+        "{}: {count} error{}:\n  {}",
+        file.display(),
+        if count == 1 { "" } else { "s" },
+        errors.join("\n  ")
+    ))
 }
 
 async fn explain(file: &Path) -> Result<(), String> {
