@@ -217,6 +217,23 @@ async fn collect(engine: &Engine, sql: &str) -> (Vec<String>, Option<String>) {
     (rows, failure)
 }
 
+/// Every case: its file, its name and its parsed sections.
+fn load_cases() -> Vec<(PathBuf, String, Case)> {
+    case_files()
+        .into_iter()
+        .map(|file| {
+            let name = file
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let text = std::fs::read_to_string(&file).expect("case file");
+            let case = parse_case(&text);
+            (file, name, case)
+        })
+        .collect()
+}
+
 /// The case files, or only those whose name contains `RUNNEL_CASE` when it is set.
 fn case_files() -> Vec<PathBuf> {
     let only = std::env::var("RUNNEL_CASE").ok();
@@ -244,18 +261,11 @@ fn all_case_files() -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_cases() {
     let complete = std::env::var("RUNNEL_COMPLETE").is_ok_and(|v| v == "1");
-    let files = case_files();
-    assert!(!files.is_empty(), "no cases found in sql/cases");
+    let cases = load_cases();
+    assert!(!cases.is_empty(), "no cases found in sql/cases");
     let mut failures = Vec::new();
-    for file in &files {
-        let name = file
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let text = std::fs::read_to_string(file).expect("case file");
-        let case = parse_case(&text);
-        let outcome = run_case("case", &name, &case).await;
+    for (file, name, case) in &cases {
+        let outcome = run_case("case", name, case).await;
         match outcome {
             Err(e) => failures.push(format!("{name}: failed to run: {e}")),
             Ok(outcome) if complete => {
@@ -317,10 +327,10 @@ async fn sql_cases() {
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
         failures.len(),
-        files.len(),
+        cases.len(),
         failures.join("\n")
     );
-    eprintln!("{} SQL cases passed", files.len());
+    eprintln!("{} SQL cases passed", cases.len());
 }
 
 /// Every case runs a second way: checkpointed once half its input rows are read, the job
@@ -331,23 +341,16 @@ async fn sql_cases() {
 async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
     let mut failures = Vec::new();
     let mut resumed_mid_stream = 0;
-    let files = case_files();
-    for file in &files {
-        let name = file
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let text = std::fs::read_to_string(file).expect("case file");
-        let case = parse_case(&text);
-        let straight = match run_case("straight", &name, &case).await {
+    let cases = load_cases();
+    for (_, name, case) in &cases {
+        let straight = match run_case("straight", name, case).await {
             Ok(outcome) => outcome.rows,
             Err(e) => {
                 failures.push(format!("{name}: straight run failed: {e}"));
                 continue;
             }
         };
-        let (dir, sql) = match prepare(&format!("resume-{name}"), &case) {
+        let (dir, sql) = match prepare(&format!("resume-{name}"), case) {
             Ok(prepared) => prepared,
             Err(e) => {
                 failures.push(format!("{name}: {e}"));
@@ -411,11 +414,11 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
         failures.len(),
-        files.len(),
+        cases.len(),
         failures.join("\n")
     );
     eprintln!(
         "{} SQL cases resumed from a checkpoint ({resumed_mid_stream} produced rows after resuming)",
-        files.len()
+        cases.len()
     );
 }

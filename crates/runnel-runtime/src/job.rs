@@ -848,7 +848,12 @@ async fn select_checkpoint(
         store.discard_after(0);
         return Ok(None);
     };
-    let restored = store.load(id).map_err(|e| {
+    // Reading the state files is blocking I/O: off the async workers.
+    let reader = store.clone();
+    let restored = tokio::task::spawn_blocking(move || reader.load(id))
+        .await
+        .map_err(|e| RuntimeError::Task(e.to_string()))?;
+    let restored = restored.map_err(|e| {
         RuntimeError::Checkpoint(format!(
             "checkpoint {id} is the last one committed, but it cannot be read from {}: {e}",
             store.dir().display()
