@@ -3,8 +3,9 @@
 //! The entry point is [`Connectors`], the [`ConnectorFactory`] the engine hands the
 //! runtime. Each connector lives in its own module and takes Flink's option names:
 //! `kafka` (source and sink), `filesystem` (bounded source and sink), `nexmark` (the
-//! benchmark's generator), `script` (replays rows, watermarks and clock ticks for tests), `print` and `blackhole` (sinks). Record formats (`json`, `csv`) live in [`format`].
+//! benchmark's generator), `datagen` (random or sequential rows at a steady rate), `script` (replays rows, watermarks and clock ticks for tests), `print` and `blackhole` (sinks). Record formats (`json`, `csv`) live in [`format`].
 
+pub mod datagen;
 pub mod error;
 pub mod filesystem;
 pub mod format;
@@ -13,6 +14,7 @@ pub mod nexmark;
 pub mod options;
 pub mod partitioned_files;
 pub mod print;
+mod random;
 pub mod script;
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub const CONNECTORS: &[&str] = &[
     "kafka",
     "filesystem",
     "nexmark",
+    "datagen",
     "script",
     "print",
     "blackhole",
@@ -74,6 +77,7 @@ impl ConnectorFactory for Connectors {
                 "kafka" => kafka::options(table).map(drop),
                 "filesystem" => filesystem::options(table).map(drop),
                 "nexmark" => nexmark::options(table).map(drop),
+                "datagen" => datagen::options(table).map(drop),
                 "script" => script::options(table).map(drop),
                 "print" => print::print_options(table).map(drop),
                 _ => options::TableOptions::validate(
@@ -93,6 +97,7 @@ impl ConnectorFactory for Connectors {
         match connector_of(table) {
             Ok("filesystem" | "script") => true,
             Ok("kafka") => table.options.contains_key("scan.bounded.mode"),
+            Ok("datagen") => datagen::is_bounded(table),
             Ok("nexmark") => table
                 .options
                 .get("events.num")
@@ -127,6 +132,9 @@ impl ConnectorFactory for Connectors {
             )),
             "nexmark" => Ok(Box::new(
                 nexmark::NexmarkSource::open(table, start).map_err(&error)?,
+            )),
+            "datagen" => Ok(Box::new(
+                datagen::DatagenSource::open(table, start).map_err(&error)?,
             )),
             "script" => Ok(Box::new(
                 script::ScriptSource::open(table, metrics, start).map_err(&error)?,

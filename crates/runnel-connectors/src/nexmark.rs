@@ -24,6 +24,7 @@ use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
 use crate::options::TableOptions;
+use crate::random::EventRng;
 
 /// Options of Flink's Nexmark connector, plus `seed` and `base-time` (Runnel's, for
 /// reproducible runs).
@@ -154,50 +155,9 @@ impl NexmarkConfig {
     }
 }
 
-/// splitmix64 over `(seed, event number)`: one independent stream per event.
-struct EventRng(u64);
-
-impl EventRng {
-    fn new(seed: u64, event: u64) -> Self {
-        EventRng(
-            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ event.wrapping_add(0x632B_E59B_D9B4_E019),
-        )
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-
-    fn letters(&mut self, len: usize, out: &mut String) {
-        for _ in 0..len {
-            out.push((b'a' + self.below(26) as u8) as char);
-        }
-    }
-
-    /// Nexmark's price distribution: 10^(0..6) dollars, in cents.
-    fn price(&mut self) -> i64 {
-        (10f64.powf(self.unit() * 6.0) * 100.0).round() as i64
-    }
+/// Nexmark's price distribution: 10^(0..6) dollars, in cents.
+fn price(rng: &mut EventRng) -> i64 {
+    (10f64.powf(rng.unit() * 6.0) * 100.0).round() as i64
 }
 
 /// Column builders for one struct (person, auction or bid), appended in field order.
@@ -401,9 +361,9 @@ pub fn generate(
             text.clear();
             rng.letters(100, &mut text);
             auction.text(2, &text);
-            let initial = rng.price();
+            let initial = price(&mut rng);
             auction.int(3, initial);
-            auction.int(4, initial + rng.price());
+            auction.int(4, initial + price(&mut rng));
             auction.time(5, time);
             // Auctions run for up to ~twice the time it takes to create the in-flight ones.
             let span_ms = (NUM_IN_FLIGHT_AUCTIONS as u64 * config.total_proportion()
@@ -439,7 +399,7 @@ pub fn generate(
             };
             bid.int(0, auction_id + FIRST_AUCTION_ID);
             bid.int(1, bidder + FIRST_PERSON_ID);
-            bid.int(2, rng.price());
+            bid.int(2, price(&mut rng));
             // Most bids come from a hot channel; the others name theirs in the url.
             let (channel, channel_id) = if rng.below(10) > 0 {
                 (rng.pick(HOT_CHANNELS).to_string(), None)
