@@ -2,18 +2,22 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use futures::Stream;
+use runnel_connectors::memory::{MemoryTable, MemoryTables};
 use runnel_connectors::Connectors;
-use runnel_runtime::{spawn_job, ChannelSink, ConnectorFactory, JobHandle};
-use runnel_sql::{parse_script, Catalog, Statement, StreamPlan, StreamPlanner};
+use runnel_runtime::{spawn_job, ChannelSink, ConnectorFactory, JobHandle, JobMetrics};
+use runnel_sql::{parse_script, Catalog, Statement, StreamPlan, StreamPlanner, TableDef};
 use tokio::sync::mpsc;
 
-use crate::error::Result;
+use crate::config::EngineConfig;
+use crate::error::{Result, RunnelError};
 
 /// What one statement did.
 pub enum Executed {
@@ -27,59 +31,152 @@ pub enum Executed {
     Query(QueryStream),
 }
 
+/// A job the engine started, as [`Engine::jobs`] lists it.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    /// Numbered from 1 in start order.
+    pub id: u64,
+    /// The statement that started it.
+    pub statement: String,
+    pub started: Instant,
+    pub metrics: Arc<JobMetrics>,
+}
+
 /// A session: tables, views and settings, and the jobs started from them. Cheap to share
 /// by reference across tasks; planning never holds a lock across an `.await`.
 pub struct Engine {
     catalog: Mutex<Catalog>,
     settings: Mutex<BTreeMap<String, String>>,
-    planner: StreamPlanner,
+    planner: RwLock<StreamPlanner>,
     connectors: Arc<dyn ConnectorFactory>,
+    memory: Option<MemoryTables>,
+    /// Kafka client properties every Kafka table gets unless it sets them itself.
+    kafka_properties: BTreeMap<String, String>,
+    jobs: Mutex<Vec<JobInfo>>,
     faults: Mutex<runnel_runtime::FaultInjection>,
 }
 
 impl Default for Engine {
     fn default() -> Self {
-        Self::new()
+        Self::new(EngineConfig::default())
     }
 }
 
+/// A poisoned lock still holds consistent data here: every change under these locks is
+/// a single insert or replace.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Engine {
-    /// An engine with the built-in connectors.
-    pub fn new() -> Self {
-        Self::with_connectors(Arc::new(Connectors))
+    /// An engine with the built-in connectors and `config`'s settings.
+    pub fn new(config: EngineConfig) -> Self {
+        let connectors = Connectors::default();
+        let memory = connectors.memory.clone();
+        let mut engine = Self::with_connectors(Arc::new(connectors));
+        engine.memory = Some(memory);
+        engine.kafka_properties = config.kafka_properties;
+        *lock(&engine.settings) = config.settings;
+        engine
     }
 
-    /// An engine with custom connectors (for embedding and tests).
+    /// An engine with custom connectors (for embedding and tests); memory tables are
+    /// part of the built-in connectors and not available here.
     pub fn with_connectors(connectors: Arc<dyn ConnectorFactory>) -> Self {
         Self {
             catalog: Mutex::new(Catalog::default()),
             settings: Mutex::new(BTreeMap::new()),
-            planner: StreamPlanner::new(),
+            planner: RwLock::new(StreamPlanner::new()),
             connectors,
+            memory: None,
+            kafka_properties: BTreeMap::new(),
+            jobs: Mutex::new(Vec::new()),
             faults: Mutex::new(Default::default()),
         }
     }
 
+    fn planner(&self) -> std::sync::RwLockReadGuard<'_, StreamPlanner> {
+        self.planner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a Rust scalar function (a DataFusion [`ScalarUDF`]) for the statements
+    /// that follow.
+    pub fn register_udf(&self, udf: ScalarUDF) -> Result<()> {
+        let mut planner = self.planner.write().unwrap_or_else(|p| p.into_inner());
+        Ok(planner.register_udf(udf)?)
+    }
+
+    /// Registers a Rust aggregate function (a DataFusion [`AggregateUDF`]) for the
+    /// statements that follow; windows and `GROUP BY` use it like a built-in aggregate.
+    pub fn register_udaf(&self, udaf: AggregateUDF) -> Result<()> {
+        let mut planner = self.planner.write().unwrap_or_else(|p| p.into_inner());
+        Ok(planner.register_udaf(udaf)?)
+    }
+
+    /// The writing end of the memory table `name` (declared with
+    /// `'connector' = 'memory'`): push Arrow batches into it; queries reading it see them.
+    pub fn memory_table(&self, name: &str) -> Result<MemoryTable> {
+        let table = self.catalog().require_table(name)?;
+        let Some(memory) = &self.memory else {
+            return Err(RunnelError::Usage(
+                "this engine was built with custom connectors, which have no memory tables".into(),
+            ));
+        };
+        memory
+            .table(&table)
+            .map_err(|e| RunnelError::Usage(e.to_string()))
+    }
+
+    /// A declared table, as the catalog resolved it.
+    pub fn table(&self, name: &str) -> Option<Arc<TableDef>> {
+        self.catalog().table(name)
+    }
+
+    /// The columns of a table or view (`DESCRIBE`).
+    pub fn schema_of(&self, name: &str) -> Option<SchemaRef> {
+        let catalog = self.catalog();
+        if let Some(table) = catalog.table(name) {
+            return Some(table.schema.clone());
+        }
+        catalog
+            .view(name)
+            .map(|view| Arc::new(view.plan.schema().as_arrow().clone()))
+    }
+
+    /// Every job started so far, running or ended, with its live counters.
+    pub fn jobs(&self) -> Vec<JobInfo> {
+        lock(&self.jobs).clone()
+    }
+
+    fn register_job(&self, statement: String, job: &JobHandle) -> u64 {
+        let mut jobs = lock(&self.jobs);
+        let id = jobs.len() as u64 + 1;
+        jobs.push(JobInfo {
+            id,
+            statement,
+            started: Instant::now(),
+            metrics: job.metrics_handle(),
+        });
+        id
+    }
+
     /// Failures to inject into jobs started from now on (recovery tests).
     pub fn inject_faults(&self, faults: runnel_runtime::FaultInjection) {
-        *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+        *lock(&self.faults) = faults;
     }
 
     fn catalog(&self) -> MutexGuard<'_, Catalog> {
-        // A panic while holding the lock cannot leave the catalog half-changed: every
-        // change is one insert.
-        self.catalog
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.catalog)
     }
 
     /// The value of a `SET` key, if set.
     pub fn setting(&self, key: &str) -> Option<String> {
-        self.settings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+        lock(&self.settings).get(key).cloned()
+    }
+
+    /// Every `SET` key and its value.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        lock(&self.settings).clone()
     }
 
     /// Names of the declared tables and views.
@@ -106,9 +203,17 @@ impl Engine {
                 if create.if_not_exists && catalog.contains(&name) {
                     return Ok(Executed::Created(name));
                 }
-                let table = self
-                    .planner
+                let mut table = self
+                    .planner()
                     .create_table(&catalog, create.as_ref().clone())?;
+                if table.connector() == Some("kafka") {
+                    for (key, value) in &self.kafka_properties {
+                        table
+                            .options
+                            .entry(format!("properties.{key}"))
+                            .or_insert_with(|| value.clone());
+                    }
+                }
                 self.connectors.validate(&table)?;
                 catalog.add_table(table)?;
                 Ok(Executed::Created(name))
@@ -116,17 +221,14 @@ impl Engine {
             Statement::CreateView { name, query } => {
                 let mut catalog = self.catalog();
                 let view =
-                    self.planner
+                    self.planner()
                         .create_view(&catalog, name.clone(), query.as_ref().clone())?;
                 catalog.add_view(view)?;
                 Ok(Executed::Created(name.clone()))
             }
             Statement::Set { key, value } => {
                 crate::settings::check(key, value)?;
-                self.settings
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key.clone(), value.clone());
+                lock(&self.settings).insert(key.clone(), value.clone());
                 Ok(Executed::Set {
                     key: key.clone(),
                     value: value.clone(),
@@ -164,10 +266,14 @@ impl Engine {
     async fn execute_statement(&self, statement: Statement) -> Result<Executed> {
         match statement {
             Statement::Insert { table, query } => {
+                let text = format!("INSERT INTO {table} {query}");
                 let plan = self.plan(*query, Some(&table))?;
-                Ok(Executed::Job(self.start(&plan).await?))
+                let job = self.start(&plan).await?;
+                self.register_job(text, &job);
+                Ok(Executed::Job(job))
             }
             Statement::Query(query) => {
+                let text = query.to_string();
                 let plan = self.plan(*query, None)?;
                 let mut config = self.job_config()?;
                 config.sources = plan.sources();
@@ -179,6 +285,7 @@ impl Engine {
                     &config,
                 )
                 .await?;
+                self.register_job(text, &job);
                 Ok(Executed::Query(QueryStream {
                     schema: plan.schema(),
                     receiver,
@@ -219,52 +326,52 @@ impl Engine {
         query: datafusion::sql::sqlparser::ast::Query,
         sink: Option<&str>,
     ) -> Result<StreamPlan> {
-        let settings = self
-            .settings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let settings = self.settings();
         let catalog = self.catalog();
         let options = crate::settings::plan_options(&settings, &catalog);
         let sink = sink.map(|name| catalog.require_table(name)).transpose()?;
         Ok(self
-            .planner
+            .planner()
             .plan_query_with(&catalog, query, sink, &options)?)
     }
 
     /// The job-wide settings a job started now gets.
     fn job_config(&self) -> Result<runnel_runtime::JobConfig> {
-        let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        let settings = self.settings();
         let mut config = crate::settings::job_config(&settings, &self.catalog())?;
-        config.faults = *self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        config.faults = *lock(&self.faults);
         Ok(config)
     }
 
-    /// The streaming plans of a script's queries and `INSERT INTO`s, without running them
-    /// (its declarations do take effect).
     /// Checks a script without running it: declares its tables and views and plans its
-    /// queries, going on past errors, and returns every error with the number of the
-    /// statement it is in (a syntax error stops the check: statements cannot be told apart
-    /// after it).
+    /// queries, going on past errors (a statement that does not parse is reported and
+    /// skipped), and returns every error with the number of the statement and the line it
+    /// starts on. Only text that cannot be split into statements (an unterminated string
+    /// or comment) stops the check early.
     pub fn validate(&self, sql: &str) -> Vec<String> {
-        let statements = match parse_script(sql) {
+        let statements = match runnel_sql::parse_script_each(sql) {
             Ok(statements) => statements,
             Err(e) => return vec![e.to_string()],
         };
         let mut errors = Vec::new();
-        for (i, statement) in statements.into_iter().enumerate() {
-            let checked = match statement {
-                Statement::Insert { table, query } => self.plan(*query, Some(&table)).map(drop),
-                Statement::Query(query) => self.plan(*query, None).map(drop),
-                declaration => self.declare(&declaration).map(drop),
-            };
+        for (i, located) in statements.into_iter().enumerate() {
+            let checked = located
+                .statement
+                .map_err(RunnelError::from)
+                .and_then(|statement| match statement {
+                    Statement::Insert { table, query } => self.plan(*query, Some(&table)).map(drop),
+                    Statement::Query(query) => self.plan(*query, None).map(drop),
+                    declaration => self.declare(&declaration).map(drop),
+                });
             if let Err(e) = checked {
-                errors.push(format!("statement {}: {e}", i + 1));
+                errors.push(format!("statement {} (line {}): {e}", i + 1, located.line));
             }
         }
         errors
     }
 
+    /// The streaming plans of a script's queries and `INSERT INTO`s, without running them
+    /// (its declarations do take effect).
     pub fn explain(&self, sql: &str) -> Result<String> {
         let mut out = String::new();
         for statement in parse_script(sql)? {

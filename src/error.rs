@@ -7,6 +7,9 @@ pub enum RunnelError {
     Sql(#[from] runnel_sql::SqlError),
     #[error(transparent)]
     Runtime(#[from] runnel_runtime::RuntimeError),
+    /// The library was called in a way that cannot work (e.g. a memory table that is not one).
+    #[error("{0}")]
+    Usage(String),
     #[error("SET '{key}' = '{value}': {reason}")]
     Setting {
         key: String,

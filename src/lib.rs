@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), runnel::RunnelError> {
-//! let engine = runnel::Engine::new();
+//! let engine = runnel::Engine::default();
 //! let results = engine.execute("
 //!     CREATE TABLE claims (policy_id BIGINT, amount DOUBLE, event_time TIMESTAMP(3),
 //!         WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
@@ -29,11 +29,14 @@
 //! The layers below are re-exported: [`sql`] (parsing, catalog, planning), [`runtime`]
 //! (operators, jobs) and [`connectors`].
 
+mod config;
 mod engine;
 mod error;
+pub mod prometheus;
 pub mod settings;
 
-pub use engine::{Engine, Executed, QueryStream};
+pub use config::EngineConfig;
+pub use engine::{Engine, Executed, JobInfo, QueryStream};
 pub use error::{Result, RunnelError};
 
 pub use runnel_connectors as connectors;

@@ -229,7 +229,7 @@ async fn streaming(
     );
     let mut late_count = 0;
     let mut rows = Vec::new();
-    for result in Engine::new()
+    for result in Engine::default()
         .execute(&sql)
         .await
         .expect("streaming query plans")
@@ -545,7 +545,7 @@ async fn stream_joins_equal_datafusion_batch_joins() {
             late_path.display(),
         );
         let mut actual = Vec::new();
-        for result in Engine::new().execute(&sql).await.expect("join plans") {
+        for result in Engine::default().execute(&sql).await.expect("join plans") {
             if let Executed::Query(mut stream) = result {
                 while let Some(batch) = stream.next().await {
                     actual.extend(

@@ -206,6 +206,7 @@ fn validate_reports_every_error_without_running() {
          CREATE TABLE bad (a INT) WITH ('connector' = 'kafak');
          SELECT nope FROM t;
          SELECT a FROM missing;
+         SELEC a FROM t;
          SELECT a FROM t;",
     )
     .expect("job file");
@@ -216,18 +217,22 @@ fn validate_reports_every_error_without_running() {
         .expect("run runnel");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
+    // Each error with its statement and the line it starts on; a syntax error does not
+    // stop the check of the statements after it.
     for expected in [
-        "3 errors",
-        "statement 2:",
+        "4 errors",
+        "statement 2 (line 3):",
         "unknown connector 'kafak'",
-        "statement 3:",
+        "statement 3 (line 4):",
         "nope",
-        "statement 4:",
+        "statement 4 (line 5):",
         "unknown table 'missing'",
+        "statement 5 (line 6):",
+        "found: SELEC",
     ] {
         assert!(stderr.contains(expected), "'{expected}' in: {stderr}");
     }
-    assert!(!stderr.contains("statement 5"), "{stderr}");
+    assert!(!stderr.contains("statement 6"), "{stderr}");
     std::fs::write(
         &file,
         "CREATE TABLE t (a INT) WITH ('connector' = 'blackhole');",

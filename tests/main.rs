@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod claims;
+mod cli;
 mod common;
 mod crash;
 mod differential;

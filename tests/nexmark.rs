@@ -25,7 +25,7 @@ async fn run_at(query: &str, tps: u64) -> Vec<RecordBatch> {
         sql.replace("${FLINK_HOME}", &dir.display().to_string())
     );
     let mut batches = Vec::new();
-    for result in Engine::new()
+    for result in Engine::default()
         .execute(&script)
         .await
         .unwrap_or_else(|e| panic!("{query}: {e}"))
@@ -311,7 +311,11 @@ async fn run_sql_at(sql: &str, tps: u64) -> Vec<RecordBatch> {
         sql.replace("${FLINK_HOME}", &dir.display().to_string())
     );
     let mut batches = Vec::new();
-    for result in Engine::new().execute(&script).await.expect("query plans") {
+    for result in Engine::default()
+        .execute(&script)
+        .await
+        .expect("query plans")
+    {
         if let Executed::Query(mut stream) = result {
             while let Some(batch) = stream.next().await {
                 batches.push(batch.expect("batch"));
@@ -691,7 +695,7 @@ async fn nexmark_q10_writes_every_bid_into_its_minute_partition_and_commits_it()
         sql.replace("${NEXMARK_DIR}", &out.display().to_string())
             .replace("${SUBMIT_TIME}", "run")
     );
-    for result in Engine::new().execute(&script).await.expect("q10 plans") {
+    for result in Engine::default().execute(&script).await.expect("q10 plans") {
         if let Executed::Job(job) = result {
             job.wait().await.expect("q10 runs");
         }

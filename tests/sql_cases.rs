@@ -105,7 +105,7 @@ struct Outcome {
 async fn run_case(purpose: &str, name: &str, case: &Case) -> Result<Outcome, String> {
     let folder = format!("{purpose}-{name}");
     let (_, sql) = prepare(&folder, case)?;
-    let engine = Engine::new();
+    let engine = Engine::default();
     let mut rows = Vec::new();
     let mut late = 0;
     for result in engine.execute(&sql).await.map_err(|e| e.to_string())? {
@@ -367,7 +367,7 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
             .flat_map(|rows| rows.lines())
             .filter(|l| l.trim_start().starts_with('{'))
             .count() as u64;
-        let crashing = Engine::new();
+        let crashing = Engine::default();
         crashing.inject_faults(runnel::runtime::FaultInjection {
             checkpoint_after_rows: Some((input_rows / 2).max(1)),
             crash_after_checkpoint: true,
@@ -380,7 +380,7 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
             failures.push(format!("{name}: the run to crash failed otherwise: {e}"));
             continue;
         }
-        let (after, failure) = collect(&Engine::new(), &sql).await;
+        let (after, failure) = collect(&Engine::default(), &sql).await;
         if let Some(e) = failure {
             failures.push(format!("{name}: resuming failed: {e}"));
             continue;

@@ -1,15 +1,29 @@
-//! The `runnel` command: runs job files (`runnel run job.sql`) and explains their plans.
+//! The `runnel` command: the interactive shell (no arguments), and job files
+//! (`runnel run|validate|explain job.sql|job.toml`).
 
+mod job_file;
+mod repl;
+mod status;
+mod table_view;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use runnel::{Engine, Executed, MetricsSnapshot};
+use runnel::{Executed, MetricsSnapshot};
+
+use crate::job_file::JobFile;
 
 #[derive(Parser)]
-#[command(name = "runnel", version, about = "Runnel: streaming SQL on Arrow")]
+#[command(
+    name = "runnel",
+    version,
+    about = "Runnel: streaming SQL on Arrow. Without a command, starts the interactive shell."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -17,18 +31,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a SQL job file: its statements in order; waits until every job ends.
+    /// Run a job file (`.sql`, or `.toml` naming the SQL, checkpoints, settings and Kafka
+    /// defaults): its statements in order; waits until every job ends.
     Run {
-        /// The `.sql` file.
+        /// The `.sql` or `.toml` file.
         file: PathBuf,
         /// Where the job's checkpoints go (with `SET 'execution.checkpointing.interval'`).
         /// Running the same job again with the same directory resumes where it stopped.
         #[arg(long)]
         checkpoint_dir: Option<PathBuf>,
+        /// Serve Prometheus metrics of the job over HTTP on this address (e.g. 127.0.0.1:9249).
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
     },
-    /// Print the streaming plan of each query in a SQL file, without running it.
+    /// Print the streaming plan of each query in a job file, without running it.
     Explain { file: PathBuf },
-    /// Check a SQL file without running it: every error it finds, each with its statement.
+    /// Check a job file without running it: every error it finds, each with its place.
     Validate { file: PathBuf },
 }
 
@@ -36,7 +54,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,runnel::status=info".into()),
         )
         .with_writer(std::io::stderr)
         // Colours only on a terminal: logs written to files stay plain text.
@@ -57,13 +75,11 @@ fn main() -> ExitCode {
         Some(Command::Run {
             file,
             checkpoint_dir,
-        }) => runtime.block_on(run(&file, checkpoint_dir.as_deref())),
-        Some(Command::Explain { file }) => runtime.block_on(explain(&file)),
+            metrics_addr,
+        }) => runtime.block_on(run(&file, checkpoint_dir.as_deref(), metrics_addr)),
+        Some(Command::Explain { file }) => explain(&file),
         Some(Command::Validate { file }) => validate(&file),
-        None => {
-            eprintln!("the interactive shell is not built yet; use `runnel run FILE.sql` (see `runnel --help`)");
-            return ExitCode::from(2);
-        }
+        None => repl::run(&runtime),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,7 +91,7 @@ fn main() -> ExitCode {
 }
 
 /// An error and its causes on one line each.
-fn describe(error: &dyn std::error::Error) -> String {
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -88,13 +104,13 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn read(file: &Path) -> Result<String, String> {
-    std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
+fn load(file: &Path) -> Result<JobFile, String> {
+    JobFile::load(file, &|name| std::env::var(name).ok())
 }
 
 fn validate(file: &Path) -> Result<(), String> {
-    let sql = read(file)?;
-    let errors = Engine::new().validate(&sql);
+    let job = load(file)?;
+    let errors = job.engine().validate(&job.sql);
     if errors.is_empty() {
         println!("{}: ok", file.display());
         return Ok(());
@@ -108,18 +124,23 @@ fn validate(file: &Path) -> Result<(), String> {
     ))
 }
 
-async fn explain(file: &Path) -> Result<(), String> {
-    let sql = read(file)?;
-    let plans = Engine::new()
-        .explain(&sql)
+fn explain(file: &Path) -> Result<(), String> {
+    let job = load(file)?;
+    let plans = job
+        .engine()
+        .explain(&job.sql)
         .map_err(|e| format!("{}: {}", file.display(), describe(&e)))?;
     print!("{plans}");
     Ok(())
 }
 
-async fn run(file: &Path, checkpoint_dir: Option<&Path>) -> Result<(), String> {
-    let sql = read(file)?;
-    let engine = Engine::new();
+async fn run(
+    file: &Path,
+    checkpoint_dir: Option<&Path>,
+    metrics_addr: Option<SocketAddr>,
+) -> Result<(), String> {
+    let job_file = load(file)?;
+    let engine = Arc::new(job_file.engine());
     if let Some(dir) = checkpoint_dir {
         let setting = format!(
             "SET 'state.checkpoints.dir' = '{}';",
@@ -130,26 +151,57 @@ async fn run(file: &Path, checkpoint_dir: Option<&Path>) -> Result<(), String> {
             .await
             .map_err(|e| format!("--checkpoint-dir: {}", describe(&e)))?;
     }
+    let _metrics_server = match metrics_addr {
+        Some(addr) => {
+            let (bound, task) = runnel::prometheus::serve(engine.clone(), addr)
+                .await
+                .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+            tracing::info!(%bound, "serving Prometheus metrics");
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
     let started = Instant::now();
     let place = |e: runnel::RunnelError| format!("{}: {}", file.display(), describe(&e));
     let mut jobs = Vec::new();
-    for result in engine.execute(&sql).await.map_err(&place)? {
+    let mut queries = Vec::new();
+    for result in engine.execute(&job_file.sql).await.map_err(&place)? {
         match result {
             Executed::Job(job) => jobs.push(job),
-            Executed::Query(mut stream) => {
-                while let Some(batch) = stream.next().await {
-                    let batch = batch.map_err(|e| describe(&e))?;
-                    for line in runnel::connectors::print::format_rows(&batch, "")
-                        .map_err(|e| e.to_string())?
-                    {
-                        println!("{line}");
-                    }
-                }
-                let metrics = stream.finish().await.map_err(&place)?;
-                report("query", &metrics, started);
-            }
+            Executed::Query(stream) => queries.push(stream),
             Executed::Created(_) | Executed::Set { .. } => {}
         }
+    }
+    let total = engine.jobs().len();
+    let names = engine
+        .jobs()
+        .into_iter()
+        .map(|job| {
+            let name = if total == 1 {
+                job_file.name.clone()
+            } else {
+                format!("{} #{}", job_file.name, job.id)
+            };
+            (name, job.metrics)
+        })
+        .collect();
+    let _status = AbortOnDrop(status::spawn(names));
+    let clear = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        status::CLEAR_LINE
+    } else {
+        ""
+    };
+    for mut stream in queries {
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| describe(&e))?;
+            for line in
+                runnel::connectors::print::format_rows(&batch, "").map_err(|e| e.to_string())?
+            {
+                println!("{clear}{line}");
+            }
+        }
+        let metrics = stream.finish().await.map_err(&place)?;
+        report("query", &metrics, started);
     }
     let count = jobs.len();
     for (i, mut job) in jobs.into_iter().enumerate() {
@@ -157,6 +209,7 @@ async fn run(file: &Path, checkpoint_dir: Option<&Path>) -> Result<(), String> {
         let metrics = tokio::select! {
             metrics = job.wait_ref() => metrics,
             _ = stop_signal() => {
+                status::clear();
                 eprintln!("stopping: taking a final checkpoint");
                 job.stop(std::time::Duration::from_secs(60)).await
             }
@@ -170,6 +223,15 @@ async fn run(file: &Path, checkpoint_dir: Option<&Path>) -> Result<(), String> {
         report(&name, &metrics, started);
     }
     Ok(())
+}
+
+/// Stops a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// SIGTERM or Ctrl-C.
@@ -194,6 +256,7 @@ async fn stop_signal() {
 
 /// One line per finished job on stderr: what went in, out, and what was dropped.
 fn report(name: &str, metrics: &MetricsSnapshot, started: Instant) {
+    status::clear();
     let seconds = started.elapsed().as_secs_f64();
     let late = if metrics.late_rows_routed > 0 {
         format!(

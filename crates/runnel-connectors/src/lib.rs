@@ -3,13 +3,14 @@
 //! The entry point is [`Connectors`], the [`ConnectorFactory`] the engine hands the
 //! runtime. Each connector lives in its own module and takes Flink's option names:
 //! `kafka` (source and sink), `filesystem` (bounded source and sink), `nexmark` (the
-//! benchmark's generator), `datagen` (random or sequential rows at a steady rate), `script` (replays rows, watermarks and clock ticks for tests), `print` and `blackhole` (sinks). Record formats (`json`, `csv`) live in [`format`].
+//! benchmark's generator), `datagen` (random or sequential rows at a steady rate), `memory` (batches pushed by an embedding service), `script` (replays rows, watermarks and clock ticks for tests), `print` and `blackhole` (sinks). Record formats (`json`, `csv`) live in [`format`].
 
 pub mod datagen;
 pub mod error;
 pub mod filesystem;
 pub mod format;
 pub mod kafka;
+pub mod memory;
 pub mod nexmark;
 pub mod options;
 pub mod partitioned_files;
@@ -32,6 +33,7 @@ pub const CONNECTORS: &[&str] = &[
     "filesystem",
     "nexmark",
     "datagen",
+    "memory",
     "script",
     "print",
     "blackhole",
@@ -39,7 +41,10 @@ pub const CONNECTORS: &[&str] = &[
 
 /// The built-in connectors.
 #[derive(Debug, Default, Clone)]
-pub struct Connectors;
+pub struct Connectors {
+    /// The engine's memory tables (`'connector' = 'memory'`).
+    pub memory: memory::MemoryTables,
+}
 
 fn connector_of(table: &TableDef) -> Result<&str, ConnectorError> {
     let connector = table
@@ -78,6 +83,10 @@ impl ConnectorFactory for Connectors {
                 "filesystem" => filesystem::options(table).map(drop),
                 "nexmark" => nexmark::options(table).map(drop),
                 "datagen" => datagen::options(table).map(drop),
+                "memory" => {
+                    options::TableOptions::validate(&table.name, "memory", &table.options, &[], &[])
+                        .map(drop)
+                }
                 "script" => script::options(table).map(drop),
                 "print" => print::print_options(table).map(drop),
                 _ => options::TableOptions::validate(
@@ -135,6 +144,9 @@ impl ConnectorFactory for Connectors {
             )),
             "datagen" => Ok(Box::new(
                 datagen::DatagenSource::open(table, start).map_err(&error)?,
+            )),
+            "memory" => Ok(Box::new(
+                memory::MemorySource::open(&self.memory, table).map_err(&error)?,
             )),
             "script" => Ok(Box::new(
                 script::ScriptSource::open(table, metrics, start).map_err(&error)?,

@@ -398,7 +398,13 @@ impl JobBuilder<'_> {
         let checkpoints = self.checkpoints.clone().map(|c| (c, id));
         self.tasks.push((
             operator.name().to_string(),
-            tokio::spawn(run_two_input(operator, inputs, sender, checkpoints)),
+            tokio::spawn(run_two_input(
+                operator,
+                inputs,
+                sender,
+                checkpoints,
+                self.metrics.state_gauge(),
+            )),
         ));
         Ok(Pipeline {
             receiver,
@@ -473,6 +479,7 @@ impl JobBuilder<'_> {
                     operator_ids: ids,
                 },
             ));
+        let mut gauge = self.metrics.state_gauge();
         self.tasks.push((
             "operators".to_string(),
             tokio::spawn(async move {
@@ -490,6 +497,7 @@ impl JobBuilder<'_> {
                         })?,
                         None => chain.process(message, &mut out)?,
                     }
+                    gauge.update(|| chain.state_size());
                     for message in out.drain(..) {
                         if sender.send(message).await.is_err() {
                             return Ok(()); // downstream stopped; it reports why
@@ -597,6 +605,7 @@ async fn run_two_input(
     (left, right): (mpsc::Receiver<Message>, mpsc::Receiver<Message>),
     output: mpsc::Sender<Message>,
     checkpoints: Option<(Arc<CheckpointCoordinator>, usize)>,
+    mut gauge: crate::metrics::StateGauge,
 ) -> Result<()> {
     let mut merged = merge_inputs(vec![left, right]);
     let mut aligner = BarrierAligner::new(2);
@@ -632,6 +641,7 @@ async fn run_two_input(
                     }
                 }
             }
+            gauge.update(|| operator.state_size());
             for message in out.drain(..) {
                 if output.send(message).await.is_err() {
                     return Ok(()); // downstream stopped; it reports why

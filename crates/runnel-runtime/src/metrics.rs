@@ -1,6 +1,8 @@
 //! Per-job counters, shared by the job's tasks and readable while it runs.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Counters of one running job. Everything dropped is counted here: nothing is lost silently.
 #[derive(Debug)]
@@ -20,6 +22,8 @@ pub struct JobMetrics {
     pub watermark: AtomicI64,
     /// Checkpoints stored and committed.
     pub checkpoints: AtomicU64,
+    /// Each operator task's state size in bytes, as it last measured it.
+    state_gauges: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 impl Default for JobMetrics {
@@ -32,6 +36,7 @@ impl Default for JobMetrics {
             bad_records: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             checkpoints: AtomicU64::new(0),
+            state_gauges: Mutex::new(Vec::new()),
         }
     }
 }
@@ -45,7 +50,11 @@ pub struct MetricsSnapshot {
     pub late_rows_routed: u64,
     pub bad_records: u64,
     pub watermark: Option<i64>,
+    /// How far the watermark is behind the wall clock, in ms, when the snapshot was taken.
+    pub watermark_lag_ms: Option<i64>,
     pub checkpoints: u64,
+    /// About how many bytes of state the job's operators hold.
+    pub state_bytes: u64,
 }
 
 impl JobMetrics {
@@ -53,16 +62,66 @@ impl JobMetrics {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// A gauge one operator task reports its state size through.
+    pub fn state_gauge(&self) -> StateGauge {
+        let bytes = Arc::new(AtomicU64::new(0));
+        self.state_gauges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(bytes.clone());
+        StateGauge {
+            bytes,
+            measured: None,
+        }
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         let watermark = self.watermark.load(Ordering::Relaxed);
+        let watermark = (watermark != i64::MIN).then_some(watermark);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let state_bytes = self
+            .state_gauges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|g| g.load(Ordering::Relaxed))
+            .sum();
         MetricsSnapshot {
             rows_in: self.rows_in.load(Ordering::Relaxed),
             rows_out: self.rows_out.load(Ordering::Relaxed),
             late_rows: self.late_rows.load(Ordering::Relaxed),
             late_rows_routed: self.late_rows_routed.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
-            watermark: (watermark != i64::MIN).then_some(watermark),
+            watermark,
+            // The end-of-input watermark (i64::MAX) is no lag.
+            watermark_lag_ms: watermark
+                .filter(|w| *w < i64::MAX)
+                .map(|w| now_ms.saturating_sub(w).max(0)),
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            state_bytes,
         }
+    }
+}
+
+/// One operator task's state size, measured at most every [`StateGauge::EVERY`] (operators
+/// sum their maps to answer, so not after every batch).
+#[derive(Debug)]
+pub struct StateGauge {
+    bytes: Arc<AtomicU64>,
+    measured: Option<Instant>,
+}
+
+impl StateGauge {
+    pub const EVERY: Duration = Duration::from_millis(200);
+
+    /// Records `measure()` if the last measurement is older than [`StateGauge::EVERY`].
+    pub fn update(&mut self, measure: impl FnOnce() -> usize) {
+        if self.measured.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return;
+        }
+        self.measured = Some(Instant::now());
+        self.bytes.store(measure() as u64, Ordering::Relaxed);
     }
 }

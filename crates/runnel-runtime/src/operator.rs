@@ -30,6 +30,12 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// About how many bytes of state the operator holds now (rows, keys, accumulators),
+    /// for the job's state-size metric. Cheap to call; 0 for stateless operators.
+    fn state_size(&self) -> usize {
+        0
+    }
+
     /// Whether the operator's state can be checkpointed (by [`Operator::snapshot`] and
     /// [`Operator::restore`]). Stateless operators can; a stateful operator says `false`
     /// until it implements both.
@@ -80,6 +86,11 @@ impl OperatorChain {
     pub fn with_checkpoints(mut self, checkpoints: Option<ChainCheckpoints>) -> Self {
         self.checkpoints = checkpoints;
         self
+    }
+
+    /// About how many bytes of state the chain's operators hold.
+    pub fn state_size(&self) -> usize {
+        self.operators.iter().map(|o| o.state_size()).sum()
     }
 
     /// Runs `message` through every operator; what the last one emits lands in `out`.
@@ -149,6 +160,11 @@ pub trait TwoInputOperator: Send {
     /// Both inputs ended: emit anything still held. `End` itself is sent by the runtime.
     fn finish(&mut self, _out: &mut Vec<Message>) -> Result<()> {
         Ok(())
+    }
+
+    /// As [`Operator::state_size`].
+    fn state_size(&self) -> usize {
+        0
     }
 
     /// As [`Operator::checkpointable`].

@@ -41,6 +41,42 @@ pub struct WatermarkDef {
     pub expr: Expr,
 }
 
+impl WatermarkDef {
+    /// The watermark expression as SQL (`ts - INTERVAL '5' SECOND`), for `DESCRIBE`.
+    pub fn expr_sql(&self) -> String {
+        datafusion::sql::unparser::expr_to_sql(&self.expr)
+            .map_or_else(|_| self.expr.to_string(), |sql| sql.to_string())
+    }
+}
+
+/// An Arrow type by the SQL name a table declares it with (`BIGINT`, `TIMESTAMP(3)`,
+/// `DECIMAL(12, 2)`), for `DESCRIBE`; other types by their Arrow name.
+pub fn sql_type_name(data_type: &DataType) -> String {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let precision = |unit: &TimeUnit| match unit {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 3,
+        TimeUnit::Microsecond => 6,
+        TimeUnit::Nanosecond => 9,
+    };
+    match data_type {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
+        DataType::Binary | DataType::LargeBinary => "BYTES".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(unit, None) => format!("TIMESTAMP({})", precision(unit)),
+        DataType::Timestamp(unit, Some(_)) => format!("TIMESTAMP_LTZ({})", precision(unit)),
+        other => other.to_string(),
+    }
+}
+
 impl TableDef {
     /// The `'connector'` option.
     pub fn connector(&self) -> Option<&str> {

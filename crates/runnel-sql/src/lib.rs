@@ -24,7 +24,7 @@ pub mod window;
 
 pub use catalog::{Catalog, TableDef, ViewDef, WatermarkDef};
 pub use error::{Result, SqlError};
-pub use parser::{parse_script, CreateTable, Statement};
+pub use parser::{parse_script, parse_script_each, CreateTable, LocatedStatement, Statement};
 pub use plan::{
     IntervalJoinNode, LookupJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode,
     StreamPlan, TopNNode, UpdatingAggregateNode, WindowAggregateNode, WindowJoinNode,

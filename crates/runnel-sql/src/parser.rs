@@ -73,8 +73,25 @@ pub struct WatermarkSpec {
     pub expr: SqlExpr,
 }
 
-/// Parses a script of statements separated by `;`.
+/// Parses a script of statements separated by `;`; stops at the first error.
 pub fn parse_script(sql: &str) -> Result<Vec<Statement>> {
+    parse_script_each(sql)?
+        .into_iter()
+        .map(|located| located.statement)
+        .collect()
+}
+
+/// One statement of a script, parsed or not, with the line it starts on (from 1).
+#[derive(Debug)]
+pub struct LocatedStatement {
+    pub line: u64,
+    pub statement: Result<Statement>,
+}
+
+/// Parses each statement of a script on its own, so a syntax error in one leaves the
+/// others parsed. Fails as a whole only when the text cannot be split into statements
+/// (e.g. an unterminated string).
+pub fn parse_script_each(sql: &str) -> Result<Vec<LocatedStatement>> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
@@ -83,11 +100,13 @@ pub fn parse_script(sql: &str) -> Result<Vec<Statement>> {
             line: e.location.line,
             column: e.location.column,
         })?;
-    let mut statements = Vec::new();
-    for chunk in split_statements(tokens) {
-        statements.push(parse_statement(chunk)?);
-    }
-    Ok(statements)
+    Ok(split_statements(tokens)
+        .into_iter()
+        .map(|chunk| LocatedStatement {
+            line: chunk.first().map_or(0, |t| t.span.start.line),
+            statement: parse_statement(chunk),
+        })
+        .collect())
 }
 
 /// Splits tokens at top-level semicolons, dropping empty statements and comments.

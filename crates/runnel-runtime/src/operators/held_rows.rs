@@ -21,6 +21,15 @@ pub struct HeldRows {
 }
 
 impl HeldRows {
+    /// Bytes of the held batches (a batch stays whole while any of its rows is held).
+    pub fn size(&self) -> usize {
+        self.batches
+            .iter()
+            .flatten()
+            .map(|(batch, _)| batch.get_array_memory_size())
+            .sum()
+    }
+
     /// Holds every row of `batch`; returns the batch's id.
     pub fn push(&mut self, batch: RecordBatch) -> u64 {
         let rows = batch.num_rows();

@@ -253,6 +253,17 @@ impl TwoInputOperator for IntervalJoinOperator {
         "IntervalJoin"
     }
 
+    fn state_size(&self) -> usize {
+        [&self.left, &self.right]
+            .iter()
+            .map(|side| {
+                side.held.size()
+                    + side.entries * std::mem::size_of::<(RowRef, i64)>()
+                    + side.index.keys().map(|key| key.len() + 48).sum::<usize>()
+            })
+            .sum()
+    }
+
     fn process_batch(
         &mut self,
         side: Side,

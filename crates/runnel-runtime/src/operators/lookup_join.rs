@@ -174,6 +174,15 @@ impl Operator for LookupJoinOperator {
         "LookupJoin"
     }
 
+    fn state_size(&self) -> usize {
+        self.table.get_array_memory_size()
+            + self
+                .index
+                .iter()
+                .map(|(key, rows)| key.len() + 48 + rows.len() * 4)
+                .sum::<usize>()
+    }
+
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         if let Some(joined) = self.join(&batch).map_err(operator_error)? {
             out.push(Message::Batch(joined));

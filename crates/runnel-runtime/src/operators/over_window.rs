@@ -259,6 +259,18 @@ impl Operator for OverWindowOperator {
         "OverWindow"
     }
 
+    fn state_size(&self) -> usize {
+        self.pending
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum::<usize>()
+            + self
+                .history
+                .iter()
+                .map(|(key, rows)| key.len() + 48 + rows.get_array_memory_size())
+                .sum::<usize>()
+    }
+
     fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         if let OverReadiness::EventTime { time_column, .. } = self.readiness {
             // A row without a time could never become final: refuse it, naming the column.

@@ -265,6 +265,17 @@ impl Operator for SessionWindowOperator {
         "SessionWindow"
     }
 
+    fn state_size(&self) -> usize {
+        let sessions: usize = self
+            .index
+            .sessions
+            .values()
+            .map(|s| 64 + s.rows.len() * std::mem::size_of::<RowRef>())
+            .sum();
+        let keys: usize = self.index.by_key.keys().map(|k| k.len() + 48).sum();
+        self.held.size() + sessions + keys
+    }
+
     fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         let name = "SessionWindow";
         let mut times = event_times(&batch, self.time_column, &self.time_column_name, name)?;

@@ -175,6 +175,20 @@ impl Operator for TopNOperator {
         "TopN"
     }
 
+    fn state_size(&self) -> usize {
+        self.partitions
+            .iter()
+            .map(|(key, ranked)| {
+                key.len()
+                    + 48
+                    + ranked
+                        .iter()
+                        .map(|r| r.order.len() + r.row.row().as_ref().len() + 32)
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Every partition's top rows, best first.
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         let rows = self

@@ -448,6 +448,15 @@ impl Operator for UpdatingAggregateOperator {
         "UpdatingAggregate"
     }
 
+    fn state_size(&self) -> usize {
+        let accumulators: usize = self
+            .groups
+            .iter()
+            .map(|g| g.accumulators.iter().map(|a| a.size()).sum::<usize>() + 64)
+            .sum();
+        accumulators + self.group_keys.size() + self.group_ids.len() * 48
+    }
+
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         self.snapshot_state().map(Some).map_err(operator_error)
     }

@@ -306,6 +306,13 @@ impl Operator for WindowAggregateOperator {
         "WindowAggregate"
     }
 
+    fn state_size(&self) -> usize {
+        self.windows
+            .values()
+            .map(|w| w.groups.size() + w.accumulators.iter().map(|a| a.size()).sum::<usize>())
+            .sum()
+    }
+
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Vec<Message>) -> Result<()> {
         self.aggregate(&batch).map_err(operator_error)
     }

@@ -241,6 +241,14 @@ impl TwoInputOperator for WindowJoinOperator {
         "WindowJoin"
     }
 
+    fn state_size(&self) -> usize {
+        [&self.left, &self.right]
+            .iter()
+            .flat_map(|side| side.windows.values().flatten())
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+
     fn process_batch(
         &mut self,
         side: Side,
