@@ -7,6 +7,9 @@ pub enum RunnelError {
     Sql(#[from] runnel_sql::SqlError),
     #[error(transparent)]
     Runtime(#[from] runnel_runtime::RuntimeError),
+    /// A query's result stream reported a failure.
+    #[error(transparent)]
+    Query(#[from] datafusion::error::DataFusionError),
     /// The library was called in a way that cannot work (e.g. a memory table that is not one).
     #[error("{0}")]
     Usage(String),
