@@ -67,11 +67,16 @@ impl Accumulator for Spread {
     }
 
     fn state(&mut self) -> datafusion::error::Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Float64(self.min), ScalarValue::Float64(self.max)])
+        Ok(vec![
+            ScalarValue::Float64(self.min),
+            ScalarValue::Float64(self.max),
+        ])
     }
 
     fn evaluate(&mut self) -> datafusion::error::Result<ScalarValue> {
-        Ok(ScalarValue::Float64(self.min.zip(self.max).map(|(min, max)| max - min)))
+        Ok(ScalarValue::Float64(
+            self.min.zip(self.max).map(|(min, max)| max - min),
+        ))
     }
 
     fn size(&self) -> usize {
@@ -158,19 +163,29 @@ pub async fn run(claims: &[(i64, f64, i64)]) -> runnel::Result<(Vec<WindowRow>, 
     let mut out = Vec::new();
     while let Some(batch) = rows.next().await {
         let batch = batch?;
-        let policy = batch.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let policy = batch
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         let end = batch
             .column(1)
             .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
-        let count = batch.column(2).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let count = batch
+            .column(2)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         let spread = batch.column(3).as_primitive::<Float64Type>();
-        let high = batch.column(4).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let high = batch
+            .column(4)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         for i in 0..batch.num_rows() {
             out.push((
                 policy.value(i),
                 end.value(i),
                 count.value(i),
-                if spread.is_null(i) { f64::NAN } else { spread.value(i) },
+                if spread.is_null(i) {
+                    f64::NAN
+                } else {
+                    spread.value(i)
+                },
                 high.value(i),
             ));
         }
@@ -192,7 +207,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "metrics: {} rows in, {} rows out, {} late, watermark {:?}, state {} bytes",
-        metrics.rows_in, metrics.rows_out, metrics.late_rows, metrics.watermark, metrics.state_bytes
+        metrics.rows_in,
+        metrics.rows_out,
+        metrics.late_rows,
+        metrics.watermark,
+        metrics.state_bytes
     );
     Ok(())
 }

@@ -13,7 +13,9 @@ mod claims_service;
 #[tokio::test(flavor = "current_thread")]
 async fn the_embedding_example_computes_its_windows_with_rust_functions() {
     let claims = claims_service::incoming_claims();
-    let (rows, metrics) = claims_service::run(&claims).await.expect("the service runs");
+    let (rows, metrics) = claims_service::run(&claims)
+        .await
+        .expect("the service runs");
 
     let mut expected: BTreeMap<(i64, i64), (i64, f64, f64, i64)> = BTreeMap::new();
     for &(policy, amount, time) in &claims {
@@ -51,9 +53,15 @@ async fn misuse_of_memory_tables_and_functions_is_an_error() {
         .execute("CREATE TABLE t (a BIGINT) WITH ('connector' = 'blackhole')")
         .await
         .expect("table");
-    let error = engine.memory_table("t").expect_err("not a memory table").to_string();
+    let error = engine
+        .memory_table("t")
+        .expect_err("not a memory table")
+        .to_string();
     assert!(error.contains("not a memory table"), "{error}");
-    let error = engine.memory_table("nope").expect_err("no table").to_string();
+    let error = engine
+        .memory_table("nope")
+        .expect_err("no table")
+        .to_string();
     assert!(error.contains("nope"), "{error}");
     let error = engine
         .execute("SELECT no_such_function(a) FROM t")

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod crash;
 mod differential;
+mod docs;
 mod embedding;
 mod errors;
 mod idle;
