@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use runnel::{Engine, Executed};
 
-use crate::common::{recreate_topic, runnel_binary, scratch_dir};
+use crate::common::{bootstrap, recreate_topic, runnel_binary, scratch_dir};
 
 /// How long an example that does not end runs before it counts as working.
 const RUN_FOR: Duration = Duration::from_secs(3);
@@ -47,8 +47,10 @@ fn blocks(text: &str, language: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// The block with its topics prefixed, against the broker the tests use.
 fn namespaced_topics(sql: &str) -> String {
     sql.replace("'topic' = '", "'topic' = 'docs-test.")
+        .replace("127.0.0.1:9092", &bootstrap())
 }
 
 /// The topics a block's tables name.
@@ -117,7 +119,7 @@ fn every_job_file_example_in_the_docs_validates() {
             let output = Command::new(runnel_binary())
                 .arg("validate")
                 .arg(&job)
-                .env("KAFKA_BROKERS", "127.0.0.1:9092")
+                .env("KAFKA_BROKERS", bootstrap())
                 .output()
                 .expect("run runnel");
             assert!(
