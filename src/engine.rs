@@ -75,7 +75,15 @@ impl Engine {
         let memory = connectors.memory.clone();
         let mut engine = Self::with_connectors(Arc::new(connectors));
         engine.memory = Some(memory);
-        engine.kafka_properties = config.kafka_properties;
+        // `properties.bootstrap.servers` and `bootstrap.servers` mean the same here.
+        engine.kafka_properties = config
+            .kafka_properties
+            .into_iter()
+            .map(|(key, value)| match key.strip_prefix("properties.") {
+                Some(key) => (key.to_string(), value),
+                None => (key, value),
+            })
+            .collect();
         *lock(&engine.settings) = config.settings;
         engine
     }
@@ -338,6 +346,10 @@ impl Engine {
     /// The job-wide settings a job started now gets.
     fn job_config(&self) -> Result<runnel_runtime::JobConfig> {
         let settings = self.settings();
+        // Settings given to `Engine::new` were not checked by a SET statement.
+        for (key, value) in &settings {
+            crate::settings::check(key, value)?;
+        }
         let mut config = crate::settings::job_config(&settings, &self.catalog())?;
         config.faults = *lock(&self.faults);
         Ok(config)
@@ -353,7 +365,12 @@ impl Engine {
             Ok(statements) => statements,
             Err(e) => return vec![e.to_string()],
         };
-        let mut errors = Vec::new();
+        let mut errors: Vec<String> = self
+            .settings()
+            .iter()
+            .filter_map(|(key, value)| crate::settings::check(key, value).err())
+            .map(|e| e.to_string())
+            .collect();
         for (i, located) in statements.into_iter().enumerate() {
             let checked = located
                 .statement

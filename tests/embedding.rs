@@ -70,4 +70,16 @@ async fn misuse_of_memory_tables_and_functions_is_an_error() {
         .expect("unknown function")
         .to_string();
     assert!(error.contains("no_such_function"), "{error}");
+
+    // A bad setting given to the constructor is reported, not silently ignored.
+    let engine = runnel::Engine::new(
+        runnel::EngineConfig::default().set("execution.checkpointing.interval", "soon"),
+    );
+    let errors = engine.validate("SELECT 1");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("execution.checkpointing.interval")),
+        "{errors:?}"
+    );
 }
