@@ -450,25 +450,12 @@ impl Source for DatagenSource {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Int64Array};
-    use datafusion::arrow::datatypes::{Field, Int32Type, Schema, TimeUnit};
-    use std::collections::BTreeMap;
+    use datafusion::arrow::datatypes::{Field, Int32Type, TimeUnit};
 
     fn table(columns: Vec<Field>, options: &[(&str, &str)]) -> TableDef {
-        let schema = Arc::new(Schema::new(columns));
-        TableDef {
-            name: "gen".into(),
-            physical_schema: schema.clone(),
-            schema,
-            row_exprs: vec![],
-            watermark: None,
-            primary_key: vec![],
-            partition_keys: vec![],
-            options: options
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .chain([("connector".to_string(), "datagen".to_string())])
-                .collect::<BTreeMap<_, _>>(),
-        }
+        let mut options = options.to_vec();
+        options.push(("connector", "datagen"));
+        crate::test_table("gen", columns, &options)
     }
 
     #[test]

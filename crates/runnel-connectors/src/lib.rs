@@ -65,6 +65,29 @@ fn connector_of(table: &TableDef) -> Result<&str, ConnectorError> {
     }
 }
 
+/// A table of plain columns with `options` (for connector unit tests).
+#[cfg(test)]
+pub(crate) fn test_table(
+    name: &str,
+    columns: Vec<datafusion::arrow::datatypes::Field>,
+    options: &[(&str, &str)],
+) -> TableDef {
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(columns));
+    TableDef {
+        name: name.into(),
+        physical_schema: schema.clone(),
+        schema,
+        row_exprs: vec![],
+        watermark: None,
+        primary_key: vec![],
+        partition_keys: vec![],
+        options: options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
 /// Wraps a connector error with the table it concerns.
 fn at_table(
     table: &TableDef,

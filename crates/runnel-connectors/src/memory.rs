@@ -199,20 +199,14 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     fn table() -> TableDef {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("name", DataType::Utf8, true),
-        ]));
-        TableDef {
-            name: "people".into(),
-            physical_schema: schema.clone(),
-            schema,
-            row_exprs: vec![],
-            watermark: None,
-            primary_key: vec![],
-            partition_keys: vec![],
-            options: [("connector".to_string(), "memory".to_string())].into(),
-        }
+        crate::test_table(
+            "people",
+            vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("name", DataType::Utf8, true),
+            ],
+            &[("connector", "memory")],
+        )
     }
 
     fn batch(ids: &[i64]) -> RecordBatch {
