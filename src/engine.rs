@@ -130,9 +130,7 @@ impl Engine {
                 "this engine was built with custom connectors, which have no memory tables".into(),
             ));
         };
-        memory
-            .table(&table)
-            .map_err(|e| RunnelError::Usage(e.to_string()))
+        Ok(memory.table(&table)?)
     }
 
     /// A declared table, as the catalog resolved it.

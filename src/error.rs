@@ -7,6 +7,9 @@ pub enum RunnelError {
     Sql(#[from] runnel_sql::SqlError),
     #[error(transparent)]
     Runtime(#[from] runnel_runtime::RuntimeError),
+    /// A connector refused a call (e.g. a batch pushed into a memory table that does not fit).
+    #[error(transparent)]
+    Connector(#[from] runnel_connectors::ConnectorError),
     /// A query's result stream reported a failure.
     #[error(transparent)]
     Query(#[from] datafusion::error::DataFusionError),

@@ -1,0 +1,324 @@
+//! The Nexmark benchmark runner: per query, throughput over the in-process generator
+//! (events/s, events per CPU-second, peak memory), and for the stateless and tumbling
+//! queries the cost of streaming itself — Runnel over pre-generated Arrow batches (a
+//! memory table) divided by DataFusion running the equivalent batch query over the same
+//! batches.
+//!
+//! ```text
+//! cargo bench --bench nexmark                          # every query, 10M events
+//! cargo bench --bench nexmark -- q5 q7 --events 2000000
+//! cargo bench --bench nexmark -- --floor-events 2000000
+//! ```
+//!
+//! Linux only (CPU time and peak memory come from /proc/self).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use runnel::{Engine, Executed};
+
+const QUERIES: &[&str] = &["q0", "q1", "q2", "q5", "q7", "q8", "q11", "q12", "claims"];
+
+/// Events per second of event time the generator stamps (Flink's Nexmark default).
+const TPS: u64 = 10_000_000;
+
+/// The claims query over generated claims (1,000 policies, 5-minute windows, 80 % inserts).
+fn claims_sql(events: u64) -> String {
+    format!(
+        "CREATE TABLE claims_source (
+             claim_no BIGINT, policy_id BIGINT, amount DECIMAL(12, 2), op_code INT,
+             event_time TIMESTAMP(3),
+             WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
+         ) WITH (
+             'connector' = 'datagen', 'rows-per-second' = '1000000000',
+             'number-of-rows' = '{events}',
+             'fields.claim_no.kind' = 'sequence', 'fields.claim_no.start' = '1',
+             'fields.claim_no.end' = '{events}',
+             'fields.policy_id.min' = '1', 'fields.policy_id.max' = '1000',
+             'fields.amount.max' = '5000', 'fields.op_code.min' = '0', 'fields.op_code.max' = '9'
+         );
+         CREATE VIEW claims AS SELECT policy_id, amount, event_time,
+             CASE WHEN op_code < 8 THEN 'INSERT' ELSE 'UPDATE' END AS operation
+         FROM claims_source;
+         {CLAIMS_QUERY}"
+    )
+}
+
+const CLAIMS_QUERY: &str = "SELECT policy_id, window_start, window_end, COUNT(*) AS claim_count,
+        SUM(amount) AS total_amount
+    FROM TABLE(TUMBLE(TABLE claims, DESCRIPTOR(event_time), INTERVAL '5' MINUTES))
+    WHERE operation = 'INSERT'
+    GROUP BY policy_id, window_start, window_end;";
+
+const NEXMARK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/nexmark");
+
+/// Flink's Nexmark DDL (generator table, person/auction/bid views) for `events` events.
+fn nexmark_ddl(events: u64) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(format!("{NEXMARK_DIR}/ddl.sql"))?
+        .replace("${TPS}", &TPS.to_string())
+        .replace("${EVENTS_NUM}", &events.to_string()))
+}
+
+/// A Nexmark query of `sql/nexmark/` with the DDL in front and its placeholders filled.
+fn nexmark_sql(query: &str, events: u64) -> std::io::Result<String> {
+    let body = std::fs::read_to_string(format!("{NEXMARK_DIR}/{query}.sql"))?;
+    Ok(format!("{}\n{}", nexmark_ddl(events)?, body.replace("${FLINK_HOME}", NEXMARK_DIR)))
+}
+
+/// Process CPU time (user + system) so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at its closing ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name; in
+    // clock ticks of 1/100 s on Linux.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Resets the peak-RSS mark, so [`peak_rss_mb`] measures from here.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// What one run measured.
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    rows_out: u64,
+    peak_mb: f64,
+}
+
+/// Runs a script whose last statement is a query, reading its rows as they come.
+async fn run_query(engine: &Engine, sql: &str) -> runnel::Result<Measured> {
+    reset_peak_rss();
+    let (wall, cpu) = (Instant::now(), cpu_time());
+    let mut rows_out = 0;
+    for result in engine.execute(sql).await? {
+        if let Executed::Query(mut stream) = result {
+            while let Some(batch) = stream.next().await {
+                rows_out += batch?.num_rows() as u64;
+            }
+            stream.finish().await?;
+        }
+    }
+    Ok(Measured {
+        wall: wall.elapsed(),
+        cpu: cpu_time().saturating_sub(cpu),
+        rows_out,
+        peak_mb: peak_rss_mb(),
+    })
+}
+
+/// Streaming vs batch over the same pre-generated rows: a query on the memory table
+/// `source` and its batch equivalent on a DataFusion table of the same name.
+struct FloorQuery {
+    name: &'static str,
+    streaming: &'static str,
+    batch: &'static str,
+}
+
+const BID_FLOOR: &[FloorQuery] = &[
+    FloorQuery {
+        name: "q1 (projection)",
+        streaming: "SELECT auction, bidder, 0.908 * price AS price, dateTime, extra FROM bid",
+        batch: "SELECT auction, bidder, 0.908 * price AS price, \"dateTime\", extra FROM bid",
+    },
+    FloorQuery {
+        name: "q2 (filter)",
+        streaming: "SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0",
+        batch: "SELECT auction, price FROM bid WHERE auction % 123 = 0",
+    },
+    FloorQuery {
+        name: "q7 inner (TUMBLE 10 s, MAX)",
+        streaming: "SELECT MAX(price) AS maxprice, window_end FROM TABLE(TUMBLE(TABLE bid, \
+                    DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) GROUP BY window_start, window_end",
+        batch: "SELECT MAX(price) AS maxprice, date_bin(INTERVAL '10 seconds', \"dateTime\") \
+                + INTERVAL '10 seconds' AS window_end FROM bid GROUP BY 2",
+    },
+    FloorQuery {
+        name: "TUMBLE 10 s, COUNT per auction",
+        streaming: "SELECT auction, COUNT(*) AS num, window_end FROM TABLE(TUMBLE(TABLE bid, \
+                    DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) \
+                    GROUP BY auction, window_start, window_end",
+        batch: "SELECT auction, COUNT(*) AS num, date_bin(INTERVAL '10 seconds', \"dateTime\") \
+                + INTERVAL '10 seconds' AS window_end FROM bid GROUP BY 1, 3",
+    },
+];
+
+const CLAIMS_FLOOR: &[FloorQuery] = &[FloorQuery {
+    name: "claims (TUMBLE 5 min, COUNT + SUM per policy)",
+    streaming: "SELECT policy_id, window_start, window_end, COUNT(*) AS claim_count, \
+                SUM(amount) AS total_amount FROM TABLE(TUMBLE(TABLE claims, \
+                DESCRIPTOR(event_time), INTERVAL '5' MINUTES)) WHERE operation = 'INSERT' \
+                GROUP BY policy_id, window_start, window_end",
+    batch: "SELECT policy_id, date_bin(INTERVAL '5 minutes', event_time) AS window_start, \
+            COUNT(*) AS claim_count, SUM(amount) AS total_amount FROM claims \
+            WHERE operation = 'INSERT' GROUP BY 1, 2",
+}];
+
+/// The rows of `select` over the generator, collected (the floor's input).
+async fn collect(sql: &str) -> runnel::Result<Vec<RecordBatch>> {
+    let engine = Engine::default();
+    let mut out = Vec::new();
+    for result in engine.execute(sql).await? {
+        if let Executed::Query(mut stream) = result {
+            while let Some(batch) = stream.next().await {
+                out.push(batch?);
+            }
+            stream.finish().await?;
+        }
+    }
+    Ok(out)
+}
+
+/// Runnel's time over `rows` (pushed into a memory table `table` with `ddl`), and
+/// DataFusion's for the batch query over the same rows.
+async fn floor(
+    table: &str,
+    ddl: &str,
+    rows: &[RecordBatch],
+    query: &FloorQuery,
+) -> runnel::Result<(Measured, Measured)> {
+    let engine = Engine::default();
+    engine.execute(ddl).await?;
+    let input = engine.memory_table(table)?;
+    // Pushed before the query starts: the memory table keeps them for its first reader,
+    // so the timing below is the query alone.
+    for batch in rows {
+        input.push(batch.clone()).await?;
+    }
+    input.close();
+    let streamed = run_query(&engine, &format!("{};", query.streaming)).await?;
+
+    // One partition: per-core cost, as Runnel runs each operator once.
+    let mut config = SessionConfig::new().with_target_partitions(1);
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    let ctx = SessionContext::new_with_config(config);
+    let schema = rows[0].schema();
+    let mem = MemTable::try_new(schema, vec![rows.to_vec()])?;
+    ctx.register_table(table, Arc::new(mem))?;
+    let (started, cpu) = (Instant::now(), cpu_time());
+    let batch_rows: usize = ctx
+        .sql(query.batch)
+        .await?
+        .collect()
+        .await?
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    let batch = Measured {
+        wall: started.elapsed(),
+        cpu: cpu_time().saturating_sub(cpu),
+        rows_out: batch_rows as u64,
+        peak_mb: 0.0,
+    };
+    Ok((streamed, batch))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let mut queries = Vec::new();
+    let mut events: u64 = 10_000_000;
+    let mut floor_events: u64 = 5_000_000;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--events" => events = args.next().ok_or("--events N")?.parse()?,
+            "--floor-events" => floor_events = args.next().ok_or("--floor-events N")?.parse()?,
+            "--no-floor" => floor_events = 0,
+            query => queries.push(query.to_string()),
+        }
+    }
+    if queries.is_empty() {
+        queries = QUERIES.iter().map(|q| q.to_string()).collect();
+    }
+    println!("Runnel Nexmark, in-process generator, {events} events per query (release build)");
+    println!(
+        "{:<8} {:>9} {:>12} {:>15} {:>10} {:>12}",
+        "query", "wall s", "events/s", "events/CPU-s", "peak MB", "rows out"
+    );
+    for query in &queries {
+        let sql = if query == "claims" {
+            claims_sql(events)
+        } else {
+            nexmark_sql(query, events)?
+        };
+        let engine = Engine::default();
+        let m = run_query(&engine, &sql).await?;
+        println!(
+            "{query:<8} {:>9.2} {:>12.0} {:>15.0} {:>10.0} {:>12}",
+            m.wall.as_secs_f64(),
+            events as f64 / m.wall.as_secs_f64(),
+            events as f64 / m.cpu.as_secs_f64().max(1e-9),
+            m.peak_mb,
+            m.rows_out
+        );
+    }
+    if floor_events == 0 {
+        return Ok(());
+    }
+
+    println!("\nThe cost of streaming: Runnel over pre-generated Arrow batches (memory table) / DataFusion batch, {floor_events} events");
+    println!(
+        "{:<46} {:>13} {:>17} {:>10} {:>9}",
+        "query", "runnel wall/cpu", "datafusion wall/cpu", "wall ratio", "cpu ratio"
+    );
+    let bid_ddl = "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, \
+                   url STRING, dateTime TIMESTAMP(3), extra STRING, \
+                   WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND) \
+                   WITH ('connector' = 'memory');";
+    let bids = collect(&format!(
+        "{}\nSELECT auction, bidder, price, channel, url, dateTime, extra FROM bid;",
+        nexmark_ddl(floor_events)?
+    ))
+    .await?;
+    let claims_ddl = "CREATE TABLE claims (policy_id BIGINT, amount DECIMAL(12, 2), \
+                      event_time TIMESTAMP(3), operation STRING, \
+                      WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND) \
+                      WITH ('connector' = 'memory');";
+    let claims = collect(&claims_sql(floor_events).replace(
+        CLAIMS_QUERY,
+        "SELECT policy_id, amount, event_time, operation FROM claims;",
+    ))
+    .await?;
+    for (table, ddl, rows, floor_queries) in [
+        ("bid", bid_ddl, &bids, BID_FLOOR),
+        ("claims", claims_ddl, &claims, CLAIMS_FLOOR),
+    ] {
+        for query in floor_queries {
+            let (runnel, datafusion) = floor(table, ddl, rows, query).await?;
+            let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+            println!(
+                "{:<46} {:>6.2}/{:<6.2} {:>8.2}/{:<8.2} {:>10.2} {:>9.2}   ({} / {} rows)",
+                query.name,
+                runnel.wall.as_secs_f64(),
+                runnel.cpu.as_secs_f64(),
+                datafusion.wall.as_secs_f64(),
+                datafusion.cpu.as_secs_f64(),
+                ratio(runnel.wall, datafusion.wall),
+                ratio(runnel.cpu, datafusion.cpu),
+                runnel.rows_out,
+                datafusion.rows_out,
+            );
+        }
+    }
+    Ok(())
+}
