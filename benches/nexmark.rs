@@ -66,7 +66,11 @@ fn nexmark_ddl(events: u64) -> std::io::Result<String> {
 /// A Nexmark query of `sql/nexmark/` with the DDL in front and its placeholders filled.
 fn nexmark_sql(query: &str, events: u64) -> std::io::Result<String> {
     let body = std::fs::read_to_string(format!("{NEXMARK_DIR}/{query}.sql"))?;
-    Ok(format!("{}\n{}", nexmark_ddl(events)?, body.replace("${FLINK_HOME}", NEXMARK_DIR)))
+    Ok(format!(
+        "{}\n{}",
+        nexmark_ddl(events)?,
+        body.replace("${FLINK_HOME}", NEXMARK_DIR)
+    ))
 }
 
 /// Process CPU time (user + system) so far.
@@ -78,17 +82,19 @@ fn cpu_time() -> Duration {
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name; in
     // clock ticks of 1/100 s on Linux.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
-/// Resets the peak-RSS mark, so [`peak_rss_mb`] measures from here.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
+/// The process's peak resident memory so far (each generator query runs in a process of
+/// its own, so this is that query's).
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -108,7 +114,6 @@ struct Measured {
 
 /// Runs a script whose last statement is a query, reading its rows as they come.
 async fn run_query(engine: &Engine, sql: &str) -> runnel::Result<Measured> {
-    reset_peak_rss();
     let (wall, cpu) = (Instant::now(), cpu_time());
     let mut rows_out = 0;
     for result in engine.execute(sql).await? {
@@ -239,30 +244,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut queries = Vec::new();
     let mut events: u64 = 10_000_000;
     let mut floor_events: u64 = 5_000_000;
+    let mut single = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--events" => events = args.next().ok_or("--events N")?.parse()?,
             "--floor-events" => floor_events = args.next().ok_or("--floor-events N")?.parse()?,
             "--no-floor" => floor_events = 0,
+            "--floor-only" => events = 0,
+            // One generator query in this process (the runner starts one per query).
+            "--single" => single = true,
             query => queries.push(query.to_string()),
         }
     }
     if queries.is_empty() {
         queries = QUERIES.iter().map(|q| q.to_string()).collect();
     }
-    println!("Runnel Nexmark, in-process generator, {events} events per query (release build)");
-    println!(
-        "{:<8} {:>9} {:>12} {:>15} {:>10} {:>12}",
-        "query", "wall s", "events/s", "events/CPU-s", "peak MB", "rows out"
-    );
-    for query in &queries {
+    if single {
+        let query = &queries[0];
         let sql = if query == "claims" {
             claims_sql(events)
         } else {
             nexmark_sql(query, events)?
         };
-        let engine = Engine::default();
-        let m = run_query(&engine, &sql).await?;
+        let m = run_query(&Engine::default(), &sql).await?;
         println!(
             "{query:<8} {:>9.2} {:>12.0} {:>15.0} {:>10.0} {:>12}",
             m.wall.as_secs_f64(),
@@ -271,6 +275,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             m.peak_mb,
             m.rows_out
         );
+        return Ok(());
+    }
+    if events > 0 {
+        println!("Runnel Nexmark, in-process generator, {events} events per query (release build)");
+        println!(
+            "{:<8} {:>9} {:>12} {:>15} {:>10} {:>12}",
+            "query", "wall s", "events/s", "events/CPU-s", "peak MB", "rows out"
+        );
+        for query in &queries {
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .args(["--single", query, "--events", &events.to_string()])
+                .status()?;
+            if !status.success() {
+                return Err(format!("{query} failed").into());
+            }
+        }
     }
     if floor_events == 0 {
         return Ok(());

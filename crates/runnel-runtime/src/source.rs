@@ -90,6 +90,72 @@ impl ProcessingClock {
     }
 }
 
+/// How a source computes a batch's watermark candidate: the largest value of the table's
+/// watermark expression over the batch's rows.
+enum WatermarkExpr {
+    /// `col` or `col - INTERVAL '...'` of a fixed length: the column's maximum less the
+    /// delay — one `max` kernel over the column, no per-row date arithmetic.
+    ColumnLess { column: usize, delay_ms: i64 },
+    /// Any other expression, evaluated on every row.
+    General(Arc<dyn PhysicalExpr>),
+}
+
+impl WatermarkExpr {
+    fn new(watermark: &runnel_sql::WatermarkDef, table: &runnel_sql::TableDef) -> Result<Self> {
+        use datafusion::common::ScalarValue;
+        use datafusion::logical_expr::{BinaryExpr, Operator};
+        let delay_ms = |value: &ScalarValue| match value {
+            ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
+                Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
+            }
+            ScalarValue::IntervalDayTime(Some(v)) => {
+                Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
+            }
+            _ => None,
+        };
+        let column = |expr: &Expr| match expr {
+            Expr::Column(c) => table.schema.index_of(&c.name).ok(),
+            _ => None,
+        };
+        let fast = match &watermark.expr {
+            expr @ Expr::Column(_) => column(expr).map(|c| (c, 0)),
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Minus,
+                right,
+            }) => match right.as_ref() {
+                Expr::Literal(value, _) => column(left).zip(delay_ms(value)),
+                _ => None,
+            },
+            _ => None,
+        };
+        Ok(match fast {
+            Some((column, delay_ms)) => WatermarkExpr::ColumnLess { column, delay_ms },
+            None => WatermarkExpr::General(
+                crate::expr::compile(
+                    std::slice::from_ref::<Expr>(&watermark.expr),
+                    &table.df_schema(),
+                )?
+                .remove(0),
+            ),
+        })
+    }
+
+    /// The largest watermark the batch's rows give (`None` when every value is NULL).
+    fn candidate(&self, batch: &RecordBatch) -> datafusion::error::Result<Option<i64>> {
+        Ok(match self {
+            WatermarkExpr::ColumnLess { column, delay_ms } => {
+                let millis = crate::operators::as_millis(batch.column(*column))?;
+                max(&millis).map(|t| t.saturating_sub(*delay_ms))
+            }
+            WatermarkExpr::General(expr) => {
+                let values = expr.evaluate(batch)?.into_array(batch.num_rows())?;
+                max(&crate::operators::as_millis(&values)?)
+            }
+        })
+    }
+}
+
 /// How often a source task reads the system clock when something depends on it.
 const CLOCK_TICK: Duration = Duration::from_millis(200);
 
@@ -193,13 +259,11 @@ impl SourceTask {
         } else {
             None
         };
-        let watermark_expr: Option<Arc<dyn PhysicalExpr>> = match &table.watermark {
-            Some(w) => Some(
-                crate::expr::compile(std::slice::from_ref::<Expr>(&w.expr), &table.df_schema())?
-                    .remove(0),
-            ),
-            None => None,
-        };
+        let watermark_expr = table
+            .watermark
+            .as_ref()
+            .map(|w| WatermarkExpr::new(w, &table))
+            .transpose()?;
         let mut tracker = WatermarkTracker::new(self.source.partitions());
         let mut offsets: Vec<Option<i64>> = vec![None; self.source.partitions().max(1)];
         if let Some(restored) = &self.restored {
@@ -350,14 +414,7 @@ impl SourceTask {
                     };
                     let candidate = match &watermark_expr {
                         _ if processing_time => None,
-                        Some(expr) => {
-                            let values = expr
-                                .evaluate(&full)
-                                .and_then(|v| v.into_array(full.num_rows()))
-                                .map_err(error)?;
-                            let millis = crate::operators::as_millis(&values).map_err(error)?;
-                            max(&millis)
-                        }
+                        Some(expr) => expr.candidate(&full).map_err(error)?,
                         None => None,
                     };
                     let rows = match &self.node.projection {

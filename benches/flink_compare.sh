@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Runnel and Apache Flink side by side on the same JSON-lines files (parsing included):
+# the claims query and Nexmark q5, q7, q8, q11 (benches/flink/queries/), each engine
+# reading benches/flink/ddl.sql's tables and writing to a blackhole sink.
+#
+#   benches/flink_compare.sh [EVENTS] [FLINK_PARALLELISM]      (defaults: 2000000, 2)
+#
+# Flink runs through PyFlink 2.3 (PyPI's apache-flink bundles Flink with its filesystem
+# and JSON connectors; Java 17 runs it), installed once into $FLINK_VENV
+# (default /var/tmp/pyflink-venv). Prints per query and engine: wall time, CPU time
+# (user + system of the whole process tree) and events per CPU-second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS="${1:-2000000}"
+PARALLELISM="${2:-2}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/runnel-target}"
+WORK="${RUNNEL_BENCH_DIR:-/var/tmp/runnel-bench}/flink-compare"
+DATA="$WORK/data-$EVENTS"
+FLINK_VENV="${FLINK_VENV:-/var/tmp/pyflink-venv}"
+mkdir -p "$WORK"
+
+cargo build --release --locked -p runnel-cli >&2
+RUNNEL="$CARGO_TARGET_DIR/release/runnel"
+
+if [ ! -x "$FLINK_VENV/bin/python" ] || ! "$FLINK_VENV/bin/python" -c 'import pyflink' 2>/dev/null; then
+    echo "installing PyFlink 2.3 into $FLINK_VENV (once)" >&2
+    python3 -m venv "$FLINK_VENV"
+    "$FLINK_VENV/bin/pip" install -q apache-flink==2.3.0
+fi
+
+if [ ! -f "$DATA/done" ]; then
+    echo "writing $EVENTS Nexmark events and $EVENTS claims as JSON lines into $DATA" >&2
+    rm -rf "$DATA" && mkdir -p "$DATA"
+    {
+        sed -e "s/\${EVENTS_NUM}/$EVENTS/" -e "s/\${TPS}/100000/g" sql/nexmark/ddl.sql
+        for table in person auction bid; do
+            case $table in
+                person) columns="id BIGINT, name STRING, emailAddress STRING, creditCard STRING, city STRING, state STRING, dateTime TIMESTAMP(3), extra STRING" ;;
+                auction) columns="id BIGINT, itemName STRING, description STRING, initialBid BIGINT, reserve BIGINT, dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra STRING" ;;
+                bid) columns="auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING" ;;
+            esac
+            echo "CREATE TABLE ${table}_file ($columns) WITH ('connector' = 'filesystem', 'path' = '$DATA/$table.json', 'format' = 'json');"
+            echo "INSERT INTO ${table}_file SELECT * FROM $table;"
+        done
+        cat <<SQL
+CREATE TABLE claims_source (claim_no BIGINT, policy_id BIGINT, amount DECIMAL(12, 2), op_code INT)
+WITH ('connector' = 'datagen', 'rows-per-second' = '1000000000', 'number-of-rows' = '$EVENTS',
+      'fields.claim_no.kind' = 'sequence', 'fields.claim_no.start' = '1', 'fields.claim_no.end' = '$EVENTS',
+      'fields.policy_id.min' = '1', 'fields.policy_id.max' = '10000',
+      'fields.amount.max' = '5000', 'fields.op_code.min' = '0', 'fields.op_code.max' = '9');
+CREATE TABLE claims_file (claim_id STRING, policy_id BIGINT, amount DECIMAL(12, 2),
+    operation STRING, event_time TIMESTAMP(3))
+WITH ('connector' = 'filesystem', 'path' = '$DATA/claims.json', 'format' = 'json');
+INSERT INTO claims_file
+SELECT CONCAT('c-', CAST(claim_no AS STRING)), policy_id, amount,
+       CASE WHEN op_code < 8 THEN 'INSERT' WHEN op_code < 9 THEN 'UPDATE' ELSE 'DELETE' END,
+       TO_TIMESTAMP_MILLIS(1767225600000 + claim_no * 10)
+FROM claims_source;
+SQL
+    } >"$WORK/generate.sql"
+    "$RUNNEL" run "$WORK/generate.sql" >/dev/null
+    touch "$DATA/done"
+fi
+
+# CPU seconds of a command and its children, and wall seconds: "wall cpu".
+measure() {
+    /usr/bin/time -f "%e %U %S" -o "$WORK/time.txt" "$@" >/dev/null 2>"$WORK/stderr.txt" || {
+        cat "$WORK/stderr.txt" >&2
+        return 1
+    }
+    awk '{ printf "%s %.2f", $1, $2 + $3 }' "$WORK/time.txt"
+}
+
+printf "%-7s %-8s %9s %9s %15s\n" query engine "wall s" "cpu s" "events/CPU-s"
+for query in claims q5 q7 q8 q11; do
+    sed -e "s|\${DATA}|$DATA|g" benches/flink/ddl.sql >"$WORK/$query.sql"
+    cat "benches/flink/queries/$query.sql" >>"$WORK/$query.sql"
+    for engine in runnel flink; do
+        if [ "$engine" = runnel ]; then
+            result=$(measure "$RUNNEL" run "$WORK/$query.sql")
+        else
+            result=$(measure "$FLINK_VENV/bin/python" benches/flink/run_flink.py "$WORK/$query.sql" "$PARALLELISM")
+        fi
+        read -r wall cpu <<<"$result"
+        awk -v q="$query" -v e="$engine" -v w="$wall" -v c="$cpu" -v n="$EVENTS" \
+            'BEGIN { printf "%-7s %-8s %9.2f %9.2f %15.0f\n", q, e, w, c, n / c }'
+    done
+done
