@@ -4,9 +4,36 @@
 
 Statements are separated by ';' at line ends; the last INSERT's job is waited for.
 """
+import os
 import sys
 
 from pyflink.table import EnvironmentSettings, TableEnvironment
+
+
+def tree_cpu_seconds() -> float:
+    """User + system CPU of this process and every live descendant (the Flink JVM runs
+    as a child that is not waited for, so the shell's `time` would not count it)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        # After the command name: state, ppid, ..., utime (12th), stime (13th), cutime, cstime.
+        stats[int(entry)] = (int(fields[1]), sum(int(f) for f in fields[11:15]))
+    me = os.getpid()
+    total, frontier = stats.get(me, (0, 0))[1], [me]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, ticks) in stats.items():
+            if ppid == parent:
+                total += ticks
+                frontier.append(pid)
+    return total / tick
 
 
 def main(path: str, parallelism: int) -> None:
@@ -20,6 +47,7 @@ def main(path: str, parallelism: int) -> None:
         result = env.execute_sql(statement)
     if result is not None:
         result.wait()
+    print(f"TREE_CPU_SECONDS={tree_cpu_seconds():.2f}")
 
 
 if __name__ == "__main__":
