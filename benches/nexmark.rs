@@ -63,9 +63,14 @@ fn nexmark_ddl(events: u64) -> std::io::Result<String> {
         .replace("${EVENTS_NUM}", &events.to_string()))
 }
 
-/// A Nexmark query of `sql/nexmark/` with the DDL in front and its placeholders filled.
+/// A query of `sql/nexmark/` (or of `benches/queries/`) with the Nexmark DDL in front and
+/// its placeholders filled.
 fn nexmark_sql(query: &str, events: u64) -> std::io::Result<String> {
-    let body = std::fs::read_to_string(format!("{NEXMARK_DIR}/{query}.sql"))?;
+    let body = std::fs::read_to_string(format!("{NEXMARK_DIR}/{query}.sql")).or_else(|_| {
+        std::fs::read_to_string(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/benches/queries/").to_owned() + query + ".sql",
+        )
+    })?;
     Ok(format!(
         "{}\n{}",
         nexmark_ddl(events)?,
