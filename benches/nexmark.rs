@@ -8,6 +8,7 @@
 //! cargo bench --bench nexmark                          # every query, 10M events
 //! cargo bench --bench nexmark -- q5 q7 --events 2000000
 //! cargo bench --bench nexmark -- --floor-events 2000000
+//! cargo bench --bench nexmark -- q5 --parallelism 1     # default: one subtask per core
 //! ```
 //!
 //! Linux only (CPU time and peak memory come from /proc/self).
@@ -187,6 +188,8 @@ const CLAIMS_FLOOR: &[FloorQuery] = &[FloorQuery {
 /// The rows of `select` over the generator, collected (the floor's input).
 async fn collect(sql: &str) -> runnel::Result<Vec<RecordBatch>> {
     let engine = Engine::default();
+    // One reader: the batches in event-time order.
+    engine.execute("SET 'parallelism.default' = '1';").await?;
     let mut out = Vec::new();
     for result in engine.execute(sql).await? {
         if let Executed::Query(mut stream) = result {
@@ -208,6 +211,7 @@ async fn floor(
     query: &FloorQuery,
 ) -> runnel::Result<(Measured, Measured)> {
     let engine = Engine::default();
+    engine.execute("SET 'parallelism.default' = '1';").await?;
     engine.execute(ddl).await?;
     let input = engine.memory_table(table)?;
     // Pushed before the query starts: the memory table keeps them for its first reader,
@@ -218,7 +222,7 @@ async fn floor(
     input.close();
     let streamed = run_query(&engine, &format!("{};", query.streaming)).await?;
 
-    // One partition: per-core cost, as Runnel runs each operator once.
+    // One partition: per-core cost, as Runnel runs each operator once here.
     let mut config = SessionConfig::new().with_target_partitions(1);
     config.options_mut().sql_parser.enable_ident_normalization = false;
     let ctx = SessionContext::new_with_config(config);
@@ -250,10 +254,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut events: u64 = 10_000_000;
     let mut floor_events: u64 = 5_000_000;
     let mut single = false;
+    let mut parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--events" => events = args.next().ok_or("--events N")?.parse()?,
             "--floor-events" => floor_events = args.next().ok_or("--floor-events N")?.parse()?,
+            "--parallelism" => parallelism = args.next().ok_or("--parallelism N")?.parse()?,
             "--no-floor" => floor_events = 0,
             "--floor-only" => events = 0,
             // One generator query in this process (the runner starts one per query).
@@ -271,6 +277,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             nexmark_sql(query, events)?
         };
+        let sql = format!("SET 'parallelism.default' = '{parallelism}';\n{sql}");
         let m = run_query(&Engine::default(), &sql).await?;
         println!(
             "{query:<8} {:>9.2} {:>12.0} {:>15.0} {:>10.0} {:>12}",
@@ -283,7 +290,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     if events > 0 {
-        println!("Runnel Nexmark, in-process generator, {events} events per query (release build)");
+        println!(
+            "Runnel Nexmark, in-process generator, {events} events per query, parallelism \
+             {parallelism} (release build)"
+        );
         println!(
             "{:<8} {:>9} {:>12} {:>15} {:>10} {:>12}",
             "query", "wall s", "events/s", "events/CPU-s", "peak MB", "rows out"
@@ -291,6 +301,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for query in &queries {
             let status = std::process::Command::new(std::env::current_exe()?)
                 .args(["--single", query, "--events", &events.to_string()])
+                .args(["--parallelism", &parallelism.to_string()])
                 .status()?;
             if !status.success() {
                 return Err(format!("{query} failed").into());
@@ -301,7 +312,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
 
-    println!("\nThe cost of streaming: Runnel over pre-generated Arrow batches (memory table) / DataFusion batch, {floor_events} events");
+    println!("\nThe cost of streaming: Runnel over pre-generated Arrow batches (memory table) / DataFusion batch, {floor_events} events, both on one core (parallelism 1, one partition)");
     println!(
         "{:<46} {:>13} {:>17} {:>10} {:>9}",
         "query", "runnel wall/cpu", "datafusion wall/cpu", "wall ratio", "cpu ratio"

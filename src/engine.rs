@@ -399,6 +399,12 @@ impl Engine {
                 }
             };
             out.push_str(&plan.to_string());
+            let config = self.job_config()?;
+            out.push_str(&runnel_runtime::parallel_layout(
+                &plan,
+                self.connectors.as_ref(),
+                &config,
+            ));
         }
         Ok(out)
     }

@@ -25,9 +25,21 @@ pub const CHECKPOINT_INTERVAL: &str = "execution.checkpointing.interval";
 /// `--checkpoint-dir` sets it).
 pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
 
+/// `SET 'parallelism.default' = '4'`: Flink's key; how many subtasks each operator runs
+/// as (default: the machine's cores).
+pub const PARALLELISM: &str = "parallelism.default";
+
 /// Runnel's own keys; a `runnel.*` key outside this list is a typo and refused. Other keys
 /// (Flink's) are recorded even when Runnel does not read them, so Flink scripts run.
 const RUNNEL_KEYS: &[&str] = &[IDLE_WATERMARK_ADVANCE, LATE_DATA_SINK];
+
+/// The most subtasks per operator a job may ask for (each is a task with its channels).
+const MAX_PARALLELISM: usize = 1024;
+
+/// The parallelism a job gets without `parallelism.default`: one subtask per core.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> RunnelError {
     RunnelError::Setting {
@@ -49,6 +61,14 @@ pub fn check(key: &str, value: &str) -> Result<()> {
                 )
             })
         }
+        PARALLELISM => match value.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_PARALLELISM).contains(&n) => Ok(()),
+            _ => Err(invalid(
+                key,
+                value,
+                format!("expected a whole number of subtasks from 1 to {MAX_PARALLELISM}"),
+            )),
+        },
         IDLE_WATERMARK_ADVANCE => value
             .parse::<bool>()
             .map(drop)
@@ -93,7 +113,13 @@ pub fn plan_options(
 
 /// The configuration a job started now gets from the session's settings.
 pub fn job_config(settings: &BTreeMap<String, String>, catalog: &Catalog) -> Result<JobConfig> {
-    let mut config = JobConfig::default();
+    let mut config = JobConfig {
+        parallelism: settings
+            .get(PARALLELISM)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(default_parallelism),
+        ..JobConfig::default()
+    };
     if let Some(value) = settings.get(SOURCE_IDLE_TIMEOUT) {
         // A zero timeout is Flink's way to say "never idle".
         config.source_idle_timeout = parse_duration(value).filter(|d| !d.is_zero());

@@ -25,12 +25,12 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use runnel_runtime::{Source, SourceBatch, SourceEvent, SourceState};
+use runnel_runtime::{Source, SourceBatch, SourceEvent, SourceSplit, SourceState};
 use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
 use crate::options::TableOptions;
-use crate::random::EventRng;
+use crate::random::{EventRng, RowBlocks};
 
 /// Table-wide options; per-column ones are `fields.<col>.<option>`.
 pub const OPTIONS: &[&str] = &["rows-per-second", "number-of-rows"];
@@ -388,32 +388,31 @@ pub struct DatagenSource {
     table: String,
     config: DatagenConfig,
     schema: SchemaRef,
-    /// The number of the next row.
-    next: u64,
+    /// The rows this reader makes.
+    blocks: RowBlocks,
     /// When pacing started, and the row number then.
     started: Instant,
     first: u64,
 }
 
 impl DatagenSource {
-    /// `start`: a restored job continues at the checkpoint's next row.
-    pub fn open(table: &TableDef, start: Option<&SourceState>) -> Result<Self> {
+    /// Makes the blocks of rows `split` takes (see [`RowBlocks`]); `start`: a restored
+    /// job continues at the checkpoint's next row.
+    pub fn open(table: &TableDef, split: SourceSplit, start: Option<&SourceState>) -> Result<Self> {
         let (_, config) = options(table)?;
-        let next = start
+        let resume = start
             .and_then(|s| s.offsets.first().copied().flatten())
-            .map_or(0, |n| n.max(0) as u64);
+            .map(|n| n.max(0) as u64);
+        let batch_rows = (config.rows_per_second / 10).clamp(1, MAX_BATCH_ROWS);
+        let blocks = RowBlocks::new(split, batch_rows, resume);
         Ok(Self {
             table: table.name.clone(),
             config,
             schema: table.physical_schema.clone(),
-            next,
+            first: blocks.position(),
+            blocks,
             started: Instant::now(),
-            first: next,
         })
-    }
-
-    fn batch_rows(&self) -> u64 {
-        (self.config.rows_per_second / 10).clamp(1, MAX_BATCH_ROWS)
     }
 }
 
@@ -424,14 +423,11 @@ impl Source for DatagenSource {
     }
 
     async fn next_event(&mut self) -> runnel_runtime::Result<Option<SourceEvent>> {
-        let mut end = self.next + self.batch_rows();
-        if let Some(total) = self.config.total_rows {
-            if self.next >= total {
-                return Ok(None);
-            }
-            end = end.min(total);
-        }
-        // Emit row `end - 1` no earlier than its time at the configured rate.
+        let Some((start, end)) = self.blocks.next_block(self.config.total_rows) else {
+            return Ok(None);
+        };
+        // Emit row `end - 1` no earlier than its time at the configured rate (the rate
+        // is the table's: parallel readers each make their share of the row numbers).
         let due =
             Duration::from_secs_f64((end - self.first) as f64 / self.config.rows_per_second as f64);
         let elapsed = self.started.elapsed();
@@ -441,13 +437,12 @@ impl Source for DatagenSource {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let batch = generate(&self.config, &self.schema, self.next, end, now_ms)
+        let batch = generate(&self.config, &self.schema, start, end, now_ms)
             .map_err(|e| e.at("source", &self.table))?;
-        self.next = end;
         Ok(Some(SourceEvent::Batch(SourceBatch {
             partition: 0,
             batch,
-            next_offset: Some(end as i64),
+            next_offset: Some(self.blocks.position() as i64),
         })))
     }
 }
@@ -565,7 +560,7 @@ mod tests {
             vec![Field::new("x", DataType::Int64, true)],
             &[("rows-per-second", "200"), ("number-of-rows", "60")],
         );
-        let mut source = DatagenSource::open(&table, None).unwrap();
+        let mut source = DatagenSource::open(&table, SourceSplit::WHOLE, None).unwrap();
         let started = Instant::now();
         let mut rows = 0;
         while let Some(event) = source.next_event().await.unwrap() {

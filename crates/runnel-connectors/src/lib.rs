@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use runnel_runtime::{ConnectorFactory, JobConfig, JobMetrics, Sink, Source};
+use runnel_runtime::{ConnectorFactory, JobConfig, JobMetrics, Sink, Source, SourceSplit};
 use runnel_sql::TableDef;
 
 pub use error::ConnectorError;
@@ -144,6 +144,7 @@ impl ConnectorFactory for Connectors {
         table: &TableDef,
         metrics: Arc<JobMetrics>,
         config: &JobConfig,
+        split: SourceSplit,
         start: Option<&runnel_runtime::SourceState>,
     ) -> runnel_runtime::Result<Box<dyn Source>> {
         let error = at_table(table, "source");
@@ -155,7 +156,7 @@ impl ConnectorFactory for Connectors {
         }
         match connector_of(table).map_err(&error)? {
             "kafka" => Ok(Box::new(
-                kafka::KafkaSource::open(table, metrics, config, start)
+                kafka::KafkaSource::open(table, metrics, config, split, start)
                     .await
                     .map_err(&error)?,
             )),
@@ -163,10 +164,10 @@ impl ConnectorFactory for Connectors {
                 filesystem::FileSource::open(table, metrics, start).map_err(&error)?,
             )),
             "nexmark" => Ok(Box::new(
-                nexmark::NexmarkSource::open(table, start).map_err(&error)?,
+                nexmark::NexmarkSource::open(table, split, start).map_err(&error)?,
             )),
             "datagen" => Ok(Box::new(
-                datagen::DatagenSource::open(table, start).map_err(&error)?,
+                datagen::DatagenSource::open(table, split, start).map_err(&error)?,
             )),
             "memory" => Ok(Box::new(
                 memory::MemorySource::open(&self.memory, table).map_err(&error)?,
@@ -177,6 +178,16 @@ impl ConnectorFactory for Connectors {
             other => Err(error(ConnectorError::Other(format!(
                 "connector '{other}' can only be written to, not read"
             )))),
+        }
+    }
+
+    /// Kafka tables are shared by partition (readers beyond the partition count end at
+    /// once); the generators by blocks of rows; files, memory tables and scripts are read
+    /// by one reader (a script's order and watermarks are the test).
+    fn max_splits(&self, table: &TableDef) -> usize {
+        match connector_of(table) {
+            Ok("kafka" | "nexmark" | "datagen") => usize::MAX,
+            _ => 1,
         }
     }
 

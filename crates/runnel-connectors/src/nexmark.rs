@@ -19,12 +19,12 @@ use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use runnel_runtime::{Source, SourceBatch, SourceEvent, SourceState};
+use runnel_runtime::{Source, SourceBatch, SourceEvent, SourceSplit, SourceState};
 use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
 use crate::options::TableOptions;
-use crate::random::EventRng;
+use crate::random::{EventRng, RowBlocks};
 
 /// Options of Flink's Nexmark connector, plus `seed` and `base-time` (Runnel's, for
 /// reproducible runs).
@@ -492,23 +492,24 @@ pub struct NexmarkSource {
     table: String,
     config: NexmarkConfig,
     schema: SchemaRef,
-    next: u64,
+    blocks: RowBlocks,
 }
 
 impl NexmarkSource {
-    /// `start`: a restored job resumes at the checkpoint's next event number.
-    pub fn open(table: &TableDef, start: Option<&SourceState>) -> Result<Self> {
+    /// Generates the blocks of events `split` takes (see [`RowBlocks`]); `start`: a
+    /// restored job resumes at the checkpoint's next event number.
+    pub fn open(table: &TableDef, split: SourceSplit, start: Option<&SourceState>) -> Result<Self> {
         let (_, config) = options(table)?;
         // Check the declared columns once, before the job starts.
         generate(&config, 0, 0, &table.physical_schema)?;
-        let next = start
+        let resume = start
             .and_then(|s| s.offsets.first().copied().flatten())
-            .map_or(0, |n| n.max(0) as u64);
+            .map(|n| n.max(0) as u64);
         Ok(Self {
             table: table.name.clone(),
             config,
             schema: table.physical_schema.clone(),
-            next,
+            blocks: RowBlocks::new(split, BATCH_EVENTS, resume),
         })
     }
 }
@@ -520,20 +521,17 @@ impl Source for NexmarkSource {
     }
 
     async fn next_event(&mut self) -> runnel_runtime::Result<Option<SourceEvent>> {
-        let end = match self.config.events {
-            Some(total) if self.next >= total => return Ok(None),
-            Some(total) => total.min(self.next + BATCH_EVENTS),
-            None => self.next + BATCH_EVENTS,
+        let Some((from, to)) = self.blocks.next_block(self.config.events) else {
+            return Ok(None);
         };
-        let batch = generate(&self.config, self.next, end, &self.schema)
+        let batch = generate(&self.config, from, to, &self.schema)
             .map_err(|e| e.at("source", &self.table))?;
-        self.next = end;
         // Generation is CPU work: let other tasks run between batches.
         tokio::task::yield_now().await;
         Ok(Some(SourceEvent::Batch(SourceBatch {
             partition: 0,
             batch,
-            next_offset: Some(end as i64),
+            next_offset: Some(self.blocks.position() as i64),
         })))
     }
 }

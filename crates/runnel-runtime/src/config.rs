@@ -26,6 +26,15 @@ pub struct JobConfig {
     pub sources: Vec<Arc<TableDef>>,
     /// Failures injected on purpose, for recovery tests.
     pub faults: FaultInjection,
+    /// `parallelism.default`: how many subtasks each operator runs as (0 is taken as 1).
+    pub parallelism: usize,
+}
+
+impl JobConfig {
+    /// Subtasks per operator: at least one.
+    pub fn parallelism(&self) -> usize {
+        self.parallelism.max(1)
+    }
 }
 
 /// Failures a recovery test injects into a job (none by default).

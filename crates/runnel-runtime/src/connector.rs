@@ -13,6 +13,24 @@ use crate::metrics::JobMetrics;
 use crate::sink::Sink;
 use crate::source::Source;
 
+/// Which share of a table one of its parallel readers takes: reader `index` of `count`.
+/// Partitions (or blocks of generated rows) `i` with `i % count == index` are its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceSplit {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl SourceSplit {
+    /// The whole table, read by one reader.
+    pub const WHOLE: SourceSplit = SourceSplit { index: 0, count: 1 };
+
+    /// Whether partition (or block) `i` is this reader's.
+    pub fn owns(&self, i: usize) -> bool {
+        i % self.count.max(1) == self.index
+    }
+}
+
 /// Creates the reader or writer a table's `'connector'` option names.
 #[async_trait]
 pub trait ConnectorFactory: Send + Sync {
@@ -21,15 +39,23 @@ pub trait ConnectorFactory: Send + Sync {
 
     /// Opens a reader of `table`. `metrics` receives the counts of skipped records;
     /// `config` holds job-wide defaults (e.g. the idle timeout) for options the table omits.
-    /// `start`: where a restored job resumes (each partition's next offset), instead of
-    /// the table's startup mode.
+    /// `split`: which share of the table this reader takes (one of several parallel
+    /// readers; see [`ConnectorFactory::max_splits`]). `start`: where a restored job
+    /// resumes (each partition's next offset), instead of the table's startup mode.
     async fn create_source(
         &self,
         table: &TableDef,
         metrics: Arc<JobMetrics>,
         config: &JobConfig,
+        split: SourceSplit,
         start: Option<&crate::checkpoint::SourceState>,
     ) -> Result<Box<dyn Source>>;
+
+    /// How many parallel readers can share `table` (Kafka: its partitions; a generator:
+    /// its rows); 1 when it is read by one. A job runs `min(parallelism, max_splits)`.
+    fn max_splits(&self, _table: &TableDef) -> usize {
+        1
+    }
 
     /// The checkpoint whose offsets were last committed for `table` along with the
     /// output (exactly-once), if any.

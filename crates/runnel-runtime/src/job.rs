@@ -10,24 +10,25 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DFSchemaRef;
+use datafusion::logical_expr::Expr;
 use futures::future::BoxFuture;
-use futures::StreamExt;
-use runnel_sql::{SourceNode, StreamNode, StreamPlan, WindowKind};
+use runnel_sql::{SourceNode, StreamNode, StreamPlan, TableDef, WindowKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::alignment::{Aligned, BarrierAligner};
 use crate::checkpoint::{CheckpointCoordinator, CheckpointStore, RestoredCheckpoint};
 use crate::config::{DeliveryGuarantee, JobConfig};
-use crate::connector::ConnectorFactory;
+use crate::connector::{ConnectorFactory, SourceSplit};
 use crate::error::{Result, RuntimeError};
-use crate::message::{Message, Watermark, WATERMARK_END};
+use crate::exchange::{Exchange, MergedInputs};
+use crate::message::{Message, WATERMARK_END};
 use crate::metrics::{JobMetrics, MetricsSnapshot};
 use crate::operator::{ChainCheckpoints, Operator, OperatorChain, Side, TwoInputOperator};
 use crate::operators::{
     FilterOperator, IntervalJoinOperator, LateRowsOutput, LookupJoinOperator, OverWindowOperator,
-    ProjectionOperator, SessionWindowOperator, TopNOperator, UpdatingAggregateOperator,
-    WindowAggregateOperator, WindowAssignOperator, WindowJoinOperator,
+    ProjectionOperator, RelabelOperator, SessionWindowOperator, TopNOperator,
+    UpdatingAggregateOperator, WindowAggregateOperator, WindowAssignOperator, WindowJoinOperator,
 };
 use crate::sink::Sink;
 use crate::source::SourceTask;
@@ -131,15 +132,63 @@ impl JobHandle {
     }
 }
 
-/// The output of a plan node while the job is being built: a channel carrying the rows of
-/// the stream below it, plus the single-input operators above that still wait to be run
-/// (chained in one task, Flink's operator chaining).
-struct Pipeline {
-    receiver: mpsc::Receiver<Message>,
-    /// Pending operators, each with its id in the job (for checkpoints).
+/// Where one subtask reads its input: the channels of the upstream subtasks that feed it.
+/// Several are merged (watermarks as their minimum, barriers aligned; see
+/// [`MergedInputs`]).
+enum LaneInput {
+    Channel(mpsc::Receiver<Message>),
+    Merged(Box<MergedInputs>),
+}
+
+impl LaneInput {
+    fn new(mut channels: Vec<mpsc::Receiver<Message>>) -> Self {
+        if channels.len() == 1 {
+            LaneInput::Channel(channels.remove(0))
+        } else {
+            LaneInput::Merged(Box::new(MergedInputs::new(vec![channels])))
+        }
+    }
+
+    async fn next(&mut self) -> Option<Message> {
+        match self {
+            LaneInput::Channel(receiver) => receiver.recv().await,
+            LaneInput::Merged(merged) => merged.next().await.map(|(_, message)| message),
+        }
+    }
+}
+
+/// One subtask of a stage while the job is being built: the channels it reads, plus the
+/// single-input operators that still wait to be run on them (chained in one task,
+/// Flink's operator chaining), each with its id in the job (for checkpoints).
+struct Lane {
+    inputs: Vec<mpsc::Receiver<Message>>,
     operators: Vec<(usize, Box<dyn Operator>)>,
+}
+
+impl Lane {
+    fn reading(inputs: Vec<mpsc::Receiver<Message>>) -> Self {
+        Self {
+            inputs,
+            operators: Vec::new(),
+        }
+    }
+}
+
+/// The output of a plan node while the job is being built: its parallel subtasks.
+struct Pipeline {
+    lanes: Vec<Lane>,
     /// Whether the stream's watermarks are processing time (`PROCTIME()` reads them).
     processing_time: bool,
+}
+
+/// How an operator's input rows must be spread over its subtasks.
+enum Routing {
+    /// Each subtask works on whatever rows its input subtask sends (stateless operators).
+    AsTheyCome,
+    /// All rows to one subtask (state without a key: a global Top-N, a join on no key).
+    Single,
+    /// Rows with equal `keys` (over `schema`) to the same subtask, one of `parallelism`.
+    Hash(Vec<Expr>, DFSchemaRef),
 }
 
 /// Builds a job's tasks from its plan, bottom-up.
@@ -153,10 +202,13 @@ struct JobBuilder<'a> {
     /// The checkpoint the job resumes from, if any.
     restored: Option<Arc<RestoredCheckpoint>>,
     /// Ids handed out so far: operators and sources are numbered in build order, which
-    /// is the same for the same plan, so a restored job finds its states.
+    /// is the same for the same plan and parallelism, so a restored job finds its states.
     operator_ids: usize,
     source_ids: usize,
 }
+
+/// The id of an operator that keeps no state.
+const STATELESS: usize = usize::MAX;
 
 impl JobBuilder<'_> {
     /// Where an operator with `input` rows sends its late rows, if the job routes them.
@@ -187,138 +239,218 @@ impl JobBuilder<'_> {
     /// The pipeline producing `node`'s rows.
     fn build<'b>(&'b mut self, node: &'b StreamNode) -> BoxFuture<'b, Result<Pipeline>> {
         Box::pin(async move {
-            let metrics = self.metrics.clone();
-            let (input, operator): (&StreamNode, Box<dyn Operator>) = match node {
-                StreamNode::Source(source) => return self.spawn_source(source).await,
+            match node {
+                StreamNode::Source(source) => self.spawn_source(source).await,
                 StreamNode::Union { inputs, .. } => {
-                    let mut receivers = Vec::with_capacity(inputs.len());
+                    // The union's subtasks are its inputs' subtasks: the stage after it
+                    // reads them all.
+                    let schema = node.arrow_schema();
+                    let mut lanes = Vec::new();
                     let mut processing_time = false;
                     for input in inputs {
                         let pipeline = self.build(input).await?;
                         processing_time |= pipeline.processing_time;
-                        receivers.push(self.spawn_chain(pipeline));
+                        for mut lane in pipeline.lanes {
+                            let relabel = RelabelOperator::new(schema.clone());
+                            lane.operators.push((STATELESS, Box::new(relabel)));
+                            lanes.push(lane);
+                        }
                     }
-                    let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-                    let schema = node.arrow_schema();
-                    self.tasks.push((
-                        "union".to_string(),
-                        tokio::spawn(run_union(receivers, schema, sender)),
-                    ));
-                    return Ok(Pipeline {
-                        receiver,
-                        operators: Vec::new(),
+                    Ok(Pipeline {
+                        lanes,
                         processing_time,
-                    });
+                    })
                 }
                 StreamNode::IntervalJoin(join) => {
-                    let late = self.late_outputs_for_join(
-                        &join.left.arrow_schema(),
-                        &join.right.arrow_schema(),
-                        "the join",
-                    )?;
-                    let operator = IntervalJoinOperator::try_new(join, metrics, late)?;
-                    return self
-                        .spawn_two_input(Box::new(operator), &join.left, &join.right)
-                        .await;
+                    let keys = [
+                        (join.left_keys.clone(), join.left_schema.clone()),
+                        (join.right_keys.clone(), join.right_schema.clone()),
+                    ];
+                    self.spawn_two_input(node, &join.left, &join.right, keys)
+                        .await
                 }
                 StreamNode::WindowJoin(join) => {
-                    let late = self.late_outputs_for_join(
-                        &join.left.arrow_schema(),
-                        &join.right.arrow_schema(),
-                        "the window join",
-                    )?;
-                    let operator = WindowJoinOperator::try_new(join, metrics, late)?;
-                    return self
-                        .spawn_two_input(Box::new(operator), &join.left, &join.right)
-                        .await;
-                }
-                StreamNode::Filter {
-                    input,
-                    predicate,
-                    input_schema,
-                } => (
-                    input,
-                    Box::new(FilterOperator::try_new(predicate, input_schema)?),
-                ),
-                StreamNode::Projection {
-                    input,
-                    exprs,
-                    input_schema,
-                    ..
-                } => {
-                    let schema = node.arrow_schema();
-                    (
-                        input,
-                        Box::new(ProjectionOperator::try_new(exprs, input_schema, schema)?),
-                    )
-                }
-                StreamNode::WindowAssign {
-                    input,
-                    kind,
-                    time_column,
-                    partition_keys,
-                    schema,
-                } => {
-                    let input_schema = input.arrow_schema();
-                    let schema = Arc::new(schema.as_arrow().clone());
-                    let operator: Box<dyn Operator> = if let WindowKind::Session { gap_ms } = kind {
-                        Box::new(SessionWindowOperator::try_new(
-                            *gap_ms,
-                            *time_column,
-                            partition_keys.clone(),
-                            input_schema.clone(),
-                            schema,
-                            metrics,
-                            self.late_output(&input_schema, "the session window")?,
-                        )?)
-                    } else {
-                        Box::new(WindowAssignOperator::new(
-                            *kind,
-                            *time_column,
-                            &input_schema,
-                            schema,
-                            metrics,
-                            self.late_output(&input_schema, "the window")?,
-                        ))
+                    // Rows meet only within one window: its end is part of the key.
+                    let with_window = |keys: &[Expr], schema: &DFSchemaRef, end: usize| {
+                        let mut keys = keys.to_vec();
+                        keys.push(Expr::Column(schema.columns()[end].clone()));
+                        (keys, schema.clone())
                     };
-                    (input, operator)
+                    let keys = [
+                        with_window(&join.left_keys, &join.left_schema, join.left_window_end),
+                        with_window(&join.right_keys, &join.right_schema, join.right_window_end),
+                    ];
+                    self.spawn_two_input(node, &join.left, &join.right, keys)
+                        .await
                 }
-                StreamNode::OverWindow(over) => {
-                    let late = self.late_output(&over.input.arrow_schema(), "the OVER window")?;
-                    (
-                        &over.input,
-                        Box::new(OverWindowOperator::try_new(over, metrics, late)?),
-                    )
-                }
-                StreamNode::WindowAggregate(aggregate) => (
-                    &aggregate.input,
-                    Box::new(WindowAggregateOperator::try_new(aggregate, metrics)?),
-                ),
-                StreamNode::UpdatingAggregate(aggregate) => (
-                    &aggregate.input,
-                    Box::new(UpdatingAggregateOperator::try_new(
-                        aggregate,
-                        aggregate.input.is_updating(),
-                    )?),
-                ),
-                StreamNode::TopN(top) => (&top.input, Box::new(TopNOperator::try_new(top)?)),
                 StreamNode::LookupJoin(join) => {
                     let table = self.read_whole(&join.table).await?;
-                    (
-                        &join.input,
-                        Box::new(LookupJoinOperator::try_new(join, table)?),
-                    )
+                    let mut pipeline = self.build(&join.input).await?;
+                    for lane in &mut pipeline.lanes {
+                        let operator = LookupJoinOperator::try_new(join, table.clone())?;
+                        self.chain(lane, Box::new(operator))?;
+                    }
+                    Ok(pipeline)
                 }
-            };
-            let mut operator = operator;
-            let (id, state) = self.next_operator(operator.name(), operator.checkpointable())?;
-            if let Some(state) = state {
-                operator.restore(state)?;
+                _ => {
+                    let [input] = node.inputs()[..] else {
+                        return Err(RuntimeError::Build(format!(
+                            "{} was expected to have one input",
+                            node.name()
+                        )));
+                    };
+                    let pipeline = self.build(input).await?;
+                    let mut pipeline = self.route(pipeline, routing(node), node.name())?;
+                    for lane in &mut pipeline.lanes {
+                        let operator = self.single_input_operator(node)?;
+                        self.chain(lane, operator)?;
+                    }
+                    Ok(pipeline)
+                }
             }
-            let mut pipeline = self.build(input).await?;
-            pipeline.operators.push((id, operator));
-            Ok(pipeline)
         })
+    }
+
+    /// A new instance (for one subtask) of the single-input operator `node` runs.
+    fn single_input_operator(&self, node: &StreamNode) -> Result<Box<dyn Operator>> {
+        let metrics = self.metrics.clone();
+        Ok(match node {
+            StreamNode::Filter {
+                predicate,
+                input_schema,
+                ..
+            } => Box::new(FilterOperator::try_new(predicate, input_schema)?),
+            StreamNode::Projection {
+                exprs,
+                input_schema,
+                ..
+            } => Box::new(ProjectionOperator::try_new(
+                exprs,
+                input_schema,
+                node.arrow_schema(),
+            )?),
+            StreamNode::WindowAssign {
+                input,
+                kind,
+                time_column,
+                partition_keys,
+                schema,
+            } => {
+                let input_schema = input.arrow_schema();
+                let schema = Arc::new(schema.as_arrow().clone());
+                if let WindowKind::Session { gap_ms } = kind {
+                    Box::new(SessionWindowOperator::try_new(
+                        *gap_ms,
+                        *time_column,
+                        partition_keys.clone(),
+                        input_schema.clone(),
+                        schema,
+                        metrics,
+                        self.late_output(&input_schema, "the session window")?,
+                    )?)
+                } else {
+                    Box::new(WindowAssignOperator::new(
+                        *kind,
+                        *time_column,
+                        &input_schema,
+                        schema,
+                        metrics,
+                        self.late_output(&input_schema, "the window")?,
+                    ))
+                }
+            }
+            StreamNode::OverWindow(over) => {
+                let late = self.late_output(&over.input.arrow_schema(), "the OVER window")?;
+                Box::new(OverWindowOperator::try_new(over, metrics, late)?)
+            }
+            StreamNode::WindowAggregate(aggregate) => {
+                Box::new(WindowAggregateOperator::try_new(aggregate, metrics)?)
+            }
+            StreamNode::UpdatingAggregate(aggregate) => Box::new(
+                UpdatingAggregateOperator::try_new(aggregate, aggregate.input.is_updating())?,
+            ),
+            StreamNode::TopN(top) => Box::new(TopNOperator::try_new(top)?),
+            other => {
+                return Err(RuntimeError::Build(format!(
+                    "{} is not a single-input operator",
+                    other.name()
+                )))
+            }
+        })
+    }
+
+    /// Chains `operator` onto `lane`, restoring its state when the job resumes.
+    fn chain(&mut self, lane: &mut Lane, mut operator: Box<dyn Operator>) -> Result<()> {
+        let (id, state) = self.next_operator(operator.name(), operator.checkpointable())?;
+        if let Some(state) = state {
+            operator.restore(state)?;
+        }
+        lane.operators.push((id, operator));
+        Ok(())
+    }
+
+    /// Spreads `pipeline`'s rows over the subtasks of the operator `name` as `routing`
+    /// says. Without a change (rows as they come, or one subtask feeding one), the
+    /// operator is chained onto the same task.
+    fn route(&mut self, pipeline: Pipeline, routing: Routing, name: &str) -> Result<Pipeline> {
+        let single_lane = pipeline.lanes.len() == 1;
+        let unchanged = match &routing {
+            Routing::AsTheyCome => true,
+            Routing::Single => single_lane,
+            Routing::Hash(..) => single_lane && self.config.parallelism() == 1,
+        };
+        if unchanged {
+            return Ok(pipeline);
+        }
+        let processing_time = pipeline.processing_time;
+        let lanes = self
+            .exchange(pipeline, routing, name)?
+            .into_iter()
+            .map(Lane::reading)
+            .collect();
+        Ok(Pipeline {
+            lanes,
+            processing_time,
+        })
+    }
+
+    /// Runs each of `pipeline`'s subtasks, sending its output to the next stage's
+    /// subtasks as `routing` says; returns, per next subtask, the channels it reads.
+    fn exchange(
+        &mut self,
+        pipeline: Pipeline,
+        routing: Routing,
+        name: &str,
+    ) -> Result<Vec<Vec<mpsc::Receiver<Message>>>> {
+        let (targets, keys) = match routing {
+            Routing::Hash(keys, schema) if self.config.parallelism() > 1 => {
+                let keys = crate::expr::compile(&keys, &schema)?;
+                (self.config.parallelism(), keys)
+            }
+            _ => (1, Vec::new()),
+        };
+        let mut inboxes: Vec<Vec<mpsc::Receiver<Message>>> =
+            (0..targets).map(|_| Vec::new()).collect();
+        for lane in pipeline.lanes {
+            if targets == 1 && lane.operators.is_empty() {
+                // Nothing to run: the next subtask reads these channels itself.
+                inboxes[0].extend(lane.inputs);
+                continue;
+            }
+            let mut senders = Vec::with_capacity(targets);
+            for inbox in &mut inboxes {
+                let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+                senders.push(sender);
+                inbox.push(receiver);
+            }
+            let exchange = if targets == 1 {
+                Exchange::forward(senders.remove(0))
+            } else {
+                Exchange::hash(senders, keys.clone(), name)
+            };
+            self.spawn_lane(lane, exchange, pipeline.processing_time);
+        }
+        Ok(inboxes)
     }
 
     /// Every row of a bounded stream (the table side of a lookup join), read to its end
@@ -343,13 +475,14 @@ impl JobBuilder<'_> {
         self.checkpoints = checkpoints;
         self.restored = restored;
         self.source_ids = source_ids;
-        let mut receiver = self.spawn_chain(pipeline?);
+        let inputs = self.exchange(pipeline?, Routing::Single, "the lookup join")?;
+        let mut input = LaneInput::new(inputs.into_iter().flatten().collect());
         let mut batches = Vec::new();
-        while let Some(message) = receiver.recv().await {
+        while let Some(message) = input.next().await {
             match message {
                 Message::Batch(batch) => batches.push(batch),
                 Message::End => break,
-                Message::Watermark(_) | Message::Late(_) | Message::Barrier(_) => {}
+                Message::Watermark(_) | Message::Late(_) | Message::Barrier(_) | Message::Idle => {}
             }
         }
         Ok(batches)
@@ -379,98 +512,146 @@ impl JobBuilder<'_> {
         Ok((id, state))
     }
 
-    /// Builds both inputs of a two-input operator and spawns its task.
+    /// Builds both inputs of the two-input operator `node`, routes each side's rows by
+    /// its `keys` and spawns the operator's subtasks.
     async fn spawn_two_input(
         &mut self,
-        mut operator: Box<dyn TwoInputOperator>,
+        node: &StreamNode,
         left: &StreamNode,
         right: &StreamNode,
+        [left_keys, right_keys]: [(Vec<Expr>, DFSchemaRef); 2],
     ) -> Result<Pipeline> {
-        let (id, state) = self.next_operator(operator.name(), operator.checkpointable())?;
-        if let Some(state) = state {
-            operator.restore(state)?;
-        }
         let left = self.build(left).await?;
         let right = self.build(right).await?;
         let processing_time = left.processing_time || right.processing_time;
-        let inputs = (self.spawn_chain(left), self.spawn_chain(right));
-        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        let checkpoints = self.checkpoints.clone().map(|c| (c, id));
-        self.tasks.push((
-            operator.name().to_string(),
-            tokio::spawn(run_two_input(
-                operator,
-                inputs,
-                sender,
-                checkpoints,
-                self.metrics.state_gauge(),
-            )),
-        ));
+        let (left_routing, right_routing) = if left_keys.0.is_empty() {
+            (Routing::Single, Routing::Single)
+        } else {
+            (
+                Routing::Hash(left_keys.0, left_keys.1),
+                Routing::Hash(right_keys.0, right_keys.1),
+            )
+        };
+        let name = node.name();
+        let left = self.exchange(left, left_routing, name)?;
+        let right = self.exchange(right, right_routing, name)?;
+        let mut lanes = Vec::with_capacity(left.len());
+        for (left, right) in left.into_iter().zip(right) {
+            let mut operator = self.two_input_operator(node)?;
+            let (id, state) = self.next_operator(operator.name(), operator.checkpointable())?;
+            if let Some(state) = state {
+                operator.restore(state)?;
+            }
+            let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+            let checkpoints = self.checkpoints.clone().map(|c| (c, id));
+            self.tasks.push((
+                operator.name().to_string(),
+                tokio::spawn(run_two_input(
+                    operator,
+                    MergedInputs::new(vec![left, right]),
+                    sender,
+                    checkpoints,
+                    self.metrics.state_gauge(),
+                )),
+            ));
+            lanes.push(Lane::reading(vec![receiver]));
+        }
         Ok(Pipeline {
-            receiver,
-            operators: Vec::new(),
+            lanes,
             processing_time,
         })
     }
 
-    /// Opens a source and spawns its task.
-    async fn spawn_source(&mut self, node: &SourceNode) -> Result<Pipeline> {
-        let index = self.source_ids;
-        self.source_ids += 1;
-        let restored = self
-            .restored
-            .as_ref()
-            .and_then(|r| r.source(index).cloned());
-        if let Some(state) = &restored {
-            if state.table != node.table.name {
-                return Err(RuntimeError::Checkpoint(format!(
-                    "the checkpoint's source {index} is table {}, not {}: it belongs to another job",
-                    state.table, node.table.name
-                )));
+    /// A new instance (for one subtask) of the two-input operator `node` runs.
+    fn two_input_operator(&self, node: &StreamNode) -> Result<Box<dyn TwoInputOperator>> {
+        let metrics = self.metrics.clone();
+        Ok(match node {
+            StreamNode::IntervalJoin(join) => {
+                let late = self.late_outputs_for_join(
+                    &join.left.arrow_schema(),
+                    &join.right.arrow_schema(),
+                    "the join",
+                )?;
+                Box::new(IntervalJoinOperator::try_new(join, metrics, late)?)
             }
+            StreamNode::WindowJoin(join) => {
+                let late = self.late_outputs_for_join(
+                    &join.left.arrow_schema(),
+                    &join.right.arrow_schema(),
+                    "the window join",
+                )?;
+                Box::new(WindowJoinOperator::try_new(join, metrics, late)?)
+            }
+            other => {
+                return Err(RuntimeError::Build(format!(
+                    "{} is not a two-input operator",
+                    other.name()
+                )))
+            }
+        })
+    }
+
+    /// Opens a source's readers (one per split, see [`ConnectorFactory::max_splits`])
+    /// and spawns their tasks.
+    async fn spawn_source(&mut self, node: &SourceNode) -> Result<Pipeline> {
+        let count = source_subtasks(self.connectors, self.config, &node.table);
+        let mut lanes = Vec::with_capacity(count);
+        for split in 0..count {
+            let index = self.source_ids;
+            self.source_ids += 1;
+            let restored = self
+                .restored
+                .as_ref()
+                .and_then(|r| r.source(index).cloned());
+            if let Some(state) = &restored {
+                if state.table != node.table.name {
+                    return Err(RuntimeError::Checkpoint(format!(
+                        "the checkpoint's source {index} is table {}, not {}: it belongs to another job",
+                        state.table, node.table.name
+                    )));
+                }
+            }
+            let source = self
+                .connectors
+                .create_source(
+                    &node.table,
+                    self.metrics.clone(),
+                    self.config,
+                    SourceSplit {
+                        index: split,
+                        count,
+                    },
+                    restored.as_ref(),
+                )
+                .await?;
+            let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+            let task = SourceTask {
+                source,
+                node: node.clone(),
+                metrics: self.metrics.clone(),
+                config: self.config.clone(),
+                output: sender,
+                index,
+                checkpoints: self.checkpoints.clone(),
+                restored,
+            };
+            self.tasks.push((
+                format!("source {} ({}/{count})", node.table.name, split + 1),
+                tokio::spawn(task.run()),
+            ));
+            lanes.push(Lane::reading(vec![receiver]));
         }
-        let source = self
-            .connectors
-            .create_source(
-                &node.table,
-                self.metrics.clone(),
-                self.config,
-                restored.as_ref(),
-            )
-            .await?;
-        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        let task = SourceTask {
-            source,
-            node: node.clone(),
-            metrics: self.metrics.clone(),
-            config: self.config.clone(),
-            output: sender,
-            index,
-            checkpoints: self.checkpoints.clone(),
-            restored,
-        };
-        self.tasks.push((
-            format!("source {}", node.table.name),
-            tokio::spawn(task.run()),
-        ));
         Ok(Pipeline {
-            receiver,
-            operators: Vec::new(),
+            lanes,
             processing_time: node.processing_time,
         })
     }
 
-    /// Runs a pipeline's pending operators in one task; returns the channel of its output.
-    fn spawn_chain(&mut self, pipeline: Pipeline) -> mpsc::Receiver<Message> {
-        let Pipeline {
-            mut receiver,
-            operators,
-            processing_time,
-        } = pipeline;
-        if operators.is_empty() {
-            return receiver;
-        }
-        let (sender, output) = mpsc::channel(CHANNEL_CAPACITY);
+    /// Runs one subtask's chained operators in a task, sending their output through
+    /// `output`.
+    fn spawn_lane(&mut self, lane: Lane, mut output: Exchange, processing_time: bool) {
+        let Lane { inputs, operators } = lane;
+        let mut input = LaneInput::new(inputs);
         let (ids, operators): (Vec<usize>, Vec<Box<dyn Operator>>) = operators.into_iter().unzip();
         let mut chain =
             OperatorChain::new(operators).with_checkpoints(self.checkpoints.clone().map(
@@ -486,7 +667,7 @@ impl JobBuilder<'_> {
                 let mut out = Vec::new();
                 // On processing time, `PROCTIME()` reads the watermark sent before the batch.
                 let mut now = None;
-                while let Some(message) = receiver.recv().await {
+                while let Some(message) = input.next().await {
                     let last = matches!(message, Message::End);
                     if let (true, Message::Watermark(w)) = (processing_time, &message) {
                         now = Some(*w);
@@ -499,7 +680,7 @@ impl JobBuilder<'_> {
                     }
                     gauge.update(|| chain.state_size());
                     for message in out.drain(..) {
-                        if sender.send(message).await.is_err() {
+                        if !output.send(message).await? {
                             return Ok(()); // downstream stopped; it reports why
                         }
                     }
@@ -510,8 +691,86 @@ impl JobBuilder<'_> {
                 Ok(())
             }),
         ));
-        output
     }
+}
+
+/// How `node`'s input rows must be spread over its subtasks: by the key its state is
+/// kept under, so each key's rows meet in one subtask.
+fn routing(node: &StreamNode) -> Routing {
+    let hash = |keys: Vec<Expr>, schema: &DFSchemaRef| {
+        if keys.is_empty() {
+            Routing::Single
+        } else {
+            Routing::Hash(keys, schema.clone())
+        }
+    };
+    match node {
+        StreamNode::WindowAssign {
+            input,
+            kind: WindowKind::Session { .. },
+            partition_keys,
+            ..
+        } => {
+            let schema = input.schema();
+            let columns = schema.columns();
+            hash(
+                partition_keys
+                    .iter()
+                    .map(|&i| Expr::Column(columns[i].clone()))
+                    .collect(),
+                &schema,
+            )
+        }
+        // Each window's groups: the window's end follows from its start.
+        StreamNode::WindowAggregate(aggregate) => hash(
+            aggregate
+                .group_exprs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != aggregate.window_end)
+                .map(|(_, e)| e.clone())
+                .collect(),
+            &aggregate.input_schema,
+        ),
+        StreamNode::UpdatingAggregate(aggregate) => {
+            hash(aggregate.group_exprs.clone(), &aggregate.input_schema)
+        }
+        StreamNode::TopN(top) => hash(top.partition_by.clone(), &top.input_schema),
+        StreamNode::OverWindow(over) => {
+            hash(over_partition_keys(&over.window_exprs), &over.input_schema)
+        }
+        _ => Routing::AsTheyCome,
+    }
+}
+
+/// The `PARTITION BY` keys shared by every function of an `OVER` node (none when they
+/// differ: then one subtask sees all rows).
+fn over_partition_keys(exprs: &[Expr]) -> Vec<Expr> {
+    let partition_of = |expr: &Expr| match expr.clone().unalias() {
+        Expr::WindowFunction(function) => Some(function.params.partition_by.clone()),
+        _ => None,
+    };
+    let mut keys = exprs.iter().map(partition_of);
+    let Some(Some(first)) = keys.next() else {
+        return Vec::new();
+    };
+    if keys.all(|k| k.as_ref() == Some(&first)) {
+        first
+    } else {
+        Vec::new()
+    }
+}
+
+/// How many parallel readers `table` gets.
+fn source_subtasks(
+    connectors: &dyn ConnectorFactory,
+    config: &JobConfig,
+    table: &TableDef,
+) -> usize {
+    config
+        .parallelism()
+        .min(connectors.max_splits(table))
+        .max(1)
 }
 
 /// The tables `node` reads.
@@ -525,127 +784,45 @@ fn collect_sources(node: &StreamNode, out: &mut Vec<Arc<runnel_sql::TableDef>>) 
     }
 }
 
-/// Merges the streams of a `UNION ALL`: rows as they come (re-labelled with the union's
-/// schema), the minimum of the inputs' watermarks once every input has sent one, and the
-/// end once every input ended. Checkpoint barriers are aligned across the inputs.
-async fn run_union(
-    inputs: Vec<mpsc::Receiver<Message>>,
-    schema: SchemaRef,
-    output: mpsc::Sender<Message>,
-) -> Result<()> {
-    let count = inputs.len();
-    let mut merged = merge_inputs(inputs);
-    let mut aligner = BarrierAligner::new(count);
-    let mut watermarks: Vec<Option<Watermark>> = vec![None; count];
-    let mut ended = 0;
-    let mut emitted: Option<Watermark> = None;
-    while let Some((index, message)) = merged.next().await {
-        aligner.offer(index, message);
-        while let Some(next) = aligner.next_ready() {
-            let forward = match next {
-                Aligned::Barrier(id) => Message::Barrier(id),
-                Aligned::Message(_, Message::Batch(batch)) => Message::Batch(
-                    RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(
-                        |e| RuntimeError::Operator {
-                            operator: "Union".into(),
-                            source: e.into(),
-                        },
-                    )?,
-                ),
-                Aligned::Message(_, late @ Message::Late(_)) => late,
-                Aligned::Message(_, Message::Barrier(id)) => Message::Barrier(id),
-                Aligned::Message(index, Message::Watermark(w)) => {
-                    watermarks[index] = Some(w);
-                    match watermarks.iter().copied().collect::<Option<Vec<_>>>() {
-                        Some(all) => {
-                            let min = all.into_iter().min().unwrap_or(w);
-                            if emitted.is_some_and(|e| e >= min) {
-                                continue;
-                            }
-                            emitted = Some(min);
-                            Message::Watermark(min)
-                        }
-                        None => continue,
-                    }
-                }
-                Aligned::Message(index, Message::End) => {
-                    watermarks[index] = Some(WATERMARK_END);
-                    ended += 1;
-                    if ended < count {
-                        continue;
-                    }
-                    Message::End
-                }
-            };
-            if output.send(forward).await.is_err() {
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The messages of several channels as they come, tagged with their channel's index.
-fn merge_inputs(
-    inputs: Vec<mpsc::Receiver<Message>>,
-) -> futures::stream::SelectAll<futures::stream::BoxStream<'static, (usize, Message)>> {
-    futures::stream::select_all(inputs.into_iter().enumerate().map(|(index, receiver)| {
-        futures::stream::unfold(receiver, move |mut receiver| async move {
-            let message = receiver.recv().await?;
-            Some(((index, message), receiver))
-        })
-        .boxed()
-    }))
-}
-
-/// Runs a two-input operator over its inputs' messages as they come; ends once both
-/// ended. Barriers are aligned; the operator snapshots once both delivered one.
+/// Runs a two-input operator over its inputs' messages as they come (group 0 is the left
+/// input, 1 the right); ends once both ended. The operator snapshots once both sides
+/// delivered a barrier.
 async fn run_two_input(
     mut operator: Box<dyn TwoInputOperator>,
-    (left, right): (mpsc::Receiver<Message>, mpsc::Receiver<Message>),
+    mut inputs: MergedInputs,
     output: mpsc::Sender<Message>,
     checkpoints: Option<(Arc<CheckpointCoordinator>, usize)>,
     mut gauge: crate::metrics::StateGauge,
 ) -> Result<()> {
-    let mut merged = merge_inputs(vec![left, right]);
-    let mut aligner = BarrierAligner::new(2);
     let mut ended = 0;
     let mut out = Vec::new();
-    let side = |index: usize| if index == 0 { Side::Left } else { Side::Right };
-    while let Some((index, message)) = merged.next().await {
-        aligner.offer(index, message);
-        while let Some(next) = aligner.next_ready() {
-            match next {
-                Aligned::Barrier(id) => {
-                    if let (Some((coordinator, op)), Some(state)) =
-                        (&checkpoints, operator.snapshot()?)
-                    {
-                        coordinator.add_operator(id, *op, state);
-                    }
-                    out.push(Message::Barrier(id));
+    let side = |group: usize| if group == 0 { Side::Left } else { Side::Right };
+    while let Some((group, message)) = inputs.next().await {
+        match message {
+            Message::Barrier(id) => {
+                if let (Some((coordinator, op)), Some(state)) = (&checkpoints, operator.snapshot()?)
+                {
+                    coordinator.add_operator(id, *op, state);
                 }
-                Aligned::Message(index, Message::Batch(batch)) => {
-                    operator.process_batch(side(index), batch, &mut out)?
-                }
-                Aligned::Message(index, Message::Watermark(w)) => {
-                    operator.process_watermark(side(index), w, &mut out)?
-                }
-                Aligned::Message(_, other @ (Message::Late(_) | Message::Barrier(_))) => {
-                    out.push(other)
-                }
-                Aligned::Message(_, Message::End) => {
-                    ended += 1;
-                    if ended == 2 {
-                        operator.finish(&mut out)?;
-                        out.push(Message::End);
-                    }
+                out.push(Message::Barrier(id));
+            }
+            Message::Batch(batch) => operator.process_batch(side(group), batch, &mut out)?,
+            Message::Watermark(w) => operator.process_watermark(side(group), w, &mut out)?,
+            late @ Message::Late(_) => out.push(late),
+            // A join waits for both sides' watermarks, idle or not (as before parallelism).
+            Message::Idle => {}
+            Message::End => {
+                ended += 1;
+                if ended == 2 {
+                    operator.finish(&mut out)?;
+                    out.push(Message::End);
                 }
             }
-            gauge.update(|| operator.state_size());
-            for message in out.drain(..) {
-                if output.send(message).await.is_err() {
-                    return Ok(()); // downstream stopped; it reports why
-                }
+        }
+        gauge.update(|| operator.state_size());
+        for message in out.drain(..) {
+            if output.send(message).await.is_err() {
+                return Ok(()); // downstream stopped; it reports why
             }
         }
         if ended == 2 {
@@ -680,13 +857,15 @@ pub async fn spawn_job(
         None => (None, None),
         Some(checkpoint) => {
             let store = CheckpointStore::new(&checkpoint.dir);
-            let job = job_fingerprint(plan);
+            let job = job_fingerprint(plan, config);
             let restored = select_checkpoint(&store, &job, connectors, config).await?;
             let last = restored.as_ref().map_or(0, |r| r.manifest.id);
             if let Some(r) = &restored {
                 tracing::info!(checkpoint = r.manifest.id, dir = %store.dir().display(), "resuming from checkpoint");
             }
-            let sources = count_sources(&plan.root);
+            let sources = count_sources(&plan.root, &|table| {
+                source_subtasks(connectors, config, table)
+            });
             (
                 Some(CheckpointCoordinator::new(store, job, sources, last)),
                 restored.map(Arc::new),
@@ -713,7 +892,15 @@ pub async fn spawn_job(
             return Err(e);
         }
     };
-    let mut sink_rx = builder.spawn_chain(pipeline);
+    let mut sink_input = match builder.exchange(pipeline, Routing::Single, "the sink") {
+        Ok(inputs) => LaneInput::new(inputs.into_iter().flatten().collect()),
+        Err(e) => {
+            for (_, task) in &builder.tasks {
+                task.abort();
+            }
+            return Err(e);
+        }
+    };
     let JobBuilder {
         metrics, mut tasks, ..
     } = builder;
@@ -730,7 +917,7 @@ pub async fn spawn_job(
     tasks.push((
         "sink".to_string(),
         tokio::spawn(async move {
-            while let Some(message) = sink_rx.recv().await {
+            while let Some(message) = sink_input.next().await {
                 match message {
                     Message::Batch(batch) => {
                         JobMetrics::add(&sink_metrics.rows_out, batch.num_rows());
@@ -744,6 +931,7 @@ pub async fn spawn_job(
                             .store(w, std::sync::atomic::Ordering::Relaxed);
                         sink.on_watermark(w).await?;
                     }
+                    Message::Idle => {}
                     Message::Late(batch) => {
                         if let Some(late_sink) = &mut late_sink {
                             JobMetrics::add(&sink_metrics.late_rows_routed, batch.num_rows());
@@ -871,7 +1059,7 @@ async fn select_checkpoint(
     })?;
     if restored.manifest.job != job {
         return Err(RuntimeError::Checkpoint(format!(
-            "{} holds checkpoints of a different job (its plan changed); use another \
+            "{} holds checkpoints of a different job (its plan or parallelism changed); use another \
              checkpoint directory to start this one afresh",
             store.dir().display()
         )));
@@ -880,10 +1068,10 @@ async fn select_checkpoint(
     Ok(Some(restored))
 }
 
-/// A stable fingerprint of a plan (FNV-1a of its text): a checkpoint restores only into
-/// the job that took it.
-fn job_fingerprint(plan: &StreamPlan) -> String {
-    let text = plan.to_string();
+/// A stable fingerprint of a plan and its parallelism (FNV-1a of their text): a
+/// checkpoint restores only into the job that took it, since state is kept per subtask.
+fn job_fingerprint(plan: &StreamPlan, config: &JobConfig) -> String {
+    let text = format!("{plan}parallelism {}\n", config.parallelism());
     let mut hash: u64 = 0xcbf29ce484222325;
     for byte in text.bytes() {
         hash ^= byte as u64;
@@ -894,10 +1082,146 @@ fn job_fingerprint(plan: &StreamPlan) -> String {
 
 /// Sources the job reads as streams (in build order; a lookup join's table is read whole
 /// and is not one).
-fn count_sources(node: &StreamNode) -> usize {
+fn count_sources(node: &StreamNode, subtasks: &dyn Fn(&TableDef) -> usize) -> usize {
     match node {
-        StreamNode::Source(_) => 1,
-        StreamNode::LookupJoin(join) => count_sources(&join.input),
-        other => other.inputs().into_iter().map(count_sources).sum(),
+        StreamNode::Source(source) => subtasks(&source.table),
+        StreamNode::LookupJoin(join) => count_sources(&join.input, subtasks),
+        other => other
+            .inputs()
+            .into_iter()
+            .map(|input| count_sources(input, subtasks))
+            .sum(),
     }
+}
+
+/// How `plan` runs in parallel under `config`, for `EXPLAIN`: each operator's subtasks
+/// and how rows reach them (mirroring how [`spawn_job`] builds the job).
+pub fn parallel_layout(
+    plan: &StreamPlan,
+    connectors: &dyn ConnectorFactory,
+    config: &JobConfig,
+) -> String {
+    let mut lines = Vec::new();
+    let lanes = layout_of(&plan.root, connectors, config, 1, &mut lines);
+    let mut out = format!("Parallelism {}:\n", config.parallelism());
+    let merge = if lanes > 1 {
+        format!(", merging {lanes} subtasks")
+    } else {
+        String::new()
+    };
+    out.push_str(&format!("  Sink: 1 task{merge}\n"));
+    for line in lines {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Appends the layout lines of `node` (at `depth`) and its inputs; returns its subtasks.
+fn layout_of(
+    node: &StreamNode,
+    connectors: &dyn ConnectorFactory,
+    config: &JobConfig,
+    depth: usize,
+    lines: &mut Vec<String>,
+) -> usize {
+    let pad = "  ".repeat(depth + 1);
+    let at = lines.len();
+    let subtasks = |n: usize| {
+        if n == 1 {
+            "1 subtask".to_string()
+        } else {
+            format!("{n} subtasks")
+        }
+    };
+    let keys = |exprs: &[Expr]| {
+        exprs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (lanes, line) = match node {
+        StreamNode::Source(source) => {
+            let n = source_subtasks(connectors, config, &source.table);
+            let readers = if n == 1 {
+                "1 reader".into()
+            } else {
+                format!("{n} readers")
+            };
+            (n, format!("Source {}: {readers}", source.table.name))
+        }
+        StreamNode::Union { inputs, .. } => {
+            let n = inputs
+                .iter()
+                .map(|input| layout_of(input, connectors, config, depth + 1, lines))
+                .sum();
+            (n, format!("Union: {} (its inputs' own)", subtasks(n)))
+        }
+        StreamNode::IntervalJoin(_) | StreamNode::WindowJoin(_) => {
+            let (left_keys, right_keys, left, right) = match node {
+                StreamNode::IntervalJoin(j) => (&j.left_keys, &j.right_keys, &j.left, &j.right),
+                StreamNode::WindowJoin(j) => (&j.left_keys, &j.right_keys, &j.left, &j.right),
+                _ => unreachable!("matched above"),
+            };
+            layout_of(left, connectors, config, depth + 1, lines);
+            layout_of(right, connectors, config, depth + 1, lines);
+            if left_keys.is_empty() && matches!(node, StreamNode::IntervalJoin(_)) {
+                (
+                    1,
+                    format!("{}: 1 subtask (no key: every row to one)", node.name()),
+                )
+            } else {
+                let n = config.parallelism();
+                (
+                    n,
+                    format!(
+                        "{}: {}, left rows hashed by [{}], right rows by [{}]",
+                        node.name(),
+                        subtasks(n),
+                        keys(left_keys),
+                        keys(right_keys)
+                    ),
+                )
+            }
+        }
+        StreamNode::LookupJoin(join) => {
+            let n = layout_of(&join.input, connectors, config, depth + 1, lines);
+            (n, format!("LookupJoin: {}, chained", subtasks(n)))
+        }
+        other => {
+            let input = other.inputs()[0];
+            let before = layout_of(input, connectors, config, depth + 1, lines);
+            match routing(other) {
+                Routing::AsTheyCome => (
+                    before,
+                    format!("{}: {}, chained", other.name(), subtasks(before)),
+                ),
+                Routing::Single if before == 1 => {
+                    (1, format!("{}: 1 subtask, chained", other.name()))
+                }
+                Routing::Single => (
+                    1,
+                    format!("{}: 1 subtask (no key: every row to one)", other.name()),
+                ),
+                Routing::Hash(..) if before == 1 && config.parallelism() == 1 => {
+                    (1, format!("{}: 1 subtask, chained", other.name()))
+                }
+                Routing::Hash(exprs, _) => {
+                    let n = config.parallelism();
+                    (
+                        n,
+                        format!(
+                            "{}: {}, rows hashed by [{}]",
+                            other.name(),
+                            subtasks(n),
+                            keys(&exprs)
+                        ),
+                    )
+                }
+            }
+        }
+    };
+    lines.insert(at, format!("{pad}{line}"));
+    lanes
 }

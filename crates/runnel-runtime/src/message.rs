@@ -20,6 +20,10 @@ pub enum Message {
     /// Rows a windowed operator dropped as late, in the late-data sink's schema; operators
     /// pass them on untouched and the sink task writes them to that sink.
     Late(RecordBatch),
+    /// Every partition the producer reads is idle: until its next rows or watermark, a
+    /// task merging several inputs leaves it out of their minimum watermark (Flink's idle
+    /// watermark status), so a parallel reader with nothing to read holds nothing back.
+    Idle,
     /// Checkpoint barrier: every message before it belongs to checkpoint `n`'s epoch,
     /// every one after to the next. An operator snapshots its state when the barrier
     /// passes it (see [`crate::checkpoint`]).

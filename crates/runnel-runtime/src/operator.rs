@@ -103,7 +103,7 @@ impl OperatorChain {
                         operator.process_batch(batch, &mut self.scratch)?
                     }
                     Message::Batch(_) => {}
-                    late @ Message::Late(_) => self.scratch.push(late),
+                    pass @ (Message::Late(_) | Message::Idle) => self.scratch.push(pass),
                     Message::Barrier(id) => {
                         if let (Some(checkpoints), Some(state)) =
                             (&self.checkpoints, operator.snapshot()?)

@@ -314,6 +314,7 @@ impl SourceTask {
         };
         let mut in_flight: Reading = read(EventFeed::new(self.source, tick));
         let mut triggers_closed = false;
+        let mut idle_sent = false;
         loop {
             // The source's read in progress survives a barrier (it is not cancelled and
             // restarted), so a source need not be cancel-safe and a slow read completes.
@@ -445,6 +446,13 @@ impl SourceTask {
                     return Ok(());
                 }
             }
+            // A reader whose partitions all went idle says so once, so the readers next to
+            // it (parallel subtasks) are not held back by it.
+            let idle = tracker.all_idle();
+            if idle && !idle_sent && self.output.send(Message::Idle).await.is_err() {
+                return Ok(());
+            }
+            idle_sent = idle;
         }
         // A finished bounded source completes every window.
         let _ = self.output.send(Message::Watermark(WATERMARK_END)).await;

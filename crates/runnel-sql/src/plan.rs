@@ -295,6 +295,24 @@ impl StreamNode {
     }
 
     /// The node's inputs.
+    /// The operator's name, as `EXPLAIN` and errors call it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StreamNode::Source(_) => "Source",
+            StreamNode::Filter { .. } => "Filter",
+            StreamNode::Projection { .. } => "Projection",
+            StreamNode::WindowAssign { .. } => "WindowAssign",
+            StreamNode::WindowAggregate(_) => "WindowAggregate",
+            StreamNode::OverWindow(_) => "OverWindow",
+            StreamNode::Union { .. } => "Union",
+            StreamNode::IntervalJoin(_) => "IntervalJoin",
+            StreamNode::WindowJoin(_) => "WindowJoin",
+            StreamNode::UpdatingAggregate(_) => "UpdatingAggregate",
+            StreamNode::LookupJoin(_) => "LookupJoin",
+            StreamNode::TopN(_) => "TopN",
+        }
+    }
+
     pub fn inputs(&self) -> Vec<&StreamNode> {
         match self {
             StreamNode::Source(_) => vec![],

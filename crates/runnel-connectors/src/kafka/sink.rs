@@ -270,12 +270,13 @@ impl Transaction {
     /// Commits the open transaction with `checkpoint`'s source offsets, and opens the next.
     async fn commit(&self, producer: &FutureProducer, checkpoint: &Manifest) -> Result<()> {
         for (table, topic, consumer) in &self.sources {
-            let Some(state) = checkpoint.sources.iter().find(|s| &s.table == table) else {
-                continue;
-            };
+            // A table read by parallel readers has one state per reader, each with the
+            // offsets of its own partitions.
             let mut offsets = TopicPartitionList::new();
-            for (partition, next) in state.offsets.iter().enumerate() {
-                if let Some(next) = next {
+            let states = checkpoint.sources.iter().filter(|s| &s.table == table);
+            for state in states {
+                for (partition, next) in state.offsets.iter().enumerate() {
+                    let Some(next) = next else { continue };
                     let place = |source| ConnectorError::Kafka {
                         context: format!("offsets of {topic}"),
                         source,

@@ -10,7 +10,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_runtime::{
-    DeliveryGuarantee, JobConfig, JobMetrics, Source, SourceBatch, SourceEvent, SourceState,
+    DeliveryGuarantee, JobConfig, JobMetrics, Source, SourceBatch, SourceEvent, SourceSplit,
+    SourceState,
 };
 use runnel_sql::TableDef;
 
@@ -39,6 +40,8 @@ pub struct KafkaSource {
     topic: String,
     /// Kafka partition ids; our partition index is the position in this list.
     partitions: Vec<i32>,
+    /// Which of them this reader reads (see [`SourceSplit`]).
+    owned: Vec<bool>,
     /// Exclusive end offset per partition, in bounded mode.
     end_offsets: Option<Vec<i64>>,
     finished: Vec<bool>,
@@ -78,6 +81,7 @@ impl KafkaSource {
         table: &TableDef,
         metrics: Arc<JobMetrics>,
         defaults: &JobConfig,
+        split: SourceSplit,
         start: Option<&SourceState>,
     ) -> Result<Self> {
         let options = super::options(table)?;
@@ -176,6 +180,9 @@ impl KafkaSource {
             .map_err(|e| ConnectorError::Other(format!("kafka metadata task failed: {e}")))??
         };
 
+        // A parallel reader takes every `split.count`-th partition; the others count as
+        // finished here (their own reader holds their watermark back).
+        let owned: Vec<bool> = (0..partitions.len()).map(|i| split.owns(i)).collect();
         let mut assignment = TopicPartitionList::new();
         let mut start_offsets = Vec::with_capacity(partitions.len());
         for (i, &p) in partitions.iter().enumerate() {
@@ -190,9 +197,11 @@ impl KafkaSource {
                 },
             };
             start_offsets.push(offset);
-            assignment
-                .add_partition_offset(&topic, p, offset)
-                .map_err(kafka_error(format!("assigning {topic} partition {p}")))?;
+            if owned[i] {
+                assignment
+                    .add_partition_offset(&topic, p, offset)
+                    .map_err(kafka_error(format!("assigning {topic} partition {p}")))?;
+            }
         }
         consumer
             .assign(&assignment)
@@ -200,19 +209,26 @@ impl KafkaSource {
 
         let mut finished = vec![false; partitions.len()];
         let mut ready = VecDeque::new();
+        for (i, _) in owned.iter().enumerate().filter(|(_, &owned)| !owned) {
+            finished[i] = true;
+            ready.push_back(SourceEvent::PartitionFinished(i));
+        }
         let end_offsets = bounded.then(|| ends.iter().map(|&(_, high)| high).collect::<Vec<_>>());
         if bounded {
             for (i, &(low, high)) in ends.iter().enumerate() {
                 let resumed_at_end = start
                     .and_then(|s| s.offsets.get(i).copied().flatten())
                     .is_some_and(|next| next >= high);
+                if finished[i] {
+                    continue;
+                }
                 if high <= low || startup == "latest-offset" || resumed_at_end {
                     finished[i] = true;
                     ready.push_back(SourceEvent::PartitionFinished(i));
                 }
             }
         }
-        tracing::info!(table = %table.name, %topic, partitions = partitions.len(), bounded, "kafka source assigned");
+        tracing::info!(table = %table.name, %topic, partitions = partitions.len(), reader = split.index, readers = split.count, bounded, "kafka source assigned");
         let (polled, stop) = spawn_poller(consumer.clone(), &table.name)?;
         let count = partitions.len();
         Ok(Self {
@@ -222,6 +238,7 @@ impl KafkaSource {
             stop,
             topic,
             partitions,
+            owned,
             end_offsets,
             finished,
             idle_timeout,
@@ -269,6 +286,9 @@ impl KafkaSource {
         .map_err(|e| ConnectorError::Other(format!("kafka offsets task failed: {e}")))?;
         // A consumer that cannot even tell its partitions' end offsets is stuck too.
         let waiting = highs.iter().enumerate().any(|(i, high)| {
+            if !self.owned[i] {
+                return false;
+            }
             let Some(high) = high else { return true };
             match (self.next_offsets[i], self.start_offsets[i]) {
                 (Some(next), _) | (None, Offset::Offset(next)) => *high > next,
@@ -285,6 +305,9 @@ impl KafkaSource {
         )))?;
         let mut assignment = TopicPartitionList::new();
         for (i, &p) in self.partitions.iter().enumerate() {
+            if !self.owned[i] {
+                continue;
+            }
             let offset = self.next_offsets[i].map_or(self.start_offsets[i], Offset::Offset);
             assignment
                 .add_partition_offset(&self.topic, p, offset)
@@ -513,7 +536,9 @@ impl Source for KafkaSource {
             if let Some(event) = self.ready.pop_front() {
                 return Ok(Some(event));
             }
-            if self.end_offsets.is_some() && self.finished.iter().all(|&f| f) {
+            // Bounded and done, or a parallel reader left without partitions.
+            let nothing_to_read = self.end_offsets.is_some() || !self.owned.contains(&true);
+            if nothing_to_read && self.finished.iter().all(|&f| f) {
                 return Ok(None);
             }
             self.poll().await.map_err(|e| e.at("source", &self.table))?;

@@ -21,7 +21,7 @@ pub use interval_join::IntervalJoinOperator;
 pub use late_rows::LateRowsOutput;
 pub use lookup_join::LookupJoinOperator;
 pub use over_window::OverWindowOperator;
-pub use projection::ProjectionOperator;
+pub use projection::{ProjectionOperator, RelabelOperator};
 pub use session_window::SessionWindowOperator;
 pub use top_n::TopNOperator;
 pub use updating_aggregate::UpdatingAggregateOperator;

@@ -62,3 +62,36 @@ impl Operator for ProjectionOperator {
         Ok(())
     }
 }
+
+/// Gives an input's batches another schema with the same column types: the branches of a
+/// `UNION ALL` name their columns their own way, the union's output takes its own names.
+pub struct RelabelOperator {
+    schema: SchemaRef,
+}
+
+impl RelabelOperator {
+    pub fn new(schema: SchemaRef) -> Self {
+        Self { schema }
+    }
+}
+
+impl Operator for RelabelOperator {
+    fn name(&self) -> &str {
+        "Union"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        let relabelled = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            batch.columns().to_vec(),
+            &options,
+        )
+        .map_err(|e| RuntimeError::Operator {
+            operator: "Union".into(),
+            source: e.into(),
+        })?;
+        out.push(Message::Batch(relabelled));
+        Ok(())
+    }
+}
