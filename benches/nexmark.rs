@@ -9,7 +9,11 @@
 //! cargo bench --bench nexmark -- q5 q7 --events 2000000
 //! cargo bench --bench nexmark -- --floor-events 2000000
 //! cargo bench --bench nexmark -- q5 --parallelism 1     # default: one subtask per core
+//! cargo bench --bench nexmark -- claims-kafka --kafka 127.0.0.1:9092 --no-floor
 //! ```
+//!
+//! `claims-kafka` is the claims query over a Kafka topic preloaded (once, and kept for
+//! later runs) with the same claims as JSON lines: JSON decoding and the consumer included.
 //!
 //! Linux only (CPU time and peak memory come from /proc/self).
 
@@ -54,6 +58,86 @@ const CLAIMS_QUERY: &str = "SELECT policy_id, window_start, window_end, COUNT(*)
     FROM TABLE(TUMBLE(TABLE claims, DESCRIPTOR(event_time), INTERVAL '5' MINUTES))
     WHERE operation = 'INSERT'
     GROUP BY policy_id, window_start, window_end;";
+
+/// The claims as JSON in a Kafka topic of two partitions (`'scan.bounded.mode'`: read to
+/// the end offsets found at start, then finish).
+fn claims_kafka_ddl(bootstrap: &str, topic: &str) -> String {
+    format!(
+        "CREATE TABLE claims (
+             policy_id BIGINT, amount DECIMAL(12, 2), event_time TIMESTAMP(3), operation STRING,
+             WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
+         ) WITH (
+             'connector' = 'kafka', 'topic' = '{topic}',
+             'properties.bootstrap.servers' = '{bootstrap}',
+             'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+             'format' = 'json'
+         );"
+    )
+}
+
+/// The topic holding `events` claims.
+fn claims_topic(events: u64) -> String {
+    format!("runnel-bench.claims.{events}")
+}
+
+/// Fills the claims topic once: a Runnel job writes the generated claims into it as JSON.
+/// A topic that already holds `events` records is kept.
+async fn preload_claims(bootstrap: &str, events: u64) -> Result<(), Box<dyn std::error::Error>> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::ClientConfig;
+    let topic = claims_topic(events);
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    let consumer: BaseConsumer = config.create()?;
+    let held: i64 = (0..2)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(5))
+                .map_or(0, |(low, high)| high - low)
+        })
+        .sum();
+    if held == events as i64 {
+        return Ok(());
+    }
+    let admin: AdminClient<_> = config.create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    admin.delete_topics(&[&topic], &options).await?;
+    for attempt in 0.. {
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(&topic, 2, TopicReplication::Fixed(1))],
+                &options,
+            )
+            .await?;
+        match &created[0] {
+            Ok(_) => break,
+            Err(_) if attempt < 60 => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err((_, code)) => return Err(format!("cannot create {topic}: {code}").into()),
+        }
+    }
+    let started = Instant::now();
+    let sql = claims_sql(events).replace(
+        CLAIMS_QUERY,
+        &format!(
+            "CREATE TABLE claims_out (
+                 policy_id BIGINT, amount DECIMAL(12, 2), event_time TIMESTAMP(3), operation STRING
+             ) WITH ('connector' = 'kafka', 'topic' = '{topic}',
+                     'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+             INSERT INTO claims_out SELECT policy_id, amount, event_time, operation FROM claims;"
+        ),
+    );
+    for result in Engine::default().execute(&sql).await? {
+        if let Executed::Job(job) = result {
+            job.wait().await?;
+        }
+    }
+    println!(
+        "(preloaded {events} claims as JSON into {topic} in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
 const NEXMARK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/nexmark");
 
@@ -255,11 +339,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut floor_events: u64 = 5_000_000;
     let mut single = false;
     let mut parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut kafka: Option<String> = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--events" => events = args.next().ok_or("--events N")?.parse()?,
             "--floor-events" => floor_events = args.next().ok_or("--floor-events N")?.parse()?,
             "--parallelism" => parallelism = args.next().ok_or("--parallelism N")?.parse()?,
+            "--kafka" => kafka = Some(args.next().ok_or("--kafka BOOTSTRAP")?),
             "--no-floor" => floor_events = 0,
             "--floor-only" => events = 0,
             // One generator query in this process (the runner starts one per query).
@@ -274,6 +360,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let query = &queries[0];
         let sql = if query == "claims" {
             claims_sql(events)
+        } else if query == "claims-kafka" {
+            let bootstrap = kafka
+                .as_deref()
+                .ok_or("claims-kafka needs --kafka BOOTSTRAP")?;
+            format!(
+                "{}\n{CLAIMS_QUERY}",
+                claims_kafka_ddl(bootstrap, &claims_topic(events))
+            )
         } else {
             nexmark_sql(query, events)?
         };
@@ -299,9 +393,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "query", "wall s", "events/s", "events/CPU-s", "peak MB", "rows out"
         );
         for query in &queries {
+            if query == "claims-kafka" {
+                let bootstrap = kafka
+                    .as_deref()
+                    .ok_or("claims-kafka needs --kafka BOOTSTRAP")?;
+                preload_claims(bootstrap, events).await?;
+            }
             let status = std::process::Command::new(std::env::current_exe()?)
                 .args(["--single", query, "--events", &events.to_string()])
                 .args(["--parallelism", &parallelism.to_string()])
+                .args(kafka.iter().flat_map(|k| ["--kafka", k.as_str()]))
                 .status()?;
             if !status.success() {
                 return Err(format!("{query} failed").into());

@@ -385,6 +385,23 @@ impl Engine {
         errors
     }
 
+    /// The streaming plans of a script's queries and `INSERT INTO`s as data, without
+    /// running them (its declarations do take effect): for tools, and for benchmarks
+    /// that drive one operator by itself.
+    pub fn stream_plans(&self, sql: &str) -> Result<Vec<StreamPlan>> {
+        let mut plans = Vec::new();
+        for statement in parse_script(sql)? {
+            match statement {
+                Statement::Insert { table, query } => plans.push(self.plan(*query, Some(&table))?),
+                Statement::Query(query) => plans.push(self.plan(*query, None)?),
+                declaration => {
+                    self.declare(&declaration)?;
+                }
+            }
+        }
+        Ok(plans)
+    }
+
     /// The streaming plans of a script's queries and `INSERT INTO`s, without running them
     /// (its declarations do take effect).
     pub fn explain(&self, sql: &str) -> Result<String> {

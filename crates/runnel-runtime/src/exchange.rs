@@ -98,7 +98,7 @@ impl Exchange {
     }
 
     /// Splits `batch` into the rows of each output (outputs that get none are left out).
-    fn partition(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
+    pub fn partition(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
         let error = |source: datafusion::error::DataFusionError| RuntimeError::Operator {
             operator: format!("the exchange before {}", self.operator),
             source,

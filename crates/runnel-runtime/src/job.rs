@@ -211,15 +211,6 @@ struct JobBuilder<'a> {
 const STATELESS: usize = usize::MAX;
 
 impl JobBuilder<'_> {
-    /// Where an operator with `input` rows sends its late rows, if the job routes them.
-    fn late_output(&self, input: &SchemaRef, operator: &str) -> Result<Option<LateRowsOutput>> {
-        self.config
-            .late_data_sink
-            .as_ref()
-            .map(|sink| LateRowsOutput::try_new(sink, input, operator))
-            .transpose()
-    }
-
     /// Where a join's two inputs send their late rows, if the job routes them.
     fn late_outputs_for_join(
         &self,
@@ -302,79 +293,12 @@ impl JobBuilder<'_> {
                     let pipeline = self.build(input).await?;
                     let mut pipeline = self.route(pipeline, routing(node), node.name())?;
                     for lane in &mut pipeline.lanes {
-                        let operator = self.single_input_operator(node)?;
+                        let operator =
+                            single_input_operator(node, self.config, self.metrics.clone())?;
                         self.chain(lane, operator)?;
                     }
                     Ok(pipeline)
                 }
-            }
-        })
-    }
-
-    /// A new instance (for one subtask) of the single-input operator `node` runs.
-    fn single_input_operator(&self, node: &StreamNode) -> Result<Box<dyn Operator>> {
-        let metrics = self.metrics.clone();
-        Ok(match node {
-            StreamNode::Filter {
-                predicate,
-                input_schema,
-                ..
-            } => Box::new(FilterOperator::try_new(predicate, input_schema)?),
-            StreamNode::Projection {
-                exprs,
-                input_schema,
-                ..
-            } => Box::new(ProjectionOperator::try_new(
-                exprs,
-                input_schema,
-                node.arrow_schema(),
-            )?),
-            StreamNode::WindowAssign {
-                input,
-                kind,
-                time_column,
-                partition_keys,
-                schema,
-            } => {
-                let input_schema = input.arrow_schema();
-                let schema = Arc::new(schema.as_arrow().clone());
-                if let WindowKind::Session { gap_ms } = kind {
-                    Box::new(SessionWindowOperator::try_new(
-                        *gap_ms,
-                        *time_column,
-                        partition_keys.clone(),
-                        input_schema.clone(),
-                        schema,
-                        metrics,
-                        self.late_output(&input_schema, "the session window")?,
-                    )?)
-                } else {
-                    Box::new(WindowAssignOperator::new(
-                        *kind,
-                        *time_column,
-                        &input_schema,
-                        schema,
-                        metrics,
-                        self.late_output(&input_schema, "the window")?,
-                    ))
-                }
-            }
-            StreamNode::OverWindow(over) => {
-                let late = self.late_output(&over.input.arrow_schema(), "the OVER window")?;
-                Box::new(OverWindowOperator::try_new(over, metrics, late)?)
-            }
-            StreamNode::WindowAggregate(aggregate) => {
-                Box::new(WindowAggregateOperator::try_new(aggregate, metrics)?)
-            }
-            StreamNode::UpdatingAggregate(aggregate) => Box::new(
-                UpdatingAggregateOperator::try_new(aggregate, aggregate.input.is_updating())?,
-            ),
-            StreamNode::TopN(top) => Box::new(TopNOperator::try_new(top)?),
-            other => {
-                return Err(RuntimeError::Build(format!(
-                    "{} is not a single-input operator",
-                    other.name()
-                )))
             }
         })
     }
@@ -692,6 +616,88 @@ impl JobBuilder<'_> {
             }),
         ));
     }
+}
+
+/// A new instance (for one subtask) of the single-input operator `node` runs (filter,
+/// projection, window assignment, window or unwindowed aggregate, `OVER`, Top-N), with
+/// `config`'s late-data sink; `metrics` receives its counts. Public so benchmarks can
+/// drive one operator by itself.
+pub fn single_input_operator(
+    node: &StreamNode,
+    config: &JobConfig,
+    metrics: Arc<JobMetrics>,
+) -> Result<Box<dyn Operator>> {
+    let late_output = |input: &SchemaRef, operator: &str| -> Result<Option<LateRowsOutput>> {
+        config
+            .late_data_sink
+            .as_ref()
+            .map(|sink| LateRowsOutput::try_new(sink, input, operator))
+            .transpose()
+    };
+    Ok(match node {
+        StreamNode::Filter {
+            predicate,
+            input_schema,
+            ..
+        } => Box::new(FilterOperator::try_new(predicate, input_schema)?),
+        StreamNode::Projection {
+            exprs,
+            input_schema,
+            ..
+        } => Box::new(ProjectionOperator::try_new(
+            exprs,
+            input_schema,
+            node.arrow_schema(),
+        )?),
+        StreamNode::WindowAssign {
+            input,
+            kind,
+            time_column,
+            partition_keys,
+            schema,
+        } => {
+            let input_schema = input.arrow_schema();
+            let schema = Arc::new(schema.as_arrow().clone());
+            if let WindowKind::Session { gap_ms } = kind {
+                Box::new(SessionWindowOperator::try_new(
+                    *gap_ms,
+                    *time_column,
+                    partition_keys.clone(),
+                    input_schema.clone(),
+                    schema,
+                    metrics,
+                    late_output(&input_schema, "the session window")?,
+                )?)
+            } else {
+                Box::new(WindowAssignOperator::new(
+                    *kind,
+                    *time_column,
+                    &input_schema,
+                    schema,
+                    metrics,
+                    late_output(&input_schema, "the window")?,
+                ))
+            }
+        }
+        StreamNode::OverWindow(over) => {
+            let late = late_output(&over.input.arrow_schema(), "the OVER window")?;
+            Box::new(OverWindowOperator::try_new(over, metrics, late)?)
+        }
+        StreamNode::WindowAggregate(aggregate) => {
+            Box::new(WindowAggregateOperator::try_new(aggregate, metrics)?)
+        }
+        StreamNode::UpdatingAggregate(aggregate) => Box::new(UpdatingAggregateOperator::try_new(
+            aggregate,
+            aggregate.input.is_updating(),
+        )?),
+        StreamNode::TopN(top) => Box::new(TopNOperator::try_new(top)?),
+        other => {
+            return Err(RuntimeError::Build(format!(
+                "{} is not a single-input operator",
+                other.name()
+            )))
+        }
+    })
 }
 
 /// How `node`'s input rows must be spread over its subtasks: by the key its state is

@@ -26,7 +26,7 @@ pub use checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore, Manifest, 
 pub use config::{DeliveryGuarantee, FaultInjection, JobConfig};
 pub use connector::{ConnectorFactory, SourceSplit};
 pub use error::{BoxError, Result, RuntimeError};
-pub use job::{parallel_layout, spawn_job, JobHandle};
+pub use job::{parallel_layout, single_input_operator, spawn_job, JobHandle};
 pub use message::{Message, Watermark, WATERMARK_END};
 pub use metrics::{JobMetrics, MetricsSnapshot};
 pub use operator::{Operator, OperatorChain, Side, TwoInputOperator};
