@@ -61,10 +61,13 @@ impl Kind {
             },
             1 => {
                 let slide = seconds(1 + rng.below(4));
-                Kind::Hop {
-                    slide,
-                    size: slide + seconds(1 + rng.below(8)),
-                }
+                // Half the time the slide divides the size: aggregated per pane.
+                let size = if rng.below(2) == 0 {
+                    slide * (2 + rng.below(5) as i64)
+                } else {
+                    slide + seconds(1 + rng.below(8))
+                };
+                Kind::Hop { slide, size }
             }
             2 => {
                 let step = seconds(1 + rng.below(3));

@@ -655,6 +655,7 @@ pub fn single_input_operator(
             time_column,
             partition_keys,
             schema,
+            panes,
         } => {
             let input_schema = input.arrow_schema();
             let schema = Arc::new(schema.as_arrow().clone());
@@ -669,14 +670,17 @@ pub fn single_input_operator(
                     late_output(&input_schema, "the session window")?,
                 )?)
             } else {
-                Box::new(WindowAssignOperator::new(
-                    *kind,
-                    *time_column,
-                    &input_schema,
-                    schema,
-                    metrics,
-                    late_output(&input_schema, "the window")?,
-                ))
+                Box::new(
+                    WindowAssignOperator::new(
+                        *kind,
+                        *time_column,
+                        &input_schema,
+                        schema,
+                        metrics,
+                        late_output(&input_schema, "the window")?,
+                    )
+                    .into_panes(*panes),
+                )
             }
         }
         StreamNode::OverWindow(over) => {
@@ -727,13 +731,15 @@ fn routing(node: &StreamNode) -> Routing {
                 &schema,
             )
         }
-        // Each window's groups: the window's end follows from its start.
+        // Each window's groups: the window's end follows from its start. Per pane, a
+        // key's panes must meet in one subtask: the window is no part of the key.
         StreamNode::WindowAggregate(aggregate) => hash(
             aggregate
                 .group_exprs
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| *i != aggregate.window_end)
+                .filter(|(i, _)| !aggregate.panes || *i != aggregate.window_start)
                 .map(|(_, e)| e.clone())
                 .collect(),
             &aggregate.input_schema,

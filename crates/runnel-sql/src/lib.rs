@@ -16,6 +16,7 @@ pub mod group_window;
 pub mod join;
 pub mod lineage;
 pub mod lookup;
+pub mod panes;
 pub mod parser;
 pub mod plan;
 pub mod planner;

@@ -56,12 +56,16 @@ pub enum StreamNode {
     },
     /// Appends `window_start`, `window_end`, `window_time` to each row. Session windows
     /// hold rows until their session closes (per `partition_keys`, indexes into the input).
+    /// With `panes`, a `HOP` row goes to its pane only (the tumbling window of the slide
+    /// it falls in; the columns hold the pane's bounds) and the window aggregate above
+    /// merges panes into windows.
     WindowAssign {
         input: Box<StreamNode>,
         kind: WindowKind,
         time_column: usize,
         partition_keys: Vec<usize>,
         schema: DFSchemaRef,
+        panes: bool,
     },
     /// Aggregates per window and key; emits each window once the watermark passes its end.
     WindowAggregate(WindowAggregateNode),
@@ -238,6 +242,14 @@ pub struct WindowAggregateNode {
     /// Which of `group_exprs` is the window's end: a window is complete when the
     /// watermark reaches it.
     pub window_end: usize,
+    /// Which of `group_exprs` is the window's start.
+    pub window_start: usize,
+    /// A `HOP` aggregated per pane (see [`StreamNode::WindowAssign`]): each row is
+    /// aggregated once, into the pane of the slide it falls in, and each window merges
+    /// its `size / slide` panes' partial aggregates when it closes, so the cost per row
+    /// does not grow with `size / slide`. Set when the slide divides the size and
+    /// nothing between the assignment and the aggregate reads the window columns.
+    pub panes: bool,
     pub kind: WindowKind,
     /// DataFusion aggregate function calls, in output order after the groups.
     pub aggr_exprs: Vec<Expr>,
@@ -410,10 +422,14 @@ impl StreamNode {
                 kind,
                 time_column,
                 partition_keys,
+                panes,
                 ..
             } => {
                 let time = input.schema().field(*time_column).name().clone();
                 write!(f, "{pad}WindowAssign: {kind} on {time}")?;
+                if let (true, WindowKind::Hop { slide_ms, .. }) = (panes, kind) {
+                    write!(f, ", into panes of {}", format_duration(*slide_ms))?;
+                }
                 if let WindowKind::Session { .. } = kind {
                     let input_schema = input.schema();
                     let keys: Vec<&str> = partition_keys
@@ -430,13 +446,23 @@ impl StreamNode {
                 input.fmt_tree(f, depth + 1)
             }
             StreamNode::WindowAggregate(a) => {
+                let state = match a.kind {
+                    WindowKind::Hop { slide_ms, size_ms } if a.panes => format!(
+                        "state: partial aggregates per pane of {} (each window merges its {} panes when the watermark passes its end; a pane is freed once its last window is emitted)",
+                        format_duration(slide_ms),
+                        size_ms / slide_ms
+                    ),
+                    kind => format!(
+                        "state: open windows (each freed when the watermark passes its end, windows of {})",
+                        format_duration(kind.size_ms())
+                    ),
+                };
                 writeln!(
                     f,
-                    "{pad}WindowAggregate: {} group=[{}] aggregates=[{}]; state: open windows (each freed when the watermark passes its end, windows of {})",
+                    "{pad}WindowAggregate: {} group=[{}] aggregates=[{}]; {state}",
                     a.kind,
                     list(&a.group_exprs),
                     list(&a.aggr_exprs),
-                    format_duration(a.kind.size_ms()),
                 )?;
                 a.input.fmt_tree(f, depth + 1)
             }

@@ -474,6 +474,7 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     time_column: tvf.time_column,
                     partition_keys: tvf.partition_keys.clone(),
                     schema: tvf.schema().clone(),
+                    panes: false,
                 })
             } else {
                 Err(SqlError::Unsupported(format!(
@@ -504,16 +505,20 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     })
             };
             match (position(WINDOW_START), position(WINDOW_END)) {
-                (Some(_), Some((window_end, kind))) => {
-                    Ok(StreamNode::WindowAggregate(WindowAggregateNode {
+                (Some((window_start, _)), Some((window_end, kind))) => {
+                    let mut node = WindowAggregateNode {
                         input: Box::new(to_stream(&agg.input)?),
                         input_schema: agg.input.schema().clone(),
                         group_exprs: agg.group_expr.clone(),
                         window_end,
+                        window_start,
                         kind,
                         aggr_exprs: agg.aggr_expr.clone(),
                         schema: agg.schema.clone(),
-                    }))
+                        panes: false,
+                    };
+                    crate::panes::aggregate_by_panes(&mut node);
+                    Ok(StreamNode::WindowAggregate(node))
                 }
                 // No window: the aggregate revises its groups' rows as rows arrive.
                 _ => Ok(StreamNode::UpdatingAggregate(UpdatingAggregateNode {

@@ -5,6 +5,14 @@
 //! aggregate for every open window, keyed by the window's end. Rows are routed to their
 //! window with vectorized kernels (sort the window ends, take, slice), so accumulators are
 //! updated batch-at-a-time exactly as in DataFusion's own hash aggregate.
+//!
+//! A `HOP` planned per pane ([`WindowAggregateNode::panes`]) keeps the same state per
+//! *pane* (its rows carry the pane's bounds). When the watermark passes a window's end,
+//! the window's panes are sealed (their partial aggregates taken out as Arrow state
+//! columns, once) and merged into a fresh set of accumulators with the window's bounds
+//! as keys; a pane is freed once the last window reading it is emitted. Each row is
+//! aggregated once whatever `size / slide` is; each window costs a merge of its panes'
+//! groups.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +37,20 @@ use crate::operator::Operator;
 use crate::operators::aggregate_call::AggregateCall;
 use crate::operators::window_assign::as_millis;
 
+/// How a `HOP` aggregated per pane turns panes into windows.
+#[derive(Debug, Clone, Copy)]
+struct Panes {
+    slide_ms: i64,
+    size_ms: i64,
+    /// Which group columns are the window's start and end.
+    start_key: usize,
+    end_key: usize,
+}
+
+/// A pane's partial aggregates taken out of their accumulators: the group columns, then
+/// each aggregate's state columns.
+type SealedPart = Vec<ArrayRef>;
+
 /// The keys and partial aggregates of one open window.
 struct WindowState {
     groups: Box<dyn GroupValues>,
@@ -47,6 +69,14 @@ pub struct WindowAggregateOperator {
     watermark: Option<Watermark>,
     metrics: Arc<JobMetrics>,
     group_indices: Vec<usize>,
+    /// Set for a `HOP` aggregated per pane: then `windows` holds the panes still being
+    /// filled (by pane end) and `sealed` the parts taken out for windows.
+    panes: Option<Panes>,
+    sealed: BTreeMap<i64, Vec<SealedPart>>,
+    /// The end of the last window emitted from panes.
+    last_window: Option<i64>,
+    /// How many state columns each aggregate has.
+    state_widths: Vec<usize>,
 }
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
@@ -65,7 +95,24 @@ impl WindowAggregateOperator {
         let group_schema = Arc::new(Schema::new(
             output_schema.fields()[..node.group_exprs.len()].to_vec(),
         ));
+        let panes = match node.kind {
+            runnel_sql::WindowKind::Hop { slide_ms, size_ms } if node.panes => Some(Panes {
+                slide_ms,
+                size_ms,
+                start_key: node.window_start,
+                end_key: node.window_end,
+            }),
+            _ => None,
+        };
+        let state_widths = aggregates
+            .iter()
+            .map(|a| a.function.state_fields().map(|f| f.len()))
+            .collect::<DFResult<Vec<_>>>()?;
         Ok(Self {
+            panes,
+            sealed: BTreeMap::new(),
+            last_window: None,
+            state_widths,
             group_exprs,
             window_end: node.window_end,
             aggregates,
@@ -101,9 +148,14 @@ impl WindowAggregateOperator {
             .unzip();
         let mut ends: Int64Array = as_millis(&groups[self.window_end])?.reinterpret_cast();
 
-        // Rows whose window was already emitted are late: count and drop them.
+        // Rows whose window was already emitted are late: count and drop them. A pane is
+        // read by windows up to `size - slide` after its own end.
         if let Some(watermark) = self.watermark {
-            let on_time = gt(&ends, &Int64Array::new_scalar(watermark))?;
+            let reach = self.panes.map_or(0, |p| p.size_ms - p.slide_ms);
+            let on_time = gt(
+                &ends,
+                &Int64Array::new_scalar(watermark.saturating_sub(reach)),
+            )?;
             let late = on_time.len() - on_time.true_count();
             if late > 0 {
                 JobMetrics::add(&self.metrics.late_rows, late);
@@ -176,6 +228,9 @@ impl WindowAggregateOperator {
 
     /// Emits (and frees) every window whose end is at or below `watermark`, oldest first.
     fn emit_until(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> DFResult<()> {
+        if let Some(panes) = self.panes {
+            return self.emit_panes_until(panes, watermark, out);
+        }
         while let Some(entry) = self.windows.first_entry() {
             if *entry.key() > watermark {
                 break;
@@ -193,11 +248,136 @@ impl WindowAggregateOperator {
         Ok(())
     }
 
+    /// Emits every window whose end is at or below `watermark` from its panes, oldest
+    /// first, and frees the panes no later window reads.
+    fn emit_panes_until(
+        &mut self,
+        panes: Panes,
+        watermark: Watermark,
+        out: &mut Vec<Message>,
+    ) -> DFResult<()> {
+        loop {
+            let first = [self.windows.keys().next(), self.sealed.keys().next()]
+                .into_iter()
+                .flatten()
+                .min()
+                .copied();
+            let Some(first) = first else { break };
+            // The next window holding a pane: windows end on pane ends.
+            let end = self
+                .last_window
+                .map_or(first, |last| first.max(last + panes.slide_ms));
+            if end > watermark {
+                break;
+            }
+            let start = end - panes.size_ms;
+            let reading = (
+                std::ops::Bound::Excluded(start),
+                std::ops::Bound::Included(end),
+            );
+            let filling: Vec<i64> = self.windows.range(reading).map(|(e, _)| *e).collect();
+            for pane_end in filling {
+                if let Some(pane) = self.windows.remove(&pane_end) {
+                    let part = self.seal(pane)?;
+                    self.sealed.entry(pane_end).or_default().push(part);
+                }
+            }
+            let mut window = self.new_window()?;
+            let keys = self.group_schema.fields().len();
+            for parts in self.sealed.range(reading).map(|(_, parts)| parts) {
+                for part in parts {
+                    let rows = part.first().map_or(0, |c| c.len());
+                    let mut groups = part[..keys].to_vec();
+                    groups[panes.start_key] = self.window_bound(panes.start_key, start, rows)?;
+                    groups[panes.end_key] = self.window_bound(panes.end_key, end, rows)?;
+                    window.groups.intern(&groups, &mut self.group_indices)?;
+                    let total = window.groups.len();
+                    let mut column = keys;
+                    for (accumulator, width) in
+                        window.accumulators.iter_mut().zip(&self.state_widths)
+                    {
+                        accumulator.merge_batch(
+                            &part[column..column + width],
+                            &self.group_indices,
+                            total,
+                        )?;
+                        column += width;
+                    }
+                }
+            }
+            let mut columns = window.groups.emit(EmitTo::All)?;
+            for accumulator in &mut window.accumulators {
+                columns.push(accumulator.evaluate(EmitTo::All)?);
+            }
+            let batch = RecordBatch::try_new(self.output_schema.clone(), columns)?;
+            if batch.num_rows() > 0 {
+                out.push(Message::Batch(batch));
+            }
+            self.last_window = Some(end);
+            // The next window starts a slide later: panes ending by then are done.
+            let done = start + panes.slide_ms;
+            self.sealed.retain(|pane_end, _| *pane_end > done);
+            self.windows.retain(|pane_end, _| *pane_end > done);
+        }
+        Ok(())
+    }
+
+    /// A pane's partial aggregates taken out of its accumulators.
+    fn seal(&self, mut pane: WindowState) -> DFResult<SealedPart> {
+        let mut part = pane.groups.emit(EmitTo::All)?;
+        for accumulator in &mut pane.accumulators {
+            part.extend(accumulator.state(EmitTo::All)?);
+        }
+        Ok(part)
+    }
+
+    /// A window bound as `rows` values of group column `key`'s type.
+    fn window_bound(&self, key: usize, value: i64, rows: usize) -> DFResult<ArrayRef> {
+        let data_type = self.group_schema.field(key).data_type();
+        let millis = datafusion::arrow::array::TimestampMillisecondArray::from_value(value, rows);
+        Ok(match data_type {
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, tz) => {
+                Arc::new(millis.with_timezone_opt(tz.clone()))
+            }
+            other => datafusion::arrow::compute::cast(&millis, other)?,
+        })
+    }
+
+    /// Puts sealed pane parts back into live accumulators (keyed by pane end), so a
+    /// snapshot sees every pane in one place.
+    fn unseal(&mut self) -> DFResult<()> {
+        let keys = self.group_schema.fields().len();
+        for (pane_end, parts) in std::mem::take(&mut self.sealed) {
+            if !self.windows.contains_key(&pane_end) {
+                let state = self.new_window()?;
+                self.windows.insert(pane_end, state);
+            }
+            let Some(pane) = self.windows.get_mut(&pane_end) else {
+                return datafusion::common::internal_err!("pane state vanished");
+            };
+            for part in parts {
+                pane.groups.intern(&part[..keys], &mut self.group_indices)?;
+                let total = pane.groups.len();
+                let mut column = keys;
+                for (accumulator, width) in pane.accumulators.iter_mut().zip(&self.state_widths) {
+                    accumulator.merge_batch(
+                        &part[column..column + width],
+                        &self.group_indices,
+                        total,
+                    )?;
+                    column += width;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every open window's keys and partial aggregates as one batch: `window_end`, the
     /// group keys, then each accumulator's state columns; the watermark in the schema's
     /// metadata. Taking a state out of DataFusion's accumulators empties them, so the
     /// windows are rebuilt from the batch right after (as a restore would).
     fn snapshot_state(&mut self) -> DFResult<RecordBatch> {
+        self.unseal()?;
         let windows = std::mem::take(&mut self.windows);
         let mut parts: Vec<Vec<ArrayRef>> = Vec::with_capacity(windows.len());
         for (end, mut window) in windows {
@@ -235,6 +415,9 @@ impl WindowAggregateOperator {
         if let Some(watermark) = self.watermark {
             metadata.insert("watermark".to_string(), watermark.to_string());
         }
+        if let Some(last) = self.last_window {
+            metadata.insert("last_window".to_string(), last.to_string());
+        }
         let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
         let columns: Vec<ArrayRef> = (0..schema.fields().len())
             .map(|c| {
@@ -256,11 +439,10 @@ impl WindowAggregateOperator {
     /// Rebuilds the open windows from a [`Self::snapshot_state`] batch.
     fn restore_state(&mut self, state: &RecordBatch) -> DFResult<()> {
         self.windows.clear();
-        self.watermark = state
-            .schema()
-            .metadata()
-            .get("watermark")
-            .and_then(|w| w.parse().ok());
+        self.sealed.clear();
+        let metadata = state.schema().metadata().clone();
+        self.watermark = metadata.get("watermark").and_then(|w| w.parse().ok());
+        self.last_window = metadata.get("last_window").and_then(|w| w.parse().ok());
         let keys = self.group_schema.fields().len();
         let ends: Int64Array = state.column(0).as_primitive().clone();
         let values = ends.values();
@@ -307,10 +489,19 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn state_size(&self) -> usize {
-        self.windows
+        let live: usize = self
+            .windows
             .values()
             .map(|w| w.groups.size() + w.accumulators.iter().map(|a| a.size()).sum::<usize>())
-            .sum()
+            .sum();
+        let sealed: usize = self
+            .sealed
+            .values()
+            .flatten()
+            .flatten()
+            .map(|a| a.get_array_memory_size())
+            .sum();
+        live + sealed
     }
 
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Vec<Message>) -> Result<()> {

@@ -32,9 +32,18 @@ pub struct WindowAssignOperator {
     watermark: Option<Watermark>,
     metrics: Arc<JobMetrics>,
     late_output: Option<LateRowsOutput>,
+    /// `HOP` rows go to their pane only (see [`runnel_sql::StreamNode::WindowAssign`]).
+    panes: bool,
 }
 
 impl WindowAssignOperator {
+    /// With `panes` (a `HOP` whose aggregate merges panes), each row goes to the pane of
+    /// the slide it falls in, and is late only once the last window holding it ended.
+    pub fn into_panes(mut self, panes: bool) -> Self {
+        self.panes = panes && matches!(self.kind, WindowKind::Hop { .. });
+        self
+    }
+
     pub fn new(
         kind: WindowKind,
         time_column: usize,
@@ -51,6 +60,7 @@ impl WindowAssignOperator {
             watermark: None,
             metrics,
             late_output,
+            panes: false,
         }
     }
 }
@@ -135,7 +145,17 @@ impl Operator for WindowAssignOperator {
             "WindowAssign",
         )?;
         let watermark = self.watermark.unwrap_or(Watermark::MIN);
-        let (mut columns, mut start, mut end) = if let WindowKind::Tumble { size_ms } = self.kind {
+        // One window (or pane) per row: its bounds with one kernel each; a row is late
+        // once its window's end, plus what later windows holding its pane still need,
+        // is at or below the watermark.
+        let single = match self.kind {
+            WindowKind::Tumble { size_ms } => Some((size_ms, 0)),
+            WindowKind::Hop { slide_ms, size_ms } if self.panes => {
+                Some((slide_ms, size_ms - slide_ms))
+            }
+            _ => None,
+        };
+        let (mut columns, mut start, mut end) = if let Some((size_ms, _)) = single {
             let start: TimestampMillisecondArray = time.unary(|t| t - t.rem_euclid(size_ms));
             let end: TimestampMillisecondArray = start.unary(|s| s + size_ms);
             (batch.columns().to_vec(), start, end)
@@ -176,10 +196,13 @@ impl Operator for WindowAssignOperator {
                 TimestampMillisecondArray::from(ends),
             )
         };
-        if self.kind.is_tumbling() && self.watermark.is_some() {
+        if let (Some((_, reach)), Some(_)) = (single, self.watermark) {
             let ends: Int64Array = end.reinterpret_cast();
-            let on_time =
-                gt(&ends, &Int64Array::new_scalar(watermark)).map_err(|e| error(e.into()))?;
+            let on_time = gt(
+                &ends,
+                &Int64Array::new_scalar(watermark.saturating_sub(reach)),
+            )
+            .map_err(|e| error(e.into()))?;
             let late = on_time.len() - on_time.true_count();
             if late > 0 {
                 JobMetrics::add(&self.metrics.late_rows, late);
