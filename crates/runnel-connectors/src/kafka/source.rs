@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message as _;
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_runtime::{
     DeliveryGuarantee, JobConfig, JobMetrics, Source, SourceBatch, SourceEvent, SourceSplit,
@@ -17,7 +17,6 @@ use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
 use crate::format::Format;
-use rdkafka::message::OwnedMessage;
 
 /// A topic's partition ids, each one's (low, high) offsets, and the group's committed
 /// offset of each (when asked for).
@@ -34,7 +33,7 @@ pub struct KafkaSource {
     table: String,
     consumer: Arc<BaseConsumer>,
     /// What the polling thread read: messages of one poll, or a consumer error.
-    polled: tokio::sync::mpsc::Receiver<std::result::Result<Vec<OwnedMessage>, String>>,
+    polled: tokio::sync::mpsc::Receiver<std::result::Result<PolledRecords, String>>,
     /// Stops the polling thread when the source is dropped.
     stop: Arc<std::sync::atomic::AtomicBool>,
     topic: String,
@@ -397,23 +396,20 @@ impl KafkaSource {
             Ok(Some(Ok(messages))) => messages,
         };
         tracing::trace!(topic = %self.topic, messages = messages.len(), "polled");
-        self.last_progress = Instant::now();
-        for message in &messages {
-            if let Some(i) = self.index_of(message.partition()) {
-                let next = &mut self.next_offsets[i];
-                *next = Some(next.unwrap_or(0).max(message.offset() + 1));
-            }
-        }
+        let now = Instant::now();
+        self.last_progress = now;
         // partition index → (offsets, payloads borrowed from `messages`)
         let mut per_partition: BTreeMap<usize, (Vec<i64>, Vec<&[u8]>)> = BTreeMap::new();
         let mut reached_end = Vec::new();
-        for message in &messages {
-            let Some(i) = self.index_of(message.partition()) else {
+        for record in 0..messages.len() {
+            let (partition, offset) = (messages.partitions[record], messages.offsets[record]);
+            let Some(i) = self.index_of(partition) else {
                 continue;
             };
-            self.last_rows[i] = Instant::now();
+            let next = &mut self.next_offsets[i];
+            *next = Some(next.unwrap_or(0).max(offset + 1));
+            self.last_rows[i] = now;
             self.idle[i] = false;
-            let offset = message.offset();
             if let Some(ends) = &self.end_offsets {
                 if self.finished[i] || offset >= ends[i] {
                     continue; // past the bounded range
@@ -423,7 +419,7 @@ impl KafkaSource {
                 }
             }
             // A tombstone (no payload) deletes a key upstream; it carries no row.
-            let Some(payload) = message.payload() else {
+            let Some(payload) = messages.payload(record) else {
                 continue;
             };
             let entry = per_partition.entry(i).or_default();
@@ -446,9 +442,9 @@ impl KafkaSource {
             // At-most-once: the group's offsets move past what was read before any of it
             // is processed; a crash now loses these rows, a restart never repeats them.
             let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-            for message in &messages {
-                let slot = next.entry(message.partition()).or_default();
-                *slot = (*slot).max(message.offset() + 1);
+            for (&partition, &offset) in messages.partitions.iter().zip(&messages.offsets) {
+                let slot = next.entry(partition).or_default();
+                *slot = (*slot).max(offset + 1);
             }
             let mut read = TopicPartitionList::new();
             for (partition, offset) in next {
@@ -473,15 +469,48 @@ impl KafkaSource {
     }
 }
 
+/// One poll's records, copied out of librdkafka into shared buffers (one allocation per
+/// poll, not a message object with its own topic, key and payload per record).
+#[derive(Debug, Default)]
+struct PolledRecords {
+    partitions: Vec<i32>,
+    offsets: Vec<i64>,
+    /// Each record's payload as a range of `bytes`; `None` for a tombstone.
+    payloads: Vec<Option<std::ops::Range<usize>>>,
+    bytes: Vec<u8>,
+}
+
+impl PolledRecords {
+    fn push(&mut self, message: &impl Message) {
+        self.partitions.push(message.partition());
+        self.offsets.push(message.offset());
+        self.payloads.push(message.payload().map(|payload| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(payload);
+            start..self.bytes.len()
+        }));
+    }
+
+    fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    fn payload(&self, record: usize) -> Option<&[u8]> {
+        self.payloads[record]
+            .clone()
+            .map(|range| &self.bytes[range])
+    }
+}
+
 /// Polls `consumer` on its own thread (librdkafka's poll blocks), handing each poll's
-/// messages — up to [`MAX_POLL_RECORDS`] — or its error to the source through a small
+/// records — up to [`MAX_POLL_RECORDS`] — or its error to the source through a small
 /// channel, so reading pauses when the job is busy.
 #[allow(clippy::type_complexity)]
 fn spawn_poller(
     consumer: Arc<BaseConsumer>,
     table: &str,
 ) -> Result<(
-    tokio::sync::mpsc::Receiver<std::result::Result<Vec<OwnedMessage>, String>>,
+    tokio::sync::mpsc::Receiver<std::result::Result<PolledRecords, String>>,
     Arc<std::sync::atomic::AtomicBool>,
 )> {
     use std::sync::atomic::Ordering;
@@ -492,7 +521,8 @@ fn spawn_poller(
         .name(format!("runnel-kafka-{table}"))
         .spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
-                let first = match consumer.poll(Duration::from_millis(100)) {
+                let mut records = PolledRecords::default();
+                match consumer.poll(Duration::from_millis(100)) {
                     None => continue,
                     Some(Err(e)) => {
                         if sender.blocking_send(Err(e.to_string())).is_err() {
@@ -501,16 +531,15 @@ fn spawn_poller(
                         std::thread::sleep(Duration::from_millis(200));
                         continue;
                     }
-                    Some(Ok(message)) => message.detach(),
+                    Some(Ok(message)) => records.push(&message),
                 };
-                let mut messages = vec![first];
-                while messages.len() < MAX_POLL_RECORDS {
+                while records.len() < MAX_POLL_RECORDS {
                     match consumer.poll(Duration::ZERO) {
-                        Some(Ok(message)) => messages.push(message.detach()),
+                        Some(Ok(message)) => records.push(&message),
                         _ => break,
                     }
                 }
-                if sender.blocking_send(Ok(messages)).is_err() {
+                if sender.blocking_send(Ok(records)).is_err() {
                     break;
                 }
             }
