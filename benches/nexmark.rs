@@ -10,6 +10,7 @@
 //! cargo bench --bench nexmark -- --floor-events 2000000
 //! cargo bench --bench nexmark -- q5 --parallelism 1     # default: one subtask per core
 //! cargo bench --bench nexmark -- claims-kafka --kafka 127.0.0.1:9092 --no-floor
+//! cargo bench --bench nexmark -- q5 --events 100000000 --tps 100000 --no-floor
 //! ```
 //!
 //! `claims-kafka` is the claims query over a Kafka topic preloaded (once, and kept for
@@ -28,8 +29,11 @@ use runnel::{Engine, Executed};
 
 const QUERIES: &[&str] = &["q0", "q1", "q2", "q5", "q7", "q8", "q11", "q12", "claims"];
 
-/// Events per second of event time the generator stamps (Flink's Nexmark default).
-const TPS: u64 = 10_000_000;
+/// Events per second of event time the generator stamps: Flink's Nexmark default, or
+/// `--tps N` (a lower rate spreads the events over more windows: how the memory of a
+/// windowed query is seen to stay flat as events grow).
+static TPS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+const DEFAULT_TPS: u64 = 10_000_000;
 
 /// The claims query over generated claims (1,000 policies, 5-minute windows, 80 % inserts).
 fn claims_sql(events: u64) -> String {
@@ -144,7 +148,7 @@ const NEXMARK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/nexmark");
 /// Flink's Nexmark DDL (generator table, person/auction/bid views) for `events` events.
 fn nexmark_ddl(events: u64) -> std::io::Result<String> {
     Ok(std::fs::read_to_string(format!("{NEXMARK_DIR}/ddl.sql"))?
-        .replace("${TPS}", &TPS.to_string())
+        .replace("${TPS}", &TPS.get().copied().unwrap_or(DEFAULT_TPS).to_string())
         .replace("${EVENTS_NUM}", &events.to_string()))
 }
 
@@ -346,6 +350,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--floor-events" => floor_events = args.next().ok_or("--floor-events N")?.parse()?,
             "--parallelism" => parallelism = args.next().ok_or("--parallelism N")?.parse()?,
             "--kafka" => kafka = Some(args.next().ok_or("--kafka BOOTSTRAP")?),
+            "--tps" => {
+                let tps: u64 = args.next().ok_or("--tps N")?.parse()?;
+                TPS.set(tps).map_err(|_| "--tps given twice")?;
+            }
             "--no-floor" => floor_events = 0,
             "--floor-only" => events = 0,
             // One generator query in this process (the runner starts one per query).
@@ -403,6 +411,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .args(["--single", query, "--events", &events.to_string()])
                 .args(["--parallelism", &parallelism.to_string()])
                 .args(kafka.iter().flat_map(|k| ["--kafka", k.as_str()]))
+                .args(["--tps", &TPS.get().copied().unwrap_or(DEFAULT_TPS).to_string()])
                 .status()?;
             if !status.success() {
                 return Err(format!("{query} failed").into());
