@@ -148,7 +148,10 @@ const NEXMARK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/nexmark");
 /// Flink's Nexmark DDL (generator table, person/auction/bid views) for `events` events.
 fn nexmark_ddl(events: u64) -> std::io::Result<String> {
     Ok(std::fs::read_to_string(format!("{NEXMARK_DIR}/ddl.sql"))?
-        .replace("${TPS}", &TPS.get().copied().unwrap_or(DEFAULT_TPS).to_string())
+        .replace(
+            "${TPS}",
+            &TPS.get().copied().unwrap_or(DEFAULT_TPS).to_string(),
+        )
         .replace("${EVENTS_NUM}", &events.to_string()))
 }
 
@@ -411,7 +414,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .args(["--single", query, "--events", &events.to_string()])
                 .args(["--parallelism", &parallelism.to_string()])
                 .args(kafka.iter().flat_map(|k| ["--kafka", k.as_str()]))
-                .args(["--tps", &TPS.get().copied().unwrap_or(DEFAULT_TPS).to_string()])
+                .args([
+                    "--tps",
+                    &TPS.get().copied().unwrap_or(DEFAULT_TPS).to_string(),
+                ])
                 .status()?;
             if !status.success() {
                 return Err(format!("{query} failed").into());

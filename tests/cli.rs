@@ -153,6 +153,7 @@ fn explain_prints_operators_keys_watermarks_and_state_bounds() {
         "CREATE TABLE clicks (user_id INT, ts TIMESTAMP(3),
             WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
          WITH ('connector' = 'datagen');
+         SET 'parallelism.default' = '3';
          SELECT user_id, window_end, COUNT(*) FROM TABLE(
              HOP(TABLE clicks, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '1' MINUTE))
          GROUP BY user_id, window_start, window_end;",
@@ -174,6 +175,18 @@ fn explain_prints_operators_keys_watermarks_and_state_bounds() {
             stdout.to_lowercase().contains(&expected.to_lowercase()),
             "'{expected}' in:\n{stdout}"
         );
+    }
+    // The slide divides the size: the HOP is aggregated per pane of 5 s.
+    assert!(stdout.contains("into panes of 5s"), "{stdout}");
+    // The parallel layout: 3 generator readers, the aggregate's subtasks fed by key
+    // (the window is no part of it per pane), one sink merging them.
+    for expected in [
+        "Parallelism 3:",
+        "Source clicks: 3 readers",
+        "WindowAggregate: 3 subtasks, rows hashed by [clicks.user_id]",
+        "Sink: 1 task, merging 3 subtasks",
+    ] {
+        assert!(stdout.contains(expected), "'{expected}' in:\n{stdout}");
     }
 }
 

@@ -200,10 +200,13 @@ fn drain(running: &Running, log: &mut String) {
     }
 }
 
-/// The claims job for `guarantee`, reading `input` and writing `output` on `servers`.
+/// The claims job for `guarantee`, reading `input` and writing `output` on `servers`;
+/// two subtasks per operator whatever the machine, so the input's 3 partitions are read
+/// by two readers, rows cross a keyed exchange, and barriers are aligned across it.
 fn job_sql(input: &str, output: &str, guarantee: &str, servers: &str) -> String {
     format!(
         "SET 'execution.checkpointing.interval' = '200 ms';
+        SET 'parallelism.default' = '2';
         CREATE TABLE claims (
             claim_id STRING NOT NULL, policy_id BIGINT, amount DECIMAL(12, 2), operation STRING,
             event_time TIMESTAMP(3),
