@@ -57,6 +57,27 @@ struct WindowState {
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
 }
 
+impl WindowState {
+    /// Merges partial aggregates into this state: `states` holds each aggregate's state
+    /// columns in turn (`widths` of them each) for the keys `groups`.
+    fn merge(
+        &mut self,
+        groups: &[ArrayRef],
+        states: &[ArrayRef],
+        widths: &[usize],
+        group_indices: &mut Vec<usize>,
+    ) -> DFResult<()> {
+        self.groups.intern(groups, group_indices)?;
+        let total = self.groups.len();
+        let mut column = 0;
+        for (accumulator, width) in self.accumulators.iter_mut().zip(widths) {
+            accumulator.merge_batch(&states[column..column + width], group_indices, total)?;
+            column += width;
+        }
+        Ok(())
+    }
+}
+
 /// A tumbling-window aggregate (the window assignment happened upstream, so any kind of
 /// window whose rows carry their `window_end` fits).
 pub struct WindowAggregateOperator {
@@ -290,19 +311,12 @@ impl WindowAggregateOperator {
                     let mut groups = part[..keys].to_vec();
                     groups[panes.start_key] = self.window_bound(panes.start_key, start, rows)?;
                     groups[panes.end_key] = self.window_bound(panes.end_key, end, rows)?;
-                    window.groups.intern(&groups, &mut self.group_indices)?;
-                    let total = window.groups.len();
-                    let mut column = keys;
-                    for (accumulator, width) in
-                        window.accumulators.iter_mut().zip(&self.state_widths)
-                    {
-                        accumulator.merge_batch(
-                            &part[column..column + width],
-                            &self.group_indices,
-                            total,
-                        )?;
-                        column += width;
-                    }
+                    window.merge(
+                        &groups,
+                        &part[keys..],
+                        &self.state_widths,
+                        &mut self.group_indices,
+                    )?;
                 }
             }
             let mut columns = window.groups.emit(EmitTo::All)?;
@@ -356,17 +370,12 @@ impl WindowAggregateOperator {
                 return datafusion::common::internal_err!("pane state vanished");
             };
             for part in parts {
-                pane.groups.intern(&part[..keys], &mut self.group_indices)?;
-                let total = pane.groups.len();
-                let mut column = keys;
-                for (accumulator, width) in pane.accumulators.iter_mut().zip(&self.state_widths) {
-                    accumulator.merge_batch(
-                        &part[column..column + width],
-                        &self.group_indices,
-                        total,
-                    )?;
-                    column += width;
-                }
+                pane.merge(
+                    &part[..keys],
+                    &part[keys..],
+                    &self.state_widths,
+                    &mut self.group_indices,
+                )?;
             }
         }
         Ok(())
@@ -455,22 +464,15 @@ impl WindowAggregateOperator {
             }
             let len = stop - start;
             let mut window = self.new_window()?;
-            let group_columns: Vec<ArrayRef> = (1..=keys)
+            let columns: Vec<ArrayRef> = (1..state.num_columns())
                 .map(|c| state.column(c).slice(start, len))
                 .collect();
-            window
-                .groups
-                .intern(&group_columns, &mut self.group_indices)?;
-            let total = window.groups.len();
-            let mut column = 1 + keys;
-            for (accumulator, call) in window.accumulators.iter_mut().zip(&self.aggregates) {
-                let width = call.function.state_fields()?.len();
-                let states: Vec<ArrayRef> = (column..column + width)
-                    .map(|c| state.column(c).slice(start, len))
-                    .collect();
-                accumulator.merge_batch(&states, &self.group_indices, total)?;
-                column += width;
-            }
+            window.merge(
+                &columns[..keys],
+                &columns[keys..],
+                &self.state_widths,
+                &mut self.group_indices,
+            )?;
             self.windows.insert(end, window);
             start = stop;
         }
