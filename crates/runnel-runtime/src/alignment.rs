@@ -1,8 +1,8 @@
-//! [`BarrierAligner`]: checkpoint barrier alignment for tasks with several inputs (a
-//! `UNION ALL`, a join). Once an input delivered barrier `n`, its later messages wait
-//! until every other live input delivered barrier `n` too; then the task snapshots, sends
-//! the barrier on, and the held messages flow again. So a snapshot reflects exactly the
-//! messages before barrier `n` on every input.
+//! [`BarrierAligner`]: checkpoint barrier alignment for tasks with several inputs (the
+//! channels of a subtask's upstream subtasks, a join's two sides). Once an input delivered
+//! barrier `n`, its later messages wait until every other live input delivered barrier `n`
+//! too; then the task snapshots, sends the barrier on, and the held messages flow again.
+//! So a snapshot reflects exactly the messages before barrier `n` on every input.
 
 use std::collections::VecDeque;
 

@@ -1,9 +1,11 @@
 //! Running a [`StreamPlan`]: builds its operators, connects them with bounded channels and
 //! spawns them on the caller's tokio runtime.
 //!
-//! A job is a tree of tasks: one per source (decoding, computed columns, watermarks), one
-//! per chain of single-input operators (filters, projections, windows), one per operator
-//! with several inputs (`UNION ALL`), and the sink. Channels between them hold a few
+//! Each operator runs as up to `parallelism.default` subtasks. A job is a tree of tasks:
+//! source readers (decoding, computed columns, watermarks), chains of single-input
+//! operators run back to back in one task, one task per join subtask, and the sink. Rows
+//! reach a keyed operator's subtasks through an [`Exchange`] (by the hash of the key);
+//! stateless operators run in the task of the subtask feeding them. Channels hold a few
 //! batches each, so a slow sink slows the sources and memory stays flat.
 
 use std::sync::Arc;
