@@ -9,12 +9,13 @@
 //! cargo bench --bench nexmark -- q5 q7 --events 2000000
 //! cargo bench --bench nexmark -- --floor-events 2000000
 //! cargo bench --bench nexmark -- q5 --parallelism 1     # default: one subtask per core
-//! cargo bench --bench nexmark -- claims-kafka --kafka 127.0.0.1:9092 --no-floor
+//! cargo bench --bench nexmark -- claims-kafka q5-kafka --kafka 127.0.0.1:9092 --no-floor
 //! cargo bench --bench nexmark -- q5 --events 100000000 --tps 100000 --no-floor
 //! ```
 //!
-//! `claims-kafka` is the claims query over a Kafka topic preloaded (once, and kept for
-//! later runs) with the same claims as JSON lines: JSON decoding and the consumer included.
+//! `claims-kafka` and `<query>-kafka` (any Nexmark query) read Kafka topics preloaded
+//! (once, and kept for later runs) with the same events as JSON records: the consumer and
+//! JSON decoding included.
 //!
 //! Linux only (CPU time and peak memory come from /proc/self).
 
@@ -84,44 +85,10 @@ fn claims_topic(events: u64) -> String {
     format!("runnel-bench.claims.{events}")
 }
 
-/// Fills the claims topic once: a Runnel job writes the generated claims into it as JSON.
-/// A topic that already holds `events` records is kept.
+/// Fills the claims topic once with the generated claims as JSON (see [`preload`]).
 async fn preload_claims(bootstrap: &str, events: u64) -> Result<(), Box<dyn std::error::Error>> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::ClientConfig;
     let topic = claims_topic(events);
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    let consumer: BaseConsumer = config.create()?;
-    let held: i64 = (0..2)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(&topic, p, Duration::from_secs(5))
-                .map_or(0, |(low, high)| high - low)
-        })
-        .sum();
-    if held == events as i64 {
-        return Ok(());
-    }
-    let admin: AdminClient<_> = config.create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    admin.delete_topics(&[&topic], &options).await?;
-    for attempt in 0.. {
-        let created = admin
-            .create_topics(
-                &[NewTopic::new(&topic, 2, TopicReplication::Fixed(1))],
-                &options,
-            )
-            .await?;
-        match &created[0] {
-            Ok(_) => break,
-            Err(_) if attempt < 60 => tokio::time::sleep(Duration::from_millis(500)).await,
-            Err((_, code)) => return Err(format!("cannot create {topic}: {code}").into()),
-        }
-    }
-    let started = Instant::now();
-    let sql = claims_sql(events).replace(
+    let fill = claims_sql(events).replace(
         CLAIMS_QUERY,
         &format!(
             "CREATE TABLE claims_out (
@@ -131,13 +98,134 @@ async fn preload_claims(bootstrap: &str, events: u64) -> Result<(), Box<dyn std:
              INSERT INTO claims_out SELECT policy_id, amount, event_time, operation FROM claims;"
         ),
     );
-    for result in Engine::default().execute(&sql).await? {
-        if let Executed::Job(job) = result {
-            job.wait().await?;
+    preload(bootstrap, events, &[topic], &fill).await
+}
+
+/// The Nexmark streams as tables: name and columns (as the views of `sql/nexmark/ddl.sql`).
+const NEXMARK_STREAMS: [(&str, &str); 3] = [
+    (
+        "person",
+        "id BIGINT, name STRING, emailAddress STRING, creditCard STRING, city STRING, \
+         state STRING, dateTime TIMESTAMP(3), extra STRING",
+    ),
+    (
+        "auction",
+        "id BIGINT, itemName STRING, description STRING, initialBid BIGINT, reserve BIGINT, \
+         dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra STRING",
+    ),
+    (
+        "bid",
+        "auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, \
+         dateTime TIMESTAMP(3), extra STRING",
+    ),
+];
+
+/// The topic holding `events` Nexmark events' `stream` (person, auction or bid).
+fn nexmark_topic(events: u64, stream: &str) -> String {
+    format!("runnel-bench.nexmark.{events}.{stream}")
+}
+
+/// Person, auction and bid as JSON Kafka tables (read to the end offsets found at start),
+/// in place of the generator's views: the Nexmark queries run on them unchanged.
+fn nexmark_kafka_ddl(bootstrap: &str, events: u64) -> String {
+    NEXMARK_STREAMS
+        .iter()
+        .map(|(stream, columns)| {
+            format!(
+                "CREATE TABLE {stream} ({columns},
+                     WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND
+                 ) WITH (
+                     'connector' = 'kafka', 'topic' = '{}',
+                     'properties.bootstrap.servers' = '{bootstrap}',
+                     'scan.startup.mode' = 'earliest-offset',
+                     'scan.bounded.mode' = 'latest-offset', 'format' = 'json');\n",
+                nexmark_topic(events, stream)
+            )
+        })
+        .collect()
+}
+
+/// Fills the person, auction and bid topics once with the generator's events as JSON.
+async fn preload_nexmark(bootstrap: &str, events: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let mut fill = nexmark_ddl(events)?;
+    for (stream, columns) in NEXMARK_STREAMS {
+        let names: Vec<&str> = columns
+            .split(',')
+            .filter_map(|c| c.split_whitespace().next())
+            .collect();
+        fill.push_str(&format!(
+            "CREATE TABLE {stream}_out ({columns}) WITH ('connector' = 'kafka', 'topic' = '{}',
+                 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+             INSERT INTO {stream}_out SELECT {} FROM {stream};\n",
+            nexmark_topic(events, stream),
+            names.join(", ")
+        ));
+    }
+    let topics: Vec<String> = NEXMARK_STREAMS
+        .iter()
+        .map(|(stream, _)| nexmark_topic(events, stream))
+        .collect();
+    preload(bootstrap, events, &topics, &fill).await
+}
+
+/// Makes `topics` (2 partitions each) hold `events` records in all, by running the Runnel
+/// jobs of `fill` once; topics that already hold them are kept for later runs.
+async fn preload(
+    bootstrap: &str,
+    events: u64,
+    topics: &[String],
+    fill: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::ClientConfig;
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    let consumer: BaseConsumer = config.create()?;
+    let held: i64 = topics
+        .iter()
+        .flat_map(|topic| (0..2).map(move |p| (topic, p)))
+        .map(|(topic, p)| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map_or(0, |(low, high)| high - low)
+        })
+        .sum();
+    if held == events as i64 {
+        return Ok(());
+    }
+    let admin: AdminClient<_> = config.create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    admin.delete_topics(&names, &options).await?;
+    for topic in topics {
+        for attempt in 0.. {
+            let created = admin
+                .create_topics(
+                    &[NewTopic::new(topic, 2, TopicReplication::Fixed(1))],
+                    &options,
+                )
+                .await?;
+            match &created[0] {
+                Ok(_) => break,
+                Err(_) if attempt < 60 => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err((_, code)) => return Err(format!("cannot create {topic}: {code}").into()),
+            }
         }
     }
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for result in Engine::default().execute(fill).await? {
+        if let Executed::Job(job) = result {
+            jobs.push(job);
+        }
+    }
+    for job in jobs {
+        job.wait().await?;
+    }
     println!(
-        "(preloaded {events} claims as JSON into {topic} in {:.1} s)",
+        "(preloaded {events} events as JSON into {} in {:.1} s)",
+        topics.join(", "),
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -379,6 +467,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "{}\n{CLAIMS_QUERY}",
                 claims_kafka_ddl(bootstrap, &claims_topic(events))
             )
+        } else if let Some(base) = query.strip_suffix("-kafka") {
+            let bootstrap = kafka
+                .as_deref()
+                .ok_or("-kafka queries need --kafka BOOTSTRAP")?;
+            let generated = nexmark_sql(base, events)?;
+            let body = &generated[nexmark_ddl(events)?.len()..];
+            format!("{}\n{body}", nexmark_kafka_ddl(bootstrap, events))
         } else {
             nexmark_sql(query, events)?
         };
@@ -404,11 +499,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "query", "wall s", "events/s", "events/CPU-s", "peak MB", "rows out"
         );
         for query in &queries {
-            if query == "claims-kafka" {
+            if query.ends_with("-kafka") {
                 let bootstrap = kafka
                     .as_deref()
-                    .ok_or("claims-kafka needs --kafka BOOTSTRAP")?;
-                preload_claims(bootstrap, events).await?;
+                    .ok_or("-kafka queries need --kafka BOOTSTRAP")?;
+                if query == "claims-kafka" {
+                    preload_claims(bootstrap, events).await?;
+                } else {
+                    preload_nexmark(bootstrap, events).await?;
+                }
             }
             let status = std::process::Command::new(std::env::current_exe()?)
                 .args(["--single", query, "--events", &events.to_string()])
