@@ -256,15 +256,21 @@ impl WindowAggregateOperator {
             if *entry.key() > watermark {
                 break;
             }
-            let mut window = entry.remove();
-            let mut columns = window.groups.emit(EmitTo::All)?;
-            for accumulator in &mut window.accumulators {
-                columns.push(accumulator.evaluate(EmitTo::All)?);
-            }
-            let batch = RecordBatch::try_new(self.output_schema.clone(), columns)?;
-            if batch.num_rows() > 0 {
-                out.push(Message::Batch(batch));
-            }
+            let window = entry.remove();
+            self.emit_window(window, out)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a closed window's rows on: its keys, then each aggregate's final value.
+    fn emit_window(&self, mut window: WindowState, out: &mut Vec<Message>) -> DFResult<()> {
+        let mut columns = window.groups.emit(EmitTo::All)?;
+        for accumulator in &mut window.accumulators {
+            columns.push(accumulator.evaluate(EmitTo::All)?);
+        }
+        let batch = RecordBatch::try_new(self.output_schema.clone(), columns)?;
+        if batch.num_rows() > 0 {
+            out.push(Message::Batch(batch));
         }
         Ok(())
     }
@@ -319,14 +325,7 @@ impl WindowAggregateOperator {
                     )?;
                 }
             }
-            let mut columns = window.groups.emit(EmitTo::All)?;
-            for accumulator in &mut window.accumulators {
-                columns.push(accumulator.evaluate(EmitTo::All)?);
-            }
-            let batch = RecordBatch::try_new(self.output_schema.clone(), columns)?;
-            if batch.num_rows() > 0 {
-                out.push(Message::Batch(batch));
-            }
+            self.emit_window(window, out)?;
             self.last_window = Some(end);
             // The next window starts a slide later: panes ending by then are done.
             let done = start + panes.slide_ms;
