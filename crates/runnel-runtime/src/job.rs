@@ -255,24 +255,12 @@ impl JobBuilder<'_> {
                     })
                 }
                 StreamNode::IntervalJoin(join) => {
-                    let keys = [
-                        (join.left_keys.clone(), join.left_schema.clone()),
-                        (join.right_keys.clone(), join.right_schema.clone()),
-                    ];
+                    let keys = join_keys(node);
                     self.spawn_two_input(node, &join.left, &join.right, keys)
                         .await
                 }
                 StreamNode::WindowJoin(join) => {
-                    // Rows meet only within one window: its end is part of the key.
-                    let with_window = |keys: &[Expr], schema: &DFSchemaRef, end: usize| {
-                        let mut keys = keys.to_vec();
-                        keys.push(Expr::Column(schema.columns()[end].clone()));
-                        (keys, schema.clone())
-                    };
-                    let keys = [
-                        with_window(&join.left_keys, &join.left_schema, join.left_window_end),
-                        with_window(&join.right_keys, &join.right_schema, join.right_window_end),
-                    ];
+                    let keys = join_keys(node);
                     self.spawn_two_input(node, &join.left, &join.right, keys)
                         .await
                 }
@@ -445,18 +433,17 @@ impl JobBuilder<'_> {
         node: &StreamNode,
         left: &StreamNode,
         right: &StreamNode,
-        [left_keys, right_keys]: [(Vec<Expr>, DFSchemaRef); 2],
+        keys: Option<[(Vec<Expr>, DFSchemaRef); 2]>,
     ) -> Result<Pipeline> {
         let left = self.build(left).await?;
         let right = self.build(right).await?;
         let processing_time = left.processing_time || right.processing_time;
-        let (left_routing, right_routing) = if left_keys.0.is_empty() {
-            (Routing::Single, Routing::Single)
-        } else {
-            (
-                Routing::Hash(left_keys.0, left_keys.1),
-                Routing::Hash(right_keys.0, right_keys.1),
-            )
+        let (left_routing, right_routing) = match keys {
+            Some([(left_keys, left_schema), (right_keys, right_schema)]) => (
+                Routing::Hash(left_keys, left_schema),
+                Routing::Hash(right_keys, right_schema),
+            ),
+            None => (Routing::Single, Routing::Single),
         };
         let name = node.name();
         let left = self.exchange(left, left_routing, name)?;
@@ -704,6 +691,31 @@ pub fn single_input_operator(
             )))
         }
     })
+}
+
+/// The keys a join's two sides are hashed by (left, right, each over its side's schema),
+/// or `None` when the join has no key and runs as one subtask. A window join's rows meet
+/// only within one window, so the window's end is part of its key.
+fn join_keys(node: &StreamNode) -> Option<[(Vec<Expr>, DFSchemaRef); 2]> {
+    let side = |keys: &[Expr], schema: &DFSchemaRef, window_end: Option<usize>| {
+        let mut keys = keys.to_vec();
+        if let Some(end) = window_end {
+            keys.push(Expr::Column(schema.columns()[end].clone()));
+        }
+        (keys, schema.clone())
+    };
+    let keys = match node {
+        StreamNode::IntervalJoin(j) => [
+            side(&j.left_keys, &j.left_schema, None),
+            side(&j.right_keys, &j.right_schema, None),
+        ],
+        StreamNode::WindowJoin(j) => [
+            side(&j.left_keys, &j.left_schema, Some(j.left_window_end)),
+            side(&j.right_keys, &j.right_schema, Some(j.right_window_end)),
+        ],
+        _ => return None,
+    };
+    (!keys[0].0.is_empty()).then_some(keys)
 }
 
 /// How `node`'s input rows must be spread over its subtasks: by the key its state is
@@ -1173,30 +1185,27 @@ fn layout_of(
             (n, format!("Union: {} (its inputs' own)", subtasks(n)))
         }
         StreamNode::IntervalJoin(_) | StreamNode::WindowJoin(_) => {
-            let (left_keys, right_keys, left, right) = match node {
-                StreamNode::IntervalJoin(j) => (&j.left_keys, &j.right_keys, &j.left, &j.right),
-                StreamNode::WindowJoin(j) => (&j.left_keys, &j.right_keys, &j.left, &j.right),
-                _ => unreachable!("matched above"),
-            };
-            layout_of(left, connectors, config, depth + 1, lines);
-            layout_of(right, connectors, config, depth + 1, lines);
-            if left_keys.is_empty() && matches!(node, StreamNode::IntervalJoin(_)) {
-                (
+            for input in node.inputs() {
+                layout_of(input, connectors, config, depth + 1, lines);
+            }
+            match join_keys(node) {
+                None => (
                     1,
                     format!("{}: 1 subtask (no key: every row to one)", node.name()),
-                )
-            } else {
-                let n = config.parallelism();
-                (
-                    n,
-                    format!(
-                        "{}: {}, left rows hashed by [{}], right rows by [{}]",
-                        node.name(),
-                        subtasks(n),
-                        keys(left_keys),
-                        keys(right_keys)
-                    ),
-                )
+                ),
+                Some([(left_keys, _), (right_keys, _)]) => {
+                    let n = config.parallelism();
+                    (
+                        n,
+                        format!(
+                            "{}: {}, left rows hashed by [{}], right rows by [{}]",
+                            node.name(),
+                            subtasks(n),
+                            keys(&left_keys),
+                            keys(&right_keys)
+                        ),
+                    )
+                }
             }
         }
         StreamNode::LookupJoin(join) => {
