@@ -41,8 +41,16 @@ async fn claims_tumbling_aggregate_kafka_to_kafka_and_file_to_file() {
     let output = run_job("claims-kafka", &sql);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "runnel failed: {stderr}");
-    assert!(stderr.contains(&format!("{EVENTS} rows in")), "{stderr}");
-    assert!(stderr.contains("0 late rows dropped"), "{stderr}");
+    assert_eq!(
+        reported_count(&stderr, "rows in"),
+        Some(EVENTS as u64),
+        "{stderr}"
+    );
+    assert_eq!(
+        reported_count(&stderr, "late rows dropped"),
+        Some(0),
+        "{stderr}"
+    );
 
     let records = consume_all("claims.aggregated.5min");
     for (_, key, value) in &records {
@@ -115,7 +123,11 @@ async fn a_partition_behind_holds_the_watermark_and_loses_nothing() {
     let output = run_job("claims-skewed", &sql);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "runnel failed: {stderr}");
-    assert!(stderr.contains("0 late rows dropped"), "{stderr}");
+    assert_eq!(
+        reported_count(&stderr, "late rows dropped"),
+        Some(0),
+        "{stderr}"
+    );
     let rows = consume_all("claims.skewed.out");
     assert_eq!(
         parse_window_rows(rows.iter().map(|(_, _, v)| v.as_str())),

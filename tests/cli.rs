@@ -1,7 +1,7 @@
 //! The `runnel` command as a user meets it: the interactive shell driven through a real
 //! pseudo-terminal, TOML job files, `validate`, `explain`, and the Prometheus endpoint.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -208,11 +208,7 @@ fn prometheus_metrics_are_served_over_http() {
          GROUP BY user_id, window_start, window_end;",
     )
     .expect("job file");
-    // Port 0 is not known to the test; pick a free one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let mut child = Command::new(runnel_binary())
         .arg("run")
         .arg(&file)
@@ -222,21 +218,8 @@ fn prometheus_metrics_are_served_over_http() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start runnel");
-    let scrape = || -> Option<String> {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        Some(response)
-    };
-    let value = |text: &str, name: &str| -> Option<f64> {
-        text.lines()
-            .find(|l| l.starts_with(&format!("{name}{{")))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    };
+    let scrape = || scrape_metrics(port);
+    let value = metric_value;
     let deadline = Instant::now() + Duration::from_secs(30);
     let first = loop {
         if let Some(text) = scrape().filter(|t| value(t, "runnel_rows_in_total") > Some(0.0)) {
@@ -277,5 +260,5 @@ fn prometheus_metrics_are_served_over_http() {
         .read_to_string(&mut stderr)
         .expect("stderr");
     assert!(status.success(), "{stderr}");
-    assert!(stderr.contains("2500 rows in"), "{stderr}");
+    assert_eq!(reported_count(&stderr, "rows in"), Some(2500), "{stderr}");
 }

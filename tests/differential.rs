@@ -176,6 +176,23 @@ struct Events {
     keys: Vec<i64>,
     values: Vec<i64>,
     times: Vec<i64>,
+    /// Whether the event was made 45 s behind: the only ones Runnel may call late.
+    behind: Vec<bool>,
+}
+
+impl Events {
+    /// Fails unless every row Runnel called late (`late`, as indexes) was made behind:
+    /// a window or join that drops on-time rows as late must not be excused by the
+    /// comparison leaving them out.
+    fn assert_late_were_behind(&self, late: &[usize], what: &str) {
+        for &i in late {
+            assert!(
+                self.behind.get(i).copied().unwrap_or(false),
+                "{what}: event {i} at {} was on time, yet counted late",
+                self.times[i]
+            );
+        }
+    }
 }
 
 /// Event time advances ~300 ms per event, out of order by up to 2 s (within the watermark
@@ -187,6 +204,7 @@ fn events(rng: &mut Rng) -> Events {
         keys: vec![],
         values: vec![],
         times: vec![],
+        behind: vec![],
     };
     for i in 0..EVENTS {
         e.keys.push(rng.below(4) as i64);
@@ -202,6 +220,7 @@ fn events(rng: &mut Rng) -> Events {
             time += 1;
         }
         e.times.push(time);
+        e.behind.push(behind == 45_000);
     }
     e
 }
@@ -271,6 +290,7 @@ async fn batch(kind: Kind, events: &Events, late: &[usize]) -> Vec<String> {
         keys: pick(&events.keys),
         values: pick(&events.values),
         times: pick(&events.times),
+        behind: Vec::new(),
     };
     let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
     let event_schema = Arc::new(Schema::new(vec![
@@ -382,6 +402,7 @@ async fn window_aggregates_equal_datafusion_batch_results() {
             let events = events(&mut rng);
             let name = format!("diff-{family}-{seed}");
             let (actual, late) = streaming(&name, kind, &events, &mut rng).await;
+            events.assert_late_were_behind(&late, &format!("seed {seed} ({kind:?})"));
             let expected = batch(kind, &events, &late).await;
             assert!(!expected.is_empty());
             late_rows += late.len();
@@ -393,6 +414,11 @@ async fn window_aggregates_equal_datafusion_batch_results() {
             checked += 1;
         }
     }
+    // Events made behind after the first batch are late: some must have been seen as such.
+    assert!(
+        late_rows > 0 || only.is_some(),
+        "no seed had a late row: the lateness check is not exercised"
+    );
     eprintln!("{checked} seeded streams matched DataFusion ({late_rows} late rows excluded)");
 }
 
@@ -563,6 +589,14 @@ async fn stream_joins_equal_datafusion_batch_joins() {
         }
         actual.sort();
         let late: Vec<i64> = late_ids(&late_path);
+        for (e, base, side) in [(&left, 0i64, "left"), (&right, 1000, "right")] {
+            let indexes: Vec<usize> = late
+                .iter()
+                .filter(|&&id| (base..base + EVENTS as i64).contains(&id))
+                .map(|&id| (id - base) as usize)
+                .collect();
+            e.assert_late_were_behind(&indexes, &format!("seed {seed} ({kind:?}), {side} side"));
+        }
 
         // The batch join over the same rows minus the late ones.
         let ctx = SessionContext::new();
@@ -610,6 +644,10 @@ async fn stream_joins_equal_datafusion_batch_joins() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(matched_rows > 0, "the joins matched rows");
+    assert!(
+        late_rows > 0 || only.is_some(),
+        "no seed had a late row: the joins' lateness is not exercised"
+    );
     eprintln!(
         "{} seeded joins ({} interval, {} window) matched DataFusion ({matched_rows} rows, {late_rows} late rows excluded)",
         seeds.len(),

@@ -22,7 +22,7 @@ impl Drop for Job {
 
 /// Starts an unbounded `runnel run` printing the claims aggregate; returns its stdout lines.
 fn start_job(name: &str, topic: &str, extra: &str) -> (Job, mpsc::Receiver<String>) {
-    start_sql(name, &claims_job(topic, extra, ""))
+    start_sql(name, &claims_job(topic, extra, ""), None)
 }
 
 /// The claims job over `topic` (table options `extra`), after the statements `prefix`.
@@ -43,13 +43,17 @@ fn claims_job(topic: &str, extra: &str, prefix: &str) -> String {
     )
 }
 
-/// Starts `runnel run` on `sql`; returns its stdout lines.
-fn start_sql(name: &str, sql: &str) -> (Job, mpsc::Receiver<String>) {
+/// Starts `runnel run` on `sql` (serving its metrics on `metrics_port`, if given);
+/// returns its stdout lines.
+fn start_sql(name: &str, sql: &str, metrics_port: Option<u16>) -> (Job, mpsc::Receiver<String>) {
     let file = scratch_dir(name).join("job.sql");
     std::fs::write(&file, sql).expect("job file");
-    let mut child = Command::new(runnel_binary())
-        .arg("run")
-        .arg(&file)
+    let mut command = Command::new(runnel_binary());
+    command.arg("run").arg(&file);
+    if let Some(port) = metrics_port {
+        command.arg("--metrics-addr").arg(format!("127.0.0.1:{port}"));
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -90,9 +94,28 @@ async fn an_idle_partition_no_longer_holds_the_watermark_back() {
         .collect();
     assert!(!expected.is_empty());
 
-    // Without an idle timeout, the empty partition 1 holds the watermark: nothing closes.
-    let (job, lines) = start_job("idle-off", "claims.idle", "");
-    let early = lines.recv_timeout(Duration::from_secs(4));
+    // Without an idle timeout, the empty partition 1 holds the watermark: nothing closes,
+    // even once every event has been read (the job's metrics say when).
+    let port = free_port();
+    let (job, lines) = start_sql(
+        "idle-off",
+        &claims_job("claims.idle", "", ""),
+        Some(port),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let read = scrape_metrics(port).and_then(|t| metric_value(&t, "runnel_rows_in_total"));
+        if read == Some(claims.len() as f64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job read {read:?} of {} events within 30 s",
+            claims.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let early = lines.recv_timeout(Duration::from_secs(2));
     assert!(
         early.is_err(),
         "no window may close while partition 1 holds the watermark: {early:?}"
@@ -169,7 +192,7 @@ async fn with_every_partition_idle_the_wall_clock_closes_the_last_windows() {
          SET 'runnel.watermark.idle-advance' = 'true';",
     );
     let started = Instant::now();
-    let (_job, lines) = start_sql("idle-advance", &sql);
+    let (_job, lines) = start_sql("idle-advance", &sql, None);
     let mut seen = collect_lines(&lines, expected.len(), 60);
     seen.sort();
     assert_eq!(seen, expected, "every window, the last included, complete");
@@ -200,7 +223,7 @@ async fn processing_time_windows_close_as_the_clock_passes() {
         bootstrap()
     );
     // The source never ends: only the processing clock can close the windows.
-    let (_job, lines) = start_sql("proctime", &sql);
+    let (_job, lines) = start_sql("proctime", &sql, None);
     let mut total = 0;
     let mut rows = 0;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -218,38 +218,72 @@ fn scratch_dir_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("runnel-test-{}-{name}", std::process::id()))
 }
 
-/// The rows of a script's bare query, and the error its job ended with, if any.
-async fn collect(engine: &Engine, sql: &str) -> (Vec<String>, Option<String>) {
-    let mut rows = Vec::new();
+/// What one run of a script gave: its bare query's rows, the error its job ended with
+/// (if any), and the checkpoint it resumed from (if it did).
+struct Run {
+    rows: Vec<String>,
+    failure: Option<String>,
+    restored_checkpoint: Option<u64>,
+}
+
+async fn collect(engine: &Engine, sql: &str) -> Run {
+    let mut run = Run {
+        rows: Vec::new(),
+        failure: None,
+        restored_checkpoint: None,
+    };
     let results = match engine.execute(sql).await {
         Ok(results) => results,
-        Err(e) => return (rows, Some(e.to_string())),
+        Err(e) => {
+            run.failure = Some(e.to_string());
+            return run;
+        }
     };
-    let mut failure = None;
     for result in results {
-        match result {
+        let ended = match result {
             Executed::Query(mut stream) => {
                 while let Some(batch) = stream.next().await {
                     match batch {
-                        Ok(batch) => rows.extend(
+                        Ok(batch) => run.rows.extend(
                             runnel::connectors::print::format_rows(&batch, "").unwrap_or_default(),
                         ),
-                        Err(e) => failure = Some(e.to_string()),
+                        Err(e) => run.failure = Some(e.to_string()),
                     }
                 }
-                if let Err(e) = stream.finish().await {
-                    failure = Some(e.to_string());
-                }
+                stream.finish().await.map_err(|e| e.to_string())
             }
-            Executed::Job(job) => {
-                if let Err(e) = job.wait().await {
-                    failure = Some(e.to_string());
-                }
-            }
-            _ => {}
+            Executed::Job(job) => job.wait().await.map_err(|e| e.to_string()),
+            _ => continue,
+        };
+        match ended {
+            Ok(metrics) => run.restored_checkpoint = metrics.restored_checkpoint,
+            Err(e) => run.failure = Some(e),
         }
     }
-    (rows, failure)
+    run
+}
+
+/// Whether the sources of `checkpoints`' only complete checkpoint had input left to read
+/// when it was taken (so resuming from it continues mid-stream); with its id.
+fn mid_stream_checkpoint(checkpoints: &Path) -> Result<(u64, bool), String> {
+    let manifests: Vec<PathBuf> = std::fs::read_dir(checkpoints)
+        .map_err(|e| format!("{}: {e}", checkpoints.display()))?
+        .flatten()
+        .map(|e| e.path().join("_manifest.json"))
+        .filter(|m| m.exists())
+        .collect();
+    let [manifest] = &manifests[..] else {
+        return Err(format!(
+            "{} complete checkpoints after the crash, expected one",
+            manifests.len()
+        ));
+    };
+    let text = std::fs::read_to_string(manifest).map_err(|e| e.to_string())?;
+    let manifest: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let id = manifest["id"].as_u64().ok_or("a manifest without an id")?;
+    let sources = manifest["sources"].as_array().ok_or("a manifest without sources")?;
+    let unfinished = sources.iter().any(|s| s["finished"] != serde_json::Value::Bool(true));
+    Ok((id, unfinished))
 }
 
 /// Every case: its file, its name and its parsed sections.
@@ -407,14 +441,20 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
                 .inputs
                 .values()
                 .flat_map(|rows| rows.lines())
-                .filter(|l| l.trim_start().starts_with('{'))
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != "---" && !l.starts_with('@'))
+                .filter(|l| !l.starts_with('#'))
                 .count() as u64;
             let crashing = Engine::default();
             crashing.inject_faults(runnel::runtime::FaultInjection {
                 checkpoint_after_rows: Some((input_rows / 2).max(1)),
                 crash_after_checkpoint: true,
             });
-            let (mut rows, crash) = collect(&crashing, &sql).await;
+            let Run {
+                mut rows,
+                failure: crash,
+                ..
+            } = collect(&crashing, &sql).await;
             let crashed = crash
                 .as_deref()
                 .is_some_and(|e| e.contains("simulated crash"));
@@ -422,15 +462,44 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
                 failures.push(format!("{name}: the run to crash failed otherwise: {e}"));
                 continue;
             }
-            let (after, failure) = collect(&Engine::default(), &sql).await;
-            if let Some(e) = failure {
+            // With input to read, the fault hooks must fire: a checkpoint once half the
+            // rows are read, taken before the input ended, then the crash.
+            let mut taken = None;
+            if input_rows > 0 {
+                if !crashed {
+                    failures.push(format!("{name}: the injected crash did not happen"));
+                    continue;
+                }
+                match mid_stream_checkpoint(&dir.join("checkpoints")) {
+                    Ok((id, true)) => taken = Some(id),
+                    Ok((id, false)) => {
+                        failures.push(format!(
+                            "{name}: checkpoint {id} was taken after the input ended, not mid-stream"
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        failures.push(format!("{name}: {e}"));
+                        continue;
+                    }
+                }
+            }
+            let after = collect(&Engine::default(), &sql).await;
+            if let Some(e) = after.failure {
                 failures.push(format!("{name}: resuming failed: {e}"));
                 continue;
             }
-            if crashed && !after.is_empty() {
+            if taken.is_some() && after.restored_checkpoint != taken {
+                failures.push(format!(
+                    "{name}: resumed from checkpoint {:?}, expected {taken:?}",
+                    after.restored_checkpoint
+                ));
+                continue;
+            }
+            if taken.is_some() {
                 resumed_mid_stream += 1;
             }
-            rows.extend(after);
+            rows.extend(after.rows);
             let rows = comparable(rows, parallelism);
             if rows != straight {
                 let manifests: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
@@ -459,7 +528,7 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
         failures.join("\n")
     );
     eprintln!(
-        "{} SQL cases resumed from a checkpoint at parallelism 1 and 3 ({resumed_mid_stream} runs produced rows after resuming)",
+        "{} SQL cases resumed from a checkpoint at parallelism 1 and 3 ({resumed_mid_stream} runs resumed mid-stream)",
         cases.len()
     );
 }

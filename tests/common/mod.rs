@@ -240,6 +240,55 @@ pub fn run_job(name: &str, sql: &str) -> Output {
         .expect("run runnel")
 }
 
+/// The count a finished job reported before `what` on its summary line (`runnel run`
+/// prints `... 600 rows in (...), 12 rows out, 0 late rows dropped, ...` last): the
+/// whole number right before the words, so `0 late rows dropped` does not match
+/// `10 late rows dropped`.
+pub fn reported_count(stderr: &str, what: &str) -> Option<u64> {
+    stderr.rmatch_indices(what).find_map(|(at, _)| {
+        let before = stderr[..at].trim_end();
+        let digits = before
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()
+            .filter(|d| !d.is_empty())?;
+        // The number must stand alone: preceded by a space or the line's start.
+        let start = before.len() - digits.len();
+        let alone = before[..start]
+            .chars()
+            .next_back()
+            .is_none_or(char::is_whitespace);
+        alone.then(|| digits.parse().ok()).flatten()
+    })
+}
+
+/// A TCP port nothing listens on now (for a `--metrics-addr` the test then scrapes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The whole HTTP response of `GET /metrics` on `port`, if the job answers.
+pub fn scrape_metrics(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// The value of the first series of the Prometheus metric `name` in `text`.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A fresh folder for one test's files.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("runnel-test-{}-{name}", std::process::id()));

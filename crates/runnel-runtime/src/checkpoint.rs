@@ -41,6 +41,9 @@ pub struct SourceState {
     pub offsets: Vec<Option<i64>>,
     /// Per partition, the watermark reached (`None`: none yet).
     pub watermarks: Vec<Option<i64>>,
+    /// The source had read all its input when the checkpoint was taken (bounded reads).
+    #[serde(default)]
+    pub finished: bool,
 }
 
 /// What a complete checkpoint holds, written last.
@@ -324,7 +327,8 @@ impl CheckpointCoordinator {
     }
 
     /// Source number `index` ended in `state`: later checkpoints take that state for it.
-    pub fn source_finished(&self, index: usize, state: SourceState) {
+    pub fn source_finished(&self, index: usize, mut state: SourceState) {
+        state.finished = true;
         let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
         finished.insert(index, state);
     }

@@ -898,10 +898,17 @@ pub async fn spawn_job(
             )
         }
     };
+    let metrics = Arc::new(JobMetrics::default());
+    if let Some(restored) = &restored {
+        metrics.restored_checkpoint.store(
+            restored.manifest.id,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     let mut builder = JobBuilder {
         connectors,
         config,
-        metrics: Arc::new(JobMetrics::default()),
+        metrics,
         tasks: Vec::new(),
         checkpoints: coordinator.clone(),
         restored,

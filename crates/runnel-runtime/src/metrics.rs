@@ -22,6 +22,8 @@ pub struct JobMetrics {
     pub watermark: AtomicI64,
     /// Checkpoints stored and committed.
     pub checkpoints: AtomicU64,
+    /// The checkpoint the job resumed from (0: it started afresh).
+    pub restored_checkpoint: AtomicU64,
     /// Each operator task's state size in bytes, as it last measured it.
     state_gauges: Mutex<Vec<Arc<AtomicU64>>>,
 }
@@ -36,6 +38,7 @@ impl Default for JobMetrics {
             bad_records: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             checkpoints: AtomicU64::new(0),
+            restored_checkpoint: AtomicU64::new(0),
             state_gauges: Mutex::new(Vec::new()),
         }
     }
@@ -53,6 +56,8 @@ pub struct MetricsSnapshot {
     /// How far the watermark is behind the wall clock, in ms, when the snapshot was taken.
     pub watermark_lag_ms: Option<i64>,
     pub checkpoints: u64,
+    /// The checkpoint the job resumed from, if it did not start afresh.
+    pub restored_checkpoint: Option<u64>,
     /// About how many bytes of state the job's operators hold.
     pub state_bytes: u64,
 }
@@ -100,6 +105,8 @@ impl JobMetrics {
                 .filter(|w| *w < i64::MAX)
                 .map(|w| now_ms.saturating_sub(w).max(0)),
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            restored_checkpoint: Some(self.restored_checkpoint.load(Ordering::Relaxed))
+                .filter(|&id| id > 0),
             state_bytes,
         }
     }

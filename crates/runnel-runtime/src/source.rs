@@ -347,6 +347,7 @@ impl SourceTask {
                         table: table.name.clone(),
                         offsets: offsets.clone(),
                         watermarks: tracker.partition_watermarks(),
+                        finished: false,
                     };
                     while last_barrier < checkpoint {
                         last_barrier += 1;
@@ -463,6 +464,7 @@ impl SourceTask {
                 table: table.name.clone(),
                 offsets,
                 watermarks: tracker.partition_watermarks(),
+                finished: true,
             };
             coordinator.source_finished(self.index, state.clone());
             let checkpoint = coordinator.trigger();
