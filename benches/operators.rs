@@ -12,7 +12,7 @@
 //! ```
 //!
 //! The operators are built from the plan Runnel makes for a real query (`Engine::stream_plans`
-//! and `runtime::single_input_operator`), so they are exactly what a job runs.
+//! and `runtime::one_input_operator`), so they are exactly what a job runs.
 
 use std::sync::Arc;
 
@@ -24,7 +24,10 @@ use runnel::arrow::array::{ArrayRef, Decimal128Array, Int64Array, StringArray};
 use runnel::arrow::datatypes::SchemaRef;
 use runnel::arrow::record_batch::RecordBatch;
 use runnel::runtime::exchange::Exchange;
-use runnel::runtime::{single_input_operator, JobConfig, JobMetrics, Message, OperatorChain};
+use runnel::runtime::{
+    one_input_operator, Chained, JobConfig, JobMetrics, LateRows, Message, OperatorChain,
+    OperatorContext, ProcessingTime,
+};
 use runnel::sql::StreamNode;
 use runnel::Engine;
 
@@ -88,14 +91,21 @@ fn chain_for(query: &str) -> (OperatorChain, RecordBatch) {
             }
         }
     };
-    let metrics = Arc::new(JobMetrics::default());
+    let context = OperatorContext {
+        config: JobConfig::default(),
+        metrics: Arc::new(JobMetrics::default()),
+        clock: ProcessingTime::default(),
+        table: &[],
+    };
     let operators = nodes
         .iter()
         .rev()
-        .map(|node| single_input_operator(node, &JobConfig::default(), metrics.clone()))
+        .map(|node| {
+            one_input_operator(node, &context).map(|operator| Chained { operator, id: None })
+        })
         .collect::<Result<Vec<_>, _>>()
         .expect("operators");
-    (OperatorChain::new(operators), batch)
+    (OperatorChain::new(operators, LateRows::default()), batch)
 }
 
 fn window_aggregates(c: &mut Criterion) {

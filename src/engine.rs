@@ -417,11 +417,8 @@ impl Engine {
             };
             out.push_str(&plan.to_string());
             let config = self.job_config()?;
-            out.push_str(&runnel_runtime::parallel_layout(
-                &plan,
-                self.connectors.as_ref(),
-                &config,
-            ));
+            let graph = runnel_runtime::job_graph(&plan, self.connectors.as_ref(), &config)?;
+            out.push_str(&graph.to_string());
         }
         Ok(out)
     }

@@ -51,14 +51,15 @@ fn start_with(
     pause_before_commit_ms: Option<&str>,
 ) -> Running {
     let mut command = Command::new(runnel_binary());
-    if let Some(pause) = pause_before_commit_ms {
-        command.env("RUNNEL_TEST_PAUSE_BEFORE_COMMIT_MS", pause);
-    }
-    let mut child = command
+    command
         .arg("run")
         .arg(job)
         .arg("--checkpoint-dir")
-        .arg(checkpoints)
+        .arg(checkpoints);
+    if let Some(pause) = pause_before_commit_ms {
+        command.arg("--pause-before-commit-ms").arg(pause);
+    }
+    let mut child = command
         .env(
             "RUNNEL_LOG",
             std::env::var("RUNNEL_TEST_LOG").unwrap_or_else(|_| "runnel_runtime=info".into()),

@@ -51,7 +51,9 @@ fn start_sql(name: &str, sql: &str, metrics_port: Option<u16>) -> (Job, mpsc::Re
     let mut command = Command::new(runnel_binary());
     command.arg("run").arg(&file);
     if let Some(port) = metrics_port {
-        command.arg("--metrics-addr").arg(format!("127.0.0.1:{port}"));
+        command
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{port}"));
     }
     let mut child = command
         .stdout(Stdio::piped())
@@ -97,11 +99,7 @@ async fn an_idle_partition_no_longer_holds_the_watermark_back() {
     // Without an idle timeout, the empty partition 1 holds the watermark: nothing closes,
     // even once every event has been read (the job's metrics say when).
     let port = free_port();
-    let (job, lines) = start_sql(
-        "idle-off",
-        &claims_job("claims.idle", "", ""),
-        Some(port),
-    );
+    let (job, lines) = start_sql("idle-off", &claims_job("claims.idle", "", ""), Some(port));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let read = scrape_metrics(port).and_then(|t| metric_value(&t, "runnel_rows_in_total"));

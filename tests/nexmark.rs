@@ -578,7 +578,10 @@ async fn batch_context(tps: u64) -> datafusion::prelude::SessionContext {
 fn in_datafusion_terms(sql: &str) -> String {
     let mut out = sql.to_string();
     for (java, chrono) in [("'yyyy-MM-dd'", "'%Y-%m-%d'"), ("'HH:mm'", "'%H:%M'")] {
-        out = out.replace(&format!("DATE_FORMAT(dateTime, {java})"), &format!("to_char(dateTime, {chrono})"));
+        out = out.replace(
+            &format!("DATE_FORMAT(dateTime, {java})"),
+            &format!("to_char(dateTime, {chrono})"),
+        );
     }
     assert!(
         !out.to_uppercase().contains("DATE_FORMAT("),

@@ -281,8 +281,12 @@ fn mid_stream_checkpoint(checkpoints: &Path) -> Result<(u64, bool), String> {
     let text = std::fs::read_to_string(manifest).map_err(|e| e.to_string())?;
     let manifest: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let id = manifest["id"].as_u64().ok_or("a manifest without an id")?;
-    let sources = manifest["sources"].as_array().ok_or("a manifest without sources")?;
-    let unfinished = sources.iter().any(|s| s["finished"] != serde_json::Value::Bool(true));
+    let sources = manifest["sources"]
+        .as_array()
+        .ok_or("a manifest without sources")?;
+    let unfinished = sources
+        .iter()
+        .any(|s| s["finished"] != serde_json::Value::Bool(true));
     Ok((id, unfinished))
 }
 
@@ -449,6 +453,7 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
             crashing.inject_faults(runnel::runtime::FaultInjection {
                 checkpoint_after_rows: Some((input_rows / 2).max(1)),
                 crash_after_checkpoint: true,
+                ..Default::default()
             });
             let Run {
                 mut rows,

@@ -43,6 +43,10 @@ enum Command {
         /// Serve Prometheus metrics of the job over HTTP on this address (e.g. 127.0.0.1:9249).
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
+        /// For crash tests: pause this many milliseconds between storing each checkpoint
+        /// and committing it, so a kill can land there.
+        #[arg(long, hide = true)]
+        pause_before_commit_ms: Option<u64>,
     },
     /// Print the streaming plan of each query in a job file, without running it.
     Explain { file: PathBuf },
@@ -76,7 +80,14 @@ fn main() -> ExitCode {
             file,
             checkpoint_dir,
             metrics_addr,
-        }) => runtime.block_on(run(&file, checkpoint_dir.as_deref(), metrics_addr)),
+            pause_before_commit_ms,
+        }) => {
+            let faults = runnel::runtime::FaultInjection {
+                pause_before_commit: pause_before_commit_ms.map(std::time::Duration::from_millis),
+                ..Default::default()
+            };
+            runtime.block_on(run(&file, checkpoint_dir.as_deref(), metrics_addr, faults))
+        }
         Some(Command::Explain { file }) => explain(&file),
         Some(Command::Validate { file }) => validate(&file),
         None => repl::run(&runtime),
@@ -138,9 +149,11 @@ async fn run(
     file: &Path,
     checkpoint_dir: Option<&Path>,
     metrics_addr: Option<SocketAddr>,
+    faults: runnel::runtime::FaultInjection,
 ) -> Result<(), String> {
     let job_file = load(file)?;
     let engine = Arc::new(job_file.engine());
+    engine.inject_faults(faults);
     if let Some(dir) = checkpoint_dir {
         let setting = format!(
             "SET 'state.checkpoints.dir' = '{}';",

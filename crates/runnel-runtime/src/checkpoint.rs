@@ -383,6 +383,63 @@ impl CheckpointCoordinator {
     }
 }
 
+/// The sink task's part of a checkpoint. When barrier `n` reaches the sink, every
+/// operator and source has contributed its part of checkpoint `n`: the sinks flush, the
+/// checkpoint is stored (the manifest last), and the sink makes the epoch's output final
+/// (for exactly-once, it commits the Kafka transaction carrying the epoch's output and
+/// source offsets). Only then is the checkpoint counted as committed.
+pub(crate) struct CheckpointCommit {
+    pub coordinator: Arc<CheckpointCoordinator>,
+    pub metrics: Arc<crate::metrics::JobMetrics>,
+    pub faults: crate::config::FaultInjection,
+}
+
+impl CheckpointCommit {
+    /// Completes checkpoint `id` with the job's `sink` and late-data sink.
+    pub async fn complete(
+        &self,
+        id: CheckpointId,
+        sink: &mut Box<dyn crate::sink::Sink>,
+        late_sink: Option<&mut Box<dyn crate::sink::Sink>>,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        sink.prepare_checkpoint(id).await?;
+        if let Some(late_sink) = late_sink {
+            late_sink.prepare_checkpoint(id).await?;
+        }
+        let stored = {
+            let coordinator = self.coordinator.clone();
+            tokio::task::spawn_blocking(move || coordinator.store(id))
+                .await
+                .map_err(|e| RuntimeError::Task(e.to_string()))??
+        };
+        tracing::info!(
+            checkpoint = id,
+            bytes = stored.state_bytes,
+            "checkpoint stored"
+        );
+        if let Some(pause) = self.faults.pause_before_commit {
+            tokio::time::sleep(pause).await;
+        }
+        sink.commit_checkpoint(&stored).await?;
+        crate::metrics::JobMetrics::add(&self.metrics.checkpoints, 1);
+        self.coordinator.committed(id);
+        tracing::info!(
+            checkpoint = id,
+            bytes = stored.state_bytes,
+            millis = started.elapsed().as_millis() as u64,
+            "checkpoint committed"
+        );
+        self.coordinator.prune();
+        if self.faults.crash_after_checkpoint {
+            return Err(RuntimeError::Task(format!(
+                "simulated crash after checkpoint {id}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// `state` with `key = value` in its schema's metadata (an operator's scalar state, such
 /// as its watermark, travels with its rows).
 pub fn tag(state: RecordBatch, key: &str, value: Option<i64>) -> Result<RecordBatch> {

@@ -45,6 +45,9 @@ pub struct FaultInjection {
     /// The job fails ("crashes") right after its first checkpoint is committed, before
     /// anything after it reaches the sink.
     pub crash_after_checkpoint: bool,
+    /// A pause between storing each checkpoint and committing it, so a crash test can
+    /// kill the process exactly there.
+    pub pause_before_commit: Option<std::time::Duration>,
 }
 
 /// What a crash may do to a job's output (the sink's `'sink.delivery-guarantee'`).

@@ -84,8 +84,6 @@ impl Exchange {
                 }
                 Ok(true)
             }
-            // Late rows go to the sink whichever way they travel.
-            late @ Message::Late(_) => Ok(self.outputs[0].send(late).await.is_ok()),
             broadcast => {
                 for output in &self.outputs {
                     if output.send(broadcast.clone()).await.is_err() {

@@ -20,6 +20,20 @@ pub fn compile(exprs: &[Expr], schema: &DFSchema) -> DFResult<Vec<Arc<dyn Physic
         .collect()
 }
 
+/// Compiles `exprs` as [`compile`] does, with every `PROCTIME()` reading `clock` (the
+/// processing clock of the task the expressions run in).
+pub fn compile_with_clock(
+    exprs: &[Expr],
+    schema: &DFSchema,
+    clock: &crate::processing_time::ProcessingTime,
+) -> DFResult<Vec<Arc<dyn PhysicalExpr>>> {
+    let bound = exprs
+        .iter()
+        .map(|e| clock.bind(e))
+        .collect::<DFResult<Vec<_>>>()?;
+    compile(&bound, schema)
+}
+
 /// Evaluates each expression over `batch` into a full-length array.
 pub fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> DFResult<Vec<ArrayRef>> {
     exprs

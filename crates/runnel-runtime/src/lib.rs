@@ -1,35 +1,49 @@
 //! Runnel's runtime: runs [`runnel_sql::StreamPlan`]s as streaming jobs on tokio.
 //!
-//! The entry point is [`spawn_job`]. Operators implement [`Operator`] and work on Arrow
-//! `RecordBatch`es, never row by row; they exchange [`Message`]s (batches, watermarks,
-//! end-of-stream) over bounded channels. Scalar expressions run as DataFusion
+//! The entry point is [`spawn_job`]. A plan becomes a [`JobGraph`] (stages of chained
+//! operators and the edges between them, plain data), and the graph becomes tasks joined
+//! by bounded channels of [`Message`]s (batches, watermarks, barriers, idleness, the
+//! end). Operators implement the contract in [`operator`] and work on Arrow
+//! `RecordBatch`es, never row by row; scalar expressions run as DataFusion
 //! `PhysicalExpr`s and aggregates as DataFusion `GroupsAccumulator`s. Connectors plug in
 //! through [`Source`], [`Sink`] and [`ConnectorFactory`]; this crate knows none of them.
 
 pub mod alignment;
+pub mod chain;
 pub mod checkpoint;
 pub mod config;
 pub mod connector;
 pub mod error;
 pub mod exchange;
 pub mod expr;
+pub mod graph;
 pub mod job;
 pub mod message;
 pub mod metrics;
 pub mod operator;
 pub mod operators;
+pub mod processing_time;
+pub mod side_output;
 pub mod sink;
 pub mod source;
 pub mod watermark;
 
+pub use chain::{Chained, OperatorChain};
 pub use checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore, Manifest, SourceState};
 pub use config::{DeliveryGuarantee, FaultInjection, JobConfig};
 pub use connector::{ConnectorFactory, SourceSplit};
 pub use error::{BoxError, Result, RuntimeError};
-pub use job::{parallel_layout, single_input_operator, spawn_job, JobHandle};
+pub use graph::{Edge, EdgeKind, JobGraph, Stage, StageHead};
+pub use job::{job_graph, spawn_job, JobHandle};
 pub use message::{Message, Watermark, WATERMARK_END};
 pub use metrics::{JobMetrics, MetricsSnapshot};
-pub use operator::{Operator, OperatorChain, Side, TwoInputOperator};
+pub use operator::{
+    CheckpointedState, Collector, InputWatermarks, OneInputOperator, OperatorState, Side,
+    StreamOperator, TwoInputOperator,
+};
+pub use operators::{one_input_operator, two_input_operator, OperatorContext};
+pub use processing_time::ProcessingTime;
+pub use side_output::LateRows;
 pub use sink::{ChannelSink, Sink};
 pub use source::{Source, SourceBatch, SourceEvent};
 pub use watermark::WatermarkTracker;

@@ -1,4 +1,6 @@
-//! What flows between operators: [`Message`]s of batches, watermarks and end-of-stream.
+//! What flows between tasks: [`Message`]s of batches, watermarks, idleness, barriers and
+//! end-of-stream. Rows dropped as late do not travel here: they go to the job's
+//! late-data side output ([`crate::side_output`]).
 
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -17,9 +19,6 @@ pub enum Message {
     Batch(RecordBatch),
     /// Event time has advanced to this point; never decreases on one channel.
     Watermark(Watermark),
-    /// Rows a windowed operator dropped as late, in the late-data sink's schema; operators
-    /// pass them on untouched and the sink task writes them to that sink.
-    Late(RecordBatch),
     /// Every partition the producer reads is idle: until its next rows or watermark, a
     /// task merging several inputs leaves it out of their minimum watermark (Flink's idle
     /// watermark status), so a parallel reader with nothing to read holds nothing back.

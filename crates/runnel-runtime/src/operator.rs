@@ -1,187 +1,196 @@
-//! The [`Operator`] trait: a synchronous, batch-at-a-time step of a streaming pipeline.
+//! The operator contract: what every streaming operator does, and what only the runtime
+//! does.
+//!
+//! An operator is synchronous and works on whole Arrow batches. The runtime calls it from
+//! one task, in the order messages arrive, and owns everything that is not data:
+//! - **Output**: an operator puts rows into a [`Collector`] — batches for the next
+//!   operator, late rows for the job's late-data side output. It cannot send watermarks,
+//!   barriers or the end of the stream.
+//! - **Watermarks**: an operator gets each new watermark and *returns* the one to
+//!   forward (the same, a held-back one, or none); the runtime sends it after the rows
+//!   the operator emitted. For a [`TwoInputOperator`] the runtime keeps both inputs'
+//!   watermarks ([`InputWatermarks`]) and calls it when either advances.
+//! - **State**: [`StreamOperator::state`] has no default, so every operator says whether
+//!   it keeps state and, if so, hands it out for checkpoints ([`CheckpointedState`]). A
+//!   stateful operator cannot silently lose its state on restore by forgetting a method.
+//! - **Barriers and the end**: the runtime snapshots an operator when a barrier passes it
+//!   and calls [`StreamOperator::finish`] when its input ended.
 
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
-use crate::message::{Message, Watermark};
+use crate::message::Watermark;
+use crate::side_output::LateRows;
 
-/// A streaming operator with one input. The runtime calls it from one task, in the order
-/// messages arrive; it pushes what it produces into `out`.
-///
-/// Only [`Operator::process_batch`] is required. By default a watermark is forwarded
-/// unchanged and the end of the input produces nothing more. Operators that hold state
-/// keyed by event time (windows) override [`Operator::process_watermark`] to emit what
-/// the watermark completes and free its state, then forward the watermark.
-pub trait Operator: Send {
+/// What every operator has, whatever its inputs.
+pub trait StreamOperator: Send {
     /// Short name for errors and plans, e.g. `Filter`.
     fn name(&self) -> &str;
 
-    /// Handles one batch of input rows.
-    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()>;
+    /// The operator's state: whether it keeps any, and the state itself for checkpoints
+    /// and the state-size metric. Required, so no stateful operator forgets it.
+    fn state(&mut self) -> OperatorState<'_>;
 
-    /// Handles a watermark; must forward it (after any output it triggers).
-    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
-        out.push(Message::Watermark(watermark));
-        Ok(())
-    }
-
-    /// The input ended: emit anything still held. `End` itself is sent by the runtime.
-    fn finish(&mut self, _out: &mut Vec<Message>) -> Result<()> {
-        Ok(())
-    }
-
-    /// About how many bytes of state the operator holds now (rows, keys, accumulators),
-    /// for the job's state-size metric. Cheap to call; 0 for stateless operators.
-    fn state_size(&self) -> usize {
-        0
-    }
-
-    /// Whether the operator's state can be checkpointed (by [`Operator::snapshot`] and
-    /// [`Operator::restore`]). Stateless operators can; a stateful operator says `false`
-    /// until it implements both.
-    fn checkpointable(&self) -> bool {
-        true
-    }
-
-    /// The operator's state when a checkpoint barrier passes it, as one batch (`None`
-    /// when it keeps none). The operator goes on running afterwards with the same state.
-    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        Ok(None)
-    }
-
-    /// Takes back the state [`Operator::snapshot`] returned, before any message arrives.
-    fn restore(&mut self, _state: RecordBatch) -> Result<()> {
-        Err(crate::error::RuntimeError::Checkpoint(format!(
-            "{} keeps no state to restore",
-            self.name()
-        )))
-    }
-}
-
-/// Where a chain's operators put their snapshots: the job's coordinator and each
-/// operator's id in the job.
-pub struct ChainCheckpoints {
-    pub coordinator: std::sync::Arc<crate::checkpoint::CheckpointCoordinator>,
-    pub operator_ids: Vec<usize>,
-}
-
-/// Operators run back to back in one task (Flink's operator chaining): the output of
-/// each feeds the next without a channel in between.
-pub struct OperatorChain {
-    operators: Vec<Box<dyn Operator>>,
-    scratch: Vec<Message>,
-    checkpoints: Option<ChainCheckpoints>,
-}
-
-impl OperatorChain {
-    pub fn new(operators: Vec<Box<dyn Operator>>) -> Self {
-        Self {
-            operators,
-            scratch: Vec::new(),
-            checkpoints: None,
-        }
-    }
-
-    /// Snapshots each operator into the job's checkpoints when a barrier passes it.
-    pub fn with_checkpoints(mut self, checkpoints: Option<ChainCheckpoints>) -> Self {
-        self.checkpoints = checkpoints;
-        self
-    }
-
-    /// About how many bytes of state the chain's operators hold.
-    pub fn state_size(&self) -> usize {
-        self.operators.iter().map(|o| o.state_size()).sum()
-    }
-
-    /// Runs `message` through every operator; what the last one emits lands in `out`.
-    pub fn process(&mut self, message: Message, out: &mut Vec<Message>) -> Result<()> {
-        let mut pending = vec![message];
-        for (index, operator) in self.operators.iter_mut().enumerate() {
-            for message in pending.drain(..) {
-                match message {
-                    Message::Batch(batch) if batch.num_rows() > 0 => {
-                        operator.process_batch(batch, &mut self.scratch)?
-                    }
-                    Message::Batch(_) => {}
-                    pass @ (Message::Late(_) | Message::Idle) => self.scratch.push(pass),
-                    Message::Barrier(id) => {
-                        if let (Some(checkpoints), Some(state)) =
-                            (&self.checkpoints, operator.snapshot()?)
-                        {
-                            let op = checkpoints.operator_ids[index];
-                            checkpoints.coordinator.add_operator(id, op, state);
-                        }
-                        self.scratch.push(Message::Barrier(id));
-                    }
-                    Message::Watermark(w) => operator.process_watermark(w, &mut self.scratch)?,
-                    Message::End => {
-                        operator.finish(&mut self.scratch)?;
-                        self.scratch.push(Message::End);
-                    }
-                }
-            }
-            std::mem::swap(&mut pending, &mut self.scratch);
-        }
-        out.append(&mut pending);
+    /// The input ended (every input, for a two-input operator): emit anything still held.
+    fn finish(&mut self, _out: &mut Collector) -> Result<()> {
         Ok(())
     }
 }
 
-/// Which input of a [`TwoInputOperator`] a message came from.
+/// A streaming operator with one input (filter, projection, windows, aggregates, ...).
+pub trait OneInputOperator: StreamOperator {
+    /// Handles one non-empty batch of input rows.
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()>;
+
+    /// Handles a watermark: emits what it completes and frees that state; returns the
+    /// watermark to forward (by default the same one).
+    fn process_watermark(
+        &mut self,
+        watermark: Watermark,
+        _out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
+        Ok(Some(watermark))
+    }
+}
+
+/// Which input of a [`TwoInputOperator`] a batch or watermark came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Left,
     Right,
 }
 
-/// A streaming operator with two inputs (joins). The runtime calls it from one task with
-/// each input's messages as they arrive, tagged with their side; the operator decides
-/// which watermark to forward (at most the minimum of the two inputs').
-pub trait TwoInputOperator: Send {
-    /// Short name for errors and plans, e.g. `IntervalJoin`.
-    fn name(&self) -> &str;
+/// The watermark of each input of a two-input operator, kept by the runtime (`None`
+/// until that input sent one). Each only moves forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InputWatermarks {
+    pub left: Option<Watermark>,
+    pub right: Option<Watermark>,
+}
 
-    /// Handles one batch of rows from `side`.
+impl InputWatermarks {
+    /// The watermark of `side`.
+    pub fn of(&self, side: Side) -> Option<Watermark> {
+        match side {
+            Side::Left => self.left,
+            Side::Right => self.right,
+        }
+    }
+
+    /// The minimum of both, once both inputs sent one.
+    pub fn min(&self) -> Option<Watermark> {
+        Some(self.left?.min(self.right?))
+    }
+
+    /// Moves `side` to `watermark`; false (and no change) when that is no advance.
+    pub fn advance(&mut self, side: Side, watermark: Watermark) -> bool {
+        let slot = match side {
+            Side::Left => &mut self.left,
+            Side::Right => &mut self.right,
+        };
+        if slot.is_some_and(|w| w >= watermark) {
+            return false;
+        }
+        *slot = Some(watermark);
+        true
+    }
+}
+
+/// A streaming operator with two inputs (joins).
+pub trait TwoInputOperator: StreamOperator {
+    /// Handles one non-empty batch of rows from `side`; `watermarks` are both inputs' now.
     fn process_batch(
         &mut self,
         side: Side,
         batch: RecordBatch,
-        out: &mut Vec<Message>,
+        watermarks: &InputWatermarks,
+        out: &mut Collector,
     ) -> Result<()>;
 
-    /// Handles a watermark of `side`; forwards a watermark when the output's advances.
+    /// The watermark of `advanced` moved forward (`watermarks` holds both inputs'):
+    /// emits what that completes; returns the watermark to forward, at most the minimum
+    /// of both. The runtime forwards it only when it is beyond the last one forwarded.
     fn process_watermark(
         &mut self,
-        side: Side,
-        watermark: Watermark,
-        out: &mut Vec<Message>,
-    ) -> Result<()>;
+        advanced: Side,
+        watermarks: &InputWatermarks,
+        out: &mut Collector,
+    ) -> Result<Option<Watermark>>;
+}
 
-    /// Both inputs ended: emit anything still held. `End` itself is sent by the runtime.
-    fn finish(&mut self, _out: &mut Vec<Message>) -> Result<()> {
-        Ok(())
+/// What an operator keeps between messages.
+pub enum OperatorState<'a> {
+    /// Nothing: a restarted job rebuilds the operator as it was.
+    Stateless,
+    /// State rebuilt when the job starts rather than checkpointed (a lookup join's table,
+    /// read whole at start), of about `bytes`.
+    Rebuilt { bytes: usize },
+    /// State written into checkpoints and restored from them.
+    Checkpointed(&'a mut dyn CheckpointedState),
+}
+
+impl OperatorState<'_> {
+    /// About how many bytes of state the operator holds now.
+    pub fn size(&self) -> usize {
+        match self {
+            OperatorState::Stateless => 0,
+            OperatorState::Rebuilt { bytes } => *bytes,
+            OperatorState::Checkpointed(state) => state.size(),
+        }
+    }
+}
+
+/// The state of a stateful operator, as checkpoints see it.
+pub trait CheckpointedState {
+    /// About how many bytes the state holds now (rows, keys, accumulators), for the job's
+    /// state-size metric. Cheap to call.
+    fn size(&self) -> usize;
+
+    /// The state when a checkpoint barrier passes, as one batch (`None` when it holds
+    /// nothing now). The operator goes on running afterwards with the same state.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>>;
+
+    /// Takes back what [`CheckpointedState::snapshot`] returned, before any message.
+    fn restore(&mut self, state: RecordBatch) -> Result<()>;
+}
+
+/// Where an operator puts what it produces: batches for the next operator, and late
+/// rows for the job's late-data side output. Nothing else can pass through it.
+#[derive(Debug, Default)]
+pub struct Collector {
+    batches: Vec<RecordBatch>,
+    late: LateRows,
+}
+
+impl Collector {
+    /// A collector whose late rows go to `late` (the job's side output).
+    pub fn new(late: LateRows) -> Self {
+        Self {
+            batches: Vec::new(),
+            late,
+        }
     }
 
-    /// As [`Operator::state_size`].
-    fn state_size(&self) -> usize {
-        0
+    /// Emits `batch` to the next operator (an empty batch is dropped).
+    pub fn emit(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.batches.push(batch);
+        }
     }
 
-    /// As [`Operator::checkpointable`].
-    fn checkpointable(&self) -> bool {
-        false
+    /// Sends rows dropped as late, already in the late-data sink's columns, to the job's
+    /// late-data side output.
+    pub fn emit_late(&mut self, rows: RecordBatch) {
+        self.late.push(rows);
     }
 
-    /// As [`Operator::snapshot`]; called once both inputs delivered the barrier.
-    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        Ok(None)
+    /// The batches emitted since the last call, in order.
+    pub fn take(&mut self) -> std::vec::Drain<'_, RecordBatch> {
+        self.batches.drain(..)
     }
 
-    /// As [`Operator::restore`].
-    fn restore(&mut self, _state: RecordBatch) -> Result<()> {
-        Err(crate::error::RuntimeError::Checkpoint(format!(
-            "{} keeps no state to restore",
-            self.name()
-        )))
+    /// The late-rows side output this collector writes to.
+    pub fn late_rows(&self) -> &LateRows {
+        &self.late
     }
 }

@@ -1,5 +1,10 @@
 //! The [`Source`] trait that connectors implement, and the task that turns a source's
-//! records into a stream of batches and watermarks.
+//! records into a stream of batches, watermarks and barriers.
+//!
+//! [`SourceTask`] is the read loop; it hands rows to [`SourceRows`] (computed columns,
+//! the query's columns), time to [`WatermarkGenerator`] (the table's watermark per
+//! partition, processing time, idleness) and checkpoint triggers to [`BarrierInjector`]
+//! (the source's position and a barrier for every checkpoint, in order).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +23,7 @@ use crate::error::{Result, RuntimeError};
 use crate::message::{Message, Watermark, WATERMARK_END};
 use crate::metrics::JobMetrics;
 use crate::operators::ProjectionOperator;
+use crate::processing_time::{system_now, ProcessingTime};
 use crate::watermark::WatermarkTracker;
 
 /// Rows a source read from one of its partitions, in the table's physical schema.
@@ -81,10 +87,7 @@ impl ProcessingClock {
     /// Milliseconds since the epoch.
     fn now(&self) -> Option<i64> {
         match self {
-            ProcessingClock::System => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_millis() as i64),
+            ProcessingClock::System => Some(system_now()),
             ProcessingClock::Replayed(now) => *now,
         }
     }
@@ -224,8 +227,284 @@ impl EventFeed {
     }
 }
 
-/// Runs a [`Source`]: computes computed columns, projects, derives watermarks per
-/// partition, and sends everything downstream.
+/// A batch's rows as the query sees them: the table's computed columns added, then only
+/// the columns the query reads.
+struct SourceRows {
+    /// Computed columns, when the table declares some (`PROCTIME()` reads `clock`).
+    computed: Option<ProjectionOperator>,
+    projection: Option<Vec<usize>>,
+    clock: ProcessingTime,
+}
+
+impl SourceRows {
+    fn new(node: &SourceNode) -> Result<Self> {
+        let table = &node.table;
+        let clock = ProcessingTime::default();
+        let computed = if table.has_computed_columns() {
+            Some(ProjectionOperator::try_new(
+                &table.row_exprs,
+                &table.physical_df_schema(),
+                table.schema.clone(),
+                &clock,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            computed,
+            projection: node.projection.clone(),
+            clock,
+        })
+    }
+
+    /// All of the table's columns (computed ones stamped at processing time `now`).
+    fn full(&self, batch: RecordBatch, now: i64) -> datafusion::error::Result<RecordBatch> {
+        match &self.computed {
+            Some(computed) => {
+                self.clock.set(now);
+                computed.project(&batch)
+            }
+            None => Ok(batch),
+        }
+    }
+
+    /// The columns the query reads.
+    fn project(&self, full: RecordBatch) -> datafusion::error::Result<RecordBatch> {
+        match &self.projection {
+            Some(indices) => Ok(full.project(indices)?),
+            None => Ok(full),
+        }
+    }
+}
+
+/// A source's watermark: per partition the largest value the table's watermark
+/// expression took, the minimum over partitions (see [`WatermarkTracker`]); on processing
+/// time, the processing clock. With `runnel.watermark.idle-advance`, the clock moves it
+/// while every partition is idle.
+struct WatermarkGenerator {
+    /// `None` on processing time or without a declared watermark.
+    expr: Option<WatermarkExpr>,
+    tracker: WatermarkTracker,
+    clock: ProcessingClock,
+    processing_time: bool,
+    /// The last processing-time watermark sent.
+    processing_watermark: Watermark,
+    idle_advance: bool,
+    /// Whether the last state reported downstream was "idle".
+    idle_sent: bool,
+}
+
+impl WatermarkGenerator {
+    fn new(source: &dyn Source, node: &SourceNode, config: &JobConfig) -> Result<Self> {
+        let expr = match &node.table.watermark {
+            Some(w) if !node.processing_time => Some(WatermarkExpr::new(w, &node.table)?),
+            _ => None,
+        };
+        let clock = if source.replays_clock() {
+            ProcessingClock::Replayed(None)
+        } else {
+            ProcessingClock::System
+        };
+        Ok(Self {
+            expr,
+            tracker: WatermarkTracker::new(source.partitions()),
+            clock,
+            processing_time: node.processing_time,
+            processing_watermark: Watermark::MIN,
+            idle_advance: config.idle_watermark_advance,
+            idle_sent: false,
+        })
+    }
+
+    /// Whether something (processing time, the idle advance) needs the system clock read
+    /// on a timer even when no record arrives.
+    fn ticks(&self) -> bool {
+        (self.idle_advance || self.processing_time) && matches!(self.clock, ProcessingClock::System)
+    }
+
+    /// Where a restored source's partitions stood.
+    fn restore(&mut self, state: &SourceState) {
+        for (p, w) in state.watermarks.iter().enumerate() {
+            if let Some(w) = w {
+                self.tracker.update(p, *w);
+            }
+        }
+    }
+
+    /// The processing time now (unknown before a replayed clock's first reading).
+    fn now(&self) -> Option<i64> {
+        self.clock.now()
+    }
+
+    /// On processing time, the watermark to send before a batch read `now` (rows and
+    /// `PROCTIME()` agree on it); none when the clock did not move.
+    fn before_batch(&mut self, now: i64) -> Option<Watermark> {
+        (self.processing_time && now > self.processing_watermark).then(|| {
+            self.processing_watermark = now;
+            now
+        })
+    }
+
+    /// The watermark `full` (a batch of `partition` with all table columns) moves to.
+    fn after_batch(
+        &mut self,
+        partition: usize,
+        full: &RecordBatch,
+    ) -> datafusion::error::Result<Option<Watermark>> {
+        let candidate = match &self.expr {
+            Some(expr) => expr.candidate(full)?,
+            None => None,
+        };
+        Ok(candidate.and_then(|w| self.tracker.update(partition, w)))
+    }
+
+    /// What a non-batch event does to the watermark.
+    fn on_event(&mut self, event: &SourceEvent) -> Option<Watermark> {
+        match *event {
+            SourceEvent::PartitionFinished(p) => self.tracker.finish_partition(p),
+            SourceEvent::PartitionIdle(p) => self.tracker.mark_idle(p),
+            SourceEvent::Watermark {
+                partition,
+                watermark,
+            } => self.tracker.update(partition, watermark),
+            SourceEvent::Clock(now) => {
+                self.clock = ProcessingClock::Replayed(Some(now));
+                None
+            }
+            SourceEvent::Batch(_) => None,
+        }
+    }
+
+    /// The watermark to send after an event that moved it to `advanced` (or a clock
+    /// tick): on processing time the clock; with the idle advance, the clock's progress
+    /// while every partition is idle.
+    fn after_event(&mut self, advanced: Option<Watermark>) -> Option<Watermark> {
+        if self.processing_time {
+            let now = self.clock.now()?;
+            return self.before_batch(now);
+        }
+        match self.clock.now().filter(|_| self.idle_advance) {
+            Some(now) => self.tracker.advance_idle(now).or(advanced),
+            None => advanced,
+        }
+    }
+
+    /// True once when every partition went idle (so the readers next to this one, parallel
+    /// subtasks, are not held back by it); again after it read something and went idle.
+    fn became_idle(&mut self) -> bool {
+        let idle = self.tracker.all_idle();
+        let newly = idle && !self.idle_sent;
+        self.idle_sent = idle;
+        newly
+    }
+
+    fn partition_watermarks(&self) -> Vec<Option<Watermark>> {
+        self.tracker.partition_watermarks()
+    }
+}
+
+/// Sends checkpoint barriers into a source's output. On each trigger it records where
+/// the source stands and sends `Barrier(n)` after the rows read so far, for every id up
+/// to the trigger in order — none skipped, even those triggered before the source
+/// started — because multi-input tasks align on equal ids.
+struct BarrierInjector {
+    /// Set when the job checkpoints.
+    coordinator: Option<Arc<CheckpointCoordinator>>,
+    triggers: Option<tokio::sync::watch::Receiver<CheckpointId>>,
+    /// The source's number in the job's checkpoints.
+    index: usize,
+    last_barrier: CheckpointId,
+}
+
+impl BarrierInjector {
+    fn new(coordinator: Option<Arc<CheckpointCoordinator>>, index: usize) -> Self {
+        let mut triggers = coordinator.as_ref().map(|c| c.subscribe());
+        if let Some(triggers) = &mut triggers {
+            // Checkpoints triggered before this task started are sent at once.
+            triggers.mark_changed();
+        }
+        Self {
+            last_barrier: coordinator.as_ref().map_or(0, |c| c.first()),
+            coordinator,
+            triggers,
+            index,
+        }
+    }
+
+    /// The id of the next checkpoint triggered; waits forever when the job takes none.
+    async fn triggered(&mut self) -> CheckpointId {
+        let Some(triggers) = &mut self.triggers else {
+            return std::future::pending().await;
+        };
+        match triggers.changed().await {
+            Ok(()) => *triggers.borrow_and_update(),
+            Err(_) => {
+                self.triggers = None;
+                std::future::pending().await
+            }
+        }
+    }
+
+    /// Fault injection: the first checkpoint once the job's sources read `after` rows.
+    fn trigger_after_rows(&self, after: Option<u64>, metrics: &JobMetrics) {
+        if let (Some(after), Some(coordinator)) = (after, &self.coordinator) {
+            if metrics.rows_in.load(std::sync::atomic::Ordering::Relaxed) >= after {
+                coordinator.trigger_once();
+            }
+        }
+    }
+
+    /// Sends the barriers up to `checkpoint`, each recording `state`. False once the
+    /// downstream stopped.
+    async fn inject(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &SourceState,
+        output: &mpsc::Sender<Message>,
+    ) -> bool {
+        while self.last_barrier < checkpoint {
+            self.last_barrier += 1;
+            if let Some(coordinator) = &self.coordinator {
+                coordinator.add_source(self.last_barrier, self.index, state.clone());
+            }
+            if output
+                .send(Message::Barrier(self.last_barrier))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The source ended in `state`: one last checkpoint after its last output, so a
+    /// finished job that is started again (or a transaction still open) has nothing left
+    /// to redo.
+    async fn finish(&mut self, state: SourceState, output: &mpsc::Sender<Message>) {
+        let Some(coordinator) = self.coordinator.clone() else {
+            return;
+        };
+        coordinator.source_finished(self.index, state.clone());
+        let checkpoint = coordinator.trigger();
+        let state = SourceState {
+            finished: true,
+            ..state
+        };
+        self.inject(checkpoint, &state, output).await;
+    }
+}
+
+/// What the read loop waits for next.
+enum Next {
+    Checkpoint(CheckpointId),
+    /// An event; `None` is a clock tick.
+    Event(Option<SourceEvent>),
+    End,
+}
+
+/// Runs a [`Source`]: reads its events, shapes its rows, derives watermarks per
+/// partition, injects barriers, and sends everything downstream.
 pub(crate) struct SourceTask {
     pub source: Box<dyn Source>,
     pub node: SourceNode,
@@ -249,57 +528,27 @@ impl SourceTask {
             operator: context.clone(),
             source,
         };
-        // Computed columns: only needed when the table declares some.
-        let row_projection = if table.has_computed_columns() {
-            Some(ProjectionOperator::try_new(
-                &table.row_exprs,
-                &table.physical_df_schema(),
-                table.schema.clone(),
-            )?)
-        } else {
-            None
-        };
-        let watermark_expr = table
-            .watermark
-            .as_ref()
-            .map(|w| WatermarkExpr::new(w, &table))
-            .transpose()?;
-        let mut tracker = WatermarkTracker::new(self.source.partitions());
+        let rows = SourceRows::new(&self.node)?;
+        let mut watermarks =
+            WatermarkGenerator::new(self.source.as_ref(), &self.node, &self.config)?;
         let mut offsets: Vec<Option<i64>> = vec![None; self.source.partitions().max(1)];
         if let Some(restored) = &self.restored {
-            for (p, w) in restored.watermarks.iter().enumerate() {
-                if let Some(w) = w {
-                    tracker.update(p, *w);
-                }
-            }
-            for (p, o) in restored.offsets.iter().enumerate() {
-                if p < offsets.len() {
-                    offsets[p] = *o;
-                }
+            watermarks.restore(restored);
+            for (slot, offset) in offsets.iter_mut().zip(&restored.offsets) {
+                *slot = *offset;
             }
         }
-        let mut triggers = self.checkpoints.as_ref().map(|c| c.subscribe());
-        // Barriers go out for every checkpoint id in order, none skipped (a trigger may
-        // move on twice before this task looks): multi-input operators align on equal ids.
-        let mut last_barrier: CheckpointId = self.checkpoints.as_ref().map_or(0, |c| c.first());
-        if let Some(triggers) = &mut triggers {
-            // Checkpoints triggered before this task started are sent at once.
-            triggers.mark_changed();
-        }
-        // Fault injection: one checkpoint once the job's sources read this many rows.
-        let checkpoint_after_rows = self.config.faults.checkpoint_after_rows;
-        let mut clock = if self.source.replays_clock() {
-            ProcessingClock::Replayed(None)
-        } else {
-            ProcessingClock::System
+        let mut barriers = BarrierInjector::new(self.checkpoints.clone(), self.index);
+        let position = |offsets: &[Option<i64>], watermarks: &WatermarkGenerator| SourceState {
+            table: table.name.clone(),
+            offsets: offsets.to_vec(),
+            watermarks: watermarks.partition_watermarks(),
+            finished: false,
         };
-        let idle_advance = self.config.idle_watermark_advance;
-        // On processing time, watermarks are the processing clock: sent before each batch
-        // (whose rows `PROCTIME()` stamps with it) and as the clock moves.
-        let processing_time = self.node.processing_time;
-        let mut processing_watermark = Watermark::MIN;
-        let tick = (idle_advance || processing_time) && matches!(clock, ProcessingClock::System);
-        // The feed is moved into the read in progress and handed back with its result.
+        let output = &self.output;
+        // The read in progress survives a barrier (it is not cancelled and restarted), so
+        // a source need not be cancel-safe and a slow read completes. The feed is moved
+        // into the read and handed back with its result.
         type Reading = std::pin::Pin<
             Box<
                 dyn std::future::Future<Output = (EventFeed, Result<Option<Option<SourceEvent>>>)>
@@ -312,75 +561,32 @@ impl SourceTask {
                 (feed, event)
             })
         };
-        let mut in_flight: Reading = read(EventFeed::new(self.source, tick));
-        let mut triggers_closed = false;
-        let mut idle_sent = false;
+        let mut in_flight: Reading = read(EventFeed::new(self.source, watermarks.ticks()));
         loop {
-            // The source's read in progress survives a barrier (it is not cancelled and
-            // restarted), so a source need not be cancel-safe and a slow read completes.
-            let next = match &mut triggers {
-                Some(triggers) => tokio::select! {
-                    biased;
-                    changed = triggers.changed(), if !triggers_closed => match changed {
-                        Ok(()) => Err(*triggers.borrow_and_update()),
-                        Err(_) => {
-                            triggers_closed = true;
-                            continue;
-                        }
-                    },
-                    (feed, event) = &mut in_flight => {
-                        in_flight = read(feed);
-                        Ok(event?)
-                    }
-                },
-                None => {
-                    let (feed, event) = (&mut in_flight).await;
+            let next = tokio::select! {
+                biased;
+                checkpoint = barriers.triggered() => Next::Checkpoint(checkpoint),
+                (feed, event) = &mut in_flight => {
                     in_flight = read(feed);
-                    Ok(event?)
+                    match event? {
+                        Some(event) => Next::Event(event),
+                        None => Next::End,
+                    }
                 }
             };
             let event = match next {
-                Ok(event) => event,
-                Err(checkpoint) => {
-                    // Barriers: everything sent so far belongs to these checkpoints.
-                    let state = SourceState {
-                        table: table.name.clone(),
-                        offsets: offsets.clone(),
-                        watermarks: tracker.partition_watermarks(),
-                        finished: false,
-                    };
-                    while last_barrier < checkpoint {
-                        last_barrier += 1;
-                        if let Some(coordinator) = &self.checkpoints {
-                            coordinator.add_source(last_barrier, self.index, state.clone());
-                        }
-                        if self
-                            .output
-                            .send(Message::Barrier(last_barrier))
-                            .await
-                            .is_err()
-                        {
-                            return Ok(());
-                        }
+                Next::End => break,
+                Next::Checkpoint(checkpoint) => {
+                    // Everything sent so far belongs to these checkpoints.
+                    let state = position(&offsets, &watermarks);
+                    if !barriers.inject(checkpoint, &state, output).await {
+                        return Ok(());
                     }
                     continue;
                 }
+                Next::Event(event) => event,
             };
-            let Some(event) = event else {
-                break;
-            };
-            let mut advanced = match event {
-                None => None, // a clock tick
-                Some(SourceEvent::PartitionFinished(p)) => tracker.finish_partition(p),
-                Some(SourceEvent::PartitionIdle(p)) => tracker.mark_idle(p),
-                Some(SourceEvent::Watermark {
-                    partition,
-                    watermark,
-                }) => tracker.update(partition, watermark),
-                Some(SourceEvent::Clock(now)) => {
-                    clock = ProcessingClock::Replayed(Some(now));
-                    None
-                }
+            let advanced = match event {
                 Some(SourceEvent::Batch(SourceBatch {
                     partition,
                     batch,
@@ -393,88 +599,42 @@ impl SourceTask {
                         continue;
                     }
                     JobMetrics::add(&self.metrics.rows_in, batch.num_rows());
-                    if let (Some(after), Some(coordinator)) =
-                        (checkpoint_after_rows, &self.checkpoints)
-                    {
-                        if self.metrics.snapshot().rows_in >= after {
-                            coordinator.trigger_once();
-                        }
-                    }
-                    let now = clock.now().unwrap_or(Watermark::MIN);
-                    if processing_time && now > processing_watermark {
-                        processing_watermark = now;
-                        if self.output.send(Message::Watermark(now)).await.is_err() {
+                    barriers.trigger_after_rows(
+                        self.config.faults.checkpoint_after_rows,
+                        &self.metrics,
+                    );
+                    let now = watermarks.now().unwrap_or(Watermark::MIN);
+                    if let Some(w) = watermarks.before_batch(now) {
+                        if output.send(Message::Watermark(w)).await.is_err() {
                             return Ok(());
                         }
                     }
-                    let full = match &row_projection {
-                        Some(p) => {
-                            runnel_sql::functions::with_processing_time(now, || p.project(&batch))
-                                .map_err(error)?
-                        }
-                        None => batch,
-                    };
-                    let candidate = match &watermark_expr {
-                        _ if processing_time => None,
-                        Some(expr) => expr.candidate(&full).map_err(error)?,
-                        None => None,
-                    };
-                    let rows = match &self.node.projection {
-                        Some(indices) => full.project(indices).map_err(|e| error(e.into()))?,
-                        None => full,
-                    };
-                    if self.output.send(Message::Batch(rows)).await.is_err() {
+                    let full = rows.full(batch, now).map_err(error)?;
+                    let advanced = watermarks.after_batch(partition, &full).map_err(error)?;
+                    let batch = rows.project(full).map_err(error)?;
+                    if output.send(Message::Batch(batch)).await.is_err() {
                         return Ok(()); // downstream stopped; it reports why
                     }
-                    candidate.and_then(|w| tracker.update(partition, w))
+                    advanced
                 }
+                Some(other) => watermarks.on_event(&other),
+                None => None, // a clock tick
             };
-            if processing_time {
-                advanced = clock
-                    .now()
-                    .filter(|&now| now > processing_watermark)
-                    .inspect(|&now| processing_watermark = now);
-            } else if let Some(now) = clock.now().filter(|_| idle_advance) {
-                advanced = tracker.advance_idle(now).or(advanced);
-            }
-            if let Some(watermark) = advanced {
-                if self
-                    .output
-                    .send(Message::Watermark(watermark))
-                    .await
-                    .is_err()
-                {
+            if let Some(watermark) = watermarks.after_event(advanced) {
+                if output.send(Message::Watermark(watermark)).await.is_err() {
                     return Ok(());
                 }
             }
-            // A reader whose partitions all went idle says so once, so the readers next to
-            // it (parallel subtasks) are not held back by it.
-            let idle = tracker.all_idle();
-            if idle && !idle_sent && self.output.send(Message::Idle).await.is_err() {
+            if watermarks.became_idle() && output.send(Message::Idle).await.is_err() {
                 return Ok(());
             }
-            idle_sent = idle;
         }
         // A finished bounded source completes every window.
-        let _ = self.output.send(Message::Watermark(WATERMARK_END)).await;
-        if let Some(coordinator) = &self.checkpoints {
-            // A final checkpoint after the last output: a finished job that is started
-            // again (or a transaction still open) has nothing left to redo.
-            let state = SourceState {
-                table: table.name.clone(),
-                offsets,
-                watermarks: tracker.partition_watermarks(),
-                finished: true,
-            };
-            coordinator.source_finished(self.index, state.clone());
-            let checkpoint = coordinator.trigger();
-            while last_barrier < checkpoint {
-                last_barrier += 1;
-                coordinator.add_source(last_barrier, self.index, state.clone());
-                let _ = self.output.send(Message::Barrier(last_barrier)).await;
-            }
-        }
-        let _ = self.output.send(Message::End).await;
+        let _ = output.send(Message::Watermark(WATERMARK_END)).await;
+        barriers
+            .finish(position(&offsets, &watermarks), output)
+            .await;
+        let _ = output.send(Message::End).await;
         Ok(())
     }
 }

@@ -163,23 +163,9 @@ fn count_char() -> ScalarUDF {
 /// Name of Flink's processing-time function.
 pub const PROCTIME: &str = "proctime";
 
-thread_local! {
-    /// The processing time of the rows being processed on this thread, when the runtime
-    /// knows it (processing-time jobs set it from their processing-time watermark).
-    static PROCESSING_TIME: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
-}
-
-/// Runs `f` with `PROCTIME()` returning `now` (ms since the epoch) on this thread, so the
-/// rows of one batch share the processing time their source stamped them with.
-pub fn with_processing_time<T>(now: i64, f: impl FnOnce() -> T) -> T {
-    let previous = PROCESSING_TIME.replace(Some(now));
-    let result = f();
-    PROCESSING_TIME.set(previous);
-    result
-}
-
-/// `PROCTIME()`: the processing time as a TIMESTAMP_LTZ(3) — the time the runtime set
-/// with [`with_processing_time`], else the system clock.
+/// `PROCTIME()`: the processing time as a TIMESTAMP_LTZ(3). This is the planning-time
+/// definition, which reads the system clock; the runtime binds each call to the clock of
+/// the task evaluating it (`runnel_runtime::ProcessingTime`).
 fn proctime() -> ScalarUDF {
     create_udf(
         PROCTIME,
@@ -190,11 +176,9 @@ fn proctime() -> ScalarUDF {
         ),
         Volatility::Volatile,
         Arc::new(|_args: &[ColumnarValue]| {
-            let now = PROCESSING_TIME.get().unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64)
-            });
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
             Ok(ColumnarValue::Scalar(
                 datafusion::common::ScalarValue::TimestampMillisecond(
                     Some(now),

@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod changelog;
+pub mod distribution;
 pub mod error;
 pub mod field_names;
 pub mod functions;
@@ -24,6 +25,7 @@ pub mod updating;
 pub mod window;
 
 pub use catalog::{Catalog, TableDef, ViewDef, WatermarkDef};
+pub use distribution::InputDistribution;
 pub use error::{Result, SqlError};
 pub use parser::{parse_script, parse_script_each, CreateTable, LocatedStatement, Statement};
 pub use plan::{

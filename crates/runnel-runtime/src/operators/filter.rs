@@ -9,8 +9,8 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::Message;
-use crate::operator::Operator;
+use crate::operator::{Collector, OneInputOperator, OperatorState, StreamOperator};
+use crate::processing_time::ProcessingTime;
 
 /// `WHERE predicate`, evaluated as one vectorized expression per batch.
 pub struct FilterOperator {
@@ -18,28 +18,38 @@ pub struct FilterOperator {
 }
 
 impl FilterOperator {
-    pub fn try_new(predicate: &Expr, input_schema: &DFSchema) -> Result<Self> {
+    /// `PROCTIME()` in the predicate reads `clock`.
+    pub fn try_new(
+        predicate: &Expr,
+        input_schema: &DFSchema,
+        clock: &ProcessingTime,
+    ) -> Result<Self> {
         let predicate =
-            crate::expr::compile(std::slice::from_ref(predicate), input_schema)?.remove(0);
+            crate::expr::compile_with_clock(std::slice::from_ref(predicate), input_schema, clock)?
+                .remove(0);
         Ok(Self { predicate })
     }
 }
 
-impl Operator for FilterOperator {
+impl StreamOperator for FilterOperator {
     fn name(&self) -> &str {
         "Filter"
     }
 
-    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Stateless
+    }
+}
+
+impl OneInputOperator for FilterOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let error = |source| RuntimeError::Operator {
             operator: "Filter".into(),
             source,
         };
         let mask = crate::expr::predicate(&self.predicate, &batch).map_err(error)?;
         let filtered = filter_record_batch(&batch, &mask).map_err(|e| error(e.into()))?;
-        if filtered.num_rows() > 0 {
-            out.push(Message::Batch(filtered));
-        }
+        out.emit(filtered);
         Ok(())
     }
 }

@@ -28,12 +28,15 @@ use datafusion::physical_expr::PhysicalExpr;
 use runnel_sql::IntervalJoinNode;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::{Message, Watermark};
+use crate::message::Watermark;
 use crate::metrics::JobMetrics;
-use crate::operator::{Side, TwoInputOperator};
+use crate::operator::{
+    CheckpointedState, Collector, InputWatermarks, OperatorState, Side, StreamOperator,
+    TwoInputOperator,
+};
 use crate::operators::held_rows::{HeldRows, RowRef};
+use crate::operators::join_rows::{padded, split_two_sided, two_sided_state};
 use crate::operators::late_rows::drop_late;
-use crate::operators::padded;
 use crate::operators::window_assign::{compacted, event_times};
 use crate::operators::LateRowsOutput;
 
@@ -60,7 +63,6 @@ struct JoinSide {
     /// Held rows now, and right after the last sweep of expired ones.
     entries: usize,
     entries_after_sweep: usize,
-    watermark: Option<Watermark>,
     late_output: Option<LateRowsOutput>,
     /// Outer on this side: rows that never matched are emitted padded with NULLs once no
     /// partner can come any more.
@@ -163,7 +165,6 @@ pub struct IntervalJoinOperator {
     upper_ms: i64,
     residual: Option<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
-    emitted: Option<Watermark>,
     metrics: Arc<JobMetrics>,
 }
 
@@ -188,7 +189,6 @@ impl IntervalJoinOperator {
                 index: HashMap::new(),
                 entries: 0,
                 entries_after_sweep: 0,
-                watermark: None,
                 late_output,
                 outer: false,
                 unmatched: std::collections::BTreeSet::new(),
@@ -230,30 +230,32 @@ impl IntervalJoinOperator {
             upper_ms: node.upper_ms,
             residual,
             schema: Arc::new(node.schema.as_arrow().clone()),
-            emitted: None,
             metrics,
         })
     }
 
     /// The oldest time a kept row of `side` can have: rows before it can meet no future
-    /// row of the other side.
-    fn keep_from(&self, side: Side) -> Option<i64> {
+    /// row of the other side (whose watermark `watermarks` holds).
+    fn keep_from(&self, side: Side, watermarks: &InputWatermarks) -> Option<i64> {
         match side {
-            Side::Left => self
-                .right
-                .watermark
-                .map(|w| w.saturating_add(self.lower_ms)),
-            Side::Right => self.left.watermark.map(|w| w.saturating_sub(self.upper_ms)),
+            Side::Left => watermarks.right.map(|w| w.saturating_add(self.lower_ms)),
+            Side::Right => watermarks.left.map(|w| w.saturating_sub(self.upper_ms)),
         }
     }
 }
 
-impl TwoInputOperator for IntervalJoinOperator {
+impl StreamOperator for IntervalJoinOperator {
     fn name(&self) -> &str {
         "IntervalJoin"
     }
 
-    fn state_size(&self) -> usize {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Checkpointed(self)
+    }
+}
+
+impl CheckpointedState for IntervalJoinOperator {
+    fn size(&self) -> usize {
         [&self.left, &self.right]
             .iter()
             .map(|side| {
@@ -264,20 +266,42 @@ impl TwoInputOperator for IntervalJoinOperator {
             .sum()
     }
 
+    /// Both sides' held rows, with whether each is still unmatched.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let left = self.left.held_rows().map_err(arrow_error)?;
+        let right = self.right.held_rows().map_err(arrow_error)?;
+        two_sided_state(&left.schema(), &[left], &right.schema(), &[right]).map(Some)
+    }
+
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        let (left, right) = split_two_sided(
+            &state,
+            &with_flag(&self.left.schema),
+            &with_flag(&self.right.schema),
+        )?;
+        self.left.hold_again(&left, &self.converter)?;
+        self.right.hold_again(&right, &self.converter)?;
+        Ok(())
+    }
+}
+
+impl TwoInputOperator for IntervalJoinOperator {
     fn process_batch(
         &mut self,
         side: Side,
         batch: RecordBatch,
-        out: &mut Vec<Message>,
+        watermarks: &InputWatermarks,
+        out: &mut Collector,
     ) -> Result<()> {
-        let keep_from = self.keep_from(side);
+        let keep_from = self.keep_from(side, watermarks);
         let (this, other) = match side {
             Side::Left => (&mut self.left, &mut self.right),
             Side::Right => (&mut self.right, &mut self.left),
         };
         let mut batch = batch;
         let mut times = event_times(&batch, this.time_column, &this.time_name, "IntervalJoin")?;
-        if let Some(watermark) = this.watermark {
+        // A row below its own side's watermark is late.
+        if let Some(watermark) = watermarks.of(side) {
             let millis: Int64Array = times.reinterpret_cast();
             let on_time =
                 gt_eq(&millis, &Int64Array::new_scalar(watermark)).map_err(arrow_error)?;
@@ -358,7 +382,7 @@ impl TwoInputOperator for IntervalJoinOperator {
                 }
             }
             if joined.num_rows() > 0 {
-                out.push(Message::Batch(joined));
+                out.emit(joined);
             }
         }
         // Keep the rows a future row of the other side can still match.
@@ -378,12 +402,7 @@ impl TwoInputOperator for IntervalJoinOperator {
                 let indices = UInt32Array::from(lonely);
                 let rows = datafusion::arrow::compute::take_record_batch(&batch, &indices)
                     .map_err(arrow_error)?;
-                out.push(Message::Batch(padded(
-                    &self.schema,
-                    side,
-                    &rows,
-                    &other.schema,
-                )?));
+                out.emit(padded(&self.schema, side, &rows, &other.schema)?);
             }
         }
         if kept.is_empty() {
@@ -413,57 +432,18 @@ impl TwoInputOperator for IntervalJoinOperator {
         Ok(())
     }
 
-    fn checkpointable(&self) -> bool {
-        true
-    }
-
-    /// Both sides' held rows (with whether each is still unmatched), and the watermarks.
-    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        let left = self.left.held_rows().map_err(arrow_error)?;
-        let right = self.right.held_rows().map_err(arrow_error)?;
-        let state = super::two_sided_state(&left.schema(), &[left], &right.schema(), &[right])?;
-        super::JoinWatermarks {
-            left: self.left.watermark,
-            right: self.right.watermark,
-            emitted: self.emitted,
-        }
-        .tag(state)
-        .map(Some)
-    }
-
-    fn restore(&mut self, state: RecordBatch) -> Result<()> {
-        let (left, right) = super::split_two_sided(
-            &state,
-            &with_flag(&self.left.schema),
-            &with_flag(&self.right.schema),
-        )?;
-        self.left.hold_again(&left, &self.converter)?;
-        self.right.hold_again(&right, &self.converter)?;
-        let watermarks = super::JoinWatermarks::of(&state);
-        self.left.watermark = watermarks.left;
-        self.right.watermark = watermarks.right;
-        self.emitted = watermarks.emitted;
-        Ok(())
-    }
-
+    /// Pads an outer side's rows that can no longer match, sweeps rows out of reach, and
+    /// forwards the inputs' minimum less the larger bound (so no joined row is late).
     fn process_watermark(
         &mut self,
-        side: Side,
-        watermark: Watermark,
-        out: &mut Vec<Message>,
-    ) -> Result<()> {
-        let this = match side {
-            Side::Left => &mut self.left,
-            Side::Right => &mut self.right,
-        };
-        if this.watermark.is_some_and(|w| w >= watermark) {
-            return Ok(());
-        }
-        this.watermark = Some(watermark);
+        _advanced: Side,
+        watermarks: &InputWatermarks,
+        out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
         // Outer sides: rows that can no longer match, never matched, padded with NULLs
         // before the watermark passes them.
         for side in [Side::Left, Side::Right] {
-            let Some(from) = self.keep_from(side) else {
+            let Some(from) = self.keep_from(side, watermarks) else {
                 continue;
             };
             let (this, other) = match side {
@@ -486,17 +466,12 @@ impl TwoInputOperator for IntervalJoinOperator {
                     .held
                     .gather(&this.schema, &expired)
                     .map_err(arrow_error)?;
-                out.push(Message::Batch(padded(
-                    &self.schema,
-                    side,
-                    &rows,
-                    &other.schema,
-                )?));
+                out.emit(padded(&self.schema, side, &rows, &other.schema)?);
             }
         }
         // Sweep expired rows once a side has doubled since its last sweep (amortized O(1)).
         for side in [Side::Left, Side::Right] {
-            let keep_from = self.keep_from(side);
+            let keep_from = self.keep_from(side, watermarks);
             let state = match side {
                 Side::Left => &mut self.left,
                 Side::Right => &mut self.right,
@@ -507,18 +482,11 @@ impl TwoInputOperator for IntervalJoinOperator {
                 }
             }
         }
-        if let (Some(l), Some(r)) = (self.left.watermark, self.right.watermark) {
-            let slack = self.lower_ms.abs().max(self.upper_ms.abs());
-            let output = match l.min(r) {
-                crate::message::WATERMARK_END => crate::message::WATERMARK_END,
-                min => min.saturating_sub(slack),
-            };
-            if self.emitted.is_none_or(|e| output > e) {
-                self.emitted = Some(output);
-                out.push(Message::Watermark(output));
-            }
-        }
-        Ok(())
+        let slack = self.lower_ms.abs().max(self.upper_ms.abs());
+        Ok(watermarks.min().map(|min| match min {
+            crate::message::WATERMARK_END => crate::message::WATERMARK_END,
+            min => min.saturating_sub(slack),
+        }))
     }
 }
 
@@ -625,7 +593,9 @@ mod tests {
             }
             let (mut next, mut max, mut watermark) = ([0usize; 2], [i64::MIN; 2], [None::<i64>; 2]);
             let mut on_time: [Vec<(Option<i64>, i64, i64)>; 2] = [vec![], vec![]];
-            let mut out = Vec::new();
+            let mut out = Collector::default();
+            let mut emitted = Vec::new();
+            let mut watermarks = InputWatermarks::default();
             while next[0] < 120 || next[1] < 120 {
                 let s = if next[0] >= 120 {
                     1
@@ -644,27 +614,29 @@ mod tests {
                     max[s] = max[s].max(row.2);
                 }
                 let side = if s == 0 { Side::Left } else { Side::Right };
-                join.process_batch(side, batch(chunk, &schemas[s]), &mut out)
+                join.process_batch(side, batch(chunk, &schemas[s]), &watermarks, &mut out)
                     .unwrap();
+                emitted.extend(out.take());
                 let w = max[s] - 3;
                 if watermark[s].is_none_or(|old| w > old) {
                     watermark[s] = Some(w);
-                    join.process_watermark(side, w, &mut out).unwrap();
+                    watermarks.advance(side, w);
+                    join.process_watermark(side, &watermarks, &mut out).unwrap();
+                    emitted.extend(out.take());
                 }
             }
             // The inputs end: every row expires, outer rows left alone are padded.
             for side in [Side::Left, Side::Right] {
-                join.process_watermark(side, crate::message::WATERMARK_END, &mut out)
-                    .unwrap();
+                watermarks.advance(side, crate::message::WATERMARK_END);
+                join.process_watermark(side, &watermarks, &mut out).unwrap();
+                emitted.extend(out.take());
             }
             let mut actual: Vec<(Option<i64>, Option<i64>)> = Vec::new();
-            for message in &out {
-                if let Message::Batch(b) = message {
-                    let lv = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
-                    let rv = b.column(4).as_any().downcast_ref::<Int64Array>().unwrap();
-                    let value = |a: &Int64Array, i: usize| a.is_valid(i).then(|| a.value(i));
-                    actual.extend((0..b.num_rows()).map(|i| (value(lv, i), value(rv, i))));
-                }
+            for b in &emitted {
+                let lv = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+                let rv = b.column(4).as_any().downcast_ref::<Int64Array>().unwrap();
+                let value = |a: &Int64Array, i: usize| a.is_valid(i).then(|| a.value(i));
+                actual.extend((0..b.num_rows()).map(|i| (value(lv, i), value(rv, i))));
             }
             actual.sort();
             let mut expected: Vec<(Option<i64>, Option<i64>)> = Vec::new();

@@ -1,5 +1,6 @@
-//! [`LateRowsOutput`]: where a windowed operator sends the rows it drops as late, when the
-//! job routes them to a table (`SET 'runnel.late-data.sink'`) instead of only counting them.
+//! [`LateRowsOutput`]: how a windowed operator sends the rows it drops as late to the
+//! job's late-data side output, when the job routes them to a table
+//! (`SET 'runnel.late-data.sink'`) instead of only counting them.
 
 use std::sync::Arc;
 
@@ -10,10 +11,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use runnel_sql::TableDef;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::Message;
+use crate::operator::Collector;
 
 /// Picks the late-data sink's columns, by name, out of the rows a windowed operator drops
-/// and emits them as [`Message::Late`]. Values are unchanged (cast only where the sink
+/// and emits them to the late-data side output ([`Collector::emit_late`]). Values are unchanged (cast only where the sink
 /// declares another type, as an `INSERT` would).
 #[derive(Debug, Clone)]
 pub struct LateRowsOutput {
@@ -108,7 +109,7 @@ impl LateRowsOutput {
         &self,
         batch: &RecordBatch,
         on_time: &BooleanArray,
-        out: &mut Vec<Message>,
+        out: &mut Collector,
     ) -> Result<()> {
         let error = |e: datafusion::arrow::error::ArrowError| RuntimeError::Operator {
             operator: "late-data sink".into(),
@@ -130,7 +131,7 @@ impl LateRowsOutput {
             .collect::<std::result::Result<Vec<ArrayRef>, _>>()
             .map_err(error)?;
         let late = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(error)?;
-        out.push(Message::Late(late));
+        out.emit_late(late);
         Ok(())
     }
 }
@@ -143,7 +144,7 @@ pub(crate) fn drop_late(
     on_time: &BooleanArray,
     metrics: &crate::metrics::JobMetrics,
     output: Option<&LateRowsOutput>,
-    out: &mut Vec<Message>,
+    out: &mut Collector,
 ) -> Result<Option<RecordBatch>> {
     let late = on_time.len() - on_time.true_count();
     if late == 0 {

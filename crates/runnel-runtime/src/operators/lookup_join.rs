@@ -19,8 +19,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use runnel_sql::LookupJoinNode;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::Message;
-use crate::operator::Operator;
+use crate::operator::{Collector, OneInputOperator, OperatorState, StreamOperator};
 
 /// A lookup join of a stream against a loaded table.
 pub struct LookupJoinOperator {
@@ -169,23 +168,27 @@ fn keep_indices(mask: &datafusion::arrow::array::BooleanArray) -> UInt32Array {
         .collect()
 }
 
-impl Operator for LookupJoinOperator {
+impl StreamOperator for LookupJoinOperator {
     fn name(&self) -> &str {
         "LookupJoin"
     }
 
-    fn state_size(&self) -> usize {
-        self.table.get_array_memory_size()
+    /// The table and its index, read again in full when the job restarts.
+    fn state(&mut self) -> OperatorState<'_> {
+        let bytes = self.table.get_array_memory_size()
             + self
                 .index
                 .iter()
                 .map(|(key, rows)| key.len() + 48 + rows.len() * 4)
-                .sum::<usize>()
+                .sum::<usize>();
+        OperatorState::Rebuilt { bytes }
     }
+}
 
-    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+impl OneInputOperator for LookupJoinOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         if let Some(joined) = self.join(&batch).map_err(operator_error)? {
-            out.push(Message::Batch(joined));
+            out.emit(joined);
         }
         Ok(())
     }

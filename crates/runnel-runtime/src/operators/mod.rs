@@ -1,10 +1,11 @@
-//! The streaming operators: each turns a logical [`runnel_sql::StreamNode`] into work on
-//! Arrow batches.
+//! The streaming operators, one file each, and the one place that turns a plan node into
+//! its operator: [`one_input_operator`] and [`two_input_operator`].
 
 mod aggregate_call;
 mod filter;
 pub(crate) mod held_rows;
 mod interval_join;
+pub(crate) mod join_rows;
 pub(crate) mod late_rows;
 mod lookup_join;
 mod over_window;
@@ -15,6 +16,12 @@ mod updating_aggregate;
 mod window_aggregate;
 mod window_assign;
 mod window_join;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use runnel_sql::{StreamNode, WindowKind};
 
 pub use filter::FilterOperator;
 pub use interval_join::IntervalJoinOperator;
@@ -30,136 +37,168 @@ pub(crate) use window_assign::as_millis;
 pub use window_assign::WindowAssignOperator;
 pub use window_join::WindowJoinOperator;
 
-/// `rows` of one `side` of a join, with NULLs for the `other` side's columns, in the
-/// join's output `schema` (an outer join's unmatched rows).
-pub(crate) fn padded(
-    schema: &datafusion::arrow::datatypes::SchemaRef,
-    side: crate::operator::Side,
-    rows: &datafusion::arrow::record_batch::RecordBatch,
-    other: &datafusion::arrow::datatypes::SchemaRef,
-) -> crate::error::Result<datafusion::arrow::record_batch::RecordBatch> {
-    use datafusion::arrow::array::{new_null_array, ArrayRef};
-    let nulls: Vec<ArrayRef> = other
-        .fields()
-        .iter()
-        .map(|f| new_null_array(f.data_type(), rows.num_rows()))
-        .collect();
-    let columns = match side {
-        crate::operator::Side::Left => [rows.columns().to_vec(), nulls].concat(),
-        crate::operator::Side::Right => [nulls, rows.columns().to_vec()].concat(),
-    };
-    datafusion::arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).map_err(|e| {
-        crate::error::RuntimeError::Operator {
-            operator: "join".into(),
-            source: e.into(),
+use crate::config::JobConfig;
+use crate::error::{Result, RuntimeError};
+use crate::metrics::JobMetrics;
+use crate::operator::{OneInputOperator, TwoInputOperator};
+use crate::processing_time::ProcessingTime;
+
+/// What a new operator instance gets from the job it runs in.
+pub struct OperatorContext<'a> {
+    /// The job's settings (the late-data sink among them).
+    pub config: JobConfig,
+    /// Where it counts late rows.
+    pub metrics: Arc<JobMetrics>,
+    /// The processing clock of its task, which `PROCTIME()` reads.
+    pub clock: ProcessingTime,
+    /// A lookup join's table, read whole before the stream started (empty otherwise).
+    pub table: &'a [RecordBatch],
+}
+
+impl OperatorContext<'_> {
+    /// Where the operator sends rows it drops as late, when the job routes them to a
+    /// table; `input` is the schema of the rows it drops.
+    fn late_output(&self, input: &SchemaRef, operator: &str) -> Result<Option<LateRowsOutput>> {
+        self.config
+            .late_data_sink
+            .as_ref()
+            .map(|sink| LateRowsOutput::try_new(sink, input, operator))
+            .transpose()
+    }
+
+    /// The late-row outputs of a join's two sides.
+    fn late_outputs_for_join(
+        &self,
+        left: &SchemaRef,
+        right: &SchemaRef,
+        operator: &str,
+    ) -> Result<(Option<LateRowsOutput>, Option<LateRowsOutput>)> {
+        match &self.config.late_data_sink {
+            Some(sink) => {
+                let (l, r) = LateRowsOutput::for_join(sink, left, right, operator)?;
+                Ok((Some(l), Some(r)))
+            }
+            None => Ok((None, None)),
+        }
+    }
+}
+
+/// A new instance (for one subtask) of the one-input operator running `node`: filter,
+/// projection, window assignment, window or unwindowed aggregate, `OVER`, Top-N, lookup
+/// join, or a `UNION ALL`'s relabelling. Public so benchmarks can drive one operator.
+pub fn one_input_operator(
+    node: &StreamNode,
+    context: &OperatorContext<'_>,
+) -> Result<Box<dyn OneInputOperator>> {
+    let metrics = context.metrics.clone();
+    Ok(match node {
+        StreamNode::Filter {
+            predicate,
+            input_schema,
+            ..
+        } => Box::new(FilterOperator::try_new(
+            predicate,
+            input_schema,
+            &context.clock,
+        )?),
+        StreamNode::Projection {
+            exprs,
+            input_schema,
+            ..
+        } => Box::new(ProjectionOperator::try_new(
+            exprs,
+            input_schema,
+            node.arrow_schema(),
+            &context.clock,
+        )?),
+        StreamNode::Union { .. } => Box::new(RelabelOperator::new(node.arrow_schema())),
+        StreamNode::WindowAssign {
+            input,
+            kind,
+            time_column,
+            partition_keys,
+            schema,
+            panes,
+        } => {
+            let input_schema = input.arrow_schema();
+            let schema = Arc::new(schema.as_arrow().clone());
+            if let WindowKind::Session { gap_ms } = kind {
+                Box::new(SessionWindowOperator::try_new(
+                    *gap_ms,
+                    *time_column,
+                    partition_keys.clone(),
+                    input_schema.clone(),
+                    schema,
+                    metrics,
+                    context.late_output(&input_schema, "the session window")?,
+                )?)
+            } else {
+                Box::new(
+                    WindowAssignOperator::new(
+                        *kind,
+                        *time_column,
+                        &input_schema,
+                        schema,
+                        metrics,
+                        context.late_output(&input_schema, "the window")?,
+                    )
+                    .into_panes(*panes),
+                )
+            }
+        }
+        StreamNode::OverWindow(over) => {
+            let late = context.late_output(&over.input.arrow_schema(), "the OVER window")?;
+            Box::new(OverWindowOperator::try_new(over, metrics, late)?)
+        }
+        StreamNode::WindowAggregate(aggregate) => {
+            Box::new(WindowAggregateOperator::try_new(aggregate, metrics)?)
+        }
+        StreamNode::UpdatingAggregate(aggregate) => Box::new(UpdatingAggregateOperator::try_new(
+            aggregate,
+            aggregate.input.is_updating(),
+        )?),
+        StreamNode::TopN(top) => Box::new(TopNOperator::try_new(top)?),
+        StreamNode::LookupJoin(join) => {
+            Box::new(LookupJoinOperator::try_new(join, context.table.to_vec())?)
+        }
+        other => {
+            return Err(RuntimeError::Build(format!(
+                "{} is not a one-input operator",
+                other.name()
+            )))
         }
     })
 }
 
-/// A two-input operator's held rows of both sides as one checkpoint batch: the left
-/// columns, the right columns (NULL on the other side's rows), and `__side` (0 for left
-/// rows, 1 for right ones).
-pub(crate) fn two_sided_state(
-    left_schema: &datafusion::arrow::datatypes::SchemaRef,
-    left: &[datafusion::arrow::record_batch::RecordBatch],
-    right_schema: &datafusion::arrow::datatypes::SchemaRef,
-    right: &[datafusion::arrow::record_batch::RecordBatch],
-) -> crate::error::Result<datafusion::arrow::record_batch::RecordBatch> {
-    use datafusion::arrow::array::Int8Array;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use std::sync::Arc;
-    let error = |e: datafusion::arrow::error::ArrowError| {
-        crate::error::RuntimeError::Checkpoint(e.to_string())
-    };
-    let nullable = |schema: &Schema| -> Vec<Field> {
-        schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect()
-    };
-    let pair = Arc::new(Schema::new(
-        [nullable(left_schema), nullable(right_schema)].concat(),
-    ));
-    let left = datafusion::arrow::compute::concat_batches(left_schema, left).map_err(error)?;
-    let right = datafusion::arrow::compute::concat_batches(right_schema, right).map_err(error)?;
-    let left = padded(&pair, crate::operator::Side::Left, &left, right_schema)?;
-    let right = padded(&pair, crate::operator::Side::Right, &right, left_schema)?;
-    let rows = datafusion::arrow::compute::concat_batches(&pair, [&left, &right]).map_err(error)?;
-    let mut fields: Vec<Field> = nullable(&pair);
-    fields.push(Field::new("__side", DataType::Int8, false));
-    let mut columns = rows.columns().to_vec();
-    let sides =
-        std::iter::repeat_n(0i8, left.num_rows()).chain(std::iter::repeat_n(1i8, right.num_rows()));
-    columns.push(Arc::new(Int8Array::from_iter_values(sides)));
-    datafusion::arrow::record_batch::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(error)
-}
-
-/// The left and right rows of a [`two_sided_state`] batch, in their own schemas.
-pub(crate) fn split_two_sided(
-    state: &datafusion::arrow::record_batch::RecordBatch,
-    left_schema: &datafusion::arrow::datatypes::SchemaRef,
-    right_schema: &datafusion::arrow::datatypes::SchemaRef,
-) -> crate::error::Result<(
-    datafusion::arrow::record_batch::RecordBatch,
-    datafusion::arrow::record_batch::RecordBatch,
-)> {
-    use datafusion::arrow::array::{AsArray, BooleanArray};
-    use datafusion::arrow::datatypes::Int8Type;
-    let error = |e: datafusion::arrow::error::ArrowError| {
-        crate::error::RuntimeError::Checkpoint(e.to_string())
-    };
-    let (l, r) = (left_schema.fields().len(), right_schema.fields().len());
-    if state.num_columns() != l + r + 1 {
-        return Err(crate::error::RuntimeError::Checkpoint(
-            "a join's checkpoint state does not match the join".into(),
-        ));
-    }
-    let sides = state.column(l + r).as_primitive::<Int8Type>();
-    let pick = |side: i8,
-                range: std::ops::Range<usize>,
-                schema: &datafusion::arrow::datatypes::SchemaRef| {
-        let mask: BooleanArray = sides.iter().map(|s| Some(s == Some(side))).collect();
-        let columns = state.columns()[range]
-            .iter()
-            .map(|c| datafusion::arrow::compute::filter(c, &mask))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(error)?;
-        datafusion::arrow::record_batch::RecordBatch::try_new(schema.clone(), columns)
-            .map_err(error)
-    };
-    Ok((
-        pick(0, 0..l, left_schema)?,
-        pick(1, l..l + r, right_schema)?,
-    ))
-}
-
-/// A join's watermarks (each input's, and the one it emitted), as its checkpoint state
-/// carries them.
-pub(crate) struct JoinWatermarks {
-    pub left: Option<crate::message::Watermark>,
-    pub right: Option<crate::message::Watermark>,
-    pub emitted: Option<crate::message::Watermark>,
-}
-
-impl JoinWatermarks {
-    /// `state` with the watermarks in its metadata.
-    pub fn tag(
-        &self,
-        state: datafusion::arrow::record_batch::RecordBatch,
-    ) -> crate::error::Result<datafusion::arrow::record_batch::RecordBatch> {
-        let state = crate::checkpoint::tag(state, "left_watermark", self.left)?;
-        let state = crate::checkpoint::tag(state, "right_watermark", self.right)?;
-        crate::checkpoint::tag(state, "emitted", self.emitted)
-    }
-
-    /// The watermarks [`JoinWatermarks::tag`] stored in `state`.
-    pub fn of(state: &datafusion::arrow::record_batch::RecordBatch) -> Self {
-        Self {
-            left: crate::checkpoint::tagged(state, "left_watermark"),
-            right: crate::checkpoint::tagged(state, "right_watermark"),
-            emitted: crate::checkpoint::tagged(state, "emitted"),
+/// A new instance (for one subtask) of the two-input operator running `node`: an
+/// interval or a window join.
+pub fn two_input_operator(
+    node: &StreamNode,
+    context: &OperatorContext<'_>,
+) -> Result<Box<dyn TwoInputOperator>> {
+    let metrics = context.metrics.clone();
+    Ok(match node {
+        StreamNode::IntervalJoin(join) => {
+            let late = context.late_outputs_for_join(
+                &join.left.arrow_schema(),
+                &join.right.arrow_schema(),
+                "the join",
+            )?;
+            Box::new(IntervalJoinOperator::try_new(join, metrics, late)?)
         }
-    }
+        StreamNode::WindowJoin(join) => {
+            let late = context.late_outputs_for_join(
+                &join.left.arrow_schema(),
+                &join.right.arrow_schema(),
+                "the window join",
+            )?;
+            Box::new(WindowJoinOperator::try_new(join, metrics, late)?)
+        }
+        other => {
+            return Err(RuntimeError::Build(format!(
+                "{} is not a two-input operator",
+                other.name()
+            )))
+        }
+    })
 }

@@ -29,9 +29,11 @@ use datafusion::physical_planner::create_window_expr;
 use runnel_sql::{OverReadiness, OverWindowNode};
 
 use crate::error::{Result, RuntimeError};
-use crate::message::{Message, Watermark};
+use crate::message::Watermark;
 use crate::metrics::JobMetrics;
-use crate::operator::Operator;
+use crate::operator::{
+    CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
+};
 use crate::operators::window_assign::{as_millis, compacted, event_times};
 use crate::operators::LateRowsOutput;
 
@@ -131,7 +133,7 @@ impl OverWindowOperator {
         &mut self,
         ready: RecordBatch,
         watermark: Watermark,
-        out: &mut Vec<Message>,
+        out: &mut Collector,
     ) -> DFResult<()> {
         // Sort the ready rows by partition, order, then arrival (earlier first among equals).
         let first = &self.window_exprs[0];
@@ -194,10 +196,7 @@ impl OverWindowOperator {
             let parts: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
             columns.push(concat(&parts)?);
         }
-        out.push(Message::Batch(RecordBatch::try_new(
-            self.schema.clone(),
-            columns,
-        )?));
+        out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
         self.evict_unreachable(watermark)
     }
 
@@ -254,12 +253,18 @@ impl OverWindowOperator {
     }
 }
 
-impl Operator for OverWindowOperator {
+impl StreamOperator for OverWindowOperator {
     fn name(&self) -> &str {
         "OverWindow"
     }
 
-    fn state_size(&self) -> usize {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Checkpointed(self)
+    }
+}
+
+impl CheckpointedState for OverWindowOperator {
+    fn size(&self) -> usize {
         self.pending
             .iter()
             .map(RecordBatch::get_array_memory_size)
@@ -269,33 +274,6 @@ impl Operator for OverWindowOperator {
                 .iter()
                 .map(|(key, rows)| key.len() + 48 + rows.get_array_memory_size())
                 .sum::<usize>()
-    }
-
-    fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
-        if let OverReadiness::EventTime { time_column, .. } = self.readiness {
-            // A row without a time could never become final: refuse it, naming the column.
-            let name = self.input_schema.field(time_column).name().clone();
-            event_times(&batch, time_column, &name, "OverWindow")?;
-        }
-        if let Some(watermark) = self.watermark {
-            // Rows that would have been final already are late.
-            let late = self.final_at(&batch, watermark).map_err(operator_error)?;
-            let count = late.true_count();
-            if count > 0 {
-                JobMetrics::add(&self.metrics.late_rows, count);
-                let on_time = not(&late).map_err(|e| operator_error(e.into()))?;
-                if let Some(output) = &self.late_output {
-                    output.emit_late(&batch, &on_time, out)?;
-                }
-                batch =
-                    filter_record_batch(&batch, &on_time).map_err(|e| operator_error(e.into()))?;
-            }
-        }
-        if batch.num_rows() > 0 {
-            self.pending
-                .push(compacted(&batch).map_err(operator_error)?);
-        }
-        Ok(())
     }
 
     /// Pending rows and each partition's history as one batch; a trailing `__part`
@@ -376,8 +354,41 @@ impl Operator for OverWindowOperator {
         }
         Ok(())
     }
+}
 
-    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+impl OneInputOperator for OverWindowOperator {
+    fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        if let OverReadiness::EventTime { time_column, .. } = self.readiness {
+            // A row without a time could never become final: refuse it, naming the column.
+            let name = self.input_schema.field(time_column).name().clone();
+            event_times(&batch, time_column, &name, "OverWindow")?;
+        }
+        if let Some(watermark) = self.watermark {
+            // Rows that would have been final already are late.
+            let late = self.final_at(&batch, watermark).map_err(operator_error)?;
+            let count = late.true_count();
+            if count > 0 {
+                JobMetrics::add(&self.metrics.late_rows, count);
+                let on_time = not(&late).map_err(|e| operator_error(e.into()))?;
+                if let Some(output) = &self.late_output {
+                    output.emit_late(&batch, &on_time, out)?;
+                }
+                batch =
+                    filter_record_batch(&batch, &on_time).map_err(|e| operator_error(e.into()))?;
+            }
+        }
+        if batch.num_rows() > 0 {
+            self.pending
+                .push(compacted(&batch).map_err(operator_error)?);
+        }
+        Ok(())
+    }
+
+    fn process_watermark(
+        &mut self,
+        watermark: Watermark,
+        out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
         if self.watermark.is_none_or(|w| watermark > w) {
             self.watermark = Some(watermark);
             if !self.pending.is_empty() {
@@ -399,7 +410,6 @@ impl Operator for OverWindowOperator {
                 }
             }
         }
-        out.push(Message::Watermark(watermark));
-        Ok(())
+        Ok(Some(watermark))
     }
 }

@@ -9,8 +9,8 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::Message;
-use crate::operator::Operator;
+use crate::operator::{Collector, OneInputOperator, OperatorState, StreamOperator};
+use crate::processing_time::ProcessingTime;
 
 /// Evaluates one expression per output column. On an updating stream the change column
 /// passes through unchanged (see [`runnel_sql::changelog`]).
@@ -22,10 +22,15 @@ pub struct ProjectionOperator {
 
 impl ProjectionOperator {
     /// `schema` is the output's as Arrow batches carry it: with the change column last
-    /// when the input is an updating stream.
-    pub fn try_new(exprs: &[Expr], input_schema: &DFSchema, schema: SchemaRef) -> Result<Self> {
+    /// when the input is an updating stream. `PROCTIME()` in `exprs` reads `clock`.
+    pub fn try_new(
+        exprs: &[Expr],
+        input_schema: &DFSchema,
+        schema: SchemaRef,
+        clock: &ProcessingTime,
+    ) -> Result<Self> {
         Ok(Self {
-            exprs: crate::expr::compile(exprs, input_schema)?,
+            exprs: crate::expr::compile_with_clock(exprs, input_schema, clock)?,
             carries_changes: runnel_sql::changelog::is_changelog(&schema),
             schema,
         })
@@ -46,19 +51,25 @@ impl ProjectionOperator {
     }
 }
 
-impl Operator for ProjectionOperator {
+impl StreamOperator for ProjectionOperator {
     fn name(&self) -> &str {
         "Projection"
     }
 
-    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Stateless
+    }
+}
+
+impl OneInputOperator for ProjectionOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let projected = self
             .project(&batch)
             .map_err(|source| RuntimeError::Operator {
                 operator: "Projection".into(),
                 source,
             })?;
-        out.push(Message::Batch(projected));
+        out.emit(projected);
         Ok(())
     }
 }
@@ -75,12 +86,18 @@ impl RelabelOperator {
     }
 }
 
-impl Operator for RelabelOperator {
+impl StreamOperator for RelabelOperator {
     fn name(&self) -> &str {
         "Union"
     }
 
-    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Stateless
+    }
+}
+
+impl OneInputOperator for RelabelOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         let relabelled = RecordBatch::try_new_with_options(
             self.schema.clone(),
@@ -91,7 +108,7 @@ impl Operator for RelabelOperator {
             operator: "Union".into(),
             source: e.into(),
         })?;
-        out.push(Message::Batch(relabelled));
+        out.emit(relabelled);
         Ok(())
     }
 }

@@ -20,9 +20,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 
 use crate::error::{Result, RuntimeError};
-use crate::message::{Message, Watermark};
+use crate::message::Watermark;
 use crate::metrics::JobMetrics;
-use crate::operator::Operator;
+use crate::operator::{
+    CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
+};
 use crate::operators::held_rows::{HeldRows, RowRef};
 use crate::operators::late_rows::drop_late;
 use crate::operators::window_assign::{compacted, event_times, with_window_columns};
@@ -210,7 +212,7 @@ impl SessionWindowOperator {
 
     /// Emits the rows of every session that ends at or before `watermark`, in batches of
     /// about [`EMIT_BATCH_ROWS`] (so closing many sessions at once needs little memory).
-    fn emit_closed(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+    fn emit_closed(&mut self, watermark: Watermark, out: &mut Collector) -> Result<()> {
         let closed = self.index.close_until(watermark);
         let mut sessions = closed.as_slice();
         while !sessions.is_empty() {
@@ -231,7 +233,7 @@ impl SessionWindowOperator {
     }
 
     /// Emits the rows of `sessions` as one batch, with their bounds appended.
-    fn emit_sessions(&mut self, sessions: &[Session], out: &mut Vec<Message>) -> Result<()> {
+    fn emit_sessions(&mut self, sessions: &[Session], out: &mut Collector) -> Result<()> {
         let total: usize = sessions.iter().map(|s| s.rows.len()).sum();
         let (mut refs, mut starts, mut ends) = (
             Vec::with_capacity(total),
@@ -255,17 +257,23 @@ impl SessionWindowOperator {
             TimestampMillisecondArray::from(ends),
         )
         .map_err(arrow_error)?;
-        out.push(Message::Batch(output));
+        out.emit(output);
         Ok(())
     }
 }
 
-impl Operator for SessionWindowOperator {
+impl StreamOperator for SessionWindowOperator {
     fn name(&self) -> &str {
         "SessionWindow"
     }
 
-    fn state_size(&self) -> usize {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Checkpointed(self)
+    }
+}
+
+impl CheckpointedState for SessionWindowOperator {
+    fn size(&self) -> usize {
         let sessions: usize = self
             .index
             .sessions
@@ -276,7 +284,35 @@ impl Operator for SessionWindowOperator {
         self.held.size() + sessions + keys
     }
 
-    fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+    /// The rows of every open session, and the watermark.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let refs: Vec<RowRef> = self
+            .index
+            .sessions
+            .values()
+            .flat_map(|s| s.rows.iter().copied())
+            .collect();
+        let rows = self
+            .held
+            .gather(&self.input_schema, &refs)
+            .map_err(arrow_error)?;
+        crate::checkpoint::tag(rows, "watermark", self.watermark).map(Some)
+    }
+
+    /// Sessions are a function of their rows: holding the rows again rebuilds them.
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        let watermark = crate::checkpoint::tagged(&state, "watermark");
+        let rows = RecordBatch::try_new(self.input_schema.clone(), state.columns().to_vec())
+            .map_err(arrow_error)?;
+        self.watermark = None;
+        self.process_batch(rows, &mut Collector::default())?;
+        self.watermark = watermark;
+        Ok(())
+    }
+}
+
+impl OneInputOperator for SessionWindowOperator {
+    fn process_batch(&mut self, mut batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let name = "SessionWindow";
         let mut times = event_times(&batch, self.time_column, &self.time_column_name, name)?;
         if let Some(watermark) = self.watermark {
@@ -305,34 +341,11 @@ impl Operator for SessionWindowOperator {
         Ok(())
     }
 
-    /// The rows of every open session, and the watermark.
-    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        let refs: Vec<RowRef> = self
-            .index
-            .sessions
-            .values()
-            .flat_map(|s| s.rows.iter().copied())
-            .collect();
-        let rows = self
-            .held
-            .gather(&self.input_schema, &refs)
-            .map_err(arrow_error)?;
-        crate::checkpoint::tag(rows, "watermark", self.watermark).map(Some)
-    }
-
-    /// Sessions are a function of their rows: holding the rows again rebuilds them.
-    fn restore(&mut self, state: RecordBatch) -> Result<()> {
-        let watermark = crate::checkpoint::tagged(&state, "watermark");
-        let rows = RecordBatch::try_new(self.input_schema.clone(), state.columns().to_vec())
-            .map_err(arrow_error)?;
-        self.watermark = None;
-        let mut out = Vec::new();
-        self.process_batch(rows, &mut out)?;
-        self.watermark = watermark;
-        Ok(())
-    }
-
-    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+    fn process_watermark(
+        &mut self,
+        watermark: Watermark,
+        out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
         if self.watermark.is_none_or(|w| watermark > w) {
             self.watermark = Some(watermark);
             if self
@@ -343,8 +356,7 @@ impl Operator for SessionWindowOperator {
                 self.emit_closed(watermark, out)?;
             }
         }
-        out.push(Message::Watermark(watermark));
-        Ok(())
+        Ok(Some(watermark))
     }
 }
 

@@ -20,8 +20,9 @@ use runnel_sql::changelog::{with_change_column, ChangeKind};
 use runnel_sql::TopNNode;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::Message;
-use crate::operator::Operator;
+use crate::operator::{
+    CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
+};
 
 /// One row of a partition's top: its sort key and the row itself.
 struct Ranked {
@@ -170,12 +171,18 @@ impl TopNOperator {
     }
 }
 
-impl Operator for TopNOperator {
+impl StreamOperator for TopNOperator {
     fn name(&self) -> &str {
         "TopN"
     }
 
-    fn state_size(&self) -> usize {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Checkpointed(self)
+    }
+}
+
+impl CheckpointedState for TopNOperator {
+    fn size(&self) -> usize {
         self.partitions
             .iter()
             .map(|(key, ranked)| {
@@ -214,10 +221,12 @@ impl Operator for TopNOperator {
         self.rank(&state).map_err(operator_error)?;
         Ok(())
     }
+}
 
-    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+impl OneInputOperator for TopNOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         if let Some(changes) = self.rank(&batch).map_err(operator_error)? {
-            out.push(Message::Batch(changes));
+            out.emit(changes);
         }
         Ok(())
     }

@@ -24,8 +24,9 @@ use runnel_sql::changelog::{with_change_column, ChangeKind};
 use runnel_sql::UpdatingAggregateNode;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::Message;
-use crate::operator::Operator;
+use crate::operator::{
+    CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
+};
 use crate::operators::aggregate_call::AggregateCall;
 
 /// One group's running aggregates and what was last emitted for it.
@@ -443,12 +444,18 @@ impl UpdatingAggregateOperator {
     }
 }
 
-impl Operator for UpdatingAggregateOperator {
+impl StreamOperator for UpdatingAggregateOperator {
     fn name(&self) -> &str {
         "UpdatingAggregate"
     }
 
-    fn state_size(&self) -> usize {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Checkpointed(self)
+    }
+}
+
+impl CheckpointedState for UpdatingAggregateOperator {
+    fn size(&self) -> usize {
         let accumulators: usize = self
             .groups
             .iter()
@@ -464,10 +471,12 @@ impl Operator for UpdatingAggregateOperator {
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
         self.restore_state(&state).map_err(operator_error)
     }
+}
 
-    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+impl OneInputOperator for UpdatingAggregateOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         if let Some(changes) = self.aggregate(&batch).map_err(operator_error)? {
-            out.push(Message::Batch(changes));
+            out.emit(changes);
         }
         Ok(())
     }

@@ -31,9 +31,11 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use runnel_sql::WindowAggregateNode;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::{Message, Watermark};
+use crate::message::Watermark;
 use crate::metrics::JobMetrics;
-use crate::operator::Operator;
+use crate::operator::{
+    CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
+};
 use crate::operators::aggregate_call::AggregateCall;
 use crate::operators::window_assign::as_millis;
 
@@ -248,7 +250,7 @@ impl WindowAggregateOperator {
     }
 
     /// Emits (and frees) every window whose end is at or below `watermark`, oldest first.
-    fn emit_until(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> DFResult<()> {
+    fn emit_until(&mut self, watermark: Watermark, out: &mut Collector) -> DFResult<()> {
         if let Some(panes) = self.panes {
             return self.emit_panes_until(panes, watermark, out);
         }
@@ -263,14 +265,14 @@ impl WindowAggregateOperator {
     }
 
     /// Sends a closed window's rows on: its keys, then each aggregate's final value.
-    fn emit_window(&self, mut window: WindowState, out: &mut Vec<Message>) -> DFResult<()> {
+    fn emit_window(&self, mut window: WindowState, out: &mut Collector) -> DFResult<()> {
         let mut columns = window.groups.emit(EmitTo::All)?;
         for accumulator in &mut window.accumulators {
             columns.push(accumulator.evaluate(EmitTo::All)?);
         }
         let batch = RecordBatch::try_new(self.output_schema.clone(), columns)?;
         if batch.num_rows() > 0 {
-            out.push(Message::Batch(batch));
+            out.emit(batch);
         }
         Ok(())
     }
@@ -281,7 +283,7 @@ impl WindowAggregateOperator {
         &mut self,
         panes: Panes,
         watermark: Watermark,
-        out: &mut Vec<Message>,
+        out: &mut Collector,
     ) -> DFResult<()> {
         loop {
             let first = [self.windows.keys().next(), self.sealed.keys().next()]
@@ -484,12 +486,22 @@ impl WindowAggregateOperator {
     }
 }
 
-impl Operator for WindowAggregateOperator {
+impl StreamOperator for WindowAggregateOperator {
     fn name(&self) -> &str {
         "WindowAggregate"
     }
 
-    fn state_size(&self) -> usize {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Checkpointed(self)
+    }
+
+    fn finish(&mut self, out: &mut Collector) -> Result<()> {
+        self.emit_until(Watermark::MAX, out).map_err(operator_error)
+    }
+}
+
+impl CheckpointedState for WindowAggregateOperator {
+    fn size(&self) -> usize {
         let live: usize = self
             .windows
             .values()
@@ -505,30 +517,31 @@ impl Operator for WindowAggregateOperator {
         live + sealed
     }
 
-    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Vec<Message>) -> Result<()> {
-        self.aggregate(&batch).map_err(operator_error)
-    }
-
-    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
-        if self.watermark.is_some_and(|w| w >= watermark) {
-            return Ok(());
-        }
-        self.watermark = Some(watermark);
-        self.emit_until(watermark, out).map_err(operator_error)?;
-        out.push(Message::Watermark(watermark));
-        Ok(())
-    }
-
-    fn finish(&mut self, out: &mut Vec<Message>) -> Result<()> {
-        self.emit_until(Watermark::MAX, out).map_err(operator_error)
-    }
-
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         self.snapshot_state().map(Some).map_err(operator_error)
     }
 
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
         self.restore_state(&state).map_err(operator_error)
+    }
+}
+
+impl OneInputOperator for WindowAggregateOperator {
+    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
+        self.aggregate(&batch).map_err(operator_error)
+    }
+
+    fn process_watermark(
+        &mut self,
+        watermark: Watermark,
+        out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
+        if self.watermark.is_some_and(|w| w >= watermark) {
+            return Ok(None);
+        }
+        self.watermark = Some(watermark);
+        self.emit_until(watermark, out).map_err(operator_error)?;
+        Ok(Some(watermark))
     }
 }
 
@@ -596,14 +609,9 @@ mod tests_support {
         RecordBatch::try_new(schema, columns).unwrap()
     }
 
-    pub(super) fn rows(out: &[Message]) -> String {
-        let batches: Vec<RecordBatch> = out
-            .iter()
-            .filter_map(|m| match m {
-                Message::Batch(b) => Some(b.clone()),
-                _ => None,
-            })
-            .collect();
+    /// What `out` collected so far, as a table.
+    pub(super) fn rows(out: &mut Collector) -> String {
+        let batches: Vec<RecordBatch> = out.take().collect();
         // One space between cells, so expectations do not depend on column widths.
         let table = pretty_format_batches(&batches).unwrap().to_string();
         table
@@ -624,7 +632,7 @@ mod tests {
         let node = aggregate_node();
         let metrics = Arc::new(JobMetrics::default());
         let mut operator = WindowAggregateOperator::try_new(&node, metrics.clone()).unwrap();
-        let mut out = Vec::new();
+        let mut out = Collector::default();
 
         // One batch spanning two windows, out of order.
         let batch = input(
@@ -632,16 +640,18 @@ mod tests {
             &[("a", 1, 12), ("a", 2, 3), ("b", 4, 15), ("a", 8, 9)],
         );
         operator.process_batch(batch, &mut out).unwrap();
-        assert!(out.is_empty(), "nothing is emitted before the watermark");
+        assert_eq!(
+            out.take().count(),
+            0,
+            "nothing is emitted before the watermark"
+        );
         assert_eq!(operator.open_windows(), 2);
 
-        operator.process_watermark(9_999, &mut out).unwrap();
-        assert!(
-            out.iter().all(|m| matches!(m, Message::Watermark(_))),
-            "window [0, 10) is not complete yet"
-        );
+        let forwarded = operator.process_watermark(9_999, &mut out).unwrap();
+        assert_eq!(forwarded, Some(9_999));
+        assert_eq!(out.take().count(), 0, "window [0, 10) is not complete yet");
         operator.process_watermark(10_000, &mut out).unwrap();
-        let first = rows(&out);
+        let first = rows(&mut out);
         assert!(
             first.contains("| a | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 2 | 10 |"),
             "{first}"
@@ -658,13 +668,12 @@ mod tests {
         );
 
         // A row for the emitted window is late; one for the open window is not.
-        out.clear();
         operator
             .process_batch(input(&node, &[("a", 100, 5), ("b", 1, 19)]), &mut out)
             .unwrap();
         assert_eq!(metrics.snapshot().late_rows, 1);
         operator.finish(&mut out).unwrap();
-        let second = rows(&out);
+        let second = rows(&mut out);
         assert!(
             second.contains("| a | 1970-01-01T00:00:10 | 1970-01-01T00:00:20 | 1 | 1 |"),
             "{second}"
@@ -693,7 +702,7 @@ mod checkpoint_tests {
             vec![("a", 8, 9), ("b", 1, 14)],
             vec![("c", 5, 1), ("a", 7, 11)],
         ];
-        let mut out = Vec::new();
+        let mut out = Collector::default();
         let mut state = None;
         for rows in &batches {
             straight
@@ -707,12 +716,18 @@ mod checkpoint_tests {
         }
         let mut restored = WindowAggregateOperator::try_new(&node, metrics).unwrap();
         restored.restore(state.unwrap()).unwrap();
-        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-        straight.finish(&mut a).unwrap();
-        checkpointed.finish(&mut b).unwrap();
-        restored.finish(&mut c).unwrap();
-        assert_eq!(rows(&a), rows(&b));
-        assert_eq!(rows(&a), rows(&c));
-        assert!(rows(&a).contains("| a | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 2 | 10 |"));
+        let finished = |operator: &mut WindowAggregateOperator| {
+            let mut out = Collector::default();
+            operator.finish(&mut out).unwrap();
+            rows(&mut out)
+        };
+        let (a, b, c) = (
+            finished(&mut straight),
+            finished(&mut checkpointed),
+            finished(&mut restored),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert!(a.contains("| a | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 2 | 10 |"));
     }
 }

@@ -16,9 +16,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use runnel_sql::WindowKind;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::{Message, Watermark};
+use crate::message::Watermark;
 use crate::metrics::JobMetrics;
-use crate::operator::Operator;
+use crate::operator::{Collector, OneInputOperator, OperatorState, StreamOperator};
 use crate::operators::LateRowsOutput;
 
 /// Assigns rows to windows: tumbling windows with one vectorized kernel over the time
@@ -128,12 +128,18 @@ pub(crate) fn event_times(
     Ok(time)
 }
 
-impl Operator for WindowAssignOperator {
+impl StreamOperator for WindowAssignOperator {
     fn name(&self) -> &str {
         "WindowAssign"
     }
 
-    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Stateless
+    }
+}
+
+impl OneInputOperator for WindowAssignOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let error = |source| RuntimeError::Operator {
             operator: "WindowAssign".into(),
             source,
@@ -230,15 +236,18 @@ impl Operator for WindowAssignOperator {
         }
         let batch =
             with_window_columns(&self.schema, columns, start, end).map_err(|e| error(e.into()))?;
-        out.push(Message::Batch(batch));
+        out.emit(batch);
         Ok(())
     }
 
-    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+    fn process_watermark(
+        &mut self,
+        watermark: Watermark,
+        _out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
         if self.watermark.is_none_or(|w| watermark > w) {
             self.watermark = Some(watermark);
         }
-        out.push(Message::Watermark(watermark));
-        Ok(())
+        Ok(Some(watermark))
     }
 }

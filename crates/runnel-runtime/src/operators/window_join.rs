@@ -20,12 +20,16 @@ use datafusion::physical_expr::PhysicalExpr;
 use runnel_sql::WindowJoinNode;
 
 use crate::error::{Result, RuntimeError};
-use crate::message::{Message, Watermark};
+use crate::message::Watermark;
 use crate::metrics::JobMetrics;
-use crate::operator::{Side, TwoInputOperator};
+use crate::operator::{
+    CheckpointedState, Collector, InputWatermarks, OperatorState, Side, StreamOperator,
+    TwoInputOperator,
+};
+use crate::operators::join_rows::{padded, split_two_sided, two_sided_state};
 use crate::operators::late_rows::drop_late;
 use crate::operators::window_assign::{as_millis, compacted};
-use crate::operators::{padded, LateRowsOutput};
+use crate::operators::LateRowsOutput;
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
     RuntimeError::Operator {
@@ -44,7 +48,6 @@ struct WindowSide {
     window_end: usize,
     schema: SchemaRef,
     windows: BTreeMap<i64, Vec<RecordBatch>>,
-    watermark: Option<Watermark>,
     late_output: Option<LateRowsOutput>,
 }
 
@@ -67,8 +70,6 @@ pub struct WindowJoinOperator {
     /// output has it too except for semi and anti joins, which output one side.
     pair_schema: SchemaRef,
     schema: SchemaRef,
-    /// Windows ending at or before this were joined and emitted.
-    emitted: Option<Watermark>,
     metrics: Arc<JobMetrics>,
 }
 
@@ -88,7 +89,6 @@ impl WindowJoinOperator {
                 window_end,
                 schema: Arc::new(schema.as_arrow().clone()),
                 windows: BTreeMap::new(),
-                watermark: None,
                 late_output,
             })
         };
@@ -127,7 +127,6 @@ impl WindowJoinOperator {
             residual,
             pair_schema: Arc::new(pair_schema.as_arrow().clone()),
             schema: Arc::new(node.schema.as_arrow().clone()),
-            emitted: None,
             metrics,
         })
     }
@@ -236,12 +235,18 @@ impl WindowJoinOperator {
     }
 }
 
-impl TwoInputOperator for WindowJoinOperator {
+impl StreamOperator for WindowJoinOperator {
     fn name(&self) -> &str {
         "WindowJoin"
     }
 
-    fn state_size(&self) -> usize {
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Checkpointed(self)
+    }
+}
+
+impl CheckpointedState for WindowJoinOperator {
+    fn size(&self) -> usize {
         [&self.left, &self.right]
             .iter()
             .flat_map(|side| side.windows.values().flatten())
@@ -249,11 +254,39 @@ impl TwoInputOperator for WindowJoinOperator {
             .sum()
     }
 
+    /// Both sides' rows of the open windows.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let rows = |side: &WindowSide| -> Vec<RecordBatch> {
+            side.windows.values().flatten().cloned().collect()
+        };
+        two_sided_state(
+            &self.left.schema,
+            &rows(&self.left),
+            &self.right.schema,
+            &rows(&self.right),
+        )
+        .map(Some)
+    }
+
+    /// Holding the rows again puts them back in their windows (nothing is emitted on
+    /// arrival, and no watermark makes them late).
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        let (left, right) = split_two_sided(&state, &self.left.schema, &self.right.schema)?;
+        let none = InputWatermarks::default();
+        let mut out = Collector::default();
+        self.process_batch(Side::Left, left, &none, &mut out)?;
+        self.process_batch(Side::Right, right, &none, &mut out)?;
+        Ok(())
+    }
+}
+
+impl TwoInputOperator for WindowJoinOperator {
     fn process_batch(
         &mut self,
         side: Side,
         batch: RecordBatch,
-        out: &mut Vec<Message>,
+        watermarks: &InputWatermarks,
+        out: &mut Collector,
     ) -> Result<()> {
         let this = match side {
             Side::Left => &mut self.left,
@@ -263,8 +296,8 @@ impl TwoInputOperator for WindowJoinOperator {
         let mut ends: Int64Array = as_millis(batch.column(this.window_end))
             .map_err(operator_error)?
             .reinterpret_cast();
-        // A row of a window already joined is late.
-        if let Some(emitted) = self.emitted {
+        // A row of a window already joined (ending by both inputs' watermark) is late.
+        if let Some(emitted) = watermarks.min() {
             let on_time = gt(&ends, &Int64Array::new_scalar(emitted)).map_err(arrow_error)?;
             let output = this.late_output.as_ref();
             if let Some(kept) = drop_late(&batch, &on_time, &self.metrics, output, out)? {
@@ -294,66 +327,16 @@ impl TwoInputOperator for WindowJoinOperator {
         Ok(())
     }
 
-    fn checkpointable(&self) -> bool {
-        true
-    }
-
-    /// Both sides' rows of the open windows, and the watermarks.
-    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        let rows = |side: &WindowSide| -> Vec<RecordBatch> {
-            side.windows.values().flatten().cloned().collect()
-        };
-        let state = super::two_sided_state(
-            &self.left.schema,
-            &rows(&self.left),
-            &self.right.schema,
-            &rows(&self.right),
-        )?;
-        super::JoinWatermarks {
-            left: self.left.watermark,
-            right: self.right.watermark,
-            emitted: self.emitted,
-        }
-        .tag(state)
-        .map(Some)
-    }
-
-    /// Holding the rows again puts them back in their windows (nothing is emitted on
-    /// arrival).
-    fn restore(&mut self, state: RecordBatch) -> Result<()> {
-        let (left, right) = super::split_two_sided(&state, &self.left.schema, &self.right.schema)?;
-        self.emitted = None;
-        let mut out = Vec::new();
-        self.process_batch(Side::Left, left, &mut out)?;
-        self.process_batch(Side::Right, right, &mut out)?;
-        let watermarks = super::JoinWatermarks::of(&state);
-        self.left.watermark = watermarks.left;
-        self.right.watermark = watermarks.right;
-        self.emitted = watermarks.emitted;
-        Ok(())
-    }
-
+    /// Joins and frees every window both inputs' watermark has passed, in order.
     fn process_watermark(
         &mut self,
-        side: Side,
-        watermark: Watermark,
-        out: &mut Vec<Message>,
-    ) -> Result<()> {
-        let this = match side {
-            Side::Left => &mut self.left,
-            Side::Right => &mut self.right,
+        _advanced: Side,
+        watermarks: &InputWatermarks,
+        out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
+        let Some(watermark) = watermarks.min() else {
+            return Ok(None);
         };
-        if this.watermark.is_some_and(|w| w >= watermark) {
-            return Ok(());
-        }
-        this.watermark = Some(watermark);
-        let (Some(l), Some(r)) = (self.left.watermark, self.right.watermark) else {
-            return Ok(());
-        };
-        let watermark = l.min(r);
-        if self.emitted.is_some_and(|e| e >= watermark) {
-            return Ok(());
-        }
         // Every window either side holds that ends by the watermark, in order.
         let mut ends: Vec<i64> = self
             .left
@@ -368,11 +351,9 @@ impl TwoInputOperator for WindowJoinOperator {
             let left = self.left.take_window(end)?;
             let right = self.right.take_window(end)?;
             if let Some(joined) = self.join_window(&left, &right)? {
-                out.push(Message::Batch(joined));
+                out.emit(joined);
             }
         }
-        self.emitted = Some(watermark);
-        out.push(Message::Watermark(watermark));
-        Ok(())
+        Ok(Some(watermark))
     }
 }

@@ -1,0 +1,447 @@
+//! [`JobGraph`]: how a [`StreamPlan`] runs in parallel, as plain data — stages of chained
+//! operators and the edges between them.
+//!
+//! The graph is built from what each plan node declares about its inputs
+//! ([`StreamNode::required_input_distribution`]) and the job's parallelism, and from
+//! nothing else: [`crate::spawn_job`] walks it to start tasks, `EXPLAIN` prints it, and
+//! the checkpoint ids of operators and sources are assigned here, once. Building it needs
+//! no tokio, so every node kind's layout is unit-tested below.
+//!
+//! The rules:
+//! - A **stage** runs as `parallelism` subtasks, each one task: a head (the readers of a
+//!   source table, the rows arriving over its input edges, or a two-input operator) and
+//!   then a chain of single-input operators run back to back (Flink's operator chaining).
+//! - An operator whose input distribution is [`InputDistribution::Any`] is chained onto
+//!   the stage(s) producing its input. One that needs its rows keyed starts a new stage
+//!   of `parallelism` subtasks behind a [`EdgeKind::Hash`] edge — unless its input is a
+//!   single subtask and the job runs at parallelism 1, when it is chained too. One that
+//!   needs every row in one place starts a one-subtask stage behind an
+//!   [`EdgeKind::Single`] edge, unless its input already is one subtask.
+//! - `UNION ALL` starts no stage: its inputs' stages each chain a relabelling step, and
+//!   the next operator reads them all.
+//! - A lookup join's table is read whole, over a [`EdgeKind::Broadcast`] edge, before
+//!   the stream starts; its stages take no part in checkpoints.
+//! - The sink is one task behind an [`EdgeKind::Single`] edge from every last stage.
+//! - Operator ids follow build order (inputs first, left to right; a lookup join's table
+//!   before its stream), one per subtask, so the same plan at the same parallelism
+//!   numbers its operators the same way and a restored job finds its states.
+
+use std::fmt;
+
+use datafusion::common::DFSchemaRef;
+use datafusion::logical_expr::Expr;
+use runnel_sql::{InputDistribution, SourceNode, StreamNode, StreamPlan, TableDef};
+
+use crate::error::{Result, RuntimeError};
+
+/// A stage's place in [`JobGraph::stages`].
+pub type StageId = usize;
+
+/// An operator instance's number in the job: its checkpoint state is filed under it.
+pub type OperatorId = usize;
+
+/// A job's stages and edges. Stages are listed in build order: every stage comes after
+/// the stages feeding it.
+#[derive(Debug)]
+pub struct JobGraph<'p> {
+    pub parallelism: usize,
+    pub stages: Vec<Stage<'p>>,
+    pub edges: Vec<Edge>,
+}
+
+/// Operators that run together, as `parallelism` subtasks of one task each.
+#[derive(Debug)]
+pub struct Stage<'p> {
+    pub id: StageId,
+    pub head: StageHead<'p>,
+    pub parallelism: usize,
+    /// Single-input operators run after the head, in order, in the same task.
+    pub chain: Vec<ChainedOperator<'p>>,
+    /// Whether the stage's watermarks are the processing clock (`PROCTIME()` reads them).
+    pub processing_time: bool,
+    /// Whether the stage takes part in checkpoints (not a lookup join's table, which is
+    /// read whole again when a job restarts).
+    pub checkpointed: bool,
+}
+
+impl Stage<'_> {
+    /// The name of the stage's first operator (for errors): its head's, or its chain's
+    /// first.
+    pub fn operator_name(&self) -> &'static str {
+        match &self.head {
+            StageHead::Source { .. } => "Source",
+            StageHead::TwoInput { node, .. } => node.name(),
+            StageHead::Sink => "the sink",
+            StageHead::Exchange => self.chain.first().map_or("the exchange", |c| c.node.name()),
+        }
+    }
+}
+
+/// What a stage's subtasks start with.
+#[derive(Debug)]
+pub enum StageHead<'p> {
+    /// One reader per subtask, of the table's share [`crate::SourceSplit`] gives it.
+    /// `first_source` is the checkpoint index of reader 0 (reader `i` has
+    /// `first_source + i`); `None` when the stage is not checkpointed.
+    Source {
+        node: &'p SourceNode,
+        first_source: Option<usize>,
+    },
+    /// The rows arriving over the stage's input edge (after a hash or gather exchange).
+    Exchange,
+    /// A two-input operator: input 0 is its left side, input 1 its right.
+    TwoInput {
+        node: &'p StreamNode,
+        first_id: OperatorId,
+    },
+    /// The job's sink (one task).
+    Sink,
+}
+
+/// One plan node chained in a stage.
+#[derive(Debug)]
+pub struct ChainedOperator<'p> {
+    pub node: &'p StreamNode,
+    /// The id of subtask 0's instance; subtask `i` has `first_id + i`. `None` for the
+    /// relabelling step of a `UNION ALL`, which is no operator of its own.
+    pub first_id: Option<OperatorId>,
+}
+
+/// Rows flowing from every subtask of `from` into `to`.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub from: StageId,
+    pub to: StageId,
+    /// Which input of `to`: 0, or 1 for a join's right side and a lookup join's table.
+    pub input: usize,
+    pub kind: EdgeKind,
+}
+
+/// How an edge spreads rows over the subtasks of the stage it feeds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EdgeKind {
+    /// Each row to subtask `hash(keys) % parallelism` (keys evaluated over `schema`).
+    Hash {
+        keys: Vec<Expr>,
+        schema: DFSchemaRef,
+    },
+    /// Every row to the one subtask.
+    Single,
+    /// Every row to every subtask, read to the end before the stream starts.
+    Broadcast,
+}
+
+/// The stages a plan node's rows come out of while the graph is built (several after a
+/// `UNION ALL`).
+struct Open {
+    stages: Vec<StageId>,
+}
+
+struct GraphBuilder<'p, 'r> {
+    parallelism: usize,
+    readers: &'r dyn Fn(&TableDef) -> usize,
+    stages: Vec<Stage<'p>>,
+    edges: Vec<Edge>,
+    next_operator: OperatorId,
+    next_source: usize,
+    /// False while a lookup join's table is built.
+    checkpointed: bool,
+}
+
+impl<'p> JobGraph<'p> {
+    /// The graph of `plan` at `parallelism` (0 is taken as 1); `readers(table)` says how
+    /// many parallel readers a table gets (at most `parallelism`, at least 1).
+    pub fn build(
+        plan: &'p StreamPlan,
+        parallelism: usize,
+        readers: &dyn Fn(&TableDef) -> usize,
+    ) -> Result<JobGraph<'p>> {
+        let mut builder = GraphBuilder {
+            parallelism: parallelism.max(1),
+            readers,
+            stages: Vec::new(),
+            edges: Vec::new(),
+            next_operator: 0,
+            next_source: 0,
+            checkpointed: true,
+        };
+        let open = builder.build(&plan.root)?;
+        let sink = builder.new_stage(StageHead::Sink, 1, false);
+        builder.connect(open, sink, 0, EdgeKind::Single);
+        Ok(JobGraph {
+            parallelism: builder.parallelism,
+            stages: builder.stages,
+            edges: builder.edges,
+        })
+    }
+
+    /// The edges into `stage`, by input.
+    pub fn inputs_of(&self, stage: StageId) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.to == stage)
+    }
+
+    /// The edge out of `stage` (every stage but the sink has exactly one).
+    pub fn output_of(&self, stage: StageId) -> Option<&Edge> {
+        self.edges.iter().find(|e| e.from == stage)
+    }
+
+    /// Source readers that take part in checkpoints, over all source stages.
+    pub fn checkpointed_sources(&self) -> usize {
+        self.stages
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.head,
+                    StageHead::Source {
+                        first_source: Some(_),
+                        ..
+                    }
+                )
+            })
+            .map(|s| s.parallelism)
+            .sum()
+    }
+}
+
+impl<'p> GraphBuilder<'p, '_> {
+    fn new_stage(&mut self, head: StageHead<'p>, parallelism: usize, time: bool) -> StageId {
+        let id = self.stages.len();
+        self.stages.push(Stage {
+            id,
+            head,
+            parallelism,
+            chain: Vec::new(),
+            processing_time: time,
+            checkpointed: self.checkpointed,
+        });
+        id
+    }
+
+    fn connect(&mut self, from: Open, to: StageId, input: usize, kind: EdgeKind) {
+        for stage in from.stages {
+            self.edges.push(Edge {
+                from: stage,
+                to,
+                input,
+                kind: kind.clone(),
+            });
+        }
+    }
+
+    fn subtasks(&self, open: &Open) -> usize {
+        open.stages
+            .iter()
+            .map(|&s| self.stages[s].parallelism)
+            .sum()
+    }
+
+    fn processing_time(&self, open: &Open) -> bool {
+        open.stages.iter().any(|&s| self.stages[s].processing_time)
+    }
+
+    /// `count` consecutive operator ids; the first.
+    fn operator_ids(&mut self, count: usize) -> OperatorId {
+        let first = self.next_operator;
+        self.next_operator += count;
+        first
+    }
+
+    /// Chains `node` onto every open stage (ids consecutive over their subtasks).
+    fn chain(&mut self, open: &Open, node: &'p StreamNode, stateful_id: bool) {
+        for &stage in &open.stages {
+            let first_id = stateful_id.then(|| self.operator_ids(self.stages[stage].parallelism));
+            self.stages[stage]
+                .chain
+                .push(ChainedOperator { node, first_id });
+        }
+    }
+
+    /// The open stages producing `node`'s rows.
+    fn build(&mut self, node: &'p StreamNode) -> Result<Open> {
+        match node {
+            StreamNode::Source(source) => {
+                let readers = (self.readers)(&source.table).clamp(1, self.parallelism);
+                let first_source = self.checkpointed.then(|| {
+                    let first = self.next_source;
+                    self.next_source += readers;
+                    first
+                });
+                let head = StageHead::Source {
+                    node: source,
+                    first_source,
+                };
+                let stage = self.new_stage(head, readers, source.processing_time);
+                Ok(Open {
+                    stages: vec![stage],
+                })
+            }
+            StreamNode::Union { inputs, .. } => {
+                let mut stages = Vec::new();
+                for input in inputs {
+                    let open = self.build(input)?;
+                    self.chain(&open, node, false);
+                    stages.extend(open.stages);
+                }
+                Ok(Open { stages })
+            }
+            StreamNode::LookupJoin(join) => {
+                // The table first (read whole, outside checkpoints), then the stream.
+                let checkpointed = std::mem::replace(&mut self.checkpointed, false);
+                let table = self.build(&join.table);
+                self.checkpointed = checkpointed;
+                let table = table?;
+                let open = self.build(&join.input)?;
+                for &stage in &open.stages {
+                    self.connect(
+                        Open {
+                            stages: table.stages.clone(),
+                        },
+                        stage,
+                        1,
+                        EdgeKind::Broadcast,
+                    );
+                }
+                self.chain(&open, node, true);
+                Ok(open)
+            }
+            StreamNode::IntervalJoin(_) | StreamNode::WindowJoin(_) => {
+                let inputs = node.inputs();
+                let distributions = node.required_input_distribution();
+                let left = self.build(inputs[0])?;
+                let right = self.build(inputs[1])?;
+                let time = self.processing_time(&left) || self.processing_time(&right);
+                let parallelism = match distributions[0] {
+                    InputDistribution::Hash { .. } => self.parallelism,
+                    _ => 1,
+                };
+                let first_id = self.operator_ids(parallelism);
+                let stage =
+                    self.new_stage(StageHead::TwoInput { node, first_id }, parallelism, time);
+                for (input, (open, distribution)) in
+                    [left, right].into_iter().zip(distributions).enumerate()
+                {
+                    let kind = edge_kind(distribution);
+                    self.connect(open, stage, input, kind);
+                }
+                Ok(Open {
+                    stages: vec![stage],
+                })
+            }
+            _ => {
+                let [input] = node.inputs()[..] else {
+                    return Err(RuntimeError::Build(format!(
+                        "{} was expected to have one input",
+                        node.name()
+                    )));
+                };
+                let distribution = node
+                    .required_input_distribution()
+                    .into_iter()
+                    .next()
+                    .unwrap_or(InputDistribution::Any);
+                let open = self.build(input)?;
+                let one_subtask = self.subtasks(&open) == 1;
+                let open = match distribution {
+                    InputDistribution::Any | InputDistribution::Broadcast => open,
+                    InputDistribution::Single if one_subtask => open,
+                    InputDistribution::Hash { .. } if one_subtask && self.parallelism == 1 => open,
+                    distribution => {
+                        let parallelism = match distribution {
+                            InputDistribution::Hash { .. } => self.parallelism,
+                            _ => 1,
+                        };
+                        let time = self.processing_time(&open);
+                        let stage = self.new_stage(StageHead::Exchange, parallelism, time);
+                        self.connect(open, stage, 0, edge_kind(distribution));
+                        Open {
+                            stages: vec![stage],
+                        }
+                    }
+                };
+                self.chain(&open, node, true);
+                Ok(open)
+            }
+        }
+    }
+}
+
+fn edge_kind(distribution: InputDistribution) -> EdgeKind {
+    match distribution {
+        InputDistribution::Hash { keys, schema } => EdgeKind::Hash { keys, schema },
+        InputDistribution::Broadcast => EdgeKind::Broadcast,
+        InputDistribution::Any | InputDistribution::Single => EdgeKind::Single,
+    }
+}
+
+/// `EXPLAIN`'s view: one line per stage, with the edges that feed it.
+impl fmt::Display for JobGraph<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Job graph, parallelism {}:", self.parallelism)?;
+        for stage in &self.stages {
+            let count = |n: usize, one: &str, many: &str| {
+                if n == 1 {
+                    format!("1 {one}")
+                } else {
+                    format!("{n} {many}")
+                }
+            };
+            let head = match &stage.head {
+                StageHead::Source { node, .. } => format!(
+                    "Source {}, {}",
+                    node.table.name,
+                    count(stage.parallelism, "reader", "readers")
+                ),
+                StageHead::Exchange => count(stage.parallelism, "subtask", "subtasks"),
+                StageHead::TwoInput { node, .. } => format!(
+                    "{}, {}",
+                    node.name(),
+                    count(stage.parallelism, "subtask", "subtasks")
+                ),
+                StageHead::Sink => "Sink, 1 task".to_string(),
+            };
+            let chain: Vec<&str> = stage.chain.iter().map(|c| c.node.name()).collect();
+            let chain = match (&stage.head, chain.is_empty()) {
+                (_, true) => String::new(),
+                (StageHead::Exchange, false) => format!(": {}", chain.join(" → ")),
+                (_, false) => format!(" → {}", chain.join(" → ")),
+            };
+            write!(f, "  stage {}: {head}{chain}", stage.id)?;
+            if !stage.checkpointed {
+                write!(f, " (read whole before the stream starts)")?;
+            }
+            let inputs: Vec<String> = self
+                .inputs_of(stage.id)
+                .map(|edge| {
+                    let from = &self.stages[edge.from];
+                    let side = match (&stage.head, edge.input) {
+                        (StageHead::TwoInput { .. }, 0) => " (left)",
+                        (StageHead::TwoInput { .. }, _) => " (right)",
+                        _ => "",
+                    };
+                    let how = match &edge.kind {
+                        EdgeKind::Hash { keys, .. } => format!(
+                            "rows hashed by [{}]",
+                            keys.iter()
+                                .map(|k| k.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        EdgeKind::Single if stage.chain.is_empty() && from.parallelism == 1 => {
+                            "forwarded".to_string()
+                        }
+                        EdgeKind::Single => {
+                            format!("merging {}", count(from.parallelism, "subtask", "subtasks"))
+                        }
+                        EdgeKind::Broadcast => "broadcast: the whole table to every subtask".into(),
+                    };
+                    format!("stage {}{side} {how}", edge.from)
+                })
+                .collect();
+            if !inputs.is_empty() {
+                write!(f, " ← {}", inputs.join("; "))?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}

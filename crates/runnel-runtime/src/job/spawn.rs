@@ -1,0 +1,385 @@
+//! Starting a job's tasks from its [`JobGraph`]: one task per source reader, one per
+//! subtask of every other stage, channels along the edges.
+//!
+//! Stages are spawned in the graph's order (every stage after those feeding it), so
+//! when a stage starts, the channels it reads already exist. Each subtask gets its
+//! operators (restored from the checkpoint the job resumes from) and an [`Exchange`]
+//! that sends its output along the stage's one outgoing edge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use runnel_sql::{SourceNode, StreamNode};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::tasks::{run_chain, LaneInput, TwoInputTask};
+use super::CHANNEL_CAPACITY;
+use crate::chain::{Chained, OperatorChain};
+use crate::checkpoint::{CheckpointCoordinator, RestoredCheckpoint};
+use crate::config::JobConfig;
+use crate::connector::{ConnectorFactory, SourceSplit};
+use crate::error::{Result, RuntimeError};
+use crate::exchange::{Exchange, MergedInputs};
+use crate::graph::{EdgeKind, JobGraph, OperatorId, Stage, StageHead, StageId};
+use crate::message::Message;
+use crate::metrics::JobMetrics;
+use crate::operator::OperatorState;
+use crate::operators::{one_input_operator, two_input_operator, OperatorContext};
+use crate::processing_time::ProcessingTime;
+use crate::side_output::LateRows;
+use crate::source::SourceTask;
+
+/// The channels each subtask of each stage reads, by input (0, or 1 for a join's right
+/// side and a lookup join's table).
+type Inboxes = Vec<Vec<[Vec<mpsc::Receiver<Message>>; 2]>>;
+
+/// Spawns a job's tasks; keeps their handles.
+pub(crate) struct TaskSpawner<'a> {
+    pub connectors: &'a dyn ConnectorFactory,
+    pub config: &'a JobConfig,
+    pub metrics: Arc<JobMetrics>,
+    pub late: LateRows,
+    /// Set when the job checkpoints.
+    pub checkpoints: Option<Arc<CheckpointCoordinator>>,
+    /// The checkpoint the job resumes from, if any.
+    pub restored: Option<Arc<RestoredCheckpoint>>,
+    pub tasks: Vec<(String, JoinHandle<Result<()>>)>,
+}
+
+impl TaskSpawner<'_> {
+    /// Spawns every stage but the sink; returns the sink's input. On failure, what was
+    /// spawned is stopped again.
+    pub async fn spawn(&mut self, graph: &JobGraph<'_>) -> Result<LaneInput> {
+        let spawned = self.spawn_stages(graph).await;
+        if spawned.is_err() {
+            for (_, task) in &self.tasks {
+                task.abort();
+            }
+        }
+        spawned
+    }
+
+    async fn spawn_stages(&mut self, graph: &JobGraph<'_>) -> Result<LaneInput> {
+        let mut inboxes: Inboxes = graph
+            .stages
+            .iter()
+            .map(|s| {
+                (0..s.parallelism)
+                    .map(|_| [Vec::new(), Vec::new()])
+                    .collect()
+            })
+            .collect();
+        // A lookup join's table, read whole once for every stage that joins it.
+        let mut tables: HashMap<Vec<StageId>, Arc<Vec<RecordBatch>>> = HashMap::new();
+        for stage in &graph.stages {
+            let mut inputs = std::mem::take(&mut inboxes[stage.id]);
+            let table = self
+                .broadcast_input(graph, stage, &mut inputs, &mut tables)
+                .await?;
+            match &stage.head {
+                StageHead::Sink => {
+                    let [channels, _] = inputs.pop().unwrap_or_default();
+                    return Ok(LaneInput::new(channels));
+                }
+                StageHead::Source { node, first_source } => {
+                    for subtask in 0..stage.parallelism {
+                        let reader = first_source.map(|first| first + subtask);
+                        let channel = self.spawn_reader(node, stage, subtask, reader).await?;
+                        self.spawn_chain(
+                            graph,
+                            stage,
+                            subtask,
+                            vec![channel],
+                            &table,
+                            &mut inboxes,
+                        )?;
+                    }
+                }
+                StageHead::Exchange => {
+                    for (subtask, [channels, _]) in inputs.into_iter().enumerate() {
+                        self.spawn_chain(graph, stage, subtask, channels, &table, &mut inboxes)?;
+                    }
+                }
+                StageHead::TwoInput { node, first_id } => {
+                    for (subtask, [left, right]) in inputs.into_iter().enumerate() {
+                        let inputs = MergedInputs::new(vec![left, right]);
+                        self.spawn_two_input(
+                            graph,
+                            stage,
+                            subtask,
+                            (node, first_id + subtask),
+                            inputs,
+                            &table,
+                            &mut inboxes,
+                        )?;
+                    }
+                }
+            }
+        }
+        Err(RuntimeError::Build("the job graph has no sink".into()))
+    }
+
+    /// The rows of the lookup table `stage` joins (read to its end now, once per table),
+    /// or none when it joins none.
+    async fn broadcast_input(
+        &mut self,
+        graph: &JobGraph<'_>,
+        stage: &Stage<'_>,
+        inputs: &mut [[Vec<mpsc::Receiver<Message>>; 2]],
+        tables: &mut HashMap<Vec<StageId>, Arc<Vec<RecordBatch>>>,
+    ) -> Result<Arc<Vec<RecordBatch>>> {
+        let from: Vec<StageId> = graph
+            .inputs_of(stage.id)
+            .filter(|e| e.kind == EdgeKind::Broadcast)
+            .map(|e| e.from)
+            .collect();
+        if from.is_empty() {
+            return Ok(Arc::default());
+        }
+        // The table's channels were given to the stage's first subtask.
+        let channels = std::mem::take(&mut inputs[0][1]);
+        if let Some(rows) = tables.get(&from) {
+            return Ok(rows.clone());
+        }
+        let mut input = LaneInput::new(channels);
+        let mut rows = Vec::new();
+        while let Some(message) = input.next().await {
+            match message {
+                Message::Batch(batch) => rows.push(batch),
+                Message::End => break,
+                Message::Watermark(_) | Message::Barrier(_) | Message::Idle => {}
+            }
+        }
+        let rows = Arc::new(rows);
+        tables.insert(from, rows.clone());
+        Ok(rows)
+    }
+
+    /// Opens reader `subtask` of a source stage and spawns its task; returns the channel
+    /// it writes. `reader`: its place in checkpoints (none when not checkpointed).
+    async fn spawn_reader(
+        &mut self,
+        node: &SourceNode,
+        stage: &Stage<'_>,
+        subtask: usize,
+        reader: Option<usize>,
+    ) -> Result<mpsc::Receiver<Message>> {
+        if !self.connectors.is_bounded(&node.table) && !stage.checkpointed {
+            return Err(RuntimeError::Build(format!(
+                "{} is joined FOR SYSTEM_TIME AS OF, so it is read whole before the stream \
+                 starts; but reading it does not end (use a file, or a Kafka table with \
+                 'scan.bounded.mode')",
+                node.table.name
+            )));
+        }
+        let restored = reader.and_then(|index| {
+            self.restored
+                .as_ref()
+                .and_then(|r| r.source(index).cloned())
+        });
+        if let (Some(state), Some(index)) = (&restored, reader) {
+            if state.table != node.table.name {
+                return Err(RuntimeError::Checkpoint(format!(
+                    "the checkpoint's source {index} is table {}, not {}: it belongs to another job",
+                    state.table, node.table.name
+                )));
+            }
+        }
+        let count = stage.parallelism;
+        let source = self
+            .connectors
+            .create_source(
+                &node.table,
+                self.metrics.clone(),
+                self.config,
+                SourceSplit {
+                    index: subtask,
+                    count,
+                },
+                restored.as_ref(),
+            )
+            .await?;
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let task = SourceTask {
+            source,
+            node: node.clone(),
+            metrics: self.metrics.clone(),
+            config: self.config.clone(),
+            output: sender,
+            index: reader.unwrap_or(0),
+            checkpoints: reader.and(self.checkpoints.clone()),
+            restored,
+        };
+        self.tasks.push((
+            format!("source {} ({}/{count})", node.table.name, subtask + 1),
+            tokio::spawn(task.run()),
+        ));
+        Ok(receiver)
+    }
+
+    /// Spawns subtask `subtask` of `stage` running its chain over `channels`, or, when
+    /// there is nothing to run, hands the channels straight to the next stage.
+    fn spawn_chain(
+        &mut self,
+        graph: &JobGraph<'_>,
+        stage: &Stage<'_>,
+        subtask: usize,
+        channels: Vec<mpsc::Receiver<Message>>,
+        table: &[RecordBatch],
+        inboxes: &mut Inboxes,
+    ) -> Result<()> {
+        let clock = ProcessingTime::default();
+        let chain = self.chain(stage, subtask, &clock, table)?;
+        let edge = graph.output_of(stage.id).ok_or_else(|| {
+            RuntimeError::Build(format!("stage {} sends its rows nowhere", stage.id))
+        })?;
+        if chain.is_empty() && !matches!(edge.kind, EdgeKind::Hash { .. }) {
+            // Nothing to run: the next stage reads these channels itself.
+            let target = &mut inboxes[edge.to];
+            target[0][edge.input].extend(channels);
+            return Ok(());
+        }
+        let output = self.exchange(graph, stage, inboxes)?;
+        let chain = self.operator_chain(stage, chain);
+        let clock = stage.processing_time.then_some(clock);
+        self.tasks.push((
+            "operators".to_string(),
+            tokio::spawn(run_chain(
+                LaneInput::new(channels),
+                chain,
+                output,
+                clock,
+                self.metrics.state_gauge(),
+            )),
+        ));
+        Ok(())
+    }
+
+    /// Spawns subtask `subtask` of a two-input stage (the operator with id `id`).
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_two_input(
+        &mut self,
+        graph: &JobGraph<'_>,
+        stage: &Stage<'_>,
+        subtask: usize,
+        (node, id): (&StreamNode, OperatorId),
+        inputs: MergedInputs,
+        table: &[RecordBatch],
+        inboxes: &mut Inboxes,
+    ) -> Result<()> {
+        let clock = ProcessingTime::default();
+        let context = self.context(&clock, table);
+        let operator = two_input_operator(node, &context)?;
+        let restored = self.restored_state(id);
+        let chain = self.chain(stage, subtask, &clock, table)?;
+        let chain = self.operator_chain(stage, chain);
+        let output = self.exchange(graph, stage, inboxes)?;
+        let task = TwoInputTask::new(operator, id, restored)?;
+        let name = task.name();
+        self.tasks.push((
+            name,
+            tokio::spawn(task.run(
+                inputs,
+                chain,
+                output,
+                self.late.clone(),
+                self.checkpoints.clone(),
+                stage.processing_time.then_some(clock),
+                self.metrics.state_gauge(),
+            )),
+        ));
+        Ok(())
+    }
+
+    fn context<'t>(&self, clock: &ProcessingTime, table: &'t [RecordBatch]) -> OperatorContext<'t>
+    where
+        Self: 't,
+    {
+        OperatorContext {
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            clock: clock.clone(),
+            table,
+        }
+    }
+
+    /// Subtask `subtask`'s instances of the stage's chained operators, restored.
+    fn chain(
+        &self,
+        stage: &Stage<'_>,
+        subtask: usize,
+        clock: &ProcessingTime,
+        table: &[RecordBatch],
+    ) -> Result<Vec<Chained>> {
+        let context = self.context(clock, table);
+        stage
+            .chain
+            .iter()
+            .map(|chained| {
+                let mut operator = one_input_operator(chained.node, &context)?;
+                let id = chained.first_id.map(|first| first + subtask);
+                if let Some(state) = id.and_then(|id| self.restored_state(id)) {
+                    match operator.state() {
+                        OperatorState::Checkpointed(target) => target.restore(state)?,
+                        _ => {
+                            return Err(RuntimeError::Checkpoint(format!(
+                                "the checkpoint holds state for {}, which keeps none: it belongs to another job",
+                                operator.name()
+                            )))
+                        }
+                    }
+                }
+                Ok(Chained { operator, id })
+            })
+            .collect()
+    }
+
+    fn operator_chain(&self, stage: &Stage<'_>, chain: Vec<Chained>) -> OperatorChain {
+        let checkpoints = stage
+            .checkpointed
+            .then(|| self.checkpoints.clone())
+            .flatten();
+        OperatorChain::new(chain, self.late.clone()).with_checkpoints(checkpoints)
+    }
+
+    /// The state operator `id` had in the checkpoint the job resumes from.
+    fn restored_state(&self, id: OperatorId) -> Option<RecordBatch> {
+        self.restored
+            .as_ref()
+            .and_then(|r| r.operators.get(&id))
+            .cloned()
+    }
+
+    /// Where one subtask of `stage` sends its output: a channel to each subtask of the
+    /// stage its edge leads to (one, unless the edge hashes rows over several).
+    fn exchange(
+        &mut self,
+        graph: &JobGraph<'_>,
+        stage: &Stage<'_>,
+        inboxes: &mut Inboxes,
+    ) -> Result<Exchange> {
+        let edge = graph.output_of(stage.id).ok_or_else(|| {
+            RuntimeError::Build(format!("stage {} sends its rows nowhere", stage.id))
+        })?;
+        let targets = &mut inboxes[edge.to];
+        let mut senders = Vec::with_capacity(targets.len());
+        for target in targets.iter_mut() {
+            let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+            senders.push(sender);
+            target[edge.input].push(receiver);
+            if !matches!(edge.kind, EdgeKind::Hash { .. }) {
+                break; // one subtask gets everything
+            }
+        }
+        Ok(match &edge.kind {
+            EdgeKind::Hash { keys, schema } if senders.len() > 1 => {
+                let keys = crate::expr::compile(keys, schema)?;
+                let name = graph.stages[edge.to].operator_name();
+                Exchange::hash(senders, keys, name)
+            }
+            _ => Exchange::forward(senders.remove(0)),
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! The loops of a job's tasks (besides the source readers, see [`crate::source`]): a
+//! chain of one-input operators, a two-input operator with its chain, and the sink.
+//!
+//! Each loop reads its input channels as one stream ([`LaneInput`], [`MergedInputs`]),
+//! runs the operators, and sends what they emit on through an [`Exchange`]. A send that
+//! fails means the downstream task stopped: the loop ends quietly and that task reports
+//! why.
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use tokio::sync::mpsc;
+
+use crate::chain::OperatorChain;
+use crate::checkpoint::{CheckpointCommit, CheckpointCoordinator};
+use crate::error::{Result, RuntimeError};
+use crate::exchange::{Exchange, MergedInputs};
+use crate::graph::OperatorId;
+use crate::message::{Message, Watermark, WATERMARK_END};
+use crate::metrics::{JobMetrics, StateGauge};
+use crate::operator::{Collector, InputWatermarks, OperatorState, Side, TwoInputOperator};
+use crate::processing_time::ProcessingTime;
+use crate::side_output::LateRows;
+use crate::sink::Sink;
+
+/// Where one subtask reads its input: the channels of the upstream subtasks that feed
+/// it. Several are merged (watermarks as their minimum, barriers aligned; see
+/// [`MergedInputs`]).
+pub(crate) enum LaneInput {
+    Channel(mpsc::Receiver<Message>),
+    Merged(Box<MergedInputs>),
+}
+
+impl LaneInput {
+    pub fn new(mut channels: Vec<mpsc::Receiver<Message>>) -> Self {
+        if channels.len() == 1 {
+            LaneInput::Channel(channels.remove(0))
+        } else {
+            LaneInput::Merged(Box::new(MergedInputs::new(vec![channels])))
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<Message> {
+        match self {
+            LaneInput::Channel(receiver) => receiver.recv().await,
+            LaneInput::Merged(merged) => merged.next().await.map(|(_, message)| message),
+        }
+    }
+}
+
+/// Sends `out`'s messages on; false once downstream stopped.
+async fn send_all(output: &mut Exchange, out: &mut Vec<Message>) -> Result<bool> {
+    for message in out.drain(..) {
+        if !output.send(message).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Runs one subtask's chained operators over its input until the end. On processing
+/// time (`clock` given), `PROCTIME()` reads the watermark sent before each batch.
+pub(crate) async fn run_chain(
+    mut input: LaneInput,
+    mut chain: OperatorChain,
+    mut output: Exchange,
+    clock: Option<ProcessingTime>,
+    mut gauge: StateGauge,
+) -> Result<()> {
+    let mut out = Vec::new();
+    while let Some(message) = input.next().await {
+        let last = matches!(message, Message::End);
+        if let (Some(clock), Message::Watermark(w)) = (&clock, &message) {
+            clock.set(*w);
+        }
+        chain.process(message, &mut out)?;
+        gauge.update(|| chain.state_size());
+        if !send_all(&mut output, &mut out).await? || last {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One subtask of a two-input operator: the operator, the watermarks of its inputs
+/// (kept here, not by the operator), and the chain after it.
+pub(crate) struct TwoInputTask {
+    operator: Box<dyn TwoInputOperator>,
+    id: OperatorId,
+    watermarks: InputWatermarks,
+    /// The last watermark forwarded.
+    emitted: Option<Watermark>,
+}
+
+/// Checkpoint metadata keys of the watermarks a two-input task keeps.
+const LEFT_WATERMARK: &str = "left_watermark";
+const RIGHT_WATERMARK: &str = "right_watermark";
+const EMITTED_WATERMARK: &str = "emitted";
+
+impl TwoInputTask {
+    /// The task of `operator` (id `id`), restored from `restored` when the job resumes.
+    pub fn new(
+        mut operator: Box<dyn TwoInputOperator>,
+        id: OperatorId,
+        restored: Option<RecordBatch>,
+    ) -> Result<Self> {
+        let (mut watermarks, mut emitted) = (InputWatermarks::default(), None);
+        if let Some(state) = restored {
+            watermarks = InputWatermarks {
+                left: crate::checkpoint::tagged(&state, LEFT_WATERMARK),
+                right: crate::checkpoint::tagged(&state, RIGHT_WATERMARK),
+            };
+            emitted = crate::checkpoint::tagged(&state, EMITTED_WATERMARK);
+            if state.num_columns() > 0 {
+                let name = operator.name().to_string();
+                match operator.state() {
+                    OperatorState::Checkpointed(target) => target.restore(state)?,
+                    _ => {
+                        return Err(RuntimeError::Checkpoint(format!(
+                            "the checkpoint holds state for {name}, which keeps none: it belongs to another job"
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            operator,
+            id,
+            watermarks,
+            emitted,
+        })
+    }
+
+    pub fn name(&self) -> String {
+        self.operator.name().to_string()
+    }
+
+    /// The operator's state and the input watermarks, as one checkpoint batch.
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let state = match self.operator.state() {
+            OperatorState::Checkpointed(state) => state.snapshot()?,
+            _ => None,
+        };
+        let state = state.unwrap_or_else(|| {
+            RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))
+        });
+        let state = crate::checkpoint::tag(state, LEFT_WATERMARK, self.watermarks.left)?;
+        let state = crate::checkpoint::tag(state, RIGHT_WATERMARK, self.watermarks.right)?;
+        Ok(Some(crate::checkpoint::tag(
+            state,
+            EMITTED_WATERMARK,
+            self.emitted,
+        )?))
+    }
+
+    /// Handles a watermark of `side`; returns the one to forward, if it advances.
+    fn watermark(
+        &mut self,
+        side: Side,
+        watermark: Watermark,
+        out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
+        if !self.watermarks.advance(side, watermark) {
+            return Ok(None);
+        }
+        let forward = self
+            .operator
+            .process_watermark(side, &self.watermarks, out)?
+            .filter(|w| self.emitted.is_none_or(|e| *w > e));
+        if forward.is_some() {
+            self.emitted = forward;
+        }
+        Ok(forward)
+    }
+
+    /// Runs over both inputs (group 0 of `inputs` the left, 1 the right) until both
+    /// ended; what the operator emits goes through `chain` to `output`, its late rows to
+    /// `late`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run(
+        mut self,
+        mut inputs: MergedInputs,
+        mut chain: OperatorChain,
+        mut output: Exchange,
+        late: LateRows,
+        checkpoints: Option<Arc<CheckpointCoordinator>>,
+        clock: Option<ProcessingTime>,
+        mut gauge: StateGauge,
+    ) -> Result<()> {
+        let mut ended = 0;
+        let mut collector = Collector::new(late);
+        let mut messages = Vec::new();
+        let mut out = Vec::new();
+        let side = |group: usize| if group == 0 { Side::Left } else { Side::Right };
+        while let Some((group, message)) = inputs.next().await {
+            match message {
+                Message::Barrier(id) => {
+                    if let (Some(coordinator), Some(state)) = (&checkpoints, self.snapshot()?) {
+                        coordinator.add_operator(id, self.id, state);
+                    }
+                    messages.push(Message::Barrier(id));
+                }
+                Message::Batch(batch) if batch.num_rows() > 0 => {
+                    let side = side(group);
+                    self.operator
+                        .process_batch(side, batch, &self.watermarks, &mut collector)?;
+                    messages.extend(collector.take().map(Message::Batch));
+                }
+                Message::Batch(_) => {}
+                Message::Watermark(w) => {
+                    let forward = self.watermark(side(group), w, &mut collector)?;
+                    messages.extend(collector.take().map(Message::Batch));
+                    messages.extend(forward.map(Message::Watermark));
+                }
+                // A join waits for both sides' watermarks, idle or not.
+                Message::Idle => {}
+                Message::End => {
+                    ended += 1;
+                    if ended == 2 {
+                        self.operator.finish(&mut collector)?;
+                        messages.extend(collector.take().map(Message::Batch));
+                        messages.push(Message::End);
+                    }
+                }
+            }
+            for message in messages.drain(..) {
+                if let (Some(clock), Message::Watermark(w)) = (&clock, &message) {
+                    clock.set(*w);
+                }
+                chain.process(message, &mut out)?;
+            }
+            gauge.update(|| self.operator.state().size() + chain.state_size());
+            if !send_all(&mut output, &mut out).await? || ended == 2 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sink's task: writes rows, late rows and watermarks to the job's sinks and, when a
+/// barrier arrives, completes the checkpoint (see [`CheckpointCommit`]).
+pub(crate) struct SinkTask {
+    pub input: LaneInput,
+    pub sink: Box<dyn Sink>,
+    /// Where late rows go, when the job routes them to a table.
+    pub late_sink: Option<Box<dyn Sink>>,
+    pub late: LateRows,
+    pub metrics: Arc<JobMetrics>,
+    /// Set when the job checkpoints.
+    pub commit: Option<CheckpointCommit>,
+}
+
+impl SinkTask {
+    pub async fn run(mut self) -> Result<()> {
+        while let Some(message) = self.input.next().await {
+            // Late rows dropped before this message (a barrier's epoch included) first.
+            self.write_late_rows().await?;
+            match message {
+                Message::Batch(batch) => {
+                    JobMetrics::add(&self.metrics.rows_out, batch.num_rows());
+                    self.sink.write_batch(batch).await?;
+                }
+                // The final watermark of a finished source is not a time.
+                Message::Watermark(WATERMARK_END) => {}
+                Message::Watermark(w) => {
+                    self.metrics
+                        .watermark
+                        .store(w, std::sync::atomic::Ordering::Relaxed);
+                    self.sink.on_watermark(w).await?;
+                }
+                Message::Idle => {}
+                Message::Barrier(id) => {
+                    if let Some(commit) = &self.commit {
+                        commit
+                            .complete(id, &mut self.sink, self.late_sink.as_mut())
+                            .await?;
+                    }
+                }
+                Message::End => {
+                    self.sink.finish().await?;
+                    if let Some(late_sink) = &mut self.late_sink {
+                        late_sink.finish().await?;
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_late_rows(&mut self) -> Result<()> {
+        let Some(late_sink) = &mut self.late_sink else {
+            return Ok(());
+        };
+        for batch in self.late.drain() {
+            JobMetrics::add(&self.metrics.late_rows_routed, batch.num_rows());
+            late_sink.write_batch(batch).await?;
+        }
+        Ok(())
+    }
+}
