@@ -178,13 +178,13 @@ fn explain_prints_operators_keys_watermarks_and_state_bounds() {
     }
     // The slide divides the size: the HOP is aggregated per pane of 5 s.
     assert!(stdout.contains("into panes of 5s"), "{stdout}");
-    // The parallel layout: 3 generator readers, the aggregate's subtasks fed by key
-    // (the window is no part of it per pane), one sink merging them.
+    // The job graph: 3 generator readers, the aggregate's subtasks fed by key (the window
+    // is no part of it per pane), one sink merging them.
     for expected in [
-        "Parallelism 3:",
-        "Source clicks: 3 readers",
-        "WindowAggregate: 3 subtasks, rows hashed by [clicks.user_id]",
-        "Sink: 1 task, merging 3 subtasks",
+        "Job graph, parallelism 3:",
+        "stage 0: Source clicks → WindowAssign → Projection, 3 readers",
+        "stage 1: WindowAggregate → Projection, 3 subtasks ← stage 0, rows hashed by [clicks.user_id]",
+        "stage 2: Sink, 1 task ← stage 1, merging 3 subtasks",
     ] {
         assert!(stdout.contains(expected), "'{expected}' in:\n{stdout}");
     }

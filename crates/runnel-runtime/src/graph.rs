@@ -373,68 +373,66 @@ fn edge_kind(distribution: InputDistribution) -> EdgeKind {
     }
 }
 
-/// `EXPLAIN`'s view: one line per stage, with the edges that feed it.
+/// `EXPLAIN`'s view: one line per stage — its operators, its subtasks, and the edges
+/// that feed it — e.g. `stage 1: WindowAggregate → Projection, 3 subtasks ← stage 0,
+/// rows hashed by [clicks.user_id]`.
 impl fmt::Display for JobGraph<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = |n: usize, one: &str, many: &str| {
+            if n == 1 {
+                format!("1 {one}")
+            } else {
+                format!("{n} {many}")
+            }
+        };
         writeln!(f, "Job graph, parallelism {}:", self.parallelism)?;
         for stage in &self.stages {
-            let count = |n: usize, one: &str, many: &str| {
-                if n == 1 {
-                    format!("1 {one}")
-                } else {
-                    format!("{n} {many}")
+            let mut operators: Vec<String> = Vec::new();
+            let subtasks = match &stage.head {
+                StageHead::Source { node, .. } => {
+                    operators.push(format!("Source {}", node.table.name));
+                    count(stage.parallelism, "reader", "readers")
+                }
+                StageHead::TwoInput { node, .. } => {
+                    operators.push(node.name().to_string());
+                    count(stage.parallelism, "subtask", "subtasks")
+                }
+                StageHead::Exchange => count(stage.parallelism, "subtask", "subtasks"),
+                StageHead::Sink => {
+                    operators.push("Sink".to_string());
+                    "1 task".to_string()
                 }
             };
-            let head = match &stage.head {
-                StageHead::Source { node, .. } => format!(
-                    "Source {}, {}",
-                    node.table.name,
-                    count(stage.parallelism, "reader", "readers")
-                ),
-                StageHead::Exchange => count(stage.parallelism, "subtask", "subtasks"),
-                StageHead::TwoInput { node, .. } => format!(
-                    "{}, {}",
-                    node.name(),
-                    count(stage.parallelism, "subtask", "subtasks")
-                ),
-                StageHead::Sink => "Sink, 1 task".to_string(),
-            };
-            let chain: Vec<&str> = stage.chain.iter().map(|c| c.node.name()).collect();
-            let chain = match (&stage.head, chain.is_empty()) {
-                (_, true) => String::new(),
-                (StageHead::Exchange, false) => format!(": {}", chain.join(" → ")),
-                (_, false) => format!(" → {}", chain.join(" → ")),
-            };
-            write!(f, "  stage {}: {head}{chain}", stage.id)?;
-            if !stage.checkpointed {
+            operators.extend(stage.chain.iter().map(|c| c.node.name().to_string()));
+            write!(
+                f,
+                "  stage {}: {}, {subtasks}",
+                stage.id,
+                operators.join(" → ")
+            )?;
+            if !stage.checkpointed && !matches!(stage.head, StageHead::Sink) {
                 write!(f, " (read whole before the stream starts)")?;
             }
             let inputs: Vec<String> = self
                 .inputs_of(stage.id)
                 .map(|edge| {
-                    let from = &self.stages[edge.from];
                     let side = match (&stage.head, edge.input) {
                         (StageHead::TwoInput { .. }, 0) => " (left)",
                         (StageHead::TwoInput { .. }, _) => " (right)",
                         _ => "",
                     };
                     let how = match &edge.kind {
-                        EdgeKind::Hash { keys, .. } => format!(
-                            "rows hashed by [{}]",
-                            keys.iter()
-                                .map(|k| k.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                        EdgeKind::Single if stage.chain.is_empty() && from.parallelism == 1 => {
-                            "forwarded".to_string()
+                        EdgeKind::Hash { keys, .. } => {
+                            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                            format!("rows hashed by [{}]", keys.join(", "))
                         }
                         EdgeKind::Single => {
-                            format!("merging {}", count(from.parallelism, "subtask", "subtasks"))
+                            let from = self.stages[edge.from].parallelism;
+                            format!("merging {}", count(from, "subtask", "subtasks"))
                         }
-                        EdgeKind::Broadcast => "broadcast: the whole table to every subtask".into(),
+                        EdgeKind::Broadcast => "the whole table to every subtask".to_string(),
                     };
-                    format!("stage {}{side} {how}", edge.from)
+                    format!("stage {}{side}, {how}", edge.from)
                 })
                 .collect();
             if !inputs.is_empty() {
@@ -443,5 +441,294 @@ impl fmt::Display for JobGraph<'_> {
             writeln!(f)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The layout each node kind yields at parallelism 1 and 4. Tables: `kafka_t` and
+    //! `kafka_u` can be read by as many readers as there are subtasks (`kafka`), `file_t`
+    //! and `rates` by one.
+
+    use super::*;
+    use runnel_sql::{parse_script, Catalog, Statement, StreamPlanner};
+
+    const TABLES: &str = "
+        CREATE TABLE kafka_t (k BIGINT, v BIGINT, ts TIMESTAMP(3), proc AS PROCTIME(),
+            WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ('connector' = 'kafka');
+        CREATE TABLE kafka_u (k BIGINT, w BIGINT, ts TIMESTAMP(3),
+            WATERMARK FOR ts AS ts) WITH ('connector' = 'kafka');
+        CREATE TABLE file_t (k BIGINT, v BIGINT, ts TIMESTAMP(3),
+            WATERMARK FOR ts AS ts) WITH ('connector' = 'filesystem');
+        CREATE TABLE rates (k BIGINT, rate DOUBLE) WITH ('connector' = 'filesystem');";
+
+    /// The graph of `query` at `parallelism`, as `EXPLAIN` prints it (without its header).
+    fn layout(query: &str, parallelism: usize) -> Vec<String> {
+        let planner = StreamPlanner::new();
+        let mut catalog = Catalog::default();
+        let mut plan = None;
+        for statement in parse_script(&format!("{TABLES} {query}")).unwrap() {
+            match statement {
+                Statement::CreateTable(table) => catalog
+                    .add_table(planner.create_table(&catalog, *table).unwrap())
+                    .unwrap(),
+                Statement::Query(query) => {
+                    plan = Some(planner.plan_query(&catalog, *query, None).unwrap())
+                }
+                other => panic!("unexpected statement {other:?}"),
+            }
+        }
+        let plan = plan.expect("a query");
+        let readers = |table: &TableDef| match table.connector() {
+            Some("kafka") => usize::MAX,
+            _ => 1,
+        };
+        let graph = JobGraph::build(&plan, parallelism, &readers).unwrap();
+        graph
+            .to_string()
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn stateless_operators_are_chained_onto_their_source() {
+        let query = "SELECT k, v + 1 AS w FROM kafka_t WHERE v > 0;";
+        assert_eq!(
+            layout(query, 1),
+            [
+                "stage 0: Source kafka_t → Filter → Projection, 1 reader",
+                "stage 1: Sink, 1 task ← stage 0, merging 1 subtask",
+            ]
+        );
+        assert_eq!(
+            layout(query, 4),
+            [
+                "stage 0: Source kafka_t → Filter → Projection, 4 readers",
+                "stage 1: Sink, 1 task ← stage 0, merging 4 subtasks",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_window_aggregate_is_hashed_by_its_keys_and_window_start() {
+        let query = "SELECT k, window_start, COUNT(*) AS n
+            FROM TABLE(TUMBLE(TABLE kafka_t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+            GROUP BY k, window_start, window_end;";
+        // One subtask at parallelism 1: the aggregate is chained, nothing is hashed.
+        assert_eq!(
+            layout(query, 1),
+            [
+                "stage 0: Source kafka_t → WindowAssign → Projection → WindowAggregate → Projection, 1 reader",
+                "stage 1: Sink, 1 task ← stage 0, merging 1 subtask",
+            ]
+        );
+        assert_eq!(
+            layout(query, 4),
+            [
+                "stage 0: Source kafka_t → WindowAssign → Projection, 4 readers",
+                "stage 1: WindowAggregate → Projection, 4 subtasks ← stage 0, rows hashed by [kafka_t.k, window_start]",
+                "stage 2: Sink, 1 task ← stage 1, merging 4 subtasks",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_read_by_one_reader_is_hashed_at_parallelism_4() {
+        let query = "SELECT k, COUNT(*) AS n FROM file_t GROUP BY k;";
+        assert_eq!(
+            layout(query, 1),
+            [
+                "stage 0: Source file_t → UpdatingAggregate → Projection, 1 reader",
+                "stage 1: Sink, 1 task ← stage 0, merging 1 subtask",
+            ]
+        );
+        assert_eq!(
+            layout(query, 4),
+            [
+                "stage 0: Source file_t, 1 reader",
+                "stage 1: UpdatingAggregate → Projection, 4 subtasks ← stage 0, rows hashed by [file_t.k]",
+                "stage 2: Sink, 1 task ← stage 1, merging 4 subtasks",
+            ]
+        );
+    }
+
+    #[test]
+    fn sessions_and_over_windows_are_hashed_by_their_partition_keys() {
+        let session = "SELECT k, window_start, COUNT(*) AS n
+            FROM TABLE(SESSION(TABLE kafka_t PARTITION BY k, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+            GROUP BY k, window_start, window_end;";
+        assert_eq!(
+            layout(session, 4),
+            [
+                "stage 0: Source kafka_t, 4 readers",
+                "stage 1: WindowAssign → Projection, 4 subtasks ← stage 0, rows hashed by [kafka_t.k]",
+                "stage 2: WindowAggregate → Projection, 4 subtasks ← stage 1, rows hashed by [kafka_t.k, window_start]",
+                "stage 3: Sink, 1 task ← stage 2, merging 4 subtasks",
+            ]
+        );
+        let over = "SELECT k, SUM(v) OVER (PARTITION BY k ORDER BY ts
+            RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) AS s FROM kafka_t;";
+        assert_eq!(
+            layout(over, 1),
+            [
+                "stage 0: Source kafka_t → OverWindow → Projection, 1 reader",
+                "stage 1: Sink, 1 task ← stage 0, merging 1 subtask",
+            ]
+        );
+        assert_eq!(
+            layout(over, 4),
+            [
+                "stage 0: Source kafka_t, 4 readers",
+                "stage 1: OverWindow → Projection, 4 subtasks ← stage 0, rows hashed by [kafka_t.k]",
+                "stage 2: Sink, 1 task ← stage 1, merging 4 subtasks",
+            ]
+        );
+    }
+
+    #[test]
+    fn state_without_a_key_goes_to_one_subtask() {
+        let top = "SELECT k, v, rn FROM (SELECT *, ROW_NUMBER() OVER (ORDER BY v DESC) AS rn
+            FROM kafka_t) WHERE rn <= 3;";
+        assert_eq!(
+            layout(top, 4),
+            [
+                "stage 0: Source kafka_t, 4 readers",
+                "stage 1: TopN → Projection, 1 subtask ← stage 0, merging 4 subtasks",
+                "stage 2: Sink, 1 task ← stage 1, merging 1 subtask",
+            ]
+        );
+        let keyed = "SELECT k, v, rn FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k
+            ORDER BY v DESC) AS rn FROM kafka_t) WHERE rn <= 3;";
+        assert_eq!(
+            layout(keyed, 4)[1],
+            "stage 1: TopN → Projection, 4 subtasks ← stage 0, rows hashed by [kafka_t.k]"
+        );
+    }
+
+    #[test]
+    fn a_union_chains_onto_each_input_and_the_next_stage_reads_them_all() {
+        let query = "SELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE (
+                SELECT k, ts FROM kafka_t UNION ALL SELECT k, ts FROM file_t
+            ), DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end;";
+        assert_eq!(
+            layout(query, 1),
+            [
+                "stage 0: Source kafka_t → Union → WindowAssign → Projection, 1 reader",
+                "stage 1: Source file_t → Union → WindowAssign → Projection, 1 reader",
+                "stage 2: WindowAggregate → Projection, 1 subtask ← stage 0, rows hashed by [window_start]; stage 1, rows hashed by [window_start]",
+                "stage 3: Sink, 1 task ← stage 2, merging 1 subtask",
+            ]
+        );
+        assert_eq!(
+            layout(query, 4),
+            [
+                "stage 0: Source kafka_t → Union → WindowAssign → Projection, 4 readers",
+                "stage 1: Source file_t → Union → WindowAssign → Projection, 1 reader",
+                "stage 2: WindowAggregate → Projection, 4 subtasks ← stage 0, rows hashed by [window_start]; stage 1, rows hashed by [window_start]",
+                "stage 3: Sink, 1 task ← stage 2, merging 4 subtasks",
+            ]
+        );
+    }
+
+    #[test]
+    fn joins_hash_each_side_by_its_keys() {
+        let interval = "SELECT t.k, u.w FROM kafka_t t JOIN kafka_u u ON t.k = u.k
+            AND t.ts BETWEEN u.ts - INTERVAL '1' MINUTE AND u.ts;";
+        assert_eq!(
+            layout(interval, 1),
+            [
+                "stage 0: Source kafka_t, 1 reader",
+                "stage 1: Source kafka_u, 1 reader",
+                "stage 2: IntervalJoin → Projection, 1 subtask ← stage 0 (left), rows hashed by [t.k]; stage 1 (right), rows hashed by [u.k]",
+                "stage 3: Sink, 1 task ← stage 2, merging 1 subtask",
+            ]
+        );
+        assert_eq!(
+            layout(interval, 4)[2],
+            "stage 2: IntervalJoin → Projection, 4 subtasks ← stage 0 (left), rows hashed by [t.k]; stage 1 (right), rows hashed by [u.k]"
+        );
+        let window = "SELECT l.k, l.window_start FROM
+            (SELECT * FROM TABLE(TUMBLE(TABLE kafka_t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))) l
+            JOIN (SELECT * FROM TABLE(TUMBLE(TABLE kafka_u, DESCRIPTOR(ts), INTERVAL '1' MINUTE))) r
+            ON l.k = r.k AND l.window_start = r.window_start AND l.window_end = r.window_end;";
+        let layout4 = layout(window, 4);
+        assert!(
+            layout4[2].starts_with("stage 2: WindowJoin → Projection, 4 subtasks ← stage 0 (left), rows hashed by [l.k, l.window_start, l.window_end, l.window_end]"),
+            "{layout4:?}"
+        );
+    }
+
+    #[test]
+    fn a_lookup_table_is_read_whole_and_broadcast_outside_checkpoints() {
+        let query = "SELECT t.k, r.rate FROM kafka_t AS t
+            JOIN rates FOR SYSTEM_TIME AS OF t.proc AS r ON t.k = r.k;";
+        assert_eq!(
+            layout(query, 4),
+            [
+                "stage 0: Source rates, 1 reader (read whole before the stream starts)",
+                "stage 1: Source kafka_t → LookupJoin → Projection, 4 readers ← stage 0, the whole table to every subtask",
+                "stage 2: Sink, 1 task ← stage 1, merging 4 subtasks",
+            ]
+        );
+    }
+
+    #[test]
+    fn operator_ids_follow_build_order_one_per_subtask() {
+        let planner = StreamPlanner::new();
+        let mut catalog = Catalog::default();
+        let mut plan = None;
+        let sql = format!(
+            "{TABLES} SELECT t.k, r.rate FROM (SELECT * FROM kafka_t WHERE v > 0) AS t
+             JOIN rates FOR SYSTEM_TIME AS OF t.proc AS r ON t.k = r.k;"
+        );
+        for statement in parse_script(&sql).unwrap() {
+            match statement {
+                Statement::CreateTable(table) => catalog
+                    .add_table(planner.create_table(&catalog, *table).unwrap())
+                    .unwrap(),
+                Statement::Query(query) => {
+                    plan = Some(planner.plan_query(&catalog, *query, None).unwrap())
+                }
+                _ => unreachable!(),
+            }
+        }
+        let plan = plan.unwrap();
+        let graph = JobGraph::build(&plan, 2, &|_| usize::MAX).unwrap();
+        // The table's stage: not checkpointed, so its reader has no checkpoint index.
+        assert!(matches!(
+            graph.stages[0].head,
+            StageHead::Source {
+                first_source: None,
+                ..
+            }
+        ));
+        assert!(!graph.stages[0].checkpointed);
+        // The stream's two readers are sources 0 and 1; its chain's ids come after the
+        // table side's (none here), two per operator (one per subtask).
+        let stream = &graph.stages[1];
+        assert!(matches!(
+            stream.head,
+            StageHead::Source {
+                first_source: Some(0),
+                ..
+            }
+        ));
+        let ids: Vec<(&str, Option<usize>)> = stream
+            .chain
+            .iter()
+            .map(|c| (c.node.name(), c.first_id))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("Filter", Some(0)),
+                ("Projection", Some(2)),
+                ("LookupJoin", Some(4)),
+                ("Projection", Some(6)),
+            ]
+        );
+        assert_eq!(graph.checkpointed_sources(), 2);
     }
 }
