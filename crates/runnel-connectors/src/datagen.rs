@@ -447,6 +447,41 @@ impl Source for DatagenSource {
     }
 }
 
+/// `'connector' = 'datagen'`: random or sequential rows at a steady rate.
+pub struct DatagenConnector;
+
+#[async_trait]
+impl crate::Connector for DatagenConnector {
+    fn name(&self) -> &'static str {
+        "datagen"
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<()> {
+        options(table).map(drop)
+    }
+
+    fn is_bounded(&self, table: &TableDef) -> bool {
+        is_bounded(table)
+    }
+
+    /// Blocks of rows are shared out over readers.
+    fn max_splits(&self, _table: &TableDef) -> usize {
+        usize::MAX
+    }
+
+    async fn open_source(
+        &self,
+        table: &TableDef,
+        context: crate::SourceContext<'_>,
+    ) -> Result<Box<dyn runnel_runtime::Source>> {
+        Ok(Box::new(DatagenSource::open(
+            table,
+            context.split,
+            context.start,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

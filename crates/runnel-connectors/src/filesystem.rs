@@ -264,3 +264,51 @@ pub(crate) async fn write_lines(
     }
     Ok(())
 }
+
+/// `'connector' = 'filesystem'`: a bounded source of files and a sink (partitioned by
+/// the table's `PARTITIONED BY` columns when it declares some).
+pub struct FilesystemConnector;
+
+#[async_trait]
+impl crate::Connector for FilesystemConnector {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<()> {
+        options(table).map(drop)
+    }
+
+    fn is_bounded(&self, _table: &TableDef) -> bool {
+        true
+    }
+
+    async fn open_source(
+        &self,
+        table: &TableDef,
+        context: crate::SourceContext<'_>,
+    ) -> Result<Box<dyn runnel_runtime::Source>> {
+        crate::format::check_readable(table)?;
+        Ok(Box::new(FileSource::open(
+            table,
+            context.metrics,
+            context.start,
+        )?))
+    }
+
+    async fn open_sink(
+        &self,
+        table: &TableDef,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        _config: &runnel_runtime::JobConfig,
+    ) -> Result<Box<dyn Sink>> {
+        crate::format::check_writable(table, &schema)?;
+        if table.partition_keys.is_empty() {
+            Ok(Box::new(FileSink::open(table).await?))
+        } else {
+            Ok(Box::new(
+                crate::partitioned_files::PartitionedFileSink::open(table).await?,
+            ))
+        }
+    }
+}

@@ -192,6 +192,31 @@ impl Source for MemorySource {
     }
 }
 
+/// `'connector' = 'memory'`: batches an embedding service pushes into the engine.
+pub struct MemoryConnector {
+    pub tables: MemoryTables,
+}
+
+#[async_trait]
+impl crate::Connector for MemoryConnector {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<()> {
+        crate::options::TableOptions::validate(&table.name, "memory", &table.options, &[], &[])
+            .map(drop)
+    }
+
+    async fn open_source(
+        &self,
+        table: &TableDef,
+        _context: crate::SourceContext<'_>,
+    ) -> Result<Box<dyn Source>> {
+        Ok(Box::new(MemorySource::open(&self.tables, table)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

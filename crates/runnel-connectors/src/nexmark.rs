@@ -536,6 +536,46 @@ impl Source for NexmarkSource {
     }
 }
 
+/// `'connector' = 'nexmark'`: the Nexmark benchmark's event generator.
+pub struct NexmarkConnector;
+
+#[async_trait]
+impl crate::Connector for NexmarkConnector {
+    fn name(&self) -> &'static str {
+        "nexmark"
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<()> {
+        options(table).map(drop)
+    }
+
+    /// Bounded with `'events.num'`.
+    fn is_bounded(&self, table: &TableDef) -> bool {
+        table
+            .options
+            .get("events.num")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    }
+
+    /// Blocks of events are shared out over readers.
+    fn max_splits(&self, _table: &TableDef) -> usize {
+        usize::MAX
+    }
+
+    async fn open_source(
+        &self,
+        table: &TableDef,
+        context: crate::SourceContext<'_>,
+    ) -> Result<Box<dyn runnel_runtime::Source>> {
+        Ok(Box::new(NexmarkSource::open(
+            table,
+            context.split,
+            context.start,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

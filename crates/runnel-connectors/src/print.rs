@@ -111,3 +111,49 @@ impl Sink for BlackholeSink {
         Ok(())
     }
 }
+
+/// `'connector' = 'print'`.
+pub struct PrintConnector;
+
+#[async_trait]
+impl crate::Connector for PrintConnector {
+    fn name(&self) -> &'static str {
+        "print"
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<()> {
+        print_options(table).map(drop)
+    }
+
+    async fn open_sink(
+        &self,
+        table: &TableDef,
+        _schema: datafusion::arrow::datatypes::SchemaRef,
+        _config: &runnel_runtime::JobConfig,
+    ) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(PrintSink::new(table)?))
+    }
+}
+
+/// `'connector' = 'blackhole'`.
+pub struct BlackholeConnector;
+
+#[async_trait]
+impl crate::Connector for BlackholeConnector {
+    fn name(&self) -> &'static str {
+        "blackhole"
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<()> {
+        TableOptions::validate(&table.name, "blackhole", &table.options, &[], &[]).map(drop)
+    }
+
+    async fn open_sink(
+        &self,
+        _table: &TableDef,
+        _schema: datafusion::arrow::datatypes::SchemaRef,
+        _config: &runnel_runtime::JobConfig,
+    ) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(BlackholeSink))
+    }
+}

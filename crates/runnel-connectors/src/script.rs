@@ -247,6 +247,36 @@ impl Source for ScriptSource {
     }
 }
 
+/// `'connector' = 'script'`: replays rows, watermarks and clock readings for tests.
+pub struct ScriptConnector;
+
+#[async_trait]
+impl crate::Connector for ScriptConnector {
+    fn name(&self) -> &'static str {
+        "script"
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<()> {
+        options(table).map(drop)
+    }
+
+    fn is_bounded(&self, _table: &TableDef) -> bool {
+        true
+    }
+
+    async fn open_source(
+        &self,
+        table: &TableDef,
+        context: crate::SourceContext<'_>,
+    ) -> Result<Box<dyn runnel_runtime::Source>> {
+        Ok(Box::new(ScriptSource::open(
+            table,
+            context.metrics,
+            context.start,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

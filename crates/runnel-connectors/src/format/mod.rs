@@ -45,6 +45,29 @@ pub const FORMAT_OPTIONS: &[&str] = &[
     "csv.field-delimiter",
 ];
 
+/// Fails unless the table's format can be read (`debezium-json` is written only, so far).
+pub(crate) fn check_readable(table: &runnel_sql::TableDef) -> Result<()> {
+    if table.options.get("format").map(String::as_str) == Some("debezium-json") {
+        return Err(ConnectorError::Other(
+            "reading 'format' = 'debezium-json' is not supported yet (it is written only)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails when `schema` is an updating stream that the table's format cannot express.
+pub(crate) fn check_writable(table: &runnel_sql::TableDef, schema: &SchemaRef) -> Result<()> {
+    let format = table.options.get("format").map_or("json", String::as_str);
+    if runnel_sql::changelog::is_changelog(schema) && !CHANGELOG_FORMATS.contains(&format) {
+        return Err(ConnectorError::Other(format!(
+            "the query produces an updating stream (an aggregate or Top-N without a \
+             window revises rows it wrote), which 'format' = '{format}' cannot express: \
+             use 'format' = 'debezium-json', or window the aggregate"
+        )));
+    }
+    Ok(())
+}
+
 /// Decoded rows and how many records were skipped as undecodable.
 #[derive(Debug)]
 pub struct Decoded {

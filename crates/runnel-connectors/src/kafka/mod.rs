@@ -29,6 +29,64 @@ pub const OPTIONS: &[&str] = &[
     "sink.transactional-id-prefix",
 ];
 
+/// `'connector' = 'kafka'`.
+pub struct KafkaConnector;
+
+#[async_trait::async_trait]
+impl crate::Connector for KafkaConnector {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<()> {
+        options(table).map(drop)
+    }
+
+    fn is_bounded(&self, table: &TableDef) -> bool {
+        table.options.contains_key("scan.bounded.mode")
+    }
+
+    /// Partitions are shared out over readers (readers beyond the partition count end
+    /// at once).
+    fn max_splits(&self, _table: &TableDef) -> usize {
+        usize::MAX
+    }
+
+    async fn open_source(
+        &self,
+        table: &TableDef,
+        context: crate::SourceContext<'_>,
+    ) -> Result<Box<dyn runnel_runtime::Source>> {
+        crate::format::check_readable(table)?;
+        let source = KafkaSource::open(
+            table,
+            context.metrics,
+            context.config,
+            context.split,
+            context.start,
+        )
+        .await?;
+        Ok(Box::new(source))
+    }
+
+    async fn open_sink(
+        &self,
+        table: &TableDef,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        config: &runnel_runtime::JobConfig,
+    ) -> Result<Box<dyn runnel_runtime::Sink>> {
+        crate::format::check_writable(table, &schema)?;
+        Ok(Box::new(KafkaSink::open(table, schema, config).await?))
+    }
+
+    async fn committed_checkpoint(
+        &self,
+        table: &TableDef,
+    ) -> Result<Option<runnel_runtime::CheckpointId>> {
+        committed_checkpoint(table).await
+    }
+}
+
 /// How long to wait for the broker's answers at start (metadata, offsets).
 pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -1,0 +1,79 @@
+//! [`Connector`]: one kind of external system a table can live in, selected by the
+//! table's `'connector'` option. Each module of this crate implements it once;
+//! [`crate::Connectors`] finds them by name.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use runnel_runtime::{CheckpointId, JobConfig, JobMetrics, Sink, Source, SourceSplit, SourceState};
+use runnel_sql::TableDef;
+
+use crate::error::{ConnectorError, Result};
+
+/// What a reader is opened with.
+pub struct SourceContext<'a> {
+    /// Where it counts records it skips as undecodable.
+    pub metrics: Arc<JobMetrics>,
+    /// Job-wide defaults for options the table leaves out (e.g. the idle timeout).
+    pub config: &'a JobConfig,
+    /// Which share of the table this reader takes (one of several parallel readers).
+    pub split: SourceSplit,
+    /// Where a restored job resumes, instead of the table's startup mode.
+    pub start: Option<&'a SourceState>,
+}
+
+/// A connector: checks a table's options and opens readers and writers of it. Only
+/// [`Connector::name`] and [`Connector::validate`] are required; a connector that only
+/// reads or only writes leaves the other side's method to say so.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The `'connector'` value that selects it, e.g. `kafka`.
+    fn name(&self) -> &'static str;
+
+    /// Checks a table's options when it is declared, so mistakes surface at `CREATE TABLE`.
+    fn validate(&self, table: &TableDef) -> Result<()>;
+
+    /// Whether reading the table ends (a file, a bounded topic): only such a table can be
+    /// read whole, as the table side of a lookup join.
+    fn is_bounded(&self, _table: &TableDef) -> bool {
+        false
+    }
+
+    /// How many parallel readers can share the table (partitions, blocks of generated
+    /// rows); 1 when one reader reads it all.
+    fn max_splits(&self, _table: &TableDef) -> usize {
+        1
+    }
+
+    /// Opens a reader of the table.
+    async fn open_source(
+        &self,
+        _table: &TableDef,
+        _context: SourceContext<'_>,
+    ) -> Result<Box<dyn Source>> {
+        Err(ConnectorError::Other(format!(
+            "connector '{}' can only be written to, not read",
+            self.name()
+        )))
+    }
+
+    /// Opens a writer into the table, which will receive batches of `schema`.
+    async fn open_sink(
+        &self,
+        _table: &TableDef,
+        _schema: SchemaRef,
+        _config: &JobConfig,
+    ) -> Result<Box<dyn Sink>> {
+        Err(ConnectorError::Other(format!(
+            "connector '{}' can only be read, not written to",
+            self.name()
+        )))
+    }
+
+    /// The checkpoint whose offsets were last committed for the table along with the
+    /// output (exactly-once), if the connector commits offsets.
+    async fn committed_checkpoint(&self, _table: &TableDef) -> Result<Option<CheckpointId>> {
+        Ok(None)
+    }
+}
