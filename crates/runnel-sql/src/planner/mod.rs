@@ -1,0 +1,349 @@
+//! The streaming planner: resolves `CREATE TABLE` / `CREATE VIEW` against the catalog and
+//! turns queries into [`StreamPlan`]s. By topic: `ddl.rs` (tables), `context.rs` (what
+//! DataFusion's planner sees of the catalog), `window_tvf.rs` (window table functions),
+//! `rewrite.rs` (logical plan → stream nodes), `joins.rs` and `over.rs`.
+//!
+//! A query goes SQL → DataFusion `LogicalPlan` (via `SqlToRel`, with window table functions
+//! planned into [`WindowTvf`] nodes) → DataFusion's analyzer and optimizer → the streaming
+//! rewrite, which maps each logical node to a streaming node or refuses the query with
+//! the reason. Nothing that matches no streaming pattern is run.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::Column;
+use datafusion::error::DataFusionError;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::planner::RelationPlanner;
+use datafusion::logical_expr::{
+    AggregateUDF, Expr, Extension, LogicalPlan, LogicalPlanBuilder, ScalarUDF,
+};
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::planner::SqlToRel;
+use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
+
+use crate::catalog::{Catalog, TableDef, ViewDef};
+use crate::error::{Result, SqlError};
+use crate::plan::StreamPlan;
+use crate::window::WindowTvf;
+
+mod context;
+mod ddl;
+mod joins;
+mod over;
+mod rewrite;
+mod window_tvf;
+
+pub use context::CatalogTableSource;
+use context::PlanningContext;
+use joins::bound_by_ttl;
+pub(crate) use rewrite::{scalar_interval_ms, to_stream};
+use window_tvf::WindowTvfPlanner;
+
+/// Plans statements against a [`Catalog`]. Holds DataFusion's function registry and
+/// optimizer; one per engine.
+#[derive(Debug, Clone)]
+pub struct StreamPlanner {
+    state: SessionState,
+    relation_planners: Vec<Arc<dyn RelationPlanner>>,
+}
+
+impl Default for StreamPlanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamPlanner {
+    pub fn new() -> Self {
+        // Identifiers resolve as written (Flink's rule), so camelCase columns declared in
+        // DDL are found by queries that spell them the same way.
+        let config = SessionConfig::new()
+            .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .build();
+        for function in crate::functions::flink_functions() {
+            // Registering replaces nothing DataFusion has (the names are Flink's own).
+            let _previous = state.register_udf(Arc::new(function));
+        }
+        Self {
+            state,
+            relation_planners: vec![Arc::new(WindowTvfPlanner)],
+        }
+    }
+
+    /// DataFusion's session state: function registry, config and execution properties.
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// Registers a scalar function (a DataFusion UDF) for later statements.
+    pub fn register_udf(&mut self, udf: ScalarUDF) -> Result<()> {
+        self.state.register_udf(Arc::new(udf))?;
+        Ok(())
+    }
+
+    /// Registers an aggregate function (a DataFusion UDAF) for later statements.
+    pub fn register_udaf(&mut self, udaf: AggregateUDF) -> Result<()> {
+        self.state.register_udaf(Arc::new(udaf))?;
+        Ok(())
+    }
+
+    fn context<'a>(&'a self, catalog: &'a Catalog) -> PlanningContext<'a> {
+        PlanningContext {
+            catalog,
+            state: &self.state,
+            relation_planners: &self.relation_planners,
+        }
+    }
+
+    /// Resolves a parsed `CREATE TABLE` into a [`TableDef`]: types computed columns and
+    /// checks the watermark clause.
+    /// Plans `CREATE VIEW name AS query`.
+    pub fn create_view(&self, catalog: &Catalog, name: String, query: Query) -> Result<ViewDef> {
+        let plan = self.logical_plan(catalog, query)?;
+        Ok(ViewDef { name, plan })
+    }
+
+    /// SQL to an unoptimized DataFusion plan.
+    fn logical_plan(&self, catalog: &Catalog, mut query: Query) -> Result<LogicalPlan> {
+        crate::group_window::rewrite_group_windows(&mut query)?;
+        crate::field_names::name_field_accesses(&mut query);
+        let context = self.context(catalog);
+        let plan = SqlToRel::new(&context)
+            .sql_statement_to_plan(SqlStatement::Query(Box::new(query)))
+            .map_err(|e| match e {
+                DataFusionError::Plan(message) => SqlError::Plan(message),
+                other => SqlError::from(other),
+            })?;
+        Ok(plan)
+    }
+
+    /// Plans a query, optionally writing into `sink` (an `INSERT INTO`).
+    pub fn plan_query(
+        &self,
+        catalog: &Catalog,
+        query: Query,
+        sink: Option<Arc<TableDef>>,
+    ) -> Result<StreamPlan> {
+        self.plan_query_with(catalog, query, sink, &PlanOptions::default())
+    }
+
+    /// Plans a query with job-level options (see [`PlanOptions`]).
+    pub fn plan_query_with(
+        &self,
+        catalog: &Catalog,
+        query: Query,
+        sink: Option<Arc<TableDef>>,
+        options: &PlanOptions,
+    ) -> Result<StreamPlan> {
+        let mut plan = self.logical_plan(catalog, query)?;
+        if let Some(sink) = &sink {
+            plan = cast_to_sink(plan, sink)?;
+        }
+        // Analyze (views are inlined here), apply the options, then optimize.
+        let mut plan = self.state.analyzer().execute_and_check(
+            plan,
+            self.state.config_options(),
+            |_, _| {},
+        )?;
+        let keep = &options.keep_columns;
+        if !keep.is_empty() {
+            plan = plan
+                .transform_up(|node| match &node {
+                    LogicalPlan::Extension(Extension { node: inner }) => {
+                        match inner.as_any().downcast_ref::<WindowTvf>() {
+                            Some(tvf) => Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+                                node: Arc::new(tvf.retaining(keep)),
+                            }))),
+                            None => Ok(Transformed::no(node)),
+                        }
+                    }
+                    _ => Ok(Transformed::no(node)),
+                })?
+                .data;
+        }
+        if let Some(ttl_ms) = options.state_ttl_ms {
+            plan = plan
+                .transform_up(|node| match &node {
+                    LogicalPlan::Join(join) => match bound_by_ttl(join, ttl_ms)? {
+                        Some(bounded) => Ok(Transformed::yes(LogicalPlan::Join(bounded))),
+                        None => Ok(Transformed::no(node)),
+                    },
+                    _ => Ok(Transformed::no(node)),
+                })?
+                .data;
+        }
+        let plan = self
+            .state
+            .optimizer()
+            .optimize(plan, &self.state, |_, _| {})?;
+        let root = to_stream(&plan)?;
+        Ok(StreamPlan {
+            root,
+            sink,
+            logical: plan,
+        })
+    }
+}
+
+/// Job-level choices that shape a plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Columns windows keep even when the query does not read them (the late-data sink's).
+    pub keep_columns: Vec<String>,
+    /// `SET 'table.exec.state.ttl'`: a join of two streams with no time bound keeps each
+    /// row for this much event time (it becomes an interval join of ± the TTL on the
+    /// inputs' event-time columns).
+    pub state_ttl_ms: Option<i64>,
+}
+
+/// `INSERT INTO sink` writes columns by position, cast to the sink's types (Flink's rule).
+fn cast_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan> {
+    if sink.has_computed_columns() {
+        return Err(SqlError::Plan(format!(
+            "cannot INSERT INTO {}: it has computed columns",
+            sink.name
+        )));
+    }
+    let query_fields = plan.schema().fields().len();
+    let sink_fields = sink.physical_schema.fields();
+    if query_fields != sink_fields.len() {
+        return Err(SqlError::Plan(format!(
+            "INSERT INTO {}: the query gives {query_fields} columns but the table has {} ({})",
+            sink.name,
+            sink_fields.len(),
+            sink_fields
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let exprs = sink_fields
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let column = Expr::Column(Column::from(plan.schema().qualified_field(i)));
+            datafusion::logical_expr::cast(column, field.data_type().clone()).alias(field.name())
+        })
+        .collect::<Vec<_>>();
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::{parse_script, Statement};
+    use datafusion::arrow::datatypes::DataType;
+
+    fn catalog_with_claims(planner: &StreamPlanner) -> Catalog {
+        let mut catalog = Catalog::default();
+        let sql = "CREATE TABLE claims (
+                claim_id STRING, policy_id BIGINT, amount DECIMAL(12, 2), operation STRING,
+                event_time TIMESTAMP(3),
+                amount_x2 AS amount * 2,
+                WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
+            ) WITH ('connector' = 'filesystem', 'path' = 'x', 'format' = 'json')";
+        let Statement::CreateTable(t) = parse_script(sql).unwrap().remove(0) else {
+            panic!()
+        };
+        catalog
+            .add_table(planner.create_table(&catalog, *t).unwrap())
+            .unwrap();
+        catalog
+    }
+
+    fn plan(planner: &StreamPlanner, catalog: &Catalog, sql: &str) -> Result<StreamPlan> {
+        let Statement::Query(q) = parse_script(sql).unwrap().remove(0) else {
+            panic!()
+        };
+        planner.plan_query(catalog, *q, None)
+    }
+
+    #[test]
+    fn resolves_computed_columns_and_watermark() {
+        let planner = StreamPlanner::new();
+        let catalog = catalog_with_claims(&planner);
+        let claims = catalog.table("CLAIMS").unwrap();
+        assert_eq!(claims.physical_schema.fields().len(), 5);
+        assert_eq!(claims.schema.fields().len(), 6);
+        assert!(matches!(
+            claims.schema.field(5).data_type(),
+            DataType::Decimal128(_, 2)
+        ));
+        assert_eq!(claims.watermark.as_ref().unwrap().column_index, 4);
+    }
+
+    #[test]
+    fn plans_the_claims_tumbling_aggregate() {
+        let planner = StreamPlanner::new();
+        let catalog = catalog_with_claims(&planner);
+        let plan = plan(
+            &planner,
+            &catalog,
+            "SELECT policy_id, window_start, window_end, COUNT(*) AS claim_count, SUM(amount) AS total_amount
+             FROM TABLE(TUMBLE(TABLE claims, DESCRIPTOR(event_time), INTERVAL '5' MINUTES))
+             WHERE operation = 'INSERT'
+             GROUP BY policy_id, window_start, window_end",
+        )
+        .unwrap();
+        let text = plan.to_string();
+        assert!(text.contains("WindowAggregate: TUMBLE(size=5m)"), "{text}");
+        assert!(text.contains("WindowAssign"), "{text}");
+        let names: Vec<_> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "policy_id",
+                "window_start",
+                "window_end",
+                "claim_count",
+                "total_amount"
+            ]
+        );
+    }
+
+    #[test]
+    fn unwindowed_aggregates_are_updating_and_feed_no_window() {
+        let planner = StreamPlanner::new();
+        let catalog = catalog_with_claims(&planner);
+        let updating = plan(
+            &planner,
+            &catalog,
+            "SELECT policy_id, COUNT(*) FROM claims GROUP BY policy_id",
+        )
+        .unwrap();
+        assert!(updating.root.is_updating());
+        assert!(crate::changelog::is_changelog(&updating.schema()));
+        let err = plan(
+            &planner,
+            &catalog,
+            "SELECT window_start, SUM(n) FROM TUMBLE(
+               (SELECT policy_id, MAX(event_time) AS ts, COUNT(*) AS n FROM claims GROUP BY policy_id),
+               ts, INTERVAL '1' MINUTE) GROUP BY window_start, window_end",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot read an updating stream"),
+            "{err}"
+        );
+        let err = plan(
+            &planner,
+            &catalog,
+            "SELECT * FROM (SELECT policy_id, ROW_NUMBER() OVER (PARTITION BY policy_id ORDER BY amount) AS rn FROM claims) WHERE rn > 3",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("must be limited"), "{err}");
+        let err = plan(&planner, &catalog, "SELECT * FROM nope").unwrap_err();
+        assert!(err.to_string().contains("unknown table 'nope'"), "{err}");
+    }
+}
