@@ -248,11 +248,11 @@ impl Engine {
                     Some((_, builtin)) if builtin.eq_ignore_ascii_case(name) => {
                         Ok(Executed::Created(name.clone()))
                     }
-                    Some((_, builtin)) => Err(runnel_sql::SqlError::Unsupported(format!(
+                    Some((_, builtin)) => Err(runnel_sql::SqlError::Plan(format!(
                         "CREATE FUNCTION {name} AS '{class}': Runnel has this function built in as {builtin}; use that name"
                     ))
                     .into()),
-                    None => Err(runnel_sql::SqlError::Unsupported(format!(
+                    None => Err(runnel_sql::SqlError::Plan(format!(
                         "CREATE FUNCTION {name} AS '{class}': Java classes cannot run in Runnel; \
                          register a Rust function through the runnel library instead"
                     ))

@@ -12,9 +12,14 @@
 //!   updating query, its changes (`+I`, `-U`, `+U`, `-D`), compared in order;
 //! - `-- late rows` (optional): how many rows the job must count as late;
 //! - `-- output <name>` (optional): the lines a sink wrote into `${output:<name>}`, in
-//!   any order (e.g. the late-data sink's rows).
+//!   any order (e.g. the late-data sink's rows);
+//! - `-- plan` (optional): the last query's `EXPLAIN` at parallelism 3 (the streaming plan
+//!   and the job graph), compared line by line;
+//! - `-- error` (instead of `-- expected`): the script must be refused with exactly this
+//!   message (planning errors, and errors of the job once it runs).
 //!
-//! `RUNNEL_COMPLETE=1` rewrites each `-- expected` (and `-- late rows`) from what Runnel produced.
+//! `RUNNEL_COMPLETE=1` rewrites each `-- expected` (and `-- late rows`, `-- plan`,
+//! `-- error`) from what Runnel produced.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,9 +36,19 @@ struct Case {
     late_rows: Option<u64>,
     /// Expected lines of each `${output:<name>}` file.
     outputs: BTreeMap<String, Vec<String>>,
-    /// Everything before `-- expected`, kept verbatim when completing.
+    /// The expected `EXPLAIN` lines, when the case pins its plan.
+    plan: Option<Vec<String>>,
+    /// The message the script must be refused with, when it is a refusal case.
+    error: Option<String>,
+    /// Everything before the first result section, kept verbatim when completing.
     head: String,
 }
+
+/// The sections after `-- sql` that hold what a case must produce.
+const RESULT_SECTIONS: &[&str] = &["expected", "late rows", "plan", "error"];
+
+/// The parallelism a case's `-- plan` is explained at.
+const PLAN_PARALLELISM: usize = 3;
 
 fn parse_case(text: &str) -> Case {
     let mut case = Case {
@@ -42,6 +57,8 @@ fn parse_case(text: &str) -> Case {
         expected: Vec::new(),
         late_rows: None,
         outputs: BTreeMap::new(),
+        plan: None,
+        error: None,
         head: String::new(),
     };
     let mut section = String::new();
@@ -56,7 +73,10 @@ fn parse_case(text: &str) -> Case {
             if let Some(name) = section.strip_prefix("output ") {
                 case.outputs.entry(name.trim().to_string()).or_default();
             }
-            if section == "expected" || section == "late rows" || section.starts_with("output ") {
+            if section == "plan" {
+                case.plan.get_or_insert_with(Vec::new);
+            }
+            if RESULT_SECTIONS.contains(&section.as_str()) || section.starts_with("output ") {
                 in_head = false;
             }
         } else if !line.trim_start().starts_with('#') {
@@ -70,6 +90,18 @@ fn parse_case(text: &str) -> Case {
                 }
                 "late rows" if !line.trim().is_empty() => {
                     case.late_rows = Some(line.trim().parse().expect("late rows is a number"))
+                }
+                "plan" if !line.trim().is_empty() => {
+                    if let Some(plan) = &mut case.plan {
+                        plan.push(line.trim_end().to_string());
+                    }
+                }
+                "error" if !line.trim().is_empty() => {
+                    let error = case.error.get_or_insert_with(String::new);
+                    if !error.is_empty() {
+                        error.push('\n');
+                    }
+                    error.push_str(line.trim_end());
                 }
                 s if s.starts_with("output ") && !line.trim().is_empty() => {
                     let name = s["output ".len()..].trim().to_string();
@@ -331,39 +363,101 @@ fn all_case_files() -> Vec<PathBuf> {
     files
 }
 
+/// The last query's `EXPLAIN` (streaming plan and job graph) at [`PLAN_PARALLELISM`].
+fn explain(name: &str, case: &Case) -> Result<Vec<String>, String> {
+    let (_, sql) = prepare(&format!("plan-{name}"), case)?;
+    let sql = format!("SET 'parallelism.default' = '{PLAN_PARALLELISM}';\n{sql}");
+    let text = Engine::default().explain(&sql).map_err(|e| e.to_string())?;
+    Ok(text.lines().map(|l| l.trim_end().to_string()).collect())
+}
+
+/// What a refusal case's script failed with (`Ok(None)` if it did not fail).
+async fn refusal(name: &str, case: &Case) -> Result<Option<String>, String> {
+    let (_, sql) = prepare(&format!("error-{name}"), case)?;
+    Ok(collect(&Engine::default(), &sql).await.failure)
+}
+
+/// A case file rewritten with what Runnel produced (`RUNNEL_COMPLETE=1`).
+async fn completed(name: &str, case: &Case) -> Result<String, String> {
+    let mut text = case.head.clone();
+    if case.plan.is_some() {
+        text.push_str("-- plan\n");
+        for line in explain(name, case)? {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    if case.error.is_some() {
+        let failure = refusal(name, case).await?.unwrap_or_default();
+        text.push_str(&format!("-- error\n{failure}\n"));
+        return Ok(text);
+    }
+    let outcome = run_case("case", name, case, 1).await?;
+    text.push_str("-- expected\n");
+    for row in &outcome.rows {
+        text.push_str(row);
+        text.push('\n');
+    }
+    if case.late_rows.is_some() || outcome.late > 0 {
+        text.push_str(&format!("-- late rows\n{}\n", outcome.late));
+    }
+    for (name, lines) in &outcome.outputs {
+        text.push_str(&format!("-- output {name}\n"));
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    Ok(text)
+}
+
+/// Where the case's pinned plan and refusal differ from what Runnel does now.
+async fn check_plan_and_refusal(name: &str, case: &Case, failures: &mut Vec<String>) {
+    if let Some(expected) = &case.plan {
+        match explain(name, case) {
+            Ok(plan) if plan == *expected => {}
+            Ok(plan) => failures.push(format!(
+                "{name}: plan differs\n  expected:\n    {}\n  got:\n    {}",
+                expected.join("\n    "),
+                plan.join("\n    ")
+            )),
+            Err(e) => failures.push(format!("{name}: EXPLAIN failed: {e}")),
+        }
+    }
+    if let Some(expected) = &case.error {
+        match refusal(name, case).await {
+            Ok(Some(error)) if error == *expected => {}
+            Ok(Some(error)) => failures.push(format!(
+                "{name}: refused otherwise\n  expected: {expected}\n  got:      {error}"
+            )),
+            Ok(None) => failures.push(format!("{name}: ran, but must be refused with: {expected}")),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_cases() {
     let complete = std::env::var("RUNNEL_COMPLETE").is_ok_and(|v| v == "1");
     let cases = load_cases();
     assert!(!cases.is_empty(), "no cases found in sql/cases");
     let mut failures = Vec::new();
-    // Completing rewrites the expected rows from the one-subtask run.
-    let parallelisms: &[usize] = if complete { &[1] } else { &[1, 3] };
     for (file, name, case) in &cases {
-        for &parallelism in parallelisms {
-            let name = &format!("{name} (parallelism {parallelism})");
-            let outcome = run_case("case", name, case, parallelism).await;
-            match outcome {
+        if complete {
+            match completed(name, case).await {
+                Ok(text) => std::fs::write(file, text).expect("rewrite case"),
                 Err(e) => failures.push(format!("{name}: failed to run: {e}")),
-                Ok(outcome) if complete => {
-                    let mut text = case.head.clone();
-                    text.push_str("-- expected\n");
-                    for row in &outcome.rows {
-                        text.push_str(row);
-                        text.push('\n');
-                    }
-                    if case.late_rows.is_some() || outcome.late > 0 {
-                        text.push_str(&format!("-- late rows\n{}\n", outcome.late));
-                    }
-                    for (name, lines) in &outcome.outputs {
-                        text.push_str(&format!("-- output {name}\n"));
-                        for line in lines {
-                            text.push_str(line);
-                            text.push('\n');
-                        }
-                    }
-                    std::fs::write(file, text).expect("rewrite case");
-                }
+            }
+            continue;
+        }
+        check_plan_and_refusal(name, case, &mut failures).await;
+        if case.error.is_some() {
+            continue;
+        }
+        for parallelism in [1, 3] {
+            let name = &format!("{name} (parallelism {parallelism})");
+            match run_case("case", name, case, parallelism).await {
+                Err(e) => failures.push(format!("{name}: failed to run: {e}")),
                 Ok(Outcome {
                     rows,
                     outputs,
@@ -405,8 +499,10 @@ async fn sql_cases() {
         cases.len(),
         failures.join("\n")
     );
+    let refusals = cases.iter().filter(|(_, _, c)| c.error.is_some()).count();
+    let plans = cases.iter().filter(|(_, _, c)| c.plan.is_some()).count();
     eprintln!(
-        "{} SQL cases passed at parallelism {parallelisms:?}",
+        "{} SQL cases passed at parallelism 1 and 3 ({refusals} refusals, {plans} plans)",
         cases.len()
     );
 }
@@ -420,7 +516,7 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
     let mut failures = Vec::new();
     let mut resumed_mid_stream = 0;
     let cases = load_cases();
-    for (_, name, case) in &cases {
+    for (_, name, case) in cases.iter().filter(|(_, _, c)| c.error.is_none()) {
         for parallelism in [1, 3] {
             let straight = match run_case("straight", name, case, parallelism).await {
                 Ok(outcome) => outcome.rows,
@@ -534,6 +630,6 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
     );
     eprintln!(
         "{} SQL cases resumed from a checkpoint at parallelism 1 and 3 ({resumed_mid_stream} runs resumed mid-stream)",
-        cases.len()
+        cases.iter().filter(|(_, _, c)| c.error.is_none()).count()
     );
 }

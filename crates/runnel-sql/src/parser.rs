@@ -242,8 +242,8 @@ fn convert_statement(statement: SqlStatement) -> Result<Statement> {
                 ))
             })?;
             if !insert.columns.is_empty() {
-                return Err(SqlError::Unsupported(format!(
-                    "INSERT INTO {table} with a column list; select the columns in the sink's order instead"
+                return Err(SqlError::Plan(format!(
+                    "INSERT INTO {table} with a column list is not supported; select the columns in the sink's order instead"
                 )));
             }
             Ok(Statement::Insert { table, query })
@@ -253,7 +253,7 @@ fn convert_statement(statement: SqlStatement) -> Result<Statement> {
             query: view.query,
         }),
         SqlStatement::Set(set) => convert_set(set),
-        other => Err(SqlError::Unsupported(format!(
+        other => Err(SqlError::Plan(format!(
             "statement kind not supported: {}",
             other
                 .to_string()

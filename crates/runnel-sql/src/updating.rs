@@ -81,11 +81,11 @@ pub(crate) fn top_n(filter: &Filter) -> Result<Option<StreamNode>> {
         }
     }
     let Some(limit) = limit else {
-        return Err(SqlError::Unsupported(format!(
-            "ROW_NUMBER() over a stream without a window must be limited (WHERE {} <= N): \
-             ranking every row would keep every row",
-            rank.name
-        )));
+        return Err(SqlError::Unsupported(
+            "ROW_NUMBER() over a stream without a window must be limited to its first ranks \
+             (WHERE rn <= N on the rank's column): ranking every row would keep every row"
+                .into(),
+        ));
     };
     if params.order_by.is_empty() {
         return Err(SqlError::Unsupported(

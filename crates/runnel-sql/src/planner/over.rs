@@ -64,7 +64,14 @@ pub(super) fn over_readiness(
     for f in &functions {
         let order = match f.params.order_by.as_slice() {
             [order] if order.asc => order,
-            _ => return Err(unsupported(format!("{}", f.fun))),
+            [] => return Err(unsupported(format!("{} without ORDER BY", f.fun))),
+            [order] => {
+                return Err(unsupported(format!(
+                    "{} ordered by {} descending",
+                    f.fun, order.expr
+                )))
+            }
+            _ => return Err(unsupported(format!("{} ordered by several columns", f.fun))),
         };
         let Expr::Column(column) = &order.expr else {
             return Err(unsupported(format!("ORDER BY {}", order.expr)));
