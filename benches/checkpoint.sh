@@ -7,7 +7,7 @@
 #   benches/checkpoint.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/runnel-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 scripts/kafka.sh start >/dev/null
 cargo build --release --locked -p runnel-cli >&2
 RUNNEL_BINARY="$CARGO_TARGET_DIR/release/runnel" \

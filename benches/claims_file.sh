@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${1:-1000000}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/runnel-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 WORK="${RUNNEL_BENCH_DIR:-/var/tmp/runnel-bench}"
 mkdir -p "$WORK"
 DATA="$WORK/claims-$EVENTS.json"

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${1:-2000000}"
 PARALLELISM="${2:-2}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/runnel-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 WORK="${RUNNEL_BENCH_DIR:-/var/tmp/runnel-bench}/flink-compare"
 DATA="$WORK/data-$EVENTS"
 FLINK_VENV="${FLINK_VENV:-/var/tmp/pyflink-venv}"

@@ -4,10 +4,10 @@
 #
 #   scripts/test.sh
 #
-# CARGO_TARGET_DIR defaults to /var/tmp/runnel-target so repeated runs build incrementally.
+# It builds into cargo's usual target directory (./target, or CARGO_TARGET_DIR when set),
+# the same one `cargo run -p runnel-cli` uses, so the README's two commands share one build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/runnel-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { echo "==> $*" >&2; }
