@@ -451,6 +451,7 @@ pub fn is_select(query: &Query) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::datatypes::TimeUnit;
 
     #[test]
     fn parses_flink_create_table() {
