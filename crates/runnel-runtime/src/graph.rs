@@ -462,8 +462,8 @@ mod tests {
             WATERMARK FOR ts AS ts) WITH ('connector' = 'filesystem');
         CREATE TABLE rates (k BIGINT, rate DOUBLE) WITH ('connector' = 'filesystem');";
 
-    /// The graph of `query` at `parallelism`, as `EXPLAIN` prints it (without its header).
-    fn layout(query: &str, parallelism: usize) -> Vec<String> {
+    /// The plan of `query` over [`TABLES`].
+    fn plan_of(query: &str) -> StreamPlan {
         let planner = StreamPlanner::new();
         let mut catalog = Catalog::default();
         let mut plan = None;
@@ -478,7 +478,12 @@ mod tests {
                 other => panic!("unexpected statement {other:?}"),
             }
         }
-        let plan = plan.expect("a query");
+        plan.expect("a query")
+    }
+
+    /// The graph of `query` at `parallelism`, as `EXPLAIN` prints it (without its header).
+    fn layout(query: &str, parallelism: usize) -> Vec<String> {
+        let plan = plan_of(query);
         let readers = |table: &TableDef| match table.connector() {
             Some("kafka") => usize::MAX,
             _ => 1,
@@ -676,25 +681,10 @@ mod tests {
 
     #[test]
     fn operator_ids_follow_build_order_one_per_subtask() {
-        let planner = StreamPlanner::new();
-        let mut catalog = Catalog::default();
-        let mut plan = None;
-        let sql = format!(
-            "{TABLES} SELECT t.k, r.rate FROM (SELECT * FROM kafka_t WHERE v > 0) AS t
-             JOIN rates FOR SYSTEM_TIME AS OF t.proc AS r ON t.k = r.k;"
+        let plan = plan_of(
+            "SELECT t.k, r.rate FROM (SELECT * FROM kafka_t WHERE v > 0) AS t
+             JOIN rates FOR SYSTEM_TIME AS OF t.proc AS r ON t.k = r.k;",
         );
-        for statement in parse_script(&sql).unwrap() {
-            match statement {
-                Statement::CreateTable(table) => catalog
-                    .add_table(planner.create_table(&catalog, *table).unwrap())
-                    .unwrap(),
-                Statement::Query(query) => {
-                    plan = Some(planner.plan_query(&catalog, *query, None).unwrap())
-                }
-                _ => unreachable!(),
-            }
-        }
-        let plan = plan.unwrap();
         let graph = JobGraph::build(&plan, 2, &|_| usize::MAX).unwrap();
         // The table's stage: not checkpointed, so its reader has no checkpoint index.
         assert!(matches!(
