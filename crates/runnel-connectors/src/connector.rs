@@ -34,6 +34,11 @@ pub trait Connector: Send + Sync {
     /// Checks a table's options when it is declared, so mistakes surface at `CREATE TABLE`.
     fn validate(&self, table: &TableDef) -> Result<()>;
 
+    /// The `METADATA` keys the connector fills in (its format may add its own).
+    fn metadata_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Whether reading the table ends (a file, a bounded topic): only such a table can be
     /// read whole, as the table side of a lookup join.
     fn is_bounded(&self, _table: &TableDef) -> bool {

@@ -37,7 +37,7 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
     let valid: Vec<&str> = OPTIONS.iter().chain(FORMAT_OPTIONS).copied().collect();
     let options = TableOptions::validate(&table.name, "filesystem", &table.options, &valid, &[])?;
     options.required("path")?;
-    Format::from_options(&options, table.physical_schema.clone())?;
+    Format::for_reading(&options, table)?;
     crate::partitioned_files::CommitPolicy::from_options(&options)?;
     Ok(options)
 }
@@ -85,16 +85,18 @@ impl FileSource {
         start: Option<&runnel_runtime::SourceState>,
     ) -> Result<Self> {
         let options = options(table)?;
-        let format = Format::from_options(&options, table.physical_schema.clone())?;
+        let format = Format::for_reading(&options, table)?;
         let files = list_files(Path::new(local_path(options.required("path")?)))?;
         let skip = start
             .and_then(|s| s.offsets.first().copied().flatten())
             .map_or(0, |n| n.max(0) as usize);
         let (sender, events) = mpsc::channel(4);
+        let definition = table.clone();
         std::thread::Builder::new()
             .name(format!("runnel-file-{}", table.name))
             .spawn(move || {
-                if let Err(e) = read_files(&files, &format, &metrics, skip, &sender) {
+                let read = read_files(&definition, &files, &format, &metrics, skip, &sender);
+                if let Err(e) = read {
                     let _ = sender.blocking_send(Err(e));
                 }
             })
@@ -108,7 +110,9 @@ impl FileSource {
 
 /// Reads `files` in order, skipping their first `skip` records (a restored job's
 /// position); each batch carries the number of records read so far as its offset.
+/// Metadata: `file.path` and `file.name` (Flink's keys).
 fn read_files(
+    table: &TableDef,
     files: &[PathBuf],
     format: &Format,
     metrics: &JobMetrics,
@@ -142,8 +146,17 @@ fn read_files(
             }
             if bounds.len() >= LINES_PER_BATCH || (read == 0 && !bounds.is_empty()) {
                 let records: Vec<&[u8]> = bounds.iter().map(|&(s, e, _)| &text[s..e]).collect();
-                let decoded = format.decode(&records, |i| {
+                let mut decoded = format.decode(table, &records, |i| {
                     format!("{} line {}", path.display(), bounds[i].2)
+                })?;
+                decoded.fill_metadata(table, |key| {
+                    let value = match key {
+                        "file.path" => path.display().to_string(),
+                        "file.name" => path.file_name()?.to_string_lossy().into_owned(),
+                        _ => return None,
+                    };
+                    let values = std::iter::repeat_n(Some(value), records.len());
+                    Some(Arc::new(datafusion::arrow::array::StringArray::from_iter(values)) as _)
                 })?;
                 JobMetrics::add(&metrics.bad_records, decoded.skipped);
                 let batch = SourceBatch {
@@ -191,7 +204,7 @@ pub struct FileSink {
 impl FileSink {
     pub async fn open(table: &TableDef) -> Result<Self> {
         let options = options(table)?;
-        let format = Format::from_options(&options, table.physical_schema.clone())?;
+        let format = Format::for_writing(&options, table.physical_schema.clone())?;
         let path_option = local_path(options.required("path")?);
         let mut path = PathBuf::from(path_option);
         let extension = options.get("format").unwrap_or("json");
@@ -279,6 +292,10 @@ impl crate::Connector for FilesystemConnector {
         options(table).map(drop)
     }
 
+    fn metadata_keys(&self) -> &'static [&'static str] {
+        &["file.path", "file.name"]
+    }
+
     fn is_bounded(&self, _table: &TableDef) -> bool {
         true
     }
@@ -288,7 +305,6 @@ impl crate::Connector for FilesystemConnector {
         table: &TableDef,
         context: crate::SourceContext<'_>,
     ) -> Result<Box<dyn runnel_runtime::Source>> {
-        crate::format::check_readable(table)?;
         Ok(Box::new(FileSource::open(
             table,
             context.metrics,

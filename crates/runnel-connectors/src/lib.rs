@@ -113,11 +113,36 @@ pub(crate) fn test_table(
         row_exprs: vec![],
         watermark: None,
         primary_key: vec![],
+        metadata: vec![],
         partition_keys: vec![],
         options: options
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+    }
+}
+
+/// Fails for a `METADATA` key neither the table's connector nor its format provides,
+/// naming the valid ones.
+fn check_metadata(table: &TableDef, connector: &dyn Connector) -> Result<(), ConnectorError> {
+    let mut valid: Vec<&str> = connector.metadata_keys().to_vec();
+    if table.is_changelog() && connector.name() != "upsert-kafka" {
+        valid.extend(format::debezium::METADATA_KEYS);
+    }
+    match table.metadata.iter().find(|m| !valid.contains(&m.key.as_str())) {
+        None => Ok(()),
+        Some(unknown) => Err(ConnectorError::Other(format!(
+            "table {}: column {} reads metadata '{}', which connector '{}' does not provide (valid: {})",
+            table.name,
+            unknown.column,
+            unknown.key,
+            connector.name(),
+            if valid.is_empty() {
+                "none".to_string()
+            } else {
+                valid.join(", ")
+            }
+        ))),
     }
 }
 
@@ -133,9 +158,12 @@ fn at_table(
 #[async_trait]
 impl ConnectorFactory for Connectors {
     fn validate(&self, table: &TableDef) -> runnel_runtime::Result<()> {
-        self.connector_of(table)
-            .and_then(|c| c.validate(table))
-            .map_err(|e| runnel_runtime::RuntimeError::connector("CREATE TABLE", e))
+        let check = || -> Result<(), ConnectorError> {
+            let connector = self.connector_of(table)?;
+            connector.validate(table)?;
+            check_metadata(table, connector)
+        };
+        check().map_err(|e| runnel_runtime::RuntimeError::connector("CREATE TABLE", e))
     }
 
     fn is_bounded(&self, table: &TableDef) -> bool {

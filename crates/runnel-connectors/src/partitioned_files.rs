@@ -146,7 +146,7 @@ impl PartitionedFileSink {
         ));
         Ok(Self {
             table: table.name.clone(),
-            format: Format::from_options(&options, data_schema)?,
+            format: Format::for_writing(&options, data_schema)?,
             root: PathBuf::from(local_path(options.required("path")?)),
             extension: options.get("format").unwrap_or("json").to_string(),
             keys,
@@ -348,7 +348,8 @@ impl Sink for PartitionedFileSink {
 impl PartitionedFileSink {
     fn format_schema(&self) -> Arc<Schema> {
         match &self.format {
-            Format::Json(f) | Format::DebeziumJson(f) => f.schema.clone(),
+            Format::Json(f) => f.schema.clone(),
+            Format::DebeziumJson(f) => f.payload.clone(),
             Format::Csv(f) => f.schema.clone(),
         }
     }

@@ -39,7 +39,7 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
     let valid: Vec<&str> = OPTIONS.iter().chain(FORMAT_OPTIONS).copied().collect();
     let options = TableOptions::validate(&table.name, "script", &table.options, &valid, &[])?;
     options.required("path")?;
-    Format::from_options(&options, table.physical_schema.clone())?;
+    Format::for_reading(&options, table)?;
     Ok(options)
 }
 
@@ -126,6 +126,7 @@ fn parse_script(path: &str, text: &str) -> Result<Vec<Step>> {
 
 /// Replays a script: every step in order, rows decoded as they are reached.
 pub struct ScriptSource {
+    table: TableDef,
     path: String,
     format: Format,
     partitions: usize,
@@ -143,7 +144,7 @@ impl ScriptSource {
         start: Option<&runnel_runtime::SourceState>,
     ) -> Result<Self> {
         let options = options(table)?;
-        let format = Format::from_options(&options, table.physical_schema.clone())?;
+        let format = Format::for_reading(&options, table)?;
         let path = options.required("path")?;
         let text =
             std::fs::read_to_string(Path::new(path)).map_err(|source| ConnectorError::Io {
@@ -196,6 +197,7 @@ impl ScriptSource {
             steps.nth(skip - 1);
         }
         Ok(Self {
+            table: table.clone(),
             path: path.to_string(),
             format,
             partitions,
@@ -227,7 +229,9 @@ impl Source for ScriptSource {
                 let bytes: Vec<&[u8]> = records.iter().map(|(_, r)| r.as_bytes()).collect();
                 let decoded = self
                     .format
-                    .decode(&bytes, |i| format!("{} line {}", self.path, records[i].0))
+                    .decode(&self.table, &bytes, |i| {
+                        format!("{} line {}", self.path, records[i].0)
+                    })
                     .map_err(|e| RuntimeError::connector(format!("script {}", self.path), e))?;
                 JobMetrics::add(&self.metrics.bad_records, decoded.skipped);
                 SourceEvent::Batch(SourceBatch {

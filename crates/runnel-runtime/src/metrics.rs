@@ -18,6 +18,9 @@ pub struct JobMetrics {
     pub late_rows_routed: AtomicU64,
     /// Records that could not be decoded and were skipped (`'json.ignore-parse-errors'`).
     pub bad_records: AtomicU64,
+    /// Changes of a keyed changelog that said nothing new and were dropped: a repeat of
+    /// the key's current row, or a delete of a key never seen.
+    pub ignored_changes: AtomicU64,
     /// The job's watermark as it reached the sink (ms since epoch; `i64::MIN` before the first).
     pub watermark: AtomicI64,
     /// Checkpoints stored and committed.
@@ -36,6 +39,7 @@ impl Default for JobMetrics {
             late_rows: AtomicU64::new(0),
             late_rows_routed: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
+            ignored_changes: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             checkpoints: AtomicU64::new(0),
             restored_checkpoint: AtomicU64::new(0),
@@ -52,6 +56,7 @@ pub struct MetricsSnapshot {
     pub late_rows: u64,
     pub late_rows_routed: u64,
     pub bad_records: u64,
+    pub ignored_changes: u64,
     pub watermark: Option<i64>,
     /// How far the watermark is behind the wall clock, in ms, when the snapshot was taken.
     pub watermark_lag_ms: Option<i64>,
@@ -99,6 +104,7 @@ impl JobMetrics {
             late_rows: self.late_rows.load(Ordering::Relaxed),
             late_rows_routed: self.late_rows_routed.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
+            ignored_changes: self.ignored_changes.load(Ordering::Relaxed),
             watermark,
             // The end-of-input watermark (i64::MAX) is no lag.
             watermark_lag_ms: watermark

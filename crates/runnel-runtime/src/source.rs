@@ -240,19 +240,32 @@ impl SourceRows {
     fn new(node: &SourceNode) -> Result<Self> {
         let table = &node.table;
         let clock = ProcessingTime::default();
+        // A changelog's batches carry the change column last, through every step.
+        let changelog = table.is_changelog();
         let computed = if table.has_computed_columns() {
+            let schema = if changelog {
+                runnel_sql::changelog::with_change_column(&table.schema)
+            } else {
+                table.schema.clone()
+            };
             Some(ProjectionOperator::try_new(
                 &table.row_exprs,
                 &table.physical_df_schema(),
-                table.schema.clone(),
+                schema,
                 &clock,
             )?)
         } else {
             None
         };
+        let projection = node.projection.clone().map(|mut indices| {
+            if changelog {
+                indices.push(table.schema.fields().len());
+            }
+            indices
+        });
         Ok(Self {
             computed,
-            projection: node.projection.clone(),
+            projection,
             clock,
         })
     }

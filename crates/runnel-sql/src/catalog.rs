@@ -24,11 +24,28 @@ pub struct TableDef {
     /// The event-time column and its watermark, when the table declares one.
     pub watermark: Option<WatermarkDef>,
     pub primary_key: Vec<String>,
+    /// Columns of `physical_schema` the connector or format fills from what it knows of
+    /// each record (`METADATA` columns), not from the record's fields.
+    pub metadata: Vec<MetadataColumn>,
     /// `PARTITIONED BY` columns (each a column of the table).
     pub partition_keys: Vec<String>,
     /// The `WITH` options, by key.
     pub options: BTreeMap<String, String>,
 }
+
+/// A `METADATA` column: `name TYPE METADATA FROM 'key' [VIRTUAL]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataColumn {
+    /// The column's name in the table.
+    pub column: String,
+    /// What the connector or format calls the value (`offset`, `value.source.timestamp`).
+    pub key: String,
+    /// Read-only: never written by a sink.
+    pub is_virtual: bool,
+}
+
+/// Formats whose records are changes (inserts, updates, deletes) rather than rows.
+pub const CHANGELOG_FORMATS: &[&str] = &["debezium-json"];
 
 /// `WATERMARK FOR column AS expr`, resolved.
 #[derive(Debug, Clone)]
@@ -81,6 +98,42 @@ impl TableDef {
     /// The `'connector'` option.
     pub fn connector(&self) -> Option<&str> {
         self.options.get("connector").map(String::as_str)
+    }
+
+    /// Whether reading the table gives an updating stream: its records are changes
+    /// (`'format' = 'debezium-json'`) or upserts by key (`'connector' = 'upsert-kafka'`).
+    pub fn is_changelog(&self) -> bool {
+        let format = self
+            .options
+            .get("value.format")
+            .or_else(|| self.options.get("format"));
+        self.connector() == Some("upsert-kafka")
+            || format.is_some_and(|f| CHANGELOG_FORMATS.contains(&f.as_str()))
+    }
+
+    /// The metadata column named `column`, if it is one.
+    pub fn metadata_of(&self, column: &str) -> Option<&MetadataColumn> {
+        self.metadata.iter().find(|m| m.column == column)
+    }
+
+    /// The columns a record's own fields hold: the physical columns but the metadata ones.
+    pub fn payload_schema(&self) -> SchemaRef {
+        let fields: Vec<_> = self
+            .physical_schema
+            .fields()
+            .iter()
+            .filter(|f| self.metadata_of(f.name()).is_none())
+            .cloned()
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The indexes in `physical_schema` of the primary key's columns.
+    pub fn primary_key_indexes(&self) -> Vec<usize> {
+        self.primary_key
+            .iter()
+            .filter_map(|k| self.schema.index_of(k).ok())
+            .collect()
     }
 
     /// Whether some columns are computed (such a table cannot be written to).

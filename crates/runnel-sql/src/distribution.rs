@@ -95,6 +95,16 @@ impl StreamNode {
                 vec![hash(aggregate.group_exprs.clone(), &aggregate.input_schema)]
             }
             StreamNode::TopN(top) => vec![hash(top.partition_by.clone(), &top.input_schema)],
+            StreamNode::ChangelogNormalize(n) => {
+                let schema = n.input.schema();
+                let columns = schema.columns();
+                let keys = n
+                    .keys
+                    .iter()
+                    .map(|&i| Expr::Column(columns[i].clone()))
+                    .collect();
+                vec![hash(keys, &schema)]
+            }
             StreamNode::OverWindow(over) => vec![hash(
                 over_partition_keys(&over.window_exprs),
                 &over.input_schema,

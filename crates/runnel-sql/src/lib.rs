@@ -24,13 +24,14 @@ pub mod planner;
 pub mod updating;
 pub mod window;
 
-pub use catalog::{Catalog, TableDef, ViewDef, WatermarkDef};
+pub use catalog::{Catalog, MetadataColumn, TableDef, ViewDef, WatermarkDef};
 pub use distribution::InputDistribution;
 pub use error::{Result, SqlError};
 pub use parser::{parse_script, parse_script_each, CreateTable, LocatedStatement, Statement};
 pub use plan::{
-    IntervalJoinNode, LookupJoinNode, OverReadiness, OverWindowNode, SourceNode, StreamNode,
-    StreamPlan, TopNNode, UpdatingAggregateNode, WindowAggregateNode, WindowJoinNode,
+    ChangelogNormalizeNode, IntervalJoinNode, LookupJoinNode, OverReadiness, OverWindowNode,
+    SourceNode, StreamNode, StreamPlan, TopNNode, UpdatingAggregateNode, WindowAggregateNode,
+    WindowJoinNode,
 };
 pub use planner::{PlanOptions, StreamPlanner};
 pub use window::{WindowKind, WindowTvf};

@@ -91,6 +91,20 @@ pub enum StreamNode {
     /// `ROW_NUMBER() OVER (PARTITION BY keys ORDER BY ...)` kept to its first `limit`
     /// ranks without a window: an updating stream of each partition's top rows.
     TopN(TopNNode),
+    /// The changes of a changelog table with a primary key, made exact (Flink's
+    /// `ChangelogNormalize`): the last row of each key is kept, so a change that repeats
+    /// it is dropped, an update without its old row gets it (`-U`/`+U`), and a delete
+    /// carries the deleted row.
+    ChangelogNormalize(ChangelogNormalizeNode),
+}
+
+/// See [`StreamNode::ChangelogNormalize`].
+#[derive(Debug, Clone)]
+pub struct ChangelogNormalizeNode {
+    pub input: Box<StreamNode>,
+    /// The primary key's columns, as indexes into the input's (and output's) schema.
+    pub keys: Vec<usize>,
+    pub schema: DFSchemaRef,
 }
 
 /// A lookup join (Flink's `JOIN t FOR SYSTEM_TIME AS OF s.proc_time`): the `table` side
@@ -273,6 +287,7 @@ impl StreamNode {
             StreamNode::UpdatingAggregate(a) => a.schema.clone(),
             StreamNode::TopN(t) => t.schema.clone(),
             StreamNode::LookupJoin(j) => j.schema.clone(),
+            StreamNode::ChangelogNormalize(n) => n.schema.clone(),
         }
     }
 
@@ -291,13 +306,15 @@ impl StreamNode {
     /// only appended.
     pub fn is_updating(&self) -> bool {
         match self {
-            StreamNode::UpdatingAggregate(_) | StreamNode::TopN(_) => true,
+            StreamNode::UpdatingAggregate(_)
+            | StreamNode::TopN(_)
+            | StreamNode::ChangelogNormalize(_) => true,
+            StreamNode::Source(s) => s.table.is_changelog(),
             StreamNode::Filter { input, .. } | StreamNode::Projection { input, .. } => {
                 input.is_updating()
             }
             StreamNode::Union { inputs, .. } => inputs.iter().any(StreamNode::is_updating),
-            StreamNode::Source(_)
-            | StreamNode::WindowAssign { .. }
+            StreamNode::WindowAssign { .. }
             | StreamNode::WindowAggregate(_)
             | StreamNode::OverWindow(_)
             | StreamNode::IntervalJoin(_)
@@ -322,6 +339,7 @@ impl StreamNode {
             StreamNode::UpdatingAggregate(_) => "UpdatingAggregate",
             StreamNode::LookupJoin(_) => "LookupJoin",
             StreamNode::TopN(_) => "TopN",
+            StreamNode::ChangelogNormalize(_) => "ChangelogNormalize",
         }
     }
 
@@ -335,6 +353,7 @@ impl StreamNode {
             StreamNode::OverWindow(o) => vec![&o.input],
             StreamNode::UpdatingAggregate(a) => vec![&a.input],
             StreamNode::TopN(t) => vec![&t.input],
+            StreamNode::ChangelogNormalize(n) => vec![&n.input],
             StreamNode::LookupJoin(j) => vec![&j.input, &j.table],
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
             StreamNode::IntervalJoin(j) => vec![&j.left, &j.right],
@@ -352,6 +371,7 @@ impl StreamNode {
             StreamNode::OverWindow(o) => vec![&mut o.input],
             StreamNode::UpdatingAggregate(a) => vec![&mut a.input],
             StreamNode::TopN(t) => vec![&mut t.input],
+            StreamNode::ChangelogNormalize(n) => vec![&mut n.input],
             StreamNode::LookupJoin(j) => vec![&mut j.input],
             StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
             StreamNode::IntervalJoin(j) => vec![&mut j.left, &mut j.right],
@@ -560,6 +580,19 @@ impl StreamNode {
                 )?;
                 j.input.fmt_tree(f, depth + 1)?;
                 j.table.fmt_tree(f, depth + 1)
+            }
+            StreamNode::ChangelogNormalize(n) => {
+                let keys: Vec<&str> = n
+                    .keys
+                    .iter()
+                    .map(|&i| n.schema.field(i).name().as_str())
+                    .collect();
+                writeln!(
+                    f,
+                    "{pad}ChangelogNormalize: key=[{}]; emits exact updates; state: the last row of each key",
+                    keys.join(", ")
+                )?;
+                n.input.fmt_tree(f, depth + 1)
             }
             StreamNode::TopN(t) => {
                 let order: Vec<String> = t.order_by.iter().map(|o| o.to_string()).collect();

@@ -6,6 +6,7 @@
 //! skip and count it when the table ignores parse errors).
 
 mod csv;
+pub mod debezium;
 mod json;
 
 use datafusion::arrow::compute::concat_batches;
@@ -16,6 +17,7 @@ use crate::error::{ConnectorError, Result};
 use crate::options::TableOptions;
 
 pub use self::csv::CsvFormat;
+pub use self::debezium::DebeziumJsonFormat;
 pub use self::json::JsonFormat;
 
 /// A record format of a table (`'format' = 'json' | 'csv' | 'debezium-json'`).
@@ -23,10 +25,31 @@ pub use self::json::JsonFormat;
 pub enum Format {
     Json(JsonFormat),
     Csv(CsvFormat),
-    /// Debezium's change envelope, `{"before": ..., "after": ..., "op": "c" | "d"}` (as
-    /// Flink writes it: an update is a `d` of the old row and a `c` of the new). Written
-    /// only, so far.
-    DebeziumJson(JsonFormat),
+    /// Debezium's change envelope: read as an updating stream (see [`debezium`]); written
+    /// as Flink writes it (an update is a `d` of the old row and a `c` of the new).
+    DebeziumJson(DebeziumJsonFormat),
+}
+
+/// Decoded rows, and for each the record it came from when that is not its own index.
+type RowsOfRecords = (RecordBatch, Option<Vec<u32>>);
+
+/// Where each column of a table's decoded rows comes from.
+#[derive(Debug, Clone, PartialEq)]
+enum Slot {
+    /// Column `n` of what the format decodes from the record's fields.
+    Payload(usize),
+    /// Metadata the format knows (column `n` of what it decodes after the payload).
+    FormatMetadata(usize),
+    /// Metadata the connector fills (null until it does).
+    ConnectorMetadata(String),
+}
+
+/// How a table's rows are put together: the table's physical columns in order (then the
+/// change column for a changelog), each from the payload, the format or the connector.
+#[derive(Debug, Clone)]
+struct RowLayout {
+    schema: SchemaRef,
+    slots: Vec<Slot>,
 }
 
 /// The formats that can write an updating stream.
@@ -43,17 +66,9 @@ pub const FORMAT_OPTIONS: &[&str] = &[
     "json.ignore-parse-errors",
     "csv.ignore-parse-errors",
     "csv.field-delimiter",
+    "debezium-json.schema-include",
+    "debezium-json.ignore-parse-errors",
 ];
-
-/// Fails unless the table's format can be read (`debezium-json` is written only, so far).
-pub(crate) fn check_readable(table: &runnel_sql::TableDef) -> Result<()> {
-    if table.options.get("format").map(String::as_str) == Some("debezium-json") {
-        return Err(ConnectorError::Other(
-            "reading 'format' = 'debezium-json' is not supported yet (it is written only)".into(),
-        ));
-    }
-    Ok(())
-}
 
 /// Fails when `schema` is an updating stream that the table's format cannot express.
 pub(crate) fn check_writable(table: &runnel_sql::TableDef, schema: &SchemaRef) -> Result<()> {
@@ -71,17 +86,117 @@ pub(crate) fn check_writable(table: &runnel_sql::TableDef, schema: &SchemaRef) -
 /// Decoded rows and how many records were skipped as undecodable.
 #[derive(Debug)]
 pub struct Decoded {
+    /// The table's physical columns (then the change column, for a changelog); metadata the
+    /// connector provides is NULL until it fills it in ([`Decoded::fill_metadata`]).
     pub batch: RecordBatch,
     pub skipped: usize,
+    /// For each row, the index of the record it came from, when that is not simply the
+    /// row's own index (records skipped, or one change record giving two rows).
+    pub records: Option<Vec<u32>>,
+}
+
+impl Decoded {
+    /// Fills the metadata columns the connector provides: `value(key)` gives one value per
+    /// record (of the slice passed to [`Format::decode`]), or `None` for a key it does
+    /// not know (the column stays NULL).
+    pub fn fill_metadata(
+        &mut self,
+        table: &runnel_sql::TableDef,
+        value: impl Fn(&str) -> Option<datafusion::arrow::array::ArrayRef>,
+    ) -> Result<()> {
+        if table.metadata.is_empty() {
+            return Ok(());
+        }
+        let mut columns = self.batch.columns().to_vec();
+        for meta in &table.metadata {
+            let Ok(index) = self.batch.schema().index_of(&meta.column) else {
+                continue;
+            };
+            let Some(per_record) = value(&meta.key) else {
+                continue;
+            };
+            let per_row = match &self.records {
+                Some(records) => datafusion::arrow::compute::take(
+                    &per_record,
+                    &datafusion::arrow::array::UInt32Array::from(records.clone()),
+                    None,
+                ),
+                None => Ok(per_record),
+            }
+            .and_then(|array| {
+                datafusion::arrow::compute::cast(
+                    &array,
+                    self.batch.schema().field(index).data_type(),
+                )
+            })
+            .map_err(|e| ConnectorError::Other(format!("metadata {}: {e}", meta.key)))?;
+            columns[index] = per_row;
+        }
+        self.batch = RecordBatch::try_new(self.batch.schema(), columns)
+            .map_err(|e| ConnectorError::Other(e.to_string()))?;
+        Ok(())
+    }
 }
 
 impl Format {
-    /// The format a table's options select, decoding into `schema`.
-    pub fn from_options(options: &TableOptions, schema: SchemaRef) -> Result<Self> {
-        match options.choice("format", &["json", "csv", "debezium-json"], "json")? {
-            "debezium-json" => Ok(Format::DebeziumJson(JsonFormat {
-                schema,
-                ignore_parse_errors: false,
+    /// The format a table's options select, for writing rows of `schema`.
+    pub fn for_writing(options: &TableOptions, schema: SchemaRef) -> Result<Self> {
+        Self::new(options, schema, Vec::new(), false)
+    }
+
+    /// The format a table's options select, for reading its records into its physical
+    /// columns (metadata the format knows included).
+    pub fn for_reading(options: &TableOptions, table: &runnel_sql::TableDef) -> Result<Self> {
+        let metadata = table
+            .metadata
+            .iter()
+            .filter(|m| debezium::METADATA_KEYS.contains(&m.key.as_str()))
+            .map(|m| {
+                let field = table.physical_schema.field_with_name(&m.column);
+                (m.key.clone(), field.map(|f| f.data_type().clone()))
+            })
+            .map(|(key, data_type)| {
+                data_type
+                    .map(|t| (key, t))
+                    .map_err(|e| ConnectorError::Other(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let format = Self::new(
+            options,
+            table.payload_schema(),
+            metadata,
+            !table.primary_key.is_empty(),
+        )?;
+        if !matches!(format, Format::DebeziumJson(_)) {
+            if let Some(meta) = table.metadata.iter().find(|m| m.key.starts_with("value.")) {
+                return Err(ConnectorError::Other(format!(
+                    "table {}: metadata '{}' is Debezium's; this table's format is not debezium-json",
+                    table.name, meta.key
+                )));
+            }
+        }
+        Ok(format)
+    }
+
+    fn new(
+        options: &TableOptions,
+        schema: SchemaRef,
+        metadata: Vec<(String, datafusion::arrow::datatypes::DataType)>,
+        keyed: bool,
+    ) -> Result<Self> {
+        let format_option = if options.get("value.format").is_some() {
+            "value.format"
+        } else {
+            "format"
+        };
+        match options.choice(format_option, &["json", "csv", "debezium-json"], "json")? {
+            "debezium-json" => Ok(Format::DebeziumJson(DebeziumJsonFormat {
+                payload: schema,
+                metadata,
+                schema_include: options.parse_or("debezium-json.schema-include", false)?,
+                ignore_parse_errors: options
+                    .parse_or("debezium-json.ignore-parse-errors", false)?,
+                keyed,
             })),
             "csv" => {
                 let delimiter = options.get("csv.field-delimiter").unwrap_or(",");
@@ -105,43 +220,72 @@ impl Format {
         }
     }
 
-    fn schema(&self) -> &SchemaRef {
-        match self {
-            Format::Json(f) | Format::DebeziumJson(f) => &f.schema,
-            Format::Csv(f) => &f.schema,
-        }
-    }
-
     fn ignore_parse_errors(&self) -> bool {
         match self {
-            Format::Json(f) | Format::DebeziumJson(f) => f.ignore_parse_errors,
+            Format::Json(f) => f.ignore_parse_errors,
+            Format::DebeziumJson(f) => f.ignore_parse_errors,
             Format::Csv(f) => f.ignore_parse_errors,
         }
     }
 
-    fn decode_all(&self, records: &[&[u8]]) -> std::result::Result<RecordBatch, String> {
+    /// What the format decodes from records: the payload columns (then, for Debezium, the
+    /// metadata it knows and the change column), with each row's record.
+    fn decode_all(&self, records: &[&[u8]]) -> std::result::Result<RowsOfRecords, (usize, String)> {
         match self {
-            Format::Json(f) => f.decode_all(records),
-            Format::Csv(f) => f.decode_all(records),
-            Format::DebeziumJson(_) => Err("reading 'debezium-json' is not supported yet".into()),
+            Format::Json(f) => f.decode_all(records).map(|b| (b, None)).map_err(|e| (0, e)),
+            Format::Csv(f) => f.decode_all(records).map(|b| (b, None)).map_err(|e| (0, e)),
+            Format::DebeziumJson(f) => f.decode_all(records).map(|d| (d.batch, Some(d.events))),
         }
     }
 
-    /// Decodes `records` into one batch. A record that does not decode fails the call,
-    /// naming it with `place(index)`, unless the format ignores parse errors: then it is
-    /// skipped and counted in [`Decoded::skipped`].
-    pub fn decode(&self, records: &[&[u8]], place: impl Fn(usize) -> String) -> Result<Decoded> {
-        if let Ok(batch) = self.decode_all(records) {
-            return Ok(Decoded { batch, skipped: 0 });
+    /// The schema of [`Format::decode_all`]'s batches.
+    fn decoded_schema(&self) -> SchemaRef {
+        match self {
+            Format::Json(f) => f.schema.clone(),
+            Format::Csv(f) => f.schema.clone(),
+            Format::DebeziumJson(f) => f.output_schema(),
         }
-        // Slow path: find the bad records one by one.
+    }
+
+    /// Decodes `records` into the rows of `table` (its physical columns, then the change
+    /// column for a changelog; see [`Decoded`]). A record that does not decode fails the
+    /// call, naming it with `place(index)`, unless the format ignores parse errors: then it
+    /// is skipped and counted in [`Decoded::skipped`].
+    pub fn decode(
+        &self,
+        table: &runnel_sql::TableDef,
+        records: &[&[u8]],
+        place: impl Fn(usize) -> String,
+    ) -> Result<Decoded> {
+        let (batch, rows_of, skipped) = match self.decode_all(records) {
+            Ok((batch, rows_of)) => (batch, rows_of, 0),
+            Err(_) => self.decode_each(records, &place)?,
+        };
+        let batch = self.layout(table).arrange(batch)?;
+        Ok(Decoded {
+            batch,
+            skipped,
+            records: rows_of,
+        })
+    }
+
+    /// The slow path: records decoded one by one, to name the bad one or skip it.
+    fn decode_each(
+        &self,
+        records: &[&[u8]],
+        place: &impl Fn(usize) -> String,
+    ) -> Result<(RecordBatch, Option<Vec<u32>>, usize)> {
         let mut good = Vec::with_capacity(records.len());
+        let mut rows_of: Vec<u32> = Vec::with_capacity(records.len());
         let mut skipped = 0;
         for (i, record) in records.iter().enumerate() {
             match self.decode_all(std::slice::from_ref(record)) {
-                Ok(batch) => good.push(batch),
+                Ok((batch, _)) => {
+                    rows_of.extend(std::iter::repeat_n(i as u32, batch.num_rows()));
+                    good.push(batch);
+                }
                 Err(_) if self.ignore_parse_errors() => skipped += 1,
-                Err(reason) => {
+                Err((_, reason)) => {
                     return Err(ConnectorError::Decode {
                         place: place(i),
                         reason: format!("{reason} (record: {})", preview(record)),
@@ -149,9 +293,37 @@ impl Format {
                 }
             }
         }
-        let batch = concat_batches(self.schema(), &good)
+        let batch = concat_batches(&self.decoded_schema(), &good)
             .map_err(|e| ConnectorError::Other(e.to_string()))?;
-        Ok(Decoded { batch, skipped })
+        Ok((batch, Some(rows_of), skipped))
+    }
+
+    /// Where each of `table`'s columns comes from.
+    fn layout(&self, table: &runnel_sql::TableDef) -> RowLayout {
+        let decoded = self.decoded_schema();
+        let format_metadata: Vec<String> = match self {
+            Format::DebeziumJson(f) => f.metadata.iter().map(|(k, _)| k.clone()).collect(),
+            _ => Vec::new(),
+        };
+        let payload = table.payload_schema();
+        let slots = table
+            .physical_schema
+            .fields()
+            .iter()
+            .map(|field| match table.metadata_of(field.name()) {
+                Some(meta) => match format_metadata.iter().position(|k| *k == meta.key) {
+                    Some(n) => Slot::FormatMetadata(payload.fields().len() + n),
+                    None => Slot::ConnectorMetadata(meta.key.clone()),
+                },
+                None => Slot::Payload(payload.index_of(field.name()).unwrap_or(0)),
+            })
+            .collect();
+        let schema = if runnel_sql::changelog::is_changelog(&decoded) {
+            runnel_sql::changelog::with_change_column(&table.physical_schema)
+        } else {
+            table.physical_schema.clone()
+        };
+        RowLayout { schema, slots }
     }
 
     /// Whether the format can write an updating stream's `-U`/`-D` rows.
@@ -169,6 +341,40 @@ impl Format {
             Format::Csv(f) => f.encode_rows(batch),
             Format::DebeziumJson(_) => json::encode_changes(batch),
         }
+    }
+}
+
+impl RowLayout {
+    /// The table's row batch from what the format decoded.
+    fn arrange(&self, decoded: RecordBatch) -> Result<RecordBatch> {
+        let identity = self
+            .slots
+            .iter()
+            .enumerate()
+            .all(|(i, slot)| *slot == Slot::Payload(i))
+            && decoded.num_columns() == self.schema.fields().len();
+        if identity {
+            return Ok(decoded);
+        }
+        let rows = decoded.num_rows();
+        let mut columns: Vec<datafusion::arrow::array::ArrayRef> = self
+            .slots
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(slot, field)| match slot {
+                Slot::Payload(n) | Slot::FormatMetadata(n) => decoded.column(*n).clone(),
+                Slot::ConnectorMetadata(_) => {
+                    datafusion::arrow::array::new_null_array(field.data_type(), rows)
+                }
+            })
+            .collect();
+        if runnel_sql::changelog::is_changelog(&self.schema) {
+            columns.push(decoded.column(decoded.num_columns() - 1).clone());
+        }
+        let options =
+            datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
+            .map_err(|e| ConnectorError::Other(e.to_string()))
     }
 }
 
@@ -209,15 +415,23 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema, TimeUnit};
     use std::sync::Arc;
 
+    fn fields() -> Vec<Field> {
+        vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("amount", DataType::Decimal128(12, 2), true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]
+    }
+
     fn json() -> Format {
         Format::Json(JsonFormat {
-            schema: Arc::new(ArrowSchema::new(vec![
-                Field::new("id", DataType::Utf8, false),
-                Field::new("amount", DataType::Decimal128(12, 2), true),
-                Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
-            ])),
+            schema: Arc::new(ArrowSchema::new(fields())),
             ignore_parse_errors: false,
         })
+    }
+
+    fn table() -> runnel_sql::TableDef {
+        crate::test_table("t", fields(), &[])
     }
 
     #[test]
@@ -227,7 +441,9 @@ mod tests {
             br#"{"id": "b", "amount": "2.25", "ts": "2024-01-01 00:05:00.250"}"#,
             br#"{"id": "c", "ts": 1704067500000}"#,
         ];
-        let decoded = json().decode(&records, |i| format!("#{i}")).unwrap();
+        let decoded = json()
+            .decode(&table(), &records, |i| format!("#{i}"))
+            .unwrap();
         assert_eq!(decoded.batch.num_rows(), 3);
         let ts = decoded
             .batch
@@ -249,7 +465,7 @@ mod tests {
             br#"{"id": "d"}"#,
         ];
         let err = json()
-            .decode(&records, |i| format!("offset {i}"))
+            .decode(&table(), &records, |i| format!("offset {i}"))
             .unwrap_err();
         assert!(err.to_string().contains("offset 1"), "{err}");
         let Format::Json(mut lenient) = json() else {
@@ -257,7 +473,7 @@ mod tests {
         };
         lenient.ignore_parse_errors = true;
         let decoded = Format::Json(lenient)
-            .decode(&records, |i| format!("{i}"))
+            .decode(&table(), &records, |i| format!("{i}"))
             .unwrap();
         assert_eq!(decoded.batch.num_rows(), 2);
         assert_eq!(

@@ -42,6 +42,10 @@ impl crate::Connector for KafkaConnector {
         options(table).map(drop)
     }
 
+    fn metadata_keys(&self) -> &'static [&'static str] {
+        source::METADATA_KEYS
+    }
+
     fn is_bounded(&self, table: &TableDef) -> bool {
         table.options.contains_key("scan.bounded.mode")
     }
@@ -57,7 +61,6 @@ impl crate::Connector for KafkaConnector {
         table: &TableDef,
         context: crate::SourceContext<'_>,
     ) -> Result<Box<dyn runnel_runtime::Source>> {
-        crate::format::check_readable(table)?;
         let source = KafkaSource::open(
             table,
             context.metrics,
@@ -137,17 +140,9 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
     Ok(options)
 }
 
-/// The value format: `'value.format'` or `'format'`.
+/// The value format (`'value.format'` or `'format'`), reading the table's records.
 pub(crate) fn value_format(options: &TableOptions, table: &TableDef) -> Result<Format> {
-    let format = Format::from_options(options, table.physical_schema.clone())?;
-    Ok(match (options.get("value.format"), format) {
-        (Some("csv"), Format::Json(json)) => Format::Csv(crate::format::CsvFormat {
-            schema: json.schema,
-            delimiter: b',',
-            ignore_parse_errors: options.parse_or("csv.ignore-parse-errors", false)?,
-        }),
-        (_, format) => format,
-    })
+    Format::for_reading(options, table)
 }
 
 /// Runs a blocking broker request, retrying with backoff (and a warning each time) while

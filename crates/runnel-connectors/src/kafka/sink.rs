@@ -39,7 +39,7 @@ impl KafkaSink {
     pub async fn open(table: &TableDef, schema: SchemaRef, config: &JobConfig) -> Result<Self> {
         let options = super::options(table)?;
         let exactly_once = config.delivery == DeliveryGuarantee::ExactlyOnce;
-        let value = super::value_format(&options, table)?;
+        let value = Format::for_writing(&options, table.physical_schema.clone())?;
         let topic = options.required("topic")?.to_string();
         let key = match options.get("key.fields") {
             None => None,

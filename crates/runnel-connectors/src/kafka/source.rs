@@ -31,6 +31,8 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// offsets found at start; otherwise it reads forever.
 pub struct KafkaSource {
     table: String,
+    /// The table read (for decoding its rows and filling its metadata columns).
+    definition: TableDef,
     consumer: Arc<BaseConsumer>,
     /// What the polling thread read: messages of one poll, or a consumer error.
     polled: tokio::sync::mpsc::Receiver<std::result::Result<PolledRecords, String>>,
@@ -232,6 +234,7 @@ impl KafkaSource {
         let count = partitions.len();
         Ok(Self {
             table: table.name.clone(),
+            definition: table.clone(),
             consumer,
             polled,
             stop,
@@ -398,8 +401,9 @@ impl KafkaSource {
         tracing::trace!(topic = %self.topic, messages = messages.len(), "polled");
         let now = Instant::now();
         self.last_progress = now;
-        // partition index → (offsets, payloads borrowed from `messages`)
-        let mut per_partition: BTreeMap<usize, (Vec<i64>, Vec<&[u8]>)> = BTreeMap::new();
+        // partition index → (offsets, record timestamps, payloads borrowed from `messages`)
+        type Records<'a> = (Vec<i64>, Vec<Option<i64>>, Vec<&'a [u8]>);
+        let mut per_partition: BTreeMap<usize, Records<'_>> = BTreeMap::new();
         let mut reached_end = Vec::new();
         for record in 0..messages.len() {
             let (partition, offset) = (messages.partitions[record], messages.offsets[record]);
@@ -424,12 +428,16 @@ impl KafkaSource {
             };
             let entry = per_partition.entry(i).or_default();
             entry.0.push(offset);
-            entry.1.push(payload);
+            entry.1.push(messages.timestamps[record]);
+            entry.2.push(payload);
         }
-        for (i, (offsets, records)) in per_partition {
+        for (i, (offsets, timestamps, records)) in per_partition {
             let (topic, partition) = (&self.topic, self.partitions[i]);
-            let decoded = self.format.decode(&records, |k| {
+            let mut decoded = self.format.decode(&self.definition, &records, |k| {
                 format!("topic {topic} partition {partition} offset {}", offsets[k])
+            })?;
+            decoded.fill_metadata(&self.definition, |key| {
+                record_metadata(key, topic, partition, &offsets, &timestamps)
             })?;
             JobMetrics::add(&self.metrics.bad_records, decoded.skipped);
             self.ready.push_back(SourceEvent::Batch(SourceBatch {
@@ -469,12 +477,43 @@ impl KafkaSource {
     }
 }
 
+/// The Kafka metadata Flink's connector offers (`METADATA FROM 'offset'`, ...).
+pub(crate) const METADATA_KEYS: &[&str] = &["topic", "partition", "offset", "timestamp"];
+
+/// The values of metadata `key` for records of one partition; `None` for a key the
+/// connector does not provide.
+fn record_metadata(
+    key: &str,
+    topic: &str,
+    partition: i32,
+    offsets: &[i64],
+    timestamps: &[Option<i64>],
+) -> Option<datafusion::arrow::array::ArrayRef> {
+    use datafusion::arrow::array::{
+        Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    };
+    let n = offsets.len();
+    Some(match key {
+        "topic" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(topic, n))),
+        "partition" => Arc::new(Int32Array::from_iter_values(std::iter::repeat_n(
+            partition, n,
+        ))),
+        "offset" => Arc::new(Int64Array::from(offsets.to_vec())),
+        "timestamp" => {
+            Arc::new(TimestampMillisecondArray::from(timestamps.to_vec()).with_timezone("UTC"))
+        }
+        _ => return None,
+    })
+}
+
 /// One poll's records, copied out of librdkafka into shared buffers (one allocation per
 /// poll, not a message object with its own topic, key and payload per record).
 #[derive(Debug, Default)]
 struct PolledRecords {
     partitions: Vec<i32>,
     offsets: Vec<i64>,
+    /// Each record's timestamp (ms since the epoch), if it has one.
+    timestamps: Vec<Option<i64>>,
     /// Each record's payload as a range of `bytes`; `None` for a tombstone.
     payloads: Vec<Option<std::ops::Range<usize>>>,
     bytes: Vec<u8>,
@@ -484,6 +523,7 @@ impl PolledRecords {
     fn push(&mut self, message: &impl Message) {
         self.partitions.push(message.partition());
         self.offsets.push(message.offset());
+        self.timestamps.push(message.timestamp().to_millis());
         self.payloads.push(message.payload().map(|payload| {
             let start = self.bytes.len();
             self.bytes.extend_from_slice(payload);

@@ -2,6 +2,7 @@
 //! its operator: [`one_input_operator`] and [`two_input_operator`].
 
 mod aggregate_call;
+mod changelog_normalize;
 mod filter;
 pub(crate) mod held_rows;
 mod interval_join;
@@ -23,6 +24,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use runnel_sql::{StreamNode, WindowKind};
 
+pub use changelog_normalize::ChangelogNormalizeOperator;
 pub use filter::FilterOperator;
 pub use interval_join::IntervalJoinOperator;
 pub use late_rows::LateRowsOutput;
@@ -158,6 +160,9 @@ pub fn one_input_operator(
             aggregate.input.is_updating(),
         )?),
         StreamNode::TopN(top) => Box::new(TopNOperator::try_new(top)?),
+        StreamNode::ChangelogNormalize(normalize) => {
+            Box::new(ChangelogNormalizeOperator::try_new(normalize, metrics)?)
+        }
         StreamNode::LookupJoin(join) => {
             Box::new(LookupJoinOperator::try_new(join, context.table.to_vec())?)
         }

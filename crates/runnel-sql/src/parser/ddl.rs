@@ -277,12 +277,22 @@ impl DdlParser {
             } else {
                 self.eat_word("NULL");
             }
-            if is_word(self.peek(), "METADATA") {
-                return Err(self.error("METADATA columns are not supported yet"));
-            }
-            ColumnKind::Physical {
-                data_type,
-                nullable,
+            if self.eat_word("METADATA") {
+                let key = if self.eat_word("FROM") {
+                    Some(self.string_literal()?)
+                } else {
+                    None
+                };
+                ColumnKind::Metadata {
+                    data_type,
+                    key,
+                    is_virtual: self.eat_word("VIRTUAL"),
+                }
+            } else {
+                ColumnKind::Physical {
+                    data_type,
+                    nullable,
+                }
             }
         };
         if self.eat_word("COMMENT") {

@@ -60,11 +60,20 @@ pub struct ColumnSpec {
     pub kind: ColumnKind,
 }
 
-/// Whether a column is read from the source or computed from other columns.
+/// Whether a column is read from the source's records, from what the connector or format
+/// knows about each record, or computed from other columns.
 #[derive(Debug, Clone)]
 pub enum ColumnKind {
     /// Read from the source's records.
     Physical { data_type: DataType, nullable: bool },
+    /// `name TYPE METADATA [FROM 'key'] [VIRTUAL]`: what the connector or format knows of
+    /// each record (Kafka's `offset`, Debezium's `value.source.timestamp`, ...); `key`
+    /// defaults to the column's name. A `VIRTUAL` one is read-only.
+    Metadata {
+        data_type: DataType,
+        key: Option<String>,
+        is_virtual: bool,
+    },
     /// `name AS expr`: computed from the physical columns of the same row.
     Computed(Box<SqlExpr>),
 }

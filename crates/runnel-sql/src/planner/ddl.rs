@@ -11,7 +11,7 @@ use datafusion::logical_expr::expr_rewriter::unnormalize_cols;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::sql::planner::{PlannerContext, SqlToRel};
 
-use crate::catalog::{is_timestamp, schema_of, Catalog, TableDef, WatermarkDef};
+use crate::catalog::{is_timestamp, schema_of, Catalog, MetadataColumn, TableDef, WatermarkDef};
 use crate::error::{Result, SqlError};
 use crate::parser::{ColumnKind, CreateTable};
 
@@ -31,11 +31,37 @@ impl StreamPlanner {
                     data_type,
                     nullable,
                 } => Some(Field::new(&c.name, data_type.clone(), *nullable)),
+                ColumnKind::Metadata { data_type, .. } => {
+                    Some(Field::new(&c.name, data_type.clone(), true))
+                }
                 ColumnKind::Computed(_) => None,
             })
             .collect();
-        if physical_fields.is_empty() {
+        let metadata: Vec<MetadataColumn> = table
+            .columns
+            .iter()
+            .filter_map(|c| match &c.kind {
+                ColumnKind::Metadata {
+                    key, is_virtual, ..
+                } => Some(MetadataColumn {
+                    column: c.name.clone(),
+                    key: key.clone().unwrap_or_else(|| c.name.clone()),
+                    is_virtual: *is_virtual,
+                }),
+                _ => None,
+            })
+            .collect();
+        if physical_fields.len() == metadata.len() {
             return Err(invalid("a table needs at least one physical column".into()));
+        }
+        if let Some(missing) = table
+            .primary_key
+            .iter()
+            .find(|k| !physical_fields.iter().any(|f| f.name() == *k))
+        {
+            return Err(invalid(format!(
+                "PRIMARY KEY names '{missing}', which is no physical column of the table"
+            )));
         }
         let physical_schema = schema_of(physical_fields);
         let physical_df = DFSchema::try_from(physical_schema.as_ref().clone())?;
@@ -45,7 +71,9 @@ impl StreamPlanner {
         let mut row_exprs = Vec::with_capacity(table.columns.len());
         for column in &table.columns {
             let expr = match &column.kind {
-                ColumnKind::Physical { .. } => Expr::Column(Column::from_name(&column.name)),
+                ColumnKind::Physical { .. } | ColumnKind::Metadata { .. } => {
+                    Expr::Column(Column::from_name(&column.name))
+                }
                 ColumnKind::Computed(sql) => sql_to_rel
                     .sql_to_expr(
                         sql.as_ref().clone(),
@@ -114,6 +142,7 @@ impl StreamPlanner {
             watermark,
             partition_keys: table.partition_keys,
             primary_key: table.primary_key,
+            metadata,
             options: table
                 .options
                 .into_iter()

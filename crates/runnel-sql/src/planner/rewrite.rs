@@ -16,6 +16,43 @@ use super::context::CatalogTableSource;
 use super::joins::{interval_join, window_join};
 use super::over::over_readiness;
 
+/// A changelog table with a primary key: every column read, the changes made exact per key
+/// ([`StreamNode::ChangelogNormalize`] needs the key and whole rows), then the columns the
+/// query reads.
+fn normalized_changelog(
+    scan: &datafusion::logical_expr::TableScan,
+    table: &std::sync::Arc<crate::catalog::TableDef>,
+) -> Result<StreamNode> {
+    let full = std::sync::Arc::new(datafusion::common::DFSchema::try_from_qualified_schema(
+        scan.table_name.clone(),
+        &table.schema,
+    )?);
+    let source = StreamNode::Source(SourceNode {
+        table: table.clone(),
+        projection: None,
+        schema: full.clone(),
+        processing_time: false,
+    });
+    let normalized = StreamNode::ChangelogNormalize(crate::plan::ChangelogNormalizeNode {
+        input: Box::new(source),
+        keys: table.primary_key_indexes(),
+        schema: full.clone(),
+    });
+    let Some(projection) = &scan.projection else {
+        return Ok(normalized);
+    };
+    let columns = full.columns();
+    Ok(StreamNode::Projection {
+        input: Box::new(normalized),
+        exprs: projection
+            .iter()
+            .map(|&i| Expr::Column(columns[i].clone()))
+            .collect(),
+        input_schema: full,
+        schema: scan.projected_schema.clone(),
+    })
+}
+
 /// The streaming rewrite: DataFusion logical plan → [`StreamNode`].
 pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
     match plan {
@@ -34,6 +71,9 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
             }
             if scan.fetch.is_some() || !scan.filters.is_empty() {
                 return Err(SqlError::Unsupported("LIMIT on a stream".into()));
+            }
+            if table.table.is_changelog() && !table.table.primary_key.is_empty() {
+                return normalized_changelog(scan, &table.table);
             }
             Ok(StreamNode::Source(SourceNode {
                 table: table.table.clone(),

@@ -1,0 +1,299 @@
+//! [`ChangelogNormalizeOperator`]: the changes of a table with a primary key, made exact
+//! by keeping each key's last row (Flink's `ChangelogNormalize`).
+//!
+//! Change sources do not always say everything: Debezium re-sends events after a
+//! connector restart, an at-least-once replay repeats them, PostgreSQL's default replica
+//! identity sends an update without its old row, an upsert topic sends only new values
+//! and bare keys for deletes. Per key, with the last row kept:
+//! - `+I`/`+U` of a row equal to the kept one is a duplicate: dropped;
+//! - `+I`/`+U` of another row becomes `-U` of the kept row and `+U` of the new one (or
+//!   `+I` when the key has none);
+//! - `-D` becomes `-D` of the kept row (whatever the delete carried), and frees the key; a
+//!   delete of a key never seen is dropped;
+//! - `-U` is dropped: the `+U` that follows it says the same, exactly.
+//!
+//! State: one row per live key (Arrow's row format), checkpointed whole.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, Int8Array};
+use datafusion::arrow::datatypes::{Int8Type, SchemaRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use runnel_sql::changelog::ChangeKind;
+use runnel_sql::ChangelogNormalizeNode;
+
+use crate::error::{Result, RuntimeError};
+use crate::metrics::JobMetrics;
+use crate::operator::{
+    CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
+};
+
+fn arrow_error(e: ArrowError) -> RuntimeError {
+    RuntimeError::Operator {
+        operator: "ChangelogNormalize".into(),
+        source: e.into(),
+    }
+}
+
+/// See the module documentation.
+pub struct ChangelogNormalizeOperator {
+    /// The input's (and output's) batches: the table's columns, then the change column.
+    schema: SchemaRef,
+    keys: Vec<usize>,
+    key_converter: RowConverter,
+    row_converter: RowConverter,
+    /// Each live key's last row.
+    rows: HashMap<OwnedRow, OwnedRow>,
+    /// Bytes of the rows and keys held.
+    bytes: usize,
+    metrics: Arc<JobMetrics>,
+}
+
+impl ChangelogNormalizeOperator {
+    pub fn try_new(node: &ChangelogNormalizeNode, metrics: Arc<JobMetrics>) -> Result<Self> {
+        let schema = node.input.arrow_schema();
+        let data_fields = &schema.fields()[..schema.fields().len() - 1];
+        let sort_field = |i: usize| SortField::new(data_fields[i].data_type().clone());
+        Ok(Self {
+            key_converter: RowConverter::new(node.keys.iter().map(|&i| sort_field(i)).collect())
+                .map_err(arrow_error)?,
+            row_converter: RowConverter::new((0..data_fields.len()).map(sort_field).collect())
+                .map_err(arrow_error)?,
+            keys: node.keys.clone(),
+            schema,
+            rows: HashMap::new(),
+            bytes: 0,
+            metrics,
+        })
+    }
+
+    fn data_columns<'a>(&self, batch: &'a RecordBatch) -> &'a [ArrayRef] {
+        &batch.columns()[..batch.num_columns() - 1]
+    }
+
+    /// Rows (in the row format) and their change kinds as a batch.
+    fn to_batch(&self, rows: Vec<OwnedRow>, kinds: Vec<i8>) -> Result<RecordBatch> {
+        let mut columns = self
+            .row_converter
+            .convert_rows(rows.iter().map(|r| r.row()))
+            .map_err(arrow_error)?;
+        columns.push(Arc::new(Int8Array::from(kinds)));
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)
+    }
+
+    fn held(key: &OwnedRow, row: &OwnedRow) -> usize {
+        key.as_ref().len() + row.as_ref().len() + 64
+    }
+}
+
+impl StreamOperator for ChangelogNormalizeOperator {
+    fn name(&self) -> &str {
+        "ChangelogNormalize"
+    }
+
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Checkpointed(self)
+    }
+}
+
+impl OneInputOperator for ChangelogNormalizeOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        let data = self.data_columns(&batch);
+        let key_columns: Vec<ArrayRef> = self.keys.iter().map(|&i| data[i].clone()).collect();
+        let keys = self
+            .key_converter
+            .convert_columns(&key_columns)
+            .map_err(arrow_error)?;
+        let rows = self
+            .row_converter
+            .convert_columns(data)
+            .map_err(arrow_error)?;
+        let kinds = batch
+            .column(batch.num_columns() - 1)
+            .as_primitive::<Int8Type>();
+        let (mut emitted, mut emitted_kinds) = (Vec::new(), Vec::new());
+        let mut ignored = 0;
+        for i in 0..batch.num_rows() {
+            let kind = ChangeKind::from_code(kinds.value(i)).unwrap_or(ChangeKind::Insert);
+            let key = keys.row(i).owned();
+            match kind {
+                ChangeKind::Insert | ChangeKind::UpdateAfter => {
+                    let row = rows.row(i).owned();
+                    match self.rows.get(&key) {
+                        Some(kept) if *kept == row => ignored += 1,
+                        Some(kept) => {
+                            emitted.push(kept.clone());
+                            emitted_kinds.push(ChangeKind::UpdateBefore as i8);
+                            emitted.push(row.clone());
+                            emitted_kinds.push(ChangeKind::UpdateAfter as i8);
+                        }
+                        None => {
+                            emitted.push(row.clone());
+                            emitted_kinds.push(ChangeKind::Insert as i8);
+                        }
+                    }
+                    let added = Self::held(&key, &row);
+                    if let Some(old) = self.rows.insert(key.clone(), row) {
+                        self.bytes -= Self::held(&key, &old);
+                    }
+                    self.bytes += added;
+                }
+                ChangeKind::Delete => match self.rows.remove(&key) {
+                    Some(kept) => {
+                        self.bytes -= Self::held(&key, &kept);
+                        emitted.push(kept);
+                        emitted_kinds.push(ChangeKind::Delete as i8);
+                    }
+                    None => ignored += 1,
+                },
+                ChangeKind::UpdateBefore => {}
+            }
+        }
+        JobMetrics::add(&self.metrics.ignored_changes, ignored);
+        if !emitted.is_empty() {
+            out.emit(self.to_batch(emitted, emitted_kinds)?);
+        }
+        Ok(())
+    }
+}
+
+impl CheckpointedState for ChangelogNormalizeOperator {
+    fn size(&self) -> usize {
+        self.bytes
+    }
+
+    /// Every live key's row (the change column says `+I`).
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let rows: Vec<OwnedRow> = self.rows.values().cloned().collect();
+        let kinds = vec![ChangeKind::Insert as i8; rows.len()];
+        self.to_batch(rows, kinds).map(Some)
+    }
+
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        self.rows.clear();
+        self.bytes = 0;
+        if state.num_rows() == 0 {
+            return Ok(());
+        }
+        // Replaying the rows as inserts rebuilds the state; nothing is emitted.
+        self.process_batch(state, &mut Collector::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::DFSchema;
+    use runnel_sql::{SourceNode, StreamNode, TableDef};
+
+    fn operator() -> ChangelogNormalizeOperator {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        let table = TableDef {
+            name: "t".into(),
+            physical_schema: schema.clone(),
+            schema: schema.clone(),
+            row_exprs: vec![],
+            watermark: None,
+            primary_key: vec!["id".into()],
+            metadata: vec![],
+            partition_keys: vec![],
+            options: [("format".to_string(), "debezium-json".to_string())].into(),
+        };
+        let df = Arc::new(DFSchema::try_from(schema.as_ref().clone()).unwrap());
+        let node = ChangelogNormalizeNode {
+            input: Box::new(StreamNode::Source(SourceNode {
+                table: Arc::new(table),
+                projection: None,
+                schema: df.clone(),
+                processing_time: false,
+            })),
+            keys: vec![0],
+            schema: df,
+        };
+        ChangelogNormalizeOperator::try_new(&node, Arc::new(JobMetrics::default())).unwrap()
+    }
+
+    fn changes(rows: &[(ChangeKind, i64, Option<&str>)]) -> RecordBatch {
+        let schema = runnel_sql::changelog::with_change_column(&Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2))),
+                Arc::new(Int8Array::from_iter_values(rows.iter().map(|r| r.0 as i8))),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn run(
+        op: &mut ChangelogNormalizeOperator,
+        rows: &[(ChangeKind, i64, Option<&str>)],
+    ) -> Vec<String> {
+        let mut out = Collector::default();
+        op.process_batch(changes(rows), &mut out).unwrap();
+        let batches: Vec<RecordBatch> = out.take().collect();
+        batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b
+                    .column(0)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let vs = b.column(1).as_string::<i32>();
+                let kinds = b.column(2).as_primitive::<Int8Type>();
+                (0..b.num_rows())
+                    .map(|i| {
+                        let kind = ChangeKind::from_code(kinds.value(i))
+                            .unwrap()
+                            .short_string();
+                        let v = if vs.is_null(i) { "NULL" } else { vs.value(i) };
+                        format!("{kind}[{}, {v}]", ids.value(i))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn duplicates_are_dropped_updates_get_their_old_row_deletes_their_row() {
+        use ChangeKind::*;
+        let mut op = operator();
+        assert_eq!(
+            run(
+                &mut op,
+                &[
+                    (Insert, 1, Some("a")),
+                    (Insert, 1, Some("a")),      // re-sent: dropped
+                    (UpdateAfter, 1, Some("b")), // no old row in the event
+                    (UpdateBefore, 1, Some("b")),
+                    (UpdateAfter, 1, Some("c")),
+                    (Delete, 1, None),           // a delete with only the key
+                    (Delete, 2, None),           // never seen: dropped
+                    (UpdateAfter, 3, Some("x")), // an upsert of a new key
+                ]
+            ),
+            ["+I[1, a]", "-U[1, a]", "+U[1, b]", "-U[1, b]", "+U[1, c]", "-D[1, c]", "+I[3, x]"]
+        );
+        assert_eq!(op.metrics.snapshot().ignored_changes, 2);
+        // A snapshot restores the same state: the kept row is known after a restart.
+        let state = op.snapshot().unwrap().unwrap();
+        let mut restored = operator();
+        restored.restore(state).unwrap();
+        assert_eq!(
+            run(&mut restored, &[(UpdateAfter, 3, Some("y"))]),
+            ["-U[3, x]", "+U[3, y]"]
+        );
+        assert!(restored.size() > 0);
+    }
+}
