@@ -16,7 +16,8 @@
 //! - `-- plan` (optional): the last query's `EXPLAIN` at parallelism 3 (the streaming plan
 //!   and the job graph), compared line by line;
 //! - `-- error` (instead of `-- expected`): the script must be refused with exactly this
-//!   message (planning errors, and errors of the job once it runs).
+//!   message (planning errors, and errors of the job once it runs; the case's scratch
+//!   folder is written `${dir}`).
 //!
 //! `RUNNEL_COMPLETE=1` rewrites each `-- expected` (and `-- late rows`, `-- plan`,
 //! `-- error`) from what Runnel produced.
@@ -371,10 +372,12 @@ fn explain(name: &str, case: &Case) -> Result<Vec<String>, String> {
     Ok(text.lines().map(|l| l.trim_end().to_string()).collect())
 }
 
-/// What a refusal case's script failed with (`Ok(None)` if it did not fail).
+/// What a refusal case's script failed with (`Ok(None)` if it did not fail), its scratch
+/// folder written `${dir}`.
 async fn refusal(name: &str, case: &Case) -> Result<Option<String>, String> {
-    let (_, sql) = prepare(&format!("error-{name}"), case)?;
-    Ok(collect(&Engine::default(), &sql).await.failure)
+    let (dir, sql) = prepare(&format!("error-{name}"), case)?;
+    let failure = collect(&Engine::default(), &sql).await.failure;
+    Ok(failure.map(|f| f.replace(&dir.display().to_string(), "${dir}")))
 }
 
 /// A case file rewritten with what Runnel produced (`RUNNEL_COMPLETE=1`).
