@@ -212,7 +212,7 @@ impl Engine {
                 let mut table = self
                     .planner()
                     .create_table(&catalog, create.as_ref().clone())?;
-                if table.connector() == Some("kafka") {
+                if matches!(table.connector(), Some("kafka" | "upsert-kafka")) {
                     for (key, value) in &self.kafka_properties {
                         table
                             .options

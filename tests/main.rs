@@ -2,6 +2,7 @@
 //! real broker that `scripts/kafka.sh start` runs (the README's test command starts it).
 
 mod bad_input;
+mod cdc;
 mod claims;
 mod cli;
 mod common;

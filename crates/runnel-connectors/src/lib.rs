@@ -59,6 +59,7 @@ impl Connectors {
     pub fn new(memory: memory::MemoryTables) -> Self {
         let registry: Vec<Arc<dyn Connector>> = vec![
             Arc::new(kafka::KafkaConnector),
+            Arc::new(kafka::UpsertKafkaConnector),
             Arc::new(filesystem::FilesystemConnector),
             Arc::new(nexmark::NexmarkConnector),
             Arc::new(datagen::DatagenConnector),

@@ -17,7 +17,7 @@ pub struct JsonFormat {
 
 impl JsonFormat {
     /// Decodes every record, or fails if any record is not exactly one valid object.
-    pub(super) fn decode_all(&self, records: &[&[u8]]) -> Result<RecordBatch, String> {
+    pub(crate) fn decode_all(&self, records: &[&[u8]]) -> Result<RecordBatch, String> {
         let mut decoder = ReaderBuilder::new(self.schema.clone())
             .with_batch_size(records.len().max(1))
             .build_decoder()

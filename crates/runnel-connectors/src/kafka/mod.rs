@@ -3,6 +3,7 @@
 
 mod sink;
 mod source;
+pub mod upsert;
 
 use std::time::Duration;
 
@@ -90,18 +91,87 @@ impl crate::Connector for KafkaConnector {
     }
 }
 
+/// `'connector' = 'upsert-kafka'` (see [`upsert`]).
+pub struct UpsertKafkaConnector;
+
+#[async_trait::async_trait]
+impl crate::Connector for UpsertKafkaConnector {
+    fn name(&self) -> &'static str {
+        "upsert-kafka"
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<()> {
+        options(table).map(drop)
+    }
+
+    fn metadata_keys(&self) -> &'static [&'static str] {
+        source::METADATA_KEYS
+    }
+
+    fn is_bounded(&self, table: &TableDef) -> bool {
+        table.options.contains_key("scan.bounded.mode")
+    }
+
+    fn max_splits(&self, _table: &TableDef) -> usize {
+        usize::MAX
+    }
+
+    async fn open_source(
+        &self,
+        table: &TableDef,
+        context: crate::SourceContext<'_>,
+    ) -> Result<Box<dyn runnel_runtime::Source>> {
+        KafkaConnector.open_source(table, context).await
+    }
+
+    async fn open_sink(
+        &self,
+        table: &TableDef,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        config: &runnel_runtime::JobConfig,
+    ) -> Result<Box<dyn runnel_runtime::Sink>> {
+        Ok(Box::new(KafkaSink::open(table, schema, config).await?))
+    }
+
+    async fn committed_checkpoint(
+        &self,
+        table: &TableDef,
+    ) -> Result<Option<runnel_runtime::CheckpointId>> {
+        committed_checkpoint(table).await
+    }
+}
+
 /// How long to wait for the broker's answers at start (metadata, offsets).
 pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The options of a `kafka` or `upsert-kafka` table, checked.
 pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
-    let valid: Vec<&str> = OPTIONS.iter().chain(FORMAT_OPTIONS).copied().collect();
+    let upsert = table.connector() == Some("upsert-kafka");
+    let (connector, own) = if upsert {
+        ("upsert-kafka", upsert::OPTIONS)
+    } else {
+        ("kafka", OPTIONS)
+    };
+    let valid: Vec<&str> = own.iter().chain(FORMAT_OPTIONS).copied().collect();
     let options = TableOptions::validate(
         &table.name,
-        "kafka",
+        connector,
         &table.options,
         &valid,
         &["properties."],
     )?;
+    if upsert {
+        upsert::UpsertKey::of(table)?;
+        for option in ["key.format", "value.format"] {
+            let format = options.required(option)?;
+            if format != "json" {
+                return Err(options.invalid(option, format, "expected json"));
+            }
+        }
+        options.choice("value.fields-include", &["ALL"], "ALL")?;
+        options.parse_or::<usize>("sink.buffer-flush.max-rows", 0)?;
+        options.duration("sink.buffer-flush.interval")?;
+    }
     options.required("topic")?;
     options.required("properties.bootstrap.servers")?;
     options.choice(
@@ -120,11 +190,15 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
         "at-least-once",
     )?;
     if let Some(format) = options.get("value.format") {
-        if format != "json" && format != "csv" {
-            return Err(options.invalid("value.format", format, "expected json or csv"));
+        if !matches!(format, "json" | "csv" | "debezium-json") {
+            return Err(options.invalid(
+                "value.format",
+                format,
+                "expected json, csv or debezium-json",
+            ));
         }
     }
-    if let Some(format) = options.get("key.format") {
+    if let Some(format) = options.get("key.format").filter(|_| !upsert) {
         if format != "json" {
             return Err(options.invalid("key.format", format, "expected json"));
         }

@@ -33,7 +33,16 @@ pub struct KafkaSink {
     value: Format,
     /// Key columns (indexes into the written batches) and their encoder.
     key: Option<(Vec<usize>, Format)>,
+    /// `upsert-kafka`: rows keyed by the primary key, deletes as tombstones, and the
+    /// buffer that writes each key's last value only (`'sink.buffer-flush.*'`).
+    upsert: Option<(
+        super::upsert::UpsertKey,
+        Option<super::upsert::UpsertBuffer>,
+    )>,
 }
+
+/// A record to produce: its key, and its value (`None`: a tombstone).
+type Record = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 impl KafkaSink {
     pub async fn open(table: &TableDef, schema: SchemaRef, config: &JobConfig) -> Result<Self> {
@@ -41,7 +50,15 @@ impl KafkaSink {
         let exactly_once = config.delivery == DeliveryGuarantee::ExactlyOnce;
         let value = Format::for_writing(&options, table.physical_schema.clone())?;
         let topic = options.required("topic")?.to_string();
-        let key = match options.get("key.fields") {
+        let upsert = if table.connector() == Some("upsert-kafka") {
+            Some((
+                super::upsert::UpsertKey::of(table)?,
+                super::upsert::UpsertBuffer::from_options(&options)?,
+            ))
+        } else {
+            None
+        };
+        let key = match options.get("key.fields").filter(|_| upsert.is_none()) {
             None => None,
             Some(fields) => {
                 let mut indexes = Vec::new();
@@ -108,41 +125,31 @@ impl KafkaSink {
             table: table.name.clone(),
             value,
             key,
+            upsert,
         })
     }
 
-    fn delivery_error(&self, source: KafkaError) -> runnel_runtime::RuntimeError {
-        ConnectorError::Kafka {
-            context: format!("producing to topic {}", self.topic),
+    fn encode_error(
+        &self,
+        source: datafusion::arrow::error::ArrowError,
+    ) -> runnel_runtime::RuntimeError {
+        ConnectorError::Encode {
+            table: self.table.clone(),
             source,
         }
         .at("sink", &self.table)
     }
-}
 
-#[async_trait]
-impl Sink for KafkaSink {
-    async fn write_batch(&mut self, batch: RecordBatch) -> runnel_runtime::Result<()> {
-        let encode_error = |source| {
-            ConnectorError::Encode {
-                table: self.table.clone(),
-                source,
+    /// Produces `records` and waits until the broker acknowledged every one.
+    async fn send(&self, records: &[Record]) -> runnel_runtime::Result<()> {
+        let mut pending = Vec::with_capacity(records.len());
+        for (key, value) in records {
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic);
+            if let Some(value) = value {
+                record = record.payload(value.as_slice());
             }
-            .at("sink", &self.table)
-        };
-        let values = self.value.encode(&batch).map_err(encode_error)?;
-        let keys = match &self.key {
-            Some((indexes, format)) => {
-                let key_batch = batch.project(indexes).map_err(encode_error)?;
-                Some(format.encode(&key_batch).map_err(encode_error)?)
-            }
-            None => None,
-        };
-        let mut pending = Vec::with_capacity(values.len());
-        for (row, value) in values.iter().enumerate() {
-            let mut record = FutureRecord::to(&self.topic).payload(value.as_slice());
-            if let Some(keys) = &keys {
-                record = record.key(keys[row].as_slice());
+            if let Some(key) = key {
+                record = record.key(key.as_slice());
             }
             loop {
                 match self.producer.send_result(record) {
@@ -169,7 +176,83 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
+    /// Writes what an upsert buffer holds (when `always`, or when it is due).
+    async fn flush_buffer(&mut self, always: bool) -> runnel_runtime::Result<()> {
+        let Some((_, Some(buffer))) = &mut self.upsert else {
+            return Ok(());
+        };
+        if !always && !buffer.due() {
+            return Ok(());
+        }
+        let records: Vec<Record> = buffer
+            .take()
+            .into_iter()
+            .map(|(key, value)| (Some(key), value))
+            .collect();
+        self.send(&records).await
+    }
+
+    fn delivery_error(&self, source: KafkaError) -> runnel_runtime::RuntimeError {
+        ConnectorError::Kafka {
+            context: format!("producing to topic {}", self.topic),
+            source,
+        }
+        .at("sink", &self.table)
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn write_batch(&mut self, batch: RecordBatch) -> runnel_runtime::Result<()> {
+        if let Some((key, _)) = &self.upsert {
+            let records = super::upsert::records(key, &self.value, &batch);
+            let records = records.map_err(|e| self.encode_error(e))?;
+            if let Some((_, Some(buffer))) = &mut self.upsert {
+                buffer.hold(records);
+                return self.flush_buffer(false).await;
+            }
+            let records: Vec<Record> = records.into_iter().map(|(k, v)| (Some(k), v)).collect();
+            return self.send(&records).await;
+        }
+        let values = self
+            .value
+            .encode(&batch)
+            .map_err(|e| self.encode_error(e))?;
+        let keys = match &self.key {
+            Some((indexes, format)) => {
+                let key_batch = batch.project(indexes).map_err(|e| self.encode_error(e))?;
+                Some(
+                    format
+                        .encode(&key_batch)
+                        .map_err(|e| self.encode_error(e))?,
+                )
+            }
+            None => None,
+        };
+        let records: Vec<Record> = match keys {
+            Some(keys) => keys
+                .into_iter()
+                .map(Some)
+                .zip(values.into_iter().map(Some))
+                .collect(),
+            None => values.into_iter().map(|v| (None, Some(v))).collect(),
+        };
+        self.send(&records).await
+    }
+
+    async fn on_watermark(&mut self, _watermark: i64) -> runnel_runtime::Result<()> {
+        self.flush_buffer(false).await
+    }
+
+    async fn prepare_checkpoint(
+        &mut self,
+        _checkpoint: runnel_runtime::CheckpointId,
+    ) -> runnel_runtime::Result<()> {
+        self.flush_buffer(true).await
+    }
+
     async fn finish(&mut self) -> runnel_runtime::Result<()> {
+        self.flush_buffer(true).await?;
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)))
             .await
@@ -218,7 +301,7 @@ impl Transaction {
     ) -> Result<Self> {
         let mut groups = Vec::new();
         for table in sources {
-            if table.connector() != Some("kafka") {
+            if !matches!(table.connector(), Some("kafka" | "upsert-kafka")) {
                 return Err(ConnectorError::Other(format!(
                     "'sink.delivery-guarantee' = 'exactly-once' needs every source to be a Kafka \
                      table (its offsets commit with the output); {} is not",

@@ -51,6 +51,8 @@ pub struct KafkaSource {
     last_rows: Vec<Instant>,
     idle: Vec<bool>,
     format: Format,
+    /// `upsert-kafka`: the key of each record names its row, a tombstone deletes it.
+    upsert: Option<super::upsert::UpsertKey>,
     metrics: Arc<JobMetrics>,
     ready: VecDeque<SourceEvent>,
     /// At-most-once: offsets are committed to the group as records are read.
@@ -217,13 +219,16 @@ impl KafkaSource {
         let end_offsets = bounded.then(|| ends.iter().map(|&(_, high)| high).collect::<Vec<_>>());
         if bounded {
             for (i, &(low, high)) in ends.iter().enumerate() {
-                let resumed_at_end = start
-                    .and_then(|s| s.offsets.get(i).copied().flatten())
-                    .is_some_and(|next| next >= high);
+                // Starting at (or past) the end offset: from a checkpoint, or from offsets
+                // the group committed (a bounded job run again) — nothing left to read.
+                let starts_at_end = match start_offsets[i] {
+                    Offset::Offset(next) => next >= high,
+                    _ => false,
+                };
                 if finished[i] {
                     continue;
                 }
-                if high <= low || startup == "latest-offset" || resumed_at_end {
+                if high <= low || startup == "latest-offset" || starts_at_end {
                     finished[i] = true;
                     ready.push_back(SourceEvent::PartitionFinished(i));
                 }
@@ -235,6 +240,9 @@ impl KafkaSource {
         Ok(Self {
             table: table.name.clone(),
             definition: table.clone(),
+            upsert: (table.connector() == Some("upsert-kafka"))
+                .then(|| super::upsert::UpsertKey::of(table))
+                .transpose()?,
             consumer,
             polled,
             stop,
@@ -401,9 +409,7 @@ impl KafkaSource {
         tracing::trace!(topic = %self.topic, messages = messages.len(), "polled");
         let now = Instant::now();
         self.last_progress = now;
-        // partition index → (offsets, record timestamps, payloads borrowed from `messages`)
-        type Records<'a> = (Vec<i64>, Vec<Option<i64>>, Vec<&'a [u8]>);
-        let mut per_partition: BTreeMap<usize, Records<'_>> = BTreeMap::new();
+        let mut per_partition: BTreeMap<usize, PartitionRecords<'_>> = BTreeMap::new();
         let mut reached_end = Vec::new();
         for record in 0..messages.len() {
             let (partition, offset) = (messages.partitions[record], messages.offsets[record]);
@@ -422,22 +428,38 @@ impl KafkaSource {
                     reached_end.push(i);
                 }
             }
-            // A tombstone (no payload) deletes a key upstream; it carries no row.
-            let Some(payload) = messages.payload(record) else {
+            // A tombstone (no payload) deletes a key: a row of an upsert table, nothing
+            // of a plain one.
+            let payload = messages.payload(record);
+            if payload.is_none() && self.upsert.is_none() {
                 continue;
-            };
+            }
             let entry = per_partition.entry(i).or_default();
-            entry.0.push(offset);
-            entry.1.push(messages.timestamps[record]);
-            entry.2.push(payload);
+            entry.offsets.push(offset);
+            entry.timestamps.push(messages.timestamps[record]);
+            entry.payloads.push(payload);
+            entry.keys.push(messages.key(record));
         }
-        for (i, (offsets, timestamps, records)) in per_partition {
+        for (i, records) in per_partition {
             let (topic, partition) = (&self.topic, self.partitions[i]);
-            let mut decoded = self.format.decode(&self.definition, &records, |k| {
-                format!("topic {topic} partition {partition} offset {}", offsets[k])
-            })?;
+            let offsets = &records.offsets;
+            let place =
+                |k: usize| format!("topic {topic} partition {partition} offset {}", offsets[k]);
+            let mut decoded = match &self.upsert {
+                Some(upsert) => upsert.decode(
+                    &self.format,
+                    &self.definition,
+                    &records.payloads,
+                    &records.keys,
+                    place,
+                )?,
+                None => {
+                    let payloads: Vec<&[u8]> = records.payloads.iter().flatten().copied().collect();
+                    self.format.decode(&self.definition, &payloads, place)?
+                }
+            };
             decoded.fill_metadata(&self.definition, |key| {
-                record_metadata(key, topic, partition, &offsets, &timestamps)
+                record_metadata(key, topic, partition, offsets, &records.timestamps)
             })?;
             JobMetrics::add(&self.metrics.bad_records, decoded.skipped);
             self.ready.push_back(SourceEvent::Batch(SourceBatch {
@@ -477,6 +499,16 @@ impl KafkaSource {
     }
 }
 
+/// One poll's records of one partition, borrowed from the poll.
+#[derive(Default)]
+struct PartitionRecords<'a> {
+    offsets: Vec<i64>,
+    timestamps: Vec<Option<i64>>,
+    /// `None`: a tombstone.
+    payloads: Vec<Option<&'a [u8]>>,
+    keys: Vec<Option<&'a [u8]>>,
+}
+
 /// The Kafka metadata Flink's connector offers (`METADATA FROM 'offset'`, ...).
 pub(crate) const METADATA_KEYS: &[&str] = &["topic", "partition", "offset", "timestamp"];
 
@@ -514,6 +546,8 @@ struct PolledRecords {
     offsets: Vec<i64>,
     /// Each record's timestamp (ms since the epoch), if it has one.
     timestamps: Vec<Option<i64>>,
+    /// Each record's key as a range of `bytes`, if it has one.
+    keys: Vec<Option<std::ops::Range<usize>>>,
     /// Each record's payload as a range of `bytes`; `None` for a tombstone.
     payloads: Vec<Option<std::ops::Range<usize>>>,
     bytes: Vec<u8>,
@@ -524,6 +558,11 @@ impl PolledRecords {
         self.partitions.push(message.partition());
         self.offsets.push(message.offset());
         self.timestamps.push(message.timestamp().to_millis());
+        self.keys.push(message.key().map(|key| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(key);
+            start..self.bytes.len()
+        }));
         self.payloads.push(message.payload().map(|payload| {
             let start = self.bytes.len();
             self.bytes.extend_from_slice(payload);
@@ -533,6 +572,10 @@ impl PolledRecords {
 
     fn len(&self) -> usize {
         self.offsets.len()
+    }
+
+    fn key(&self, record: usize) -> Option<&[u8]> {
+        self.keys[record].clone().map(|range| &self.bytes[range])
     }
 
     fn payload(&self, record: usize) -> Option<&[u8]> {
