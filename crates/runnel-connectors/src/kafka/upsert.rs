@@ -187,13 +187,15 @@ fn arrow(e: datafusion::arrow::error::ArrowError) -> ConnectorError {
     ConnectorError::Other(e.to_string())
 }
 
-/// What an upsert sink writes for a batch of changes: per row to write, its key and its
-/// value (`None`: a tombstone).
+/// A record an upsert sink writes: its key, and its value (`None`: a tombstone).
+pub(crate) type KeyedRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// What an upsert sink writes for a batch of changes, one record per row to write.
 pub(crate) fn records(
     key: &UpsertKey,
     value: &Format,
     batch: &RecordBatch,
-) -> std::result::Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, datafusion::arrow::error::ArrowError> {
+) -> std::result::Result<Vec<KeyedRecord>, datafusion::arrow::error::ArrowError> {
     let changelog = runnel_sql::changelog::is_changelog(batch.schema_ref());
     let mut data = batch.clone();
     let kinds = if changelog {
@@ -254,7 +256,7 @@ impl UpsertBuffer {
     }
 
     /// Holds `records`.
-    pub fn hold(&mut self, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+    pub fn hold(&mut self, records: Vec<KeyedRecord>) {
         for (key, value) in records {
             if self.latest.insert(key.clone(), value).is_none() {
                 self.order.push(key);
@@ -271,7 +273,7 @@ impl UpsertBuffer {
     }
 
     /// Every held key's last value, in the order keys were first held; empties the buffer.
-    pub fn take(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    pub fn take(&mut self) -> Vec<KeyedRecord> {
         self.last_flush = Instant::now();
         let mut latest = std::mem::take(&mut self.latest);
         std::mem::take(&mut self.order)
