@@ -2,12 +2,15 @@
 # Runs Kafka Connect (standalone) with the Debezium PostgreSQL connector, against the
 # broker of scripts/kafka.sh and the server of scripts/postgres.sh, for Runnel's CDC tests.
 #
-#   scripts/connect.sh start CONNECTOR.properties   fetch once (mvn, Maven Central), start, wait until the connector runs
-#   scripts/connect.sh stop                         stop the worker; no process is left behind
-#   scripts/connect.sh status                       say whether it runs
+#   scripts/connect.sh start [CONNECTOR.properties]  fetch once (mvn, Maven Central), start, wait until
+#                                                    the worker serves (and the connector runs, when given)
+#   scripts/connect.sh stop                          stop the worker; no process is left behind
+#   scripts/connect.sh status                        say whether it runs
 #
-# CONNECTOR.properties is the connector's configuration (Debezium's option names); the
-# worker's own settings (JSON converters, file offsets) are written here.
+# CONNECTOR.properties is a connector's configuration (Debezium's option names); without
+# one, connectors are added through the worker's REST API (POST /connectors), as the
+# tests do, so one worker serves a whole test run. The worker's own settings (JSON
+# converters, file offsets) are written here. `start` prints the REST address.
 #
 # Environment:
 #   KAFKA_BOOTSTRAP   the broker (default 127.0.0.1:9092)
@@ -76,9 +79,17 @@ rest() {
 
 case "${1:-}" in
 start)
-    connector="${2:?usage: $0 start CONNECTOR.properties}"
-    [ -f "$connector" ] || { log "$connector: no such file"; exit 2; }
+    connector="${2:-}"
+    if [ -n "$connector" ] && [ ! -f "$connector" ]; then
+        log "$connector: no such file"
+        exit 2
+    fi
     if running_pid >/dev/null; then
+        if [ -z "$connector" ] && rest / >/dev/null; then
+            log "Connect worker already serving on port $CONNECT_PORT"
+            echo "http://127.0.0.1:$CONNECT_PORT"
+            exit 0
+        fi
         log "a Connect worker already runs (pid $(cat "$PIDFILE")); stop it first"
         exit 1
     fi
@@ -104,22 +115,28 @@ appender.file.layout.pattern = %d %p %c{1}: %m%n
 CONF
     nohup java -Xmx512m -Dlog4j2.configurationFile="$STATE/log4j2.properties" \
         -cp "$LIBS/*" org.apache.kafka.connect.cli.ConnectStandalone \
-        "$STATE/worker.properties" "$connector" >"$STATE/stdout.log" 2>&1 &
+        "$STATE/worker.properties" ${connector:+"$connector"} >"$STATE/stdout.log" 2>&1 &
     echo $! >"$PIDFILE"
-    name=$(sed -n 's/^name=//p' "$connector")
+    name=$([ -n "$connector" ] && sed -n 's/^name=//p' "$connector" || true)
     for _ in $(seq 1 300); do
         if ! running_pid >/dev/null; then
             log "the Connect worker exited; its log:"
             tail -n 40 "$STATE/connect.log" "$STATE/stdout.log" >&2 || true
             exit 1
         fi
-        if rest "/connectors/$name/status" | grep -q '"tasks":\[{"id":0,"state":"RUNNING"'; then
+        if [ -z "$name" ] && rest / >/dev/null; then
+            log "Connect worker serving on port $CONNECT_PORT (log in $STATE)"
+            echo "http://127.0.0.1:$CONNECT_PORT"
+            exit 0
+        fi
+        if [ -n "$name" ] && rest "/connectors/$name/status" | grep -q '"tasks":\[{"id":0,"state":"RUNNING"'; then
             log "Debezium connector $name running (Connect on port $CONNECT_PORT, log in $STATE)"
+            echo "http://127.0.0.1:$CONNECT_PORT"
             exit 0
         fi
         sleep 0.5
     done
-    log "connector $name did not start within 150 s; its log:"
+    log "Connect${name:+ connector $name} did not start within 150 s; its log:"
     tail -n 40 "$STATE/connect.log" >&2 || true
     exit 1
     ;;
@@ -144,7 +161,7 @@ status)
     fi
     ;;
 *)
-    echo "usage: $0 start CONNECTOR.properties|stop|status" >&2
+    echo "usage: $0 start [CONNECTOR.properties]|stop|status" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs Runnel's whole test suite: formatting and lints, then every unit and end-to-end
-# test against a real Kafka broker that this script starts (and stops) itself.
+# test against the real systems this script starts once (and stops) itself: a Kafka
+# broker, a PostgreSQL server and a Kafka Connect worker with Debezium's PostgreSQL
+# connector (the CDC tests). A service already running is used and left running.
 #
 #   scripts/test.sh
 #
@@ -18,16 +20,37 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Stops, on exit, the services this script started (in reverse order).
+stop_on_exit=()
+cleanup() {
+    local i
+    for ((i = ${#stop_on_exit[@]} - 1; i >= 0; i--)); do
+        ${stop_on_exit[$i]} || true
+    done
+}
+trap cleanup EXIT
+
+# start NAME SCRIPT [ARGS]: starts a service unless it runs, prints what `start` printed.
+start() {
+    local script="$2"
+    shift 2
+    if ! "$script" status >/dev/null 2>&1; then
+        stop_on_exit+=("$script stop")
+    fi
+    "$script" start "$@"
+}
+
 step "starting Kafka"
-started_kafka=0
-if ! scripts/kafka.sh status >/dev/null 2>&1; then
-    started_kafka=1
-fi
 export RUNNEL_KAFKA_BOOTSTRAP
-RUNNEL_KAFKA_BOOTSTRAP=$(scripts/kafka.sh start)
-if [ "$started_kafka" = 1 ]; then
-    trap 'scripts/kafka.sh stop' EXIT
-fi
+RUNNEL_KAFKA_BOOTSTRAP=$(start kafka scripts/kafka.sh)
+
+step "starting PostgreSQL"
+export RUNNEL_POSTGRES_URL
+RUNNEL_POSTGRES_URL=$(start postgres scripts/postgres.sh)
+
+step "starting Kafka Connect with Debezium"
+export RUNNEL_CONNECT_URL
+RUNNEL_CONNECT_URL=$(KAFKA_BOOTSTRAP="$RUNNEL_KAFKA_BOOTSTRAP" start connect scripts/connect.sh)
 
 step "building the runnel binary"
 cargo build --locked -p runnel-cli

@@ -1,6 +1,8 @@
-//! Change data capture against the real broker: upsert topics in and out.
+//! Change data capture on real systems: upsert topics in and out of the broker, and
+//! PostgreSQL → Debezium → Kafka → Runnel → a PostgreSQL warehouse.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -207,4 +209,284 @@ async fn upsert_kafka_totals_end_as_the_final_claims_say() {
         deletes.len(),
         last.len()
     );
+}
+
+/// Random changes to `cdc_e2e.claims` in small transactions, as an application makes them:
+/// new claims, amount updates, moves to another policy, deletes, until `changes` rows
+/// changed (a statement that finds no row changes nothing). Returns how many changed.
+async fn change_claims(
+    client: &mut tokio_postgres::Client,
+    changes: usize,
+    seed: u64,
+    pause: Duration,
+) -> usize {
+    let mut rng = Rng::new(seed);
+    let mut made = 0;
+    while made < changes {
+        let transaction = client.transaction().await.expect("begin");
+        for _ in 0..1 + rng.below(5) {
+            let claim = rng.below(3_000) as i64;
+            let sql = match rng.below(10) {
+                0..=3 => {
+                    "INSERT INTO cdc_e2e.claims (claim_id, policy_id, amount, status, updated_at)
+                     VALUES ($1, $2, $3::bigint / 100.0, 'open', now())
+                     ON CONFLICT (claim_id) DO UPDATE SET amount = EXCLUDED.amount, updated_at = now()"
+                }
+                4..=6 => {
+                    "UPDATE cdc_e2e.claims SET amount = $3::bigint / 100.0, status = 'assessed',
+                     updated_at = now() WHERE claim_id = $1 AND $2::bigint >= 0"
+                }
+                7 | 8 => {
+                    "UPDATE cdc_e2e.claims SET policy_id = $2, updated_at = now()
+                     WHERE claim_id = $1 AND $3::bigint >= 0"
+                }
+                _ => "DELETE FROM cdc_e2e.claims WHERE claim_id = $1 AND $2::bigint >= 0 AND $3::bigint >= 0",
+            };
+            let policy = rng.below(50) as i64;
+            let cents = rng.below(1_000_000) as i64;
+            let changed = transaction
+                .execute(sql, &[&claim, &policy, &cents])
+                .await
+                .expect("change a claim");
+            made += changed as usize;
+        }
+        transaction.commit().await.expect("commit");
+        tokio::time::sleep(pause).await;
+    }
+    made
+}
+
+/// PostgreSQL's own answer and the warehouse table Runnel loads, each as
+/// `(policy_id, claims, total)` rows in key order.
+async fn totals(
+    client: &tokio_postgres::Client,
+) -> (Vec<(i64, i64, String)>, Vec<(i64, i64, String)>) {
+    let rows = |sql: &'static str| async move {
+        client
+            .query(sql, &[])
+            .await
+            .expect("query")
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, i64>(0),
+                    r.get::<_, i64>(1),
+                    r.get::<_, String>(2),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let truth = rows(
+        "SELECT policy_id, count(*), sum(amount)::numeric(22, 2)::text
+         FROM cdc_e2e.claims GROUP BY policy_id ORDER BY policy_id",
+    )
+    .await;
+    let loaded = rows(
+        "SELECT policy_id, claims, total::text FROM cdc_e2e_warehouse.policy_totals ORDER BY policy_id",
+    )
+    .await;
+    (truth, loaded)
+}
+
+/// Waits until the warehouse holds PostgreSQL's own per-policy totals; fails with the
+/// first difference and the job's log after `within`.
+async fn await_warehouse_equal(
+    client: &tokio_postgres::Client,
+    within: Duration,
+    running: &mut Running,
+    log: &mut String,
+) -> usize {
+    let started = std::time::Instant::now();
+    loop {
+        let (truth, loaded) = totals(client).await;
+        if truth == loaded {
+            return truth.len();
+        }
+        if started.elapsed() > within {
+            let first = truth
+                .iter()
+                .zip(&loaded)
+                .find(|(t, l)| t != l)
+                .map(|(t, l)| format!("PostgreSQL says {t:?}, the warehouse holds {l:?}"))
+                .unwrap_or_else(|| {
+                    format!(
+                        "{} policies in PostgreSQL, {} in the warehouse",
+                        truth.len(),
+                        loaded.len()
+                    )
+                });
+            let status = running.child.try_wait().expect("wait");
+            drain(running, log);
+            panic!(
+                "the warehouse is not PostgreSQL's answer after {within:?}: {first}\n\
+                 runnel: {status:?}\n{log}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until `topic` holds at least `count` records (Debezium creates it with its first).
+fn await_records(topic: &str, count: usize) {
+    let started = std::time::Instant::now();
+    loop {
+        let records = consume_all(topic).len();
+        if records >= count {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{topic} holds {records} records after 60 s, expected {count}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The whole CDC path on real systems: an application changes claims in PostgreSQL;
+/// Debezium (Kafka Connect) captures them into Kafka; Runnel reads the change events,
+/// totals claims per policy and upserts the totals into a PostgreSQL warehouse table
+/// through the `jdbc` sink. After 10,000 random inserts, updates, policy moves and deletes
+/// (on top of a 1,000-row snapshot), the warehouse equals PostgreSQL's own `GROUP BY`;
+/// then after 5,000 more while Runnel is killed with SIGKILL three times and restarted
+/// (at-least-once), it still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_through_debezium_and_runnel_into_a_postgres_warehouse() {
+    let mut client = postgres().await;
+    client
+        .batch_execute(
+            "DROP SCHEMA IF EXISTS cdc_e2e CASCADE;
+             DROP SCHEMA IF EXISTS cdc_e2e_warehouse CASCADE;
+             CREATE SCHEMA cdc_e2e;
+             CREATE SCHEMA cdc_e2e_warehouse;
+             CREATE TABLE cdc_e2e.claims (
+                 claim_id bigint PRIMARY KEY, policy_id bigint NOT NULL,
+                 amount numeric(12, 2) NOT NULL, status text NOT NULL,
+                 updated_at timestamp NOT NULL);
+             INSERT INTO cdc_e2e.claims
+             SELECT g, g % 50, (g * 37 % 100000) / 100.0, 'open', now()
+             FROM generate_series(0, 2999, 3) AS g;
+             CREATE TABLE cdc_e2e_warehouse.policy_totals (
+                 policy_id bigint PRIMARY KEY, claims bigint NOT NULL, total numeric(22, 2));",
+        )
+        .await
+        .expect("create the tables");
+
+    // A connector, slot and topic of this run's own.
+    let run = format!(
+        "runnel-e2e-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let prefix = run.replace('-', "_");
+    start_debezium(&run, &prefix, "cdc_e2e.claims");
+    let topic = format!("{prefix}.cdc_e2e.claims");
+
+    let dir = scratch_dir("debezium-warehouse");
+    let job = dir.join("job.sql");
+    std::fs::write(
+        &job,
+        format!(
+            "SET 'execution.checkpointing.interval' = '1 s';
+             CREATE TABLE claims (
+                 claim_id BIGINT, policy_id BIGINT, amount DECIMAL(12, 2), status STRING,
+                 updated_at TIMESTAMP(6),
+                 changed_at TIMESTAMP_LTZ(3) METADATA FROM 'value.source.timestamp' VIRTUAL,
+                 PRIMARY KEY (claim_id) NOT ENFORCED
+             ) WITH (
+                 'connector' = 'kafka', 'topic' = '{topic}',
+                 'properties.bootstrap.servers' = '{servers}',
+                 'scan.startup.mode' = 'earliest-offset',
+                 'format' = 'debezium-json', 'debezium-json.schema-include' = 'true');
+             CREATE TABLE policy_totals (
+                 policy_id BIGINT, claims BIGINT, total DECIMAL(22, 2),
+                 PRIMARY KEY (policy_id) NOT ENFORCED
+             ) WITH (
+                 'connector' = 'jdbc', 'url' = '{url}',
+                 'table-name' = 'cdc_e2e_warehouse.policy_totals',
+                 'username' = 'runnel', 'password' = 'runnel',
+                 'sink.buffer-flush.interval' = '200 ms');
+             INSERT INTO policy_totals
+             SELECT policy_id, COUNT(*), SUM(amount) FROM claims GROUP BY policy_id;",
+            servers = bootstrap(),
+            url = postgres_jdbc_url(),
+        ),
+    )
+    .expect("job file");
+    let checkpoints = dir.join("checkpoints");
+    let mut log = String::new();
+
+    // 1. A clean run while the application makes 10,000 changes.
+    await_records(&topic, 1_000);
+    let mut running = start_with(&job, &checkpoints, None);
+    let changes = change_claims(&mut client, 10_000, 41, Duration::ZERO).await;
+    let policies =
+        await_warehouse_equal(&client, Duration::from_secs(120), &mut running, &mut log).await;
+    stop_cleanly(running, &mut log);
+    eprintln!("debezium → runnel → warehouse: {changes} changes, {policies} policies equal");
+
+    // 2. 5,000 more changes while the job is killed three times.
+    let writer = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let made = change_claims(&mut client, 5_000, 42, Duration::from_millis(2)).await;
+        (client, made, started.elapsed())
+    });
+    let (checkpoints_for_kills, job_for_kills) = (checkpoints.clone(), job.clone());
+    let (kills, mut log) = tokio::task::spawn_blocking(move || {
+        let mut rng = Rng::new(7);
+        for _ in 0..3 {
+            let mut running = start_with(&job_for_kills, &checkpoints_for_kills, None);
+            std::thread::sleep(Duration::from_millis(800 + rng.below(2_000)));
+            if let Some(status) = running.child.try_wait().expect("wait") {
+                drain(&running, &mut log);
+                panic!("runnel ended ({status}) before it was killed:\n{log}");
+            }
+            running.child.kill().expect("SIGKILL");
+            let _ = running.child.wait();
+            drain(&running, &mut log);
+        }
+        (3, log)
+    })
+    .await
+    .expect("kills");
+    let (client, more, writing) = writer.await.expect("writer");
+    let mut running = start_with(&job, &checkpoints, None);
+    let policies =
+        await_warehouse_equal(&client, Duration::from_secs(120), &mut running, &mut log).await;
+    stop_cleanly(running, &mut log);
+    stop_debezium(&run);
+    assert!(
+        log.matches("resuming from checkpoint").count() >= 4,
+        "every run after the first resumed from a checkpoint:\n{log}"
+    );
+    eprintln!(
+        "debezium → runnel → warehouse: {more} more changes over {writing:?}, {kills} SIGKILLs, \
+         {policies} policies equal"
+    );
+}
+
+/// A warehouse nobody answers at fails the job at its start, after its retries, with the
+/// table, the address and the cause; nothing panics.
+#[test]
+fn an_unreachable_warehouse_fails_the_job_with_its_address() {
+    let port = free_port();
+    let output = run_job(
+        "jdbc-unreachable",
+        &format!(
+            "CREATE TABLE clicks (user_id BIGINT) WITH (
+                 'connector' = 'datagen', 'number-of-rows' = '10');
+             CREATE TABLE counts (user_id BIGINT, clicks BIGINT, PRIMARY KEY (user_id) NOT ENFORCED)
+             WITH ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://127.0.0.1:{port}/runnel',
+                   'table-name' = 'counts', 'sink.max-retries' = '1');
+             INSERT INTO counts SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id;"
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "PostgreSQL table counts at 127.0.0.1:{port}/runnel: connecting failed after 1 retries"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

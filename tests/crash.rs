@@ -7,9 +7,7 @@
 //! expected windows computed from the events.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -34,53 +32,9 @@ struct Outcome {
     expected_rows: usize,
 }
 
-/// A running `runnel run` whose stderr lines arrive on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
 fn start(job: &std::path::Path, checkpoints: &std::path::Path) -> Running {
     // Widen the window between storing a checkpoint and committing it, so kills land there.
     start_with(job, checkpoints, Some("100"))
-}
-
-fn start_with(
-    job: &std::path::Path,
-    checkpoints: &std::path::Path,
-    pause_before_commit_ms: Option<&str>,
-) -> Running {
-    let mut command = Command::new(runnel_binary());
-    command
-        .arg("run")
-        .arg(job)
-        .arg("--checkpoint-dir")
-        .arg(checkpoints);
-    if let Some(pause) = pause_before_commit_ms {
-        command.arg("--pause-before-commit-ms").arg(pause);
-    }
-    let mut child = command
-        .env(
-            "RUNNEL_LOG",
-            std::env::var("RUNNEL_TEST_LOG").unwrap_or_else(|_| "runnel_runtime=info".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start runnel");
-    let stderr = child.stderr.take().expect("stderr");
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Running { child, lines }
 }
 
 /// Runs the job while `producing` is set, killing it at least `KILLS` times: even kills
@@ -139,22 +93,6 @@ fn run_with_kills(
     (kills, between, log)
 }
 
-/// Stops a run with SIGTERM (a final checkpoint, then exit) and checks it exits cleanly.
-fn stop_cleanly(mut running: Running, log: &mut String) {
-    let stopped = Command::new("kill")
-        .arg("-TERM")
-        .arg(running.child.id().to_string())
-        .status()
-        .expect("kill -TERM");
-    assert!(stopped.success());
-    let status = running.child.wait().expect("wait");
-    drain(&running, log);
-    assert!(
-        status.success(),
-        "runnel did not stop cleanly ({status}):\n{log}"
-    );
-}
-
 /// Runs the job through a broker outage: 3 s after it starts the broker on `port` stops
 /// for 20 s and starts again on its data; once the events are all produced and the job
 /// caught up, it is stopped with SIGTERM.
@@ -192,13 +130,6 @@ fn kafka_script(port: u16, command: &str) {
         .status()
         .expect("scripts/kafka.sh");
     assert!(status.success(), "scripts/kafka.sh {command} failed");
-}
-
-fn drain(running: &Running, log: &mut String) {
-    while let Ok(line) = running.lines.recv_timeout(Duration::from_millis(200)) {
-        log.push_str(&line);
-        log.push('\n');
-    }
 }
 
 /// The claims job for `guarantee`, reading `input` and writing `output` on `servers`;

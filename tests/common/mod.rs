@@ -12,6 +12,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+mod postgres;
+mod running;
+pub use postgres::*;
+pub use running::{drain, start_with, stop_cleanly, Running};
+
 /// Bootstrap address of the test broker.
 pub fn bootstrap() -> String {
     std::env::var("RUNNEL_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string())

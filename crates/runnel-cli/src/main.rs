@@ -151,6 +151,9 @@ async fn run(
     metrics_addr: Option<SocketAddr>,
     faults: runnel::runtime::FaultInjection,
 ) -> Result<(), String> {
+    // Listen from the start: a stop while the job is still starting must not kill the
+    // process with the signal's default action.
+    let mut stop = StopSignal::listen();
     let job_file = load(file)?;
     let engine = Arc::new(job_file.engine());
     engine.inject_faults(faults);
@@ -217,14 +220,20 @@ async fn run(
         report("query", &metrics, started);
     }
     let count = jobs.len();
+    let mut stopping = false;
     for (i, mut job) in jobs.into_iter().enumerate() {
-        // SIGTERM or Ctrl-C stops the job after a final checkpoint (when it takes them).
-        let metrics = tokio::select! {
-            metrics = job.wait_ref() => metrics,
-            _ = stop_signal() => {
-                status::clear();
-                eprintln!("stopping: taking a final checkpoint");
-                job.stop(std::time::Duration::from_secs(60)).await
+        // SIGTERM or Ctrl-C stops the jobs after a final checkpoint (when they take them).
+        let metrics = if stopping {
+            job.stop(std::time::Duration::from_secs(60)).await
+        } else {
+            tokio::select! {
+                metrics = job.wait_ref() => metrics,
+                _ = stop.recv() => {
+                    stopping = true;
+                    status::clear();
+                    eprintln!("stopping: taking a final checkpoint");
+                    job.stop(std::time::Duration::from_secs(60)).await
+                }
             }
         };
         let metrics = metrics.map_err(|e| place(e.into()))?;
@@ -247,23 +256,43 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// SIGTERM or Ctrl-C.
-async fn stop_signal() {
+/// SIGTERM or Ctrl-C, listened for from the moment it is made: one that arrives before
+/// [`StopSignal::recv`] is first awaited is kept, not lost.
+struct StopSignal {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignal {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signals = signal(SignalKind::terminate())
+                .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+                .ok();
+            Self { signals }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Waits for the next SIGTERM or Ctrl-C (forever when they cannot be listened for).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        match &mut self.signals {
+            Some((term, interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! option names: `kafka` (source and sink), `filesystem` (bounded source and sink),
 //! `nexmark` (the benchmark's generator), `datagen` (random or sequential rows at a
 //! steady rate), `memory` (batches pushed by an embedding service), `script` (replays
-//! rows, watermarks and clock ticks for tests), `print` and `blackhole` (sinks). Record
+//! rows, watermarks and clock ticks for tests), `jdbc` (PostgreSQL tables, upserted by
+//! key), `print` and `blackhole` (sinks). Record
 //! formats (`json`, `csv`, `debezium-json`) live in [`format`]. A new connector is a new
 //! module and one line in [`Connectors::new`].
 
@@ -15,6 +16,7 @@ pub mod datagen;
 pub mod error;
 pub mod filesystem;
 pub mod format;
+pub mod jdbc;
 pub mod kafka;
 pub mod memory;
 pub mod nexmark;
@@ -67,6 +69,7 @@ impl Connectors {
                 tables: memory.clone(),
             }),
             Arc::new(script::ScriptConnector),
+            Arc::new(jdbc::JdbcConnector),
             Arc::new(print::PrintConnector),
             Arc::new(print::BlackholeConnector),
         ];
