@@ -363,11 +363,7 @@ impl JdbcSink {
 
     /// The SQL statements (with their text parameters) that write `upserts` and `deletes`:
     /// a few rows per statement, within PostgreSQL's parameter limit.
-    fn statements(
-        &self,
-        upserts: &[Values],
-        deletes: &[Values],
-    ) -> Vec<(String, Values)> {
+    fn statements(&self, upserts: &[Values], deletes: &[Values]) -> Vec<(String, Values)> {
         let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
         let table = self
             .table

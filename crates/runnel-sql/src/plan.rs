@@ -130,6 +130,11 @@ pub struct LookupJoinNode {
 /// long as the job runs; after each input batch, emits the groups whose values changed
 /// (`+I` for a new group, `-U`/`+U` for a changed one, `-D` for one whose rows were all
 /// retracted). Reads append-only or updating input (then every aggregate must retract).
+///
+/// With [`fires_at_window_end`](Self::fires_at_window_end) it is the aggregate of a window
+/// over an updating input: `-U`/`-D` rows retract from their still-open window, and each
+/// window's groups are emitted once (`+I`, append-only) when the watermark reaches the
+/// window's end, then freed.
 #[derive(Debug, Clone)]
 pub struct UpdatingAggregateNode {
     pub input: Box<StreamNode>,
@@ -138,6 +143,9 @@ pub struct UpdatingAggregateNode {
     pub group_exprs: Vec<Expr>,
     /// DataFusion aggregate function calls, in output order after the groups.
     pub aggr_exprs: Vec<Expr>,
+    /// Which of `group_exprs` is `window_end`, when the groups are windows that fire at
+    /// their end (see above).
+    pub fires_at_window_end: Option<usize>,
     pub schema: DFSchemaRef,
 }
 
@@ -306,16 +314,14 @@ impl StreamNode {
     /// only appended.
     pub fn is_updating(&self) -> bool {
         match self {
-            StreamNode::UpdatingAggregate(_)
-            | StreamNode::TopN(_)
-            | StreamNode::ChangelogNormalize(_) => true,
+            StreamNode::UpdatingAggregate(a) => a.fires_at_window_end.is_none(),
+            StreamNode::TopN(_) | StreamNode::ChangelogNormalize(_) => true,
             StreamNode::Source(s) => s.table.is_changelog(),
-            StreamNode::Filter { input, .. } | StreamNode::Projection { input, .. } => {
-                input.is_updating()
-            }
+            StreamNode::Filter { input, .. }
+            | StreamNode::Projection { input, .. }
+            | StreamNode::WindowAssign { input, .. } => input.is_updating(),
             StreamNode::Union { inputs, .. } => inputs.iter().any(StreamNode::is_updating),
-            StreamNode::WindowAssign { .. }
-            | StreamNode::WindowAggregate(_)
+            StreamNode::WindowAggregate(_)
             | StreamNode::OverWindow(_)
             | StreamNode::IntervalJoin(_)
             | StreamNode::WindowJoin(_)
@@ -563,9 +569,16 @@ impl StreamNode {
                 j.right.fmt_tree(f, depth + 1)
             }
             StreamNode::UpdatingAggregate(a) => {
+                let (emits, state) = match a.fires_at_window_end {
+                    None => ("emits updates", "one row per group, kept for the life of the job"),
+                    Some(_) => (
+                        "retracts from open windows, emits each window once at its end",
+                        "one row per group of each open window (freed when the watermark passes window_end)",
+                    ),
+                };
                 writeln!(
                     f,
-                    "{pad}UpdatingAggregate: group=[{}] aggregates=[{}]; emits updates; state: one row per group, kept for the life of the job",
+                    "{pad}UpdatingAggregate: group=[{}] aggregates=[{}]; {emits}; state: {state}",
                     list(&a.group_exprs),
                     list(&a.aggr_exprs),
                 )?;

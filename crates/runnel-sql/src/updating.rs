@@ -16,6 +16,13 @@ use crate::window::WINDOW_END;
 /// `node`, or an error if its rows can be revised: `consumer` (a window, a join, ...)
 /// treats every row it reads as final.
 pub(crate) fn append_only(node: StreamNode, consumer: &str) -> Result<StreamNode> {
+    if node.is_updating() && table_changes(&node) {
+        return Err(SqlError::Unsupported(format!(
+            "{consumer} cannot read the changes of a changelog table (debezium-json, \
+             upsert-kafka): its rows are revised as changes arrive; aggregates (windowed or \
+             not) take them"
+        )));
+    }
     if node.is_updating() {
         return Err(SqlError::Unsupported(format!(
             "{consumer} cannot read an updating stream: its input is an aggregate or Top-N \
@@ -24,6 +31,31 @@ pub(crate) fn append_only(node: StreamNode, consumer: &str) -> Result<StreamNode
         )));
     }
     Ok(node)
+}
+
+/// `node`, if a tumbling, hopping or cumulating window can read it: append-only, or the
+/// changes of a changelog table (through filters and projections), whose rows carry
+/// their own event time, so a `-U`/`-D` retracts from the window its row was counted in.
+/// An aggregate's or Top-N's revisions have no event time of their own: refused.
+pub(crate) fn window_input(node: StreamNode) -> Result<StreamNode> {
+    if table_changes(&node) {
+        Ok(node)
+    } else {
+        append_only(node, "a window")
+    }
+}
+
+/// Whether every revision in `node`'s rows is a changelog table's own change (read
+/// through filters and projections), not an aggregate's or Top-N's.
+fn table_changes(node: &StreamNode) -> bool {
+    match node {
+        StreamNode::Source(_) | StreamNode::ChangelogNormalize(_) => true,
+        StreamNode::Filter { input, .. } | StreamNode::Projection { input, .. } => {
+            table_changes(input)
+        }
+        StreamNode::Union { inputs, .. } => inputs.iter().all(table_changes),
+        other => !other.is_updating(),
+    }
 }
 
 /// `WHERE rn <= N` over `ROW_NUMBER() OVER (PARTITION BY keys ORDER BY ...) AS rn` with

@@ -123,7 +123,11 @@ pub fn one_input_operator(
             panes,
         } => {
             let input_schema = input.arrow_schema();
-            let schema = Arc::new(schema.as_arrow().clone());
+            let schema = if let WindowKind::Session { .. } = kind {
+                Arc::new(schema.as_arrow().clone())
+            } else {
+                node.arrow_schema()
+            };
             if let WindowKind::Session { gap_ms } = kind {
                 Box::new(SessionWindowOperator::try_new(
                     *gap_ms,

@@ -2,12 +2,18 @@
 //! live for the life of the job; after each input batch the groups whose values changed
 //! are emitted as changes (`+I`, `-U`/`+U`, `-D`; see [`runnel_sql::changelog`]).
 //!
+//! The same operator aggregates a window over an updating input
+//! ([`UpdatingAggregateNode::fires_at_window_end`]): the groups are keyed by their window,
+//! `-U`/`-D` rows retract from it while it is open (the window assignment already routed
+//! changes to closed windows as late), and when the watermark reaches a window's end its
+//! groups are emitted once, as appended rows, and freed.
+//!
 //! Keys are encoded with Arrow's row format and looked up in a hash map; a batch's rows
 //! are sorted by group so each group's DataFusion [`Accumulator`] takes its rows as one
 //! slice. Per-group accumulators (rather than DataFusion's `GroupsAccumulator`) are what
 //! lets a group be read after every batch without giving up its state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int8Array, UInt32Array};
@@ -24,10 +30,12 @@ use runnel_sql::changelog::{with_change_column, ChangeKind};
 use runnel_sql::UpdatingAggregateNode;
 
 use crate::error::{Result, RuntimeError};
+use crate::message::Watermark;
 use crate::operator::{
     CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
 };
 use crate::operators::aggregate_call::AggregateCall;
+use crate::operators::as_millis;
 
 /// One group's running aggregates and what was last emitted for it.
 struct Group {
@@ -37,7 +45,18 @@ struct Group {
     emitted: Option<Vec<ScalarValue>>,
 }
 
-/// An aggregate without a window, emitting its changes after every batch.
+/// The groups of a window over an updating input, fired at the window's end.
+struct WindowFiring {
+    /// Which group column is `window_end`.
+    end_key: usize,
+    /// Ids of the groups of each open window, by the window's end.
+    by_end: BTreeMap<i64, Vec<usize>>,
+    /// Groups fired (their slots empty) since the group table was last compacted.
+    fired: usize,
+}
+
+/// An aggregate without a window, emitting its changes after every batch (or, for a
+/// window over an updating input, each window once at its end).
 pub struct UpdatingAggregateOperator {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     aggregates: Vec<AggregateCall>,
@@ -48,6 +67,7 @@ pub struct UpdatingAggregateOperator {
     /// Each group's key, by group id.
     group_keys: Rows,
     groups: Vec<Group>,
+    firing: Option<WindowFiring>,
     output_schema: SchemaRef,
 }
 
@@ -88,6 +108,11 @@ impl UpdatingAggregateOperator {
             .collect::<Vec<_>>();
         let keys = RowConverter::new(sort_fields).map_err(|e| operator_error(e.into()))?;
         let group_keys = keys.empty_rows(0, 0);
+        let firing = node.fires_at_window_end.map(|end_key| WindowFiring {
+            end_key,
+            by_end: BTreeMap::new(),
+            fired: 0,
+        });
         Ok(Self {
             group_exprs,
             aggregates,
@@ -96,7 +121,11 @@ impl UpdatingAggregateOperator {
             group_ids: HashMap::new(),
             group_keys,
             groups: Vec::new(),
-            output_schema: with_change_column(schema),
+            output_schema: match firing {
+                Some(_) => Arc::new(schema.clone()),
+                None => with_change_column(schema),
+            },
+            firing,
         })
     }
 
@@ -129,8 +158,12 @@ impl UpdatingAggregateOperator {
             return Ok((ids, touched));
         }
         let rows = self.keys.convert_columns(&keys)?;
+        let window_ends = match &self.firing {
+            Some(firing) => Some(as_millis(&keys[firing.end_key])?),
+            None => None,
+        };
         let mut seen = vec![false; self.groups.len()];
-        for row in rows.iter() {
+        for (index, row) in rows.iter().enumerate() {
             let id = match self.group_ids.get(row.as_ref()) {
                 Some(&id) => id,
                 None => {
@@ -140,6 +173,9 @@ impl UpdatingAggregateOperator {
                     self.group_ids.insert(row.as_ref().into(), id);
                     self.group_keys.push(row);
                     seen.push(false);
+                    if let (Some(firing), Some(ends)) = (&mut self.firing, &window_ends) {
+                        firing.by_end.entry(ends.value(index)).or_default().push(id);
+                    }
                     id
                 }
             };
@@ -236,7 +272,65 @@ impl UpdatingAggregateOperator {
             }
             start = stop;
         }
+        if self.firing.is_some() {
+            return Ok(None);
+        }
         self.changes(&touched)
+    }
+
+    /// Emits the groups of every window whose end the watermark reached (those with rows
+    /// left, as appended rows) and frees them.
+    fn fire_until(&mut self, watermark: Watermark) -> DFResult<Option<RecordBatch>> {
+        let Some(firing) = &mut self.firing else {
+            return Ok(None);
+        };
+        let later = firing.by_end.split_off(&watermark.saturating_add(1));
+        let due: Vec<usize> = std::mem::replace(&mut firing.by_end, later)
+            .into_values()
+            .flatten()
+            .collect();
+        if due.is_empty() {
+            return Ok(None);
+        }
+        firing.fired += due.len();
+        let mut key_ids = Vec::new();
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggregates.len()];
+        for &id in &due {
+            let mut group = std::mem::replace(
+                &mut self.groups[id],
+                Group {
+                    accumulators: Vec::new(),
+                    rows: 0,
+                    emitted: None,
+                },
+            );
+            self.group_ids.remove(self.group_keys.row(id).as_ref());
+            if group.rows <= 0 {
+                continue;
+            }
+            key_ids.push(id);
+            for (column, accumulator) in values.iter_mut().zip(&mut group.accumulators) {
+                column.push(accumulator.evaluate()?);
+            }
+        }
+        let batch = (!key_ids.is_empty())
+            .then(|| self.rows_batch(&key_ids, values, None))
+            .transpose()?;
+        self.compact_if_sparse()?;
+        Ok(batch)
+    }
+
+    /// Once most slots of the group table belong to fired windows, rebuilds it with the
+    /// live groups only (through the checkpoint form, which holds exactly those).
+    fn compact_if_sparse(&mut self) -> DFResult<()> {
+        let Some(firing) = &self.firing else {
+            return Ok(());
+        };
+        if firing.fired < 1024 || firing.fired * 2 < self.groups.len() {
+            return Ok(());
+        }
+        let live = self.snapshot_state()?;
+        self.restore_state(&live)
     }
 
     /// The changes of `touched` groups since they were last emitted.
@@ -282,6 +376,17 @@ impl UpdatingAggregateOperator {
         if kinds.is_empty() {
             return Ok(None);
         }
+        self.rows_batch(&key_ids, values, Some(kinds)).map(Some)
+    }
+
+    /// Output rows: the keys of groups `key_ids`, each aggregate's `values`, and the change
+    /// kinds when the output is updating.
+    fn rows_batch(
+        &self,
+        key_ids: &[usize],
+        values: Vec<Vec<ScalarValue>>,
+        kinds: Option<Vec<i8>>,
+    ) -> DFResult<RecordBatch> {
         let mut columns = if self.group_exprs.is_empty() {
             Vec::new()
         } else {
@@ -298,11 +403,10 @@ impl UpdatingAggregateOperator {
                 cast(&array, field.data_type())?
             });
         }
-        columns.push(Arc::new(Int8Array::from(kinds)));
-        Ok(Some(RecordBatch::try_new(
-            self.output_schema.clone(),
-            columns,
-        )?))
+        if let Some(kinds) = kinds {
+            columns.push(Arc::new(Int8Array::from(kinds)));
+        }
+        Ok(RecordBatch::try_new(self.output_schema.clone(), columns)?)
     }
 }
 
@@ -440,6 +544,14 @@ impl UpdatingAggregateOperator {
                 self.group_keys.push(key);
             }
         }
+        if let Some(firing) = &mut self.firing {
+            let ends = as_millis(state.column(firing.end_key))?;
+            firing.by_end.clear();
+            firing.fired = 0;
+            for (id, end) in ends.values().iter().enumerate() {
+                firing.by_end.entry(*end).or_default().push(id);
+            }
+        }
         Ok(())
     }
 }
@@ -451,6 +563,13 @@ impl StreamOperator for UpdatingAggregateOperator {
 
     fn state(&mut self) -> OperatorState<'_> {
         OperatorState::Checkpointed(self)
+    }
+
+    fn finish(&mut self, out: &mut Collector) -> Result<()> {
+        if let Some(rows) = self.fire_until(Watermark::MAX).map_err(operator_error)? {
+            out.emit(rows);
+        }
+        Ok(())
     }
 }
 
@@ -479,5 +598,16 @@ impl OneInputOperator for UpdatingAggregateOperator {
             out.emit(changes);
         }
         Ok(())
+    }
+
+    fn process_watermark(
+        &mut self,
+        watermark: Watermark,
+        out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
+        if let Some(rows) = self.fire_until(watermark).map_err(operator_error)? {
+            out.emit(rows);
+        }
+        Ok(Some(watermark))
     }
 }

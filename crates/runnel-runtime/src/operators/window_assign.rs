@@ -78,14 +78,19 @@ pub(crate) fn as_millis(array: &ArrayRef) -> datafusion::error::Result<Timestamp
 }
 
 /// A batch of `schema` from the input `columns` plus `window_start`, `window_end` and
-/// `window_time` (= end − 1 ms), typed like the schema's window columns.
+/// `window_time` (= end − 1 ms), typed like the schema's window columns. Over an updating
+/// input the change column stays last.
 pub(crate) fn with_window_columns(
     schema: &SchemaRef,
     mut columns: Vec<ArrayRef>,
     start: TimestampMillisecondArray,
     end: TimestampMillisecondArray,
 ) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
-    let tz = match schema.field(schema.fields().len() - 1).data_type() {
+    let changes = runnel_sql::changelog::is_changelog(schema)
+        .then(|| columns.pop())
+        .flatten();
+    let window_time_field = schema.fields().len() - 1 - usize::from(changes.is_some());
+    let tz = match schema.field(window_time_field).data_type() {
         DataType::Timestamp(_, tz) => tz.clone(),
         _ => None,
     };
@@ -93,6 +98,7 @@ pub(crate) fn with_window_columns(
     for array in [start, end, window_time] {
         columns.push(Arc::new(array.with_timezone_opt(tz.clone())) as ArrayRef);
     }
+    columns.extend(changes);
     RecordBatch::try_new(schema.clone(), columns)
 }
 

@@ -9,7 +9,7 @@ use crate::lineage::{is_proctime, window_bound};
 use crate::plan::{
     OverWindowNode, SourceNode, StreamNode, UpdatingAggregateNode, WindowAggregateNode,
 };
-use crate::updating::{append_only, top_n};
+use crate::updating::{append_only, top_n, window_input};
 use crate::window::{WindowKind, WindowTvf, WINDOW_END, WINDOW_START};
 
 use super::context::CatalogTableSource;
@@ -105,8 +105,15 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 if is_proctime(&tvf.input, &time) {
                     input.use_processing_time();
                 }
+                // Tumbling, hopping and cumulating windows take a table's changes (their
+                // aggregate retracts); a session's extent depends on every row: none.
+                input = if matches!(tvf.kind, WindowKind::Session { .. }) {
+                    append_only(input, "a session window")?
+                } else {
+                    window_input(input)?
+                };
                 Ok(StreamNode::WindowAssign {
-                    input: Box::new(append_only(input, "a window")?),
+                    input: Box::new(input),
                     kind: tvf.kind,
                     time_column: tvf.time_column,
                     partition_keys: tvf.partition_keys.clone(),
@@ -141,10 +148,22 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                         _ => None,
                     })
             };
+            let input = Box::new(to_stream(&agg.input)?);
             match (position(WINDOW_START), position(WINDOW_END)) {
+                (Some(_), Some((window_end, _))) if input.is_updating() => {
+                    // A window over changes: retract from open windows, fire at the end.
+                    Ok(StreamNode::UpdatingAggregate(UpdatingAggregateNode {
+                        input,
+                        input_schema: agg.input.schema().clone(),
+                        group_exprs: agg.group_expr.clone(),
+                        aggr_exprs: agg.aggr_expr.clone(),
+                        fires_at_window_end: Some(window_end),
+                        schema: agg.schema.clone(),
+                    }))
+                }
                 (Some((window_start, _)), Some((window_end, kind))) => {
                     let mut node = WindowAggregateNode {
-                        input: Box::new(to_stream(&agg.input)?),
+                        input,
                         input_schema: agg.input.schema().clone(),
                         group_exprs: agg.group_expr.clone(),
                         window_end,
@@ -159,10 +178,11 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 }
                 // No window: the aggregate revises its groups' rows as rows arrive.
                 _ => Ok(StreamNode::UpdatingAggregate(UpdatingAggregateNode {
-                    input: Box::new(to_stream(&agg.input)?),
+                    input,
                     input_schema: agg.input.schema().clone(),
                     group_exprs: agg.group_expr.clone(),
                     aggr_exprs: agg.aggr_expr.clone(),
+                    fires_at_window_end: None,
                     schema: agg.schema.clone(),
                 })),
             }
