@@ -490,3 +490,56 @@ fn an_unreachable_warehouse_fails_the_job_with_its_address() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `sql/examples/claims_cdc.sql` over the records Debezium captured from PostgreSQL gives
+/// the windows and totals the final claims table holds (worked out by hand in the file's
+/// terms: c-1002 and c-1006 deleted, c-1001 and c-1005 updated, c-1003 moved to policy 31).
+#[test]
+fn the_cdc_example_totals_the_claims_postgres_holds() {
+    let output = std::process::Command::new(runnel_binary())
+        .args(["run", "sql/examples/claims_cdc.sql"])
+        .output()
+        .expect("run runnel");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut windows: Vec<&str> = stdout.lines().filter(|l| l.contains(" 09:")).collect();
+    windows.sort();
+    assert_eq!(
+        windows,
+        [
+            "+I[12, 2026-01-01 09:00:00.000, 2026-01-01 09:05:00.000, 1, 2400.00]",
+            "+I[12, 2026-01-01 09:10:00.000, 2026-01-01 09:15:00.000, 1, 150.00]",
+            "+I[31, 2026-01-01 09:00:00.000, 2026-01-01 09:05:00.000, 1, 89.99]",
+            "+I[31, 2026-01-01 09:15:00.000, 2026-01-01 09:20:00.000, 1, 220.00]",
+            "+I[7, 2026-01-01 09:00:00.000, 2026-01-01 09:05:00.000, 1, 1350.00]",
+            "+I[7, 2026-01-01 09:05:00.000, 2026-01-01 09:10:00.000, 1, 75.00]",
+            "+I[7, 2026-01-01 09:10:00.000, 2026-01-01 09:15:00.000, 1, 980.00]",
+        ]
+    );
+    // The totals' changes, applied in order, leave each policy's final total.
+    let mut totals = BTreeMap::new();
+    for line in stdout.lines().filter(|l| !l.contains(" 09:")) {
+        let (kind, row) = line.split_at(2);
+        let fields: Vec<&str> = row.trim_matches(['[', ']']).split(", ").collect();
+        match kind {
+            "+I" | "+U" => totals.insert(
+                fields[0].to_string(),
+                (fields[1].to_string(), fields[2].to_string()),
+            ),
+            _ => totals.remove(fields[0]),
+        };
+    }
+    let expected: BTreeMap<String, (String, String)> = [
+        ("12", "2", "2550.00"),
+        ("31", "2", "309.99"),
+        ("7", "3", "2405.00"),
+    ]
+    .into_iter()
+    .map(|(p, n, t)| (p.to_string(), (n.to_string(), t.to_string())))
+    .collect();
+    assert_eq!(totals, expected);
+}

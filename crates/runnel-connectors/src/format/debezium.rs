@@ -115,8 +115,26 @@ impl DebeziumJsonFormat {
     }
 
     /// Decodes every event, or fails naming what is wrong with the first bad one (as
-    /// `Err((event index, reason))`).
+    /// `Err((event index, reason))`). An event that is JSON `null` (a tombstone, as a file
+    /// of captured records or a console consumer writes it) carries no change.
     pub fn decode_all(&self, events: &[&[u8]]) -> Result<DecodedChanges, (usize, String)> {
+        let kept: Vec<usize> = (0..events.len())
+            .filter(|&i| events[i].trim_ascii() != b"null")
+            .collect();
+        if kept.len() == events.len() {
+            return self.decode_events(events);
+        }
+        let present: Vec<&[u8]> = kept.iter().map(|&i| events[i]).collect();
+        let mut decoded = self
+            .decode_events(&present)
+            .map_err(|(i, reason)| (kept.get(i).copied().unwrap_or(i), reason))?;
+        for event in &mut decoded.events {
+            *event = kept[*event as usize] as u32;
+        }
+        Ok(decoded)
+    }
+
+    fn decode_events(&self, events: &[&[u8]]) -> Result<DecodedChanges, (usize, String)> {
         let envelope = self.envelope();
         let mut decoder = ReaderBuilder::new(envelope.clone())
             .with_batch_size(events.len().max(1))
@@ -524,6 +542,17 @@ mod tests {
             ]
         );
         assert_eq!(decoded.events, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_null_event_is_a_tombstone_and_rows_keep_their_event_numbers() {
+        let events: Vec<&[u8]> = vec![EVENTS[2].as_bytes(), EVENTS[3].as_bytes(), b"null"];
+        let decoded = format(true).decode_all(&events).unwrap();
+        assert_eq!(decoded.batch.num_rows(), 2);
+        assert_eq!(decoded.events, [0, 1]);
+        let events: Vec<&[u8]> = vec![b" null", EVENTS[2].as_bytes(), b"{}"];
+        let (event, _) = format(true).decode_all(&events).unwrap_err();
+        assert_eq!(event, 2, "the bad event is named by its own number");
     }
 
     #[test]
