@@ -543,3 +543,75 @@ fn the_cdc_example_totals_the_claims_postgres_holds() {
     .collect();
     assert_eq!(totals, expected);
 }
+
+/// The warehouse restarts while a job writes to it: the `jdbc` sink's writes fail, it
+/// retries with a new connection once the server is back, and every row arrives. (A
+/// server of its own, on another port, so the other CDC tests keep theirs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warehouse_restart_mid_run_costs_a_pause_not_rows() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh");
+    let postgres = |command: &str| {
+        let status = std::process::Command::new(&script)
+            .arg(command)
+            .env("PG_PORT", "5434")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("scripts/postgres.sh");
+        assert!(status.success(), "scripts/postgres.sh {command} failed");
+    };
+    postgres("start");
+    let url = "postgres://runnel:runnel@127.0.0.1:5434/runnel";
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the second server");
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS doubled;
+             CREATE TABLE doubled (id bigint PRIMARY KEY, twice bigint NOT NULL);",
+        )
+        .await
+        .expect("create the table");
+    drop(client);
+
+    let dir = scratch_dir("jdbc-restart");
+    let job = dir.join("job.sql");
+    std::fs::write(
+        &job,
+        "CREATE TABLE numbers (id BIGINT) WITH (
+             'connector' = 'datagen', 'rows-per-second' = '500', 'number-of-rows' = '4000',
+             'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '4000');
+         CREATE TABLE doubled (id BIGINT, twice BIGINT, PRIMARY KEY (id) NOT ENFORCED)
+         WITH ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://127.0.0.1:5434/runnel',
+               'table-name' = 'doubled', 'username' = 'runnel', 'password' = 'runnel',
+               'sink.buffer-flush.interval' = '100 ms', 'sink.max-retries' = '10');
+         INSERT INTO doubled SELECT id, id * 2 FROM numbers;",
+    )
+    .expect("job file");
+    let mut running = start_with(&job, &dir.join("checkpoints"), None);
+    std::thread::sleep(Duration::from_secs(2));
+    postgres("stop");
+    std::thread::sleep(Duration::from_secs(3));
+    postgres("resume");
+    let status = running.child.wait().expect("wait");
+    let mut log = String::new();
+    drain(&running, &mut log);
+    assert!(status.success(), "the job failed ({status}):\n{log}");
+    assert!(
+        log.contains("failed; retrying"),
+        "the restart was noticed:\n{log}"
+    );
+
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the second server, back");
+    tokio::spawn(connection);
+    let row = client
+        .query_one("SELECT count(*), sum(twice)::bigint FROM doubled", &[])
+        .await
+        .expect("count");
+    let (rows, sum): (i64, i64) = (row.get(0), row.get(1));
+    drop(client);
+    postgres("stop");
+    assert_eq!((rows, sum), (4_000, 4_000 * 4_001), "every row, once");
+}
