@@ -12,6 +12,8 @@ use crate::error::{Result, RunnelError};
 pub const SOURCE_IDLE_TIMEOUT: &str = "table.exec.source.idle-timeout";
 /// `SET 'table.exec.state.ttl' = '1 h'`: Flink's key; bounds joins that have no time bound.
 pub const STATE_TTL: &str = "table.exec.state.ttl";
+/// Window aggregates keep each window this long after it fired, updating its rows.
+pub const ALLOW_LATENESS: &str = "table.exec.emit.allow-lateness";
 /// `SET 'runnel.watermark.idle-advance' = 'true'`: with every source partition idle, the
 /// watermark follows the processing clock.
 pub const IDLE_WATERMARK_ADVANCE: &str = "runnel.watermark.idle-advance";
@@ -52,7 +54,7 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> RunnelError {
 /// Checks one `SET` when it is made, so a bad value fails at the statement that set it.
 pub fn check(key: &str, value: &str) -> Result<()> {
     match key {
-        SOURCE_IDLE_TIMEOUT | STATE_TTL | CHECKPOINT_INTERVAL => {
+        SOURCE_IDLE_TIMEOUT | STATE_TTL | ALLOW_LATENESS | CHECKPOINT_INTERVAL => {
             parse_duration(value).map(drop).ok_or_else(|| {
                 invalid(
                     key,
@@ -105,9 +107,15 @@ pub fn plan_options(
         .and_then(|value| parse_duration(value))
         .filter(|d| !d.is_zero())
         .map(|d| d.as_millis() as i64);
+    let allow_lateness_ms = settings
+        .get(ALLOW_LATENESS)
+        .and_then(|value| parse_duration(value))
+        .filter(|d| !d.is_zero())
+        .map(|d| d.as_millis() as i64);
     runnel_sql::PlanOptions {
         keep_columns,
         state_ttl_ms,
+        allow_lateness_ms,
     }
 }
 

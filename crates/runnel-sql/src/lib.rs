@@ -15,6 +15,7 @@ pub mod field_names;
 pub mod functions;
 pub mod group_window;
 pub mod join;
+pub mod lateness;
 pub mod lineage;
 pub mod lookup;
 pub mod panes;

@@ -66,6 +66,9 @@ pub enum StreamNode {
         partition_keys: Vec<usize>,
         schema: DFSchemaRef,
         panes: bool,
+        /// `table.exec.emit.allow-lateness`: a row is late only once every window it
+        /// belongs to ended this long before the watermark.
+        allowed_lateness_ms: i64,
     },
     /// Aggregates per window and key; emits each window once the watermark passes its end.
     WindowAggregate(WindowAggregateNode),
@@ -146,6 +149,10 @@ pub struct UpdatingAggregateNode {
     /// Which of `group_exprs` is `window_end`, when the groups are windows that fire at
     /// their end (see above).
     pub fires_at_window_end: Option<usize>,
+    /// With `fires_at_window_end`: how long after firing a window's groups are kept
+    /// (`table.exec.emit.allow-lateness`). Above zero, a change arriving for a fired
+    /// window updates its rows (`-U`/`+U`, `-D`), so the output is updating.
+    pub allowed_lateness_ms: i64,
     pub schema: DFSchemaRef,
 }
 
@@ -314,7 +321,9 @@ impl StreamNode {
     /// only appended.
     pub fn is_updating(&self) -> bool {
         match self {
-            StreamNode::UpdatingAggregate(a) => a.fires_at_window_end.is_none(),
+            StreamNode::UpdatingAggregate(a) => {
+                a.fires_at_window_end.is_none() || a.allowed_lateness_ms > 0
+            }
             StreamNode::TopN(_) | StreamNode::ChangelogNormalize(_) => true,
             StreamNode::Source(s) => s.table.is_changelog(),
             StreamNode::Filter { input, .. }
@@ -367,7 +376,7 @@ impl StreamNode {
         }
     }
 
-    fn inputs_mut(&mut self) -> Vec<&mut StreamNode> {
+    pub(crate) fn inputs_mut(&mut self) -> Vec<&mut StreamNode> {
         match self {
             StreamNode::Source(_) => vec![],
             StreamNode::Filter { input, .. }
@@ -569,11 +578,19 @@ impl StreamNode {
                 j.right.fmt_tree(f, depth + 1)
             }
             StreamNode::UpdatingAggregate(a) => {
+                let lateness = format_duration(a.allowed_lateness_ms);
                 let (emits, state) = match a.fires_at_window_end {
-                    None => ("emits updates", "one row per group, kept for the life of the job"),
+                    None => (
+                        "emits updates".to_string(),
+                        "one row per group, kept for the life of the job".to_string(),
+                    ),
+                    Some(_) if a.allowed_lateness_ms > 0 => (
+                        format!("emits each window at its end, then updates it for {lateness} of lateness"),
+                        format!("one row per group of each window, freed when the watermark passes window_end + {lateness}"),
+                    ),
                     Some(_) => (
-                        "retracts from open windows, emits each window once at its end",
-                        "one row per group of each open window (freed when the watermark passes window_end)",
+                        "retracts from open windows, emits each window once at its end".to_string(),
+                        "one row per group of each open window (freed when the watermark passes window_end)".to_string(),
                     ),
                 };
                 writeln!(

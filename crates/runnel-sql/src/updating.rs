@@ -16,7 +16,13 @@ use crate::window::WINDOW_END;
 /// `node`, or an error if its rows can be revised: `consumer` (a window, a join, ...)
 /// treats every row it reads as final.
 pub(crate) fn append_only(node: StreamNode, consumer: &str) -> Result<StreamNode> {
-    if node.is_updating() && table_changes(&node) {
+    check_append_only(&node, consumer)?;
+    Ok(node)
+}
+
+/// An error if `node`'s rows can be revised: `consumer` treats every row as final.
+pub(crate) fn check_append_only(node: &StreamNode, consumer: &str) -> Result<()> {
+    if node.is_updating() && table_changes(node) {
         return Err(SqlError::Unsupported(format!(
             "{consumer} cannot read the changes of a changelog table (debezium-json, \
              upsert-kafka): its rows are revised as changes arrive; aggregates (windowed or \
@@ -30,7 +36,7 @@ pub(crate) fn append_only(node: StreamNode, consumer: &str) -> Result<StreamNode
              (GROUP BY window_start, window_end) so each row is final when emitted"
         )));
     }
-    Ok(node)
+    Ok(())
 }
 
 /// `node`, if a tumbling, hopping or cumulating window can read it: append-only, or the
@@ -47,7 +53,7 @@ pub(crate) fn window_input(node: StreamNode) -> Result<StreamNode> {
 
 /// Whether every revision in `node`'s rows is a changelog table's own change (read
 /// through filters and projections), not an aggregate's or Top-N's.
-fn table_changes(node: &StreamNode) -> bool {
+pub(crate) fn table_changes(node: &StreamNode) -> bool {
     match node {
         StreamNode::Source(_) | StreamNode::ChangelogNormalize(_) => true,
         StreamNode::Filter { input, .. } | StreamNode::Projection { input, .. } => {

@@ -121,6 +121,7 @@ pub fn one_input_operator(
             partition_keys,
             schema,
             panes,
+            allowed_lateness_ms,
         } => {
             let input_schema = input.arrow_schema();
             let schema = if let WindowKind::Session { .. } = kind {
@@ -148,7 +149,8 @@ pub fn one_input_operator(
                         metrics,
                         context.late_output(&input_schema, "the window")?,
                     )
-                    .into_panes(*panes),
+                    .into_panes(*panes)
+                    .with_allowed_lateness(*allowed_lateness_ms),
                 )
             }
         }

@@ -45,14 +45,21 @@ struct Group {
     emitted: Option<Vec<ScalarValue>>,
 }
 
-/// The groups of a window over an updating input, fired at the window's end.
+/// The groups of windows that fire at their end (a window over an updating input, or
+/// any window with allowed lateness).
 struct WindowFiring {
     /// Which group column is `window_end`.
     end_key: usize,
-    /// Ids of the groups of each open window, by the window's end.
+    /// How long after firing a window's groups are kept, updating its rows.
+    allowed_lateness_ms: i64,
+    /// Ids of the groups of each window still held, by the window's end.
     by_end: BTreeMap<i64, Vec<usize>>,
-    /// Groups fired (their slots empty) since the group table was last compacted.
-    fired: usize,
+    /// Each group's window end, by group id.
+    group_ends: Vec<i64>,
+    /// Windows ending at or before this have fired.
+    fired_through: Watermark,
+    /// Groups freed (their slots empty) since the group table was last compacted.
+    freed: usize,
 }
 
 /// An aggregate without a window, emitting its changes after every batch (or, for a
@@ -110,8 +117,11 @@ impl UpdatingAggregateOperator {
         let group_keys = keys.empty_rows(0, 0);
         let firing = node.fires_at_window_end.map(|end_key| WindowFiring {
             end_key,
+            allowed_lateness_ms: node.allowed_lateness_ms.max(0),
             by_end: BTreeMap::new(),
-            fired: 0,
+            group_ends: Vec::new(),
+            fired_through: Watermark::MIN,
+            freed: 0,
         });
         Ok(Self {
             group_exprs,
@@ -121,9 +131,9 @@ impl UpdatingAggregateOperator {
             group_ids: HashMap::new(),
             group_keys,
             groups: Vec::new(),
-            output_schema: match firing {
-                Some(_) => Arc::new(schema.clone()),
-                None => with_change_column(schema),
+            output_schema: match &firing {
+                Some(f) if f.allowed_lateness_ms == 0 => Arc::new(schema.clone()),
+                _ => with_change_column(schema),
             },
             firing,
         })
@@ -174,7 +184,9 @@ impl UpdatingAggregateOperator {
                     self.group_keys.push(row);
                     seen.push(false);
                     if let (Some(firing), Some(ends)) = (&mut self.firing, &window_ends) {
-                        firing.by_end.entry(ends.value(index)).or_default().push(id);
+                        let end = ends.value(index);
+                        firing.by_end.entry(end).or_default().push(id);
+                        firing.group_ends.push(end);
                     }
                     id
                 }
@@ -272,39 +284,55 @@ impl UpdatingAggregateOperator {
             }
             start = stop;
         }
-        if self.firing.is_some() {
-            return Ok(None);
+        if let Some(firing) = &self.firing {
+            // Only windows that fired already (allowed lateness) show their changes now.
+            let fired: Vec<usize> = touched
+                .into_iter()
+                .filter(|&id| firing.group_ends[id] <= firing.fired_through)
+                .collect();
+            if fired.is_empty() {
+                return Ok(None);
+            }
+            return self.changes(&fired);
         }
         self.changes(&touched)
     }
 
-    /// Emits the groups of every window whose end the watermark reached (those with rows
-    /// left, as appended rows) and frees them.
+    /// Fires every window whose end the watermark reached: its groups with rows left are
+    /// emitted (appended rows; with allowed lateness, as changes of what they last
+    /// showed). Frees the windows that ended the allowed lateness before the watermark.
     fn fire_until(&mut self, watermark: Watermark) -> DFResult<Option<RecordBatch>> {
         let Some(firing) = &mut self.firing else {
             return Ok(None);
         };
-        let later = firing.by_end.split_off(&watermark.saturating_add(1));
-        let due: Vec<usize> = std::mem::replace(&mut firing.by_end, later)
-            .into_values()
-            .flatten()
-            .collect();
-        if due.is_empty() {
+        if watermark <= firing.fired_through {
             return Ok(None);
         }
-        firing.fired += due.len();
+        use std::ops::Bound::{Excluded, Included};
+        let due: Vec<usize> = firing
+            .by_end
+            .range((Excluded(firing.fired_through), Included(watermark)))
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect();
+        firing.fired_through = watermark;
+        let lateness = firing.allowed_lateness_ms;
+        let batch = if lateness > 0 {
+            // A group restored from a checkpoint may have fired before: changes() shows
+            // only what differs from its last emitted row.
+            self.changes(&due)?
+        } else {
+            self.final_rows(&due)?
+        };
+        self.free_until(watermark.saturating_sub(lateness))?;
+        Ok(batch)
+    }
+
+    /// The current rows of groups `ids` that have rows left, as appended rows.
+    fn final_rows(&mut self, ids: &[usize]) -> DFResult<Option<RecordBatch>> {
         let mut key_ids = Vec::new();
         let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggregates.len()];
-        for &id in &due {
-            let mut group = std::mem::replace(
-                &mut self.groups[id],
-                Group {
-                    accumulators: Vec::new(),
-                    rows: 0,
-                    emitted: None,
-                },
-            );
-            self.group_ids.remove(self.group_keys.row(id).as_ref());
+        for &id in ids {
+            let group = &mut self.groups[id];
             if group.rows <= 0 {
                 continue;
             }
@@ -313,11 +341,31 @@ impl UpdatingAggregateOperator {
                 column.push(accumulator.evaluate()?);
             }
         }
-        let batch = (!key_ids.is_empty())
+        (!key_ids.is_empty())
             .then(|| self.rows_batch(&key_ids, values, None))
-            .transpose()?;
-        self.compact_if_sparse()?;
-        Ok(batch)
+            .transpose()
+    }
+
+    /// Frees the groups of windows ending at or before `end`.
+    fn free_until(&mut self, end: Watermark) -> DFResult<()> {
+        let Some(firing) = &mut self.firing else {
+            return Ok(());
+        };
+        let later = firing.by_end.split_off(&end.saturating_add(1));
+        let freed: Vec<usize> = std::mem::replace(&mut firing.by_end, later)
+            .into_values()
+            .flatten()
+            .collect();
+        firing.freed += freed.len();
+        for id in freed {
+            self.groups[id] = Group {
+                accumulators: Vec::new(),
+                rows: 0,
+                emitted: None,
+            };
+            self.group_ids.remove(self.group_keys.row(id).as_ref());
+        }
+        self.compact_if_sparse()
     }
 
     /// Once most slots of the group table belong to fired windows, rebuilds it with the
@@ -326,11 +374,16 @@ impl UpdatingAggregateOperator {
         let Some(firing) = &self.firing else {
             return Ok(());
         };
-        if firing.fired < 1024 || firing.fired * 2 < self.groups.len() {
+        if firing.freed < 1024 || firing.freed * 2 < self.groups.len() {
             return Ok(());
         }
+        let fired_through = firing.fired_through;
         let live = self.snapshot_state()?;
-        self.restore_state(&live)
+        self.restore_state(&live)?;
+        if let Some(firing) = &mut self.firing {
+            firing.fired_through = fired_through;
+        }
+        Ok(())
     }
 
     /// The changes of `touched` groups since they were last emitted.
@@ -547,7 +600,9 @@ impl UpdatingAggregateOperator {
         if let Some(firing) = &mut self.firing {
             let ends = as_millis(state.column(firing.end_key))?;
             firing.by_end.clear();
-            firing.fired = 0;
+            firing.freed = 0;
+            firing.fired_through = Watermark::MIN;
+            firing.group_ends = ends.values().to_vec();
             for (id, end) in ends.values().iter().enumerate() {
                 firing.by_end.entry(*end).or_default().push(id);
             }

@@ -34,6 +34,9 @@ pub struct WindowAssignOperator {
     late_output: Option<LateRowsOutput>,
     /// `HOP` rows go to their pane only (see [`runnel_sql::StreamNode::WindowAssign`]).
     panes: bool,
+    /// `table.exec.emit.allow-lateness`: a row is late only once its windows ended this
+    /// long before the watermark.
+    allowed_lateness_ms: i64,
 }
 
 impl WindowAssignOperator {
@@ -41,6 +44,13 @@ impl WindowAssignOperator {
     /// the slide it falls in, and is late only once the last window holding it ended.
     pub fn into_panes(mut self, panes: bool) -> Self {
         self.panes = panes && matches!(self.kind, WindowKind::Hop { .. });
+        self
+    }
+
+    /// Lets rows through whose windows ended less than `lateness_ms` ago (their aggregate
+    /// keeps fired windows that long).
+    pub fn with_allowed_lateness(mut self, lateness_ms: i64) -> Self {
+        self.allowed_lateness_ms = lateness_ms.max(0);
         self
     }
 
@@ -61,6 +71,7 @@ impl WindowAssignOperator {
             metrics,
             late_output,
             panes: false,
+            allowed_lateness_ms: 0,
         }
     }
 }
@@ -156,7 +167,10 @@ impl OneInputOperator for WindowAssignOperator {
             &self.time_column_name,
             "WindowAssign",
         )?;
-        let watermark = self.watermark.unwrap_or(Watermark::MIN);
+        let watermark = self
+            .watermark
+            .unwrap_or(Watermark::MIN)
+            .saturating_sub(self.allowed_lateness_ms);
         // One window (or pane) per row: its bounds with one kernel each; a row is late
         // once its window's end, plus what later windows holding its pane still need,
         // is at or below the watermark.

@@ -181,7 +181,10 @@ impl StreamPlanner {
             .state
             .optimizer()
             .optimize(plan, &self.state, |_, _| {})?;
-        let root = to_stream(&plan)?;
+        let mut root = to_stream(&plan)?;
+        if let Some(lateness_ms) = options.allow_lateness_ms.filter(|&ms| ms > 0) {
+            root = crate::lateness::allow_lateness(root, lateness_ms)?;
+        }
         Ok(StreamPlan {
             root,
             sink,
@@ -199,6 +202,10 @@ pub struct PlanOptions {
     /// row for this much event time (it becomes an interval join of ± the TTL on the
     /// inputs' event-time columns).
     pub state_ttl_ms: Option<i64>,
+    /// `SET 'table.exec.emit.allow-lateness'`: window aggregates keep each window this
+    /// long after it fired and update its rows when late rows arrive (see
+    /// [`crate::lateness`]).
+    pub allow_lateness_ms: Option<i64>,
 }
 
 /// `INSERT INTO sink` writes columns by position, cast to the sink's types (Flink's rule).

@@ -119,6 +119,7 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     partition_keys: tvf.partition_keys.clone(),
                     schema: tvf.schema().clone(),
                     panes: false,
+                    allowed_lateness_ms: 0,
                 })
             } else {
                 Err(SqlError::Unsupported(format!(
@@ -158,6 +159,7 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                         group_exprs: agg.group_expr.clone(),
                         aggr_exprs: agg.aggr_expr.clone(),
                         fires_at_window_end: Some(window_end),
+                        allowed_lateness_ms: 0,
                         schema: agg.schema.clone(),
                     }))
                 }
@@ -183,6 +185,7 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     group_exprs: agg.group_expr.clone(),
                     aggr_exprs: agg.aggr_expr.clone(),
                     fires_at_window_end: None,
+                    allowed_lateness_ms: 0,
                     schema: agg.schema.clone(),
                 })),
             }
