@@ -43,6 +43,9 @@ struct Group {
     /// Rows added less rows taken back: at zero the group is gone.
     rows: i64,
     emitted: Option<Vec<ScalarValue>>,
+    /// Restored from a checkpoint: what was emitted after that checkpoint (before a
+    /// crash) is unknown, so the group's next row goes out even if it equals `emitted`.
+    resend: bool,
 }
 
 /// The groups of windows that fire at their end (a window over an updating input, or
@@ -148,6 +151,7 @@ impl UpdatingAggregateOperator {
                 .collect::<DFResult<_>>()?,
             rows: 0,
             emitted: None,
+            resend: false,
         })
     }
 
@@ -317,8 +321,8 @@ impl UpdatingAggregateOperator {
         firing.fired_through = watermark;
         let lateness = firing.allowed_lateness_ms;
         let batch = if lateness > 0 {
-            // A group restored from a checkpoint may have fired before: changes() shows
-            // only what differs from its last emitted row.
+            // A group may have fired before (restored from a checkpoint taken between
+            // its firing and a change): changes() shows only what differs from its row.
             self.changes(&due)?
         } else {
             self.final_rows(&due)?
@@ -362,6 +366,7 @@ impl UpdatingAggregateOperator {
                 accumulators: Vec::new(),
                 rows: 0,
                 emitted: None,
+                resend: false,
             };
             self.group_ids.remove(self.group_keys.row(id).as_ref());
         }
@@ -377,13 +382,8 @@ impl UpdatingAggregateOperator {
         if firing.freed < 1024 || firing.freed * 2 < self.groups.len() {
             return Ok(());
         }
-        let fired_through = firing.fired_through;
         let live = self.snapshot_state()?;
-        self.restore_state(&live)?;
-        if let Some(firing) = &mut self.firing {
-            firing.fired_through = fired_through;
-        }
-        Ok(())
+        self.restore_state(&live)
     }
 
     /// The changes of `touched` groups since they were last emitted.
@@ -415,7 +415,7 @@ impl UpdatingAggregateOperator {
                 .collect::<DFResult<Vec<_>>>()?;
             match group.emitted.take() {
                 None => push(id, &new, ChangeKind::Insert),
-                Some(old) if old == new => {
+                Some(old) if old == new && !group.resend => {
                     group.emitted = Some(old);
                     continue;
                 }
@@ -425,6 +425,7 @@ impl UpdatingAggregateOperator {
                 }
             }
             group.emitted = Some(new);
+            group.resend = false;
         }
         if kinds.is_empty() {
             return Ok(None);
@@ -545,7 +546,13 @@ impl UpdatingAggregateOperator {
         columns.push(Arc::new(BooleanArray::from_iter(
             live.iter().map(|&g| Some(self.groups[g].emitted.is_some())),
         )));
-        let metadata = [("state_widths".to_string(), widths.join(","))].into();
+        let mut metadata: HashMap<String, String> =
+            [("state_widths".to_string(), widths.join(","))].into();
+        if let Some(firing) = &self.firing {
+            // Which windows fired is the operator's own progress: after a restore, a
+            // change to a fired window updates it at once, whatever the watermark does.
+            metadata.insert("fired_through".into(), firing.fired_through.to_string());
+        }
         Ok(RecordBatch::try_new(
             Arc::new(Schema::new_with_metadata(fields, metadata)),
             columns,
@@ -582,6 +589,7 @@ impl UpdatingAggregateOperator {
                 }
                 column += width;
             }
+            group.resend = true;
             if emitted_flags.value(row) {
                 group.emitted = Some(
                     (0..self.aggregates.len())
@@ -601,7 +609,12 @@ impl UpdatingAggregateOperator {
             let ends = as_millis(state.column(firing.end_key))?;
             firing.by_end.clear();
             firing.freed = 0;
-            firing.fired_through = Watermark::MIN;
+            firing.fired_through = state
+                .schema()
+                .metadata()
+                .get("fired_through")
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(Watermark::MIN);
             firing.group_ends = ends.values().to_vec();
             for (id, end) in ends.values().iter().enumerate() {
                 firing.by_end.entry(*end).or_default().push(id);
