@@ -43,7 +43,7 @@ fn unknown_options_are_listed_with_the_valid_ones() {
         "CREATE TABLE t (a INT) WITH ('connector' = 'kafak');",
         &[
             "unknown connector 'kafak'",
-            "kafka, upsert-kafka, filesystem, nexmark, datagen, memory, script, print, blackhole",
+            "kafka, upsert-kafka, filesystem, nexmark, datagen, memory, script, jdbc, print, blackhole",
         ],
     );
 }

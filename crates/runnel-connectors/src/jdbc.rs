@@ -375,25 +375,10 @@ impl JdbcSink {
         let mut statements = Vec::new();
         let per_statement = (60_000 / self.columns.len().max(1)).max(1);
         for rows in upserts.chunks(per_statement) {
-            let mut values = Vec::with_capacity(rows.len() * self.columns.len());
-            let tuples: Vec<String> = rows
-                .iter()
-                .map(|row| {
-                    let cells: Vec<String> = row
-                        .iter()
-                        .zip(&self.casts)
-                        .map(|(value, cast)| {
-                            values.push(value.clone());
-                            format!("${}::text::{cast}", values.len())
-                        })
-                        .collect();
-                    format!("({})", cells.join(", "))
-                })
-                .collect();
+            let (tuples, values) = parameter_tuples(rows, &self.casts);
             let mut sql = format!(
-                "INSERT INTO {table} ({}) VALUES {}",
-                columns.join(", "),
-                tuples.join(", ")
+                "INSERT INTO {table} ({}) VALUES {tuples}",
+                columns.join(", ")
             );
             if !self.key.is_empty() {
                 let keys: Vec<&str> = self.key.iter().map(|&i| columns[i].as_str()).collect();
@@ -411,33 +396,40 @@ impl JdbcSink {
             statements.push((sql, values));
         }
         let key_columns: Vec<&str> = self.key.iter().map(|&i| columns[i].as_str()).collect();
+        let key_casts: Vec<&'static str> = self.key.iter().map(|&i| self.casts[i]).collect();
         for keys in deletes.chunks((60_000 / self.key.len().max(1)).max(1)) {
-            let mut values = Vec::with_capacity(keys.len() * self.key.len());
-            let tuples: Vec<String> = keys
-                .iter()
-                .map(|key| {
-                    let cells: Vec<String> = key
-                        .iter()
-                        .zip(self.key.iter().map(|&i| self.casts[i]))
-                        .map(|(value, cast)| {
-                            values.push(value.clone());
-                            format!("${}::text::{cast}", values.len())
-                        })
-                        .collect();
-                    format!("({})", cells.join(", "))
-                })
-                .collect();
+            let (tuples, values) = parameter_tuples(keys, &key_casts);
             statements.push((
                 format!(
-                    "DELETE FROM {table} WHERE ({}) IN ({})",
+                    "DELETE FROM {table} WHERE ({}) IN ({tuples})",
                     key_columns.join(", "),
-                    tuples.join(", ")
                 ),
                 values,
             ));
         }
         statements
     }
+}
+
+/// `rows` as SQL value tuples of text parameters, each cast to its column's type
+/// (`($1::text::bigint, $2::text::numeric), (...)`), and the parameters in order.
+fn parameter_tuples(rows: &[Values], casts: &[&'static str]) -> (String, Values) {
+    let mut values = Vec::with_capacity(rows.len() * casts.len());
+    let tuples: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(casts)
+                .map(|(value, cast)| {
+                    values.push(value.clone());
+                    format!("${}::text::{cast}", values.len())
+                })
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    (tuples.join(", "), values)
 }
 
 /// A database error with the server's message when it sent one.
