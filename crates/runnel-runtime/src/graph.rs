@@ -451,7 +451,6 @@ mod tests {
     //! and `rates` by one.
 
     use super::*;
-    use runnel_sql::{parse_script, Catalog, Statement, StreamPlanner};
 
     const TABLES: &str = "
         CREATE TABLE kafka_t (k BIGINT, v BIGINT, ts TIMESTAMP(3), proc AS PROCTIME(),
@@ -464,21 +463,7 @@ mod tests {
 
     /// The plan of `query` over [`TABLES`].
     fn plan_of(query: &str) -> StreamPlan {
-        let planner = StreamPlanner::new();
-        let mut catalog = Catalog::default();
-        let mut plan = None;
-        for statement in parse_script(&format!("{TABLES} {query}")).unwrap() {
-            match statement {
-                Statement::CreateTable(table) => catalog
-                    .add_table(planner.create_table(&catalog, *table).unwrap())
-                    .unwrap(),
-                Statement::Query(query) => {
-                    plan = Some(planner.plan_query(&catalog, *query, None).unwrap())
-                }
-                other => panic!("unexpected statement {other:?}"),
-            }
-        }
-        plan.expect("a query")
+        crate::test_plans::plan_script(&format!("{TABLES} {query}"))
     }
 
     /// The graph of `query` at `parallelism`, as `EXPLAIN` prints it (without its header).

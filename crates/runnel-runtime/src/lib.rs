@@ -26,6 +26,8 @@ pub mod processing_time;
 pub mod side_output;
 pub mod sink;
 pub mod source;
+#[cfg(test)]
+mod test_plans;
 pub mod watermark;
 
 pub use chain::{Chained, OperatorChain};

@@ -686,29 +686,17 @@ impl OneInputOperator for UpdatingAggregateOperator {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{Int64Array, StringArray};
-    use runnel_sql::{parse_script, Catalog, Statement, StreamNode, StreamPlanner};
+    use runnel_sql::StreamNode;
 
     use super::*;
     use crate::side_output::LateRows;
 
     fn sum_by_key() -> UpdatingAggregateNode {
-        let planner = StreamPlanner::new();
-        let mut catalog = Catalog::default();
-        let mut statements = parse_script(
+        let mut node = crate::test_plans::plan_script(
             "CREATE TABLE t (k STRING, v BIGINT) WITH ('connector' = 'filesystem', 'path' = 'x');
              SELECT k, SUM(v) AS s FROM t GROUP BY k;",
         )
-        .unwrap();
-        let Statement::Query(query) = statements.pop().unwrap() else {
-            panic!("query")
-        };
-        let Statement::CreateTable(table) = statements.pop().unwrap() else {
-            panic!("table")
-        };
-        catalog
-            .add_table(planner.create_table(&catalog, *table).unwrap())
-            .unwrap();
-        let mut node = planner.plan_query(&catalog, *query, None).unwrap().root;
+        .root;
         loop {
             node = match node {
                 StreamNode::UpdatingAggregate(a) => return a,

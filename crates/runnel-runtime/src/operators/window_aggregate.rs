@@ -550,30 +550,18 @@ mod tests_support {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
     use datafusion::arrow::util::pretty::pretty_format_batches;
-    use runnel_sql::{parse_script, Catalog, Statement, StreamNode, StreamPlanner};
+    use runnel_sql::StreamNode;
 
     /// Plans the aggregate of a small tumbling query and returns its node.
     pub(super) fn aggregate_node() -> WindowAggregateNode {
-        let planner = StreamPlanner::new();
-        let mut catalog = Catalog::default();
-        let mut statements = parse_script(
+        let mut node = crate::test_plans::plan_script(
             "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
                WITH ('connector' = 'filesystem', 'path' = 'unused');
              SELECT k, window_start, window_end, COUNT(*) AS c, SUM(v) AS s
              FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECONDS))
              GROUP BY k, window_start, window_end;",
         )
-        .unwrap();
-        let Statement::Query(query) = statements.pop().unwrap() else {
-            panic!("query")
-        };
-        let Statement::CreateTable(table) = statements.pop().unwrap() else {
-            panic!("table")
-        };
-        catalog
-            .add_table(planner.create_table(&catalog, *table).unwrap())
-            .unwrap();
-        let mut node = planner.plan_query(&catalog, *query, None).unwrap().root;
+        .root;
         loop {
             node = match node {
                 StreamNode::WindowAggregate(a) => return a,
