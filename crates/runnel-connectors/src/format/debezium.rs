@@ -66,7 +66,8 @@ pub struct DecodedChanges {
 impl DebeziumJsonFormat {
     /// The Arrow struct arrow-json decodes each event into: the envelope, with the row
     /// columns Debezium encodes specially (DECIMAL, TIMESTAMP, DATE) as text.
-    fn envelope(&self) -> SchemaRef {
+    /// The Arrow shape of an event: wrapped as `{"schema": ..., "payload": ...}` or not.
+    fn envelope(&self, wrapped: bool) -> SchemaRef {
         let row: Fields = self
             .payload
             .fields()
@@ -86,7 +87,7 @@ impl DebeziumJsonFormat {
             Field::new("ts_ms", DataType::Int64, true),
             Field::new("source", DataType::Struct(source), true),
         ];
-        if self.schema_include {
+        if wrapped {
             Arc::new(Schema::new(vec![Field::new(
                 "payload",
                 DataType::Struct(fields.into()),
@@ -122,11 +123,11 @@ impl DebeziumJsonFormat {
             .filter(|&i| events[i].trim_ascii() != b"null")
             .collect();
         if kept.len() == events.len() {
-            return self.decode_events(events);
+            return self.decode_present(events);
         }
         let present: Vec<&[u8]> = kept.iter().map(|&i| events[i]).collect();
         let mut decoded = self
-            .decode_events(&present)
+            .decode_present(&present)
             .map_err(|(i, reason)| (kept.get(i).copied().unwrap_or(i), reason))?;
         for event in &mut decoded.events {
             *event = kept[*event as usize] as u32;
@@ -134,8 +135,31 @@ impl DebeziumJsonFormat {
         Ok(decoded)
     }
 
-    fn decode_events(&self, events: &[&[u8]]) -> Result<DecodedChanges, (usize, String)> {
-        let envelope = self.envelope();
+    /// Decodes events that are not tombstones. With the schema envelope, Kafka Connect
+    /// writes the schema first and the payload last: the decoder gets the payloads alone,
+    /// so the schema — most of each record's bytes — is skipped without being tokenized.
+    /// Events of another shape, or that fail so, are decoded whole.
+    fn decode_present(&self, events: &[&[u8]]) -> Result<DecodedChanges, (usize, String)> {
+        if self.schema_include {
+            if let Some(payloads) = events
+                .iter()
+                .map(|e| payload_of(e))
+                .collect::<Option<Vec<_>>>()
+            {
+                if let Ok(decoded) = self.decode_events(&payloads, false) {
+                    return Ok(decoded);
+                }
+            }
+        }
+        self.decode_events(events, self.schema_include)
+    }
+
+    fn decode_events(
+        &self,
+        events: &[&[u8]],
+        wrapped: bool,
+    ) -> Result<DecodedChanges, (usize, String)> {
+        let envelope = self.envelope(wrapped);
         let mut decoder = ReaderBuilder::new(envelope.clone())
             .with_batch_size(events.len().max(1))
             .with_coerce_primitive(true)
@@ -161,7 +185,7 @@ impl DebeziumJsonFormat {
             Some(batch) => batch,
             None => RecordBatch::new_empty(envelope),
         };
-        let body: StructArray = if self.schema_include {
+        let body: StructArray = if wrapped {
             let payload = decoded.column(0).as_struct();
             if let Some(i) = (0..payload.len()).find(|&i| payload.is_null(i)) {
                 return Err((
@@ -295,6 +319,23 @@ impl DebeziumJsonFormat {
             RecordBatch::try_new(self.output_schema(), columns).map_err(|e| (0, e.to_string()))?;
         Ok(DecodedChanges { batch, events })
     }
+}
+
+/// The payload of an event as Kafka Connect's JSON converter writes it,
+/// `{"schema":{...},"payload":{...}}`; `None` for any other shape. (A `"payload":` key
+/// cannot hide in the schema — column names are values there — nor inside a string,
+/// whose quotes are escaped.)
+fn payload_of(event: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b",\"payload\":";
+    let event = event.trim_ascii();
+    if !event.starts_with(b"{\"schema\":") {
+        return None;
+    }
+    let at = memchr::memmem::find(event, KEY)?;
+    let rest = &event[at + KEY.len()..];
+    // Drop the envelope's closing brace.
+    let inner = rest.strip_suffix(b"}")?.trim_ascii();
+    inner.starts_with(b"{").then_some(inner)
 }
 
 fn source_column(source: &StructArray, name: &str) -> Result<ArrayRef, (usize, String)> {
@@ -542,6 +583,17 @@ mod tests {
             ]
         );
         assert_eq!(decoded.events, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn the_payload_is_found_without_reading_the_schema() {
+        let event = br#"{"schema":{"type":"struct","fields":[{"field":"payload","type":"string"}]},"payload":{"after":{"payload":"a \",\"payload\": b"},"op":"c"}} "#;
+        assert_eq!(
+            payload_of(event),
+            Some(&br#"{"after":{"payload":"a \",\"payload\": b"},"op":"c"}"#[..])
+        );
+        assert_eq!(payload_of(br#"{"payload":{"op":"c"},"schema":{}}"#), None);
+        assert_eq!(payload_of(br#"{"schema":{},"payload":null}"#), None);
     }
 
     #[test]
