@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cdc;
+mod changelog_differential;
 mod claims;
 mod cli;
 mod common;
