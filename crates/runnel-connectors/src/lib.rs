@@ -60,8 +60,8 @@ impl Connectors {
     /// Every built-in connector; `memory` holds the memory tables' batches.
     pub fn new(memory: memory::MemoryTables) -> Self {
         let registry: Vec<Arc<dyn Connector>> = vec![
-            Arc::new(kafka::KafkaConnector),
-            Arc::new(kafka::UpsertKafkaConnector),
+            Arc::new(kafka::KafkaConnector { upsert: false }),
+            Arc::new(kafka::KafkaConnector { upsert: true }),
             Arc::new(filesystem::FilesystemConnector),
             Arc::new(nexmark::NexmarkConnector),
             Arc::new(datagen::DatagenConnector),

@@ -30,13 +30,20 @@ pub const OPTIONS: &[&str] = &[
     "sink.transactional-id-prefix",
 ];
 
-/// `'connector' = 'kafka'`.
-pub struct KafkaConnector;
+/// `'connector' = 'kafka'`, or with `upsert` `'connector' = 'upsert-kafka'` (see
+/// [`upsert`]): the same source and sink, the upsert one keyed by the table's primary key.
+pub struct KafkaConnector {
+    pub upsert: bool,
+}
 
 #[async_trait::async_trait]
 impl crate::Connector for KafkaConnector {
     fn name(&self) -> &'static str {
-        "kafka"
+        if self.upsert {
+            "upsert-kafka"
+        } else {
+            "kafka"
+        }
     }
 
     fn validate(&self, table: &TableDef) -> Result<()> {
@@ -79,57 +86,10 @@ impl crate::Connector for KafkaConnector {
         schema: datafusion::arrow::datatypes::SchemaRef,
         config: &runnel_runtime::JobConfig,
     ) -> Result<Box<dyn runnel_runtime::Sink>> {
-        crate::format::check_writable(table, &schema)?;
-        Ok(Box::new(KafkaSink::open(table, schema, config).await?))
-    }
-
-    async fn committed_checkpoint(
-        &self,
-        table: &TableDef,
-    ) -> Result<Option<runnel_runtime::CheckpointId>> {
-        committed_checkpoint(table).await
-    }
-}
-
-/// `'connector' = 'upsert-kafka'` (see [`upsert`]).
-pub struct UpsertKafkaConnector;
-
-#[async_trait::async_trait]
-impl crate::Connector for UpsertKafkaConnector {
-    fn name(&self) -> &'static str {
-        "upsert-kafka"
-    }
-
-    fn validate(&self, table: &TableDef) -> Result<()> {
-        options(table).map(drop)
-    }
-
-    fn metadata_keys(&self) -> &'static [&'static str] {
-        source::METADATA_KEYS
-    }
-
-    fn is_bounded(&self, table: &TableDef) -> bool {
-        table.options.contains_key("scan.bounded.mode")
-    }
-
-    fn max_splits(&self, _table: &TableDef) -> usize {
-        usize::MAX
-    }
-
-    async fn open_source(
-        &self,
-        table: &TableDef,
-        context: crate::SourceContext<'_>,
-    ) -> Result<Box<dyn runnel_runtime::Source>> {
-        KafkaConnector.open_source(table, context).await
-    }
-
-    async fn open_sink(
-        &self,
-        table: &TableDef,
-        schema: datafusion::arrow::datatypes::SchemaRef,
-        config: &runnel_runtime::JobConfig,
-    ) -> Result<Box<dyn runnel_runtime::Sink>> {
+        // An upsert table takes updates by key; a plain one needs a format that can.
+        if !self.upsert {
+            crate::format::check_writable(table, &schema)?;
+        }
         Ok(Box::new(KafkaSink::open(table, schema, config).await?))
     }
 
