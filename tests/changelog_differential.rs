@@ -1,15 +1,17 @@
 //! Randomized differential test for changelogs: for seeded random Debezium change
-//! streams (inserts, amount updates, moves to another policy, deletes, repeated events,
-//! updates without their old row and key-only deletes as PostgreSQL's default replica
-//! identity sends them), Runnel's per-policy aggregates, applied change by change, must
-//! equal DataFusion's batch `GROUP BY` over the table the changes leave.
+//! streams of `claims` (inserts, amount updates, moves to another policy, deletes,
+//! repeated events, updates without their old row and key-only deletes as PostgreSQL's
+//! default replica identity sends them) and of `policies` (inserts, renames, deletes),
+//! Runnel's per-policy aggregates, its joins of claims with policies (inner, left, right,
+//! full) and an aggregate over such a join, applied change by change, must each equal
+//! DataFusion's batch query over the tables the changes leave.
 //!
 //! A failure prints the seed; `RUNNEL_SEED=<seed>` replays one seed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Decimal128Array, Int64Array, RecordBatch};
+use datafusion::arrow::array::{Decimal128Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -23,6 +25,12 @@ const CHANGES: usize = 120;
 
 /// One claim: policy and amount in cents.
 type Claims = BTreeMap<i64, (i64, i64)>;
+
+/// Each policy's holder.
+type Policies = BTreeMap<i64, String>;
+
+/// Policy ids claims refer to: 0..6; policies exist for some of them.
+const POLICY_IDS: u64 = 6;
 
 /// A random change stream as Debezium JSON lines, and the table it leaves.
 fn changes(rng: &mut Rng) -> (Vec<String>, Claims) {
@@ -41,7 +49,7 @@ fn changes(rng: &mut Rng) -> (Vec<String>, Claims) {
         let choice = rng.below(10);
         match (existing, choice) {
             (None, _) | (Some(_), 0..=1) => {
-                let claim = (rng.below(6) as i64, rng.below(100_000) as i64);
+                let claim = (rng.below(POLICY_IDS) as i64, rng.below(100_000) as i64);
                 let op = if existing.is_some() { "u" } else { "c" };
                 lines.push(format!(
                     r#"{{"before":null,"after":{},"op":"{op}"}}"#,
@@ -64,7 +72,7 @@ fn changes(rng: &mut Rng) -> (Vec<String>, Claims) {
                 claims.insert(id, new);
             }
             (Some(old), 5..=6) => {
-                let new = (rng.below(6) as i64, old.1);
+                let new = (rng.below(POLICY_IDS) as i64, old.1);
                 lines.push(format!(
                     r#"{{"before":null,"after":{},"op":"u"}}"#,
                     row(id, new)
@@ -89,9 +97,46 @@ fn changes(rng: &mut Rng) -> (Vec<String>, Claims) {
     (lines, claims)
 }
 
-/// Runnel's answer: the query's changes applied in order, as `policy, claims, total` rows.
-async fn streaming(name: &str, lines: &[String], parallelism: u64, rng: &mut Rng) -> Vec<String> {
-    let dir = scratch_dir(name);
+/// A random change stream of `policies` as Debezium JSON lines, and the table it leaves.
+fn policy_changes(rng: &mut Rng) -> (Vec<String>, Policies) {
+    let mut policies = Policies::new();
+    let mut lines = Vec::new();
+    let holders = ["Ann", "Bob", "Cy", "Dee"];
+    for _ in 0..CHANGES / 4 {
+        let id = rng.below(POLICY_IDS) as i64;
+        let holder = holders[rng.below(holders.len() as u64) as usize].to_string();
+        let row = |holder: &str| format!(r#"{{"policy_id":{id},"holder":"{holder}"}}"#);
+        match (policies.get(&id).cloned(), rng.below(4)) {
+            (Some(_), 0) => {
+                lines.push(format!(
+                    r#"{{"before":{{"policy_id":{id},"holder":null}},"after":null,"op":"d"}}"#
+                ));
+                policies.remove(&id);
+            }
+            (existing, _) => {
+                let op = if existing.is_some() { "u" } else { "c" };
+                lines.push(format!(
+                    r#"{{"before":null,"after":{},"op":"{op}"}}"#,
+                    row(&holder)
+                ));
+                policies.insert(id, holder);
+            }
+        }
+    }
+    (lines, policies)
+}
+
+const CREATE_TABLES: &str = "
+    CREATE TABLE claims (claim_id BIGINT, policy_id BIGINT, amount DECIMAL(12, 2),
+        PRIMARY KEY (claim_id) NOT ENFORCED)
+    WITH ('connector' = 'filesystem', 'path' = '${claims}', 'format' = 'debezium-json');
+    CREATE TABLE policies (policy_id BIGINT, holder STRING,
+        PRIMARY KEY (policy_id) NOT ENFORCED)
+    WITH ('connector' = 'filesystem', 'path' = '${policies}', 'format' = 'debezium-json');";
+
+/// Writes `lines` as a folder of files of random sizes (each read as one batch).
+fn write_parts(dir: &std::path::Path, lines: &[String], rng: &mut Rng) {
+    std::fs::create_dir_all(dir).expect("create input folder");
     let mut start = 0;
     let mut part = 0;
     while start < lines.len() {
@@ -104,15 +149,25 @@ async fn streaming(name: &str, lines: &[String], parallelism: u64, rng: &mut Rng
         start += len;
         part += 1;
     }
-    let sql = format!(
-        "SET 'parallelism.default' = '{parallelism}';
-         CREATE TABLE claims (claim_id BIGINT, policy_id BIGINT, amount DECIMAL(12, 2),
-             PRIMARY KEY (claim_id) NOT ENFORCED)
-         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'debezium-json');
-         SELECT policy_id, COUNT(*), SUM(amount) FROM claims GROUP BY policy_id;",
-        dir.display()
-    );
-    let mut current: BTreeMap<String, String> = BTreeMap::new();
+}
+
+/// Runnel's answer: the query's changes applied in order to a multiset of rows. A
+/// retraction must take out a row that is there.
+async fn streaming(
+    name: &str,
+    (claims, policies): (&[String], &[String]),
+    query: &str,
+    parallelism: u64,
+    rng: &mut Rng,
+) -> Vec<String> {
+    let dir = scratch_dir(name);
+    write_parts(&dir.join("claims"), claims, rng);
+    write_parts(&dir.join("policies"), policies, rng);
+    let tables = CREATE_TABLES
+        .replace("${claims}", &dir.join("claims").display().to_string())
+        .replace("${policies}", &dir.join("policies").display().to_string());
+    let sql = format!("SET 'parallelism.default' = '{parallelism}';\n{tables}\n{query};");
+    let mut current: BTreeMap<String, usize> = BTreeMap::new();
     for result in Engine::default().execute(&sql).await.expect("plans") {
         if let Executed::Query(mut stream) = result {
             while let Some(batch) = stream.next().await {
@@ -121,18 +176,15 @@ async fn streaming(name: &str, lines: &[String], parallelism: u64, rng: &mut Rng
                 {
                     let (kind, row) = line.split_at(2);
                     let row = row.trim_matches(['[', ']']).to_string();
-                    let policy = row.split(", ").next().unwrap_or_default().to_string();
                     match kind {
-                        "+I" | "+U" => {
-                            current.insert(policy, row);
-                        }
-                        "-U" | "-D" => {
-                            assert_eq!(
-                                current.remove(&policy).as_ref(),
-                                Some(&row),
-                                "{name}: {kind} of a row that is not the current one"
-                            );
-                        }
+                        "+I" | "+U" => *current.entry(row).or_default() += 1,
+                        "-U" | "-D" => match current.get_mut(&row) {
+                            Some(count) if *count > 1 => *count -= 1,
+                            Some(_) => {
+                                current.remove(&row);
+                            }
+                            None => panic!("{name}: {kind} of a row that is not there: {row}"),
+                        },
                         other => panic!("{name}: unexpected change kind {other} in {line}"),
                     }
                 }
@@ -141,36 +193,58 @@ async fn streaming(name: &str, lines: &[String], parallelism: u64, rng: &mut Rng
         }
     }
     let _ = std::fs::remove_dir_all(dir);
-    current.into_values().collect()
+    let mut rows: Vec<String> = current
+        .into_iter()
+        .flat_map(|(row, count)| std::iter::repeat_n(row, count))
+        .collect();
+    rows.sort();
+    rows
 }
 
-/// DataFusion's answer over the final table.
-async fn batch(claims: &Claims) -> Vec<String> {
-    let schema = Arc::new(Schema::new(vec![
+/// DataFusion's answer over the final tables.
+async fn batch(claims: &Claims, policies: &Policies, query: &str) -> Vec<String> {
+    let claims_schema = Arc::new(Schema::new(vec![
         Field::new("claim_id", DataType::Int64, false),
         Field::new("policy_id", DataType::Int64, false),
         Field::new("amount", DataType::Decimal128(12, 2), false),
     ]));
-    let columns = vec![
-        Arc::new(Int64Array::from_iter_values(claims.keys().copied())) as _,
-        Arc::new(Int64Array::from_iter_values(claims.values().map(|c| c.0))) as _,
-        Arc::new(
-            Decimal128Array::from_iter_values(claims.values().map(|c| c.1 as i128))
-                .with_precision_and_scale(12, 2)
-                .expect("decimal"),
-        ) as _,
-    ];
-    let table = RecordBatch::try_new(schema.clone(), columns).expect("table");
-    let ctx = SessionContext::new();
-    ctx.register_table(
-        "claims",
-        Arc::new(MemTable::try_new(schema, vec![vec![table]]).expect("mem table")),
+    let claims_table = RecordBatch::try_new(
+        claims_schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(claims.keys().copied())) as _,
+            Arc::new(Int64Array::from_iter_values(claims.values().map(|c| c.0))) as _,
+            Arc::new(
+                Decimal128Array::from_iter_values(claims.values().map(|c| c.1 as i128))
+                    .with_precision_and_scale(12, 2)
+                    .expect("decimal"),
+            ) as _,
+        ],
     )
-    .expect("register");
-    let frame = ctx
-        .sql("SELECT policy_id, COUNT(*), CAST(SUM(amount) AS DECIMAL(22, 2)) FROM claims GROUP BY policy_id ORDER BY policy_id")
-        .await
-        .expect("batch plans");
+    .expect("claims");
+    let policies_schema = Arc::new(Schema::new(vec![
+        Field::new("policy_id", DataType::Int64, false),
+        Field::new("holder", DataType::Utf8, false),
+    ]));
+    let policies_table = RecordBatch::try_new(
+        policies_schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(policies.keys().copied())) as _,
+            Arc::new(StringArray::from_iter_values(policies.values())) as _,
+        ],
+    )
+    .expect("policies");
+    let ctx = SessionContext::new();
+    for (name, schema, table) in [
+        ("claims", claims_schema, claims_table),
+        ("policies", policies_schema, policies_table),
+    ] {
+        ctx.register_table(
+            name,
+            Arc::new(MemTable::try_new(schema, vec![vec![table]]).expect("mem table")),
+        )
+        .expect("register");
+    }
+    let frame = ctx.sql(query).await.expect("batch plans");
     let mut rows = Vec::new();
     for batch in frame.collect().await.expect("batch runs") {
         rows.extend(
@@ -184,26 +258,66 @@ async fn batch(claims: &Claims) -> Vec<String> {
                 }),
         );
     }
+    rows.sort();
     rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changelog_aggregates_equal_datafusion_over_the_final_table() {
+async fn changelog_aggregates_and_joins_equal_datafusion_over_the_final_tables() {
     let seeds: Vec<u64> = match std::env::var("RUNNEL_SEED") {
         Ok(seed) => vec![seed.parse().expect("RUNNEL_SEED is a number")],
         Err(_) => (0..SEEDS).collect(),
     };
     for seed in seeds {
         let mut rng = Rng::new(seed * 7919 + 3);
-        let (lines, claims) = changes(&mut rng);
+        let (claim_lines, claims) = changes(&mut rng);
+        let (policy_lines, policies) = policy_changes(&mut rng);
         let parallelism = 1 + rng.below(3);
-        let mut ours = streaming(&format!("changelog-{seed}"), &lines, parallelism, &mut rng).await;
-        ours.sort();
-        let mut theirs = batch(&claims).await;
-        theirs.sort();
-        assert_eq!(
-            ours, theirs,
-            "seed {seed} (parallelism {parallelism}): Runnel's totals differ from DataFusion's over the final table"
-        );
+        let join = ["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"][rng.below(4) as usize];
+        // Runnel's SUM of DECIMAL(12, 2) is DECIMAL(22, 2), as Flink's; DataFusion's is
+        // cast to match.
+        let queries = [
+            (
+                "totals".to_string(),
+                "SELECT policy_id, COUNT(*), SUM(amount) FROM claims GROUP BY policy_id"
+                    .to_string(),
+                "SELECT policy_id, COUNT(*), CAST(SUM(amount) AS DECIMAL(22, 2)) FROM claims \
+                 GROUP BY policy_id"
+                    .to_string(),
+            ),
+            (
+                join.to_string(),
+                format!(
+                    "SELECT c.claim_id, c.amount, p.policy_id, p.holder \
+                     FROM claims c {join} policies p ON c.policy_id = p.policy_id"
+                ),
+                format!(
+                    "SELECT c.claim_id, c.amount, p.policy_id, p.holder \
+                     FROM claims c {join} policies p ON c.policy_id = p.policy_id"
+                ),
+            ),
+            (
+                "totals per holder".to_string(),
+                "SELECT p.holder, COUNT(*), SUM(c.amount) FROM claims c \
+                 JOIN policies p ON c.policy_id = p.policy_id AND c.amount > 100 \
+                 GROUP BY p.holder"
+                    .to_string(),
+                "SELECT p.holder, COUNT(*), CAST(SUM(c.amount) AS DECIMAL(22, 2)) FROM claims c \
+                 JOIN policies p ON c.policy_id = p.policy_id AND c.amount > 100 \
+                 GROUP BY p.holder"
+                    .to_string(),
+            ),
+        ];
+        for (what, ours, theirs) in queries {
+            let name = format!("changelog-{seed}-{}", what.replace(' ', "-"));
+            let lines = (claim_lines.as_slice(), policy_lines.as_slice());
+            let ours = streaming(&name, lines, &ours, parallelism, &mut rng).await;
+            let theirs = batch(&claims, &policies, &theirs).await;
+            assert_eq!(
+                ours, theirs,
+                "seed {seed} (parallelism {parallelism}), {what}: Runnel's rows differ from \
+                 DataFusion's over the final tables"
+            );
+        }
     }
 }

@@ -10,6 +10,10 @@
 //! - `-- sql`: the statements; the last one is the query whose rows are checked;
 //! - `-- expected`: the query's rows as `+I[...]` lines (compared in any order); for an
 //!   updating query, its changes (`+I`, `-U`, `+U`, `-D`), compared in order;
+//! - `-- expected final` (instead): an updating query's result as the table its changes
+//!   leave behind, `+I` lines in any order — for queries whose inputs may interleave in
+//!   any order (a join of two changelog tables read from two sources), so that only the
+//!   result, not the order of its changes, is fixed;
 //! - `-- late rows` (optional): how many rows the job must count as late;
 //! - `-- output <name>` (optional): the lines a sink wrote into `${output:<name>}`, in
 //!   any order (e.g. the late-data sink's rows);
@@ -41,12 +45,14 @@ struct Case {
     plan: Option<Vec<String>>,
     /// The message the script must be refused with, when it is a refusal case.
     error: Option<String>,
+    /// `-- expected final`: the changes are compared by the table they leave behind.
+    final_table: bool,
     /// Everything before the first result section, kept verbatim when completing.
     head: String,
 }
 
 /// The sections after `-- sql` that hold what a case must produce.
-const RESULT_SECTIONS: &[&str] = &["expected", "late rows", "plan", "error"];
+const RESULT_SECTIONS: &[&str] = &["expected", "expected final", "late rows", "plan", "error"];
 
 /// The parallelism a case's `-- plan` is explained at.
 const PLAN_PARALLELISM: usize = 3;
@@ -60,6 +66,7 @@ fn parse_case(text: &str) -> Case {
         outputs: BTreeMap::new(),
         plan: None,
         error: None,
+        final_table: false,
         head: String::new(),
     };
     let mut section = String::new();
@@ -76,6 +83,10 @@ fn parse_case(text: &str) -> Case {
             }
             if section == "plan" {
                 case.plan.get_or_insert_with(Vec::new);
+            }
+            if section == "expected final" {
+                case.final_table = true;
+                section = "expected".into();
             }
             if RESULT_SECTIONS.contains(&section.as_str()) || section.starts_with("output ") {
                 in_head = false;
@@ -165,7 +176,7 @@ async fn run_case(
         }
     }
     let dir = scratch_dir_path(&folder);
-    let rows = comparable(rows, parallelism);
+    let rows = comparable(rows, parallelism, case.final_table);
     let mut outputs = BTreeMap::new();
     for output in case.outputs.keys() {
         let path = dir.join(format!("output-{output}"));
@@ -186,12 +197,12 @@ async fn run_case(
 /// each key's changes keep their order (keys are spread over subtasks, and an aggregate
 /// of an aggregate sees its input's keys interleave differently, as in Flink), so an
 /// updating query is compared by the table its changes leave behind.
-fn comparable(mut rows: Vec<String>, parallelism: usize) -> Vec<String> {
+fn comparable(mut rows: Vec<String>, parallelism: usize, final_table: bool) -> Vec<String> {
     if rows.iter().all(|r| r.starts_with("+I[")) {
         rows.sort();
         return rows;
     }
-    if parallelism == 1 {
+    if parallelism == 1 && !final_table {
         return rows;
     }
     let mut table: Vec<String> = Vec::new();
@@ -396,7 +407,11 @@ async fn completed(name: &str, case: &Case) -> Result<String, String> {
         return Ok(text);
     }
     let outcome = run_case("case", name, case, 1).await?;
-    text.push_str("-- expected\n");
+    text.push_str(if case.final_table {
+        "-- expected final\n"
+    } else {
+        "-- expected\n"
+    });
     for row in &outcome.rows {
         text.push_str(row);
         text.push('\n');
@@ -477,7 +492,7 @@ async fn sql_cases() {
                         ));
                         }
                     }
-                    let expected = comparable(case.expected.clone(), parallelism);
+                    let expected = comparable(case.expected.clone(), parallelism, case.final_table);
                     if rows != expected {
                         failures.push(format!(
                             "{name}: rows differ\n  expected:\n    {}\n  got:\n    {}",
@@ -604,7 +619,7 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
                 resumed_mid_stream += 1;
             }
             rows.extend(after.rows);
-            let rows = comparable(rows, parallelism);
+            let rows = comparable(rows, parallelism, case.final_table);
             if rows != straight {
                 let manifests: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
                     .into_iter()

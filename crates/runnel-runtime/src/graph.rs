@@ -304,7 +304,9 @@ impl<'p> GraphBuilder<'p, '_> {
                 self.chain(&open, node, true);
                 Ok(open)
             }
-            StreamNode::IntervalJoin(_) | StreamNode::WindowJoin(_) => {
+            StreamNode::IntervalJoin(_)
+            | StreamNode::WindowJoin(_)
+            | StreamNode::RegularJoin(_) => {
                 let inputs = node.inputs();
                 let distributions = node.required_input_distribution();
                 let left = self.build(inputs[0])?;

@@ -113,6 +113,10 @@ impl StreamNode {
                 (j.left_keys.clone(), &j.left_schema),
                 (j.right_keys.clone(), &j.right_schema),
             ),
+            StreamNode::RegularJoin(j) => join_sides(
+                (j.left_keys.clone(), &j.left_schema),
+                (j.right_keys.clone(), &j.right_schema),
+            ),
             // A window join's rows meet only within one window: its end is part of the key.
             StreamNode::WindowJoin(j) => {
                 let with_end = |keys: &[Expr], schema: &DFSchemaRef, end: usize| {

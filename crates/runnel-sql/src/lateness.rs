@@ -107,6 +107,7 @@ fn check_inputs(node: &StreamNode) -> Result<()> {
         | StreamNode::Projection { .. }
         | StreamNode::Union { .. }
         | StreamNode::UpdatingAggregate(_)
+        | StreamNode::RegularJoin(_)
         | StreamNode::ChangelogNormalize(_) => Ok(()),
         StreamNode::WindowAssign { input, .. } if table_changes(input) => Ok(()),
         StreamNode::WindowAssign { .. } | StreamNode::WindowAggregate(_) => {

@@ -31,8 +31,8 @@ pub use error::{Result, SqlError};
 pub use parser::{parse_script, parse_script_each, CreateTable, LocatedStatement, Statement};
 pub use plan::{
     ChangelogNormalizeNode, IntervalJoinNode, LookupJoinNode, OverReadiness, OverWindowNode,
-    SourceNode, StreamNode, StreamPlan, TopNNode, UpdatingAggregateNode, WindowAggregateNode,
-    WindowJoinNode,
+    RegularJoinNode, SourceNode, StreamNode, StreamPlan, TopNNode, UpdatingAggregateNode,
+    WindowAggregateNode, WindowJoinNode,
 };
 pub use planner::{PlanOptions, StreamPlanner};
 pub use window::{WindowKind, WindowTvf};

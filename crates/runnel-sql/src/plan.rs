@@ -86,6 +86,9 @@ pub enum StreamNode {
     /// A join of two windowed streams on their windows (and keys), emitted when the
     /// watermark closes each window.
     WindowJoin(WindowJoinNode),
+    /// A join without a time bound where an input's rows can change (a changelog table,
+    /// an unwindowed aggregate): an updating stream of the joined rows.
+    RegularJoin(RegularJoinNode),
     /// `GROUP BY keys` without a window: an updating stream, revising a group's row each
     /// time its aggregates change.
     UpdatingAggregate(UpdatingAggregateNode),
@@ -187,6 +190,33 @@ pub struct WindowJoinNode {
     /// Index of each side's `window_end` column.
     pub left_window_end: usize,
     pub right_window_end: usize,
+    pub join_type: datafusion::logical_expr::JoinType,
+    /// Other conditions of the `ON` clause, over the joined row.
+    pub residual: Option<Expr>,
+    pub schema: DFSchemaRef,
+}
+
+/// A regular join (Flink's), of two inputs at least one of which is updating: each side
+/// keeps its live rows (added, not yet retracted) indexed by the join keys, and a change
+/// arriving on one side is joined with the other side's live rows at once.
+///
+/// What goes out: an addition (`+I`/`+U`) emits its joined rows as `+I` (`+U` for an
+/// inner join's `+U`); a retraction (`-U`/`-D`) emits `-D` for each joined row it takes
+/// away, so an upsert sink deletes the old joined row even when no new one follows. An
+/// outer side's row without partners goes out padded with NULLs (`+I`), is retracted
+/// (`-D`) when its first partner arrives and comes back when its last one leaves.
+/// State: each side's live rows — one per primary key of a changelog table, every row of
+/// an append-only input.
+#[derive(Debug, Clone)]
+pub struct RegularJoinNode {
+    pub left: Box<StreamNode>,
+    pub right: Box<StreamNode>,
+    pub left_schema: DFSchemaRef,
+    pub right_schema: DFSchemaRef,
+    /// Equi-join keys, evaluated on each side's rows.
+    pub left_keys: Vec<Expr>,
+    pub right_keys: Vec<Expr>,
+    /// Inner, left, right or full outer.
     pub join_type: datafusion::logical_expr::JoinType,
     /// Other conditions of the `ON` clause, over the joined row.
     pub residual: Option<Expr>,
@@ -299,6 +329,7 @@ impl StreamNode {
             StreamNode::Union { schema, .. } => schema.clone(),
             StreamNode::IntervalJoin(j) => j.schema.clone(),
             StreamNode::WindowJoin(j) => j.schema.clone(),
+            StreamNode::RegularJoin(j) => j.schema.clone(),
             StreamNode::UpdatingAggregate(a) => a.schema.clone(),
             StreamNode::TopN(t) => t.schema.clone(),
             StreamNode::LookupJoin(j) => j.schema.clone(),
@@ -324,7 +355,9 @@ impl StreamNode {
             StreamNode::UpdatingAggregate(a) => {
                 a.fires_at_window_end.is_none() || a.allowed_lateness_ms > 0
             }
-            StreamNode::TopN(_) | StreamNode::ChangelogNormalize(_) => true,
+            StreamNode::TopN(_)
+            | StreamNode::ChangelogNormalize(_)
+            | StreamNode::RegularJoin(_) => true,
             StreamNode::Source(s) => s.table.is_changelog(),
             StreamNode::Filter { input, .. }
             | StreamNode::Projection { input, .. }
@@ -351,6 +384,7 @@ impl StreamNode {
             StreamNode::Union { .. } => "Union",
             StreamNode::IntervalJoin(_) => "IntervalJoin",
             StreamNode::WindowJoin(_) => "WindowJoin",
+            StreamNode::RegularJoin(_) => "RegularJoin",
             StreamNode::UpdatingAggregate(_) => "UpdatingAggregate",
             StreamNode::LookupJoin(_) => "LookupJoin",
             StreamNode::TopN(_) => "TopN",
@@ -373,6 +407,7 @@ impl StreamNode {
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
             StreamNode::IntervalJoin(j) => vec![&j.left, &j.right],
             StreamNode::WindowJoin(j) => vec![&j.left, &j.right],
+            StreamNode::RegularJoin(j) => vec![&j.left, &j.right],
         }
     }
 
@@ -391,6 +426,7 @@ impl StreamNode {
             StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
             StreamNode::IntervalJoin(j) => vec![&mut j.left, &mut j.right],
             StreamNode::WindowJoin(j) => vec![&mut j.left, &mut j.right],
+            StreamNode::RegularJoin(j) => vec![&mut j.left, &mut j.right],
         }
     }
 
@@ -577,6 +613,18 @@ impl StreamNode {
                 j.left.fmt_tree(f, depth + 1)?;
                 j.right.fmt_tree(f, depth + 1)
             }
+            StreamNode::RegularJoin(j) => {
+                writeln!(
+                    f,
+                    "{pad}RegularJoin: {} {}; emits updates; state: live rows of {} and of {}",
+                    j.join_type,
+                    join_condition(&j.left_keys, &j.right_keys, &j.residual),
+                    live_rows(&j.left),
+                    live_rows(&j.right),
+                )?;
+                j.left.fmt_tree(f, depth + 1)?;
+                j.right.fmt_tree(f, depth + 1)
+            }
             StreamNode::UpdatingAggregate(a) => {
                 let lateness = format_duration(a.allowed_lateness_ms);
                 let (emits, state) = match a.fires_at_window_end {
@@ -674,6 +722,29 @@ fn join_condition(left: &[Expr], right: &[Expr], residual: &Option<Expr>) -> Str
         .map(|r| format!(" filter {r}"))
         .unwrap_or_default();
     format!("[{}]{filter}", keys.join(", "))
+}
+
+/// What bounds the rows a regular join keeps of one input, for plans: a changelog
+/// table's primary key, or nothing (an append-only input or an aggregate's groups).
+fn live_rows(side: &StreamNode) -> String {
+    let mut tables = Vec::new();
+    side.collect_sources(&mut tables);
+    let keyed: Vec<String> = tables
+        .iter()
+        .filter(|t| t.is_changelog() && !t.primary_key.is_empty())
+        .map(|t| format!("{} (one per {})", t.name, t.primary_key.join(", ")))
+        .collect();
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    if side.is_updating() && !keyed.is_empty() && keyed.len() == tables.len() {
+        keyed.join(", ")
+    } else if side.is_updating() {
+        format!("{} (one per group of the input's result)", names.join(", "))
+    } else {
+        format!(
+            "{} (append-only: every row, for the life of the job)",
+            names.join(", ")
+        )
+    }
 }
 
 /// A signed duration for plans: `-10s`, `0s`, `5m`.

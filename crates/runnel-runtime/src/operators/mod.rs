@@ -11,6 +11,7 @@ pub(crate) mod late_rows;
 mod lookup_join;
 mod over_window;
 mod projection;
+mod regular_join;
 mod session_window;
 mod top_n;
 mod updating_aggregate;
@@ -31,6 +32,7 @@ pub use late_rows::LateRowsOutput;
 pub use lookup_join::LookupJoinOperator;
 pub use over_window::OverWindowOperator;
 pub use projection::{ProjectionOperator, RelabelOperator};
+pub use regular_join::RegularJoinOperator;
 pub use session_window::SessionWindowOperator;
 pub use top_n::TopNOperator;
 pub use updating_aggregate::UpdatingAggregateOperator;
@@ -205,6 +207,7 @@ pub fn two_input_operator(
             )?;
             Box::new(WindowJoinOperator::try_new(join, metrics, late)?)
         }
+        StreamNode::RegularJoin(join) => Box::new(RegularJoinOperator::try_new(join, metrics)?),
         other => {
             return Err(RuntimeError::Build(format!(
                 "{} is not a two-input operator",

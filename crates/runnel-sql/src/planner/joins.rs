@@ -1,6 +1,6 @@
 //! Planning joins of two streams: window joins (both sides' windows equated), interval
-//! joins (a time bound in the `ON` clause), and unbounded joins bounded by
-//! `table.exec.state.ttl`.
+//! joins (a time bound in the `ON` clause), unbounded joins bounded by
+//! `table.exec.state.ttl`, and regular joins of inputs whose rows change.
 
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::Result as DFResult;
@@ -9,7 +9,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use crate::catalog::is_timestamp;
 use crate::error::{Result, SqlError};
 use crate::lineage::{event_time_column, is_window_bound, window_bound};
-use crate::plan::{IntervalJoinNode, StreamNode, WindowJoinNode};
+use crate::plan::{IntervalJoinNode, RegularJoinNode, StreamNode, WindowJoinNode};
 use crate::updating::append_only;
 use crate::window::{WINDOW_END, WINDOW_START};
 
@@ -35,7 +35,9 @@ pub(super) fn bound_by_ttl(
         .on
         .iter()
         .any(|(l, _)| is_window_bound(&join.left, l, WINDOW_END));
-    if bounded || windowed {
+    // A changelog's rows are joined while they live, not within a time of each other.
+    let updating = |plan: &LogicalPlan| to_stream(plan).is_ok_and(|node| node.is_updating());
+    if bounded || windowed || updating(&join.left) || updating(&join.right) {
         return Ok(None);
     }
     let (Some(left), Some(right)) = (
@@ -106,9 +108,50 @@ pub(super) fn window_join(
     })))
 }
 
-/// Plans a join of two streams; only joins whose time bounds keep state finite run.
+/// Plans a join of two inputs at least one of which is updating (`left`, `right`): a
+/// regular join, whose state holds each side's live rows.
+pub(super) fn regular_join(
+    join: &datafusion::logical_expr::logical_plan::Join,
+    left: StreamNode,
+    right: StreamNode,
+) -> Result<StreamNode> {
+    use datafusion::logical_expr::JoinType;
+    if !matches!(
+        join.join_type,
+        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+    ) {
+        return Err(SqlError::Unsupported(format!(
+            "{} joins of changing tables (inner and outer joins run)",
+            join.join_type
+        )));
+    }
+    if join.on.is_empty() {
+        return Err(SqlError::Unsupported(
+            "a join of changing tables needs equal keys (ON a.id = b.id): without them every \
+             change would meet every row of the other side"
+                .into(),
+        ));
+    }
+    let (left_keys, right_keys) = join.on.iter().cloned().unzip();
+    Ok(StreamNode::RegularJoin(RegularJoinNode {
+        left: Box::new(left),
+        right: Box::new(right),
+        left_schema: join.left.schema().clone(),
+        right_schema: join.right.schema().clone(),
+        left_keys,
+        right_keys,
+        join_type: join.join_type,
+        residual: join.filter.clone(),
+        schema: join.schema.clone(),
+    }))
+}
+
+/// Plans a join of two append-only streams (`left`, `right`); only joins whose time
+/// bounds keep state finite run.
 pub(super) fn interval_join(
     join: &datafusion::logical_expr::logical_plan::Join,
+    left: StreamNode,
+    right: StreamNode,
 ) -> Result<StreamNode> {
     use datafusion::logical_expr::JoinType;
     const HINT: &str = "a join of two streams needs equal keys and a time bound on both ends, \
@@ -160,8 +203,8 @@ pub(super) fn interval_join(
     }
     let (left_keys, right_keys) = key_pairs.into_iter().unzip();
     Ok(StreamNode::IntervalJoin(IntervalJoinNode {
-        left: Box::new(append_only(to_stream(&join.left)?, "a join")?),
-        right: Box::new(append_only(to_stream(&join.right)?, "a join")?),
+        left: Box::new(append_only(left, "a join")?),
+        right: Box::new(append_only(right, "a join")?),
         left_schema: join.left.schema().clone(),
         right_schema: join.right.schema().clone(),
         left_keys,

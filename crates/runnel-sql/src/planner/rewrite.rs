@@ -13,7 +13,7 @@ use crate::updating::{append_only, top_n, window_input};
 use crate::window::{WindowKind, WindowTvf, WINDOW_END, WINDOW_START};
 
 use super::context::CatalogTableSource;
-use super::joins::{interval_join, window_join};
+use super::joins::{interval_join, regular_join, window_join};
 use super::over::over_readiness;
 
 /// A changelog table with a primary key: every column read, the changes made exact per key
@@ -194,9 +194,14 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
             if let Some(node) = crate::lookup::lookup_join(join)? {
                 return Ok(node);
             }
-            match window_join(join)? {
-                Some(node) => Ok(node),
-                None => interval_join(join),
+            if let Some(node) = window_join(join)? {
+                return Ok(node);
+            }
+            let (left, right) = (to_stream(&join.left)?, to_stream(&join.right)?);
+            if left.is_updating() || right.is_updating() {
+                regular_join(join, left, right)
+            } else {
+                interval_join(join, left, right)
             }
         }
         LogicalPlan::Union(union) => {
