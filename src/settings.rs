@@ -14,6 +14,9 @@ pub const SOURCE_IDLE_TIMEOUT: &str = "table.exec.source.idle-timeout";
 pub const STATE_TTL: &str = "table.exec.state.ttl";
 /// Window aggregates keep each window this long after it fired, updating its rows.
 pub const ALLOW_LATENESS: &str = "table.exec.emit.allow-lateness";
+/// `SET 'table.exec.sink.upsert-materialize' = 'AUTO'`: Flink's key; whether changes
+/// going into a sink with a primary key are put in order per key first.
+pub const UPSERT_MATERIALIZE: &str = "table.exec.sink.upsert-materialize";
 /// `SET 'runnel.watermark.idle-advance' = 'true'`: with every source partition idle, the
 /// watermark follows the processing clock.
 pub const IDLE_WATERMARK_ADVANCE: &str = "runnel.watermark.idle-advance";
@@ -71,6 +74,9 @@ pub fn check(key: &str, value: &str) -> Result<()> {
                 format!("expected a whole number of subtasks from 1 to {MAX_PARALLELISM}"),
             )),
         },
+        UPSERT_MATERIALIZE => runnel_sql::UpsertMaterialize::parse(value)
+            .map(drop)
+            .ok_or_else(|| invalid(key, value, "expected 'NONE', 'AUTO' or 'FORCE'")),
         IDLE_WATERMARK_ADVANCE => value
             .parse::<bool>()
             .map(drop)
@@ -112,10 +118,15 @@ pub fn plan_options(
         .and_then(|value| parse_duration(value))
         .filter(|d| !d.is_zero())
         .map(|d| d.as_millis() as i64);
+    let upsert_materialize = settings
+        .get(UPSERT_MATERIALIZE)
+        .and_then(|value| runnel_sql::UpsertMaterialize::parse(value))
+        .unwrap_or_default();
     runnel_sql::PlanOptions {
         keep_columns,
         state_ttl_ms,
         allow_lateness_ms,
+        upsert_materialize,
     }
 }
 

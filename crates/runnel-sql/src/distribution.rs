@@ -105,6 +105,16 @@ impl StreamNode {
                     .collect();
                 vec![hash(keys, &schema)]
             }
+            StreamNode::UpsertMaterialize(m) => {
+                let schema = m.input.schema();
+                let columns = schema.columns();
+                let keys = m
+                    .keys
+                    .iter()
+                    .map(|&i| Expr::Column(columns[i].clone()))
+                    .collect();
+                vec![hash(keys, &schema)]
+            }
             StreamNode::OverWindow(over) => vec![hash(
                 over_partition_keys(&over.window_exprs),
                 &over.input_schema,

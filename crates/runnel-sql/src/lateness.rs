@@ -108,6 +108,7 @@ fn check_inputs(node: &StreamNode) -> Result<()> {
         | StreamNode::Union { .. }
         | StreamNode::UpdatingAggregate(_)
         | StreamNode::RegularJoin(_)
+        | StreamNode::UpsertMaterialize(_)
         | StreamNode::ChangelogNormalize(_) => Ok(()),
         StreamNode::WindowAssign { input, .. } if table_changes(input) => Ok(()),
         StreamNode::WindowAssign { .. } | StreamNode::WindowAggregate(_) => {

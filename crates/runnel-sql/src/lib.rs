@@ -32,7 +32,7 @@ pub use parser::{parse_script, parse_script_each, CreateTable, LocatedStatement,
 pub use plan::{
     ChangelogNormalizeNode, IntervalJoinNode, LookupJoinNode, OverReadiness, OverWindowNode,
     RegularJoinNode, SourceNode, StreamNode, StreamPlan, TopNNode, UpdatingAggregateNode,
-    WindowAggregateNode, WindowJoinNode,
+    UpsertMaterializeNode, WindowAggregateNode, WindowJoinNode,
 };
-pub use planner::{PlanOptions, StreamPlanner};
+pub use planner::{PlanOptions, StreamPlanner, UpsertMaterialize};
 pub use window::{WindowKind, WindowTvf};

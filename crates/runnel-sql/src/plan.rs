@@ -102,6 +102,23 @@ pub enum StreamNode {
     /// it is dropped, an update without its old row gets it (`-U`/`+U`), and a delete
     /// carries the deleted row.
     ChangelogNormalize(ChangelogNormalizeNode),
+    /// The changes going into a sink with a primary key, put in order per key (Flink's
+    /// `SinkUpsertMaterializer`), for inputs whose changes of one sink key can arrive out
+    /// of order (a regular join's subtasks each emit part of them).
+    UpsertMaterialize(UpsertMaterializeNode),
+}
+
+/// See [`StreamNode::UpsertMaterialize`]. Per sink key it keeps the key's live rows in
+/// the order they were added: an addition becomes the key's row (`+I`, or `+U` over the
+/// one before); a retraction takes out its own row wherever it is, and only when that was
+/// the key's row does anything go out — `+U` of the row added before it, or `-D` when
+/// none is left. So a `-D` of a claim's old joined row that arrives after the `+I` of its
+/// new one does not delete the claim from the sink.
+#[derive(Debug, Clone)]
+pub struct UpsertMaterializeNode {
+    pub input: Box<StreamNode>,
+    /// The sink's primary key, as indexes into the input's (and output's) columns.
+    pub keys: Vec<usize>,
 }
 
 /// See [`StreamNode::ChangelogNormalize`].
@@ -334,6 +351,7 @@ impl StreamNode {
             StreamNode::TopN(t) => t.schema.clone(),
             StreamNode::LookupJoin(j) => j.schema.clone(),
             StreamNode::ChangelogNormalize(n) => n.schema.clone(),
+            StreamNode::UpsertMaterialize(m) => m.input.schema(),
         }
     }
 
@@ -357,7 +375,8 @@ impl StreamNode {
             }
             StreamNode::TopN(_)
             | StreamNode::ChangelogNormalize(_)
-            | StreamNode::RegularJoin(_) => true,
+            | StreamNode::RegularJoin(_)
+            | StreamNode::UpsertMaterialize(_) => true,
             StreamNode::Source(s) => s.table.is_changelog(),
             StreamNode::Filter { input, .. }
             | StreamNode::Projection { input, .. }
@@ -389,6 +408,7 @@ impl StreamNode {
             StreamNode::LookupJoin(_) => "LookupJoin",
             StreamNode::TopN(_) => "TopN",
             StreamNode::ChangelogNormalize(_) => "ChangelogNormalize",
+            StreamNode::UpsertMaterialize(_) => "UpsertMaterialize",
         }
     }
 
@@ -403,6 +423,7 @@ impl StreamNode {
             StreamNode::UpdatingAggregate(a) => vec![&a.input],
             StreamNode::TopN(t) => vec![&t.input],
             StreamNode::ChangelogNormalize(n) => vec![&n.input],
+            StreamNode::UpsertMaterialize(m) => vec![&m.input],
             StreamNode::LookupJoin(j) => vec![&j.input, &j.table],
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
             StreamNode::IntervalJoin(j) => vec![&j.left, &j.right],
@@ -422,6 +443,7 @@ impl StreamNode {
             StreamNode::UpdatingAggregate(a) => vec![&mut a.input],
             StreamNode::TopN(t) => vec![&mut t.input],
             StreamNode::ChangelogNormalize(n) => vec![&mut n.input],
+            StreamNode::UpsertMaterialize(m) => vec![&mut m.input],
             StreamNode::LookupJoin(j) => vec![&mut j.input],
             StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
             StreamNode::IntervalJoin(j) => vec![&mut j.left, &mut j.right],
@@ -671,6 +693,20 @@ impl StreamNode {
                     keys.join(", ")
                 )?;
                 n.input.fmt_tree(f, depth + 1)
+            }
+            StreamNode::UpsertMaterialize(m) => {
+                let schema = m.input.schema();
+                let keys: Vec<&str> = m
+                    .keys
+                    .iter()
+                    .map(|&i| schema.field(i).name().as_str())
+                    .collect();
+                writeln!(
+                    f,
+                    "{pad}UpsertMaterialize: key=[{}]; orders each sink key's changes; state: the live rows of each key",
+                    keys.join(", ")
+                )?;
+                m.input.fmt_tree(f, depth + 1)
             }
             StreamNode::TopN(t) => {
                 let order: Vec<String> = t.order_by.iter().map(|o| o.to_string()).collect();

@@ -15,6 +15,7 @@ mod regular_join;
 mod session_window;
 mod top_n;
 mod updating_aggregate;
+mod upsert_materialize;
 mod window_aggregate;
 mod window_assign;
 mod window_join;
@@ -36,6 +37,7 @@ pub use regular_join::RegularJoinOperator;
 pub use session_window::SessionWindowOperator;
 pub use top_n::TopNOperator;
 pub use updating_aggregate::UpdatingAggregateOperator;
+pub use upsert_materialize::UpsertMaterializeOperator;
 pub use window_aggregate::WindowAggregateOperator;
 pub(crate) use window_assign::as_millis;
 pub use window_assign::WindowAssignOperator;
@@ -170,6 +172,9 @@ pub fn one_input_operator(
         StreamNode::TopN(top) => Box::new(TopNOperator::try_new(top)?),
         StreamNode::ChangelogNormalize(normalize) => {
             Box::new(ChangelogNormalizeOperator::try_new(normalize, metrics)?)
+        }
+        StreamNode::UpsertMaterialize(materialize) => {
+            Box::new(UpsertMaterializeOperator::try_new(materialize, metrics)?)
         }
         StreamNode::LookupJoin(join) => {
             Box::new(LookupJoinOperator::try_new(join, context.table.to_vec())?)

@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
 
 use crate::catalog::{Catalog, TableDef, ViewDef};
 use crate::error::{Result, SqlError};
-use crate::plan::StreamPlan;
+use crate::plan::{StreamNode, StreamPlan};
 use crate::window::WindowTvf;
 
 mod context;
@@ -185,6 +185,9 @@ impl StreamPlanner {
         if let Some(lateness_ms) = options.allow_lateness_ms.filter(|&ms| ms > 0) {
             root = crate::lateness::allow_lateness(root, lateness_ms)?;
         }
+        if let Some(sink) = &sink {
+            root = upsert_materialize(root, sink, options.upsert_materialize);
+        }
         Ok(StreamPlan {
             root,
             sink,
@@ -206,6 +209,55 @@ pub struct PlanOptions {
     /// long after it fired and update its rows when late rows arrive (see
     /// [`crate::lateness`]).
     pub allow_lateness_ms: Option<i64>,
+    /// `SET 'table.exec.sink.upsert-materialize'`: when changes going into a sink with a
+    /// primary key are first put in order per key.
+    pub upsert_materialize: UpsertMaterialize,
+}
+
+/// Flink's `table.exec.sink.upsert-materialize`: whether an updating query's changes are
+/// put in order per sink key before a sink with a primary key
+/// ([`StreamNode::UpsertMaterialize`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpsertMaterialize {
+    /// Never (the user knows each key's changes arrive in order).
+    None,
+    /// When the query can reorder a key's changes: it has a regular join.
+    #[default]
+    Auto,
+    /// Always, for an updating query into a sink with a primary key.
+    Force,
+}
+
+impl UpsertMaterialize {
+    /// The mode a setting's value names (`NONE`, `AUTO`, `FORCE`, any case).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "NONE" => Some(Self::None),
+            "AUTO" => Some(Self::Auto),
+            "FORCE" => Some(Self::Force),
+            _ => None,
+        }
+    }
+}
+
+/// `root` with its changes put in order per key of `sink`, when `mode` asks for it.
+fn upsert_materialize(root: StreamNode, sink: &TableDef, mode: UpsertMaterialize) -> StreamNode {
+    fn has_regular_join(node: &StreamNode) -> bool {
+        matches!(node, StreamNode::RegularJoin(_))
+            || node.inputs().into_iter().any(has_regular_join)
+    }
+    let wanted = match mode {
+        UpsertMaterialize::None => false,
+        UpsertMaterialize::Auto => has_regular_join(&root),
+        UpsertMaterialize::Force => true,
+    };
+    if !wanted || !root.is_updating() || sink.primary_key.is_empty() {
+        return root;
+    }
+    StreamNode::UpsertMaterialize(crate::plan::UpsertMaterializeNode {
+        input: Box::new(root),
+        keys: sink.primary_key_indexes(),
+    })
 }
 
 /// `INSERT INTO sink` writes columns by position, cast to the sink's types (Flink's rule).
@@ -269,6 +321,58 @@ mod tests {
             panic!()
         };
         planner.plan_query(catalog, *q, None)
+    }
+
+    /// A query with a regular join into a sink with a primary key has its changes put in
+    /// order per sink key (unless `NONE`); an aggregate keyed as its sink does not.
+    #[test]
+    fn upserts_of_a_regular_join_are_materialized_per_sink_key() {
+        let planner = StreamPlanner::new();
+        let mut catalog = Catalog::default();
+        let ddl = "CREATE TABLE claims (claim_id BIGINT, policy_id BIGINT, amount DECIMAL(12, 2),
+                PRIMARY KEY (claim_id) NOT ENFORCED)
+                WITH ('connector' = 'filesystem', 'path' = 'x', 'format' = 'debezium-json');
+            CREATE TABLE policies (policy_id BIGINT, holder STRING, PRIMARY KEY (policy_id) NOT ENFORCED)
+                WITH ('connector' = 'filesystem', 'path' = 'y', 'format' = 'debezium-json');
+            CREATE TABLE joined (claim_id BIGINT, holder STRING, PRIMARY KEY (claim_id) NOT ENFORCED)
+                WITH ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://h/db', 'table-name' = 'j');
+            CREATE TABLE totals (policy_id BIGINT, total DECIMAL(22, 2), PRIMARY KEY (policy_id) NOT ENFORCED)
+                WITH ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://h/db', 'table-name' = 't')";
+        for statement in parse_script(ddl).unwrap() {
+            let Statement::CreateTable(t) = statement else {
+                panic!()
+            };
+            catalog
+                .add_table(planner.create_table(&catalog, *t).unwrap())
+                .unwrap();
+        }
+        let planned = |sink: &str, sql: &str, mode: UpsertMaterialize| {
+            let Statement::Query(q) = parse_script(sql).unwrap().remove(0) else {
+                panic!()
+            };
+            let options = PlanOptions {
+                upsert_materialize: mode,
+                ..PlanOptions::default()
+            };
+            planner
+                .plan_query_with(&catalog, *q, catalog.table(sink), &options)
+                .unwrap()
+                .root
+        };
+        let join = "SELECT c.claim_id, p.holder FROM claims c JOIN policies p ON c.policy_id = p.policy_id";
+        let totals = "SELECT policy_id, SUM(amount) FROM claims GROUP BY policy_id";
+        let root = planned("joined", join, UpsertMaterialize::Auto);
+        let StreamNode::UpsertMaterialize(m) = &root else {
+            panic!("not materialized: {}", root.name())
+        };
+        assert_eq!(m.keys, [0]);
+        assert!(root.is_updating());
+        let root = planned("joined", join, UpsertMaterialize::None);
+        assert!(!matches!(root, StreamNode::UpsertMaterialize(_)));
+        let root = planned("totals", totals, UpsertMaterialize::Auto);
+        assert!(!matches!(root, StreamNode::UpsertMaterialize(_)));
+        let root = planned("totals", totals, UpsertMaterialize::Force);
+        assert!(matches!(root, StreamNode::UpsertMaterialize(_)));
     }
 
     #[test]

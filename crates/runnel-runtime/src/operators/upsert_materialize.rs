@@ -1,0 +1,309 @@
+//! [`UpsertMaterializeOperator`]: the changes going into a sink with a primary key, put
+//! in order per sink key (Flink's `SinkUpsertMaterializer`).
+//!
+//! An upsert sink writes `+I`/`+U` as the key's row and deletes the key on `-D`. That is
+//! right only if each key's changes arrive in order, and a regular join does not keep
+//! them so: a claim moved to another policy leaves the join as `-D` of its old joined row
+//! (from the subtask of the old policy) and `+I` of the new one (from another subtask),
+//! which may arrive either way round. Per key this operator keeps the live rows in the
+//! order they were added; the key's row is the last of them:
+//! - an addition is appended and goes out (`+I` for a key without rows, `+U` otherwise);
+//! - a retraction takes out the last equal row; if that was the key's row, the row before
+//!   it goes out as `+U`, or `-D` when none is left; otherwise nothing goes out;
+//! - a retraction of a row the key does not hold is dropped and counted.
+//!
+//! State: the live rows of each key (Arrow's row format), usually one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, Int8Array};
+use datafusion::arrow::datatypes::{Int8Type, SchemaRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use runnel_sql::changelog::ChangeKind;
+use runnel_sql::UpsertMaterializeNode;
+
+use crate::error::{Result, RuntimeError};
+use crate::metrics::JobMetrics;
+use crate::operator::{
+    CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
+};
+
+fn arrow_error(e: ArrowError) -> RuntimeError {
+    RuntimeError::Operator {
+        operator: "UpsertMaterialize".into(),
+        source: e.into(),
+    }
+}
+
+/// See the module documentation.
+pub struct UpsertMaterializeOperator {
+    /// The input's (and output's) batches: the sink's columns, then the change column.
+    schema: SchemaRef,
+    keys: Vec<usize>,
+    key_converter: RowConverter,
+    row_converter: RowConverter,
+    /// Each key's live rows, oldest first; the last is the row the sink holds.
+    rows: HashMap<OwnedRow, Vec<OwnedRow>>,
+    /// Bytes of the rows and keys held.
+    bytes: usize,
+    metrics: Arc<JobMetrics>,
+}
+
+impl UpsertMaterializeOperator {
+    pub fn try_new(node: &UpsertMaterializeNode, metrics: Arc<JobMetrics>) -> Result<Self> {
+        let schema = node.input.arrow_schema();
+        let data_fields = &schema.fields()[..schema.fields().len() - 1];
+        let sort_field = |i: usize| SortField::new(data_fields[i].data_type().clone());
+        Ok(Self {
+            key_converter: RowConverter::new(node.keys.iter().map(|&i| sort_field(i)).collect())
+                .map_err(arrow_error)?,
+            row_converter: RowConverter::new((0..data_fields.len()).map(sort_field).collect())
+                .map_err(arrow_error)?,
+            keys: node.keys.clone(),
+            schema,
+            rows: HashMap::new(),
+            bytes: 0,
+            metrics,
+        })
+    }
+
+    /// Rows (in the row format) and their change kinds as a batch.
+    fn to_batch(&self, rows: Vec<OwnedRow>, kinds: Vec<i8>) -> Result<RecordBatch> {
+        let mut columns = self
+            .row_converter
+            .convert_rows(rows.iter().map(|r| r.row()))
+            .map_err(arrow_error)?;
+        columns.push(Arc::new(Int8Array::from(kinds)));
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)
+    }
+}
+
+impl StreamOperator for UpsertMaterializeOperator {
+    fn name(&self) -> &str {
+        "UpsertMaterialize"
+    }
+
+    fn state(&mut self) -> OperatorState<'_> {
+        OperatorState::Checkpointed(self)
+    }
+}
+
+impl OneInputOperator for UpsertMaterializeOperator {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        let data = &batch.columns()[..batch.num_columns() - 1];
+        let key_columns: Vec<ArrayRef> = self.keys.iter().map(|&i| data[i].clone()).collect();
+        let keys = self
+            .key_converter
+            .convert_columns(&key_columns)
+            .map_err(arrow_error)?;
+        let rows = self
+            .row_converter
+            .convert_columns(data)
+            .map_err(arrow_error)?;
+        let kinds = batch
+            .column(batch.num_columns() - 1)
+            .as_primitive::<Int8Type>();
+        let (mut emitted, mut emitted_kinds) = (Vec::new(), Vec::new());
+        let mut ignored = 0;
+        for i in 0..batch.num_rows() {
+            let kind = ChangeKind::from_code(kinds.value(i)).unwrap_or(ChangeKind::Insert);
+            let row = rows.row(i).owned();
+            if kind.is_addition() {
+                let held = self.rows.entry(keys.row(i).owned()).or_default();
+                let kind = if held.is_empty() {
+                    self.bytes += keys.row(i).as_ref().len() + 64;
+                    ChangeKind::Insert
+                } else {
+                    ChangeKind::UpdateAfter
+                };
+                self.bytes += row.as_ref().len();
+                held.push(row.clone());
+                emitted.push(row);
+                emitted_kinds.push(kind as i8);
+                continue;
+            }
+            let key = keys.row(i).owned();
+            let Some(held) = self.rows.get_mut(&key) else {
+                ignored += 1;
+                continue;
+            };
+            let Some(at) = held.iter().rposition(|r| *r == row) else {
+                ignored += 1;
+                continue;
+            };
+            held.remove(at);
+            self.bytes -= row.as_ref().len();
+            if at < held.len() {
+                continue; // An older row: the key's row stays.
+            }
+            match held.last() {
+                Some(previous) => {
+                    emitted.push(previous.clone());
+                    emitted_kinds.push(ChangeKind::UpdateAfter as i8);
+                }
+                None => {
+                    self.rows.remove(&key);
+                    self.bytes -= key.as_ref().len() + 64;
+                    emitted.push(row);
+                    emitted_kinds.push(ChangeKind::Delete as i8);
+                }
+            }
+        }
+        JobMetrics::add(&self.metrics.ignored_changes, ignored);
+        if !emitted.is_empty() {
+            out.emit(self.to_batch(emitted, emitted_kinds)?);
+        }
+        Ok(())
+    }
+}
+
+impl CheckpointedState for UpsertMaterializeOperator {
+    fn size(&self) -> usize {
+        self.bytes
+    }
+
+    /// Every key's live rows, oldest first (the change column says `+I`).
+    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let rows: Vec<OwnedRow> = self.rows.values().flatten().cloned().collect();
+        let kinds = vec![ChangeKind::Insert as i8; rows.len()];
+        self.to_batch(rows, kinds).map(Some)
+    }
+
+    fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        self.rows.clear();
+        self.bytes = 0;
+        if state.num_rows() == 0 {
+            return Ok(());
+        }
+        // Replaying the rows as additions, in order, rebuilds the state; nothing goes out.
+        self.process_batch(state, &mut Collector::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::DFSchema;
+    use runnel_sql::StreamNode;
+
+    fn operator() -> UpsertMaterializeOperator {
+        let schema = Schema::new(vec![
+            Field::new("claim", DataType::Int64, false),
+            Field::new("policy", DataType::Int64, true),
+        ]);
+        let df = Arc::new(DFSchema::try_from(schema).unwrap());
+        // Any updating input will do: only its schema is read.
+        let input = StreamNode::UpsertMaterialize(UpsertMaterializeNode {
+            input: Box::new(StreamNode::Union {
+                inputs: vec![],
+                schema: df,
+            }),
+            keys: vec![0],
+        });
+        let node = UpsertMaterializeNode {
+            input: Box::new(input),
+            keys: vec![0],
+        };
+        UpsertMaterializeOperator::try_new(&node, Arc::new(JobMetrics::default())).unwrap()
+    }
+
+    fn changes(op: &UpsertMaterializeOperator, rows: &[(ChangeKind, i64, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            op.schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(Int8Array::from_iter_values(rows.iter().map(|r| r.0 as i8))),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn run(op: &mut UpsertMaterializeOperator, rows: &[(ChangeKind, i64, i64)]) -> Vec<String> {
+        let mut out = Collector::default();
+        op.process_batch(changes(op, rows), &mut out).unwrap();
+        out.take()
+            .flat_map(|b| {
+                let claim = b
+                    .column(0)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .clone();
+                let policy = b
+                    .column(1)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .clone();
+                let kind = b.column(2).as_primitive::<Int8Type>().clone();
+                (0..b.num_rows())
+                    .map(|i| {
+                        let kind = ChangeKind::from_code(kind.value(i)).unwrap();
+                        format!(
+                            "{}[{}, {}]",
+                            kind.short_string(),
+                            claim.value(i),
+                            policy.value(i)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    use ChangeKind::{Delete, Insert};
+
+    #[test]
+    fn a_retraction_arriving_after_the_new_row_keeps_the_new_row() {
+        let mut op = operator();
+        assert_eq!(run(&mut op, &[(Insert, 1, 10)]), ["+I[1, 10]"]);
+        // The claim moved to policy 20: its new joined row came first.
+        assert_eq!(run(&mut op, &[(Insert, 1, 20)]), ["+U[1, 20]"]);
+        assert_eq!(run(&mut op, &[(Delete, 1, 10)]), Vec::<String>::new());
+        // Deleted for good.
+        assert_eq!(run(&mut op, &[(Delete, 1, 20)]), ["-D[1, 20]"]);
+        assert!(op.rows.is_empty());
+        assert_eq!(op.bytes, 0);
+    }
+
+    #[test]
+    fn retracting_the_current_row_brings_back_the_one_before() {
+        let mut op = operator();
+        run(&mut op, &[(Insert, 1, 10), (Insert, 1, 20)]);
+        assert_eq!(run(&mut op, &[(Delete, 1, 20)]), ["+U[1, 10]"]);
+        // A retraction of a row the key does not hold is dropped and counted.
+        assert_eq!(
+            run(&mut op, &[(Delete, 1, 99), (Delete, 2, 1)]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            op.metrics
+                .ignored_changes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+    }
+
+    #[test]
+    fn a_restored_operator_holds_the_same_rows_in_the_same_order() {
+        let mut op = operator();
+        run(&mut op, &[(Insert, 1, 10), (Insert, 1, 20), (Insert, 2, 5)]);
+        let state = op.snapshot().unwrap().unwrap();
+        let mut restored = operator();
+        restored.restore(state).unwrap();
+        assert_eq!(restored.bytes, op.bytes);
+        assert_eq!(run(&mut restored, &[(Delete, 1, 20)]), ["+U[1, 10]"]);
+        assert_eq!(run(&mut restored, &[(Delete, 2, 5)]), ["-D[2, 5]"]);
+        assert_eq!(restored.rows.len(), 1);
+    }
+
+    #[test]
+    fn empty_state_snapshots_as_no_rows() {
+        let mut op = operator();
+        let state = op.snapshot().unwrap().unwrap();
+        assert_eq!(state.num_rows(), 0);
+        assert!(state.column(0).is_empty());
+    }
+}
