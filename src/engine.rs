@@ -309,6 +309,7 @@ impl Engine {
         };
         let mut config = self.job_config()?;
         config.sources = plan.sources();
+        config.sink = Some(sink_table.clone());
         if let Some(value) = sink_table.options.get("sink.delivery-guarantee") {
             config.delivery = runnel_runtime::DeliveryGuarantee::parse(value).ok_or_else(|| {
                 runnel_sql::SqlError::Plan(format!(

@@ -211,10 +211,11 @@ async fn upsert_kafka_totals_end_as_the_final_claims_say() {
     );
 }
 
-/// Random changes to `cdc_e2e.claims` in small transactions, as an application makes them:
-/// new claims (filed at a random minute of 2026-01-01, 00:00 to 02:00), amount updates,
-/// moves to another policy, deletes, until `changes` rows changed (a statement that
-/// finds no row changes nothing). Returns how many changed.
+/// Random changes to `cdc_e2e.claims` and `cdc_e2e.policies` in small transactions, as an
+/// application makes them: new claims (filed at a random minute of 2026-01-01, 00:00 to
+/// 02:00), amount updates, moves to another policy, deletes; policies renamed, deleted
+/// and created again — until `changes` rows changed (a statement that finds no row
+/// changes nothing). Returns how many changed.
 async fn change_claims(
     client: &mut tokio_postgres::Client,
     changes: usize,
@@ -227,7 +228,15 @@ async fn change_claims(
         let transaction = client.transaction().await.expect("begin");
         for _ in 0..1 + rng.below(5) {
             let claim = rng.below(3_000) as i64;
-            let sql = match rng.below(10) {
+            let sql = match rng.below(11) {
+                10 => match rng.below(4) {
+                    0 => "DELETE FROM cdc_e2e.policies WHERE policy_id = $2 AND $1::bigint >= 0 AND $3::bigint >= 0",
+                    _ => {
+                        "INSERT INTO cdc_e2e.policies (policy_id, holder)
+                         VALUES ($2, 'holder-' || $3::bigint % 1000 || '-' || $1::bigint)
+                         ON CONFLICT (policy_id) DO UPDATE SET holder = EXCLUDED.holder"
+                    }
+                },
                 0..=3 => {
                     "INSERT INTO cdc_e2e.claims (claim_id, policy_id, amount, status, filed_at)
                      VALUES ($1, $2, $3::bigint / 100.0, 'open',
@@ -260,10 +269,11 @@ async fn change_claims(
 /// `(policy, window or total, claims, amount)` rows, in key order.
 type Totals = Vec<(i64, String, i64, String)>;
 
-/// PostgreSQL's own answers and the warehouse tables Runnel loads: per-policy totals, and
+/// PostgreSQL's own answers and the warehouse tables Runnel loads: per-policy totals,
 /// per-policy 5-minute windows by filing time (the future sentinel claim's policy, 999,
-/// left out: its window never closes).
-async fn totals(client: &tokio_postgres::Client) -> [(Totals, Totals); 2] {
+/// left out: its window never closes), and each claim with its policy's holder (as
+/// `(claim, holder, policy, amount)`).
+async fn totals(client: &tokio_postgres::Client) -> [(Totals, Totals); 3] {
     let rows = |sql: &'static str| async move {
         client
             .query(sql, &[])
@@ -299,25 +309,43 @@ async fn totals(client: &tokio_postgres::Client) -> [(Totals, Totals); 2] {
             )
             .await,
         ),
+        (
+            rows(
+                "SELECT c.claim_id, p.holder, c.policy_id, c.amount::text
+                  FROM cdc_e2e.claims c JOIN cdc_e2e.policies p USING (policy_id) ORDER BY 1",
+            )
+            .await,
+            rows(
+                "SELECT claim_id, holder, policy_id, amount::text
+                  FROM cdc_e2e_warehouse.claim_policies ORDER BY 1",
+            )
+            .await,
+        ),
     ]
 }
 
-/// Waits until the first `tables` warehouse tables (totals, then windows) hold
-/// PostgreSQL's own answers; fails with the first difference and the jobs' logs after
-/// `within`. Returns the rows of each.
+/// Waits until the warehouse tables `tables` (0 totals, 1 windows, 2 claims with their
+/// policy) hold PostgreSQL's own answers; fails with the first difference and the jobs'
+/// logs after `within`. Returns the rows of each of the three (0 when not checked).
 async fn await_warehouse_equal(
     client: &tokio_postgres::Client,
-    tables: usize,
+    tables: &[usize],
     within: Duration,
     running: &mut [Running],
     log: &mut String,
-) -> [usize; 2] {
+) -> [usize; 3] {
     let started = std::time::Instant::now();
     loop {
-        let mut answers = totals(client).await.to_vec();
-        answers.truncate(tables);
+        let all = totals(client).await;
+        let answers: Vec<&(Totals, Totals)> = tables.iter().map(|&i| &all[i]).collect();
         if answers.iter().all(|(truth, loaded)| truth == loaded) {
-            return [0, 1].map(|i| answers.get(i).map_or(0, |(truth, _)| truth.len()));
+            return [0, 1, 2].map(|i| {
+                if tables.contains(&i) {
+                    all[i].0.len()
+                } else {
+                    0
+                }
+            });
         }
         if started.elapsed() > within {
             let (truth, loaded) = answers
@@ -381,14 +409,31 @@ fn debezium_claims_table(topic: &str) -> String {
     )
 }
 
-/// A warehouse table of the CDC jobs, through the `jdbc` sink.
-fn warehouse_table(name: &str, columns: &str) -> String {
+/// The policies table of the CDC jobs, reading Debezium's topic.
+fn debezium_policies_table(topic: &str) -> String {
+    format!(
+        "CREATE TABLE policies (
+             policy_id BIGINT, holder STRING,
+             PRIMARY KEY (policy_id) NOT ENFORCED
+         ) WITH (
+             'connector' = 'kafka', 'topic' = '{topic}',
+             'properties.bootstrap.servers' = '{servers}',
+             'scan.startup.mode' = 'earliest-offset',
+             'format' = 'debezium-json', 'debezium-json.schema-include' = 'true');",
+        servers = bootstrap()
+    )
+}
+
+/// A warehouse table of the CDC jobs, through the `jdbc` sink with the `delivery`
+/// guarantee.
+fn warehouse_table(name: &str, columns: &str, delivery: &str) -> String {
     format!(
         "CREATE TABLE {name} ({columns}) WITH (
              'connector' = 'jdbc', 'url' = '{url}',
              'table-name' = 'cdc_e2e_warehouse.{name}',
              'username' = 'runnel', 'password' = 'runnel',
-             'sink.buffer-flush.interval' = '200 ms');",
+             'sink.buffer-flush.interval' = '200 ms',
+             'sink.delivery-guarantee' = '{delivery}');",
         url = postgres_jdbc_url()
     )
 }
@@ -400,14 +445,18 @@ fn start_jobs(jobs: &[(std::path::PathBuf, std::path::PathBuf)]) -> Vec<Running>
         .collect()
 }
 
-/// The whole CDC path on real systems: an application changes claims in PostgreSQL;
-/// Debezium (Kafka Connect) captures them into Kafka; two Runnel jobs read the change
-/// events and load a PostgreSQL warehouse through the `jdbc` sink: totals per policy, and
-/// per-policy 5-minute windows by filing time (allowed lateness covering the run, so a
-/// change to an old claim updates its window). After 10,000 random inserts, updates,
-/// policy moves and deletes (on top of a 1,000-row snapshot), both warehouse tables equal
-/// PostgreSQL's own `GROUP BY`; then after 5,000 more while the jobs are killed with
-/// SIGKILL three times and restarted (at-least-once), the totals still do.
+/// The whole CDC path on real systems: an application changes claims and policies in
+/// PostgreSQL; Debezium (Kafka Connect) captures them into Kafka; three Runnel jobs read
+/// the change events and load a PostgreSQL warehouse through the `jdbc` sink: totals per
+/// policy, per-policy 5-minute windows by filing time (allowed lateness covering the run,
+/// so a change to an old claim updates its window), and each claim joined with its
+/// policy's holder (a regular join of the two changelogs, at parallelism 2, so a moved
+/// claim's old and new joined rows come from two subtasks). After 10,000 random inserts,
+/// updates, policy moves, renames and deletes (on top of a 1,000-claim, 43-policy
+/// snapshot), all three warehouse tables equal PostgreSQL's own queries; then after 5,000
+/// more while the jobs are killed with SIGKILL three times and restarted, all three
+/// still do: the totals loaded at-least-once (idempotent upserts), the windows and the
+/// join exactly-once (each checkpoint's writes in one transaction with its id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_through_debezium_and_runnel_into_a_postgres_warehouse() {
     let mut client = postgres().await;
@@ -425,6 +474,12 @@ async fn postgres_through_debezium_and_runnel_into_a_postgres_warehouse() {
              SELECT g, g % 50, (g * 37 % 100000) / 100.0, 'open',
                     timestamp '2026-01-01' + (g * 7 % 7200) * interval '1 second'
              FROM generate_series(0, 2999, 3) AS g;
+             CREATE TABLE cdc_e2e.policies (policy_id bigint PRIMARY KEY, holder text NOT NULL);
+             INSERT INTO cdc_e2e.policies
+             SELECT g, 'holder-' || g FROM generate_series(0, 49) AS g WHERE g % 7 <> 3;
+             CREATE TABLE cdc_e2e_warehouse.claim_policies (
+                 claim_id bigint PRIMARY KEY, holder text NOT NULL, policy_id bigint NOT NULL,
+                 amount numeric(12, 2) NOT NULL);
              CREATE TABLE cdc_e2e_warehouse.policy_totals (
                  policy_id bigint PRIMARY KEY, claims bigint NOT NULL, total numeric(22, 2));
              CREATE TABLE cdc_e2e_warehouse.policy_windows (
@@ -441,11 +496,12 @@ async fn postgres_through_debezium_and_runnel_into_a_postgres_warehouse() {
         chrono::Utc::now().timestamp_millis()
     );
     let prefix = run.replace('-', "_");
-    start_debezium(&run, &prefix, "cdc_e2e.claims");
+    start_debezium(&run, &prefix, "cdc_e2e.claims,cdc_e2e.policies");
     let topic = format!("{prefix}.cdc_e2e.claims");
 
     let dir = scratch_dir("debezium-warehouse");
     let claims = debezium_claims_table(&topic);
+    let policies = debezium_policies_table(&format!("{prefix}.cdc_e2e.policies"));
     let totals_job = format!(
         "SET 'execution.checkpointing.interval' = '1 s';
          {claims}
@@ -454,7 +510,8 @@ async fn postgres_through_debezium_and_runnel_into_a_postgres_warehouse() {
          SELECT policy_id, COUNT(*), SUM(amount) FROM claims GROUP BY policy_id;",
         sink = warehouse_table(
             "policy_totals",
-            "policy_id BIGINT, claims BIGINT, total DECIMAL(22, 2), PRIMARY KEY (policy_id) NOT ENFORCED"
+            "policy_id BIGINT, claims BIGINT, total DECIMAL(22, 2), PRIMARY KEY (policy_id) NOT ENFORCED",
+            "at-least-once"
         )
     );
     let windows_job = format!(
@@ -469,11 +526,32 @@ async fn postgres_through_debezium_and_runnel_into_a_postgres_warehouse() {
         sink = warehouse_table(
             "policy_windows",
             "policy_id BIGINT, window_start TIMESTAMP(3), claims BIGINT, total DECIMAL(22, 2),
-             PRIMARY KEY (policy_id, window_start) NOT ENFORCED"
+             PRIMARY KEY (policy_id, window_start) NOT ENFORCED",
+            "exactly-once"
+        )
+    );
+    let join_job = format!(
+        "SET 'execution.checkpointing.interval' = '1 s';
+         SET 'parallelism.default' = '2';
+         {claims}
+         {policies}
+         {sink}
+         INSERT INTO claim_policies
+         SELECT c.claim_id, p.holder, c.policy_id, c.amount
+         FROM claims c JOIN policies p ON c.policy_id = p.policy_id;",
+        sink = warehouse_table(
+            "claim_policies",
+            "claim_id BIGINT, holder STRING, policy_id BIGINT, amount DECIMAL(12, 2),
+             PRIMARY KEY (claim_id) NOT ENFORCED",
+            "exactly-once"
         )
     );
     let mut jobs = Vec::new();
-    for (name, sql) in [("totals", totals_job), ("windows", windows_job)] {
+    for (name, sql) in [
+        ("totals", totals_job),
+        ("windows", windows_job),
+        ("join", join_job),
+    ] {
         let file = dir.join(format!("{name}.sql"));
         std::fs::write(&file, sql).expect("job file");
         jobs.push((file, dir.join(format!("checkpoints-{name}"))));
@@ -487,14 +565,20 @@ async fn postgres_through_debezium_and_runnel_into_a_postgres_warehouse() {
     let mut running = start_jobs(&jobs);
     let changes = change_claims(&mut client, 10_000, 41, Duration::ZERO).await;
     client.execute(sentinel, &[]).await.expect("sentinel");
-    let [policies, windows] =
-        await_warehouse_equal(&client, 2, Duration::from_secs(120), &mut running, &mut log).await;
+    let [totals_rows, windows, joined] = await_warehouse_equal(
+        &client,
+        &[0, 1, 2],
+        Duration::from_secs(120),
+        &mut running,
+        &mut log,
+    )
+    .await;
     for job in running {
         stop_cleanly(job, &mut log);
     }
     eprintln!(
-        "debezium → runnel → warehouse: {changes} changes; {policies} policy totals and \
-         {windows} windows equal PostgreSQL's"
+        "debezium → runnel → warehouse: {changes} changes; {totals_rows} policy totals, \
+         {windows} windows and {joined} claims with their policy equal PostgreSQL's"
     );
 
     // 2. 5,000 more changes while the jobs are killed three times.
@@ -525,23 +609,32 @@ async fn postgres_through_debezium_and_runnel_into_a_postgres_warehouse() {
     .expect("kills");
     let (client, more, writing) = writer.await.expect("writer");
     let mut running = start_jobs(&jobs);
-    // Only the totals: a window row written after the last checkpoint before a kill can
-    // stay behind when the replay, batched differently, fires that window only after its
-    // claims left it (Flink's non-deterministic update); a transactional jdbc sink
-    // (two-phase commit at checkpoints) is what closes that, and is not built yet.
-    let [policies, _] =
-        await_warehouse_equal(&client, 1, Duration::from_secs(120), &mut running, &mut log).await;
+    // The totals are loaded at-least-once: idempotent upserts of a result the replay
+    // produces again. The windows and the join are loaded exactly-once: at-least-once, a
+    // row written after the last checkpoint before a kill could stay behind when the
+    // replay, batched or interleaved differently, never produces it again (a window
+    // firing only after its claims left it; a claim's move replayed after its new
+    // policy's delete).
+    let [totals_rows, windows, joined] = await_warehouse_equal(
+        &client,
+        &[0, 1, 2],
+        Duration::from_secs(120),
+        &mut running,
+        &mut log,
+    )
+    .await;
     for job in running {
         stop_cleanly(job, &mut log);
     }
     stop_debezium(&run);
     assert!(
-        log.matches("resuming from checkpoint").count() >= 8,
+        log.matches("resuming from checkpoint").count() >= 12,
         "every run after the first resumed from a checkpoint:\n{log}"
     );
     eprintln!(
         "debezium → runnel → warehouse: {more} more changes over {writing:?}, {kills} SIGKILLs \
-         of each job; {policies} policy totals equal PostgreSQL's"
+         of each job; {totals_rows} policy totals (at-least-once), {windows} windows and \
+         {joined} claims with their policy (exactly-once) equal PostgreSQL's"
     );
 }
 

@@ -76,8 +76,14 @@ pub trait Connector: Send + Sync {
         )))
     }
 
-    /// The checkpoint whose offsets were last committed for the table along with the
-    /// output (exactly-once), if the connector commits offsets.
+    /// Whether a sink into the table records which checkpoint its output last committed
+    /// (see [`runnel_runtime::ConnectorFactory::sink_records_commits`]).
+    fn sink_records_commits(&self, _table: &TableDef) -> bool {
+        false
+    }
+
+    /// The checkpoint whose offsets (or, for a sink that records its commits, output) were
+    /// last committed for the table (exactly-once), if the connector commits any.
     async fn committed_checkpoint(&self, _table: &TableDef) -> Result<Option<CheckpointId>> {
         Ok(None)
     }

@@ -10,6 +10,15 @@
 //! after a crash (at-least-once) leaves the table exact. Without a primary key the sink
 //! appends, and refuses an updating stream.
 //!
+//! With `'sink.delivery-guarantee' = 'exactly-once'` nothing is written between
+//! checkpoints: a checkpoint's barrier closes the epoch's writes, and once the checkpoint
+//! is stored they are written in one transaction together with the checkpoint's id in
+//! `runnel_checkpoints` (a table the sink creates in the target table's schema, one row
+//! per target table). A restarted job resumes from the checkpoint that row names, so a
+//! crash anywhere leaves the table as if each change was written once — also for
+//! results a replay would not produce again (a window fired from differently batched
+//! input, a join whose inputs interleave differently).
+//!
 //! Values travel as text and are cast in SQL to the column's type (`$1::text::numeric`),
 //! so any PostgreSQL column type that reads its text form works. A failed flush is retried
 //! (`sink.max-retries`, with backoff), reconnecting when the connection was lost: a
@@ -23,7 +32,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int8Type, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use runnel_runtime::{CheckpointId, JobConfig, Sink};
+use runnel_runtime::{CheckpointId, DeliveryGuarantee, JobConfig, Manifest, Sink};
 use runnel_sql::changelog::ChangeKind;
 use runnel_sql::TableDef;
 use tokio_postgres::types::ToSql;
@@ -115,10 +124,66 @@ impl crate::Connector for JdbcConnector {
         &self,
         table: &TableDef,
         schema: SchemaRef,
-        _config: &JobConfig,
+        config: &JobConfig,
     ) -> Result<Box<dyn Sink>> {
-        Ok(Box::new(JdbcSink::open(table, schema).await?))
+        let exactly_once = config.delivery == DeliveryGuarantee::ExactlyOnce;
+        Ok(Box::new(JdbcSink::open(table, schema, exactly_once).await?))
     }
+
+    fn sink_records_commits(&self, table: &TableDef) -> bool {
+        table
+            .options
+            .get("sink.delivery-guarantee")
+            .and_then(|value| DeliveryGuarantee::parse(value))
+            == Some(DeliveryGuarantee::ExactlyOnce)
+    }
+
+    /// The checkpoint the table's `runnel_checkpoints` row names (none: no row, or no
+    /// such table yet).
+    async fn committed_checkpoint(&self, table: &TableDef) -> Result<Option<CheckpointId>> {
+        let options = options(table)?;
+        let target = options.required("table-name")?.to_string();
+        let config = connection(&options)?;
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+            ConnectorError::Other(format!(
+                "PostgreSQL table {target}: reading its last committed checkpoint: {}",
+                describe(&e)
+            ))
+        })?;
+        tokio::spawn(connection);
+        let sql = format!(
+            "SELECT checkpoint_id FROM {} WHERE sink = $1",
+            checkpoints_table(&target)
+        );
+        match client.query_opt(sql.as_str(), &[&target]).await {
+            Ok(row) => Ok(row.map(|r| r.get::<_, i64>(0) as CheckpointId)),
+            // No table yet: nothing was ever committed.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                Ok(None)
+            }
+            Err(e) => Err(ConnectorError::Other(format!(
+                "PostgreSQL table {target}: reading its last committed checkpoint: {}",
+                describe(&e)
+            ))),
+        }
+    }
+}
+
+/// Where the exactly-once commits into `target` (a `table-name`) are recorded: the
+/// `runnel_checkpoints` table of its schema, quoted.
+fn checkpoints_table(target: &str) -> String {
+    match target.rsplit_once('.') {
+        Some((schema, _)) => format!("{}.runnel_checkpoints", quote_path(schema)),
+        None => "runnel_checkpoints".to_string(),
+    }
+}
+
+/// A dotted name with each part quoted: `"dw"."totals"`.
+fn quote_path(name: &str) -> String {
+    name.split('.')
+        .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// A row's (or a key's) values as text, `None` for NULL.
@@ -153,15 +218,33 @@ pub struct JdbcSink {
     interval: Duration,
     last_flush: Instant,
     max_retries: u32,
+    /// Exactly-once: writes wait for their checkpoint to be stored.
+    exactly_once: bool,
+    /// Exactly-once: each checkpoint's epoch of writes (upserts, deletes), until it commits.
+    epochs: Vec<(CheckpointId, Vec<Values>, Vec<Values>)>,
 }
 
 impl JdbcSink {
     /// Opens the sink and connects (retrying like a flush), so an unreachable database
     /// fails the job at its start with a clear error.
-    pub async fn open(table: &TableDef, schema: SchemaRef) -> Result<Self> {
+    pub async fn open(table: &TableDef, schema: SchemaRef, exactly_once: bool) -> Result<Self> {
         let mut sink = Self::new(table, schema)?;
-        sink.with_retries("connecting", |_| Box::pin(async { Ok(()) }))
+        sink.exactly_once = exactly_once;
+        if exactly_once {
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {} (sink text PRIMARY KEY, checkpoint_id bigint NOT NULL,
+                     committed_at timestamptz NOT NULL DEFAULT now())",
+                checkpoints_table(&sink.table)
+            );
+            sink.with_retries("creating runnel_checkpoints", move |client| {
+                let ddl = ddl.clone();
+                Box::pin(async move { client.batch_execute(&ddl).await })
+            })
             .await?;
+        } else {
+            sink.with_retries("connecting", |_| Box::pin(async { Ok(()) }))
+                .await?;
+        }
         Ok(sink)
     }
 
@@ -215,6 +298,8 @@ impl JdbcSink {
                 .unwrap_or(Duration::from_secs(1)),
             last_flush: Instant::now(),
             max_retries: options.parse_or("sink.max-retries", 3)?,
+            exactly_once: false,
+            epochs: Vec::new(),
         })
     }
 
@@ -335,15 +420,48 @@ impl JdbcSink {
         (upserts, deletes)
     }
 
-    /// Writes everything held, in one transaction.
+    /// Writes everything held (and, exactly-once, every epoch not yet committed), in one
+    /// transaction.
     async fn flush(&mut self) -> Result<()> {
         self.last_flush = Instant::now();
-        if self.held() == 0 {
+        if self.held() == 0 && self.epochs.is_empty() {
             return Ok(());
         }
         let (upserts, deletes) = self.take_held();
-        let statements = self.statements(&upserts, &deletes);
-        let count = upserts.len() + deletes.len();
+        let mut statements = Vec::new();
+        for (_, upserts, deletes) in std::mem::take(&mut self.epochs) {
+            statements.extend(self.statements(&upserts, &deletes));
+        }
+        statements.extend(self.statements(&upserts, &deletes));
+        self.write(statements).await
+    }
+
+    /// Exactly-once: writes the epochs of checkpoints up to `id`, and records `id` as
+    /// committed, in one transaction.
+    async fn commit_epochs(&mut self, id: CheckpointId) -> Result<()> {
+        let mut statements = Vec::new();
+        let (done, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.epochs)
+            .into_iter()
+            .partition(|(epoch, _, _)| *epoch <= id);
+        self.epochs = later;
+        for (_, upserts, deletes) in done {
+            statements.extend(self.statements(&upserts, &deletes));
+        }
+        statements.push((
+            format!(
+                "INSERT INTO {} (sink, checkpoint_id) VALUES ($1, $2::text::bigint)
+                 ON CONFLICT (sink) DO UPDATE
+                 SET checkpoint_id = EXCLUDED.checkpoint_id, committed_at = now()",
+                checkpoints_table(&self.table)
+            ),
+            vec![Some(self.table.clone()), Some(id.to_string())],
+        ));
+        self.write(statements).await
+    }
+
+    /// Runs `statements` in one transaction (retried whole).
+    async fn write(&mut self, statements: Vec<(String, Values)>) -> Result<()> {
+        let count = statements.len();
         self.with_retries("writing", move |client| {
             let statements = statements.clone();
             Box::pin(async move {
@@ -357,7 +475,7 @@ impl JdbcSink {
             })
         })
         .await?;
-        tracing::debug!(table = %self.table, rows = count, "flushed");
+        tracing::debug!(table = %self.table, statements = count, "written");
         Ok(())
     }
 
@@ -365,12 +483,7 @@ impl JdbcSink {
     /// a few rows per statement, within PostgreSQL's parameter limit.
     fn statements(&self, upserts: &[Values], deletes: &[Values]) -> Vec<(String, Values)> {
         let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
-        let table = self
-            .table
-            .split('.')
-            .map(quote)
-            .collect::<Vec<_>>()
-            .join(".");
+        let table = quote_path(&self.table);
         let columns: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
         let mut statements = Vec::new();
         let per_statement = (60_000 / self.columns.len().max(1)).max(1);
@@ -477,21 +590,38 @@ fn sql_type(data_type: &DataType) -> Result<&'static str> {
 impl Sink for JdbcSink {
     async fn write_batch(&mut self, batch: RecordBatch) -> runnel_runtime::Result<()> {
         self.hold(&batch).map_err(|e| e.at("sink", &self.table))?;
-        if self.held() >= self.max_rows || self.last_flush.elapsed() >= self.interval {
+        let due = self.held() >= self.max_rows || self.last_flush.elapsed() >= self.interval;
+        if due && !self.exactly_once {
             self.flush().await.map_err(|e| e.at("sink", &self.table))?;
         }
         Ok(())
     }
 
     async fn on_watermark(&mut self, _watermark: i64) -> runnel_runtime::Result<()> {
-        if self.last_flush.elapsed() >= self.interval {
+        if self.last_flush.elapsed() >= self.interval && !self.exactly_once {
             self.flush().await.map_err(|e| e.at("sink", &self.table))?;
         }
         Ok(())
     }
 
-    async fn prepare_checkpoint(&mut self, _id: CheckpointId) -> runnel_runtime::Result<()> {
+    /// At-least-once: writes what is held. Exactly-once: closes the checkpoint's epoch,
+    /// written when the checkpoint is stored.
+    async fn prepare_checkpoint(&mut self, id: CheckpointId) -> runnel_runtime::Result<()> {
+        if self.exactly_once {
+            let (upserts, deletes) = self.take_held();
+            self.epochs.push((id, upserts, deletes));
+            return Ok(());
+        }
         self.flush().await.map_err(|e| e.at("sink", &self.table))
+    }
+
+    async fn commit_checkpoint(&mut self, checkpoint: &Manifest) -> runnel_runtime::Result<()> {
+        if !self.exactly_once {
+            return Ok(());
+        }
+        self.commit_epochs(checkpoint.id)
+            .await
+            .map_err(|e| e.at("sink", &self.table))
     }
 
     async fn finish(&mut self) -> runnel_runtime::Result<()> {

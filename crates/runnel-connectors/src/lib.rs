@@ -197,6 +197,11 @@ impl ConnectorFactory for Connectors {
         self.connector_of(table).map_or(1, |c| c.max_splits(table))
     }
 
+    fn sink_records_commits(&self, table: &TableDef) -> bool {
+        self.connector_of(table)
+            .is_ok_and(|c| c.sink_records_commits(table))
+    }
+
     async fn committed_checkpoint(
         &self,
         table: &TableDef,

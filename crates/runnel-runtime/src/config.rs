@@ -24,6 +24,8 @@ pub struct JobConfig {
     pub delivery: DeliveryGuarantee,
     /// The tables the job reads (so a transactional sink can commit their offsets).
     pub sources: Vec<Arc<TableDef>>,
+    /// The table the job writes, when it is a table (not a query's caller).
+    pub sink: Option<Arc<TableDef>>,
     /// Failures injected on purpose, for recovery tests.
     pub faults: FaultInjection,
     /// `parallelism.default`: how many subtasks each operator runs as (0 is taken as 1).
@@ -60,8 +62,10 @@ pub enum DeliveryGuarantee {
     /// lost, results after the checkpoint may repeat.
     #[default]
     AtLeastOnce,
-    /// Each checkpoint epoch's output and source offsets commit in one Kafka transaction:
-    /// a `read_committed` reader sees every result once.
+    /// Each checkpoint epoch's output commits in one transaction, once the checkpoint is
+    /// stored, with a record of that checkpoint (a Kafka sink: the source offsets; a jdbc
+    /// sink: a row of `runnel_checkpoints`): a restart resumes from the checkpoint whose
+    /// output committed, so every result is written once.
     ExactlyOnce,
 }
 

@@ -57,8 +57,15 @@ pub trait ConnectorFactory: Send + Sync {
         1
     }
 
-    /// The checkpoint whose offsets were last committed for `table` along with the
-    /// output (exactly-once), if any.
+    /// Whether the sink writing `table` records, with its output, which checkpoint it
+    /// committed last (exactly-once: a jdbc table's `runnel_checkpoints` row). If not, the
+    /// sources' committed offsets say (a Kafka sink's transactions).
+    fn sink_records_commits(&self, _table: &TableDef) -> bool {
+        false
+    }
+
+    /// The checkpoint whose output (and offsets) were last committed for `table`, a source
+    /// or a sink that records its commits (exactly-once), if any.
     async fn committed_checkpoint(
         &self,
         _table: &TableDef,

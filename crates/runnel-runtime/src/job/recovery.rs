@@ -9,9 +9,10 @@ use crate::connector::ConnectorFactory;
 use crate::error::{Result, RuntimeError};
 
 /// The checkpoint a restarting job resumes from, by its delivery guarantee:
-/// - exactly-once: the one whose transaction committed, as the offsets committed to
-///   Kafka with the output say (none committed yet: a fresh start). Checkpoints stored
-///   after it never committed and are discarded.
+/// - exactly-once: the one whose transaction committed, as the sink's record of it says
+///   (a jdbc table's `runnel_checkpoints` row) or else the offsets committed to Kafka with
+///   the output (none committed yet: a fresh start). Checkpoints stored after it never
+///   committed and are discarded.
 /// - at-least-once: the newest complete one.
 pub(crate) async fn select_checkpoint(
     store: &CheckpointStore,
@@ -20,19 +21,12 @@ pub(crate) async fn select_checkpoint(
     config: &JobConfig,
 ) -> Result<Option<RestoredCheckpoint>> {
     let id = match config.delivery {
-        DeliveryGuarantee::ExactlyOnce => {
-            let mut committed = None;
-            for table in &config.sources {
-                let id = connectors.committed_checkpoint(table).await?;
-                if committed.is_some() && id != committed {
-                    return Err(RuntimeError::Checkpoint(format!(
-                        "the sources' committed offsets name different checkpoints ({committed:?} and {id:?})"
-                    )));
-                }
-                committed = id;
+        DeliveryGuarantee::ExactlyOnce => match &config.sink {
+            Some(sink) if connectors.sink_records_commits(sink) => {
+                connectors.committed_checkpoint(sink).await?
             }
-            committed
-        }
+            _ => committed_with_offsets(connectors, config).await?,
+        },
         DeliveryGuarantee::AtLeastOnce => store.complete().last().copied(),
         DeliveryGuarantee::AtMostOnce => None,
     };
@@ -61,6 +55,25 @@ pub(crate) async fn select_checkpoint(
     }
     store.discard_after(id);
     Ok(Some(restored))
+}
+
+/// The checkpoint every source's committed offsets name (a Kafka sink commits them in its
+/// transactions); an error when they disagree.
+async fn committed_with_offsets(
+    connectors: &dyn ConnectorFactory,
+    config: &JobConfig,
+) -> Result<Option<crate::checkpoint::CheckpointId>> {
+    let mut committed = None;
+    for table in &config.sources {
+        let id = connectors.committed_checkpoint(table).await?;
+        if committed.is_some() && id != committed {
+            return Err(RuntimeError::Checkpoint(format!(
+        "the sources' committed offsets name different checkpoints ({committed:?} and {id:?})"
+            )));
+        }
+        committed = id;
+    }
+    Ok(committed)
 }
 
 /// A stable fingerprint of a plan and its parallelism (FNV-1a of their text): a
