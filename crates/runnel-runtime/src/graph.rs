@@ -306,7 +306,8 @@ impl<'p> GraphBuilder<'p, '_> {
             }
             StreamNode::IntervalJoin(_)
             | StreamNode::WindowJoin(_)
-            | StreamNode::RegularJoin(_) => {
+            | StreamNode::RegularJoin(_)
+            | StreamNode::TemporalJoin(_) => {
                 let inputs = node.inputs();
                 let distributions = node.required_input_distribution();
                 let left = self.build(inputs[0])?;

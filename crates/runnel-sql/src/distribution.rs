@@ -123,6 +123,10 @@ impl StreamNode {
                 (j.left_keys.clone(), &j.left_schema),
                 (j.right_keys.clone(), &j.right_schema),
             ),
+            StreamNode::TemporalJoin(j) => join_sides(
+                (j.left_keys.clone(), &j.left_schema),
+                (j.right_keys.clone(), &j.right.schema()),
+            ),
             StreamNode::RegularJoin(j) => join_sides(
                 (j.left_keys.clone(), &j.left_schema),
                 (j.right_keys.clone(), &j.right_schema),

@@ -117,6 +117,8 @@ fn check_inputs(node: &StreamNode) -> Result<()> {
         StreamNode::OverWindow(_) => reads_updates("an OVER window"),
         StreamNode::TopN(_) => reads_updates("a Top-N"),
         StreamNode::LookupJoin(_) => reads_updates("a lookup join"),
+        StreamNode::TemporalJoin(j) if table_changes(&j.left) => Ok(()),
+        StreamNode::TemporalJoin(_) => reads_updates("a temporal join"),
         StreamNode::IntervalJoin(_) | StreamNode::WindowJoin(_) => reads_updates("a join"),
     }
 }

@@ -22,6 +22,7 @@ pub mod panes;
 pub mod parser;
 pub mod plan;
 pub mod planner;
+pub mod temporal;
 pub mod updating;
 pub mod window;
 
@@ -31,8 +32,8 @@ pub use error::{Result, SqlError};
 pub use parser::{parse_script, parse_script_each, CreateTable, LocatedStatement, Statement};
 pub use plan::{
     ChangelogNormalizeNode, IntervalJoinNode, LookupJoinNode, OverReadiness, OverWindowNode,
-    RegularJoinNode, SourceNode, StreamNode, StreamPlan, TopNNode, UpdatingAggregateNode,
-    UpsertMaterializeNode, WindowAggregateNode, WindowJoinNode,
+    RegularJoinNode, SourceNode, StreamNode, StreamPlan, TemporalJoinNode, TopNNode,
+    UpdatingAggregateNode, UpsertMaterializeNode, WindowAggregateNode, WindowJoinNode,
 };
 pub use planner::{PlanOptions, StreamPlanner, UpsertMaterialize};
 pub use window::{WindowKind, WindowTvf};

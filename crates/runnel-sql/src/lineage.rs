@@ -68,6 +68,18 @@ pub fn origin<'a>(plan: &'a LogicalPlan, column: &Column) -> Option<Origin<'a>> 
             }
         }
         LogicalPlan::Window(w) => origin(&w.input, column),
+        // A join passes each side's columns through (which join keeps time attributes is
+        // the streaming planner's to say).
+        LogicalPlan::Join(j) => {
+            let (left, right) = (j.left.schema(), j.right.schema());
+            if left.index_of_column(column).is_ok() {
+                origin(&j.left, column)
+            } else if right.index_of_column(column).is_ok() {
+                origin(&j.right, column)
+            } else {
+                None
+            }
+        }
         LogicalPlan::SubqueryAlias(a) => {
             let index = a.schema.index_of_column(column).ok()?;
             let inner = Column::from(a.input.schema().qualified_field(index));

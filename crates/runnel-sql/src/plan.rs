@@ -94,6 +94,9 @@ pub enum StreamNode {
     UpdatingAggregate(UpdatingAggregateNode),
     /// A stream joined with a table read whole (`JOIN t FOR SYSTEM_TIME AS OF ...`).
     LookupJoin(LookupJoinNode),
+    /// A stream joined with a versioned table's version valid at each row's event time
+    /// (`JOIN t FOR SYSTEM_TIME AS OF s.event_time`).
+    TemporalJoin(TemporalJoinNode),
     /// `ROW_NUMBER() OVER (PARTITION BY keys ORDER BY ...)` kept to its first `limit`
     /// ranks without a window: an updating stream of each partition's top rows.
     TopN(TopNNode),
@@ -142,6 +145,38 @@ pub struct LookupJoinNode {
     pub table_schema: DFSchemaRef,
     pub input_keys: Vec<Expr>,
     pub table_keys: Vec<Expr>,
+    /// Inner or left.
+    pub join_type: datafusion::logical_expr::JoinType,
+    /// Other conditions of the `ON` clause, over the joined row.
+    pub residual: Option<Expr>,
+    pub schema: DFSchemaRef,
+}
+
+/// An event-time temporal join (Flink's): each row of the `left` stream meets the
+/// version of the versioned table (`right`: a changelog with a primary key and a
+/// watermark) valid at the row's event time — the last change of its key at or before
+/// that time. A left row waits until both watermarks pass its time, so every version
+/// that can apply has arrived; then it is joined (inner: dropped when its key had no
+/// live version; left: padded with NULLs) and goes out with its own change kind. Each
+/// key's versions are kept from the last one at or before the watermark on.
+#[derive(Debug, Clone)]
+pub struct TemporalJoinNode {
+    pub left: Box<StreamNode>,
+    /// The versioned table's changes: every column, exact per primary key.
+    pub right: Box<StreamNode>,
+    pub left_schema: DFSchemaRef,
+    /// The versioned table's columns as the join sees (and emits) them.
+    pub right_schema: DFSchemaRef,
+    /// `right_schema`'s columns, as indexes into `right`'s.
+    pub right_columns: Vec<usize>,
+    /// Equi-join keys: over `left_schema`, and the versioned table's primary key over
+    /// `right`'s schema.
+    pub left_keys: Vec<Expr>,
+    pub right_keys: Vec<Expr>,
+    /// The left's event-time column (the `AS OF` time), in `left_schema`.
+    pub left_time: usize,
+    /// The versioned table's event-time column, in `right`'s schema.
+    pub right_time: usize,
     /// Inner or left.
     pub join_type: datafusion::logical_expr::JoinType,
     /// Other conditions of the `ON` clause, over the joined row.
@@ -350,6 +385,7 @@ impl StreamNode {
             StreamNode::UpdatingAggregate(a) => a.schema.clone(),
             StreamNode::TopN(t) => t.schema.clone(),
             StreamNode::LookupJoin(j) => j.schema.clone(),
+            StreamNode::TemporalJoin(j) => j.schema.clone(),
             StreamNode::ChangelogNormalize(n) => n.schema.clone(),
             StreamNode::UpsertMaterialize(m) => m.input.schema(),
         }
@@ -381,6 +417,7 @@ impl StreamNode {
             StreamNode::Filter { input, .. }
             | StreamNode::Projection { input, .. }
             | StreamNode::WindowAssign { input, .. } => input.is_updating(),
+            StreamNode::TemporalJoin(j) => j.left.is_updating(),
             StreamNode::Union { inputs, .. } => inputs.iter().any(StreamNode::is_updating),
             StreamNode::WindowAggregate(_)
             | StreamNode::OverWindow(_)
@@ -406,6 +443,7 @@ impl StreamNode {
             StreamNode::RegularJoin(_) => "RegularJoin",
             StreamNode::UpdatingAggregate(_) => "UpdatingAggregate",
             StreamNode::LookupJoin(_) => "LookupJoin",
+            StreamNode::TemporalJoin(_) => "TemporalJoin",
             StreamNode::TopN(_) => "TopN",
             StreamNode::ChangelogNormalize(_) => "ChangelogNormalize",
             StreamNode::UpsertMaterialize(_) => "UpsertMaterialize",
@@ -425,6 +463,7 @@ impl StreamNode {
             StreamNode::ChangelogNormalize(n) => vec![&n.input],
             StreamNode::UpsertMaterialize(m) => vec![&m.input],
             StreamNode::LookupJoin(j) => vec![&j.input, &j.table],
+            StreamNode::TemporalJoin(j) => vec![&j.left, &j.right],
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
             StreamNode::IntervalJoin(j) => vec![&j.left, &j.right],
             StreamNode::WindowJoin(j) => vec![&j.left, &j.right],
@@ -445,6 +484,7 @@ impl StreamNode {
             StreamNode::ChangelogNormalize(n) => vec![&mut n.input],
             StreamNode::UpsertMaterialize(m) => vec![&mut m.input],
             StreamNode::LookupJoin(j) => vec![&mut j.input],
+            StreamNode::TemporalJoin(j) => vec![&mut j.left, &mut j.right],
             StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
             StreamNode::IntervalJoin(j) => vec![&mut j.left, &mut j.right],
             StreamNode::WindowJoin(j) => vec![&mut j.left, &mut j.right],
@@ -680,6 +720,19 @@ impl StreamNode {
                 )?;
                 j.input.fmt_tree(f, depth + 1)?;
                 j.table.fmt_tree(f, depth + 1)
+            }
+            StreamNode::TemporalJoin(j) => {
+                let right = j.right.schema();
+                writeln!(
+                    f,
+                    "{pad}TemporalJoin: {} {} as of {} (versions by {}); state: left rows until the watermark passes their time, each key's versions from the last one before the watermark",
+                    j.join_type,
+                    join_condition(&j.left_keys, &j.right_keys, &j.residual),
+                    j.left_schema.field(j.left_time).name(),
+                    right.field(j.right_time).name(),
+                )?;
+                j.left.fmt_tree(f, depth + 1)?;
+                j.right.fmt_tree(f, depth + 1)
             }
             StreamNode::ChangelogNormalize(n) => {
                 let keys: Vec<&str> = n

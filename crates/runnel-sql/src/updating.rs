@@ -60,6 +60,8 @@ pub(crate) fn table_changes(node: &StreamNode) -> bool {
             table_changes(input)
         }
         StreamNode::Union { inputs, .. } => inputs.iter().all(table_changes),
+        // A left change joined with a version keeps its own event time.
+        StreamNode::TemporalJoin(j) => table_changes(&j.left),
         other => !other.is_updating(),
     }
 }

@@ -13,6 +13,7 @@ mod over_window;
 mod projection;
 mod regular_join;
 mod session_window;
+mod temporal_join;
 mod top_n;
 mod updating_aggregate;
 mod upsert_materialize;
@@ -35,6 +36,7 @@ pub use over_window::OverWindowOperator;
 pub use projection::{ProjectionOperator, RelabelOperator};
 pub use regular_join::RegularJoinOperator;
 pub use session_window::SessionWindowOperator;
+pub use temporal_join::TemporalJoinOperator;
 pub use top_n::TopNOperator;
 pub use updating_aggregate::UpdatingAggregateOperator;
 pub use upsert_materialize::UpsertMaterializeOperator;
@@ -213,6 +215,14 @@ pub fn two_input_operator(
             Box::new(WindowJoinOperator::try_new(join, metrics, late)?)
         }
         StreamNode::RegularJoin(join) => Box::new(RegularJoinOperator::try_new(join, metrics)?),
+        StreamNode::TemporalJoin(join) => {
+            let (late, _) = context.late_outputs_for_join(
+                &join.left.arrow_schema(),
+                &join.right.arrow_schema(),
+                "the temporal join",
+            )?;
+            Box::new(TemporalJoinOperator::try_new(join, metrics, late)?)
+        }
         other => {
             return Err(RuntimeError::Build(format!(
                 "{} is not a two-input operator",

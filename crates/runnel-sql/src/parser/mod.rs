@@ -344,13 +344,14 @@ fn rewrite_window_table_functions(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSp
     out
 }
 
-/// The schema a table is read from when it is joined `FOR SYSTEM_TIME AS OF`: the planner
-/// reads such a table whole and joins stream rows against it (a lookup join).
+/// The schema a table is read from when it is joined `FOR SYSTEM_TIME AS OF`, followed by
+/// `:` and the time expression's text: the planner joins stream rows with the table's
+/// version at that time (a temporal join of a versioned table on the stream's event
+/// time), or with the table read whole (a lookup join).
 pub const LOOKUP_SCHEMA: &str = "__lookup";
 
-/// Rewrites `t FOR SYSTEM_TIME AS OF expr [AS alias]` (a lookup join's table, which
-/// sqlparser's generic dialect does not parse) into `__lookup.t AS alias` (alias `t` when
-/// none is given). The time is processing time: the table's content as loaded.
+/// Rewrites `t FOR SYSTEM_TIME AS OF expr [AS alias]` (which sqlparser's generic dialect
+/// does not parse) into `"__lookup:expr".t AS alias` (alias `t` when none is given).
 fn rewrite_lookup_tables(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
     let mut i = 0;
@@ -369,11 +370,9 @@ fn rewrite_lookup_tables(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
         let Some(name) = out.pop() else { break };
         let span = name.span;
         let token = |token: Token| TokenWithSpan { token, span };
-        out.push(token(Token::make_word(LOOKUP_SCHEMA, None)));
-        out.push(token(Token::Period));
-        out.push(name.clone());
-        // Skip the time expression: it runs to the alias or the end of the table factor.
+        // The time expression runs to the alias or the end of the table factor.
         i += 4;
+        let from = i;
         let mut depth = 0usize;
         while i < tokens.len() {
             match &tokens[i].token {
@@ -397,6 +396,16 @@ fn rewrite_lookup_tables(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
             }
             i += 1;
         }
+        let time: String = tokens[from..i]
+            .iter()
+            .map(|t| t.token.to_string())
+            .collect();
+        out.push(token(Token::make_word(
+            &format!("{LOOKUP_SCHEMA}:{}", time.trim()),
+            Some('"'),
+        )));
+        out.push(token(Token::Period));
+        out.push(name.clone());
         if !tokens.get(i).is_some_and(|t| is_word(&t.token, "AS")) {
             out.push(token(Token::make_keyword("AS")));
             out.push(name);
@@ -565,10 +574,18 @@ mod lookup_rewrite_tests {
                 _ => String::new(),
             })
             .collect();
-        assert!(text[0].contains("JOIN __lookup.t AS x ON"), "{}", text[0]);
-        assert!(text[1].contains("JOIN __lookup.t AS t ON"), "{}", text[1]);
         assert!(
-            text[2].contains("JOIN __lookup.side_input AS S ON"),
+            text[0].contains(r#"JOIN "__lookup:s.p".t AS x ON"#),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[1].contains(r#"JOIN "__lookup:s.p".t AS t ON"#),
+            "{}",
+            text[1]
+        );
+        assert!(
+            text[2].contains(r#"JOIN "__lookup:B.p".side_input AS S ON"#),
             "{}",
             text[2]
         );

@@ -20,8 +20,10 @@ use crate::catalog::{Catalog, TableDef, ViewDef};
 #[derive(Debug)]
 pub struct CatalogTableSource {
     pub table: Arc<TableDef>,
-    /// Read `FOR SYSTEM_TIME AS OF`: loaded whole, the other side of a lookup join.
+    /// Read `FOR SYSTEM_TIME AS OF`: the other side of a lookup or temporal join.
     pub lookup: bool,
+    /// The `AS OF` time expression's text, when `lookup`.
+    pub as_of: Option<String>,
 }
 
 impl TableSource for CatalogTableSource {
@@ -64,9 +66,17 @@ pub(super) struct PlanningContext<'a> {
 impl ContextProvider for PlanningContext<'_> {
     fn get_table_source(&self, name: TableReference) -> DFResult<Arc<dyn TableSource>> {
         let table = name.table();
-        let lookup = name.schema() == Some(crate::parser::LOOKUP_SCHEMA);
+        let as_of = name
+            .schema()
+            .and_then(|s| s.strip_prefix(crate::parser::LOOKUP_SCHEMA))
+            .map(|rest| rest.trim_start_matches(':').to_string());
+        let lookup = as_of.is_some();
         if let Some(def) = self.catalog.table(table) {
-            return Ok(Arc::new(CatalogTableSource { table: def, lookup }));
+            return Ok(Arc::new(CatalogTableSource {
+                table: def,
+                lookup,
+                as_of,
+            }));
         }
         if lookup {
             return datafusion::common::plan_err!(

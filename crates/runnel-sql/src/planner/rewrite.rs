@@ -16,15 +16,16 @@ use super::context::CatalogTableSource;
 use super::joins::{interval_join, regular_join, window_join};
 use super::over::over_readiness;
 
-/// A changelog table with a primary key: every column read, the changes made exact per key
-/// ([`StreamNode::ChangelogNormalize`] needs the key and whole rows), then the columns the
-/// query reads.
-fn normalized_changelog(
+/// A changelog table with a primary key: every column read (qualified by `qualifier`), the
+/// changes made exact per key ([`StreamNode::ChangelogNormalize`] needs the key and whole
+/// rows), then the columns the query reads.
+pub(crate) fn normalized_changelog(
     scan: &datafusion::logical_expr::TableScan,
     table: &std::sync::Arc<crate::catalog::TableDef>,
+    qualifier: datafusion::common::TableReference,
 ) -> Result<StreamNode> {
     let full = std::sync::Arc::new(datafusion::common::DFSchema::try_from_qualified_schema(
-        scan.table_name.clone(),
+        qualifier,
         &table.schema,
     )?);
     let source = StreamNode::Source(SourceNode {
@@ -73,7 +74,7 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                 return Err(SqlError::Unsupported("LIMIT on a stream".into()));
             }
             if table.table.is_changelog() && !table.table.primary_key.is_empty() {
-                return normalized_changelog(scan, &table.table);
+                return normalized_changelog(scan, &table.table, scan.table_name.clone());
             }
             Ok(StreamNode::Source(SourceNode {
                 table: table.table.clone(),
@@ -191,6 +192,9 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
             }
         }
         LogicalPlan::Join(join) => {
+            if let Some(node) = crate::temporal::temporal_join(join)? {
+                return Ok(node);
+            }
             if let Some(node) = crate::lookup::lookup_join(join)? {
                 return Ok(node);
             }
