@@ -667,7 +667,9 @@ fn an_unreachable_warehouse_fails_the_job_with_its_address() {
 
 /// `sql/examples/claims_cdc.sql` over the records Debezium captured from PostgreSQL gives
 /// the windows and totals the final claims table holds (worked out by hand in the file's
-/// terms: c-1002 and c-1006 deleted, c-1001 and c-1005 updated, c-1003 moved to policy 31).
+/// terms: c-1002 and c-1006 deleted, c-1001 and c-1005 updated, c-1003 moved to policy
+/// 31), and the windows per plan with each claim under its policy's plan at its filing
+/// time (policy 7 premium from 09:05, policy 12 basic from 09:10).
 #[test]
 fn the_cdc_example_totals_the_claims_postgres_holds() {
     let output = std::process::Command::new(runnel_binary())
@@ -680,7 +682,24 @@ fn the_cdc_example_totals_the_claims_postgres_holds() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let mut windows: Vec<&str> = stdout.lines().filter(|l| l.contains(" 09:")).collect();
+    let is_plan = |l: &&str| l.contains("basic") || l.contains("premium");
+    let mut plans: Vec<&str> = stdout.lines().filter(is_plan).collect();
+    plans.sort();
+    assert_eq!(
+        plans,
+        [
+            "+I[basic, 2026-01-01 09:00:00.000, 2026-01-01 09:05:00.000, 2, 1439.99]",
+            "+I[basic, 2026-01-01 09:10:00.000, 2026-01-01 09:15:00.000, 1, 150.00]",
+            "+I[basic, 2026-01-01 09:15:00.000, 2026-01-01 09:20:00.000, 1, 220.00]",
+            "+I[premium, 2026-01-01 09:00:00.000, 2026-01-01 09:05:00.000, 1, 2400.00]",
+            "+I[premium, 2026-01-01 09:05:00.000, 2026-01-01 09:10:00.000, 1, 75.00]",
+            "+I[premium, 2026-01-01 09:10:00.000, 2026-01-01 09:15:00.000, 1, 980.00]",
+        ]
+    );
+    let mut windows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" 09:") && !is_plan(l))
+        .collect();
     windows.sort();
     assert_eq!(
         windows,
@@ -696,7 +715,8 @@ fn the_cdc_example_totals_the_claims_postgres_holds() {
     );
     // The totals' changes, applied in order, leave each policy's final total.
     let mut totals = BTreeMap::new();
-    for line in stdout.lines().filter(|l| !l.contains(" 09:")) {
+    let changes = stdout.lines().filter(|l| l.starts_with(['+', '-']));
+    for line in changes.filter(|l| !l.contains(" 09:")) {
         let (kind, row) = line.split_at(2);
         let fields: Vec<&str> = row.trim_matches(['[', ']']).split(", ").collect();
         match kind {

@@ -1,11 +1,12 @@
 -- Change data capture: the claims of an insurance policy system, as Debezium captures
 -- them from PostgreSQL (`insurance.claims`: inserts, updates, deletes, keyed by
 -- claim_id), totalled per policy over 5-minute tumbling windows by the claim's filing
--- time, and per policy over all time.
+-- time, per policy over all time, and per plan with each claim counted under the plan
+-- its policy had when the claim was filed (`insurance.policies`, a versioned table).
 --
 --   runnel run sql/examples/claims_cdc.sql
 --
--- The input file holds records exactly as Debezium 3.6 wrote them to Kafka (JSON
+-- The input files hold records exactly as Debezium 3.6 wrote them to Kafka (JSON
 -- converter without schemas; DECIMAL as base64, TIMESTAMP(3) as epoch milliseconds; a
 -- delete followed by its tombstone). To read the live topic instead, make `claims` a
 -- Kafka table: 'connector' = 'kafka', 'topic' = 'example.insurance.claims',
@@ -47,3 +48,36 @@ CREATE TABLE totals_per_policy (
 
 INSERT INTO totals_per_policy
 SELECT policy_id, COUNT(*), SUM(amount) FROM claims GROUP BY policy_id;
+
+-- The policies: a versioned table (changes with a primary key and a watermark), each
+-- version valid from `valid_from` (policy 7 moved to the premium plan at 09:05, policy 12
+-- to the basic plan at 09:10).
+CREATE TABLE policies (
+    policy_id  BIGINT,
+    holder     STRING,
+    plan       STRING,
+    valid_from TIMESTAMP(3),
+    PRIMARY KEY (policy_id) NOT ENFORCED,
+    WATERMARK FOR valid_from AS valid_from - INTERVAL '5' SECOND
+) WITH (
+    'connector' = 'filesystem',
+    'path' = 'sql/examples/data/policies_debezium.json',
+    'format' = 'debezium-json'
+);
+
+-- Each claim with the policy version valid when it was filed (an event-time temporal
+-- join: a claim waits until both watermarks pass its filing time).
+CREATE VIEW claims_with_policy AS
+SELECT c.claim_id, c.amount, c.filed_at, p.plan
+FROM claims AS c
+JOIN policies FOR SYSTEM_TIME AS OF c.filed_at AS p ON c.policy_id = p.policy_id;
+
+CREATE TABLE claims_per_plan_5min (
+    plan STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3),
+    claims BIGINT, total DECIMAL(22, 2)
+) WITH ('connector' = 'print');
+
+INSERT INTO claims_per_plan_5min
+SELECT plan, window_start, window_end, COUNT(*), SUM(amount)
+FROM TABLE(TUMBLE(TABLE claims_with_policy, DESCRIPTOR(filed_at), INTERVAL '5' MINUTES))
+GROUP BY plan, window_start, window_end;
