@@ -8,7 +8,8 @@
 //! its time. Waiting rows are joined in time order, so a changelog stream's changes keep
 //! their order. A stream row behind the watermark already joined is late: counted,
 //! dropped or routed. A version behind it takes effect just after it (history already
-//! joined is not revised). Once joined through the watermark, a key keeps only its last
+//! joined is not revised). A delete carries its key's last version and that version's
+//! time, not its own: it takes effect from the versioned table's watermark on. Once joined through the watermark, a key keeps only its last
 //! version at or before the watermark and those after.
 
 use std::collections::HashMap;
@@ -173,8 +174,9 @@ impl TemporalJoinOperator {
         })
     }
 
-    /// Adds the versioned table's changes to its keys' histories.
-    fn add_versions(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Adds the versioned table's changes to its keys' histories; `watermark` is the
+    /// versioned table's own.
+    fn add_versions(&mut self, batch: &RecordBatch, watermark: Option<i64>) -> Result<()> {
         let last = batch.num_columns() - 1;
         let kinds = batch
             .column(last)
@@ -198,11 +200,17 @@ impl TemporalJoinOperator {
             if kind == ChangeKind::UpdateBefore {
                 continue; // The `+U` after it is the new version.
             }
+            let deleted = kind == ChangeKind::Delete;
+            // A delete carries the row's last version, and that version's time: it takes
+            // effect from the versioned table's watermark at the latest.
+            let mut time = times.value(row);
+            if let Some(watermark) = watermark.filter(|_| deleted) {
+                time = time.max(watermark);
+            }
             // History already joined stays as it was joined.
-            let time = match self.joined_through {
-                Some(through) if times.value(row) <= through => through.saturating_add(1),
-                _ => times.value(row),
-            };
+            if let Some(through) = self.joined_through.filter(|&t| time <= t) {
+                time = through.saturating_add(1);
+            }
             let history = self
                 .versions
                 .entry(keys.row(row).data().into())
@@ -213,7 +221,7 @@ impl TemporalJoinOperator {
                 Version {
                     time,
                     row: rows.row(row).owned(),
-                    deleted: kind == ChangeKind::Delete,
+                    deleted,
                 },
             );
             self.version_count += 1;
@@ -513,11 +521,11 @@ impl TwoInputOperator for TemporalJoinOperator {
         &mut self,
         side: Side,
         batch: RecordBatch,
-        _watermarks: &InputWatermarks,
+        watermarks: &InputWatermarks,
         out: &mut Collector,
     ) -> Result<()> {
         if side == Side::Right {
-            return self.add_versions(&batch);
+            return self.add_versions(&batch, watermarks.right);
         }
         let mut batch = batch;
         if let Some(through) = self.joined_through {
