@@ -50,6 +50,8 @@ fn with_lateness(node: &mut StreamNode, lateness_ms: i64) -> Result<()> {
                 aggr_exprs: window.aggr_exprs,
                 fires_at_window_end: Some(window.window_end),
                 allowed_lateness_ms: lateness_ms,
+                input_time: None,
+                state_ttl_ms: 0,
                 schema: window.schema,
             })
         }

@@ -208,6 +208,12 @@ pub struct UpdatingAggregateNode {
     /// (`table.exec.emit.allow-lateness`). Above zero, a change arriving for a fired
     /// window updates its rows (`-U`/`+U`, `-D`), so the output is updating.
     pub allowed_lateness_ms: i64,
+    /// The input's event-time column, when it has one: what `state_ttl_ms` counts by.
+    pub input_time: Option<usize>,
+    /// `table.exec.state.ttl`, without a window: a group is freed (silently, as Flink's
+    /// state TTL) once the watermark passes the event time of its last change by this
+    /// much; a later row starts it afresh. 0: groups live for the life of the job.
+    pub state_ttl_ms: i64,
     pub schema: DFSchemaRef,
 }
 
@@ -503,7 +509,7 @@ impl StreamNode {
         }
     }
 
-    fn collect_sources(&self, out: &mut Vec<Arc<TableDef>>) {
+    pub(crate) fn collect_sources(&self, out: &mut Vec<Arc<TableDef>>) {
         match self {
             StreamNode::Source(s) => out.push(s.table.clone()),
             other => other
@@ -690,6 +696,13 @@ impl StreamNode {
             StreamNode::UpdatingAggregate(a) => {
                 let lateness = format_duration(a.allowed_lateness_ms);
                 let (emits, state) = match a.fires_at_window_end {
+                    None if a.state_ttl_ms > 0 => (
+                        "emits updates".to_string(),
+                        format!(
+                            "one row per group, freed when the watermark passes its last change's event time + {}",
+                            format_duration(a.state_ttl_ms)
+                        ),
+                    ),
                     None => (
                         "emits updates".to_string(),
                         "one row per group, kept for the life of the job".to_string(),

@@ -8,6 +8,12 @@
 //! changes to closed windows as late), and when the watermark reaches a window's end its
 //! groups are emitted once, as appended rows, and freed.
 //!
+//! With `table.exec.state.ttl` ([`UpdatingAggregateNode::state_ttl_ms`]) each group
+//! remembers the event time of its last change; once the watermark passes it by the TTL
+//! the group is freed without a word (Flink's state TTL), and a later row starts it
+//! afresh (`+I`). Groups are indexed by that time, so a watermark frees exactly the
+//! groups it expires.
+//!
 //! Keys are encoded with Arrow's row format and looked up in a hash map; a batch's rows
 //! are sorted by group so each group's DataFusion [`Accumulator`] takes its rows as one
 //! slice. Per-group accumulators (rather than DataFusion's `GroupsAccumulator`) are what
@@ -46,6 +52,19 @@ struct Group {
     /// Restored from a checkpoint: what was emitted after that checkpoint (before a
     /// crash) is unknown, so the group's next row goes out even if it equals `emitted`.
     resend: bool,
+    /// The event time of the group's last change (with a state TTL).
+    last_time: i64,
+}
+
+/// `table.exec.state.ttl` of an aggregate without a window.
+struct StateTtl {
+    /// The input's event-time column.
+    time_column: usize,
+    ttl_ms: i64,
+    /// Live groups by the event time of their last change.
+    by_time: std::collections::BTreeSet<(i64, usize)>,
+    /// Groups freed since the group table was last compacted.
+    freed: usize,
 }
 
 /// The groups of windows that fire at their end (a window over an updating input, or
@@ -78,6 +97,7 @@ pub struct UpdatingAggregateOperator {
     group_keys: Rows,
     groups: Vec<Group>,
     firing: Option<WindowFiring>,
+    ttl: Option<StateTtl>,
     output_schema: SchemaRef,
 }
 
@@ -126,7 +146,19 @@ impl UpdatingAggregateOperator {
             fired_through: Watermark::MIN,
             freed: 0,
         });
+        let ttl = match (node.state_ttl_ms, node.input_time) {
+            (ttl_ms, Some(time_column)) if ttl_ms > 0 && node.fires_at_window_end.is_none() => {
+                Some(StateTtl {
+                    time_column,
+                    ttl_ms,
+                    by_time: std::collections::BTreeSet::new(),
+                    freed: 0,
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
+            ttl,
             group_exprs,
             aggregates,
             retracting,
@@ -152,6 +184,7 @@ impl UpdatingAggregateOperator {
             rows: 0,
             emitted: None,
             resend: false,
+            last_time: i64::MIN,
         })
     }
 
@@ -245,6 +278,14 @@ impl UpdatingAggregateOperator {
             inputs.push((arguments, mask));
         }
 
+        // With a state TTL: each row's event time, in group order.
+        let times = match &self.ttl {
+            Some(ttl) => {
+                let times = as_millis(batch.column(ttl.time_column))?;
+                Some(take(&times, &order, None)?)
+            }
+            None => None,
+        };
         let values = ids.values();
         let mut start = 0;
         while start < values.len() {
@@ -254,6 +295,19 @@ impl UpdatingAggregateOperator {
                 stop += 1;
             }
             let len = stop - start;
+            if let (Some(ttl), Some(times)) = (&mut self.ttl, &times) {
+                let times =
+                    times.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+                let latest = (start..stop)
+                    .filter_map(|i| times.is_valid(i).then(|| times.value(i)))
+                    .max();
+                let group = &mut self.groups[id];
+                if let Some(latest) = latest.filter(|&t| t > group.last_time) {
+                    ttl.by_time.remove(&(group.last_time, id));
+                    ttl.by_time.insert((latest, id));
+                    group.last_time = latest;
+                }
+            }
             let added = additions.as_ref().map(|a| a.slice(start, len));
             let group = &mut self.groups[id];
             group.rows += match &added {
@@ -367,19 +421,45 @@ impl UpdatingAggregateOperator {
                 rows: 0,
                 emitted: None,
                 resend: false,
+                last_time: i64::MIN,
             };
             self.group_ids.remove(self.group_keys.row(id).as_ref());
         }
         self.compact_if_sparse()
     }
 
-    /// Once most slots of the group table belong to fired windows, rebuilds it with the
-    /// live groups only (through the checkpoint form, which holds exactly those).
-    fn compact_if_sparse(&mut self) -> DFResult<()> {
-        let Some(firing) = &self.firing else {
+    /// With a state TTL: frees the groups whose last change is more than the TTL before
+    /// `watermark`.
+    fn expire(&mut self, watermark: Watermark) -> DFResult<()> {
+        let Some(ttl) = &mut self.ttl else {
             return Ok(());
         };
-        if firing.freed < 1024 || firing.freed * 2 < self.groups.len() {
+        let cutoff = watermark.saturating_sub(ttl.ttl_ms);
+        while let Some(&(time, id)) = ttl.by_time.first() {
+            if time >= cutoff {
+                break;
+            }
+            ttl.by_time.pop_first();
+            ttl.freed += 1;
+            self.groups[id] = Group {
+                accumulators: Vec::new(),
+                rows: 0,
+                emitted: None,
+                resend: false,
+                last_time: i64::MIN,
+            };
+            self.group_ids.remove(self.group_keys.row(id).as_ref());
+        }
+        self.compact_if_sparse()
+    }
+
+    /// Once most slots of the group table belong to freed groups (fired windows, expired
+    /// groups), rebuilds it with the live groups only (through the checkpoint form, which
+    /// holds exactly those).
+    fn compact_if_sparse(&mut self) -> DFResult<()> {
+        let freed =
+            self.firing.as_ref().map_or(0, |f| f.freed) + self.ttl.as_ref().map_or(0, |t| t.freed);
+        if freed < 1024 || freed * 2 < self.groups.len() {
             return Ok(());
         }
         let live = self.snapshot_state()?;
@@ -404,7 +484,10 @@ impl UpdatingAggregateOperator {
                 if let Some(old) = self.groups[id].emitted.take() {
                     push(id, &old, ChangeKind::Delete);
                 }
+                // Its place in the state TTL's index stays with it.
+                let last_time = self.groups[id].last_time;
                 self.groups[id] = self.new_group()?;
+                self.groups[id].last_time = last_time;
                 continue;
             }
             let group = &mut self.groups[id];
@@ -498,6 +581,10 @@ impl UpdatingAggregateOperator {
         columns.push(Arc::new(Int64Array::from_iter_values(
             live.iter().map(|&g| self.groups[g].rows),
         )));
+        fields.push(Field::new("__last_time", DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            live.iter().map(|&g| self.groups[g].last_time),
+        )));
         let mut widths = Vec::new();
         for a in 0..self.aggregates.len() {
             let mut states: Vec<Vec<ScalarValue>> = Vec::new();
@@ -564,6 +651,10 @@ impl UpdatingAggregateOperator {
         self.groups.clear();
         self.group_ids.clear();
         self.group_keys = self.keys.empty_rows(0, 0);
+        if let Some(ttl) = &mut self.ttl {
+            ttl.by_time.clear();
+            ttl.freed = 0;
+        }
         let keys = self.group_exprs.len();
         let widths: Vec<usize> = state
             .schema()
@@ -573,12 +664,14 @@ impl UpdatingAggregateOperator {
             .unwrap_or_default();
         let key_rows = self.keys.convert_columns(&state.columns()[..keys])?;
         let rows = state.column(keys).as_primitive::<Int64Type>().clone();
+        let last_times = state.column(keys + 1).as_primitive::<Int64Type>().clone();
         let emitted_flags = state.column(state.num_columns() - 1).as_boolean().clone();
         let emitted_start = state.num_columns() - 1 - self.aggregates.len();
         for row in 0..state.num_rows() {
             let mut group = self.new_group()?;
             group.rows = rows.value(row);
-            let mut column = keys + 1;
+            group.last_time = last_times.value(row);
+            let mut column = keys + 2;
             for (a, accumulator) in group.accumulators.iter_mut().enumerate() {
                 let width = widths.get(a).copied().unwrap_or(0);
                 let states: Vec<ArrayRef> = (column..column + width)
@@ -597,6 +690,9 @@ impl UpdatingAggregateOperator {
                 );
             }
             let id = self.groups.len();
+            if let Some(ttl) = &mut self.ttl {
+                ttl.by_time.insert((group.last_time, id));
+            }
             self.groups.push(group);
             if keys > 0 {
                 let key = key_rows.row(row);
@@ -679,6 +775,7 @@ impl OneInputOperator for UpdatingAggregateOperator {
         if let Some(rows) = self.fire_until(watermark).map_err(operator_error)? {
             out.emit(rows);
         }
+        self.expire(watermark).map_err(operator_error)?;
         Ok(Some(watermark))
     }
 }

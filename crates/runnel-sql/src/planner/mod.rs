@@ -185,6 +185,9 @@ impl StreamPlanner {
         if let Some(lateness_ms) = options.allow_lateness_ms.filter(|&ms| ms > 0) {
             root = crate::lateness::allow_lateness(root, lateness_ms)?;
         }
+        if let Some(ttl_ms) = options.state_ttl_ms {
+            expire_idle_groups(&mut root, ttl_ms);
+        }
         if let Some(sink) = &sink {
             root = upsert_materialize(root, sink, options.upsert_materialize);
         }
@@ -201,9 +204,10 @@ impl StreamPlanner {
 pub struct PlanOptions {
     /// Columns windows keep even when the query does not read them (the late-data sink's).
     pub keep_columns: Vec<String>,
-    /// `SET 'table.exec.state.ttl'`: a join of two streams with no time bound keeps each
-    /// row for this much event time (it becomes an interval join of ± the TTL on the
-    /// inputs' event-time columns).
+    /// `SET 'table.exec.state.ttl'`: a join of two append-only streams with no time bound
+    /// keeps each row for this much event time (it becomes an interval join of ± the TTL
+    /// on the inputs' event-time columns), and an aggregate without a window frees a group
+    /// this much event time after its last change.
     pub state_ttl_ms: Option<i64>,
     /// `SET 'table.exec.emit.allow-lateness'`: window aggregates keep each window this
     /// long after it fired and update its rows when late rows arrive (see
@@ -237,6 +241,103 @@ impl UpsertMaterialize {
             "FORCE" => Some(Self::Force),
             _ => None,
         }
+    }
+}
+
+/// `table.exec.state.ttl` for every aggregate without a window over a table with an event
+/// time: its groups are freed `ttl_ms` of event time after their last change. When the
+/// query does not read the event-time column, the optimizer pruned it from the
+/// aggregate's input: it is read again ([`read_column_again`]).
+fn expire_idle_groups(node: &mut StreamNode, ttl_ms: i64) {
+    if let StreamNode::UpdatingAggregate(aggregate) = node {
+        if aggregate.fires_at_window_end.is_none() {
+            if aggregate.input_time.is_none() {
+                let mut tables = Vec::new();
+                aggregate.input.collect_sources(&mut tables);
+                let time = match tables.as_slice() {
+                    [table] => table.watermark.as_ref().map(|w| w.column.clone()),
+                    _ => None,
+                };
+                if let Some(time) = time {
+                    aggregate.input_time = read_column_again(&mut aggregate.input, &time);
+                    aggregate.input_schema = aggregate.input.schema();
+                }
+            }
+            if aggregate.input_time.is_some() {
+                aggregate.state_ttl_ms = ttl_ms;
+            }
+        }
+    }
+    for input in node.inputs_mut() {
+        expire_idle_groups(input, ttl_ms);
+    }
+}
+
+/// Makes the table column `name` an output column of `node` (sources, their changelog
+/// normalization, filters and projections over them) and returns its index; `None` when
+/// `node` is something else.
+fn read_column_again(node: &mut StreamNode, name: &str) -> Option<usize> {
+    let existing = |schema: &datafusion::common::DFSchema| {
+        schema.fields().iter().position(|f| f.name() == name)
+    };
+    match node {
+        StreamNode::ChangelogNormalize(n) => existing(&n.schema),
+        StreamNode::Source(source) => {
+            if let Some(at) = existing(&source.schema) {
+                return Some(at);
+            }
+            let index = source.table.schema.index_of(name).ok()?;
+            let projection = source.projection.as_mut()?;
+            projection.push(index);
+            let qualifier = source.schema.qualified_field(0).0.cloned();
+            let mut fields: Vec<_> = source
+                .schema
+                .iter()
+                .map(|(q, f)| (q.cloned(), f.clone()))
+                .collect();
+            fields.push((
+                qualifier,
+                Arc::new(source.table.schema.field(index).clone()),
+            ));
+            source.schema = Arc::new(
+                datafusion::common::DFSchema::new_with_metadata(fields, Default::default()).ok()?,
+            );
+            Some(source.schema.fields().len() - 1)
+        }
+        StreamNode::Filter {
+            input,
+            input_schema,
+            ..
+        } => {
+            let at = read_column_again(input, name)?;
+            *input_schema = input.schema();
+            Some(at)
+        }
+        StreamNode::Projection {
+            input,
+            exprs,
+            input_schema,
+            schema,
+        } => {
+            if let Some(at) = existing(schema) {
+                return Some(at);
+            }
+            let inner = read_column_again(input, name)?;
+            *input_schema = input.schema();
+            let column = datafusion::common::Column::from(input_schema.qualified_field(inner));
+            exprs.push(Expr::Column(column.clone()));
+            let (qualifier, field) = input_schema.qualified_field(inner);
+            let mut fields: Vec<_> = schema
+                .iter()
+                .map(|(q, f)| (q.cloned(), f.clone()))
+                .collect();
+            fields.push((qualifier.cloned(), field.clone()));
+            *schema = Arc::new(
+                datafusion::common::DFSchema::new_with_metadata(fields, Default::default()).ok()?,
+            );
+            Some(schema.fields().len() - 1)
+        }
+        _ => None,
     }
 }
 

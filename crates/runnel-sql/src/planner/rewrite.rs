@@ -151,6 +151,8 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     })
             };
             let input = Box::new(to_stream(&agg.input)?);
+            let input_time = crate::lineage::event_time_column(&agg.input)
+                .and_then(|c| agg.input.schema().index_of_column(&c).ok());
             match (position(WINDOW_START), position(WINDOW_END)) {
                 (Some(_), Some((window_end, _))) if input.is_updating() => {
                     // A window over changes: retract from open windows, fire at the end.
@@ -161,6 +163,8 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                         aggr_exprs: agg.aggr_expr.clone(),
                         fires_at_window_end: Some(window_end),
                         allowed_lateness_ms: 0,
+                        input_time,
+                        state_ttl_ms: 0,
                         schema: agg.schema.clone(),
                     }))
                 }
@@ -187,6 +191,8 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     aggr_exprs: agg.aggr_expr.clone(),
                     fires_at_window_end: None,
                     allowed_lateness_ms: 0,
+                    input_time,
+                    state_ttl_ms: 0,
                     schema: agg.schema.clone(),
                 })),
             }
