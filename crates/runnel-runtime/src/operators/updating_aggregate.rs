@@ -299,7 +299,8 @@ impl UpdatingAggregateOperator {
                 let times =
                     times.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
                 let latest = (start..stop)
-                    .filter_map(|i| times.is_valid(i).then(|| times.value(i)))
+                    .filter(|&i| times.is_valid(i))
+                    .map(|i| times.value(i))
                     .max();
                 let group = &mut self.groups[id];
                 if let Some(latest) = latest.filter(|&t| t > group.last_time) {
