@@ -17,6 +17,12 @@ pub const ALLOW_LATENESS: &str = "table.exec.emit.allow-lateness";
 /// `SET 'table.exec.sink.upsert-materialize' = 'AUTO'`: Flink's key; whether changes
 /// going into a sink with a primary key are put in order per key first.
 pub const UPSERT_MATERIALIZE: &str = "table.exec.sink.upsert-materialize";
+/// `SET 'table.exec.emit.early-fire.enabled' = 'true'`: Flink's key; window aggregates
+/// emit their running rows before the window ends.
+pub const EARLY_FIRE_ENABLED: &str = "table.exec.emit.early-fire.enabled";
+/// `SET 'table.exec.emit.early-fire.delay' = '1 min'`: how often (processing time); 0 =
+/// after every batch.
+pub const EARLY_FIRE_DELAY: &str = "table.exec.emit.early-fire.delay";
 /// `SET 'runnel.watermark.idle-advance' = 'true'`: with every source partition idle, the
 /// watermark follows the processing clock.
 pub const IDLE_WATERMARK_ADVANCE: &str = "runnel.watermark.idle-advance";
@@ -57,15 +63,14 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> RunnelError {
 /// Checks one `SET` when it is made, so a bad value fails at the statement that set it.
 pub fn check(key: &str, value: &str) -> Result<()> {
     match key {
-        SOURCE_IDLE_TIMEOUT | STATE_TTL | ALLOW_LATENESS | CHECKPOINT_INTERVAL => {
-            parse_duration(value).map(drop).ok_or_else(|| {
-                invalid(
-                    key,
-                    value,
-                    "expected a duration such as '500 ms', '5 s' or '1 min'",
-                )
-            })
-        }
+        SOURCE_IDLE_TIMEOUT | STATE_TTL | ALLOW_LATENESS | CHECKPOINT_INTERVAL
+        | EARLY_FIRE_DELAY => parse_duration(value).map(drop).ok_or_else(|| {
+            invalid(
+                key,
+                value,
+                "expected a duration such as '500 ms', '5 s' or '1 min'",
+            )
+        }),
         PARALLELISM => match value.trim().parse::<usize>() {
             Ok(n) if (1..=MAX_PARALLELISM).contains(&n) => Ok(()),
             _ => Err(invalid(
@@ -77,7 +82,7 @@ pub fn check(key: &str, value: &str) -> Result<()> {
         UPSERT_MATERIALIZE => runnel_sql::UpsertMaterialize::parse(value)
             .map(drop)
             .ok_or_else(|| invalid(key, value, "expected 'NONE', 'AUTO' or 'FORCE'")),
-        IDLE_WATERMARK_ADVANCE => value
+        IDLE_WATERMARK_ADVANCE | EARLY_FIRE_ENABLED => value
             .parse::<bool>()
             .map(drop)
             .map_err(|_| invalid(key, value, "expected 'true' or 'false'")),
@@ -118,6 +123,13 @@ pub fn plan_options(
         .and_then(|value| parse_duration(value))
         .filter(|d| !d.is_zero())
         .map(|d| d.as_millis() as i64);
+    let early_fire_ms = (settings.get(EARLY_FIRE_ENABLED).map(String::as_str) == Some("true"))
+        .then(|| {
+            settings
+                .get(EARLY_FIRE_DELAY)
+                .and_then(|value| parse_duration(value))
+                .map_or(0, |d| d.as_millis() as i64)
+        });
     let upsert_materialize = settings
         .get(UPSERT_MATERIALIZE)
         .and_then(|value| runnel_sql::UpsertMaterialize::parse(value))
@@ -126,6 +138,7 @@ pub fn plan_options(
         keep_columns,
         state_ttl_ms,
         allow_lateness_ms,
+        early_fire_ms,
         upsert_materialize,
     }
 }

@@ -1,5 +1,7 @@
 //! `SET 'table.exec.emit.allow-lateness'`: windows that keep their state after they fired
-//! and update their rows when a late change arrives (Flink's allowed lateness).
+//! and update their rows when a late change arrives (Flink's allowed lateness); and
+//! `SET 'table.exec.emit.early-fire.*'`: windows that emit their running rows before they
+//! end (Flink's early fire).
 //!
 //! Every tumbling, hopping and cumulating window aggregate becomes an
 //! [`UpdatingAggregateNode`] that fires at the window's end and keeps the window's
@@ -17,16 +19,25 @@ use crate::plan::{StreamNode, UpdatingAggregateNode};
 use crate::updating::{check_append_only, table_changes};
 use crate::window::WindowKind;
 
-/// `root` with every window aggregate keeping its windows `lateness_ms` after they fire.
-pub(crate) fn allow_lateness(mut root: StreamNode, lateness_ms: i64) -> Result<StreamNode> {
-    with_lateness(&mut root, lateness_ms)?;
+/// `root` with every window aggregate keeping its windows `lateness_ms` after they fire,
+/// and, with `early_fire_ms`, emitting an open window's changed rows that often.
+pub(crate) fn allow_lateness(
+    mut root: StreamNode,
+    lateness_ms: i64,
+    early_fire_ms: Option<i64>,
+) -> Result<StreamNode> {
+    with_lateness(&mut root, lateness_ms, early_fire_ms)?;
     check_inputs(&root)?;
     Ok(root)
 }
 
-fn with_lateness(node: &mut StreamNode, lateness_ms: i64) -> Result<()> {
+fn with_lateness(
+    node: &mut StreamNode,
+    lateness_ms: i64,
+    early_fire_ms: Option<i64>,
+) -> Result<()> {
     for input in node.inputs_mut() {
-        with_lateness(input, lateness_ms)?;
+        with_lateness(input, lateness_ms, early_fire_ms)?;
     }
     let placeholder = StreamNode::Union {
         inputs: Vec::new(),
@@ -50,6 +61,7 @@ fn with_lateness(node: &mut StreamNode, lateness_ms: i64) -> Result<()> {
                 aggr_exprs: window.aggr_exprs,
                 fires_at_window_end: Some(window.window_end),
                 allowed_lateness_ms: lateness_ms,
+                early_fire_delay_ms: early_fire_ms,
                 input_time: None,
                 state_ttl_ms: 0,
                 schema: window.schema,
@@ -57,6 +69,7 @@ fn with_lateness(node: &mut StreamNode, lateness_ms: i64) -> Result<()> {
         }
         StreamNode::UpdatingAggregate(mut aggregate) if aggregate.fires_at_window_end.is_some() => {
             aggregate.allowed_lateness_ms = lateness_ms;
+            aggregate.early_fire_delay_ms = early_fire_ms;
             let_rows_through(&mut aggregate.input, lateness_ms);
             StreamNode::UpdatingAggregate(aggregate)
         }
@@ -95,7 +108,8 @@ fn check_inputs(node: &StreamNode) -> Result<()> {
             if input.is_updating() && !table_changes(input) && updates_of_late_windows(input) {
                 return Err(SqlError::Unsupported(format!(
                     "{consumer} cannot read the updates of a window that allows lateness \
-                     ('table.exec.emit.allow-lateness'): its rows are revised after they \
+                     or fires early ('table.exec.emit.allow-lateness', \
+                     'table.exec.emit.early-fire.enabled'): its rows are revised after they \
                      are emitted"
                 )));
             }
@@ -128,7 +142,9 @@ fn check_inputs(node: &StreamNode) -> Result<()> {
 /// Whether `node`'s updates come from a window aggregate that allows lateness.
 fn updates_of_late_windows(node: &StreamNode) -> bool {
     match node {
-        StreamNode::UpdatingAggregate(a) => a.allowed_lateness_ms > 0,
+        StreamNode::UpdatingAggregate(a) => {
+            a.allowed_lateness_ms > 0 || a.early_fire_delay_ms.is_some()
+        }
         other => other.inputs().into_iter().any(updates_of_late_windows),
     }
 }

@@ -208,6 +208,10 @@ pub struct UpdatingAggregateNode {
     /// (`table.exec.emit.allow-lateness`). Above zero, a change arriving for a fired
     /// window updates its rows (`-U`/`+U`, `-D`), so the output is updating.
     pub allowed_lateness_ms: i64,
+    /// With `fires_at_window_end`: `table.exec.emit.early-fire.*` — an open window's
+    /// changed rows are emitted this often (processing time; 0: after every batch) as
+    /// updates (`+I`, then `-U`/`+U`), so the output is updating.
+    pub early_fire_delay_ms: Option<i64>,
     /// The input's event-time column, when it has one: what `state_ttl_ms` counts by.
     pub input_time: Option<usize>,
     /// `table.exec.state.ttl`, without a window: a group is freed (silently, as Flink's
@@ -413,7 +417,9 @@ impl StreamNode {
     pub fn is_updating(&self) -> bool {
         match self {
             StreamNode::UpdatingAggregate(a) => {
-                a.fires_at_window_end.is_none() || a.allowed_lateness_ms > 0
+                a.fires_at_window_end.is_none()
+                    || a.allowed_lateness_ms > 0
+                    || a.early_fire_delay_ms.is_some()
             }
             StreamNode::TopN(_)
             | StreamNode::ChangelogNormalize(_)
@@ -707,6 +713,21 @@ impl StreamNode {
                         "emits updates".to_string(),
                         "one row per group, kept for the life of the job".to_string(),
                     ),
+                    Some(_) if a.early_fire_delay_ms.is_some() => {
+                        let every = match a.early_fire_delay_ms.unwrap_or(0) {
+                            0 => "after every batch".to_string(),
+                            ms => format!("every {} of processing time", format_duration(ms)),
+                        };
+                        let late = if a.allowed_lateness_ms > 0 {
+                            format!(", then updates it for {lateness} of lateness")
+                        } else {
+                            String::new()
+                        };
+                        (
+                            format!("emits each open window's changed rows {every} and at its end{late}"),
+                            format!("one row per group of each window, freed when the watermark passes window_end + {lateness}"),
+                        )
+                    }
                     Some(_) if a.allowed_lateness_ms > 0 => (
                         format!("emits each window at its end, then updates it for {lateness} of lateness"),
                         format!("one row per group of each window, freed when the watermark passes window_end + {lateness}"),

@@ -82,6 +82,35 @@ struct WindowFiring {
     fired_through: Watermark,
     /// Groups freed (their slots empty) since the group table was last compacted.
     freed: usize,
+    /// `table.exec.emit.early-fire.*`: open windows' rows go out before they end.
+    early_fire: Option<EarlyFire>,
+}
+
+/// Emitting open windows' changed rows every `delay_ms` of processing time.
+struct EarlyFire {
+    delay_ms: i64,
+    /// When open windows' rows last went out (ms since the epoch).
+    last: i64,
+    /// Groups of open windows changed since then, by id (first-seen order).
+    dirty: std::collections::BTreeSet<usize>,
+}
+
+impl EarlyFire {
+    /// Whether the delay passed since open windows' rows last went out; if so, starts the
+    /// next one.
+    fn due(&mut self) -> bool {
+        if self.delay_ms == 0 {
+            return true;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if now - self.last < self.delay_ms {
+            return false;
+        }
+        self.last = now;
+        true
+    }
 }
 
 /// An aggregate without a window, emitting its changes after every batch (or, for a
@@ -145,6 +174,11 @@ impl UpdatingAggregateOperator {
             group_ends: Vec::new(),
             fired_through: Watermark::MIN,
             freed: 0,
+            early_fire: node.early_fire_delay_ms.map(|delay_ms| EarlyFire {
+                delay_ms: delay_ms.max(0),
+                last: 0,
+                dirty: std::collections::BTreeSet::new(),
+            }),
         });
         let ttl = match (node.state_ttl_ms, node.input_time) {
             (ttl_ms, Some(time_column)) if ttl_ms > 0 && node.fires_at_window_end.is_none() => {
@@ -167,7 +201,9 @@ impl UpdatingAggregateOperator {
             group_keys,
             groups: Vec::new(),
             output_schema: match &firing {
-                Some(f) if f.allowed_lateness_ms == 0 => Arc::new(schema.clone()),
+                Some(f) if f.allowed_lateness_ms == 0 && f.early_fire.is_none() => {
+                    Arc::new(schema.clone())
+                }
                 _ => with_change_column(schema),
             },
             firing,
@@ -343,16 +379,23 @@ impl UpdatingAggregateOperator {
             }
             start = stop;
         }
-        if let Some(firing) = &self.firing {
-            // Only windows that fired already (allowed lateness) show their changes now.
-            let fired: Vec<usize> = touched
+        if let Some(firing) = &mut self.firing {
+            // Windows that fired already (allowed lateness) show their changes now; open
+            // ones only when they fire early.
+            let (fired, open): (Vec<usize>, Vec<usize>) = touched
                 .into_iter()
-                .filter(|&id| firing.group_ends[id] <= firing.fired_through)
-                .collect();
-            if fired.is_empty() {
+                .partition(|&id| firing.group_ends[id] <= firing.fired_through);
+            let mut due = fired;
+            if let Some(early) = &mut firing.early_fire {
+                early.dirty.extend(open);
+                if early.due() {
+                    due.extend(std::mem::take(&mut early.dirty));
+                }
+            }
+            if due.is_empty() {
                 return Ok(None);
             }
-            return self.changes(&fired);
+            return self.changes(&due);
         }
         self.changes(&touched)
     }
@@ -375,7 +418,13 @@ impl UpdatingAggregateOperator {
             .collect();
         firing.fired_through = watermark;
         let lateness = firing.allowed_lateness_ms;
-        let batch = if lateness > 0 {
+        let early = firing.early_fire.is_some();
+        if let Some(early) = &mut firing.early_fire {
+            for id in &due {
+                early.dirty.remove(id);
+            }
+        }
+        let batch = if lateness > 0 || early {
             // A group may have fired before (restored from a checkpoint taken between
             // its firing and a change): changes() shows only what differs from its row.
             self.changes(&due)?
@@ -705,6 +754,11 @@ impl UpdatingAggregateOperator {
             let ends = as_millis(state.column(firing.end_key))?;
             firing.by_end.clear();
             firing.freed = 0;
+            // Ids change here (compaction, restore): a window's changed rows not yet
+            // fired early go out at the window's end at the latest.
+            if let Some(early) = &mut firing.early_fire {
+                early.dirty.clear();
+            }
             firing.fired_through = state
                 .schema()
                 .metadata()
@@ -775,6 +829,16 @@ impl OneInputOperator for UpdatingAggregateOperator {
     ) -> Result<Option<Watermark>> {
         if let Some(rows) = self.fire_until(watermark).map_err(operator_error)? {
             out.emit(rows);
+        }
+        // Early fire between batches: open windows changed since the last time.
+        let early = self.firing.as_mut().and_then(|f| f.early_fire.as_mut());
+        if let Some(early) = early.filter(|e| !e.dirty.is_empty()) {
+            if early.due() {
+                let dirty: Vec<usize> = std::mem::take(&mut early.dirty).into_iter().collect();
+                if let Some(rows) = self.changes(&dirty).map_err(operator_error)? {
+                    out.emit(rows);
+                }
+            }
         }
         self.expire(watermark).map_err(operator_error)?;
         Ok(Some(watermark))

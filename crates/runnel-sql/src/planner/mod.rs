@@ -182,8 +182,13 @@ impl StreamPlanner {
             .optimizer()
             .optimize(plan, &self.state, |_, _| {})?;
         let mut root = to_stream(&plan)?;
-        if let Some(lateness_ms) = options.allow_lateness_ms.filter(|&ms| ms > 0) {
-            root = crate::lateness::allow_lateness(root, lateness_ms)?;
+        let lateness_ms = options.allow_lateness_ms.filter(|&ms| ms > 0);
+        if lateness_ms.is_some() || options.early_fire_ms.is_some() {
+            root = crate::lateness::allow_lateness(
+                root,
+                lateness_ms.unwrap_or(0),
+                options.early_fire_ms,
+            )?;
         }
         if let Some(ttl_ms) = options.state_ttl_ms {
             expire_idle_groups(&mut root, ttl_ms);
@@ -213,6 +218,10 @@ pub struct PlanOptions {
     /// long after it fired and update its rows when late rows arrive (see
     /// [`crate::lateness`]).
     pub allow_lateness_ms: Option<i64>,
+    /// `SET 'table.exec.emit.early-fire.enabled' = 'true'` with its
+    /// `'table.exec.emit.early-fire.delay'` (default 0: after every batch): window
+    /// aggregates emit an open window's changed rows that often, as updates.
+    pub early_fire_ms: Option<i64>,
     /// `SET 'table.exec.sink.upsert-materialize'`: when changes going into a sink with a
     /// primary key are first put in order per key.
     pub upsert_materialize: UpsertMaterialize,
