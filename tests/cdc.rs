@@ -809,3 +809,75 @@ async fn a_warehouse_restart_mid_run_costs_a_pause_not_rows() {
     postgres("stop");
     assert_eq!((rows, sum), (4_000, 4_000 * 4_001), "every row, once");
 }
+
+/// A PostgreSQL table as the table side of a lookup join (`'connector' = 'jdbc'`, read
+/// whole at the job's start): each claim is enriched with its policy's holder, premium,
+/// start and whether it is active — text, numeric, timestamp, timestamptz and boolean
+/// columns read back as their types; a claim whose policy is not there keeps NULLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_table_enriches_claims_as_a_lookup_table() {
+    use futures::StreamExt;
+    let client = postgres().await;
+    client
+        .batch_execute(
+            "DROP SCHEMA IF EXISTS cdc_lookup CASCADE;
+             CREATE SCHEMA cdc_lookup;
+             CREATE TABLE cdc_lookup.policies (
+                 policy_id bigint PRIMARY KEY, holder text, premium numeric(10, 2),
+                 since timestamp(3), renewed timestamptz, active boolean);
+             INSERT INTO cdc_lookup.policies VALUES
+                 (1, 'Ann', 120.50, '2025-03-01 00:00:00', '2026-01-01 12:00:00+00', true),
+                 (2, 'Bob', 80.00, '2024-07-15 08:30:00', NULL, false);",
+        )
+        .await
+        .expect("create the policies");
+    let dir = scratch_dir("jdbc-lookup");
+    std::fs::write(
+        dir.join("claims.json"),
+        r#"{"claim_id": "c1", "policy_id": 1, "ts": "2026-01-01 00:00:01"}
+{"claim_id": "c2", "policy_id": 2, "ts": "2026-01-01 00:00:02"}
+{"claim_id": "c3", "policy_id": 3, "ts": "2026-01-01 00:00:03"}
+"#,
+    )
+    .expect("claims");
+    let sql = format!(
+        "CREATE TABLE claims (claim_id STRING, policy_id BIGINT, ts TIMESTAMP(3),
+             proc AS PROCTIME(), WATERMARK FOR ts AS ts)
+         WITH ('connector' = 'filesystem', 'path' = '{claims}', 'format' = 'json');
+         CREATE TABLE policies (policy_id BIGINT, holder STRING, premium DECIMAL(10, 2),
+             since TIMESTAMP(3), renewed TIMESTAMP_LTZ(3), active BOOLEAN,
+             PRIMARY KEY (policy_id) NOT ENFORCED)
+         WITH ('connector' = 'jdbc', 'url' = '{url}', 'table-name' = 'cdc_lookup.policies',
+             'username' = 'runnel', 'password' = 'runnel', 'lookup.cache.max-rows' = '1000');
+         SELECT c.claim_id, p.holder, p.premium, p.since, p.renewed, p.active
+         FROM claims AS c LEFT JOIN policies FOR SYSTEM_TIME AS OF c.proc AS p
+         ON c.policy_id = p.policy_id;",
+        claims = dir.join("claims.json").display(),
+        url = postgres_jdbc_url()
+    );
+    let mut rows = Vec::new();
+    for result in runnel::Engine::default()
+        .execute(&sql)
+        .await
+        .expect("plans")
+    {
+        if let runnel::Executed::Query(mut stream) = result {
+            while let Some(batch) = stream.next().await {
+                rows.extend(
+                    runnel::connectors::print::format_rows(&batch.expect("batch"), "")
+                        .expect("format"),
+                );
+            }
+            stream.finish().await.expect("runs");
+        }
+    }
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            "+I[c1, Ann, 120.50, 2025-03-01 00:00:00.000, 2026-01-01T12:00:00.000Z, true]",
+            "+I[c2, Bob, 80.00, 2024-07-15 08:30:00.000, NULL, false]",
+            "+I[c3, NULL, NULL, NULL, NULL, NULL]",
+        ]
+    );
+}

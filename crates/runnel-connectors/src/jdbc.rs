@@ -1,6 +1,9 @@
 //! `'connector' = 'jdbc'`: a PostgreSQL table as a sink (Flink's options: `url`,
 //! `table-name`, `username`, `password`, `sink.buffer-flush.max-rows`,
-//! `sink.buffer-flush.interval`, `sink.max-retries`), through `tokio-postgres`.
+//! `sink.buffer-flush.interval`, `sink.max-retries`), through `tokio-postgres`; and as a
+//! bounded source, read whole when the job starts — the table side of a lookup join
+//! (`JOIN policies FOR SYSTEM_TIME AS OF c.proc_time`). Values are read as PostgreSQL's
+//! text and cast to the columns' types with Arrow's kernels.
 //!
 //! With a `PRIMARY KEY` the sink upserts: `+I`/`+U` rows become
 //! `INSERT ... ON CONFLICT (key) DO UPDATE`, `-D` rows `DELETE ... WHERE key = ...`, `-U`
@@ -52,6 +55,12 @@ pub const OPTIONS: &[&str] = &[
     "sink.max-retries",
     "sink.parallelism",
     "sink.delivery-guarantee",
+    // Lookups read the table whole at the job's start: the whole table is the cache.
+    "lookup.cache",
+    "lookup.cache.max-rows",
+    "lookup.cache.ttl",
+    "lookup.max-retries",
+    "scan.fetch-size",
 ];
 
 pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
@@ -130,6 +139,19 @@ impl crate::Connector for JdbcConnector {
         Ok(Box::new(JdbcSink::open(table, schema, exactly_once).await?))
     }
 
+    /// Read whole at the job's start, the table ends.
+    fn is_bounded(&self, _table: &TableDef) -> bool {
+        true
+    }
+
+    async fn open_source(
+        &self,
+        table: &TableDef,
+        _context: crate::SourceContext<'_>,
+    ) -> Result<Box<dyn runnel_runtime::Source>> {
+        Ok(Box::new(JdbcSource::read(table).await?))
+    }
+
     fn sink_records_commits(&self, table: &TableDef) -> bool {
         table
             .options
@@ -166,6 +188,97 @@ impl crate::Connector for JdbcConnector {
                 describe(&e)
             ))),
         }
+    }
+}
+
+/// A PostgreSQL table read whole: its rows, in batches, then the end.
+struct JdbcSource {
+    batches: std::collections::VecDeque<RecordBatch>,
+}
+
+impl JdbcSource {
+    /// Reads every row of `table`'s PostgreSQL table (its physical columns, by name).
+    async fn read(table: &TableDef) -> Result<Self> {
+        let options = options(table)?;
+        let target = options.required("table-name")?.to_string();
+        let config = connection(&options)?;
+        let failed = |what: &str, e: &tokio_postgres::Error| {
+            ConnectorError::Other(format!(
+                "PostgreSQL table {target} at {}: {what} failed: {}",
+                options.get("url").unwrap_or_default(),
+                describe(e)
+            ))
+        };
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| failed("connecting", &e))?;
+        tokio::spawn(connection);
+        let schema = table.physical_schema.clone();
+        // Each column as text; `timestamptz` as ISO 8601, which Arrow parses with its offset.
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let column = quote_path(f.name());
+                match f.data_type() {
+                    DataType::Timestamp(_, Some(_)) => format!("to_json({column}) #>> '{{}}'"),
+                    _ => format!("{column}::text"),
+                }
+            })
+            .collect();
+        let sql = format!("SELECT {} FROM {}", columns.join(", "), quote_path(&target));
+        let rows = client
+            .query(sql.as_str(), &[])
+            .await
+            .map_err(|e| failed("reading", &e))?;
+        let mut batches = std::collections::VecDeque::new();
+        for chunk in rows.chunks(8192) {
+            let mut arrays = Vec::with_capacity(schema.fields().len());
+            for (i, field) in schema.fields().iter().enumerate() {
+                let text = datafusion::arrow::array::StringArray::from_iter(
+                    chunk.iter().map(|row| row.get::<_, Option<String>>(i)),
+                );
+                let options = datafusion::arrow::compute::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                };
+                let array = datafusion::arrow::compute::cast_with_options(
+                    &text,
+                    field.data_type(),
+                    &options,
+                )
+                .map_err(|e| {
+                    ConnectorError::Other(format!(
+                        "PostgreSQL table {target}: column {} does not read as {}: {e}",
+                        field.name(),
+                        field.data_type()
+                    ))
+                })?;
+                arrays.push(array);
+            }
+            let batch = RecordBatch::try_new(schema.clone(), arrays)
+                .map_err(|e| ConnectorError::Other(format!("PostgreSQL table {target}: {e}")))?;
+            batches.push_back(batch);
+        }
+        Ok(Self { batches })
+    }
+}
+
+#[async_trait]
+impl runnel_runtime::Source for JdbcSource {
+    fn partitions(&self) -> usize {
+        1
+    }
+
+    async fn next_event(&mut self) -> runnel_runtime::Result<Option<runnel_runtime::SourceEvent>> {
+        Ok(self.batches.pop_front().map(|batch| {
+            runnel_runtime::SourceEvent::Batch(runnel_runtime::SourceBatch {
+                partition: 0,
+                batch,
+                next_offset: None,
+            })
+        }))
     }
 }
 
