@@ -283,6 +283,10 @@ pub struct RegularJoinNode {
     /// Other conditions of the `ON` clause, over the joined row.
     pub residual: Option<Expr>,
     pub schema: DFSchemaRef,
+    /// `table.exec.state.ttl`: each side's event-time column (in its schema), and how long
+    /// a live row is kept once the watermark passes its time (0: for as long as it lives).
+    /// An expired row is dropped silently, as Flink's state TTL.
+    pub state_ttl: Option<(usize, usize, i64)>,
 }
 
 /// An interval join (Flink's): each side's rows are kept only while a row of the other
@@ -688,9 +692,16 @@ impl StreamNode {
                 j.right.fmt_tree(f, depth + 1)
             }
             StreamNode::RegularJoin(j) => {
+                let ttl = match j.state_ttl {
+                    Some((_, _, ttl_ms)) => format!(
+                        ", each dropped when the watermark passes its event time + {}",
+                        format_duration(ttl_ms)
+                    ),
+                    None => String::new(),
+                };
                 writeln!(
                     f,
-                    "{pad}RegularJoin: {} {}; emits updates; state: live rows of {} and of {}",
+                    "{pad}RegularJoin: {} {}; emits updates; state: live rows of {} and of {}{ttl}",
                     j.join_type,
                     join_condition(&j.left_keys, &j.right_keys, &j.residual),
                     live_rows(&j.left),

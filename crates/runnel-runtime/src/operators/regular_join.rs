@@ -9,6 +9,10 @@
 //! batch's changes are applied in order. For outer sides each live row counts its
 //! partners, so the first partner to arrive retracts the NULL-padded row and the last one
 //! to leave brings it back.
+//!
+//! With `table.exec.state.ttl` each live row also keeps its event time, indexed, and is
+//! dropped silently once the watermark passes it by the TTL (Flink's state TTL: a later
+//! retraction of it is ignored and counted).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +56,8 @@ struct LiveRow {
     encoded: Box<[u8]>,
     /// How many live rows of the other side it is joined with (kept for outer sides).
     partners: u32,
+    /// Its event time, with a state TTL.
+    time: i64,
 }
 
 /// One input's live rows.
@@ -72,6 +78,9 @@ struct JoinSide {
     by_key: HashMap<Box<[u8]>, Vec<usize>>,
     /// Bytes of the live rows' encodings.
     bytes: usize,
+    /// With a state TTL: the side's event-time column, and its live rows by time.
+    time_column: Option<usize>,
+    by_time: std::collections::BTreeSet<(i64, usize)>,
 }
 
 impl JoinSide {
@@ -80,6 +89,7 @@ impl JoinSide {
         keys: &[datafusion::logical_expr::Expr],
         updating: bool,
         outer: bool,
+        time_column: Option<usize>,
     ) -> Result<Self> {
         let schema = Arc::new(df_schema.as_arrow().clone());
         let fields = schema
@@ -97,6 +107,8 @@ impl JoinSide {
             free: Vec::new(),
             by_key: HashMap::new(),
             bytes: 0,
+            time_column,
+            by_time: std::collections::BTreeSet::new(),
         })
     }
 
@@ -112,11 +124,12 @@ impl JoinSide {
             .unwrap_or_else(|| unreachable!("slot {slot} is indexed but free"))
     }
 
-    /// Keeps a row under `key`; returns its slot.
-    fn insert(&mut self, key: &[u8], encoded: &[u8], partners: u32) -> usize {
+    /// Keeps a row (of event time `time`) under `key`; returns its slot.
+    fn insert(&mut self, key: &[u8], encoded: &[u8], partners: u32, time: i64) -> usize {
         let row = LiveRow {
             encoded: encoded.into(),
             partners,
+            time,
         };
         self.bytes += encoded.len();
         let slot = match self.free.pop() {
@@ -134,6 +147,9 @@ impl JoinSide {
             None => {
                 self.by_key.insert(key.into(), vec![slot]);
             }
+        }
+        if self.time_column.is_some() {
+            self.by_time.insert((time, slot));
         }
         slot
     }
@@ -157,9 +173,61 @@ impl JoinSide {
         }
         if let Some(row) = self.slots[slot].take() {
             self.bytes -= row.encoded.len();
+            self.by_time.remove(&(row.time, slot));
         }
         self.free.push(slot);
         true
+    }
+
+    /// With a state TTL: drops the live rows whose event time is before `cutoff`.
+    fn expire(&mut self, cutoff: i64, keys: &RowConverter) -> Result<()> {
+        let mut expired = Vec::new();
+        while let Some(&(time, slot)) = self.by_time.first() {
+            if time >= cutoff {
+                break;
+            }
+            self.by_time.pop_first();
+            expired.push(slot);
+        }
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let rows = self.gather(&expired)?;
+        let key_rows = self.key_rows(&rows, keys)?;
+        for (i, &slot) in expired.iter().enumerate() {
+            let key = key_rows.row(i);
+            if let Some(slots) = self.by_key.get_mut(key.data()) {
+                slots.retain(|&s| s != slot);
+                if slots.is_empty() {
+                    self.by_key.remove(key.data());
+                }
+            }
+            if let Some(row) = self.slots[slot].take() {
+                self.bytes -= row.encoded.len();
+            }
+            self.free.push(slot);
+        }
+        Ok(())
+    }
+
+    /// Each row's event time (all `i64::MIN` without a state TTL).
+    fn times(&self, rows: &RecordBatch) -> Result<Vec<i64>> {
+        match self.time_column {
+            Some(column) => {
+                let times =
+                    crate::operators::as_millis(rows.column(column)).map_err(operator_error)?;
+                Ok((0..rows.num_rows())
+                    .map(|i| {
+                        if times.is_valid(i) {
+                            times.value(i)
+                        } else {
+                            i64::MIN
+                        }
+                    })
+                    .collect())
+            }
+            None => Ok(vec![i64::MIN; rows.num_rows()]),
+        }
     }
 
     /// The rows in `slots`, in that order, as one batch of the side's columns.
@@ -203,11 +271,13 @@ impl JoinSide {
             .rows
             .convert_columns(rows.columns())
             .map_err(arrow_error)?;
-        for row in 0..rows.num_rows() {
+        let times = self.times(&rows)?;
+        for (row, &time) in times.iter().enumerate() {
             self.insert(
                 key_rows.row(row).data(),
                 encoded.row(row).data(),
                 partners.value(row),
+                time,
             );
         }
         Ok(())
@@ -250,6 +320,8 @@ pub struct RegularJoinOperator {
     keys: RowConverter,
     residual: Option<Arc<dyn PhysicalExpr>>,
     inner: bool,
+    /// `table.exec.state.ttl`, in ms.
+    ttl_ms: Option<i64>,
     /// The joined columns (without the change column), and the output's.
     joined_schema: SchemaRef,
     output_schema: SchemaRef,
@@ -263,12 +335,14 @@ impl RegularJoinOperator {
             &node.left_keys,
             node.left.is_updating(),
             matches!(node.join_type, JoinType::Left | JoinType::Full),
+            node.state_ttl.map(|(left, _, _)| left),
         )?;
         let right = JoinSide::new(
             &node.right_schema,
             &node.right_keys,
             node.right.is_updating(),
             matches!(node.join_type, JoinType::Right | JoinType::Full),
+            node.state_ttl.map(|(_, right, _)| right),
         )?;
         let fields = left
             .keys
@@ -290,6 +364,7 @@ impl RegularJoinOperator {
             keys,
             residual,
             inner: node.join_type == JoinType::Inner,
+            ttl_ms: node.state_ttl.map(|(_, _, ttl)| ttl),
             output_schema: with_change_column(&joined_schema),
             joined_schema,
             metrics,
@@ -394,6 +469,7 @@ impl TwoInputOperator for RegularJoinOperator {
             .rows
             .convert_columns(rows.columns())
             .map_err(arrow_error)?;
+        let times = this.times(&rows)?;
 
         // The candidate pairs of the whole batch: the other side does not change meanwhile.
         let (mut probe_rows, mut partners): (Vec<u32>, Vec<usize>) = (Vec::new(), Vec::new());
@@ -441,7 +517,12 @@ impl TwoInputOperator for RegularJoinOperator {
             let key = keys.row(row);
             if kind.is_addition() {
                 if !has_null_key(row) {
-                    this.insert(key.data(), encoded.row(row).data(), matched.len() as u32);
+                    this.insert(
+                        key.data(),
+                        encoded.row(row).data(),
+                        matched.len() as u32,
+                        times[row],
+                    );
                 }
                 if this.outer && matched.is_empty() {
                     outputs.push((Output::PaddedIncoming(row), ChangeKind::Insert));
@@ -544,13 +625,152 @@ impl TwoInputOperator for RegularJoinOperator {
         Ok(())
     }
 
-    /// Nothing waits for time: forwards the inputs' minimum.
+    /// Nothing waits for time: forwards the inputs' minimum (after dropping the rows it
+    /// expires, with a state TTL).
     fn process_watermark(
         &mut self,
         _advanced: Side,
         watermarks: &InputWatermarks,
         _out: &mut Collector,
     ) -> Result<Option<Watermark>> {
-        Ok(watermarks.min())
+        let watermark = watermarks.min();
+        if let (Some(ttl), Some(watermark)) = (self.ttl_ms, watermark) {
+            let cutoff = watermark.saturating_sub(ttl);
+            self.left.expire(cutoff, &self.keys)?;
+            self.right.expire(cutoff, &self.keys)?;
+        }
+        Ok(watermark)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use runnel_sql::{PlanOptions, StreamNode};
+
+    use super::*;
+
+    /// Claims joined with a changelog of policies, at `ttl_ms` (if any).
+    fn join(ttl_ms: Option<i64>) -> RegularJoinOperator {
+        let options = PlanOptions {
+            state_ttl_ms: ttl_ms,
+            ..PlanOptions::default()
+        };
+        let mut node = crate::test_plans::plan_script_with(
+            "CREATE TABLE claims (claim_id STRING, policy_id BIGINT, ts TIMESTAMP(3),
+                 WATERMARK FOR ts AS ts)
+             WITH ('connector' = 'filesystem', 'path' = 'x', 'format' = 'json');
+             CREATE TABLE policies (policy_id BIGINT, holder STRING, changed_at TIMESTAMP(3),
+                 PRIMARY KEY (policy_id) NOT ENFORCED, WATERMARK FOR changed_at AS changed_at)
+             WITH ('connector' = 'filesystem', 'path' = 'y', 'format' = 'debezium-json');
+             SELECT c.claim_id, p.holder FROM claims c JOIN policies p ON c.policy_id = p.policy_id;",
+            &options,
+        )
+        .root;
+        loop {
+            node = match node {
+                StreamNode::RegularJoin(join) => {
+                    assert_eq!(join.state_ttl.is_some(), ttl_ms.is_some());
+                    return RegularJoinOperator::try_new(&join, Arc::new(JobMetrics::default()))
+                        .unwrap();
+                }
+                StreamNode::Projection { input, .. } => *input,
+                other => panic!("no join in {other:?}"),
+            }
+        }
+    }
+
+    /// A batch of `schema` from named columns (a column the plan pruned is left out).
+    fn batch(schema: &SchemaRef, columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        let mut columns: std::collections::HashMap<&str, ArrayRef> = columns.into_iter().collect();
+        let arrays = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                columns
+                    .remove(f.name().as_str())
+                    .expect("a column for every field")
+            })
+            .collect();
+        RecordBatch::try_new(schema.clone(), arrays).unwrap()
+    }
+
+    fn claim(op: &RegularJoinOperator, id: &str, policy: i64, ts: i64) -> RecordBatch {
+        batch(
+            &op.left.schema,
+            vec![
+                ("claim_id", Arc::new(StringArray::from(vec![id]))),
+                ("policy_id", Arc::new(Int64Array::from(vec![policy]))),
+                ("ts", Arc::new(TimestampMillisecondArray::from(vec![ts]))),
+            ],
+        )
+    }
+
+    fn policy(op: &RegularJoinOperator, kind: ChangeKind, id: i64, holder: &str) -> RecordBatch {
+        let schema = runnel_sql::changelog::with_change_column(&op.right.schema);
+        batch(
+            &schema,
+            vec![
+                ("policy_id", Arc::new(Int64Array::from(vec![id]))),
+                ("holder", Arc::new(StringArray::from(vec![holder]))),
+                (
+                    "changed_at",
+                    Arc::new(TimestampMillisecondArray::from(vec![0])),
+                ),
+                ("__op", Arc::new(Int8Array::from(vec![kind as i8]))),
+            ],
+        )
+    }
+
+    fn joined(out: &mut Collector) -> usize {
+        out.take().map(|b| b.num_rows()).sum()
+    }
+
+    /// With a TTL of one minute, a policy changed at 0 s and a claim at 10 s are dropped
+    /// once both watermarks reach 100 s: a claim of the policy at 110 s finds nothing, and
+    /// the policy's delete is a retraction of a row no longer held (ignored, counted).
+    /// Without a TTL the same claim is joined.
+    #[test]
+    fn rows_past_the_state_ttl_are_dropped_silently() {
+        for ttl in [Some(60_000), None] {
+            let mut op = join(ttl);
+            let mut out = Collector::default();
+            let mut watermarks = InputWatermarks::default();
+            let batch = policy(&op, ChangeKind::Insert, 1, "Ann");
+            op.process_batch(Side::Right, batch, &watermarks, &mut out)
+                .unwrap();
+            let batch = claim(&op, "c1", 1, 10_000);
+            op.process_batch(Side::Left, batch, &watermarks, &mut out)
+                .unwrap();
+            assert_eq!(joined(&mut out), 1);
+            for side in [Side::Left, Side::Right] {
+                watermarks.advance(side, 100_000);
+                op.process_watermark(side, &watermarks, &mut out).unwrap();
+            }
+            assert_eq!(joined(&mut out), 0, "expiry emits nothing");
+            let batch = claim(&op, "c2", 1, 110_000);
+            op.process_batch(Side::Left, batch, &watermarks, &mut out)
+                .unwrap();
+            let batch = policy(&op, ChangeKind::Delete, 1, "Ann");
+            op.process_batch(Side::Right, batch, &watermarks, &mut out)
+                .unwrap();
+            let ignored = op
+                .metrics
+                .ignored_changes
+                .load(std::sync::atomic::Ordering::Relaxed);
+            match ttl {
+                Some(_) => {
+                    assert_eq!(joined(&mut out), 0, "the policy expired");
+                    assert_eq!(ignored, 1, "its delete finds nothing");
+                    assert_eq!(op.left.live_rows(), 1, "only c2 is live");
+                    assert_eq!(op.right.live_rows(), 0);
+                }
+                None => {
+                    // c2 joined, then the delete takes both joined rows back.
+                    assert_eq!(joined(&mut out), 3);
+                    assert_eq!(ignored, 0);
+                }
+            }
+        }
     }
 }

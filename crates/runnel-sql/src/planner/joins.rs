@@ -143,6 +143,7 @@ pub(super) fn regular_join(
         join_type: join.join_type,
         residual: join.filter.clone(),
         schema: join.schema.clone(),
+        state_ttl: None,
     }))
 }
 

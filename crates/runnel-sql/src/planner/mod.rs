@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::Column;
+use datafusion::common::{Column, DFSchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::FunctionRegistry;
@@ -258,6 +258,9 @@ impl UpsertMaterialize {
 /// query does not read the event-time column, the optimizer pruned it from the
 /// aggregate's input: it is read again ([`read_column_again`]).
 fn expire_idle_groups(node: &mut StreamNode, ttl_ms: i64) {
+    if let StreamNode::RegularJoin(_) = node {
+        expire_join_rows(node, ttl_ms);
+    }
     if let StreamNode::UpdatingAggregate(aggregate) = node {
         if aggregate.fires_at_window_end.is_none() {
             if aggregate.input_time.is_none() {
@@ -280,6 +283,72 @@ fn expire_idle_groups(node: &mut StreamNode, ttl_ms: i64) {
     for input in node.inputs_mut() {
         expire_idle_groups(input, ttl_ms);
     }
+}
+
+/// `table.exec.state.ttl` for a regular join whose sides each read one table with an
+/// event time: live rows are dropped that long after the watermark passed their time.
+/// Event-time columns the query pruned are read again and projected away after the join.
+fn expire_join_rows(node: &mut StreamNode, ttl_ms: i64) {
+    let StreamNode::RegularJoin(join) = node else {
+        return;
+    };
+    let time_of = |side: &mut StreamNode| -> Option<usize> {
+        let mut tables = Vec::new();
+        side.collect_sources(&mut tables);
+        let [table] = tables.as_slice() else {
+            return None;
+        };
+        let name = table.watermark.as_ref()?.column.clone();
+        read_column_again(side, &name)
+    };
+    let (Some(left_time), Some(right_time)) = (time_of(&mut join.left), time_of(&mut join.right))
+    else {
+        return;
+    };
+    let original = join.schema.clone();
+    // A column read again comes last; the join sees it under the side's alias.
+    let widen = |schema: &DFSchemaRef, side: &StreamNode, at: usize| -> Option<DFSchemaRef> {
+        if at < schema.fields().len() {
+            return Some(schema.clone());
+        }
+        let qualifier = schema.iter().next().and_then(|(q, _)| q.cloned());
+        let mut fields: Vec<_> = schema
+            .iter()
+            .map(|(q, f)| (q.cloned(), f.clone()))
+            .collect();
+        fields.push((qualifier, side.schema().fields()[at].clone()));
+        datafusion::common::DFSchema::new_with_metadata(fields, Default::default())
+            .ok()
+            .map(Arc::new)
+    };
+    let (Some(left_schema), Some(right_schema)) = (
+        widen(&join.left_schema, &join.left, left_time),
+        widen(&join.right_schema, &join.right, right_time),
+    ) else {
+        return;
+    };
+    join.left_schema = left_schema;
+    join.right_schema = right_schema;
+    join.state_ttl = Some((left_time, right_time, ttl_ms));
+    let widened = match join.left_schema.join(&join.right_schema) {
+        Ok(schema) => Arc::new(schema),
+        Err(_) => return,
+    };
+    if widened.fields().len() == original.fields().len() {
+        return;
+    }
+    join.schema = widened.clone();
+    let placeholder = StreamNode::Union {
+        inputs: Vec::new(),
+        schema: original.clone(),
+    };
+    let join = std::mem::replace(node, placeholder);
+    *node = StreamNode::Projection {
+        input: Box::new(join),
+        exprs: original.columns().into_iter().map(Expr::Column).collect(),
+        input_schema: widened,
+        schema: original,
+    };
 }
 
 /// Makes the table column `name` an output column of `node` (sources, their changelog
