@@ -234,6 +234,12 @@ pub struct TopNNode {
     pub order_by: Vec<datafusion::logical_expr::SortExpr>,
     pub limit: usize,
     /// The input's columns and the rank.
+    /// The input's event-time column, when the query reads it: what `state_ttl_ms`
+    /// counts by.
+    pub input_time: Option<usize>,
+    /// `table.exec.state.ttl`: a partition is freed (silently) once the watermark passes
+    /// the event time of its last row by this much. 0: partitions live for the job.
+    pub state_ttl_ms: i64,
     pub schema: DFSchemaRef,
 }
 
@@ -810,11 +816,19 @@ impl StreamNode {
                 let order: Vec<String> = t.order_by.iter().map(|o| o.to_string()).collect();
                 writeln!(
                     f,
-                    "{pad}TopN: first {} per [{}] order by [{}]; emits updates; state: at most {} rows per partition",
+                    "{pad}TopN: first {} per [{}] order by [{}]; emits updates; state: at most {} rows per partition{}",
                     t.limit,
                     list(&t.partition_by),
                     order.join(", "),
                     t.limit,
+                    if t.state_ttl_ms > 0 {
+                        format!(
+                            ", freed when the watermark passes its last row's event time + {}",
+                            format_duration(t.state_ttl_ms)
+                        )
+                    } else {
+                        String::new()
+                    },
                 )?;
                 t.input.fmt_tree(f, depth + 1)
             }

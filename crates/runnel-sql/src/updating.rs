@@ -133,7 +133,11 @@ pub(crate) fn top_n(filter: &Filter) -> Result<Option<StreamNode>> {
         ));
     }
     let input = to_stream(&window.input)?;
+    let input_time = crate::lineage::event_time_column(&window.input)
+        .and_then(|c| window.input.schema().index_of_column(&c).ok());
     let mut node = StreamNode::TopN(TopNNode {
+        input_time,
+        state_ttl_ms: 0,
         input: Box::new(append_only(input, "a Top-N")?),
         input_schema: window.input.schema().clone(),
         partition_by: params.partition_by.clone(),

@@ -5,11 +5,15 @@
 //!
 //! Partition keys, sort keys and whole rows are kept in Arrow's row format, so comparing
 //! two rows' order is comparing bytes.
+//!
+//! With `table.exec.state.ttl` each partition remembers the event time of its last row
+//! (kept or not), indexed; once the watermark passes it by the TTL the partition is freed
+//! silently (Flink's state TTL), and its next row starts a new top (`+I` at rank 1).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int8Array, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, Int8Array, UInt64Array};
 use datafusion::arrow::compute::{cast, SortOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -41,6 +45,11 @@ pub struct TopNOperator {
     /// Each partition's top rows, best first.
     partitions: HashMap<Box<[u8]>, Vec<Ranked>>,
     output_schema: SchemaRef,
+    /// With a state TTL: the input's event-time column, the TTL, each partition's last
+    /// row's time and the partitions by that time.
+    ttl: Option<(usize, i64)>,
+    last_times: HashMap<Box<[u8]>, i64>,
+    by_time: std::collections::BTreeSet<(i64, Box<[u8]>)>,
 }
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
@@ -94,7 +103,36 @@ impl TopNOperator {
             )?,
             partitions: HashMap::new(),
             output_schema: with_change_column(schema),
+            ttl: node
+                .input_time
+                .filter(|_| node.state_ttl_ms > 0)
+                .map(|column| (column, node.state_ttl_ms)),
+            last_times: HashMap::new(),
+            by_time: std::collections::BTreeSet::new(),
         })
+    }
+
+    /// With a state TTL: partition `partition` saw a row at `time`.
+    fn touch(&mut self, partition: &[u8], time: i64) {
+        let last = self.last_times.entry(partition.into()).or_insert(i64::MIN);
+        if time > *last {
+            self.by_time.remove(&(*last, partition.into()));
+            self.by_time.insert((time, partition.into()));
+            *last = time;
+        }
+    }
+
+    /// With a state TTL: frees the partitions whose last row is more than the TTL before
+    /// `watermark`.
+    fn expire(&mut self, watermark: i64) {
+        let Some((_, ttl)) = self.ttl else { return };
+        let cutoff = watermark.saturating_sub(ttl);
+        while self.by_time.first().is_some_and(|(time, _)| *time < cutoff) {
+            if let Some((_, partition)) = self.by_time.pop_first() {
+                self.partitions.remove(&partition);
+                self.last_times.remove(&partition);
+            }
+        }
     }
 
     fn rank(&mut self, batch: &RecordBatch) -> DFResult<Option<RecordBatch>> {
@@ -108,9 +146,16 @@ impl TopNOperator {
             .order_format
             .convert_columns(&crate::expr::evaluate(&self.order_exprs, batch)?)?;
         let rows = self.rows_format.convert_columns(batch.columns())?;
+        let times = match self.ttl {
+            Some((column, _)) => Some(crate::operators::as_millis(batch.column(column))?),
+            None => None,
+        };
         let mut changed: Vec<(OwnedRow, u64, ChangeKind)> = Vec::new();
         for i in 0..batch.num_rows() {
             let partition: &[u8] = partitions.as_ref().map_or(&[], |p| p.row(i).data());
+            if let Some(times) = times.as_ref().filter(|t| t.is_valid(i)) {
+                self.touch(partition, times.value(i));
+            }
             let order = orders.row(i);
             let top = match self.partitions.get_mut(partition) {
                 Some(top) => top,
@@ -196,29 +241,72 @@ impl CheckpointedState for TopNOperator {
             .sum()
     }
 
-    /// Every partition's top rows, best first.
+    /// Every partition's top rows, best first, each with its partition's last row's time
+    /// (`__last_time`, with a state TTL).
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        let rows = self
+        let ranked: Vec<(&Box<[u8]>, &Ranked)> = self
             .partitions
-            .values()
-            .flatten()
-            .map(|ranked| ranked.row.row());
-        let columns = self
+            .iter()
+            .flat_map(|(partition, top)| top.iter().map(move |r| (partition, r)))
+            .collect();
+        let mut columns = self
             .rows_format
-            .convert_rows(rows)
+            .convert_rows(ranked.iter().map(|(_, r)| r.row.row()))
             .map_err(|e| operator_error(e.into()))?;
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
-            self.output_schema.fields()[..columns.len()].to_vec(),
-        ));
+        let mut fields = self.output_schema.fields()[..columns.len()].to_vec();
+        if self.ttl.is_some() {
+            let times = ranked
+                .iter()
+                .map(|(partition, _)| self.last_times.get(*partition).copied().unwrap_or(i64::MIN));
+            columns.push(Arc::new(
+                datafusion::arrow::array::Int64Array::from_iter_values(times),
+            ));
+            fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+                "__last_time",
+                datafusion::arrow::datatypes::DataType::Int64,
+                false,
+            )));
+        }
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
         RecordBatch::try_new(schema, columns)
             .map(Some)
             .map_err(|e| operator_error(e.into()))
     }
 
-    /// Ranking the rows again, best first, rebuilds each partition's top.
+    /// Ranking the rows again, best first, rebuilds each partition's top (and, with a
+    /// state TTL, its last row's time).
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
         self.partitions.clear();
+        self.last_times.clear();
+        self.by_time.clear();
+        let data = self.output_schema.fields().len() - 2;
+        let last_times = (state.num_columns() > data).then(|| {
+            state
+                .column(data)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .cloned()
+        });
+        let state = state
+            .project(&(0..data).collect::<Vec<_>>())
+            .map_err(|e| operator_error(e.into()))?;
         self.rank(&state).map_err(operator_error)?;
+        if let Some(Some(times)) = last_times {
+            let partitions = crate::expr::evaluate(&self.partition_exprs, &state)?;
+            let keys = if partitions.is_empty() {
+                None
+            } else {
+                Some(
+                    self.partitions_format
+                        .convert_columns(&partitions)
+                        .map_err(|e| operator_error(e.into()))?,
+                )
+            };
+            for row in 0..state.num_rows() {
+                let partition: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
+                self.touch(partition, times.value(row));
+            }
+        }
         Ok(())
     }
 }
@@ -229,5 +317,14 @@ impl OneInputOperator for TopNOperator {
             out.emit(changes);
         }
         Ok(())
+    }
+
+    fn process_watermark(
+        &mut self,
+        watermark: crate::message::Watermark,
+        _out: &mut Collector,
+    ) -> Result<Option<crate::message::Watermark>> {
+        self.expire(watermark);
+        Ok(Some(watermark))
     }
 }

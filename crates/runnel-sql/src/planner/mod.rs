@@ -261,6 +261,11 @@ fn expire_idle_groups(node: &mut StreamNode, ttl_ms: i64) {
     if let StreamNode::RegularJoin(_) = node {
         expire_join_rows(node, ttl_ms);
     }
+    if let StreamNode::TopN(top) = node {
+        if top.input_time.is_some() {
+            top.state_ttl_ms = ttl_ms;
+        }
+    }
     if let StreamNode::UpdatingAggregate(aggregate) = node {
         if aggregate.fires_at_window_end.is_none() {
             if aggregate.input_time.is_none() {
