@@ -5,7 +5,9 @@
 #   1. per-policy totals (ChangelogNormalize by claim_id, unwindowed aggregate) to a
 #      blackhole: change events per CPU-second;
 #   2. every claim's current row upserted into a PostgreSQL table through the `jdbc`
-#      sink: rows per second into the database (and the table checked against the source).
+#      sink: rows per second into the database (and the table checked against the source);
+#   3. claims joined with their policy (a regular join of the two changelogs: 10,000
+#      policies, a fifth renamed) to a blackhole: change events per CPU-second.
 #
 #   benches/cdc.sh [CLAIMS]      (default 200000; the topic holds ~1.9 records per claim)
 #
@@ -38,6 +40,7 @@ CREATE SCHEMA bench_cdc;
 CREATE TABLE bench_cdc.claims (
     claim_id bigint PRIMARY KEY, policy_id bigint NOT NULL, amount numeric(12, 2) NOT NULL,
     status text NOT NULL, updated_at timestamp NOT NULL);
+CREATE TABLE bench_cdc.policies (policy_id bigint PRIMARY KEY, holder text NOT NULL);
 DROP SCHEMA IF EXISTS bench_cdc_wh CASCADE;
 CREATE SCHEMA bench_cdc_wh;
 CREATE TABLE bench_cdc_wh.claims (
@@ -48,10 +51,12 @@ curl -fsS -X POST -H 'Content-Type: application/json' "$connect/connectors" --da
   "connector.class": "io.debezium.connector.postgresql.PostgresConnector", "tasks.max": "1",
   "database.hostname": "127.0.0.1", "database.port": "$PG_PORT", "database.user": "runnel",
   "database.password": "runnel", "database.dbname": "runnel", "topic.prefix": "$run",
-  "table.include.list": "bench_cdc.claims", "plugin.name": "pgoutput", "slot.name": "$run",
+  "table.include.list": "bench_cdc.claims,bench_cdc.policies", "plugin.name": "pgoutput", "slot.name": "$run",
   "slot.drop.on.stop": "true", "publication.name": "$run", "publication.autocreate.mode": "filtered"}}
 JSON
 until curl -fsS "$connect/connectors/$run/status" | grep -q '"tasks":\[{"id":0,"state":"RUNNING"'; do sleep 0.5; done
+sql -c "INSERT INTO bench_cdc.policies SELECT g, 'holder-' || g FROM generate_series(0, 9999) g"
+sql -c "UPDATE bench_cdc.policies SET holder = holder || '-renamed' WHERE policy_id % 5 = 0"
 step=20000
 for ((from = 0; from < CLAIMS; from += step)); do
     to=$((from + step - 1 < CLAIMS - 1 ? from + step - 1 : CLAIMS - 1))
@@ -72,6 +77,7 @@ until [ "$(offsets "$topic")" -ge "$records" ]; do
     if (( $(date +%s) - started > 1800 )); then echo "Debezium did not catch up" >&2; exit 1; fi
 done
 echo "Debezium wrote $records records in $(( $(date +%s) - started )) s after the last change" >&2
+until [ "$(offsets "$run.bench_cdc.policies")" -ge 12000 ]; do sleep 1; done
 
 table() {
     cat <<SQL
@@ -107,6 +113,21 @@ INSERT INTO claims_copy SELECT claim_id, policy_id, amount, status FROM claims;
 SQL
 } >"$WORK/warehouse.sql"
 
+{
+    table join
+    cat <<SQL
+CREATE TABLE policies (
+    policy_id BIGINT, holder STRING, PRIMARY KEY (policy_id) NOT ENFORCED
+) WITH (
+    'connector' = 'kafka', 'topic' = '$run.bench_cdc.policies',
+    'properties.bootstrap.servers' = '$servers', 'properties.group.id' = 'runnel-bench-join',
+    'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+    'format' = 'debezium-json', 'debezium-json.schema-include' = 'true');
+CREATE TABLE joined (claim_id BIGINT, holder STRING, amount DECIMAL(12, 2)) WITH ('connector' = 'blackhole');
+INSERT INTO joined SELECT c.claim_id, p.holder, c.amount FROM claims c JOIN policies p ON c.policy_id = p.policy_id;
+SQL
+} >"$WORK/join.sql"
+
 echo "== 1. Debezium JSON → per-policy totals (blackhole), $records records" >&2
 /usr/bin/time -f "wall %e s, cpu %U s user + %S s sys, peak memory %M KiB" \
     "$CARGO_TARGET_DIR/release/runnel" run "$WORK/totals.sql"
@@ -117,5 +138,8 @@ differ=$(sql -c "SELECT count(*) FROM (SELECT claim_id, policy_id, amount, statu
     EXCEPT SELECT * FROM bench_cdc_wh.claims) d")
 rows=$(sql -c "SELECT count(*) FROM bench_cdc_wh.claims")
 echo "warehouse: $rows rows, $differ differ from the source table" >&2
+echo "== 3. Debezium JSON → claims joined with their policy (blackhole), $records + 12000 records" >&2
+/usr/bin/time -f "wall %e s, cpu %U s user + %S s sys, peak memory %M KiB" \
+    "$CARGO_TARGET_DIR/release/runnel" run "$WORK/join.sql"
 curl -fsS -X DELETE "$connect/connectors/$run" >/dev/null || true
 [ "$differ" = 0 ]
