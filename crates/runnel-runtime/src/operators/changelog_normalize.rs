@@ -17,34 +17,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Int8Array};
-use datafusion::arrow::datatypes::{Int8Type, SchemaRef};
-use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::OwnedRow;
 use runnel_sql::changelog::ChangeKind;
 use runnel_sql::ChangelogNormalizeNode;
 
-use crate::error::{Result, RuntimeError};
+use crate::error::Result;
 use crate::metrics::JobMetrics;
 use crate::operator::{
     CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
 };
-
-fn arrow_error(e: ArrowError) -> RuntimeError {
-    RuntimeError::Operator {
-        operator: "ChangelogNormalize".into(),
-        source: e.into(),
-    }
-}
+use crate::operators::change_rows::ChangeRows;
 
 /// See the module documentation.
 pub struct ChangelogNormalizeOperator {
     /// The input's (and output's) batches: the table's columns, then the change column.
-    schema: SchemaRef,
-    keys: Vec<usize>,
-    key_converter: RowConverter,
-    row_converter: RowConverter,
+    format: ChangeRows,
     /// Each live key's last row.
     rows: HashMap<OwnedRow, OwnedRow>,
     /// Bytes of the rows and keys held.
@@ -54,34 +42,16 @@ pub struct ChangelogNormalizeOperator {
 
 impl ChangelogNormalizeOperator {
     pub fn try_new(node: &ChangelogNormalizeNode, metrics: Arc<JobMetrics>) -> Result<Self> {
-        let schema = node.input.arrow_schema();
-        let data_fields = &schema.fields()[..schema.fields().len() - 1];
-        let sort_field = |i: usize| SortField::new(data_fields[i].data_type().clone());
         Ok(Self {
-            key_converter: RowConverter::new(node.keys.iter().map(|&i| sort_field(i)).collect())
-                .map_err(arrow_error)?,
-            row_converter: RowConverter::new((0..data_fields.len()).map(sort_field).collect())
-                .map_err(arrow_error)?,
-            keys: node.keys.clone(),
-            schema,
+            format: ChangeRows::try_new(
+                node.input.arrow_schema(),
+                &node.keys,
+                "ChangelogNormalize",
+            )?,
             rows: HashMap::new(),
             bytes: 0,
             metrics,
         })
-    }
-
-    fn data_columns<'a>(&self, batch: &'a RecordBatch) -> &'a [ArrayRef] {
-        &batch.columns()[..batch.num_columns() - 1]
-    }
-
-    /// Rows (in the row format) and their change kinds as a batch.
-    fn to_batch(&self, rows: Vec<OwnedRow>, kinds: Vec<i8>) -> Result<RecordBatch> {
-        let mut columns = self
-            .row_converter
-            .convert_rows(rows.iter().map(|r| r.row()))
-            .map_err(arrow_error)?;
-        columns.push(Arc::new(Int8Array::from(kinds)));
-        RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)
     }
 
     fn held(key: &OwnedRow, row: &OwnedRow) -> usize {
@@ -101,38 +71,25 @@ impl StreamOperator for ChangelogNormalizeOperator {
 
 impl OneInputOperator for ChangelogNormalizeOperator {
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
-        let data = self.data_columns(&batch);
-        let key_columns: Vec<ArrayRef> = self.keys.iter().map(|&i| data[i].clone()).collect();
-        let keys = self
-            .key_converter
-            .convert_columns(&key_columns)
-            .map_err(arrow_error)?;
-        let rows = self
-            .row_converter
-            .convert_columns(data)
-            .map_err(arrow_error)?;
-        let kinds = batch
-            .column(batch.num_columns() - 1)
-            .as_primitive::<Int8Type>();
+        let changes = self.format.encode(&batch)?;
         let (mut emitted, mut emitted_kinds) = (Vec::new(), Vec::new());
         let mut ignored = 0;
-        for i in 0..batch.num_rows() {
-            let kind = ChangeKind::from_code(kinds.value(i)).unwrap_or(ChangeKind::Insert);
-            let key = keys.row(i).owned();
+        for (i, &kind) in changes.kinds.iter().enumerate() {
+            let key = changes.keys.row(i).owned();
             match kind {
                 ChangeKind::Insert | ChangeKind::UpdateAfter => {
-                    let row = rows.row(i).owned();
+                    let row = changes.rows.row(i).owned();
                     match self.rows.get(&key) {
                         Some(kept) if *kept == row => ignored += 1,
                         Some(kept) => {
                             emitted.push(kept.clone());
-                            emitted_kinds.push(ChangeKind::UpdateBefore as i8);
+                            emitted_kinds.push(ChangeKind::UpdateBefore);
                             emitted.push(row.clone());
-                            emitted_kinds.push(ChangeKind::UpdateAfter as i8);
+                            emitted_kinds.push(ChangeKind::UpdateAfter);
                         }
                         None => {
                             emitted.push(row.clone());
-                            emitted_kinds.push(ChangeKind::Insert as i8);
+                            emitted_kinds.push(ChangeKind::Insert);
                         }
                     }
                     let added = Self::held(&key, &row);
@@ -145,7 +102,7 @@ impl OneInputOperator for ChangelogNormalizeOperator {
                     Some(kept) => {
                         self.bytes -= Self::held(&key, &kept);
                         emitted.push(kept);
-                        emitted_kinds.push(ChangeKind::Delete as i8);
+                        emitted_kinds.push(ChangeKind::Delete);
                     }
                     None => ignored += 1,
                 },
@@ -154,7 +111,7 @@ impl OneInputOperator for ChangelogNormalizeOperator {
         }
         JobMetrics::add(&self.metrics.ignored_changes, ignored);
         if !emitted.is_empty() {
-            out.emit(self.to_batch(emitted, emitted_kinds)?);
+            out.emit(self.format.to_batch(&emitted, &emitted_kinds)?);
         }
         Ok(())
     }
@@ -168,8 +125,8 @@ impl CheckpointedState for ChangelogNormalizeOperator {
     /// Every live key's row (the change column says `+I`).
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         let rows: Vec<OwnedRow> = self.rows.values().cloned().collect();
-        let kinds = vec![ChangeKind::Insert as i8; rows.len()];
-        self.to_batch(rows, kinds).map(Some)
+        let kinds = vec![ChangeKind::Insert; rows.len()];
+        self.format.to_batch(&rows, &kinds).map(Some)
     }
 
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
@@ -186,7 +143,8 @@ impl CheckpointedState for ChangelogNormalizeOperator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Array, Int64Array, StringArray};
+    use datafusion::arrow::array::{Array, AsArray, Int64Array, Int8Array, StringArray};
+    use datafusion::arrow::datatypes::Int8Type;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::common::DFSchema;
     use runnel_sql::{SourceNode, StreamNode, TableDef};

@@ -2,6 +2,7 @@
 //! its operator: [`one_input_operator`] and [`two_input_operator`].
 
 mod aggregate_call;
+mod change_rows;
 mod changelog_normalize;
 mod filter;
 pub(crate) mod held_rows;

@@ -17,34 +17,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Int8Array};
-use datafusion::arrow::datatypes::{Int8Type, SchemaRef};
-use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::OwnedRow;
 use runnel_sql::changelog::ChangeKind;
 use runnel_sql::UpsertMaterializeNode;
 
-use crate::error::{Result, RuntimeError};
+use crate::error::Result;
 use crate::metrics::JobMetrics;
 use crate::operator::{
     CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
 };
-
-fn arrow_error(e: ArrowError) -> RuntimeError {
-    RuntimeError::Operator {
-        operator: "UpsertMaterialize".into(),
-        source: e.into(),
-    }
-}
+use crate::operators::change_rows::ChangeRows;
 
 /// See the module documentation.
 pub struct UpsertMaterializeOperator {
     /// The input's (and output's) batches: the sink's columns, then the change column.
-    schema: SchemaRef,
-    keys: Vec<usize>,
-    key_converter: RowConverter,
-    row_converter: RowConverter,
+    format: ChangeRows,
     /// Each key's live rows, oldest first; the last is the row the sink holds.
     rows: HashMap<OwnedRow, Vec<OwnedRow>>,
     /// Bytes of the rows and keys held.
@@ -54,30 +42,16 @@ pub struct UpsertMaterializeOperator {
 
 impl UpsertMaterializeOperator {
     pub fn try_new(node: &UpsertMaterializeNode, metrics: Arc<JobMetrics>) -> Result<Self> {
-        let schema = node.input.arrow_schema();
-        let data_fields = &schema.fields()[..schema.fields().len() - 1];
-        let sort_field = |i: usize| SortField::new(data_fields[i].data_type().clone());
         Ok(Self {
-            key_converter: RowConverter::new(node.keys.iter().map(|&i| sort_field(i)).collect())
-                .map_err(arrow_error)?,
-            row_converter: RowConverter::new((0..data_fields.len()).map(sort_field).collect())
-                .map_err(arrow_error)?,
-            keys: node.keys.clone(),
-            schema,
+            format: ChangeRows::try_new(
+                node.input.arrow_schema(),
+                &node.keys,
+                "UpsertMaterialize",
+            )?,
             rows: HashMap::new(),
             bytes: 0,
             metrics,
         })
-    }
-
-    /// Rows (in the row format) and their change kinds as a batch.
-    fn to_batch(&self, rows: Vec<OwnedRow>, kinds: Vec<i8>) -> Result<RecordBatch> {
-        let mut columns = self
-            .row_converter
-            .convert_rows(rows.iter().map(|r| r.row()))
-            .map_err(arrow_error)?;
-        columns.push(Arc::new(Int8Array::from(kinds)));
-        RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_error)
     }
 }
 
@@ -93,28 +67,17 @@ impl StreamOperator for UpsertMaterializeOperator {
 
 impl OneInputOperator for UpsertMaterializeOperator {
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
-        let data = &batch.columns()[..batch.num_columns() - 1];
-        let key_columns: Vec<ArrayRef> = self.keys.iter().map(|&i| data[i].clone()).collect();
-        let keys = self
-            .key_converter
-            .convert_columns(&key_columns)
-            .map_err(arrow_error)?;
-        let rows = self
-            .row_converter
-            .convert_columns(data)
-            .map_err(arrow_error)?;
-        let kinds = batch
-            .column(batch.num_columns() - 1)
-            .as_primitive::<Int8Type>();
+        let changes = self.format.encode(&batch)?;
         let (mut emitted, mut emitted_kinds) = (Vec::new(), Vec::new());
         let mut ignored = 0;
-        for i in 0..batch.num_rows() {
-            let kind = ChangeKind::from_code(kinds.value(i)).unwrap_or(ChangeKind::Insert);
-            let row = rows.row(i).owned();
+        for (i, &kind) in changes.kinds.iter().enumerate() {
+            let row = changes.rows.row(i).owned();
+            let key = changes.keys.row(i).owned();
             if kind.is_addition() {
-                let held = self.rows.entry(keys.row(i).owned()).or_default();
+                let key_bytes = key.as_ref().len();
+                let held = self.rows.entry(key).or_default();
                 let kind = if held.is_empty() {
-                    self.bytes += keys.row(i).as_ref().len() + 64;
+                    self.bytes += key_bytes + 64;
                     ChangeKind::Insert
                 } else {
                     ChangeKind::UpdateAfter
@@ -122,10 +85,9 @@ impl OneInputOperator for UpsertMaterializeOperator {
                 self.bytes += row.as_ref().len();
                 held.push(row.clone());
                 emitted.push(row);
-                emitted_kinds.push(kind as i8);
+                emitted_kinds.push(kind);
                 continue;
             }
-            let key = keys.row(i).owned();
             let Some(held) = self.rows.get_mut(&key) else {
                 ignored += 1;
                 continue;
@@ -142,19 +104,19 @@ impl OneInputOperator for UpsertMaterializeOperator {
             match held.last() {
                 Some(previous) => {
                     emitted.push(previous.clone());
-                    emitted_kinds.push(ChangeKind::UpdateAfter as i8);
+                    emitted_kinds.push(ChangeKind::UpdateAfter);
                 }
                 None => {
                     self.rows.remove(&key);
                     self.bytes -= key.as_ref().len() + 64;
                     emitted.push(row);
-                    emitted_kinds.push(ChangeKind::Delete as i8);
+                    emitted_kinds.push(ChangeKind::Delete);
                 }
             }
         }
         JobMetrics::add(&self.metrics.ignored_changes, ignored);
         if !emitted.is_empty() {
-            out.emit(self.to_batch(emitted, emitted_kinds)?);
+            out.emit(self.format.to_batch(&emitted, &emitted_kinds)?);
         }
         Ok(())
     }
@@ -168,8 +130,8 @@ impl CheckpointedState for UpsertMaterializeOperator {
     /// Every key's live rows, oldest first (the change column says `+I`).
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         let rows: Vec<OwnedRow> = self.rows.values().flatten().cloned().collect();
-        let kinds = vec![ChangeKind::Insert as i8; rows.len()];
-        self.to_batch(rows, kinds).map(Some)
+        let kinds = vec![ChangeKind::Insert; rows.len()];
+        self.format.to_batch(&rows, &kinds).map(Some)
     }
 
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
@@ -186,7 +148,8 @@ impl CheckpointedState for UpsertMaterializeOperator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::array::{Array, AsArray, Int64Array, Int8Array};
+    use datafusion::arrow::datatypes::Int8Type;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::common::DFSchema;
     use runnel_sql::StreamNode;
@@ -214,7 +177,7 @@ mod tests {
 
     fn changes(op: &UpsertMaterializeOperator, rows: &[(ChangeKind, i64, i64)]) -> RecordBatch {
         RecordBatch::try_new(
-            op.schema.clone(),
+            op.format.schema.clone(),
             vec![
                 Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
                 Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
