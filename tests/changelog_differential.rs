@@ -4,7 +4,8 @@
 //! default replica identity sends them) and of `policies` (inserts, renames, deletes),
 //! Runnel's per-policy aggregates, its joins of claims with policies (inner, left, right,
 //! full) and an aggregate over such a join, applied change by change, must each equal
-//! DataFusion's batch query over the tables the changes leave.
+//! DataFusion's batch query over the tables the changes leave. Event-time temporal joins
+//! against random policy versions must give each claim the version valid at its time.
 //!
 //! A failure prints the seed; `RUNNEL_SEED=<seed>` replays one seed.
 
@@ -319,5 +320,121 @@ async fn changelog_aggregates_and_joins_equal_datafusion_over_the_final_tables()
                  DataFusion's over the final tables"
             );
         }
+    }
+}
+
+/// One policy version: (policy, valid from in ms, holder).
+type Version = (i64, i64, String);
+
+/// Random policy versions in time order (renames of 6 policies, one every ~10 s), as
+/// Debezium changes with the version's start in `valid_from`; and random claims (append
+/// only), their times out of order by up to 3 s. Times are whole seconds, so claims often
+/// fall exactly on a version's start.
+fn versions_and_claims(
+    rng: &mut Rng,
+) -> (Vec<String>, Vec<Version>, Vec<String>, Vec<(i64, i64, i64)>) {
+    const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let holders = ["Ann", "Bob", "Cy", "Dee", "Eve"];
+    let (mut lines, mut versions) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::BTreeSet::new();
+    let mut time = START;
+    for _ in 0..40 {
+        // Whole seconds, as claims: a claim at a version's very start meets it.
+        time += 1_000 * rng.below(20) as i64;
+        let policy = rng.below(POLICY_IDS) as i64;
+        let holder = holders[rng.below(holders.len() as u64) as usize];
+        let op = if seen.insert(policy) { "c" } else { "u" };
+        lines.push(format!(
+            r#"{{"before":null,"after":{{"policy_id":{policy},"holder":"{holder}","valid_from":{time}}},"op":"{op}"}}"#
+        ));
+        versions.push((policy, time, holder.to_string()));
+    }
+    let (mut claim_lines, mut claims) = (Vec::new(), Vec::new());
+    for id in 0..150i64 {
+        let time = START - 60_000 + id * 6_000 - 1_000 * rng.below(4) as i64;
+        let policy = rng.below(POLICY_IDS) as i64;
+        let ts = chrono::DateTime::from_timestamp_millis(time)
+            .expect("a time")
+            .format("%Y-%m-%d %H:%M:%S%.3f");
+        claim_lines.push(format!(
+            r#"{{"claim_id":{id},"policy_id":{policy},"ts":"{ts}"}}"#
+        ));
+        claims.push((id, policy, time));
+    }
+    (lines, versions, claim_lines, claims)
+}
+
+/// Event-time temporal joins against random policy versions: every claim meets the
+/// version of its policy valid at the claim's time — the last one starting at or before
+/// it — worked out directly from the versions (inner: claims with a version; left: every
+/// claim, NULL without one), over ≥ 200 seeds at parallelism 1–3 with random batching.
+/// (Versions arrive in time order and claims within the watermark delay, so no version
+/// or claim is late: the answer is fixed whatever the interleaving.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_joins_meet_the_version_valid_at_each_claims_time() {
+    let seeds: Vec<u64> = match std::env::var("RUNNEL_SEED") {
+        Ok(seed) => vec![seed.parse().expect("RUNNEL_SEED is a number")],
+        Err(_) => (0..SEEDS).collect(),
+    };
+    for seed in seeds {
+        let mut rng = Rng::new(seed * 104_729 + 11);
+        let (version_lines, versions, claim_lines, claims) = versions_and_claims(&mut rng);
+        let parallelism = 1 + rng.below(3);
+        let left = rng.below(2) == 0;
+        let dir = scratch_dir(&format!("temporal-{seed}"));
+        write_parts(&dir.join("claims"), &claim_lines, &mut rng);
+        write_parts(&dir.join("policies"), &version_lines, &mut rng);
+        let sql = format!(
+            "SET 'parallelism.default' = '{parallelism}';
+             CREATE TABLE claims (claim_id BIGINT, policy_id BIGINT, ts TIMESTAMP(3),
+                 WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{claims}', 'format' = 'json');
+             CREATE TABLE policies (policy_id BIGINT, holder STRING, valid_from TIMESTAMP(3),
+                 PRIMARY KEY (policy_id) NOT ENFORCED,
+                 WATERMARK FOR valid_from AS valid_from - INTERVAL '1' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{policies}', 'format' = 'debezium-json');
+             SELECT c.claim_id, p.holder FROM claims c {join} policies
+             FOR SYSTEM_TIME AS OF c.ts AS p ON c.policy_id = p.policy_id;",
+            claims = dir.join("claims").display(),
+            policies = dir.join("policies").display(),
+            join = if left { "LEFT JOIN" } else { "JOIN" },
+        );
+        let mut ours = Vec::new();
+        for result in Engine::default().execute(&sql).await.expect("plans") {
+            if let Executed::Query(mut stream) = result {
+                while let Some(batch) = stream.next().await {
+                    ours.extend(
+                        runnel::connectors::print::format_rows(&batch.expect("batch"), "")
+                            .expect("format"),
+                    );
+                }
+                let metrics = stream.finish().await.expect("runs");
+                assert_eq!(metrics.late_rows, 0, "seed {seed}: nothing is late");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        ours.sort();
+        let mut expected: Vec<String> = claims
+            .iter()
+            .filter_map(|&(id, policy, time)| {
+                let version = versions
+                    .iter()
+                    .filter(|(p, from, _)| *p == policy && *from <= time)
+                    .max_by_key(|(_, from, _)| *from);
+                match version {
+                    Some((_, _, holder)) => Some(format!("+I[{id}, {holder}]")),
+                    None if left => Some(format!("+I[{id}, NULL]")),
+                    None => None,
+                }
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(
+            ours,
+            expected,
+            "seed {seed} (parallelism {parallelism}, {}): the temporal join differs from the \
+             versions valid at each claim's time",
+            if left { "left" } else { "inner" }
+        );
     }
 }
