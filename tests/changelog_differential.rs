@@ -326,6 +326,17 @@ async fn changelog_aggregates_and_joins_equal_datafusion_over_the_final_tables()
 /// One policy version: (policy, valid from in ms, holder).
 type Version = (i64, i64, String);
 
+/// One claim of the temporal join test: (claim, policy, time in ms).
+type TimedClaim = (i64, i64, i64);
+
+/// Versions and claims, each as the input's lines and as values.
+struct TemporalInput {
+    version_lines: Vec<String>,
+    versions: Vec<Version>,
+    claim_lines: Vec<String>,
+    claims: Vec<TimedClaim>,
+}
+
 /// Random policy versions in time order (renames of 6 policies, one every ~10 s), as
 /// Debezium changes with the version's start in `valid_from`; and random claims (append
 /// only), their times out of order by up to 3 s. Times are whole seconds, so claims often
@@ -361,7 +372,12 @@ fn versions_and_claims(
         ));
         claims.push((id, policy, time));
     }
-    (lines, versions, claim_lines, claims)
+    TemporalInput {
+        version_lines: lines,
+        versions,
+        claim_lines,
+        claims,
+    }
 }
 
 /// Event-time temporal joins against random policy versions: every claim meets the
@@ -378,7 +394,12 @@ async fn temporal_joins_meet_the_version_valid_at_each_claims_time() {
     };
     for seed in seeds {
         let mut rng = Rng::new(seed * 104_729 + 11);
-        let (version_lines, versions, claim_lines, claims) = versions_and_claims(&mut rng);
+        let TemporalInput {
+            version_lines,
+            versions,
+            claim_lines,
+            claims,
+        } = versions_and_claims(&mut rng);
         let parallelism = 1 + rng.below(3);
         let left = rng.below(2) == 0;
         let dir = scratch_dir(&format!("temporal-{seed}"));
