@@ -341,9 +341,7 @@ struct TemporalInput {
 /// Debezium changes with the version's start in `valid_from`; and random claims (append
 /// only), their times out of order by up to 3 s. Times are whole seconds, so claims often
 /// fall exactly on a version's start.
-fn versions_and_claims(
-    rng: &mut Rng,
-) -> (Vec<String>, Vec<Version>, Vec<String>, Vec<(i64, i64, i64)>) {
+fn versions_and_claims(rng: &mut Rng) -> TemporalInput {
     const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     let holders = ["Ann", "Bob", "Cy", "Dee", "Eve"];
     let (mut lines, mut versions) = (Vec::new(), Vec::new());
