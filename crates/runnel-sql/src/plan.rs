@@ -162,7 +162,7 @@ pub struct LookupJoinNode {
 #[derive(Debug, Clone)]
 pub struct TemporalJoinNode {
     pub left: Box<StreamNode>,
-    /// The versioned table's changes: every column, exact per primary key.
+    /// The versioned table's changes as they come: every column.
     pub right: Box<StreamNode>,
     pub left_schema: DFSchemaRef,
     /// The versioned table's columns as the join sees (and emits) them.

@@ -12,7 +12,7 @@ use crate::catalog::TableDef;
 use crate::error::{Result, SqlError};
 use crate::lineage::event_time_column;
 use crate::plan::{StreamNode, TemporalJoinNode};
-use crate::planner::{normalized_changelog, to_stream, CatalogTableSource};
+use crate::planner::{to_stream, CatalogTableSource};
 use crate::updating::{check_append_only, table_changes};
 
 /// The scan of the table read `FOR SYSTEM_TIME AS OF` on a join's right side, under its
@@ -80,13 +80,19 @@ pub(crate) fn temporal_join(join: &Join) -> Result<Option<StreamNode>> {
         })?;
     // Each equality's right side must be a column; the primary key must be among them.
     let right_plan_schema = join.right.schema();
-    let qualifier = datafusion::common::TableReference::bare(table.name.clone());
-    let full = normalized_changelog(scan, table, qualifier)?;
-    let full = match full {
-        StreamNode::Projection { input, .. } => *input,
-        normalized => normalized,
-    };
-    let full_schema = full.schema();
+    // The table's changes as they come, every column: each is a version with its own
+    // time (a delete too — Debezium's carries its commit time in the metadata), and a
+    // change repeated adds the same version again, which changes nothing.
+    let full_schema = Arc::new(datafusion::common::DFSchema::try_from_qualified_schema(
+        datafusion::common::TableReference::bare(table.name.clone()),
+        &table.schema,
+    )?);
+    let full = StreamNode::Source(crate::plan::SourceNode {
+        table: table.clone(),
+        projection: None,
+        schema: full_schema.clone(),
+        processing_time: false,
+    });
     let right_columns: Vec<usize> = match &scan.projection {
         Some(projection) => projection.clone(),
         None => (0..table.schema.fields().len()).collect(),

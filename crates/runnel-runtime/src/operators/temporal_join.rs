@@ -8,8 +8,11 @@
 //! its time. Waiting rows are joined in time order, so a changelog stream's changes keep
 //! their order. A stream row behind the watermark already joined is late: counted,
 //! dropped or routed. A version behind it takes effect just after it (history already
-//! joined is not revised). A delete carries its key's last version and that version's
-//! time, not its own: it takes effect from the versioned table's watermark on. Once joined through the watermark, a key keeps only its last
+//! joined is not revised). A delete takes effect at its own time (Debezium's commit
+//! time, read as metadata), and never before the versioned table's watermark (a delete
+//! with no time, or the old row's, takes effect from there). The versioned table's changes
+//! are read as they come, not normalized per key: a repeated change adds the same version
+//! again, which changes nothing. Once joined through the watermark, a key keeps only its last
 //! version at or before the watermark and those after.
 
 use std::collections::HashMap;
@@ -183,7 +186,9 @@ impl TemporalJoinOperator {
             .as_primitive_opt::<Int8Type>()
             .ok_or_else(|| RuntimeError::Build(format!("{NAME}: versions lack a change column")))?
             .clone();
-        let times = event_times(batch, self.right_time, &self.right_time_name, NAME)?;
+        // A key-only delete may have no time of its own.
+        let times =
+            crate::operators::as_millis(batch.column(self.right_time)).map_err(operator_error)?;
         let key_columns = crate::expr::evaluate(&self.right_keys, batch)?;
         let keys = self
             .keys
@@ -201,20 +206,36 @@ impl TemporalJoinOperator {
                 continue; // The `+U` after it is the new version.
             }
             let deleted = kind == ChangeKind::Delete;
-            // A delete carries the row's last version, and that version's time: it takes
-            // effect from the versioned table's watermark at the latest.
-            let mut time = times.value(row);
-            if let Some(watermark) = watermark.filter(|_| deleted) {
-                time = time.max(watermark);
-            }
-            // History already joined stays as it was joined.
-            if let Some(through) = self.joined_through.filter(|&t| time <= t) {
-                time = through.saturating_add(1);
+            if !deleted && times.is_null(row) {
+                return Err(operator_error(DataFusionError::Execution(format!(
+                    "the event-time column '{}' of a versioned table is NULL in a change",
+                    self.right_time_name
+                ))));
             }
             let history = self
                 .versions
                 .entry(keys.row(row).data().into())
                 .or_default();
+            // A delete's time is its own (Debezium's commit time, as metadata); when it
+            // carries none, or an old one (the row's last version), it is the versioned
+            // table's watermark — and always after the key's last version.
+            let mut time = if times.is_null(row) {
+                i64::MIN
+            } else {
+                times.value(row)
+            };
+            if deleted {
+                if let Some(watermark) = watermark {
+                    time = time.max(watermark);
+                }
+                if let Some(last) = history.last().filter(|last| time <= last.time) {
+                    time = last.time.saturating_add(1);
+                }
+            }
+            // History already joined stays as it was joined.
+            if let Some(through) = self.joined_through.filter(|&t| time <= t) {
+                time = through.saturating_add(1);
+            }
             let at = history.partition_point(|v| v.time <= time);
             history.insert(
                 at,

@@ -38,7 +38,7 @@ mod window_tvf;
 pub use context::CatalogTableSource;
 use context::PlanningContext;
 use joins::bound_by_ttl;
-pub(crate) use rewrite::{normalized_changelog, scalar_interval_ms, to_stream};
+pub(crate) use rewrite::{scalar_interval_ms, to_stream};
 use window_tvf::WindowTvfPlanner;
 
 /// Plans statements against a [`Catalog`]. Holds DataFusion's function registry and

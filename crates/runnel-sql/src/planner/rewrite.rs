@@ -19,7 +19,7 @@ use super::over::over_readiness;
 /// A changelog table with a primary key: every column read (qualified by `qualifier`), the
 /// changes made exact per key ([`StreamNode::ChangelogNormalize`] needs the key and whole
 /// rows), then the columns the query reads.
-pub(crate) fn normalized_changelog(
+fn normalized_changelog(
     scan: &datafusion::logical_expr::TableScan,
     table: &std::sync::Arc<crate::catalog::TableDef>,
     qualifier: datafusion::common::TableReference,
