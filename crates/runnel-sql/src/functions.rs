@@ -134,7 +134,10 @@ pub fn strftime_of_java_pattern(pattern: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// `count_char(text, char)`: how often `char` occurs in `text` (the Nexmark suite's UDF).
+/// `count_char(text, char)`: how often `char` occurs in `text` — the Nexmark suite's
+/// `CountChar` UDF, as its Java code does it: a NULL `text` counts 0; `text` is compared
+/// as UTF-16 code units with the first unit of `char` (a character beyond the BMP is two
+/// units); a NULL or empty `char` is an error (Java's `charAt(0)` throws).
 fn count_char() -> ScalarUDF {
     create_udf(
         "count_char",
@@ -145,17 +148,31 @@ fn count_char() -> ScalarUDF {
             let rows = rows_of(args);
             let arrays = ColumnarValue::values_to_arrays(args)?;
             let (text, needle) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
-            let counts: datafusion::arrow::array::Int64Array = (0..rows)
+            let counts = (0..rows)
                 .map(|row| {
-                    (text.is_valid(row) && needle.is_valid(row)).then(|| {
-                        match needle.value(row).chars().next() {
-                            Some(c) => text.value(row).matches(c).count() as i64,
-                            None => 0,
-                        }
-                    })
+                    if text.is_null(row) {
+                        return Ok(0);
+                    }
+                    let unit = needle
+                        .is_valid(row)
+                        .then(|| needle.value(row).encode_utf16().next())
+                        .flatten()
+                        .ok_or_else(|| {
+                            datafusion::error::DataFusionError::Execution(
+                                "count_char: the character to count is NULL or empty".into(),
+                            )
+                        })?;
+                    Ok(text
+                        .value(row)
+                        .encode_utf16()
+                        .filter(|&u| u == unit)
+                        .count() as i64)
                 })
-                .collect();
-            shape(args, Arc::new(counts))
+                .collect::<datafusion::error::Result<Vec<i64>>>()?;
+            shape(
+                args,
+                Arc::new(datafusion::arrow::array::Int64Array::from(counts)),
+            )
         }),
     )
 }
@@ -342,6 +359,60 @@ mod tests {
         match result {
             ColumnarValue::Scalar(s) => s,
             ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0).unwrap(),
+        }
+    }
+
+    /// `count_char` as Nexmark's Java `CountChar`: NULL text counts 0, non-ASCII text is
+    /// counted by UTF-16 unit, a NULL or empty character fails.
+    #[test]
+    fn count_char_follows_nexmark_java_udf() {
+        let text = |s: &str| ScalarValue::Utf8(Some(s.to_string()));
+        let null = ScalarValue::Utf8(None);
+        let count = |t: ScalarValue, c: ScalarValue| call(&count_char(), vec![t, c]);
+        assert_eq!(
+            count(text("abcabc"), text("c")),
+            ScalarValue::Int64(Some(2))
+        );
+        assert_eq!(count(null.clone(), text("c")), ScalarValue::Int64(Some(0)));
+        assert_eq!(count(text(""), text("c")), ScalarValue::Int64(Some(0)));
+        assert_eq!(count(text("ééa"), text("é")), ScalarValue::Int64(Some(2)));
+        // Only the first character of the second argument counts.
+        assert_eq!(count(text("xyzx"), text("xy")), ScalarValue::Int64(Some(2)));
+        // 😀 is two UTF-16 units; its first (a high surrogate) is counted, as in Java.
+        assert_eq!(
+            count(text("😀a😀"), text("😀")),
+            ScalarValue::Int64(Some(2))
+        );
+        for bad in [null, text("")] {
+            let args = vec![
+                ColumnarValue::Scalar(text("abc")),
+                ColumnarValue::Scalar(bad),
+            ];
+            let result =
+                count_char().invoke_with_args(datafusion::logical_expr::ScalarFunctionArgs {
+                    args,
+                    arg_fields: vec![
+                        Arc::new(datafusion::arrow::datatypes::Field::new(
+                            "a",
+                            DataType::Utf8,
+                            true,
+                        )),
+                        Arc::new(datafusion::arrow::datatypes::Field::new(
+                            "b",
+                            DataType::Utf8,
+                            true,
+                        )),
+                    ],
+                    number_rows: 1,
+                    return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                        "r",
+                        DataType::Int64,
+                        true,
+                    )),
+                    config_options: Default::default(),
+                });
+            let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains("NULL or empty"), "{error}");
         }
     }
 
