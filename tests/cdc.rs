@@ -881,3 +881,80 @@ async fn a_postgres_table_enriches_claims_as_a_lookup_table() {
         ]
     );
 }
+
+/// Kafka record headers as Flink declares them, `headers MAP<STRING, BYTES> METADATA
+/// VIRTUAL`: each record's headers as a map (a record without headers: an empty map; a
+/// header without a value: NULL), next to a Debezium change read from the same record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_headers_are_read_as_a_map() {
+    use futures::StreamExt;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let topic = format!("runnel-headers-{}", std::process::id());
+    recreate_topic(&topic, 1).await;
+    let producer = test_producer(&bootstrap());
+    let values = [
+        r#"{"before":null,"after":{"claim_id":"c1","amount":"10.00"},"op":"c"}"#,
+        r#"{"before":null,"after":{"claim_id":"c2","amount":"5.00"},"op":"c"}"#,
+    ];
+    let headers = [
+        Some(
+            OwnedHeaders::new()
+                .insert(Header {
+                    key: "trace",
+                    value: Some("abc"),
+                })
+                .insert(Header::<&str> {
+                    key: "empty",
+                    value: None,
+                }),
+        ),
+        None,
+    ];
+    for (value, headers) in values.iter().zip(headers) {
+        let mut record = FutureRecord::<str, str>::to(&topic).payload(value);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .expect("acknowledged");
+    }
+    let sql = format!(
+        "CREATE TABLE claims (
+             claim_id STRING, amount DECIMAL(12, 2),
+             headers MAP<STRING, BYTES> METADATA VIRTUAL,
+             PRIMARY KEY (claim_id) NOT ENFORCED
+         ) WITH ('connector' = 'kafka', 'topic' = '{topic}',
+             'properties.bootstrap.servers' = '{servers}',
+             'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+             'format' = 'debezium-json');
+         SELECT claim_id, amount, headers FROM claims;",
+        servers = bootstrap()
+    );
+    let mut rows = Vec::new();
+    for result in runnel::Engine::default()
+        .execute(&sql)
+        .await
+        .expect("plans")
+    {
+        if let runnel::Executed::Query(mut stream) = result {
+            while let Some(batch) = stream.next().await {
+                rows.extend(
+                    runnel::connectors::print::format_rows(&batch.expect("batch"), "")
+                        .expect("format"),
+                );
+            }
+            stream.finish().await.expect("runs");
+        }
+    }
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            "+I[c1, 10.00, {trace: 616263, empty: NULL}]",
+            "+I[c2, 5.00, {}]",
+        ]
+    );
+}

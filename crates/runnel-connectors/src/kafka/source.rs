@@ -57,6 +57,8 @@ pub struct KafkaSource {
     ready: VecDeque<SourceEvent>,
     /// At-most-once: offsets are committed to the group as records are read.
     commit_as_read: bool,
+    /// The table declares `METADATA FROM 'headers'`: records' headers are read.
+    reads_headers: bool,
     /// The consumer's settings and first offsets, and the next offset of each partition
     /// read since: enough to start a fresh consumer where this one stands.
     config: rdkafka::ClientConfig,
@@ -258,6 +260,7 @@ impl KafkaSource {
             metrics,
             ready,
             commit_as_read: defaults.delivery == DeliveryGuarantee::AtMostOnce,
+            reads_headers: table.metadata.iter().any(|m| m.key == "headers"),
             config,
             next_offsets: vec![None; start_offsets.len()],
             start_offsets,
@@ -439,6 +442,9 @@ impl KafkaSource {
             entry.timestamps.push(messages.timestamps[record]);
             entry.payloads.push(payload);
             entry.keys.push(messages.key(record));
+            if self.reads_headers {
+                entry.headers.push(messages.headers(record));
+            }
         }
         for (i, records) in per_partition {
             let (topic, partition) = (&self.topic, self.partitions[i]);
@@ -459,7 +465,14 @@ impl KafkaSource {
                 }
             };
             decoded.fill_metadata(&self.definition, |key| {
-                record_metadata(key, topic, partition, offsets, &records.timestamps)
+                record_metadata(
+                    key,
+                    topic,
+                    partition,
+                    offsets,
+                    &records.timestamps,
+                    &records.headers,
+                )
             })?;
             JobMetrics::add(&self.metrics.bad_records, decoded.skipped);
             self.ready.push_back(SourceEvent::Batch(SourceBatch {
@@ -507,10 +520,11 @@ struct PartitionRecords<'a> {
     /// `None`: a tombstone.
     payloads: Vec<Option<&'a [u8]>>,
     keys: Vec<Option<&'a [u8]>>,
+    headers: Vec<Vec<(&'a [u8], Option<&'a [u8]>)>>,
 }
 
 /// The Kafka metadata Flink's connector offers (`METADATA FROM 'offset'`, ...).
-pub(crate) const METADATA_KEYS: &[&str] = &["topic", "partition", "offset", "timestamp"];
+pub(crate) const METADATA_KEYS: &[&str] = &["topic", "partition", "offset", "timestamp", "headers"];
 
 /// The values of metadata `key` for records of one partition; `None` for a key the
 /// connector does not provide.
@@ -520,6 +534,7 @@ fn record_metadata(
     partition: i32,
     offsets: &[i64],
     timestamps: &[Option<i64>],
+    headers: &[Vec<(&[u8], Option<&[u8]>)>],
 ) -> Option<datafusion::arrow::array::ArrayRef> {
     use datafusion::arrow::array::{
         Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
@@ -533,6 +548,19 @@ fn record_metadata(
         "offset" => Arc::new(Int64Array::from(offsets.to_vec())),
         "timestamp" => {
             Arc::new(TimestampMillisecondArray::from(timestamps.to_vec()).with_timezone("UTC"))
+        }
+        // `MAP<STRING, BYTES>`, as Flink declares it.
+        "headers" => {
+            use datafusion::arrow::array::{BinaryBuilder, MapBuilder, StringBuilder};
+            let mut map = MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new());
+            for record in headers {
+                for (key, value) in record {
+                    map.keys().append_value(String::from_utf8_lossy(key));
+                    map.values().append_option(*value);
+                }
+                map.append(true).ok()?;
+            }
+            Arc::new(map.finish())
         }
         _ => return None,
     })
@@ -550,8 +578,13 @@ struct PolledRecords {
     keys: Vec<Option<std::ops::Range<usize>>>,
     /// Each record's payload as a range of `bytes`; `None` for a tombstone.
     payloads: Vec<Option<std::ops::Range<usize>>>,
+    /// Each record's headers: key and value (`None`: a null value) as ranges of `bytes`.
+    headers: Vec<Vec<HeaderRange>>,
     bytes: Vec<u8>,
 }
+
+/// A header's key and value (`None`: null) as ranges of a poll's bytes.
+type HeaderRange = (std::ops::Range<usize>, Option<std::ops::Range<usize>>);
 
 impl PolledRecords {
     fn push(&mut self, message: &impl Message) {
@@ -568,6 +601,22 @@ impl PolledRecords {
             self.bytes.extend_from_slice(payload);
             start..self.bytes.len()
         }));
+        let mut headers = Vec::new();
+        if let Some(all) = message.headers() {
+            use rdkafka::message::Headers;
+            for header in all.iter() {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(header.key.as_bytes());
+                let key = start..self.bytes.len();
+                let value = header.value.map(|value| {
+                    let start = self.bytes.len();
+                    self.bytes.extend_from_slice(value);
+                    start..self.bytes.len()
+                });
+                headers.push((key, value));
+            }
+        }
+        self.headers.push(headers);
     }
 
     fn len(&self) -> usize {
@@ -576,6 +625,19 @@ impl PolledRecords {
 
     fn key(&self, record: usize) -> Option<&[u8]> {
         self.keys[record].clone().map(|range| &self.bytes[range])
+    }
+
+    /// A record's headers: each key and value (`None`: null).
+    fn headers(&self, record: usize) -> Vec<(&[u8], Option<&[u8]>)> {
+        self.headers[record]
+            .iter()
+            .map(|(key, value)| {
+                (
+                    &self.bytes[key.clone()],
+                    value.clone().map(|v| &self.bytes[v]),
+                )
+            })
+            .collect()
     }
 
     fn payload(&self, record: usize) -> Option<&[u8]> {

@@ -420,11 +420,27 @@ impl DdlParser {
                 let element = self.single_type_argument()?;
                 DataType::new_list(element, true)
             }
+            "MAP" => {
+                // `MAP<K, V>` (Kafka's `headers` metadata is `MAP<STRING, BYTES>`).
+                self.expect(Token::Lt)?;
+                let key = self.data_type()?;
+                self.expect(Token::Comma)?;
+                let value = self.data_type()?;
+                self.expect_gt()?;
+                let entries = Fields::from(vec![
+                    Field::new("key", key, false),
+                    Field::new("value", value, true),
+                ]);
+                DataType::Map(
+                    std::sync::Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+                    false,
+                )
+            }
             other => {
                 self.pos -= 1;
                 return Err(self.error(format!(
                     "unknown data type {other}; supported: BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, \
-                     DECIMAL(p, s), VARCHAR, STRING, BYTES, DATE, TIMESTAMP(p), TIMESTAMP_LTZ(p), ROW<...>, ARRAY<...>"
+                     DECIMAL(p, s), VARCHAR, STRING, BYTES, DATE, TIMESTAMP(p), TIMESTAMP_LTZ(p), ROW<...>, ARRAY<...>, MAP<K, V>"
                 )));
             }
         };
