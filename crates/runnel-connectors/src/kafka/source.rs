@@ -520,8 +520,11 @@ struct PartitionRecords<'a> {
     /// `None`: a tombstone.
     payloads: Vec<Option<&'a [u8]>>,
     keys: Vec<Option<&'a [u8]>>,
-    headers: Vec<Vec<(&'a [u8], Option<&'a [u8]>)>>,
+    headers: Vec<Vec<RecordHeader<'a>>>,
 }
+
+/// One header of a record: its key and value (`None`: null).
+type RecordHeader<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// The Kafka metadata Flink's connector offers (`METADATA FROM 'offset'`, ...).
 pub(crate) const METADATA_KEYS: &[&str] = &["topic", "partition", "offset", "timestamp", "headers"];
@@ -534,7 +537,7 @@ fn record_metadata(
     partition: i32,
     offsets: &[i64],
     timestamps: &[Option<i64>],
-    headers: &[Vec<(&[u8], Option<&[u8]>)>],
+    headers: &[Vec<RecordHeader<'_>>],
 ) -> Option<datafusion::arrow::array::ArrayRef> {
     use datafusion::arrow::array::{
         Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
@@ -628,7 +631,7 @@ impl PolledRecords {
     }
 
     /// A record's headers: each key and value (`None`: null).
-    fn headers(&self, record: usize) -> Vec<(&[u8], Option<&[u8]>)> {
+    fn headers(&self, record: usize) -> Vec<RecordHeader<'_>> {
         self.headers[record]
             .iter()
             .map(|(key, value)| {
