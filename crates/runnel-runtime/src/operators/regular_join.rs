@@ -513,18 +513,20 @@ impl TwoInputOperator for RegularJoinOperator {
             while pair < indices.len() && indices.value(pair) as usize == row {
                 pair += 1;
             }
-            let matched: Vec<usize> = (first..pair).filter(|&p| passed[p]).collect();
+            // This row's pairs that passed the residual (no allocation per row).
+            let matched = || (first..pair).filter(|&p| passed[p]);
+            let partner_count = matched().count();
             let key = keys.row(row);
             if kind.is_addition() {
                 if !has_null_key(row) {
                     this.insert(
                         key.data(),
                         encoded.row(row).data(),
-                        matched.len() as u32,
+                        partner_count as u32,
                         times[row],
                     );
                 }
-                if this.outer && matched.is_empty() {
+                if this.outer && partner_count == 0 {
                     outputs.push((Output::PaddedIncoming(row), ChangeKind::Insert));
                 }
                 let joined_kind = if self.inner && kind == ChangeKind::UpdateAfter {
@@ -532,7 +534,7 @@ impl TwoInputOperator for RegularJoinOperator {
                 } else {
                     ChangeKind::Insert
                 };
-                for p in matched {
+                for p in matched() {
                     let slot = partners[p];
                     if other.outer {
                         let partner = other.live_mut(slot);
@@ -552,10 +554,10 @@ impl TwoInputOperator for RegularJoinOperator {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     continue;
                 }
-                if this.outer && matched.is_empty() {
+                if this.outer && partner_count == 0 {
                     outputs.push((Output::PaddedIncoming(row), ChangeKind::Delete));
                 }
-                for p in matched {
+                for p in matched() {
                     let slot = partners[p];
                     outputs.push((Output::Joined(p), ChangeKind::Delete));
                     if other.outer {

@@ -1,0 +1,184 @@
+//! The checkpoint form of an [`UpdatingAggregateOperator`]: every live group as a row —
+//! its key, its accumulators' states, what it last emitted, its last change's event time —
+//! and the group table rebuilt from it (also how the table is compacted).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::error::Result as DFResult;
+
+use super::UpdatingAggregateOperator;
+use crate::message::Watermark;
+use crate::operators::as_millis;
+
+impl UpdatingAggregateOperator {
+    /// Every group as a row: its key, `__rows`, each aggregate's accumulator state
+    /// (`state_<aggregate>_<field>`), and what was last emitted (`emitted_<aggregate>`,
+    /// with `__emitted` false if nothing was).
+    pub(super) fn snapshot_state(&mut self) -> DFResult<RecordBatch> {
+        use datafusion::arrow::array::{BooleanArray, Int64Array};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let live: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| self.groups[g].rows > 0)
+            .collect();
+        let mut fields: Vec<Field> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        let keys = self.group_exprs.len();
+        if keys > 0 {
+            let key_columns = self
+                .keys
+                .convert_rows(live.iter().map(|&g| self.group_keys.row(g)))?;
+            for (i, column) in key_columns.into_iter().enumerate() {
+                fields.push(self.output_schema.field(i).clone().with_nullable(true));
+                columns.push(column);
+            }
+        }
+        fields.push(Field::new("__rows", DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            live.iter().map(|&g| self.groups[g].rows),
+        )));
+        fields.push(Field::new("__last_time", DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            live.iter().map(|&g| self.groups[g].last_time),
+        )));
+        let mut widths = Vec::new();
+        for a in 0..self.aggregates.len() {
+            let mut states: Vec<Vec<ScalarValue>> = Vec::new();
+            for &g in &live {
+                let state = self.groups[g].accumulators[a].state()?;
+                if states.is_empty() {
+                    states = vec![Vec::with_capacity(live.len()); state.len()];
+                }
+                for (field, value) in states.iter_mut().zip(state) {
+                    field.push(value);
+                }
+            }
+            widths.push(states.len().to_string());
+            for (f, values) in states.into_iter().enumerate() {
+                let array = ScalarValue::iter_to_array(values)?;
+                fields.push(Field::new(
+                    format!("state_{a}_{f}"),
+                    array.data_type().clone(),
+                    true,
+                ));
+                columns.push(array);
+            }
+        }
+        for a in 0..self.aggregates.len() {
+            let field = self.output_schema.field(keys + a);
+            let null = ScalarValue::try_from(field.data_type())?;
+            let values = live.iter().map(|&g| {
+                self.groups[g]
+                    .emitted
+                    .as_ref()
+                    .map_or(null.clone(), |e| e[a].clone())
+            });
+            let array = if live.is_empty() {
+                datafusion::arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(values)?
+            };
+            fields.push(Field::new(
+                format!("emitted_{a}"),
+                array.data_type().clone(),
+                true,
+            ));
+            columns.push(array);
+        }
+        fields.push(Field::new("__emitted", DataType::Boolean, false));
+        columns.push(Arc::new(BooleanArray::from_iter(
+            live.iter().map(|&g| Some(self.groups[g].emitted.is_some())),
+        )));
+        let mut metadata: HashMap<String, String> =
+            [("state_widths".to_string(), widths.join(","))].into();
+        if let Some(firing) = &self.firing {
+            // Which windows fired is the operator's own progress: after a restore, a
+            // change to a fired window updates it at once, whatever the watermark does.
+            metadata.insert("fired_through".into(), firing.fired_through.to_string());
+        }
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new_with_metadata(fields, metadata)),
+            columns,
+        )?)
+    }
+
+    pub(super) fn restore_state(&mut self, state: &RecordBatch) -> DFResult<()> {
+        use datafusion::arrow::datatypes::Int64Type;
+        self.groups.clear();
+        self.group_ids.clear();
+        self.group_keys = self.keys.empty_rows(0, 0);
+        if let Some(ttl) = &mut self.ttl {
+            ttl.by_time.clear();
+            ttl.freed = 0;
+        }
+        let keys = self.group_exprs.len();
+        let widths: Vec<usize> = state
+            .schema()
+            .metadata()
+            .get("state_widths")
+            .map(|w| w.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_default();
+        let key_rows = self.keys.convert_columns(&state.columns()[..keys])?;
+        let rows = state.column(keys).as_primitive::<Int64Type>().clone();
+        let last_times = state.column(keys + 1).as_primitive::<Int64Type>().clone();
+        let emitted_flags = state.column(state.num_columns() - 1).as_boolean().clone();
+        let emitted_start = state.num_columns() - 1 - self.aggregates.len();
+        for row in 0..state.num_rows() {
+            let mut group = self.new_group()?;
+            group.rows = rows.value(row);
+            group.last_time = last_times.value(row);
+            let mut column = keys + 2;
+            for (a, accumulator) in group.accumulators.iter_mut().enumerate() {
+                let width = widths.get(a).copied().unwrap_or(0);
+                let states: Vec<ArrayRef> = (column..column + width)
+                    .map(|c| state.column(c).slice(row, 1))
+                    .collect();
+                if width > 0 {
+                    accumulator.merge_batch(&states)?;
+                }
+                column += width;
+            }
+            if emitted_flags.value(row) {
+                group.emitted = Some(
+                    (0..self.aggregates.len())
+                        .map(|a| ScalarValue::try_from_array(state.column(emitted_start + a), row))
+                        .collect::<DFResult<_>>()?,
+                );
+            }
+            let id = self.groups.len();
+            if let Some(ttl) = &mut self.ttl {
+                ttl.by_time.insert((group.last_time, id));
+            }
+            self.groups.push(group);
+            if keys > 0 {
+                let key = key_rows.row(row);
+                self.group_ids.insert(key.as_ref().into(), id);
+                self.group_keys.push(key);
+            }
+        }
+        if let Some(firing) = &mut self.firing {
+            let ends = as_millis(state.column(firing.end_key))?;
+            firing.by_end.clear();
+            firing.freed = 0;
+            // Ids change here (compaction, restore): a window's changed rows not yet
+            // fired early go out at the window's end at the latest.
+            if let Some(early) = &mut firing.early_fire {
+                early.dirty.clear();
+            }
+            firing.fired_through = state
+                .schema()
+                .metadata()
+                .get("fired_through")
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(Watermark::MIN);
+            firing.group_ends = ends.values().to_vec();
+            for (id, end) in ends.values().iter().enumerate() {
+                firing.by_end.entry(*end).or_default().push(id);
+            }
+        }
+        Ok(())
+    }
+}
