@@ -816,7 +816,6 @@ async fn a_warehouse_restart_mid_run_costs_a_pause_not_rows() {
 /// columns read back as their types; a claim whose policy is not there keeps NULLs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_table_enriches_claims_as_a_lookup_table() {
-    use futures::StreamExt;
     let client = postgres().await;
     client
         .batch_execute(
@@ -855,23 +854,7 @@ async fn a_postgres_table_enriches_claims_as_a_lookup_table() {
         claims = dir.join("claims.json").display(),
         url = postgres_jdbc_url()
     );
-    let mut rows = Vec::new();
-    for result in runnel::Engine::default()
-        .execute(&sql)
-        .await
-        .expect("plans")
-    {
-        if let runnel::Executed::Query(mut stream) = result {
-            while let Some(batch) = stream.next().await {
-                rows.extend(
-                    runnel::connectors::print::format_rows(&batch.expect("batch"), "")
-                        .expect("format"),
-                );
-            }
-            stream.finish().await.expect("runs");
-        }
-    }
-    rows.sort();
+    let rows = query_rows(&sql).await;
     assert_eq!(
         rows,
         [
@@ -887,7 +870,6 @@ async fn a_postgres_table_enriches_claims_as_a_lookup_table() {
 /// header without a value: NULL), next to a Debezium change read from the same record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_headers_are_read_as_a_map() {
-    use futures::StreamExt;
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::FutureRecord;
     let topic = format!("runnel-headers-{}", std::process::id());
@@ -933,23 +915,7 @@ async fn kafka_headers_are_read_as_a_map() {
          SELECT claim_id, amount, headers FROM claims;",
         servers = bootstrap()
     );
-    let mut rows = Vec::new();
-    for result in runnel::Engine::default()
-        .execute(&sql)
-        .await
-        .expect("plans")
-    {
-        if let runnel::Executed::Query(mut stream) = result {
-            while let Some(batch) = stream.next().await {
-                rows.extend(
-                    runnel::connectors::print::format_rows(&batch.expect("batch"), "")
-                        .expect("format"),
-                );
-            }
-            stream.finish().await.expect("runs");
-        }
-    }
-    rows.sort();
+    let rows = query_rows(&sql).await;
     assert_eq!(
         rows,
         [

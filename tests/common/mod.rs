@@ -479,3 +479,23 @@ pub const CLAIMS_QUERY: &str = "INSERT INTO claims_aggregated_5min
 pub const CLAIMS_OUTPUT_COLUMNS: &str =
     "policy_id BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3),
     claim_count BIGINT, total_amount DECIMAL(22, 2)";
+
+/// Runs `sql` in a fresh engine and returns the rows its queries printed (`+I[...]`),
+/// sorted; panics naming the failure.
+pub async fn query_rows(sql: &str) -> Vec<String> {
+    use futures::StreamExt;
+    let mut rows = Vec::new();
+    for result in runnel::Engine::default().execute(sql).await.expect("plans") {
+        if let runnel::Executed::Query(mut stream) = result {
+            while let Some(batch) = stream.next().await {
+                rows.extend(
+                    runnel::connectors::print::format_rows(&batch.expect("batch"), "")
+                        .expect("format"),
+                );
+            }
+            stream.finish().await.expect("runs");
+        }
+    }
+    rows.sort();
+    rows
+}
