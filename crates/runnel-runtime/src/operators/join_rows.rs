@@ -1,5 +1,21 @@
-//! Rows of a join's two sides: an outer join's unmatched rows padded with NULLs, and both
-//! sides' held rows as one checkpoint batch and back.
+//! Rows of a join's two sides: an outer join's unmatched rows padded with NULLs, which
+//! candidate pairs pass the residual condition, and both sides' held rows as one
+//! checkpoint batch and back.
+
+/// Whether each row of `joined` (candidate pairs) passes the join's `residual` condition
+/// (every row does without one; NULL counts as false).
+pub(crate) fn residual_passes(
+    residual: Option<&std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    joined: &datafusion::arrow::record_batch::RecordBatch,
+) -> datafusion::error::Result<Vec<bool>> {
+    Ok(match residual {
+        Some(residual) if joined.num_rows() > 0 => crate::expr::predicate(residual, joined)?
+            .iter()
+            .map(|passed| passed == Some(true))
+            .collect(),
+        _ => vec![true; joined.num_rows()],
+    })
+}
 
 /// `rows` of one `side` of a join, with NULLs for the `other` side's columns, in the
 /// join's output `schema` (an outer join's unmatched rows).

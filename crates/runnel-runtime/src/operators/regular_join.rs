@@ -37,7 +37,7 @@ use crate::operator::{
     CheckpointedState, Collector, InputWatermarks, OperatorState, Side, StreamOperator,
     TwoInputOperator,
 };
-use crate::operators::join_rows::{padded, split_two_sided, two_sided_state};
+use crate::operators::join_rows::{padded, residual_passes, split_two_sided, two_sided_state};
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
     RuntimeError::Operator {
@@ -496,14 +496,7 @@ impl TwoInputOperator for RegularJoinOperator {
         };
         let joined =
             RecordBatch::try_new(self.joined_schema.clone(), columns).map_err(arrow_error)?;
-        let passed: Vec<bool> = match &self.residual {
-            Some(residual) if joined.num_rows() > 0 => crate::expr::predicate(residual, &joined)
-                .map_err(operator_error)?
-                .values()
-                .iter()
-                .collect(),
-            _ => vec![true; joined.num_rows()],
-        };
+        let passed = residual_passes(self.residual.as_ref(), &joined).map_err(operator_error)?;
 
         // Apply the changes in order.
         let mut outputs: Vec<(Output, ChangeKind)> = Vec::new();

@@ -40,7 +40,7 @@ use crate::operator::{
     CheckpointedState, Collector, InputWatermarks, OperatorState, Side, StreamOperator,
     TwoInputOperator,
 };
-use crate::operators::join_rows::{padded, split_two_sided, two_sided_state};
+use crate::operators::join_rows::{padded, residual_passes, split_two_sided, two_sided_state};
 use crate::operators::late_rows::drop_late;
 use crate::operators::window_assign::event_times;
 use crate::operators::LateRowsOutput;
@@ -315,14 +315,7 @@ impl TemporalJoinOperator {
             [these.columns().to_vec(), those].concat(),
         )
         .map_err(arrow_error)?;
-        let passed: Vec<bool> = match &self.residual {
-            Some(residual) if joined.num_rows() > 0 => crate::expr::predicate(residual, &joined)
-                .map_err(operator_error)?
-                .values()
-                .iter()
-                .collect(),
-            _ => vec![true; joined.num_rows()],
-        };
+        let passed = residual_passes(self.residual.as_ref(), &joined).map_err(operator_error)?;
         // The output in the ready rows' order: each row joined, padded (left join), or
         // dropped (inner join without a version).
         let mut joined_at = vec![None; ready.num_rows()];
