@@ -95,7 +95,7 @@ fn chain_for(query: &str) -> (OperatorChain, RecordBatch) {
         config: JobConfig::default(),
         metrics: Arc::new(JobMetrics::default()),
         clock: ProcessingTime::default(),
-        table: &[],
+        lookup: Default::default(),
     };
     let operators = nodes
         .iter()

@@ -810,8 +810,8 @@ async fn a_warehouse_restart_mid_run_costs_a_pause_not_rows() {
     assert_eq!((rows, sum), (4_000, 4_000 * 4_001), "every row, once");
 }
 
-/// A PostgreSQL table as the table side of a lookup join (`'connector' = 'jdbc'`, read
-/// whole at the job's start): each claim is enriched with its policy's holder, premium,
+/// A PostgreSQL table as the table side of a lookup join (`'connector' = 'jdbc'`, asked
+/// by key): each claim is enriched with its policy's holder, premium,
 /// start and whether it is active — text, numeric, timestamp, timestamptz and boolean
 /// columns read back as their types; a claim whose policy is not there keeps NULLs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -847,7 +847,7 @@ async fn a_postgres_table_enriches_claims_as_a_lookup_table() {
              since TIMESTAMP(3), renewed TIMESTAMP_LTZ(3), active BOOLEAN,
              PRIMARY KEY (policy_id) NOT ENFORCED)
          WITH ('connector' = 'jdbc', 'url' = '{url}', 'table-name' = 'cdc_lookup.policies',
-             'username' = 'runnel', 'password' = 'runnel', 'lookup.cache.max-rows' = '1000');
+             'username' = 'runnel', 'password' = 'runnel');
          SELECT c.claim_id, p.holder, p.premium, p.since, p.renewed, p.active
          FROM claims AS c LEFT JOIN policies FOR SYSTEM_TIME AS OF c.proc AS p
          ON c.policy_id = p.policy_id;",
@@ -863,6 +863,200 @@ async fn a_postgres_table_enriches_claims_as_a_lookup_table() {
             "+I[c3, NULL, NULL, NULL, NULL, NULL]",
         ]
     );
+}
+
+/// A jdbc lookup table is asked as claims arrive, so a policy changed or added in
+/// PostgreSQL while the job runs is seen by the next claim; with Flink's partial cache
+/// (`lookup.cache` = `PARTIAL`, an hour to expire) the first answer for a key — a row or
+/// its absence — stands until it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_lookup_table_answers_as_postgres_is_now() {
+    let client = postgres().await;
+    client
+        .batch_execute(
+            "DROP SCHEMA IF EXISTS cdc_live_lookup CASCADE;
+             CREATE SCHEMA cdc_live_lookup;
+             CREATE TABLE cdc_live_lookup.policies (policy_id bigint PRIMARY KEY, holder text);
+             INSERT INTO cdc_live_lookup.policies VALUES (1, 'Ann');
+             CREATE TABLE cdc_live_lookup.enriched (
+                 claim_id text, via text, holder text, PRIMARY KEY (claim_id, via));",
+        )
+        .await
+        .expect("create the tables");
+    let topic = format!("runnel-live-lookup-{}", std::process::id());
+    recreate_topic(&topic, 1).await;
+    let dir = scratch_dir("jdbc-live-lookup");
+    let policies = |name: &str, cache: &str| {
+        format!(
+            "CREATE TABLE {name} (policy_id BIGINT, holder STRING) WITH (
+                 'connector' = 'jdbc', 'url' = '{url}', 'table-name' = 'cdc_live_lookup.policies',
+                 'username' = 'runnel', 'password' = 'runnel'{cache});",
+            url = postgres_jdbc_url()
+        )
+    };
+    let job = dir.join("job.sql");
+    std::fs::write(
+        &job,
+        format!(
+            "CREATE TABLE claims (claim_id STRING, policy_id BIGINT, proc AS PROCTIME()) WITH (
+                 'connector' = 'kafka', 'topic' = '{topic}',
+                 'properties.bootstrap.servers' = '{servers}',
+                 'scan.startup.mode' = 'earliest-offset', 'format' = 'json');
+             {fresh}
+             {cached}
+             CREATE TABLE enriched (claim_id STRING, via STRING, holder STRING,
+                 PRIMARY KEY (claim_id, via) NOT ENFORCED) WITH (
+                 'connector' = 'jdbc', 'url' = '{url}', 'table-name' = 'cdc_live_lookup.enriched',
+                 'username' = 'runnel', 'password' = 'runnel',
+                 'sink.buffer-flush.interval' = '100 ms');
+             INSERT INTO enriched
+             SELECT c.claim_id, 'fresh', p.holder FROM claims AS c
+                 LEFT JOIN policies FOR SYSTEM_TIME AS OF c.proc AS p ON c.policy_id = p.policy_id
+             UNION ALL
+             SELECT c.claim_id, 'cached', p.holder FROM claims AS c
+                 LEFT JOIN cached_policies FOR SYSTEM_TIME AS OF c.proc AS p
+                 ON c.policy_id = p.policy_id;",
+            servers = bootstrap(),
+            url = postgres_jdbc_url(),
+            fresh = policies("policies", ""),
+            cached = policies(
+                "cached_policies",
+                ", 'lookup.cache' = 'PARTIAL', 'lookup.partial-cache.max-rows' = '100',
+                 'lookup.partial-cache.expire-after-write' = '1 h'"
+            ),
+        ),
+    )
+    .expect("job file");
+    let mut running = start_with(&job, &dir.join("checkpoints"), None);
+    let mut log = String::new();
+    let claim = |id: &str, policy: i64| {
+        (
+            None,
+            format!(r#"{{"claim_id": "{id}", "policy_id": {policy}}}"#).into_bytes(),
+        )
+    };
+    let enriched = |rows: usize| {
+        let client = &client;
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let held: Vec<(String, String, Option<String>)> = client
+                    .query(
+                        "SELECT claim_id, via, holder FROM cdc_live_lookup.enriched ORDER BY 1, 2",
+                        &[],
+                    )
+                    .await
+                    .expect("read enriched")
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect();
+                if held.len() >= rows || started.elapsed() > Duration::from_secs(60) {
+                    return held;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    produce(&topic, &[claim("c1", 1), claim("c2", 3)]).await;
+    let first = enriched(4).await;
+    client
+        .batch_execute(
+            "UPDATE cdc_live_lookup.policies SET holder = 'Anna' WHERE policy_id = 1;
+             INSERT INTO cdc_live_lookup.policies VALUES (3, 'Cy');",
+        )
+        .await
+        .expect("change the policies");
+    produce(&topic, &[claim("c3", 1), claim("c4", 3)]).await;
+    let second = enriched(8).await;
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    drain(&running, &mut log);
+    let row = |id: &str, via: &str, holder: Option<&str>| {
+        (id.to_string(), via.to_string(), holder.map(str::to_string))
+    };
+    assert_eq!(
+        first,
+        [
+            row("c1", "cached", Some("Ann")),
+            row("c1", "fresh", Some("Ann")),
+            row("c2", "cached", None),
+            row("c2", "fresh", None),
+        ],
+        "{log}"
+    );
+    assert_eq!(
+        second[4..],
+        [
+            // c3: the cache keeps the first answer; asked again, PostgreSQL says Anna now.
+            row("c3", "cached", Some("Ann")),
+            row("c3", "fresh", Some("Anna")),
+            // c4: the cache remembers policy 3 was missing; asked again, it was added.
+            row("c4", "cached", None),
+            row("c4", "fresh", Some("Cy")),
+        ],
+        "{log}"
+    );
+}
+
+/// A job stopped (SIGTERM) without checkpoints still writes the rows its jdbc sink holds
+/// (here for up to an hour, `sink.buffer-flush.interval`): they were taken from Kafka and
+/// would otherwise be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_without_checkpoints_writes_what_the_jdbc_sink_holds() {
+    let client = postgres().await;
+    client
+        .batch_execute(
+            "DROP SCHEMA IF EXISTS cdc_stop CASCADE;
+             CREATE SCHEMA cdc_stop;
+             CREATE TABLE cdc_stop.claims (claim_id text PRIMARY KEY, policy_id bigint);",
+        )
+        .await
+        .expect("create the table");
+    let topic = format!("runnel-stop-held-{}", std::process::id());
+    recreate_topic(&topic, 1).await;
+    let records: Vec<Record> = (0..50)
+        .map(|i| {
+            let value = format!(r#"{{"claim_id": "c{i}", "policy_id": {}}}"#, i % 7);
+            (None, value.into_bytes())
+        })
+        .collect();
+    produce(&topic, &records).await;
+    let dir = scratch_dir("jdbc-stop-held");
+    let job = dir.join("job.sql");
+    std::fs::write(
+        &job,
+        format!(
+            "CREATE TABLE claims (claim_id STRING, policy_id BIGINT) WITH (
+                 'connector' = 'kafka', 'topic' = '{topic}',
+                 'properties.bootstrap.servers' = '{servers}',
+                 'scan.startup.mode' = 'earliest-offset', 'format' = 'json');
+             CREATE TABLE loaded (claim_id STRING, policy_id BIGINT,
+                 PRIMARY KEY (claim_id) NOT ENFORCED) WITH (
+                 'connector' = 'jdbc', 'url' = '{url}', 'table-name' = 'cdc_stop.claims',
+                 'username' = 'runnel', 'password' = 'runnel',
+                 'sink.buffer-flush.interval' = '1 h', 'sink.buffer-flush.max-rows' = '1000');
+             INSERT INTO loaded SELECT * FROM claims;",
+            servers = bootstrap(),
+            url = postgres_jdbc_url(),
+        ),
+    )
+    .expect("job file");
+    let running = start_with(&job, &dir.join("checkpoints"), None);
+    let mut log = String::new();
+    // Time to read the 50 records (a second or two); none is written within the hour.
+    std::thread::sleep(Duration::from_secs(8));
+    let held: i64 = client
+        .query_one("SELECT count(*) FROM cdc_stop.claims", &[])
+        .await
+        .expect("count")
+        .get(0);
+    stop_cleanly(running, &mut log);
+    let written: i64 = client
+        .query_one("SELECT count(*) FROM cdc_stop.claims", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!((held, written), (0, 50), "{log}");
 }
 
 /// Kafka record headers as Flink declares them, `headers MAP<STRING, BYTES> METADATA

@@ -63,6 +63,24 @@ pub trait Connector: Send + Sync {
         )))
     }
 
+    /// Whether a lookup join asks the table by key (see
+    /// [`runnel_runtime::ConnectorFactory::reads_by_key`]) instead of reading it whole.
+    fn reads_by_key(&self, _table: &TableDef) -> bool {
+        false
+    }
+
+    /// Opens the table for lookups by the columns `key`.
+    async fn open_lookup(
+        &self,
+        _table: &TableDef,
+        _key: &[String],
+    ) -> Result<Arc<dyn runnel_runtime::KeyLookup>> {
+        Err(ConnectorError::Other(format!(
+            "connector '{}' cannot be looked up by key",
+            self.name()
+        )))
+    }
+
     /// Opens a writer into the table, which will receive batches of `schema`.
     async fn open_sink(
         &self,

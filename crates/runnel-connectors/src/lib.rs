@@ -197,6 +197,21 @@ impl ConnectorFactory for Connectors {
         self.connector_of(table).map_or(1, |c| c.max_splits(table))
     }
 
+    fn reads_by_key(&self, table: &TableDef) -> bool {
+        self.connector_of(table)
+            .is_ok_and(|c| c.reads_by_key(table))
+    }
+
+    async fn open_lookup(
+        &self,
+        table: &TableDef,
+        key: &[String],
+    ) -> runnel_runtime::Result<Arc<dyn runnel_runtime::KeyLookup>> {
+        let error = at_table(table, "lookup");
+        let connector = self.connector_of(table).map_err(&error)?;
+        connector.open_lookup(table, key).await.map_err(&error)
+    }
+
     fn sink_records_commits(&self, table: &TableDef) -> bool {
         self.connector_of(table)
             .is_ok_and(|c| c.sink_records_commits(table))

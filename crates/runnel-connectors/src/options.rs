@@ -55,17 +55,26 @@ impl<'a> TableOptions<'a> {
         })
     }
 
+    /// The option parsed, or `None` when absent.
+    pub fn parse<T: FromStr>(&self, key: &str) -> Result<Option<T>>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.get(key)
+            .map(|value| {
+                value
+                    .parse()
+                    .map_err(|e: T::Err| self.invalid(key, value, e.to_string()))
+            })
+            .transpose()
+    }
+
     /// The option parsed, or `default` when absent.
     pub fn parse_or<T: FromStr>(&self, key: &str, default: T) -> Result<T>
     where
         T::Err: std::fmt::Display,
     {
-        match self.get(key) {
-            None => Ok(default),
-            Some(value) => value
-                .parse()
-                .map_err(|e: T::Err| self.invalid(key, value, e.to_string())),
-        }
+        Ok(self.parse(key)?.unwrap_or(default))
     }
 
     /// A duration option in Flink's format (`500 ms`, `5 s`, `1 min`, `2h`; a bare number is ms).

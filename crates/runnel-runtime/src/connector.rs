@@ -2,9 +2,12 @@
 //! connector (Kafka, files, ...). The connectors crate implements it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use runnel_sql::TableDef;
 
 use crate::config::JobConfig;
@@ -79,6 +82,22 @@ pub trait ConnectorFactory: Send + Sync {
         false
     }
 
+    /// Whether a lookup join reads `table` by key as stream rows arrive (a database
+    /// table: each row meets the table as it is when the row is joined), rather than
+    /// whole before the stream starts.
+    fn reads_by_key(&self, _table: &TableDef) -> bool {
+        false
+    }
+
+    /// Opens `table` for lookups by the columns `key` (names of its physical columns), for
+    /// a table [`ConnectorFactory::reads_by_key`].
+    async fn open_lookup(&self, table: &TableDef, _key: &[String]) -> Result<Arc<dyn KeyLookup>> {
+        Err(crate::error::RuntimeError::Build(format!(
+            "table {} cannot be looked up by key",
+            table.name
+        )))
+    }
+
     /// Opens a writer into `table`, which will receive batches of `schema`.
     async fn create_sink(
         &self,
@@ -86,4 +105,33 @@ pub trait ConnectorFactory: Send + Sync {
         schema: SchemaRef,
         config: &JobConfig,
     ) -> Result<Box<dyn Sink>>;
+}
+
+/// A table a lookup join reads by key while the stream runs (Flink's `LookupTableSource`):
+/// each batch's keys are looked up in one request. Shared by every subtask of a job, so
+/// it must be callable from several at once.
+pub trait KeyLookup: Send + Sync {
+    /// The table's rows (its physical columns, in declaration order) whose key columns
+    /// equal one of the rows of `keys` — one array per key column, each already of that
+    /// column's type, no NULLs, no key twice. Blocks until the table answers; fails only
+    /// after the connector's own retries.
+    fn lookup(&self, keys: &[ArrayRef]) -> Result<RecordBatch>;
+
+    /// How the joining operator may keep rows it looked up.
+    fn cache(&self) -> LookupCache;
+}
+
+/// Flink's partial lookup cache (`lookup.cache` = `PARTIAL`): rows looked up per key,
+/// kept until they are too old or the cache is full. `max_keys == 0`: no cache, every
+/// batch asks the table again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LookupCache {
+    /// How many keys are kept (the oldest go first).
+    pub max_keys: usize,
+    /// How long after it was looked up a key's rows are used.
+    pub expire_after_write: Option<Duration>,
+    /// How long after it was last used a key's rows are kept.
+    pub expire_after_access: Option<Duration>,
+    /// Whether a key the table did not have is remembered as missing.
+    pub cache_missing_keys: bool,
 }

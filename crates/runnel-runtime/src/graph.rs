@@ -20,7 +20,8 @@
 //! - `UNION ALL` starts no stage: its inputs' stages each chain a relabelling step, and
 //!   the next operator reads them all.
 //! - A lookup join's table is read whole, over a [`EdgeKind::Broadcast`] edge, before
-//!   the stream starts; its stages take no part in checkpoints.
+//!   the stream starts; its stages take no part in checkpoints. A table read by key (a
+//!   database table, see [`TableLayout::reads_by_key`]) has no stage: the join asks it.
 //! - The sink is one task behind an [`EdgeKind::Single`] edge from every last stage.
 //! - Operator ids follow build order (inputs first, left to right; a lookup join's table
 //!   before its stream), one per subtask, so the same plan at the same parallelism
@@ -30,9 +31,29 @@ use std::fmt;
 
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::Expr;
-use runnel_sql::{InputDistribution, SourceNode, StreamNode, StreamPlan, TableDef};
+use runnel_sql::{InputDistribution, LookupJoinNode, SourceNode, StreamNode, StreamPlan, TableDef};
 
 use crate::error::{Result, RuntimeError};
+
+/// The table a lookup join could ask by key, and the key's column names: when its table
+/// side is a plain scan (no computed columns) and each key is one of its columns.
+pub fn key_lookup_of(join: &LookupJoinNode) -> Option<(&TableDef, Vec<String>)> {
+    let StreamNode::Source(source) = join.table.as_ref() else {
+        return None;
+    };
+    if source.table.has_computed_columns() {
+        return None;
+    }
+    let key = join
+        .table_keys
+        .iter()
+        .map(|k| match k {
+            Expr::Column(column) => Some(column.name.clone()),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((&source.table, key))
+}
 
 /// A stage's place in [`JobGraph::stages`].
 pub type StageId = usize;
@@ -137,9 +158,27 @@ struct Open {
     stages: Vec<StageId>,
 }
 
+/// What the graph needs to know of the tables a plan reads, from their connectors.
+pub trait TableLayout {
+    /// How many parallel readers `table` gets at most (at least 1 is used).
+    fn readers(&self, table: &TableDef) -> usize;
+
+    /// Whether a lookup join asks `table` by key instead of reading it whole.
+    fn reads_by_key(&self, _table: &TableDef) -> bool {
+        false
+    }
+}
+
+/// A function from table to readers: no table is read by key.
+impl<F: Fn(&TableDef) -> usize> TableLayout for F {
+    fn readers(&self, table: &TableDef) -> usize {
+        self(table)
+    }
+}
+
 struct GraphBuilder<'p, 'r> {
     parallelism: usize,
-    readers: &'r dyn Fn(&TableDef) -> usize,
+    tables: &'r dyn TableLayout,
     stages: Vec<Stage<'p>>,
     edges: Vec<Edge>,
     next_operator: OperatorId,
@@ -149,16 +188,17 @@ struct GraphBuilder<'p, 'r> {
 }
 
 impl<'p> JobGraph<'p> {
-    /// The graph of `plan` at `parallelism` (0 is taken as 1); `readers(table)` says how
-    /// many parallel readers a table gets (at most `parallelism`, at least 1).
+    /// The graph of `plan` at `parallelism` (0 is taken as 1); `tables` says how many
+    /// parallel readers a table gets (at most `parallelism`, at least 1) and which are
+    /// looked up by key.
     pub fn build(
         plan: &'p StreamPlan,
         parallelism: usize,
-        readers: &dyn Fn(&TableDef) -> usize,
+        tables: &dyn TableLayout,
     ) -> Result<JobGraph<'p>> {
         let mut builder = GraphBuilder {
             parallelism: parallelism.max(1),
-            readers,
+            tables,
             stages: Vec::new(),
             edges: Vec::new(),
             next_operator: 0,
@@ -204,6 +244,12 @@ impl<'p> JobGraph<'p> {
 }
 
 impl<'p> GraphBuilder<'p, '_> {
+    /// Whether a lookup join asks its table side by key (see [`key_lookup_of`]) of a
+    /// table its connector looks up.
+    fn reads_by_key(&self, join: &LookupJoinNode) -> bool {
+        key_lookup_of(join).is_some_and(|(table, _)| self.tables.reads_by_key(table))
+    }
+
     fn new_stage(&mut self, head: StageHead<'p>, parallelism: usize, time: bool) -> StageId {
         let id = self.stages.len();
         self.stages.push(Stage {
@@ -260,7 +306,10 @@ impl<'p> GraphBuilder<'p, '_> {
     fn build(&mut self, node: &'p StreamNode) -> Result<Open> {
         match node {
             StreamNode::Source(source) => {
-                let readers = (self.readers)(&source.table).clamp(1, self.parallelism);
+                let readers = self
+                    .tables
+                    .readers(&source.table)
+                    .clamp(1, self.parallelism);
                 let first_source = self.checkpointed.then(|| {
                     let first = self.next_source;
                     self.next_source += readers;
@@ -283,6 +332,11 @@ impl<'p> GraphBuilder<'p, '_> {
                     stages.extend(open.stages);
                 }
                 Ok(Open { stages })
+            }
+            StreamNode::LookupJoin(join) if self.reads_by_key(join) => {
+                let open = self.build(&join.input)?;
+                self.chain(&open, node, true);
+                Ok(open)
             }
             StreamNode::LookupJoin(join) => {
                 // The table first (read whole, outside checkpoints), then the stream.
@@ -668,12 +722,45 @@ mod tests {
     }
 
     #[test]
+    fn a_table_asked_by_key_has_no_stage() {
+        struct ByKey;
+        impl TableLayout for ByKey {
+            fn readers(&self, _table: &TableDef) -> usize {
+                usize::MAX
+            }
+            fn reads_by_key(&self, table: &TableDef) -> bool {
+                table.name == "rates"
+            }
+        }
+        let plan = plan_of(
+            "SELECT t.k, r.rate FROM kafka_t AS t
+             JOIN rates FOR SYSTEM_TIME AS OF t.proc AS r ON t.k = r.k;",
+        );
+        let graph = JobGraph::build(&plan, 2, &ByKey).unwrap();
+        let layout: Vec<String> = graph
+            .to_string()
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().to_string())
+            .collect();
+        assert_eq!(
+            layout,
+            [
+                "stage 0: Source kafka_t → LookupJoin → Projection, 2 readers",
+                "stage 1: Sink, 1 task ← stage 0, merging 2 subtasks",
+            ]
+        );
+        // Its readers are the job's first checkpointed sources.
+        assert_eq!(graph.checkpointed_sources(), 2);
+    }
+
+    #[test]
     fn operator_ids_follow_build_order_one_per_subtask() {
         let plan = plan_of(
             "SELECT t.k, r.rate FROM (SELECT * FROM kafka_t WHERE v > 0) AS t
              JOIN rates FOR SYSTEM_TIME AS OF t.proc AS r ON t.k = r.k;",
         );
-        let graph = JobGraph::build(&plan, 2, &|_| usize::MAX).unwrap();
+        let graph = JobGraph::build(&plan, 2, &|_: &TableDef| usize::MAX).unwrap();
         // The table's stage: not checkpointed, so its reader has no checkpoint index.
         assert!(matches!(
             graph.stages[0].head,

@@ -33,7 +33,7 @@ pub mod watermark;
 pub use chain::{Chained, OperatorChain};
 pub use checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore, Manifest, SourceState};
 pub use config::{DeliveryGuarantee, FaultInjection, JobConfig};
-pub use connector::{ConnectorFactory, SourceSplit};
+pub use connector::{ConnectorFactory, KeyLookup, LookupCache, SourceSplit};
 pub use error::{BoxError, Result, RuntimeError};
 pub use graph::{Edge, EdgeKind, JobGraph, Stage, StageHead};
 pub use job::{job_graph, spawn_job, JobHandle};
@@ -43,7 +43,7 @@ pub use operator::{
     CheckpointedState, Collector, InputWatermarks, OneInputOperator, OperatorState, Side,
     StreamOperator, TwoInputOperator,
 };
-pub use operators::{one_input_operator, two_input_operator, OperatorContext};
+pub use operators::{one_input_operator, two_input_operator, LookupTable, OperatorContext};
 pub use processing_time::ProcessingTime;
 pub use side_output::LateRows;
 pub use sink::{ChannelSink, Sink};

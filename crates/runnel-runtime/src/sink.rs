@@ -21,6 +21,17 @@ pub trait Sink: Send {
 
     async fn finish(&mut self) -> Result<()>;
 
+    /// How often a sink that buffers rows (`'sink.buffer-flush.interval'`) wants
+    /// [`Sink::on_timer`] called, also while no rows arrive; `None` (the default): never.
+    fn timer_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Called every [`Sink::timer_interval`]: write what has waited long enough.
+    async fn on_timer(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// A checkpoint's barrier reached the sink: what was written before it must be
     /// durable (at-least-once: acknowledged by the broker), or held in the open
     /// transaction (exactly-once), when this returns. By default nothing is buffered.

@@ -244,6 +244,19 @@ impl Sink for KafkaSink {
         self.flush_buffer(false).await
     }
 
+    /// An upsert buffer's rows wait at most `sink.buffer-flush.interval`, also when no
+    /// more arrive.
+    fn timer_interval(&self) -> Option<Duration> {
+        match &self.upsert {
+            Some((_, Some(buffer))) => buffer.interval(),
+            _ => None,
+        }
+    }
+
+    async fn on_timer(&mut self) -> runnel_runtime::Result<()> {
+        self.flush_buffer(false).await
+    }
+
     async fn prepare_checkpoint(
         &mut self,
         _checkpoint: runnel_runtime::CheckpointId,

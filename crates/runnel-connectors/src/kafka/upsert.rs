@@ -255,6 +255,11 @@ impl UpsertBuffer {
         }))
     }
 
+    /// How long rows may wait (`sink.buffer-flush.interval`), if that bounds them.
+    pub fn interval(&self) -> Option<Duration> {
+        self.interval
+    }
+
     /// Holds `records`.
     pub fn hold(&mut self, records: Vec<KeyedRecord>) {
         for (key, value) in records {

@@ -11,6 +11,7 @@ mod recovery;
 mod spawn;
 mod tasks;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use runnel_sql::StreamPlan;
@@ -36,6 +37,8 @@ pub struct JobHandle {
     checkpoint_timer: Option<JoinHandle<()>>,
     /// The job's checkpoints, when it takes them.
     checkpoints: Option<Arc<CheckpointCoordinator>>,
+    /// Tells the sink to write what it holds and end (a stop without checkpoints).
+    sink_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for JobHandle {
@@ -83,9 +86,29 @@ impl JobHandle {
     }
 
     /// Stops the job cleanly: when it checkpoints, takes one more checkpoint and waits
-    /// (up to `timeout`) until it is committed, so a restart resumes exactly there; then
-    /// stops every task. Returns the job's counters.
-    pub async fn stop(self, timeout: std::time::Duration) -> Result<MetricsSnapshot> {
+    /// (up to `timeout`) until it is committed, so a restart resumes exactly there;
+    /// without checkpoints, lets the sink write the rows it holds (a buffering sink would
+    /// otherwise lose rows it already took). Then stops every task. Returns the job's
+    /// counters.
+    pub async fn stop(mut self, timeout: std::time::Duration) -> Result<MetricsSnapshot> {
+        if self.checkpoints.is_none() {
+            if let Some(stop) = self.sink_stop.take() {
+                let _ = stop.send(());
+                if let Some(at) = self.tasks.iter().position(|(name, _)| name == "sink") {
+                    let (_, sink) = self.tasks.remove(at);
+                    match tokio::time::timeout(timeout, sink).await {
+                        Ok(Ok(Err(e))) => {
+                            self.abort();
+                            return Err(e);
+                        }
+                        Err(_) => {
+                            tracing::warn!(?timeout, "the sink did not write what it held in time")
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
         if let Some(coordinator) = &self.checkpoints {
             let before = self.metrics.snapshot().checkpoints;
             let id = coordinator.trigger();
@@ -131,9 +154,20 @@ pub fn job_graph<'p>(
     connectors: &dyn ConnectorFactory,
     config: &JobConfig,
 ) -> Result<JobGraph<'p>> {
-    JobGraph::build(plan, config.parallelism(), &|table| {
-        connectors.max_splits(table)
-    })
+    JobGraph::build(plan, config.parallelism(), &ConnectorLayout(connectors))
+}
+
+/// The graph's view of the tables a job reads, from their connectors.
+struct ConnectorLayout<'a>(&'a dyn ConnectorFactory);
+
+impl crate::graph::TableLayout for ConnectorLayout<'_> {
+    fn readers(&self, table: &runnel_sql::TableDef) -> usize {
+        self.0.max_splits(table)
+    }
+
+    fn reads_by_key(&self, table: &runnel_sql::TableDef) -> bool {
+        self.0.reads_by_key(table)
+    }
 }
 
 /// Starts `plan`, reading through `connectors` and writing into `sink`, with the job-wide
@@ -180,6 +214,7 @@ pub async fn spawn_job(
         }
     };
     let late = LateRows::default();
+    let (sink_stop, stopped) = tokio::sync::oneshot::channel();
     let mut spawner = spawn::TaskSpawner {
         connectors,
         config,
@@ -187,6 +222,7 @@ pub async fn spawn_job(
         late: late.clone(),
         checkpoints: coordinator.clone(),
         restored,
+        lookups: HashMap::new(),
         tasks: Vec::new(),
     };
     let sink_input = spawner.spawn(&graph).await?;
@@ -203,7 +239,7 @@ pub async fn spawn_job(
             faults: config.faults,
         }),
     };
-    tasks.push(("sink".to_string(), tokio::spawn(sink.run())));
+    tasks.push(("sink".to_string(), tokio::spawn(sink.run(stopped))));
     let timer = match (&coordinator, checkpointing) {
         (Some(coordinator), Some(checkpoint)) => {
             let coordinator = coordinator.clone();
@@ -225,5 +261,6 @@ pub async fn spawn_job(
         metrics,
         checkpoint_timer: timer,
         checkpoints: coordinator,
+        sink_stop: Some(sink_stop),
     })
 }

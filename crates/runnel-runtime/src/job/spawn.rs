@@ -19,14 +19,14 @@ use super::CHANNEL_CAPACITY;
 use crate::chain::{Chained, OperatorChain};
 use crate::checkpoint::{CheckpointCoordinator, RestoredCheckpoint};
 use crate::config::JobConfig;
-use crate::connector::{ConnectorFactory, SourceSplit};
+use crate::connector::{ConnectorFactory, KeyLookup, SourceSplit};
 use crate::error::{Result, RuntimeError};
 use crate::exchange::{Exchange, MergedInputs};
 use crate::graph::{EdgeKind, JobGraph, OperatorId, Stage, StageHead, StageId};
 use crate::message::Message;
 use crate::metrics::JobMetrics;
 use crate::operator::OperatorState;
-use crate::operators::{one_input_operator, two_input_operator, OperatorContext};
+use crate::operators::{one_input_operator, two_input_operator, LookupTable, OperatorContext};
 use crate::processing_time::ProcessingTime;
 use crate::side_output::LateRows;
 use crate::source::SourceTask;
@@ -45,6 +45,8 @@ pub(crate) struct TaskSpawner<'a> {
     pub checkpoints: Option<Arc<CheckpointCoordinator>>,
     /// The checkpoint the job resumes from, if any.
     pub restored: Option<Arc<RestoredCheckpoint>>,
+    /// Tables lookup joins ask by key, by table name and key columns.
+    pub lookups: HashMap<(String, Vec<String>), Arc<dyn KeyLookup>>,
     pub tasks: Vec<(String, JoinHandle<Result<()>>)>,
 }
 
@@ -72,7 +74,7 @@ impl TaskSpawner<'_> {
             })
             .collect();
         // A lookup join's table, read whole once for every stage that joins it.
-        let mut tables: HashMap<Vec<StageId>, Arc<Vec<RecordBatch>>> = HashMap::new();
+        let mut tables: HashMap<Vec<StageId>, LookupTable> = HashMap::new();
         for stage in &graph.stages {
             let mut inputs = std::mem::take(&mut inboxes[stage.id]);
             let table = self
@@ -121,22 +123,22 @@ impl TaskSpawner<'_> {
         Err(RuntimeError::Build("the job graph has no sink".into()))
     }
 
-    /// The rows of the lookup table `stage` joins (read to its end now, once per table),
-    /// or none when it joins none.
+    /// The lookup table `stage` joins: its rows (read to their end now, once per table),
+    /// the table asked by key (opened once per table and key), or none when it joins none.
     async fn broadcast_input(
         &mut self,
         graph: &JobGraph<'_>,
         stage: &Stage<'_>,
         inputs: &mut [[Vec<mpsc::Receiver<Message>>; 2]],
-        tables: &mut HashMap<Vec<StageId>, Arc<Vec<RecordBatch>>>,
-    ) -> Result<Arc<Vec<RecordBatch>>> {
+        tables: &mut HashMap<Vec<StageId>, LookupTable>,
+    ) -> Result<LookupTable> {
         let from: Vec<StageId> = graph
             .inputs_of(stage.id)
             .filter(|e| e.kind == EdgeKind::Broadcast)
             .map(|e| e.from)
             .collect();
         if from.is_empty() {
-            return Ok(Arc::default());
+            return self.key_lookup(stage).await;
         }
         // The table's channels were given to the stage's first subtask.
         let channels = std::mem::take(&mut inputs[0][1]);
@@ -152,9 +154,28 @@ impl TaskSpawner<'_> {
                 Message::Watermark(_) | Message::Barrier(_) | Message::Idle => {}
             }
         }
-        let rows = Arc::new(rows);
+        let rows = LookupTable::Rows(Arc::new(rows));
         tables.insert(from, rows.clone());
         Ok(rows)
+    }
+
+    /// The table a lookup join in `stage`'s chain asks by key (the graph gave it no
+    /// stage of its own), opened once per table and key; none when the chain has no
+    /// such join.
+    async fn key_lookup(&mut self, stage: &Stage<'_>) -> Result<LookupTable> {
+        let Some((table, key)) = stage.chain.iter().find_map(|c| match c.node {
+            StreamNode::LookupJoin(join) => crate::graph::key_lookup_of(join),
+            _ => None,
+        }) else {
+            return Ok(LookupTable::None);
+        };
+        let entry = (table.name.clone(), key);
+        if let Some(lookup) = self.lookups.get(&entry) {
+            return Ok(LookupTable::ByKey(lookup.clone()));
+        }
+        let lookup = self.connectors.open_lookup(table, &entry.1).await?;
+        self.lookups.insert(entry, lookup.clone());
+        Ok(LookupTable::ByKey(lookup))
     }
 
     /// Opens reader `subtask` of a source stage and spawns its task; returns the channel
@@ -227,7 +248,7 @@ impl TaskSpawner<'_> {
         stage: &Stage<'_>,
         subtask: usize,
         channels: Vec<mpsc::Receiver<Message>>,
-        table: &[RecordBatch],
+        table: &LookupTable,
         inboxes: &mut Inboxes,
     ) -> Result<()> {
         let clock = ProcessingTime::default();
@@ -266,7 +287,7 @@ impl TaskSpawner<'_> {
         subtask: usize,
         (node, id): (&StreamNode, OperatorId),
         inputs: MergedInputs,
-        table: &[RecordBatch],
+        table: &LookupTable,
         inboxes: &mut Inboxes,
     ) -> Result<()> {
         let clock = ProcessingTime::default();
@@ -293,15 +314,12 @@ impl TaskSpawner<'_> {
         Ok(())
     }
 
-    fn context<'t>(&self, clock: &ProcessingTime, table: &'t [RecordBatch]) -> OperatorContext<'t>
-    where
-        Self: 't,
-    {
+    fn context(&self, clock: &ProcessingTime, table: &LookupTable) -> OperatorContext {
         OperatorContext {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             clock: clock.clone(),
-            table,
+            lookup: table.clone(),
         }
     }
 
@@ -311,7 +329,7 @@ impl TaskSpawner<'_> {
         stage: &Stage<'_>,
         subtask: usize,
         clock: &ProcessingTime,
-        table: &[RecordBatch],
+        table: &LookupTable,
     ) -> Result<Vec<Chained>> {
         let context = self.context(clock, table);
         stage

@@ -7,6 +7,7 @@
 //! why.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
@@ -252,8 +253,35 @@ pub(crate) struct SinkTask {
 }
 
 impl SinkTask {
-    pub async fn run(mut self) -> Result<()> {
-        while let Some(message) = self.input.next().await {
+    /// Writes until the input ends, or until `stop` says so (a stop without checkpoints:
+    /// what the sink holds is written first).
+    pub async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) -> Result<()> {
+        let mut stopping = false;
+        let timer_interval = self.sink.timer_interval();
+        let mut timer = tokio::time::interval(timer_interval.unwrap_or(Duration::from_secs(3600)));
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = timer.tick(), if timer_interval.is_some() => {
+                    self.sink.on_timer().await?;
+                    continue;
+                }
+                signal = &mut stop, if !stopping => {
+                    stopping = true;
+                    if signal.is_ok() {
+                        self.write_late_rows().await?;
+                        self.sink.finish().await?;
+                        if let Some(late_sink) = &mut self.late_sink {
+                            late_sink.finish().await?;
+                        }
+                        break;
+                    }
+                    continue;
+                }
+                message = self.input.next() => message,
+            };
+            let Some(message) = message else { break };
             // Late rows dropped before this message (a barrier's epoch included) first.
             self.write_late_rows().await?;
             match message {

@@ -53,18 +53,30 @@ use crate::operator::{OneInputOperator, TwoInputOperator};
 use crate::processing_time::ProcessingTime;
 
 /// What a new operator instance gets from the job it runs in.
-pub struct OperatorContext<'a> {
+pub struct OperatorContext {
     /// The job's settings (the late-data sink among them).
     pub config: JobConfig,
     /// Where it counts late rows.
     pub metrics: Arc<JobMetrics>,
     /// The processing clock of its task, which `PROCTIME()` reads.
     pub clock: ProcessingTime,
-    /// A lookup join's table, read whole before the stream started (empty otherwise).
-    pub table: &'a [RecordBatch],
+    /// A lookup join's table (none for other operators).
+    pub lookup: LookupTable,
 }
 
-impl OperatorContext<'_> {
+/// The table side of a lookup join, as the job provides it.
+#[derive(Clone, Default)]
+pub enum LookupTable {
+    /// The operator joins no table.
+    #[default]
+    None,
+    /// Every row, read before the stream started.
+    Rows(Arc<Vec<RecordBatch>>),
+    /// Asked by key as batches arrive.
+    ByKey(Arc<dyn crate::connector::KeyLookup>),
+}
+
+impl OperatorContext {
     /// Where the operator sends rows it drops as late, when the job routes them to a
     /// table; `input` is the schema of the rows it drops.
     fn late_output(&self, input: &SchemaRef, operator: &str) -> Result<Option<LateRowsOutput>> {
@@ -97,7 +109,7 @@ impl OperatorContext<'_> {
 /// join, or a `UNION ALL`'s relabelling. Public so benchmarks can drive one operator.
 pub fn one_input_operator(
     node: &StreamNode,
-    context: &OperatorContext<'_>,
+    context: &OperatorContext,
 ) -> Result<Box<dyn OneInputOperator>> {
     let metrics = context.metrics.clone();
     Ok(match node {
@@ -179,9 +191,11 @@ pub fn one_input_operator(
         StreamNode::UpsertMaterialize(materialize) => {
             Box::new(UpsertMaterializeOperator::try_new(materialize, metrics)?)
         }
-        StreamNode::LookupJoin(join) => {
-            Box::new(LookupJoinOperator::try_new(join, context.table.to_vec())?)
-        }
+        StreamNode::LookupJoin(join) => Box::new(match &context.lookup {
+            LookupTable::ByKey(table) => LookupJoinOperator::by_key(join, table.clone())?,
+            LookupTable::Rows(rows) => LookupJoinOperator::try_new(join, rows.to_vec())?,
+            LookupTable::None => LookupJoinOperator::try_new(join, Vec::new())?,
+        }),
         other => {
             return Err(RuntimeError::Build(format!(
                 "{} is not a one-input operator",
@@ -195,7 +209,7 @@ pub fn one_input_operator(
 /// interval or a window join.
 pub fn two_input_operator(
     node: &StreamNode,
-    context: &OperatorContext<'_>,
+    context: &OperatorContext,
 ) -> Result<Box<dyn TwoInputOperator>> {
     let metrics = context.metrics.clone();
     Ok(match node {

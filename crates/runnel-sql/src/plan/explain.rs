@@ -239,7 +239,7 @@ impl StreamNode {
             StreamNode::LookupJoin(j) => {
                 writeln!(
                     f,
-                    "{pad}LookupJoin: {} {}; state: the table, read whole at start and indexed by key",
+                    "{pad}LookupJoin: {} {}; state: the table read whole at start and indexed by key, or the cache of a table asked by key",
                     j.join_type,
                     join_condition(&j.input_keys, &j.table_keys, &j.residual),
                 )?;

@@ -1,9 +1,4 @@
-//! `'connector' = 'jdbc'`: a PostgreSQL table as a sink (Flink's options: `url`,
-//! `table-name`, `username`, `password`, `sink.buffer-flush.max-rows`,
-//! `sink.buffer-flush.interval`, `sink.max-retries`), through `tokio-postgres`; and as a
-//! bounded source, read whole when the job starts — the table side of a lookup join
-//! (`JOIN policies FOR SYSTEM_TIME AS OF c.proc_time`). Values are read as PostgreSQL's
-//! text and cast to the columns' types with Arrow's kernels.
+//! [`JdbcSink`]: writes a query's rows into a PostgreSQL table.
 //!
 //! With a `PRIMARY KEY` the sink upserts: `+I`/`+U` rows become
 //! `INSERT ... ON CONFLICT (key) DO UPDATE`, `-D` rows `DELETE ... WHERE key = ...`, `-U`
@@ -22,285 +17,26 @@
 //! results a replay would not produce again (a window fired from differently batched
 //! input, a join whose inputs interleave differently).
 //!
-//! Values travel as text and are cast in SQL to the column's type (`$1::text::numeric`),
-//! so any PostgreSQL column type that reads its text form works. A failed flush is retried
-//! (`sink.max-retries`, with backoff), reconnecting when the connection was lost: a
-//! database restart mid-run costs a pause, not the job.
+//! A failed flush is retried (`sink.max-retries`, with backoff), reconnecting when the
+//! connection was lost: a database restart mid-run costs a pause, not the job.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Int8Type, SchemaRef, TimeUnit};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{Int8Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use runnel_runtime::{CheckpointId, DeliveryGuarantee, JobConfig, Manifest, Sink};
+use runnel_runtime::{CheckpointId, Manifest, Sink};
 use runnel_sql::changelog::ChangeKind;
 use runnel_sql::TableDef;
 use tokio_postgres::types::ToSql;
 
+use super::{
+    checkpoints_table, connection, describe, options, parameter_tuples, quote_path, sql_type,
+    text_rows, Values,
+};
 use crate::error::{ConnectorError, Result};
-use crate::options::TableOptions;
-
-/// Options the jdbc connector takes.
-pub const OPTIONS: &[&str] = &[
-    "url",
-    "table-name",
-    "username",
-    "password",
-    "driver",
-    "sink.buffer-flush.max-rows",
-    "sink.buffer-flush.interval",
-    "sink.max-retries",
-    "sink.parallelism",
-    "sink.delivery-guarantee",
-    // Lookups read the table whole at the job's start: the whole table is the cache.
-    "lookup.cache",
-    "lookup.cache.max-rows",
-    "lookup.cache.ttl",
-    "lookup.max-retries",
-    "scan.fetch-size",
-];
-
-pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
-    let options = TableOptions::validate(&table.name, "jdbc", &table.options, OPTIONS, &[])?;
-    connection(&options)?;
-    options.required("table-name")?;
-    options.parse_or::<usize>("sink.buffer-flush.max-rows", 100)?;
-    options.duration("sink.buffer-flush.interval")?;
-    options.parse_or::<u32>("sink.max-retries", 3)?;
-    Ok(options)
-}
-
-/// The database a table's `url` (`jdbc:postgresql://host:port/database`) and credentials
-/// name.
-fn connection(options: &TableOptions) -> Result<tokio_postgres::Config> {
-    let url = options.required("url")?;
-    let rest = url.strip_prefix("jdbc:postgresql://").ok_or_else(|| {
-        options.invalid(
-            "url",
-            url,
-            "expected jdbc:postgresql://host[:port]/database",
-        )
-    })?;
-    let (address, database) = rest.split_once('/').ok_or_else(|| {
-        options.invalid(
-            "url",
-            url,
-            "expected jdbc:postgresql://host[:port]/database",
-        )
-    })?;
-    let database = database.split('?').next().unwrap_or(database);
-    let (host, port) = match address.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse::<u16>()
-                .map_err(|_| options.invalid("url", url, format!("port '{port}' is no number")))?,
-        ),
-        None => (address, 5432),
-    };
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(host)
-        .port(port)
-        .dbname(database)
-        .connect_timeout(Duration::from_secs(10))
-        .application_name("runnel");
-    if let Some(user) = options.get("username") {
-        config.user(user);
-    }
-    if let Some(password) = options.get("password") {
-        config.password(password);
-    }
-    Ok(config)
-}
-
-/// `'connector' = 'jdbc'`.
-pub struct JdbcConnector;
-
-#[async_trait]
-impl crate::Connector for JdbcConnector {
-    fn name(&self) -> &'static str {
-        "jdbc"
-    }
-
-    fn validate(&self, table: &TableDef) -> Result<()> {
-        options(table).map(drop)
-    }
-
-    async fn open_sink(
-        &self,
-        table: &TableDef,
-        schema: SchemaRef,
-        config: &JobConfig,
-    ) -> Result<Box<dyn Sink>> {
-        let exactly_once = config.delivery == DeliveryGuarantee::ExactlyOnce;
-        Ok(Box::new(JdbcSink::open(table, schema, exactly_once).await?))
-    }
-
-    /// Read whole at the job's start, the table ends.
-    fn is_bounded(&self, _table: &TableDef) -> bool {
-        true
-    }
-
-    async fn open_source(
-        &self,
-        table: &TableDef,
-        _context: crate::SourceContext<'_>,
-    ) -> Result<Box<dyn runnel_runtime::Source>> {
-        Ok(Box::new(JdbcSource::read(table).await?))
-    }
-
-    fn sink_records_commits(&self, table: &TableDef) -> bool {
-        table
-            .options
-            .get("sink.delivery-guarantee")
-            .and_then(|value| DeliveryGuarantee::parse(value))
-            == Some(DeliveryGuarantee::ExactlyOnce)
-    }
-
-    /// The checkpoint the table's `runnel_checkpoints` row names (none: no row, or no
-    /// such table yet).
-    async fn committed_checkpoint(&self, table: &TableDef) -> Result<Option<CheckpointId>> {
-        let options = options(table)?;
-        let target = options.required("table-name")?.to_string();
-        let config = connection(&options)?;
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-            ConnectorError::Other(format!(
-                "PostgreSQL table {target}: reading its last committed checkpoint: {}",
-                describe(&e)
-            ))
-        })?;
-        tokio::spawn(connection);
-        let sql = format!(
-            "SELECT checkpoint_id FROM {} WHERE sink = $1",
-            checkpoints_table(&target)
-        );
-        match client.query_opt(sql.as_str(), &[&target]).await {
-            Ok(row) => Ok(row.map(|r| r.get::<_, i64>(0) as CheckpointId)),
-            // No table yet: nothing was ever committed.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-                Ok(None)
-            }
-            Err(e) => Err(ConnectorError::Other(format!(
-                "PostgreSQL table {target}: reading its last committed checkpoint: {}",
-                describe(&e)
-            ))),
-        }
-    }
-}
-
-/// A PostgreSQL table read whole: its rows, in batches, then the end.
-struct JdbcSource {
-    batches: std::collections::VecDeque<RecordBatch>,
-}
-
-impl JdbcSource {
-    /// Reads every row of `table`'s PostgreSQL table (its physical columns, by name).
-    async fn read(table: &TableDef) -> Result<Self> {
-        let options = options(table)?;
-        let target = options.required("table-name")?.to_string();
-        let config = connection(&options)?;
-        let failed = |what: &str, e: &tokio_postgres::Error| {
-            ConnectorError::Other(format!(
-                "PostgreSQL table {target} at {}: {what} failed: {}",
-                options.get("url").unwrap_or_default(),
-                describe(e)
-            ))
-        };
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| failed("connecting", &e))?;
-        tokio::spawn(connection);
-        let schema = table.physical_schema.clone();
-        // Each column as text; `timestamptz` as ISO 8601, which Arrow parses with its offset.
-        let columns: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let column = quote_path(f.name());
-                match f.data_type() {
-                    DataType::Timestamp(_, Some(_)) => format!("to_json({column}) #>> '{{}}'"),
-                    _ => format!("{column}::text"),
-                }
-            })
-            .collect();
-        let sql = format!("SELECT {} FROM {}", columns.join(", "), quote_path(&target));
-        let rows = client
-            .query(sql.as_str(), &[])
-            .await
-            .map_err(|e| failed("reading", &e))?;
-        let mut batches = std::collections::VecDeque::new();
-        for chunk in rows.chunks(8192) {
-            let mut arrays = Vec::with_capacity(schema.fields().len());
-            for (i, field) in schema.fields().iter().enumerate() {
-                let text = datafusion::arrow::array::StringArray::from_iter(
-                    chunk.iter().map(|row| row.get::<_, Option<String>>(i)),
-                );
-                let options = datafusion::arrow::compute::CastOptions {
-                    safe: false,
-                    ..Default::default()
-                };
-                let array = datafusion::arrow::compute::cast_with_options(
-                    &text,
-                    field.data_type(),
-                    &options,
-                )
-                .map_err(|e| {
-                    ConnectorError::Other(format!(
-                        "PostgreSQL table {target}: column {} does not read as {}: {e}",
-                        field.name(),
-                        field.data_type()
-                    ))
-                })?;
-                arrays.push(array);
-            }
-            let batch = RecordBatch::try_new(schema.clone(), arrays)
-                .map_err(|e| ConnectorError::Other(format!("PostgreSQL table {target}: {e}")))?;
-            batches.push_back(batch);
-        }
-        Ok(Self { batches })
-    }
-}
-
-#[async_trait]
-impl runnel_runtime::Source for JdbcSource {
-    fn partitions(&self) -> usize {
-        1
-    }
-
-    async fn next_event(&mut self) -> runnel_runtime::Result<Option<runnel_runtime::SourceEvent>> {
-        Ok(self.batches.pop_front().map(|batch| {
-            runnel_runtime::SourceEvent::Batch(runnel_runtime::SourceBatch {
-                partition: 0,
-                batch,
-                next_offset: None,
-            })
-        }))
-    }
-}
-
-/// Where the exactly-once commits into `target` (a `table-name`) are recorded: the
-/// `runnel_checkpoints` table of its schema, quoted.
-fn checkpoints_table(target: &str) -> String {
-    match target.rsplit_once('.') {
-        Some((schema, _)) => format!("{}.runnel_checkpoints", quote_path(schema)),
-        None => "runnel_checkpoints".to_string(),
-    }
-}
-
-/// A dotted name with each part quoted: `"dw"."totals"`.
-fn quote_path(name: &str) -> String {
-    name.split('.')
-        .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// A row's (or a key's) values as text, `None` for NULL.
-type Values = Vec<Option<String>>;
 
 /// What a flush does to one key (or, without a key, one appended row): the row's values
 /// as text, or a delete.
@@ -422,24 +158,10 @@ impl JdbcSink {
 
     /// Holds `batch`'s rows for the next flush.
     fn hold(&mut self, batch: &RecordBatch) -> Result<()> {
-        let options = FormatOptions::default()
-            .with_null("")
-            .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
-            .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"));
         let data = self.columns.len();
-        let formatters = batch.columns()[..data]
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| ConnectorError::Other(e.to_string()))?;
         let kinds = (batch.num_columns() > data)
             .then(|| batch.column(data).as_primitive::<Int8Type>().clone());
-        for row in 0..batch.num_rows() {
-            let values: Values = formatters
-                .iter()
-                .zip(&batch.columns()[..data])
-                .map(|(f, c)| (!c.is_null(row)).then(|| f.value(row).to_string()))
-                .collect();
+        for (row, values) in text_rows(&batch.columns()[..data])?.into_iter().enumerate() {
             let kind = kinds
                 .as_ref()
                 .and_then(|k| ChangeKind::from_code(k.value(row)))
@@ -637,68 +359,6 @@ impl JdbcSink {
     }
 }
 
-/// `rows` as SQL value tuples of text parameters, each cast to its column's type
-/// (`($1::text::bigint, $2::text::numeric), (...)`), and the parameters in order.
-fn parameter_tuples(rows: &[Values], casts: &[&'static str]) -> (String, Values) {
-    let mut values = Vec::with_capacity(rows.len() * casts.len());
-    let tuples: Vec<String> = rows
-        .iter()
-        .map(|row| {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(casts)
-                .map(|(value, cast)| {
-                    values.push(value.clone());
-                    format!("${}::text::{cast}", values.len())
-                })
-                .collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect();
-    (tuples.join(", "), values)
-}
-
-/// A database error with the server's message when it sent one.
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
-        }
-    }
-}
-
-/// The PostgreSQL type a column's text is cast to.
-fn sql_type(data_type: &DataType) -> Result<&'static str> {
-    Ok(match data_type {
-        DataType::Boolean => "boolean",
-        DataType::Int8 | DataType::Int16 => "smallint",
-        DataType::Int32 => "integer",
-        DataType::Int64 => "bigint",
-        DataType::Float32 => "real",
-        DataType::Float64 => "double precision",
-        DataType::Decimal128(..) => "numeric",
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text",
-        DataType::Date32 => "date",
-        DataType::Timestamp(
-            TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Second | TimeUnit::Nanosecond,
-            None,
-        ) => "timestamp",
-        DataType::Timestamp(_, Some(_)) => "timestamptz",
-        other => {
-            return Err(ConnectorError::Other(format!(
-                "a jdbc table cannot hold a column of type {other}"
-            )))
-        }
-    })
-}
-
 #[async_trait]
 impl Sink for JdbcSink {
     async fn write_batch(&mut self, batch: RecordBatch) -> runnel_runtime::Result<()> {
@@ -711,6 +371,16 @@ impl Sink for JdbcSink {
     }
 
     async fn on_watermark(&mut self, _watermark: i64) -> runnel_runtime::Result<()> {
+        self.on_timer().await
+    }
+
+    /// At-least-once: rows wait at most `sink.buffer-flush.interval`, also when no more
+    /// arrive.
+    fn timer_interval(&self) -> Option<Duration> {
+        (!self.exactly_once).then_some(self.interval)
+    }
+
+    async fn on_timer(&mut self) -> runnel_runtime::Result<()> {
         if self.last_flush.elapsed() >= self.interval && !self.exactly_once {
             self.flush().await.map_err(|e| e.at("sink", &self.table))?;
         }
@@ -752,6 +422,7 @@ mod tests {
 
     use super::*;
     use crate::test_table;
+    use datafusion::arrow::datatypes::DataType;
 
     fn totals_table(key: bool) -> TableDef {
         let mut table = test_table(
