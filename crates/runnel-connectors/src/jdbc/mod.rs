@@ -360,3 +360,78 @@ fn sql_type(data_type: &DataType) -> Result<&'static str> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::Field;
+
+    use super::*;
+
+    fn cache_of(extra: &[(&str, &str)]) -> Result<LookupCache> {
+        let mut options = vec![
+            ("url", "jdbc:postgresql://127.0.0.1:5433/runnel"),
+            ("table-name", "policies"),
+        ];
+        options.extend_from_slice(extra);
+        let table = crate::test_table(
+            "policies",
+            vec![Field::new("policy_id", DataType::Int64, true)],
+            &options,
+        );
+        let options = options_of(&table)?;
+        lookup_cache(&options)
+    }
+
+    fn options_of(table: &TableDef) -> Result<TableOptions<'_>> {
+        TableOptions::validate(&table.name, "jdbc", &table.options, OPTIONS, &[])
+    }
+
+    #[test]
+    fn the_lookup_cache_follows_flinks_options() {
+        assert_eq!(cache_of(&[]).unwrap(), LookupCache::default());
+        let partial = cache_of(&[
+            ("lookup.cache", "partial"),
+            ("lookup.partial-cache.max-rows", "500"),
+            ("lookup.partial-cache.expire-after-access", "10 min"),
+            ("lookup.partial-cache.cache-missing-key", "false"),
+        ])
+        .unwrap();
+        assert_eq!(
+            partial,
+            LookupCache {
+                max_keys: 500,
+                expire_after_write: None,
+                expire_after_access: Some(Duration::from_secs(600)),
+                cache_missing_keys: false,
+            }
+        );
+        let legacy = cache_of(&[
+            ("lookup.cache.max-rows", "100"),
+            ("lookup.cache.ttl", "1 h"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                legacy.max_keys,
+                legacy.expire_after_write,
+                legacy.cache_missing_keys
+            ),
+            (100, Some(Duration::from_secs(3600)), true)
+        );
+        for (bad, says) in [
+            (vec![("lookup.cache.max-rows", "100")], "come together"),
+            (vec![("lookup.cache", "PARTIAL")], "needs a bound"),
+            (vec![("lookup.cache", "FULL")], "NONE or PARTIAL"),
+            (
+                vec![
+                    ("lookup.cache", "PARTIAL"),
+                    ("lookup.partial-cache.max-rows", "x"),
+                ],
+                "lookup.partial-cache.max-rows",
+            ),
+        ] {
+            let error = cache_of(&bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+    }
+}
