@@ -23,8 +23,12 @@ use crate::error::{Result, RunnelError};
 pub enum Executed {
     /// A table or view was declared.
     Created(String),
-    /// A `SET` was recorded.
-    Set { key: String, value: String },
+    /// A `SET` was recorded; `warning` says when Runnel does not act on the key.
+    Set {
+        key: String,
+        value: String,
+        warning: Option<String>,
+    },
     /// An `INSERT INTO` job started; it runs until its sources end or it is stopped.
     Job(JobHandle),
     /// A bare `SELECT` started; its rows arrive on the stream.
@@ -238,6 +242,7 @@ impl Engine {
                 Ok(Executed::Set {
                     key: key.clone(),
                     value: value.clone(),
+                    warning: crate::settings::warning(key),
                 })
             }
             Statement::CreateFunction { name, class } => {
@@ -274,6 +279,7 @@ impl Engine {
             Statement::Insert { table, query } => {
                 let text = format!("INSERT INTO {table} {query}");
                 let plan = self.plan(*query, Some(&table))?;
+                self.log_warnings(&plan);
                 let job = self.start(&plan).await?;
                 self.register_job(text, &job);
                 Ok(Executed::Job(job))
@@ -281,6 +287,7 @@ impl Engine {
             Statement::Query(query) => {
                 let text = query.to_string();
                 let plan = self.plan(*query, None)?;
+                self.log_warnings(&plan);
                 let mut config = self.job_config()?;
                 config.sources = plan.sources();
                 let (sender, receiver) = mpsc::channel(8);
@@ -299,6 +306,22 @@ impl Engine {
                 }))
             }
             declaration => self.declare(&declaration),
+        }
+    }
+
+    /// What a job of `plan` should be told before it starts: settings Runnel does not act
+    /// on, and operators whose state grows without bound.
+    pub fn warnings(&self, plan: &StreamPlan) -> Vec<String> {
+        self.settings()
+            .keys()
+            .filter_map(|key| crate::settings::warning(key))
+            .chain(plan.unbounded_state())
+            .collect()
+    }
+
+    fn log_warnings(&self, plan: &StreamPlan) {
+        for warning in self.warnings(plan) {
+            tracing::warn!("{warning}");
         }
     }
 
@@ -359,11 +382,17 @@ impl Engine {
     /// skipped), and returns every error with the number of the statement and the line it
     /// starts on. Only text that cannot be split into statements (an unterminated string
     /// or comment) stops the check early.
-    pub fn validate(&self, sql: &str) -> Vec<String> {
+    pub fn validate(&self, sql: &str) -> Validation {
         let statements = match runnel_sql::parse_script_each(sql) {
             Ok(statements) => statements,
-            Err(e) => return vec![e.to_string()],
+            Err(e) => {
+                return Validation {
+                    errors: vec![e.to_string()],
+                    warnings: Vec::new(),
+                }
+            }
         };
+        let mut warnings = Vec::new();
         let mut errors: Vec<String> = self
             .settings()
             .iter()
@@ -375,15 +404,27 @@ impl Engine {
                 .statement
                 .map_err(RunnelError::from)
                 .and_then(|statement| match statement {
-                    Statement::Insert { table, query } => self.plan(*query, Some(&table)).map(drop),
-                    Statement::Query(query) => self.plan(*query, None).map(drop),
-                    declaration => self.declare(&declaration).map(drop),
+                    Statement::Insert { table, query } => self.plan(*query, Some(&table)).map(Some),
+                    Statement::Query(query) => self.plan(*query, None).map(Some),
+                    declaration => self.declare(&declaration).map(|_| None),
                 });
-            if let Err(e) = checked {
-                errors.push(format!("statement {} (line {}): {e}", i + 1, located.line));
+            let place = format!("statement {} (line {})", i + 1, located.line);
+            match checked {
+                Err(e) => errors.push(format!("{place}: {e}")),
+                Ok(Some(plan)) => warnings.extend(
+                    plan.unbounded_state()
+                        .into_iter()
+                        .map(|warning| format!("{place}: {warning}")),
+                ),
+                Ok(None) => {}
             }
         }
-        errors
+        warnings.extend(
+            self.settings()
+                .keys()
+                .filter_map(|key| crate::settings::warning(key)),
+        );
+        Validation { errors, warnings }
     }
 
     /// The streaming plans of a script's queries and `INSERT INTO`s as data, without
@@ -420,9 +461,20 @@ impl Engine {
             let config = self.job_config()?;
             let graph = runnel_runtime::job_graph(&plan, self.connectors.as_ref(), &config)?;
             out.push_str(&graph.to_string());
+            for warning in self.warnings(&plan) {
+                out.push_str(&format!("Warning: {warning}\n"));
+            }
         }
         Ok(out)
     }
+}
+
+/// What [`Engine::validate`] found: errors (the script would not run) and warnings (it
+/// would, but not all as written: settings ignored, state without bound).
+#[derive(Debug, Default)]
+pub struct Validation {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 /// The live rows of a bare `SELECT`. Ends when the query's sources end; dropping it

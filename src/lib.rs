@@ -36,7 +36,7 @@ pub mod prometheus;
 pub mod settings;
 
 pub use config::EngineConfig;
-pub use engine::{Engine, Executed, JobInfo, QueryStream};
+pub use engine::{Engine, Executed, JobInfo, QueryStream, Validation};
 pub use error::{Result, RunnelError};
 
 pub use runnel_connectors as connectors;

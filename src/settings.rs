@@ -28,6 +28,10 @@ pub const EARLY_FIRE_DELAY: &str = "table.exec.emit.early-fire.delay";
 pub const IDLE_WATERMARK_ADVANCE: &str = "runnel.watermark.idle-advance";
 /// `SET 'runnel.late-data.sink' = 'table'`: late rows are written to this table.
 pub const LATE_DATA_SINK: &str = "runnel.late-data.sink";
+/// `SET 'runnel.state.unbounded' = 'refuse'`: refuse plans whose state grows without
+/// bound (a join of streams with no time bound) instead of running them with a warning
+/// (`'warn'`, the default, as Flink runs them).
+pub const UNBOUNDED_STATE: &str = "runnel.state.unbounded";
 
 /// `SET 'execution.checkpointing.interval' = '10 s'`: Flink's key; with a checkpoint
 /// directory, the job checkpoints this often.
@@ -40,9 +44,191 @@ pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
 /// as (default: the machine's cores).
 pub const PARALLELISM: &str = "parallelism.default";
 
-/// Runnel's own keys; a `runnel.*` key outside this list is a typo and refused. Other keys
-/// (Flink's) are recorded even when Runnel does not read them, so Flink scripts run.
-const RUNNEL_KEYS: &[&str] = &[IDLE_WATERMARK_ADVANCE, LATE_DATA_SINK];
+/// Runnel's own keys; a `runnel.*` key outside this list is a typo and refused.
+const RUNNEL_KEYS: &[&str] = &[IDLE_WATERMARK_ADVANCE, LATE_DATA_SINK, UNBOUNDED_STATE];
+
+/// Flink's keys Runnel acts on (the SQL reference lists what each does).
+const HONOURED_KEYS: &[&str] = &[
+    SOURCE_IDLE_TIMEOUT,
+    STATE_TTL,
+    ALLOW_LATENESS,
+    UPSERT_MATERIALIZE,
+    EARLY_FIRE_ENABLED,
+    EARLY_FIRE_DELAY,
+    CHECKPOINT_INTERVAL,
+    CHECKPOINT_DIR,
+    PARALLELISM,
+];
+
+/// Flink keys a Flink script may set that Runnel accepts without acting on them: setting
+/// one warns, naming it. (A key of Flink's namespaces not listed here is accepted with a
+/// warning too, unless it is a near miss of a listed key: then it is a typo.)
+const IGNORED_FLINK_KEYS: &[&str] = &[
+    "table.exec.mini-batch.enabled",
+    "table.exec.mini-batch.allow-latency",
+    "table.exec.mini-batch.size",
+    "table.exec.resource.default-parallelism",
+    "table.exec.sink.not-null-enforcer",
+    "table.exec.sink.type-length-enforcer",
+    "table.exec.sink.keyed-shuffle",
+    "table.exec.async-lookup.buffer-capacity",
+    "table.exec.async-lookup.timeout",
+    "table.exec.async-lookup.output-mode",
+    "table.exec.source.cdc-events-duplicate",
+    "table.exec.legacy-cast-behaviour",
+    "table.exec.simplify-operator-name-enabled",
+    "table.exec.uid.generation",
+    "table.exec.window-agg.buffer-size-limit",
+    "table.exec.rank.topn-cache-size",
+    "table.exec.interval-join.min-cleanup-interval",
+    "table.exec.disabled-operators",
+    "table.exec.spill-compression.enabled",
+    "table.exec.spill-compression.block-size",
+    "table.optimizer.agg-phase-strategy",
+    "table.optimizer.distinct-agg.split.enabled",
+    "table.optimizer.distinct-agg.split.bucket-num",
+    "table.optimizer.join-reorder-enabled",
+    "table.optimizer.reuse-sub-plan-enabled",
+    "table.optimizer.reuse-source-enabled",
+    "table.optimizer.source.predicate-pushdown-enabled",
+    "table.optimizer.multiple-input-enabled",
+    "table.optimizer.non-deterministic-update.strategy",
+    "table.optimizer.incremental-agg-enabled",
+    "table.dml-sync",
+    "table.local-time-zone",
+    "table.sql-dialect",
+    "table.display.max-column-width",
+    "table.dynamic-table-options.enabled",
+    "table.generated-code.max-length",
+    "execution.runtime-mode",
+    "execution.checkpointing.mode",
+    "execution.checkpointing.timeout",
+    "execution.checkpointing.min-pause",
+    "execution.checkpointing.max-concurrent-checkpoints",
+    "execution.checkpointing.externalized-checkpoint-retention",
+    "execution.checkpointing.tolerable-failed-checkpoints",
+    "execution.checkpointing.unaligned.enabled",
+    "execution.checkpointing.aligned-checkpoint-timeout",
+    "execution.checkpointing.incremental",
+    "execution.checkpointing.savepoint-dir",
+    "execution.savepoint.path",
+    "execution.savepoint.ignore-unclaimed-state",
+    "execution.buffer-timeout.interval",
+    "execution.attached",
+    "execution.target",
+    "pipeline.name",
+    "pipeline.jars",
+    "pipeline.classpaths",
+    "pipeline.max-parallelism",
+    "pipeline.auto-watermark-interval",
+    "pipeline.object-reuse",
+    "pipeline.operator-chaining.enabled",
+    "pipeline.global-job-parameters",
+    "state.backend.type",
+    "state.backend.incremental",
+    "state.backend.local-recovery",
+    "state.savepoints.dir",
+    "state.checkpoints.num-retained",
+    "state.checkpoint-storage",
+    "restart-strategy.type",
+    "restart-strategy.fixed-delay.attempts",
+    "restart-strategy.fixed-delay.delay",
+    "restart-strategy.exponential-delay.initial-backoff",
+    "restart-strategy.exponential-delay.max-backoff",
+    "restart-strategy.exponential-delay.backoff-multiplier",
+    "restart-strategy.failure-rate.max-failures-per-interval",
+    "restart-strategy.failure-rate.failure-rate-interval",
+    "restart-strategy.failure-rate.delay",
+    "sql-client.execution.result-mode",
+    "sql-client.execution.max-table-result.rows",
+    "sql-client.verbose",
+    "sql-client.display.max-column-width",
+    "taskmanager.numberOfTaskSlots",
+    "taskmanager.memory.process.size",
+    "taskmanager.memory.managed.fraction",
+    "jobmanager.memory.process.size",
+];
+
+/// The namespaces of Flink's configuration: a key under one of them that Runnel does not
+/// know is taken for a Flink key it does not act on (a warning), not for a typo.
+const FLINK_NAMESPACES: &[&str] = &[
+    "table.",
+    "execution.",
+    "pipeline.",
+    "state.",
+    "restart-strategy.",
+    "sql-client.",
+    "taskmanager.",
+    "jobmanager.",
+    "parallelism.",
+    "rest.",
+    "metrics.",
+    "high-availability.",
+    "python.",
+    "security.",
+    "cluster.",
+    "kubernetes.",
+    "yarn.",
+    "env.",
+    "web.",
+    "heartbeat.",
+    "pekko.",
+    "akka.",
+    "client.",
+    "classloader.",
+    "io.",
+    "fs.",
+    "blob.",
+];
+
+/// Edits (insertions, deletions, substitutions) between `a` and `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// The known key nearest to `key`, and how far it is.
+fn nearest_key(key: &str) -> (&'static str, usize) {
+    RUNNEL_KEYS
+        .iter()
+        .chain(HONOURED_KEYS)
+        .chain(IGNORED_FLINK_KEYS)
+        .map(|known| (*known, edit_distance(key, known)))
+        .min_by_key(|(_, distance)| *distance)
+        .unwrap_or(("", usize::MAX))
+}
+
+/// Whether `key` is one Runnel acts on.
+fn is_honoured(key: &str) -> bool {
+    RUNNEL_KEYS.contains(&key) || HONOURED_KEYS.contains(&key)
+}
+
+/// Whether `key` is close enough to a known key (and not one) to be taken for a typo.
+fn is_near_miss(key: &str) -> Option<&'static str> {
+    let (nearest, distance) = nearest_key(key);
+    (distance > 0 && distance <= 2.max(key.len() / 12)).then_some(nearest)
+}
+
+/// What to tell a user who sets `key`, which Runnel accepts but does not act on (a Flink
+/// key of a feature Runnel lacks or does differently); `None` for keys Runnel honours.
+pub fn warning(key: &str) -> Option<String> {
+    if is_honoured(key) {
+        return None;
+    }
+    Some(format!(
+        "'{key}' is a Flink setting Runnel accepts but does not act on; it is ignored \
+         (the SQL reference lists the settings Runnel honours)"
+    ))
+}
 
 /// The most subtasks per operator a job may ask for (each is a task with its channels).
 const MAX_PARALLELISM: usize = 1024;
@@ -87,12 +273,39 @@ pub fn check(key: &str, value: &str) -> Result<()> {
             .map(drop)
             .map_err(|_| invalid(key, value, "expected 'true' or 'false'")),
         LATE_DATA_SINK => Ok(()), // resolved when a job starts: the table may come later
+        UNBOUNDED_STATE => match value.to_ascii_lowercase().as_str() {
+            "warn" | "refuse" => Ok(()),
+            _ => Err(invalid(key, value, "expected 'warn' or 'refuse'")),
+        },
         other if other.starts_with("runnel.") => Err(invalid(
             key,
             value,
-            format!("unknown Runnel setting; known: {}", RUNNEL_KEYS.join(", ")),
+            format!(
+                "unknown Runnel setting; the nearest is '{}' (known: {})",
+                RUNNEL_KEYS
+                    .iter()
+                    .min_by_key(|known| edit_distance(other, known))
+                    .unwrap_or(&""),
+                RUNNEL_KEYS.join(", ")
+            ),
         )),
-        _ => Ok(()),
+        other if IGNORED_FLINK_KEYS.contains(&other) => Ok(()),
+        other => match is_near_miss(other) {
+            Some(nearest) => Err(invalid(
+                key,
+                value,
+                format!("unknown setting; did you mean '{nearest}'?"),
+            )),
+            None if FLINK_NAMESPACES.iter().any(|n| other.starts_with(n)) => Ok(()),
+            None => Err(invalid(
+                key,
+                value,
+                format!(
+                    "unknown setting: neither Runnel's nor Flink's (the nearest known is '{}')",
+                    nearest_key(other).0
+                ),
+            )),
+        },
     }
 }
 
@@ -134,12 +347,16 @@ pub fn plan_options(
         .get(UPSERT_MATERIALIZE)
         .and_then(|value| runnel_sql::UpsertMaterialize::parse(value))
         .unwrap_or_default();
+    let refuse_unbounded_state = settings
+        .get(UNBOUNDED_STATE)
+        .is_some_and(|value| value.eq_ignore_ascii_case("refuse"));
     runnel_sql::PlanOptions {
         keep_columns,
         state_ttl_ms,
         allow_lateness_ms,
         early_fire_ms,
         upsert_materialize,
+        refuse_unbounded_state,
     }
 }
 

@@ -75,11 +75,108 @@ async fn misuse_of_memory_tables_and_functions_is_an_error() {
     let engine = runnel::Engine::new(
         runnel::EngineConfig::default().set("execution.checkpointing.interval", "soon"),
     );
-    let errors = engine.validate("SELECT 1");
+    let errors = engine.validate("SELECT 1").errors;
     assert!(
         errors
             .iter()
             .any(|e| e.contains("execution.checkpointing.interval")),
         "{errors:?}"
+    );
+}
+
+/// The settings rule: a key Runnel honours is taken silently; a Flink key it accepts
+/// without acting on warns, naming it (at SET, in validate, in EXPLAIN); a misspelt key is
+/// an error naming the nearest valid one.
+#[tokio::test]
+async fn settings_are_honoured_warned_about_or_refused_with_the_nearest_key() {
+    let engine = runnel::Engine::default();
+    let set = |sql: &'static str| {
+        let engine = &engine;
+        async move {
+            match engine.execute(sql).await.map(|mut r| r.pop()) {
+                Ok(Some(runnel::Executed::Set { warning, .. })) => Ok(warning),
+                Ok(_) => panic!("{sql}: not a SET"),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    assert_eq!(set("SET 'table.exec.state.ttl' = '1 h';").await, Ok(None));
+    assert_eq!(set("SET 'parallelism.default' = '2';").await, Ok(None));
+    let ignored = set("SET 'table.exec.mini-batch.enabled' = 'true';")
+        .await
+        .expect("accepted")
+        .expect("a warning");
+    assert!(
+        ignored.contains("'table.exec.mini-batch.enabled'") && ignored.contains("ignored"),
+        "{ignored}"
+    );
+    // A Flink key Runnel has no list entry for: accepted, with the same warning.
+    assert!(set("SET 'pipeline.fixed-buckets' = '3';")
+        .await
+        .expect("accepted")
+        .is_some());
+    for (typo, nearest) in [
+        ("table.exec.state.tll", "table.exec.state.ttl"),
+        ("table.exec.mini-batch.enabeld", "table.exec.mini-batch.enabled"),
+        ("paralelism.default", "parallelism.default"),
+        ("runnel.late-data.snk", "runnel.late-data.sink"),
+        ("checkpoint.interval", "execution.checkpointing.interval"),
+    ] {
+        let error = set(Box::leak(format!("SET '{typo}' = '1 s';").into_boxed_str()))
+            .await
+            .expect_err(typo);
+        assert!(error.contains(&format!("'{nearest}'")), "{typo}: {error}");
+    }
+    let query = "CREATE TABLE t (x BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '1');
+        SELECT x FROM t;";
+    let checked = engine.validate(query);
+    assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+    assert!(
+        checked
+            .warnings
+            .iter()
+            .any(|w| w.contains("table.exec.mini-batch.enabled")),
+        "{:?}",
+        checked.warnings
+    );
+    let explained = engine.explain("SELECT x FROM t;").expect("explain");
+    assert!(
+        explained.contains("Warning: 'table.exec.mini-batch.enabled'"),
+        "{explained}"
+    );
+}
+
+/// A join of two streams without a time bound runs as Flink's (a regular join keeping
+/// every row), and says so in validate and EXPLAIN; `runnel.state.unbounded` = 'refuse'
+/// keeps the strict refusal.
+#[tokio::test]
+async fn an_unbounded_join_runs_with_a_warning_or_is_refused_on_request() {
+    let engine = runnel::Engine::default();
+    let tables = "CREATE TABLE bids (auction BIGINT, price BIGINT, ts TIMESTAMP(3),
+            WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen', 'number-of-rows' = '10');
+        CREATE TABLE auctions (id BIGINT, seller BIGINT, ts TIMESTAMP(3),
+            WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen', 'number-of-rows' = '10');";
+    let query = "SELECT b.price, a.seller FROM bids AS b JOIN auctions AS a ON b.auction = a.id;";
+    engine.execute(tables).await.expect("tables");
+    let checked = engine.validate(query);
+    assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+    assert!(
+        checked.warnings.iter().any(|w| w.contains("RegularJoin")
+            && w.contains("bids and of auctions")
+            && w.contains("table.exec.state.ttl")),
+        "{:?}",
+        checked.warnings
+    );
+    let explained = engine.explain(query).expect("explain");
+    assert!(explained.contains("RegularJoin"), "{explained}");
+    assert!(explained.contains("Warning: the join on"), "{explained}");
+    engine
+        .execute("SET 'runnel.state.unbounded' = 'refuse';")
+        .await
+        .expect("set");
+    let refused = engine.validate(query).errors.join("\n");
+    assert!(
+        refused.contains("without bound") && refused.contains("runnel.state.unbounded"),
+        "{refused}"
     );
 }

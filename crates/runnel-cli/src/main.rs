@@ -121,7 +121,11 @@ fn load(file: &Path) -> Result<JobFile, String> {
 
 fn validate(file: &Path) -> Result<(), String> {
     let job = load(file)?;
-    let errors = job.engine().validate(&job.sql);
+    let checked = job.engine().validate(&job.sql);
+    for warning in &checked.warnings {
+        eprintln!("{}: warning: {warning}", file.display());
+    }
+    let errors = checked.errors;
     if errors.is_empty() {
         println!("{}: ok", file.display());
         return Ok(());

@@ -439,7 +439,16 @@ impl Session<'_> {
         for result in results {
             match result {
                 Executed::Created(name) => println!("created {name}"),
-                Executed::Set { key, value } => println!("set '{key}' = '{value}'"),
+                Executed::Set {
+                    key,
+                    value,
+                    warning,
+                } => {
+                    println!("set '{key}' = '{value}'");
+                    if let Some(warning) = warning {
+                        eprintln!("warning: {warning}");
+                    }
+                }
                 Executed::Job(job) => {
                     let id = self.engine.jobs().last().map_or(0, |j| j.id);
                     self.jobs.insert(id, JobState::Running(job));

@@ -365,7 +365,11 @@ impl RegularJoinOperator {
             residual,
             inner: node.join_type == JoinType::Inner,
             ttl_ms: node.state_ttl.map(|(_, _, ttl)| ttl),
-            output_schema: with_change_column(&joined_schema),
+            output_schema: if node.emits_changes() {
+                with_change_column(&joined_schema)
+            } else {
+                joined_schema.clone()
+            },
             joined_schema,
             metrics,
         })
@@ -613,9 +617,12 @@ impl TwoInputOperator for RegularJoinOperator {
         let sources = [&joined, &padded_incoming, &padded_others];
         let result = interleave_record_batch(&sources, &order).map_err(arrow_error)?;
         let mut columns = result.columns().to_vec();
-        columns.push(Arc::new(Int8Array::from_iter_values(
-            outputs.iter().map(|(_, kind)| *kind as i8),
-        )));
+        // An inner join of append-only inputs only ever adds rows: no change column.
+        if self.output_schema.fields().len() > columns.len() {
+            columns.push(Arc::new(Int8Array::from_iter_values(
+                outputs.iter().map(|(_, kind)| *kind as i8),
+            )));
+        }
         out.emit(RecordBatch::try_new(self.output_schema.clone(), columns).map_err(arrow_error)?);
         Ok(())
     }

@@ -35,6 +35,48 @@ impl StreamPlan {
         self.root.collect_sources(&mut out);
         out
     }
+
+    /// The operators whose state grows without bound as rows arrive, each said plainly
+    /// with what would bound it: a regular join keeping every row of an append-only
+    /// input (Flink runs these too; `EXPLAIN`, `validate` and the job's start warn).
+    pub fn unbounded_state(&self) -> Vec<String> {
+        fn visit(node: &StreamNode, out: &mut Vec<String>) {
+            if let StreamNode::RegularJoin(join) = node {
+                let unbounded: Vec<String> = [&join.left, &join.right]
+                    .into_iter()
+                    .filter(|side| !side.is_updating())
+                    .map(|side| {
+                        let mut tables = Vec::new();
+                        side.collect_sources(&mut tables);
+                        let mut names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+                        names.dedup();
+                        names.join(" and ")
+                    })
+                    .collect();
+                if join.state_ttl.is_none() && !unbounded.is_empty() {
+                    out.push(format!(
+                        "the join on [{}] (RegularJoin) keeps every row of {} without bound: \
+                         its ON clause has no time bound; add one (AND a.ts BETWEEN b.ts - \
+                         INTERVAL '1' HOUR AND b.ts) or SET 'table.exec.state.ttl' = '1 h' \
+                         (both inputs need an event-time column)",
+                        join.left_keys
+                            .iter()
+                            .zip(&join.right_keys)
+                            .map(|(l, r)| format!("{l} = {r}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        unbounded.join(" and of ")
+                    ));
+                }
+            }
+            for input in node.inputs() {
+                visit(input, out);
+            }
+        }
+        let mut out = Vec::new();
+        visit(&self.root, &mut out);
+        out
+    }
 }
 
 /// One streaming operator and its input.
@@ -265,9 +307,11 @@ pub struct WindowJoinNode {
     pub schema: DFSchemaRef,
 }
 
-/// A regular join (Flink's), of two inputs at least one of which is updating: each side
-/// keeps its live rows (added, not yet retracted) indexed by the join keys, and a change
-/// arriving on one side is joined with the other side's live rows at once.
+/// A regular join (Flink's): each side keeps its live rows (added, not yet retracted)
+/// indexed by the join keys, and a change arriving on one side is joined with the other
+/// side's live rows at once. Planned when an input is updating, and for a join of two
+/// append-only streams without a time bound (whose state then grows without bound, as
+/// Flink's: [`StreamPlan::unbounded_state`] says so).
 ///
 /// What goes out: an addition (`+I`/`+U`) emits its joined rows as `+I` (`+U` for an
 /// inner join's `+U`); a retraction (`-U`/`-D`) emits `-D` for each joined row it takes
@@ -294,6 +338,17 @@ pub struct RegularJoinNode {
     /// a live row is kept once the watermark passes its time (0: for as long as it lives).
     /// An expired row is dropped silently, as Flink's state TTL.
     pub state_ttl: Option<(usize, usize, i64)>,
+}
+
+impl RegularJoinNode {
+    /// Whether the join's rows can change: an input's do, or an outer side's padded rows
+    /// are retracted when a partner arrives. An inner join of append-only inputs only
+    /// adds rows.
+    pub fn emits_changes(&self) -> bool {
+        self.left.is_updating()
+            || self.right.is_updating()
+            || self.join_type != datafusion::logical_expr::JoinType::Inner
+    }
 }
 
 /// An interval join (Flink's): each side's rows are kept only while a row of the other
@@ -432,9 +487,9 @@ impl StreamNode {
                     || a.allowed_lateness_ms > 0
                     || a.early_fire_delay_ms.is_some()
             }
+            StreamNode::RegularJoin(j) => j.emits_changes(),
             StreamNode::TopN(_)
             | StreamNode::ChangelogNormalize(_)
-            | StreamNode::RegularJoin(_)
             | StreamNode::UpsertMaterialize(_) => true,
             StreamNode::Source(s) => s.table.is_changelog(),
             StreamNode::Filter { input, .. }

@@ -188,14 +188,12 @@ pub(super) fn interval_join(
     );
     let bounds = condition
         .as_ref()
-        .and_then(|f| crate::join::interval_bounds(f, join.left.schema(), join.right.schema()))
-        .ok_or_else(|| {
-            SqlError::Unsupported(format!(
-                "a join of streams without a time bound would keep every row forever: {HINT}, \
-                 or bound every such join's state with SET 'table.exec.state.ttl' = '1 h' \
-                 (rows then meet only within that much event time of each other)"
-            ))
-        })?;
+        .and_then(|f| crate::join::interval_bounds(f, join.left.schema(), join.right.schema()));
+    let Some(bounds) = bounds else {
+        // No time bound: a regular join keeping every row, as Flink's (the plan warns;
+        // `runnel.state.unbounded` = 'refuse' refuses it).
+        return regular_join(join, left, right);
+    };
     if bounds.lower_ms > bounds.upper_ms {
         return Err(SqlError::Plan(format!(
             "the join's time bounds are empty: left - right must be >= {} ms and <= {} ms",

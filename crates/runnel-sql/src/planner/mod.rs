@@ -196,11 +196,19 @@ impl StreamPlanner {
         if let Some(sink) = &sink {
             root = upsert_materialize(root, sink, options.upsert_materialize);
         }
-        Ok(StreamPlan {
+        let planned = StreamPlan {
             root,
             sink,
             logical: plan,
-        })
+        };
+        if options.refuse_unbounded_state {
+            if let Some(unbounded) = planned.unbounded_state().into_iter().next() {
+                return Err(SqlError::Unsupported(format!(
+                    "{unbounded} (refused: SET 'runnel.state.unbounded' = 'refuse')"
+                )));
+            }
+        }
+        Ok(planned)
     }
 }
 
@@ -225,6 +233,10 @@ pub struct PlanOptions {
     /// `SET 'table.exec.sink.upsert-materialize'`: when changes going into a sink with a
     /// primary key are first put in order per key.
     pub upsert_materialize: UpsertMaterialize,
+    /// `SET 'runnel.state.unbounded' = 'refuse'`: a plan with an operator whose state
+    /// grows without bound ([`StreamPlan::unbounded_state`]) is refused instead of run
+    /// with a warning.
+    pub refuse_unbounded_state: bool,
 }
 
 /// Flink's `table.exec.sink.upsert-materialize`: whether an updating query's changes are
