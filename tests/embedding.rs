@@ -117,7 +117,10 @@ async fn settings_are_honoured_warned_about_or_refused_with_the_nearest_key() {
         .is_some());
     for (typo, nearest) in [
         ("table.exec.state.tll", "table.exec.state.ttl"),
-        ("table.exec.mini-batch.enabeld", "table.exec.mini-batch.enabled"),
+        (
+            "table.exec.mini-batch.enabeld",
+            "table.exec.mini-batch.enabled",
+        ),
         ("paralelism.default", "parallelism.default"),
         ("runnel.late-data.snk", "runnel.late-data.sink"),
         ("checkpoint.interval", "execution.checkpointing.interval"),

@@ -1,7 +1,6 @@
 -- Nexmark q20 (expand bid with auction): bids with their auction's details for category
--- 10, as published. A regular join of two streams: it runs with a state TTL (see q3).
--- Run after ddl.sql.
-SET 'table.exec.state.ttl' = '1 h';
+-- 10, as published. A regular join of two streams without a time bound, as q3: it keeps
+-- every bid and auction (warned). Run after ddl.sql.
 
 SELECT
     auction, bidder, price, channel, url, B.dateTime, B.extra,

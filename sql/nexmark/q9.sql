@@ -1,7 +1,6 @@
 -- Nexmark q9 (winning bids): each auction's highest bid made while it was open, as
--- published; an updating Top-1 over a join bounded by a state TTL (see q4). Run after
--- ddl.sql.
-SET 'table.exec.state.ttl' = '1 h';
+-- published; an updating Top-1 over the join of q4, bounded row by row by each
+-- auction's expires. Run after ddl.sql.
 
 SELECT
     id, itemName, description, initialBid, reserve, dateTime, expires, seller, category, extra,

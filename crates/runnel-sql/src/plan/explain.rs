@@ -173,19 +173,30 @@ impl StreamNode {
             }
             StreamNode::RegularJoin(j) => {
                 let ttl = match j.state_ttl {
-                    Some((_, _, ttl_ms)) => format!(
-                        ", each dropped when the watermark passes its event time + {}",
-                        format_duration(ttl_ms)
+                    Some((left, right, ttl_ms)) => format!(
+                        ", each dropped when the watermark passes its {} / {}{}",
+                        j.left_schema.field(left).name(),
+                        j.right_schema.field(right).name(),
+                        if ttl_ms > 0 {
+                            format!(" + {}", format_duration(ttl_ms))
+                        } else {
+                            String::new()
+                        }
                     ),
                     None => String::new(),
                 };
                 writeln!(
                     f,
-                    "{pad}RegularJoin: {} {}; emits updates; state: live rows of {} and of {}{ttl}",
+                    "{pad}RegularJoin: {} {}; {}; state: live rows of {} and of {}{ttl}",
                     j.join_type,
                     join_condition(&j.left_keys, &j.right_keys, &j.residual),
-                    live_rows(&j.left),
-                    live_rows(&j.right),
+                    if j.emits_changes() {
+                        "emits updates"
+                    } else {
+                        "appends"
+                    },
+                    live_rows(&j.left, j.state_ttl.is_some()),
+                    live_rows(&j.right, j.state_ttl.is_some()),
                 )?;
                 j.left.fmt_tree(f, depth + 1)?;
                 j.right.fmt_tree(f, depth + 1)
@@ -348,7 +359,7 @@ fn join_condition(left: &[Expr], right: &[Expr], residual: &Option<Expr>) -> Str
 
 /// What bounds the rows a regular join keeps of one input, for plans: a changelog
 /// table's primary key, or nothing (an append-only input or an aggregate's groups).
-fn live_rows(side: &StreamNode) -> String {
+fn live_rows(side: &StreamNode, expiring: bool) -> String {
     let mut tables = Vec::new();
     side.collect_sources(&mut tables);
     let keyed: Vec<String> = tables
@@ -361,6 +372,8 @@ fn live_rows(side: &StreamNode) -> String {
         keyed.join(", ")
     } else if side.is_updating() {
         format!("{} (one per group of the input's result)", names.join(", "))
+    } else if expiring {
+        format!("{} (append-only: every row)", names.join(", "))
     } else {
         format!(
             "{} (append-only: every row, for the life of the job)",

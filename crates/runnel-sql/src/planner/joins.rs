@@ -133,6 +133,12 @@ pub(super) fn regular_join(
         ));
     }
     let (left_keys, right_keys) = join.on.iter().cloned().unzip();
+    // Append-only inputs whose rows bound each other's time row by row free them as the
+    // watermark passes those bounds.
+    let state_ttl = (!left.is_updating() && !right.is_updating())
+        .then(|| row_time_bounds(join))
+        .flatten()
+        .map(|(left, right)| (left, right, 0));
     Ok(StreamNode::RegularJoin(RegularJoinNode {
         left: Box::new(left),
         right: Box::new(right),
@@ -143,8 +149,83 @@ pub(super) fn regular_join(
         join_type: join.join_type,
         residual: join.filter.clone(),
         schema: join.schema.clone(),
-        state_ttl: None,
+        state_ttl,
     }))
+}
+
+/// A join condition bounding one side's event time by two columns of the other side's
+/// row — `b.ts BETWEEN a.ts AND a.expires` (Nexmark q4, q9), `a.ts` and `b.ts` the sides'
+/// event-time columns: no row of `b` can meet an `a` row once the watermark passes its
+/// `expires`, nor an `a` row arriving later (whose `ts` is past the watermark) once it
+/// passes `b.ts`. Returns the column each side's rows are dropped by (the left's, the
+/// right's, as indexes into their schemas); `None` when the condition bounds neither.
+pub(super) fn row_time_bounds(
+    join: &datafusion::logical_expr::logical_plan::Join,
+) -> Option<(usize, usize)> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let filter = join.filter.as_ref()?;
+    let left_time = event_time_column(&join.left)?;
+    let right_time = event_time_column(&join.right)?;
+    // Each conjunct as `low <= high` over plain columns.
+    let mut at_most: Vec<(datafusion::common::Column, datafusion::common::Column)> = Vec::new();
+    for conjunct in datafusion::logical_expr::utils::split_conjunction(filter) {
+        match conjunct {
+            Expr::Between(between) if !between.negated => {
+                if let (Expr::Column(value), Expr::Column(low), Expr::Column(high)) = (
+                    between.expr.as_ref(),
+                    between.low.as_ref(),
+                    between.high.as_ref(),
+                ) {
+                    at_most.push((low.clone(), value.clone()));
+                    at_most.push((value.clone(), high.clone()));
+                }
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                if let (Expr::Column(l), Expr::Column(r)) = (left.as_ref(), right.as_ref()) {
+                    match op {
+                        Operator::LtEq | Operator::Lt => at_most.push((l.clone(), r.clone())),
+                        Operator::GtEq | Operator::Gt => at_most.push((r.clone(), l.clone())),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let has = |low: &datafusion::common::Column, high: &datafusion::common::Column| {
+        at_most.iter().any(|(l, h)| l == low && h == high)
+    };
+    let index = |plan: &LogicalPlan, column: &datafusion::common::Column| {
+        plan.schema().index_of_column(column).ok()
+    };
+    // The other side's bound columns: a timestamp column of that side, not its own time.
+    let upper_of = |time: &datafusion::common::Column, side: &LogicalPlan| {
+        at_most.iter().find_map(|(low, high)| {
+            (low == time && index(side, high).is_some() && is_timestamp_column(side, high))
+                .then(|| high.clone())
+        })
+    };
+    // Right rows bounded by left columns: right.ts >= left.ts, right.ts <= left.x.
+    if has(&left_time, &right_time) {
+        if let Some(upper) = upper_of(&right_time, &join.left) {
+            return Some((index(&join.left, &upper)?, index(&join.right, &right_time)?));
+        }
+    }
+    // The mirror: left.ts >= right.ts, left.ts <= right.x.
+    if has(&right_time, &left_time) {
+        if let Some(upper) = upper_of(&left_time, &join.right) {
+            return Some((index(&join.left, &left_time)?, index(&join.right, &upper)?));
+        }
+    }
+    None
+}
+
+/// Whether `column` of `plan` holds timestamps.
+fn is_timestamp_column(plan: &LogicalPlan, column: &datafusion::common::Column) -> bool {
+    use datafusion::common::ExprSchema;
+    plan.schema()
+        .field_from_column(column)
+        .is_ok_and(|f| is_timestamp(f.data_type()))
 }
 
 /// Plans a join of two append-only streams (`left`, `right`); only joins whose time
