@@ -1117,4 +1117,55 @@ async fn kafka_headers_are_read_as_a_map() {
             "+I[c2, 5.00, {}]",
         ]
     );
+
+    // Written: a writable metadata column sets each record's headers and timestamp (the
+    // source records' own, passed through), a VIRTUAL one is not written; read back, the
+    // copy has the same headers and timestamps and values without those columns.
+    let copy = format!("{topic}-copy");
+    recreate_topic(&copy, 1).await;
+    let source = |name: &str, topic: &str| {
+        format!(
+            "CREATE TABLE {name} (
+                 claim_id STRING, amount DECIMAL(12, 2),
+                 headers MAP<STRING, BYTES> METADATA VIRTUAL,
+                 written_at TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+                 PRIMARY KEY (claim_id) NOT ENFORCED
+             ) WITH ('connector' = 'kafka', 'topic' = '{topic}',
+                 'properties.bootstrap.servers' = '{servers}',
+                 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+                 'format' = 'debezium-json');",
+            servers = bootstrap()
+        )
+    };
+    let job = format!(
+        "{claims}
+         CREATE TABLE copied (
+             claim_id STRING, amount DECIMAL(12, 2),
+             headers MAP<STRING, BYTES> METADATA,
+             written_at TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
+             part INT METADATA FROM 'partition' VIRTUAL
+         ) WITH ('connector' = 'kafka', 'topic' = '{copy}',
+             'properties.bootstrap.servers' = '{servers}', 'format' = 'debezium-json');
+         INSERT INTO copied SELECT claim_id, amount, headers, written_at FROM claims;",
+        claims = source("claims", &topic),
+        servers = bootstrap()
+    );
+    let output = run_job("kafka-headers-copy", &job);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read = |table: &str| format!("SELECT claim_id, amount, headers, written_at FROM {table};");
+    let original = query_rows(&format!("{}{}", source("claims", &topic), read("claims"))).await;
+    let copied = query_rows(&format!("{}{}", source("copied", &copy), read("copied"))).await;
+    assert_eq!(copied, original);
+    // The values hold the data columns only.
+    let values: Vec<String> = consume_all(&copy).into_iter().map(|(_, _, v)| v).collect();
+    assert!(
+        values
+            .iter()
+            .all(|v| v.contains("claim_id") && !v.contains("headers") && !v.contains("written_at")),
+        "{values:?}"
+    );
 }

@@ -49,7 +49,11 @@ async fn every_nexmark_file_runs_and_only_unbounded_joins_warn() {
         })
         .collect();
     queries.sort_by_key(|q| q[1..].parse::<u32>().unwrap_or(u32::MAX));
-    assert_eq!(queries.len(), 22, "q0-q23 but q6 (invalid as published) and q10: {queries:?}");
+    assert_eq!(
+        queries.len(),
+        22,
+        "q0-q23 but q6 (invalid as published) and q10: {queries:?}"
+    );
     let mut warned = Vec::new();
     for query in &queries {
         let checked = Engine::default().validate(&script(query, JOIN_TPS));

@@ -136,6 +136,28 @@ impl TableDef {
             .collect()
     }
 
+    /// The columns an `INSERT INTO` the table writes: its physical columns but the
+    /// `VIRTUAL` metadata ones (read-only, as in Flink).
+    pub fn written_schema(&self) -> SchemaRef {
+        let virtual_columns: Vec<&str> = self
+            .metadata
+            .iter()
+            .filter(|m| m.is_virtual)
+            .map(|m| m.column.as_str())
+            .collect();
+        if virtual_columns.is_empty() {
+            return self.physical_schema.clone();
+        }
+        Arc::new(Schema::new(
+            self.physical_schema
+                .fields()
+                .iter()
+                .filter(|f| !virtual_columns.contains(&f.name().as_str()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ))
+    }
+
     /// Whether some columns are computed (such a table cannot be written to).
     pub fn has_computed_columns(&self) -> bool {
         self.schema.fields().len() != self.physical_schema.fields().len()

@@ -1,5 +1,7 @@
 //! [`KafkaSink`]: produces one record per row (JSON value, optional JSON key from
-//! `'key.fields'`), and waits for the broker's acknowledgement of every batch.
+//! `'key.fields'`), and waits for the broker's acknowledgement of every batch. Writable
+//! `METADATA` columns (Flink's: `timestamp`, `headers`) set each record's timestamp and
+//! headers instead of going into its value.
 //!
 //! With `'sink.delivery-guarantee' = 'exactly-once'` the producer is transactional: each
 //! checkpoint epoch's records go into one transaction, committed together with the
@@ -14,6 +16,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_runtime::{DeliveryGuarantee, JobConfig, Manifest, Sink};
@@ -39,16 +42,129 @@ pub struct KafkaSink {
         super::upsert::UpsertKey,
         Option<super::upsert::UpsertBuffer>,
     )>,
+    /// Writable metadata columns (indexes into the written batches), and the others'
+    /// indexes: the columns the value is made of (a changelog's change column follows).
+    metadata: Vec<WrittenMetadata>,
+    data_columns: Vec<usize>,
 }
 
 /// A record to produce: its key, and its value (`None`: a tombstone).
 type Record = (Option<Vec<u8>>, Option<Vec<u8>>);
 
+/// A `METADATA` column a sink writes, at its index in the written batches.
+#[derive(Debug, Clone, Copy)]
+enum WrittenMetadata {
+    /// `timestamp` (`TIMESTAMP_LTZ(3)`): the record's timestamp.
+    Timestamp(usize),
+    /// `headers` (`MAP<STRING, BYTES>`): the record's headers.
+    Headers(usize),
+}
+
+/// What a row's metadata columns set on its record.
+#[derive(Default)]
+struct RecordExtras {
+    timestamp: Option<i64>,
+    headers: Option<OwnedHeaders>,
+}
+
+/// Each row's timestamp and headers from `batch`'s columns `metadata`.
+fn record_extras(
+    batch: &RecordBatch,
+    metadata: &[WrittenMetadata],
+) -> std::result::Result<Vec<RecordExtras>, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+    if metadata.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut extras: Vec<RecordExtras> = (0..batch.num_rows())
+        .map(|_| RecordExtras::default())
+        .collect();
+    for column in metadata {
+        match *column {
+            WrittenMetadata::Timestamp(i) => {
+                let DataType::Timestamp(_, zone) = batch.column(i).data_type() else {
+                    return Err(datafusion::arrow::error::ArrowError::CastError(format!(
+                        "metadata 'timestamp' must be a TIMESTAMP_LTZ(3) column, not {}",
+                        batch.column(i).data_type()
+                    )));
+                };
+                let millis = cast(
+                    batch.column(i),
+                    &DataType::Timestamp(TimeUnit::Millisecond, zone.clone()),
+                )?;
+                let millis = millis.as_primitive::<TimestampMillisecondType>();
+                for (row, extra) in extras.iter_mut().enumerate() {
+                    extra.timestamp = millis.is_valid(row).then(|| millis.value(row));
+                }
+            }
+            WrittenMetadata::Headers(i) => {
+                let DataType::Map(..) = batch.column(i).data_type() else {
+                    return Err(datafusion::arrow::error::ArrowError::CastError(format!(
+                        "metadata 'headers' must be a MAP<STRING, BYTES> column, not {}",
+                        batch.column(i).data_type()
+                    )));
+                };
+                let map = batch.column(i).as_map();
+                for (row, extra) in extras.iter_mut().enumerate() {
+                    if map.is_null(row) {
+                        continue;
+                    }
+                    let entries = map.value(row);
+                    let keys = cast(entries.column(0), &DataType::Utf8)?;
+                    let keys = keys.as_string::<i32>();
+                    let values = cast(entries.column(1), &DataType::Binary)?;
+                    let values = values.as_binary::<i32>();
+                    let mut headers = OwnedHeaders::new_with_capacity(keys.len());
+                    for j in 0..keys.len() {
+                        headers = headers.insert(Header {
+                            key: keys.value(j),
+                            value: values.is_valid(j).then(|| values.value(j)),
+                        });
+                    }
+                    extra.headers = Some(headers);
+                }
+            }
+        }
+    }
+    Ok(extras)
+}
+
 impl KafkaSink {
     pub async fn open(table: &TableDef, schema: SchemaRef, config: &JobConfig) -> Result<Self> {
         let options = super::options(table)?;
         let exactly_once = config.delivery == DeliveryGuarantee::ExactlyOnce;
-        let value = Format::for_writing(&options, table.physical_schema.clone())?;
+        let written = table.written_schema();
+        let mut metadata = Vec::new();
+        let mut data_columns = Vec::new();
+        for (i, field) in written.fields().iter().enumerate() {
+            match table.metadata.iter().find(|m| &m.column == field.name()) {
+                None => data_columns.push(i),
+                Some(m) if m.key == "timestamp" => metadata.push(WrittenMetadata::Timestamp(i)),
+                Some(m) if m.key == "headers" => metadata.push(WrittenMetadata::Headers(i)),
+                Some(m) => {
+                    return Err(ConnectorError::Other(format!(
+                        "table {}: column {} reads metadata '{}', which a sink cannot write: \
+                         declare it VIRTUAL (read-only)",
+                        table.name, m.column, m.key
+                    )))
+                }
+            }
+        }
+        if !metadata.is_empty() && table.connector() == Some("upsert-kafka") {
+            return Err(ConnectorError::Other(format!(
+                "table {}: an upsert-kafka sink writes no metadata columns yet; declare them \
+                 VIRTUAL",
+                table.name
+            )));
+        }
+        let data_schema = std::sync::Arc::new(
+            written
+                .project(&data_columns)
+                .map_err(|e| ConnectorError::Other(e.to_string()))?,
+        );
+        let value = Format::for_writing(&options, data_schema)?;
         let topic = options.required("topic")?.to_string();
         let upsert = if table.connector() == Some("upsert-kafka") {
             Some((
@@ -126,6 +242,8 @@ impl KafkaSink {
             value,
             key,
             upsert,
+            metadata,
+            data_columns,
         })
     }
 
@@ -140,16 +258,29 @@ impl KafkaSink {
         .at("sink", &self.table)
     }
 
-    /// Produces `records` and waits until the broker acknowledged every one.
-    async fn send(&self, records: &[Record]) -> runnel_runtime::Result<()> {
+    /// Produces `records` (each with its `extras`, when given) and waits until the broker
+    /// acknowledged every one.
+    async fn send(
+        &self,
+        records: &[Record],
+        extras: &[RecordExtras],
+    ) -> runnel_runtime::Result<()> {
         let mut pending = Vec::with_capacity(records.len());
-        for (key, value) in records {
+        for (i, (key, value)) in records.iter().enumerate() {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic);
             if let Some(value) = value {
                 record = record.payload(value.as_slice());
             }
             if let Some(key) = key {
                 record = record.key(key.as_slice());
+            }
+            if let Some(extra) = extras.get(i) {
+                if let Some(timestamp) = extra.timestamp {
+                    record = record.timestamp(timestamp);
+                }
+                if let Some(headers) = &extra.headers {
+                    record = record.headers(headers.clone());
+                }
             }
             loop {
                 match self.producer.send_result(record) {
@@ -189,7 +320,7 @@ impl KafkaSink {
             .into_iter()
             .map(|(key, value)| (Some(key), value))
             .collect();
-        self.send(&records).await
+        self.send(&records, &[]).await
     }
 
     fn delivery_error(&self, source: KafkaError) -> runnel_runtime::RuntimeError {
@@ -212,12 +343,24 @@ impl Sink for KafkaSink {
                 return self.flush_buffer(false).await;
             }
             let records: Vec<Record> = records.into_iter().map(|(k, v)| (Some(k), v)).collect();
-            return self.send(&records).await;
+            return self.send(&records, &[]).await;
         }
-        let values = self
-            .value
-            .encode(&batch)
-            .map_err(|e| self.encode_error(e))?;
+        let extras = record_extras(&batch, &self.metadata).map_err(|e| self.encode_error(e))?;
+        let values = if self.metadata.is_empty() {
+            self.value.encode(&batch)
+        } else {
+            // The value: the data columns (and a changelog's change column, last).
+            let columns: Vec<usize> = self
+                .data_columns
+                .iter()
+                .copied()
+                .chain(self.data_columns.len() + self.metadata.len()..batch.num_columns())
+                .collect();
+            batch
+                .project(&columns)
+                .and_then(|data| self.value.encode(&data))
+        }
+        .map_err(|e| self.encode_error(e))?;
         let keys = match &self.key {
             Some((indexes, format)) => {
                 let key_batch = batch.project(indexes).map_err(|e| self.encode_error(e))?;
@@ -237,7 +380,7 @@ impl Sink for KafkaSink {
                 .collect(),
             None => values.into_iter().map(|v| (None, Some(v))).collect(),
         };
-        self.send(&records).await
+        self.send(&records, &extras).await
     }
 
     async fn on_watermark(&mut self, _watermark: i64) -> runnel_runtime::Result<()> {

@@ -465,7 +465,8 @@ fn cast_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan> {
         )));
     }
     let query_fields = plan.schema().fields().len();
-    let sink_fields = sink.physical_schema.fields();
+    let written = sink.written_schema();
+    let sink_fields = written.fields();
     if query_fields != sink_fields.len() {
         return Err(SqlError::Plan(format!(
             "INSERT INTO {}: the query gives {query_fields} columns but the table has {} ({})",
