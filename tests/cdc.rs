@@ -816,20 +816,16 @@ async fn a_warehouse_restart_mid_run_costs_a_pause_not_rows() {
 /// columns read back as their types; a claim whose policy is not there keeps NULLs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_table_enriches_claims_as_a_lookup_table() {
-    let client = postgres().await;
-    client
-        .batch_execute(
-            "DROP SCHEMA IF EXISTS cdc_lookup CASCADE;
-             CREATE SCHEMA cdc_lookup;
-             CREATE TABLE cdc_lookup.policies (
+    postgres_with_schema(
+        "cdc_lookup",
+        "CREATE TABLE cdc_lookup.policies (
                  policy_id bigint PRIMARY KEY, holder text, premium numeric(10, 2),
                  since timestamp(3), renewed timestamptz, active boolean);
              INSERT INTO cdc_lookup.policies VALUES
                  (1, 'Ann', 120.50, '2025-03-01 00:00:00', '2026-01-01 12:00:00+00', true),
                  (2, 'Bob', 80.00, '2024-07-15 08:30:00', NULL, false);",
-        )
-        .await
-        .expect("create the policies");
+    )
+    .await;
     let dir = scratch_dir("jdbc-lookup");
     std::fs::write(
         dir.join("claims.json"),
@@ -871,18 +867,14 @@ async fn a_postgres_table_enriches_claims_as_a_lookup_table() {
 /// its absence — stands until it expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_lookup_table_answers_as_postgres_is_now() {
-    let client = postgres().await;
-    client
-        .batch_execute(
-            "DROP SCHEMA IF EXISTS cdc_live_lookup CASCADE;
-             CREATE SCHEMA cdc_live_lookup;
-             CREATE TABLE cdc_live_lookup.policies (policy_id bigint PRIMARY KEY, holder text);
+    let client = postgres_with_schema(
+        "cdc_live_lookup",
+        "CREATE TABLE cdc_live_lookup.policies (policy_id bigint PRIMARY KEY, holder text);
              INSERT INTO cdc_live_lookup.policies VALUES (1, 'Ann');
              CREATE TABLE cdc_live_lookup.enriched (
                  claim_id text, via text, holder text, PRIMARY KEY (claim_id, via));",
-        )
-        .await
-        .expect("create the tables");
+    )
+    .await;
     let topic = format!("runnel-live-lookup-{}", std::process::id());
     recreate_topic(&topic, 1).await;
     let dir = scratch_dir("jdbc-live-lookup");
@@ -1003,15 +995,11 @@ async fn a_postgres_lookup_table_answers_as_postgres_is_now() {
 /// would otherwise be lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_without_checkpoints_writes_what_the_jdbc_sink_holds() {
-    let client = postgres().await;
-    client
-        .batch_execute(
-            "DROP SCHEMA IF EXISTS cdc_stop CASCADE;
-             CREATE SCHEMA cdc_stop;
-             CREATE TABLE cdc_stop.claims (claim_id text PRIMARY KEY, policy_id bigint);",
-        )
-        .await
-        .expect("create the table");
+    let client = postgres_with_schema(
+        "cdc_stop",
+        "CREATE TABLE cdc_stop.claims (claim_id text PRIMARY KEY, policy_id bigint);",
+    )
+    .await;
     let topic = format!("runnel-stop-held-{}", std::process::id());
     recreate_topic(&topic, 1).await;
     let records: Vec<Record> = (0..50)

@@ -42,6 +42,19 @@ pub async fn postgres() -> tokio_postgres::Client {
     client
 }
 
+/// A client of the test server with `schema` made afresh (dropped with everything in it,
+/// created again), then `tables` (SQL) run in it.
+pub async fn postgres_with_schema(schema: &str, tables: &str) -> tokio_postgres::Client {
+    let client = postgres().await;
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; {tables}"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("creating schema {schema}: {e}"));
+    client
+}
+
 /// The Kafka Connect worker's REST address.
 pub fn connect_url() -> String {
     std::env::var("RUNNEL_CONNECT_URL").unwrap_or_else(|_| "http://127.0.0.1:8083".to_string())
