@@ -775,4 +775,77 @@ mod tests {
             }
         }
     }
+
+    /// Nexmark q4's join, bounded row by row: an auction is dropped once both watermarks
+    /// pass its `expires`, a bid once they pass the bid's time; both sides' state empties
+    /// without a TTL, and the joined rows are append-only (no change column).
+    #[test]
+    fn rows_bounded_by_the_other_sides_columns_are_dropped_past_them() {
+        let plan = crate::test_plans::plan_script(
+            "CREATE TABLE auction (id BIGINT, ts TIMESTAMP(3), expires TIMESTAMP(3),
+                 WATERMARK FOR ts AS ts)
+             WITH ('connector' = 'filesystem', 'path' = 'x', 'format' = 'json');
+             CREATE TABLE bid (auction BIGINT, price BIGINT, ts TIMESTAMP(3),
+                 WATERMARK FOR ts AS ts)
+             WITH ('connector' = 'filesystem', 'path' = 'y', 'format' = 'json');
+             SELECT A.id, B.price FROM auction A, bid B
+             WHERE A.id = B.auction AND B.ts BETWEEN A.ts AND A.expires;",
+        );
+        let mut node = plan.root;
+        let mut op = loop {
+            node = match node {
+                StreamNode::RegularJoin(join) => {
+                    assert_eq!(join.state_ttl.map(|(_, _, ttl)| ttl), Some(0));
+                    break RegularJoinOperator::try_new(&join, Arc::new(JobMetrics::default()))
+                        .unwrap();
+                }
+                StreamNode::Projection { input, .. } => *input,
+                other => panic!("no join in {other:?}"),
+            }
+        };
+        let ts = |ms: i64| Arc::new(TimestampMillisecondArray::from(vec![ms])) as ArrayRef;
+        let mut out = Collector::default();
+        let mut watermarks = InputWatermarks::default();
+        let auction = batch(
+            &op.left.schema,
+            vec![
+                ("id", Arc::new(Int64Array::from(vec![1]))),
+                ("ts", ts(0)),
+                ("expires", ts(10_000)),
+            ],
+        );
+        op.process_batch(Side::Left, auction, &watermarks, &mut out)
+            .unwrap();
+        let bid = batch(
+            &op.right.schema,
+            vec![
+                ("auction", Arc::new(Int64Array::from(vec![1]))),
+                ("price", Arc::new(Int64Array::from(vec![5]))),
+                ("ts", ts(5_000)),
+            ],
+        );
+        op.process_batch(Side::Right, bid, &watermarks, &mut out)
+            .unwrap();
+        let rows: Vec<RecordBatch> = out.take().collect();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        assert_eq!(rows[0].num_columns(), op.joined_schema.fields().len());
+        let mut advance = |to: i64, op: &mut RegularJoinOperator| {
+            for side in [Side::Left, Side::Right] {
+                watermarks.advance(side, to);
+                op.process_watermark(side, &watermarks, &mut out).unwrap();
+            }
+        };
+        advance(6_000, &mut op);
+        assert_eq!(
+            (op.left.live_rows(), op.right.live_rows()),
+            (1, 0),
+            "the bid is past"
+        );
+        advance(10_001, &mut op);
+        assert_eq!(
+            (op.left.live_rows(), op.right.live_rows()),
+            (0, 0),
+            "the auction expired"
+        );
+    }
 }
