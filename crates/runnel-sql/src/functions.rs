@@ -450,6 +450,63 @@ mod tests {
             ScalarValue::Utf8(None)
         );
     }
+
+    /// NULL in any argument gives NULL (Flink's null handling for these built-ins);
+    /// empty and non-ASCII text work by characters, as Java strings do.
+    #[test]
+    fn flink_functions_on_null_empty_and_non_ascii_input() {
+        let text = |s: &str| ScalarValue::Utf8(Some(s.to_string()));
+        let null_text = ScalarValue::Utf8(None);
+        let int = |i: i64| ScalarValue::Int64(Some(i));
+        let null_int = ScalarValue::Int64(None);
+        assert_eq!(call(&modulo(), vec![null_int.clone(), int(3)]), null_int);
+        assert_eq!(call(&modulo(), vec![int(7), null_int.clone()]), null_int);
+        for args in [
+            vec![null_text.clone(), text("(a)"), int(1)],
+            vec![text("abc"), null_text.clone(), int(1)],
+            vec![text("abc"), text("(a)"), null_int.clone()],
+            vec![text(""), text("(a)"), int(1)],
+            // A group the pattern does not have.
+            vec![text("abc"), text("(a)"), int(2)],
+        ] {
+            assert_eq!(
+                call(&regexp_extract(), args.clone()),
+                null_text,
+                "REGEXP_EXTRACT{args:?}"
+            );
+        }
+        assert_eq!(
+            call(
+                &regexp_extract(),
+                vec![text("größe=Ünïcode"), text("=(\\w+)"), int(1)]
+            ),
+            text("Ünïcode")
+        );
+        for args in [
+            vec![null_text.clone(), text("/"), int(0)],
+            vec![text("a/b"), null_text.clone(), int(0)],
+            vec![text("a/b"), text("/"), null_int.clone()],
+            vec![text("a/b"), text("/"), int(-1)],
+        ] {
+            assert_eq!(
+                call(&split_index(), args.clone()),
+                null_text,
+                "SPLIT_INDEX{args:?}"
+            );
+        }
+        assert_eq!(
+            call(&split_index(), vec![text("é→ü→ö"), text("→"), int(1)]),
+            text("ü")
+        );
+        assert_eq!(
+            call(&split_index(), vec![text("a//b"), text("/"), int(1)]),
+            text("")
+        );
+        assert_eq!(
+            call(&hour(), vec![ScalarValue::TimestampMillisecond(None, None)]),
+            ScalarValue::Int64(None)
+        );
+    }
 }
 
 #[cfg(test)]
