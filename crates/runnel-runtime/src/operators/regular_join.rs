@@ -76,7 +76,8 @@ struct JoinSide {
     free: Vec<usize>,
     /// Join key bytes → the slots of the live rows with that key.
     by_key: HashMap<Box<[u8]>, Vec<usize>>,
-    /// Bytes of the live rows' encodings.
+    /// Bytes of the live rows' encodings and of their keys' index entries, kept as rows
+    /// come and go.
     bytes: usize,
     /// With a state TTL: the side's event-time column, and its live rows by time.
     time_column: Option<usize>,
@@ -145,6 +146,7 @@ impl JoinSide {
         match self.by_key.get_mut(key) {
             Some(slots) => slots.push(slot),
             None => {
+                self.bytes += key_entry_bytes(key);
                 self.by_key.insert(key.into(), vec![slot]);
             }
         }
@@ -170,6 +172,7 @@ impl JoinSide {
         let slot = slots.swap_remove(position);
         if slots.is_empty() {
             self.by_key.remove(key);
+            self.bytes -= key_entry_bytes(key);
         }
         if let Some(row) = self.slots[slot].take() {
             self.bytes -= row.encoded.len();
@@ -200,6 +203,7 @@ impl JoinSide {
                 slots.retain(|&s| s != slot);
                 if slots.is_empty() {
                     self.by_key.remove(key.data());
+                    self.bytes -= key_entry_bytes(key.data());
                 }
             }
             if let Some(row) = self.slots[slot].take() {
@@ -292,6 +296,11 @@ impl JoinSide {
     fn live_rows(&self) -> usize {
         self.slots.len() - self.free.len()
     }
+}
+
+/// What a join key's index entry costs in state.
+fn key_entry_bytes(key: &[u8]) -> usize {
+    key.len() + 48
 }
 
 /// `schema` with a trailing `__partners` count (a checkpointed side's rows).
@@ -419,11 +428,7 @@ impl CheckpointedState for RegularJoinOperator {
     fn size(&self) -> usize {
         [&self.left, &self.right]
             .iter()
-            .map(|side| {
-                side.bytes
-                    + side.live_rows() * (std::mem::size_of::<LiveRow>() + 16)
-                    + side.by_key.keys().map(|key| key.len() + 48).sum::<usize>()
-            })
+            .map(|side| side.bytes + side.live_rows() * (std::mem::size_of::<LiveRow>() + 16))
             .sum()
     }
 

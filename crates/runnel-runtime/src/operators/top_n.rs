@@ -34,6 +34,18 @@ struct Ranked {
     row: OwnedRow,
 }
 
+impl Ranked {
+    /// What the row costs in state.
+    fn bytes(&self) -> usize {
+        self.order.len() + self.row.row().as_ref().len() + 32
+    }
+}
+
+/// What a partition's entry costs in state, besides its rows.
+fn partition_bytes(key: &[u8]) -> usize {
+    key.len() + 48
+}
+
 /// An unwindowed Top-N, emitting rank changes as rows arrive.
 pub struct TopNOperator {
     partition_exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -50,6 +62,9 @@ pub struct TopNOperator {
     ttl: Option<(usize, i64)>,
     last_times: HashMap<Box<[u8]>, i64>,
     by_time: std::collections::BTreeSet<(i64, Box<[u8]>)>,
+    /// The state's bytes, kept as rows come and go (measuring every partition for the
+    /// state metric would cost time growing with the state).
+    bytes: usize,
 }
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
@@ -109,6 +124,7 @@ impl TopNOperator {
                 .map(|column| (column, node.state_ttl_ms)),
             last_times: HashMap::new(),
             by_time: std::collections::BTreeSet::new(),
+            bytes: 0,
         })
     }
 
@@ -129,7 +145,11 @@ impl TopNOperator {
         let cutoff = watermark.saturating_sub(ttl);
         while self.by_time.first().is_some_and(|(time, _)| *time < cutoff) {
             if let Some((_, partition)) = self.by_time.pop_first() {
-                self.partitions.remove(&partition);
+                if let Some(top) = self.partitions.remove(&partition) {
+                    let freed =
+                        partition_bytes(&partition) + top.iter().map(Ranked::bytes).sum::<usize>();
+                    self.bytes = self.bytes.saturating_sub(freed);
+                }
                 self.last_times.remove(&partition);
             }
         }
@@ -159,7 +179,10 @@ impl TopNOperator {
             let order = orders.row(i);
             let top = match self.partitions.get_mut(partition) {
                 Some(top) => top,
-                None => self.partitions.entry(partition.into()).or_default(),
+                None => {
+                    self.bytes += partition_bytes(partition);
+                    self.partitions.entry(partition.into()).or_default()
+                }
             };
             // After every row that sorts before or equal to it: ties keep arrival order.
             let position = top.partition_point(|r| r.order.as_ref() <= order.data());
@@ -167,13 +190,12 @@ impl TopNOperator {
                 continue;
             }
             let before = top.len();
-            top.insert(
-                position,
-                Ranked {
-                    order: order.data().into(),
-                    row: rows.row(i).owned(),
-                },
-            );
+            let ranked = Ranked {
+                order: order.data().into(),
+                row: rows.row(i).owned(),
+            };
+            self.bytes += ranked.bytes();
+            top.insert(position, ranked);
             for rank in position..before.min(self.limit) {
                 changed.push((
                     top[rank + 1].row.clone(),
@@ -193,7 +215,11 @@ impl TopNOperator {
                     ChangeKind::Insert,
                 ));
             }
-            top.truncate(self.limit);
+            while top.len() > self.limit {
+                if let Some(dropped) = top.pop() {
+                    self.bytes = self.bytes.saturating_sub(dropped.bytes());
+                }
+            }
         }
         if changed.is_empty() {
             return Ok(None);
@@ -228,17 +254,7 @@ impl StreamOperator for TopNOperator {
 
 impl CheckpointedState for TopNOperator {
     fn size(&self) -> usize {
-        self.partitions
-            .iter()
-            .map(|(key, ranked)| {
-                key.len()
-                    + 48
-                    + ranked
-                        .iter()
-                        .map(|r| r.order.len() + r.row.row().as_ref().len() + 32)
-                        .sum::<usize>()
-            })
-            .sum()
+        self.bytes
     }
 
     /// Every partition's top rows, best first, each with its partition's last row's time
@@ -277,6 +293,7 @@ impl CheckpointedState for TopNOperator {
     /// state TTL, its last row's time).
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
         self.partitions.clear();
+        self.bytes = 0;
         self.last_times.clear();
         self.by_time.clear();
         let data = self.output_schema.fields().len() - 2;

@@ -108,6 +108,7 @@ impl UpdatingAggregateOperator {
     pub(super) fn restore_state(&mut self, state: &RecordBatch) -> DFResult<()> {
         use datafusion::arrow::datatypes::Int64Type;
         self.groups.clear();
+        self.state_bytes = 0;
         self.group_ids.clear();
         self.group_keys = self.keys.empty_rows(0, 0);
         if let Some(ttl) = &mut self.ttl {
@@ -152,6 +153,7 @@ impl UpdatingAggregateOperator {
             if let Some(ttl) = &mut self.ttl {
                 ttl.by_time.insert((group.last_time, id));
             }
+            self.state_bytes += group.measure().1;
             self.groups.push(group);
             if keys > 0 {
                 let key = key_rows.row(row);

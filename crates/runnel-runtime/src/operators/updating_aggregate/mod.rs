@@ -56,6 +56,29 @@ struct Group {
     resend: bool,
     /// The event time of the group's last change (with a state TTL).
     last_time: i64,
+    /// The accumulators' bytes when last measured (after the group last changed).
+    bytes: usize,
+}
+
+impl Group {
+    /// A freed group's slot: no accumulators, no bytes.
+    fn freed() -> Self {
+        Group {
+            accumulators: Vec::new(),
+            rows: 0,
+            emitted: None,
+            resend: false,
+            last_time: i64::MIN,
+            bytes: 0,
+        }
+    }
+
+    /// Measures the group's accumulators again; returns the bytes before and after.
+    fn measure(&mut self) -> (usize, usize) {
+        let before = self.bytes;
+        self.bytes = self.accumulators.iter().map(|a| a.size()).sum::<usize>() + 64;
+        (before, self.bytes)
+    }
 }
 
 /// `table.exec.state.ttl` of an aggregate without a window.
@@ -127,6 +150,9 @@ pub struct UpdatingAggregateOperator {
     /// Each group's key, by group id.
     group_keys: Rows,
     groups: Vec<Group>,
+    /// The groups' accumulator bytes, kept as groups change (measuring every group for
+    /// the state metric would cost time growing with the state).
+    state_bytes: usize,
     firing: Option<WindowFiring>,
     ttl: Option<StateTtl>,
     output_schema: SchemaRef,
@@ -202,6 +228,7 @@ impl UpdatingAggregateOperator {
             group_ids: HashMap::new(),
             group_keys,
             groups: Vec::new(),
+            state_bytes: 0,
             output_schema: match &firing {
                 Some(f) if f.allowed_lateness_ms == 0 && f.early_fire.is_none() => {
                     Arc::new(schema.clone())
@@ -223,6 +250,7 @@ impl UpdatingAggregateOperator {
             emitted: None,
             resend: false,
             last_time: i64::MIN,
+            bytes: 0,
         })
     }
 
@@ -379,6 +407,8 @@ impl UpdatingAggregateOperator {
                     }
                 }
             }
+            let (before, after) = group.measure();
+            self.state_bytes = (self.state_bytes + after).saturating_sub(before);
             start = stop;
         }
         if let Some(firing) = &mut self.firing {
@@ -468,13 +498,8 @@ impl UpdatingAggregateOperator {
             .collect();
         firing.freed += freed.len();
         for id in freed {
-            self.groups[id] = Group {
-                accumulators: Vec::new(),
-                rows: 0,
-                emitted: None,
-                resend: false,
-                last_time: i64::MIN,
-            };
+            self.state_bytes = self.state_bytes.saturating_sub(self.groups[id].bytes);
+            self.groups[id] = Group::freed();
             self.group_ids.remove(self.group_keys.row(id).as_ref());
         }
         self.compact_if_sparse()
@@ -493,13 +518,8 @@ impl UpdatingAggregateOperator {
             }
             ttl.by_time.pop_first();
             ttl.freed += 1;
-            self.groups[id] = Group {
-                accumulators: Vec::new(),
-                rows: 0,
-                emitted: None,
-                resend: false,
-                last_time: i64::MIN,
-            };
+            self.state_bytes = self.state_bytes.saturating_sub(self.groups[id].bytes);
+            self.groups[id] = Group::freed();
             self.group_ids.remove(self.group_keys.row(id).as_ref());
         }
         self.compact_if_sparse()
@@ -538,6 +558,7 @@ impl UpdatingAggregateOperator {
                 }
                 // Its place in the state TTL's index stays with it.
                 let last_time = self.groups[id].last_time;
+                self.state_bytes = self.state_bytes.saturating_sub(self.groups[id].bytes);
                 self.groups[id] = self.new_group()?;
                 self.groups[id].last_time = last_time;
                 continue;
@@ -626,12 +647,7 @@ impl StreamOperator for UpdatingAggregateOperator {
 
 impl CheckpointedState for UpdatingAggregateOperator {
     fn size(&self) -> usize {
-        let accumulators: usize = self
-            .groups
-            .iter()
-            .map(|g| g.accumulators.iter().map(|a| a.size()).sum::<usize>() + 64)
-            .sum();
-        accumulators + self.group_keys.size() + self.group_ids.len() * 48
+        self.state_bytes + self.group_keys.size() + self.group_ids.len() * 48
     }
 
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
