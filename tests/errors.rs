@@ -99,10 +99,18 @@ fn unsupported_queries_are_refused_with_the_reason() {
         ),
         &["event-time column 'ts' is NULL in 1 row(s)"],
     );
+    // Runs as Flink's regular join by default (with a warning); refused on request.
     fails_with(
         "unbounded-join",
-        &format!("{table}\nSELECT a.v, b.v FROM e a JOIN e b ON a.k = b.k;"),
-        &["without a time bound", "table.exec.state.ttl"],
+        &format!(
+            "SET 'runnel.state.unbounded' = 'refuse';\n{table}\n\
+             SELECT a.v, b.v FROM e a JOIN e b ON a.k = b.k;"
+        ),
+        &[
+            "no time bound",
+            "table.exec.state.ttl",
+            "runnel.state.unbounded",
+        ],
     );
     let lookup = format!(
         "{table}\nCREATE TABLE topic (k INT, name STRING) WITH ('connector' = 'kafka', 'topic' = 'names', 'properties.bootstrap.servers' = '127.0.0.1:1');"

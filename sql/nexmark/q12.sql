@@ -1,9 +1,13 @@
 -- Nexmark q12 (processing-time windows): bids per bidder per 10 seconds of processing
--- time, as published. Run after ddl.sql.
+-- time, as published: a view adds PROCTIME(), a TUMBLE window table function over it.
+-- Run after ddl.sql.
+CREATE VIEW B AS SELECT *, PROCTIME() as p_time FROM bid;
+
 SELECT
-    B.bidder,
+    bidder,
     count(*) as bid_count,
-    TUMBLE_START(B.p_time, INTERVAL '10' SECOND) as starttime,
-    TUMBLE_END(B.p_time, INTERVAL '10' SECOND) as endtime
-FROM (SELECT *, PROCTIME() as p_time FROM bid) B
-GROUP BY B.bidder, TUMBLE(B.p_time, INTERVAL '10' SECOND);
+    window_start AS starttime,
+    window_end AS endtime
+FROM TABLE(
+        TUMBLE(TABLE B, DESCRIPTOR(p_time), INTERVAL '10' SECOND))
+GROUP BY bidder, window_start, window_end;
