@@ -352,7 +352,17 @@ impl KeyedTable {
             .map(|k| take(k, &positions, None))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| operator_error(e.into()))?;
-        let answer = self.lookup.lookup(&asked)?;
+        // The lookup blocks until the table answers: on a multi-thread runtime the
+        // worker hands its other tasks over first.
+        let lookup = || self.lookup.lookup(&asked);
+        let answer = match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(lookup)
+            }
+            _ => lookup(),
+        }?;
         let answer = match &self.projection {
             Some(columns) => answer.project(columns),
             None => Ok(answer),
