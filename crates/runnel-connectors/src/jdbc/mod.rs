@@ -378,12 +378,7 @@ mod tests {
             vec![Field::new("policy_id", DataType::Int64, true)],
             &options,
         );
-        let options = options_of(&table)?;
-        lookup_cache(&options)
-    }
-
-    fn options_of(table: &TableDef) -> Result<TableOptions<'_>> {
-        TableOptions::validate(&table.name, "jdbc", &table.options, OPTIONS, &[])
+        lookup_cache(&super::options(&table)?)
     }
 
     #[test]

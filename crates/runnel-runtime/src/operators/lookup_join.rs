@@ -213,7 +213,7 @@ impl LookupJoinOperator {
                     .map_err(|e| operator_error(e.into()))?;
                 (stream_rows, columns)
             }
-            TableSide::ByKey(keyed) => keyed.join(&keys, &encoded)?,
+            TableSide::ByKey(keyed) => keyed.join(&keys, &encoded, &self.keys)?,
         };
         self.assemble(batch, stream_rows, table_columns)
             .map_err(operator_error)
@@ -287,8 +287,14 @@ fn row_converter(types: &[DataType]) -> Result<RowConverter> {
 
 impl KeyedTable {
     /// The (stream row, table columns) pairs of a batch whose keys are `keys`, encoded as
-    /// `encoded`: keys neither cached nor fresh are looked up, all in one request.
-    fn join(&mut self, keys: &[ArrayRef], encoded: &Rows) -> Result<(Vec<u32>, Vec<ArrayRef>)> {
+    /// `encoded` by `converter`: keys neither cached nor fresh are looked up, all in one
+    /// request.
+    fn join(
+        &mut self,
+        keys: &[ArrayRef],
+        encoded: &Rows,
+        converter: &RowConverter,
+    ) -> Result<(Vec<u32>, Vec<ArrayRef>)> {
         let now = Instant::now();
         // The first row of each key this batch must ask for.
         let mut wanted: HashMap<&[u8], u32> = HashMap::new();
@@ -304,7 +310,7 @@ impl KeyedTable {
                 }
             }
         }
-        let mut fetched = self.fetch(keys, &wanted, encoded)?;
+        let mut fetched = self.fetch(keys, &wanted, encoded, converter)?;
         let mut stream_rows = Vec::new();
         let mut matched: Vec<datafusion::arrow::row::Row<'_>> = Vec::new();
         for (i, row) in encoded.iter().enumerate() {
@@ -341,6 +347,7 @@ impl KeyedTable {
         keys: &[ArrayRef],
         wanted: &HashMap<&[u8], u32>,
         encoded: &Rows,
+        converter: &RowConverter,
     ) -> Result<HashMap<Box<[u8]>, Vec<OwnedRow>>> {
         let mut found: HashMap<Box<[u8]>, Vec<OwnedRow>> = HashMap::new();
         if wanted.is_empty() {
@@ -369,13 +376,6 @@ impl KeyedTable {
         }
         .map_err(|e| operator_error(e.into()))?;
         let answer_keys = crate::expr::evaluate(&self.table_keys, &answer)?;
-        let converter = RowConverter::new(
-            answer_keys
-                .iter()
-                .map(|k| SortField::new(k.data_type().clone()))
-                .collect(),
-        )
-        .map_err(|e| operator_error(e.into()))?;
         let answer_key_rows = converter
             .convert_columns(&answer_keys)
             .map_err(|e| operator_error(e.into()))?;
