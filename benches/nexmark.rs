@@ -297,16 +297,21 @@ struct Measured {
     peak_mb: f64,
 }
 
-/// Runs a script whose last statement is a query, reading its rows as they come.
+/// Runs a script whose last statement is a query (its rows read as they come) or an
+/// `INSERT INTO` (a published query writing into its `blackhole` table).
 async fn run_query(engine: &Engine, sql: &str) -> runnel::Result<Measured> {
     let (wall, cpu) = (Instant::now(), cpu_time());
     let mut rows_out = 0;
     for result in engine.execute(sql).await? {
-        if let Executed::Query(mut stream) = result {
-            while let Some(batch) = stream.next().await {
-                rows_out += batch?.num_rows() as u64;
+        match result {
+            Executed::Query(mut stream) => {
+                while let Some(batch) = stream.next().await {
+                    rows_out += batch?.num_rows() as u64;
+                }
+                stream.finish().await?;
             }
-            stream.finish().await?;
+            Executed::Job(job) => rows_out += job.wait().await?.rows_out,
+            _ => {}
         }
     }
     Ok(Measured {

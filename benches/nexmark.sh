@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput of a Nexmark query from sql/nexmark/ over the in-process generator, release
-# build. The query's rows are printed to /dev/null (so queries with few output rows, such
-# as aggregates, measure the engine rather than the printing).
+# build. The published queries write into their `blackhole` sink tables (rows discarded,
+# so the engine is measured rather than printing); the rows of a bare SELECT of
+# benches/queries/ are printed to /dev/null.
 #
 #   benches/nexmark.sh QUERY [EVENTS] [TPS]     e.g. benches/nexmark.sh q11 10000000
 #

@@ -1,8 +1,12 @@
 //! Nexmark with Flink's DDL and views (`sql/nexmark/ddl.sql`) and queries as published.
 
+use std::sync::{Arc, Mutex};
+
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use futures::StreamExt;
+use runnel::runtime::{self, ConnectorFactory, Sink};
+use runnel::sql::TableDef;
 use runnel::{Engine, Executed};
 
 const EVENTS: usize = 50_000;
@@ -84,7 +88,8 @@ async fn run_at(query: &str, tps: u64) -> Vec<RecordBatch> {
     run_with(query, tps, None).await
 }
 
-/// Runs a query at `tps` with `parallelism` (default: the machine's cores).
+/// Runs a query at `tps` with `parallelism` (default: the machine's cores): the rows its
+/// `INSERT INTO` writes into its `blackhole` sink table.
 async fn run_with(query: &str, tps: u64, parallelism: Option<usize>) -> Vec<RecordBatch> {
     let script = format!(
         "{}\n{}",
@@ -93,23 +98,87 @@ async fn run_with(query: &str, tps: u64, parallelism: Option<usize>) -> Vec<Reco
         )),
         script(query, tps)
     );
-    let mut batches = Vec::new();
-    for result in Engine::default()
+    let sinks = CapturedSinks::default();
+    let written = sinks.batches.clone();
+    let mut jobs = 0;
+    for result in Engine::with_connectors(Arc::new(sinks))
         .execute(&script)
         .await
         .unwrap_or_else(|e| panic!("{query}: {e}"))
     {
-        if let Executed::Query(mut stream) = result {
-            while let Some(batch) = stream.next().await {
-                batches.push(batch.unwrap_or_else(|e| panic!("{query}: {e}")));
-            }
-            stream
-                .finish()
-                .await
-                .unwrap_or_else(|e| panic!("{query}: {e}"));
+        if let Executed::Job(job) = result {
+            job.wait().await.unwrap_or_else(|e| panic!("{query}: {e}"));
+            jobs += 1;
         }
     }
+    assert_eq!(jobs, 1, "{query}: one INSERT INTO");
+    let batches = std::mem::take(&mut *written.lock().expect("sink rows"));
     batches
+}
+
+/// The built-in connectors, except that every `blackhole` table keeps the batches written
+/// into it: how these tests read what a published query (which writes into a
+/// `'connector' = 'blackhole'` table, as Flink's suite does) produced, its files unchanged.
+#[derive(Default)]
+struct CapturedSinks {
+    connectors: runnel::connectors::Connectors,
+    batches: Arc<Mutex<Vec<RecordBatch>>>,
+}
+
+/// A `blackhole` sink that keeps what it is sent.
+struct CapturedSink(Arc<Mutex<Vec<RecordBatch>>>);
+
+#[async_trait::async_trait]
+impl Sink for CapturedSink {
+    async fn write_batch(&mut self, batch: RecordBatch) -> runtime::Result<()> {
+        self.0.lock().expect("sink rows").push(batch);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> runtime::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectorFactory for CapturedSinks {
+    fn validate(&self, table: &TableDef) -> runtime::Result<()> {
+        self.connectors.validate(table)
+    }
+
+    async fn create_source(
+        &self,
+        table: &TableDef,
+        metrics: Arc<runtime::JobMetrics>,
+        config: &runtime::JobConfig,
+        split: runtime::SourceSplit,
+        start: Option<&runtime::SourceState>,
+    ) -> runtime::Result<Box<dyn runtime::Source>> {
+        let connectors = &self.connectors;
+        connectors
+            .create_source(table, metrics, config, split, start)
+            .await
+    }
+
+    fn max_splits(&self, table: &TableDef) -> usize {
+        self.connectors.max_splits(table)
+    }
+
+    fn is_bounded(&self, table: &TableDef) -> bool {
+        self.connectors.is_bounded(table)
+    }
+
+    async fn create_sink(
+        &self,
+        table: &TableDef,
+        schema: SchemaRef,
+        config: &runtime::JobConfig,
+    ) -> runtime::Result<Box<dyn Sink>> {
+        if table.connector() == Some("blackhole") {
+            return Ok(Box::new(CapturedSink(self.batches.clone())));
+        }
+        self.connectors.create_sink(table, schema, config).await
+    }
 }
 
 fn column_i64(batches: &[RecordBatch], name: &str) -> Vec<i64> {
@@ -121,6 +190,19 @@ fn column_i64(batches: &[RecordBatch], name: &str) -> Vec<i64> {
                 .as_primitive::<Int64Type>()
                 .values()
                 .to_vec()
+        })
+        .collect()
+}
+
+/// A numeric column (of any type) as doubles.
+fn column_f64(batches: &[RecordBatch], name: &str) -> Vec<f64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let index = b.schema().index_of(name).expect("column");
+            let column = datafusion::arrow::compute::cast(b.column(index), &DataType::Float64)
+                .expect("a number");
+            column.as_primitive::<Float64Type>().values().to_vec()
         })
         .collect()
 }
@@ -214,13 +296,15 @@ async fn nexmark_q0_q1_q2_run_as_published() {
 
     // q1: the same bids, price converted.
     let q1 = run_in_order("q1").await;
-    let converted: Vec<f64> = q1
-        .iter()
-        .flat_map(|b| b.column(2).as_primitive::<Float64Type>().values().to_vec())
-        .collect();
+    // As Flink types it: BIGINT times DECIMAL(4, 3) is DECIMAL(23, 3), exact.
+    assert_eq!(
+        q1[0].schema().field(2).data_type(),
+        &DataType::Decimal128(23, 3)
+    );
+    let converted = column_f64(&q1, "price");
     assert_eq!(converted.len(), prices.len());
     for (euro, dollar) in converted.iter().zip(&prices) {
-        assert!((euro - 0.908 * *dollar as f64).abs() < 1e-6);
+        assert_eq!(*euro, (908 * *dollar) as f64 / 1000.0);
     }
 
     // q2: exactly the bids on auctions divisible by 123.
@@ -356,18 +440,7 @@ async fn nexmark_q14_runs_as_published_with_its_udf() {
     let q14 = run_in_order("q14").await;
     let counts = column_i64(&q14, "c_counts");
     let kinds = column_str(&q14, "bidTimeType");
-    let converted: Vec<f64> = q14
-        .iter()
-        .flat_map(|b| {
-            let index = b.schema().index_of("price").expect("price");
-            let column = datafusion::arrow::compute::cast(
-                b.column(index),
-                &datafusion::arrow::datatypes::DataType::Float64,
-            )
-            .expect("price as double");
-            column.as_primitive::<Float64Type>().values().to_vec()
-        })
-        .collect();
+    let converted = column_f64(&q14, "price");
     assert_eq!(counts.len(), expected.len());
     for (i, (price, count, kind)) in expected.iter().enumerate() {
         assert!((converted[i] - price).abs() < 1e-3, "row {i}: price");
@@ -626,6 +699,44 @@ async fn batch_context(tps: u64) -> datafusion::prelude::SessionContext {
     ctx
 }
 
+/// The query a published file's `INSERT INTO nexmark_qN` writes: the text after that line,
+/// comments left out.
+fn published_select(text: &str, query: &str) -> String {
+    let insert = format!("INSERT INTO nexmark_{query}");
+    let (_, select) = text
+        .split_once(&insert)
+        .unwrap_or_else(|| panic!("{query}: no {insert}"));
+    select
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `batch` cast, column by column, to the types of the sink table `sink` (whose change
+/// column, if any, it lacks), under the sink's column names.
+fn in_sink_types(batch: &RecordBatch, sink: &SchemaRef) -> RecordBatch {
+    let fields: Vec<_> = sink
+        .fields()
+        .iter()
+        .take(batch.num_columns())
+        .cloned()
+        .collect();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(&fields)
+        .map(|(column, field)| {
+            datafusion::arrow::compute::cast(column, field.data_type()).expect("cast to sink")
+        })
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        columns,
+    )
+    .expect("batch in sink types")
+}
+
 /// A published query's text with Flink's functions written as DataFusion's own, so the
 /// batch reference computes them independently of Runnel: `DATE_FORMAT(t, 'yyyy-MM-dd')`
 /// and `DATE_FORMAT(t, 'HH:mm')` become `to_char` with chrono's patterns.
@@ -712,15 +823,7 @@ async fn equals_batch_query(
     let text = std::fs::read_to_string(dir.join(format!("{query}.sql"))).expect("query file");
     let sql: String = match batch_sql {
         Some(sql) => sql.to_string(),
-        None => in_datafusion_terms(
-            &text
-                .lines()
-                .filter(|l| {
-                    !l.trim_start().starts_with("--") && !l.trim_start().starts_with("SET ")
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
+        None => in_datafusion_terms(&published_select(&text, query)),
     };
     let batches = ctx
         .sql(&sql)
@@ -729,10 +832,14 @@ async fn equals_batch_query(
         .collect()
         .await
         .unwrap_or_else(|e| panic!("{query} as a batch query: {e}"));
+    // The batch rows as the sink table types them (`INSERT INTO` casts by position).
+    let sink = streamed.first().expect("streamed rows").schema();
     let mut expected: Vec<String> = batches
         .iter()
         .flat_map(|b| {
-            runnel::connectors::print::format_rows(&project(b, columns, false), "").expect("format")
+            let b = in_sink_types(b, &sink);
+            runnel::connectors::print::format_rows(&project(&b, columns, false), "")
+                .expect("format")
         })
         .collect();
     expected.sort();

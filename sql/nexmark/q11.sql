@@ -1,5 +1,15 @@
 -- Nexmark q11 (user sessions): how many bids each user makes per session, as published.
 -- Run after ddl.sql.
+CREATE TABLE nexmark_q11 (
+  bidder  BIGINT,
+  bid_count  BIGINT,
+  starttime  TIMESTAMP(3),
+  endtime  TIMESTAMP(3)
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q11
 SELECT
     B.bidder,
     count(*) as bid_count,

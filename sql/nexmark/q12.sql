@@ -3,6 +3,16 @@
 -- Run after ddl.sql.
 CREATE VIEW B AS SELECT *, PROCTIME() as p_time FROM bid;
 
+CREATE TABLE nexmark_q12 (
+  bidder  BIGINT,
+  bid_count  BIGINT,
+  starttime  TIMESTAMP(3),
+  endtime  TIMESTAMP(3)
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q12
 SELECT
     bidder,
     count(*) as bid_count,

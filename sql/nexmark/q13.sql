@@ -11,6 +11,17 @@ CREATE TABLE side_input (
   'format.type' = 'csv'
 );
 
+CREATE TABLE nexmark_q13 (
+  auction  BIGINT,
+  bidder  BIGINT,
+  price  BIGINT,
+  dateTime  TIMESTAMP(3),
+  `value`  VARCHAR
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q13
 SELECT
     B.auction,
     B.bidder,

@@ -1,6 +1,19 @@
 -- Nexmark q14 (calculation with a UDF), as published. Run after ddl.sql.
 CREATE FUNCTION count_char AS 'com.github.nexmark.flink.udf.CountChar';
 
+CREATE TABLE nexmark_q14 (
+  auction  BIGINT,
+  bidder  BIGINT,
+  price  DECIMAL(23, 3),
+  bidTimeType  VARCHAR,
+  dateTime  TIMESTAMP(3),
+  extra  VARCHAR,
+  c_counts  BIGINT
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q14
 SELECT
     auction,
     bidder,

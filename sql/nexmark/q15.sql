@@ -1,6 +1,25 @@
 -- Nexmark q15 (bidding statistics report): distinct bidders and auctions per day and
 -- price range, as published; an unwindowed aggregate, so an updating stream. Run after
 -- ddl.sql.
+CREATE TABLE nexmark_q15 (
+  `day`  VARCHAR,
+  total_bids  BIGINT,
+  rank1_bids  BIGINT,
+  rank2_bids  BIGINT,
+  rank3_bids  BIGINT,
+  total_bidders  BIGINT,
+  rank1_bidders  BIGINT,
+  rank2_bidders  BIGINT,
+  rank3_bidders  BIGINT,
+  total_auctions  BIGINT,
+  rank1_auctions  BIGINT,
+  rank2_auctions  BIGINT,
+  rank3_auctions  BIGINT
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q15
 SELECT
      DATE_FORMAT(dateTime, 'yyyy-MM-dd') as `day`,
      count(*) AS total_bids,

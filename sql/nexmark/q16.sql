@@ -1,5 +1,26 @@
 -- Nexmark q16 (channel statistics report): q15 per channel and day, with the latest
 -- minute seen, as published; an updating stream. Run after ddl.sql.
+CREATE TABLE nexmark_q16 (
+  channel  VARCHAR,
+  `day`  VARCHAR,
+  `minute`  VARCHAR,
+  total_bids  BIGINT,
+  rank1_bids  BIGINT,
+  rank2_bids  BIGINT,
+  rank3_bids  BIGINT,
+  total_bidders  BIGINT,
+  rank1_bidders  BIGINT,
+  rank2_bidders  BIGINT,
+  rank3_bidders  BIGINT,
+  total_auctions  BIGINT,
+  rank1_auctions  BIGINT,
+  rank2_auctions  BIGINT,
+  rank3_auctions  BIGINT
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q16
 SELECT
     channel,
     DATE_FORMAT(dateTime, 'yyyy-MM-dd') as `day`,

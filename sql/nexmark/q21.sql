@@ -1,4 +1,15 @@
 -- Nexmark q21 (add a channel_id column), as published. Run after ddl.sql.
+CREATE TABLE nexmark_q21 (
+  auction  BIGINT,
+  bidder  BIGINT,
+  price  BIGINT,
+  channel  VARCHAR,
+  channel_id  VARCHAR
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q21
 SELECT
     auction, bidder, price, channel,
     CASE

@@ -1,4 +1,17 @@
 -- Nexmark q22 (get URL directories), as published. Run after ddl.sql.
+CREATE TABLE nexmark_q22 (
+  auction  BIGINT,
+  bidder  BIGINT,
+  price  BIGINT,
+  channel  VARCHAR,
+  dir1  VARCHAR,
+  dir2  VARCHAR,
+  dir3  VARCHAR
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q22
 SELECT
     auction, bidder, price, channel,
     SPLIT_INDEX(url, '/', 3) as dir1,

@@ -3,6 +3,16 @@
 -- every auction and person (EXPLAIN and the job's start warn); SET 'table.exec.state.ttl'
 -- bounds it by event time. Run after ddl.sql.
 
+CREATE TABLE nexmark_q3 (
+  name  VARCHAR,
+  city  VARCHAR,
+  state  VARCHAR,
+  id  BIGINT
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q3
 SELECT
     P.name, P.city, P.state, A.id
 FROM

@@ -4,6 +4,14 @@
 -- so state stays bounded without a TTL. Both aggregates are unwindowed: the result is an
 -- updating stream. Run after ddl.sql.
 
+CREATE TABLE nexmark_q4 (
+  category  BIGINT,
+  `final`  BIGINT
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q4
 SELECT
     Q.category,
     AVG(Q.final)

@@ -1,5 +1,13 @@
 -- Nexmark q5 (hot items): the auctions with the most bids in each 10-second window,
 -- sliding every 2 seconds, as published. Run after ddl.sql.
+CREATE TABLE nexmark_q5 (
+  auction  BIGINT,
+  num  BIGINT
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q5
 SELECT AuctionBids.auction, AuctionBids.num
  FROM (
    SELECT

@@ -1,5 +1,14 @@
 -- Nexmark q8 (monitor new users): people who opened an auction in the same 10-second
 -- window they registered in, as published. Run after ddl.sql.
+CREATE TABLE nexmark_q8 (
+  id  BIGINT,
+  name  VARCHAR,
+  starttime  TIMESTAMP(3)
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q8
 SELECT P.id, P.name, P.starttime
 FROM (
   SELECT id, name,

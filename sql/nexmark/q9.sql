@@ -2,6 +2,27 @@
 -- published; an updating Top-1 over the join of q4, bounded row by row by each
 -- auction's expires. Run after ddl.sql.
 
+CREATE TABLE nexmark_q9 (
+  id  BIGINT,
+  itemName  VARCHAR,
+  description  VARCHAR,
+  initialBid  BIGINT,
+  reserve  BIGINT,
+  dateTime  TIMESTAMP(3),
+  expires  TIMESTAMP(3),
+  seller  BIGINT,
+  category  BIGINT,
+  extra  VARCHAR,
+  auction  BIGINT,
+  bidder  BIGINT,
+  price  BIGINT,
+  bid_dateTime  TIMESTAMP(3),
+  bid_extra  VARCHAR
+) WITH (
+  'connector' = 'blackhole'
+);
+
+INSERT INTO nexmark_q9
 SELECT
     id, itemName, description, initialBid, reserve, dateTime, expires, seller, category, extra,
     auction, bidder, price, bid_dateTime, bid_extra

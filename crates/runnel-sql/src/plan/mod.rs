@@ -42,15 +42,27 @@ impl StreamPlan {
     pub fn unbounded_state(&self) -> Vec<String> {
         fn visit(node: &StreamNode, out: &mut Vec<String>) {
             if let StreamNode::RegularJoin(join) = node {
-                let unbounded: Vec<String> = [&join.left, &join.right]
+                // Each side by the name its keys carry in the query (`A` of `A.id`), and
+                // the tables it reads.
+                let sides = [
+                    (&join.left, join.left_keys.first()),
+                    (&join.right, join.right_keys.first()),
+                ];
+                let unbounded: Vec<String> = sides
                     .into_iter()
-                    .filter(|side| !side.is_updating())
-                    .map(|side| {
+                    .filter(|(side, _)| !side.is_updating())
+                    .map(|(side, key)| {
                         let mut tables = Vec::new();
                         side.collect_sources(&mut tables);
                         let mut names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
                         names.dedup();
-                        names.join(" and ")
+                        let key = key.map(ToString::to_string).unwrap_or_default();
+                        match key.split_once('.') {
+                            Some((alias, _)) if names != [alias] => {
+                                format!("{alias} (read from {})", names.join(", "))
+                            }
+                            _ => names.join(", "),
+                        }
                     })
                     .collect();
                 if join.state_ttl.is_none() && !unbounded.is_empty() {
