@@ -33,6 +33,10 @@ pub const LATE_DATA_SINK: &str = "runnel.late-data.sink";
 /// (`'warn'`, the default, as Flink runs them).
 pub const UNBOUNDED_STATE: &str = "runnel.state.unbounded";
 
+/// `SET 'table.optimizer.reuse-source-enabled' = 'false'`: Flink's key; by default a
+/// table a query scans several times is read once for all its scans.
+pub const REUSE_SOURCE: &str = "table.optimizer.reuse-source-enabled";
+
 /// `SET 'execution.checkpointing.interval' = '10 s'`: Flink's key; with a checkpoint
 /// directory, the job checkpoints this often.
 pub const CHECKPOINT_INTERVAL: &str = "execution.checkpointing.interval";
@@ -55,6 +59,7 @@ const HONOURED_KEYS: &[&str] = &[
     UPSERT_MATERIALIZE,
     EARLY_FIRE_ENABLED,
     EARLY_FIRE_DELAY,
+    REUSE_SOURCE,
     CHECKPOINT_INTERVAL,
     CHECKPOINT_DIR,
     PARALLELISM,
@@ -89,7 +94,6 @@ const IGNORED_FLINK_KEYS: &[&str] = &[
     "table.optimizer.distinct-agg.split.bucket-num",
     "table.optimizer.join-reorder-enabled",
     "table.optimizer.reuse-sub-plan-enabled",
-    "table.optimizer.reuse-source-enabled",
     "table.optimizer.source.predicate-pushdown-enabled",
     "table.optimizer.multiple-input-enabled",
     "table.optimizer.non-deterministic-update.strategy",
@@ -268,7 +272,7 @@ pub fn check(key: &str, value: &str) -> Result<()> {
         UPSERT_MATERIALIZE => runnel_sql::UpsertMaterialize::parse(value)
             .map(drop)
             .ok_or_else(|| invalid(key, value, "expected 'NONE', 'AUTO' or 'FORCE'")),
-        IDLE_WATERMARK_ADVANCE | EARLY_FIRE_ENABLED => value
+        IDLE_WATERMARK_ADVANCE | EARLY_FIRE_ENABLED | REUSE_SOURCE => value
             .parse::<bool>()
             .map(drop)
             .map_err(|_| invalid(key, value, "expected 'true' or 'false'")),
@@ -350,8 +354,12 @@ pub fn plan_options(
     let refuse_unbounded_state = settings
         .get(UNBOUNDED_STATE)
         .is_some_and(|value| value.eq_ignore_ascii_case("refuse"));
+    let separate_source_reads = settings
+        .get(REUSE_SOURCE)
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("false"));
     runnel_sql::PlanOptions {
         keep_columns,
+        separate_source_reads,
         state_ttl_ms,
         allow_lateness_ms,
         early_fire_ms,

@@ -165,7 +165,7 @@ async fn an_unbounded_join_runs_with_a_warning_or_is_refused_on_request() {
     assert!(checked.errors.is_empty(), "{:?}", checked.errors);
     assert!(
         checked.warnings.iter().any(|w| w.contains("RegularJoin")
-            && w.contains("bids and of auctions")
+            && w.contains("b (read from bids) and of a (read from auctions)")
             && w.contains("table.exec.state.ttl")),
         "{:?}",
         checked.warnings

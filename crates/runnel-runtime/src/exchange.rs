@@ -29,8 +29,14 @@ use crate::message::{Message, Watermark, WATERMARK_END};
 /// The fixed hash that picks a row's subtask.
 const ROUTING_HASH: RandomState = RandomState::with_seed(0x52_55_4e_4e_45_4c);
 
-/// Where one subtask's output goes.
+/// Where one subtask's output goes: along one edge, or along each of several (a source
+/// read once for several scans of its table: every message goes to each).
 pub struct Exchange {
+    routes: Vec<Route>,
+}
+
+/// One edge's share of an [`Exchange`].
+struct Route {
     outputs: Vec<mpsc::Sender<Message>>,
     /// Rows go to the subtask their key's hash picks; without keys (one output), all go
     /// to it.
@@ -44,10 +50,19 @@ impl Exchange {
     /// Sends everything to one channel.
     pub fn forward(output: mpsc::Sender<Message>) -> Self {
         Self {
-            outputs: vec![output],
-            keys: Vec::new(),
-            operator: String::new(),
-            hashes: Vec::new(),
+            routes: vec![Route {
+                outputs: vec![output],
+                keys: Vec::new(),
+                operator: String::new(),
+                hashes: Vec::new(),
+            }],
+        }
+    }
+
+    /// Sends every message along each of `exchanges`, in order.
+    pub fn fan_out(exchanges: Vec<Exchange>) -> Self {
+        Self {
+            routes: exchanges.into_iter().flat_map(|e| e.routes).collect(),
         }
     }
 
@@ -58,16 +73,43 @@ impl Exchange {
         operator: impl Into<String>,
     ) -> Self {
         Self {
-            outputs,
-            keys,
-            operator: operator.into(),
-            hashes: Vec::new(),
+            routes: vec![Route {
+                outputs,
+                keys,
+                operator: operator.into(),
+                hashes: Vec::new(),
+            }],
         }
     }
 
     /// Sends `message` on. Returns `false` once a downstream subtask stopped (the job is
     /// ending; that subtask reports why).
     pub async fn send(&mut self, message: Message) -> Result<bool> {
+        let Some((last, others)) = self.routes.split_last_mut() else {
+            return Ok(true);
+        };
+        for route in others {
+            if !route.send(message.clone()).await? {
+                return Ok(false);
+            }
+        }
+        last.send(message).await
+    }
+
+    /// Splits `batch` into the rows of each subtask of the (one) edge (subtasks that get
+    /// none are left out).
+    pub fn partition(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
+        match self.routes.as_mut_slice() {
+            [route] => route.partition(batch),
+            _ => Err(RuntimeError::Build(
+                "an exchange along several edges has no one partitioning".into(),
+            )),
+        }
+    }
+}
+
+impl Route {
+    async fn send(&mut self, message: Message) -> Result<bool> {
         if self.outputs.len() == 1 {
             return Ok(self.outputs[0].send(message).await.is_ok());
         }
@@ -96,7 +138,7 @@ impl Exchange {
     }
 
     /// Splits `batch` into the rows of each output (outputs that get none are left out).
-    pub fn partition(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
+    fn partition(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
         let error = |source: datafusion::error::DataFusionError| RuntimeError::Operator {
             operator: format!("the exchange before {}", self.operator),
             source,

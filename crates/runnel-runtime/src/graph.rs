@@ -19,6 +19,10 @@
 //!   [`EdgeKind::Single`] edge, unless its input already is one subtask.
 //! - `UNION ALL` starts no stage: its inputs' stages each chain a relabelling step, and
 //!   the next operator reads them all.
+//! - A table the plan scans more than once with the same columns (the planner makes
+//!   every scan of a table read the same columns, see `read_once` in the planner) is read
+//!   by one source stage; each scan starts a stage of its own behind a
+//!   [`EdgeKind::Forward`] edge from it, so the source's rows go to every scan.
 //! - A lookup join's table is read whole, over a [`EdgeKind::Broadcast`] edge, before
 //!   the stream starts; its stages take no part in checkpoints. A table read by key (a
 //!   database table, see [`TableLayout::reads_by_key`]) has no stage: the join asks it.
@@ -27,6 +31,7 @@
 //!   before its stream), one per subtask, so the same plan at the same parallelism
 //!   numbers its operators the same way and a restored job finds its states.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use datafusion::common::DFSchemaRef;
@@ -150,6 +155,9 @@ pub enum EdgeKind {
     Single,
     /// Every row to every subtask, read to the end before the stream starts.
     Broadcast,
+    /// Subtask `i`'s rows to subtask `i` of a stage of the same parallelism: a shared
+    /// source's readers feeding each scan of it.
+    Forward,
 }
 
 /// The stages a plan node's rows come out of while the graph is built (several after a
@@ -176,8 +184,37 @@ impl<F: Fn(&TableDef) -> usize> TableLayout for F {
     }
 }
 
+/// What makes scans of a table one read (the planner gives every scan of a table the
+/// same columns): the table, the clock and the columns.
+type ReadKey = (String, bool, Option<Vec<usize>>);
+
+fn read_key(source: &SourceNode) -> ReadKey {
+    (
+        source.table.name.clone(),
+        source.processing_time,
+        source.projection.clone(),
+    )
+}
+
+/// How many times the plan scans each table as a stream (a lookup join's table side is
+/// read on its own, before the stream).
+fn count_reads(node: &StreamNode, counts: &mut HashMap<ReadKey, usize>) {
+    match node {
+        StreamNode::Source(source) => *counts.entry(read_key(source)).or_default() += 1,
+        StreamNode::LookupJoin(join) => count_reads(&join.input, counts),
+        other => other
+            .inputs()
+            .into_iter()
+            .for_each(|input| count_reads(input, counts)),
+    }
+}
+
 struct GraphBuilder<'p, 'r> {
     parallelism: usize,
+    /// Scans per table read; a read scanned more than once gets one shared source stage.
+    reads: HashMap<ReadKey, usize>,
+    /// The source stage of each shared read, once built.
+    shared_sources: HashMap<ReadKey, StageId>,
     tables: &'r dyn TableLayout,
     stages: Vec<Stage<'p>>,
     edges: Vec<Edge>,
@@ -196,8 +233,12 @@ impl<'p> JobGraph<'p> {
         parallelism: usize,
         tables: &dyn TableLayout,
     ) -> Result<JobGraph<'p>> {
+        let mut reads = HashMap::new();
+        count_reads(&plan.root, &mut reads);
         let mut builder = GraphBuilder {
             parallelism: parallelism.max(1),
+            reads,
+            shared_sources: HashMap::new(),
             tables,
             stages: Vec::new(),
             edges: Vec::new(),
@@ -220,9 +261,10 @@ impl<'p> JobGraph<'p> {
         self.edges.iter().filter(move |e| e.to == stage)
     }
 
-    /// The edge out of `stage` (every stage but the sink has exactly one).
-    pub fn output_of(&self, stage: StageId) -> Option<&Edge> {
-        self.edges.iter().find(|e| e.from == stage)
+    /// The edges out of `stage`: one, but several out of a source read for several
+    /// scans; none out of the sink.
+    pub fn outputs_of(&self, stage: StageId) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.from == stage)
     }
 
     /// Source readers that take part in checkpoints, over all source stages.
@@ -302,27 +344,51 @@ impl<'p> GraphBuilder<'p, '_> {
         }
     }
 
+    /// A stage of readers of `source`'s table.
+    fn source_stage(&mut self, source: &'p SourceNode) -> Open {
+        let readers = self
+            .tables
+            .readers(&source.table)
+            .clamp(1, self.parallelism);
+        let first_source = self.checkpointed.then(|| {
+            let first = self.next_source;
+            self.next_source += readers;
+            first
+        });
+        let head = StageHead::Source {
+            node: source,
+            first_source,
+        };
+        let stage = self.new_stage(head, readers, source.processing_time);
+        Open {
+            stages: vec![stage],
+        }
+    }
+
     /// The open stages producing `node`'s rows.
     fn build(&mut self, node: &'p StreamNode) -> Result<Open> {
         match node {
             StreamNode::Source(source) => {
-                let readers = self
-                    .tables
-                    .readers(&source.table)
-                    .clamp(1, self.parallelism);
-                let first_source = self.checkpointed.then(|| {
-                    let first = self.next_source;
-                    self.next_source += readers;
-                    first
-                });
-                let head = StageHead::Source {
-                    node: source,
-                    first_source,
+                let key = read_key(source);
+                let shared = self.checkpointed && self.reads.get(&key).is_some_and(|&n| n > 1);
+                if !shared {
+                    return Ok(self.source_stage(source));
+                }
+                let source_stage = match self.shared_sources.get(&key) {
+                    Some(&stage) => stage,
+                    None => {
+                        let stage = self.source_stage(source).stages[0];
+                        self.shared_sources.insert(key, stage);
+                        stage
+                    }
                 };
-                let stage = self.new_stage(head, readers, source.processing_time);
-                Ok(Open {
-                    stages: vec![stage],
-                })
+                let readers = self.stages[source_stage].parallelism;
+                let scan = self.new_stage(StageHead::Exchange, readers, source.processing_time);
+                let from = Open {
+                    stages: vec![source_stage],
+                };
+                self.connect(from, scan, 0, EdgeKind::Forward);
+                Ok(Open { stages: vec![scan] })
             }
             StreamNode::Union { inputs, .. } => {
                 let mut stages = Vec::new();
@@ -461,6 +527,9 @@ impl fmt::Display for JobGraph<'_> {
                 }
             };
             operators.extend(stage.chain.iter().map(|c| c.node.name().to_string()));
+            if operators.is_empty() {
+                operators.push("Exchange".to_string());
+            }
             write!(
                 f,
                 "  stage {}: {}, {subtasks}",
@@ -488,6 +557,7 @@ impl fmt::Display for JobGraph<'_> {
                             format!("merging {}", count(from, "subtask", "subtasks"))
                         }
                         EdgeKind::Broadcast => "the whole table to every subtask".to_string(),
+                        EdgeKind::Forward => "each reader's rows".to_string(),
                     };
                     format!("stage {}{side}, {how}", edge.from)
                 })
@@ -556,6 +626,41 @@ mod tests {
                 "stage 1: Sink, 1 task ← stage 0, merging 4 subtasks",
             ]
         );
+    }
+
+    #[test]
+    fn a_table_scanned_twice_is_read_once_for_both_scans() {
+        // A self-join through two views reading different columns: one reader per split
+        // of the table, its rows forwarded to each scan's stage.
+        let query = "SELECT a.k, b.ts FROM (SELECT k, ts FROM kafka_u WHERE w > 0) AS a
+            JOIN (SELECT k, ts FROM kafka_u) AS b
+            ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' MINUTE;";
+        assert_eq!(
+            layout(query, 2),
+            [
+                "stage 0: Source kafka_u, 2 readers",
+                "stage 1: Filter → Projection, 2 subtasks ← stage 0, each reader's rows",
+                "stage 2: Projection, 2 subtasks ← stage 0, each reader's rows",
+                "stage 3: IntervalJoin → Projection, 2 subtasks ← stage 1 (left), rows hashed by [a.k]; \
+                 stage 2 (right), rows hashed by [b.k]",
+                "stage 4: Sink, 1 task ← stage 3, merging 2 subtasks",
+            ]
+        );
+        // Read on its own when asked to.
+        let plan = crate::test_plans::plan_script_with(
+            &format!("{TABLES} {query}"),
+            &runnel_sql::PlanOptions {
+                separate_source_reads: true,
+                ..Default::default()
+            },
+        );
+        let graph = JobGraph::build(&plan, 2, &|_: &TableDef| 2).unwrap();
+        let sources = graph
+            .stages
+            .iter()
+            .filter(|s| matches!(s.head, StageHead::Source { .. }))
+            .count();
+        assert_eq!(sources, 2);
     }
 
     #[test]

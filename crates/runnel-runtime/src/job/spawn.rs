@@ -4,7 +4,8 @@
 //! Stages are spawned in the graph's order (every stage after those feeding it), so
 //! when a stage starts, the channels it reads already exist. Each subtask gets its
 //! operators (restored from the checkpoint the job resumes from) and an [`Exchange`]
-//! that sends its output along the stage's one outgoing edge.
+//! that sends its output along the stage's outgoing edges (one, but several out of a
+//! source read for several scans).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::config::JobConfig;
 use crate::connector::{ConnectorFactory, KeyLookup, SourceSplit};
 use crate::error::{Result, RuntimeError};
 use crate::exchange::{Exchange, MergedInputs};
-use crate::graph::{EdgeKind, JobGraph, OperatorId, Stage, StageHead, StageId};
+use crate::graph::{Edge, EdgeKind, JobGraph, OperatorId, Stage, StageHead, StageId};
 use crate::message::Message;
 use crate::metrics::JobMetrics;
 use crate::operator::OperatorState;
@@ -253,16 +254,20 @@ impl TaskSpawner<'_> {
     ) -> Result<()> {
         let clock = ProcessingTime::default();
         let chain = self.chain(stage, subtask, &clock, table)?;
-        let edge = graph.output_of(stage.id).ok_or_else(|| {
-            RuntimeError::Build(format!("stage {} sends its rows nowhere", stage.id))
-        })?;
-        if chain.is_empty() && !matches!(edge.kind, EdgeKind::Hash { .. }) {
+        let edges: Vec<&Edge> = graph.outputs_of(stage.id).collect();
+        if let ([edge], true) = (&edges[..], chain.is_empty()) {
             // Nothing to run: the next stage reads these channels itself.
-            let target = &mut inboxes[edge.to];
-            target[0][edge.input].extend(channels);
-            return Ok(());
+            let target = match edge.kind {
+                EdgeKind::Hash { .. } => None,
+                EdgeKind::Forward => Some(subtask),
+                EdgeKind::Single | EdgeKind::Broadcast => Some(0),
+            };
+            if let Some(target) = target {
+                inboxes[edge.to][target][edge.input].extend(channels);
+                return Ok(());
+            }
         }
-        let output = self.exchange(graph, stage, inboxes)?;
+        let output = self.exchange(graph, stage, subtask, inboxes)?;
         let chain = self.operator_chain(stage, chain);
         let clock = stage.processing_time.then_some(clock);
         self.tasks.push((
@@ -296,7 +301,7 @@ impl TaskSpawner<'_> {
         let restored = self.restored_state(id);
         let chain = self.chain(stage, subtask, &clock, table)?;
         let chain = self.operator_chain(stage, chain);
-        let output = self.exchange(graph, stage, inboxes)?;
+        let output = self.exchange(graph, stage, subtask, inboxes)?;
         let task = TwoInputTask::new(operator, id, restored)?;
         let name = task.name();
         self.tasks.push((
@@ -370,34 +375,52 @@ impl TaskSpawner<'_> {
             .cloned()
     }
 
-    /// Where one subtask of `stage` sends its output: a channel to each subtask of the
-    /// stage its edge leads to (one, unless the edge hashes rows over several).
+    /// Where subtask `subtask` of `stage` sends its output: along each edge out of the
+    /// stage (one, but several out of a source read for several scans), to a channel into
+    /// each subtask the edge reaches (all of them when it hashes rows, the same subtask
+    /// when it forwards them, otherwise the one).
     fn exchange(
         &mut self,
         graph: &JobGraph<'_>,
         stage: &Stage<'_>,
+        subtask: usize,
         inboxes: &mut Inboxes,
     ) -> Result<Exchange> {
-        let edge = graph.output_of(stage.id).ok_or_else(|| {
-            RuntimeError::Build(format!("stage {} sends its rows nowhere", stage.id))
-        })?;
-        let targets = &mut inboxes[edge.to];
-        let mut senders = Vec::with_capacity(targets.len());
-        for target in targets.iter_mut() {
-            let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-            senders.push(sender);
-            target[edge.input].push(receiver);
-            if !matches!(edge.kind, EdgeKind::Hash { .. }) {
-                break; // one subtask gets everything
+        let mut routes = Vec::new();
+        for edge in graph.outputs_of(stage.id) {
+            let targets = &mut inboxes[edge.to];
+            let reached = match edge.kind {
+                EdgeKind::Hash { .. } => 0..targets.len(),
+                EdgeKind::Forward => subtask..subtask + 1,
+                EdgeKind::Single | EdgeKind::Broadcast => 0..1,
+            };
+            let mut senders = Vec::with_capacity(reached.len());
+            for target in &mut targets[reached] {
+                let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+                senders.push(sender);
+                target[edge.input].push(receiver);
             }
+            routes.push(match &edge.kind {
+                EdgeKind::Hash { keys, schema } if senders.len() > 1 => {
+                    let keys = crate::expr::compile(keys, schema)?;
+                    let name = graph.stages[edge.to].operator_name();
+                    Exchange::hash(senders, keys, name)
+                }
+                _ => Exchange::forward(senders.into_iter().next().ok_or_else(|| {
+                    RuntimeError::Build(format!(
+                        "stage {} has no subtask {subtask} to forward to",
+                        edge.to
+                    ))
+                })?),
+            });
         }
-        Ok(match &edge.kind {
-            EdgeKind::Hash { keys, schema } if senders.len() > 1 => {
-                let keys = crate::expr::compile(keys, schema)?;
-                let name = graph.stages[edge.to].operator_name();
-                Exchange::hash(senders, keys, name)
-            }
-            _ => Exchange::forward(senders.remove(0)),
-        })
+        match routes.len() {
+            0 => Err(RuntimeError::Build(format!(
+                "stage {} sends its rows nowhere",
+                stage.id
+            ))),
+            1 => Ok(routes.remove(0)),
+            _ => Ok(Exchange::fan_out(routes)),
+        }
     }
 }

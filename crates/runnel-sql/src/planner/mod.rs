@@ -32,6 +32,7 @@ mod context;
 mod ddl;
 mod joins;
 mod over;
+mod read_once;
 mod rewrite;
 mod window_tvf;
 
@@ -196,6 +197,9 @@ impl StreamPlanner {
         if let Some(sink) = &sink {
             root = upsert_materialize(root, sink, options.upsert_materialize);
         }
+        if !options.separate_source_reads {
+            read_once::read_each_table_once(&mut root)?;
+        }
         let planned = StreamPlan {
             root,
             sink,
@@ -215,6 +219,9 @@ impl StreamPlanner {
 /// Job-level choices that shape a plan.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
+    /// `SET 'table.optimizer.reuse-source-enabled' = 'false'`: each scan of a table reads
+    /// it on its own, instead of one read for every scan of it (see [`read_once`]).
+    pub separate_source_reads: bool,
     /// Columns windows keep even when the query does not read them (the late-data sink's).
     pub keep_columns: Vec<String>,
     /// `SET 'table.exec.state.ttl'`: a join of two append-only streams with no time bound
