@@ -36,6 +36,9 @@ pub const UNBOUNDED_STATE: &str = "runnel.state.unbounded";
 /// `SET 'table.optimizer.reuse-source-enabled' = 'false'`: Flink's key; by default a
 /// table a query scans several times is read once for all its scans.
 pub const REUSE_SOURCE: &str = "table.optimizer.reuse-source-enabled";
+/// `SET 'table.optimizer.reuse-sub-plan-enabled' = 'false'`: Flink's key; by default a
+/// part of a plan it holds twice (a view used twice) runs once for both uses.
+pub const REUSE_SUB_PLAN: &str = "table.optimizer.reuse-sub-plan-enabled";
 
 /// `SET 'execution.checkpointing.interval' = '10 s'`: Flink's key; with a checkpoint
 /// directory, the job checkpoints this often.
@@ -60,6 +63,7 @@ const HONOURED_KEYS: &[&str] = &[
     EARLY_FIRE_ENABLED,
     EARLY_FIRE_DELAY,
     REUSE_SOURCE,
+    REUSE_SUB_PLAN,
     CHECKPOINT_INTERVAL,
     CHECKPOINT_DIR,
     PARALLELISM,
@@ -93,7 +97,6 @@ const IGNORED_FLINK_KEYS: &[&str] = &[
     "table.optimizer.distinct-agg.split.enabled",
     "table.optimizer.distinct-agg.split.bucket-num",
     "table.optimizer.join-reorder-enabled",
-    "table.optimizer.reuse-sub-plan-enabled",
     "table.optimizer.source.predicate-pushdown-enabled",
     "table.optimizer.multiple-input-enabled",
     "table.optimizer.non-deterministic-update.strategy",
@@ -272,7 +275,7 @@ pub fn check(key: &str, value: &str) -> Result<()> {
         UPSERT_MATERIALIZE => runnel_sql::UpsertMaterialize::parse(value)
             .map(drop)
             .ok_or_else(|| invalid(key, value, "expected 'NONE', 'AUTO' or 'FORCE'")),
-        IDLE_WATERMARK_ADVANCE | EARLY_FIRE_ENABLED | REUSE_SOURCE => value
+        IDLE_WATERMARK_ADVANCE | EARLY_FIRE_ENABLED | REUSE_SOURCE | REUSE_SUB_PLAN => value
             .parse::<bool>()
             .map(drop)
             .map_err(|_| invalid(key, value, "expected 'true' or 'false'")),
@@ -357,9 +360,13 @@ pub fn plan_options(
     let separate_source_reads = settings
         .get(REUSE_SOURCE)
         .is_some_and(|value| value.trim().eq_ignore_ascii_case("false"));
+    let separate_sub_plans = settings
+        .get(REUSE_SUB_PLAN)
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("false"));
     runnel_sql::PlanOptions {
         keep_columns,
         separate_source_reads,
+        separate_sub_plans,
         state_ttl_ms,
         allow_lateness_ms,
         early_fire_ms,

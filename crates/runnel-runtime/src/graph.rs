@@ -19,10 +19,10 @@
 //!   [`EdgeKind::Single`] edge, unless its input already is one subtask.
 //! - `UNION ALL` starts no stage: its inputs' stages each chain a relabelling step, and
 //!   the next operator reads them all.
-//! - A table the plan scans more than once with the same columns (the planner makes
-//!   every scan of a table read the same columns, see `read_once` in the planner) is read
-//!   by one source stage; each scan starts a stage of its own behind a
-//!   [`EdgeKind::Forward`] edge from it, so the source's rows go to every scan.
+//! - A subtree the plan holds more than once (a table scanned twice — the planner makes
+//!   every scan of a table read the same columns, see `read_once` in the planner — or a
+//!   view used twice) is built once; each use starts a stage of its own behind a
+//!   [`EdgeKind::Forward`] edge from its stages, so its rows go to every use.
 //! - A lookup join's table is read whole, over a [`EdgeKind::Broadcast`] edge, before
 //!   the stream starts; its stages take no part in checkpoints. A table read by key (a
 //!   database table, see [`TableLayout::reads_by_key`]) has no stage: the join asks it.
@@ -184,37 +184,76 @@ impl<F: Fn(&TableDef) -> usize> TableLayout for F {
     }
 }
 
-/// What makes scans of a table one read (the planner gives every scan of a table the
-/// same columns): the table, the clock and the columns.
-type ReadKey = (String, bool, Option<Vec<usize>>);
+/// A subtree of the plan, as its full description: two subtrees with the same key
+/// compute the same rows.
+type SubPlanKey = String;
 
-fn read_key(source: &SourceNode) -> ReadKey {
-    (
-        source.table.name.clone(),
-        source.processing_time,
-        source.projection.clone(),
-    )
+fn sub_plan_key(node: &StreamNode) -> SubPlanKey {
+    // Names DataFusion makes up inside a subtree (`__datafusion_extracted_7`) are numbered
+    // per query, so two copies of one view differ in them; they are renumbered in order of
+    // appearance. The subtree's output columns are kept as they are: what reads them
+    // names them.
+    const MADE_UP: &str = "__datafusion_extracted_";
+    let text = format!("{node:?}");
+    let mut key = format!("{:?}\n", node.schema());
+    let mut numbers: Vec<&str> = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(MADE_UP) {
+        let (before, name) = rest.split_at(at + MADE_UP.len());
+        key.push_str(before);
+        let digits = name.len() - name.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, after) = name.split_at(digits);
+        let index = numbers
+            .iter()
+            .position(|n| *n == number)
+            .unwrap_or_else(|| {
+                numbers.push(number);
+                numbers.len() - 1
+            });
+        key.push_str(&format!("#{index}"));
+        rest = after;
+    }
+    key.push_str(rest);
+    key
 }
 
-/// How many times the plan scans each table as a stream (a lookup join's table side is
-/// read on its own, before the stream).
-fn count_reads(node: &StreamNode, counts: &mut HashMap<ReadKey, usize>) {
-    match node {
-        StreamNode::Source(source) => *counts.entry(read_key(source)).or_default() += 1,
-        StreamNode::LookupJoin(join) => count_reads(&join.input, counts),
-        other => other
-            .inputs()
-            .into_iter()
-            .for_each(|input| count_reads(input, counts)),
+/// How many times each subtree occurs in the plan as a stream (a lookup join's table side
+/// is read on its own, before the stream). A repeated subtree's own subtrees are counted
+/// in its first occurrence only: it is built once.
+/// Only sources are counted unless `plan.reuse_sub_plans`, none unless
+/// `plan.reuse_sources` too.
+fn count_sub_plans(plan: &StreamPlan) -> HashMap<SubPlanKey, usize> {
+    fn visit(plan: &StreamPlan, node: &StreamNode, counts: &mut HashMap<SubPlanKey, usize>) {
+        let reused = match node {
+            StreamNode::Source(_) => plan.reuse_sources,
+            _ => plan.reuse_sub_plans,
+        };
+        if reused {
+            let count = counts.entry(sub_plan_key(node)).or_default();
+            *count += 1;
+            if *count > 1 {
+                return;
+            }
+        }
+        match node {
+            StreamNode::LookupJoin(join) => visit(plan, &join.input, counts),
+            other => other
+                .inputs()
+                .into_iter()
+                .for_each(|input| visit(plan, input, counts)),
+        }
     }
+    let mut counts = HashMap::new();
+    visit(plan, &plan.root, &mut counts);
+    counts
 }
 
 struct GraphBuilder<'p, 'r> {
     parallelism: usize,
-    /// Scans per table read; a read scanned more than once gets one shared source stage.
-    reads: HashMap<ReadKey, usize>,
-    /// The source stage of each shared read, once built.
-    shared_sources: HashMap<ReadKey, StageId>,
+    /// Occurrences of each subtree; one occurring more than once is built once.
+    sub_plans: HashMap<SubPlanKey, usize>,
+    /// The stages producing each shared subtree's rows, once built.
+    shared: HashMap<SubPlanKey, Vec<StageId>>,
     tables: &'r dyn TableLayout,
     stages: Vec<Stage<'p>>,
     edges: Vec<Edge>,
@@ -233,12 +272,11 @@ impl<'p> JobGraph<'p> {
         parallelism: usize,
         tables: &dyn TableLayout,
     ) -> Result<JobGraph<'p>> {
-        let mut reads = HashMap::new();
-        count_reads(&plan.root, &mut reads);
+        let sub_plans = count_sub_plans(plan);
         let mut builder = GraphBuilder {
             parallelism: parallelism.max(1),
-            reads,
-            shared_sources: HashMap::new(),
+            sub_plans,
+            shared: HashMap::new(),
             tables,
             stages: Vec::new(),
             edges: Vec::new(),
@@ -365,31 +403,42 @@ impl<'p> GraphBuilder<'p, '_> {
         }
     }
 
-    /// The open stages producing `node`'s rows.
+    /// The open stages producing `node`'s rows: for a subtree the plan holds more than
+    /// once, a stage per stage of its one build, forwarding its rows (so what is chained
+    /// next runs there, not in the shared stage).
     fn build(&mut self, node: &'p StreamNode) -> Result<Open> {
-        match node {
-            StreamNode::Source(source) => {
-                let key = read_key(source);
-                let shared = self.checkpointed && self.reads.get(&key).is_some_and(|&n| n > 1);
-                if !shared {
-                    return Ok(self.source_stage(source));
-                }
-                let source_stage = match self.shared_sources.get(&key) {
-                    Some(&stage) => stage,
-                    None => {
-                        let stage = self.source_stage(source).stages[0];
-                        self.shared_sources.insert(key, stage);
-                        stage
-                    }
-                };
-                let readers = self.stages[source_stage].parallelism;
-                let scan = self.new_stage(StageHead::Exchange, readers, source.processing_time);
-                let from = Open {
-                    stages: vec![source_stage],
-                };
-                self.connect(from, scan, 0, EdgeKind::Forward);
-                Ok(Open { stages: vec![scan] })
+        let key = sub_plan_key(node);
+        if !self.checkpointed || self.sub_plans.get(&key).is_none_or(|&n| n < 2) {
+            return self.build_once(node);
+        }
+        let stages = match self.shared.get(&key) {
+            Some(stages) => stages.clone(),
+            None => {
+                let stages = self.build_once(node)?.stages;
+                self.shared.insert(key, stages.clone());
+                stages
             }
+        };
+        let mut scans = Vec::with_capacity(stages.len());
+        for stage in stages {
+            let (subtasks, time) = (
+                self.stages[stage].parallelism,
+                self.stages[stage].processing_time,
+            );
+            let scan = self.new_stage(StageHead::Exchange, subtasks, time);
+            let from = Open {
+                stages: vec![stage],
+            };
+            self.connect(from, scan, 0, EdgeKind::Forward);
+            scans.push(scan);
+        }
+        Ok(Open { stages: scans })
+    }
+
+    /// [`GraphBuilder::build`] without sharing `node` itself.
+    fn build_once(&mut self, node: &'p StreamNode) -> Result<Open> {
+        match node {
+            StreamNode::Source(source) => Ok(self.source_stage(source)),
             StreamNode::Union { inputs, .. } => {
                 let mut stages = Vec::new();
                 for input in inputs {
@@ -557,7 +606,7 @@ impl fmt::Display for JobGraph<'_> {
                             format!("merging {}", count(from, "subtask", "subtasks"))
                         }
                         EdgeKind::Broadcast => "the whole table to every subtask".to_string(),
-                        EdgeKind::Forward => "each reader's rows".to_string(),
+                        EdgeKind::Forward => "each subtask's rows".to_string(),
                     };
                     format!("stage {}{side}, {how}", edge.from)
                 })
@@ -639,8 +688,8 @@ mod tests {
             layout(query, 2),
             [
                 "stage 0: Source kafka_u, 2 readers",
-                "stage 1: Filter → Projection, 2 subtasks ← stage 0, each reader's rows",
-                "stage 2: Projection, 2 subtasks ← stage 0, each reader's rows",
+                "stage 1: Filter → Projection, 2 subtasks ← stage 0, each subtask's rows",
+                "stage 2: Projection, 2 subtasks ← stage 0, each subtask's rows",
                 "stage 3: IntervalJoin → Projection, 2 subtasks ← stage 1 (left), rows hashed by [a.k]; \
                  stage 2 (right), rows hashed by [b.k]",
                 "stage 4: Sink, 1 task ← stage 3, merging 2 subtasks",
@@ -661,6 +710,27 @@ mod tests {
             .filter(|s| matches!(s.head, StageHead::Source { .. }))
             .count();
         assert_eq!(sources, 2);
+    }
+
+    #[test]
+    fn a_sub_plan_used_twice_runs_once() {
+        let query = "SELECT k, n FROM (SELECT k, COUNT(*) AS n FROM kafka_t GROUP BY k)
+            UNION ALL SELECT k, n FROM (SELECT k, COUNT(*) AS n FROM kafka_t GROUP BY k);";
+        let aggregates = |options: &runnel_sql::PlanOptions| {
+            let plan = crate::test_plans::plan_script_with(&format!("{TABLES} {query}"), options);
+            let graph = JobGraph::build(&plan, 2, &|_: &TableDef| 2).unwrap();
+            graph
+                .stages
+                .iter()
+                .filter(|s| s.chain.iter().any(|c| c.node.name() == "UpdatingAggregate"))
+                .count()
+        };
+        assert_eq!(aggregates(&Default::default()), 1);
+        let separate = runnel_sql::PlanOptions {
+            separate_sub_plans: true,
+            ..Default::default()
+        };
+        assert_eq!(aggregates(&separate), 2);
     }
 
     #[test]

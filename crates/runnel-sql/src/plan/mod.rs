@@ -21,6 +21,13 @@ pub struct StreamPlan {
     pub sink: Option<Arc<TableDef>>,
     /// The optimized DataFusion plan it came from (for `EXPLAIN`).
     pub logical: LogicalPlan,
+    /// Whether a table the plan scans more than once is read once for every scan
+    /// (Flink's `table.optimizer.reuse-source-enabled`, on by default).
+    pub reuse_sources: bool,
+    /// Whether a larger subtree the plan holds more than once (a view used twice) runs
+    /// once for all its uses (Flink's `table.optimizer.reuse-sub-plan-enabled`, on by
+    /// default).
+    pub reuse_sub_plans: bool,
 }
 
 impl StreamPlan {

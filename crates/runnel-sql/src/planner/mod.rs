@@ -204,6 +204,8 @@ impl StreamPlanner {
             root,
             sink,
             logical: plan,
+            reuse_sources: !options.separate_source_reads,
+            reuse_sub_plans: !options.separate_sub_plans,
         };
         if options.refuse_unbounded_state {
             if let Some(unbounded) = planned.unbounded_state().into_iter().next() {
@@ -222,6 +224,9 @@ pub struct PlanOptions {
     /// `SET 'table.optimizer.reuse-source-enabled' = 'false'`: each scan of a table reads
     /// it on its own, instead of one read for every scan of it (see [`read_once`]).
     pub separate_source_reads: bool,
+    /// `SET 'table.optimizer.reuse-sub-plan-enabled' = 'false'`: a subtree the plan holds
+    /// more than once runs once per use (see [`StreamPlan::reuse_sub_plans`]).
+    pub separate_sub_plans: bool,
     /// Columns windows keep even when the query does not read them (the late-data sink's).
     pub keep_columns: Vec<String>,
     /// `SET 'table.exec.state.ttl'`: a join of two append-only streams with no time bound
