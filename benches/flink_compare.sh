@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runnel and Apache Flink side by side on the same JSON-lines files (parsing included):
 # the claims query and Nexmark q5, q7, q8, q11 (benches/flink/queries/), each engine
-# reading benches/flink/ddl.sql's tables and writing to a blackhole sink.
+# writing to a blackhole sink. Nexmark reads the published Kafka table's shape — one JSON
+# record per event with nested person / auction / bid rows — through sql/nexmark/ddl.sql's
+# table (on the file instead of the generator) and its views; claims read
+# benches/flink/ddl.sql's flat table.
 #
 #   benches/flink_compare.sh [EVENTS] [FLINK_PARALLELISM]      (defaults: 2000000, 2)
 #
@@ -15,7 +18,7 @@ EVENTS="${1:-2000000}"
 PARALLELISM="${2:-2}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 WORK="${RUNNEL_BENCH_DIR:-/var/tmp/runnel-bench}/flink-compare"
-DATA="$WORK/data-$EVENTS"
+DATA="$WORK/nested-$EVENTS"
 FLINK_VENV="${FLINK_VENV:-/var/tmp/pyflink-venv}"
 mkdir -p "$WORK"
 
@@ -28,20 +31,38 @@ if [ ! -x "$FLINK_VENV/bin/python" ] || ! "$FLINK_VENV/bin/python" -c 'import py
     "$FLINK_VENV/bin/pip" install -q apache-flink==2.3.0
 fi
 
+# `CREATE TABLE $1 (...)` with the physical columns of the Nexmark table of
+# sql/nexmark/ddl.sql (event_type and the nested person / auction / bid rows).
+events_columns() {
+    awk -v name="$1" '
+        /^CREATE TABLE datagen \(/ { print "CREATE TABLE " name " ("; on = 1; next }
+        on && /^    dateTime AS/ { on = 0; sub(/,[[:space:]]*$/, "", last); print last; printf ")"; exit }
+        on { if (have) print last; last = $0; have = 1 }
+    ' sql/nexmark/ddl.sql
+}
+
+# sql/nexmark/ddl.sql (the Nexmark table, its event-time column and watermark, and the
+# published person / auction / bid views) reading the events file instead of the
+# generator: the published Kafka table's shape, on a file both engines read.
+nexmark_ddl() {
+    awk -v path="$DATA/events.json" '
+        /^\) WITH \($/ && !done { skip = 1; next }
+        skip && /^\);$/ { print ") WITH ('"'"'connector'"'"' = '"'"'filesystem'"'"', '"'"'path'"'"' = '"'"'" path "'"'"', '"'"'format'"'"' = '"'"'json'"'"');"; skip = 0; done = 1; next }
+        skip { next }
+        { print }
+    ' sql/nexmark/ddl.sql
+}
+
 if [ ! -f "$DATA/done" ]; then
     echo "writing $EVENTS Nexmark events and $EVENTS claims as JSON lines into $DATA" >&2
     rm -rf "$DATA" && mkdir -p "$DATA"
     {
         sed -e "s/\${EVENTS_NUM}/$EVENTS/" -e "s/\${TPS}/100000/g" sql/nexmark/ddl.sql
-        for table in person auction bid; do
-            case $table in
-                person) columns="id BIGINT, name STRING, emailAddress STRING, creditCard STRING, city STRING, state STRING, dateTime TIMESTAMP(3), extra STRING" ;;
-                auction) columns="id BIGINT, itemName STRING, description STRING, initialBid BIGINT, reserve BIGINT, dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra STRING" ;;
-                bid) columns="auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING" ;;
-            esac
-            echo "CREATE TABLE ${table}_file ($columns) WITH ('connector' = 'filesystem', 'path' = '$DATA/$table.json', 'format' = 'json');"
-            echo "INSERT INTO ${table}_file SELECT * FROM $table;"
-        done
+        # The published Kafka table's shape: one JSON record per event, with nested
+        # person / auction / bid rows (the generator table's physical columns).
+        events_columns "events_file"
+        echo " WITH ('connector' = 'filesystem', 'path' = '$DATA/events.json', 'format' = 'json');"
+        echo "INSERT INTO events_file SELECT event_type, person, auction, bid FROM datagen;"
         cat <<SQL
 CREATE TABLE claims_source (claim_no BIGINT, policy_id BIGINT, amount DECIMAL(12, 2), op_code INT)
 WITH ('connector' = 'datagen', 'rows-per-second' = '1000000000', 'number-of-rows' = '$EVENTS',
@@ -76,7 +97,11 @@ measure() {
 
 printf "%-7s %-8s %9s %9s %15s\n" query engine "wall s" "cpu s" "events/CPU-s"
 for query in claims q5 q7 q8 q11; do
-    sed -e "s|\${DATA}|$DATA|g" benches/flink/ddl.sql >"$WORK/$query.sql"
+    if [ "$query" = claims ]; then
+        sed -e "s|\${DATA}|$DATA|g" benches/flink/ddl.sql >"$WORK/$query.sql"
+    else
+        nexmark_ddl >"$WORK/$query.sql"
+    fi
     cat "benches/flink/queries/$query.sql" >>"$WORK/$query.sql"
     for engine in runnel flink; do
         if [ "$engine" = runnel ]; then
