@@ -36,7 +36,7 @@ fi
 events_columns() {
     awk -v name="$1" '
         /^CREATE TABLE datagen \(/ { print "CREATE TABLE " name " ("; on = 1; next }
-        on && /^    dateTime AS/ { on = 0; sub(/,[[:space:]]*$/, "", last); print last; printf ")"; exit }
+        on && /^    `?dateTime`? AS/ { on = 0; sub(/,[[:space:]]*$/, "", last); print last; printf ")"; exit }
         on { if (have) print last; last = $0; have = 1 }
     ' sql/nexmark/ddl.sql
 }

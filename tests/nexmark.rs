@@ -744,7 +744,7 @@ fn in_datafusion_terms(sql: &str) -> String {
     let mut out = sql.to_string();
     for (java, chrono) in [("'yyyy-MM-dd'", "'%Y-%m-%d'"), ("'HH:mm'", "'%H:%M'")] {
         out = out.replace(
-            &format!("DATE_FORMAT(dateTime, {java})"),
+            &format!("DATE_FORMAT(`dateTime`, {java})"),
             &format!("to_char(dateTime, {chrono})"),
         );
     }

@@ -9,7 +9,7 @@ CREATE TABLE datagen (
         creditCard VARCHAR,
         city VARCHAR,
         state VARCHAR,
-        dateTime TIMESTAMP(3),
+        `dateTime` TIMESTAMP(3),
         extra VARCHAR>,
     auction ROW<
         id BIGINT,
@@ -17,7 +17,7 @@ CREATE TABLE datagen (
         description VARCHAR,
         initialBid BIGINT,
         reserve BIGINT,
-        dateTime TIMESTAMP(3),
+        `dateTime` TIMESTAMP(3),
         expires TIMESTAMP(3),
         seller BIGINT,
         category BIGINT,
@@ -28,15 +28,15 @@ CREATE TABLE datagen (
         price BIGINT,
         channel VARCHAR,
         url VARCHAR,
-        dateTime TIMESTAMP(3),
+        `dateTime` TIMESTAMP(3),
         extra VARCHAR>,
-    dateTime AS
+    `dateTime` AS
         CASE
-            WHEN event_type = 0 THEN person.dateTime
-            WHEN event_type = 1 THEN auction.dateTime
-            ELSE bid.dateTime
+            WHEN event_type = 0 THEN person.`dateTime`
+            WHEN event_type = 1 THEN auction.`dateTime`
+            ELSE bid.`dateTime`
         END,
-    WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND
+    WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND
 ) WITH (
     'connector' = 'nexmark',
     'first-event.rate' = '${TPS}',
@@ -55,7 +55,7 @@ SELECT
     person.creditCard,
     person.city,
     person.state,
-    dateTime,
+    `dateTime`,
     person.extra
 FROM datagen WHERE event_type = 0;
 
@@ -66,7 +66,7 @@ SELECT
     auction.description,
     auction.initialBid,
     auction.reserve,
-    dateTime,
+    `dateTime`,
     auction.expires,
     auction.seller,
     auction.category,
@@ -80,6 +80,6 @@ SELECT
     bid.price,
     bid.channel,
     bid.url,
-    dateTime,
+    `dateTime`,
     bid.extra
 FROM datagen WHERE event_type = 2;

@@ -25,8 +25,8 @@ CREATE TABLE nexmark_q20 (
 
 INSERT INTO nexmark_q20
 SELECT
-    auction, bidder, price, channel, url, B.dateTime, B.extra,
-    itemName, description, initialBid, reserve, A.dateTime, expires, seller, category, A.extra
+    auction, bidder, price, channel, url, B.`dateTime`, B.extra,
+    itemName, description, initialBid, reserve, A.`dateTime`, expires, seller, category, A.extra
 FROM
     bid AS B INNER JOIN auction AS A on B.auction = A.id
 WHERE A.category = 10;

@@ -13,13 +13,13 @@ INSERT INTO nexmark_q6
 SELECT
     Q.seller,
     AVG(Q.price) OVER
-        (PARTITION BY Q.seller ORDER BY Q.dateTime ROWS BETWEEN 10 PRECEDING AND CURRENT ROW)
+        (PARTITION BY Q.seller ORDER BY Q.`dateTime` ROWS BETWEEN 10 PRECEDING AND CURRENT ROW)
 FROM (
     SELECT *, ROW_NUMBER() OVER (PARTITION BY A.id, A.seller ORDER BY B.price DESC) AS rownum
-    FROM (SELECT A.id, A.seller, B.price, B.dateTime
+    FROM (SELECT A.id, A.seller, B.price, B.`dateTime`
         FROM auction AS A,
             bid AS B
         WHERE A.id = B.auction
-            and B.dateTime between A.dateTime and A.expires)
+            and B.`dateTime` between A.`dateTime` and A.expires)
     WHERE rownum <= 1
 ) AS Q;
