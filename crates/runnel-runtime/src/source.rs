@@ -230,8 +230,10 @@ impl EventFeed {
 /// A batch's rows as the query sees them: the table's computed columns added, then only
 /// the columns the query reads.
 struct SourceRows {
-    /// Computed columns, when the table declares some (`PROCTIME()` reads `clock`).
-    computed: Option<ProjectionOperator>,
+    /// Computed columns, when the table declares some (`PROCTIME()` reads `clock`): the
+    /// struct fields they read inside a `CASE` first, when they do (see
+    /// [`runnel_sql::field_reads`]), then the columns.
+    computed: Vec<ProjectionOperator>,
     projection: Option<Vec<usize>>,
     clock: ProcessingTime,
 }
@@ -242,21 +244,43 @@ impl SourceRows {
         let clock = ProcessingTime::default();
         // A changelog's batches carry the change column last, through every step.
         let changelog = table.is_changelog();
-        let computed = if table.has_computed_columns() {
-            let schema = if changelog {
-                runnel_sql::changelog::with_change_column(&table.schema)
+        let with_changes = |schema: datafusion::arrow::datatypes::SchemaRef| {
+            if changelog {
+                runnel_sql::changelog::with_change_column(&schema)
             } else {
-                table.schema.clone()
-            };
-            Some(ProjectionOperator::try_new(
-                &table.row_exprs,
-                &table.physical_df_schema(),
-                schema,
-                &clock,
-            )?)
-        } else {
-            None
+                schema
+            }
         };
+        let mut computed = Vec::new();
+        if table.has_computed_columns() {
+            let physical = table.physical_df_schema();
+            let schema = with_changes(table.schema.clone());
+            match runnel_sql::field_reads::hoist_field_reads(&table.row_exprs, &physical)
+                .map_err(|e| RuntimeError::Build(format!("table {}: {e}", table.name)))?
+            {
+                Some(hoisted) => {
+                    let widened = with_changes(Arc::new(hoisted.widened.as_arrow().clone()));
+                    computed.push(ProjectionOperator::try_new(
+                        &hoisted.first,
+                        &physical,
+                        widened,
+                        &clock,
+                    )?);
+                    computed.push(ProjectionOperator::try_new(
+                        &hoisted.exprs,
+                        &hoisted.widened,
+                        schema,
+                        &clock,
+                    )?);
+                }
+                None => computed.push(ProjectionOperator::try_new(
+                    &table.row_exprs,
+                    &physical,
+                    schema,
+                    &clock,
+                )?),
+            }
+        }
         let projection = node.projection.clone().map(|mut indices| {
             if changelog {
                 indices.push(table.schema.fields().len());
@@ -272,13 +296,10 @@ impl SourceRows {
 
     /// All of the table's columns (computed ones stamped at processing time `now`).
     fn full(&self, batch: RecordBatch, now: i64) -> datafusion::error::Result<RecordBatch> {
-        match &self.computed {
-            Some(computed) => {
-                self.clock.set(now);
-                computed.project(&batch)
-            }
-            None => Ok(batch),
-        }
+        self.clock.set(now);
+        self.computed
+            .iter()
+            .try_fold(batch, |batch, step| step.project(&batch))
     }
 
     /// The columns the query reads.

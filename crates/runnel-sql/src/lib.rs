@@ -12,6 +12,7 @@ pub mod changelog;
 pub mod distribution;
 pub mod error;
 pub mod field_names;
+pub mod field_reads;
 pub mod functions;
 pub mod group_window;
 pub mod join;
