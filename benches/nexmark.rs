@@ -28,6 +28,10 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use runnel::{Engine, Executed};
 
+/// The allocator the `runnel` binary runs with, so the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const QUERIES: &[&str] = &["q0", "q1", "q2", "q5", "q7", "q8", "q11", "q12", "claims"];
 
 /// Events per second of event time the generator stamps: Flink's Nexmark default, or
