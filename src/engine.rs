@@ -33,6 +33,8 @@ pub enum Executed {
     Job(JobHandle),
     /// A bare `SELECT` started; its rows arrive on the stream.
     Query(QueryStream),
+    /// `EXPLAIN`: the statement's plan, as [`Engine::explain`] prints it.
+    Explained(String),
 }
 
 /// A job the engine started, as [`Engine::jobs`] lists it.
@@ -268,6 +270,9 @@ impl Engine {
                 "INSERT INTO {table} is a query, not a declaration"
             ))
             .into()),
+            Statement::Explain(_) => {
+                Err(runnel_sql::SqlError::Plan("an EXPLAIN is not a declaration".into()).into())
+            }
             Statement::Query(_) => {
                 Err(runnel_sql::SqlError::Plan("a SELECT is not a declaration".into()).into())
             }
@@ -276,6 +281,9 @@ impl Engine {
 
     async fn execute_statement(&self, statement: Statement) -> Result<Executed> {
         match statement {
+            Statement::Explain(explained) => {
+                Ok(Executed::Explained(self.explain_statement(*explained)?))
+            }
             Statement::Insert { table, query } => {
                 let text = format!("INSERT INTO {table} {query}");
                 let plan = self.plan(*query, Some(&table))?;
@@ -403,11 +411,7 @@ impl Engine {
             let checked = located
                 .statement
                 .map_err(RunnelError::from)
-                .and_then(|statement| match statement {
-                    Statement::Insert { table, query } => self.plan(*query, Some(&table)).map(Some),
-                    Statement::Query(query) => self.plan(*query, None).map(Some),
-                    declaration => self.declare(&declaration).map(|_| None),
-                });
+                .and_then(|statement| self.plan_statement(statement));
             let place = format!("statement {} (line {})", i + 1, located.line);
             match checked {
                 Err(e) => errors.push(format!("{place}: {e}")),
@@ -433,13 +437,7 @@ impl Engine {
     pub fn stream_plans(&self, sql: &str) -> Result<Vec<StreamPlan>> {
         let mut plans = Vec::new();
         for statement in parse_script(sql)? {
-            match statement {
-                Statement::Insert { table, query } => plans.push(self.plan(*query, Some(&table))?),
-                Statement::Query(query) => plans.push(self.plan(*query, None)?),
-                declaration => {
-                    self.declare(&declaration)?;
-                }
-            }
+            plans.extend(self.plan_statement(statement)?);
         }
         Ok(plans)
     }
@@ -449,21 +447,34 @@ impl Engine {
     pub fn explain(&self, sql: &str) -> Result<String> {
         let mut out = String::new();
         for statement in parse_script(sql)? {
-            let plan = match statement {
-                Statement::Insert { table, query } => self.plan(*query, Some(&table))?,
-                Statement::Query(query) => self.plan(*query, None)?,
-                declaration => {
-                    self.declare(&declaration)?;
-                    continue;
-                }
-            };
-            out.push_str(&plan.to_string());
-            let config = self.job_config()?;
-            let graph = runnel_runtime::job_graph(&plan, self.connectors.as_ref(), &config)?;
-            out.push_str(&graph.to_string());
-            for warning in self.warnings(&plan) {
-                out.push_str(&format!("Warning: {warning}\n"));
-            }
+            out.push_str(&self.explain_statement(statement)?);
+        }
+        Ok(out)
+    }
+
+    /// The plan of a query or an `INSERT INTO` (of what an `EXPLAIN` holds); a declaration
+    /// takes effect and has none.
+    fn plan_statement(&self, statement: Statement) -> Result<Option<StreamPlan>> {
+        match statement {
+            Statement::Insert { table, query } => self.plan(*query, Some(&table)).map(Some),
+            Statement::Query(query) => self.plan(*query, None).map(Some),
+            Statement::Explain(explained) => self.plan_statement(*explained),
+            declaration => self.declare(&declaration).map(|_| None),
+        }
+    }
+
+    /// `EXPLAIN`'s text for one statement: its streaming plan, its job graph and its
+    /// warnings; nothing for a declaration (which takes effect).
+    fn explain_statement(&self, statement: Statement) -> Result<String> {
+        let Some(plan) = self.plan_statement(statement)? else {
+            return Ok(String::new());
+        };
+        let mut out = plan.to_string();
+        let config = self.job_config()?;
+        let graph = runnel_runtime::job_graph(&plan, self.connectors.as_ref(), &config)?;
+        out.push_str(&graph.to_string());
+        for warning in self.warnings(&plan) {
+            out.push_str(&format!("Warning: {warning}\n"));
         }
         Ok(out)
     }

@@ -173,6 +173,22 @@ async fn an_unbounded_join_runs_with_a_warning_or_is_refused_on_request() {
     let explained = engine.explain(query).expect("explain");
     assert!(explained.contains("RegularJoin"), "{explained}");
     assert!(explained.contains("Warning: the join on"), "{explained}");
+    // The same as a statement of a script, of an INSERT INTO, running nothing.
+    let results = engine
+        .execute(&format!(
+            "CREATE TABLE out (price BIGINT, seller BIGINT) WITH ('connector' = 'blackhole');
+             EXPLAIN PLAN FOR INSERT INTO out {query}"
+        ))
+        .await
+        .expect("explain as a statement");
+    let Some(runnel::Executed::Explained(plan)) = results.last() else {
+        panic!("an EXPLAIN gives its plan");
+    };
+    assert!(
+        plan.starts_with("Sink: out") && plan.contains("Warning: the join on"),
+        "{plan}"
+    );
+    assert_eq!(engine.jobs().len(), 0, "nothing ran");
     engine
         .execute("SET 'runnel.state.unbounded' = 'refuse';")
         .await

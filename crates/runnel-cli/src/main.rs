@@ -196,6 +196,7 @@ async fn run(
         match result {
             Executed::Job(job) => jobs.push(job),
             Executed::Query(stream) => queries.push(stream),
+            Executed::Explained(plan) => print!("{plan}"),
             Executed::Created(_) | Executed::Set { .. } => {}
         }
     }

@@ -418,15 +418,6 @@ impl Session<'_> {
                 print_table(&["key", "value"], rows);
                 Ok(())
             }
-            ["EXPLAIN", ..] => {
-                let query = sql.split_once(char::is_whitespace).map_or("", |(_, q)| q);
-                let plan = self
-                    .engine
-                    .explain(&format!("{query};"))
-                    .map_err(|e| describe(&e))?;
-                print!("{plan}");
-                Ok(())
-            }
             _ => self.execute(sql),
         }
     }
@@ -439,6 +430,7 @@ impl Session<'_> {
         for result in results {
             match result {
                 Executed::Created(name) => println!("created {name}"),
+                Executed::Explained(plan) => print!("{plan}"),
                 Executed::Set {
                     key,
                     value,

@@ -37,6 +37,9 @@ pub enum Statement {
     Set { key: String, value: String },
     /// `CREATE [TEMPORARY [SYSTEM]] FUNCTION name AS 'class'` (Flink's catalog function).
     CreateFunction { name: String, class: String },
+    /// `EXPLAIN [PLAN FOR] statement`: the streaming plan of a query or an `INSERT INTO`
+    /// (always one of those two), without running it.
+    Explain(Box<Statement>),
 }
 
 /// A parsed (not yet resolved) `CREATE TABLE`.
@@ -203,6 +206,17 @@ fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     if let Some(statement) = parse_create_function(&tokens) {
         return statement;
     }
+    // Flink's `EXPLAIN PLAN FOR x` is `EXPLAIN x`.
+    if let [explain, plan, for_, rest @ ..] = tokens.as_slice() {
+        if is_word(&explain.token, "EXPLAIN")
+            && is_word(&plan.token, "PLAN")
+            && is_word(&for_.token, "FOR")
+        {
+            let mut tokens = vec![explain.clone()];
+            tokens.extend(rest.iter().cloned());
+            return parse_statement(tokens);
+        }
+    }
     let starts_create_table = {
         let words: Vec<&Token> = tokens.iter().take(3).map(|t| &t.token).collect();
         matches!(words.as_slice(), [c, t, ..] if is_word(c, "CREATE") && is_word(t, "TABLE"))
@@ -265,6 +279,18 @@ fn convert_statement(statement: SqlStatement) -> Result<Statement> {
             query: view.query,
         }),
         SqlStatement::Set(set) => convert_set(set),
+        SqlStatement::Explain {
+            statement,
+            analyze: false,
+            ..
+        } => match convert_statement(*statement)? {
+            explained @ (Statement::Query(_) | Statement::Insert { .. }) => {
+                Ok(Statement::Explain(Box::new(explained)))
+            }
+            _ => Err(SqlError::Plan(
+                "EXPLAIN takes a SELECT or an INSERT INTO".into(),
+            )),
+        },
         other => Err(SqlError::Plan(format!(
             "statement kind not supported: {}",
             other
@@ -470,6 +496,27 @@ pub fn is_select(query: &Query) -> bool {
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::TimeUnit;
+
+    #[test]
+    fn parses_explain_of_a_query_or_an_insert() {
+        let statements = parse_script(
+            "EXPLAIN SELECT a FROM t; EXPLAIN PLAN FOR INSERT INTO s SELECT a FROM t;",
+        )
+        .unwrap();
+        assert!(
+            matches!(&statements[0], Statement::Explain(e) if matches!(**e, Statement::Query(_)))
+        );
+        assert!(matches!(
+            &statements[1],
+            Statement::Explain(e) if matches!(&**e, Statement::Insert { table, .. } if table == "s")
+        ));
+        let err = parse_script("EXPLAIN CREATE VIEW v AS SELECT 1;").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("EXPLAIN takes a SELECT or an INSERT INTO"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn parses_flink_create_table() {
