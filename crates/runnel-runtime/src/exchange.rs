@@ -29,8 +29,9 @@ use crate::message::{Message, Watermark, WATERMARK_END};
 /// The fixed hash that picks a row's subtask.
 const ROUTING_HASH: RandomState = RandomState::with_seed(0x52_55_4e_4e_45_4c);
 
-/// Where one subtask's output goes: along one edge, or along each of several (a source
-/// read once for several scans of its table: every message goes to each).
+/// Where one subtask's output goes: along one edge, or along each of several (a table
+/// read once for several scans, a sub-plan run once for several uses: every message goes
+/// to each).
 pub struct Exchange {
     routes: Vec<Route>,
 }

@@ -5,7 +5,7 @@
 //! when a stage starts, the channels it reads already exist. Each subtask gets its
 //! operators (restored from the checkpoint the job resumes from) and an [`Exchange`]
 //! that sends its output along the stage's outgoing edges (one, but several out of a
-//! source read for several scans).
+//! table read or a sub-plan run once for several uses).
 
 use std::collections::HashMap;
 use std::sync::Arc;
