@@ -357,12 +357,14 @@ pub fn plan_options(
     let refuse_unbounded_state = settings
         .get(UNBOUNDED_STATE)
         .is_some_and(|value| value.eq_ignore_ascii_case("refuse"));
-    let separate_source_reads = settings
-        .get(REUSE_SOURCE)
-        .is_some_and(|value| value.trim().eq_ignore_ascii_case("false"));
-    let separate_sub_plans = settings
-        .get(REUSE_SUB_PLAN)
-        .is_some_and(|value| value.trim().eq_ignore_ascii_case("false"));
+    // Flink's reuse keys default to on: only an explicit 'false' turns one off.
+    let turned_off = |key: &str| {
+        settings
+            .get(key)
+            .is_some_and(|value| value.trim().eq_ignore_ascii_case("false"))
+    };
+    let separate_source_reads = turned_off(REUSE_SOURCE);
+    let separate_sub_plans = turned_off(REUSE_SUB_PLAN);
     runnel_sql::PlanOptions {
         keep_columns,
         separate_source_reads,

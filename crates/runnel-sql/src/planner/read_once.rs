@@ -32,8 +32,7 @@ pub(crate) fn read_each_table_once(root: &mut StreamNode) -> Result<()> {
             .entry(read_key(source))
             .or_default()
             .push(source.projection.clone());
-        Ok(())
-    })?;
+    });
     // The columns each table's shared source reads: all when one scan reads all.
     let shared: BTreeMap<ReadKey, Option<Vec<usize>>> = scans
         .into_iter()
@@ -57,17 +56,15 @@ pub(crate) fn read_each_table_once(root: &mut StreamNode) -> Result<()> {
     rewrite_scans(root, &shared)
 }
 
-/// Calls `f` on every source read as a stream (not a lookup join's table).
-fn visit_sources(
-    node: &mut StreamNode,
-    f: &mut dyn FnMut(&SourceNode) -> Result<()>,
-) -> Result<()> {
+/// Calls `f` on every source read as a stream (not a lookup join's table, which
+/// `inputs_mut` leaves out).
+fn visit_sources(node: &mut StreamNode, f: &mut dyn FnMut(&SourceNode)) {
     match node {
         StreamNode::Source(source) => f(source),
         other => other
             .inputs_mut()
             .into_iter()
-            .try_for_each(|input| visit_sources(input, f)),
+            .for_each(|input| visit_sources(input, f)),
     }
 }
 
