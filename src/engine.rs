@@ -227,6 +227,7 @@ impl Engine {
                     }
                 }
                 self.connectors.validate(&table)?;
+                table.unique_fields = self.connectors.unique_fields(&table);
                 catalog.add_table(table)?;
                 Ok(Executed::Created(name))
             }

@@ -134,6 +134,8 @@ const OPTIONS: &[&str] = &[
     "at-least-once",
     "sink.transactional-id-prefix",
     "scan.watermark.idle-timeout",
+    "scan.watermark.alignment.group",
+    "scan.watermark.alignment.max-drift",
     "events.num",
     "first-event.rate",
     "execution.checkpointing.interval",

@@ -45,6 +45,19 @@ pub trait Connector: Send + Sync {
         false
     }
 
+    /// How the table's readers keep in step in event time (Flink's
+    /// `scan.watermark.alignment.*`), when they do. None by default.
+    fn watermark_alignment(&self, _table: &TableDef) -> Option<runnel_runtime::WatermarkAlignment> {
+        None
+    }
+
+    /// Fields whose values never repeat across the table's rows, NULLs aside, as paths
+    /// (a column, then nested fields): what the connector guarantees by how it makes or
+    /// reads the rows (a generator's ids), not what the DDL declares. None by default.
+    fn unique_fields(&self, _table: &TableDef) -> Vec<Vec<String>> {
+        Vec::new()
+    }
+
     /// How many parallel readers can share the table (partitions, blocks of generated
     /// rows); 1 when one reader reads it all.
     fn max_splits(&self, _table: &TableDef) -> usize {

@@ -123,6 +123,7 @@ pub(crate) fn test_table(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        unique_fields: vec![],
     }
 }
 
@@ -172,6 +173,18 @@ impl ConnectorFactory for Connectors {
 
     fn is_bounded(&self, table: &TableDef) -> bool {
         self.connector_of(table).is_ok_and(|c| c.is_bounded(table))
+    }
+
+    fn watermark_alignment(&self, table: &TableDef) -> Option<runnel_runtime::WatermarkAlignment> {
+        self.connector_of(table)
+            .ok()
+            .and_then(|c| c.watermark_alignment(table))
+    }
+
+    fn unique_fields(&self, table: &TableDef) -> Vec<Vec<String>> {
+        self.connector_of(table)
+            .map(|c| c.unique_fields(table))
+            .unwrap_or_default()
     }
 
     async fn create_source(

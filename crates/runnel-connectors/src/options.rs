@@ -5,6 +5,14 @@ use std::str::FromStr;
 
 use crate::error::{ConnectorError, Result};
 
+/// Flink's watermark alignment options, for connectors whose readers can keep in step
+/// (see [`TableOptions::watermark_alignment`]).
+pub const ALIGNMENT_OPTIONS: &[&str] = &[
+    "scan.watermark.alignment.group",
+    "scan.watermark.alignment.max-drift",
+    "scan.watermark.alignment.update-interval",
+];
+
 /// The options of one table, for one connector.
 pub struct TableOptions<'a> {
     table: &'a str,
@@ -89,6 +97,34 @@ impl<'a> TableOptions<'a> {
                 "expected a duration such as '500 ms', '5 s' or '1 min'",
             )
         })
+    }
+
+    /// How the table's readers keep in step in event time: `'scan.watermark.alignment.
+    /// max-drift'` (or the connector's `default_drift`) within `'scan.watermark.alignment.
+    /// group'` (by default the table's own readers); `None` without a drift. Flink's
+    /// `update-interval` is accepted and has nothing to set: readers report each
+    /// watermark as they reach it.
+    pub fn watermark_alignment(
+        &self,
+        default_drift: Option<std::time::Duration>,
+    ) -> Result<Option<runnel_runtime::WatermarkAlignment>> {
+        const GROUP: &str = "scan.watermark.alignment.group";
+        self.duration("scan.watermark.alignment.update-interval")?;
+        let drift = self
+            .duration("scan.watermark.alignment.max-drift")?
+            .or(default_drift);
+        match (drift, self.get(GROUP)) {
+            (None, None) => Ok(None),
+            (None, Some(group)) => Err(self.invalid(
+                GROUP,
+                group,
+                "needs 'scan.watermark.alignment.max-drift' too",
+            )),
+            (Some(drift), group) => Ok(Some(runnel_runtime::WatermarkAlignment {
+                group: group.map_or_else(|| format!("table:{}", self.table), str::to_string),
+                max_drift_ms: i64::try_from(drift.as_millis()).unwrap_or(i64::MAX),
+            })),
+        }
     }
 
     /// The option, which must be one of `choices` (or `default` when absent).

@@ -60,6 +60,20 @@ pub trait ConnectorFactory: Send + Sync {
         1
     }
 
+    /// How `table`'s readers keep in step in event time (Flink's
+    /// `scan.watermark.alignment.*`), when they do; `None` (the default): each reads as
+    /// fast as it can.
+    fn watermark_alignment(&self, _table: &TableDef) -> Option<crate::WatermarkAlignment> {
+        None
+    }
+
+    /// Fields whose values never repeat across `table`'s rows, NULLs aside, as paths (a
+    /// column, then nested fields), as the connector guarantees them; recorded in
+    /// [`TableDef::unique_fields`] when the table is declared. None by default.
+    fn unique_fields(&self, _table: &TableDef) -> Vec<Vec<String>> {
+        Vec::new()
+    }
+
     /// Whether the sink writing `table` records, with its output, which checkpoint it
     /// committed last (exactly-once: a jdbc table's `runnel_checkpoints` row). If not, the
     /// sources' committed offsets say (a Kafka sink's transactions).

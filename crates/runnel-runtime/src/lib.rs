@@ -29,6 +29,7 @@ pub mod source;
 #[cfg(test)]
 mod test_plans;
 pub mod watermark;
+pub mod watermark_alignment;
 
 pub use chain::{Chained, OperatorChain};
 pub use checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore, Manifest, SourceState};
@@ -49,3 +50,4 @@ pub use side_output::LateRows;
 pub use sink::{ChannelSink, Sink};
 pub use source::{Source, SourceBatch, SourceEvent};
 pub use watermark::WatermarkTracker;
+pub use watermark_alignment::WatermarkAlignment;

@@ -25,6 +25,7 @@ use crate::metrics::JobMetrics;
 use crate::operators::ProjectionOperator;
 use crate::processing_time::{system_now, ProcessingTime};
 use crate::watermark::WatermarkTracker;
+use crate::watermark_alignment::AlignedReader;
 
 /// Rows a source read from one of its partitions, in the table's physical schema.
 #[derive(Debug, Clone)]
@@ -532,6 +533,8 @@ impl BarrierInjector {
 /// What the read loop waits for next.
 enum Next {
     Checkpoint(CheckpointId),
+    /// A reader paused for watermark alignment may read again.
+    CaughtUp,
     /// An event; `None` is a clock tick.
     Event(Option<SourceEvent>),
     End,
@@ -552,6 +555,10 @@ pub(crate) struct SourceTask {
     pub checkpoints: Option<Arc<CheckpointCoordinator>>,
     /// Where a restored job's source stood.
     pub restored: Option<SourceState>,
+    /// The reader's place in its watermark alignment group, when its table has one: it
+    /// stops reading while it is ahead of the group's slowest reader by more than the
+    /// drift allowed.
+    pub alignment: Option<AlignedReader>,
 }
 
 impl SourceTask {
@@ -596,11 +603,16 @@ impl SourceTask {
             })
         };
         let mut in_flight: Reading = read(EventFeed::new(self.source, watermarks.ticks()));
+        let alignment = self.alignment;
         loop {
+            let paused = alignment.as_ref().is_some_and(AlignedReader::is_ahead);
             let next = tokio::select! {
                 biased;
                 checkpoint = barriers.triggered() => Next::Checkpoint(checkpoint),
-                (feed, event) = &mut in_flight => {
+                _ = async { if let Some(a) = &alignment { a.caught_up().await } }, if paused => {
+                    Next::CaughtUp
+                }
+                (feed, event) = &mut in_flight, if !paused => {
                     in_flight = read(feed);
                     match event? {
                         Some(event) => Next::Event(event),
@@ -610,6 +622,7 @@ impl SourceTask {
             };
             let event = match next {
                 Next::End => break,
+                Next::CaughtUp => continue,
                 Next::Checkpoint(checkpoint) => {
                     // Everything sent so far belongs to these checkpoints.
                     let state = position(&offsets, &watermarks);
@@ -639,6 +652,9 @@ impl SourceTask {
                     );
                     let now = watermarks.now().unwrap_or(Watermark::MIN);
                     if let Some(w) = watermarks.before_batch(now) {
+                        if let Some(alignment) = &alignment {
+                            alignment.advanced(w);
+                        }
                         if output.send(Message::Watermark(w)).await.is_err() {
                             return Ok(());
                         }
@@ -655,14 +671,24 @@ impl SourceTask {
                 None => None, // a clock tick
             };
             if let Some(watermark) = watermarks.after_event(advanced) {
+                if let Some(alignment) = &alignment {
+                    alignment.advanced(watermark);
+                }
                 if output.send(Message::Watermark(watermark)).await.is_err() {
                     return Ok(());
                 }
             }
-            if watermarks.became_idle() && output.send(Message::Idle).await.is_err() {
-                return Ok(());
+            if watermarks.became_idle() {
+                if let Some(alignment) = &alignment {
+                    alignment.step_aside();
+                }
+                if output.send(Message::Idle).await.is_err() {
+                    return Ok(());
+                }
             }
         }
+        // Done reading: the other readers of the group go on without waiting for it.
+        drop(alignment);
         // A finished bounded source completes every window.
         let _ = output.send(Message::Watermark(WATERMARK_END)).await;
         barriers

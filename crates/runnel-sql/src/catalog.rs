@@ -31,6 +31,12 @@ pub struct TableDef {
     pub partition_keys: Vec<String>,
     /// The `WITH` options, by key.
     pub options: BTreeMap<String, String>,
+    /// Fields the connector guarantees never repeat across the table's rows, NULLs aside
+    /// (Nexmark's person and auction ids), each as a path: a column, then the nested
+    /// fields inside it (`["auction", "id"]`). Filled from the connector when the table is
+    /// declared; it lets state kept per such a value be freed once its one row is gone
+    /// (see `planner::finished_groups`).
+    pub unique_fields: Vec<Vec<String>>,
 }
 
 /// A `METADATA` column: `name TYPE METADATA FROM 'key' [VIRTUAL]`.

@@ -64,6 +64,7 @@ fn with_lateness(
                 early_fire_delay_ms: early_fire_ms,
                 input_time: None,
                 state_ttl_ms: 0,
+                finished_after: None,
                 schema: window.schema,
             })
         }

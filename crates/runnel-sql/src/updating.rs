@@ -138,6 +138,7 @@ pub(crate) fn top_n(filter: &Filter) -> Result<Option<StreamNode>> {
     let mut node = StreamNode::TopN(TopNNode {
         input_time,
         state_ttl_ms: 0,
+        finished_after: None,
         input: Box::new(append_only(input, "a Top-N")?),
         input_schema: window.input.schema().clone(),
         partition_by: params.partition_by.clone(),

@@ -58,6 +58,12 @@ impl crate::Connector for KafkaConnector {
         table.options.contains_key("scan.bounded.mode")
     }
 
+    /// Only when the table asks (`'scan.watermark.alignment.max-drift'`): a reader of
+    /// partitions without rows would hold the others back until it is idle.
+    fn watermark_alignment(&self, table: &TableDef) -> Option<runnel_runtime::WatermarkAlignment> {
+        options(table).ok()?.watermark_alignment(None).ok()?
+    }
+
     /// Partitions are shared out over readers (readers beyond the partition count end
     /// at once).
     fn max_splits(&self, _table: &TableDef) -> usize {
@@ -112,7 +118,12 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
     } else {
         ("kafka", OPTIONS)
     };
-    let valid: Vec<&str> = own.iter().chain(FORMAT_OPTIONS).copied().collect();
+    let valid: Vec<&str> = own
+        .iter()
+        .chain(FORMAT_OPTIONS)
+        .chain(crate::options::ALIGNMENT_OPTIONS)
+        .copied()
+        .collect();
     let options = TableOptions::validate(
         &table.name,
         connector,
@@ -134,6 +145,7 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
     }
     options.required("topic")?;
     options.required("properties.bootstrap.servers")?;
+    options.watermark_alignment(None)?;
     options.choice(
         "scan.startup.mode",
         &["earliest-offset", "latest-offset", "group-offsets"],

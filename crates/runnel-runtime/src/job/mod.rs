@@ -223,6 +223,7 @@ pub async fn spawn_job(
         checkpoints: coordinator.clone(),
         restored,
         lookups: HashMap::new(),
+        alignment_groups: HashMap::new(),
         tasks: Vec::new(),
     };
     let sink_input = spawner.spawn(&graph).await?;

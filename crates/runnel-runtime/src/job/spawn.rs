@@ -31,6 +31,7 @@ use crate::operators::{one_input_operator, two_input_operator, LookupTable, Oper
 use crate::processing_time::ProcessingTime;
 use crate::side_output::LateRows;
 use crate::source::SourceTask;
+use crate::watermark_alignment::AlignmentGroup;
 
 /// The channels each subtask of each stage reads, by input (0, or 1 for a join's right
 /// side and a lookup join's table).
@@ -48,6 +49,9 @@ pub(crate) struct TaskSpawner<'a> {
     pub restored: Option<Arc<RestoredCheckpoint>>,
     /// Tables lookup joins ask by key, by table name and key columns.
     pub lookups: HashMap<(String, Vec<String>), Arc<dyn KeyLookup>>,
+    /// Watermark alignment groups, by name: the readers of every table in one keep in
+    /// step.
+    pub alignment_groups: HashMap<String, Arc<AlignmentGroup>>,
     pub tasks: Vec<(String, JoinHandle<Result<()>>)>,
 }
 
@@ -223,6 +227,18 @@ impl TaskSpawner<'_> {
                 restored.as_ref(),
             )
             .await?;
+        // Readers of a stream (not of a table read whole) on event time keep in step when
+        // their table asks for it.
+        let alignment = self
+            .connectors
+            .watermark_alignment(&node.table)
+            .filter(|_| stage.checkpointed && !node.processing_time)
+            .map(|alignment| {
+                self.alignment_groups
+                    .entry(alignment.group)
+                    .or_insert_with(|| AlignmentGroup::new(alignment.max_drift_ms))
+                    .join()
+            });
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let task = SourceTask {
             source,
@@ -233,6 +249,7 @@ impl TaskSpawner<'_> {
             index: reader.unwrap_or(0),
             checkpoints: reader.and(self.checkpoints.clone()),
             restored,
+            alignment,
         };
         self.tasks.push((
             format!("source {} ({}/{count})", node.table.name, subtask + 1),

@@ -164,6 +164,7 @@ mod tests {
             metadata: vec![],
             partition_keys: vec![],
             options: [("format".to_string(), "debezium-json".to_string())].into(),
+            unique_fields: vec![],
         };
         let df = Arc::new(DFSchema::try_from(schema.as_ref().clone()).unwrap());
         let node = ChangelogNormalizeNode {

@@ -9,6 +9,9 @@
 //! With `table.exec.state.ttl` each partition remembers the event time of its last row
 //! (kept or not), indexed; once the watermark passes it by the TTL the partition is freed
 //! silently (Flink's state TTL), and its next row starts a new top (`+I` at rank 1).
+//! A partition whose rows can no longer arrive ([`TopNNode::finished_after`]: its rows
+//! all come from one row of a join side, now dropped) is freed the same way, with a TTL
+//! of 0 on the column saying when.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,8 +60,9 @@ pub struct TopNOperator {
     /// Each partition's top rows, best first.
     partitions: HashMap<Box<[u8]>, Vec<Ranked>>,
     output_schema: SchemaRef,
-    /// With a state TTL: the input's event-time column, the TTL, each partition's last
-    /// row's time and the partitions by that time.
+    /// With a state TTL: the input's event-time column (or the column saying when a
+    /// partition is done), the TTL, each partition's last row's time and the partitions
+    /// by that time.
     ttl: Option<(usize, i64)>,
     last_times: HashMap<Box<[u8]>, i64>,
     by_time: std::collections::BTreeSet<(i64, Box<[u8]>)>,
@@ -118,10 +122,13 @@ impl TopNOperator {
             )?,
             partitions: HashMap::new(),
             output_schema: with_change_column(schema),
-            ttl: node
-                .input_time
-                .filter(|_| node.state_ttl_ms > 0)
-                .map(|column| (column, node.state_ttl_ms)),
+            ttl: match node.finished_after {
+                Some(column) => Some((column, 0)),
+                None => node
+                    .input_time
+                    .filter(|_| node.state_ttl_ms > 0)
+                    .map(|column| (column, node.state_ttl_ms)),
+            },
             last_times: HashMap::new(),
             by_time: std::collections::BTreeSet::new(),
             bytes: 0,

@@ -204,6 +204,13 @@ impl StreamNode {
             StreamNode::UpdatingAggregate(a) => {
                 let lateness = format_duration(a.allowed_lateness_ms);
                 let (emits, state) = match a.fires_at_window_end {
+                    None if a.finished_after.is_some() => (
+                        "emits updates".to_string(),
+                        format!(
+                            "one row per group, freed when the watermark passes its rows' {} (no row can join after it)",
+                            finished_column(&a.input_schema, a.finished_after)
+                        ),
+                    ),
                     None if a.state_ttl_ms > 0 => (
                         "emits updates".to_string(),
                         format!(
@@ -306,7 +313,12 @@ impl StreamNode {
                     list(&t.partition_by),
                     order.join(", "),
                     t.limit,
-                    if t.state_ttl_ms > 0 {
+                    if t.finished_after.is_some() {
+                        format!(
+                            ", freed when the watermark passes its rows' {} (no row can join after it)",
+                            finished_column(&t.input_schema, t.finished_after)
+                        )
+                    } else if t.state_ttl_ms > 0 {
                         format!(
                             ", freed when the watermark passes its last row's event time + {}",
                             format_duration(t.state_ttl_ms)
@@ -319,6 +331,13 @@ impl StreamNode {
             }
         }
     }
+}
+
+/// The name of the column saying when a group is done (`finished_after`).
+fn finished_column(schema: &datafusion::common::DFSchema, column: Option<usize>) -> String {
+    column
+        .and_then(|at| schema.fields().get(at))
+        .map_or_else(String::new, |f| f.name().clone())
 }
 
 /// An expression for plans, with interval constants written as `INTERVAL '5s'` rather

@@ -280,6 +280,12 @@ pub struct UpdatingAggregateNode {
     /// state TTL) once the watermark passes the event time of its last change by this
     /// much; a later row starts it afresh. 0: groups live for the life of the job.
     pub state_ttl_ms: i64,
+    /// A column of the input holding, in each row, the event time after which no
+    /// further row of its group can arrive: the group is freed (silently) once the
+    /// watermark passes the largest such time among its rows. Set where a group's rows
+    /// all come from one row of a join side that is dropped at that time
+    /// ([`crate::planner`]'s `finished_groups`).
+    pub finished_after: Option<usize>,
     pub schema: DFSchemaRef,
 }
 
@@ -302,6 +308,8 @@ pub struct TopNNode {
     /// `table.exec.state.ttl`: a partition is freed (silently) once the watermark passes
     /// the event time of its last row by this much. 0: partitions live for the job.
     pub state_ttl_ms: i64,
+    /// As [`UpdatingAggregateNode::finished_after`], for partitions.
+    pub finished_after: Option<usize>,
     pub schema: DFSchemaRef,
 }
 

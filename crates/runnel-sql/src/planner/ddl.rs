@@ -148,6 +148,7 @@ impl StreamPlanner {
                 .into_iter()
                 .map(|(key, value)| (modern_option_name(key), value))
                 .collect::<BTreeMap<_, _>>(),
+            unique_fields: Vec::new(),
         })
     }
 

@@ -30,6 +30,7 @@ use crate::window::WindowTvf;
 
 mod context;
 mod ddl;
+mod finished_groups;
 mod joins;
 mod over;
 mod read_once;
@@ -191,6 +192,7 @@ impl StreamPlanner {
                 options.early_fire_ms,
             )?;
         }
+        finished_groups::free_finished_groups(&mut root);
         if let Some(ttl_ms) = options.state_ttl_ms {
             expire_idle_groups(&mut root, ttl_ms);
         }

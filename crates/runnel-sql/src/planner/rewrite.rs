@@ -166,6 +166,7 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                         early_fire_delay_ms: None,
                         input_time,
                         state_ttl_ms: 0,
+                        finished_after: None,
                         schema: agg.schema.clone(),
                     }))
                 }
@@ -195,6 +196,7 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                     early_fire_delay_ms: None,
                     input_time,
                     state_ttl_ms: 0,
+                    finished_after: None,
                     schema: agg.schema.clone(),
                 })),
             }

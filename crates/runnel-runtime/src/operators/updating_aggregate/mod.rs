@@ -13,6 +13,8 @@
 //! the group is freed without a word (Flink's state TTL), and a later row starts it
 //! afresh (`+I`). Groups are indexed by that time, so a watermark frees exactly the
 //! groups it expires.
+//! Groups whose rows can no longer arrive
+//! ([`UpdatingAggregateNode::finished_after`]) are freed the same way, by that column.
 //!
 //! Keys are encoded with Arrow's row format and looked up in a hash map; a batch's rows
 //! are sorted by group so each group's DataFusion [`Accumulator`] takes its rows as one
@@ -81,9 +83,11 @@ impl Group {
     }
 }
 
-/// `table.exec.state.ttl` of an aggregate without a window.
+/// When groups of an aggregate without a window are freed: `table.exec.state.ttl` after
+/// their last change, or as their rows can no longer arrive
+/// ([`UpdatingAggregateNode::finished_after`], with a TTL of 0).
 struct StateTtl {
-    /// The input's event-time column.
+    /// The input's event-time column, or the column saying when a row's group is done.
     time_column: usize,
     ttl_ms: i64,
     /// Live groups by the event time of their last change.
@@ -208,17 +212,22 @@ impl UpdatingAggregateOperator {
                 dirty: std::collections::BTreeSet::new(),
             }),
         });
-        let ttl = match (node.state_ttl_ms, node.input_time) {
-            (ttl_ms, Some(time_column)) if ttl_ms > 0 && node.fires_at_window_end.is_none() => {
-                Some(StateTtl {
+        // A group whose rows can no longer arrive is freed as the watermark passes that
+        // time, as one idle for the state TTL is; the first takes precedence.
+        let expiry = match (node.finished_after, node.state_ttl_ms, node.input_time) {
+            (Some(column), _, _) => Some((column, 0)),
+            (None, ttl_ms, Some(column)) if ttl_ms > 0 => Some((column, ttl_ms)),
+            _ => None,
+        };
+        let ttl =
+            expiry
+                .filter(|_| node.fires_at_window_end.is_none())
+                .map(|(time_column, ttl_ms)| StateTtl {
                     time_column,
                     ttl_ms,
                     by_time: std::collections::BTreeSet::new(),
                     freed: 0,
-                })
-            }
-            _ => None,
-        };
+                });
         Ok(Self {
             ttl,
             group_exprs,
@@ -770,5 +779,67 @@ mod tests {
             ["-U[a, 5]", "+U[a, 5]"]
         );
         assert!(changes(&mut restored, rows(&node, &["a"], &[0])).is_empty());
+    }
+    /// A group whose rows can no longer arrive (`finished_after`) is freed, silently, once
+    /// the watermark passes the latest of its rows' times; the others stay.
+    #[test]
+    fn a_finished_group_is_freed_when_the_watermark_passes_its_time() {
+        let mut node = {
+            let mut node = crate::test_plans::plan_script(
+                "CREATE TABLE t (k STRING, v BIGINT, done TIMESTAMP(3))
+                     WITH ('connector' = 'filesystem', 'path' = 'x');
+                 SELECT k, SUM(v) AS s FROM t GROUP BY k;",
+            )
+            .root;
+            loop {
+                node = match node {
+                    StreamNode::UpdatingAggregate(a) => break a,
+                    StreamNode::Projection { input, .. } => *input,
+                    other => panic!("no aggregate in {other:?}"),
+                }
+            }
+        };
+        // The optimizer prunes `done`: read the table's three columns.
+        let StreamNode::Source(source) = node.input.as_mut() else {
+            panic!("the aggregate reads the table")
+        };
+        source.projection = None;
+        source.schema = Arc::new(
+            datafusion::common::DFSchema::try_from_qualified_schema("t", &source.table.schema)
+                .unwrap(),
+        );
+        node.input_schema = node.input.schema();
+        node.finished_after = Some(2);
+        let batch = |keys: &[&str], done: &[i64]| {
+            RecordBatch::try_new(
+                Arc::new(node.input_schema.as_arrow().clone()),
+                vec![
+                    Arc::new(StringArray::from_iter_values(keys.iter().copied())),
+                    Arc::new(Int64Array::from_iter_values(done.iter().map(|_| 1))),
+                    Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(
+                        done.to_vec(),
+                    )),
+                ],
+            )
+            .unwrap()
+        };
+        let mut op = UpdatingAggregateOperator::try_new(&node, false).unwrap();
+        assert_eq!(
+            changes(&mut op, batch(&["a", "b", "a"], &[10, 30, 20])),
+            ["+I[a, 2]", "+I[b, 1]"]
+        );
+        let both = CheckpointedState::size(&op);
+        let mut out = Collector::new(LateRows::default());
+        // `a` is done at 20 (its latest row), `b` at 30.
+        op.process_watermark(20, &mut out).unwrap();
+        assert_eq!(CheckpointedState::size(&op), both, "20 is not past a's 20");
+        op.process_watermark(21, &mut out).unwrap();
+        assert!(out.take().next().is_none(), "freed without a word");
+        assert!(CheckpointedState::size(&op) < both, "a's group is freed");
+        // b lives on: its next row updates it.
+        assert_eq!(
+            changes(&mut op, batch(&["b"], &[30])),
+            ["-U[b, 1]", "+U[b, 2]"]
+        );
     }
 }
