@@ -12,6 +12,7 @@ mod differential;
 mod docs;
 mod embedding;
 mod errors;
+mod fuzz;
 mod idle;
 mod nexmark;
 mod sql_cases;

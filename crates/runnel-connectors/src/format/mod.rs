@@ -230,12 +230,24 @@ impl Format {
 
     /// What the format decodes from records: the payload columns (then, for Debezium, the
     /// metadata it knows and the change column), with each row's record.
+    ///
+    /// Arrow's number parsers can overflow on hostile input (a decimal with a five-digit
+    /// exponent, `1e99999`, overflows an `i16`); Cargo.toml keeps overflow checks on for
+    /// `arrow-cast`, so that panics instead of giving a wrong value, and the panic is this
+    /// batch's error here (the record-by-record pass then names or skips the record).
     fn decode_all(&self, records: &[&[u8]]) -> std::result::Result<RowsOfRecords, (usize, String)> {
-        match self {
+        let decode = || match self {
             Format::Json(f) => f.decode_all(records).map(|b| (b, None)).map_err(|e| (0, e)),
             Format::Csv(f) => f.decode_all(records).map(|b| (b, None)).map_err(|e| (0, e)),
             Format::DebeziumJson(f) => f.decode_all(records).map(|d| (d.batch, Some(d.events))),
-        }
+        };
+        // Each call builds its own decoders, so nothing half-updated outlives a panic.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|_| {
+            Err((
+                0,
+                "a value the decoder cannot hold (a number out of range)".to_string(),
+            ))
+        })
     }
 
     /// The schema of [`Format::decode_all`]'s batches.
@@ -480,5 +492,29 @@ mod tests {
             decoded.skipped, 2,
             "malformed JSON and a missing NOT NULL column"
         );
+    }
+    /// Found by fuzzing (tests/fuzz.rs): a decimal with a five-digit exponent overflows
+    /// arrow's parser. The record is named as bad (or skipped), never a panic nor a wrong
+    /// value, and the good records around it are kept.
+    #[test]
+    fn a_decimal_with_a_huge_exponent_is_a_bad_record() {
+        let records: Vec<&[u8]> = vec![
+            br#"{"id": "a", "amount": 1.5}"#,
+            br#"{"id": "b", "amount": 1e99999}"#,
+            br#"{"id": "c", "amount": 1e65538}"#,
+        ];
+        let err = json()
+            .decode(&table(), &records, |i| format!("offset {i}"))
+            .unwrap_err();
+        assert!(err.to_string().contains("offset 1"), "{err}");
+        assert!(err.to_string().contains("out of range"), "{err}");
+        let Format::Json(mut lenient) = json() else {
+            unreachable!()
+        };
+        lenient.ignore_parse_errors = true;
+        let decoded = Format::Json(lenient)
+            .decode(&table(), &records, |i| format!("{i}"))
+            .unwrap();
+        assert_eq!((decoded.batch.num_rows(), decoded.skipped), (1, 2));
     }
 }
