@@ -442,6 +442,15 @@ mod tests {
         })
     }
 
+    /// [`json`] skipping the records it cannot decode.
+    fn lenient_json() -> Format {
+        let Format::Json(mut lenient) = json() else {
+            unreachable!()
+        };
+        lenient.ignore_parse_errors = true;
+        Format::Json(lenient)
+    }
+
     fn table() -> runnel_sql::TableDef {
         crate::test_table("t", fields(), &[])
     }
@@ -480,11 +489,7 @@ mod tests {
             .decode(&table(), &records, |i| format!("offset {i}"))
             .unwrap_err();
         assert!(err.to_string().contains("offset 1"), "{err}");
-        let Format::Json(mut lenient) = json() else {
-            unreachable!()
-        };
-        lenient.ignore_parse_errors = true;
-        let decoded = Format::Json(lenient)
+        let decoded = lenient_json()
             .decode(&table(), &records, |i| format!("{i}"))
             .unwrap();
         assert_eq!(decoded.batch.num_rows(), 2);
@@ -511,11 +516,7 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("offset 1"), "{err}");
         assert!(err.to_string().contains("out of range"), "{err}");
-        let Format::Json(mut lenient) = json() else {
-            unreachable!()
-        };
-        lenient.ignore_parse_errors = true;
-        let decoded = Format::Json(lenient)
+        let decoded = lenient_json()
             .decode(&table(), &records, |i| format!("{i}"))
             .unwrap();
         assert_eq!((decoded.batch.num_rows(), decoded.skipped), (1, 3));

@@ -15,8 +15,6 @@
 //! joined with `x` comes from the one join subtask holding `x`'s key). Inner joins only:
 //! an outer join's padded rows do not carry the key of a row that met nothing.
 
-use std::sync::Arc;
-
 use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue};
 use datafusion::logical_expr::{Expr, JoinType};
 
@@ -90,24 +88,7 @@ fn done_at(node: &mut StreamNode, keys: &[usize]) -> Option<usize> {
                 .collect();
             let at = done_at(input, &inner)?;
             *input_schema = input.schema();
-            let column = Column::from(input_schema.qualified_field(at));
-            if let Some(existing) = exprs
-                .iter()
-                .position(|e| matches!(e, Expr::Column(c) if *c == column))
-            {
-                return Some(existing);
-            }
-            let (qualifier, field) = input_schema.qualified_field(at);
-            let fields: Vec<_> = schema
-                .iter()
-                .map(|(q, f)| (q.cloned(), f.clone()))
-                .chain([(qualifier.cloned(), field.clone())])
-                .collect();
-            *schema = DFSchema::new_with_metadata(fields, Default::default())
-                .ok()
-                .map(Arc::new)?;
-            exprs.push(Expr::Column(column));
-            Some(schema.fields().len() - 1)
+            super::pass_through(exprs, schema, input_schema, at)
         }
         StreamNode::RegularJoin(join) => join_done_at(join, keys),
         _ => None,

@@ -433,21 +433,38 @@ fn read_column_again(node: &mut StreamNode, name: &str) -> Option<usize> {
             }
             let inner = read_column_again(input, name)?;
             *input_schema = input.schema();
-            let column = datafusion::common::Column::from(input_schema.qualified_field(inner));
-            exprs.push(Expr::Column(column.clone()));
-            let (qualifier, field) = input_schema.qualified_field(inner);
-            let mut fields: Vec<_> = schema
-                .iter()
-                .map(|(q, f)| (q.cloned(), f.clone()))
-                .collect();
-            fields.push((qualifier.cloned(), field.clone()));
-            *schema = Arc::new(
-                datafusion::common::DFSchema::new_with_metadata(fields, Default::default()).ok()?,
-            );
-            Some(schema.fields().len() - 1)
+            pass_through(exprs, schema, input_schema, inner)
         }
         _ => None,
     }
+}
+
+/// The index in a projection's output (`exprs`, `schema`) of its input's column `at`:
+/// the projection's own when it has the plain column already, else the column added at
+/// its end. `None` (and the projection unchanged) when the widened schema is invalid.
+fn pass_through(
+    exprs: &mut Vec<Expr>,
+    schema: &mut DFSchemaRef,
+    input_schema: &datafusion::common::DFSchema,
+    at: usize,
+) -> Option<usize> {
+    let (qualifier, field) = input_schema.qualified_field(at);
+    let column = datafusion::common::Column::from((qualifier, field));
+    if let Some(existing) = exprs
+        .iter()
+        .position(|e| matches!(e, Expr::Column(c) if *c == column))
+    {
+        return Some(existing);
+    }
+    let fields: Vec<_> = schema
+        .iter()
+        .map(|(q, f)| (q.cloned(), f.clone()))
+        .chain([(qualifier.cloned(), field.clone())])
+        .collect();
+    *schema =
+        Arc::new(datafusion::common::DFSchema::new_with_metadata(fields, Default::default()).ok()?);
+    exprs.push(Expr::Column(column));
+    Some(schema.fields().len() - 1)
 }
 
 /// `root` with its changes put in order per key of `sink`, when `mode` asks for it.

@@ -712,11 +712,15 @@ mod tests {
     use crate::side_output::LateRows;
 
     fn sum_by_key() -> UpdatingAggregateNode {
-        let mut node = crate::test_plans::plan_script(
+        aggregate_of(
             "CREATE TABLE t (k STRING, v BIGINT) WITH ('connector' = 'filesystem', 'path' = 'x');
              SELECT k, SUM(v) AS s FROM t GROUP BY k;",
         )
-        .root;
+    }
+
+    /// The aggregate of the query in `script`.
+    fn aggregate_of(script: &str) -> UpdatingAggregateNode {
+        let mut node = crate::test_plans::plan_script(script).root;
         loop {
             node = match node {
                 StreamNode::UpdatingAggregate(a) => return a,
@@ -784,21 +788,11 @@ mod tests {
     /// the watermark passes the latest of its rows' times; the others stay.
     #[test]
     fn a_finished_group_is_freed_when_the_watermark_passes_its_time() {
-        let mut node = {
-            let mut node = crate::test_plans::plan_script(
-                "CREATE TABLE t (k STRING, v BIGINT, done TIMESTAMP(3))
-                     WITH ('connector' = 'filesystem', 'path' = 'x');
-                 SELECT k, SUM(v) AS s FROM t GROUP BY k;",
-            )
-            .root;
-            loop {
-                node = match node {
-                    StreamNode::UpdatingAggregate(a) => break a,
-                    StreamNode::Projection { input, .. } => *input,
-                    other => panic!("no aggregate in {other:?}"),
-                }
-            }
-        };
+        let mut node = aggregate_of(
+            "CREATE TABLE t (k STRING, v BIGINT, done TIMESTAMP(3))
+                 WITH ('connector' = 'filesystem', 'path' = 'x');
+             SELECT k, SUM(v) AS s FROM t GROUP BY k;",
+        );
         // The optimizer prunes `done`: read the table's three columns.
         let StreamNode::Source(source) = node.input.as_mut() else {
             panic!("the aggregate reads the table")
