@@ -186,8 +186,33 @@ fn record_corpus(format: &str) -> Vec<Vec<u8>> {
     }
 }
 
+thread_local! {
+    /// The records being decoded, for the panic hook: a panic that cannot unwind aborts
+    /// the process before the test could name its input.
+    static DECODING: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Prints the records being decoded with every panic message, once per process.
+fn name_the_input_on_panic() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            DECODING.with(|d| {
+                if let Ok(records) = d.try_borrow() {
+                    if !records.is_empty() {
+                        eprintln!("while decoding {records:?}");
+                    }
+                }
+            });
+        }));
+    });
+}
+
 /// Decodes `records` as `table`'s format; a panic fails the test with the input.
 fn decode_or_fail(format: &Format, table: &TableDef, records: &[Vec<u8>], seed: u64) {
+    DECODING.with(|d| d.replace(records.to_vec()));
     let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
     let started = Instant::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -213,6 +238,7 @@ fn any_bytes_as_a_record_decode_or_fail_cleanly() {
     let seed = seed();
     let inputs = count("RUNNEL_FUZZ_RECORDS", 20_000);
     eprintln!("fuzzing decoders: {inputs} records each, RUNNEL_FUZZ_SEED={seed}");
+    name_the_input_on_panic();
     let mut random = Random(seed);
     for (format, options) in [
         ("json", ""),

@@ -521,4 +521,20 @@ mod tests {
             .unwrap();
         assert_eq!((decoded.batch.num_rows(), decoded.skipped), (1, 3));
     }
+    /// Found by fuzzing: a character cut in two by a delimiter reached arrow-csv's
+    /// unchecked slicing and aborted the process. It is a bad record.
+    #[test]
+    fn a_csv_record_that_is_not_utf8_is_a_bad_record() {
+        let csv = Format::Csv(CsvFormat {
+            schema: Arc::new(ArrowSchema::new(fields())),
+            delimiter: b',',
+            ignore_parse_errors: false,
+        });
+        let records: Vec<&[u8]> = vec![b"a,1.5,2024-01-01 00:05:00", b"b,2.5,2024-01-01\xcf,\x9b"];
+        let err = csv
+            .decode(&table(), &records, |i| format!("offset {i}"))
+            .unwrap_err();
+        assert!(err.to_string().contains("offset 1"), "{err}");
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
 }
