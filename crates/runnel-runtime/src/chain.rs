@@ -58,6 +58,18 @@ impl OperatorChain {
             .sum()
     }
 
+    /// Each operator's state now, by its place in the chain: `None` for one that keeps
+    /// none or holds none now. The operators go on with the same state.
+    pub fn snapshots(&mut self) -> Result<Vec<Option<datafusion::arrow::record_batch::RecordBatch>>> {
+        self.operators
+            .iter_mut()
+            .map(|c| match c.operator.state() {
+                OperatorState::Checkpointed(state) => state.snapshot(),
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
     /// Runs `message` through every operator; what the last one emits lands in `out`.
     pub fn process(&mut self, message: Message, out: &mut Vec<Message>) -> Result<()> {
         self.pending.push(message);

@@ -41,10 +41,69 @@ struct Route {
     outputs: Vec<mpsc::Sender<Message>>,
     /// Rows go to the subtask their key's hash picks; without keys (one output), all go
     /// to it.
+    partitioner: KeyPartitioner,
+}
+
+/// Splits batches by the fixed hash of their key into `count` parts: the subtasks of a
+/// hash exchange, or the partitions of a repartition topic between processes. Equal keys
+/// always land in the same part, in every process and after every restart.
+pub struct KeyPartitioner {
     keys: Vec<Arc<dyn PhysicalExpr>>,
+    count: usize,
     /// The operator whose input this is (for errors).
     operator: String,
     hashes: Vec<u64>,
+}
+
+impl KeyPartitioner {
+    /// Parts by the hash of `keys`, `count` of them (0 is taken as 1), feeding `operator`.
+    pub fn new(keys: Vec<Arc<dyn PhysicalExpr>>, count: usize, operator: impl Into<String>) -> Self {
+        Self {
+            keys,
+            count: count.max(1),
+            operator: operator.into(),
+            hashes: Vec::new(),
+        }
+    }
+
+    /// How many parts it splits into.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Splits `batch` into the rows of each part (parts that get none are left out).
+    pub fn partition(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
+        if self.count == 1 || self.keys.is_empty() {
+            return Ok(vec![(0, batch.clone())]);
+        }
+        let error = |source: datafusion::error::DataFusionError| RuntimeError::Operator {
+            operator: format!("the exchange before {}", self.operator),
+            source,
+        };
+        let keys = crate::expr::evaluate(&self.keys, batch).map_err(error)?;
+        self.hashes.clear();
+        self.hashes.resize(batch.num_rows(), 0);
+        create_hashes(&keys, &ROUTING_HASH, &mut self.hashes).map_err(error)?;
+        let count = self.count as u64;
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.count];
+        for (row, hash) in self.hashes.iter().enumerate() {
+            rows[(hash % count) as usize].push(row as u32);
+        }
+        let mut parts = Vec::with_capacity(rows.len());
+        for (output, indices) in rows.into_iter().enumerate() {
+            if indices.is_empty() {
+                continue;
+            }
+            let part = if indices.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                take_record_batch(batch, &UInt32Array::from(indices))
+                    .map_err(|e| error(e.into()))?
+            };
+            parts.push((output, part));
+        }
+        Ok(parts)
+    }
 }
 
 impl Exchange {
@@ -53,9 +112,7 @@ impl Exchange {
         Self {
             routes: vec![Route {
                 outputs: vec![output],
-                keys: Vec::new(),
-                operator: String::new(),
-                hashes: Vec::new(),
+                partitioner: KeyPartitioner::new(Vec::new(), 1, ""),
             }],
         }
     }
@@ -75,10 +132,8 @@ impl Exchange {
     ) -> Self {
         Self {
             routes: vec![Route {
+                partitioner: KeyPartitioner::new(keys, outputs.len(), operator),
                 outputs,
-                keys,
-                operator: operator.into(),
-                hashes: Vec::new(),
             }],
         }
     }
@@ -101,7 +156,7 @@ impl Exchange {
     /// none are left out).
     pub fn partition(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
         match self.routes.as_mut_slice() {
-            [route] => route.partition(batch),
+            [route] => route.partitioner.partition(batch),
             _ => Err(RuntimeError::Build(
                 "an exchange along several edges has no one partitioning".into(),
             )),
@@ -116,7 +171,7 @@ impl Route {
         }
         match message {
             Message::Batch(batch) => {
-                for (output, part) in self.partition(&batch)? {
+                for (output, part) in self.partitioner.partition(&batch)? {
                     if self.outputs[output]
                         .send(Message::Batch(part))
                         .await
@@ -136,37 +191,6 @@ impl Route {
                 Ok(true)
             }
         }
-    }
-
-    /// Splits `batch` into the rows of each output (outputs that get none are left out).
-    fn partition(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
-        let error = |source: datafusion::error::DataFusionError| RuntimeError::Operator {
-            operator: format!("the exchange before {}", self.operator),
-            source,
-        };
-        let keys = crate::expr::evaluate(&self.keys, batch).map_err(error)?;
-        self.hashes.clear();
-        self.hashes.resize(batch.num_rows(), 0);
-        create_hashes(&keys, &ROUTING_HASH, &mut self.hashes).map_err(error)?;
-        let count = self.outputs.len() as u64;
-        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.outputs.len()];
-        for (row, hash) in self.hashes.iter().enumerate() {
-            rows[(hash % count) as usize].push(row as u32);
-        }
-        let mut parts = Vec::with_capacity(rows.len());
-        for (output, indices) in rows.into_iter().enumerate() {
-            if indices.is_empty() {
-                continue;
-            }
-            let part = if indices.len() == batch.num_rows() {
-                batch.clone()
-            } else {
-                take_record_batch(batch, &UInt32Array::from(indices))
-                    .map_err(|e| error(e.into()))?
-            };
-            parts.push((output, part));
-        }
-        Ok(parts)
     }
 }
 

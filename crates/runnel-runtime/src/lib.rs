@@ -34,10 +34,11 @@ pub mod watermark_alignment;
 pub use chain::{Chained, OperatorChain};
 pub use checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore, Manifest, SourceState};
 pub use config::{DeliveryGuarantee, FaultInjection, JobConfig};
+pub use exchange::KeyPartitioner;
 pub use connector::{ConnectorFactory, KeyLookup, LookupCache, SourceSplit};
 pub use error::{BoxError, Result, RuntimeError};
 pub use graph::{Edge, EdgeKind, JobGraph, Stage, StageHead};
-pub use job::{job_graph, spawn_job, JobHandle};
+pub use job::{job_graph, spawn_job, JobHandle, TwoInputTask};
 pub use message::{Message, Watermark, WATERMARK_END};
 pub use metrics::{JobMetrics, MetricsSnapshot};
 pub use operator::{
@@ -48,6 +49,6 @@ pub use operators::{one_input_operator, two_input_operator, LookupTable, Operato
 pub use processing_time::ProcessingTime;
 pub use side_output::LateRows;
 pub use sink::{ChannelSink, Sink};
-pub use source::{Source, SourceBatch, SourceEvent};
+pub use source::{Source, SourceBatch, SourceEvent, SourceRows, WatermarkExpr};
 pub use watermark::WatermarkTracker;
 pub use watermark_alignment::WatermarkAlignment;

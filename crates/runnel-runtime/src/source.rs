@@ -96,7 +96,7 @@ impl ProcessingClock {
 
 /// How a source computes a batch's watermark candidate: the largest value of the table's
 /// watermark expression over the batch's rows.
-enum WatermarkExpr {
+pub enum WatermarkExpr {
     /// `col` or `col - INTERVAL '...'` of a fixed length: the column's maximum less the
     /// delay — one `max` kernel over the column, no per-row date arithmetic.
     ColumnLess { column: usize, delay_ms: i64 },
@@ -105,7 +105,8 @@ enum WatermarkExpr {
 }
 
 impl WatermarkExpr {
-    fn new(watermark: &runnel_sql::WatermarkDef, table: &runnel_sql::TableDef) -> Result<Self> {
+    /// The candidate of `table`'s `watermark` declaration.
+    pub fn new(watermark: &runnel_sql::WatermarkDef, table: &runnel_sql::TableDef) -> Result<Self> {
         use datafusion::common::ScalarValue;
         use datafusion::logical_expr::{BinaryExpr, Operator};
         let delay_ms = |value: &ScalarValue| match value {
@@ -146,7 +147,7 @@ impl WatermarkExpr {
     }
 
     /// The largest watermark the batch's rows give (`None` when every value is NULL).
-    fn candidate(&self, batch: &RecordBatch) -> datafusion::error::Result<Option<i64>> {
+    pub fn candidate(&self, batch: &RecordBatch) -> datafusion::error::Result<Option<i64>> {
         Ok(match self {
             WatermarkExpr::ColumnLess { column, delay_ms } => {
                 let millis = crate::operators::as_millis(batch.column(*column))?;
@@ -230,7 +231,7 @@ impl EventFeed {
 
 /// A batch's rows as the query sees them: the table's computed columns added, then only
 /// the columns the query reads.
-struct SourceRows {
+pub struct SourceRows {
     /// Computed columns, when the table declares some (`PROCTIME()` reads `clock`): the
     /// struct fields they read inside a `CASE` first, when they do (see
     /// [`runnel_sql::field_reads`]), then the columns.
@@ -240,7 +241,8 @@ struct SourceRows {
 }
 
 impl SourceRows {
-    fn new(node: &SourceNode) -> Result<Self> {
+    /// The steps from `node`'s table's physical rows to the rows `node` reads.
+    pub fn new(node: &SourceNode) -> Result<Self> {
         let table = &node.table;
         let clock = ProcessingTime::default();
         // A changelog's batches carry the change column last, through every step.
@@ -296,7 +298,7 @@ impl SourceRows {
     }
 
     /// All of the table's columns (computed ones stamped at processing time `now`).
-    fn full(&self, batch: RecordBatch, now: i64) -> datafusion::error::Result<RecordBatch> {
+    pub fn full(&self, batch: RecordBatch, now: i64) -> datafusion::error::Result<RecordBatch> {
         self.clock.set(now);
         self.computed
             .iter()
@@ -304,7 +306,7 @@ impl SourceRows {
     }
 
     /// The columns the query reads.
-    fn project(&self, full: RecordBatch) -> datafusion::error::Result<RecordBatch> {
+    pub fn project(&self, full: RecordBatch) -> datafusion::error::Result<RecordBatch> {
         match &self.projection {
             Some(indices) => Ok(full.project(indices)?),
             None => Ok(full),

@@ -1,6 +1,7 @@
 //! `'connector' = 'kafka'`: a source reading a topic's partitions (one watermark each) and
 //! a sink producing JSON records, with Flink's option names.
 
+pub mod records;
 mod sink;
 mod source;
 pub mod upsert;
@@ -14,6 +15,7 @@ use crate::error::Result;
 use crate::format::{Format, FORMAT_OPTIONS};
 use crate::options::TableOptions;
 
+pub use records::{KafkaRecordDecoder, KafkaRecordEncoder, PartitionRecords, PolledRecords};
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
 
@@ -51,7 +53,7 @@ impl crate::Connector for KafkaConnector {
     }
 
     fn metadata_keys(&self) -> &'static [&'static str] {
-        source::METADATA_KEYS
+        records::METADATA_KEYS
     }
 
     fn is_bounded(&self, table: &TableDef) -> bool {

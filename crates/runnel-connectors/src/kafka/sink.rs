@@ -16,14 +16,13 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_runtime::{DeliveryGuarantee, JobConfig, Manifest, Sink};
 use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
-use crate::format::{Format, JsonFormat};
+use super::records::{KafkaRecordEncoder, Record, RecordExtras};
 
 /// Writes rows to one topic with at-least-once delivery: a batch counts as written only
 /// once the broker acknowledged all of its records.
@@ -33,170 +32,22 @@ pub struct KafkaSink {
     transaction: Option<Transaction>,
     topic: String,
     table: String,
-    value: Format,
-    /// Key columns (indexes into the written batches) and their encoder.
-    key: Option<(Vec<usize>, Format)>,
-    /// `upsert-kafka`: rows keyed by the primary key, deletes as tombstones, and the
-    /// buffer that writes each key's last value only (`'sink.buffer-flush.*'`).
-    upsert: Option<(
-        super::upsert::UpsertKey,
-        Option<super::upsert::UpsertBuffer>,
-    )>,
-    /// Writable metadata columns (indexes into the written batches), and the others'
-    /// indexes: the columns the value is made of (a changelog's change column follows).
-    metadata: Vec<WrittenMetadata>,
-    data_columns: Vec<usize>,
-}
-
-/// A record to produce: its key, and its value (`None`: a tombstone).
-type Record = (Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// A `METADATA` column a sink writes, at its index in the written batches.
-#[derive(Debug, Clone, Copy)]
-enum WrittenMetadata {
-    /// `timestamp` (`TIMESTAMP_LTZ(3)`): the record's timestamp.
-    Timestamp(usize),
-    /// `headers` (`MAP<STRING, BYTES>`): the record's headers.
-    Headers(usize),
-}
-
-/// What a row's metadata columns set on its record.
-#[derive(Default)]
-struct RecordExtras {
-    timestamp: Option<i64>,
-    headers: Option<OwnedHeaders>,
-}
-
-/// Each row's timestamp and headers from `batch`'s columns `metadata`.
-fn record_extras(
-    batch: &RecordBatch,
-    metadata: &[WrittenMetadata],
-) -> std::result::Result<Vec<RecordExtras>, datafusion::arrow::error::ArrowError> {
-    use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::compute::cast;
-    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
-    if metadata.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut extras: Vec<RecordExtras> = (0..batch.num_rows())
-        .map(|_| RecordExtras::default())
-        .collect();
-    for column in metadata {
-        match *column {
-            WrittenMetadata::Timestamp(i) => {
-                let DataType::Timestamp(_, zone) = batch.column(i).data_type() else {
-                    return Err(datafusion::arrow::error::ArrowError::CastError(format!(
-                        "metadata 'timestamp' must be a TIMESTAMP_LTZ(3) column, not {}",
-                        batch.column(i).data_type()
-                    )));
-                };
-                let millis = cast(
-                    batch.column(i),
-                    &DataType::Timestamp(TimeUnit::Millisecond, zone.clone()),
-                )?;
-                let millis = millis.as_primitive::<TimestampMillisecondType>();
-                for (row, extra) in extras.iter_mut().enumerate() {
-                    extra.timestamp = millis.is_valid(row).then(|| millis.value(row));
-                }
-            }
-            WrittenMetadata::Headers(i) => {
-                let DataType::Map(..) = batch.column(i).data_type() else {
-                    return Err(datafusion::arrow::error::ArrowError::CastError(format!(
-                        "metadata 'headers' must be a MAP<STRING, BYTES> column, not {}",
-                        batch.column(i).data_type()
-                    )));
-                };
-                let map = batch.column(i).as_map();
-                for (row, extra) in extras.iter_mut().enumerate() {
-                    if map.is_null(row) {
-                        continue;
-                    }
-                    let entries = map.value(row);
-                    let keys = cast(entries.column(0), &DataType::Utf8)?;
-                    let keys = keys.as_string::<i32>();
-                    let values = cast(entries.column(1), &DataType::Binary)?;
-                    let values = values.as_binary::<i32>();
-                    let mut headers = OwnedHeaders::new_with_capacity(keys.len());
-                    for j in 0..keys.len() {
-                        headers = headers.insert(Header {
-                            key: keys.value(j),
-                            value: values.is_valid(j).then(|| values.value(j)),
-                        });
-                    }
-                    extra.headers = Some(headers);
-                }
-            }
-        }
-    }
-    Ok(extras)
+    encoder: KafkaRecordEncoder,
+    /// `upsert-kafka` with `'sink.buffer-flush.*'`: the buffer that writes each key's
+    /// last value only.
+    buffer: Option<super::upsert::UpsertBuffer>,
 }
 
 impl KafkaSink {
     pub async fn open(table: &TableDef, schema: SchemaRef, config: &JobConfig) -> Result<Self> {
         let options = super::options(table)?;
         let exactly_once = config.delivery == DeliveryGuarantee::ExactlyOnce;
-        let written = table.written_schema();
-        let mut metadata = Vec::new();
-        let mut data_columns = Vec::new();
-        for (i, field) in written.fields().iter().enumerate() {
-            match table.metadata.iter().find(|m| &m.column == field.name()) {
-                None => data_columns.push(i),
-                Some(m) if m.key == "timestamp" => metadata.push(WrittenMetadata::Timestamp(i)),
-                Some(m) if m.key == "headers" => metadata.push(WrittenMetadata::Headers(i)),
-                Some(m) => {
-                    return Err(ConnectorError::Other(format!(
-                        "table {}: column {} reads metadata '{}', which a sink cannot write: \
-                         declare it VIRTUAL (read-only)",
-                        table.name, m.column, m.key
-                    )))
-                }
-            }
-        }
-        if !metadata.is_empty() && table.connector() == Some("upsert-kafka") {
-            return Err(ConnectorError::Other(format!(
-                "table {}: an upsert-kafka sink writes no metadata columns yet; declare them \
-                 VIRTUAL",
-                table.name
-            )));
-        }
-        let data_schema = std::sync::Arc::new(
-            written
-                .project(&data_columns)
-                .map_err(|e| ConnectorError::Other(e.to_string()))?,
-        );
-        let value = Format::for_writing(&options, data_schema)?;
+        let encoder = KafkaRecordEncoder::new(table, &schema)?;
         let topic = options.required("topic")?.to_string();
-        let upsert = if table.connector() == Some("upsert-kafka") {
-            Some((
-                super::upsert::UpsertKey::of(table)?,
-                super::upsert::UpsertBuffer::from_options(&options)?,
-            ))
+        let buffer = if encoder.is_upsert() {
+            super::upsert::UpsertBuffer::from_options(&options)?
         } else {
             None
-        };
-        let key = match options.get("key.fields").filter(|_| upsert.is_none()) {
-            None => None,
-            Some(fields) => {
-                let mut indexes = Vec::new();
-                for name in fields.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                    let index = schema.index_of(name).map_err(|_| {
-                        options.invalid("key.fields", fields, format!("no column named '{name}'"))
-                    })?;
-                    indexes.push(index);
-                }
-                let key_schema = std::sync::Arc::new(
-                    schema
-                        .project(&indexes)
-                        .map_err(|e| ConnectorError::Other(e.to_string()))?,
-                );
-                Some((
-                    indexes,
-                    Format::Json(JsonFormat {
-                        schema: key_schema,
-                        ignore_parse_errors: false,
-                    }),
-                ))
-            }
         };
         let mut defaults = vec![
             ("linger.ms", "5".to_string()),
@@ -239,23 +90,9 @@ impl KafkaSink {
             transaction,
             topic,
             table: table.name.clone(),
-            value,
-            key,
-            upsert,
-            metadata,
-            data_columns,
+            encoder,
+            buffer,
         })
-    }
-
-    fn encode_error(
-        &self,
-        source: datafusion::arrow::error::ArrowError,
-    ) -> runnel_runtime::RuntimeError {
-        ConnectorError::Encode {
-            table: self.table.clone(),
-            source,
-        }
-        .at("sink", &self.table)
     }
 
     /// Produces `records` (each with its `extras`, when given) and waits until the broker
@@ -309,7 +146,7 @@ impl KafkaSink {
 
     /// Writes what an upsert buffer holds (when `always`, or when it is due).
     async fn flush_buffer(&mut self, always: bool) -> runnel_runtime::Result<()> {
-        let Some((_, Some(buffer))) = &mut self.upsert else {
+        let Some(buffer) = &mut self.buffer else {
             return Ok(());
         };
         if !always && !buffer.due() {
@@ -335,51 +172,20 @@ impl KafkaSink {
 #[async_trait]
 impl Sink for KafkaSink {
     async fn write_batch(&mut self, batch: RecordBatch) -> runnel_runtime::Result<()> {
-        if let Some((key, _)) = &self.upsert {
-            let records = super::upsert::records(key, &self.value, &batch);
-            let records = records.map_err(|e| self.encode_error(e))?;
-            if let Some((_, Some(buffer))) = &mut self.upsert {
-                buffer.hold(records);
-                return self.flush_buffer(false).await;
-            }
-            let records: Vec<Record> = records.into_iter().map(|(k, v)| (Some(k), v)).collect();
-            return self.send(&records, &[]).await;
+        let (records, extras) = self
+            .encoder
+            .encode(&batch)
+            .map_err(|e| e.at("sink", &self.table))?;
+        if let Some(buffer) = &mut self.buffer {
+            // Upsert records always have a key.
+            buffer.hold(
+                records
+                    .into_iter()
+                    .filter_map(|(key, value)| Some((key?, value)))
+                    .collect(),
+            );
+            return self.flush_buffer(false).await;
         }
-        let extras = record_extras(&batch, &self.metadata).map_err(|e| self.encode_error(e))?;
-        let values = if self.metadata.is_empty() {
-            self.value.encode(&batch)
-        } else {
-            // The value: the data columns (and a changelog's change column, last).
-            let columns: Vec<usize> = self
-                .data_columns
-                .iter()
-                .copied()
-                .chain(self.data_columns.len() + self.metadata.len()..batch.num_columns())
-                .collect();
-            batch
-                .project(&columns)
-                .and_then(|data| self.value.encode(&data))
-        }
-        .map_err(|e| self.encode_error(e))?;
-        let keys = match &self.key {
-            Some((indexes, format)) => {
-                let key_batch = batch.project(indexes).map_err(|e| self.encode_error(e))?;
-                Some(
-                    format
-                        .encode(&key_batch)
-                        .map_err(|e| self.encode_error(e))?,
-                )
-            }
-            None => None,
-        };
-        let records: Vec<Record> = match keys {
-            Some(keys) => keys
-                .into_iter()
-                .map(Some)
-                .zip(values.into_iter().map(Some))
-                .collect(),
-            None => values.into_iter().map(|v| (None, Some(v))).collect(),
-        };
         self.send(&records, &extras).await
     }
 
@@ -390,10 +196,7 @@ impl Sink for KafkaSink {
     /// An upsert buffer's rows wait at most `sink.buffer-flush.interval`, also when no
     /// more arrive.
     fn timer_interval(&self) -> Option<Duration> {
-        match &self.upsert {
-            Some((_, Some(buffer))) => buffer.interval(),
-            _ => None,
-        }
+        self.buffer.as_ref().and_then(|buffer| buffer.interval())
     }
 
     async fn on_timer(&mut self) -> runnel_runtime::Result<()> {

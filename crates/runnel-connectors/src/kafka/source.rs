@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_runtime::{
     DeliveryGuarantee, JobConfig, JobMetrics, Source, SourceBatch, SourceEvent, SourceSplit,
@@ -15,8 +14,8 @@ use runnel_runtime::{
 };
 use runnel_sql::TableDef;
 
+use super::records::{KafkaRecordDecoder, PartitionRecords, PolledRecords};
 use crate::error::{ConnectorError, Result};
-use crate::format::Format;
 
 /// A topic's partition ids, each one's (low, high) offsets, and the group's committed
 /// offset of each (when asked for).
@@ -31,8 +30,8 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// offsets found at start; otherwise it reads forever.
 pub struct KafkaSource {
     table: String,
-    /// The table read (for decoding its rows and filling its metadata columns).
-    definition: TableDef,
+    /// Turns the table's records into its rows.
+    decoder: KafkaRecordDecoder,
     consumer: Arc<BaseConsumer>,
     /// What the polling thread read: messages of one poll, or a consumer error.
     polled: tokio::sync::mpsc::Receiver<std::result::Result<PolledRecords, String>>,
@@ -50,15 +49,10 @@ pub struct KafkaSource {
     idle_timeout: Option<Duration>,
     last_rows: Vec<Instant>,
     idle: Vec<bool>,
-    format: Format,
-    /// `upsert-kafka`: the key of each record names its row, a tombstone deletes it.
-    upsert: Option<super::upsert::UpsertKey>,
     metrics: Arc<JobMetrics>,
     ready: VecDeque<SourceEvent>,
     /// At-most-once: offsets are committed to the group as records are read.
     commit_as_read: bool,
-    /// The table declares `METADATA FROM 'headers'`: records' headers are read.
-    reads_headers: bool,
     /// The consumer's settings and first offsets, and the next offset of each partition
     /// read since: enough to start a fresh consumer where this one stands.
     config: rdkafka::ClientConfig,
@@ -90,7 +84,7 @@ impl KafkaSource {
         start: Option<&SourceState>,
     ) -> Result<Self> {
         let options = super::options(table)?;
-        let format = super::value_format(&options, table)?;
+        let decoder = KafkaRecordDecoder::new(table)?;
         let topic = options.required("topic")?.to_string();
         let servers = options
             .required("properties.bootstrap.servers")?
@@ -241,10 +235,7 @@ impl KafkaSource {
         let count = partitions.len();
         Ok(Self {
             table: table.name.clone(),
-            definition: table.clone(),
-            upsert: (table.connector() == Some("upsert-kafka"))
-                .then(|| super::upsert::UpsertKey::of(table))
-                .transpose()?,
+            decoder,
             consumer,
             polled,
             stop,
@@ -256,11 +247,9 @@ impl KafkaSource {
             idle_timeout,
             last_rows: vec![Instant::now(); count],
             idle: vec![false; count],
-            format,
             metrics,
             ready,
             commit_as_read: defaults.delivery == DeliveryGuarantee::AtMostOnce,
-            reads_headers: table.metadata.iter().any(|m| m.key == "headers"),
             config,
             next_offsets: vec![None; start_offsets.len()],
             start_offsets,
@@ -433,52 +422,24 @@ impl KafkaSource {
             }
             // A tombstone (no payload) deletes a key: a row of an upsert table, nothing
             // of a plain one.
-            let payload = messages.payload(record);
-            if payload.is_none() && self.upsert.is_none() {
+            if messages.payload(record).is_none() && !self.decoder.keeps_tombstones() {
                 continue;
             }
-            let entry = per_partition.entry(i).or_default();
-            entry.offsets.push(offset);
-            entry.timestamps.push(messages.timestamps[record]);
-            entry.payloads.push(payload);
-            entry.keys.push(messages.key(record));
-            if self.reads_headers {
-                entry.headers.push(messages.headers(record));
-            }
+            let headers = self.decoder.reads_headers();
+            per_partition
+                .entry(i)
+                .or_default()
+                .push(&messages, record, headers);
         }
         for (i, records) in per_partition {
-            let (topic, partition) = (&self.topic, self.partitions[i]);
-            let offsets = &records.offsets;
-            let place =
-                |k: usize| format!("topic {topic} partition {partition} offset {}", offsets[k]);
-            let mut decoded = match &self.upsert {
-                Some(upsert) => upsert.decode(
-                    &self.format,
-                    &self.definition,
-                    &records.payloads,
-                    &records.keys,
-                    place,
-                )?,
-                None => {
-                    let payloads: Vec<&[u8]> = records.payloads.iter().flatten().copied().collect();
-                    self.format.decode(&self.definition, &payloads, place)?
-                }
-            };
-            decoded.fill_metadata(&self.definition, |key| {
-                record_metadata(
-                    key,
-                    topic,
-                    partition,
-                    offsets,
-                    &records.timestamps,
-                    &records.headers,
-                )
-            })?;
+            let decoded = self
+                .decoder
+                .decode(&self.topic, self.partitions[i], &records)?;
             JobMetrics::add(&self.metrics.bad_records, decoded.skipped);
             self.ready.push_back(SourceEvent::Batch(SourceBatch {
                 partition: i,
                 batch: decoded.batch,
-                next_offset: offsets.last().map(|o| o + 1),
+                next_offset: records.offsets.last().map(|o| o + 1),
             }));
         }
         if self.commit_as_read {
@@ -509,144 +470,6 @@ impl KafkaSource {
             }
         }
         Ok(())
-    }
-}
-
-/// One poll's records of one partition, borrowed from the poll.
-#[derive(Default)]
-struct PartitionRecords<'a> {
-    offsets: Vec<i64>,
-    timestamps: Vec<Option<i64>>,
-    /// `None`: a tombstone.
-    payloads: Vec<Option<&'a [u8]>>,
-    keys: Vec<Option<&'a [u8]>>,
-    headers: Vec<Vec<RecordHeader<'a>>>,
-}
-
-/// One header of a record: its key and value (`None`: null).
-type RecordHeader<'a> = (&'a [u8], Option<&'a [u8]>);
-
-/// The Kafka metadata Flink's connector offers (`METADATA FROM 'offset'`, ...).
-pub(crate) const METADATA_KEYS: &[&str] = &["topic", "partition", "offset", "timestamp", "headers"];
-
-/// The values of metadata `key` for records of one partition; `None` for a key the
-/// connector does not provide.
-fn record_metadata(
-    key: &str,
-    topic: &str,
-    partition: i32,
-    offsets: &[i64],
-    timestamps: &[Option<i64>],
-    headers: &[Vec<RecordHeader<'_>>],
-) -> Option<datafusion::arrow::array::ArrayRef> {
-    use datafusion::arrow::array::{
-        Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
-    };
-    let n = offsets.len();
-    Some(match key {
-        "topic" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(topic, n))),
-        "partition" => Arc::new(Int32Array::from_iter_values(std::iter::repeat_n(
-            partition, n,
-        ))),
-        "offset" => Arc::new(Int64Array::from(offsets.to_vec())),
-        "timestamp" => {
-            Arc::new(TimestampMillisecondArray::from(timestamps.to_vec()).with_timezone("UTC"))
-        }
-        // `MAP<STRING, BYTES>`, as Flink declares it.
-        "headers" => {
-            use datafusion::arrow::array::{BinaryBuilder, MapBuilder, StringBuilder};
-            let mut map = MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new());
-            for record in headers {
-                for (key, value) in record {
-                    map.keys().append_value(String::from_utf8_lossy(key));
-                    map.values().append_option(*value);
-                }
-                map.append(true).ok()?;
-            }
-            Arc::new(map.finish())
-        }
-        _ => return None,
-    })
-}
-
-/// One poll's records, copied out of librdkafka into shared buffers (one allocation per
-/// poll, not a message object with its own topic, key and payload per record).
-#[derive(Debug, Default)]
-struct PolledRecords {
-    partitions: Vec<i32>,
-    offsets: Vec<i64>,
-    /// Each record's timestamp (ms since the epoch), if it has one.
-    timestamps: Vec<Option<i64>>,
-    /// Each record's key as a range of `bytes`, if it has one.
-    keys: Vec<Option<std::ops::Range<usize>>>,
-    /// Each record's payload as a range of `bytes`; `None` for a tombstone.
-    payloads: Vec<Option<std::ops::Range<usize>>>,
-    /// Each record's headers: key and value (`None`: a null value) as ranges of `bytes`.
-    headers: Vec<Vec<HeaderRange>>,
-    bytes: Vec<u8>,
-}
-
-/// A header's key and value (`None`: null) as ranges of a poll's bytes.
-type HeaderRange = (std::ops::Range<usize>, Option<std::ops::Range<usize>>);
-
-impl PolledRecords {
-    fn push(&mut self, message: &impl Message) {
-        self.partitions.push(message.partition());
-        self.offsets.push(message.offset());
-        self.timestamps.push(message.timestamp().to_millis());
-        self.keys.push(message.key().map(|key| {
-            let start = self.bytes.len();
-            self.bytes.extend_from_slice(key);
-            start..self.bytes.len()
-        }));
-        self.payloads.push(message.payload().map(|payload| {
-            let start = self.bytes.len();
-            self.bytes.extend_from_slice(payload);
-            start..self.bytes.len()
-        }));
-        let mut headers = Vec::new();
-        if let Some(all) = message.headers() {
-            use rdkafka::message::Headers;
-            for header in all.iter() {
-                let start = self.bytes.len();
-                self.bytes.extend_from_slice(header.key.as_bytes());
-                let key = start..self.bytes.len();
-                let value = header.value.map(|value| {
-                    let start = self.bytes.len();
-                    self.bytes.extend_from_slice(value);
-                    start..self.bytes.len()
-                });
-                headers.push((key, value));
-            }
-        }
-        self.headers.push(headers);
-    }
-
-    fn len(&self) -> usize {
-        self.offsets.len()
-    }
-
-    fn key(&self, record: usize) -> Option<&[u8]> {
-        self.keys[record].clone().map(|range| &self.bytes[range])
-    }
-
-    /// A record's headers: each key and value (`None`: null).
-    fn headers(&self, record: usize) -> Vec<RecordHeader<'_>> {
-        self.headers[record]
-            .iter()
-            .map(|(key, value)| {
-                (
-                    &self.bytes[key.clone()],
-                    value.clone().map(|v| &self.bytes[v]),
-                )
-            })
-            .collect()
-    }
-
-    fn payload(&self, record: usize) -> Option<&[u8]> {
-        self.payloads[record]
-            .clone()
-            .map(|range| &self.bytes[range])
     }
 }
 

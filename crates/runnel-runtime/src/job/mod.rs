@@ -11,6 +11,8 @@ mod recovery;
 mod spawn;
 mod tasks;
 
+pub use tasks::TwoInputTask;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub struct JobHandle {
     checkpoints: Option<Arc<CheckpointCoordinator>>,
     /// Tells the sink to write what it holds and end (a stop without checkpoints).
     sink_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The name of the task that ends when told on `sink_stop`.
+    stopped_task: String,
 }
 
 impl Drop for JobHandle {
@@ -50,6 +54,26 @@ impl Drop for JobHandle {
 }
 
 impl JobHandle {
+    /// A job run by one task of its own, `name` (e.g. a member of a job spread over
+    /// processes), counting into `metrics`. [`JobHandle::stop`] sends on `stop`, then
+    /// waits for the task to end.
+    pub fn from_task(
+        name: impl Into<String>,
+        task: JoinHandle<Result<()>>,
+        metrics: Arc<JobMetrics>,
+        stop: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
+        let name = name.into();
+        Self {
+            tasks: vec![(name.clone(), task)],
+            metrics,
+            checkpoint_timer: None,
+            checkpoints: None,
+            sink_stop: Some(stop),
+            stopped_task: name,
+        }
+    }
+
     /// The job's live counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
@@ -94,7 +118,8 @@ impl JobHandle {
         if self.checkpoints.is_none() {
             if let Some(stop) = self.sink_stop.take() {
                 let _ = stop.send(());
-                if let Some(at) = self.tasks.iter().position(|(name, _)| name == "sink") {
+                let stopped = &self.stopped_task;
+                if let Some(at) = self.tasks.iter().position(|(name, _)| name == stopped) {
                     let (_, sink) = self.tasks.remove(at);
                     match tokio::time::timeout(timeout, sink).await {
                         Ok(Ok(Err(e))) => {
@@ -263,5 +288,6 @@ pub async fn spawn_job(
         checkpoint_timer: timer,
         checkpoints: coordinator,
         sink_stop: Some(sink_stop),
+        stopped_task: "sink".to_string(),
     })
 }

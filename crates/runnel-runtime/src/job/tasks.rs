@@ -85,12 +85,14 @@ pub(crate) async fn run_chain(
 
 /// One subtask of a two-input operator: the operator, the watermarks of its inputs
 /// (kept here, not by the operator), and the chain after it.
-pub(crate) struct TwoInputTask {
+pub struct TwoInputTask {
     operator: Box<dyn TwoInputOperator>,
     id: OperatorId,
     watermarks: InputWatermarks,
     /// The last watermark forwarded.
     emitted: Option<Watermark>,
+    /// Which sides ended (left, right).
+    ended: [bool; 2],
 }
 
 /// Checkpoint metadata keys of the watermarks a two-input task keeps.
@@ -129,6 +131,7 @@ impl TwoInputTask {
             id,
             watermarks,
             emitted,
+            ended: [false, false],
         })
     }
 
@@ -137,7 +140,7 @@ impl TwoInputTask {
     }
 
     /// The operator's state and the input watermarks, as one checkpoint batch.
-    fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+    pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         let state = match self.operator.state() {
             OperatorState::Checkpointed(state) => state.snapshot()?,
             _ => None,
@@ -174,6 +177,44 @@ impl TwoInputTask {
         Ok(forward)
     }
 
+    /// Handles one message of `side` (not a barrier: the caller snapshots); what it
+    /// emits, and the watermark to forward, go into `messages`. Returns whether the
+    /// message was that side's end; after both sides ended, the operator has finished and
+    /// `messages` ends with [`Message::End`].
+    pub fn handle(
+        &mut self,
+        side: Side,
+        message: Message,
+        collector: &mut Collector,
+        messages: &mut Vec<Message>,
+    ) -> Result<bool> {
+        match message {
+            Message::Batch(batch) if batch.num_rows() > 0 => {
+                self.operator
+                    .process_batch(side, batch, &self.watermarks, collector)?;
+                messages.extend(collector.take().map(Message::Batch));
+            }
+            Message::Batch(_) | Message::Barrier(_) => {}
+            Message::Watermark(w) => {
+                let forward = self.watermark(side, w, collector)?;
+                messages.extend(collector.take().map(Message::Batch));
+                messages.extend(forward.map(Message::Watermark));
+            }
+            // A join waits for both sides' watermarks, idle or not.
+            Message::Idle => {}
+            Message::End => {
+                self.ended[side as usize] = true;
+                if self.ended == [true, true] {
+                    self.operator.finish(collector)?;
+                    messages.extend(collector.take().map(Message::Batch));
+                    messages.push(Message::End);
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Runs over both inputs (group 0 of `inputs` the left, 1 the right) until both
     /// ended; what the operator emits goes through `chain` to `output`, its late rows to
     /// `late`.
@@ -192,36 +233,16 @@ impl TwoInputTask {
         let mut collector = Collector::new(late);
         let mut messages = Vec::new();
         let mut out = Vec::new();
-        let side = |group: usize| if group == 0 { Side::Left } else { Side::Right };
         while let Some((group, message)) = inputs.next().await {
-            match message {
-                Message::Barrier(id) => {
-                    if let (Some(coordinator), Some(state)) = (&checkpoints, self.snapshot()?) {
-                        coordinator.add_operator(id, self.id, state);
-                    }
-                    messages.push(Message::Barrier(id));
+            if let Message::Barrier(id) = message {
+                if let (Some(coordinator), Some(state)) = (&checkpoints, self.snapshot()?) {
+                    coordinator.add_operator(id, self.id, state);
                 }
-                Message::Batch(batch) if batch.num_rows() > 0 => {
-                    let side = side(group);
-                    self.operator
-                        .process_batch(side, batch, &self.watermarks, &mut collector)?;
-                    messages.extend(collector.take().map(Message::Batch));
-                }
-                Message::Batch(_) => {}
-                Message::Watermark(w) => {
-                    let forward = self.watermark(side(group), w, &mut collector)?;
-                    messages.extend(collector.take().map(Message::Batch));
-                    messages.extend(forward.map(Message::Watermark));
-                }
-                // A join waits for both sides' watermarks, idle or not.
-                Message::Idle => {}
-                Message::End => {
+                messages.push(Message::Barrier(id));
+            } else {
+                let side = if group == 0 { Side::Left } else { Side::Right };
+                if self.handle(side, message, &mut collector, &mut messages)? {
                     ended += 1;
-                    if ended == 2 {
-                        self.operator.finish(&mut collector)?;
-                        messages.extend(collector.take().map(Message::Batch));
-                        messages.push(Message::End);
-                    }
                 }
             }
             for message in messages.drain(..) {
