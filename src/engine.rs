@@ -351,6 +351,9 @@ impl Engine {
                 ))
             })?;
         }
+        if let Some(scale) = crate::settings::scale_out(&self.settings())? {
+            return Ok(runnel_cluster::spawn_member(plan.clone(), config, scale).await?);
+        }
         let sink = self
             .connectors
             .create_sink(sink_table, plan.schema(), &config)

@@ -10,6 +10,9 @@ pub enum RunnelError {
     /// A connector refused a call (e.g. a batch pushed into a memory table that does not fit).
     #[error(transparent)]
     Connector(#[from] runnel_connectors::ConnectorError),
+    /// A job spread over processes could not start.
+    #[error(transparent)]
+    Cluster(#[from] runnel_cluster::ClusterError),
     /// A query's result stream reported a failure.
     #[error(transparent)]
     Query(#[from] datafusion::error::DataFusionError),

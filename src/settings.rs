@@ -51,6 +51,27 @@ pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
 /// as (default: the machine's cores).
 pub const PARALLELISM: &str = "parallelism.default";
 
+/// `SET 'execution.target' = 'kafka'`: the job runs as one member of a job spread over
+/// the processes that start it under the same `pipeline.name` (see `runnel_cluster`);
+/// `'local'` (the default) runs it in this process alone.
+pub const EXECUTION_TARGET: &str = "execution.target";
+/// `SET 'pipeline.name' = 'claims-5min'`: Flink's key; names a job spread over processes
+/// (its consumer group and internal topics).
+pub const PIPELINE_NAME: &str = "pipeline.name";
+/// `SET 'pipeline.max-parallelism' = '12'`: Flink's key; how many key groups (tasks) each
+/// keyed stage of a job spread over processes has.
+pub const MAX_PARALLELISM_KEY: &str = "pipeline.max-parallelism";
+
+/// Flink's execution targets: accepted, and run locally.
+const FLINK_TARGETS: &[&str] = &[
+    "remote",
+    "yarn-per-job",
+    "yarn-session",
+    "yarn-application",
+    "kubernetes-session",
+    "kubernetes-application",
+];
+
 /// Runnel's own keys; a `runnel.*` key outside this list is a typo and refused.
 const RUNNEL_KEYS: &[&str] = &[IDLE_WATERMARK_ADVANCE, LATE_DATA_SINK, UNBOUNDED_STATE];
 
@@ -67,6 +88,9 @@ const HONOURED_KEYS: &[&str] = &[
     CHECKPOINT_INTERVAL,
     CHECKPOINT_DIR,
     PARALLELISM,
+    EXECUTION_TARGET,
+    PIPELINE_NAME,
+    MAX_PARALLELISM_KEY,
 ];
 
 /// Flink keys a Flink script may set that Runnel accepts without acting on them: setting
@@ -122,11 +146,8 @@ const IGNORED_FLINK_KEYS: &[&str] = &[
     "execution.savepoint.ignore-unclaimed-state",
     "execution.buffer-timeout.interval",
     "execution.attached",
-    "execution.target",
-    "pipeline.name",
     "pipeline.jars",
     "pipeline.classpaths",
-    "pipeline.max-parallelism",
     "pipeline.auto-watermark-interval",
     "pipeline.object-reuse",
     "pipeline.operator-chaining.enabled",
@@ -240,6 +261,39 @@ pub fn warning(key: &str) -> Option<String> {
 /// The most subtasks per operator a job may ask for (each is a task with its channels).
 const MAX_PARALLELISM: usize = 1024;
 
+/// The most key groups (partitions of a repartition topic) a keyed stage may have.
+const MAX_KEY_GROUPS: usize = 32768;
+
+/// How often a job spread over processes commits without `execution.checkpointing.interval`.
+const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// With `'execution.target' = 'kafka'`, how the job is spread over processes.
+pub fn scale_out(settings: &BTreeMap<String, String>) -> Result<Option<runnel_cluster::ScaleOut>> {
+    let target = settings.get(EXECUTION_TARGET).map(|t| t.to_ascii_lowercase());
+    if target.as_deref() != Some("kafka") {
+        return Ok(None);
+    }
+    let job = settings.get(PIPELINE_NAME).ok_or_else(|| {
+        invalid(
+            EXECUTION_TARGET,
+            "kafka",
+            "a job spread over processes needs a name: SET 'pipeline.name' = '...' (every \
+             process of the job uses the same)",
+        )
+    })?;
+    Ok(Some(runnel_cluster::ScaleOut {
+        job: job.clone(),
+        max_parallelism: settings
+            .get(MAX_PARALLELISM_KEY)
+            .and_then(|v| v.trim().parse().ok()),
+        commit_interval: settings
+            .get(CHECKPOINT_INTERVAL)
+            .and_then(|v| parse_duration(v))
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_COMMIT_INTERVAL),
+    }))
+}
+
 /// The parallelism a job gets without `parallelism.default`: one subtask per core.
 pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -280,6 +334,26 @@ pub fn check(key: &str, value: &str) -> Result<()> {
             .map(drop)
             .map_err(|_| invalid(key, value, "expected 'true' or 'false'")),
         LATE_DATA_SINK => Ok(()), // resolved when a job starts: the table may come later
+        EXECUTION_TARGET => match value.to_ascii_lowercase().as_str() {
+            "local" | "kafka" => Ok(()),
+            target if FLINK_TARGETS.contains(&target) => Ok(()),
+            _ => Err(invalid(
+                key,
+                value,
+                "expected 'local' (this process) or 'kafka' (one job over every process \
+                 started with the same 'pipeline.name')",
+            )),
+        },
+        PIPELINE_NAME => runnel_cluster::topology::check_job_name(value)
+            .map_err(|e| invalid(key, value, e.to_string())),
+        MAX_PARALLELISM_KEY => match value.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_KEY_GROUPS).contains(&n) => Ok(()),
+            _ => Err(invalid(
+                key,
+                value,
+                format!("expected a whole number of key groups from 1 to {MAX_KEY_GROUPS}"),
+            )),
+        },
         UNBOUNDED_STATE => match value.to_ascii_lowercase().as_str() {
             "warn" | "refuse" => Ok(()),
             _ => Err(invalid(key, value, "expected 'warn' or 'refuse'")),
@@ -413,6 +487,8 @@ pub fn job_config(settings: &BTreeMap<String, String>, catalog: &Catalog) -> Res
             dir: std::path::PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir)),
             interval,
         }),
+        // A job spread over processes keeps its state in Kafka, not in a directory.
+        (Some(_), None) if scale_out(settings)?.is_some() => None,
         (Some(_), None) => {
             return Err(invalid(
                 CHECKPOINT_INTERVAL,

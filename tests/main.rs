@@ -15,4 +15,5 @@ mod errors;
 mod fuzz;
 mod idle;
 mod nexmark;
+mod scale_out;
 mod sql_cases;

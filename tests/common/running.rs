@@ -33,7 +33,7 @@ pub fn start_with(
         .env(
             "RUNNEL_LOG",
             std::env::var("RUNNEL_TEST_LOG")
-                .unwrap_or_else(|_| "runnel_runtime=info,runnel_connectors=warn".into()),
+                .unwrap_or_else(|_| "runnel_runtime=info,runnel_cluster=info,runnel_connectors=warn".into()),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -139,6 +139,11 @@ impl TwoInputTask {
         self.operator.name().to_string()
     }
 
+    /// About how many bytes of state the operator holds.
+    pub fn state_size(&mut self) -> usize {
+        self.operator.state().size()
+    }
+
     /// The operator's state and the input watermarks, as one checkpoint batch.
     pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         let state = match self.operator.state() {

@@ -53,6 +53,7 @@ use crate::operator::{OneInputOperator, TwoInputOperator};
 use crate::processing_time::ProcessingTime;
 
 /// What a new operator instance gets from the job it runs in.
+#[derive(Clone)]
 pub struct OperatorContext {
     /// The job's settings (the late-data sink among them).
     pub config: JobConfig,

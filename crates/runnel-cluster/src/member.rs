@@ -1,0 +1,758 @@
+//! [`spawn_member`]: one process's share of a job spread over processes.
+//!
+//! Every process of the job runs the same plan and joins the job's consumer group,
+//! subscribed to the source topics and the job's repartition topics; the group protocol
+//! (cooperative, sticky) spreads their partitions — the tasks — over the processes. A
+//! process runs its tasks on one thread, Kafka Streams' way:
+//! - **poll** a batch of records, hand each partition's records to its task in order;
+//! - **commit** every `execution.checkpointing.interval` (1 s by default): each task's
+//!   pending watermark markers, its changelog records when it changed, the status of a
+//!   task that finished, and the offsets it read go into the process's open Kafka
+//!   transaction together with everything it produced since the last commit
+//!   (`send_offsets_to_transaction` under the group's metadata, so a process the group
+//!   fenced out cannot commit); then the next transaction begins. Exactly-once: a crash
+//!   aborts the open transaction, and whoever takes the tasks over restores the state
+//!   committed with the offsets it resumes from.
+//! - **rebalance**: before partitions are revoked, the process commits (inside the
+//!   callback, so the next owner finds everything it did) and drops those tasks; newly
+//!   assigned partitions become tasks, restored from their changelog partition, before
+//!   any of their records is handled. Tasks that stay are not paused.
+//! - **end** (bounded jobs): a task that read its input to the end writes its end
+//!   downstream and its status; every process exits once the status topic lists every
+//!   task of the job.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use runnel_connectors::kafka::{KafkaRecordEncoder, PartitionRecords, PolledRecords};
+use runnel_runtime::graph::StageId;
+use runnel_runtime::{
+    JobConfig, JobGraph, JobHandle, JobMetrics, LateRows, LookupTable, OperatorContext,
+    ProcessingTime,
+};
+use runnel_sql::{StreamPlan, TableDef};
+
+use crate::error::{ClusterError, Result};
+use crate::task::{Task, TaskSetup, TaskWriter};
+use crate::topics;
+use crate::topology::{ClusterTopology, StageInput, TaskId};
+use crate::wire::Envelope;
+
+/// How a job is spread over processes: its name and the settings that shape its tasks.
+#[derive(Debug, Clone)]
+pub struct ScaleOut {
+    /// `pipeline.name`: the consumer group, and the prefix of every internal topic.
+    pub job: String,
+    /// `pipeline.max-parallelism`: partitions of each repartition topic (tasks of each
+    /// keyed stage); by default the largest source topic's partition count.
+    pub max_parallelism: Option<usize>,
+    /// How often a process commits its transaction (`execution.checkpointing.interval`).
+    pub commit_interval: Duration,
+}
+
+/// Records gathered into one poll.
+const MAX_POLL_RECORDS: usize = 8192;
+/// How long a transaction call may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// A dead process's open transaction is aborted by the broker after this long; until
+/// then its rows hold back readers of the partitions it wrote.
+const TRANSACTION_TIMEOUT_MS: &str = "10000";
+
+/// The Kafka client settings of `table` (its `'properties.*'`, but not its group).
+fn client_config(table: &TableDef) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in &table.options {
+        if let Some(property) = key.strip_prefix("properties.") {
+            if property != "group.id" {
+                config.set(property, value);
+            }
+        }
+    }
+    config
+}
+
+/// The one Kafka cluster a job's topics live on: the settings of its sink table, checked
+/// against every source table's servers.
+fn cluster_config(plan: &StreamPlan) -> Result<(ClientConfig, Arc<TableDef>)> {
+    let sink = plan.sink.clone().ok_or_else(|| {
+        ClusterError::Unsupported("a SELECT without INSERT INTO: its rows go to one caller".into())
+    })?;
+    if !matches!(sink.connector(), Some("kafka" | "upsert-kafka")) {
+        return Err(ClusterError::Unsupported(format!(
+            "table {} writes connector '{}'; a job spread over processes writes Kafka topics",
+            sink.name,
+            sink.connector().unwrap_or("?")
+        )));
+    }
+    let servers = |table: &TableDef| {
+        table
+            .options
+            .get("properties.bootstrap.servers")
+            .cloned()
+            .unwrap_or_default()
+    };
+    for source in plan.sources() {
+        if servers(&source) != servers(&sink) {
+            return Err(ClusterError::Unsupported(format!(
+                "table {} is on '{}' and table {} on '{}': every topic of a job spread over \
+                 processes lives on one Kafka cluster",
+                source.name,
+                servers(&source),
+                sink.name,
+                servers(&sink)
+            )));
+        }
+        match source.options.get("scan.startup.mode").map(String::as_str) {
+            None | Some("group-offsets" | "earliest-offset") => {}
+            Some(mode) => {
+                return Err(ClusterError::Unsupported(format!(
+                    "table {}: 'scan.startup.mode' = '{mode}' (a new job reads from the \
+                     group's offsets, else from the earliest)",
+                    source.name
+                )))
+            }
+        }
+    }
+    Ok((client_config(&sink), sink))
+}
+
+/// The job graph a process runs: the plan at parallelism 2, so every keyed stage starts
+/// behind a hash edge (its repartition topic); one reader per source (each of its
+/// partitions is a task anyway).
+fn graph(plan: &StreamPlan) -> Result<JobGraph<'_>> {
+    Ok(JobGraph::build(plan, 2, &|_: &TableDef| 1usize)?)
+}
+
+/// The tasks of `plan` under `scale`, with `partitions` of each source table.
+fn topology<'p>(
+    plan: &'p StreamPlan,
+    scale: &ScaleOut,
+    partitions: &HashMap<String, usize>,
+) -> Result<ClusterTopology<'p>> {
+    let max_parallelism = scale
+        .max_parallelism
+        .unwrap_or_else(|| partitions.values().copied().max().unwrap_or(1));
+    ClusterTopology::new(&scale.job, graph(plan)?, max_parallelism, &|table| {
+        partitions.get(&table.name).copied().ok_or_else(|| {
+            ClusterError::Setting(format!("table {}: its topic has no partitions", table.name))
+        })
+    })
+}
+
+/// What `EXPLAIN` says of `plan` spread over processes under `scale`, partition counts
+/// of the source topics taken from `partitions`.
+pub fn explain(
+    plan: &StreamPlan,
+    scale: &ScaleOut,
+    partitions: &HashMap<String, usize>,
+) -> Result<String> {
+    Ok(topology(plan, scale, partitions)?.to_string())
+}
+
+/// Starts this process's share of `plan` as a member of the job `scale` names: creates
+/// the job's internal topics if it is the first, then joins the group on a thread of its
+/// own. The handle's stop commits what the process did and leaves the group.
+pub async fn spawn_member(plan: StreamPlan, config: JobConfig, scale: ScaleOut) -> Result<JobHandle> {
+    crate::topology::check_job_name(&scale.job)?;
+    let (client, sink) = cluster_config(&plan)?;
+    let partitions = {
+        let (client, sources) = (client.clone(), plan.sources());
+        tokio::task::spawn_blocking(move || -> Result<HashMap<String, usize>> {
+            let mut partitions = HashMap::new();
+            for table in sources {
+                let topic = table.options.get("topic").cloned().unwrap_or_default();
+                let count = topics::partition_count(&client, &topic)?;
+                if count == 0 {
+                    return Err(ClusterError::Setting(format!(
+                        "table {}: kafka topic '{topic}' does not exist",
+                        table.name
+                    )));
+                }
+                partitions.insert(table.name.clone(), count);
+            }
+            Ok(partitions)
+        })
+        .await
+        .map_err(|e| ClusterError::Setting(format!("reading the source topics: {e}")))??
+    };
+    {
+        let topology = topology(&plan, &scale, &partitions)?;
+        topics::create_internal_topics(&client, &topology).await?;
+        tracing::info!(job = %scale.job, tasks = topology.task_count(), "joining the job's group\n{topology}");
+    }
+    let metrics = Arc::new(JobMetrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let member_metrics = metrics.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let setup = MemberSetup {
+            plan: &plan,
+            scale: &scale,
+            partitions: &partitions,
+            client,
+            sink,
+            config,
+            metrics: member_metrics,
+        };
+        run(setup, stopped).map_err(runnel_runtime::RuntimeError::from)
+    });
+    Ok(JobHandle::from_task("member", task, metrics, stop))
+}
+
+struct MemberSetup<'a> {
+    plan: &'a StreamPlan,
+    scale: &'a ScaleOut,
+    partitions: &'a HashMap<String, usize>,
+    client: ClientConfig,
+    sink: Arc<TableDef>,
+    config: JobConfig,
+    metrics: Arc<JobMetrics>,
+}
+
+/// What the process owns, shared with the consumer's rebalance callbacks.
+struct Member {
+    tasks: BTreeMap<TaskId, Task>,
+    /// Newly assigned partitions, made tasks before their records are handled.
+    assigned: Vec<TaskId>,
+    /// Tasks whose finish this process announced (or found announced).
+    announced: BTreeSet<TaskId>,
+    writer: TransactionWriter,
+    /// The next offset of each task's input, once it read something since assigned.
+    next_offsets: HashMap<TaskId, i64>,
+    /// The input topic of each rooted stage.
+    input_topics: HashMap<StageId, String>,
+    /// The changelog topic of each rooted stage.
+    changelog_topics: HashMap<StageId, String>,
+    status_topic: String,
+    /// An error a rebalance callback met; the loop stops with it.
+    fatal: Option<ClusterError>,
+}
+
+/// Writes into the process's open transaction.
+struct TransactionWriter {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    sink_topic: String,
+    sink: KafkaRecordEncoder,
+    repartition_topics: HashMap<StageId, String>,
+    metrics: Arc<JobMetrics>,
+}
+
+impl TransactionWriter {
+    /// Produces one record, waiting while the local queue is full.
+    fn send(
+        &self,
+        mut record: BaseRecord<'_, [u8], [u8]>,
+    ) -> Result<()> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((source, returned)) => {
+                    return Err(ClusterError::Kafka {
+                        context: format!("producing to topic {}", returned.topic),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+impl TaskWriter for TransactionWriter {
+    fn sink_rows(&mut self, batch: &RecordBatch) -> Result<()> {
+        let (records, extras) = self.sink.encode(batch)?;
+        for (i, (key, value)) in records.iter().enumerate() {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.sink_topic);
+            if let Some(key) = key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(value) = value {
+                record = record.payload(value.as_slice());
+            }
+            if let Some(extra) = extras.get(i) {
+                if let Some(timestamp) = extra.timestamp {
+                    record = record.timestamp(timestamp);
+                }
+                if let Some(headers) = &extra.headers {
+                    record = record.headers(headers.clone());
+                }
+            }
+            self.send(record)?;
+        }
+        JobMetrics::add(&self.metrics.rows_out, batch.num_rows());
+        Ok(())
+    }
+
+    fn repartition(
+        &mut self,
+        stage: StageId,
+        partition: i32,
+        envelope: Envelope,
+        value: Option<Vec<u8>>,
+    ) -> Result<()> {
+        let topic = self.repartition_topics.get(&stage).ok_or_else(|| {
+            ClusterError::Unsupported(format!("stage {stage} has no repartition topic"))
+        })?;
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .partition(partition)
+            .headers(envelope.headers());
+        if let Some(value) = &value {
+            record = record.payload(value.as_slice());
+        }
+        self.send(record)
+    }
+}
+
+impl Member {
+    /// Commits everything the process's tasks did: their markers, changed state, finish
+    /// statuses and input offsets, in the open transaction; then begins the next.
+    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+        let mut offsets = TopicPartitionList::new();
+        for (id, task) in &mut self.tasks {
+            task.flush_markers(&mut self.writer)?;
+            if let Some(records) = task.snapshot()? {
+                let topic = &self.changelog_topics[&id.stage];
+                for (key, value) in &records {
+                    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+                        .partition(id.partition)
+                        .key(key.as_bytes());
+                    if let Some(value) = value {
+                        record = record.payload(value.as_slice());
+                    }
+                    self.writer.send(record)?;
+                }
+            }
+            if task.finished() && self.announced.insert(*id) {
+                let key = id.to_string();
+                let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.status_topic)
+                    .partition(0)
+                    .key(key.as_bytes())
+                    .payload(b"finished".as_slice());
+                self.writer.send(record)?;
+                tracing::info!(task = %id, "task finished");
+            }
+            if let Some(&next) = self.next_offsets.get(id) {
+                offsets
+                    .add_partition_offset(
+                        &self.input_topics[&id.stage],
+                        id.partition,
+                        Offset::Offset(next),
+                    )
+                    .map_err(ClusterError::kafka("listing offsets to commit"))?;
+            }
+        }
+        let producer = &self.writer.producer;
+        if offsets.count() > 0 {
+            let group = consumer.group_metadata().ok_or_else(|| {
+                ClusterError::Setting("the consumer has no group metadata".into())
+            })?;
+            producer
+                .send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
+                .map_err(ClusterError::kafka("committing offsets with the transaction"))?;
+        }
+        producer
+            .commit_transaction(TRANSACTION_TIMEOUT)
+            .map_err(ClusterError::kafka("committing the transaction"))?;
+        producer
+            .begin_transaction()
+            .map_err(ClusterError::kafka("beginning a transaction"))?;
+        JobMetrics::add(&self.writer.metrics.checkpoints, 1);
+        Ok(())
+    }
+}
+
+/// The consumer's view of the member: commits and drops tasks before their partitions
+/// are revoked, notes partitions assigned.
+struct MemberContext {
+    member: Arc<Mutex<Member>>,
+    /// The rooted stage reading each input topic.
+    stages_by_topic: HashMap<String, StageId>,
+}
+
+impl ClientContext for MemberContext {}
+
+fn lock(member: &Mutex<Member>) -> MutexGuard<'_, Member> {
+    member.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MemberContext {
+    fn tasks_of(&self, partitions: &TopicPartitionList) -> Vec<TaskId> {
+        partitions
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let stage = *self.stages_by_topic.get(e.topic())?;
+                Some(TaskId {
+                    stage,
+                    partition: e.partition(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(partitions) = rebalance else {
+            return;
+        };
+        let lost = self.tasks_of(partitions);
+        let mut member = lock(&self.member);
+        if consumer.assignment_lost() {
+            member.fatal = Some(ClusterError::Setting(format!(
+                "this process lost tasks {lost:?} to the group (it was too slow to poll, or \
+                 cut off): its open transaction cannot commit"
+            )));
+            return;
+        }
+        if member.fatal.is_none() {
+            if let Err(e) = member.commit(consumer) {
+                member.fatal = Some(e);
+            }
+        }
+        for id in &lost {
+            member.tasks.remove(id);
+            member.next_offsets.remove(id);
+            member.assigned.retain(|a| a != id);
+        }
+        if !lost.is_empty() {
+            let names: Vec<String> = lost.iter().map(ToString::to_string).collect();
+            tracing::info!(tasks = %names.join(" "), "lost tasks");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                let gained = self.tasks_of(partitions);
+                lock(&self.member).assigned.extend(gained);
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// The process's loop: poll, hand records to tasks, commit, until stopped or, for a
+/// bounded job, until every task of the job finished.
+fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> Result<()> {
+    let topology = topology(setup.plan, setup.scale, setup.partitions)?;
+    let job = &setup.scale.job;
+    let client = &setup.client;
+    let transactional_id = format!(
+        "{job}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    let producer: ThreadedProducer<DefaultProducerContext> = client
+        .clone()
+        .set("transactional.id", &transactional_id)
+        .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", topics::MAX_RECORD_BYTES.to_string())
+        .create()
+        .map_err(ClusterError::kafka("creating the job's transactional producer"))?;
+    producer
+        .init_transactions(TRANSACTION_TIMEOUT)
+        .map_err(ClusterError::kafka("starting transactions"))?;
+    producer
+        .begin_transaction()
+        .map_err(ClusterError::kafka("beginning a transaction"))?;
+
+    let mut input_topics = HashMap::new();
+    let mut stages_by_topic = HashMap::new();
+    let mut repartition_topics = HashMap::new();
+    let mut changelog_topics = HashMap::new();
+    for stage in &topology.stages {
+        let topic = match &stage.input {
+            StageInput::Source { topic, .. } => topic.clone(),
+            StageInput::Repartition { .. } => {
+                let topic = topology.repartition_topic(stage.id);
+                repartition_topics.insert(stage.id, topic.clone());
+                topic
+            }
+        };
+        if let Some(other) = stages_by_topic.insert(topic.clone(), stage.id) {
+            return Err(ClusterError::Unsupported(format!(
+                "topic {topic} is read by stages {other} and {}",
+                stage.id
+            )));
+        }
+        input_topics.insert(stage.id, topic);
+        changelog_topics.insert(stage.id, topology.changelog_topic(stage.id));
+    }
+    let sink_topic = setup.sink.options.get("topic").cloned().ok_or_else(|| {
+        ClusterError::Setting(format!("table {} has no 'topic'", setup.sink.name))
+    })?;
+    let member = Arc::new(Mutex::new(Member {
+        tasks: BTreeMap::new(),
+        assigned: Vec::new(),
+        announced: BTreeSet::new(),
+        writer: TransactionWriter {
+            producer,
+            sink_topic,
+            sink: KafkaRecordEncoder::new(&setup.sink, &setup.plan.schema())?,
+            repartition_topics,
+            metrics: setup.metrics.clone(),
+        },
+        next_offsets: HashMap::new(),
+        input_topics,
+        changelog_topics,
+        status_topic: topology.status_topic(),
+        fatal: None,
+    }));
+    let context = MemberContext {
+        member: member.clone(),
+        stages_by_topic: stages_by_topic.clone(),
+    };
+    let consumer: BaseConsumer<MemberContext> = client
+        .clone()
+        .set("group.id", topology.group())
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "100")
+        .create_with_context(context)
+        .map_err(ClusterError::kafka("creating the job's consumer"))?;
+    let subscribed: Vec<&str> = stages_by_topic.keys().map(String::as_str).collect();
+    consumer
+        .subscribe(&subscribed)
+        .map_err(ClusterError::kafka("subscribing to the job's topics"))?;
+    let status = StatusReader::new(client, &topology.status_topic())?;
+    let mut status = status;
+
+    let context = OperatorContext {
+        config: setup.config.clone(),
+        metrics: setup.metrics.clone(),
+        clock: ProcessingTime::default(),
+        lookup: LookupTable::None,
+    };
+    let late = LateRows::default();
+    let bounded: HashMap<StageId, bool> = topology
+        .stages
+        .iter()
+        .map(|s| {
+            let bounded = match &s.input {
+                StageInput::Source { node, .. } => {
+                    node.table.options.get("scan.bounded.mode").map(String::as_str)
+                        == Some("latest-offset")
+                }
+                StageInput::Repartition { .. } => false,
+            };
+            (s.id, bounded)
+        })
+        .collect();
+    let total = topology.task_count();
+    let interval = setup.scale.commit_interval;
+    let mut last_commit = Instant::now();
+    let mut announced_idle = false;
+    let mut gauge = setup.metrics.state_gauge();
+    loop {
+        match stop.try_recv() {
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            _ => {
+                lock(&member).commit(&consumer)?;
+                tracing::info!(job = %job, "stopped; leaving the group");
+                return Ok(());
+            }
+        }
+        let mut polled = PolledRecords::default();
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => polled.push(&message),
+            Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error; retrying"),
+            None => {}
+        }
+        while polled.len() < MAX_POLL_RECORDS {
+            match consumer.poll(Duration::ZERO) {
+                Some(Ok(message)) => polled.push(&message),
+                _ => break,
+            }
+        }
+        let mut guard = lock(&member);
+        let state = &mut *guard;
+        if let Some(e) = state.fatal.take() {
+            return Err(e);
+        }
+        // Newly assigned partitions become tasks, restored, before their records.
+        let gained = std::mem::take(&mut state.assigned);
+        if !gained.is_empty() {
+            let names: Vec<String> = gained.iter().map(ToString::to_string).collect();
+            tracing::info!(tasks = %names.join(" "), "gained tasks; restoring their state");
+        }
+        for id in gained {
+            let topic = &state.changelog_topics[&id.stage];
+            let restored = topics::read_changelog(client, topic, id.partition)?;
+            let input = &state.input_topics[&id.stage];
+            let end_offset = if bounded[&id.stage] {
+                let probe: BaseConsumer = client
+                    .create()
+                    .map_err(ClusterError::kafka("creating an offsets client"))?;
+                let (_, high) = probe
+                    .fetch_watermarks(input, id.partition, Duration::from_secs(10))
+                    .map_err(ClusterError::kafka(format!(
+                        "reading the end offset of {input} partition {}",
+                        id.partition
+                    )))?;
+                Some(high)
+            } else {
+                None
+            };
+            let mut task = Task::new(
+                id,
+                TaskSetup {
+                    topology: &topology,
+                    context: context.clone(),
+                    late: late.clone(),
+                    restored,
+                    end_offset,
+                },
+            )?;
+            if task.finished() {
+                state.announced.insert(id);
+            } else if let Some(end) = task.end_offset() {
+                // A bounded source task whose group offset already stands at its end.
+                let mut query = TopicPartitionList::new();
+                query
+                    .add_partition(input, id.partition);
+                let committed = consumer
+                    .committed_offsets(query, Duration::from_secs(10))
+                    .map_err(ClusterError::kafka(format!(
+                        "reading the committed offset of {input} partition {}",
+                        id.partition
+                    )))?;
+                let start = committed
+                    .elements()
+                    .first()
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+                let low = consumer
+                    .fetch_watermarks(input, id.partition, Duration::from_secs(10))
+                    .map(|(low, _)| low)
+                    .unwrap_or(0);
+                if start.unwrap_or(low) >= end {
+                    task.finish(&mut state.writer)?;
+                }
+            }
+            state.tasks.insert(id, task);
+        }
+        if state.tasks.is_empty() && !announced_idle && total > 0 {
+            announced_idle = true;
+            tracing::info!(
+                tasks = total,
+                "this process owns no task now (more processes than the job's {total} tasks, \
+                 or waiting for the group)"
+            );
+        } else if !state.tasks.is_empty() {
+            announced_idle = false;
+        }
+        // Each partition's records, in order, to its task.
+        let mut by_task: BTreeMap<TaskId, PartitionRecords<'_>> = BTreeMap::new();
+        for record in 0..polled.len() {
+            let Some(&stage) = stages_by_topic.get(polled.topics[record].as_ref()) else {
+                continue;
+            };
+            let id = TaskId {
+                stage,
+                partition: polled.partitions[record],
+            };
+            if !state.tasks.contains_key(&id) {
+                continue;
+            }
+            by_task.entry(id).or_default().push(&polled, record, true);
+        }
+        for (id, records) in by_task {
+            let Some(task) = state.tasks.get_mut(&id) else {
+                continue;
+            };
+            task.process(&records, &mut state.writer)?;
+            if let Some(&last) = records.offsets.last() {
+                state.next_offsets.insert(id, last + 1);
+            }
+        }
+        for task in state.tasks.values_mut() {
+            task.check_idle(&mut state.writer)?;
+        }
+        let newly_finished = state
+            .tasks
+            .iter()
+            .any(|(id, t)| t.finished() && !state.announced.contains(id));
+        if newly_finished || last_commit.elapsed() >= interval {
+            state.commit(&consumer)?;
+            last_commit = Instant::now();
+            let size: usize = state.tasks.values_mut().map(Task::state_size).sum();
+            gauge.update(|| size);
+        }
+        drop(guard);
+        if status.read()? >= total {
+            lock(&member).commit(&consumer)?;
+            tracing::info!(job = %job, tasks = total, "every task of the job finished");
+            return Ok(());
+        }
+    }
+}
+
+/// Reads the job's status topic: which tasks finished.
+struct StatusReader {
+    consumer: BaseConsumer,
+    finished: BTreeSet<String>,
+}
+
+impl StatusReader {
+    fn new(client: &ClientConfig, topic: &str) -> Result<Self> {
+        let consumer: BaseConsumer = client
+            .clone()
+            // librdkafka assigns partitions only to a consumer with a group; this one
+            // never joins it.
+            .set("group.id", format!("{topic}-reader"))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .map_err(ClusterError::kafka("creating the status reader"))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(ClusterError::kafka(format!("assigning {topic}")))?;
+        consumer
+            .assign(&assignment)
+            .map_err(ClusterError::kafka(format!("assigning {topic}")))?;
+        Ok(Self {
+            consumer,
+            finished: BTreeSet::new(),
+        })
+    }
+
+    /// How many tasks of the job have finished, as far as read so far.
+    fn read(&mut self) -> Result<usize> {
+        while let Some(message) = self.consumer.poll(Duration::ZERO) {
+            match message {
+                Ok(message) => {
+                    if let Some(key) = message.key() {
+                        self.finished
+                            .insert(String::from_utf8_lossy(key).into_owned());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the job's status"),
+            }
+        }
+        Ok(self.finished.len())
+    }
+}

@@ -1,0 +1,638 @@
+//! [`Task`]: one partition of a rooted stage — its operators, where its input stands, and
+//! what it writes — run synchronously by the process that owns it.
+//!
+//! A task is fed the records of its one input partition in offset order and writes
+//! through a [`TaskWriter`]: rows for the sink, rows and markers for the repartition
+//! topics of the stages it feeds. Its watermarks and its end leave as markers when the
+//! process commits ([`Task::flush_markers`]), so a reading task sees them after the rows
+//! they cover. Its state (operator snapshots and [`TaskProgress`]) is taken at every
+//! commit that follows a change ([`Task::snapshot`]), and a task that moves to another
+//! process is rebuilt from it ([`Task::new`] with the restored records).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use runnel_connectors::kafka::{KafkaRecordDecoder, PartitionRecords};
+use runnel_runtime::graph::StageId;
+use runnel_runtime::{
+    Chained, Collector, EdgeKind, JobMetrics, KeyPartitioner, LateRows, Message, OperatorChain,
+    OperatorContext, OperatorState, Side, SourceRows, StageHead, TwoInputTask, WatermarkExpr,
+    WatermarkTracker, WATERMARK_END,
+};
+
+use crate::error::{ClusterError, Result};
+use crate::topology::{ClusterTopology, StageInput, StageOutput, TaskId};
+use crate::wire::{self, Envelope, RecordKind, TaskProgress};
+
+/// Where a task's output goes; the process writes it into its open transaction.
+pub trait TaskWriter {
+    /// Rows for the job's sink table.
+    fn sink_rows(&mut self, batch: &RecordBatch) -> Result<()>;
+
+    /// A record for partition `partition` of rooted stage `stage`'s repartition topic
+    /// (`value`: the rows, for [`RecordKind::Rows`]).
+    fn repartition(
+        &mut self,
+        stage: StageId,
+        partition: i32,
+        envelope: Envelope,
+        value: Option<Vec<u8>>,
+    ) -> Result<()>;
+}
+
+/// A graph stage's operators as one task runs them, and where their output goes.
+struct Pipeline {
+    stage: StageId,
+    chain: OperatorChain,
+    outputs: Vec<PipelineOutput>,
+}
+
+enum PipelineOutput {
+    Sink,
+    Repartition {
+        stage: StageId,
+        input: usize,
+        partitioner: KeyPartitioner,
+        /// The marker to send at the next flush: the last watermark or idleness.
+        pending: Option<RecordKind>,
+    },
+    Forward(Box<Pipeline>),
+}
+
+impl Pipeline {
+    fn build(
+        topology: &ClusterTopology<'_>,
+        stage: StageId,
+        context: &OperatorContext,
+        restored: &HashMap<String, RecordBatch>,
+        late: &LateRows,
+    ) -> Result<Self> {
+        let graph_stage = &topology.graph.stages[stage];
+        let mut chain = Vec::with_capacity(graph_stage.chain.len());
+        for (i, chained) in graph_stage.chain.iter().enumerate() {
+            let mut operator = runnel_runtime::one_input_operator(chained.node, context)?;
+            if let Some(state) = restored.get(&wire::state_key(stage, &i.to_string())) {
+                match operator.state() {
+                    OperatorState::Checkpointed(target) => target.restore(state.clone())?,
+                    _ => {
+                        return Err(ClusterError::Setting(format!(
+                            "the changelog holds state for {} of stage {stage}, which keeps \
+                             none: it belongs to another job of the same name",
+                            operator.name()
+                        )))
+                    }
+                }
+            }
+            chain.push(Chained {
+                operator,
+                id: chained.first_id,
+            });
+        }
+        let mut outputs = Vec::new();
+        for output in topology.outputs(stage) {
+            outputs.push(match output {
+                StageOutput::Sink => PipelineOutput::Sink,
+                StageOutput::Forward { stage } => PipelineOutput::Forward(Box::new(
+                    Pipeline::build(topology, stage, context, restored, late)?,
+                )),
+                StageOutput::Repartition { stage, input, kind } => {
+                    let target = topology.stage(stage).ok_or_else(|| {
+                        ClusterError::Unsupported(format!("stage {stage} has no tasks"))
+                    })?;
+                    let name = topology.graph.stages[stage].operator_name();
+                    let partitioner = match kind {
+                        EdgeKind::Hash { keys, schema } => KeyPartitioner::new(
+                            runnel_runtime::expr::compile(&keys, &schema)
+                                .map_err(runnel_runtime::RuntimeError::from)?,
+                            target.tasks,
+                            name,
+                        ),
+                        _ => KeyPartitioner::new(Vec::new(), 1, name),
+                    };
+                    PipelineOutput::Repartition {
+                        stage,
+                        input,
+                        partitioner,
+                        pending: None,
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            stage,
+            chain: OperatorChain::new(chain, late.clone()),
+            outputs,
+        })
+    }
+
+    /// Runs `message` through the chain and sends what comes out along every output.
+    fn push(&mut self, message: Message, me: TaskId, writer: &mut dyn TaskWriter) -> Result<()> {
+        let mut out = Vec::new();
+        self.chain.process(message, &mut out)?;
+        for message in out {
+            for output in &mut self.outputs {
+                match output {
+                    PipelineOutput::Sink => {
+                        if let Message::Batch(batch) = &message {
+                            writer.sink_rows(batch)?;
+                        }
+                    }
+                    PipelineOutput::Forward(next) => next.push(message.clone(), me, writer)?,
+                    PipelineOutput::Repartition {
+                        stage,
+                        input,
+                        partitioner,
+                        pending,
+                    } => match &message {
+                        Message::Batch(batch) => {
+                            for (partition, rows) in partitioner.partition(batch)? {
+                                let envelope = Envelope {
+                                    kind: RecordKind::Rows,
+                                    writer: me,
+                                    input: *input,
+                                };
+                                let bytes = wire::encode_batch(&rows)?;
+                                writer.repartition(*stage, partition as i32, envelope, Some(bytes))?;
+                            }
+                        }
+                        Message::Watermark(w) => *pending = Some(RecordKind::Watermark(*w)),
+                        Message::Idle => *pending = Some(RecordKind::Idle),
+                        Message::Barrier(_) => {}
+                        Message::End => {
+                            *pending = None;
+                            let envelope = Envelope {
+                                kind: RecordKind::End,
+                                writer: me,
+                                input: *input,
+                            };
+                            for partition in 0..partitioner.count() {
+                                writer.repartition(*stage, partition as i32, envelope, None)?;
+                            }
+                        }
+                    },
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends each output's pending marker to every partition of its topic.
+    fn flush_markers(&mut self, me: TaskId, writer: &mut dyn TaskWriter) -> Result<()> {
+        for output in &mut self.outputs {
+            match output {
+                PipelineOutput::Sink => {}
+                PipelineOutput::Forward(next) => next.flush_markers(me, writer)?,
+                PipelineOutput::Repartition {
+                    stage,
+                    input,
+                    partitioner,
+                    pending,
+                } => {
+                    if let Some(kind) = pending.take() {
+                        let envelope = Envelope {
+                            kind,
+                            writer: me,
+                            input: *input,
+                        };
+                        for partition in 0..partitioner.count() {
+                            writer.repartition(*stage, partition as i32, envelope, None)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, out: &mut Vec<(String, Option<RecordBatch>)>) -> Result<()> {
+        for (i, state) in self.chain.snapshots()?.into_iter().enumerate() {
+            out.push((wire::state_key(self.stage, &i.to_string()), state));
+        }
+        for output in &mut self.outputs {
+            if let PipelineOutput::Forward(next) = output {
+                next.snapshot(out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn state_size(&mut self) -> usize {
+        let mut size = self.chain.state_size();
+        for output in &mut self.outputs {
+            if let PipelineOutput::Forward(next) = output {
+                size += next.state_size();
+            }
+        }
+        size
+    }
+}
+
+/// How a task reads its input partition.
+enum TaskInput {
+    /// A partition of a source table's topic.
+    Source {
+        topic: String,
+        decoder: KafkaRecordDecoder,
+        rows: SourceRows,
+        watermark: Option<WatermarkExpr>,
+        idle_timeout: Option<Duration>,
+        last_rows: Instant,
+        idle: bool,
+    },
+    /// A partition of the stage's repartition topic: each input's writers' watermarks.
+    Repartition {
+        topic: String,
+        trackers: [WatermarkTracker; 2],
+        /// Each writing task's place among the writers of its input, by input.
+        writers: HashMap<(usize, TaskId), usize>,
+    },
+}
+
+/// One partition of a rooted stage, run by the process that owns it.
+pub struct Task {
+    pub id: TaskId,
+    input: TaskInput,
+    /// A two-input stage's join, ahead of the stage's chain.
+    join: Option<(TwoInputTask, Collector)>,
+    pipeline: Pipeline,
+    progress: TaskProgress,
+    /// Something changed since the last commit: its state is written at the next.
+    dirty: bool,
+    metrics: Arc<JobMetrics>,
+}
+
+/// What a task is built with besides its id.
+pub struct TaskSetup<'a> {
+    pub topology: &'a ClusterTopology<'a>,
+    pub context: OperatorContext,
+    pub late: LateRows,
+    /// The latest changelog record of each key of the task's partition.
+    pub restored: HashMap<String, Option<Vec<u8>>>,
+    /// A bounded source task's end offset, when it starts for the first time.
+    pub end_offset: Option<i64>,
+}
+
+impl Task {
+    /// The task `id`, restored from its changelog records.
+    pub fn new(id: TaskId, setup: TaskSetup<'_>) -> Result<Self> {
+        let TaskSetup {
+            topology,
+            context,
+            late,
+            restored,
+            end_offset,
+        } = setup;
+        let stage = topology
+            .stage(id.stage)
+            .ok_or_else(|| ClusterError::Unsupported(format!("task {id}: no such stage")))?;
+        let mut progress: TaskProgress = match restored.get(wire::PROGRESS_KEY) {
+            Some(Some(bytes)) => serde_json::from_slice(bytes).map_err(|e| {
+                ClusterError::Setting(format!(
+                    "task {id}: its changelog's progress record cannot be read ({e}): \
+                     another job of the same name, or another Runnel"
+                ))
+            })?,
+            _ => TaskProgress::default(),
+        };
+        if progress.end_offset.is_none() {
+            progress.end_offset = end_offset;
+        }
+        let mut states = HashMap::new();
+        for (key, value) in &restored {
+            if let (Some(bytes), true) = (value, key.starts_with("state/")) {
+                let batch = wire::decode_batch(bytes).map_err(|e| {
+                    ClusterError::Setting(format!("task {id}: state {key} cannot be read: {e}"))
+                })?;
+                states.insert(key.clone(), batch);
+            }
+        }
+        let input = match &stage.input {
+            StageInput::Source { node, topic } => {
+                let table = &node.table;
+                let idle_timeout = table
+                    .options
+                    .get("scan.watermark.idle-timeout")
+                    .and_then(|t| runnel_connectors::options::parse_duration(t))
+                    .or(context.config.source_idle_timeout);
+                TaskInput::Source {
+                    topic: topic.clone(),
+                    decoder: KafkaRecordDecoder::new(table)?,
+                    rows: SourceRows::new(node)?,
+                    watermark: table
+                        .watermark
+                        .as_ref()
+                        .map(|w| WatermarkExpr::new(w, table))
+                        .transpose()?,
+                    idle_timeout,
+                    last_rows: Instant::now(),
+                    idle: false,
+                }
+            }
+            StageInput::Repartition { .. } => {
+                let mut trackers = [0, 1].map(|input| {
+                    WatermarkTracker::new(topology.writer_count(id.stage, input))
+                });
+                for (input, tracker) in trackers.iter_mut().enumerate() {
+                    let count = topology.writer_count(id.stage, input);
+                    progress.writer_watermarks[input].resize(count, None);
+                    progress.writer_ended[input].resize(count, false);
+                    for (writer, w) in progress.writer_watermarks[input].iter().enumerate() {
+                        if let Some(w) = w {
+                            tracker.update(writer, *w);
+                        }
+                    }
+                    for (writer, ended) in progress.writer_ended[input].iter().enumerate() {
+                        if *ended {
+                            tracker.finish_partition(writer);
+                        }
+                    }
+                }
+                let mut writers = HashMap::new();
+                for input in 0..2 {
+                    for writer in topology.tasks() {
+                        if let Some(index) = topology.writer_index(id.stage, input, writer) {
+                            writers.insert((input, writer), index);
+                        }
+                    }
+                }
+                TaskInput::Repartition {
+                    topic: topology.repartition_topic(id.stage),
+                    trackers,
+                    writers,
+                }
+            }
+        };
+        let join = match &topology.graph.stages[id.stage].head {
+            StageHead::TwoInput { node, first_id } => {
+                let operator = runnel_runtime::two_input_operator(node, &context)?;
+                let key = wire::state_key(id.stage, "head");
+                let task = TwoInputTask::new(operator, *first_id, states.get(&key).cloned())?;
+                Some((task, Collector::new(late.clone())))
+            }
+            _ => None,
+        };
+        let metrics = context.metrics.clone();
+        let pipeline = Pipeline::build(topology, id.stage, &context, &states, &late)?;
+        Ok(Self {
+            id,
+            input,
+            join,
+            pipeline,
+            progress,
+            dirty: false,
+            metrics,
+        })
+    }
+
+    /// Whether the task read its whole input and wrote its end.
+    pub fn finished(&self) -> bool {
+        self.progress.finished
+    }
+
+    /// A bounded source task's end offset.
+    pub fn end_offset(&self) -> Option<i64> {
+        self.progress.end_offset
+    }
+
+    /// About how many bytes of state its operators hold.
+    pub fn state_size(&mut self) -> usize {
+        let join = match &mut self.join {
+            Some((join, _)) => join.state_size(),
+            None => 0,
+        };
+        join + self.pipeline.state_size()
+    }
+
+    /// Handles one poll's records of the task's partition, in offset order.
+    pub fn process(
+        &mut self,
+        records: &PartitionRecords<'_>,
+        writer: &mut dyn TaskWriter,
+    ) -> Result<()> {
+        if self.progress.finished || records.offsets.is_empty() {
+            return Ok(());
+        }
+        self.dirty = true;
+        match &self.input {
+            TaskInput::Source { .. } => self.process_source(records, writer),
+            TaskInput::Repartition { .. } => self.process_repartition(records, writer),
+        }
+    }
+
+    fn process_source(
+        &mut self,
+        records: &PartitionRecords<'_>,
+        writer: &mut dyn TaskWriter,
+    ) -> Result<()> {
+        let TaskInput::Source {
+            topic,
+            decoder,
+            rows,
+            watermark,
+            last_rows,
+            idle,
+            ..
+        } = &mut self.input
+        else {
+            return Ok(());
+        };
+        // Past a bounded read's end offset nothing counts.
+        let end = self.progress.end_offset.unwrap_or(i64::MAX);
+        let take = records.offsets.partition_point(|&o| o < end);
+        let reached_end = records.offsets.last().is_some_and(|&o| o + 1 >= end);
+        let kept = PartitionRecords {
+            offsets: records.offsets[..take].to_vec(),
+            timestamps: records.timestamps[..take].to_vec(),
+            payloads: records.payloads[..take].to_vec(),
+            keys: records.keys[..take].to_vec(),
+            headers: records.headers[..take.min(records.headers.len())].to_vec(),
+        };
+        *last_rows = Instant::now();
+        let was_idle = std::mem::replace(idle, false);
+        if !kept.offsets.is_empty() {
+            let decoded = decoder.decode(topic, self.id.partition, &kept)?;
+            JobMetrics::add(&self.metrics.bad_records, decoded.skipped);
+            JobMetrics::add(&self.metrics.rows_in, decoded.batch.num_rows());
+            let full = rows
+                .full(decoded.batch, runnel_runtime::processing_time::system_now())
+                .map_err(runnel_runtime::RuntimeError::from)?;
+            let candidate = match watermark {
+                Some(expr) => expr
+                    .candidate(&full)
+                    .map_err(runnel_runtime::RuntimeError::from)?,
+                None => None,
+            };
+            let projected = rows
+                .project(full)
+                .map_err(runnel_runtime::RuntimeError::from)?;
+            self.pipeline
+                .push(Message::Batch(projected), self.id, writer)?;
+            let current = self.progress.source_watermark;
+            if let Some(candidate) = candidate.filter(|c| current.is_none_or(|w| *c > w)) {
+                self.progress.source_watermark = Some(candidate);
+                self.pipeline
+                    .push(Message::Watermark(candidate), self.id, writer)?;
+            } else if let (true, Some(w)) = (was_idle, current) {
+                // Back from idle: the readers count this partition again.
+                self.pipeline.push(Message::Watermark(w), self.id, writer)?;
+            }
+        }
+        if reached_end {
+            self.finish(writer)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a source task: every window closes, the end goes downstream.
+    pub fn finish(&mut self, writer: &mut dyn TaskWriter) -> Result<()> {
+        if self.progress.finished {
+            return Ok(());
+        }
+        self.dirty = true;
+        self.pipeline
+            .push(Message::Watermark(WATERMARK_END), self.id, writer)?;
+        self.pipeline.push(Message::End, self.id, writer)?;
+        self.progress.finished = true;
+        Ok(())
+    }
+
+    fn process_repartition(
+        &mut self,
+        records: &PartitionRecords<'_>,
+        writer: &mut dyn TaskWriter,
+    ) -> Result<()> {
+        let topic = match &self.input {
+            TaskInput::Repartition { topic, .. } => topic.clone(),
+            TaskInput::Source { .. } => return Ok(()),
+        };
+        let partition = self.id.partition;
+        for k in 0..records.offsets.len() {
+            let offset = records.offsets[k];
+            let bad = |message: String| ClusterError::Record {
+                topic: topic.clone(),
+                partition,
+                offset,
+                message,
+            };
+            let headers = records.headers.get(k).map(Vec::as_slice).unwrap_or(&[]);
+            let envelope = Envelope::read(headers).map_err(bad)?;
+            let input = envelope.input.min(1);
+            let TaskInput::Repartition {
+                trackers, writers, ..
+            } = &mut self.input
+            else {
+                return Ok(());
+            };
+            let index = writers.get(&(input, envelope.writer)).copied().ok_or_else(|| {
+                bad(format!(
+                    "written by task {} of a stage that does not write here: another job \
+                     of the same name",
+                    envelope.writer
+                ))
+            })?;
+            let tracker = &mut trackers[input];
+            let mut messages = Vec::new();
+            match envelope.kind {
+                RecordKind::Rows => {
+                    let bytes = records.payloads[k].unwrap_or_default();
+                    messages.push(Message::Batch(wire::decode_batch(bytes).map_err(bad)?));
+                }
+                RecordKind::Watermark(w) => {
+                    messages.extend(tracker.update(index, w).map(Message::Watermark));
+                }
+                RecordKind::Idle => {
+                    messages.extend(tracker.mark_idle(index).map(Message::Watermark));
+                    if tracker.all_idle() {
+                        messages.push(Message::Idle);
+                    }
+                }
+                RecordKind::End => {
+                    self.progress.writer_ended[input][index] = true;
+                    messages.extend(tracker.finish_partition(index).map(Message::Watermark));
+                    if self.progress.writer_ended[input].iter().all(|&e| e) {
+                        messages.push(Message::End);
+                    }
+                }
+            }
+            self.progress.writer_watermarks[input] = tracker.partition_watermarks();
+            for message in messages {
+                self.deliver(input, message, writer)?;
+            }
+            if self.progress.finished {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a message of input `input` to the stage's head.
+    fn deliver(&mut self, input: usize, message: Message, writer: &mut dyn TaskWriter) -> Result<()> {
+        let Some((join, collector)) = &mut self.join else {
+            let end = matches!(message, Message::End);
+            self.pipeline.push(message, self.id, writer)?;
+            if end {
+                self.progress.finished = true;
+            }
+            return Ok(());
+        };
+        let side = if input == 0 { Side::Left } else { Side::Right };
+        let mut messages = Vec::new();
+        join.handle(side, message, collector, &mut messages)?;
+        for message in messages {
+            let end = matches!(message, Message::End);
+            self.pipeline.push(message, self.id, writer)?;
+            if end {
+                self.progress.finished = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// A source partition without rows for its idle timeout stops holding the readers'
+    /// watermark back until its next rows.
+    pub fn check_idle(&mut self, writer: &mut dyn TaskWriter) -> Result<()> {
+        let TaskInput::Source {
+            idle_timeout: Some(timeout),
+            last_rows,
+            idle,
+            ..
+        } = &mut self.input
+        else {
+            return Ok(());
+        };
+        if *idle || self.progress.finished || last_rows.elapsed() < *timeout {
+            return Ok(());
+        }
+        *idle = true;
+        self.pipeline.push(Message::Idle, self.id, writer)
+    }
+
+    /// Sends the task's watermarks and idleness downstream.
+    pub fn flush_markers(&mut self, writer: &mut dyn TaskWriter) -> Result<()> {
+        self.pipeline.flush_markers(self.id, writer)
+    }
+
+    /// The task's changelog records when something changed since the last call: its
+    /// progress and every operator's state (`None`: a tombstone, it holds none).
+    pub fn snapshot(&mut self) -> Result<Option<Vec<(String, Option<Vec<u8>>)>>> {
+        if !std::mem::replace(&mut self.dirty, false) {
+            return Ok(None);
+        }
+        let mut states = Vec::new();
+        if let Some((join, _)) = &mut self.join {
+            states.push((wire::state_key(self.id.stage, "head"), join.snapshot()?));
+        }
+        self.pipeline.snapshot(&mut states)?;
+        let mut records = Vec::with_capacity(states.len() + 1);
+        let progress = serde_json::to_vec(&self.progress)
+            .map_err(|e| ClusterError::Setting(format!("task {}: {e}", self.id)))?;
+        records.push((wire::PROGRESS_KEY.to_string(), Some(progress)));
+        for (key, state) in states {
+            let value = state.map(|batch| wire::encode_batch(&batch)).transpose()?;
+            records.push((key, value));
+        }
+        Ok(Some(records))
+    }
+}

@@ -1,0 +1,184 @@
+//! The Kafka topics of a job spread over processes: the source topics' partition counts,
+//! the internal topics Runnel creates (repartition, changelog, status), and reading a
+//! changelog partition back.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::error::{ClusterError, Result};
+use crate::topology::{ClusterTopology, StageInput};
+
+/// How long a metadata or offsets request may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest record an internal topic takes: a batch of rows, or one operator's state.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+
+/// How many partitions `topic` has (0 when it does not exist).
+pub fn partition_count(config: &ClientConfig, topic: &str) -> Result<usize> {
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(ClusterError::kafka("creating a metadata client"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(ClusterError::kafka(format!("reading metadata of topic {topic}")))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .sum())
+}
+
+/// The internal topics of `topology`: each name, its partitions, and whether it is
+/// compacted.
+fn internal_topics(topology: &ClusterTopology<'_>) -> Vec<(String, usize, bool)> {
+    let mut topics = Vec::new();
+    for stage in &topology.stages {
+        if let StageInput::Repartition { .. } = stage.input {
+            topics.push((topology.repartition_topic(stage.id), stage.tasks, false));
+        }
+        topics.push((topology.changelog_topic(stage.id), stage.tasks, true));
+    }
+    topics.push((topology.status_topic(), 1, true));
+    topics
+}
+
+/// Creates the internal topics that do not exist yet; refuses to go on when one exists
+/// with another partition count (the job's `pipeline.max-parallelism` changed, or its
+/// source topics gained partitions: its keyed state would no longer be where its keys go).
+pub async fn create_internal_topics(
+    config: &ClientConfig,
+    topology: &ClusterTopology<'_>,
+) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(ClusterError::kafka("creating an admin client"))?;
+    let topics = internal_topics(topology);
+    let max_bytes = MAX_RECORD_BYTES.to_string();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions, compacted)| {
+            let topic = NewTopic::new(name, *partitions as i32, TopicReplication::Fixed(1))
+                .set("max.message.bytes", &max_bytes);
+            if *compacted {
+                topic
+                    .set("cleanup.policy", "compact")
+                    .set("segment.ms", "600000")
+                    .set("min.cleanable.dirty.ratio", "0.1")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(ClusterError::kafka("creating the job's internal topics"))?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(ClusterError::Kafka {
+                    context: format!("creating topic {name}"),
+                    source: KafkaError::AdminOp(code),
+                })
+            }
+        }
+    }
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        // A topic just created may take a moment to show in the metadata.
+        let deadline = Instant::now() + METADATA_TIMEOUT;
+        for (name, partitions, _) in topics {
+            loop {
+                let found = partition_count(&config, &name)?;
+                if found == partitions {
+                    break;
+                }
+                if found != 0 {
+                    return Err(ClusterError::Setting(format!(
+                        "topic {name} has {found} partitions, but this job needs {partitions}: \
+                         'pipeline.max-parallelism' (or a source topic's partitions) changed \
+                         since the job first ran, and its keyed state cannot move to other \
+                         partitions; run it under a new 'pipeline.name' (or delete the job's \
+                         internal topics to start it afresh)"
+                    )));
+                }
+                if Instant::now() > deadline {
+                    return Err(ClusterError::Setting(format!(
+                        "topic {name} was created but does not show in the metadata"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ClusterError::Setting(format!("checking the internal topics: {e}")))?
+}
+
+/// The latest committed record of each key in partition `partition` of `topic` (a value
+/// of `None`: a tombstone).
+pub fn read_changelog(
+    config: &ClientConfig,
+    topic: &str,
+    partition: i32,
+) -> Result<HashMap<String, Option<Vec<u8>>>> {
+    let consumer: BaseConsumer = config
+        .clone()
+        // librdkafka assigns partitions only to a consumer with a group; this one never
+        // joins it.
+        .set("group.id", format!("{topic}-reader"))
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(ClusterError::kafka("creating a changelog reader"))?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+        .map_err(ClusterError::kafka(format!(
+            "reading offsets of {topic} partition {partition}"
+        )))?;
+    let mut latest = HashMap::new();
+    if high <= low {
+        return Ok(latest);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Beginning)
+        .map_err(ClusterError::kafka(format!("assigning {topic} partition {partition}")))?;
+    consumer
+        .assign(&assignment)
+        .map_err(ClusterError::kafka(format!("assigning {topic} partition {partition}")))?;
+    loop {
+        match consumer.poll(Duration::from_secs(1)) {
+            Some(Ok(message)) => {
+                let Some(key) = message.key() else { continue };
+                latest.insert(
+                    String::from_utf8_lossy(key).into_owned(),
+                    message.payload().map(<[u8]>::to_vec),
+                );
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => {
+                return Err(ClusterError::Kafka {
+                    context: format!("reading {topic} partition {partition}"),
+                    source: e,
+                })
+            }
+            None => {}
+        }
+    }
+    Ok(latest)
+}
