@@ -160,3 +160,325 @@ async fn three_processes_run_one_claims_job_exactly_once() {
     assert_eq!(comparison.rows, comparison.expected);
     assert_eq!(owners, 3, "not every process owned a task:\n{}", logs.join("\n----\n"));
 }
+
+/// The claims source over Kafka, read for as long as the job runs.
+fn unbounded_claims_job(job: &str, input: &str, output: &str) -> String {
+    claims_job(job, input, output).replace("'scan.bounded.mode' = 'latest-offset',", "")
+}
+
+/// Produces the claims over ~8 s in 20 chunks, then one event a day later into every
+/// partition, which closes every window.
+async fn produce_over_time(input: String, claims: Vec<Claim>) {
+    let chunk = claims.len().div_ceil(20);
+    for (i, part) in claims.chunks(chunk).enumerate() {
+        let refs: Vec<&Claim> = part.iter().collect();
+        let first = i * chunk;
+        produce_claims_to_partitions(&input, &refs, |c| {
+            let index: usize = c.claim_id.trim_start_matches("c-").parse().unwrap_or(first);
+            (index % PARTITIONS as usize) as i32
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let end = claims.iter().map(|c| c.event_time_ms).max().unwrap_or(0) + 86_400_000;
+    let sentinels: Vec<Claim> = (0..PARTITIONS)
+        .map(|p| Claim {
+            claim_id: format!("end-{p}"),
+            policy_id: 0,
+            amount_cents: 0,
+            operation: "END",
+            event_time_ms: end,
+        })
+        .collect();
+    let refs: Vec<&Claim> = sentinels.iter().collect();
+    produce_claims_to_partitions(&input, &refs, |c| {
+        c.claim_id.trim_start_matches("end-").parse().unwrap_or(0)
+    })
+    .await;
+}
+
+/// Waits for a line containing `text` from `running` (collecting lines into `log`);
+/// returns when it arrived.
+fn wait_for_line(running: &Running, text: &str, log: &mut String, timeout: Duration) -> Instant {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(line) = running.lines.recv_timeout(Duration::from_millis(100)) {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains(text) {
+                return Instant::now();
+            }
+        }
+    }
+    panic!("no line with '{text}' within {timeout:?}:\n{log}");
+}
+
+/// Waits for a line containing `text` from any of `processes`; returns when it arrived.
+fn wait_for_any(
+    processes: &[Running],
+    text: &str,
+    logs: &mut [String],
+    timeout: Duration,
+) -> Instant {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        for (running, log) in processes.iter().zip(logs.iter_mut()) {
+            while let Ok(line) = running.lines.try_recv() {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(text) {
+                    return Instant::now();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no line with '{text}' within {timeout:?}:\n{}", logs.join("\n----\n"));
+}
+
+/// Polls the output until it holds `expected` rows (or `timeout` passes).
+fn wait_for_rows(output: &str, expected: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while consume_all(output).len() < expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_s_tasks_move_and_the_output_stays_exact() {
+    let job = fresh_job("kill");
+    let (input, output) = (format!("{job}.in"), format!("{job}.out"));
+    let claims = generate_claims(EVENTS * 2, POLICIES, 23);
+    recreate_topic(&input, PARTITIONS).await;
+    recreate_topic(&output, 3).await;
+    let dir = scratch_dir(&job);
+    let file = dir.join("job.sql");
+    std::fs::write(&file, unbounded_claims_job(&job, &input, &output)).expect("job file");
+    let mut processes: Vec<Running> = (0..3)
+        .map(|i| start_with(&file, &dir.join(format!("local-{i}")), None))
+        .collect();
+    let producing = tokio::spawn(produce_over_time(input.clone(), claims.clone()));
+    let expected = expected_windows(&claims).len();
+    let out = output.clone();
+    let (takeover, logs) = tokio::task::spawn_blocking(move || {
+        let mut logs = vec![String::new(); 5];
+        // Mid-run, one of three dies.
+        wait_for_line(&processes[0], "gained tasks", &mut logs[0], Duration::from_secs(60));
+        std::thread::sleep(Duration::from_secs(3));
+        for (running, log) in processes.iter().zip(logs.iter_mut()) {
+            drain_now(running, log);
+        }
+        processes[0].child.kill().expect("SIGKILL");
+        let killed = Instant::now();
+        let _ = processes[0].child.wait();
+        // The survivors take its tasks over: the first commit of a task one gained.
+        let taken = wait_for_any(
+            &processes[1..3],
+            "first commit of a gained task",
+            &mut logs[1..3],
+            Duration::from_secs(90),
+        );
+        let takeover = taken - killed;
+        // A fourth joins, then one of the first leaves cleanly.
+        processes.push(start_with(&file, &dir.join("local-3"), None));
+        wait_for_line(&processes[3], "gained tasks", &mut logs[3], Duration::from_secs(60));
+        let leaving = processes.remove(2);
+        stop_cleanly(leaving, &mut logs[2]);
+        wait_for_rows(&out, expected, Duration::from_secs(120));
+        for running in processes.drain(1..) {
+            let mut log = String::new();
+            stop_cleanly(running, &mut log);
+            logs[4].push_str(&log);
+        }
+        (takeover, logs)
+    })
+    .await
+    .expect("processes");
+    producing.await.expect("producer");
+    let comparison = compare_claims(&output, &claims);
+    eprintln!("kill one of three, add a fourth, stop one: takeover {takeover:?}; {comparison:?}");
+    for (i, log) in logs.iter().enumerate() {
+        for line in log.lines().filter(|l| {
+            ["gained", "lost", "going back", "first commit"]
+                .iter()
+                .any(|w| l.contains(w))
+        }) {
+            eprintln!("  process {i}: {line}");
+        }
+    }
+    assert_eq!(
+        (comparison.missing, comparison.duplicated, comparison.wrong),
+        (0, 0, 0),
+        "{comparison:?}\n{}",
+        logs.join("\n----\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_takes_half_the_tasks_and_nothing_is_lost_or_repeated() {
+    let job = fresh_job("up");
+    let (input, output) = (format!("{job}.in"), format!("{job}.out"));
+    let claims = generate_claims(EVENTS * 2, POLICIES, 29);
+    recreate_topic(&input, PARTITIONS).await;
+    recreate_topic(&output, 3).await;
+    let dir = scratch_dir(&job);
+    let file = dir.join("job.sql");
+    std::fs::write(&file, unbounded_claims_job(&job, &input, &output)).expect("job file");
+    let first = start_with(&file, &dir.join("local-0"), None);
+    let producing = tokio::spawn(produce_over_time(input.clone(), claims.clone()));
+    let expected = expected_windows(&claims).len();
+    let out = output.clone();
+    let (moved, logs) = tokio::task::spawn_blocking(move || {
+        let mut logs = vec![String::new(); 2];
+        wait_for_line(&first, "gained tasks", &mut logs[0], Duration::from_secs(60));
+        std::thread::sleep(Duration::from_secs(2));
+        let second = start_with(&file, &dir.join("local-1"), None);
+        wait_for_line(&second, "gained tasks", &mut logs[1], Duration::from_secs(60));
+        let moved = logs[1]
+            .lines()
+            .find(|l| l.contains("gained tasks"))
+            .and_then(|l| l.split("tasks=").nth(1))
+            .map_or(0, |tasks| tasks.split_whitespace().count());
+        wait_for_rows(&out, expected, Duration::from_secs(120));
+        stop_cleanly(second, &mut logs[1]);
+        stop_cleanly(first, &mut logs[0]);
+        (moved, logs)
+    })
+    .await
+    .expect("processes");
+    producing.await.expect("producer");
+    let comparison = compare_claims(&output, &claims);
+    eprintln!("scale up from one: {moved} of 12 tasks moved to the second; {comparison:?}");
+    assert_eq!(moved, 6, "half the tasks should move:\n{}", logs.join("\n----\n"));
+    assert_eq!(
+        (comparison.missing, comparison.duplicated, comparison.wrong),
+        (0, 0, 0),
+        "{comparison:?}\n{}",
+        logs.join("\n----\n")
+    );
+}
+
+/// The published Nexmark source over a Kafka topic (one JSON record per event with the
+/// nested person / auction / bid rows), read to its end.
+fn nexmark_kafka_ddl(topic: &str) -> String {
+    let ddl = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/nexmark/ddl.sql"))
+        .expect("sql/nexmark/ddl.sql");
+    let start = ddl.find(") WITH (\n    'connector' = 'nexmark'").expect("the generator's options");
+    let end = start + ddl[start..].find(");").expect("their end") + 2;
+    format!(
+        "{}) WITH (
+            'connector' = 'kafka', 'topic' = '{topic}',
+            'properties.bootstrap.servers' = '{}',
+            'scan.startup.mode' = 'earliest-offset',
+            'scan.bounded.mode' = 'latest-offset',
+            'format' = 'json'
+        );{}",
+        &ddl[..start],
+        bootstrap(),
+        &ddl[end..]
+    )
+}
+
+/// q5 as published, writing `output` with `settings` in front.
+fn q5_job(settings: &str, topic: &str, output: &str) -> String {
+    let q5 = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/nexmark/q5.sql"))
+        .expect("sql/nexmark/q5.sql");
+    let q5 = q5.replace(
+        "'connector' = 'blackhole'",
+        &format!(
+            "'connector' = 'kafka', 'topic' = '{output}', 'properties.bootstrap.servers' = '{}',
+             'format' = 'json', 'sink.delivery-guarantee' = 'exactly-once'",
+            bootstrap()
+        ),
+    );
+    format!("{settings}\n{}\n{q5}", nexmark_kafka_ddl(topic))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_q5_over_three_processes_equals_one_process() {
+    let job = fresh_job("q5");
+    let events = format!("{job}.events");
+    let (spread, single) = (format!("{job}.spread"), format!("{job}.single"));
+    recreate_topic(&events, PARTITIONS).await;
+    recreate_topic(&spread, 3).await;
+    recreate_topic(&single, 3).await;
+    // The generator's events, as the published Kafka table holds them.
+    let ddl = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/nexmark/ddl.sql"))
+        .expect("ddl")
+        .replace("${TPS}", "1000")
+        .replace("${EVENTS_NUM}", "200000");
+    let fill = format!(
+        "{ddl}
+        CREATE TABLE events_topic (event_type INT, person ROW<id BIGINT, name VARCHAR,
+            emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, state VARCHAR,
+            `dateTime` TIMESTAMP(3), extra VARCHAR>,
+            auction ROW<id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT,
+            reserve BIGINT, `dateTime` TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT,
+            category BIGINT, extra VARCHAR>,
+            bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR,
+            `dateTime` TIMESTAMP(3), extra VARCHAR>)
+        WITH ('connector' = 'kafka', 'topic' = '{events}',
+            'properties.bootstrap.servers' = '{}', 'format' = 'json');
+        INSERT INTO events_topic SELECT event_type, person, auction, bid FROM datagen;",
+        bootstrap()
+    );
+    for result in runnel::Engine::default().execute(&fill).await.expect("fill plans") {
+        if let runnel::Executed::Job(job) = result {
+            job.wait().await.expect("fill runs");
+        }
+    }
+    let dir = scratch_dir(&job);
+    let spread_file = dir.join("spread.sql");
+    let settings = format!(
+        "SET 'execution.target' = 'kafka'; SET 'pipeline.name' = '{job}';
+         SET 'execution.checkpointing.interval' = '300 ms';"
+    );
+    std::fs::write(&spread_file, q5_job(&settings, &events, &spread)).expect("job file");
+    let single_file = dir.join("single.sql");
+    std::fs::write(
+        &single_file,
+        q5_job("SET 'parallelism.default' = '2';", &events, &single)
+            .replace("'sink.delivery-guarantee' = 'exactly-once'", "'sink.delivery-guarantee' = 'at-least-once'"),
+    )
+    .expect("job file");
+    let started = Instant::now();
+    let processes: Vec<Running> = (0..3)
+        .map(|i| start_with(&spread_file, &dir.join(format!("local-{i}")), None))
+        .collect();
+    let logs = tokio::task::spawn_blocking(move || wait_all(processes, Duration::from_secs(240)))
+        .await
+        .expect("processes");
+    let elapsed = started.elapsed();
+    let reference = run_job(&format!("{job}-single"), &std::fs::read_to_string(&single_file).expect("job"));
+    assert!(
+        reference.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
+    let rows = |topic: &str| {
+        let mut rows: Vec<String> = consume_all(topic).into_iter().map(|(_, _, v)| v).collect();
+        rows.sort();
+        rows
+    };
+    let (spread_rows, single_rows) = (rows(&spread), rows(&single));
+    eprintln!(
+        "q5: three processes wrote {} rows in {elapsed:?}, one process {}",
+        spread_rows.len(),
+        single_rows.len()
+    );
+    let topology: String = logs[0]
+        .lines()
+        .skip_while(|l| !l.contains("Across processes"))
+        .take_while(|l| l.starts_with("Across") || l.starts_with("  stage"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    eprintln!("{topology}");
+    assert!(!single_rows.is_empty());
+    assert!(
+        spread_rows == single_rows,
+        "q5 across processes differs from one process ({} vs {} rows)\n{}",
+        spread_rows.len(),
+        single_rows.len(),
+        logs.join("\n----\n")
+    );
+}

@@ -220,6 +220,9 @@ struct Member {
     tasks: BTreeMap<TaskId, Task>,
     /// Newly assigned partitions, made tasks before their records are handled.
     assigned: Vec<TaskId>,
+    /// When each task was gained, until its first commit with input read (logged: how
+    /// long a takeover took).
+    gained_at: HashMap<TaskId, Instant>,
     /// Tasks whose finish this process announced (or found announced).
     announced: BTreeSet<TaskId>,
     writer: TransactionWriter,
@@ -232,6 +235,15 @@ struct Member {
     status_topic: String,
     /// An error a rebalance callback met; the loop stops with it.
     fatal: Option<ClusterError>,
+    /// A commit failed in a way the transaction survives only by aborting (a rebalance
+    /// moved the group on): the loop goes back to the last commit.
+    rewind: bool,
+}
+
+/// Whether a failed transaction call leaves the producer usable once the transaction is
+/// aborted (a rebalance moved the group's generation on, a request timed out).
+fn abortable(error: &ClusterError) -> bool {
+    matches!(error, ClusterError::Kafka { source: KafkaError::Transaction(e), .. } if e.txn_requires_abort() && !e.is_fatal())
 }
 
 /// Writes into the process's open transaction.
@@ -341,6 +353,9 @@ impl Member {
                 tracing::info!(task = %id, "task finished");
             }
             if let Some(&next) = self.next_offsets.get(id) {
+                if let Some(gained) = self.gained_at.remove(id) {
+                    tracing::info!(task = %id, after_ms = gained.elapsed().as_millis() as u64, "first commit of a gained task");
+                }
                 offsets
                     .add_partition_offset(
                         &self.input_topics[&id.stage],
@@ -367,6 +382,70 @@ impl Member {
             .map_err(ClusterError::kafka("beginning a transaction"))?;
         JobMetrics::add(&self.writer.metrics.checkpoints, 1);
         Ok(())
+    }
+}
+
+impl Member {
+    /// Goes back to the last commit: aborts the open transaction, drops every task (their
+    /// state moved on past what is committed) and makes each partition still assigned a
+    /// task again, restored from its changelog and read from its committed offset.
+    fn rewind<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+        let producer = &self.writer.producer;
+        producer
+            .abort_transaction(TRANSACTION_TIMEOUT)
+            .map_err(ClusterError::kafka("aborting the transaction"))?;
+        producer
+            .begin_transaction()
+            .map_err(ClusterError::kafka("beginning a transaction"))?;
+        self.tasks.clear();
+        self.next_offsets.clear();
+        self.assigned.clear();
+        self.rewind = false;
+        let assignment = consumer
+            .assignment()
+            .map_err(ClusterError::kafka("reading the assignment"))?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        let committed = consumer
+            .committed_offsets(assignment, Duration::from_secs(30))
+            .map_err(ClusterError::kafka("reading the committed offsets"))?;
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            consumer
+                .seek(element.topic(), element.partition(), offset, Duration::from_secs(10))
+                .map_err(ClusterError::kafka(format!(
+                    "going back to the committed offset of {} partition {}",
+                    element.topic(),
+                    element.partition()
+                )))?;
+            if let Some(&stage) = self
+                .input_topics
+                .iter()
+                .find(|(_, topic)| topic.as_str() == element.topic())
+                .map(|(stage, _)| stage)
+            {
+                self.assigned.push(TaskId {
+                    stage,
+                    partition: element.partition(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Member::commit`], going back to the last commit when a rebalance got in the way.
+    fn commit_or_rewind<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+        match self.commit(consumer) {
+            Err(e) if abortable(&e) => {
+                tracing::info!(error = %e, "a commit failed; going back to the last commit");
+                self.rewind(consumer)
+            }
+            other => other,
+        }
     }
 }
 
@@ -414,14 +493,20 @@ impl ConsumerContext for MemberContext {
             )));
             return;
         }
-        if member.fatal.is_none() {
-            if let Err(e) = member.commit(consumer) {
-                member.fatal = Some(e);
+        if member.fatal.is_none() && !member.rewind {
+            match member.commit(consumer) {
+                Ok(()) => {}
+                Err(e) if abortable(&e) => {
+                    tracing::info!(error = %e, "the commit before a rebalance failed; going back to the last commit");
+                    member.rewind = true;
+                }
+                Err(e) => member.fatal = Some(e),
             }
         }
         for id in &lost {
             member.tasks.remove(id);
             member.next_offsets.remove(id);
+            member.gained_at.remove(id);
             member.assigned.retain(|a| a != id);
         }
         if !lost.is_empty() {
@@ -500,6 +585,7 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
     let member = Arc::new(Mutex::new(Member {
         tasks: BTreeMap::new(),
         assigned: Vec::new(),
+        gained_at: HashMap::new(),
         announced: BTreeSet::new(),
         writer: TransactionWriter {
             producer,
@@ -513,6 +599,7 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         changelog_topics,
         status_topic: topology.status_topic(),
         fatal: None,
+        rewind: false,
     }));
     let context = MemberContext {
         member: member.clone(),
@@ -567,7 +654,7 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         match stop.try_recv() {
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
             _ => {
-                lock(&member).commit(&consumer)?;
+                lock(&member).commit_or_rewind(&consumer)?;
                 tracing::info!(job = %job, "stopped; leaving the group");
                 return Ok(());
             }
@@ -589,6 +676,11 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         if let Some(e) = state.fatal.take() {
             return Err(e);
         }
+        if state.rewind {
+            state.rewind(&consumer)?;
+            // What was polled lies past the committed offsets the partitions went back to.
+            polled = PolledRecords::default();
+        }
         // Newly assigned partitions become tasks, restored, before their records.
         let gained = std::mem::take(&mut state.assigned);
         if !gained.is_empty() {
@@ -596,6 +688,7 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
             tracing::info!(tasks = %names.join(" "), "gained tasks; restoring their state");
         }
         for id in gained {
+            state.gained_at.insert(id, Instant::now());
             let topic = &state.changelog_topics[&id.stage];
             let restored = topics::read_changelog(client, topic, id.partition)?;
             let input = &state.input_topics[&id.stage];
@@ -695,14 +788,14 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
             .iter()
             .any(|(id, t)| t.finished() && !state.announced.contains(id));
         if newly_finished || last_commit.elapsed() >= interval {
-            state.commit(&consumer)?;
+            state.commit_or_rewind(&consumer)?;
             last_commit = Instant::now();
             let size: usize = state.tasks.values_mut().map(Task::state_size).sum();
             gauge.update(|| size);
         }
         drop(guard);
         if status.read()? >= total {
-            lock(&member).commit(&consumer)?;
+            lock(&member).commit_or_rewind(&consumer)?;
             tracing::info!(job = %job, tasks = total, "every task of the job finished");
             return Ok(());
         }
