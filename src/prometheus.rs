@@ -74,6 +74,12 @@ const FAMILIES: &[Family] = &[
         help: "About how many bytes of state the job's operators hold.",
         value: |m| Some(m.state_bytes as f64),
     },
+    Family {
+        name: "runnel_tasks_owned",
+        kind: "gauge",
+        help: "A job spread over processes: how many of its tasks this process owns.",
+        value: |m| m.tasks_owned.map(|t| t as f64),
+    },
 ];
 
 /// Escapes a label value (backslash, quote, newline).

@@ -269,7 +269,9 @@ const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_s
 
 /// With `'execution.target' = 'kafka'`, how the job is spread over processes.
 pub fn scale_out(settings: &BTreeMap<String, String>) -> Result<Option<runnel_cluster::ScaleOut>> {
-    let target = settings.get(EXECUTION_TARGET).map(|t| t.to_ascii_lowercase());
+    let target = settings
+        .get(EXECUTION_TARGET)
+        .map(|t| t.to_ascii_lowercase());
     if target.as_deref() != Some("kafka") {
         return Ok(None);
     }

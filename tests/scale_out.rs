@@ -19,7 +19,11 @@ fn fresh_job(tag: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    format!("scale-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+    format!(
+        "scale-{tag}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000
+    )
 }
 
 /// The claims job spread over processes as `job`, reading `input` to its end.
@@ -107,7 +111,11 @@ fn wait_all(mut processes: Vec<Running>, timeout: Duration) -> Vec<String> {
             drain_now(running, &mut logs[i]);
             if let Some(status) = running.child.try_wait().expect("wait") {
                 drain(running, &mut logs[i]);
-                assert!(status.success(), "process {i} failed ({status}):\n{}", logs[i]);
+                assert!(
+                    status.success(),
+                    "process {i} failed ({status}):\n{}",
+                    logs[i]
+                );
                 done[i] = true;
             }
         }
@@ -115,7 +123,10 @@ fn wait_all(mut processes: Vec<Running>, timeout: Duration) -> Vec<String> {
             for running in &mut processes {
                 let _ = running.child.kill();
             }
-            panic!("the job did not end within {timeout:?}:\n{}", logs.join("\n----\n"));
+            panic!(
+                "the job did not end within {timeout:?}:\n{}",
+                logs.join("\n----\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -149,8 +160,13 @@ async fn three_processes_run_one_claims_job_exactly_once() {
         .expect("processes");
     let elapsed = started.elapsed();
     let comparison = compare_claims(&output, &claims);
-    let owners = logs.iter().filter(|log| log.contains("gained tasks")).count();
-    eprintln!("three processes ({owners} owned tasks), {EVENTS} events in {elapsed:?}: {comparison:?}");
+    let owners = logs
+        .iter()
+        .filter(|log| log.contains("gained tasks"))
+        .count();
+    eprintln!(
+        "three processes ({owners} owned tasks), {EVENTS} events in {elapsed:?}: {comparison:?}"
+    );
     assert_eq!(
         (comparison.missing, comparison.duplicated, comparison.wrong),
         (0, 0, 0),
@@ -158,7 +174,26 @@ async fn three_processes_run_one_claims_job_exactly_once() {
         logs.join("\n----\n")
     );
     assert_eq!(comparison.rows, comparison.expected);
-    assert_eq!(owners, 3, "not every process owned a task:\n{}", logs.join("\n----\n"));
+    assert_eq!(
+        owners,
+        3,
+        "not every process owned a task:\n{}",
+        logs.join("\n----\n")
+    );
+
+    // The same job with another number of key groups is refused, with the reason.
+    let changed = claims_job(&job, &input, &output).replace(
+        "'pipeline.max-parallelism' = '6'",
+        "'pipeline.max-parallelism' = '4'",
+    );
+    let refused = run_job(&format!("{job}-changed"), &changed);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("has 6 partitions, but this job needs 4")
+            && stderr.contains("'pipeline.max-parallelism'"),
+        "{stderr}"
+    );
 }
 
 /// The claims source over Kafka, read for as long as the job runs.
@@ -233,7 +268,10 @@ fn wait_for_any(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("no line with '{text}' within {timeout:?}:\n{}", logs.join("\n----\n"));
+    panic!(
+        "no line with '{text}' within {timeout:?}:\n{}",
+        logs.join("\n----\n")
+    );
 }
 
 /// Polls the output until it holds `expected` rows (or `timeout` passes).
@@ -263,7 +301,12 @@ async fn a_killed_process_s_tasks_move_and_the_output_stays_exact() {
     let (takeover, logs) = tokio::task::spawn_blocking(move || {
         let mut logs = vec![String::new(); 5];
         // Mid-run, one of three dies.
-        wait_for_line(&processes[0], "gained tasks", &mut logs[0], Duration::from_secs(60));
+        wait_for_line(
+            &processes[0],
+            "gained tasks",
+            &mut logs[0],
+            Duration::from_secs(60),
+        );
         std::thread::sleep(Duration::from_secs(3));
         for (running, log) in processes.iter().zip(logs.iter_mut()) {
             drain_now(running, log);
@@ -281,7 +324,12 @@ async fn a_killed_process_s_tasks_move_and_the_output_stays_exact() {
         let takeover = taken - killed;
         // A fourth joins, then one of the first leaves cleanly.
         processes.push(start_with(&file, &dir.join("local-3"), None));
-        wait_for_line(&processes[3], "gained tasks", &mut logs[3], Duration::from_secs(60));
+        wait_for_line(
+            &processes[3],
+            "gained tasks",
+            &mut logs[3],
+            Duration::from_secs(60),
+        );
         let leaving = processes.remove(2);
         stop_cleanly(leaving, &mut logs[2]);
         wait_for_rows(&out, expected, Duration::from_secs(120));
@@ -330,10 +378,20 @@ async fn a_second_process_takes_half_the_tasks_and_nothing_is_lost_or_repeated()
     let out = output.clone();
     let (moved, logs) = tokio::task::spawn_blocking(move || {
         let mut logs = vec![String::new(); 2];
-        wait_for_line(&first, "gained tasks", &mut logs[0], Duration::from_secs(60));
+        wait_for_line(
+            &first,
+            "gained tasks",
+            &mut logs[0],
+            Duration::from_secs(60),
+        );
         std::thread::sleep(Duration::from_secs(2));
         let second = start_with(&file, &dir.join("local-1"), None);
-        wait_for_line(&second, "gained tasks", &mut logs[1], Duration::from_secs(60));
+        wait_for_line(
+            &second,
+            "gained tasks",
+            &mut logs[1],
+            Duration::from_secs(60),
+        );
         let moved = logs[1]
             .lines()
             .find(|l| l.contains("gained tasks"))
@@ -349,7 +407,12 @@ async fn a_second_process_takes_half_the_tasks_and_nothing_is_lost_or_repeated()
     producing.await.expect("producer");
     let comparison = compare_claims(&output, &claims);
     eprintln!("scale up from one: {moved} of 12 tasks moved to the second; {comparison:?}");
-    assert_eq!(moved, 6, "half the tasks should move:\n{}", logs.join("\n----\n"));
+    assert_eq!(
+        moved,
+        6,
+        "half the tasks should move:\n{}",
+        logs.join("\n----\n")
+    );
     assert_eq!(
         (comparison.missing, comparison.duplicated, comparison.wrong),
         (0, 0, 0),
@@ -363,7 +426,9 @@ async fn a_second_process_takes_half_the_tasks_and_nothing_is_lost_or_repeated()
 fn nexmark_kafka_ddl(topic: &str) -> String {
     let ddl = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/nexmark/ddl.sql"))
         .expect("sql/nexmark/ddl.sql");
-    let start = ddl.find(") WITH (\n    'connector' = 'nexmark'").expect("the generator's options");
+    let start = ddl
+        .find(") WITH (\n    'connector' = 'nexmark'")
+        .expect("the generator's options");
     let end = start + ddl[start..].find(");").expect("their end") + 2;
     format!(
         "{}) WITH (
@@ -422,7 +487,11 @@ async fn nexmark_q5_over_three_processes_equals_one_process() {
         INSERT INTO events_topic SELECT event_type, person, auction, bid FROM datagen;",
         bootstrap()
     );
-    for result in runnel::Engine::default().execute(&fill).await.expect("fill plans") {
+    for result in runnel::Engine::default()
+        .execute(&fill)
+        .await
+        .expect("fill plans")
+    {
         if let runnel::Executed::Job(job) = result {
             job.wait().await.expect("fill runs");
         }
@@ -437,8 +506,10 @@ async fn nexmark_q5_over_three_processes_equals_one_process() {
     let single_file = dir.join("single.sql");
     std::fs::write(
         &single_file,
-        q5_job("SET 'parallelism.default' = '2';", &events, &single)
-            .replace("'sink.delivery-guarantee' = 'exactly-once'", "'sink.delivery-guarantee' = 'at-least-once'"),
+        q5_job("SET 'parallelism.default' = '2';", &events, &single).replace(
+            "'sink.delivery-guarantee' = 'exactly-once'",
+            "'sink.delivery-guarantee' = 'at-least-once'",
+        ),
     )
     .expect("job file");
     let started = Instant::now();
@@ -449,7 +520,10 @@ async fn nexmark_q5_over_three_processes_equals_one_process() {
         .await
         .expect("processes");
     let elapsed = started.elapsed();
-    let reference = run_job(&format!("{job}-single"), &std::fs::read_to_string(&single_file).expect("job"));
+    let reference = run_job(
+        &format!("{job}-single"),
+        &std::fs::read_to_string(&single_file).expect("job"),
+    );
     assert!(
         reference.status.success(),
         "{}",

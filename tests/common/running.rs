@@ -32,8 +32,9 @@ pub fn start_with(
     let mut child = command
         .env(
             "RUNNEL_LOG",
-            std::env::var("RUNNEL_TEST_LOG")
-                .unwrap_or_else(|_| "runnel_runtime=info,runnel_cluster=info,runnel_connectors=warn".into()),
+            std::env::var("RUNNEL_TEST_LOG").unwrap_or_else(|_| {
+                "runnel_runtime=info,runnel_cluster=info,runnel_connectors=warn".into()
+            }),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -584,6 +584,9 @@ impl Session<'_> {
                     crate::status::grouped(metrics.rows_in),
                     crate::status::grouped(metrics.rows_out),
                     crate::status::watermark(metrics.watermark),
+                    metrics
+                        .tasks_owned
+                        .map_or_else(|| "-".to_string(), |t| t.to_string()),
                     statement,
                 ]
             })
@@ -595,6 +598,7 @@ impl Session<'_> {
                 "rows in",
                 "rows out",
                 "watermark",
+                "tasks here",
                 "statement",
             ],
             rows,

@@ -61,8 +61,11 @@ pub fn line(name: &str, now: &MetricsSnapshot, previous: &MetricsSnapshot, secon
     } else {
         String::new()
     };
+    let tasks = now
+        .tasks_owned
+        .map_or_else(String::new, |t| format!(" · {t} tasks here"));
     format!(
-        "{name} · {} rows in ({}/s) · {} out ({}/s) · watermark {}{lag} · state {}{late}",
+        "{name} · {} rows in ({}/s) · {} out ({}/s) · watermark {}{lag} · state {}{late}{tasks}",
         grouped(now.rows_in),
         grouped(rate(now.rows_in, previous.rows_in) as u64),
         grouped(now.rows_out),
@@ -104,6 +107,7 @@ pub fn spawn(jobs: Vec<(String, Arc<JobMetrics>)>) -> tokio::task::JoinHandle<()
                             watermark = now.watermark.unwrap_or(i64::MIN),
                             watermark_lag_ms = now.watermark_lag_ms.unwrap_or(-1),
                             state_bytes = now.state_bytes,
+                            tasks_owned = now.tasks_owned.map_or(-1, |t| t as i64),
                             "progress"
                         );
                     }
@@ -145,6 +149,13 @@ mod tests {
         assert_eq!(
             line("job claims", &now, &previous, 2.0),
             "job claims · 12,345 rows in (6,172/s) · 30 out (15/s) · watermark 00:00:00.500 (lag 1.2 s) · state 14.2 KB"
+        );
+        let spread = MetricsSnapshot {
+            tasks_owned: Some(4),
+            ..now
+        };
+        assert!(
+            line("job claims", &spread, &previous, 2.0).ends_with("state 14.2 KB · 4 tasks here")
         );
         assert_eq!(grouped(999), "999");
         assert_eq!(grouped(1_000_000), "1,000,000");

@@ -159,7 +159,11 @@ pub fn explain(
 /// Starts this process's share of `plan` as a member of the job `scale` names: creates
 /// the job's internal topics if it is the first, then joins the group on a thread of its
 /// own. The handle's stop commits what the process did and leaves the group.
-pub async fn spawn_member(plan: StreamPlan, config: JobConfig, scale: ScaleOut) -> Result<JobHandle> {
+pub async fn spawn_member(
+    plan: StreamPlan,
+    config: JobConfig,
+    scale: ScaleOut,
+) -> Result<JobHandle> {
     crate::topology::check_job_name(&scale.job)?;
     let (client, sink) = cluster_config(&plan)?;
     let partitions = {
@@ -257,10 +261,7 @@ struct TransactionWriter {
 
 impl TransactionWriter {
     /// Produces one record, waiting while the local queue is full.
-    fn send(
-        &self,
-        mut record: BaseRecord<'_, [u8], [u8]>,
-    ) -> Result<()> {
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -372,7 +373,9 @@ impl Member {
             })?;
             producer
                 .send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
-                .map_err(ClusterError::kafka("committing offsets with the transaction"))?;
+                .map_err(ClusterError::kafka(
+                    "committing offsets with the transaction",
+                ))?;
         }
         producer
             .commit_transaction(TRANSACTION_TIMEOUT)
@@ -416,7 +419,12 @@ impl Member {
                 _ => Offset::Beginning,
             };
             consumer
-                .seek(element.topic(), element.partition(), offset, Duration::from_secs(10))
+                .seek(
+                    element.topic(),
+                    element.partition(),
+                    offset,
+                    Duration::from_secs(10),
+                )
                 .map_err(ClusterError::kafka(format!(
                     "going back to the committed offset of {} partition {}",
                     element.topic(),
@@ -460,7 +468,9 @@ struct MemberContext {
 impl ClientContext for MemberContext {}
 
 fn lock(member: &Mutex<Member>) -> MutexGuard<'_, Member> {
-    member.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    member
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemberContext {
@@ -549,7 +559,9 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         .set("linger.ms", "5")
         .set("message.max.bytes", topics::MAX_RECORD_BYTES.to_string())
         .create()
-        .map_err(ClusterError::kafka("creating the job's transactional producer"))?;
+        .map_err(ClusterError::kafka(
+            "creating the job's transactional producer",
+        ))?;
     producer
         .init_transactions(TRANSACTION_TIMEOUT)
         .map_err(ClusterError::kafka("starting transactions"))?;
@@ -637,7 +649,10 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         .map(|s| {
             let bounded = match &s.input {
                 StageInput::Source { node, .. } => {
-                    node.table.options.get("scan.bounded.mode").map(String::as_str)
+                    node.table
+                        .options
+                        .get("scan.bounded.mode")
+                        .map(String::as_str)
                         == Some("latest-offset")
                 }
                 StageInput::Repartition { .. } => false,
@@ -721,21 +736,17 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
             } else if let Some(end) = task.end_offset() {
                 // A bounded source task whose group offset already stands at its end.
                 let mut query = TopicPartitionList::new();
-                query
-                    .add_partition(input, id.partition);
+                query.add_partition(input, id.partition);
                 let committed = consumer
                     .committed_offsets(query, Duration::from_secs(10))
                     .map_err(ClusterError::kafka(format!(
                         "reading the committed offset of {input} partition {}",
                         id.partition
                     )))?;
-                let start = committed
-                    .elements()
-                    .first()
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
+                let start = committed.elements().first().and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
                 let low = consumer
                     .fetch_watermarks(input, id.partition, Duration::from_secs(10))
                     .map(|(low, _)| low)
@@ -746,6 +757,10 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
             }
             state.tasks.insert(id, task);
         }
+        setup.metrics.tasks_owned.store(
+            state.tasks.len() as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if state.tasks.is_empty() && !announced_idle && total > 0 {
             announced_idle = true;
             tracing::info!(

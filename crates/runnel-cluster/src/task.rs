@@ -26,6 +26,9 @@ use crate::error::{ClusterError, Result};
 use crate::topology::{ClusterTopology, StageInput, StageOutput, TaskId};
 use crate::wire::{self, Envelope, RecordKind, TaskProgress};
 
+/// A changelog record: its key, and its value (`None`: a tombstone).
+pub type ChangelogRecord = (String, Option<Vec<u8>>);
+
 /// Where a task's output goes; the process writes it into its open transaction.
 pub trait TaskWriter {
     /// Rows for the job's sink table.
@@ -154,7 +157,12 @@ impl Pipeline {
                                     input: *input,
                                 };
                                 let bytes = wire::encode_batch(&rows)?;
-                                writer.repartition(*stage, partition as i32, envelope, Some(bytes))?;
+                                writer.repartition(
+                                    *stage,
+                                    partition as i32,
+                                    envelope,
+                                    Some(bytes),
+                                )?;
                             }
                         }
                         Message::Watermark(w) => *pending = Some(RecordKind::Watermark(*w)),
@@ -234,7 +242,7 @@ enum TaskInput {
     /// A partition of a source table's topic.
     Source {
         topic: String,
-        decoder: KafkaRecordDecoder,
+        decoder: Box<KafkaRecordDecoder>,
         rows: SourceRows,
         watermark: Option<WatermarkExpr>,
         idle_timeout: Option<Duration>,
@@ -318,7 +326,7 @@ impl Task {
                     .or(context.config.source_idle_timeout);
                 TaskInput::Source {
                     topic: topic.clone(),
-                    decoder: KafkaRecordDecoder::new(table)?,
+                    decoder: Box::new(KafkaRecordDecoder::new(table)?),
                     rows: SourceRows::new(node)?,
                     watermark: table
                         .watermark
@@ -331,9 +339,8 @@ impl Task {
                 }
             }
             StageInput::Repartition { .. } => {
-                let mut trackers = [0, 1].map(|input| {
-                    WatermarkTracker::new(topology.writer_count(id.stage, input))
-                });
+                let mut trackers = [0, 1]
+                    .map(|input| WatermarkTracker::new(topology.writer_count(id.stage, input)));
                 for (input, tracker) in trackers.iter_mut().enumerate() {
                     let count = topology.writer_count(id.stage, input);
                     progress.writer_watermarks[input].resize(count, None);
@@ -525,13 +532,16 @@ impl Task {
             else {
                 return Ok(());
             };
-            let index = writers.get(&(input, envelope.writer)).copied().ok_or_else(|| {
-                bad(format!(
-                    "written by task {} of a stage that does not write here: another job \
+            let index = writers
+                .get(&(input, envelope.writer))
+                .copied()
+                .ok_or_else(|| {
+                    bad(format!(
+                        "written by task {} of a stage that does not write here: another job \
                      of the same name",
-                    envelope.writer
-                ))
-            })?;
+                        envelope.writer
+                    ))
+                })?;
             let tracker = &mut trackers[input];
             let mut messages = Vec::new();
             match envelope.kind {
@@ -568,7 +578,12 @@ impl Task {
     }
 
     /// Hands a message of input `input` to the stage's head.
-    fn deliver(&mut self, input: usize, message: Message, writer: &mut dyn TaskWriter) -> Result<()> {
+    fn deliver(
+        &mut self,
+        input: usize,
+        message: Message,
+        writer: &mut dyn TaskWriter,
+    ) -> Result<()> {
         let Some((join, collector)) = &mut self.join else {
             let end = matches!(message, Message::End);
             self.pipeline.push(message, self.id, writer)?;
@@ -616,7 +631,7 @@ impl Task {
 
     /// The task's changelog records when something changed since the last call: its
     /// progress and every operator's state (`None`: a tombstone, it holds none).
-    pub fn snapshot(&mut self) -> Result<Option<Vec<(String, Option<Vec<u8>>)>>> {
+    pub fn snapshot(&mut self) -> Result<Option<Vec<ChangelogRecord>>> {
         if !std::mem::replace(&mut self.dirty, false) {
             return Ok(None);
         }
@@ -634,5 +649,268 @@ impl Task {
             records.push((key, value));
         }
         Ok(Some(records))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, RecordBatch};
+    use datafusion::arrow::datatypes::Int64Type;
+    use runnel_runtime::{JobConfig, JobGraph, ProcessingTime};
+    use runnel_sql::{parse_script, Catalog, PlanOptions, Statement, StreamPlan, StreamPlanner};
+
+    use super::*;
+
+    /// The claims count per policy over 1-minute windows, from a 2-partition topic into
+    /// one keyed task.
+    fn claims_plan() -> StreamPlan {
+        let planner = StreamPlanner::new();
+        let mut catalog = Catalog::default();
+        let script = "CREATE TABLE claims (policy_id BIGINT, ts TIMESTAMP(3),
+                WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+            WITH ('connector' = 'kafka', 'topic' = 'claims', 'format' = 'json',
+                'properties.bootstrap.servers' = '127.0.0.1:1');
+            SELECT policy_id, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE claims, DESCRIPTOR(ts),
+                INTERVAL '1' MINUTE)) GROUP BY policy_id, window_start, window_end";
+        let mut plan = None;
+        for statement in parse_script(script).unwrap() {
+            match statement {
+                Statement::CreateTable(table) => catalog
+                    .add_table(planner.create_table(&catalog, *table).unwrap())
+                    .unwrap(),
+                Statement::Query(query) => {
+                    plan = Some(
+                        planner
+                            .plan_query_with(&catalog, *query, None, &PlanOptions::default())
+                            .unwrap(),
+                    )
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        plan.unwrap()
+    }
+
+    /// What tasks wrote: sink rows, and repartition records as (partition, envelope, value).
+    #[derive(Default)]
+    struct Recorded {
+        sink: Vec<RecordBatch>,
+        repartition: Vec<(i32, Envelope, Option<Vec<u8>>)>,
+    }
+
+    impl TaskWriter for Recorded {
+        fn sink_rows(&mut self, batch: &RecordBatch) -> Result<()> {
+            self.sink.push(batch.clone());
+            Ok(())
+        }
+
+        fn repartition(
+            &mut self,
+            _stage: StageId,
+            partition: i32,
+            envelope: Envelope,
+            value: Option<Vec<u8>>,
+        ) -> Result<()> {
+            self.repartition.push((partition, envelope, value));
+            Ok(())
+        }
+    }
+
+    fn setup<'a>(
+        topology: &'a ClusterTopology<'a>,
+        restored: HashMap<String, Option<Vec<u8>>>,
+    ) -> TaskSetup<'a> {
+        TaskSetup {
+            topology,
+            context: OperatorContext {
+                config: JobConfig::default(),
+                metrics: Arc::new(JobMetrics::default()),
+                clock: ProcessingTime::default(),
+                lookup: runnel_runtime::LookupTable::None,
+            },
+            late: LateRows::default(),
+            restored,
+            end_offset: None,
+        }
+    }
+
+    /// Hands `records` (as a repartition partition holds them) to `task`.
+    fn feed(task: &mut Task, records: &[(i32, Envelope, Option<Vec<u8>>)], out: &mut Recorded) {
+        let headers: Vec<Vec<(Vec<u8>, Option<Vec<u8>>)>> = records
+            .iter()
+            .map(|(_, envelope, _)| {
+                use rdkafka::message::Headers;
+                envelope
+                    .headers()
+                    .iter()
+                    .map(|h| (h.key.as_bytes().to_vec(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .collect();
+        let batch = PartitionRecords {
+            offsets: (0..records.len() as i64).collect(),
+            timestamps: vec![None; records.len()],
+            payloads: records.iter().map(|(_, _, v)| v.as_deref()).collect(),
+            keys: vec![None; records.len()],
+            headers: headers
+                .iter()
+                .map(|h| {
+                    h.iter()
+                        .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                        .collect()
+                })
+                .collect(),
+        };
+        task.process(&batch, out).unwrap();
+    }
+
+    /// JSON claims of `policy` at `seconds` into the day, as a source partition holds them.
+    fn claims(events: &[(i64, u32)]) -> Vec<Vec<u8>> {
+        events
+            .iter()
+            .map(|(policy, s)| {
+                format!(
+                    r#"{{"policy_id": {policy}, "ts": "2026-01-01 00:{:02}:{:02}.000"}}"#,
+                    s / 60,
+                    s % 60
+                )
+                .into_bytes()
+            })
+            .collect()
+    }
+
+    fn source_records(values: &[Vec<u8>]) -> PartitionRecords<'_> {
+        PartitionRecords {
+            offsets: (0..values.len() as i64).collect(),
+            timestamps: vec![None; values.len()],
+            payloads: values.iter().map(|v| Some(v.as_slice())).collect(),
+            keys: vec![None; values.len()],
+            headers: Vec::new(),
+        }
+    }
+
+    fn counts(batches: &[RecordBatch]) -> Vec<(i64, i64)> {
+        let mut rows: Vec<(i64, i64)> = batches
+            .iter()
+            .flat_map(|b| {
+                let policy = b.column(0).as_primitive::<Int64Type>().clone();
+                let n = b.column(1).as_primitive::<Int64Type>().clone();
+                (0..b.num_rows())
+                    .map(move |i| (policy.value(i), n.value(i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        rows.sort_unstable();
+        rows
+    }
+
+    #[test]
+    fn a_keyed_task_waits_for_every_writer_s_watermark_and_resumes_from_its_snapshot() {
+        let plan = claims_plan();
+        let graph = JobGraph::build(&plan, 2, &|_: &runnel_sql::TableDef| 1usize).unwrap();
+        let topology = ClusterTopology::new("t", graph, 1, &|_| Ok(2)).unwrap();
+        let (source, window) = (topology.stages[0].id, topology.stages[1].id);
+        let task = |stage, partition| TaskId { stage, partition };
+
+        // Two source partitions: the first reaches minute 2, the second stays in minute 0.
+        let mut out = Recorded::default();
+        let mut first = Task::new(task(source, 0), setup(&topology, HashMap::new())).unwrap();
+        let mut second = Task::new(task(source, 1), setup(&topology, HashMap::new())).unwrap();
+        let early = claims(&[(1, 5), (2, 10), (1, 70), (1, 130)]);
+        first.process(&source_records(&early), &mut out).unwrap();
+        let late = claims(&[(1, 20), (2, 30)]);
+        second.process(&source_records(&late), &mut out).unwrap();
+        first.flush_markers(&mut out).unwrap();
+        second.flush_markers(&mut out).unwrap();
+        let written = std::mem::take(&mut out.repartition);
+        assert!(written.iter().all(|(p, _, _)| *p == 0), "one keyed task");
+        let markers = written
+            .iter()
+            .filter(|(_, e, _)| matches!(e.kind, RecordKind::Watermark(_)))
+            .count();
+        assert_eq!(markers, 2, "one watermark per writer");
+
+        // Minute 0 closes only once the slower writer's watermark (00:00:29) passes it:
+        // not yet — nothing is emitted.
+        let mut keyed = Task::new(task(window, 0), setup(&topology, HashMap::new())).unwrap();
+        feed(&mut keyed, &written, &mut out);
+        assert!(out.sink.is_empty());
+
+        // The task moves: its snapshot restores a task that goes on where it was.
+        let snapshot: HashMap<String, Option<Vec<u8>>> = keyed
+            .snapshot()
+            .unwrap()
+            .expect("changed")
+            .into_iter()
+            .collect();
+        assert!(keyed.snapshot().unwrap().is_none(), "nothing changed since");
+        let mut moved = Task::new(task(window, 0), setup(&topology, snapshot)).unwrap();
+
+        // The second partition moves to minute 1: minute 0 closes.
+        let more = claims(&[(2, 65)]);
+        second.process(&source_records(&more), &mut out).unwrap();
+        second.flush_markers(&mut out).unwrap();
+        let written = std::mem::take(&mut out.repartition);
+        feed(&mut moved, &written, &mut out);
+        assert_eq!(counts(&out.sink), vec![(1, 2), (2, 2)]);
+
+        // Both end: every window closes, and the task is finished.
+        out.sink.clear();
+        first.finish(&mut out).unwrap();
+        second.finish(&mut out).unwrap();
+        let written = std::mem::take(&mut out.repartition);
+        feed(&mut moved, &written, &mut out);
+        assert_eq!(counts(&out.sink), vec![(1, 1), (1, 1), (2, 1)]);
+        assert!(moved.finished());
+    }
+
+    #[test]
+    fn a_record_from_an_unknown_writer_is_an_error_naming_its_place() {
+        let plan = claims_plan();
+        let graph = JobGraph::build(&plan, 2, &|_: &runnel_sql::TableDef| 1usize).unwrap();
+        let topology = ClusterTopology::new("t", graph, 1, &|_| Ok(2)).unwrap();
+        let window = topology.stages[1].id;
+        let mut keyed = Task::new(
+            TaskId {
+                stage: window,
+                partition: 0,
+            },
+            setup(&topology, HashMap::new()),
+        )
+        .unwrap();
+        let stranger = Envelope {
+            kind: RecordKind::Watermark(5),
+            writer: TaskId {
+                stage: 0,
+                partition: 9,
+            },
+            input: 0,
+        };
+        let headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
+            use rdkafka::message::Headers;
+            stranger
+                .headers()
+                .iter()
+                .map(|h| (h.key.as_bytes().to_vec(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        };
+        let records = PartitionRecords {
+            offsets: vec![41],
+            timestamps: vec![None],
+            payloads: vec![None],
+            keys: vec![None],
+            headers: vec![headers
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                .collect()],
+        };
+        let error = keyed
+            .process(&records, &mut Recorded::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("t-stage-") && error.contains("offset 41") && error.contains("task 0/9"),
+            "{error}"
+        );
     }
 }

@@ -28,7 +28,9 @@ pub fn partition_count(config: &ClientConfig, topic: &str) -> Result<usize> {
         .map_err(ClusterError::kafka("creating a metadata client"))?;
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-        .map_err(ClusterError::kafka(format!("reading metadata of topic {topic}")))?;
+        .map_err(ClusterError::kafka(format!(
+            "reading metadata of topic {topic}"
+        )))?;
     Ok(metadata
         .topics()
         .iter()
@@ -157,10 +159,14 @@ pub fn read_changelog(
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(topic, partition, Offset::Beginning)
-        .map_err(ClusterError::kafka(format!("assigning {topic} partition {partition}")))?;
+        .map_err(ClusterError::kafka(format!(
+            "assigning {topic} partition {partition}"
+        )))?;
     consumer
         .assign(&assignment)
-        .map_err(ClusterError::kafka(format!("assigning {topic} partition {partition}")))?;
+        .map_err(ClusterError::kafka(format!(
+            "assigning {topic} partition {partition}"
+        )))?;
     loop {
         match consumer.poll(Duration::from_secs(1)) {
             Some(Ok(message)) => {

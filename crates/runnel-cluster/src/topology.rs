@@ -366,3 +366,171 @@ impl fmt::Display for ClusterTopology<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use runnel_sql::{parse_script, Catalog, PlanOptions, Statement, StreamPlan, StreamPlanner};
+
+    use super::*;
+
+    /// The plan of the query in `script` over the tables the script creates.
+    fn plan(script: &str) -> StreamPlan {
+        let planner = StreamPlanner::new();
+        let mut catalog = Catalog::default();
+        let mut plan = None;
+        for statement in parse_script(script).unwrap() {
+            match statement {
+                Statement::CreateTable(table) => catalog
+                    .add_table(planner.create_table(&catalog, *table).unwrap())
+                    .unwrap(),
+                Statement::Query(query) => {
+                    plan = Some(
+                        planner
+                            .plan_query_with(&catalog, *query, None, &PlanOptions::default())
+                            .unwrap(),
+                    )
+                }
+                other => panic!("unexpected statement {other:?}"),
+            }
+        }
+        plan.expect("a query")
+    }
+
+    fn kafka_table(name: &str, connector: &str) -> String {
+        format!(
+            "CREATE TABLE {name} (policy_id BIGINT, amount BIGINT, ts TIMESTAMP(3),
+                WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH ('connector' = '{connector}', 'topic' = '{name}.topic', 'format' = 'json');"
+        )
+    }
+
+    fn cut<'p>(plan: &'p StreamPlan, max_parallelism: usize) -> Result<ClusterTopology<'p>> {
+        let graph = JobGraph::build(plan, 2, &|_: &TableDef| 1usize).unwrap();
+        ClusterTopology::new("claims-job", graph, max_parallelism, &|table| {
+            Ok(if table.name == "claims" { 6 } else { 3 })
+        })
+    }
+
+    #[test]
+    fn a_keyed_window_reads_a_repartition_topic_written_by_every_source_task() {
+        let plan = plan(&format!(
+            "{} SELECT policy_id, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE claims, \
+             DESCRIPTOR(ts), INTERVAL '5' MINUTES)) GROUP BY policy_id, window_start, window_end",
+            kafka_table("claims", "kafka")
+        ));
+        let topology = cut(&plan, 4).unwrap();
+        let [source, window] = &topology.stages[..] else {
+            panic!("{topology}");
+        };
+        assert!(
+            matches!(source.input, StageInput::Source { ref topic, .. } if topic == "claims.topic")
+        );
+        assert_eq!((source.tasks, window.tasks), (6, 4));
+        assert!(
+            matches!(&window.input, StageInput::Repartition { writers } if writers[0] == vec![source.id] && writers[1].is_empty())
+        );
+        assert_eq!(topology.task_count(), 10);
+        assert_eq!(topology.writer_count(window.id, 0), 6);
+        let writer = TaskId {
+            stage: source.id,
+            partition: 5,
+        };
+        assert_eq!(topology.writer_index(window.id, 0, writer), Some(5));
+        assert_eq!(topology.writer_index(window.id, 1, writer), None);
+        assert!(matches!(
+            topology.outputs(source.id)[..],
+            [StageOutput::Repartition {
+                kind: EdgeKind::Hash { .. },
+                ..
+            }]
+        ));
+        assert!(matches!(
+            topology.outputs(window.id)[..],
+            [StageOutput::Sink]
+        ));
+        assert_eq!(
+            topology.repartition_topic(window.id),
+            format!("claims-job-stage-{}-repartition", window.id)
+        );
+        let text = topology.to_string();
+        assert!(
+            text.contains("consumer group claims-job, 10 tasks"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_join_reads_both_sides_from_one_topic_and_a_global_aggregate_has_one_task() {
+        let plan = plan(&format!(
+            "{} {} SELECT COUNT(*) FROM claims c JOIN policies p ON c.policy_id = p.policy_id \
+             AND c.ts BETWEEN p.ts AND p.ts + INTERVAL '1' MINUTE",
+            kafka_table("claims", "kafka"),
+            kafka_table("policies", "upsert-kafka").replace(
+                "WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)",
+                "WATERMARK FOR ts AS ts - INTERVAL '1' SECOND, PRIMARY KEY (policy_id) NOT ENFORCED)"
+            )
+        ));
+        let topology = cut(&plan, 8).unwrap();
+        let join = topology
+            .stages
+            .iter()
+            .find(|s| matches!(s.input, StageInput::Repartition { ref writers } if !writers[1].is_empty()))
+            .unwrap_or_else(|| panic!("no two-sided stage in {topology}"));
+        assert_eq!(join.tasks, 8);
+        // The left side comes straight from the 6 source tasks; the upsert table's
+        // changes are first kept per key, in a keyed stage of 8 tasks.
+        assert_eq!(
+            (
+                topology.writer_count(join.id, 0),
+                topology.writer_count(join.id, 1)
+            ),
+            (6, 8),
+            "{topology}"
+        );
+        let last = topology.stages.last().expect("stages");
+        assert_eq!(
+            last.tasks, 1,
+            "the global COUNT(*) runs in one task: {topology}"
+        );
+    }
+
+    #[test]
+    fn what_cannot_run_across_processes_is_refused_with_the_reason() {
+        let file = plan(
+            "CREATE TABLE files (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '/x', \
+             'format' = 'json'); SELECT a FROM files",
+        );
+        let error = cut(&file, 4).unwrap_err().to_string();
+        assert!(
+            error.contains("table files reads connector 'filesystem'"),
+            "{error}"
+        );
+
+        let clock = plan(&format!(
+            "{} SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE claims, DESCRIPTOR(pt), INTERVAL '1' MINUTE)) \
+             GROUP BY window_start, window_end",
+            kafka_table("claims", "kafka").replace("ts TIMESTAMP(3),", "ts TIMESTAMP(3), pt AS PROCTIME(),")
+        ));
+        let error = cut(&clock, 4).unwrap_err().to_string();
+        assert!(error.contains("processing time"), "{error}");
+    }
+
+    #[test]
+    fn a_job_name_must_be_able_to_name_topics() {
+        assert!(check_job_name("claims-5min.v2_x").is_ok());
+        for bad in ["", "claims 5min", "claims/5", &"x".repeat(201)] {
+            let error = check_job_name(bad).unwrap_err().to_string();
+            assert!(error.contains("cannot name Kafka topics"), "{error}");
+        }
+    }
+
+    #[test]
+    fn task_ids_read_back() {
+        let id = TaskId {
+            stage: 4,
+            partition: 17,
+        };
+        assert_eq!(id.to_string().parse::<TaskId>(), Ok(id));
+        assert!("4-17".parse::<TaskId>().is_err());
+    }
+}

@@ -182,8 +182,10 @@ mod tests {
             };
             let headers = envelope.headers();
             use rdkafka::message::Headers;
-            let read: Vec<(&[u8], Option<&[u8]>)> =
-                headers.iter().map(|h| (h.key.as_bytes(), h.value)).collect();
+            let read: Vec<(&[u8], Option<&[u8]>)> = headers
+                .iter()
+                .map(|h| (h.key.as_bytes(), h.value))
+                .collect();
             assert_eq!(Envelope::read(&read), Ok(envelope));
         }
     }
@@ -197,9 +199,11 @@ mod tests {
     #[test]
     fn rows_round_trip_through_arrow_ipc() {
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
-        let batch =
-            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![Some(1), None]))])
-                .unwrap();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![Some(1), None]))],
+        )
+        .unwrap();
         let bytes = encode_batch(&batch).unwrap();
         assert_eq!(decode_batch(&bytes).unwrap(), batch);
         assert!(decode_batch(b"garbage").is_err());

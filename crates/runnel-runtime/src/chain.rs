@@ -60,7 +60,9 @@ impl OperatorChain {
 
     /// Each operator's state now, by its place in the chain: `None` for one that keeps
     /// none or holds none now. The operators go on with the same state.
-    pub fn snapshots(&mut self) -> Result<Vec<Option<datafusion::arrow::record_batch::RecordBatch>>> {
+    pub fn snapshots(
+        &mut self,
+    ) -> Result<Vec<Option<datafusion::arrow::record_batch::RecordBatch>>> {
         self.operators
             .iter_mut()
             .map(|c| match c.operator.state() {

@@ -57,7 +57,11 @@ pub struct KeyPartitioner {
 
 impl KeyPartitioner {
     /// Parts by the hash of `keys`, `count` of them (0 is taken as 1), feeding `operator`.
-    pub fn new(keys: Vec<Arc<dyn PhysicalExpr>>, count: usize, operator: impl Into<String>) -> Self {
+    pub fn new(
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        count: usize,
+        operator: impl Into<String>,
+    ) -> Self {
         Self {
             keys,
             count: count.max(1),

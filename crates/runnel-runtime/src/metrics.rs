@@ -27,6 +27,9 @@ pub struct JobMetrics {
     pub checkpoints: AtomicU64,
     /// The checkpoint the job resumed from (0: it started afresh).
     pub restored_checkpoint: AtomicU64,
+    /// A job spread over processes: how many of its tasks this process owns now (-1: the
+    /// job runs in this process alone).
+    pub tasks_owned: AtomicI64,
     /// Each operator task's state size in bytes, as it last measured it.
     state_gauges: Mutex<Vec<Arc<AtomicU64>>>,
 }
@@ -43,6 +46,7 @@ impl Default for JobMetrics {
             watermark: AtomicI64::new(i64::MIN),
             checkpoints: AtomicU64::new(0),
             restored_checkpoint: AtomicU64::new(0),
+            tasks_owned: AtomicI64::new(-1),
             state_gauges: Mutex::new(Vec::new()),
         }
     }
@@ -65,6 +69,8 @@ pub struct MetricsSnapshot {
     pub restored_checkpoint: Option<u64>,
     /// About how many bytes of state the job's operators hold.
     pub state_bytes: u64,
+    /// A job spread over processes: the tasks this process owns.
+    pub tasks_owned: Option<u64>,
 }
 
 impl JobMetrics {
@@ -114,6 +120,7 @@ impl JobMetrics {
             restored_checkpoint: Some(self.restored_checkpoint.load(Ordering::Relaxed))
                 .filter(|&id| id > 0),
             state_bytes,
+            tasks_owned: u64::try_from(self.tasks_owned.load(Ordering::Relaxed)).ok(),
         }
     }
 }

@@ -333,7 +333,6 @@ fn record_extras(
     Ok(extras)
 }
 
-
 /// How a sink's rows become records: the value in the table's format (writable metadata
 /// columns set the record's timestamp and headers instead), the key from `'key.fields'`,
 /// or, for `upsert-kafka`, the primary key with deletes as tombstones.
@@ -461,7 +460,11 @@ impl KafkaRecordEncoder {
         let keys = match &self.key {
             Some((indexes, format)) => {
                 let key_batch = batch.project(indexes).map_err(|e| self.encode_error(e))?;
-                Some(format.encode(&key_batch).map_err(|e| self.encode_error(e))?)
+                Some(
+                    format
+                        .encode(&key_batch)
+                        .map_err(|e| self.encode_error(e))?,
+                )
             }
             None => None,
         };

@@ -21,8 +21,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use runnel_runtime::{DeliveryGuarantee, JobConfig, Manifest, Sink};
 use runnel_sql::TableDef;
 
-use crate::error::{ConnectorError, Result};
 use super::records::{KafkaRecordEncoder, Record, RecordExtras};
+use crate::error::{ConnectorError, Result};
 
 /// Writes rows to one topic with at-least-once delivery: a batch counts as written only
 /// once the broker acknowledged all of its records.
