@@ -19,6 +19,7 @@ pub mod member;
 pub mod task;
 pub mod topics;
 pub mod topology;
+pub mod transaction;
 pub mod wire;
 
 pub use error::{ClusterError, Result};

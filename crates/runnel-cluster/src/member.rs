@@ -25,11 +25,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use runnel_connectors::kafka::{KafkaRecordEncoder, PartitionRecords, PolledRecords};
 use runnel_runtime::graph::StageId;
@@ -40,10 +37,11 @@ use runnel_runtime::{
 use runnel_sql::{StreamPlan, TableDef};
 
 use crate::error::{ClusterError, Result};
-use crate::task::{Task, TaskSetup, TaskWriter};
+use crate::task::{Task, TaskSetup};
 use crate::topics;
+use crate::topics::StatusReader;
 use crate::topology::{ClusterTopology, StageInput, TaskId};
-use crate::wire::Envelope;
+use crate::transaction::{abortable, TransactionWriter};
 
 /// How a job is spread over processes: its name and the settings that shape its tasks.
 #[derive(Debug, Clone)]
@@ -59,12 +57,6 @@ pub struct ScaleOut {
 
 /// Records gathered into one poll.
 const MAX_POLL_RECORDS: usize = 8192;
-/// How long a transaction call may take.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// A dead process's open transaction is aborted by the broker after this long; until
-/// then its rows hold back readers of the partitions it wrote.
-const TRANSACTION_TIMEOUT_MS: &str = "10000";
-
 /// The Kafka client settings of `table` (its `'properties.*'`, but not its group).
 fn client_config(table: &TableDef) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -230,8 +222,6 @@ struct Member {
     /// Tasks whose finish this process announced (or found announced).
     announced: BTreeSet<TaskId>,
     writer: TransactionWriter,
-    /// The next offset of each task's input, once it read something since assigned.
-    next_offsets: HashMap<TaskId, i64>,
     /// The input topic of each rooted stage.
     input_topics: HashMap<StageId, String>,
     /// The changelog topic of each rooted stage.
@@ -242,87 +232,8 @@ struct Member {
     /// A commit failed in a way the transaction survives only by aborting (a rebalance
     /// moved the group on): the loop goes back to the last commit.
     rewind: bool,
-}
-
-/// Whether a failed transaction call leaves the producer usable once the transaction is
-/// aborted (a rebalance moved the group's generation on, a request timed out).
-fn abortable(error: &ClusterError) -> bool {
-    matches!(error, ClusterError::Kafka { source: KafkaError::Transaction(e), .. } if e.txn_requires_abort() && !e.is_fatal())
-}
-
-/// Writes into the process's open transaction.
-struct TransactionWriter {
-    producer: ThreadedProducer<DefaultProducerContext>,
-    sink_topic: String,
-    sink: KafkaRecordEncoder,
-    repartition_topics: HashMap<StageId, String>,
-    metrics: Arc<JobMetrics>,
-}
-
-impl TransactionWriter {
-    /// Produces one record, waiting while the local queue is full.
-    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((source, returned)) => {
-                    return Err(ClusterError::Kafka {
-                        context: format!("producing to topic {}", returned.topic),
-                        source,
-                    })
-                }
-            }
-        }
-    }
-}
-
-impl TaskWriter for TransactionWriter {
-    fn sink_rows(&mut self, batch: &RecordBatch) -> Result<()> {
-        let (records, extras) = self.sink.encode(batch)?;
-        for (i, (key, value)) in records.iter().enumerate() {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.sink_topic);
-            if let Some(key) = key {
-                record = record.key(key.as_slice());
-            }
-            if let Some(value) = value {
-                record = record.payload(value.as_slice());
-            }
-            if let Some(extra) = extras.get(i) {
-                if let Some(timestamp) = extra.timestamp {
-                    record = record.timestamp(timestamp);
-                }
-                if let Some(headers) = &extra.headers {
-                    record = record.headers(headers.clone());
-                }
-            }
-            self.send(record)?;
-        }
-        JobMetrics::add(&self.metrics.rows_out, batch.num_rows());
-        Ok(())
-    }
-
-    fn repartition(
-        &mut self,
-        stage: StageId,
-        partition: i32,
-        envelope: Envelope,
-        value: Option<Vec<u8>>,
-    ) -> Result<()> {
-        let topic = self.repartition_topics.get(&stage).ok_or_else(|| {
-            ClusterError::Unsupported(format!("stage {stage} has no repartition topic"))
-        })?;
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .partition(partition)
-            .headers(envelope.headers());
-        if let Some(value) = &value {
-            record = record.payload(value.as_slice());
-        }
-        self.send(record)
-    }
+    /// The process stopped on an error: its open transaction is aborted, never committed.
+    failed: bool,
 }
 
 impl Member {
@@ -330,6 +241,10 @@ impl Member {
     /// statuses and input offsets, in the open transaction; then begins the next.
     fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
         let mut offsets = TopicPartitionList::new();
+        // Statuses count as announced, and gained tasks as taken over, once their
+        // transaction committed.
+        let mut finished = Vec::new();
+        let mut first_commits = Vec::new();
         for (id, task) in &mut self.tasks {
             task.flush_markers(&mut self.writer)?;
             if let Some(records) = task.snapshot()? {
@@ -344,18 +259,18 @@ impl Member {
                     self.writer.send(record)?;
                 }
             }
-            if task.finished() && self.announced.insert(*id) {
+            if task.finished() && !self.announced.contains(id) {
+                finished.push(*id);
                 let key = id.to_string();
                 let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.status_topic)
                     .partition(0)
                     .key(key.as_bytes())
                     .payload(b"finished".as_slice());
                 self.writer.send(record)?;
-                tracing::info!(task = %id, "task finished");
             }
-            if let Some(&next) = self.next_offsets.get(id) {
-                if let Some(gained) = self.gained_at.remove(id) {
-                    tracing::info!(task = %id, after_ms = gained.elapsed().as_millis() as u64, "first commit of a gained task");
+            if let Some(next) = task.next_offset() {
+                if let (Some(gained), true) = (self.gained_at.get(id), task.read_input()) {
+                    first_commits.push((*id, gained.elapsed().as_millis() as u64));
                 }
                 offsets
                     .add_partition_offset(
@@ -366,24 +281,15 @@ impl Member {
                     .map_err(ClusterError::kafka("listing offsets to commit"))?;
             }
         }
-        let producer = &self.writer.producer;
-        if offsets.count() > 0 {
-            let group = consumer.group_metadata().ok_or_else(|| {
-                ClusterError::Setting("the consumer has no group metadata".into())
-            })?;
-            producer
-                .send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
-                .map_err(ClusterError::kafka(
-                    "committing offsets with the transaction",
-                ))?;
+        self.writer.commit(&offsets, consumer.group_metadata())?;
+        for id in &finished {
+            tracing::info!(task = %id, "task finished");
         }
-        producer
-            .commit_transaction(TRANSACTION_TIMEOUT)
-            .map_err(ClusterError::kafka("committing the transaction"))?;
-        producer
-            .begin_transaction()
-            .map_err(ClusterError::kafka("beginning a transaction"))?;
-        JobMetrics::add(&self.writer.metrics.checkpoints, 1);
+        self.announced.extend(finished);
+        for (id, after_ms) in first_commits {
+            self.gained_at.remove(&id);
+            tracing::info!(task = %id, after_ms, "first commit of a gained task");
+        }
         Ok(())
     }
 }
@@ -393,16 +299,11 @@ impl Member {
     /// state moved on past what is committed) and makes each partition still assigned a
     /// task again, restored from its changelog and read from its committed offset.
     fn rewind<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
-        let producer = &self.writer.producer;
-        producer
-            .abort_transaction(TRANSACTION_TIMEOUT)
-            .map_err(ClusterError::kafka("aborting the transaction"))?;
-        producer
-            .begin_transaction()
-            .map_err(ClusterError::kafka("beginning a transaction"))?;
+        self.writer.abort()?;
         self.tasks.clear();
-        self.next_offsets.clear();
         self.assigned.clear();
+        // Restored tasks say again whether their finish was committed.
+        self.announced.clear();
         self.rewind = false;
         let assignment = consumer
             .assignment()
@@ -503,7 +404,7 @@ impl ConsumerContext for MemberContext {
             )));
             return;
         }
-        if member.fatal.is_none() && !member.rewind {
+        if member.fatal.is_none() && !member.rewind && !member.failed {
             match member.commit(consumer) {
                 Ok(()) => {}
                 Err(e) if abortable(&e) => {
@@ -515,7 +416,6 @@ impl ConsumerContext for MemberContext {
         }
         for id in &lost {
             member.tasks.remove(id);
-            member.next_offsets.remove(id);
             member.gained_at.remove(id);
             member.assigned.retain(|a| a != id);
         }
@@ -537,38 +437,140 @@ impl ConsumerContext for MemberContext {
     }
 }
 
+/// Leaves the group before the consumer is dropped: unsubscribes and polls until the
+/// revocation ran (committing what the tasks did, unless the process failed). Dropping a
+/// cooperative consumer that still owns partitions can hang in librdkafka's close, so
+/// one that could not give them up is left undropped (the process exits anyway; the group
+/// drops it after its session timeout).
+fn leave<C: ConsumerContext>(consumer: BaseConsumer<C>) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let owned = consumer.assignment().map_or(0, |a| a.count());
+        if owned == 0 {
+            return;
+        }
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    tracing::warn!("the consumer still owned partitions when the process left the group");
+    std::mem::forget(consumer);
+}
+
+/// What a process needs to make a task of a partition it gained.
+struct TaskMaker<'a> {
+    topology: &'a ClusterTopology<'a>,
+    client: &'a ClientConfig,
+    context: OperatorContext,
+    late: LateRows,
+}
+
+impl TaskMaker<'_> {
+    /// Makes task `id` of `member`, restored from its changelog partition. A bounded
+    /// source task that starts for the first time reads up to its partition's end offset
+    /// now; if its committed offset already stands there, it finishes at once.
+    fn gain<C: ConsumerContext>(
+        &self,
+        id: TaskId,
+        member: &mut Member,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<()> {
+        member.gained_at.insert(id, Instant::now());
+        let changelog = &member.changelog_topics[&id.stage];
+        let input = &member.input_topics[&id.stage];
+        let restored = restore(self.client, consumer, changelog, input, id)?;
+        let bounded = match self.topology.stage(id.stage).map(|s| &s.input) {
+            Some(StageInput::Source { node, .. }) => {
+                node.table
+                    .options
+                    .get("scan.bounded.mode")
+                    .map(String::as_str)
+                    == Some("latest-offset")
+            }
+            _ => false,
+        };
+        let end_offset = if bounded {
+            Some(topics::offsets(self.client, input, id.partition)?.1)
+        } else {
+            None
+        };
+        let setup = TaskSetup {
+            topology: self.topology,
+            context: self.context.clone(),
+            late: self.late.clone(),
+            restored,
+            end_offset,
+        };
+        let mut task = Task::new(id, setup)?;
+        if task.finished() {
+            member.announced.insert(id);
+        } else if let Some(end) = task.end_offset() {
+            let start = match topics::committed_offset(consumer, input, id.partition)? {
+                Some(offset) => offset,
+                None => topics::offsets(self.client, input, id.partition)?.0,
+            };
+            if start >= end {
+                task.finish(&mut member.writer)?;
+            }
+        }
+        member.tasks.insert(id, task);
+        Ok(())
+    }
+}
+
+/// How long a gained task waits for its changelog and its committed offset to agree.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Task `id`'s changelog records, once they stand where its input's committed offset
+/// does. They commit in one transaction, but the broker marks each partition committed on
+/// its own: right after a commit (the last owner's, at a rebalance or just before it
+/// died) one may show the transaction while the other does not yet. Restoring state
+/// older than the offset would lose rows; so the two are read again until they agree.
+fn restore<C: ConsumerContext>(
+    client: &ClientConfig,
+    consumer: &BaseConsumer<C>,
+    changelog: &str,
+    input: &str,
+    id: TaskId,
+) -> Result<HashMap<String, Option<Vec<u8>>>> {
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    loop {
+        // The committed offset is unknown while a dead owner's transaction that committed
+        // offsets is still open (the broker aborts it after its timeout): asked again.
+        let committed = match topics::committed_offset(consumer, input, id.partition) {
+            Ok(committed) => committed,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(task = %id, error = %e, "waiting for the committed offset");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let restored = topics::read_changelog(client, changelog, id.partition)?;
+        let progress = crate::wire::TaskProgress::restored(&restored).map_err(|e| {
+            ClusterError::Setting(format!(
+                "task {id}: its progress record cannot be read: {e}"
+            ))
+        })?;
+        if progress.next_offset == committed {
+            return Ok(restored);
+        }
+        if Instant::now() > deadline {
+            return Err(ClusterError::Setting(format!(
+                "task {id}: its state in {changelog} stands at offset {:?} of {input} \
+                 partition {}, but the group committed offset {committed:?}: another job of \
+                 the same name, or its changelog was changed",
+                progress.next_offset, id.partition
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The process's loop: poll, hand records to tasks, commit, until stopped or, for a
 /// bounded job, until every task of the job finished.
 fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> Result<()> {
     let topology = topology(setup.plan, setup.scale, setup.partitions)?;
     let job = &setup.scale.job;
     let client = &setup.client;
-    let transactional_id = format!(
-        "{job}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    );
-    let producer: ThreadedProducer<DefaultProducerContext> = client
-        .clone()
-        .set("transactional.id", &transactional_id)
-        .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("message.max.bytes", topics::MAX_RECORD_BYTES.to_string())
-        .create()
-        .map_err(ClusterError::kafka(
-            "creating the job's transactional producer",
-        ))?;
-    producer
-        .init_transactions(TRANSACTION_TIMEOUT)
-        .map_err(ClusterError::kafka("starting transactions"))?;
-    producer
-        .begin_transaction()
-        .map_err(ClusterError::kafka("beginning a transaction"))?;
-
     let mut input_topics = HashMap::new();
     let mut stages_by_topic = HashMap::new();
     let mut repartition_topics = HashMap::new();
@@ -599,19 +601,20 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         assigned: Vec::new(),
         gained_at: HashMap::new(),
         announced: BTreeSet::new(),
-        writer: TransactionWriter {
-            producer,
+        writer: TransactionWriter::open(
+            client,
+            job,
             sink_topic,
-            sink: KafkaRecordEncoder::new(&setup.sink, &setup.plan.schema())?,
+            KafkaRecordEncoder::new(&setup.sink, &setup.plan.schema())?,
             repartition_topics,
-            metrics: setup.metrics.clone(),
-        },
-        next_offsets: HashMap::new(),
+            setup.metrics.clone(),
+        )?,
         input_topics,
         changelog_topics,
         status_topic: topology.status_topic(),
         fatal: None,
         rewind: false,
+        failed: false,
     }));
     let context = MemberContext {
         member: member.clone(),
@@ -636,231 +639,129 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
     let status = StatusReader::new(client, &topology.status_topic())?;
     let mut status = status;
 
-    let context = OperatorContext {
-        config: setup.config.clone(),
-        metrics: setup.metrics.clone(),
-        clock: ProcessingTime::default(),
-        lookup: LookupTable::None,
+    let maker = TaskMaker {
+        topology: &topology,
+        client,
+        context: OperatorContext {
+            config: setup.config.clone(),
+            metrics: setup.metrics.clone(),
+            clock: ProcessingTime::default(),
+            lookup: LookupTable::None,
+        },
+        late: LateRows::default(),
     };
-    let late = LateRows::default();
-    let bounded: HashMap<StageId, bool> = topology
-        .stages
-        .iter()
-        .map(|s| {
-            let bounded = match &s.input {
-                StageInput::Source { node, .. } => {
-                    node.table
-                        .options
-                        .get("scan.bounded.mode")
-                        .map(String::as_str)
-                        == Some("latest-offset")
-                }
-                StageInput::Repartition { .. } => false,
-            };
-            (s.id, bounded)
-        })
-        .collect();
     let total = topology.task_count();
     let interval = setup.scale.commit_interval;
     let mut last_commit = Instant::now();
     let mut announced_idle = false;
     let mut gauge = setup.metrics.state_gauge();
-    loop {
-        match stop.try_recv() {
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-            _ => {
+    // The loop returns on a stop, at the job's end, or on an error; either way the
+    // process then leaves the group itself (see `leave`).
+    let outcome = (|| -> Result<()> {
+        loop {
+            match stop.try_recv() {
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                _ => {
+                    lock(&member).commit_or_rewind(&consumer)?;
+                    tracing::info!(job = %job, "stopped; leaving the group");
+                    return Ok(());
+                }
+            }
+            let mut polled = PolledRecords::default();
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => polled.push(&message),
+                Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error; retrying"),
+                None => {}
+            }
+            while polled.len() < MAX_POLL_RECORDS {
+                match consumer.poll(Duration::ZERO) {
+                    Some(Ok(message)) => polled.push(&message),
+                    _ => break,
+                }
+            }
+            let mut guard = lock(&member);
+            let state = &mut *guard;
+            if let Some(e) = state.fatal.take() {
+                return Err(e);
+            }
+            if state.rewind {
+                state.rewind(&consumer)?;
+                // What was polled lies past the committed offsets the partitions went back to.
+                polled = PolledRecords::default();
+            }
+            // Newly assigned partitions become tasks, restored, before their records.
+            let gained = std::mem::take(&mut state.assigned);
+            if !gained.is_empty() {
+                let names: Vec<String> = gained.iter().map(ToString::to_string).collect();
+                tracing::info!(tasks = %names.join(" "), "gained tasks; restoring their state");
+            }
+            for id in gained {
+                maker.gain(id, state, &consumer)?;
+            }
+            setup.metrics.tasks_owned.store(
+                state.tasks.len() as i64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            if state.tasks.is_empty() && !announced_idle && total > 0 {
+                announced_idle = true;
+                tracing::info!(
+                    tasks = total,
+                    "this process owns no task now (more processes than the job's {total} tasks, \
+                     or waiting for the group)"
+                );
+            } else if !state.tasks.is_empty() {
+                announced_idle = false;
+            }
+            // Each partition's records, in order, to its task.
+            let mut by_task: BTreeMap<TaskId, PartitionRecords<'_>> = BTreeMap::new();
+            for record in 0..polled.len() {
+                let Some(&stage) = stages_by_topic.get(polled.topics[record].as_ref()) else {
+                    continue;
+                };
+                let id = TaskId {
+                    stage,
+                    partition: polled.partitions[record],
+                };
+                if !state.tasks.contains_key(&id) {
+                    continue;
+                }
+                by_task.entry(id).or_default().push(&polled, record, true);
+            }
+            for (id, records) in by_task {
+                let Some(task) = state.tasks.get_mut(&id) else {
+                    continue;
+                };
+                task.process(&records, &mut state.writer)?;
+            }
+            for task in state.tasks.values_mut() {
+                task.check_idle(&mut state.writer)?;
+            }
+            let newly_finished = state
+                .tasks
+                .iter()
+                .any(|(id, t)| t.finished() && !state.announced.contains(id));
+            if newly_finished || last_commit.elapsed() >= interval {
+                state.commit_or_rewind(&consumer)?;
+                last_commit = Instant::now();
+                let size: usize = state.tasks.values_mut().map(Task::state_size).sum();
+                gauge.update(|| size);
+            }
+            drop(guard);
+            if status.read()? >= total {
                 lock(&member).commit_or_rewind(&consumer)?;
-                tracing::info!(job = %job, "stopped; leaving the group");
+                tracing::info!(job = %job, tasks = total, "every task of the job finished");
                 return Ok(());
             }
         }
-        let mut polled = PolledRecords::default();
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => polled.push(&message),
-            Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error; retrying"),
-            None => {}
-        }
-        while polled.len() < MAX_POLL_RECORDS {
-            match consumer.poll(Duration::ZERO) {
-                Some(Ok(message)) => polled.push(&message),
-                _ => break,
-            }
-        }
-        let mut guard = lock(&member);
-        let state = &mut *guard;
-        if let Some(e) = state.fatal.take() {
-            return Err(e);
-        }
-        if state.rewind {
-            state.rewind(&consumer)?;
-            // What was polled lies past the committed offsets the partitions went back to.
-            polled = PolledRecords::default();
-        }
-        // Newly assigned partitions become tasks, restored, before their records.
-        let gained = std::mem::take(&mut state.assigned);
-        if !gained.is_empty() {
-            let names: Vec<String> = gained.iter().map(ToString::to_string).collect();
-            tracing::info!(tasks = %names.join(" "), "gained tasks; restoring their state");
-        }
-        for id in gained {
-            state.gained_at.insert(id, Instant::now());
-            let topic = &state.changelog_topics[&id.stage];
-            let restored = topics::read_changelog(client, topic, id.partition)?;
-            let input = &state.input_topics[&id.stage];
-            let end_offset = if bounded[&id.stage] {
-                let probe: BaseConsumer = client
-                    .create()
-                    .map_err(ClusterError::kafka("creating an offsets client"))?;
-                let (_, high) = probe
-                    .fetch_watermarks(input, id.partition, Duration::from_secs(10))
-                    .map_err(ClusterError::kafka(format!(
-                        "reading the end offset of {input} partition {}",
-                        id.partition
-                    )))?;
-                Some(high)
-            } else {
-                None
-            };
-            let mut task = Task::new(
-                id,
-                TaskSetup {
-                    topology: &topology,
-                    context: context.clone(),
-                    late: late.clone(),
-                    restored,
-                    end_offset,
-                },
-            )?;
-            if task.finished() {
-                state.announced.insert(id);
-            } else if let Some(end) = task.end_offset() {
-                // A bounded source task whose group offset already stands at its end.
-                let mut query = TopicPartitionList::new();
-                query.add_partition(input, id.partition);
-                let committed = consumer
-                    .committed_offsets(query, Duration::from_secs(10))
-                    .map_err(ClusterError::kafka(format!(
-                        "reading the committed offset of {input} partition {}",
-                        id.partition
-                    )))?;
-                let start = committed.elements().first().and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
-                let low = consumer
-                    .fetch_watermarks(input, id.partition, Duration::from_secs(10))
-                    .map(|(low, _)| low)
-                    .unwrap_or(0);
-                if start.unwrap_or(low) >= end {
-                    task.finish(&mut state.writer)?;
-                }
-            }
-            state.tasks.insert(id, task);
-        }
-        setup.metrics.tasks_owned.store(
-            state.tasks.len() as i64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        if state.tasks.is_empty() && !announced_idle && total > 0 {
-            announced_idle = true;
-            tracing::info!(
-                tasks = total,
-                "this process owns no task now (more processes than the job's {total} tasks, \
-                 or waiting for the group)"
-            );
-        } else if !state.tasks.is_empty() {
-            announced_idle = false;
-        }
-        // Each partition's records, in order, to its task.
-        let mut by_task: BTreeMap<TaskId, PartitionRecords<'_>> = BTreeMap::new();
-        for record in 0..polled.len() {
-            let Some(&stage) = stages_by_topic.get(polled.topics[record].as_ref()) else {
-                continue;
-            };
-            let id = TaskId {
-                stage,
-                partition: polled.partitions[record],
-            };
-            if !state.tasks.contains_key(&id) {
-                continue;
-            }
-            by_task.entry(id).or_default().push(&polled, record, true);
-        }
-        for (id, records) in by_task {
-            let Some(task) = state.tasks.get_mut(&id) else {
-                continue;
-            };
-            task.process(&records, &mut state.writer)?;
-            if let Some(&last) = records.offsets.last() {
-                state.next_offsets.insert(id, last + 1);
-            }
-        }
-        for task in state.tasks.values_mut() {
-            task.check_idle(&mut state.writer)?;
-        }
-        let newly_finished = state
-            .tasks
-            .iter()
-            .any(|(id, t)| t.finished() && !state.announced.contains(id));
-        if newly_finished || last_commit.elapsed() >= interval {
-            state.commit_or_rewind(&consumer)?;
-            last_commit = Instant::now();
-            let size: usize = state.tasks.values_mut().map(Task::state_size).sum();
-            gauge.update(|| size);
-        }
-        drop(guard);
-        if status.read()? >= total {
-            lock(&member).commit_or_rewind(&consumer)?;
-            tracing::info!(job = %job, tasks = total, "every task of the job finished");
-            return Ok(());
+    })();
+    if outcome.is_err() {
+        // Nothing of the failed transaction may commit, not even at the revocation.
+        let mut member = lock(&member);
+        member.failed = true;
+        if let Err(e) = member.writer.abort() {
+            tracing::warn!(error = %e, "aborting the transaction after a failure");
         }
     }
-}
-
-/// Reads the job's status topic: which tasks finished.
-struct StatusReader {
-    consumer: BaseConsumer,
-    finished: BTreeSet<String>,
-}
-
-impl StatusReader {
-    fn new(client: &ClientConfig, topic: &str) -> Result<Self> {
-        let consumer: BaseConsumer = client
-            .clone()
-            // librdkafka assigns partitions only to a consumer with a group; this one
-            // never joins it.
-            .set("group.id", format!("{topic}-reader"))
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "100")
-            .create()
-            .map_err(ClusterError::kafka("creating the status reader"))?;
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(ClusterError::kafka(format!("assigning {topic}")))?;
-        consumer
-            .assign(&assignment)
-            .map_err(ClusterError::kafka(format!("assigning {topic}")))?;
-        Ok(Self {
-            consumer,
-            finished: BTreeSet::new(),
-        })
-    }
-
-    /// How many tasks of the job have finished, as far as read so far.
-    fn read(&mut self) -> Result<usize> {
-        while let Some(message) = self.consumer.poll(Duration::ZERO) {
-            match message {
-                Ok(message) => {
-                    if let Some(key) = message.key() {
-                        self.finished
-                            .insert(String::from_utf8_lossy(key).into_owned());
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "reading the job's status"),
-            }
-        }
-        Ok(self.finished.len())
-    }
+    leave(consumer);
+    outcome
 }

@@ -268,6 +268,8 @@ pub struct Task {
     progress: TaskProgress,
     /// Something changed since the last commit: its state is written at the next.
     dirty: bool,
+    /// It read input since it was made.
+    read_input: bool,
     metrics: Arc<JobMetrics>,
 }
 
@@ -295,15 +297,12 @@ impl Task {
         let stage = topology
             .stage(id.stage)
             .ok_or_else(|| ClusterError::Unsupported(format!("task {id}: no such stage")))?;
-        let mut progress: TaskProgress = match restored.get(wire::PROGRESS_KEY) {
-            Some(Some(bytes)) => serde_json::from_slice(bytes).map_err(|e| {
-                ClusterError::Setting(format!(
-                    "task {id}: its changelog's progress record cannot be read ({e}): \
-                     another job of the same name, or another Runnel"
-                ))
-            })?,
-            _ => TaskProgress::default(),
-        };
+        let mut progress = TaskProgress::restored(&restored).map_err(|e| {
+            ClusterError::Setting(format!(
+                "task {id}: its changelog's progress record cannot be read ({e}): another \
+                 job of the same name, or another Runnel"
+            ))
+        })?;
         if progress.end_offset.is_none() {
             progress.end_offset = end_offset;
         }
@@ -389,6 +388,7 @@ impl Task {
             pipeline,
             progress,
             dirty: false,
+            read_input: false,
             metrics,
         })
     }
@@ -396,6 +396,16 @@ impl Task {
     /// Whether the task read its whole input and wrote its end.
     pub fn finished(&self) -> bool {
         self.progress.finished
+    }
+
+    /// The next offset of its input partition: where its state stands.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.progress.next_offset
+    }
+
+    /// Whether it read input since it was made (restored or new).
+    pub fn read_input(&self) -> bool {
+        self.read_input
     }
 
     /// A bounded source task's end offset.
@@ -418,10 +428,15 @@ impl Task {
         records: &PartitionRecords<'_>,
         writer: &mut dyn TaskWriter,
     ) -> Result<()> {
-        if self.progress.finished || records.offsets.is_empty() {
+        let Some(&last) = records.offsets.last() else {
+            return Ok(());
+        };
+        self.progress.next_offset = Some(last + 1);
+        self.dirty = true;
+        self.read_input = true;
+        if self.progress.finished {
             return Ok(());
         }
-        self.dirty = true;
         match &self.input {
             TaskInput::Source { .. } => self.process_source(records, writer),
             TaskInput::Repartition { .. } => self.process_repartition(records, writer),

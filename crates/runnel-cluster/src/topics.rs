@@ -1,8 +1,8 @@
 //! The Kafka topics of a job spread over processes: the source topics' partition counts,
-//! the internal topics Runnel creates (repartition, changelog, status), and reading a
-//! changelog partition back.
+//! the internal topics Runnel creates (repartition, changelog, status), reading a
+//! changelog partition back, and following the status topic.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -130,6 +130,37 @@ pub async fn create_internal_topics(
     .map_err(|e| ClusterError::Setting(format!("checking the internal topics: {e}")))?
 }
 
+/// The (low, high) offsets of partition `partition` of `topic`.
+pub fn offsets(config: &ClientConfig, topic: &str, partition: i32) -> Result<(i64, i64)> {
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(ClusterError::kafka("creating an offsets client"))?;
+    consumer
+        .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+        .map_err(ClusterError::kafka(format!(
+            "reading the offsets of {topic} partition {partition}"
+        )))
+}
+
+/// The offset `consumer`'s group committed for partition `partition` of `topic`, if any.
+pub fn committed_offset<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>> {
+    let mut query = TopicPartitionList::new();
+    query.add_partition(topic, partition);
+    let committed = consumer
+        .committed_offsets(query, METADATA_TIMEOUT)
+        .map_err(ClusterError::kafka(format!(
+            "reading the committed offset of {topic} partition {partition}"
+        )))?;
+    Ok(committed.elements().first().and_then(|e| match e.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }))
+}
+
 /// The latest committed record of each key in partition `partition` of `topic` (a value
 /// of `None`: a tombstone).
 pub fn read_changelog(
@@ -187,4 +218,52 @@ pub fn read_changelog(
         }
     }
     Ok(latest)
+}
+
+/// Reads the job's status topic: which tasks finished.
+pub struct StatusReader {
+    consumer: BaseConsumer,
+    finished: BTreeSet<String>,
+}
+
+impl StatusReader {
+    pub fn new(client: &ClientConfig, topic: &str) -> Result<Self> {
+        let consumer: BaseConsumer = client
+            .clone()
+            // librdkafka assigns partitions only to a consumer with a group; this one
+            // never joins it.
+            .set("group.id", format!("{topic}-reader"))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .map_err(ClusterError::kafka("creating the status reader"))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(ClusterError::kafka(format!("assigning {topic}")))?;
+        consumer
+            .assign(&assignment)
+            .map_err(ClusterError::kafka(format!("assigning {topic}")))?;
+        Ok(Self {
+            consumer,
+            finished: BTreeSet::new(),
+        })
+    }
+
+    /// How many tasks of the job have finished, as far as read so far.
+    pub fn read(&mut self) -> Result<usize> {
+        while let Some(message) = self.consumer.poll(Duration::ZERO) {
+            match message {
+                Ok(message) => {
+                    if let Some(key) = message.key() {
+                        self.finished
+                            .insert(String::from_utf8_lossy(key).into_owned());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the job's status"),
+            }
+        }
+        Ok(self.finished.len())
+    }
 }

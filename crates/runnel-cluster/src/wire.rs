@@ -143,6 +143,23 @@ pub struct TaskProgress {
     pub writer_ended: [Vec<bool>; 2],
     /// The task read its whole input and wrote its end.
     pub finished: bool,
+    /// The next offset of the task's input partition this state stands at: committed in
+    /// the same transaction, so a task restored from it resumes there.
+    #[serde(default)]
+    pub next_offset: Option<i64>,
+}
+
+impl TaskProgress {
+    /// The progress among a task's restored changelog records (the default when it has
+    /// none yet).
+    pub fn restored(
+        records: &std::collections::HashMap<String, Option<Vec<u8>>>,
+    ) -> std::result::Result<Self, String> {
+        match records.get(PROGRESS_KEY) {
+            Some(Some(bytes)) => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            _ => Ok(Self::default()),
+        }
+    }
 }
 
 /// The changelog key of the progress record.
