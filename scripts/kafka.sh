@@ -5,6 +5,8 @@
 #   scripts/kafka.sh stop    stop the broker; no process is left behind
 #   scripts/kafka.sh resume  start a stopped broker again on its stored data (outage tests)
 #   scripts/kafka.sh status  say whether it runs
+#   scripts/kafka.sh topics ARGS...  Kafka's topic tool against the broker (e.g. --list,
+#                                    --create --topic T --partitions 6)
 #
 # Environment:
 #   KAFKA_PORT       broker port (default 9092); the controller listens on KAFKA_PORT + 1
@@ -171,5 +173,6 @@ resume) start keep ;;
 stop) stop ;;
 status) if running_pid >/dev/null && serving; then echo "running on $BOOTSTRAP"; else echo "not running"; exit 1; fi ;;
 fetch) fetch ;;
-*) echo "usage: $0 start|stop|resume|status|fetch" >&2; exit 2 ;;
+topics) shift; java_run org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" "$@" ;;
+*) echo "usage: $0 start|stop|resume|status|fetch|topics ARGS..." >&2; exit 2 ;;
 esac

@@ -157,6 +157,12 @@ pub async fn spawn_member(
     scale: ScaleOut,
 ) -> Result<JobHandle> {
     crate::topology::check_job_name(&scale.job)?;
+    if let Some(table) = &config.late_data_sink {
+        return Err(ClusterError::Unsupported(format!(
+            "'runnel.late-data.sink' = '{}': late rows are counted, not routed, across processes",
+            table.name
+        )));
+    }
     let (client, sink) = cluster_config(&plan)?;
     let partitions = {
         let (client, sources) = (client.clone(), plan.sources());
@@ -733,6 +739,8 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
                 };
                 task.process(&records, &mut state.writer)?;
             }
+            // Late rows are counted by the operators; no table takes them here.
+            drop(maker.late.drain());
             for task in state.tasks.values_mut() {
                 task.check_idle(&mut state.writer)?;
             }
