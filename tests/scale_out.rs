@@ -587,3 +587,46 @@ async fn nexmark_q5_over_three_processes_equals_one_process() {
         logs.join("\n----\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_cannot_be_spread_is_refused_with_the_reason() {
+    let source = kafka_claims_table("scale.refused.in", "");
+    let output = |connector: &str| {
+        format!(
+            "CREATE TABLE claims_aggregated_5min ({CLAIMS_OUTPUT_COLUMNS}) WITH (
+                'connector' = '{connector}', 'path' = '/tmp/x', 'format' = 'json');"
+        )
+    };
+    let cases = [
+        (
+            format!(
+                "SET 'execution.target' = 'kafka'; {source} {} {CLAIMS_QUERY}",
+                output("filesystem")
+            ),
+            "'pipeline.name'",
+        ),
+        (
+            format!(
+                "SET 'execution.target' = 'kafka'; SET 'pipeline.name' = 'refused';
+                 {source} {} {CLAIMS_QUERY}",
+                output("filesystem")
+            ),
+            "table claims_aggregated_5min writes connector 'filesystem'",
+        ),
+        (
+            "SET 'pipeline.name' = 'claims 5 min';".to_string(),
+            "cannot name Kafka topics",
+        ),
+        (
+            "SET 'execution.target' = 'yarn-cluster';".to_string(),
+            "expected 'local'",
+        ),
+    ];
+    for (script, reason) in cases {
+        let error = match runnel::Engine::default().execute(&script).await {
+            Ok(_) => panic!("accepted: {script}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(error.contains(reason), "{error}\n(wanted: {reason})");
+    }
+}

@@ -23,5 +23,5 @@ pub mod transaction;
 pub mod wire;
 
 pub use error::{ClusterError, Result};
-pub use member::{explain, spawn_member, ScaleOut};
+pub use member::{spawn_member, ScaleOut};
 pub use topology::{ClusterTopology, TaskId};

@@ -38,8 +38,7 @@ use runnel_sql::{StreamPlan, TableDef};
 
 use crate::error::{ClusterError, Result};
 use crate::task::{Task, TaskSetup};
-use crate::topics;
-use crate::topics::StatusReader;
+use crate::topics::{self, StatusReader};
 use crate::topology::{ClusterTopology, StageInput, TaskId};
 use crate::transaction::{abortable, TransactionWriter};
 
@@ -57,6 +56,7 @@ pub struct ScaleOut {
 
 /// Records gathered into one poll.
 const MAX_POLL_RECORDS: usize = 8192;
+
 /// The Kafka client settings of `table` (its `'properties.*'`, but not its group).
 fn client_config(table: &TableDef) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -136,16 +136,6 @@ fn topology<'p>(
             ClusterError::Setting(format!("table {}: its topic has no partitions", table.name))
         })
     })
-}
-
-/// What `EXPLAIN` says of `plan` spread over processes under `scale`, partition counts
-/// of the source topics taken from `partitions`.
-pub fn explain(
-    plan: &StreamPlan,
-    scale: &ScaleOut,
-    partitions: &HashMap<String, usize>,
-) -> Result<String> {
-    Ok(topology(plan, scale, partitions)?.to_string())
 }
 
 /// Starts this process's share of `plan` as a member of the job `scale` names: creates
