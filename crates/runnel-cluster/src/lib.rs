@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod member;
+pub mod pipeline;
 pub mod task;
 pub mod topics;
 pub mod topology;

@@ -18,7 +18,7 @@ use runnel_runtime::graph::StageId;
 use runnel_runtime::JobMetrics;
 
 use crate::error::{ClusterError, Result};
-use crate::task::TaskWriter;
+use crate::pipeline::TaskWriter;
 use crate::wire::Envelope;
 
 /// How long a transaction call may take.
