@@ -18,6 +18,8 @@ pub mod error;
 pub mod member;
 pub mod pipeline;
 pub mod task;
+#[cfg(test)]
+mod test_plans;
 pub mod topics;
 pub mod topology;
 pub mod transaction;

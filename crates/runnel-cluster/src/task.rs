@@ -463,38 +463,21 @@ mod tests {
     use datafusion::arrow::datatypes::Int64Type;
     use runnel_runtime::graph::StageId;
     use runnel_runtime::{JobConfig, JobGraph, ProcessingTime};
-    use runnel_sql::{parse_script, Catalog, PlanOptions, Statement, StreamPlan, StreamPlanner};
+    use runnel_sql::StreamPlan;
 
     use super::*;
 
     /// The claims count per policy over 1-minute windows, from a 2-partition topic into
     /// one keyed task.
     fn claims_plan() -> StreamPlan {
-        let planner = StreamPlanner::new();
-        let mut catalog = Catalog::default();
-        let script = "CREATE TABLE claims (policy_id BIGINT, ts TIMESTAMP(3),
+        crate::test_plans::plan(
+            "CREATE TABLE claims (policy_id BIGINT, ts TIMESTAMP(3),
                 WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
             WITH ('connector' = 'kafka', 'topic' = 'claims', 'format' = 'json',
                 'properties.bootstrap.servers' = '127.0.0.1:1');
             SELECT policy_id, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE claims, DESCRIPTOR(ts),
-                INTERVAL '1' MINUTE)) GROUP BY policy_id, window_start, window_end";
-        let mut plan = None;
-        for statement in parse_script(script).unwrap() {
-            match statement {
-                Statement::CreateTable(table) => catalog
-                    .add_table(planner.create_table(&catalog, *table).unwrap())
-                    .unwrap(),
-                Statement::Query(query) => {
-                    plan = Some(
-                        planner
-                            .plan_query_with(&catalog, *query, None, &PlanOptions::default())
-                            .unwrap(),
-                    )
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        plan.unwrap()
+                INTERVAL '1' MINUTE)) GROUP BY policy_id, window_start, window_end",
+        )
     }
 
     /// What tasks wrote: sink rows, and repartition records as (partition, envelope, value).

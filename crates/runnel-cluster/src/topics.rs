@@ -161,6 +161,38 @@ pub fn committed_offset<C: rdkafka::consumer::ConsumerContext>(
     }))
 }
 
+/// A consumer of partition `partition` of `topic` from its beginning, committed records
+/// only, outside any group (`eof`: it reports reaching the end).
+fn partition_reader(
+    config: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    eof: bool,
+) -> Result<BaseConsumer> {
+    let consumer: BaseConsumer = config
+        .clone()
+        // librdkafka assigns partitions only to a consumer with a group; this one never
+        // joins it.
+        .set("group.id", format!("{topic}-reader"))
+        .set("enable.partition.eof", eof.to_string())
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .map_err(ClusterError::kafka(format!("creating a reader of {topic}")))?;
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Beginning)
+        .and_then(|()| consumer.assign(&assignment))
+        .map_err(ClusterError::kafka(format!(
+            "assigning {topic} partition {partition}"
+        )))?;
+    Ok(consumer)
+}
+
+/// How long reading a changelog partition may go without reaching its end.
+const CHANGELOG_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The latest committed record of each key in partition `partition` of `topic` (a value
 /// of `None`: a tombstone).
 pub fn read_changelog(
@@ -168,36 +200,13 @@ pub fn read_changelog(
     topic: &str,
     partition: i32,
 ) -> Result<HashMap<String, Option<Vec<u8>>>> {
-    let consumer: BaseConsumer = config
-        .clone()
-        // librdkafka assigns partitions only to a consumer with a group; this one never
-        // joins it.
-        .set("group.id", format!("{topic}-reader"))
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(ClusterError::kafka("creating a changelog reader"))?;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
-        .map_err(ClusterError::kafka(format!(
-            "reading offsets of {topic} partition {partition}"
-        )))?;
     let mut latest = HashMap::new();
+    let (low, high) = offsets(config, topic, partition)?;
     if high <= low {
         return Ok(latest);
     }
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Beginning)
-        .map_err(ClusterError::kafka(format!(
-            "assigning {topic} partition {partition}"
-        )))?;
-    consumer
-        .assign(&assignment)
-        .map_err(ClusterError::kafka(format!(
-            "assigning {topic} partition {partition}"
-        )))?;
+    let consumer = partition_reader(config, topic, partition, true)?;
+    let deadline = Instant::now() + CHANGELOG_READ_TIMEOUT;
     loop {
         match consumer.poll(Duration::from_secs(1)) {
             Some(Ok(message)) => {
@@ -207,17 +216,22 @@ pub fn read_changelog(
                     message.payload().map(<[u8]>::to_vec),
                 );
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(latest),
             Some(Err(e)) => {
                 return Err(ClusterError::Kafka {
                     context: format!("reading {topic} partition {partition}"),
                     source: e,
                 })
             }
+            None if Instant::now() > deadline => {
+                return Err(ClusterError::Setting(format!(
+                    "reading {topic} partition {partition} did not reach its end within \
+                     {CHANGELOG_READ_TIMEOUT:?}"
+                )))
+            }
             None => {}
         }
     }
-    Ok(latest)
 }
 
 /// Reads the job's status topic: which tasks finished.
@@ -228,23 +242,7 @@ pub struct StatusReader {
 
 impl StatusReader {
     pub fn new(client: &ClientConfig, topic: &str) -> Result<Self> {
-        let consumer: BaseConsumer = client
-            .clone()
-            // librdkafka assigns partitions only to a consumer with a group; this one
-            // never joins it.
-            .set("group.id", format!("{topic}-reader"))
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "100")
-            .create()
-            .map_err(ClusterError::kafka("creating the status reader"))?;
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(ClusterError::kafka(format!("assigning {topic}")))?;
-        consumer
-            .assign(&assignment)
-            .map_err(ClusterError::kafka(format!("assigning {topic}")))?;
+        let consumer = partition_reader(client, topic, 0, false)?;
         Ok(Self {
             consumer,
             finished: BTreeSet::new(),

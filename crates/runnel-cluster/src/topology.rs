@@ -369,32 +369,10 @@ impl fmt::Display for ClusterTopology<'_> {
 
 #[cfg(test)]
 mod tests {
-    use runnel_sql::{parse_script, Catalog, PlanOptions, Statement, StreamPlan, StreamPlanner};
+    use runnel_sql::StreamPlan;
 
     use super::*;
-
-    /// The plan of the query in `script` over the tables the script creates.
-    fn plan(script: &str) -> StreamPlan {
-        let planner = StreamPlanner::new();
-        let mut catalog = Catalog::default();
-        let mut plan = None;
-        for statement in parse_script(script).unwrap() {
-            match statement {
-                Statement::CreateTable(table) => catalog
-                    .add_table(planner.create_table(&catalog, *table).unwrap())
-                    .unwrap(),
-                Statement::Query(query) => {
-                    plan = Some(
-                        planner
-                            .plan_query_with(&catalog, *query, None, &PlanOptions::default())
-                            .unwrap(),
-                    )
-                }
-                other => panic!("unexpected statement {other:?}"),
-            }
-        }
-        plan.expect("a query")
-    }
+    use crate::test_plans::plan;
 
     fn kafka_table(name: &str, connector: &str) -> String {
         format!(
