@@ -6,7 +6,6 @@
 //! last checkpoint); the output topic is read `read_committed` and compared with the
 //! expected windows computed from the events.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -242,31 +241,17 @@ async fn run_and_compare(guarantee: &str, seed: u64, servers: &str, trouble: Tro
     .expect("job runner");
     producer.await.expect("producer");
 
-    let expected = expected_windows(&claims);
     let rows = consume_all_on(servers, &output);
-    let mut seen: BTreeMap<(i64, String, String), Vec<(i64, i64)>> = BTreeMap::new();
-    for (_, _, value) in &rows {
-        for (key, row) in parse_window_rows([value.as_str()]) {
-            seen.entry(key).or_default().push(row);
-        }
-    }
-    let mut outcome = Outcome {
+    let comparison = compare_window_rows(&rows, &expected_windows(&claims));
+    let outcome = Outcome {
         kills,
         kills_between_store_and_commit: between,
-        rows: rows.len(),
-        expected_rows: expected.len(),
-        ..Outcome::default()
+        rows: comparison.rows,
+        expected_rows: comparison.expected,
+        missing: comparison.missing,
+        duplicates: comparison.duplicated,
+        wrong: comparison.wrong,
     };
-    for (key, want) in &expected {
-        match seen.get(key) {
-            None => outcome.missing += 1,
-            Some(got) => {
-                outcome.duplicates += got.len() - 1;
-                outcome.wrong += got.iter().filter(|g| *g != want).count();
-            }
-        }
-    }
-    outcome.wrong += seen.keys().filter(|k| !expected.contains_key(*k)).count();
     eprintln!("{guarantee} ({tag}): {outcome:?}");
     outcome
 }

@@ -4,7 +4,6 @@
 //! every commit is one Kafka transaction. Each test starts real `runnel run` processes
 //! against the real broker and reads the output `read_committed`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -46,51 +45,8 @@ fn claims_job(job: &str, input: &str, output: &str) -> String {
     )
 }
 
-/// How the output compares with the expected windows.
-#[derive(Debug, Default, PartialEq)]
-struct Comparison {
-    rows: usize,
-    expected: usize,
-    missing: usize,
-    duplicated: usize,
-    wrong: usize,
-    /// A few rows with wrong values.
-    examples: Vec<WrongRow>,
-}
-
-/// A row with a wrong value: policy, window start, (count, cents) expected and found.
-type WrongRow = (i64, String, (i64, i64), (i64, i64));
-
-fn compare_claims(output: &str, claims: &[Claim]) -> Comparison {
-    let expected = expected_windows(claims);
-    let rows = consume_all(output);
-    let mut seen: BTreeMap<(i64, String, String), Vec<(i64, i64)>> = BTreeMap::new();
-    for (_, _, value) in &rows {
-        for (key, row) in parse_window_rows([value.as_str()]) {
-            seen.entry(key).or_default().push(row);
-        }
-    }
-    let mut comparison = Comparison {
-        rows: rows.len(),
-        expected: expected.len(),
-        ..Comparison::default()
-    };
-    for (key, want) in &expected {
-        match seen.get(key) {
-            None => comparison.missing += 1,
-            Some(got) => {
-                comparison.duplicated += got.len() - 1;
-                for g in got.iter().filter(|g| *g != want) {
-                    comparison.wrong += 1;
-                    if comparison.examples.len() < 5 {
-                        comparison.examples.push((key.0, key.1.clone(), *want, *g));
-                    }
-                }
-            }
-        }
-    }
-    comparison.wrong += seen.keys().filter(|k| !expected.contains_key(*k)).count();
-    comparison
+fn compare_claims(output: &str, claims: &[Claim]) -> WindowComparison {
+    compare_window_rows(&consume_all(output), &expected_windows(claims))
 }
 
 /// Writes the claims into `input` (6 partitions, events spread over them in turn).

@@ -409,6 +409,58 @@ pub fn expected_windows(claims: &[Claim]) -> WindowRows {
         .collect()
 }
 
+/// How output rows of the claims aggregate compare with the expected windows.
+#[derive(Debug, Default, PartialEq)]
+pub struct WindowComparison {
+    pub rows: usize,
+    pub expected: usize,
+    /// Expected windows that never appeared.
+    pub missing: usize,
+    /// Extra copies of windows that appeared more than once.
+    pub duplicated: usize,
+    /// Rows with a value other than the expected, or of a window not expected.
+    pub wrong: usize,
+    /// A few of the wrong rows: policy, window start, (count, cents) expected and found.
+    pub examples: Vec<WrongWindow>,
+}
+
+/// A window row with a wrong value: policy, window start, expected and found.
+pub type WrongWindow = (i64, String, (i64, i64), (i64, i64));
+
+/// Compares the JSON values of `rows` (as [`consume_all`] returns them) with `expected`.
+pub fn compare_window_rows(
+    rows: &[(i32, Option<String>, String)],
+    expected: &WindowRows,
+) -> WindowComparison {
+    let mut seen: BTreeMap<(i64, String, String), Vec<(i64, i64)>> = BTreeMap::new();
+    for (_, _, value) in rows {
+        for (key, row) in parse_window_rows([value.as_str()]) {
+            seen.entry(key).or_default().push(row);
+        }
+    }
+    let mut comparison = WindowComparison {
+        rows: rows.len(),
+        expected: expected.len(),
+        ..WindowComparison::default()
+    };
+    for (key, want) in expected {
+        match seen.get(key) {
+            None => comparison.missing += 1,
+            Some(got) => {
+                comparison.duplicated += got.len() - 1;
+                for g in got.iter().filter(|g| *g != want) {
+                    comparison.wrong += 1;
+                    if comparison.examples.len() < 5 {
+                        comparison.examples.push((key.0, key.1.clone(), *want, *g));
+                    }
+                }
+            }
+        }
+    }
+    comparison.wrong += seen.keys().filter(|k| !expected.contains_key(*k)).count();
+    comparison
+}
+
 /// Parses JSON rows of the claims aggregate; panics on a duplicate row.
 pub fn parse_window_rows<'a>(rows: impl IntoIterator<Item = &'a str>) -> WindowRows {
     let mut out = WindowRows::new();
