@@ -1,7 +1,8 @@
 //! [`Pipeline`]: a graph stage's operators as a task runs them — the stage's chain, then
-//! each of its outputs: the sink, a repartition topic (rows hashed to partitions; the
-//! watermark and idleness held until the next commit, the end sent at once), or a stage
-//! it forwards to, run in the same task.
+//! each of its outputs: the sink, a repartition topic (rows hashed to partitions and
+//! gathered into records of up to 8192 rows; the watermark and idleness held until the
+//! next commit, after the rows; the end after everything), or a stage it forwards to, run
+//! in the same task.
 
 use std::collections::HashMap;
 
@@ -41,14 +42,102 @@ pub struct Pipeline {
 
 enum PipelineOutput {
     Sink,
-    Repartition {
-        stage: StageId,
-        input: usize,
-        partitioner: KeyPartitioner,
-        /// The marker to send at the next flush: the last watermark or idleness.
-        pending: Option<RecordKind>,
-    },
+    Repartition(RepartitionOutput),
     Forward(Box<Pipeline>),
+}
+
+/// Rows a repartition record holds at most: a task's output for one partition is gathered
+/// up to this many rows (or until the next commit) before it is written, so the topic
+/// carries few large batches rather than a small one per poll and partition.
+const RECORD_ROWS: usize = 8192;
+
+/// Input `input` of rooted stage `stage`, through its repartition topic.
+struct RepartitionOutput {
+    stage: StageId,
+    input: usize,
+    partitioner: KeyPartitioner,
+    /// Rows gathered for each partition, not written yet.
+    gathered: Vec<Vec<RecordBatch>>,
+    /// The marker to send at the next flush: the last watermark or idleness.
+    pending: Option<RecordKind>,
+}
+
+impl RepartitionOutput {
+    fn envelope(&self, kind: RecordKind, me: TaskId) -> Envelope {
+        Envelope {
+            kind,
+            writer: me,
+            input: self.input,
+        }
+    }
+
+    /// Hashes `batch`'s rows to their partitions; writes a partition's rows once it
+    /// gathered [`RECORD_ROWS`].
+    fn rows(&mut self, batch: &RecordBatch, me: TaskId, writer: &mut dyn TaskWriter) -> Result<()> {
+        for (partition, rows) in self.partitioner.partition(batch)? {
+            self.gathered[partition].push(rows);
+            let gathered: usize = self.gathered[partition]
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum();
+            if gathered >= RECORD_ROWS {
+                self.write_gathered(partition, me, writer)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the rows gathered for `partition` as one record.
+    fn write_gathered(
+        &mut self,
+        partition: usize,
+        me: TaskId,
+        writer: &mut dyn TaskWriter,
+    ) -> Result<()> {
+        let batches = std::mem::take(&mut self.gathered[partition]);
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
+        let rows = datafusion::arrow::compute::concat_batches(first.schema_ref(), &batches)
+            .map_err(|source| ClusterError::Arrow {
+                context: "gathering rows for a repartition topic".into(),
+                source,
+            })?;
+        let envelope = self.envelope(RecordKind::Rows, me);
+        let bytes = wire::encode_batch(&rows)?;
+        writer.repartition(self.stage, partition as i32, envelope, Some(bytes))
+    }
+
+    /// Writes every partition's gathered rows, then the pending marker to every partition.
+    fn flush(&mut self, me: TaskId, writer: &mut dyn TaskWriter) -> Result<()> {
+        for partition in 0..self.gathered.len() {
+            self.write_gathered(partition, me, writer)?;
+        }
+        if let Some(kind) = self.pending.take() {
+            self.to_every_partition(kind, me, writer)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the gathered rows, then the end to every partition.
+    fn end(&mut self, me: TaskId, writer: &mut dyn TaskWriter) -> Result<()> {
+        self.pending = None;
+        self.flush(me, writer)?;
+        self.to_every_partition(RecordKind::End, me, writer)
+    }
+
+    fn to_every_partition(
+        &self,
+        kind: RecordKind,
+        me: TaskId,
+        writer: &mut dyn TaskWriter,
+    ) -> Result<()> {
+        let envelope = self.envelope(kind, me);
+        for partition in 0..self.partitioner.count() {
+            writer.repartition(self.stage, partition as i32, envelope, None)?;
+        }
+        Ok(())
+    }
 }
 
 impl Pipeline {
@@ -101,12 +190,13 @@ impl Pipeline {
                         ),
                         _ => KeyPartitioner::new(Vec::new(), 1, name),
                     };
-                    PipelineOutput::Repartition {
+                    PipelineOutput::Repartition(RepartitionOutput {
                         stage,
                         input,
+                        gathered: vec![Vec::new(); partitioner.count()],
                         partitioner,
                         pending: None,
-                    }
+                    })
                 }
             });
         }
@@ -135,42 +225,12 @@ impl Pipeline {
                         }
                     }
                     PipelineOutput::Forward(next) => next.push(message.clone(), me, writer)?,
-                    PipelineOutput::Repartition {
-                        stage,
-                        input,
-                        partitioner,
-                        pending,
-                    } => match &message {
-                        Message::Batch(batch) => {
-                            for (partition, rows) in partitioner.partition(batch)? {
-                                let envelope = Envelope {
-                                    kind: RecordKind::Rows,
-                                    writer: me,
-                                    input: *input,
-                                };
-                                let bytes = wire::encode_batch(&rows)?;
-                                writer.repartition(
-                                    *stage,
-                                    partition as i32,
-                                    envelope,
-                                    Some(bytes),
-                                )?;
-                            }
-                        }
-                        Message::Watermark(w) => *pending = Some(RecordKind::Watermark(*w)),
-                        Message::Idle => *pending = Some(RecordKind::Idle),
+                    PipelineOutput::Repartition(output) => match &message {
+                        Message::Batch(batch) => output.rows(batch, me, writer)?,
+                        Message::Watermark(w) => output.pending = Some(RecordKind::Watermark(*w)),
+                        Message::Idle => output.pending = Some(RecordKind::Idle),
                         Message::Barrier(_) => {}
-                        Message::End => {
-                            *pending = None;
-                            let envelope = Envelope {
-                                kind: RecordKind::End,
-                                writer: me,
-                                input: *input,
-                            };
-                            for partition in 0..partitioner.count() {
-                                writer.repartition(*stage, partition as i32, envelope, None)?;
-                            }
-                        }
+                        Message::End => output.end(me, writer)?,
                     },
                 }
             }
@@ -178,29 +238,15 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Sends each output's pending marker to every partition of its topic.
+    /// Writes each repartition output's gathered rows, then its pending marker to every
+    /// partition of its topic (at a commit, so a reading task sees the marker after the
+    /// rows it covers).
     pub fn flush_markers(&mut self, me: TaskId, writer: &mut dyn TaskWriter) -> Result<()> {
         for output in &mut self.outputs {
             match output {
                 PipelineOutput::Sink => {}
                 PipelineOutput::Forward(next) => next.flush_markers(me, writer)?,
-                PipelineOutput::Repartition {
-                    stage,
-                    input,
-                    partitioner,
-                    pending,
-                } => {
-                    if let Some(kind) = pending.take() {
-                        let envelope = Envelope {
-                            kind,
-                            writer: me,
-                            input: *input,
-                        };
-                        for partition in 0..partitioner.count() {
-                            writer.repartition(*stage, partition as i32, envelope, None)?;
-                        }
-                    }
-                }
+                PipelineOutput::Repartition(output) => output.flush(me, writer)?,
             }
         }
         Ok(())
