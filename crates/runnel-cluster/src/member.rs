@@ -626,6 +626,9 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         .set("fetch.wait.max.ms", "100")
+        // Not librdkafka's default of a second without fetching once a partition's queue
+        // holds enough: the process would wait with idle cores.
+        .set("fetch.queue.backoff.ms", "10")
         .create_with_context(context)
         .map_err(ClusterError::kafka("creating the job's consumer"))?;
     let subscribed: Vec<&str> = stages_by_topic.keys().map(String::as_str).collect();

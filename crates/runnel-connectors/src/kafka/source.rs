@@ -107,6 +107,9 @@ impl KafkaSource {
                 ("enable.auto.commit", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("fetch.wait.max.ms", "100"),
+                // librdkafka stops fetching a partition for a whole second (its default)
+                // once its queue holds enough; readers then waited with idle cores.
+                ("fetch.queue.backoff.ms", "10"),
                 ("isolation.level", isolation),
             ],
         );
