@@ -14,7 +14,7 @@ SERVERS=127.0.0.1:9092
 RUN_ID=$(date +%s)
 TOPIC=bench.scale.claims.$EVENTS
 WORK=$(mktemp -d /var/tmp/runnel-scale-out.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+[ -n "${KEEP_LOGS:-}" ] || trap 'rm -rf "$WORK"' EXIT
 
 cargo build --release -p runnel-cli >/dev/null
 RUNNEL=${CARGO_TARGET_DIR:-target}/release/runnel
@@ -72,10 +72,12 @@ for n in 1 2 3; do
     start=$(date +%s.%N)
     pids=()
     for _ in $(seq "$n"); do
-        RUNNEL_LOG=warn "$RUNNEL" run "$WORK/$name.sql" 2>>"$WORK/$name.log" &
+        RUNNEL_LOG=${RUNNEL_LOG:-warn} "$RUNNEL" run "$WORK/$name.sql" 2>>"$WORK/$name.log" &
         pids+=($!)
     done
-    for pid in "${pids[@]}"; do wait "$pid"; done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || { echo "a process of $n failed:" >&2; tail -20 "$WORK/$name.log" >&2; exit 1; }
+    done
     end=$(date +%s.%N)
     awk -v n="$n" -v s="$start" -v e="$end" -v ev="$EVENTS" \
         'BEGIN { printf "%-10d %10.1f %14.0f\n", n, e - s, ev / (e - s) }'
