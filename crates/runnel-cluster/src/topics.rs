@@ -161,6 +161,23 @@ pub fn committed_offset<C: rdkafka::consumer::ConsumerContext>(
     }))
 }
 
+/// The context of a partition reader: reaching a partition's end is what it waits for,
+/// not an error to log (librdkafka also reports it as a client error).
+pub struct PartitionReaderContext;
+
+impl rdkafka::ClientContext for PartitionReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for PartitionReaderContext {}
+
+/// A reader of one partition outside any group.
+pub type PartitionReader = BaseConsumer<PartitionReaderContext>;
+
 /// A consumer of partition `partition` of `topic` from its beginning, committed records
 /// only, outside any group (`eof`: it reports reaching the end).
 fn partition_reader(
@@ -168,8 +185,8 @@ fn partition_reader(
     topic: &str,
     partition: i32,
     eof: bool,
-) -> Result<BaseConsumer> {
-    let consumer: BaseConsumer = config
+) -> Result<PartitionReader> {
+    let consumer: PartitionReader = config
         .clone()
         // librdkafka assigns partitions only to a consumer with a group; this one never
         // joins it.
@@ -178,7 +195,7 @@ fn partition_reader(
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
-        .create()
+        .create_with_context(PartitionReaderContext)
         .map_err(ClusterError::kafka(format!("creating a reader of {topic}")))?;
     let mut assignment = TopicPartitionList::new();
     assignment
@@ -236,7 +253,7 @@ pub fn read_changelog(
 
 /// Reads the job's status topic: which tasks finished.
 pub struct StatusReader {
-    consumer: BaseConsumer,
+    consumer: PartitionReader,
     finished: BTreeSet<String>,
 }
 
