@@ -209,21 +209,7 @@ async fn run_and_compare(guarantee: &str, seed: u64, servers: &str, trouble: Tro
                 produce_with(&producer, &input, &records).await;
                 tokio::time::sleep(Duration::from_millis(400)).await;
             }
-            let end = claims.iter().map(|c| c.event_time_ms).max().unwrap_or(0) + 86_400_000;
-            let sentinels: Vec<Claim> = (0..3)
-                .map(|p| Claim {
-                    claim_id: format!("end-{p}"),
-                    policy_id: 0,
-                    amount_cents: 0,
-                    operation: "END",
-                    event_time_ms: end,
-                })
-                .collect();
-            let refs: Vec<&Claim> = sentinels.iter().collect();
-            produce_claims_to_partitions_on(&servers, &input, &refs, |c| {
-                c.claim_id.trim_start_matches("end-").parse().unwrap_or(0)
-            })
-            .await;
+            produce_end_of_claims(&servers, &input, 3, &claims).await;
             producing.store(false, std::sync::atomic::Ordering::SeqCst);
         })
     };

@@ -175,21 +175,7 @@ async fn produce_over_time(input: String, claims: Vec<Claim>) {
         .await;
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    let end = claims.iter().map(|c| c.event_time_ms).max().unwrap_or(0) + 86_400_000;
-    let sentinels: Vec<Claim> = (0..PARTITIONS)
-        .map(|p| Claim {
-            claim_id: format!("end-{p}"),
-            policy_id: 0,
-            amount_cents: 0,
-            operation: "END",
-            event_time_ms: end,
-        })
-        .collect();
-    let refs: Vec<&Claim> = sentinels.iter().collect();
-    produce_claims_to_partitions(&input, &refs, |c| {
-        c.claim_id.trim_start_matches("end-").parse().unwrap_or(0)
-    })
-    .await;
+    produce_end_of_claims(&bootstrap(), &input, PARTITIONS, &claims).await;
 }
 
 /// Waits for a line containing `text` from `running` (collecting lines into `log`);

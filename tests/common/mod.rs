@@ -146,6 +146,27 @@ pub async fn produce_claims_to_partitions_on(
     }
 }
 
+/// Produces one claim a day after the last of `claims` into each of `partitions`
+/// partitions of `topic` on `servers`: every partition's watermark then passes every
+/// window of `claims`, which all close. Its operation (`END`) is no `INSERT`.
+pub async fn produce_end_of_claims(servers: &str, topic: &str, partitions: i32, claims: &[Claim]) {
+    let end = claims.iter().map(|c| c.event_time_ms).max().unwrap_or(0) + 86_400_000;
+    let sentinels: Vec<Claim> = (0..partitions)
+        .map(|p| Claim {
+            claim_id: format!("end-{p}"),
+            policy_id: 0,
+            amount_cents: 0,
+            operation: "END",
+            event_time_ms: end,
+        })
+        .collect();
+    let refs: Vec<&Claim> = sentinels.iter().collect();
+    produce_claims_to_partitions_on(servers, topic, &refs, |c| {
+        c.claim_id.trim_start_matches("end-").parse().unwrap_or(0)
+    })
+    .await;
+}
+
 /// Every committed record of `topic`, read with `isolation.level=read_committed`, in
 /// (partition, offset) order: (partition, key, value).
 pub fn consume_all(topic: &str) -> Vec<(i32, Option<String>, String)> {
