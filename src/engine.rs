@@ -399,17 +399,17 @@ impl Engine {
             Ok(statements) => statements,
             Err(e) => {
                 return Validation {
-                    errors: vec![e.to_string()],
+                    errors: vec![ScriptError::new(None, 0, &e.into())],
                     warnings: Vec::new(),
                 }
             }
         };
         let mut warnings = Vec::new();
-        let mut errors: Vec<String> = self
+        let mut errors: Vec<ScriptError> = self
             .settings()
             .iter()
             .filter_map(|(key, value)| crate::settings::check(key, value).err())
-            .map(|e| e.to_string())
+            .map(|e| ScriptError::new(None, 0, &e))
             .collect();
         for (i, located) in statements.into_iter().enumerate() {
             let checked = located
@@ -418,7 +418,7 @@ impl Engine {
                 .and_then(|statement| self.plan_statement(statement));
             let place = format!("statement {} (line {})", i + 1, located.line);
             match checked {
-                Err(e) => errors.push(format!("{place}: {e}")),
+                Err(e) => errors.push(ScriptError::new(Some(i + 1), located.line, &e)),
                 Ok(Some(plan)) => warnings.extend(
                     plan.unbounded_state()
                         .into_iter()
@@ -488,8 +488,49 @@ impl Engine {
 /// would, but not all as written: settings ignored, state without bound).
 #[derive(Debug, Default)]
 pub struct Validation {
-    pub errors: Vec<String>,
+    pub errors: Vec<ScriptError>,
     pub warnings: Vec<String>,
+}
+
+/// One error [`Engine::validate`] found, with its place in the script. Displayed as
+/// `statement 2 (line 5): ...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptError {
+    /// The statement's number (from 1); `None` for an error of the whole script (a
+    /// setting, or text that cannot be split into statements).
+    pub statement: Option<usize>,
+    /// The line the error is on (from 1): a syntax error's own, else the line its
+    /// statement starts on; 0 when unknown.
+    pub line: u64,
+    /// The column (from 1), known for syntax errors.
+    pub column: Option<u64>,
+    pub message: String,
+}
+
+impl ScriptError {
+    fn new(statement: Option<usize>, statement_line: u64, error: &RunnelError) -> Self {
+        let syntax = match error {
+            RunnelError::Sql(runnel_sql::SqlError::Syntax { line, column, .. }) => {
+                Some((*line, *column))
+            }
+            _ => None,
+        };
+        Self {
+            statement,
+            line: syntax.map_or(statement_line, |(line, _)| line),
+            column: syntax.map(|(_, column)| column),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.statement {
+            Some(n) => write!(f, "statement {n} (line {}): {}", self.line, self.message),
+            None => f.write_str(&self.message),
+        }
+    }
 }
 
 /// The live rows of a bare `SELECT`. Ends when the query's sources end; dropping it

@@ -29,3 +29,18 @@ pub enum RunnelError {
 
 /// Result type of the facade.
 pub type Result<T, E = RunnelError> = std::result::Result<T, E>;
+
+/// An error's message and those of its causes, each once: a cause whose text the messages
+/// before it already hold is left out.
+pub fn error_chain(error: &dyn std::error::Error) -> Vec<String> {
+    let mut messages = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !messages.iter().any(|m| m.contains(&text)) {
+            messages.push(text);
+        }
+        source = cause.source();
+    }
+    messages
+}

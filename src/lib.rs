@@ -32,12 +32,14 @@
 mod config;
 mod engine;
 mod error;
+mod job_file;
 pub mod prometheus;
 pub mod settings;
 
 pub use config::EngineConfig;
-pub use engine::{Engine, Executed, JobInfo, QueryStream, Validation};
-pub use error::{Result, RunnelError};
+pub use engine::{Engine, Executed, JobInfo, QueryStream, ScriptError, Validation};
+pub use error::{error_chain, Result, RunnelError};
+pub use job_file::JobFile;
 
 pub use runnel_connectors as connectors;
 pub use runnel_runtime as runtime;

@@ -1,15 +1,9 @@
-//! Prometheus metrics of an engine's jobs: the text exposition format, and a small HTTP
-//! endpoint serving it (`runnel run --metrics-addr`).
+//! Prometheus metrics of an engine's jobs in the text exposition format (served over
+//! HTTP by `runnel-server`: `runnel run --metrics-addr` and `runnel serve`).
 
 use std::fmt::Write;
-use std::net::SocketAddr;
-use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-
-use crate::{Engine, JobInfo};
+use crate::JobInfo;
 
 /// One metric family: name, type, help, and each job's value (`None`: not known yet).
 struct Family {
@@ -90,63 +84,46 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One job's series: its `job` and `statement` labels and its counters.
+pub struct Series {
+    pub job: String,
+    pub statement: String,
+    pub metrics: runnel_runtime::MetricsSnapshot,
+}
+
+impl From<&JobInfo> for Series {
+    fn from(job: &JobInfo) -> Self {
+        Self {
+            job: job.id.to_string(),
+            statement: job.statement.clone(),
+            metrics: job.metrics.snapshot(),
+        }
+    }
+}
+
 /// The jobs' metrics in Prometheus' text format, one series per job labelled with its id.
 pub fn render(jobs: &[JobInfo]) -> String {
-    let snapshots: Vec<_> = jobs.iter().map(|j| (j, j.metrics.snapshot())).collect();
+    render_series(&jobs.iter().map(Series::from).collect::<Vec<_>>())
+}
+
+/// [`render`] over series labelled by the caller (a server numbers its jobs itself).
+pub fn render_series(series: &[Series]) -> String {
     let mut out = String::new();
     for family in FAMILIES {
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
-        for (job, metrics) in &snapshots {
-            if let Some(value) = (family.value)(metrics) {
-                let statement: String = job.statement.chars().take(120).collect();
+        for one in series {
+            if let Some(value) = (family.value)(&one.metrics) {
+                let statement: String = one.statement.chars().take(120).collect();
                 let _ = writeln!(
                     out,
                     "{}{{job=\"{}\",statement=\"{}\"}} {value}",
                     family.name,
-                    job.id,
+                    label(&one.job),
                     label(&statement)
                 );
             }
         }
     }
     out
-}
-
-/// Serves `GET /metrics` (any path, in fact) on `addr` until the returned task is
-/// aborted. Returns the address bound (useful with port 0).
-pub async fn serve(
-    engine: Arc<Engine>,
-    addr: SocketAddr,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            let mut stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // E.g. out of file descriptors: wait instead of spinning on the error.
-                    tracing::warn!(error = %e, "metrics endpoint cannot accept a connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                // The request itself does not matter: read what came, answer with the metrics.
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request).await;
-                let body = render(&engine.jobs());
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    Ok((bound, task))
 }

@@ -131,34 +131,6 @@ fn kafka_script(port: u16, command: &str) {
     assert!(status.success(), "scripts/kafka.sh {command} failed");
 }
 
-/// The claims job for `guarantee`, reading `input` and writing `output` on `servers`;
-/// two subtasks per operator whatever the machine, so the input's 3 partitions are read
-/// by two readers, rows cross a keyed exchange, and barriers are aligned across it.
-fn job_sql(input: &str, output: &str, guarantee: &str, servers: &str) -> String {
-    format!(
-        "SET 'execution.checkpointing.interval' = '200 ms';
-        SET 'parallelism.default' = '2';
-        CREATE TABLE claims (
-            claim_id STRING NOT NULL, policy_id BIGINT, amount DECIMAL(12, 2), operation STRING,
-            event_time TIMESTAMP(3),
-            WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
-        ) WITH (
-            'connector' = 'kafka', 'topic' = '{input}',
-            'properties.bootstrap.servers' = '{servers}',
-            'properties.group.id' = 'runnel-{input}',
-            'format' = 'json'
-        );
-        CREATE TABLE claims_aggregated_5min ({CLAIMS_OUTPUT_COLUMNS}) WITH (
-            'connector' = 'kafka', 'topic' = '{output}',
-            'properties.bootstrap.servers' = '{servers}',
-            'format' = 'json', 'key.format' = 'json', 'key.fields' = 'policy_id',
-            'sink.delivery-guarantee' = '{guarantee}',
-            'sink.transactional-id-prefix' = 'runnel-{output}'
-        );
-        {CLAIMS_QUERY}"
-    )
-}
-
 /// What happens to the job while the events arrive.
 #[derive(Debug, Clone, Copy)]
 enum Trouble {
@@ -184,7 +156,7 @@ async fn run_and_compare(guarantee: &str, seed: u64, servers: &str, trouble: Tro
     let claims = generate_claims(EVENTS, POLICIES, seed);
     let dir = scratch_dir(&format!("{tag}-{guarantee}"));
     let job = dir.join("job.sql");
-    std::fs::write(&job, job_sql(&input, &output, guarantee, servers)).expect("job file");
+    std::fs::write(&job, claims_job_sql(&input, &output, guarantee, servers)).expect("job file");
     let checkpoints = dir.join("checkpoints");
 
     // The events arrive over ~8 s while the job is killed and restarted; then one event
@@ -347,7 +319,8 @@ async fn checkpoint_cost_with_100k_live_keys() {
     produce(input, &records).await;
     let dir = scratch_dir("checkpoint-cost");
     let job = dir.join("job.sql");
-    let sql = job_sql(input, output, "exactly-once", &bootstrap()).replace("'200 ms'", "'1 s'");
+    let sql =
+        claims_job_sql(input, output, "exactly-once", &bootstrap()).replace("'200 ms'", "'1 s'");
     std::fs::write(&job, sql).expect("job file");
     let checkpoints = dir.join("checkpoints");
     let (job_path, checkpoint_path) = (job.clone(), checkpoints.clone());
@@ -430,7 +403,7 @@ async fn a_transaction_timeout_above_the_brokers_limit_is_refused_at_start() {
     // A 10-minute interval asks for 20-minute transactions; the broker allows 15.
     recreate_topic("timeout.in", 1).await;
     recreate_topic("timeout.out", 1).await;
-    let sql = job_sql("timeout.in", "timeout.out", "exactly-once", &bootstrap())
+    let sql = claims_job_sql("timeout.in", "timeout.out", "exactly-once", &bootstrap())
         .replace("'200 ms'", "'10 min'");
     let dir = scratch_dir("transaction-timeout");
     let job = dir.join("job.sql");

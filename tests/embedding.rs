@@ -79,7 +79,7 @@ async fn misuse_of_memory_tables_and_functions_is_an_error() {
     assert!(
         errors
             .iter()
-            .any(|e| e.contains("execution.checkpointing.interval")),
+            .any(|e| e.message.contains("execution.checkpointing.interval")),
         "{errors:?}"
     );
 }
@@ -193,7 +193,13 @@ async fn an_unbounded_join_runs_with_a_warning_or_is_refused_on_request() {
         .execute("SET 'runnel.state.unbounded' = 'refuse';")
         .await
         .expect("set");
-    let refused = engine.validate(query).errors.join("\n");
+    let refused = engine
+        .validate(query)
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
         refused.contains("without bound") && refused.contains("runnel.state.unbounded"),
         "{refused}"

@@ -16,4 +16,5 @@ mod fuzz;
 mod idle;
 mod nexmark;
 mod scale_out;
+mod server;
 mod sql_cases;

@@ -55,7 +55,7 @@ async fn every_nexmark_file_runs_and_only_unbounded_joins_warn() {
         .collect();
     let q6 = Engine::default().validate(&script("q6", JOIN_TPS)).errors;
     assert!(
-        q6.len() == 1 && q6[0].contains("No field named rownum"),
+        q6.len() == 1 && q6[0].message.contains("No field named rownum"),
         "q6 is refused with the reason: {q6:?}"
     );
     queries.sort_by_key(|q| q[1..].parse::<u32>().unwrap_or(u32::MAX));

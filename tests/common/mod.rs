@@ -14,8 +14,10 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 mod postgres;
 mod running;
+mod server;
 pub use postgres::*;
 pub use running::{drain, start_with, stop_cleanly, Running};
+pub use server::Served;
 
 /// Bootstrap address of the test broker.
 pub fn bootstrap() -> String {
@@ -300,7 +302,7 @@ pub fn scrape_metrics(port: u16) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
@@ -552,6 +554,34 @@ pub const CLAIMS_QUERY: &str = "INSERT INTO claims_aggregated_5min
 pub const CLAIMS_OUTPUT_COLUMNS: &str =
     "policy_id BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3),
     claim_count BIGINT, total_amount DECIMAL(22, 2)";
+
+/// The claims job for `guarantee`, reading `input` and writing `output` on `servers`;
+/// two subtasks per operator whatever the machine, so the input's 3 partitions are read
+/// by two readers, rows cross a keyed exchange, and barriers are aligned across it.
+pub fn claims_job_sql(input: &str, output: &str, guarantee: &str, servers: &str) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '200 ms';
+        SET 'parallelism.default' = '2';
+        CREATE TABLE claims (
+            claim_id STRING NOT NULL, policy_id BIGINT, amount DECIMAL(12, 2), operation STRING,
+            event_time TIMESTAMP(3),
+            WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
+        ) WITH (
+            'connector' = 'kafka', 'topic' = '{input}',
+            'properties.bootstrap.servers' = '{servers}',
+            'properties.group.id' = 'runnel-{input}',
+            'format' = 'json'
+        );
+        CREATE TABLE claims_aggregated_5min ({CLAIMS_OUTPUT_COLUMNS}) WITH (
+            'connector' = 'kafka', 'topic' = '{output}',
+            'properties.bootstrap.servers' = '{servers}',
+            'format' = 'json', 'key.format' = 'json', 'key.fields' = 'policy_id',
+            'sink.delivery-guarantee' = '{guarantee}',
+            'sink.transactional-id-prefix' = 'runnel-{output}'
+        );
+        {CLAIMS_QUERY}"
+    )
+}
 
 /// Runs `sql` in a fresh engine and returns the rows its queries printed (`+I[...]`),
 /// sorted; panics naming the failure.

@@ -1,7 +1,7 @@
-//! The `runnel` command: the interactive shell (no arguments), and job files
-//! (`runnel run|validate|explain job.sql|job.toml`).
+//! The `runnel` command: the interactive shell (no arguments), job files
+//! (`runnel run|validate|explain job.sql|job.toml`) and the server (`runnel serve`, see
+//! `runnel-server`).
 
-mod job_file;
 mod repl;
 mod status;
 mod table_view;
@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use runnel::{Executed, MetricsSnapshot};
 
-use crate::job_file::JobFile;
+use runnel::JobFile;
 
 /// mimalloc, as DataFusion's CLI uses: Arrow batches are allocated and freed by the
 /// megabyte on different threads, and glibc's allocator hands such blocks back to the
@@ -59,6 +59,19 @@ enum Command {
     Explain { file: PathBuf },
     /// Check a job file without running it: every error it finds, each with its place.
     Validate { file: PathBuf },
+    /// Hold many jobs in one process: a REST API, a web dashboard at `/` and Prometheus
+    /// metrics at `/metrics`. Submitted jobs resume when the server starts again.
+    Serve {
+        /// Where to listen. Without a token, loopback addresses only.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        addr: SocketAddr,
+        /// The bearer token every API call must carry.
+        #[arg(long, env = "RUNNEL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Where submitted jobs and their checkpoints are kept.
+        #[arg(long, default_value = "runnel-server")]
+        state_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,6 +110,15 @@ fn main() -> ExitCode {
         }
         Some(Command::Explain { file }) => explain(&file),
         Some(Command::Validate { file }) => validate(&file),
+        Some(Command::Serve {
+            addr,
+            token,
+            state_dir,
+        }) => runtime.block_on(serve(runnel_server::ServerConfig {
+            addr,
+            token,
+            state_dir,
+        })),
         None => repl::run(&runtime),
     };
     match outcome {
@@ -110,16 +132,7 @@ fn main() -> ExitCode {
 
 /// An error and its causes on one line each.
 pub(crate) fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(&format!("\n  caused by: {cause_text}"));
-        }
-        source = cause.source();
-    }
-    text
+    runnel::error_chain(error).join("\n  caused by: ")
 }
 
 fn load(file: &Path) -> Result<JobFile, String> {
@@ -142,7 +155,11 @@ fn validate(file: &Path) -> Result<(), String> {
         "{}: {count} error{}:\n  {}",
         file.display(),
         if count == 1 { "" } else { "s" },
-        errors.join("\n  ")
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n  ")
     ))
 }
 
@@ -180,7 +197,7 @@ async fn run(
     }
     let _metrics_server = match metrics_addr {
         Some(addr) => {
-            let (bound, task) = runnel::prometheus::serve(engine.clone(), addr)
+            let (bound, task) = runnel_server::serve_metrics(engine.clone(), addr)
                 .await
                 .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
             tracing::info!(%bound, "serving Prometheus metrics");
@@ -255,6 +272,29 @@ async fn run(
             format!("job {}", i + 1)
         };
         report(&name, &metrics, started);
+    }
+    Ok(())
+}
+
+/// `runnel serve`: serves until SIGTERM or Ctrl-C, then stops the jobs after a final
+/// checkpoint (they resume when the server starts again).
+async fn serve(config: runnel_server::ServerConfig) -> Result<(), String> {
+    let mut stop = StopSignal::listen();
+    let state_dir = config.state_dir.clone();
+    let mut server = runnel_server::Server::start(config)
+        .await
+        .map_err(|e| describe(&e))?;
+    eprintln!(
+        "runnel serve: dashboard at http://{}/ (jobs kept in {})",
+        server.addr(),
+        state_dir.display()
+    );
+    tokio::select! {
+        failed = server.wait() => failed.map_err(|e| describe(&e))?,
+        _ = stop.recv() => {
+            eprintln!("stopping: a final checkpoint of every running job");
+            server.shutdown().await;
+        }
     }
     Ok(())
 }

@@ -45,6 +45,20 @@ pub fn format_rows(
     batch: &RecordBatch,
     prefix: &str,
 ) -> Result<Vec<String>, datafusion::arrow::error::ArrowError> {
+    Ok(row_values(batch)?
+        .into_iter()
+        .map(|(kind, values)| format!("{prefix}{}[{}]", kind.short_string(), values.join(", ")))
+        .collect())
+}
+
+/// Each row's change kind (`Insert` for a stream that is not updating) and its values as
+/// text (`NULL` for a null), in Runnel's timestamp format.
+pub fn row_values(
+    batch: &RecordBatch,
+) -> Result<
+    Vec<(runnel_sql::changelog::ChangeKind, Vec<String>)>,
+    datafusion::arrow::error::ArrowError,
+> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::Int8Type;
     use runnel_sql::changelog::{is_changelog, ChangeKind};
@@ -71,7 +85,7 @@ pub fn format_rows(
             let kind = kinds
                 .and_then(|k| ChangeKind::from_code(k.value(row)))
                 .unwrap_or(ChangeKind::Insert);
-            format!("{prefix}{}[{}]", kind.short_string(), values.join(", "))
+            (kind, values)
         })
         .collect())
 }

@@ -422,7 +422,8 @@ impl CheckpointCommit {
             tokio::time::sleep(pause).await;
         }
         sink.commit_checkpoint(&stored).await?;
-        crate::metrics::JobMetrics::add(&self.metrics.checkpoints, 1);
+        self.metrics
+            .checkpoint_committed(id, stored.state_bytes, started.elapsed());
         self.coordinator.committed(id);
         tracing::info!(
             checkpoint = id,

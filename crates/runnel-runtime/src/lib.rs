@@ -37,10 +37,10 @@ pub use config::{DeliveryGuarantee, FaultInjection, JobConfig};
 pub use connector::{ConnectorFactory, KeyLookup, LookupCache, SourceSplit};
 pub use error::{BoxError, Result, RuntimeError};
 pub use exchange::KeyPartitioner;
-pub use graph::{Edge, EdgeKind, JobGraph, Stage, StageHead};
+pub use graph::{Edge, EdgeKind, InputDescription, JobGraph, Stage, StageDescription, StageHead};
 pub use job::{job_graph, spawn_job, JobHandle, TwoInputTask};
 pub use message::{Message, Watermark, WATERMARK_END};
-pub use metrics::{JobMetrics, MetricsSnapshot};
+pub use metrics::{CheckpointRecord, JobMetrics, MetricsSnapshot, StageProbe, StageSnapshot};
 pub use operator::{
     CheckpointedState, Collector, InputWatermarks, OneInputOperator, OperatorState, Side,
     StreamOperator, TwoInputOperator,

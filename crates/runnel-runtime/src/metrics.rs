@@ -4,6 +4,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::graph::StageDescription;
+use crate::message::{Message, WATERMARK_END};
+
 /// Counters of one running job. Everything dropped is counted here: nothing is lost silently.
 #[derive(Debug)]
 pub struct JobMetrics {
@@ -32,6 +35,25 @@ pub struct JobMetrics {
     pub tasks_owned: AtomicI64,
     /// Each operator task's state size in bytes, as it last measured it.
     state_gauges: Mutex<Vec<Arc<AtomicU64>>>,
+    /// The job graph's stages with their counters (empty for a job run across processes).
+    stages: Mutex<Vec<Arc<StageMetrics>>>,
+    /// The last [`CHECKPOINT_HISTORY`] checkpoints committed, oldest first.
+    checkpoint_history: Mutex<std::collections::VecDeque<CheckpointRecord>>,
+}
+
+/// How many committed checkpoints [`JobMetrics::checkpoint_history`] keeps.
+pub const CHECKPOINT_HISTORY: usize = 20;
+
+/// One committed checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub id: u64,
+    /// Bytes of state it stored.
+    pub bytes: u64,
+    /// From the barrier reaching the sink to the commit, in ms.
+    pub duration_ms: u64,
+    /// When it was committed, in ms since the epoch.
+    pub committed_at_ms: i64,
 }
 
 impl Default for JobMetrics {
@@ -48,6 +70,8 @@ impl Default for JobMetrics {
             restored_checkpoint: AtomicU64::new(0),
             tasks_owned: AtomicI64::new(-1),
             state_gauges: Mutex::new(Vec::new()),
+            stages: Mutex::new(Vec::new()),
+            checkpoint_history: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 }
@@ -91,12 +115,73 @@ impl JobMetrics {
         }
     }
 
+    /// Counts a committed checkpoint.
+    pub fn checkpoint_committed(&self, id: u64, bytes: u64, duration: Duration) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        let mut history = self
+            .checkpoint_history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if history.len() == CHECKPOINT_HISTORY {
+            history.pop_front();
+        }
+        history.push_back(CheckpointRecord {
+            id,
+            bytes,
+            duration_ms: duration.as_millis() as u64,
+            committed_at_ms: now_ms(),
+        });
+    }
+
+    /// The last committed checkpoints, oldest first.
+    pub fn checkpoint_history(&self) -> Vec<CheckpointRecord> {
+        self.checkpoint_history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Counts the stages of `graph` from now on (called once, as the job starts).
+    pub fn add_stages(&self, stages: Vec<StageDescription>) {
+        let stages = stages
+            .into_iter()
+            .map(|description| Arc::new(StageMetrics::new(description)))
+            .collect();
+        *self.stages.lock().unwrap_or_else(|p| p.into_inner()) = stages;
+    }
+
+    /// A probe subtask `subtask` of stage `stage` counts through (one that counts nothing
+    /// when the job has no such stage).
+    pub fn stage_probe(&self, stage: usize, subtask: usize) -> StageProbe {
+        let stage = self
+            .stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stage)
+            .cloned();
+        StageProbe {
+            stage,
+            subtask,
+            gauge: self.state_gauge(),
+        }
+    }
+
+    /// Every stage with its counters now.
+    pub fn stages(&self) -> Vec<StageSnapshot> {
+        self.stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|stage| stage.snapshot())
+            .collect()
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         let watermark = self.watermark.load(Ordering::Relaxed);
         let watermark = (watermark != i64::MIN).then_some(watermark);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = now_ms();
         let state_bytes = self
             .state_gauges
             .lock()
@@ -125,6 +210,13 @@ impl JobMetrics {
     }
 }
 
+/// The wall clock in ms since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// One operator task's state size, measured at most every [`StateGauge::EVERY`] (operators
 /// sum their maps to answer, so not after every batch).
 #[derive(Debug)]
@@ -136,12 +228,149 @@ pub struct StateGauge {
 impl StateGauge {
     pub const EVERY: Duration = Duration::from_millis(200);
 
-    /// Records `measure()` if the last measurement is older than [`StateGauge::EVERY`].
-    pub fn update(&mut self, measure: impl FnOnce() -> usize) {
+    /// Records `measure()` if the last measurement is older than [`StateGauge::EVERY`];
+    /// returns what it recorded.
+    pub fn update(&mut self, measure: impl FnOnce() -> usize) -> Option<u64> {
         if self.measured.is_some_and(|at| at.elapsed() < Self::EVERY) {
-            return;
+            return None;
         }
         self.measured = Some(Instant::now());
-        self.bytes.store(measure() as u64, Ordering::Relaxed);
+        let bytes = measure() as u64;
+        self.bytes.store(bytes, Ordering::Relaxed);
+        Some(bytes)
+    }
+}
+
+/// One stage of a running job: what it runs (from the job graph) and what its subtasks
+/// counted so far. Read while the job runs (the dashboard, `GET /v1/jobs/{id}`).
+#[derive(Debug)]
+pub struct StageMetrics {
+    description: StageDescription,
+    rows_in: AtomicU64,
+    rows_out: AtomicU64,
+    /// Time the subtasks waited for room downstream, summed over subtasks (ns): Flink's
+    /// backpressure, as the share of time a task could not hand on its output.
+    backpressured_ns: AtomicU64,
+    /// Each subtask's last watermark out (`i64::MIN`: none yet).
+    watermarks: Vec<AtomicI64>,
+    /// Each subtask's state size in bytes, as last measured.
+    state_bytes: Vec<AtomicU64>,
+}
+
+/// A point-in-time copy of [`StageMetrics`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageSnapshot {
+    pub description: StageDescription,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub backpressured_ms: u64,
+    /// The stage's watermark: the least over its subtasks, once each has sent one.
+    pub watermark: Option<i64>,
+    pub state_bytes: u64,
+}
+
+impl StageMetrics {
+    fn new(description: StageDescription) -> Self {
+        let subtasks = description.parallelism.max(1);
+        Self {
+            description,
+            rows_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
+            watermarks: (0..subtasks).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            state_bytes: (0..subtasks).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn snapshot(&self) -> StageSnapshot {
+        let watermarks: Vec<i64> = self
+            .watermarks
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect();
+        StageSnapshot {
+            description: self.description.clone(),
+            rows_in: self.rows_in.load(Ordering::Relaxed),
+            rows_out: self.rows_out.load(Ordering::Relaxed),
+            backpressured_ms: self.backpressured_ns.load(Ordering::Relaxed) / 1_000_000,
+            watermark: watermarks
+                .iter()
+                .min()
+                .copied()
+                .filter(|w| *w != i64::MIN && *w != WATERMARK_END),
+            state_bytes: self
+                .state_bytes
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .sum(),
+        }
+    }
+}
+
+/// What one subtask counts into its stage's [`StageMetrics`] (and the job's state gauge).
+#[derive(Debug)]
+pub struct StageProbe {
+    stage: Option<Arc<StageMetrics>>,
+    subtask: usize,
+    gauge: StateGauge,
+}
+
+impl StageProbe {
+    /// A message arrived.
+    pub fn received(&self, message: &Message) {
+        if let (Some(stage), Message::Batch(batch)) = (&self.stage, message) {
+            stage
+                .rows_in
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The subtask is about to send `out` downstream.
+    pub fn sending(&self, out: &[Message]) {
+        let Some(stage) = &self.stage else { return };
+        for message in out {
+            match message {
+                Message::Batch(batch) => {
+                    stage
+                        .rows_out
+                        .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                }
+                Message::Watermark(w) => self.watermark(*w),
+                _ => {}
+            }
+        }
+    }
+
+    /// The subtask's watermark moved to `w` (a sink's, which sends nothing on).
+    pub fn watermark(&self, w: i64) {
+        if let Some(slot) = self
+            .stage
+            .as_ref()
+            .and_then(|stage| stage.watermarks.get(self.subtask))
+        {
+            slot.store(w, Ordering::Relaxed);
+        }
+    }
+
+    /// The subtask waited `waited` for room downstream.
+    pub fn backpressured(&self, waited: Duration) {
+        if let Some(stage) = &self.stage {
+            stage
+                .backpressured_ns
+                .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the subtask's state size now and then (see [`StateGauge::update`]).
+    pub fn state(&mut self, measure: impl FnOnce() -> usize) {
+        let measured = self.gauge.update(measure);
+        if let (Some(bytes), Some(slot)) = (
+            measured,
+            self.stage
+                .as_ref()
+                .and_then(|stage| stage.state_bytes.get(self.subtask)),
+        ) {
+            slot.store(bytes, Ordering::Relaxed);
+        }
     }
 }

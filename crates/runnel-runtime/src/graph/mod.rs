@@ -485,11 +485,34 @@ fn edge_kind(distribution: InputDistribution) -> EdgeKind {
     }
 }
 
-/// `EXPLAIN`'s view: one line per stage — its operators, its subtasks, and the edges
-/// that feed it — e.g. `stage 1: WindowAggregate → Projection, 3 subtasks ← stage 0,
-/// rows hashed by [clicks.user_id]`.
-impl fmt::Display for JobGraph<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// What one stage runs and where its rows come from, in words: `EXPLAIN` prints it and
+/// the dashboard draws it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageDescription {
+    pub id: StageId,
+    /// The stage's operators in order (`Source t`, ..., `Sink`; `Exchange` for none).
+    pub operators: Vec<String>,
+    pub parallelism: usize,
+    /// `reader` or `subtask` (a source's subtasks are its readers; the sink is one task).
+    pub subtask_noun: &'static str,
+    /// The stage is read whole before the stream starts (a lookup join's table).
+    pub read_whole: bool,
+    pub inputs: Vec<InputDescription>,
+}
+
+/// One edge into a stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputDescription {
+    pub from: StageId,
+    /// `left` or `right` for a two-input operator's sides, else empty.
+    pub side: &'static str,
+    /// How rows cross: `rows hashed by [t.k]`, `merging 2 subtasks`, ...
+    pub how: String,
+}
+
+impl JobGraph<'_> {
+    /// Every stage in words, in the graph's order.
+    pub fn describe(&self) -> Vec<StageDescription> {
         let count = |n: usize, one: &str, many: &str| {
             if n == 1 {
                 format!("1 {one}")
@@ -497,58 +520,96 @@ impl fmt::Display for JobGraph<'_> {
                 format!("{n} {many}")
             }
         };
+        self.stages
+            .iter()
+            .map(|stage| {
+                let mut operators: Vec<String> = Vec::new();
+                let subtask_noun = match &stage.head {
+                    StageHead::Source { node, .. } => {
+                        operators.push(format!("Source {}", node.table.name));
+                        "reader"
+                    }
+                    StageHead::TwoInput { node, .. } => {
+                        operators.push(node.name().to_string());
+                        "subtask"
+                    }
+                    StageHead::Exchange => "subtask",
+                    StageHead::Sink => {
+                        operators.push("Sink".to_string());
+                        "task"
+                    }
+                };
+                operators.extend(stage.chain.iter().map(|c| c.node.name().to_string()));
+                if operators.is_empty() {
+                    operators.push("Exchange".to_string());
+                }
+                let inputs = self
+                    .inputs_of(stage.id)
+                    .map(|edge| {
+                        let side = match (&stage.head, edge.input) {
+                            (StageHead::TwoInput { .. }, 0) => "left",
+                            (StageHead::TwoInput { .. }, _) => "right",
+                            _ => "",
+                        };
+                        let how = match &edge.kind {
+                            EdgeKind::Hash { keys, .. } => {
+                                let keys: Vec<String> =
+                                    keys.iter().map(|k| k.to_string()).collect();
+                                format!("rows hashed by [{}]", keys.join(", "))
+                            }
+                            EdgeKind::Single => {
+                                let from = self.stages[edge.from].parallelism;
+                                format!("merging {}", count(from, "subtask", "subtasks"))
+                            }
+                            EdgeKind::Broadcast => "the whole table to every subtask".to_string(),
+                            EdgeKind::Forward => "each subtask's rows".to_string(),
+                        };
+                        InputDescription {
+                            from: edge.from,
+                            side,
+                            how,
+                        }
+                    })
+                    .collect();
+                StageDescription {
+                    id: stage.id,
+                    operators,
+                    parallelism: stage.parallelism,
+                    subtask_noun,
+                    read_whole: !stage.checkpointed && !matches!(stage.head, StageHead::Sink),
+                    inputs,
+                }
+            })
+            .collect()
+    }
+}
+
+/// `EXPLAIN`'s view: one line per stage — its operators, its subtasks, and the edges
+/// that feed it — e.g. `stage 1: WindowAggregate → Projection, 3 subtasks ← stage 0,
+/// rows hashed by [clicks.user_id]`.
+impl fmt::Display for JobGraph<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Job graph, parallelism {}:", self.parallelism)?;
-        for stage in &self.stages {
-            let mut operators: Vec<String> = Vec::new();
-            let subtasks = match &stage.head {
-                StageHead::Source { node, .. } => {
-                    operators.push(format!("Source {}", node.table.name));
-                    count(stage.parallelism, "reader", "readers")
-                }
-                StageHead::TwoInput { node, .. } => {
-                    operators.push(node.name().to_string());
-                    count(stage.parallelism, "subtask", "subtasks")
-                }
-                StageHead::Exchange => count(stage.parallelism, "subtask", "subtasks"),
-                StageHead::Sink => {
-                    operators.push("Sink".to_string());
-                    "1 task".to_string()
-                }
+        for stage in self.describe() {
+            let subtasks = match (stage.parallelism, stage.subtask_noun) {
+                (1, noun) => format!("1 {noun}"),
+                (n, noun) => format!("{n} {noun}s"),
             };
-            operators.extend(stage.chain.iter().map(|c| c.node.name().to_string()));
-            if operators.is_empty() {
-                operators.push("Exchange".to_string());
-            }
             write!(
                 f,
                 "  stage {}: {}, {subtasks}",
                 stage.id,
-                operators.join(" → ")
+                stage.operators.join(" → ")
             )?;
-            if !stage.checkpointed && !matches!(stage.head, StageHead::Sink) {
+            if stage.read_whole {
                 write!(f, " (read whole before the stream starts)")?;
             }
-            let inputs: Vec<String> = self
-                .inputs_of(stage.id)
-                .map(|edge| {
-                    let side = match (&stage.head, edge.input) {
-                        (StageHead::TwoInput { .. }, 0) => " (left)",
-                        (StageHead::TwoInput { .. }, _) => " (right)",
-                        _ => "",
-                    };
-                    let how = match &edge.kind {
-                        EdgeKind::Hash { keys, .. } => {
-                            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-                            format!("rows hashed by [{}]", keys.join(", "))
-                        }
-                        EdgeKind::Single => {
-                            let from = self.stages[edge.from].parallelism;
-                            format!("merging {}", count(from, "subtask", "subtasks"))
-                        }
-                        EdgeKind::Broadcast => "the whole table to every subtask".to_string(),
-                        EdgeKind::Forward => "each subtask's rows".to_string(),
-                    };
-                    format!("stage {}{side}, {how}", edge.from)
+            let inputs: Vec<String> = stage
+                .inputs
+                .iter()
+                .map(|input| match input.side {
+                    "" => format!("stage {}, {}", input.from, input.how),
+                    side => format!("stage {} ({side}), {}", input.from, input.how),
                 })
                 .collect();
             if !inputs.is_empty() {

@@ -218,6 +218,7 @@ pub async fn spawn_job(
         .as_ref()
         .filter(|_| config.delivery != DeliveryGuarantee::AtMostOnce);
     let metrics = Arc::new(JobMetrics::default());
+    metrics.add_stages(graph.describe());
     let (coordinator, restored) = match checkpointing {
         None => (None, None),
         Some(checkpoint) => {
@@ -259,6 +260,14 @@ pub async fn spawn_job(
         late_sink,
         late,
         metrics: metrics.clone(),
+        probe: metrics.stage_probe(
+            graph
+                .stages
+                .iter()
+                .position(|stage| matches!(stage.head, crate::graph::StageHead::Sink))
+                .unwrap_or(usize::MAX),
+            0,
+        ),
         commit: coordinator.clone().map(|coordinator| CheckpointCommit {
             coordinator,
             metrics: metrics.clone(),

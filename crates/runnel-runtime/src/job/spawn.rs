@@ -294,7 +294,7 @@ impl TaskSpawner<'_> {
                 chain,
                 output,
                 clock,
-                self.metrics.state_gauge(),
+                self.metrics.stage_probe(stage.id, subtask),
             )),
         ));
         Ok(())
@@ -330,7 +330,7 @@ impl TaskSpawner<'_> {
                 self.late.clone(),
                 self.checkpoints.clone(),
                 stage.processing_time.then_some(clock),
-                self.metrics.state_gauge(),
+                self.metrics.stage_probe(stage.id, subtask),
             )),
         ));
         Ok(())

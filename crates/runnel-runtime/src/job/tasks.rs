@@ -18,7 +18,7 @@ use crate::error::{Result, RuntimeError};
 use crate::exchange::{Exchange, MergedInputs};
 use crate::graph::OperatorId;
 use crate::message::{Message, Watermark, WATERMARK_END};
-use crate::metrics::{JobMetrics, StateGauge};
+use crate::metrics::{JobMetrics, StageProbe};
 use crate::operator::{Collector, InputWatermarks, OperatorState, Side, TwoInputOperator};
 use crate::processing_time::ProcessingTime;
 use crate::side_output::LateRows;
@@ -49,13 +49,24 @@ impl LaneInput {
     }
 }
 
-/// Sends `out`'s messages on; false once downstream stopped.
-async fn send_all(output: &mut Exchange, out: &mut Vec<Message>) -> Result<bool> {
+/// Sends `out`'s messages on, counting them and the time spent waiting for room into
+/// `probe`; false once downstream stopped.
+async fn send_all(
+    output: &mut Exchange,
+    out: &mut Vec<Message>,
+    probe: &StageProbe,
+) -> Result<bool> {
+    if out.is_empty() {
+        return Ok(true);
+    }
+    probe.sending(out);
+    let started = std::time::Instant::now();
     for message in out.drain(..) {
         if !output.send(message).await? {
             return Ok(false);
         }
     }
+    probe.backpressured(started.elapsed());
     Ok(true)
 }
 
@@ -66,7 +77,7 @@ pub(crate) async fn run_chain(
     mut chain: OperatorChain,
     mut output: Exchange,
     clock: Option<ProcessingTime>,
-    mut gauge: StateGauge,
+    mut probe: StageProbe,
 ) -> Result<()> {
     let mut out = Vec::new();
     while let Some(message) = input.next().await {
@@ -74,9 +85,10 @@ pub(crate) async fn run_chain(
         if let (Some(clock), Message::Watermark(w)) = (&clock, &message) {
             clock.set(*w);
         }
+        probe.received(&message);
         chain.process(message, &mut out)?;
-        gauge.update(|| chain.state_size());
-        if !send_all(&mut output, &mut out).await? || last {
+        probe.state(|| chain.state_size());
+        if !send_all(&mut output, &mut out, &probe).await? || last {
             break;
         }
     }
@@ -232,7 +244,7 @@ impl TwoInputTask {
         late: LateRows,
         checkpoints: Option<Arc<CheckpointCoordinator>>,
         clock: Option<ProcessingTime>,
-        mut gauge: StateGauge,
+        mut probe: StageProbe,
     ) -> Result<()> {
         let mut ended = 0;
         let mut collector = Collector::new(late);
@@ -245,6 +257,7 @@ impl TwoInputTask {
                 }
                 messages.push(Message::Barrier(id));
             } else {
+                probe.received(&message);
                 let side = if group == 0 { Side::Left } else { Side::Right };
                 if self.handle(side, message, &mut collector, &mut messages)? {
                     ended += 1;
@@ -256,8 +269,8 @@ impl TwoInputTask {
                 }
                 chain.process(message, &mut out)?;
             }
-            gauge.update(|| self.operator.state().size() + chain.state_size());
-            if !send_all(&mut output, &mut out).await? || ended == 2 {
+            probe.state(|| self.operator.state().size() + chain.state_size());
+            if !send_all(&mut output, &mut out, &probe).await? || ended == 2 {
                 break;
             }
         }
@@ -274,6 +287,8 @@ pub(crate) struct SinkTask {
     pub late_sink: Option<Box<dyn Sink>>,
     pub late: LateRows,
     pub metrics: Arc<JobMetrics>,
+    /// The sink stage's counters.
+    pub probe: StageProbe,
     /// Set when the job checkpoints.
     pub commit: Option<CheckpointCommit>,
 }
@@ -310,6 +325,7 @@ impl SinkTask {
             let Some(message) = message else { break };
             // Late rows dropped before this message (a barrier's epoch included) first.
             self.write_late_rows().await?;
+            self.probe.received(&message);
             match message {
                 Message::Batch(batch) => {
                     JobMetrics::add(&self.metrics.rows_out, batch.num_rows());
@@ -318,6 +334,7 @@ impl SinkTask {
                 // The final watermark of a finished source is not a time.
                 Message::Watermark(WATERMARK_END) => {}
                 Message::Watermark(w) => {
+                    self.probe.watermark(w);
                     self.metrics
                         .watermark
                         .store(w, std::sync::atomic::Ordering::Relaxed);

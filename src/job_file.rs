@@ -52,7 +52,8 @@ impl JobFile {
             .file_stem()
             .map_or_else(|| "job".to_string(), |s| s.to_string_lossy().into_owned());
         if path.extension().is_some_and(|e| e == "toml") {
-            return Self::from_toml(path, &text, stem, env);
+            let base = path.parent().unwrap_or(Path::new("."));
+            return Self::from_toml(&path.display().to_string(), base, &text, stem, env);
         }
         Ok(Self {
             name: stem,
@@ -61,34 +62,45 @@ impl JobFile {
         })
     }
 
+    /// A job file's TOML text (as a server receives it), named `name` unless it names
+    /// itself; `sql_file` paths are relative to `base`.
+    pub fn from_toml_text(
+        text: &str,
+        name: String,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        Self::from_toml("job file", base, text, name, env)
+    }
+
+    /// `label` names the file in errors.
     fn from_toml(
-        path: &Path,
+        label: &str,
+        base: &Path,
         text: &str,
         stem: String,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let place = |e: String| format!("{}:{e}", path.display());
+        let place = |e: String| format!("{label}:{e}");
         let text = substitute(text, env).map_err(place)?;
         let job: JobToml = toml::from_str(&text).map_err(|e| {
             // toml's message names the line and column and quotes the spot.
-            format!("{}: {}", path.display(), e.to_string().trim_end())
+            format!("{label}: {}", e.to_string().trim_end())
         })?;
         let sql = match (job.sql, job.sql_file) {
             (Some(sql), None) => sql,
             (None, Some(file)) => {
-                let file = path.parent().unwrap_or(Path::new(".")).join(file);
+                let file = base.join(file);
                 substitute(&read(&file)?, env).map_err(|e| format!("{}:{e}", file.display()))?
             }
             (Some(_), Some(_)) => {
                 return Err(format!(
-                    "{}: give the SQL either inline (`sql`) or by path (`sql_file`), not both",
-                    path.display()
+                    "{label}: give the SQL either inline (`sql`) or by path (`sql_file`), not both"
                 ))
             }
             (None, None) => {
                 return Err(format!(
-                    "{}: the job has no SQL: add `sql = \"...\"` or `sql_file = \"job.sql\"`",
-                    path.display()
+                    "{label}: the job has no SQL: add `sql = \"...\"` or `sql_file = \"job.sql\"`"
                 ))
             }
         };
@@ -110,8 +122,8 @@ impl JobFile {
     }
 
     /// An engine configured as the file says.
-    pub fn engine(&self) -> runnel::Engine {
-        runnel::Engine::new(runnel::EngineConfig {
+    pub fn engine(&self) -> crate::Engine {
+        crate::Engine::new(crate::EngineConfig {
             settings: self.settings.clone(),
             kafka_properties: self.kafka_properties.clone(),
         })
