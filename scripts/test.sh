@@ -2,7 +2,8 @@
 # Runs Runnel's whole test suite: formatting and lints, then every unit and end-to-end
 # test against the real systems this script starts once (and stops) itself: a Kafka
 # broker, a PostgreSQL server and a Kafka Connect worker with Debezium's PostgreSQL
-# connector (the CDC tests). A service already running is used and left running.
+# connector (the CDC tests); Debian's headless Chromium drives the dashboard. A service
+# already running is used and left running.
 #
 #   scripts/test.sh
 #
@@ -51,6 +52,10 @@ RUNNEL_POSTGRES_URL=$(start postgres scripts/postgres.sh)
 step "starting Kafka Connect with Debezium"
 export RUNNEL_CONNECT_URL
 RUNNEL_CONNECT_URL=$(KAFKA_BOOTSTRAP="$RUNNEL_KAFKA_BOOTSTRAP" start connect scripts/connect.sh)
+
+step "installing Chromium for the dashboard's browser test"
+export RUNNEL_CHROMEDRIVER
+RUNNEL_CHROMEDRIVER=$(scripts/chromium.sh install)
 
 step "building the runnel binary"
 cargo build --locked -p runnel-cli

@@ -8,6 +8,7 @@ mod claims;
 mod cli;
 mod common;
 mod crash;
+mod dashboard;
 mod differential;
 mod docs;
 mod embedding;

@@ -12,9 +12,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+mod browser;
 mod postgres;
 mod running;
 mod server;
+pub use browser::Browser;
 pub use postgres::*;
 pub use running::{drain, start_with, stop_cleanly, Running};
 pub use server::Served;

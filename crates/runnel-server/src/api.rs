@@ -70,14 +70,11 @@ impl Counters {
         self.bad_records += metrics.bad_records;
         self.checkpoints += metrics.checkpoints;
         self.state_bytes += metrics.state_bytes;
-        let least = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        let watermark = metrics.watermark.filter(|w| *w < i64::MAX);
+        self.watermark_ms = match (self.watermark_ms, watermark) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.watermark_ms = least(
-            self.watermark_ms,
-            metrics.watermark.filter(|w| *w < i64::MAX),
-        );
         self.watermark_lag_ms = self.watermark_lag_ms.max(metrics.watermark_lag_ms);
         self.restored_checkpoint = self.restored_checkpoint.max(metrics.restored_checkpoint);
     }
