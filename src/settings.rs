@@ -62,6 +62,34 @@ pub const PIPELINE_NAME: &str = "pipeline.name";
 /// keyed stage of a job spread over processes has.
 pub const MAX_PARALLELISM_KEY: &str = "pipeline.max-parallelism";
 
+/// `SET 'sql-client.execution.result-mode' = 'table' | 'changelog' | 'tableau'`: how the
+/// shell shows a query's rows (Flink's SQL client's key): the current result redrawn in
+/// place (the default), every change as a line with its kind, or rows as they come.
+pub const RESULT_MODE: &str = "sql-client.execution.result-mode";
+
+/// The shell's result modes, as [`RESULT_MODE`] names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResultMode {
+    /// The current result as a table, redrawn in place as it changes.
+    #[default]
+    Table,
+    /// Every change as its own line, with its kind (`+I`, `-U`, `+U`, `-D`).
+    Changelog,
+    /// Rows as a table that grows as they come (an updating query's with their kinds).
+    Tableau,
+}
+
+impl ResultMode {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "table" => Some(Self::Table),
+            "changelog" => Some(Self::Changelog),
+            "tableau" => Some(Self::Tableau),
+            _ => None,
+        }
+    }
+}
+
 /// Flink's execution targets: accepted, and run locally.
 const FLINK_TARGETS: &[&str] = &[
     "remote",
@@ -91,6 +119,7 @@ const HONOURED_KEYS: &[&str] = &[
     EXECUTION_TARGET,
     PIPELINE_NAME,
     MAX_PARALLELISM_KEY,
+    RESULT_MODE,
 ];
 
 /// Flink keys a Flink script may set that Runnel accepts without acting on them: setting
@@ -167,7 +196,6 @@ const IGNORED_FLINK_KEYS: &[&str] = &[
     "restart-strategy.failure-rate.max-failures-per-interval",
     "restart-strategy.failure-rate.failure-rate-interval",
     "restart-strategy.failure-rate.delay",
-    "sql-client.execution.result-mode",
     "sql-client.execution.max-table-result.rows",
     "sql-client.verbose",
     "sql-client.display.max-column-width",
@@ -356,6 +384,9 @@ pub fn check(key: &str, value: &str) -> Result<()> {
                 format!("expected a whole number of key groups from 1 to {MAX_KEY_GROUPS}"),
             )),
         },
+        RESULT_MODE => ResultMode::parse(value)
+            .map(drop)
+            .ok_or_else(|| invalid(key, value, "expected 'table', 'changelog' or 'tableau'")),
         UNBOUNDED_STATE => match value.to_ascii_lowercase().as_str() {
             "warn" | "refuse" => Ok(()),
             _ => Err(invalid(key, value, "expected 'warn' or 'refuse'")),

@@ -67,6 +67,83 @@ fn the_shell_streams_a_window_stops_on_ctrl_c_and_survives_a_typo() {
     assert!(history.contains("SHOW JOBS;"), "{history}");
 }
 
+/// The data lines (`key | count`) of one stretch of the shell's output.
+fn key_counts(screen: &str) -> Vec<(u32, u64)> {
+    screen
+        .split('\n')
+        .filter_map(|line| {
+            let (key, count) = line
+                .trim_matches(|c: char| c.is_whitespace())
+                .split_once(" | ")?;
+            Some((key.trim().parse().ok()?, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// An updating `SELECT` in the shell's default table mode shows one line per key whose
+/// count grows in place (the table is redrawn over itself); in changelog mode every
+/// change is a line of its own, `-U[...]` and `+U[...]`.
+#[test]
+fn the_shell_shows_an_updating_result_in_place_or_as_changes() {
+    let home = scratch_dir("repl-result-modes");
+    let mut command = Command::new(runnel_binary());
+    command.env("HOME", &home).env("TERM", "xterm");
+    let mut shell = rexpect::session::spawn_command(command, Some(30_000)).expect("start runnel");
+    shell.exp_string("runnel> ").expect("prompt");
+    shell
+        .send_line(
+            "CREATE TABLE t (k INT, ts TIMESTAMP(3)) WITH ('connector' = 'datagen', \
+             'rows-per-second' = '300', 'number-of-rows' = '900', \
+             'fields.k.min' = '1', 'fields.k.max' = '3');",
+        )
+        .expect("type");
+    shell.exp_string("created t").expect("table created");
+    shell
+        .send_line("SELECT k, COUNT(*) AS n FROM t GROUP BY k;")
+        .expect("type");
+    let screen = shell.exp_string("(3 rows)").expect("the query ends");
+    // Each redraw moves the cursor up over the last table and clears below it.
+    let draws: Vec<&str> = screen.split("\x1b[J").collect();
+    assert!(
+        draws.len() > 2,
+        "the table was redrawn in place: {screen:?}"
+    );
+    let mut growth = Vec::new();
+    for draw in &draws {
+        let lines = key_counts(draw);
+        let mut keys: Vec<u32> = lines.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(
+            keys.len(),
+            lines.len(),
+            "one line per key in each draw: {draw:?}"
+        );
+        growth.extend(lines.iter().filter(|(k, _)| *k == 1).map(|(_, n)| *n));
+    }
+    assert!(
+        growth.windows(2).all(|w| w[0] <= w[1]) && growth.first() < growth.last(),
+        "key 1's count grows in place: {growth:?}"
+    );
+    let last = key_counts(draws.last().expect("a draw"));
+    assert_eq!(last.len(), 3, "{last:?}");
+    assert_eq!(last.iter().map(|(_, n)| n).sum::<u64>(), 900, "{last:?}");
+
+    shell
+        .send_line("SET 'sql-client.execution.result-mode' = 'changelog';")
+        .expect("type");
+    shell.exp_string("set 'sql-client").expect("set");
+    shell
+        .send_line("SELECT k, COUNT(*) AS n FROM t GROUP BY k;")
+        .expect("type");
+    let (changes, _) = shell.exp_regex(r"\(\d+ rows\)").expect("the query ends");
+    for kind in ["+I[", "-U[", "+U["] {
+        assert!(changes.contains(kind), "{kind} in {changes:?}");
+    }
+    shell.send_line("\\q").expect("type");
+    shell.exp_eof().expect("the shell exits");
+}
+
 /// A TOML job: SQL by path with `${VAR}`s, Kafka properties merged into every Kafka
 /// table (the SQL names no broker), a checkpoint directory from the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! The interactive shell (`runnel` without arguments): statements end with `;` and may
-//! span lines; a bare `SELECT` streams its rows as an aligned table until Ctrl-C;
+//! span lines; a bare `SELECT` shows its current result as a table redrawn in place (or
+//! its changes, or its rows as they come: `sql-client.execution.result-mode`) until Ctrl-C;
 //! `INSERT INTO` starts a background job. History lives in `~/.runnel_history`; Tab
 //! completes keywords, tables, columns and connector options.
 
@@ -24,7 +25,7 @@ use rustyline::{Context, Editor, Helper};
 use tokio::runtime::Runtime;
 
 use crate::describe;
-use crate::table_view::TableView;
+use crate::table_view::{ResultTable, TableView};
 
 const HELP: &str = "\
 Statements end with ';' and may span lines. Tab completes keywords, tables, columns and options.
@@ -32,7 +33,9 @@ Statements end with ';' and may span lines. Tab completes keywords, tables, colu
   CREATE TABLE t (...) WITH (...);   declare a table (connectors: datagen, nexmark, filesystem,
                                      kafka, memory, print, blackhole; see docs/sql-reference.md)
   CREATE VIEW v AS SELECT ...;       declare a view
-  SELECT ...;                        stream the query's rows here; Ctrl-C stops it
+  SELECT ...;                        show the query's result here, updated as it changes; Ctrl-C
+                                     stops it ('sql-client.execution.result-mode': 'table',
+                                     'changelog' for every change, 'tableau' for rows as they come)
   INSERT INTO t SELECT ...;          start a background job
   SHOW TABLES;  DESCRIBE t;          what is declared
   SHOW JOBS;    STOP JOB n;          background jobs (STOP takes a final checkpoint if it checkpoints)
@@ -359,6 +362,123 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// A query's rows on the terminal, as `sql-client.execution.result-mode` says.
+enum LiveResult {
+    /// The current result, redrawn in place; `drawn` lines are on the screen now.
+    Table {
+        table: ResultTable,
+        drawn: usize,
+        last_draw: Option<std::time::Instant>,
+        terminal: bool,
+    },
+    /// Every change as Flink prints it (`+I[...]`, `-U[...]`, `+U[...]`); `rows` so far.
+    Changelog { rows: usize },
+    /// An aligned table growing as rows come; `rows` so far.
+    Tableau { view: TableView, rows: usize },
+}
+
+impl LiveResult {
+    /// Result rows shown at most in table mode (the newest).
+    const TABLE_ROWS: usize = 40;
+    /// Redraws of the table at most this often (and once at the end).
+    const REDRAW_EVERY: Duration = Duration::from_millis(100);
+
+    fn new(
+        mode: runnel::settings::ResultMode,
+        schema: &runnel::arrow::datatypes::SchemaRef,
+    ) -> Self {
+        use runnel::settings::ResultMode;
+        match mode {
+            ResultMode::Table => LiveResult::Table {
+                table: ResultTable::new(schema),
+                drawn: 0,
+                last_draw: None,
+                terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            },
+            ResultMode::Changelog => LiveResult::Changelog { rows: 0 },
+            ResultMode::Tableau => {
+                let view = TableView::new(schema);
+                print_lines(&view.header());
+                LiveResult::Tableau { view, rows: 0 }
+            }
+        }
+    }
+
+    fn add(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        match self {
+            LiveResult::Table {
+                table, last_draw, ..
+            } => {
+                table.apply(batch).map_err(|e| e.to_string())?;
+                if last_draw.is_none_or(|at| at.elapsed() >= Self::REDRAW_EVERY) {
+                    self.draw();
+                }
+            }
+            LiveResult::Changelog { rows } => {
+                *rows += batch.num_rows();
+                let lines =
+                    runnel::connectors::print::format_rows(batch, "").map_err(|e| e.to_string())?;
+                print_lines(&lines);
+            }
+            LiveResult::Tableau { view, rows } => {
+                *rows += batch.num_rows();
+                print_lines(&view.rows(batch).map_err(|e| e.to_string())?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Redraws the table over the one drawn before (on a terminal).
+    fn draw(&mut self) {
+        let LiveResult::Table {
+            table,
+            drawn,
+            last_draw,
+            terminal,
+        } = self
+        else {
+            return;
+        };
+        *last_draw = Some(std::time::Instant::now());
+        if !*terminal {
+            return;
+        }
+        let lines = table.lines(Self::TABLE_ROWS);
+        let mut out = std::io::stdout().lock();
+        if *drawn > 0 {
+            // Up to the first line drawn, and clear from there down.
+            let _ = write!(out, "\x1b[{drawn}F\x1b[J");
+        }
+        for line in &lines {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+        *drawn = lines.len();
+    }
+
+    /// The last draw: the final table (printed once when the output is not a terminal).
+    fn finish(&mut self) {
+        if let LiveResult::Table {
+            table,
+            terminal: false,
+            ..
+        } = self
+        {
+            print_lines(&table.lines(usize::MAX));
+            return;
+        }
+        self.draw();
+    }
+
+    /// Rows shown: the result's rows in table mode, else the rows and changes printed.
+    fn rows(&self) -> usize {
+        match self {
+            LiveResult::Table { table, .. } => table.len(),
+            LiveResult::Changelog { rows } | LiveResult::Tableau { rows, .. } => *rows,
+        }
+    }
+}
+
 impl Session<'_> {
     /// Runs one input: its statements and shell commands in order; stops at an error.
     fn handle(&mut self, input: &str) -> Flow {
@@ -458,24 +578,22 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Prints a query's rows as they come until it ends or Ctrl-C stops it.
+    /// Shows a query's rows as they come (in the session's result mode) until it ends
+    /// or Ctrl-C stops it.
     fn stream_query(&self, mut stream: runnel::QueryStream) -> JobState {
-        let mut view = TableView::new(&stream.schema());
-        print_lines(&view.header());
-        let mut rows = 0usize;
+        let mode = self
+            .engine
+            .setting(runnel::settings::RESULT_MODE)
+            .and_then(|value| runnel::settings::ResultMode::parse(&value))
+            .unwrap_or_default();
+        let mut shown = LiveResult::new(mode, &stream.schema());
         let outcome = self.runtime.block_on(async {
             let interrupt = tokio::signal::ctrl_c();
             tokio::pin!(interrupt);
             loop {
                 tokio::select! {
                     batch = stream.next() => match batch {
-                        Some(Ok(batch)) => {
-                            rows += batch.num_rows();
-                            match view.rows(&batch) {
-                                Ok(lines) => print_lines(&lines),
-                                Err(e) => return Err(e.to_string()),
-                            }
-                        }
+                        Some(Ok(batch)) => shown.add(&batch)?,
                         Some(Err(e)) => return Err(e.to_string()),
                         None => return Ok(false),
                     },
@@ -483,6 +601,8 @@ impl Session<'_> {
                 }
             }
         });
+        shown.finish();
+        let rows = shown.rows();
         match outcome {
             Ok(true) => {
                 drop(stream); // stops the query's job

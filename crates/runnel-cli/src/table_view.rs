@@ -1,6 +1,7 @@
-//! Live query results as an aligned table (psql's layout), printed a batch at a time:
-//! a header once, then rows as windows close. An updating query gets an `op` column
-//! with each row's change (`+I`, `-U`, `+U`, `-D`).
+//! Live query results as an aligned table (psql's layout): printed a batch at a time (a
+//! header once, then rows as windows close; an updating query gets an `op` column with
+//! each row's change, `+I`, `-U`, `+U`, `-D`), or kept as the query's current result
+//! ([`ResultTable`]) and drawn whole.
 
 use runnel::arrow::array::{Array, AsArray};
 use runnel::arrow::datatypes::{DataType, Int8Type, SchemaRef};
@@ -9,6 +10,9 @@ use runnel::arrow::record_batch::RecordBatch;
 use runnel::arrow::util::display::{ArrayFormatter, FormatOptions};
 use runnel::sql::changelog::{is_changelog, ChangeKind};
 
+/// One row: its change kind (if known) and its values as text.
+type RowCells = (Option<ChangeKind>, Vec<String>);
+
 /// Formats one query's rows under a header.
 pub struct TableView {
     names: Vec<String>,
@@ -16,6 +20,8 @@ pub struct TableView {
     widths: Vec<usize>,
     /// The query is updating: its last column holds change kinds.
     changes: bool,
+    /// Lines start with the row's change kind.
+    show_changes: bool,
 }
 
 /// A first guess of a column's width from its type, so early narrow values do not make
@@ -31,7 +37,20 @@ fn type_width(data_type: &DataType) -> usize {
 }
 
 impl TableView {
+    /// A view of every row as it comes, with its change kind when the query is updating.
     pub fn new(schema: &SchemaRef) -> Self {
+        let mut view = Self::rows_only(schema);
+        if view.changes {
+            view.names.insert(0, "op".into());
+            view.right_aligned.insert(0, false);
+            view.widths.insert(0, 2);
+            view.show_changes = true;
+        }
+        view
+    }
+
+    /// A view of the rows without their change kinds (a materialized result).
+    fn rows_only(schema: &SchemaRef) -> Self {
         let changes = is_changelog(schema);
         let fields = schema.fields();
         let fields = if changes {
@@ -39,23 +58,15 @@ impl TableView {
         } else {
             &fields[..]
         };
-        let mut names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
-        let mut right_aligned: Vec<bool> =
-            fields.iter().map(|f| f.data_type().is_numeric()).collect();
-        let mut widths: Vec<usize> = fields
-            .iter()
-            .map(|f| f.name().chars().count().max(type_width(f.data_type())))
-            .collect();
-        if changes {
-            names.insert(0, "op".into());
-            right_aligned.insert(0, false);
-            widths.insert(0, 2);
-        }
         Self {
-            names,
-            right_aligned,
-            widths,
+            names: fields.iter().map(|f| f.name().clone()).collect(),
+            right_aligned: fields.iter().map(|f| f.data_type().is_numeric()).collect(),
+            widths: fields
+                .iter()
+                .map(|f| f.name().chars().count().max(type_width(f.data_type())))
+                .collect(),
             changes,
+            show_changes: false,
         }
     }
 
@@ -91,6 +102,29 @@ impl TableView {
     /// One line per row of `batch`. Columns widen for longer values (later lines align to
     /// the new width).
     pub fn rows(&mut self, batch: &RecordBatch) -> Result<Vec<String>, ArrowError> {
+        let mut lines = Vec::with_capacity(batch.num_rows());
+        for (kind, mut cells) in self.cells(batch)? {
+            if self.show_changes {
+                cells.insert(0, kind.map_or("?", |k| k.short_string()).to_string());
+            }
+            self.widen(&cells);
+            lines.push(self.line(&cells));
+        }
+        Ok(lines)
+    }
+
+    fn widen(&mut self, cells: &[String]) {
+        for (width, cell) in self.widths.iter_mut().zip(cells) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+
+    /// Each row's change kind (`None` where the query is not updating or the kind is
+    /// unknown) and its values as text.
+    fn cells(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<Vec<RowCells>, ArrowError> {
         let options = FormatOptions::default()
             .with_null("NULL")
             .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.3f"));
@@ -107,24 +141,77 @@ impl TableView {
             .iter()
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut lines = Vec::with_capacity(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            let mut cells = Vec::with_capacity(self.names.len());
-            if let Some(kinds) = kinds {
-                let kind = (!kinds.is_null(row))
-                    .then(|| ChangeKind::from_code(kinds.value(row)))
-                    .flatten();
-                cells.push(kind.map_or("?", |k| k.short_string()).to_string());
-            }
-            for formatter in &formatters {
-                cells.push(formatter.value(row).try_to_string()?);
-            }
-            for (width, cell) in self.widths.iter_mut().zip(&cells) {
-                *width = (*width).max(cell.chars().count());
-            }
-            lines.push(self.line(&cells));
+        (0..batch.num_rows())
+            .map(|row| {
+                let kind = kinds
+                    .filter(|kinds| !kinds.is_null(row))
+                    .and_then(|kinds| ChangeKind::from_code(kinds.value(row)));
+                let cells = formatters
+                    .iter()
+                    .map(|f| f.value(row).try_to_string())
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((kind, cells))
+            })
+            .collect()
+    }
+}
+
+/// A query's current result, as Flink's table result mode shows it: inserts add a row,
+/// an update's old row (`-U`) and a delete take the matching row out. Drawn whole.
+pub struct ResultTable {
+    view: TableView,
+    rows: Vec<Vec<String>>,
+    /// Changes applied so far.
+    pub changes: u64,
+}
+
+impl ResultTable {
+    /// Rows an append-only result keeps (the oldest go first).
+    const MAX_ROWS: usize = 100_000;
+
+    pub fn new(schema: &SchemaRef) -> Self {
+        Self {
+            view: TableView::rows_only(schema),
+            rows: Vec::new(),
+            changes: 0,
         }
-        Ok(lines)
+    }
+
+    /// How many rows the result has now.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Applies a batch of rows or changes.
+    pub fn apply(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
+        for (kind, cells) in self.view.cells(batch)? {
+            self.changes += 1;
+            if kind.is_some_and(|kind| !kind.is_addition()) {
+                if let Some(at) = self.rows.iter().rposition(|row| *row == cells) {
+                    self.rows.remove(at);
+                }
+            } else {
+                if self.rows.len() == Self::MAX_ROWS {
+                    self.rows.remove(0);
+                }
+                self.rows.push(cells);
+            }
+        }
+        Ok(())
+    }
+
+    /// The header and the last `max_rows` rows (a line says how many more there are).
+    pub fn lines(&mut self, max_rows: usize) -> Vec<String> {
+        let shown = &self.rows[self.rows.len().saturating_sub(max_rows)..];
+        for row in shown {
+            self.view.widen(row);
+        }
+        let mut lines = self.view.header();
+        if shown.len() < self.rows.len() {
+            lines.push(format!("... {} rows above", self.rows.len() - shown.len()));
+        }
+        lines.extend(shown.iter().map(|row| self.view.line(row)));
+        lines
     }
 }
 
@@ -161,5 +248,40 @@ mod tests {
                 "      NULL | c",
             ]
         );
+    }
+
+    #[test]
+    fn a_result_table_applies_updates_in_place() {
+        use runnel::arrow::array::Int8Array;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("n", DataType::Int64, true),
+            runnel::sql::changelog::change_field(),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 1, 1])),
+                Arc::new(Int64Array::from(vec![1, 1, 1, 2])),
+                Arc::new(Int8Array::from(vec![
+                    ChangeKind::Insert as i8,
+                    ChangeKind::Insert as i8,
+                    ChangeKind::UpdateBefore as i8,
+                    ChangeKind::UpdateAfter as i8,
+                ])),
+            ],
+        )
+        .unwrap();
+        let mut table = ResultTable::new(&schema);
+        table.apply(&batch).unwrap();
+        assert_eq!((table.len(), table.changes), (2, 4));
+        let lines = table.lines(10);
+        assert_eq!(lines[0].split('|').count(), 2, "no op column: {lines:?}");
+        assert_eq!(
+            lines[2..],
+            ["      2 |      1", "      1 |      2"],
+            "{lines:?}"
+        );
+        assert_eq!(table.lines(1)[2], "... 1 rows above");
     }
 }
