@@ -33,8 +33,8 @@ fn shown_number(text: &serde_json::Value) -> u64 {
 }
 
 /// The jobs list shows all 20 jobs; a job's page draws every stage of its graph and its
-/// counters move between two screenshots; the editor marks a planning error at its line;
-/// the stop button stops the job. Screenshots go to `RUNNEL_SCREENSHOTS` (the docs'
+/// counters move between two screenshots; the editor marks a planning error at its line
+/// and previews an updating query live; the stop button stops the job. Screenshots go to `RUNNEL_SCREENSHOTS` (the docs'
 /// images come from there) or the test's scratch folder.
 #[test]
 fn the_dashboard_lists_jobs_draws_graphs_checks_sql_and_stops_a_job() {
@@ -156,6 +156,32 @@ fn the_dashboard_lists_jobs_draws_graphs_checks_sql_and_stops_a_job() {
         "{marked}"
     );
     browser.screenshot(&shots.join("dashboard-editor.png"));
+
+    // A live preview of an updating query: its rows stream in and its changes are applied,
+    // so the table ends with one row per key counting every generated row.
+    browser.run(
+        "const t = document.getElementById('sql'); t.value = ''; t.dispatchEvent(new Event('input'));",
+        json!([]),
+    );
+    browser.type_into(
+        "#sql",
+        "CREATE TABLE t (k INT, ts TIMESTAMP(3)) WITH ('connector' = 'datagen', \
+         'rows-per-second' = '400', 'number-of-rows' = '1200', 'fields.k.min' = '1', 'fields.k.max' = '3');\n\
+         SELECT k, COUNT(*) AS n FROM t GROUP BY k;",
+    );
+    browser.click("#preview");
+    let counts = browser.wait_for(
+        "the preview's final table",
+        Duration::from_secs(30),
+        "const done = (document.getElementById('preview-count') || {}).textContent || '';
+         if (!done.includes('all of them')) return null;
+         return [...document.querySelectorAll('#preview-table tbody tr')]
+             .map(tr => Number(tr.children[1].textContent));",
+    );
+    let counts: Vec<u64> = serde_json::from_value(counts).expect("counts");
+    assert_eq!(counts.len(), 3, "one row per key: {counts:?}");
+    assert_eq!(counts.iter().sum::<u64>(), 1200, "{counts:?}");
+    browser.screenshot(&shots.join("dashboard-preview.png"));
 
     browser.open(&format!("{}/#/jobs/1", server.base));
     browser.wait_for(

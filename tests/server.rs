@@ -242,3 +242,72 @@ fn the_api_answers_errors_with_their_place_and_previews_queries() {
     assert_eq!(current.values().sum::<u64>(), 20, "{preview}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `runnel --server URL`: the shell's declarations stay local, a `SELECT` runs on the
+/// server with its rows streaming back until Ctrl-C, an `INSERT INTO` becomes a job of
+/// the server, and `SHOW JOBS` and `STOP JOB` act on the server's jobs.
+#[test]
+fn the_shell_drives_a_server() {
+    let dir = scratch_dir("server-shell");
+    let server = Served::start(&dir.join("state"), Some("sh3ll"));
+    let mut command = std::process::Command::new(runnel_binary());
+    command
+        .env("HOME", &dir)
+        .env("TERM", "xterm")
+        .env("RUNNEL_TOKEN", "sh3ll")
+        .arg("--server")
+        .arg(&server.base);
+    let mut shell = rexpect::session::spawn_command(command, Some(30_000)).expect("start runnel");
+    shell.exp_string("Connected to").expect("connected");
+    shell.exp_string("runnel> ").expect("prompt");
+    shell
+        .send_line(
+            "CREATE TABLE t (k INT, ts TIMESTAMP(3)) WITH ('connector' = 'datagen', \
+             'rows-per-second' = '200', 'fields.k.min' = '1', 'fields.k.max' = '3');",
+        )
+        .expect("type");
+    shell.exp_string("created t").expect("declared here");
+    shell
+        .send_line("SET 'sql-client.execution.result-mode' = 'tableau';")
+        .expect("type");
+    shell.exp_string("set 'sql-client").expect("set");
+    shell
+        .send_line("SELECT k, COUNT(*) AS n FROM t GROUP BY k;")
+        .expect("type");
+    shell
+        .exp_regex(r"\+U +\| +[123] +\| +\d+")
+        .expect("the server's changes stream back");
+    shell.send_control('c').expect("Ctrl-C");
+    shell.exp_string("query stopped").expect("query stopped");
+    shell.exp_string("runnel> ").expect("prompt");
+    shell
+        .send_line("CREATE TABLE sink_t (k INT, n BIGINT) WITH ('connector' = 'blackhole');")
+        .expect("type");
+    shell.exp_string("created sink_t").expect("declared");
+    shell
+        .send_line("INSERT INTO sink_t SELECT k, COUNT(*) FROM t GROUP BY k;")
+        .expect("type");
+    shell
+        .exp_string("job 1 submitted")
+        .expect("the job runs on the server");
+    server.wait_for_job(1, Duration::from_secs(30), |job| {
+        job["status"] == "running" && job["rows_in"].as_u64() > Some(0)
+    });
+    shell.send_line("SHOW JOBS;").expect("type");
+    shell
+        .exp_regex(r"1 +\| running")
+        .expect("the server's job listed");
+    shell.send_line("STOP JOB 1;").expect("type");
+    shell.exp_string("job 1 stopped").expect("stopped");
+    assert_eq!(server.get("/v1/jobs/1").1["status"], "stopped");
+    shell
+        .send_line("INSERT INTO sink_t SELECT nope FROM t;")
+        .expect("type");
+    shell
+        .exp_regex(r"error: 1 error\(s\):\s+line \d+: .*nope")
+        .expect("the server's planning error, placed");
+    shell.send_line("\\q").expect("type");
+    shell.exp_eof().expect("the shell exits");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

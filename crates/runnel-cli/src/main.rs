@@ -2,6 +2,8 @@
 //! (`runnel run|validate|explain job.sql|job.toml`) and the server (`runnel serve`, see
 //! `runnel-server`).
 
+mod live_result;
+mod remote;
 mod repl;
 mod status;
 mod table_view;
@@ -34,6 +36,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// The shell sends its queries to this `runnel serve` (e.g. http://127.0.0.1:8081):
+    /// INSERT INTO, SELECT, SHOW JOBS and STOP JOB run there.
+    #[arg(long)]
+    server: Option<String>,
+    /// The server's bearer token.
+    #[arg(long, env = "RUNNEL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -119,7 +128,12 @@ fn main() -> ExitCode {
             token,
             state_dir,
         })),
-        None => repl::run(&runtime),
+        None => match cli.server {
+            Some(url) => remote::RemoteServer::connect(&url, cli.token)
+                .map_err(|e| format!("--server {url}: {e}"))
+                .and_then(|server| repl::run(&runtime, Some(server))),
+            None => repl::run(&runtime, None),
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

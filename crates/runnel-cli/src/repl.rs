@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,9 @@ use rustyline::{Context, Editor, Helper};
 use tokio::runtime::Runtime;
 
 use crate::describe;
-use crate::table_view::{ResultTable, TableView};
+use crate::live_result::{print_lines, LiveResult};
+use crate::remote::RemoteServer;
+use crate::table_view::TableView;
 
 const HELP: &str = "\
 Statements end with ';' and may span lines. Tab completes keywords, tables, columns and options.
@@ -314,20 +315,17 @@ struct Session<'a> {
     engine: Arc<Engine>,
     runtime: &'a Runtime,
     jobs: BTreeMap<u64, JobState>,
+    /// `runnel --server URL`: queries run there; declarations are kept here too (for
+    /// `DESCRIBE` and completion) and sent in front of each query.
+    remote: Option<RemoteServer>,
+    /// The declarations so far, as a script (for the server).
+    declarations: String,
 }
 
 /// What to do after an input.
 enum Flow {
     Continue,
     Quit,
-}
-
-fn print_lines(lines: &[String]) {
-    let mut out = std::io::stdout().lock();
-    for line in lines {
-        let _ = writeln!(out, "{line}");
-    }
-    let _ = out.flush();
 }
 
 /// Prints string rows as an aligned table.
@@ -359,123 +357,6 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
             print_lines(&lines);
         }
         Err(e) => eprintln!("error: {e}"),
-    }
-}
-
-/// A query's rows on the terminal, as `sql-client.execution.result-mode` says.
-enum LiveResult {
-    /// The current result, redrawn in place; `drawn` lines are on the screen now.
-    Table {
-        table: ResultTable,
-        drawn: usize,
-        last_draw: Option<std::time::Instant>,
-        terminal: bool,
-    },
-    /// Every change as Flink prints it (`+I[...]`, `-U[...]`, `+U[...]`); `rows` so far.
-    Changelog { rows: usize },
-    /// An aligned table growing as rows come; `rows` so far.
-    Tableau { view: TableView, rows: usize },
-}
-
-impl LiveResult {
-    /// Result rows shown at most in table mode (the newest).
-    const TABLE_ROWS: usize = 40;
-    /// Redraws of the table at most this often (and once at the end).
-    const REDRAW_EVERY: Duration = Duration::from_millis(100);
-
-    fn new(
-        mode: runnel::settings::ResultMode,
-        schema: &runnel::arrow::datatypes::SchemaRef,
-    ) -> Self {
-        use runnel::settings::ResultMode;
-        match mode {
-            ResultMode::Table => LiveResult::Table {
-                table: ResultTable::new(schema),
-                drawn: 0,
-                last_draw: None,
-                terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
-            },
-            ResultMode::Changelog => LiveResult::Changelog { rows: 0 },
-            ResultMode::Tableau => {
-                let view = TableView::new(schema);
-                print_lines(&view.header());
-                LiveResult::Tableau { view, rows: 0 }
-            }
-        }
-    }
-
-    fn add(&mut self, batch: &RecordBatch) -> Result<(), String> {
-        match self {
-            LiveResult::Table {
-                table, last_draw, ..
-            } => {
-                table.apply(batch).map_err(|e| e.to_string())?;
-                if last_draw.is_none_or(|at| at.elapsed() >= Self::REDRAW_EVERY) {
-                    self.draw();
-                }
-            }
-            LiveResult::Changelog { rows } => {
-                *rows += batch.num_rows();
-                let lines =
-                    runnel::connectors::print::format_rows(batch, "").map_err(|e| e.to_string())?;
-                print_lines(&lines);
-            }
-            LiveResult::Tableau { view, rows } => {
-                *rows += batch.num_rows();
-                print_lines(&view.rows(batch).map_err(|e| e.to_string())?);
-            }
-        }
-        Ok(())
-    }
-
-    /// Redraws the table over the one drawn before (on a terminal).
-    fn draw(&mut self) {
-        let LiveResult::Table {
-            table,
-            drawn,
-            last_draw,
-            terminal,
-        } = self
-        else {
-            return;
-        };
-        *last_draw = Some(std::time::Instant::now());
-        if !*terminal {
-            return;
-        }
-        let lines = table.lines(Self::TABLE_ROWS);
-        let mut out = std::io::stdout().lock();
-        if *drawn > 0 {
-            // Up to the first line drawn, and clear from there down.
-            let _ = write!(out, "\x1b[{drawn}F\x1b[J");
-        }
-        for line in &lines {
-            let _ = writeln!(out, "{line}");
-        }
-        let _ = out.flush();
-        *drawn = lines.len();
-    }
-
-    /// The last draw: the final table (printed once when the output is not a terminal).
-    fn finish(&mut self) {
-        if let LiveResult::Table {
-            table,
-            terminal: false,
-            ..
-        } = self
-        {
-            print_lines(&table.lines(usize::MAX));
-            return;
-        }
-        self.draw();
-    }
-
-    /// Rows shown: the result's rows in table mode, else the rows and changes printed.
-    fn rows(&self) -> usize {
-        match self {
-            LiveResult::Table { table, .. } => table.len(),
-            LiveResult::Changelog { rows } | LiveResult::Tableau { rows, .. } => *rows,
-        }
     }
 }
 
@@ -527,7 +408,9 @@ impl Session<'_> {
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         match words.as_slice() {
             ["SHOW", "TABLES"] => self.show_tables(),
+            ["SHOW", "JOBS"] if self.remote.is_some() => self.show_remote_jobs(),
             ["SHOW", "JOBS"] => self.show_jobs(),
+            ["STOP", "JOB", id] if self.remote.is_some() => self.stop_remote_job(id),
             ["DESCRIBE" | "DESC", _] => self.describe(sql.split_whitespace().nth(1).unwrap_or("")),
             ["STOP", "JOB", id] => self.stop_job(id),
             ["SET"] => {
@@ -545,6 +428,25 @@ impl Session<'_> {
     }
 
     fn execute(&mut self, sql: &str) -> Result<(), String> {
+        if self.remote.is_some() {
+            let statements = runnel::sql::parse_script(sql).map_err(|e| e.to_string())?;
+            use runnel::sql::Statement;
+            match statements.as_slice() {
+                [Statement::Insert { .. }] => return self.submit_remote(sql),
+                [Statement::Query(_)] => return self.follow_remote(sql),
+                [Statement::Explain(_)] | [] => {}
+                _ => {
+                    self.execute_here(sql)?;
+                    self.declarations.push_str(&format!("{sql};\n"));
+                    return Ok(());
+                }
+            }
+        }
+        self.execute_here(sql)
+    }
+
+    /// Runs a statement in this process.
+    fn execute_here(&mut self, sql: &str) -> Result<(), String> {
         let results = self
             .runtime
             .block_on(self.engine.execute(&format!("{sql};")))
@@ -578,23 +480,31 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Shows a query's rows as they come (in the session's result mode) until it ends
-    /// or Ctrl-C stops it.
-    fn stream_query(&self, mut stream: runnel::QueryStream) -> JobState {
-        let mode = self
-            .engine
+    /// The result mode the session's settings ask for.
+    fn result_mode(&self) -> runnel::settings::ResultMode {
+        self.engine
             .setting(runnel::settings::RESULT_MODE)
             .and_then(|value| runnel::settings::ResultMode::parse(&value))
-            .unwrap_or_default();
-        let mut shown = LiveResult::new(mode, &stream.schema());
+            .unwrap_or_default()
+    }
+
+    /// Shows the batches of `rows` as they come until they end or Ctrl-C: whether Ctrl-C
+    /// stopped them (or the error that did), and how many rows were shown.
+    fn show_live(
+        &self,
+        schema: &runnel::arrow::datatypes::SchemaRef,
+        rows: impl futures::Stream<Item = Result<RecordBatch, String>>,
+    ) -> (Result<bool, String>, usize) {
+        let mut shown = LiveResult::new(self.result_mode(), schema);
         let outcome = self.runtime.block_on(async {
             let interrupt = tokio::signal::ctrl_c();
             tokio::pin!(interrupt);
+            tokio::pin!(rows);
             loop {
                 tokio::select! {
-                    batch = stream.next() => match batch {
+                    batch = rows.next() => match batch {
                         Some(Ok(batch)) => shown.add(&batch)?,
-                        Some(Err(e)) => return Err(e.to_string()),
+                        Some(Err(e)) => return Err(e),
                         None => return Ok(false),
                     },
                     _ = &mut interrupt => return Ok(true),
@@ -602,7 +512,17 @@ impl Session<'_> {
             }
         });
         shown.finish();
-        let rows = shown.rows();
+        (outcome, shown.rows())
+    }
+
+    /// Shows a query's rows (in the session's result mode) until it ends or Ctrl-C
+    /// stops it.
+    fn stream_query(&self, mut stream: runnel::QueryStream) -> JobState {
+        let schema = stream.schema();
+        let (outcome, rows) = self.show_live(
+            &schema,
+            (&mut stream).map(|batch| batch.map_err(|e| e.to_string())),
+        );
         match outcome {
             Ok(true) => {
                 drop(stream); // stops the query's job
@@ -625,6 +545,90 @@ impl Session<'_> {
                 JobState::Failed(message)
             }
         }
+    }
+
+    /// Submits an `INSERT INTO` (after the session's declarations) to the server as a job.
+    fn submit_remote(&mut self, sql: &str) -> Result<(), String> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let job = remote.submit(&format!("{}{sql};", self.declarations))?;
+        let id = job["id"].as_u64().unwrap_or(0);
+        println!(
+            "job {id} submitted to {} (SHOW JOBS lists it; STOP JOB {id} stops it)",
+            remote.url()
+        );
+        Ok(())
+    }
+
+    /// Runs a `SELECT` on the server and shows its rows as they stream back; Ctrl-C
+    /// stops it (the server stops the query when the stream closes).
+    fn follow_remote(&mut self, sql: &str) -> Result<(), String> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let mut query = remote.follow(&format!("{}{sql};", self.declarations))?;
+        let schema = query.schema.clone();
+        // The response is read by a thread of its own, so Ctrl-C is not stuck behind a read.
+        let (sender, receiver) = tokio::sync::mpsc::channel(8);
+        std::thread::spawn(move || {
+            while let Some(batch) = query.next_batch() {
+                if sender.blocking_send(batch).is_err() {
+                    break;
+                }
+            }
+        });
+        let rows = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|batch| (batch, receiver))
+        });
+        let (outcome, count) = self.show_live(&schema, rows);
+        match outcome? {
+            true => println!("\nquery stopped ({count} rows)"),
+            false => println!("({count} rows)"),
+        }
+        Ok(())
+    }
+
+    /// `SHOW JOBS` of the server.
+    fn show_remote_jobs(&self) -> Result<(), String> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let number = |v: &serde_json::Value| crate::status::grouped(v.as_u64().unwrap_or(0));
+        let rows = remote
+            .jobs()?
+            .iter()
+            .map(|job| {
+                vec![
+                    job["id"].to_string(),
+                    text(&job["status"]),
+                    number(&job["rows_in"]),
+                    number(&job["rows_out"]),
+                    crate::status::watermark(job["watermark_ms"].as_i64()),
+                    text(&job["name"]),
+                ]
+            })
+            .collect();
+        print_table(
+            &["id", "status", "rows in", "rows out", "watermark", "name"],
+            rows,
+        );
+        Ok(())
+    }
+
+    /// `STOP JOB n` on the server (after a final checkpoint).
+    fn stop_remote_job(&self, id: &str) -> Result<(), String> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let id: u64 = id
+            .trim_end_matches(';')
+            .parse()
+            .map_err(|_| format!("STOP JOB needs a job id (SHOW JOBS lists them), not {id}"))?;
+        let job = remote.stop(id)?;
+        println!("job {id} {}", job["status"].as_str().unwrap_or("stopped"));
+        Ok(())
     }
 
     fn show_tables(&self) -> Result<(), String> {
@@ -784,7 +788,7 @@ fn history_path() -> Option<PathBuf> {
 }
 
 /// Runs the shell until `\q` or end of input.
-pub fn run(runtime: &Runtime) -> Result<(), String> {
+pub fn run(runtime: &Runtime, remote: Option<RemoteServer>) -> Result<(), String> {
     let engine = Arc::new(Engine::default());
     let mut editor: Editor<ReplHelper, rustyline::history::DefaultHistory> =
         Editor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
@@ -799,10 +803,18 @@ pub fn run(runtime: &Runtime) -> Result<(), String> {
         "Runnel {} — streaming SQL. Statements end with ';'. Type help for commands, \\q to quit.",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(remote) = &remote {
+        println!(
+            "Connected to {}: INSERT INTO, SELECT, SHOW JOBS and STOP JOB run there.",
+            remote.url()
+        );
+    }
     let mut session = Session {
         engine,
         runtime,
         jobs: BTreeMap::new(),
+        remote,
+        declarations: String::new(),
     };
     loop {
         session.reap();

@@ -121,10 +121,7 @@ impl TableView {
 
     /// Each row's change kind (`None` where the query is not updating or the kind is
     /// unknown) and its values as text.
-    fn cells(
-        &self,
-        batch: &RecordBatch,
-    ) -> Result<Vec<RowCells>, ArrowError> {
+    fn cells(&self, batch: &RecordBatch) -> Result<Vec<RowCells>, ArrowError> {
         let options = FormatOptions::default()
             .with_null("NULL")
             .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.3f"));

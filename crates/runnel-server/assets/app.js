@@ -13,11 +13,15 @@ function token() {
   return localStorage.getItem("runnel-token");
 }
 
-async function api(path, options = {}) {
+function headers() {
   const headers = { "Content-Type": "application/json" };
   const bearer = token();
   if (bearer) headers.Authorization = "Bearer " + bearer;
-  const response = await fetch(path, { ...options, headers });
+  return headers;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: headers() });
   if (response.status === 401) {
     askForToken();
     throw new Error("a token is required");
@@ -375,37 +379,86 @@ function editorPage() {
       showErrors(error.body && error.body.errors ? error.body.errors : [{ message: error.message }]);
     }
   };
+  // A live preview: the query runs on the server and its rows stream back (NDJSON)
+  // until it ends or the button stops it.
+  let previewing = null;
   preview.onclick = async () => {
+    if (previewing) {
+      previewing.abort();
+      return;
+    }
+    const controller = new AbortController();
+    previewing = controller;
+    preview.textContent = "Stop preview";
+    const state = { columns: [], current: [], ended: false };
+    let drawn = 0;
+    const draw = () => {
+      drawn = performance.now();
+      result.replaceChildren(previewTable(state));
+    };
     result.replaceChildren(el("p", { class: "muted" }, "Running…"));
     try {
-      const rows = await api("/v1/preview", { method: "POST", body: JSON.stringify({ sql: text.value, limit: 200, timeout_ms: 5000 }) });
-      result.replaceChildren(previewTable(rows));
+      const response = await fetch("/v1/preview", {
+        method: "POST", headers: headers(), signal: controller.signal,
+        body: JSON.stringify({ sql: text.value, follow: true }),
+      });
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({}));
+        result.replaceChildren();
+        showErrors(body.errors && body.errors.length ? body.errors : [{ message: body.error || response.statusText }]);
+        return;
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let newline;
+        while ((newline = buffer.indexOf("\n")) >= 0) {
+          const message = JSON.parse(buffer.slice(0, newline));
+          buffer = buffer.slice(newline + 1);
+          if (message.columns) state.columns = message.columns;
+          if (message.rows) applyChanges(state.current, message.rows);
+          if (message.end) state.ended = true;
+          if (message.error) showErrors([{ message: message.error }]);
+        }
+        if (performance.now() - drawn > 200) draw();
+      }
+      draw();
     } catch (error) {
-      result.replaceChildren();
-      showErrors(error.body && error.body.errors ? error.body.errors : [{ message: error.message }]);
+      if (error.name !== "AbortError") showErrors([{ message: error.message }]);
+      else draw();
+    } finally {
+      previewing = null;
+      preview.textContent = "Preview SELECT";
     }
   };
   drawGutter();
   check();
 }
 
-// A preview as a table of the current result: an updating query's changes are applied
-// (a -U or -D takes its row out, a +I or +U puts one in), as Flink's table mode shows it.
-function previewTable(preview) {
-  const current = [];
-  for (const row of preview.rows) {
+// An updating query's changes applied to its current result, as Flink's table mode
+// shows it: a -U or -D takes its row out, a +I or +U puts one in.
+function applyChanges(current, rows) {
+  for (const row of rows) {
     if (row.op === "-U" || row.op === "-D") {
-      const at = current.findIndex((values) => values.join("\u0000") === row.values.join("\u0000"));
+      const key = row.values.join("\u0000");
+      const at = current.findIndex((values) => values.join("\u0000") === key);
       if (at >= 0) current.splice(at, 1);
     } else {
       current.push(row.values);
     }
   }
+}
+
+function previewTable(state) {
   return el("div", {}, [
-    el("p", { class: "muted" }, `${current.length} rows${preview.ended ? " (all of them)" : " so far"}`),
+    el("p", { class: "muted", id: "preview-count" }, `${state.current.length} rows${state.ended ? " (all of them)" : " so far"}`),
     el("table", { id: "preview-table" }, [
-      el("thead", {}, el("tr", {}, preview.columns.map((c) => el("th", {}, c)))),
-      el("tbody", {}, current.map((values) => el("tr", {}, values.map((v) => el("td", {}, v))))),
+      el("thead", {}, el("tr", {}, state.columns.map((c) => el("th", {}, c)))),
+      el("tbody", {}, state.current.slice(-500).map((values) => el("tr", {}, values.map((v) => el("td", {}, v))))),
     ]),
   ]);
 }

@@ -342,6 +342,9 @@ async fn explain(
 /// Rows a preview returns at most, and how long it runs at most.
 const PREVIEW_MAX_ROWS: usize = 10_000;
 const PREVIEW_MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// A followed preview sends a heartbeat this often, so a client that went away is noticed
+/// (and its query stopped) even while the query has nothing to say.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,6 +355,9 @@ struct PreviewBody {
     limit: Option<usize>,
     /// How long to wait for rows, in ms (default 5000).
     timeout_ms: Option<u64>,
+    /// Stream the rows as they come (NDJSON) until the query ends or the client leaves.
+    #[serde(default)]
+    follow: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -369,22 +375,26 @@ struct PreviewView {
     ended: bool,
 }
 
-/// Runs a bounded preview of a `SELECT`: its first rows (changes, for an updating query)
-/// until the limit, the timeout or the end of its input.
-async fn preview(
-    request: std::result::Result<Json<PreviewBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<PreviewView>> {
-    let request = body(request)?;
-    let limit = request.limit.unwrap_or(100).min(PREVIEW_MAX_ROWS);
-    let timeout =
-        Duration::from_millis(request.timeout_ms.unwrap_or(5000)).min(PREVIEW_MAX_TIMEOUT);
-    let engine = Engine::default();
-    let checked = engine.validate(&request.sql);
+fn preview_rows(batch: &runnel::arrow::record_batch::RecordBatch) -> Result<Vec<PreviewRow>> {
+    let values = runnel::connectors::print::row_values(batch)
+        .map_err(|e| ServerError::BadRequest(e.to_string()))?;
+    Ok(values
+        .into_iter()
+        .map(|(kind, values)| PreviewRow {
+            op: kind.short_string(),
+            values,
+        })
+        .collect())
+}
+
+/// Starts the `SELECT` at the end of a preview's script; its stream and column names.
+async fn start_preview(sql: &str) -> Result<(runnel::QueryStream, Vec<String>)> {
+    let checked = Engine::default().validate(sql);
     if !checked.errors.is_empty() {
         return Err(ServerError::Invalid(checked.errors));
     }
-    let statements = runnel::sql::parse_script(&request.sql)
-        .map_err(|e| ServerError::BadRequest(e.to_string()))?;
+    let statements =
+        runnel::sql::parse_script(sql).map_err(|e| ServerError::BadRequest(e.to_string()))?;
     if statements
         .iter()
         .any(|s| matches!(s, runnel::sql::Statement::Insert { .. }))
@@ -397,22 +407,40 @@ async fn preview(
     }
     let engine = Engine::default();
     let mut stream = None;
-    for result in engine.execute(&request.sql).await? {
+    for result in engine.execute(sql).await? {
         if let Executed::Query(query) = result {
             stream = Some(query);
         }
     }
-    let Some(mut stream) = stream else {
+    let Some(stream) = stream else {
         return Err(ServerError::BadRequest("the script has no SELECT".into()));
     };
     let schema = stream.schema();
-    let changes = runnel::sql::changelog::is_changelog(&schema);
+    let changes = usize::from(runnel::sql::changelog::is_changelog(&schema));
     let columns = schema
         .fields()
         .iter()
-        .take(schema.fields().len() - usize::from(changes))
+        .take(schema.fields().len() - changes)
         .map(|f| f.name().clone())
         .collect();
+    Ok((stream, columns))
+}
+
+/// Runs a preview of a `SELECT`: its first rows (changes, for an updating query) until
+/// the limit, the timeout or the end of its input; or, with `follow`, every row as it
+/// comes, one JSON line per batch (see [`follow`]).
+async fn preview(
+    request: std::result::Result<Json<PreviewBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let request = body(request)?;
+    let (mut stream, columns) = start_preview(&request.sql).await?;
+    if request.follow {
+        return Ok(follow(stream, columns));
+    }
+    let limit = request.limit.unwrap_or(100).min(PREVIEW_MAX_ROWS);
+    let timeout =
+        Duration::from_millis(request.timeout_ms.unwrap_or(5000)).min(PREVIEW_MAX_TIMEOUT);
     let mut rows = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut ended = false;
@@ -425,12 +453,7 @@ async fn preview(
             }
             Ok(Some(batch)) => {
                 let batch = batch.map_err(runnel::RunnelError::from)?;
-                let values = runnel::connectors::print::row_values(&batch)
-                    .map_err(|e| ServerError::BadRequest(e.to_string()))?;
-                rows.extend(values.into_iter().map(|(kind, values)| PreviewRow {
-                    op: kind.short_string(),
-                    values,
-                }));
+                rows.extend(preview_rows(&batch)?);
             }
         }
     }
@@ -442,5 +465,65 @@ async fn preview(
         columns,
         rows,
         ended,
-    }))
+    })
+    .into_response())
+}
+
+/// A followed preview as NDJSON: `{"columns": [...], "changes": bool}` first, then `{"rows": [...]}` per
+/// batch, `{"heartbeat": true}` every second, and last `{"end": true}` or
+/// `{"error": "..."}`. The query stops when the client goes away.
+fn follow(stream: runnel::QueryStream, columns: Vec<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    struct Following {
+        stream: runnel::QueryStream,
+        heartbeat: tokio::time::Interval,
+        header: Option<serde_json::Value>,
+        done: bool,
+    }
+    let state = Following {
+        heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT),
+        header: Some(serde_json::json!({
+            "columns": columns,
+            "changes": runnel::sql::changelog::is_changelog(&stream.schema()),
+        })),
+        done: false,
+        stream,
+    };
+    let lines = futures::stream::unfold(state, |mut state| async move {
+        let line = if let Some(header) = state.header.take() {
+            header
+        } else if state.done {
+            return None;
+        } else {
+            tokio::select! {
+                batch = state.stream.next() => match batch {
+                    Some(Ok(batch)) => match preview_rows(&batch) {
+                        Ok(rows) => serde_json::json!({ "rows": rows }),
+                        Err(e) => {
+                            state.done = true;
+                            serde_json::json!({ "error": e.to_string() })
+                        }
+                    },
+                    Some(Err(e)) => {
+                        state.done = true;
+                        serde_json::json!({ "error": e.to_string() })
+                    }
+                    None => {
+                        state.done = true;
+                        serde_json::json!({ "end": true })
+                    }
+                },
+                _ = state.heartbeat.tick() => serde_json::json!({ "heartbeat": true }),
+            }
+        };
+        Some((
+            Ok::<_, std::convert::Infallible>(format!("{line}\n")),
+            state,
+        ))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
 }
