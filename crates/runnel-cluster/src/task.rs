@@ -24,8 +24,7 @@ use crate::pipeline::{Pipeline, TaskWriter};
 use crate::topology::{ClusterTopology, StageInput, TaskId};
 use crate::wire::{self, Envelope, RecordKind, TaskProgress};
 
-/// A changelog record: its key, and its value (`None`: a tombstone).
-pub type ChangelogRecord = (String, Option<Vec<u8>>);
+pub use crate::wire::ChangelogRecord;
 
 /// How a task reads its input partition.
 enum TaskInput {
@@ -58,6 +57,10 @@ pub struct Task {
     progress: TaskProgress,
     /// Something changed since the last commit: its state is written at the next.
     dirty: bool,
+    /// State values written in parts, and how many (see [`wire::state_records`]).
+    state_parts: HashMap<String, usize>,
+    /// State values above this size are written in parts.
+    part_bytes: usize,
     /// It read input since it was made.
     read_input: bool,
     metrics: Arc<JobMetrics>,
@@ -87,6 +90,9 @@ impl Task {
         let stage = topology
             .stage(id.stage)
             .ok_or_else(|| ClusterError::Unsupported(format!("task {id}: no such stage")))?;
+        let (restored, state_parts) = wire::join_parts(restored).map_err(|e| {
+            ClusterError::Setting(format!("task {id}: its changelog cannot be read: {e}"))
+        })?;
         let mut progress = TaskProgress::restored(&restored).map_err(|e| {
             ClusterError::Setting(format!(
                 "task {id}: its changelog's progress record cannot be read ({e}): another \
@@ -178,6 +184,8 @@ impl Task {
             pipeline,
             progress,
             dirty: false,
+            state_parts,
+            part_bytes: wire::STATE_PART_BYTES,
             read_input: false,
             metrics,
         })
@@ -451,7 +459,14 @@ impl Task {
         records.push((wire::PROGRESS_KEY.to_string(), Some(progress)));
         for (key, state) in states {
             let value = state.map(|batch| wire::encode_batch(&batch)).transpose()?;
-            records.push((key, value));
+            let previous = self.state_parts.get(&key).copied().unwrap_or(0);
+            let (written, parts) = wire::state_records(&key, value, previous, self.part_bytes);
+            records.extend(written);
+            if parts > 0 {
+                self.state_parts.insert(key, parts);
+            } else {
+                self.state_parts.remove(&key);
+            }
         }
         Ok(Some(records))
     }
@@ -631,13 +646,20 @@ mod tests {
         feed(&mut keyed, &written, &mut out);
         assert!(out.sink.is_empty());
 
-        // The task moves: its snapshot restores a task that goes on where it was.
+        // The task moves: its snapshot restores a task that goes on where it was. (Its
+        // state is written in 64-byte parts here, as a state over 8 MB is.)
+        keyed.part_bytes = 64;
         let snapshot: HashMap<String, Option<Vec<u8>>> = keyed
             .snapshot()
             .unwrap()
             .expect("changed")
             .into_iter()
             .collect();
+        assert!(
+            snapshot.keys().any(|key| key.contains("#part")),
+            "{:?}",
+            snapshot.keys()
+        );
         assert!(keyed.snapshot().unwrap().is_none(), "nothing changed since");
         let mut moved = Task::new(task(window, 0), setup(&topology, snapshot)).unwrap();
 

@@ -171,6 +171,84 @@ pub fn state_key(stage: usize, operator: &str) -> String {
     format!("state/{stage}/{operator}")
 }
 
+/// One changelog record: its key and its value (`None`: a tombstone).
+pub type ChangelogRecord = (String, Option<Vec<u8>>);
+
+/// The latest value of each key of a changelog partition.
+pub type LatestRecords = std::collections::HashMap<String, Option<Vec<u8>>>;
+
+/// A changelog value larger than this is written as numbered parts: one Kafka record
+/// holds at most `MAX_RECORD_BYTES`, a task's state may hold more.
+pub const STATE_PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// The value of a key stored in parts: this prefix and the part count (an Arrow IPC
+/// stream, which every other state value is, starts with `0xFFFFFFFF`).
+const PARTS_HEADER: &[u8] = b"runnel-parts:";
+
+/// The key part `index` of `key`'s value is stored under.
+fn part_key(key: &str, index: usize) -> String {
+    format!("{key}#part{index}")
+}
+
+/// The changelog records that store `value` under `key`: the value itself when it fits
+/// in `part_bytes`, else a header naming the part count and the parts. Parts a previous
+/// write had beyond the new count (`previous_parts`) are deleted with tombstones.
+/// Returns the records and the part count now (0: not split).
+pub fn state_records(
+    key: &str,
+    value: Option<Vec<u8>>,
+    previous_parts: usize,
+    part_bytes: usize,
+) -> (Vec<ChangelogRecord>, usize) {
+    let mut records = Vec::new();
+    let parts = match value {
+        Some(value) if value.len() > part_bytes => {
+            let chunks: Vec<&[u8]> = value.chunks(part_bytes).collect();
+            let mut header = PARTS_HEADER.to_vec();
+            header.extend_from_slice(chunks.len().to_string().as_bytes());
+            records.push((key.to_string(), Some(header)));
+            for (index, chunk) in chunks.iter().enumerate() {
+                records.push((part_key(key, index), Some(chunk.to_vec())));
+            }
+            chunks.len()
+        }
+        value => {
+            records.push((key.to_string(), value));
+            0
+        }
+    };
+    records.extend((parts..previous_parts).map(|index| (part_key(key, index), None)));
+    (records, parts)
+}
+
+/// The values of a task's restored changelog records with those stored in parts put
+/// together again (the parts' own keys left out), and how many parts each such key has.
+pub fn join_parts(
+    mut records: LatestRecords,
+) -> std::result::Result<(LatestRecords, std::collections::HashMap<String, usize>), String> {
+    let mut counts = std::collections::HashMap::new();
+    let split: Vec<(String, usize)> = records
+        .iter()
+        .filter_map(|(key, value)| {
+            let count = value.as_deref()?.strip_prefix(PARTS_HEADER)?;
+            Some((key.clone(), std::str::from_utf8(count).ok()?.parse().ok()?))
+        })
+        .collect();
+    for (key, count) in split {
+        let mut value = Vec::new();
+        for index in 0..count {
+            match records.remove(&part_key(&key, index)) {
+                Some(Some(part)) => value.extend_from_slice(&part),
+                _ => return Err(format!("{key}: part {index} of {count} is missing")),
+            }
+        }
+        records.insert(key.clone(), Some(value));
+        counts.insert(key, count);
+    }
+    records.retain(|key, _| !key.contains("#part"));
+    Ok((records, counts))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -224,5 +302,46 @@ mod tests {
         let bytes = encode_batch(&batch).unwrap();
         assert_eq!(decode_batch(&bytes).unwrap(), batch);
         assert!(decode_batch(b"garbage").is_err());
+    }
+
+    #[test]
+    fn big_values_are_stored_in_parts_and_put_together_again() {
+        let big: Vec<u8> = (0..25u8).collect();
+        let (records, parts) = state_records("state/1/0", Some(big.clone()), 0, 10);
+        assert_eq!(parts, 3);
+        assert_eq!(records.len(), 4, "a header and three parts");
+        let stored: std::collections::HashMap<_, _> = records.into_iter().collect();
+        let (joined, counts) = join_parts(stored.clone()).unwrap();
+        assert_eq!(joined.len(), 1, "{joined:?}");
+        assert_eq!(joined["state/1/0"].as_deref(), Some(&big[..]));
+        assert_eq!(counts["state/1/0"], 3);
+
+        // Smaller again: one record, and tombstones for the parts no longer used.
+        let (records, parts) = state_records("state/1/0", Some(vec![1, 2]), 3, 10);
+        assert_eq!(parts, 0);
+        let keys: Vec<_> = records
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.is_some()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("state/1/0", true),
+                ("state/1/0#part0", false),
+                ("state/1/0#part1", false),
+                ("state/1/0#part2", false)
+            ]
+        );
+        let mut latest = stored.clone();
+        latest.extend(records);
+        let (joined, counts) = join_parts(latest).unwrap();
+        assert_eq!(joined.len(), 1);
+        assert_eq!(joined["state/1/0"].as_deref(), Some(&[1u8, 2][..]));
+        assert!(counts.is_empty());
+
+        let mut broken = stored;
+        broken.remove("state/1/0#part1");
+        let error = join_parts(broken).unwrap_err();
+        assert!(error.contains("part 1 of 3 is missing"), "{error}");
     }
 }
