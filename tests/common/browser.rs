@@ -133,16 +133,22 @@ impl Browser {
         }
     }
 
-    /// Clicks the element `css` selects, as a user would.
-    pub fn click(&self, css: &str) {
+    /// The WebDriver id of the element `css` selects.
+    fn element(&self, css: &str) -> String {
         let element = self.call(
             reqwest::Method::POST,
             &self.session_path("/element"),
             json!({ "using": "css selector", "value": css }),
         );
-        let id = element[ELEMENT]
+        element[ELEMENT]
             .as_str()
-            .unwrap_or_else(|| panic!("no {css}: {element}"));
+            .unwrap_or_else(|| panic!("no {css}: {element}"))
+            .to_string()
+    }
+
+    /// Clicks the element `css` selects, as a user would.
+    pub fn click(&self, css: &str) {
+        let id = self.element(css);
         self.call(
             reqwest::Method::POST,
             &self.session_path(&format!("/element/{id}/click")),
@@ -152,14 +158,7 @@ impl Browser {
 
     /// Types `text` into the element `css` selects, as a user would.
     pub fn type_into(&self, css: &str, text: &str) {
-        let element = self.call(
-            reqwest::Method::POST,
-            &self.session_path("/element"),
-            json!({ "using": "css selector", "value": css }),
-        );
-        let id = element[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {css}: {element}"));
+        let id = self.element(css);
         self.call(
             reqwest::Method::POST,
             &self.session_path(&format!("/element/{id}/value")),

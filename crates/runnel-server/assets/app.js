@@ -251,6 +251,9 @@ function statementView(jobId, index, statement) {
 // The job graph: stages in columns by their distance from the sources, edges with how
 // rows cross them, each stage with its live counters.
 function graph(key, stages) {
+  if (stages.length === 0) {
+    return el("p", { class: "muted" }, "This job runs spread over processes: each process reports its tasks, not stages.");
+  }
   const depth = new Map();
   const depthOf = (stage) => {
     if (depth.has(stage.id)) return depth.get(stage.id);

@@ -242,6 +242,16 @@ struct SubmitBody {
     job_file: Option<String>,
 }
 
+/// Runs `work` off the runtime's threads: planning asks connectors about their tables
+/// (a Kafka topic's partitions), which may wait on the network.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServerError::Config(format!("planning failed: {e}")))?
+}
+
 /// Bodies that do not parse answer in the API's JSON error form.
 fn body<T>(
     body: std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>,
@@ -255,11 +265,15 @@ async fn submit_job(
     request: std::result::Result<Json<SubmitBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<JobSummary>)> {
     let request = body(request)?;
-    let job = state.jobs.submit(Submission {
-        name: request.name,
-        sql: request.sql,
-        job_file: request.job_file,
-    })?;
+    let jobs = state.jobs.clone();
+    let job = blocking(move || {
+        jobs.submit(Submission {
+            name: request.name,
+            sql: request.sql,
+            job_file: request.job_file,
+        })
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(JobSummary::of(&job))))
 }
 
@@ -314,7 +328,7 @@ async fn validate(
     request: std::result::Result<Json<SqlBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ValidationView>> {
     let request = body(request)?;
-    let checked = Engine::default().validate(&request.sql);
+    let checked = blocking(move || Ok(Engine::default().validate(&request.sql))).await?;
     Ok(Json(ValidationView {
         errors: checked.errors.iter().map(Into::into).collect(),
         warnings: checked.warnings,
@@ -330,12 +344,15 @@ async fn explain(
     request: std::result::Result<Json<SqlBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<PlanView>> {
     let request = body(request)?;
-    let engine = Engine::default();
-    let checked = engine.validate(&request.sql);
-    if !checked.errors.is_empty() {
-        return Err(ServerError::Invalid(checked.errors));
-    }
-    let plan = Engine::default().explain(&request.sql)?;
+    // Each step declares the script's tables, so each gets an engine of its own.
+    let plan = blocking(move || {
+        let checked = Engine::default().validate(&request.sql);
+        if !checked.errors.is_empty() {
+            return Err(ServerError::Invalid(checked.errors));
+        }
+        Ok(Engine::default().explain(&request.sql)?)
+    })
+    .await?;
     Ok(Json(PlanView { plan }))
 }
 
@@ -389,7 +406,8 @@ fn preview_rows(batch: &runnel::arrow::record_batch::RecordBatch) -> Result<Vec<
 
 /// Starts the `SELECT` at the end of a preview's script; its stream and column names.
 async fn start_preview(sql: &str) -> Result<(runnel::QueryStream, Vec<String>)> {
-    let checked = Engine::default().validate(sql);
+    let script = sql.to_string();
+    let checked = blocking(move || Ok(Engine::default().validate(&script))).await?;
     if !checked.errors.is_empty() {
         return Err(ServerError::Invalid(checked.errors));
     }

@@ -126,6 +126,10 @@ impl ManagedJob {
 
     /// The engine a run gets: the job's settings, its checkpoints in the state directory.
     fn engine(&self) -> Engine {
+        Engine::new(self.engine_config())
+    }
+
+    fn engine_config(&self) -> EngineConfig {
         let record = self.record();
         let mut settings = record.settings.clone();
         settings
@@ -134,10 +138,10 @@ impl ManagedJob {
         settings
             .entry("execution.checkpointing.interval".to_string())
             .or_insert_with(|| DEFAULT_CHECKPOINT_INTERVAL.to_string());
-        Engine::new(EngineConfig {
+        EngineConfig {
             settings,
             kafka_properties: record.kafka_properties,
-        })
+        }
     }
 
     /// Starts a run: plans and starts the job's statements, then watches them. A job
@@ -148,7 +152,12 @@ impl ManagedJob {
         *lock(&self.started_at_ms) = Some(now_ms());
         let sql = self.record().sql;
         if lock(&self.plan).is_none() {
-            *lock(&self.plan) = self.engine().explain(&sql).ok();
+            // Planning asks connectors about their tables (a Kafka topic's partitions):
+            // not on the runtime's threads.
+            let (config, script) = (self.engine_config(), sql.clone());
+            let plan =
+                tokio::task::spawn_blocking(move || Engine::new(config).explain(&script).ok());
+            *lock(&self.plan) = plan.await.ok().flatten();
         }
         let engine = Arc::new(self.engine());
         *lock(&self.engine) = Some(engine.clone());
