@@ -1,6 +1,6 @@
 //! Plans for unit tests: a script of `CREATE TABLE`s and one query, planned as a job would.
 
-use runnel_sql::{parse_script, Catalog, PlanOptions, Statement, StreamPlan, StreamPlanner};
+use runnel_sql::{PlanOptions, StreamPlan, StreamPlanner};
 
 /// The plan of the query in `script` over the tables the script creates.
 pub(crate) fn plan_script(script: &str) -> StreamPlan {
@@ -9,23 +9,5 @@ pub(crate) fn plan_script(script: &str) -> StreamPlan {
 
 /// [`plan_script`] with job-level planning options.
 pub(crate) fn plan_script_with(script: &str, options: &PlanOptions) -> StreamPlan {
-    let planner = StreamPlanner::new();
-    let mut catalog = Catalog::default();
-    let mut plan = None;
-    for statement in parse_script(script).unwrap() {
-        match statement {
-            Statement::CreateTable(table) => catalog
-                .add_table(planner.create_table(&catalog, *table).unwrap())
-                .unwrap(),
-            Statement::Query(query) => {
-                plan = Some(
-                    planner
-                        .plan_query_with(&catalog, *query, None, options)
-                        .unwrap(),
-                )
-            }
-            other => panic!("unexpected statement {other:?}"),
-        }
-    }
-    plan.expect("a query")
+    StreamPlanner::new().plan_script(script, options).unwrap()
 }

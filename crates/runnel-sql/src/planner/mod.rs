@@ -134,6 +134,30 @@ impl StreamPlanner {
         self.plan_query_with(catalog, query, sink, &PlanOptions::default())
     }
 
+    /// Plans the one query of `script` over the tables the script's `CREATE TABLE`s
+    /// declare (for tools and tests that hold a query and its tables as one text).
+    pub fn plan_script(&self, script: &str, options: &PlanOptions) -> Result<StreamPlan> {
+        let mut catalog = Catalog::default();
+        let mut plan = None;
+        for statement in crate::parse_script(script)? {
+            match statement {
+                crate::Statement::CreateTable(table) => {
+                    let table = self.create_table(&catalog, *table)?;
+                    catalog.add_table(table)?;
+                }
+                crate::Statement::Query(query) if plan.is_none() => {
+                    plan = Some(self.plan_query_with(&catalog, *query, None, options)?)
+                }
+                _ => {
+                    return Err(SqlError::Plan(
+                        "a script to plan holds CREATE TABLEs and one query".into(),
+                    ))
+                }
+            }
+        }
+        plan.ok_or_else(|| SqlError::Plan("the script holds no query".into()))
+    }
+
     /// Plans a query with job-level options (see [`PlanOptions`]).
     pub fn plan_query_with(
         &self,
