@@ -12,7 +12,7 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use futures::Stream;
 use runnel_connectors::memory::{MemoryTable, MemoryTables};
 use runnel_connectors::Connectors;
-use runnel_runtime::{spawn_job, ChannelSink, ConnectorFactory, JobHandle, JobMetrics};
+use runnel_runtime::{spawn_job, ChannelSink, ConnectorFactory, JobHandle, JobMetrics, TableSink};
 use runnel_sql::{parse_script, Catalog, Statement, StreamPlan, StreamPlanner, TableDef};
 use tokio::sync::mpsc;
 
@@ -302,8 +302,8 @@ impl Engine {
                 let (sender, receiver) = mpsc::channel(8);
                 let job = spawn_job(
                     &plan,
-                    self.connectors.as_ref(),
-                    Box::new(ChannelSink::new(sender)),
+                    self.connectors.clone(),
+                    Arc::new(ChannelSink::new(sender)),
                     &config,
                 )
                 .await?;
@@ -354,11 +354,7 @@ impl Engine {
         if let Some(scale) = crate::settings::scale_out(&self.settings())? {
             return Ok(runnel_cluster::spawn_member(plan.clone(), config, scale).await?);
         }
-        let sink = self
-            .connectors
-            .create_sink(sink_table, plan.schema(), &config)
-            .await?;
-        Ok(spawn_job(plan, self.connectors.as_ref(), sink, &config).await?)
+        Ok(spawn_job(plan, self.connectors.clone(), Arc::new(TableSink), &config).await?)
     }
 
     /// Plans a query (into the table `sink` for an `INSERT INTO`) with the session's

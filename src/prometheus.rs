@@ -74,6 +74,12 @@ const FAMILIES: &[Family] = &[
         help: "A job spread over processes: how many of its tasks this process owns.",
         value: |m| m.tasks_owned.map(|t| t as f64),
     },
+    Family {
+        name: "runnel_restarts_total",
+        kind: "counter",
+        help: "Times the job failed and its restart strategy started it again.",
+        value: |m| Some(m.restarts as f64),
+    },
 ];
 
 /// Escapes a label value (backslash, quote, newline).

@@ -18,6 +18,8 @@ const KILLS: usize = 10;
 /// How a crashed-and-restarted run's output compares with the expected windows.
 #[derive(Debug, Default)]
 struct Outcome {
+    /// In-process restarts after a failure (the job's restart strategy).
+    restarts: usize,
     kills: usize,
     kills_between_store_and_commit: usize,
     /// Expected rows that never appeared.
@@ -93,19 +95,20 @@ fn run_with_kills(
 }
 
 /// Runs the job through a broker outage: 3 s after it starts the broker on `port` stops
-/// for 20 s and starts again on its data; once the events are all produced and the job
-/// caught up, it is stopped with SIGTERM.
+/// for `outage` and starts again on its data; once the events are all produced and the
+/// job caught up, it is stopped with SIGTERM.
 fn run_through_outage(
     job: &std::path::Path,
     checkpoints: &std::path::Path,
     port: u16,
+    outage: Duration,
     producing: &std::sync::atomic::AtomicBool,
 ) -> (usize, usize, String) {
     let mut running = start(job, checkpoints);
     let mut log = String::new();
     std::thread::sleep(Duration::from_secs(3));
     kafka_script(port, "stop");
-    std::thread::sleep(Duration::from_secs(20));
+    std::thread::sleep(outage);
     kafka_script(port, "resume");
     while producing.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
@@ -136,8 +139,8 @@ fn kafka_script(port: u16, command: &str) {
 enum Trouble {
     /// The runnel process is killed (SIGKILL) and restarted, at least [`KILLS`] times.
     Kills,
-    /// The broker on this port is stopped for 20 s, then started on its data again.
-    BrokerOutage(u16),
+    /// The broker on this port is stopped for this long, then started on its data again.
+    BrokerOutage(u16, Duration),
 }
 
 async fn crash_and_compare(guarantee: &str, seed: u64) -> Outcome {
@@ -145,9 +148,20 @@ async fn crash_and_compare(guarantee: &str, seed: u64) -> Outcome {
 }
 
 async fn run_and_compare(guarantee: &str, seed: u64, servers: &str, trouble: Trouble) -> Outcome {
+    run_job_and_compare(guarantee, seed, servers, trouble, |sql| sql).await
+}
+
+/// [`run_and_compare`] with the job's SQL changed by `job_sql`.
+async fn run_job_and_compare(
+    guarantee: &str,
+    seed: u64,
+    servers: &str,
+    trouble: Trouble,
+    job_sql: impl Fn(String) -> String,
+) -> Outcome {
     let tag = match trouble {
         Trouble::Kills => "crash",
-        Trouble::BrokerOutage(_) => "outage",
+        Trouble::BrokerOutage(..) => "outage",
     };
     let input = format!("{tag}.{guarantee}.in");
     let output = format!("{tag}.{guarantee}.out");
@@ -156,7 +170,11 @@ async fn run_and_compare(guarantee: &str, seed: u64, servers: &str, trouble: Tro
     let claims = generate_claims(EVENTS, POLICIES, seed);
     let dir = scratch_dir(&format!("{tag}-{guarantee}"));
     let job = dir.join("job.sql");
-    std::fs::write(&job, claims_job_sql(&input, &output, guarantee, servers)).expect("job file");
+    std::fs::write(
+        &job,
+        job_sql(claims_job_sql(&input, &output, guarantee, servers)),
+    )
+    .expect("job file");
     let checkpoints = dir.join("checkpoints");
 
     // The events arrive over ~8 s while the job is killed and restarted; then one event
@@ -187,12 +205,12 @@ async fn run_and_compare(guarantee: &str, seed: u64, servers: &str, trouble: Tro
     };
     let checkpointing = guarantee != "at-most-once";
     let (job_path, checkpoint_path) = (job.clone(), checkpoints.clone());
-    let (kills, between, _log) = tokio::task::spawn_blocking(move || match trouble {
+    let (kills, between, log) = tokio::task::spawn_blocking(move || match trouble {
         Trouble::Kills => {
             run_with_kills(&job_path, &checkpoint_path, seed, checkpointing, &producing)
         }
-        Trouble::BrokerOutage(port) => {
-            run_through_outage(&job_path, &checkpoint_path, port, &producing)
+        Trouble::BrokerOutage(port, outage) => {
+            run_through_outage(&job_path, &checkpoint_path, port, outage, &producing)
         }
     })
     .await
@@ -202,6 +220,9 @@ async fn run_and_compare(guarantee: &str, seed: u64, servers: &str, trouble: Tro
     let rows = consume_all_on(servers, &output);
     let comparison = compare_window_rows(&rows, &expected_windows(&claims));
     let outcome = Outcome {
+        restarts: log
+            .matches("restarting it from its last checkpoint")
+            .count(),
         kills,
         kills_between_store_and_commit: between,
         rows: comparison.rows,
@@ -264,14 +285,14 @@ async fn a_broker_outage_of_20_s_loses_nothing() {
         "at-least-once",
         21,
         &servers,
-        Trouble::BrokerOutage(OUTAGE_PORT),
+        Trouble::BrokerOutage(OUTAGE_PORT, Duration::from_secs(20)),
     )
     .await;
     let exactly_once = run_and_compare(
         "exactly-once",
         22,
         &servers,
-        Trouble::BrokerOutage(OUTAGE_PORT),
+        Trouble::BrokerOutage(OUTAGE_PORT, Duration::from_secs(20)),
     )
     .await;
     kafka_script(OUTAGE_PORT, "stop");
@@ -290,6 +311,46 @@ async fn a_broker_outage_of_20_s_loses_nothing() {
         "{exactly_once:?}"
     );
 }
+
+/// A broker gone for longer than the sink's transaction timeout fails the commit. The job
+/// restarts by itself from its last checkpoint (its default restart strategy,
+/// exponential delay), again while the broker stays away, and goes on once it is back:
+/// the output is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_restarts_by_itself_after_an_outage_longer_than_its_commit_timeout() {
+    kafka_script(OUTAGE_PORT_LONG, "start");
+    let servers = format!("127.0.0.1:{OUTAGE_PORT_LONG}");
+    // Transactions time out after 8 s (the default is at least 60 s): the 20 s outage
+    // outlasts a commit.
+    let outcome = run_job_and_compare(
+        "exactly-once",
+        23,
+        &servers,
+        Trouble::BrokerOutage(OUTAGE_PORT_LONG, Duration::from_secs(20)),
+        |sql| {
+            sql.replace(
+                "'sink.delivery-guarantee'",
+                "'properties.transaction.timeout.ms' = '8000', 'sink.delivery-guarantee'",
+            )
+        },
+    )
+    .await;
+    kafka_script(OUTAGE_PORT_LONG, "stop");
+    assert!(
+        outcome.restarts >= 1,
+        "the job never restarted: {outcome:?}"
+    );
+    assert_eq!(outcome.rows, outcome.expected_rows, "{outcome:?}");
+    assert_eq!(
+        (outcome.missing, outcome.duplicates, outcome.wrong),
+        (0, 0, 0),
+        "{outcome:?}"
+    );
+}
+
+/// The port of the broker the restart test stops and starts (the outage test's controller
+/// listens on 9193).
+const OUTAGE_PORT_LONG: u16 = 9194;
 
 /// What a checkpoint costs with ~100k live keys, and how long a restart takes: 500k
 /// claims of 100k policies (~300k inserts, ~95k distinct policies), all in one 5-minute

@@ -321,6 +321,48 @@ async fn collect(engine: &Engine, sql: &str) -> Run {
     run
 }
 
+/// Runs `case` with `faults` (a crash right after a checkpoint) under a restart strategy
+/// without delay: the job must restart from that checkpoint by itself, and its rows
+/// equal `straight`.
+async fn restart_in_process(
+    name: &str,
+    case: &Case,
+    parallelism: usize,
+    faults: runnel::runtime::FaultInjection,
+    crashes: bool,
+    straight: &[String],
+) -> Result<(), String> {
+    let (dir, sql) = prepare(&format!("restart-{parallelism}-{name}"), case)?;
+    let sql = format!(
+        "SET 'parallelism.default' = '{parallelism}';\nSET 'execution.checkpointing.interval' = '1 h';\nSET 'state.checkpoints.dir' = '{}';\nSET 'restart-strategy.type' = 'fixed-delay';\nSET 'restart-strategy.fixed-delay.delay' = '0 ms';\n{sql}",
+        dir.join("checkpoints").display()
+    );
+    let engine = Engine::default();
+    engine.inject_faults(faults);
+    let run = collect(&engine, &sql).await;
+    if let Some(e) = run.failure {
+        return Err(format!("failed: {e}"));
+    }
+    let restarts: u64 = engine
+        .jobs()
+        .iter()
+        .map(|j| j.metrics.snapshot().restarts)
+        .sum();
+    // Without input rows the checkpoint (and the crash) may come at the end or not at all.
+    if restarts > 1 || (crashes && restarts == 0) {
+        return Err(format!("{restarts} restarts, expected 1"));
+    }
+    let rows = comparable(run.rows, parallelism, case.final_table);
+    if rows != straight {
+        return Err(format!(
+            "rows differ from the straight run\n  straight:\n    {}\n  restarted:\n    {}",
+            straight.join("\n    "),
+            rows.join("\n    ")
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the sources of `checkpoints`' only complete checkpoint had input left to read
 /// when it was taken (so resuming from it continues mid-stream); with its id.
 fn mid_stream_checkpoint(checkpoints: &Path) -> Result<(u64, bool), String> {
@@ -566,7 +608,7 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
                 }
             };
             let sql = format!(
-            "SET 'parallelism.default' = '{parallelism}';\nSET 'execution.checkpointing.interval' = '1 h';\nSET 'state.checkpoints.dir' = '{}';\n{sql}",
+            "SET 'parallelism.default' = '{parallelism}';\nSET 'execution.checkpointing.interval' = '1 h';\nSET 'state.checkpoints.dir' = '{}';\nSET 'restart-strategy.type' = 'none';\n{sql}",
             dir.join("checkpoints").display()
         );
             let input_rows = case
@@ -577,12 +619,21 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
                 .filter(|l| !l.is_empty() && *l != "---" && !l.starts_with('@'))
                 .filter(|l| !l.starts_with('#'))
                 .count() as u64;
-            let crashing = Engine::default();
-            crashing.inject_faults(runnel::runtime::FaultInjection {
+            let faults = runnel::runtime::FaultInjection {
                 checkpoint_after_rows: Some((input_rows / 2).max(1)),
                 crash_after_checkpoint: true,
                 ..Default::default()
-            });
+            };
+            // The same crash under a restart strategy: the job restarts itself from the
+            // checkpoint, and its one run's rows equal the straight run's.
+            let crashes = input_rows > 0;
+            if let Err(e) =
+                restart_in_process(name, case, parallelism, faults, crashes, &straight).await
+            {
+                failures.push(format!("{name}: restarted in the process: {e}"));
+            }
+            let crashing = Engine::default();
+            crashing.inject_faults(faults);
             let Run {
                 mut rows,
                 failure: crash,

@@ -711,6 +711,7 @@ impl Session<'_> {
                     metrics
                         .tasks_owned
                         .map_or_else(|| "-".to_string(), |t| t.to_string()),
+                    metrics.restarts.to_string(),
                     statement,
                 ]
             })
@@ -723,6 +724,7 @@ impl Session<'_> {
                 "rows out",
                 "watermark",
                 "tasks here",
+                "restarts",
                 "statement",
             ],
             rows,

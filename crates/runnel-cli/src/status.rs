@@ -64,8 +64,13 @@ pub fn line(name: &str, now: &MetricsSnapshot, previous: &MetricsSnapshot, secon
     let tasks = now
         .tasks_owned
         .map_or_else(String::new, |t| format!(" · {t} tasks here"));
+    let restarts = match now.restarts {
+        0 => String::new(),
+        1 => " · restarted once".to_string(),
+        n => format!(" · restarted {n} times"),
+    };
     format!(
-        "{name} · {} rows in ({}/s) · {} out ({}/s) · watermark {}{lag} · state {}{late}{tasks}",
+        "{name} · {} rows in ({}/s) · {} out ({}/s) · watermark {}{lag} · state {}{late}{tasks}{restarts}",
         grouped(now.rows_in),
         grouped(rate(now.rows_in, previous.rows_in) as u64),
         grouped(now.rows_out),
@@ -108,6 +113,7 @@ pub fn spawn(jobs: Vec<(String, Arc<JobMetrics>)>) -> tokio::task::JoinHandle<()
                             watermark_lag_ms = now.watermark_lag_ms.unwrap_or(-1),
                             state_bytes = now.state_bytes,
                             tasks_owned = now.tasks_owned.map_or(-1, |t| t as i64),
+                            restarts = now.restarts,
                             "progress"
                         );
                     }

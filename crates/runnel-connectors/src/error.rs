@@ -61,7 +61,22 @@ pub enum ConnectorError {
 impl ConnectorError {
     /// As a runtime error of the table's source or sink (`role` is `source` or `sink`).
     pub fn at(self, role: &str, table: &str) -> RuntimeError {
-        RuntimeError::connector(format!("{role} {table}"), self)
+        self.in_context(format!("{role} {table}"))
+    }
+
+    /// As a runtime error that happened in `context`: a record that cannot be decoded or
+    /// encoded is a [`RuntimeError::BadRecord`] (a restart would meet it again), anything
+    /// else a connector failure.
+    pub fn in_context(self, context: String) -> RuntimeError {
+        match self {
+            ConnectorError::Decode { .. } | ConnectorError::Encode { .. } => {
+                RuntimeError::BadRecord {
+                    context,
+                    source: Box::new(self),
+                }
+            }
+            other => RuntimeError::connector(context, other),
+        }
     }
 }
 

@@ -157,7 +157,7 @@ fn at_table(
     role: &str,
 ) -> impl Fn(ConnectorError) -> runnel_runtime::RuntimeError {
     let context = format!("{role} {}", table.name);
-    move |e| runnel_runtime::RuntimeError::connector(context.clone(), e)
+    move |e| e.in_context(context.clone())
 }
 
 #[async_trait]

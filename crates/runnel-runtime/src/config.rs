@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use runnel_sql::TableDef;
 
+use crate::restart::RestartStrategy;
+
 /// Settings that apply to a whole job (Flink's configuration keys where Flink has one).
 #[derive(Debug, Clone, Default)]
 pub struct JobConfig {
@@ -30,12 +32,27 @@ pub struct JobConfig {
     pub faults: FaultInjection,
     /// `parallelism.default`: how many subtasks each operator runs as (0 is taken as 1).
     pub parallelism: usize,
+    /// `restart-strategy.*`: how the job is restarted after a failure; `None`: the
+    /// default for whether it checkpoints ([`RestartStrategy::default_for`]).
+    pub restart: Option<RestartStrategy>,
 }
 
 impl JobConfig {
     /// Subtasks per operator: at least one.
     pub fn parallelism(&self) -> usize {
         self.parallelism.max(1)
+    }
+
+    /// Whether the job takes checkpoints (and resumes from them).
+    pub fn checkpoints(&self) -> bool {
+        self.checkpoint.is_some() && self.delivery != DeliveryGuarantee::AtMostOnce
+    }
+
+    /// The restart strategy the job runs under: the one its settings name, else the
+    /// default for whether it checkpoints.
+    pub fn restart_strategy(&self) -> RestartStrategy {
+        self.restart
+            .unwrap_or_else(|| RestartStrategy::default_for(self.checkpoints()))
     }
 }
 

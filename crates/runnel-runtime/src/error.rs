@@ -25,6 +25,15 @@ pub enum RuntimeError {
         #[source]
         source: BoxError,
     },
+    /// A record the job cannot take: it does not decode into its table's columns, or its
+    /// row cannot be encoded for the sink. Replaying it fails the same way, so a job is
+    /// not restarted for it.
+    #[error("{context}: {source}")]
+    BadRecord {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
     /// The SQL layer refused the plan.
     #[error(transparent)]
     Sql(#[from] runnel_sql::SqlError),
@@ -34,6 +43,9 @@ pub enum RuntimeError {
     /// Storing or restoring a checkpoint failed.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The caller reading a query's rows went away, so the query ends.
+    #[error("the query's reader went away")]
+    QueryClosed,
     /// A job task ended without saying why (it panicked or was cancelled).
     #[error("job task failed: {0}")]
     Task(String),
@@ -45,6 +57,26 @@ impl RuntimeError {
         RuntimeError::Connector {
             context: context.into(),
             source: source.into(),
+        }
+    }
+}
+
+impl RuntimeError {
+    /// Whether a restart may get past this failure: a broker, database or disk that failed
+    /// for a while, a commit that timed out, a task that died. Errors a replay meets again
+    /// (a bad record, an expression that cannot be evaluated, a plan that cannot run) are
+    /// not.
+    pub fn is_recoverable(&self) -> bool {
+        match self {
+            RuntimeError::Connector { .. }
+            | RuntimeError::Checkpoint(_)
+            | RuntimeError::Task(_) => true,
+            RuntimeError::Operator { .. }
+            | RuntimeError::Build(_)
+            | RuntimeError::BadRecord { .. }
+            | RuntimeError::Sql(_)
+            | RuntimeError::DataFusion(_)
+            | RuntimeError::QueryClosed => false,
         }
     }
 }

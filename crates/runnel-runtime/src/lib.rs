@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod operator;
 pub mod operators;
 pub mod processing_time;
+pub mod restart;
 pub mod side_output;
 pub mod sink;
 pub mod source;
@@ -47,8 +48,9 @@ pub use operator::{
 };
 pub use operators::{one_input_operator, two_input_operator, LookupTable, OperatorContext};
 pub use processing_time::ProcessingTime;
+pub use restart::{RestartBackoff, RestartStrategy};
 pub use side_output::LateRows;
-pub use sink::{ChannelSink, Sink};
+pub use sink::{ChannelSink, Sink, SinkFactory, TableSink};
 pub use source::{Source, SourceBatch, SourceEvent, SourceRows, WatermarkExpr};
 pub use watermark::WatermarkTracker;
 pub use watermark_alignment::WatermarkAlignment;

@@ -33,6 +33,8 @@ pub struct JobMetrics {
     /// A job spread over processes: how many of its tasks this process owns now (-1: the
     /// job runs in this process alone).
     pub tasks_owned: AtomicI64,
+    /// Times the job failed and was started again (its restart strategy).
+    pub restarts: AtomicU64,
     /// Each operator task's state size in bytes, as it last measured it.
     state_gauges: Mutex<Vec<Arc<AtomicU64>>>,
     /// The job graph's stages with their counters (empty for a job run across processes).
@@ -69,6 +71,7 @@ impl Default for JobMetrics {
             checkpoints: AtomicU64::new(0),
             restored_checkpoint: AtomicU64::new(0),
             tasks_owned: AtomicI64::new(-1),
+            restarts: AtomicU64::new(0),
             state_gauges: Mutex::new(Vec::new()),
             stages: Mutex::new(Vec::new()),
             checkpoint_history: Mutex::new(std::collections::VecDeque::new()),
@@ -95,6 +98,8 @@ pub struct MetricsSnapshot {
     pub state_bytes: u64,
     /// A job spread over processes: the tasks this process owns.
     pub tasks_owned: Option<u64>,
+    /// Times the job failed and was started again.
+    pub restarts: u64,
 }
 
 impl JobMetrics {
@@ -113,6 +118,15 @@ impl JobMetrics {
             bytes,
             measured: None,
         }
+    }
+
+    /// Drops the state gauges of operator tasks that ended (a failed run's, before a
+    /// restart), so their last sizes stop counting.
+    pub fn forget_ended_tasks(&self) {
+        self.state_gauges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|gauge| Arc::strong_count(gauge) > 1);
     }
 
     /// Counts a committed checkpoint.
@@ -206,6 +220,7 @@ impl JobMetrics {
                 .filter(|&id| id > 0),
             state_bytes,
             tasks_owned: u64::try_from(self.tasks_owned.load(Ordering::Relaxed)).ok(),
+            restarts: self.restarts.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,9 +1,13 @@
-//! The [`Sink`] trait that connectors implement, and a sink that hands batches to the caller.
+//! The [`Sink`] trait that connectors implement, a sink that hands batches to the caller,
+//! and the [`SinkFactory`] a job makes its sink with (again at each restart).
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
+use crate::config::JobConfig;
+use crate::connector::ConnectorFactory;
 use crate::error::{Result, RuntimeError};
 
 /// A connector's writer. Receives result batches in order; `finish` is called once when
@@ -47,6 +51,7 @@ pub trait Sink: Send {
 }
 
 /// Sends result batches into a channel: how a bare `SELECT` streams rows to its caller.
+#[derive(Clone)]
 pub struct ChannelSink {
     sender: mpsc::Sender<datafusion::error::Result<RecordBatch>>,
 }
@@ -63,10 +68,56 @@ impl Sink for ChannelSink {
         self.sender
             .send(Ok(batch))
             .await
-            .map_err(|_| RuntimeError::Task("the query's reader went away".into()))
+            .map_err(|_| RuntimeError::QueryClosed)
     }
 
     async fn finish(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Makes the sink each run of a job writes to: the first, and a new one for every
+/// restart (the failed run's sink is gone with its task).
+#[async_trait]
+pub trait SinkFactory: Send + Sync {
+    /// A sink for rows of `schema`.
+    async fn create_sink(
+        &self,
+        connectors: &dyn ConnectorFactory,
+        schema: SchemaRef,
+        config: &JobConfig,
+    ) -> Result<Box<dyn Sink>>;
+}
+
+/// The writer of the table a job inserts into ([`JobConfig::sink`]), from its connector.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableSink;
+
+#[async_trait]
+impl SinkFactory for TableSink {
+    async fn create_sink(
+        &self,
+        connectors: &dyn ConnectorFactory,
+        schema: SchemaRef,
+        config: &JobConfig,
+    ) -> Result<Box<dyn Sink>> {
+        let table = config
+            .sink
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Build("a job needs a table to write to".into()))?;
+        connectors.create_sink(table, schema, config).await
+    }
+}
+
+/// Every run of a query sends its rows to the same caller.
+#[async_trait]
+impl SinkFactory for ChannelSink {
+    async fn create_sink(
+        &self,
+        _connectors: &dyn ConnectorFactory,
+        _schema: SchemaRef,
+        _config: &JobConfig,
+    ) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(self.clone()))
     }
 }

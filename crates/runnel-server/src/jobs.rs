@@ -102,9 +102,15 @@ impl ManagedJob {
         *lock(&self.started_at_ms)
     }
 
-    /// Restarts: starts after the first.
+    /// Restarts: starts of the job after the first (the server restarted, or it was
+    /// stopped and started), and those its restart strategy made after failures.
     pub fn restarts(&self) -> u64 {
-        self.starts.load(Ordering::Relaxed).saturating_sub(1)
+        let failures: u64 = self
+            .statements()
+            .iter()
+            .map(|statement| statement.metrics.snapshot().restarts)
+            .sum();
+        self.starts.load(Ordering::Relaxed).saturating_sub(1) + failures
     }
 
     fn set_phase(&self, phase: Phase) {

@@ -54,6 +54,7 @@ impl KafkaSink {
             ("compression.type", "none".to_string()),
             ("enable.idempotence", "true".to_string()),
         ];
+        let mut transaction_timeout = Duration::ZERO;
         if exactly_once {
             let Some(checkpoint) = &config.checkpoint else {
                 return Err(ConnectorError::Other(
@@ -71,6 +72,10 @@ impl KafkaSink {
             let timeout_ms = (checkpoint.interval.as_millis() as u64 * 2).max(60_000);
             defaults.push(("transactional.id", prefix));
             defaults.push(("transaction.timeout.ms", timeout_ms.to_string()));
+            transaction_timeout = options
+                .get("properties.transaction.timeout.ms")
+                .and_then(|ms| ms.trim().parse().ok())
+                .map_or(Duration::from_millis(timeout_ms), Duration::from_millis);
         }
         let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let producer: FutureProducer =
@@ -81,7 +86,7 @@ impl KafkaSink {
                     source,
                 })?;
         let transaction = if exactly_once {
-            Some(Transaction::begin(&producer, &config.sources, &topic).await?)
+            Some(Transaction::begin(&producer, &config.sources, &topic, transaction_timeout).await?)
         } else {
             None
         };
@@ -234,6 +239,10 @@ impl Sink for KafkaSink {
 /// consumer of its group (whose group metadata offsets are committed under).
 struct Transaction {
     sources: Vec<(String, String, BaseConsumer)>,
+    /// The producer's `transaction.timeout.ms`: the broker aborts a transaction open
+    /// longer, so no call waits longer for one (a commit that cannot complete in it fails
+    /// the job, which restarts from its last checkpoint).
+    timeout: Duration,
 }
 
 /// Runs a blocking producer call (transactions) off the async workers.
@@ -257,6 +266,7 @@ impl Transaction {
         producer: &FutureProducer,
         sources: &[std::sync::Arc<TableDef>],
         topic: &str,
+        timeout: Duration,
     ) -> Result<Self> {
         let mut groups = Vec::new();
         for table in sources {
@@ -284,7 +294,7 @@ impl Transaction {
         }
         let init = producer.clone();
         blocking(format!("starting transactions on topic {topic}"), move || {
-            init.init_transactions(Duration::from_secs(60))
+            init.init_transactions(timeout)
         })
         .await
         .map_err(|e| match e {
@@ -306,11 +316,15 @@ impl Transaction {
                 context: format!("beginning a transaction on topic {topic}"),
                 source,
             })?;
-        Ok(Self { sources: groups })
+        Ok(Self {
+            sources: groups,
+            timeout,
+        })
     }
 
     /// Commits the open transaction with `checkpoint`'s source offsets, and opens the next.
     async fn commit(&self, producer: &FutureProducer, checkpoint: &Manifest) -> Result<()> {
+        let timeout = self.timeout;
         for (table, topic, consumer) in &self.sources {
             // A table read by parallel readers has one state per reader, each with the
             // offsets of its own partitions.
@@ -342,14 +356,14 @@ impl Transaction {
                     "committing offsets of {topic} with checkpoint {}",
                     checkpoint.id
                 ),
-                move || send.send_offsets_to_transaction(&offsets, &group, Duration::from_secs(60)),
+                move || send.send_offsets_to_transaction(&offsets, &group, timeout),
             )
             .await?;
         }
         let commit = producer.clone();
         blocking(
             format!("committing checkpoint {}", checkpoint.id),
-            move || commit.commit_transaction(Duration::from_secs(60)),
+            move || commit.commit_transaction(timeout),
         )
         .await?;
         producer

@@ -2,175 +2,37 @@
 //! to resume from, starts the graph's tasks on the caller's tokio runtime, and returns a
 //! [`JobHandle`].
 //!
-//! The roles, one file each: `spawn.rs` starts the tasks a graph names, `tasks.rs` holds
+//! The roles, one file each: `handle.rs` watches a running job and restarts it after a
+//! failure, `spawn.rs` starts the tasks a graph names, `tasks.rs` holds
 //! their loops (operator chains, two-input operators, the sink), `recovery.rs` selects
 //! the checkpoint a restarted job resumes from. Channels between tasks hold a few batches
 //! each, so a slow sink slows the sources and memory stays flat.
 
+mod handle;
 mod recovery;
 mod spawn;
 mod tasks;
 
+pub use handle::JobHandle;
 pub use tasks::TwoInputTask;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use runnel_sql::StreamPlan;
-use tokio::task::JoinHandle;
 
 use crate::checkpoint::{CheckpointCommit, CheckpointCoordinator, CheckpointStore};
 use crate::config::{DeliveryGuarantee, JobConfig};
 use crate::connector::ConnectorFactory;
-use crate::error::{Result, RuntimeError};
+use crate::error::Result;
 use crate::graph::JobGraph;
-use crate::metrics::{JobMetrics, MetricsSnapshot};
+use crate::metrics::JobMetrics;
 use crate::side_output::LateRows;
-use crate::sink::Sink;
+use crate::sink::SinkFactory;
+use handle::{Attempt, Restarts};
 
 /// Batches in flight on each channel between tasks.
 const CHANNEL_CAPACITY: usize = 8;
-
-/// A running job. Await [`JobHandle::wait`] for its end; drop or [`JobHandle::abort`] to stop it.
-pub struct JobHandle {
-    tasks: Vec<(String, JoinHandle<Result<()>>)>,
-    metrics: Arc<JobMetrics>,
-    /// Triggers checkpoints; stopped when the job ends.
-    checkpoint_timer: Option<JoinHandle<()>>,
-    /// The job's checkpoints, when it takes them.
-    checkpoints: Option<Arc<CheckpointCoordinator>>,
-    /// Tells the sink to write what it holds and end (a stop without checkpoints).
-    sink_stop: Option<tokio::sync::oneshot::Sender<()>>,
-    /// The name of the task that ends when told on `sink_stop`.
-    stopped_task: String,
-}
-
-impl Drop for JobHandle {
-    fn drop(&mut self) {
-        if let Some(timer) = &self.checkpoint_timer {
-            timer.abort();
-        }
-    }
-}
-
-impl JobHandle {
-    /// A job run by one task of its own, `name` (e.g. a member of a job spread over
-    /// processes), counting into `metrics`. [`JobHandle::stop`] sends on `stop`, then
-    /// waits for the task to end.
-    pub fn from_task(
-        name: impl Into<String>,
-        task: JoinHandle<Result<()>>,
-        metrics: Arc<JobMetrics>,
-        stop: tokio::sync::oneshot::Sender<()>,
-    ) -> Self {
-        let name = name.into();
-        Self {
-            tasks: vec![(name.clone(), task)],
-            metrics,
-            checkpoint_timer: None,
-            checkpoints: None,
-            sink_stop: Some(stop),
-            stopped_task: name,
-        }
-    }
-
-    /// The job's live counters.
-    pub fn metrics(&self) -> MetricsSnapshot {
-        self.metrics.snapshot()
-    }
-
-    /// Shared handle to the live counters.
-    pub fn metrics_handle(&self) -> Arc<JobMetrics> {
-        self.metrics.clone()
-    }
-
-    /// Waits until every task ended. The first task to fail stops the others (a source
-    /// waiting for new records would otherwise never notice), and its error is returned.
-    pub async fn wait(mut self) -> Result<MetricsSnapshot> {
-        self.wait_ref().await
-    }
-
-    /// [`JobHandle::wait`] without giving up the handle, so the job can still be stopped
-    /// (e.g. on a signal) while this waits.
-    pub async fn wait_ref(&mut self) -> Result<MetricsSnapshot> {
-        while !self.tasks.is_empty() {
-            let (outcome, finished, _) =
-                futures::future::select_all(self.tasks.iter_mut().map(|(_, task)| task)).await;
-            let (name, _) = self.tasks.remove(finished);
-            let outcome = match outcome {
-                Ok(result) => result,
-                Err(join) => Err(RuntimeError::Task(format!("{name}: {join}"))),
-            };
-            if let Err(e) = outcome {
-                self.abort();
-                return Err(e);
-            }
-        }
-        Ok(self.metrics.snapshot())
-    }
-
-    /// Stops the job cleanly: when it checkpoints, takes one more checkpoint and waits
-    /// (up to `timeout`) until it is committed, so a restart resumes exactly there;
-    /// without checkpoints, lets the sink write the rows it holds (a buffering sink would
-    /// otherwise lose rows it already took). Then stops every task. Returns the job's
-    /// counters.
-    pub async fn stop(mut self, timeout: std::time::Duration) -> Result<MetricsSnapshot> {
-        if self.checkpoints.is_none() {
-            if let Some(stop) = self.sink_stop.take() {
-                let _ = stop.send(());
-                let stopped = &self.stopped_task;
-                if let Some(at) = self.tasks.iter().position(|(name, _)| name == stopped) {
-                    let (_, sink) = self.tasks.remove(at);
-                    match tokio::time::timeout(timeout, sink).await {
-                        Ok(Ok(Err(e))) => {
-                            self.abort();
-                            return Err(e);
-                        }
-                        Err(_) => {
-                            tracing::warn!(?timeout, "the sink did not write what it held in time")
-                        }
-                        Ok(_) => {}
-                    }
-                }
-            }
-        }
-        if let Some(coordinator) = &self.checkpoints {
-            let before = self.metrics.snapshot().checkpoints;
-            let id = coordinator.trigger();
-            let deadline = tokio::time::Instant::now() + timeout;
-            while self.metrics.snapshot().checkpoints == before {
-                if self.is_finished() {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    self.abort();
-                    return Err(RuntimeError::Checkpoint(format!(
-                        "the final checkpoint {id} did not complete within {timeout:?}"
-                    )));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            tracing::info!(checkpoint = id, "stopped after a final checkpoint");
-        }
-        self.abort();
-        Ok(self.metrics.snapshot())
-    }
-
-    /// Stops every task at once.
-    pub fn abort(&self) {
-        for (_, task) in &self.tasks {
-            task.abort();
-        }
-        if let Some(timer) = &self.checkpoint_timer {
-            timer.abort();
-        }
-    }
-
-    /// Whether every task has ended.
-    pub fn is_finished(&self) -> bool {
-        self.tasks.iter().all(|(_, t)| t.is_finished())
-    }
-}
 
 /// The job graph of `plan` under `config`: its parallelism, and as many readers per
 /// table as the connector can split it into (at most the parallelism).
@@ -195,16 +57,34 @@ impl crate::graph::TableLayout for ConnectorLayout<'_> {
     }
 }
 
-/// Starts `plan`, reading through `connectors` and writing into `sink`, with the job-wide
-/// settings of `config`. With checkpointing configured, the job resumes from the
-/// checkpoint its delivery guarantee selects.
+/// Starts `plan`, reading through `connectors` and writing into the sink `sinks` makes,
+/// with the job-wide settings of `config`. With checkpointing configured, the job resumes
+/// from the checkpoint its delivery guarantee selects. A failure while starting is
+/// returned; one after, restarts the job as its [`RestartStrategy`] says (see
+/// [`JobHandle::wait`]).
 pub async fn spawn_job(
     plan: &StreamPlan,
-    connectors: &dyn ConnectorFactory,
-    sink: Box<dyn Sink>,
+    connectors: Arc<dyn ConnectorFactory>,
+    sinks: Arc<dyn SinkFactory>,
     config: &JobConfig,
 ) -> Result<JobHandle> {
+    let metrics = Arc::new(JobMetrics::default());
+    let attempt =
+        start_attempt(plan, connectors.as_ref(), sinks.as_ref(), config, &metrics).await?;
+    let restarts = Restarts::new(plan, connectors, sinks, config);
+    Ok(JobHandle::supervise(attempt, restarts, metrics))
+}
+
+/// Starts one run of `plan`'s tasks (the first, or a restart), counting into `metrics`.
+async fn start_attempt(
+    plan: &StreamPlan,
+    connectors: &dyn ConnectorFactory,
+    sinks: &dyn SinkFactory,
+    config: &JobConfig,
+    metrics: &Arc<JobMetrics>,
+) -> Result<Attempt> {
     let graph = job_graph(plan, connectors, config)?;
+    let sink = sinks.create_sink(connectors, plan.schema(), config).await?;
     let late_sink = match &config.late_data_sink {
         Some(table) => Some(
             connectors
@@ -217,8 +97,9 @@ pub async fn spawn_job(
         .checkpoint
         .as_ref()
         .filter(|_| config.delivery != DeliveryGuarantee::AtMostOnce);
-    let metrics = Arc::new(JobMetrics::default());
-    metrics.add_stages(graph.describe());
+    if metrics.stages().is_empty() {
+        metrics.add_stages(graph.describe());
+    }
     let (coordinator, restored) = match checkpointing {
         None => (None, None),
         Some(checkpoint) => {
@@ -291,9 +172,8 @@ pub async fn spawn_job(
         }
         _ => None,
     };
-    Ok(JobHandle {
+    Ok(Attempt {
         tasks,
-        metrics,
         checkpoint_timer: timer,
         checkpoints: coordinator,
         sink_stop: Some(sink_stop),

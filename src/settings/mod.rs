@@ -8,6 +8,8 @@ use runnel_sql::Catalog;
 
 use crate::error::{Result, RunnelError};
 
+pub mod restart;
+
 /// `SET 'table.exec.source.idle-timeout' = '5 s'`: Flink's default idle timeout of sources.
 pub const SOURCE_IDLE_TIMEOUT: &str = "table.exec.source.idle-timeout";
 /// `SET 'table.exec.state.ttl' = '1 h'`: Flink's key; bounds joins that have no time bound.
@@ -187,15 +189,6 @@ const IGNORED_FLINK_KEYS: &[&str] = &[
     "state.savepoints.dir",
     "state.checkpoints.num-retained",
     "state.checkpoint-storage",
-    "restart-strategy.type",
-    "restart-strategy.fixed-delay.attempts",
-    "restart-strategy.fixed-delay.delay",
-    "restart-strategy.exponential-delay.initial-backoff",
-    "restart-strategy.exponential-delay.max-backoff",
-    "restart-strategy.exponential-delay.backoff-multiplier",
-    "restart-strategy.failure-rate.max-failures-per-interval",
-    "restart-strategy.failure-rate.failure-rate-interval",
-    "restart-strategy.failure-rate.delay",
     "sql-client.execution.max-table-result.rows",
     "sql-client.verbose",
     "sql-client.display.max-column-width",
@@ -257,6 +250,7 @@ fn nearest_key(key: &str) -> (&'static str, usize) {
     RUNNEL_KEYS
         .iter()
         .chain(HONOURED_KEYS)
+        .chain(restart::KEYS)
         .chain(IGNORED_FLINK_KEYS)
         .map(|known| (*known, edit_distance(key, known)))
         .min_by_key(|(_, distance)| *distance)
@@ -265,7 +259,7 @@ fn nearest_key(key: &str) -> (&'static str, usize) {
 
 /// Whether `key` is one Runnel acts on.
 fn is_honoured(key: &str) -> bool {
-    RUNNEL_KEYS.contains(&key) || HONOURED_KEYS.contains(&key)
+    RUNNEL_KEYS.contains(&key) || HONOURED_KEYS.contains(&key) || restart::KEYS.contains(&key)
 }
 
 /// Whether `key` is close enough to a known key (and not one) to be taken for a typo.
@@ -329,7 +323,7 @@ pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn invalid(key: &str, value: &str, reason: impl Into<String>) -> RunnelError {
+pub(crate) fn invalid(key: &str, value: &str, reason: impl Into<String>) -> RunnelError {
     RunnelError::Setting {
         key: key.to_string(),
         value: value.to_string(),
@@ -391,6 +385,7 @@ pub fn check(key: &str, value: &str) -> Result<()> {
             "warn" | "refuse" => Ok(()),
             _ => Err(invalid(key, value, "expected 'warn' or 'refuse'")),
         },
+        other if restart::KEYS.contains(&other) => restart::check(key, value),
         other if other.starts_with("runnel.") => Err(invalid(
             key,
             value,
@@ -532,5 +527,6 @@ pub fn job_config(settings: &BTreeMap<String, String>, catalog: &Catalog) -> Res
         }
         _ => None,
     };
+    config.restart = restart::strategy(settings);
     Ok(config)
 }
