@@ -297,8 +297,7 @@ impl Engine {
                 let text = query.to_string();
                 let plan = self.plan(*query, None)?;
                 self.log_warnings(&plan);
-                let mut config = self.job_config()?;
-                config.sources = plan.sources();
+                let config = self.job_config_for(&plan)?;
                 let (sender, receiver) = mpsc::channel(8);
                 let job = spawn_job(
                     &plan,
@@ -339,8 +338,7 @@ impl Engine {
         let Some(sink_table) = &plan.sink else {
             return Err(runnel_sql::SqlError::Plan("a job needs a sink".into()).into());
         };
-        let mut config = self.job_config()?;
-        config.sources = plan.sources();
+        let mut config = self.job_config_for(plan)?;
         config.sink = Some(sink_table.clone());
         if let Some(value) = sink_table.options.get("sink.delivery-guarantee") {
             config.delivery = runnel_runtime::DeliveryGuarantee::parse(value).ok_or_else(|| {
@@ -382,6 +380,27 @@ impl Engine {
         }
         let mut config = crate::settings::job_config(&settings, &self.catalog())?;
         config.faults = *lock(&self.faults);
+        Ok(config)
+    }
+
+    /// The settings a job of `plan` gets: the session's, the tables it reads, and the
+    /// dead-letter tables they name.
+    fn job_config_for(&self, plan: &StreamPlan) -> Result<runnel_runtime::JobConfig> {
+        let mut config = self.job_config()?;
+        config.sources = plan.sources();
+        let catalog = self.catalog();
+        for source in &config.sources {
+            let Some(name) = runnel_connectors::format::dead_letter_table(source) else {
+                continue;
+            };
+            let table = catalog.require_table(name).map_err(|e| {
+                runnel_sql::SqlError::Plan(format!(
+                    "table {}: its dead-letter table: {e}; declare it with CREATE TABLE first",
+                    source.name
+                ))
+            })?;
+            config.dead_letter_tables.insert(source.name.clone(), table);
+        }
         Ok(config)
     }
 

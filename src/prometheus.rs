@@ -75,6 +75,12 @@ const FAMILIES: &[Family] = &[
         value: |m| m.tasks_owned.map(|t| t as f64),
     },
     Family {
+        name: "runnel_dead_letters_total",
+        kind: "counter",
+        help: "Records that could not be decoded, written to a dead-letter table.",
+        value: |m| Some(m.dead_letters as f64),
+    },
+    Family {
         name: "runnel_restarts_total",
         kind: "counter",
         help: "Times the job failed and its restart strategy started it again.",

@@ -374,11 +374,18 @@ fn report(name: &str, metrics: &MetricsSnapshot, started: Instant) {
     } else {
         format!("{} late rows dropped", metrics.late_rows)
     };
+    let bad = if metrics.dead_letters > 0 {
+        format!(
+            "{} bad records ({} written to dead-letter tables)",
+            metrics.bad_records, metrics.dead_letters
+        )
+    } else {
+        format!("{} bad records skipped", metrics.bad_records)
+    };
     eprintln!(
-        "{name} finished in {seconds:.2}s: {} rows in ({:.0}/s), {} rows out, {late}, {} bad records skipped",
+        "{name} finished in {seconds:.2}s: {} rows in ({:.0}/s), {} rows out, {late}, {bad}",
         metrics.rows_in,
         metrics.rows_in as f64 / seconds.max(1e-9),
         metrics.rows_out,
-        metrics.bad_records,
     );
 }

@@ -273,6 +273,17 @@ impl Task {
         let was_idle = std::mem::replace(idle, false);
         if !kept.offsets.is_empty() {
             let decoded = decoder.decode(topic, self.id.partition, &kept)?;
+            if let Some((k, reason)) = decoded.rejected.first() {
+                return Err(ClusterError::Record {
+                    topic: topic.to_string(),
+                    partition: self.id.partition,
+                    offset: kept.offsets.get(*k).copied().unwrap_or(-1),
+                    message: format!(
+                        "cannot be decoded ({reason}), and a job spread over processes \
+                         cannot write dead letters yet"
+                    ),
+                });
+            }
             JobMetrics::add(&self.metrics.bad_records, decoded.skipped);
             JobMetrics::add(&self.metrics.rows_in, decoded.batch.num_rows());
             let full = rows

@@ -443,6 +443,7 @@ impl Source for DatagenSource {
             partition: 0,
             batch,
             next_offset: Some(self.blocks.position() as i64),
+            dead_letters: None,
         })))
     }
 }

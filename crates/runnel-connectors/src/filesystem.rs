@@ -159,10 +159,15 @@ fn read_files(
                     Some(Arc::new(datafusion::arrow::array::StringArray::from_iter(values)) as _)
                 })?;
                 JobMetrics::add(&metrics.bad_records, decoded.skipped);
+                let file = path.display().to_string();
+                let dead_letters = decoded.dead_letters(&table.name, &records, |i| {
+                    (Some(file.as_str()), None, Some(bounds[i].2 as i64))
+                })?;
                 let batch = SourceBatch {
                     partition: 0,
                     batch: decoded.batch,
                     next_offset: Some(records_seen as i64),
+                    dead_letters,
                 };
                 if sender.blocking_send(Ok(batch)).is_err() {
                     return Ok(()); // the job stopped

@@ -187,6 +187,7 @@ impl Source for MemorySource {
                 partition: 0,
                 batch,
                 next_offset: None,
+                dead_letters: None,
             })
         }))
     }

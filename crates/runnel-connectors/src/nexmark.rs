@@ -544,6 +544,7 @@ impl Source for NexmarkSource {
             partition: 0,
             batch,
             next_offset: Some(self.blocks.position() as i64),
+            dead_letters: None,
         })))
     }
 }

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use runnel_runtime::{JobMetrics, RuntimeError, Source, SourceBatch, SourceEvent};
+use runnel_runtime::{JobMetrics, Source, SourceBatch, SourceEvent};
 use runnel_sql::TableDef;
 
 use crate::error::{ConnectorError, Result};
@@ -232,12 +232,22 @@ impl Source for ScriptSource {
                     .decode(&self.table, &bytes, |i| {
                         format!("{} line {}", self.path, records[i].0)
                     })
-                    .map_err(|e| RuntimeError::connector(format!("script {}", self.path), e))?;
+                    .map_err(|e| e.in_context(format!("script {}", self.path)))?;
                 JobMetrics::add(&self.metrics.bad_records, decoded.skipped);
+                let dead_letters = decoded
+                    .dead_letters(&self.table.name, &bytes, |i| {
+                        (
+                            Some(self.path.as_str()),
+                            Some(partition as i32),
+                            Some(records[i].0 as i64),
+                        )
+                    })
+                    .map_err(|e| e.in_context(format!("script {}", self.path)))?;
                 SourceEvent::Batch(SourceBatch {
                     partition,
                     batch: decoded.batch,
                     next_offset: Some(self.replayed as i64),
+                    dead_letters,
                 })
             }
             Step::Watermark(partition, watermark) => SourceEvent::Watermark {

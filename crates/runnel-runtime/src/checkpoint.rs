@@ -395,17 +395,20 @@ pub(crate) struct CheckpointCommit {
 }
 
 impl CheckpointCommit {
-    /// Completes checkpoint `id` with the job's `sink` and late-data sink.
+    /// Completes checkpoint `id` with the job's `sink` and its `side_sinks` (the tables
+    /// late rows and dead letters go to). The side sinks commit before the main one: a
+    /// crash between the two replays the epoch, repeating side rows rather than losing
+    /// them.
     pub async fn complete(
         &self,
         id: CheckpointId,
         sink: &mut Box<dyn crate::sink::Sink>,
-        late_sink: Option<&mut Box<dyn crate::sink::Sink>>,
+        mut side_sinks: Vec<&mut Box<dyn crate::sink::Sink>>,
     ) -> Result<()> {
         let started = std::time::Instant::now();
         sink.prepare_checkpoint(id).await?;
-        if let Some(late_sink) = late_sink {
-            late_sink.prepare_checkpoint(id).await?;
+        for side_sink in &mut side_sinks {
+            side_sink.prepare_checkpoint(id).await?;
         }
         let stored = {
             let coordinator = self.coordinator.clone();
@@ -420,6 +423,9 @@ impl CheckpointCommit {
         );
         if let Some(pause) = self.faults.pause_before_commit {
             tokio::time::sleep(pause).await;
+        }
+        for side_sink in &mut side_sinks {
+            side_sink.commit_checkpoint(&stored).await?;
         }
         sink.commit_checkpoint(&stored).await?;
         self.metrics

@@ -32,6 +32,9 @@ pub struct JobConfig {
     pub faults: FaultInjection,
     /// `parallelism.default`: how many subtasks each operator runs as (0 is taken as 1).
     pub parallelism: usize,
+    /// Source tables whose undecodable records go to a dead-letter table
+    /// (`'<format>.dead-letter.table'`), by source table name.
+    pub dead_letter_tables: std::collections::BTreeMap<String, Arc<TableDef>>,
     /// `restart-strategy.*`: how the job is restarted after a failure; `None`: the
     /// default for whether it checkpoints ([`RestartStrategy::default_for`]).
     pub restart: Option<RestartStrategy>,

@@ -13,6 +13,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod config;
 pub mod connector;
+pub mod dead_letter;
 pub mod error;
 pub mod exchange;
 pub mod expr;
@@ -49,7 +50,7 @@ pub use operator::{
 pub use operators::{one_input_operator, two_input_operator, LookupTable, OperatorContext};
 pub use processing_time::ProcessingTime;
 pub use restart::{RestartBackoff, RestartStrategy};
-pub use side_output::LateRows;
+pub use side_output::{LateRows, RowQueue};
 pub use sink::{ChannelSink, Sink, SinkFactory, TableSink};
 pub use source::{Source, SourceBatch, SourceEvent, SourceRows, WatermarkExpr};
 pub use watermark::WatermarkTracker;

@@ -19,8 +19,11 @@ pub struct JobMetrics {
     pub late_rows: AtomicU64,
     /// Of the late rows, those written to the late-data sink.
     pub late_rows_routed: AtomicU64,
-    /// Records that could not be decoded and were skipped (`'json.ignore-parse-errors'`).
+    /// Records that could not be decoded and were skipped (`'json.ignore-parse-errors'`)
+    /// or set aside as dead letters.
     pub bad_records: AtomicU64,
+    /// Of the bad records, those written to a dead-letter table.
+    pub dead_letters: AtomicU64,
     /// Changes of a keyed changelog that said nothing new and were dropped: a repeat of
     /// the key's current row, or a delete of a key never seen.
     pub ignored_changes: AtomicU64,
@@ -66,6 +69,7 @@ impl Default for JobMetrics {
             late_rows: AtomicU64::new(0),
             late_rows_routed: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
             ignored_changes: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             checkpoints: AtomicU64::new(0),
@@ -87,6 +91,7 @@ pub struct MetricsSnapshot {
     pub late_rows: u64,
     pub late_rows_routed: u64,
     pub bad_records: u64,
+    pub dead_letters: u64,
     pub ignored_changes: u64,
     pub watermark: Option<i64>,
     /// How far the watermark is behind the wall clock, in ms, when the snapshot was taken.
@@ -209,6 +214,7 @@ impl JobMetrics {
             late_rows: self.late_rows.load(Ordering::Relaxed),
             late_rows_routed: self.late_rows_routed.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
             ignored_changes: self.ignored_changes.load(Ordering::Relaxed),
             watermark,
             // The end-of-input watermark (i64::MAX) is no lag.

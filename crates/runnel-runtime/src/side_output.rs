@@ -1,6 +1,8 @@
-//! [`LateRows`]: the job's late-data side output. Operators that drop rows as late put
-//! them here (through their [`crate::Collector`]) when the job routes late rows to a
-//! table (`SET 'runnel.late-data.sink'`); the sink task writes them to that table.
+//! [`RowQueue`]: rows set aside from the data channels for the sink task to write to a
+//! table of their own: late rows ([`LateRows`]: operators that drop rows as late put them
+//! here through their [`crate::Collector`] when the job routes late rows to a table,
+//! `SET 'runnel.late-data.sink'`) and dead letters (records a source could not decode,
+//! see [`crate::dead_letter`]).
 //!
 //! Late rows do not travel on the data channels, so no operator and no exchange handles
 //! them. They still belong to the checkpoint epoch they were dropped in: an operator puts
@@ -14,21 +16,25 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-/// A queue of late rows shared by a job's operators and its sink task. Clones share it.
+/// A queue of rows shared by the tasks that set them aside and the sink task. Clones
+/// share it.
 #[derive(Debug, Clone, Default)]
-pub struct LateRows {
-    queue: Arc<LateQueue>,
+pub struct RowQueue {
+    queue: Arc<QueuedRows>,
 }
 
+/// The job's queue of late rows.
+pub type LateRows = RowQueue;
+
 #[derive(Debug, Default)]
-struct LateQueue {
+struct QueuedRows {
     batches: Mutex<VecDeque<RecordBatch>>,
     /// Whether `batches` may hold something (saves the lock when it does not).
     filled: AtomicBool,
 }
 
-impl LateRows {
-    /// Adds rows dropped as late.
+impl RowQueue {
+    /// Adds rows (dropped as late, or dead letters).
     pub fn push(&self, rows: RecordBatch) {
         if rows.num_rows() == 0 {
             return;

@@ -24,6 +24,7 @@ use crate::message::{Message, Watermark, WATERMARK_END};
 use crate::metrics::JobMetrics;
 use crate::operators::ProjectionOperator;
 use crate::processing_time::{system_now, ProcessingTime};
+use crate::side_output::RowQueue;
 use crate::watermark::WatermarkTracker;
 use crate::watermark_alignment::AlignedReader;
 
@@ -35,6 +36,9 @@ pub struct SourceBatch {
     /// The partition's offset after these rows (the next to read), when the source can
     /// resume from an offset (checkpoints record it).
     pub next_offset: Option<i64>,
+    /// Records among these that could not be decoded, for the table's dead-letter table
+    /// (in [`crate::dead_letter::dead_letter_schema`]).
+    pub dead_letters: Option<RecordBatch>,
 }
 
 /// What a source reports.
@@ -561,6 +565,8 @@ pub(crate) struct SourceTask {
     /// stops reading while it is ahead of the group's slowest reader by more than the
     /// drift allowed.
     pub alignment: Option<AlignedReader>,
+    /// Where records the source could not decode go, for the sink task to write.
+    pub dead_letters: RowQueue,
 }
 
 impl SourceTask {
@@ -640,9 +646,15 @@ impl SourceTask {
                     partition,
                     batch,
                     next_offset,
+                    dead_letters,
                 })) => {
                     if let (Some(next), Some(slot)) = (next_offset, offsets.get_mut(partition)) {
                         *slot = Some(next);
+                    }
+                    // With the offsets that passed them: before the next barrier.
+                    if let Some(letters) = dead_letters {
+                        JobMetrics::add(&self.metrics.dead_letters, letters.num_rows());
+                        self.dead_letters.push(letters);
                     }
                     if batch.num_rows() == 0 {
                         continue;

@@ -11,7 +11,7 @@ pub struct CsvFormat {
     pub schema: SchemaRef,
     pub delimiter: u8,
     /// `'csv.ignore-parse-errors'`: skip (and count) lines that do not decode.
-    pub ignore_parse_errors: bool,
+    pub bad_records: super::BadRecords,
 }
 
 impl CsvFormat {

@@ -47,7 +47,7 @@ pub struct DebeziumJsonFormat {
     /// `'debezium-json.schema-include'`: records are `{"schema": ..., "payload": ...}`.
     pub schema_include: bool,
     /// `'debezium-json.ignore-parse-errors'`: skip (and count) events that do not decode.
-    pub ignore_parse_errors: bool,
+    pub bad_records: super::BadRecords,
     /// The table has a primary key: an update without its `before` image (PostgreSQL's
     /// default replica identity) is read as `+U` alone, and the key's previous row is
     /// taken from the table's state.
@@ -563,7 +563,7 @@ mod tests {
                 DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
             )],
             schema_include: true,
-            ignore_parse_errors: false,
+            bad_records: crate::format::BadRecords::Fail,
             keyed,
         }
     }

@@ -12,7 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 pub struct JsonFormat {
     pub schema: SchemaRef,
     /// `'json.ignore-parse-errors'`: skip (and count) records that do not decode.
-    pub ignore_parse_errors: bool,
+    pub bad_records: super::BadRecords,
 }
 
 impl JsonFormat {

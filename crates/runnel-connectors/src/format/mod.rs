@@ -64,11 +64,62 @@ pub const TIMESTAMP_TZ_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
 pub const FORMAT_OPTIONS: &[&str] = &[
     "format",
     "json.ignore-parse-errors",
+    "json.dead-letter.table",
     "csv.ignore-parse-errors",
+    "csv.dead-letter.table",
     "csv.field-delimiter",
     "debezium-json.schema-include",
     "debezium-json.ignore-parse-errors",
+    "debezium-json.dead-letter.table",
 ];
+
+/// Records that could not be decoded: each one's index, and why.
+type Rejected = Vec<(usize, String)>;
+
+/// What decoding does with a record it cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BadRecords {
+    /// The read fails, naming the record and why (the default).
+    #[default]
+    Fail,
+    /// It is skipped and counted (`'<format>.ignore-parse-errors' = 'true'`).
+    Skip,
+    /// It is skipped, counted and returned in [`Decoded::rejected`], for the table's
+    /// dead-letter table (`'<format>.dead-letter.table'`).
+    DeadLetter,
+}
+
+impl BadRecords {
+    /// The choice a table's options make for format `format`.
+    fn of(options: &TableOptions, format: &str) -> Result<Self> {
+        let ignore_key = format!("{format}.ignore-parse-errors");
+        let dead_letter_key = format!("{format}.dead-letter.table");
+        let ignore = options.parse_or(&ignore_key, false)?;
+        match options.get(&dead_letter_key) {
+            Some(table) if ignore => Err(options.invalid(
+                &dead_letter_key,
+                table,
+                format!("'{ignore_key}' drops bad records, this option keeps them: set one"),
+            )),
+            Some(_) => Ok(Self::DeadLetter),
+            None if ignore => Ok(Self::Skip),
+            None => Ok(Self::Fail),
+        }
+    }
+}
+
+/// The dead-letter table a table's options name (`'<format>.dead-letter.table'`), if any.
+pub fn dead_letter_table(table: &runnel_sql::TableDef) -> Option<&str> {
+    let format = table
+        .options
+        .get("value.format")
+        .or_else(|| table.options.get("format"))
+        .map_or("json", String::as_str);
+    table
+        .options
+        .get(&format!("{format}.dead-letter.table"))
+        .map(String::as_str)
+}
 
 /// Fails when `schema` is an updating stream that the table's format cannot express.
 pub(crate) fn check_writable(table: &runnel_sql::TableDef, schema: &SchemaRef) -> Result<()> {
@@ -93,9 +144,39 @@ pub struct Decoded {
     /// For each row, the index of the record it came from, when that is not simply the
     /// row's own index (records skipped, or one change record giving two rows).
     pub records: Option<Vec<u32>>,
+    /// The records skipped for a dead-letter table ([`BadRecords::DeadLetter`]): each
+    /// one's index in the records decoded, and why it could not be decoded.
+    pub rejected: Vec<(usize, String)>,
 }
 
 impl Decoded {
+    /// The records [`Decoded::rejected`] names, as dead letters of `table` (a batch in
+    /// [`runnel_runtime::dead_letter::dead_letter_schema`]); `records` are the records
+    /// decoded, `place(i)` says where record `i` was (topic, partition, offset).
+    pub fn dead_letters<'a>(
+        &self,
+        table: &str,
+        records: &[&'a [u8]],
+        place: impl Fn(usize) -> (Option<&'a str>, Option<i32>, Option<i64>),
+    ) -> Result<Option<RecordBatch>> {
+        let letters: Vec<_> = self
+            .rejected
+            .iter()
+            .map(|(i, reason)| {
+                let (topic, partition, offset) = place(*i);
+                runnel_runtime::dead_letter::DeadLetter {
+                    topic,
+                    partition,
+                    offset,
+                    reason: reason.clone(),
+                    record: records.get(*i).copied().unwrap_or_default(),
+                }
+            })
+            .collect();
+        runnel_runtime::dead_letter::dead_letter_batch(table, &letters)
+            .map_err(|e| ConnectorError::Other(e.to_string()))
+    }
+
     /// Fills the metadata columns the connector provides: `value(key)` gives one value per
     /// record (of the slice passed to [`Format::decode`]), or `None` for a key it does
     /// not know (the column stays NULL).
@@ -194,8 +275,7 @@ impl Format {
                 payload: schema,
                 metadata,
                 schema_include: options.parse_or("debezium-json.schema-include", false)?,
-                ignore_parse_errors: options
-                    .parse_or("debezium-json.ignore-parse-errors", false)?,
+                bad_records: BadRecords::of(options, "debezium-json")?,
                 keyed,
             })),
             "csv" => {
@@ -210,21 +290,21 @@ impl Format {
                 Ok(Format::Csv(CsvFormat {
                     schema,
                     delimiter: *delimiter,
-                    ignore_parse_errors: options.parse_or("csv.ignore-parse-errors", false)?,
+                    bad_records: BadRecords::of(options, "csv")?,
                 }))
             }
             _ => Ok(Format::Json(JsonFormat {
                 schema,
-                ignore_parse_errors: options.parse_or("json.ignore-parse-errors", false)?,
+                bad_records: BadRecords::of(options, "json")?,
             })),
         }
     }
 
-    fn ignore_parse_errors(&self) -> bool {
+    fn bad_records(&self) -> BadRecords {
         match self {
-            Format::Json(f) => f.ignore_parse_errors,
-            Format::DebeziumJson(f) => f.ignore_parse_errors,
-            Format::Csv(f) => f.ignore_parse_errors,
+            Format::Json(f) => f.bad_records,
+            Format::DebeziumJson(f) => f.bad_records,
+            Format::Csv(f) => f.bad_records,
         }
     }
 
@@ -261,23 +341,28 @@ impl Format {
 
     /// Decodes `records` into the rows of `table` (its physical columns, then the change
     /// column for a changelog; see [`Decoded`]). A record that does not decode fails the
-    /// call, naming it with `place(index)`, unless the format ignores parse errors: then it
-    /// is skipped and counted in [`Decoded::skipped`].
+    /// call, naming it with `place(index)`, unless the table says otherwise
+    /// ([`BadRecords`]): then it is skipped and counted in [`Decoded::skipped`] (and kept
+    /// in [`Decoded::rejected`] for a dead-letter table).
     pub fn decode(
         &self,
         table: &runnel_sql::TableDef,
         records: &[&[u8]],
         place: impl Fn(usize) -> String,
     ) -> Result<Decoded> {
-        let (batch, rows_of, skipped) = match self.decode_all(records) {
-            Ok((batch, rows_of)) => (batch, rows_of, 0),
+        let (batch, rows_of, rejected) = match self.decode_all(records) {
+            Ok((batch, rows_of)) => (batch, rows_of, Vec::new()),
             Err(_) => self.decode_each(records, &place)?,
         };
         let batch = self.layout(table).arrange(batch)?;
         Ok(Decoded {
             batch,
-            skipped,
+            skipped: rejected.len(),
             records: rows_of,
+            rejected: match self.bad_records() {
+                BadRecords::DeadLetter => rejected,
+                _ => Vec::new(),
+            },
         })
     }
 
@@ -286,17 +371,19 @@ impl Format {
         &self,
         records: &[&[u8]],
         place: &impl Fn(usize) -> String,
-    ) -> Result<(RecordBatch, Option<Vec<u32>>, usize)> {
+    ) -> Result<(RecordBatch, Option<Vec<u32>>, Rejected)> {
         let mut good = Vec::with_capacity(records.len());
         let mut rows_of: Vec<u32> = Vec::with_capacity(records.len());
-        let mut skipped = 0;
+        let mut rejected = Vec::new();
         for (i, record) in records.iter().enumerate() {
             match self.decode_all(std::slice::from_ref(record)) {
                 Ok((batch, _)) => {
                     rows_of.extend(std::iter::repeat_n(i as u32, batch.num_rows()));
                     good.push(batch);
                 }
-                Err(_) if self.ignore_parse_errors() => skipped += 1,
+                Err((_, reason)) if self.bad_records() != BadRecords::Fail => {
+                    rejected.push((i, reason))
+                }
                 Err((_, reason)) => {
                     return Err(ConnectorError::Decode {
                         place: place(i),
@@ -307,7 +394,7 @@ impl Format {
         }
         let batch = concat_batches(&self.decoded_schema(), &good)
             .map_err(|e| ConnectorError::Other(e.to_string()))?;
-        Ok((batch, Some(rows_of), skipped))
+        Ok((batch, Some(rows_of), rejected))
     }
 
     /// Where each of `table`'s columns comes from.
@@ -438,7 +525,7 @@ mod tests {
     fn json() -> Format {
         Format::Json(JsonFormat {
             schema: Arc::new(ArrowSchema::new(fields())),
-            ignore_parse_errors: false,
+            bad_records: BadRecords::Fail,
         })
     }
 
@@ -447,7 +534,7 @@ mod tests {
         let Format::Json(mut lenient) = json() else {
             unreachable!()
         };
-        lenient.ignore_parse_errors = true;
+        lenient.bad_records = BadRecords::Skip;
         Format::Json(lenient)
     }
 
@@ -528,7 +615,7 @@ mod tests {
         let csv = Format::Csv(CsvFormat {
             schema: Arc::new(ArrowSchema::new(fields())),
             delimiter: b',',
-            ignore_parse_errors: false,
+            bad_records: BadRecords::Fail,
         });
         let records: Vec<&[u8]> = vec![b"a,1.5,2024-01-01 00:05:00", b"b,2.5,2024-01-01\xcf,\x9b"];
         let err = csv

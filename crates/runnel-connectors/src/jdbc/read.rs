@@ -115,6 +115,7 @@ impl runnel_runtime::Source for JdbcSource {
                 partition: 0,
                 batch,
                 next_offset: None,
+                dead_letters: None,
             })
         }))
     }

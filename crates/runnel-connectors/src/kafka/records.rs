@@ -405,7 +405,7 @@ impl KafkaRecordEncoder {
                     indexes,
                     Format::Json(JsonFormat {
                         schema: key_schema,
-                        ignore_parse_errors: false,
+                        bad_records: crate::format::BadRecords::Fail,
                     }),
                 ))
             }

@@ -439,10 +439,29 @@ impl KafkaSource {
                 .decoder
                 .decode(&self.topic, self.partitions[i], &records)?;
             JobMetrics::add(&self.metrics.bad_records, decoded.skipped);
+            let dead_letters = match decoded.rejected.is_empty() {
+                true => None,
+                false => {
+                    let values: Vec<&[u8]> = records
+                        .payloads
+                        .iter()
+                        .map(|v| v.unwrap_or_default())
+                        .collect();
+                    let partition = self.partitions[i];
+                    decoded.dead_letters(&self.table, &values, |k| {
+                        (
+                            Some(&self.topic),
+                            Some(partition),
+                            records.offsets.get(k).copied(),
+                        )
+                    })?
+                }
+            };
             self.ready.push_back(SourceEvent::Batch(SourceBatch {
                 partition: i,
                 batch: decoded.batch,
                 next_offset: records.offsets.last().map(|o| o + 1),
+                dead_letters,
             }));
         }
         if self.commit_as_read {

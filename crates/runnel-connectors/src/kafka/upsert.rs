@@ -77,7 +77,7 @@ impl UpsertKey {
             columns,
             format: JsonFormat {
                 schema: Arc::new(schema),
-                ignore_parse_errors: false,
+                bad_records: crate::format::BadRecords::Fail,
             },
         })
     }
@@ -151,6 +151,12 @@ impl UpsertKey {
             batch: RecordBatch::try_new(schema, columns).map_err(arrow)?,
             skipped: upserts.skipped + (values.len() - present.len() - deleted.len()),
             records: Some(order.iter().map(|&(record, _, _)| record as u32).collect()),
+            // As indices of `values`.
+            rejected: upserts
+                .rejected
+                .iter()
+                .map(|(k, reason)| (present[*k], reason.clone()))
+                .collect(),
         })
     }
 

@@ -120,13 +120,24 @@ async fn start_attempt(
             )
         }
     };
+    let mut dead_letter_sinks = std::collections::BTreeMap::new();
+    for (source, table) in &config.dead_letter_tables {
+        crate::dead_letter::check_table(table, source)?;
+        let schema = table.physical_schema.clone();
+        let sink = connectors
+            .create_sink(table, schema.clone(), config)
+            .await?;
+        dead_letter_sinks.insert(source.clone(), (sink, schema));
+    }
     let late = LateRows::default();
+    let dead_letters = crate::side_output::RowQueue::default();
     let (sink_stop, stopped) = tokio::sync::oneshot::channel();
     let mut spawner = spawn::TaskSpawner {
         connectors,
         config,
         metrics: metrics.clone(),
         late: late.clone(),
+        dead_letters: dead_letters.clone(),
         checkpoints: coordinator.clone(),
         restored,
         lookups: HashMap::new(),
@@ -140,6 +151,8 @@ async fn start_attempt(
         sink,
         late_sink,
         late,
+        dead_letter_sinks,
+        dead_letters,
         metrics: metrics.clone(),
         probe: metrics.stage_probe(
             graph

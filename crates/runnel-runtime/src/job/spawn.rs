@@ -29,7 +29,7 @@ use crate::metrics::JobMetrics;
 use crate::operator::OperatorState;
 use crate::operators::{one_input_operator, two_input_operator, LookupTable, OperatorContext};
 use crate::processing_time::ProcessingTime;
-use crate::side_output::LateRows;
+use crate::side_output::{LateRows, RowQueue};
 use crate::source::SourceTask;
 use crate::watermark_alignment::AlignmentGroup;
 
@@ -43,6 +43,8 @@ pub(crate) struct TaskSpawner<'a> {
     pub config: &'a JobConfig,
     pub metrics: Arc<JobMetrics>,
     pub late: LateRows,
+    /// Records sources could not decode, for the job's dead-letter tables.
+    pub dead_letters: RowQueue,
     /// Set when the job checkpoints.
     pub checkpoints: Option<Arc<CheckpointCoordinator>>,
     /// The checkpoint the job resumes from, if any.
@@ -250,6 +252,7 @@ impl TaskSpawner<'_> {
             checkpoints: reader.and(self.checkpoints.clone()),
             restored,
             alignment,
+            dead_letters: self.dead_letters.clone(),
         };
         self.tasks.push((
             format!("source {} ({}/{count})", node.table.name, subtask + 1),

@@ -6,14 +6,18 @@
 //! fails means the downstream task stopped: the loop ends quietly and that task reports
 //! why.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
 use crate::chain::OperatorChain;
 use crate::checkpoint::{CheckpointCommit, CheckpointCoordinator};
+use crate::dead_letter;
 use crate::error::{Result, RuntimeError};
 use crate::exchange::{Exchange, MergedInputs};
 use crate::graph::OperatorId;
@@ -21,7 +25,7 @@ use crate::message::{Message, Watermark, WATERMARK_END};
 use crate::metrics::{JobMetrics, StageProbe};
 use crate::operator::{Collector, InputWatermarks, OperatorState, Side, TwoInputOperator};
 use crate::processing_time::ProcessingTime;
-use crate::side_output::LateRows;
+use crate::side_output::{LateRows, RowQueue};
 use crate::sink::Sink;
 
 /// Where one subtask reads its input: the channels of the upstream subtasks that feed
@@ -286,6 +290,10 @@ pub(crate) struct SinkTask {
     /// Where late rows go, when the job routes them to a table.
     pub late_sink: Option<Box<dyn Sink>>,
     pub late: LateRows,
+    /// Dead-letter tables' sinks, by the source table whose records they take, with the
+    /// columns they take.
+    pub dead_letter_sinks: BTreeMap<String, (Box<dyn Sink>, SchemaRef)>,
+    pub dead_letters: RowQueue,
     pub metrics: Arc<JobMetrics>,
     /// The sink stage's counters.
     pub probe: StageProbe,
@@ -311,11 +319,8 @@ impl SinkTask {
                 signal = &mut stop, if !stopping => {
                     stopping = true;
                     if signal.is_ok() {
-                        self.write_late_rows().await?;
-                        self.sink.finish().await?;
-                        if let Some(late_sink) = &mut self.late_sink {
-                            late_sink.finish().await?;
-                        }
+                        self.write_set_aside_rows().await?;
+                        self.finish().await?;
                         break;
                     }
                     continue;
@@ -323,8 +328,9 @@ impl SinkTask {
                 message = self.input.next() => message,
             };
             let Some(message) = message else { break };
-            // Late rows dropped before this message (a barrier's epoch included) first.
-            self.write_late_rows().await?;
+            // Late rows and dead letters set aside before this message (a barrier's epoch
+            // included) first.
+            self.write_set_aside_rows().await?;
             self.probe.received(&message);
             match message {
                 Message::Batch(batch) => {
@@ -343,16 +349,16 @@ impl SinkTask {
                 Message::Idle => {}
                 Message::Barrier(id) => {
                     if let Some(commit) = &self.commit {
-                        commit
-                            .complete(id, &mut self.sink, self.late_sink.as_mut())
-                            .await?;
+                        let side_sinks = self
+                            .late_sink
+                            .iter_mut()
+                            .chain(self.dead_letter_sinks.values_mut().map(|(sink, _)| sink))
+                            .collect();
+                        commit.complete(id, &mut self.sink, side_sinks).await?;
                     }
                 }
                 Message::End => {
-                    self.sink.finish().await?;
-                    if let Some(late_sink) = &mut self.late_sink {
-                        late_sink.finish().await?;
-                    }
+                    self.finish().await?;
                     break;
                 }
             }
@@ -360,13 +366,40 @@ impl SinkTask {
         Ok(())
     }
 
-    async fn write_late_rows(&mut self) -> Result<()> {
-        let Some(late_sink) = &mut self.late_sink else {
-            return Ok(());
-        };
-        for batch in self.late.drain() {
-            JobMetrics::add(&self.metrics.late_rows_routed, batch.num_rows());
-            late_sink.write_batch(batch).await?;
+    /// Writes the late rows and dead letters set aside so far to their tables.
+    async fn write_set_aside_rows(&mut self) -> Result<()> {
+        if let Some(late_sink) = &mut self.late_sink {
+            for batch in self.late.drain() {
+                JobMetrics::add(&self.metrics.late_rows_routed, batch.num_rows());
+                late_sink.write_batch(batch).await?;
+            }
+        }
+        for letters in self.dead_letters.drain() {
+            let source = letters
+                .column_by_name("source_table")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .filter(|c| !c.is_empty())
+                .map(|c| c.value(0).to_string())
+                .unwrap_or_default();
+            let Some((sink, schema)) = self.dead_letter_sinks.get_mut(&source) else {
+                return Err(RuntimeError::Build(format!(
+                    "dead letters of {source}, which has no dead-letter table"
+                )));
+            };
+            sink.write_batch(dead_letter::conform(&letters, schema)?)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The input ended (or the job stops): every sink writes what it holds.
+    async fn finish(&mut self) -> Result<()> {
+        self.sink.finish().await?;
+        if let Some(late_sink) = &mut self.late_sink {
+            late_sink.finish().await?;
+        }
+        for (sink, _) in self.dead_letter_sinks.values_mut() {
+            sink.finish().await?;
         }
         Ok(())
     }
