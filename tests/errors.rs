@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn fails_with(name: &str, sql: &str, expected: &[&str]) {
+pub fn fails_with(name: &str, sql: &str, expected: &[&str]) {
     let output = run_job(name, sql);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "expected failure for {name}");

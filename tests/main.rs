@@ -15,6 +15,7 @@ mod embedding;
 mod errors;
 mod fuzz;
 mod idle;
+mod memory;
 mod nexmark;
 mod scale_out;
 mod server;

@@ -102,8 +102,18 @@ const FLINK_TARGETS: &[&str] = &[
     "kubernetes-application",
 ];
 
+/// `SET 'runnel.memory.limit' = '2 gb'`: the state a job may hold (default: half the
+/// machine's memory); near it the job slows its sources, over it the job fails naming the
+/// stage that holds the most.
+pub const MEMORY_LIMIT: &str = runnel_runtime::memory::MEMORY_LIMIT;
+
 /// Runnel's own keys; a `runnel.*` key outside this list is a typo and refused.
-const RUNNEL_KEYS: &[&str] = &[IDLE_WATERMARK_ADVANCE, LATE_DATA_SINK, UNBOUNDED_STATE];
+const RUNNEL_KEYS: &[&str] = &[
+    IDLE_WATERMARK_ADVANCE,
+    LATE_DATA_SINK,
+    UNBOUNDED_STATE,
+    MEMORY_LIMIT,
+];
 
 /// Flink's keys Runnel acts on (the SQL reference lists what each does).
 const HONOURED_KEYS: &[&str] = &[
@@ -381,6 +391,9 @@ pub fn check(key: &str, value: &str) -> Result<()> {
         RESULT_MODE => ResultMode::parse(value)
             .map(drop)
             .ok_or_else(|| invalid(key, value, "expected 'table', 'changelog' or 'tableau'")),
+        MEMORY_LIMIT => runnel_runtime::memory::parse_size(value)
+            .map(drop)
+            .ok_or_else(|| invalid(key, value, "expected a size such as '512 mb' or '2 gb'")),
         UNBOUNDED_STATE => match value.to_ascii_lowercase().as_str() {
             "warn" | "refuse" => Ok(()),
             _ => Err(invalid(key, value, "expected 'warn' or 'refuse'")),
@@ -528,5 +541,9 @@ pub fn job_config(settings: &BTreeMap<String, String>, catalog: &Catalog) -> Res
         _ => None,
     };
     config.restart = restart::strategy(settings);
+    config.memory_limit = match settings.get(MEMORY_LIMIT) {
+        Some(value) => runnel_runtime::memory::parse_size(value),
+        None => runnel_runtime::memory::default_limit(),
+    };
     Ok(config)
 }

@@ -35,6 +35,8 @@ pub struct JobConfig {
     /// Source tables whose undecodable records go to a dead-letter table
     /// (`'<format>.dead-letter.table'`), by source table name.
     pub dead_letter_tables: std::collections::BTreeMap<String, Arc<TableDef>>,
+    /// `runnel.memory.limit`: the bytes of state the job may hold (`None`: no limit).
+    pub memory_limit: Option<u64>,
     /// `restart-strategy.*`: how the job is restarted after a failure; `None`: the
     /// default for whether it checkpoints ([`RestartStrategy::default_for`]).
     pub restart: Option<RestartStrategy>,

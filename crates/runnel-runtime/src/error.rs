@@ -43,6 +43,9 @@ pub enum RuntimeError {
     /// Storing or restoring a checkpoint failed.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The job's state outgrew its memory limit (`runnel.memory.limit`).
+    #[error("{0}")]
+    MemoryLimit(String),
     /// The caller reading a query's rows went away, so the query ends.
     #[error("the query's reader went away")]
     QueryClosed,
@@ -76,6 +79,7 @@ impl RuntimeError {
             | RuntimeError::BadRecord { .. }
             | RuntimeError::Sql(_)
             | RuntimeError::DataFusion(_)
+            | RuntimeError::MemoryLimit(_)
             | RuntimeError::QueryClosed => false,
         }
     }

@@ -19,6 +19,7 @@ pub mod exchange;
 pub mod expr;
 pub mod graph;
 pub mod job;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod operator;

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::error::Result;
 use crate::graph::StageDescription;
+use crate::memory::MemoryBudget;
 use crate::message::{Message, WATERMARK_END};
 
 /// Counters of one running job. Everything dropped is counted here: nothing is lost silently.
@@ -38,6 +40,8 @@ pub struct JobMetrics {
     pub tasks_owned: AtomicI64,
     /// Times the job failed and was started again (its restart strategy).
     pub restarts: AtomicU64,
+    /// The job's memory limit, and its state against it.
+    pub memory: MemoryBudget,
     /// Each operator task's state size in bytes, as it last measured it.
     state_gauges: Mutex<Vec<Arc<AtomicU64>>>,
     /// The job graph's stages with their counters (empty for a job run across processes).
@@ -76,6 +80,7 @@ impl Default for JobMetrics {
             restored_checkpoint: AtomicU64::new(0),
             tasks_owned: AtomicI64::new(-1),
             restarts: AtomicU64::new(0),
+            memory: MemoryBudget::default(),
             state_gauges: Mutex::new(Vec::new()),
             stages: Mutex::new(Vec::new()),
             checkpoint_history: Mutex::new(std::collections::VecDeque::new()),
@@ -173,7 +178,7 @@ impl JobMetrics {
 
     /// A probe subtask `subtask` of stage `stage` counts through (one that counts nothing
     /// when the job has no such stage).
-    pub fn stage_probe(&self, stage: usize, subtask: usize) -> StageProbe {
+    pub fn stage_probe(self: &Arc<Self>, stage: usize, subtask: usize) -> StageProbe {
         let stage = self
             .stages
             .lock()
@@ -184,7 +189,33 @@ impl JobMetrics {
             stage,
             subtask,
             gauge: self.state_gauge(),
+            job: self.clone(),
         }
+    }
+
+    /// Bytes of state the job's operators hold, as each last measured it.
+    pub fn state_bytes(&self) -> u64 {
+        self.state_gauges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|g| g.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Each stage, named with its operators, and the state it holds.
+    fn stage_states(&self) -> Vec<(String, u64)> {
+        self.stages()
+            .into_iter()
+            .map(|stage| {
+                let name = format!(
+                    "stage {} ({})",
+                    stage.description.id,
+                    stage.description.operators.join(" → ")
+                );
+                (name, stage.state_bytes)
+            })
+            .collect()
     }
 
     /// Every stage with its counters now.
@@ -201,13 +232,7 @@ impl JobMetrics {
         let watermark = self.watermark.load(Ordering::Relaxed);
         let watermark = (watermark != i64::MIN).then_some(watermark);
         let now_ms = now_ms();
-        let state_bytes = self
-            .state_gauges
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|g| g.load(Ordering::Relaxed))
-            .sum();
+        let state_bytes = self.state_bytes();
         MetricsSnapshot {
             rows_in: self.rows_in.load(Ordering::Relaxed),
             rows_out: self.rows_out.load(Ordering::Relaxed),
@@ -334,6 +359,8 @@ pub struct StageProbe {
     stage: Option<Arc<StageMetrics>>,
     subtask: usize,
     gauge: StateGauge,
+    /// The job's counters, for its memory budget.
+    job: Arc<JobMetrics>,
 }
 
 impl StageProbe {
@@ -383,15 +410,20 @@ impl StageProbe {
     }
 
     /// Records the subtask's state size now and then (see [`StateGauge::update`]).
-    pub fn state(&mut self, measure: impl FnOnce() -> usize) {
-        let measured = self.gauge.update(measure);
-        if let (Some(bytes), Some(slot)) = (
-            measured,
-            self.stage
-                .as_ref()
-                .and_then(|stage| stage.state_bytes.get(self.subtask)),
-        ) {
+    /// Measures the subtask's state (at most every [`StateGauge::EVERY`]) and checks the
+    /// job's against its memory budget: over it, the error that fails the job.
+    pub fn state(&mut self, measure: impl FnOnce() -> usize) -> Result<()> {
+        let Some(bytes) = self.gauge.update(measure) else {
+            return Ok(());
+        };
+        if let Some(slot) = self
+            .stage
+            .as_ref()
+            .and_then(|stage| stage.state_bytes.get(self.subtask))
+        {
             slot.store(bytes, Ordering::Relaxed);
         }
+        let job = &self.job;
+        job.memory.check(job.state_bytes(), || job.stage_states())
     }
 }

@@ -613,6 +613,9 @@ impl SourceTask {
         let mut in_flight: Reading = read(EventFeed::new(self.source, watermarks.ticks()));
         let alignment = self.alignment;
         loop {
+            if self.metrics.memory.under_pressure() {
+                tokio::time::sleep(crate::memory::PRESSURE_PAUSE).await;
+            }
             let paused = alignment.as_ref().is_some_and(AlignedReader::is_ahead);
             let next = tokio::select! {
                 biased;

@@ -69,6 +69,7 @@ pub async fn spawn_job(
     config: &JobConfig,
 ) -> Result<JobHandle> {
     let metrics = Arc::new(JobMetrics::default());
+    metrics.memory.set_limit(config.memory_limit);
     let attempt =
         start_attempt(plan, connectors.as_ref(), sinks.as_ref(), config, &metrics).await?;
     let restarts = Restarts::new(plan, connectors, sinks, config);

@@ -91,7 +91,7 @@ pub(crate) async fn run_chain(
         }
         probe.received(&message);
         chain.process(message, &mut out)?;
-        probe.state(|| chain.state_size());
+        probe.state(|| chain.state_size())?;
         if !send_all(&mut output, &mut out, &probe).await? || last {
             break;
         }
@@ -273,7 +273,7 @@ impl TwoInputTask {
                 }
                 chain.process(message, &mut out)?;
             }
-            probe.state(|| self.operator.state().size() + chain.state_size());
+            probe.state(|| self.operator.state().size() + chain.state_size())?;
             if !send_all(&mut output, &mut out, &probe).await? || ended == 2 {
                 break;
             }
