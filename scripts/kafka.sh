@@ -13,6 +13,9 @@
 #   KAFKA_VERSION    org.apache.kafka:kafka_2.13 version (default 4.4.0)
 #   RUNNEL_CACHE     cache folder for the broker's jars (default ~/.cache/runnel)
 #   KAFKA_STATE_DIR  where logs, data and the pid file live (default /var/tmp/runnel-kafka-$KAFKA_PORT)
+#   KAFKA_SCRAM_PASSWORD  when set, the broker also listens with SASL_SSL on KAFKA_PORT + 2:
+#                    TLS with a certificate of a throwaway CA (its PEM: $STATE/tls/ca.pem) and
+#                    SCRAM-SHA-512, user "runnel" with this password (secured-broker tests)
 #
 # `start` is idempotent: a broker already serving on the port is reused. It prints the bootstrap address.
 set -euo pipefail
@@ -71,17 +74,47 @@ JAVA_ARGS=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
     -Dlog4j2.configurationFile="$STATE/log4j2.properties" -cp "$LIBS/*")
 java_run() { java "${JAVA_ARGS[@]}" "$@"; }
 
+SECURE_PORT=$((KAFKA_PORT + 2))
+TLS="$STATE/tls"
+
+# A throwaway CA and a broker certificate for 127.0.0.1 it signed, in $TLS; the broker's
+# key store is PKCS12 with the password in $TLS/store-password.
+make_certificates() {
+    mkdir -p "$TLS"
+    local store_password
+    store_password=$(openssl rand -hex 16)
+    echo "$store_password" >"$TLS/store-password"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TLS/ca.key" -out "$TLS/ca.pem" \
+        -days 7 -subj "/CN=runnel-test-ca" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout "$TLS/broker.key" -out "$TLS/broker.csr" \
+        -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$TLS/san.ext"
+    openssl x509 -req -in "$TLS/broker.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" \
+        -CAcreateserial -out "$TLS/broker.pem" -days 7 -extfile "$TLS/san.ext" 2>/dev/null
+    openssl pkcs12 -export -in "$TLS/broker.pem" -inkey "$TLS/broker.key" -name broker \
+        -out "$TLS/broker.p12" -passout "pass:$store_password"
+}
+
 write_config() {
     mkdir -p "$STATE"
+    local listeners="PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+    local advertised="PLAINTEXT://127.0.0.1:$KAFKA_PORT"
+    local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    if [ -n "${KAFKA_SCRAM_PASSWORD:-}" ]; then
+        make_certificates
+        listeners="$listeners,SECURE://127.0.0.1:$SECURE_PORT"
+        advertised="$advertised,SECURE://127.0.0.1:$SECURE_PORT"
+        protocols="$protocols,SECURE:SASL_SSL"
+    fi
     cat >"$STATE/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$STATE/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -93,6 +126,17 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 log.retention.hours=24
 PROPS
+    if [ -n "${KAFKA_SCRAM_PASSWORD:-}" ]; then
+        cat >>"$STATE/server.properties" <<PROPS
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.secure.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.secure.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS/broker.p12
+ssl.keystore.password=$(cat "$TLS/store-password")
+ssl.key.password=$(cat "$TLS/store-password")
+PROPS
+    fi
     cat >"$STATE/log4j2.properties" <<L4J
 status = error
 appender.file.type = File
@@ -128,8 +172,12 @@ start() {
         write_config
         local cluster_id
         cluster_id=$(java_run kafka.tools.StorageTool random-uuid)
+        local users=()
+        if [ -n "${KAFKA_SCRAM_PASSWORD:-}" ]; then
+            users=(--add-scram "SCRAM-SHA-512=[name=runnel,password=$KAFKA_SCRAM_PASSWORD]")
+        fi
         java_run kafka.tools.StorageTool format -t "$cluster_id" \
-            -c "$STATE/server.properties" >"$STATE/format.log" 2>&1 ||
+            -c "$STATE/server.properties" "${users[@]}" >"$STATE/format.log" 2>&1 ||
             { log "formatting storage failed:"; cat "$STATE/format.log" >&2; exit 1; }
     fi
     # setsid: the broker gets its own process group, so `stop` can end it and all it started.

@@ -15,6 +15,13 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { echo "==> $*" >&2; }
 
+# librdkafka is built with OpenSSL (TLS and SASL/SCRAM to secured brokers): its headers
+# come from Debian's libssl-dev.
+if ! pkg-config --exists openssl 2>/dev/null; then
+    step "installing libssl-dev and pkg-config (librdkafka's TLS)"
+    apt-get install -y -q libssl-dev pkg-config >/dev/null
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -18,5 +18,6 @@ mod idle;
 mod memory;
 mod nexmark;
 mod scale_out;
+mod secured;
 mod server;
 mod sql_cases;

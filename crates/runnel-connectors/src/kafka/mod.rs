@@ -2,6 +2,7 @@
 //! a sink producing JSON records, with Flink's option names.
 
 pub mod records;
+pub mod security;
 mod sink;
 mod source;
 pub mod upsert;
@@ -77,6 +78,7 @@ impl crate::Connector for KafkaConnector {
         table: &TableDef,
         context: crate::SourceContext<'_>,
     ) -> Result<Box<dyn runnel_runtime::Source>> {
+        check_access(table).await?;
         let source = KafkaSource::open(
             table,
             context.metrics,
@@ -98,6 +100,7 @@ impl crate::Connector for KafkaConnector {
         if !self.upsert {
             crate::format::check_writable(table, &schema)?;
         }
+        check_access(table).await?;
         Ok(Box::new(KafkaSink::open(table, schema, config).await?))
     }
 
@@ -147,6 +150,7 @@ pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
     }
     options.required("topic")?;
     options.required("properties.bootstrap.servers")?;
+    security::check_java_properties(&table.name, options.get("properties.sasl.jaas.config"))?;
     options.watermark_alignment(None)?;
     options.choice(
         "scan.startup.mode",
@@ -245,7 +249,20 @@ pub(crate) fn client_config(options: &TableOptions, defaults: &[(&str, &str)]) -
     for (key, value) in options.with_prefix("properties.") {
         config.set(key, value);
     }
+    security::translate_java_properties(&mut config);
     config
+}
+
+/// For a table on a secured broker, one connection before its reader or writer starts:
+/// refused credentials or certificates fail here, naming the table.
+async fn check_access(table: &TableDef) -> Result<()> {
+    let options = options(table)?;
+    let config = client_config(&options, &[]);
+    if !security::is_secured(&config) {
+        return Ok(());
+    }
+    let topic = options.required("topic")?;
+    security::check_access(&config, topic, &format!("table {}", table.name)).await
 }
 
 /// The checkpoint an exactly-once job last committed with `table`'s offsets, read from
