@@ -6,7 +6,7 @@
 //! last checkpoint); the output topic is read `read_committed` and compared with the
 //! expected windows computed from the events.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -107,9 +107,9 @@ fn run_through_outage(
     let mut running = start(job, checkpoints);
     let mut log = String::new();
     std::thread::sleep(Duration::from_secs(3));
-    kafka_script(port, "stop");
+    kafka_script(port, "stop", &[]);
     std::thread::sleep(outage);
-    kafka_script(port, "resume");
+    kafka_script(port, "resume", &[]);
     while producing.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(status) = running.child.try_wait().expect("wait") {
@@ -120,18 +120,6 @@ fn run_through_outage(
     std::thread::sleep(Duration::from_secs(8));
     stop_cleanly(running, &mut log);
     (0, 0, log)
-}
-
-/// Runs `scripts/kafka.sh <command>` for the broker on `port`.
-fn kafka_script(port: u16, command: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh");
-    let status = Command::new(script)
-        .arg(command)
-        .env("KAFKA_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .status()
-        .expect("scripts/kafka.sh");
-    assert!(status.success(), "scripts/kafka.sh {command} failed");
 }
 
 /// What happens to the job while the events arrive.
@@ -279,7 +267,7 @@ const OUTAGE_PORT: u16 = 9192;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_of_20_s_loses_nothing() {
-    kafka_script(OUTAGE_PORT, "start");
+    kafka_script(OUTAGE_PORT, "start", &[]);
     let servers = format!("127.0.0.1:{OUTAGE_PORT}");
     let at_least_once = run_and_compare(
         "at-least-once",
@@ -295,7 +283,7 @@ async fn a_broker_outage_of_20_s_loses_nothing() {
         Trouble::BrokerOutage(OUTAGE_PORT, Duration::from_secs(20)),
     )
     .await;
-    kafka_script(OUTAGE_PORT, "stop");
+    kafka_script(OUTAGE_PORT, "stop", &[]);
     assert_eq!(
         (at_least_once.missing, at_least_once.wrong),
         (0, 0),
@@ -318,7 +306,7 @@ async fn a_broker_outage_of_20_s_loses_nothing() {
 /// the output is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_restarts_by_itself_after_an_outage_longer_than_its_commit_timeout() {
-    kafka_script(OUTAGE_PORT_LONG, "start");
+    kafka_script(OUTAGE_PORT_LONG, "start", &[]);
     let servers = format!("127.0.0.1:{OUTAGE_PORT_LONG}");
     // Transactions time out after 8 s (the default is at least 60 s): the 20 s outage
     // outlasts a commit.
@@ -335,7 +323,7 @@ async fn a_job_restarts_by_itself_after_an_outage_longer_than_its_commit_timeout
         },
     )
     .await;
-    kafka_script(OUTAGE_PORT_LONG, "stop");
+    kafka_script(OUTAGE_PORT_LONG, "stop", &[]);
     assert!(
         outcome.restarts >= 1,
         "the job never restarted: {outcome:?}"

@@ -3,7 +3,7 @@
 //! through it exactly-once; a wrong password is a clear error naming the table, not a
 //! hang; and the password appears nowhere in what Runnel prints.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -13,16 +13,9 @@ const PORT: u16 = 9196;
 const SECURE_PORT: u16 = PORT + 2;
 const PASSWORD: &str = "Scram-t3st-pa55word-41d7";
 
-fn kafka_script(command: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh");
-    let status = Command::new(script)
-        .arg(command)
-        .env("KAFKA_PORT", PORT.to_string())
-        .env("KAFKA_SCRAM_PASSWORD", PASSWORD)
-        .stdout(Stdio::null())
-        .status()
-        .expect("scripts/kafka.sh");
-    assert!(status.success(), "scripts/kafka.sh {command} failed");
+/// `scripts/kafka.sh COMMAND` for the secured broker.
+fn secured_broker(command: &str) {
+    kafka_script(PORT, command, &[("KAFKA_SCRAM_PASSWORD", PASSWORD)]);
 }
 
 /// The claims job over the secured listener, bounded, with `password`: the source gives
@@ -80,7 +73,7 @@ fn runnel(args: &[&std::ffi::OsStr]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_claims_job_runs_exactly_once_against_scram_over_tls() {
-    kafka_script("start");
+    secured_broker("start");
     let plain = format!("127.0.0.1:{PORT}");
     let (input, output) = ("secured.claims", "secured.claims.out");
     recreate_topic_on(&plain, input, 2).await;
@@ -139,7 +132,7 @@ async fn the_claims_job_runs_exactly_once_against_scram_over_tls() {
     .await
     .expect("run");
     let took = started.elapsed();
-    kafka_script("stop");
+    secured_broker("stop");
     assert!(
         !ran_wrong,
         "a wrong password must fail the job:\n{wrong_output}"

@@ -604,3 +604,17 @@ pub async fn query_rows(sql: &str) -> Vec<String> {
     rows.sort();
     rows
 }
+
+/// Runs `scripts/kafka.sh <command>` for a broker of a test's own on `port` (the outage
+/// and secured-broker tests), with `env` set.
+pub fn kafka_script(port: u16, command: &str, env: &[(&str, &str)]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh");
+    let status = Command::new(script)
+        .arg(command)
+        .env("KAFKA_PORT", port.to_string())
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("scripts/kafka.sh");
+    assert!(status.success(), "scripts/kafka.sh {command} failed");
+}
