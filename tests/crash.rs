@@ -434,10 +434,11 @@ async fn checkpoint_cost_with_100k_live_keys() {
                 .to_string()
         };
         eprintln!(
-            "  checkpoint {}: {} bytes, {} ms",
+            "  checkpoint {}: {} bytes, {} ms, longest pause of a subtask {} ms",
             field("checkpoint"),
             field("bytes"),
-            field("millis")
+            field("millis"),
+            field("stall_ms")
         );
     }
     eprintln!("restart after SIGKILL: resumed from the checkpoint after {resumed:?}, first checkpoint committed after {first_commit:?}");

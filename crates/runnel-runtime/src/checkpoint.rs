@@ -431,10 +431,18 @@ impl CheckpointCommit {
         self.metrics
             .checkpoint_committed(id, stored.state_bytes, started.elapsed());
         self.coordinator.committed(id);
+        // The longest a subtask stood still at this checkpoint's barrier.
+        let stall_ms = self
+            .metrics
+            .stages()
+            .iter()
+            .map(|stage| stage.checkpoint_stall_ms)
+            .fold(0.0, f64::max);
         tracing::info!(
             checkpoint = id,
             bytes = stored.state_bytes,
             millis = started.elapsed().as_millis() as u64,
+            stall_ms,
             "checkpoint committed"
         );
         self.coordinator.prune();

@@ -301,6 +301,9 @@ pub struct StageMetrics {
     watermarks: Vec<AtomicI64>,
     /// Each subtask's state size in bytes, as last measured.
     state_bytes: Vec<AtomicU64>,
+    /// Each subtask's pause at its last checkpoint barrier: the time it took to hand
+    /// over its operators' state, while it processed nothing (ns).
+    checkpoint_stall_ns: Vec<AtomicU64>,
 }
 
 /// A point-in-time copy of [`StageMetrics`].
@@ -313,6 +316,8 @@ pub struct StageSnapshot {
     /// The stage's watermark: the least over its subtasks, once each has sent one.
     pub watermark: Option<i64>,
     pub state_bytes: u64,
+    /// The longest pause of a subtask at the last checkpoint (its state's snapshot).
+    pub checkpoint_stall_ms: f64,
 }
 
 impl StageMetrics {
@@ -325,6 +330,7 @@ impl StageMetrics {
             backpressured_ns: AtomicU64::new(0),
             watermarks: (0..subtasks).map(|_| AtomicI64::new(i64::MIN)).collect(),
             state_bytes: (0..subtasks).map(|_| AtomicU64::new(0)).collect(),
+            checkpoint_stall_ns: (0..subtasks).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -339,6 +345,13 @@ impl StageMetrics {
             rows_in: self.rows_in.load(Ordering::Relaxed),
             rows_out: self.rows_out.load(Ordering::Relaxed),
             backpressured_ms: self.backpressured_ns.load(Ordering::Relaxed) / 1_000_000,
+            checkpoint_stall_ms: self
+                .checkpoint_stall_ns
+                .iter()
+                .map(|s| s.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0) as f64
+                / 1e6,
             watermark: watermarks
                 .iter()
                 .min()
@@ -397,6 +410,17 @@ impl StageProbe {
             .and_then(|stage| stage.watermarks.get(self.subtask))
         {
             slot.store(w, Ordering::Relaxed);
+        }
+    }
+
+    /// The subtask paused `stall` at a checkpoint barrier, handing over its state.
+    pub fn checkpoint_stall(&self, stall: Duration) {
+        if let Some(slot) = self
+            .stage
+            .as_ref()
+            .and_then(|stage| stage.checkpoint_stall_ns.get(self.subtask))
+        {
+            slot.store(stall.as_nanos() as u64, Ordering::Relaxed);
         }
     }
 

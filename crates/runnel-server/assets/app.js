@@ -262,7 +262,7 @@ function graph(key, stages) {
     return d;
   };
   stages.forEach(depthOf);
-  const width = 230, height = 104, gapX = 150, gapY = 28;
+  const width = 230, height = 119, gapX = 150, gapY = 28;
   const columns = [];
   for (const stage of stages) (columns[depth.get(stage.id)] ||= []).push(stage);
   const place = new Map();
@@ -304,6 +304,7 @@ function graph(key, stages) {
       `rows ${number(stage.rows_in)} → ${number(stage.rows_out)}`,
       `watermark ${stage.watermark_ms === undefined ? "—" : time(stage.watermark_ms).slice(11)}`,
       `state ${bytes(stage.state_bytes)} · backpressure ${pressure === null ? "—" : Math.round(pressure) + " %"}`,
+      `checkpoint pause ${stage.checkpoint_stall_ms.toFixed(1)} ms`,
     ];
     lines.forEach((line, i) => group.append(svg("text", { class: "detail", x: x + 8, y: y + 34 + i * 15 }, line)));
     const tooltip = svg("title", {}, name);

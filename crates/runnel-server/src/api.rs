@@ -130,6 +130,8 @@ struct StageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     watermark_ms: Option<i64>,
     state_bytes: u64,
+    /// The longest pause of a subtask at the last checkpoint, handing over its state.
+    checkpoint_stall_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -189,6 +191,7 @@ impl StatementView {
                 backpressured_ms: stage.backpressured_ms,
                 watermark_ms: stage.watermark,
                 state_bytes: stage.state_bytes,
+                checkpoint_stall_ms: stage.checkpoint_stall_ms,
             })
             .collect();
         let checkpoint_history = info

@@ -90,7 +90,11 @@ pub(crate) async fn run_chain(
             clock.set(*w);
         }
         probe.received(&message);
+        let barrier = matches!(message, Message::Barrier(_)).then(std::time::Instant::now);
         chain.process(message, &mut out)?;
+        if let Some(started) = barrier {
+            probe.checkpoint_stall(started.elapsed());
+        }
         probe.state(|| chain.state_size())?;
         if !send_all(&mut output, &mut out, &probe).await? || last {
             break;
