@@ -54,7 +54,6 @@ impl KafkaSink {
             ("compression.type", "none".to_string()),
             ("enable.idempotence", "true".to_string()),
         ];
-        let mut transaction_timeout = Duration::ZERO;
         if exactly_once {
             let Some(checkpoint) = &config.checkpoint else {
                 return Err(ConnectorError::Other(
@@ -72,21 +71,20 @@ impl KafkaSink {
             let timeout_ms = (checkpoint.interval.as_millis() as u64 * 2).max(60_000);
             defaults.push(("transactional.id", prefix));
             defaults.push(("transaction.timeout.ms", timeout_ms.to_string()));
-            transaction_timeout = options
-                .get("properties.transaction.timeout.ms")
-                .and_then(|ms| ms.trim().parse().ok())
-                .map_or(Duration::from_millis(timeout_ms), Duration::from_millis);
         }
         let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let producer: FutureProducer =
-            super::client_config(&options, &defaults)
-                .create()
-                .map_err(|source| ConnectorError::Kafka {
-                    context: format!("creating a producer for topic {topic}"),
-                    source,
-                })?;
+        let client = super::client_config(&options, &defaults);
+        let producer: FutureProducer = client.create().map_err(|source| ConnectorError::Kafka {
+            context: format!("creating a producer for topic {topic}"),
+            source,
+        })?;
         let transaction = if exactly_once {
-            Some(Transaction::begin(&producer, &config.sources, &topic, transaction_timeout).await?)
+            // The producer's own timeout: Runnel's default, or the table's property.
+            let timeout = client
+                .get("transaction.timeout.ms")
+                .and_then(|ms| ms.trim().parse().ok())
+                .map_or(Duration::from_secs(60), Duration::from_millis);
+            Some(Transaction::begin(&producer, &config.sources, &topic, timeout).await?)
         } else {
             None
         };
