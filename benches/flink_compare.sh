@@ -8,6 +8,11 @@
 #
 #   benches/flink_compare.sh [EVENTS] [FLINK_PARALLELISM]      (defaults: 2000000, 2)
 #
+# ENGINES="runnel flink" (the default) picks the engines; RUNNEL=path runs another
+# runnel binary (an earlier build, to compare). Unless CHECK=0, each query then runs once
+# more on each engine into CSV files instead of the blackhole, and the two outputs are
+# compared: row count and an order-free checksum of the rows (benches/flink/compare_outputs.py).
+#
 # Flink runs through PyFlink 2.3 (PyPI's apache-flink bundles Flink with its filesystem
 # and JSON connectors; Java 17 runs it), installed once into $FLINK_VENV
 # (default /var/tmp/pyflink-venv). Prints per query and engine: wall time, CPU time
@@ -22,10 +27,14 @@ DATA="$WORK/nested-$EVENTS"
 FLINK_VENV="${FLINK_VENV:-/var/tmp/pyflink-venv}"
 mkdir -p "$WORK"
 
-cargo build --release --locked -p runnel-cli >&2
-RUNNEL="$CARGO_TARGET_DIR/release/runnel"
+ENGINES="${ENGINES:-runnel flink}"
+CHECK="${CHECK:-1}"
+if [ -z "${RUNNEL:-}" ]; then
+    cargo build --release --locked -p runnel-cli >&2
+    RUNNEL="$CARGO_TARGET_DIR/release/runnel"
+fi
 
-if [ ! -x "$FLINK_VENV/bin/python" ] || ! "$FLINK_VENV/bin/python" -c 'import pyflink' 2>/dev/null; then
+if [[ " $ENGINES " == *" flink "* || "$CHECK" != 0 ]] && { [ ! -x "$FLINK_VENV/bin/python" ] || ! "$FLINK_VENV/bin/python" -c 'import pyflink' 2>/dev/null; }; then
     echo "installing PyFlink 2.3 into $FLINK_VENV (once)" >&2
     python3 -m venv "$FLINK_VENV"
     "$FLINK_VENV/bin/pip" install -q apache-flink==2.3.0
@@ -95,22 +104,59 @@ measure() {
     awk -v tree="$tree" '{ printf "%s %.2f", $1, (tree != "" ? tree : $2 + $3) }' "$WORK/time.txt"
 }
 
-printf "%-7s %-8s %9s %9s %15s\n" query engine "wall s" "cpu s" "events/CPU-s"
-for query in claims q5 q7 q8 q11; do
+# The script of `query` into $WORK/$query.sql, its sink replaced by CSV files in $2 when given.
+query_script() {
+    local query="$1" out="${2:-}"
     if [ "$query" = claims ]; then
-        sed -e "s|\${DATA}|$DATA|g" benches/flink/ddl.sql >"$WORK/$query.sql"
+        sed -e "s|\${DATA}|$DATA|g" benches/flink/ddl.sql
     else
-        nexmark_ddl >"$WORK/$query.sql"
+        nexmark_ddl
     fi
-    cat "benches/flink/queries/$query.sql" >>"$WORK/$query.sql"
-    for engine in runnel flink; do
-        if [ "$engine" = runnel ]; then
-            result=$(measure "$RUNNEL" run "$WORK/$query.sql")
-        else
-            result=$(measure "$FLINK_VENV/bin/python" benches/flink/run_flink.py "$WORK/$query.sql" "$PARALLELISM")
-        fi
+    if [ -n "$out" ]; then
+        sed -e "s|'connector' = 'blackhole'|'connector' = 'filesystem', 'path' = '$out', 'format' = 'csv'|" \
+            "benches/flink/queries/$query.sql"
+    else
+        cat "benches/flink/queries/$query.sql"
+    fi
+}
+
+run_engine() {
+    local engine="$1" script="$2"
+    if [ "$engine" = runnel ]; then
+        measure "$RUNNEL" run "$script"
+    else
+        measure "$FLINK_VENV/bin/python" benches/flink/run_flink.py "$script" "$PARALLELISM"
+    fi
+}
+
+QUERIES="${QUERIES:-claims q5 q7 q8 q11}"
+printf "%-7s %-8s %9s %9s %15s\n" query engine "wall s" "cpu s" "events/CPU-s"
+for query in $QUERIES; do
+    query_script "$query" >"$WORK/$query.sql"
+    for engine in $ENGINES; do
+        result=$(run_engine "$engine" "$WORK/$query.sql")
         read -r wall cpu <<<"$result"
         awk -v q="$query" -v e="$engine" -v w="$wall" -v c="$cpu" -v n="$EVENTS" \
             'BEGIN { printf "%-7s %-8s %9.2f %9.2f %15.0f\n", q, e, w, c, n / c }'
     done
 done
+
+[ "$CHECK" = 0 ] && exit 0
+# The same queries into CSV files (Flink checkpoints every 2 s so its files are
+# committed; its last checkpoint, at the end of the input, commits the rest).
+failed=0
+for query in $QUERIES; do
+    for engine in runnel flink; do
+        out="$WORK/out/$query/$engine"
+        rm -rf "$out" && mkdir -p "$out"
+        query_script "$query" "$out" >"$WORK/$query-$engine-check.sql"
+        FLINK_CHECKPOINT_MS=2000 run_engine "$engine" "$WORK/$query-$engine-check.sql" >/dev/null
+    done
+    if "$FLINK_VENV/bin/python" benches/flink/compare_outputs.py \
+        "$WORK/out/$query/runnel" "$WORK/out/$query/flink" >"$WORK/compare.txt"; then
+        echo "$query: equal ($(sed -n 's/.*runnel: //p' "$WORK/compare.txt"))"
+    else
+        echo "$query: DIFFERENT" && cat "$WORK/compare.txt" && failed=1
+    fi
+done
+exit $failed

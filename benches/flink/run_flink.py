@@ -39,6 +39,9 @@ def tree_cpu_seconds() -> float:
 def main(path: str, parallelism: int) -> None:
     env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     env.get_config().set("parallelism.default", str(parallelism))
+    checkpoint_ms = os.environ.get("FLINK_CHECKPOINT_MS")
+    if checkpoint_ms:
+        env.get_config().set("execution.checkpointing.interval", f"{checkpoint_ms} ms")
     text = open(path).read()
     lines = [l for l in text.splitlines() if not l.strip().startswith("--")]
     statements = [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

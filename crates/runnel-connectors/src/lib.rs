@@ -124,6 +124,7 @@ pub(crate) fn test_table(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         unique_fields: vec![],
+        read_fields: Default::default(),
     }
 }
 

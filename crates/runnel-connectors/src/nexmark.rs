@@ -9,11 +9,13 @@
 //! of the time. Each event draws from its own random stream seeded by `(seed, n)`, so a
 //! seed always gives the same events in any batch split.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int32Array, Int64Builder, StringBuilder, StructArray, TimestampMillisecondBuilder,
+    new_null_array, ArrayRef, Int32Array, Int64Builder, StringBuilder, StructArray,
+    TimestampMillisecondBuilder,
 };
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
@@ -168,24 +170,39 @@ fn price(rng: &mut EventRng) -> i64 {
 }
 
 /// Column builders for one struct (person, auction or bid), appended in field order.
+/// Only the fields the plan reads are built (see `TableDef::read_fields`); the others
+/// are NULL, and their random draws are skipped when no built field comes after them.
 struct RowBuilder {
     fields: Vec<(String, ColumnBuilder)>,
     valid: Vec<bool>,
+    /// Fields at or before this index draw their random values (a later built field's
+    /// values depend on them); `None`: no built field draws.
+    draws_until: Option<usize>,
 }
 
 enum ColumnBuilder {
     Int(Int64Builder),
     Text(StringBuilder),
     Time(TimestampMillisecondBuilder),
+    /// Not read by the plan: NULL.
+    Skipped,
 }
 
+/// A generated field: its name, its type (`i`nteger, `s`tring, `t`imestamp), and whether
+/// making it draws from the event's random stream.
+type FieldSpec = (&'static str, char, bool);
+
 impl RowBuilder {
-    fn new(fields: &[(&str, char)]) -> Self {
+    /// Builders for `fields`, of which only `read` when given.
+    fn new(fields: &[FieldSpec], read: Option<&Vec<String>>) -> Self {
+        let built =
+            |name: &str| read.is_none_or(|read| read.iter().any(|r| r.eq_ignore_ascii_case(name)));
         Self {
             fields: fields
                 .iter()
-                .map(|(name, kind)| {
+                .map(|&(name, kind, _)| {
                     let builder = match kind {
+                        _ if !built(name) => ColumnBuilder::Skipped,
                         'i' => ColumnBuilder::Int(Int64Builder::new()),
                         't' => ColumnBuilder::Time(TimestampMillisecondBuilder::new()),
                         _ => ColumnBuilder::Text(StringBuilder::new()),
@@ -194,7 +211,15 @@ impl RowBuilder {
                 })
                 .collect(),
             valid: Vec::new(),
+            draws_until: fields
+                .iter()
+                .rposition(|&(name, _, draws)| draws && built(name)),
         }
+    }
+
+    /// Whether field `i`'s random values are drawn.
+    fn draws(&self, i: usize) -> bool {
+        self.draws_until.is_some_and(|until| i <= until)
     }
 
     fn null(&mut self) {
@@ -204,6 +229,7 @@ impl RowBuilder {
                 ColumnBuilder::Int(b) => b.append_null(),
                 ColumnBuilder::Text(b) => b.append_null(),
                 ColumnBuilder::Time(b) => b.append_null(),
+                ColumnBuilder::Skipped => {}
             }
         }
     }
@@ -233,14 +259,16 @@ impl RowBuilder {
                 "nexmark: column {column} must be a ROW<...>"
             )));
         };
-        let mut built: Vec<(String, ArrayRef)> = self
+        let rows = self.valid.len();
+        let mut built: Vec<(String, Option<ArrayRef>)> = self
             .fields
             .iter_mut()
             .map(|(name, builder)| {
-                let array: ArrayRef = match builder {
-                    ColumnBuilder::Int(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Text(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Time(b) => Arc::new(b.finish()),
+                let array: Option<ArrayRef> = match builder {
+                    ColumnBuilder::Int(b) => Some(Arc::new(b.finish())),
+                    ColumnBuilder::Text(b) => Some(Arc::new(b.finish())),
+                    ColumnBuilder::Time(b) => Some(Arc::new(b.finish())),
+                    ColumnBuilder::Skipped => None,
                 };
                 (name.clone(), array)
             })
@@ -261,9 +289,11 @@ impl RowBuilder {
                         .join(", ")
                 )));
             };
-            let (_, array) = built.swap_remove(index);
-            let array = cast(&array, field.data_type())
-                .map_err(|e| ConnectorError::Other(e.to_string()))?;
+            let array = match built.swap_remove(index).1 {
+                Some(array) => cast(&array, field.data_type())
+                    .map_err(|e| ConnectorError::Other(e.to_string()))?,
+                None => new_null_array(field.data_type(), rows),
+            };
             children.push(array);
         }
         let fields: Fields = target_fields
@@ -277,159 +307,234 @@ impl RowBuilder {
     }
 }
 
-const PERSON: &[(&str, char)] = &[
-    ("id", 'i'),
-    ("name", 's'),
-    ("emailAddress", 's'),
-    ("creditCard", 's'),
-    ("city", 's'),
-    ("state", 's'),
-    ("dateTime", 't'),
-    ("extra", 's'),
+const PERSON: &[FieldSpec] = &[
+    ("id", 'i', false),
+    ("name", 's', true),
+    ("emailAddress", 's', true),
+    ("creditCard", 's', true),
+    ("city", 's', true),
+    ("state", 's', true),
+    ("dateTime", 't', false),
+    ("extra", 's', true),
 ];
-const AUCTION: &[(&str, char)] = &[
-    ("id", 'i'),
-    ("itemName", 's'),
-    ("description", 's'),
-    ("initialBid", 'i'),
-    ("reserve", 'i'),
-    ("dateTime", 't'),
-    ("expires", 't'),
-    ("seller", 'i'),
-    ("category", 'i'),
-    ("extra", 's'),
+const AUCTION: &[FieldSpec] = &[
+    ("id", 'i', false),
+    ("itemName", 's', true),
+    ("description", 's', true),
+    ("initialBid", 'i', true),
+    ("reserve", 'i', true),
+    ("dateTime", 't', false),
+    ("expires", 't', true),
+    ("seller", 'i', true),
+    ("category", 'i', true),
+    ("extra", 's', true),
 ];
-const BID: &[(&str, char)] = &[
-    ("auction", 'i'),
-    ("bidder", 'i'),
-    ("price", 'i'),
-    ("channel", 's'),
-    ("url", 's'),
-    ("dateTime", 't'),
-    ("extra", 's'),
+const BID: &[FieldSpec] = &[
+    ("auction", 'i', true),
+    ("bidder", 'i', true),
+    ("price", 'i', true),
+    ("channel", 's', true),
+    ("url", 's', true),
+    ("dateTime", 't', false),
+    ("extra", 's', true),
 ];
 
 /// Generates events `[from, to)` as one batch of `schema` (`event_type`, `person`,
-/// `auction`, `bid` in any order).
+/// `auction`, `bid` in any order), building of the rows only the fields `read_fields`
+/// names when it names their column (see `TableDef::read_fields`): the others are NULL.
 pub fn generate(
     config: &NexmarkConfig,
     from: u64,
     to: u64,
     schema: &SchemaRef,
+    read_fields: &BTreeMap<String, Vec<String>>,
 ) -> Result<RecordBatch> {
     let mut types = Vec::with_capacity((to - from) as usize);
-    let mut person = RowBuilder::new(PERSON);
-    let mut auction = RowBuilder::new(AUCTION);
-    let mut bid = RowBuilder::new(BID);
+    let read = |column: &str| {
+        read_fields
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(column))
+            .map(|(_, fields)| fields)
+    };
+    let mut person = RowBuilder::new(PERSON, read("person"));
+    let mut auction = RowBuilder::new(AUCTION, read("auction"));
+    let mut bid = RowBuilder::new(BID, read("bid"));
     let mut text = String::with_capacity(128);
     for n in from..to {
         let mut rng = EventRng::new(config.seed, n);
         let time = config.timestamp(n);
         let kind = config.event_type(n);
         types.push(kind);
+        // Within an event, fields draw in order: a field's draws are skipped once no built
+        // field after it draws (`RowBuilder::draws`), which stops the event early.
         if kind == 0 {
             person.valid.push(true);
             person.int(0, config.last_person(n) + FIRST_PERSON_ID);
-            text.clear();
-            text.push_str(rng.pick(FIRST_NAMES));
-            text.push(' ');
-            text.push_str(rng.pick(LAST_NAMES));
-            person.text(1, &text);
-            text.clear();
-            rng.letters(7, &mut text);
-            text.push('@');
-            rng.letters(5, &mut text);
-            text.push_str(".com");
-            person.text(2, &text);
-            text.clear();
-            for group in 0..4 {
-                if group > 0 {
-                    text.push(' ');
-                }
-                text.push_str(&format!("{:04}", rng.below(10_000)));
-            }
-            person.text(3, &text);
-            person.text(4, rng.pick(US_CITIES));
-            person.text(5, rng.pick(US_STATES));
             person.time(6, time);
-            text.clear();
-            let len = rng.below(60) as usize;
-            rng.letters(len, &mut text);
-            person.text(7, &text);
+            'drawn: {
+                if !person.draws(1) {
+                    break 'drawn;
+                }
+                text.clear();
+                text.push_str(rng.pick(FIRST_NAMES));
+                text.push(' ');
+                text.push_str(rng.pick(LAST_NAMES));
+                person.text(1, &text);
+                if !person.draws(2) {
+                    break 'drawn;
+                }
+                text.clear();
+                rng.letters(7, &mut text);
+                text.push('@');
+                rng.letters(5, &mut text);
+                text.push_str(".com");
+                person.text(2, &text);
+                if !person.draws(3) {
+                    break 'drawn;
+                }
+                text.clear();
+                for group in 0..4 {
+                    if group > 0 {
+                        text.push(' ');
+                    }
+                    text.push_str(&format!("{:04}", rng.below(10_000)));
+                }
+                person.text(3, &text);
+                if !person.draws(4) {
+                    break 'drawn;
+                }
+                person.text(4, rng.pick(US_CITIES));
+                if !person.draws(5) {
+                    break 'drawn;
+                }
+                person.text(5, rng.pick(US_STATES));
+                if !person.draws(7) {
+                    break 'drawn;
+                }
+                text.clear();
+                let len = rng.below(60) as usize;
+                rng.letters(len, &mut text);
+                person.text(7, &text);
+            }
         } else {
             person.null();
         }
         if kind == 1 {
             auction.valid.push(true);
             auction.int(0, config.last_auction(n) + FIRST_AUCTION_ID);
-            text.clear();
-            rng.letters(20, &mut text);
-            auction.text(1, &text);
-            text.clear();
-            rng.letters(100, &mut text);
-            auction.text(2, &text);
-            let initial = price(&mut rng);
-            auction.int(3, initial);
-            auction.int(4, initial + price(&mut rng));
             auction.time(5, time);
-            // Auctions run for up to ~twice the time it takes to create the in-flight ones.
-            let span_ms = (NUM_IN_FLIGHT_AUCTIONS as u64 * config.total_proportion()
-                / config.auction_proportion.max(1))
-                * 1000
-                / config.rate.max(1);
-            auction.time(6, time + 1 + rng.below(2 * span_ms.max(1)) as i64);
-            let seller = if rng.below(HOT_SELLER_RATIO) > 0 {
-                (config.last_person(n) / HOT_GROUP) * HOT_GROUP
-            } else {
-                config.next_person(n, &mut rng)
-            };
-            auction.int(7, seller + FIRST_PERSON_ID);
-            auction.int(8, FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES) as i64);
-            text.clear();
-            let len = rng.below(200) as usize;
-            rng.letters(len, &mut text);
-            auction.text(9, &text);
+            'drawn: {
+                if !auction.draws(1) {
+                    break 'drawn;
+                }
+                text.clear();
+                rng.letters(20, &mut text);
+                auction.text(1, &text);
+                if !auction.draws(2) {
+                    break 'drawn;
+                }
+                text.clear();
+                rng.letters(100, &mut text);
+                auction.text(2, &text);
+                if !auction.draws(3) {
+                    break 'drawn;
+                }
+                let initial = price(&mut rng);
+                auction.int(3, initial);
+                auction.int(4, initial + price(&mut rng));
+                if !auction.draws(6) {
+                    break 'drawn;
+                }
+                // Auctions run for up to ~twice the time it takes to create the in-flight
+                // ones.
+                let span_ms = (NUM_IN_FLIGHT_AUCTIONS as u64 * config.total_proportion()
+                    / config.auction_proportion.max(1))
+                    * 1000
+                    / config.rate.max(1);
+                auction.time(6, time + 1 + rng.below(2 * span_ms.max(1)) as i64);
+                if !auction.draws(7) {
+                    break 'drawn;
+                }
+                let seller = if rng.below(HOT_SELLER_RATIO) > 0 {
+                    (config.last_person(n) / HOT_GROUP) * HOT_GROUP
+                } else {
+                    config.next_person(n, &mut rng)
+                };
+                auction.int(7, seller + FIRST_PERSON_ID);
+                if !auction.draws(8) {
+                    break 'drawn;
+                }
+                auction.int(8, FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES) as i64);
+                if !auction.draws(9) {
+                    break 'drawn;
+                }
+                text.clear();
+                let len = rng.below(200) as usize;
+                rng.letters(len, &mut text);
+                auction.text(9, &text);
+            }
         } else {
             auction.null();
         }
         if kind == 2 {
             bid.valid.push(true);
-            let auction_id = if rng.below(HOT_AUCTION_RATIO) > 0 {
-                (config.last_auction(n) / HOT_GROUP) * HOT_GROUP
-            } else {
-                config.next_auction(n, &mut rng)
-            };
-            let bidder = if rng.below(HOT_BIDDER_RATIO) > 0 {
-                (config.last_person(n) / HOT_GROUP) * HOT_GROUP + 1
-            } else {
-                config.next_person(n, &mut rng)
-            };
-            bid.int(0, auction_id + FIRST_AUCTION_ID);
-            bid.int(1, bidder + FIRST_PERSON_ID);
-            bid.int(2, price(&mut rng));
-            // Most bids come from a hot channel; the others name theirs in the url.
-            let (channel, channel_id) = if rng.below(10) > 0 {
-                (rng.pick(HOT_CHANNELS).to_string(), None)
-            } else {
-                let id = rng.below(10_000);
-                (format!("channel-{id}"), Some(id))
-            };
-            text.clear();
-            text.push_str("https://www.nexmark.com/");
-            rng.letters(5, &mut text);
-            text.push('/');
-            rng.letters(5, &mut text);
-            text.push_str("/item.htm?query=1");
-            if let Some(id) = channel_id {
-                text.push_str(&format!("&channel_id={id}"));
-            }
-            bid.text(3, &channel);
-            bid.text(4, &text);
             bid.time(5, time);
-            text.clear();
-            let len = rng.below(30) as usize;
-            rng.letters(len, &mut text);
-            bid.text(6, &text);
+            'drawn: {
+                if !bid.draws(0) {
+                    break 'drawn;
+                }
+                let auction_id = if rng.below(HOT_AUCTION_RATIO) > 0 {
+                    (config.last_auction(n) / HOT_GROUP) * HOT_GROUP
+                } else {
+                    config.next_auction(n, &mut rng)
+                };
+                bid.int(0, auction_id + FIRST_AUCTION_ID);
+                if !bid.draws(1) {
+                    break 'drawn;
+                }
+                let bidder = if rng.below(HOT_BIDDER_RATIO) > 0 {
+                    (config.last_person(n) / HOT_GROUP) * HOT_GROUP + 1
+                } else {
+                    config.next_person(n, &mut rng)
+                };
+                bid.int(1, bidder + FIRST_PERSON_ID);
+                if !bid.draws(2) {
+                    break 'drawn;
+                }
+                bid.int(2, price(&mut rng));
+                if !bid.draws(3) {
+                    break 'drawn;
+                }
+                // Most bids come from a hot channel; the others name theirs in the url.
+                let channel_id = if rng.below(10) > 0 {
+                    bid.text(3, rng.pick(HOT_CHANNELS));
+                    None
+                } else {
+                    let id = rng.below(10_000);
+                    bid.text(3, &format!("channel-{id}"));
+                    Some(id)
+                };
+                if !bid.draws(4) {
+                    break 'drawn;
+                }
+                text.clear();
+                text.push_str("https://www.nexmark.com/");
+                rng.letters(5, &mut text);
+                text.push('/');
+                rng.letters(5, &mut text);
+                text.push_str("/item.htm?query=1");
+                if let Some(id) = channel_id {
+                    text.push_str(&format!("&channel_id={id}"));
+                }
+                bid.text(4, &text);
+                if !bid.draws(6) {
+                    break 'drawn;
+                }
+                text.clear();
+                let len = rng.below(30) as usize;
+                rng.letters(len, &mut text);
+                bid.text(6, &text);
+            }
         } else {
             bid.null();
         }
@@ -504,6 +609,8 @@ pub struct NexmarkSource {
     table: String,
     config: NexmarkConfig,
     schema: SchemaRef,
+    /// The struct fields the plan reads (see `TableDef::read_fields`).
+    read_fields: BTreeMap<String, Vec<String>>,
     blocks: RowBlocks,
 }
 
@@ -513,7 +620,7 @@ impl NexmarkSource {
     pub fn open(table: &TableDef, split: SourceSplit, start: Option<&SourceState>) -> Result<Self> {
         let (_, config) = options(table)?;
         // Check the declared columns once, before the job starts.
-        generate(&config, 0, 0, &table.physical_schema)?;
+        generate(&config, 0, 0, &table.physical_schema, &table.read_fields)?;
         let resume = start
             .and_then(|s| s.offsets.first().copied().flatten())
             .map(|n| n.max(0) as u64);
@@ -521,6 +628,7 @@ impl NexmarkSource {
             table: table.name.clone(),
             config,
             schema: table.physical_schema.clone(),
+            read_fields: table.read_fields.clone(),
             blocks: RowBlocks::new(split, BATCH_EVENTS, resume),
         })
     }
@@ -536,7 +644,7 @@ impl Source for NexmarkSource {
         let Some((from, to)) = self.blocks.next_block(self.config.events) else {
             return Ok(None);
         };
-        let batch = generate(&self.config, from, to, &self.schema)
+        let batch = generate(&self.config, from, to, &self.schema, &self.read_fields)
             .map_err(|e| e.at("source", &self.table))?;
         // Generation is CPU work: let other tasks run between batches.
         tokio::task::yield_now().await;
@@ -671,13 +779,83 @@ mod tests {
             ),
         ]));
         let c = config();
-        let whole = generate(&c, 0, 100, &schema).unwrap();
+        let all = BTreeMap::new();
+        let whole = generate(&c, 0, 100, &schema, &all).unwrap();
         let parts = [
-            generate(&c, 0, 37, &schema).unwrap(),
-            generate(&c, 37, 100, &schema).unwrap(),
+            generate(&c, 0, 37, &schema, &all).unwrap(),
+            generate(&c, 37, 100, &schema, &all).unwrap(),
         ];
         let joined = datafusion::arrow::compute::concat_batches(&schema, &parts).unwrap();
         assert_eq!(whole, joined);
         assert_eq!(whole.num_rows(), 100);
+    }
+
+    /// The published table's physical columns.
+    fn nexmark_schema() -> SchemaRef {
+        let row = |fields: &[FieldSpec]| {
+            let fields: Vec<Field> = fields
+                .iter()
+                .map(|&(name, kind, _)| {
+                    let data_type = match kind {
+                        'i' => DataType::Int64,
+                        't' => DataType::Timestamp(
+                            datafusion::arrow::datatypes::TimeUnit::Millisecond,
+                            None,
+                        ),
+                        _ => DataType::Utf8,
+                    };
+                    Field::new(name, data_type, true)
+                })
+                .collect();
+            DataType::Struct(Fields::from(fields))
+        };
+        Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            Field::new("event_type", DataType::Int32, true),
+            Field::new("person", row(PERSON), true),
+            Field::new("auction", row(AUCTION), true),
+            Field::new("bid", row(BID), true),
+        ]))
+    }
+
+    #[test]
+    fn fields_left_out_are_null_and_the_others_as_generated_whole() {
+        use datafusion::arrow::array::{Array, AsArray};
+        let schema = nexmark_schema();
+        let c = config();
+        let whole = generate(&c, 0, 500, &schema, &BTreeMap::new()).unwrap();
+        // Each row type read in part: an early field, a late one, only undrawn ones.
+        let read = BTreeMap::from([
+            ("person".to_string(), vec!["dateTime".to_string()]),
+            (
+                "auction".to_string(),
+                vec!["itemName".to_string(), "category".to_string()],
+            ),
+            (
+                "bid".to_string(),
+                vec!["price".to_string(), "dateTime".to_string()],
+            ),
+        ]);
+        let part = generate(&c, 0, 500, &schema, &read).unwrap();
+        assert_eq!(part.schema(), schema);
+        assert_eq!(part.column(0), whole.column(0));
+        for (at, column) in ["person", "auction", "bid"].into_iter().enumerate() {
+            let (whole, part) = (
+                whole.column(at + 1).as_struct(),
+                part.column(at + 1).as_struct(),
+            );
+            assert_eq!(part.nulls(), whole.nulls(), "{column}");
+            for (i, field) in part.fields().iter().enumerate() {
+                if read[column].contains(field.name()) {
+                    assert_eq!(part.column(i), whole.column(i), "{column}.{}", field.name());
+                } else {
+                    assert_eq!(
+                        part.column(i).null_count(),
+                        500,
+                        "{column}.{}",
+                        field.name()
+                    );
+                }
+            }
+        }
     }
 }

@@ -37,6 +37,12 @@ pub struct TableDef {
     /// declared; it lets state kept per such a value be freed once its one row is gone
     /// (see `planner::finished_groups`).
     pub unique_fields: Vec<Vec<String>>,
+    /// Struct columns of `physical_schema` of which a plan reads only some fields (Flink's
+    /// nested projection push-down): the column's name → the fields it reads, none when
+    /// it reads the column not at all. Empty when the table is declared; the planner sets
+    /// it on a plan's copy of the table (see `planner::read_fields`). A format may leave
+    /// the other fields (and columns) NULL instead of decoding them.
+    pub read_fields: BTreeMap<String, Vec<String>>,
 }
 
 /// A `METADATA` column: `name TYPE METADATA FROM 'key' [VIRTUAL]`.

@@ -242,12 +242,15 @@ impl Format {
                     .map_err(|e| ConnectorError::Other(e.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let format = Self::new(
+        let format = match Self::new(
             options,
             table.payload_schema(),
             metadata,
             !table.primary_key.is_empty(),
-        )?;
+        )? {
+            Format::Json(json) => Format::Json(json.reading(&table.read_fields)),
+            other => other,
+        };
         if !matches!(format, Format::DebeziumJson(_)) {
             if let Some(meta) = table.metadata.iter().find(|m| m.key.starts_with("value.")) {
                 return Err(ConnectorError::Other(format!(
@@ -293,10 +296,10 @@ impl Format {
                     bad_records: BadRecords::of(options, "csv")?,
                 }))
             }
-            _ => Ok(Format::Json(JsonFormat {
+            _ => Ok(Format::Json(JsonFormat::new(
                 schema,
-                bad_records: BadRecords::of(options, "json")?,
-            })),
+                BadRecords::of(options, "json")?,
+            ))),
         }
     }
 
@@ -523,10 +526,10 @@ mod tests {
     }
 
     fn json() -> Format {
-        Format::Json(JsonFormat {
-            schema: Arc::new(ArrowSchema::new(fields())),
-            bad_records: BadRecords::Fail,
-        })
+        Format::Json(JsonFormat::new(
+            Arc::new(ArrowSchema::new(fields())),
+            BadRecords::Fail,
+        ))
     }
 
     /// [`json`] skipping the records it cannot decode.

@@ -403,10 +403,7 @@ impl KafkaRecordEncoder {
                 );
                 Some((
                     indexes,
-                    Format::Json(JsonFormat {
-                        schema: key_schema,
-                        bad_records: crate::format::BadRecords::Fail,
-                    }),
+                    Format::Json(JsonFormat::new(key_schema, crate::format::BadRecords::Fail)),
                 ))
             }
         };

@@ -75,10 +75,7 @@ impl UpsertKey {
             .map_err(|e| ConnectorError::Other(e.to_string()))?;
         Ok(Self {
             columns,
-            format: JsonFormat {
-                schema: Arc::new(schema),
-                bad_records: crate::format::BadRecords::Fail,
-            },
+            format: JsonFormat::new(Arc::new(schema), crate::format::BadRecords::Fail),
         })
     }
 

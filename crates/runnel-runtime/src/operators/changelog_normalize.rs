@@ -14,7 +14,7 @@
 //!
 //! State: one row per live key (Arrow's row format), checkpointed whole.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -165,6 +165,7 @@ mod tests {
             partition_keys: vec![],
             options: [("format".to_string(), "debezium-json".to_string())].into(),
             unique_fields: vec![],
+            read_fields: Default::default(),
         };
         let df = Arc::new(DFSchema::try_from(schema.as_ref().clone()).unwrap());
         let node = ChangelogNormalizeNode {

@@ -1,7 +1,9 @@
 //! [`HeldRows`]: rows an operator keeps for later (open sessions, join buffers), stored in
 //! the batches they arrived in and addressed by `(batch id, row)`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use datafusion::common::HashMap;
 
 use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;

@@ -12,7 +12,7 @@
 //! The forwarded watermark is the inputs' minimum less the larger bound, so no joined row
 //! is late downstream whichever side's time it carries.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
@@ -59,7 +59,7 @@ struct JoinSide {
     schema: SchemaRef,
     held: HeldRows,
     /// Key bytes → held rows with their times.
-    index: HashMap<Box<[u8]>, Vec<(RowRef, i64)>>,
+    index: HashMap<Vec<u8>, Vec<(RowRef, i64)>>,
     /// Held rows now, and right after the last sweep of expired ones.
     entries: usize,
     entries_after_sweep: usize,
@@ -114,7 +114,7 @@ impl JoinSide {
             let t = times.value(row);
             let at = (id, row as u32);
             self.index
-                .entry(keys.row(row).data().into())
+                .entry_ref(keys.row(row).data())
                 .or_default()
                 .push((at, t));
             if self.outer && flags.value(row) {
@@ -417,7 +417,7 @@ impl TwoInputOperator for IntervalJoinOperator {
             if next.peek() == Some(&&row) {
                 next.next();
                 this.index
-                    .entry(keys.row(row).data().into())
+                    .entry_ref(keys.row(row).data())
                     .or_default()
                     .push(((id, row as u32), times.value(row)));
                 if this.outer && !was_matched {

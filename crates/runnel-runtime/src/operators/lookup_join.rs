@@ -8,7 +8,9 @@
 //! Either way, keys are encoded in Arrow's row format, a batch's (stream row, table row)
 //! pairs are collected, and the joined columns are built with Arrow's kernels.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use datafusion::common::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -10,7 +10,7 @@
 //! functions' values appended. A row arriving after it could have been final is late:
 //! dropped and counted (or routed).
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};

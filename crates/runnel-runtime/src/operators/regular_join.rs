@@ -14,7 +14,7 @@
 //! dropped silently once the watermark passes it by the TTL (Flink's state TTL: a later
 //! retraction of it is ignored and counted).
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, UInt32Array};

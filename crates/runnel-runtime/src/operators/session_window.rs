@@ -9,7 +9,9 @@
 //! A row is late when its event time is below the watermark: it could belong to a session
 //! already emitted. Late rows are dropped and counted (or routed to the late-data sink).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, TimestampMillisecondArray};
@@ -48,7 +50,7 @@ struct SessionIndex {
     /// Sessions by id.
     sessions: HashMap<u64, Session>,
     /// Each key's session ids (a few: sessions of one key are disjoint).
-    by_key: HashMap<Box<[u8]>, Vec<u64>>,
+    by_key: HashMap<Vec<u8>, Vec<u64>>,
     /// `(end, id)` of every open session.
     by_end: BTreeSet<(i64, u64)>,
     next_id: u64,
@@ -61,7 +63,7 @@ impl SessionIndex {
     fn add_row(&mut self, key: &[u8], t: i64, gap: i64, row: RowRef) {
         let ids = match self.by_key.get_mut(key) {
             Some(ids) => ids,
-            None => self.by_key.entry(key.into()).or_default(),
+            None => self.by_key.entry_ref(key).or_default(),
         };
         let (mut start, mut end) = (t, t.saturating_add(gap));
         let mut merged: Option<u64> = None;

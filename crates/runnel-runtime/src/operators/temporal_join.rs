@@ -15,7 +15,7 @@
 //! again, which changes nothing. Once joined through the watermark, a key keeps only its last
 //! version at or before the watermark and those after.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -93,7 +93,7 @@ pub struct TemporalJoinOperator {
     /// Left rows waiting for the watermark.
     waiting: Vec<RecordBatch>,
     /// Each key's versions, by time (equal times: in arrival order).
-    versions: HashMap<Box<[u8]>, Vec<Version>>,
+    versions: HashMap<Vec<u8>, Vec<Version>>,
     version_count: usize,
     count_after_cleanup: usize,
     /// Left rows at or before this were joined.
@@ -212,10 +212,7 @@ impl TemporalJoinOperator {
                     self.right_time_name
                 ))));
             }
-            let history = self
-                .versions
-                .entry(keys.row(row).data().into())
-                .or_default();
+            let history = self.versions.entry_ref(keys.row(row).data()).or_default();
             // A delete's time is its own (Debezium's commit time, as metadata); when it
             // carries none, or an old one (the row's last version), it is the versioned
             // table's watermark — and always after the key's last version.
@@ -426,10 +423,7 @@ impl TemporalJoinOperator {
             .convert_columns(&key_columns)
             .map_err(arrow_error)?;
         for row in 0..state.num_rows() {
-            let history = self
-                .versions
-                .entry(keys.row(row).data().into())
-                .or_default();
+            let history = self.versions.entry_ref(keys.row(row).data()).or_default();
             let time = times.value(row);
             let at = history.partition_point(|v| v.time <= time);
             history.insert(

@@ -13,7 +13,7 @@
 //! all come from one row of a join side, now dropped) is freed the same way, with a TTL
 //! of 0 on the column saying when.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int8Array, UInt64Array};

@@ -14,7 +14,7 @@
 //!
 //! State: the live rows of each key (Arrow's row format), usually one.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;

@@ -3,7 +3,9 @@
 //! until the watermark (the minimum of both inputs') reaches the window's end; then the
 //! window's rows are joined once — inner, or padded with NULLs for outer joins — and freed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};

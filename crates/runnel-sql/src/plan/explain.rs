@@ -29,9 +29,27 @@ impl StreamNode {
                     ),
                     None => String::new(),
                 };
+                // Struct columns read in part: the fields decoded; the columns skipped.
+                let (skipped, part): (Vec<_>, Vec<_>) = s
+                    .table
+                    .read_fields
+                    .iter()
+                    .partition(|(_, fields)| fields.is_empty());
+                let mut reads = String::new();
+                if !part.is_empty() {
+                    let part: Vec<String> = part
+                        .iter()
+                        .map(|(column, fields)| format!("{column}.{{{}}}", fields.join(", ")))
+                        .collect();
+                    reads.push_str(&format!(", decodes only {}", part.join(", ")));
+                }
+                if !skipped.is_empty() {
+                    let skipped: Vec<&str> = skipped.iter().map(|(c, _)| c.as_str()).collect();
+                    reads.push_str(&format!(", skips {}", skipped.join(", ")));
+                }
                 writeln!(
                     f,
-                    "{pad}Source: {} (connector={}){watermark}",
+                    "{pad}Source: {} (connector={}){watermark}{reads}",
                     s.table.name,
                     s.table.connector().unwrap_or("?")
                 )

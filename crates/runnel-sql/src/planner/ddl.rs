@@ -149,6 +149,7 @@ impl StreamPlanner {
                 .map(|(key, value)| (modern_option_name(key), value))
                 .collect::<BTreeMap<_, _>>(),
             unique_fields: Vec::new(),
+            read_fields: BTreeMap::new(),
         })
     }
 

@@ -33,6 +33,7 @@ mod ddl;
 mod finished_groups;
 mod joins;
 mod over;
+mod read_fields;
 mod read_once;
 mod rewrite;
 mod window_tvf;
@@ -226,6 +227,7 @@ impl StreamPlanner {
         if !options.separate_source_reads {
             read_once::read_each_table_once(&mut root)?;
         }
+        read_fields::push_down_field_reads(&mut root)?;
         let planned = StreamPlan {
             root,
             sink,

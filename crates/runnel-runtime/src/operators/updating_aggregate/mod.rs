@@ -21,7 +21,9 @@
 //! slice. Per-group accumulators (rather than DataFusion's `GroupsAccumulator`) are what
 //! lets a group be read after every batch without giving up its state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int8Array, UInt32Array};
