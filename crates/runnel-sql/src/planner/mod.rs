@@ -227,7 +227,7 @@ impl StreamPlanner {
         if !options.separate_source_reads {
             read_once::read_each_table_once(&mut root)?;
         }
-        read_fields::push_down_field_reads(&mut root)?;
+        read_fields::push_down_field_reads(&mut root);
         let planned = StreamPlan {
             root,
             sink,

@@ -25,7 +25,6 @@ use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::Expr;
 
 use crate::catalog::TableDef;
-use crate::error::Result;
 use crate::plan::StreamNode;
 
 /// What a plan reads of one struct column.
@@ -75,7 +74,7 @@ type Lineage = Vec<Option<Tracked>>;
 
 /// Sets [`TableDef::read_fields`] on every source the plan reads as a stream whose
 /// table has struct columns the plan reads in part or not at all.
-pub(crate) fn push_down_field_reads(root: &mut StreamNode) -> Result<()> {
+pub(crate) fn push_down_field_reads(root: &mut StreamNode) {
     let mut reads = Reads::default();
     let lineage = analyse(root, &mut reads);
     // What reaches the sink (or the query's output) is read whole.
@@ -83,7 +82,6 @@ pub(crate) fn push_down_field_reads(root: &mut StreamNode) -> Result<()> {
         reads.all(column);
     }
     apply(root, &reads);
-    Ok(())
 }
 
 /// The struct columns of `table`'s physical schema that may be left out: nullable ones,
@@ -217,32 +215,20 @@ fn field_read(expr: &Expr) -> Option<(&Expr, &str)> {
 }
 
 /// Records what `expr` (over `schema`, whose columns have `lineage`) reads of tracked
-/// columns.
+/// columns. A column that does not resolve counts every tracked column of its name as
+/// read whole.
 fn record(expr: &Expr, schema: &DFSchema, lineage: &Lineage, reads: &mut Reads) {
-    let _ = expr.apply(|e| {
-        if let Some((Expr::Column(column), field)) = field_read(e) {
-            match resolve(column, schema, lineage) {
-                Some(Some(tracked)) => {
-                    reads.field(tracked, field);
-                    return Ok(TreeNodeRecursion::Jump);
-                }
-                Some(None) => return Ok(TreeNodeRecursion::Jump),
-                None => {}
+    record_with(expr, reads, |column| {
+        match resolve(column, schema, lineage) {
+            Some(tracked) => (tracked.iter().cloned().collect(), true),
+            None => {
+                let named = lineage.iter().flatten();
+                (
+                    named.filter(|t| t.column == column.name).cloned().collect(),
+                    false,
+                )
             }
         }
-        if let Expr::Column(column) = e {
-            match resolve(column, schema, lineage) {
-                Some(Some(tracked)) => reads.all(tracked),
-                Some(None) => {}
-                // Unresolved: every tracked column of that name counts as read whole.
-                None => lineage
-                    .iter()
-                    .flatten()
-                    .filter(|tracked| tracked.column == column.name)
-                    .for_each(|tracked| reads.all(tracked)),
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
     });
 }
 
@@ -253,17 +239,32 @@ fn record_by_name(
     name_of: &impl Fn(&str) -> Tracked,
     reads: &mut Reads,
 ) {
+    record_with(expr, reads, |column| {
+        let tracked = structs
+            .contains_key(&column.name)
+            .then(|| name_of(&column.name));
+        (tracked.into_iter().collect(), true)
+    });
+}
+
+/// Walks `expr`: `get_field(column, 'name')` reads field `name` of the tracked columns
+/// `targets(column)` names (all of each when it says they are not exact); any other
+/// mention of a column reads its tracked columns whole.
+fn record_with(expr: &Expr, reads: &mut Reads, targets: impl Fn(&Column) -> (Vec<Tracked>, bool)) {
     let _ = expr.apply(|e| {
         if let Some((Expr::Column(column), field)) = field_read(e) {
-            if structs.contains_key(&column.name) {
-                reads.field(&name_of(&column.name), field);
+            let (tracked, exact) = targets(column);
+            for t in &tracked {
+                if exact {
+                    reads.field(t, field);
+                } else {
+                    reads.all(t);
+                }
             }
             return Ok(TreeNodeRecursion::Jump);
         }
         if let Expr::Column(column) = e {
-            if structs.contains_key(&column.name) {
-                reads.all(&name_of(&column.name));
-            }
+            targets(column).0.iter().for_each(|t| reads.all(t));
         }
         Ok(TreeNodeRecursion::Continue)
     });
