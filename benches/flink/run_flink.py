@@ -4,8 +4,11 @@
 
 Statements are separated by ';' at line ends; the last INSERT's job is waited for.
 """
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
@@ -39,9 +42,18 @@ def tree_cpu_seconds() -> float:
 def main(path: str, parallelism: int) -> None:
     env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     env.get_config().set("parallelism.default", str(parallelism))
+    # A failing job fails the run instead of restarting without end.
+    env.get_config().set("restart-strategy.type", "none")
     checkpoint_ms = os.environ.get("FLINK_CHECKPOINT_MS")
     if checkpoint_ms:
         env.get_config().set("execution.checkpointing.interval", f"{checkpoint_ms} ms")
+        # Checkpoints go to files: the default keeps them in the JobManager's memory, which
+        # refuses state over 5 MB (q7's join holds every bid of a window) and the job then
+        # restarts forever.
+        directory = tempfile.mkdtemp(prefix="runnel-flink-checkpoints-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        env.get_config().set("execution.checkpointing.storage", "filesystem")
+        env.get_config().set("execution.checkpointing.dir", f"file://{directory}")
     text = open(path).read()
     lines = [l for l in text.splitlines() if not l.strip().startswith("--")]
     statements = [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,6 +1,7 @@
 //! `'connector' = 'kafka'`: a source reading a topic's partitions (one watermark each) and
 //! a sink producing JSON records, with Flink's option names.
 
+mod fetch;
 pub mod records;
 pub mod security;
 mod sink;
@@ -16,7 +17,9 @@ use crate::error::Result;
 use crate::format::{Format, FORMAT_OPTIONS};
 use crate::options::TableOptions;
 
-pub use records::{KafkaRecordDecoder, KafkaRecordEncoder, PartitionRecords, PolledRecords};
+pub use records::{
+    KafkaRecordDecoder, KafkaRecordEncoder, PartitionRecords, PolledRecords, RecordParts,
+};
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
 

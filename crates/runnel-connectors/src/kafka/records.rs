@@ -175,45 +175,73 @@ pub struct PolledRecords {
     bytes: Vec<u8>,
 }
 
+/// One record as read from a consumer, borrowed until [`PolledRecords::push_parts`]
+/// copies it.
+pub struct RecordParts<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch, if the record has a timestamp.
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    /// `None`: a tombstone.
+    pub payload: Option<&'a [u8]>,
+}
+
 /// A header's key and value (`None`: null) as ranges of a poll's bytes.
 type HeaderRange = (std::ops::Range<usize>, Option<std::ops::Range<usize>>);
 
 impl PolledRecords {
     /// Copies `message` in.
     pub fn push(&mut self, message: &impl Message) {
+        use rdkafka::message::Headers;
+        let headers = message.headers();
+        let headers = headers
+            .iter()
+            .flat_map(|all| all.iter())
+            .map(|header| (header.key.as_bytes(), header.value));
+        self.push_parts(
+            RecordParts {
+                topic: message.topic(),
+                partition: message.partition(),
+                offset: message.offset(),
+                timestamp: message.timestamp().to_millis(),
+                key: message.key(),
+                payload: message.payload(),
+            },
+            headers,
+        );
+    }
+
+    /// Copies a record in from its parts and its headers (key, value; `None`: null).
+    pub fn push_parts<'h>(
+        &mut self,
+        record: RecordParts<'_>,
+        headers: impl IntoIterator<Item = RecordHeader<'h>>,
+    ) {
         match self.topics.last() {
-            Some(topic) if topic.as_ref() == message.topic() => self.topics.push(topic.clone()),
-            _ => self.topics.push(message.topic().into()),
+            Some(topic) if topic.as_ref() == record.topic => self.topics.push(topic.clone()),
+            _ => self.topics.push(record.topic.into()),
         }
-        self.partitions.push(message.partition());
-        self.offsets.push(message.offset());
-        self.timestamps.push(message.timestamp().to_millis());
-        self.keys.push(message.key().map(|key| {
-            let start = self.bytes.len();
-            self.bytes.extend_from_slice(key);
-            start..self.bytes.len()
-        }));
-        self.payloads.push(message.payload().map(|payload| {
-            let start = self.bytes.len();
-            self.bytes.extend_from_slice(payload);
-            start..self.bytes.len()
-        }));
-        let mut headers = Vec::new();
-        if let Some(all) = message.headers() {
-            use rdkafka::message::Headers;
-            for header in all.iter() {
-                let start = self.bytes.len();
-                self.bytes.extend_from_slice(header.key.as_bytes());
-                let key = start..self.bytes.len();
-                let value = header.value.map(|value| {
-                    let start = self.bytes.len();
-                    self.bytes.extend_from_slice(value);
-                    start..self.bytes.len()
-                });
-                headers.push((key, value));
-            }
-        }
+        self.partitions.push(record.partition);
+        self.offsets.push(record.offset);
+        self.timestamps.push(record.timestamp);
+        let key = record.key.map(|key| self.copy(key));
+        self.keys.push(key);
+        let payload = record.payload.map(|payload| self.copy(payload));
+        self.payloads.push(payload);
+        let headers = headers
+            .into_iter()
+            .map(|(key, value)| (self.copy(key), value.map(|value| self.copy(value))))
+            .collect();
         self.headers.push(headers);
+    }
+
+    /// Appends `bytes` to the poll's buffer; their range in it.
+    fn copy(&mut self, bytes: &[u8]) -> std::ops::Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
     }
 
     pub fn len(&self) -> usize {

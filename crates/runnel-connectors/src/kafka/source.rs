@@ -14,6 +14,7 @@ use runnel_runtime::{
 };
 use runnel_sql::TableDef;
 
+use super::fetch::BatchFetcher;
 use super::records::{KafkaRecordDecoder, PartitionRecords, PolledRecords};
 use crate::error::{ConnectorError, Result};
 
@@ -21,7 +22,7 @@ use crate::error::{ConnectorError, Result};
 /// offset of each (when asked for).
 type TopicLayout = (Vec<i32>, Vec<(i64, i64)>, Vec<Option<i64>>);
 
-/// Messages gathered into one poll.
+/// Records taken from librdkafka at once, at most.
 const MAX_POLL_RECORDS: usize = 8192;
 /// How long a bounded read waits for messages before checking whether it is done.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
@@ -234,7 +235,7 @@ impl KafkaSource {
             }
         }
         tracing::info!(table = %table.name, %topic, partitions = partitions.len(), reader = split.index, readers = split.count, bounded, "kafka source assigned");
-        let (polled, stop) = spawn_poller(consumer.clone(), &table.name)?;
+        let (polled, stop) = spawn_poller(consumer.clone(), &table.name, decoder.reads_headers())?;
         let count = partitions.len();
         Ok(Self {
             table: table.name.clone(),
@@ -327,7 +328,8 @@ impl KafkaSource {
         )))?;
         let consumer = Arc::new(consumer);
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (polled, stop) = spawn_poller(consumer.clone(), &self.table)?;
+        let (polled, stop) =
+            spawn_poller(consumer.clone(), &self.table, self.decoder.reads_headers())?;
         self.consumer = consumer;
         self.polled = polled;
         self.stop = stop;
@@ -495,18 +497,24 @@ impl KafkaSource {
     }
 }
 
-/// Polls `consumer` on its own thread (librdkafka's poll blocks), handing each poll's
-/// records — up to [`MAX_POLL_RECORDS`] — or its error to the source through a small
+/// Fetches `consumer`'s records on its own thread (librdkafka's calls block), handing
+/// each batch — up to [`MAX_POLL_RECORDS`] — or an error to the source through a small
 /// channel, so reading pauses when the job is busy.
 #[allow(clippy::type_complexity)]
 fn spawn_poller(
     consumer: Arc<BaseConsumer>,
     table: &str,
+    headers: bool,
 ) -> Result<(
     tokio::sync::mpsc::Receiver<std::result::Result<PolledRecords, String>>,
     Arc<std::sync::atomic::AtomicBool>,
 )> {
     use std::sync::atomic::Ordering;
+    let mut fetcher = BatchFetcher::new(consumer, MAX_POLL_RECORDS, headers).ok_or_else(|| {
+        ConnectorError::Other(format!(
+            "the kafka consumer of {table} has no message queue"
+        ))
+    })?;
     let (sender, receiver) = tokio::sync::mpsc::channel(2);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = stop.clone();
@@ -515,25 +523,15 @@ fn spawn_poller(
         .spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 let mut records = PolledRecords::default();
-                match consumer.poll(Duration::from_millis(100)) {
-                    None => continue,
-                    Some(Err(e)) => {
-                        if sender.blocking_send(Err(e.to_string())).is_err() {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(200));
-                        continue;
-                    }
-                    Some(Ok(message)) => records.push(&message),
-                };
-                while records.len() < MAX_POLL_RECORDS {
-                    match consumer.poll(Duration::ZERO) {
-                        Some(Ok(message)) => records.push(&message),
-                        _ => break,
-                    }
-                }
-                if sender.blocking_send(Ok(records)).is_err() {
+                let error = fetcher.fetch(Duration::from_millis(100), &mut records);
+                if !records.is_empty() && sender.blocking_send(Ok(records)).is_err() {
                     break;
+                }
+                if let Some(e) = error {
+                    if sender.blocking_send(Err(e)).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
                 }
             }
         })
