@@ -3,7 +3,7 @@
 # records from Kafka: EVENTS claims in a topic of PARTITIONS partitions, read from the
 # beginning to the end offsets found at start, at parallelism PARTITIONS (a reader per
 # partition), results to a blackhole sink. The broker is scripts/kafka.sh's, on the
-# same machine (started here if it is not running).
+# same machine (resumed here, with its topics, if it is not running).
 #
 #   benches/claims_kafka.sh [EVENTS] [PARTITIONS]      (defaults: 10000000, 2)
 #
@@ -23,9 +23,14 @@ if [ -z "${RUNNEL:-}" ]; then
     cargo build --release --locked -p runnel-cli >&2
     RUNNEL="$CARGO_TARGET_DIR/release/runnel"
 fi
-BOOTSTRAP=$(scripts/kafka.sh start)
+# `resume` keeps the broker's topics from an earlier run (`start` begins empty).
+BOOTSTRAP=$(scripts/kafka.sh resume)
 TOPIC="runnel-bench.claims-json.$EVENTS.$PARTITIONS"
 
+# The marker says the topic was filled; the broker may have been started afresh since.
+if ! scripts/kafka.sh topics --describe --topic "$TOPIC" >/dev/null 2>&1; then
+    rm -f "$WORK/$TOPIC.filled"
+fi
 if [ ! -f "$WORK/$TOPIC.filled" ]; then
     echo "writing $EVENTS claims into $TOPIC ($PARTITIONS partitions)" >&2
     scripts/kafka.sh topics --delete --if-exists --topic "$TOPIC" >/dev/null 2>&1 || true
