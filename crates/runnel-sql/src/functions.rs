@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
 use datafusion::arrow::compute::kernels::numeric::rem;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
 
 /// Every Flink compatibility function.
@@ -236,6 +237,18 @@ fn modulo() -> ScalarUDF {
         DataType::Int64,
         Volatility::Immutable,
         Arc::new(|args: &[ColumnarValue]| {
+            // A constant divisor (Nexmark q2's `MOD(auction, 123)`): one kernel over the
+            // dividends, the divisor neither repeated into an array nor checked per row.
+            if let (
+                ColumnarValue::Array(dividends),
+                ColumnarValue::Scalar(ScalarValue::Int64(Some(divisor))),
+            ) = (&args[0], &args[1])
+            {
+                if *divisor != 0 {
+                    let divisor = Int64Array::new_scalar(*divisor);
+                    return Ok(ColumnarValue::Array(rem(dividends, &divisor)?));
+                }
+            }
             let arrays = ColumnarValue::values_to_arrays(args)?;
             let divisor = arrays[1].as_primitive::<Int64Type>();
             let divisor: ArrayRef =
@@ -326,7 +339,6 @@ fn split_index() -> ScalarUDF {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::common::ScalarValue;
 
     fn call(function: &ScalarUDF, args: Vec<ScalarValue>) -> ScalarValue {
         let args: Vec<ColumnarValue> = args.into_iter().map(ColumnarValue::Scalar).collect();
@@ -360,6 +372,65 @@ mod tests {
             ColumnarValue::Scalar(s) => s,
             ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0).unwrap(),
         }
+    }
+
+    /// `MOD` over an array with a constant divisor equals `MOD` with the divisor given
+    /// per row: the sign of the dividend, NULL for a NULL dividend, NULL for divisor 0.
+    #[test]
+    fn mod_by_a_constant_equals_mod_by_an_array_of_it() {
+        let dividends: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(246),
+            Some(247),
+            Some(-247),
+            None,
+            Some(i64::MAX),
+        ]));
+        let invoke = |divisor: ColumnarValue| {
+            let args = vec![ColumnarValue::Array(dividends.clone()), divisor];
+            let arg_fields = (0..2)
+                .map(|_| {
+                    Arc::new(datafusion::arrow::datatypes::Field::new(
+                        "a",
+                        DataType::Int64,
+                        true,
+                    ))
+                })
+                .collect();
+            let result = modulo()
+                .invoke_with_args(datafusion::logical_expr::ScalarFunctionArgs {
+                    args,
+                    arg_fields,
+                    number_rows: dividends.len(),
+                    return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                        "r",
+                        DataType::Int64,
+                        true,
+                    )),
+                    config_options: Default::default(),
+                })
+                .unwrap();
+            result.into_array(dividends.len()).unwrap()
+        };
+        for divisor in [123, -123, 1, 0] {
+            let constant = invoke(ColumnarValue::Scalar(ScalarValue::Int64(Some(divisor))));
+            let per_row = invoke(ColumnarValue::Array(Arc::new(Int64Array::from(vec![
+                divisor;
+                dividends.len()
+            ]))));
+            assert_eq!(&constant, &per_row, "MOD(x, {divisor})");
+        }
+        let by_123 = invoke(ColumnarValue::Scalar(ScalarValue::Int64(Some(123))));
+        assert_eq!(
+            by_123
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect::<Vec<_>>(),
+            vec![Some(0), Some(1), Some(-1), None, Some(i64::MAX % 123)]
+        );
+        let by_zero = invoke(ColumnarValue::Scalar(ScalarValue::Int64(Some(0))));
+        assert_eq!(by_zero.null_count(), dividends.len());
+        let by_null = invoke(ColumnarValue::Scalar(ScalarValue::Int64(None)));
+        assert_eq!(by_null.null_count(), dividends.len());
     }
 
     /// `count_char` as Nexmark's Java `CountChar`: NULL text counts 0, non-ASCII text is
