@@ -340,8 +340,8 @@ fn split_index() -> ScalarUDF {
 mod tests {
     use super::*;
 
-    fn call(function: &ScalarUDF, args: Vec<ScalarValue>) -> ScalarValue {
-        let args: Vec<ColumnarValue> = args.into_iter().map(ColumnarValue::Scalar).collect();
+    /// `function` over `args` of `rows` rows.
+    fn invoke(function: &ScalarUDF, args: Vec<ColumnarValue>, rows: usize) -> ColumnarValue {
         let arg_fields = args
             .iter()
             .map(|a| {
@@ -354,11 +354,11 @@ mod tests {
             .collect();
         let arg_types: Vec<DataType> = args.iter().map(|a| a.data_type()).collect();
         let return_type = function.return_type(&arg_types).unwrap();
-        let result = function
+        function
             .invoke_with_args(datafusion::logical_expr::ScalarFunctionArgs {
                 args,
                 arg_fields,
-                number_rows: 1,
+                number_rows: rows,
                 // These functions know their result type; the field is not read.
                 return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
                     "r",
@@ -367,8 +367,12 @@ mod tests {
                 )),
                 config_options: Default::default(),
             })
-            .unwrap();
-        match result {
+            .unwrap()
+    }
+
+    fn call(function: &ScalarUDF, args: Vec<ScalarValue>) -> ScalarValue {
+        let args: Vec<ColumnarValue> = args.into_iter().map(ColumnarValue::Scalar).collect();
+        match invoke(function, args, 1) {
             ColumnarValue::Scalar(s) => s,
             ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0).unwrap(),
         }
@@ -385,41 +389,21 @@ mod tests {
             None,
             Some(i64::MAX),
         ]));
-        let invoke = |divisor: ColumnarValue| {
+        let modulo_by = |divisor: ColumnarValue| {
             let args = vec![ColumnarValue::Array(dividends.clone()), divisor];
-            let arg_fields = (0..2)
-                .map(|_| {
-                    Arc::new(datafusion::arrow::datatypes::Field::new(
-                        "a",
-                        DataType::Int64,
-                        true,
-                    ))
-                })
-                .collect();
-            let result = modulo()
-                .invoke_with_args(datafusion::logical_expr::ScalarFunctionArgs {
-                    args,
-                    arg_fields,
-                    number_rows: dividends.len(),
-                    return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
-                        "r",
-                        DataType::Int64,
-                        true,
-                    )),
-                    config_options: Default::default(),
-                })
-                .unwrap();
-            result.into_array(dividends.len()).unwrap()
+            invoke(&modulo(), args, dividends.len())
+                .into_array(dividends.len())
+                .unwrap()
         };
         for divisor in [123, -123, 1, 0] {
-            let constant = invoke(ColumnarValue::Scalar(ScalarValue::Int64(Some(divisor))));
-            let per_row = invoke(ColumnarValue::Array(Arc::new(Int64Array::from(vec![
+            let constant = modulo_by(ColumnarValue::Scalar(ScalarValue::Int64(Some(divisor))));
+            let per_row = modulo_by(ColumnarValue::Array(Arc::new(Int64Array::from(vec![
                 divisor;
                 dividends.len()
             ]))));
             assert_eq!(&constant, &per_row, "MOD(x, {divisor})");
         }
-        let by_123 = invoke(ColumnarValue::Scalar(ScalarValue::Int64(Some(123))));
+        let by_123 = modulo_by(ColumnarValue::Scalar(ScalarValue::Int64(Some(123))));
         assert_eq!(
             by_123
                 .as_primitive::<Int64Type>()
@@ -427,9 +411,9 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![Some(0), Some(1), Some(-1), None, Some(i64::MAX % 123)]
         );
-        let by_zero = invoke(ColumnarValue::Scalar(ScalarValue::Int64(Some(0))));
+        let by_zero = modulo_by(ColumnarValue::Scalar(ScalarValue::Int64(Some(0))));
         assert_eq!(by_zero.null_count(), dividends.len());
-        let by_null = invoke(ColumnarValue::Scalar(ScalarValue::Int64(None)));
+        let by_null = modulo_by(ColumnarValue::Scalar(ScalarValue::Int64(None)));
         assert_eq!(by_null.null_count(), dividends.len());
     }
 

@@ -296,11 +296,14 @@ pub async fn committed_checkpoint(
                 partitions.add_partition(&topic, p.id());
             }
         }
-        let committed = consumer
-            .committed_offsets(partitions, METADATA_TIMEOUT)
-            .map_err(error(format!(
-                "reading the offsets group {group} committed on {topic}"
-            )))?;
+        // A broker that has just started answers "not coordinator" until the group's
+        // coordinator is loaded: retried like the source's own read of the offsets.
+        let committed = with_retries("reading committed offsets", || {
+            consumer.committed_offsets(partitions.clone(), Duration::from_secs(10))
+        })
+        .map_err(error(format!(
+            "reading the offsets group {group} committed on {topic}"
+        )))?;
         Ok(committed
             .elements()
             .iter()
