@@ -42,6 +42,8 @@ struct JobToml {
 struct CheckpointToml {
     dir: Option<String>,
     interval: Option<String>,
+    /// `execution.checkpointing.incremental`.
+    incremental: Option<bool>,
 }
 
 impl JobFile {
@@ -111,6 +113,12 @@ impl JobFile {
             }
             if let Some(interval) = checkpoint.interval {
                 settings.insert("execution.checkpointing.interval".into(), interval);
+            }
+            if let Some(incremental) = checkpoint.incremental {
+                settings.insert(
+                    "execution.checkpointing.incremental".into(),
+                    incremental.to_string(),
+                );
             }
         }
         Ok(Self {
@@ -207,7 +215,7 @@ mod tests {
         let path = dir.join("job.toml");
         std::fs::write(
             &path,
-            "name = \"claims\"\nsql_file = \"job.sql\"\n[checkpoint]\ndir = \"/tmp/c\"\ninterval = \"5 s\"\n\
+            "name = \"claims\"\nsql_file = \"job.sql\"\n[checkpoint]\ndir = \"/tmp/c\"\ninterval = \"5 s\"\nincremental = true\n\
              [settings]\n\"table.exec.state.ttl\" = \"1 h\"\n[kafka]\n\"bootstrap.servers\" = \"${BROKERS}\"\n",
         )
         .unwrap();
@@ -216,6 +224,7 @@ mod tests {
         assert_eq!(job.sql, "SELECT 1 FROM claims.events;");
         assert_eq!(job.settings["state.checkpoints.dir"], "/tmp/c");
         assert_eq!(job.settings["execution.checkpointing.interval"], "5 s");
+        assert_eq!(job.settings["execution.checkpointing.incremental"], "true");
         assert_eq!(job.settings["table.exec.state.ttl"], "1 h");
         assert_eq!(job.kafka_properties["bootstrap.servers"], "127.0.0.1:9092");
 

@@ -136,20 +136,22 @@ async fn crash_and_compare(guarantee: &str, seed: u64) -> Outcome {
 }
 
 async fn run_and_compare(guarantee: &str, seed: u64, servers: &str, trouble: Trouble) -> Outcome {
-    run_job_and_compare(guarantee, seed, servers, trouble, |sql| sql).await
+    run_job_and_compare(guarantee, seed, servers, trouble, "", |sql| sql).await
 }
 
-/// [`run_and_compare`] with the job's SQL changed by `job_sql`.
+/// [`run_and_compare`] with the job's SQL changed by `job_sql`; `variant` tells its
+/// topics and directory from the other runs'.
 async fn run_job_and_compare(
     guarantee: &str,
     seed: u64,
     servers: &str,
     trouble: Trouble,
+    variant: &str,
     job_sql: impl Fn(String) -> String,
 ) -> Outcome {
     let tag = match trouble {
-        Trouble::Kills => "crash",
-        Trouble::BrokerOutage(..) => "outage",
+        Trouble::Kills => format!("crash{variant}"),
+        Trouble::BrokerOutage(..) => format!("outage{variant}"),
     };
     let input = format!("{tag}.{guarantee}.in");
     let output = format!("{tag}.{guarantee}.out");
@@ -228,6 +230,28 @@ async fn exactly_once_survives_sigkill_at_random_moments() {
     let outcome = crash_and_compare("exactly-once", 11).await;
     assert!(outcome.kills >= KILLS);
     assert!(outcome.kills_between_store_and_commit >= KILLS / 2);
+    assert_eq!(outcome.rows, outcome.expected_rows, "{outcome:?}");
+    assert_eq!(
+        (outcome.missing, outcome.duplicates, outcome.wrong),
+        (0, 0, 0),
+        "{outcome:?}"
+    );
+}
+
+/// The same with incremental checkpoints: every restore reads a chain of increments
+/// (merged in the background as it grows) instead of one snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_with_incremental_checkpoints_survives_sigkill() {
+    let outcome = run_job_and_compare(
+        "exactly-once",
+        14,
+        &bootstrap(),
+        Trouble::Kills,
+        "-incremental",
+        |sql| format!("SET 'execution.checkpointing.incremental' = 'true';\n{sql}"),
+    )
+    .await;
+    assert!(outcome.kills >= KILLS);
     assert_eq!(outcome.rows, outcome.expected_rows, "{outcome:?}");
     assert_eq!(
         (outcome.missing, outcome.duplicates, outcome.wrong),
@@ -315,6 +339,7 @@ async fn a_job_restarts_by_itself_after_an_outage_longer_than_its_commit_timeout
         23,
         &servers,
         Trouble::BrokerOutage(OUTAGE_PORT_LONG, Duration::from_secs(20)),
+        "",
         |sql| {
             sql.replace(
                 "'sink.delivery-guarantee'",

@@ -48,6 +48,12 @@ pub const CHECKPOINT_INTERVAL: &str = "execution.checkpointing.interval";
 /// `SET 'state.checkpoints.dir' = '/path'`: Flink's key for where checkpoints go (the CLI's
 /// `--checkpoint-dir` sets it).
 pub const CHECKPOINT_DIR: &str = "state.checkpoints.dir";
+/// `SET 'execution.checkpointing.incremental' = 'true'`: Flink's key; a checkpoint writes
+/// only what changed in a state since the previous one, built off the task, and merges
+/// the chain into a full snapshot in the background (window aggregates; other operators
+/// snapshot whole). Flink's older `state.backend.incremental` means the same.
+pub const CHECKPOINT_INCREMENTAL: &str = "execution.checkpointing.incremental";
+const CHECKPOINT_INCREMENTAL_OLD: &str = "state.backend.incremental";
 
 /// `SET 'parallelism.default' = '4'`: Flink's key; how many subtasks each operator runs
 /// as (default: the machine's cores).
@@ -127,6 +133,8 @@ const HONOURED_KEYS: &[&str] = &[
     REUSE_SUB_PLAN,
     CHECKPOINT_INTERVAL,
     CHECKPOINT_DIR,
+    CHECKPOINT_INCREMENTAL,
+    CHECKPOINT_INCREMENTAL_OLD,
     PARALLELISM,
     EXECUTION_TARGET,
     PIPELINE_NAME,
@@ -181,7 +189,6 @@ const IGNORED_FLINK_KEYS: &[&str] = &[
     "execution.checkpointing.tolerable-failed-checkpoints",
     "execution.checkpointing.unaligned.enabled",
     "execution.checkpointing.aligned-checkpoint-timeout",
-    "execution.checkpointing.incremental",
     "execution.checkpointing.savepoint-dir",
     "execution.savepoint.path",
     "execution.savepoint.ignore-unclaimed-state",
@@ -194,7 +201,6 @@ const IGNORED_FLINK_KEYS: &[&str] = &[
     "pipeline.operator-chaining.enabled",
     "pipeline.global-job-parameters",
     "state.backend.type",
-    "state.backend.incremental",
     "state.backend.local-recovery",
     "state.savepoints.dir",
     "state.checkpoints.num-retained",
@@ -363,7 +369,12 @@ pub fn check(key: &str, value: &str) -> Result<()> {
         UPSERT_MATERIALIZE => runnel_sql::UpsertMaterialize::parse(value)
             .map(drop)
             .ok_or_else(|| invalid(key, value, "expected 'NONE', 'AUTO' or 'FORCE'")),
-        IDLE_WATERMARK_ADVANCE | EARLY_FIRE_ENABLED | REUSE_SOURCE | REUSE_SUB_PLAN => value
+        IDLE_WATERMARK_ADVANCE
+        | EARLY_FIRE_ENABLED
+        | REUSE_SOURCE
+        | REUSE_SUB_PLAN
+        | CHECKPOINT_INCREMENTAL
+        | CHECKPOINT_INCREMENTAL_OLD => value
             .parse::<bool>()
             .map(drop)
             .map_err(|_| invalid(key, value, "expected 'true' or 'false'")),
@@ -527,6 +538,10 @@ pub fn job_config(settings: &BTreeMap<String, String>, catalog: &Catalog) -> Res
         (Some(interval), Some(dir)) => Some(runnel_runtime::CheckpointConfig {
             dir: std::path::PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir)),
             interval,
+            incremental: [CHECKPOINT_INCREMENTAL, CHECKPOINT_INCREMENTAL_OLD]
+                .iter()
+                .find_map(|key| settings.get(*key))
+                .is_some_and(|value| value.trim() == "true"),
         }),
         // A job spread over processes keeps its state in Kafka, not in a directory.
         (Some(_), None) if scale_out(settings)?.is_some() => None,

@@ -45,7 +45,15 @@ impl OperatorChain {
     }
 
     /// Snapshots each operator into the job's checkpoints when a barrier passes it.
+    /// With incremental checkpoints, the operators that can start tracking their changes.
     pub fn with_checkpoints(mut self, checkpoints: Option<Arc<CheckpointCoordinator>>) -> Self {
+        if checkpoints.as_ref().is_some_and(|c| c.incremental()) {
+            for chained in self.operators.iter_mut().filter(|c| c.id.is_some()) {
+                if let OperatorState::Checkpointed(state) = chained.operator.state() {
+                    state.track_increments();
+                }
+            }
+        }
         self.checkpoints = checkpoints;
         self
     }
@@ -92,7 +100,9 @@ impl OperatorChain {
                     Message::Barrier(id) => {
                         if let (Some(coordinator), Some(op)) = (&self.checkpoints, chained.id) {
                             if let OperatorState::Checkpointed(state) = operator.state() {
-                                if let Some(snapshot) = state.snapshot()? {
+                                if let Some(increment) = state.increment()? {
+                                    coordinator.add_increment(id, op, increment);
+                                } else if let Some(snapshot) = state.snapshot()? {
                                     coordinator.add_operator(id, op, snapshot);
                                 }
                             }

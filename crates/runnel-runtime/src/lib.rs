@@ -45,8 +45,8 @@ pub use job::{job_graph, spawn_job, JobHandle, TwoInputTask};
 pub use message::{Message, Watermark, WATERMARK_END};
 pub use metrics::{CheckpointRecord, JobMetrics, MetricsSnapshot, StageProbe, StageSnapshot};
 pub use operator::{
-    CheckpointedState, Collector, InputWatermarks, OneInputOperator, OperatorState, Side,
-    StreamOperator, TwoInputOperator,
+    BuildIncrement, CheckpointedState, Collector, CompactChain, InputWatermarks, OneInputOperator,
+    OperatorState, Side, StateIncrement, StreamOperator, TwoInputOperator,
 };
 pub use operators::{one_input_operator, two_input_operator, LookupTable, OperatorContext};
 pub use processing_time::ProcessingTime;

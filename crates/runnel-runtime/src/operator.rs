@@ -16,6 +16,8 @@
 //! - **Barriers and the end**: the runtime snapshots an operator when a barrier passes it
 //!   and calls [`StreamOperator::finish`] when its input ended.
 
+use std::sync::Arc;
+
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
@@ -150,8 +152,43 @@ pub trait CheckpointedState {
     /// nothing now). The operator goes on running afterwards with the same state.
     fn snapshot(&mut self) -> Result<Option<RecordBatch>>;
 
-    /// Takes back what [`CheckpointedState::snapshot`] returned, before any message.
+    /// Takes back what [`CheckpointedState::snapshot`] returned, before any message. A
+    /// state that tracks increments also takes a chain — a snapshot, then the
+    /// increments after it, oldest first — as their rows concatenated under the newest
+    /// one's schema (metadata included).
     fn restore(&mut self, state: RecordBatch) -> Result<()>;
+
+    /// Starts keeping what changes from now on, so that each checkpoint can take only
+    /// that ([`CheckpointedState::increment`]). Called once, after any restore, when the
+    /// job's checkpoints are incremental; returns whether the state supports it (the
+    /// default: no, it is snapshotted whole).
+    fn track_increments(&mut self) -> bool {
+        false
+    }
+
+    /// What changed since the previous checkpoint (or since tracking started), handed
+    /// over at a barrier as an immutable view: the operator goes on at once, and the
+    /// view is turned into a batch off the task. `None` when increments are not tracked.
+    fn increment(&mut self) -> Result<Option<StateIncrement>> {
+        Ok(None)
+    }
+}
+
+/// Builds an increment's batch, off the operator's task.
+pub type BuildIncrement = Box<dyn FnOnce() -> Result<RecordBatch> + Send>;
+
+/// Merges a chain (a snapshot then its increments, oldest first) into one snapshot.
+pub type CompactChain = Arc<dyn Fn(Vec<RecordBatch>) -> Result<RecordBatch> + Send + Sync>;
+
+/// The part of a checkpoint that changed in one operator's state.
+pub struct StateIncrement {
+    /// Turns the changes into the batch the checkpoint writes: for an aggregate, the
+    /// partial aggregates of the keys that changed. Chained after the previous
+    /// checkpoint's snapshot and increments, it restores the state as of the barrier.
+    pub build: BuildIncrement,
+    /// Merges a chain into one full snapshot (what `restore` would take), so that a
+    /// chain can be shortened in the background without the operator.
+    pub compact: CompactChain,
 }
 
 /// Where an operator puts what it produces: batches for the next operator, and late

@@ -116,7 +116,13 @@ async fn start_attempt(
             }
             let sources = graph.checkpointed_sources();
             (
-                Some(CheckpointCoordinator::new(store, job, sources, last)),
+                Some(CheckpointCoordinator::new(
+                    store,
+                    job,
+                    sources,
+                    restored.as_ref().map(|r| &r.manifest),
+                    checkpoint.incremental,
+                )),
                 restored.map(Arc::new),
             )
         }

@@ -16,6 +16,7 @@ use crate::error::{Result, RuntimeError};
 
 /// One aggregate call: the DataFusion function, its argument expressions and its
 /// optional `FILTER (WHERE ...)` clause.
+#[derive(Clone)]
 pub(crate) struct AggregateCall {
     pub function: Arc<AggregateFunctionExpr>,
     pub arguments: Vec<Arc<dyn PhysicalExpr>>,

@@ -13,7 +13,14 @@
 //! as keys; a pane is freed once the last window reading it is emitted. Each row is
 //! aggregated once whatever `size / slide` is; each window costs a merge of its panes'
 //! groups.
+//!
+//! Checkpoints are whole snapshots, or with incremental checkpoints, increments: the
+//! rows routed since the previous checkpoint are kept (their key and argument columns,
+//! shared with the batches they came from), handed over at the barrier, and aggregated
+//! into partial states of just the keys they touched on the checkpoint writer's thread.
+//! Partial states merge, so a snapshot followed by its increments restores the state.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -34,7 +41,7 @@ use crate::error::{Result, RuntimeError};
 use crate::message::Watermark;
 use crate::metrics::JobMetrics;
 use crate::operator::{
-    CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
+    CheckpointedState, Collector, OneInputOperator, OperatorState, StateIncrement, StreamOperator,
 };
 use crate::operators::aggregate_call::AggregateCall;
 use crate::operators::window_assign::as_millis;
@@ -80,15 +87,248 @@ impl WindowState {
     }
 }
 
+/// Open windows (or panes) by their end.
+type Windows = BTreeMap<i64, WindowState>;
+
+/// Rows of one input batch on their way into windows (late rows already dropped): each
+/// row's window end, group keys, and each aggregate's arguments and filter.
+#[derive(Clone)]
+struct WindowRows {
+    ends: Int64Array,
+    groups: Vec<ArrayRef>,
+    inputs: Vec<Vec<ArrayRef>>,
+    filters: Vec<Option<ArrayRef>>,
+}
+
+/// The operator's scalar state, kept in a state batch's schema metadata.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    watermark: Option<Watermark>,
+    /// The end of the last window emitted from panes.
+    last_window: Option<i64>,
+}
+
+/// What a window state is made of: how to create, fill, write and read it. Shared with
+/// the threads that build and merge the operator's checkpoints.
+struct StateLayout {
+    group_schema: SchemaRef,
+    aggregates: Vec<AggregateCall>,
+    /// How many state columns each aggregate has.
+    state_widths: Vec<usize>,
+    panes: Option<Panes>,
+}
+
+impl StateLayout {
+    fn new_window(&self) -> DFResult<WindowState> {
+        Ok(WindowState {
+            groups: new_group_values(self.group_schema.clone(), &GroupOrdering::None)?,
+            accumulators: self
+                .aggregates
+                .iter()
+                .map(AggregateCall::new_groups_accumulator)
+                .collect::<DFResult<_>>()?,
+        })
+    }
+
+    /// Aggregates `rows` into their windows. Most batches fall in one window; otherwise
+    /// the rows are sorted by window end and each run is sliced off.
+    fn route(
+        &self,
+        windows: &mut Windows,
+        rows: WindowRows,
+        group_indices: &mut Vec<usize>,
+    ) -> DFResult<()> {
+        let WindowRows {
+            mut ends,
+            mut groups,
+            mut inputs,
+            mut filters,
+        } = rows;
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let values = ends.values();
+        let single_window = values.iter().all(|&e| e == values[0]);
+        if !single_window {
+            let order = sort_to_indices(&ends, None, None)?;
+            let reorder = |a: &ArrayRef| take(a, &order, None);
+            groups = groups.iter().map(reorder).collect::<Result<_, _>>()?;
+            for args in &mut inputs {
+                *args = args.iter().map(reorder).collect::<Result<_, _>>()?;
+            }
+            for f in filters.iter_mut().flatten() {
+                *f = reorder(f)?;
+            }
+            ends = take(&ends, &order, None)?.as_primitive().clone();
+        }
+        let values = ends.values().clone();
+        let mut start = 0;
+        while start < values.len() {
+            let end_value = values[start];
+            let mut stop = start + 1;
+            while stop < values.len() && values[stop] == end_value {
+                stop += 1;
+            }
+            let len = stop - start;
+            let slice = |a: &ArrayRef| a.slice(start, len);
+            let group_slice: Vec<ArrayRef> = groups.iter().map(slice).collect();
+            let window = match windows.entry(end_value) {
+                Entry::Occupied(open) => open.into_mut(),
+                Entry::Vacant(new) => new.insert(self.new_window()?),
+            };
+            window.groups.intern(&group_slice, group_indices)?;
+            let total_groups = window.groups.len();
+            for (i, accumulator) in window.accumulators.iter_mut().enumerate() {
+                let args: Vec<ArrayRef> = inputs[i].iter().map(slice).collect();
+                let filter_slice = filters[i].as_ref().map(slice);
+                accumulator.update_batch(
+                    &args,
+                    group_indices,
+                    filter_slice.as_ref().map(|f| f.as_boolean()),
+                    total_groups,
+                )?;
+            }
+            start = stop;
+        }
+        Ok(())
+    }
+
+    /// `windows`' keys and partial aggregates as one batch: `window_end`, the group
+    /// keys, then each accumulator's state columns; `progress` in the schema's metadata.
+    /// Taking a state out of DataFusion's accumulators empties them: `windows` is used up.
+    fn state_batch(&self, windows: Windows, progress: Progress) -> DFResult<RecordBatch> {
+        let mut parts: Vec<Vec<ArrayRef>> = Vec::with_capacity(windows.len());
+        for (end, mut window) in windows {
+            let mut columns = window.groups.emit(EmitTo::All)?;
+            let rows = columns.first().map_or(0, |c| c.len());
+            columns.insert(0, Arc::new(Int64Array::from(vec![end; rows])));
+            for accumulator in &mut window.accumulators {
+                columns.extend(accumulator.state(EmitTo::All)?);
+            }
+            parts.push(columns);
+        }
+        let state_types: Vec<DataType> = self
+            .aggregates
+            .iter()
+            .map(|a| a.function.state_fields())
+            .collect::<DFResult<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let mut fields = vec![Field::new("window_end", DataType::Int64, false)];
+        fields.extend(
+            self.group_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true)),
+        );
+        fields.extend(
+            state_types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Field::new(format!("state_{i}"), t.clone(), true)),
+        );
+        let mut metadata = std::collections::HashMap::new();
+        if let Some(watermark) = progress.watermark {
+            metadata.insert("watermark".to_string(), watermark.to_string());
+        }
+        if let Some(last) = progress.last_window {
+            metadata.insert("last_window".to_string(), last.to_string());
+        }
+        let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
+        let columns: Vec<ArrayRef> = (0..schema.fields().len())
+            .map(|c| {
+                let pieces: Vec<&dyn Array> = parts.iter().map(|p| p[c].as_ref()).collect();
+                if pieces.is_empty() {
+                    Ok(datafusion::arrow::array::new_empty_array(
+                        schema.field(c).data_type(),
+                    ))
+                } else {
+                    datafusion::arrow::compute::concat(&pieces)
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    /// The windows a [`Self::state_batch`] batch holds — or a chain of them concatenated
+    /// (a key may then appear once per link: its partial aggregates merge) — and the
+    /// progress of the newest. Windows the operator had already emitted by then (an
+    /// older link may still hold them) are left out.
+    fn read_state(&self, state: &RecordBatch) -> DFResult<(Windows, Progress)> {
+        let metadata = state.schema().metadata().clone();
+        let progress = Progress {
+            watermark: metadata.get("watermark").and_then(|w| w.parse().ok()),
+            last_window: metadata.get("last_window").and_then(|w| w.parse().ok()),
+        };
+        let keys = self.group_schema.fields().len();
+        let mut windows = Windows::new();
+        let mut group_indices = Vec::new();
+        let ends: Int64Array = state.column(0).as_primitive().clone();
+        let values = ends.values();
+        let mut start = 0;
+        while start < values.len() {
+            let end = values[start];
+            let mut stop = start + 1;
+            while stop < values.len() && values[stop] == end {
+                stop += 1;
+            }
+            if self.is_open(end, progress) {
+                let len = stop - start;
+                let window = match windows.entry(end) {
+                    Entry::Occupied(open) => open.into_mut(),
+                    Entry::Vacant(new) => new.insert(self.new_window()?),
+                };
+                let columns: Vec<ArrayRef> = (1..state.num_columns())
+                    .map(|c| state.column(c).slice(start, len))
+                    .collect();
+                window.merge(
+                    &columns[..keys],
+                    &columns[keys..],
+                    &self.state_widths,
+                    &mut group_indices,
+                )?;
+            }
+            start = stop;
+        }
+        Ok((windows, progress))
+    }
+
+    /// Whether the window (or pane) ending at `end` is still held at `progress`: a
+    /// window until the watermark reaches its end, a pane until the last window reading
+    /// it was emitted.
+    fn is_open(&self, end: i64, progress: Progress) -> bool {
+        match self.panes {
+            Some(panes) => progress
+                .last_window
+                .is_none_or(|last| end > last - panes.size_ms + panes.slide_ms),
+            None => progress.watermark.is_none_or(|watermark| end > watermark),
+        }
+    }
+}
+
+/// Input rows kept since the previous checkpoint, for the next increment.
+#[derive(Default)]
+struct Changes {
+    rows: Vec<WindowRows>,
+    buffered: usize,
+    /// Rows already aggregated (on the task) because too many were waiting.
+    folded: Windows,
+}
+
+/// Rows kept for an increment beyond which they are aggregated on the task, so that a
+/// busy interval does not hold every row until its checkpoint.
+const MAX_CHANGED_ROWS: usize = 1 << 20;
+
 /// A tumbling-window aggregate (the window assignment happened upstream, so any kind of
 /// window whose rows carry their `window_end` fits).
 pub struct WindowAggregateOperator {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     window_end: usize,
-    aggregates: Vec<AggregateCall>,
-    group_schema: SchemaRef,
+    layout: Arc<StateLayout>,
     output_schema: SchemaRef,
-    windows: BTreeMap<i64, WindowState>,
+    windows: Windows,
     watermark: Option<Watermark>,
     metrics: Arc<JobMetrics>,
     group_indices: Vec<usize>,
@@ -98,8 +338,8 @@ pub struct WindowAggregateOperator {
     sealed: BTreeMap<i64, Vec<SealedPart>>,
     /// The end of the last window emitted from panes.
     last_window: Option<i64>,
-    /// How many state columns each aggregate has.
-    state_widths: Vec<usize>,
+    /// With incremental checkpoints: what changed since the previous one.
+    changes: Option<Changes>,
 }
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
@@ -135,34 +375,35 @@ impl WindowAggregateOperator {
             panes,
             sealed: BTreeMap::new(),
             last_window: None,
-            state_widths,
+            layout: Arc::new(StateLayout {
+                group_schema,
+                aggregates,
+                state_widths,
+                panes,
+            }),
             group_exprs,
             window_end: node.window_end,
-            aggregates,
-            group_schema,
             output_schema,
             windows: BTreeMap::new(),
             watermark: None,
             metrics,
             group_indices: Vec::new(),
+            changes: None,
         })
     }
 
-    fn new_window(&self) -> DFResult<WindowState> {
-        Ok(WindowState {
-            groups: new_group_values(self.group_schema.clone(), &GroupOrdering::None)?,
-            accumulators: self
-                .aggregates
-                .iter()
-                .map(AggregateCall::new_groups_accumulator)
-                .collect::<DFResult<_>>()?,
-        })
+    fn progress(&self) -> Progress {
+        Progress {
+            watermark: self.watermark,
+            last_window: self.last_window,
+        }
     }
 
     /// Evaluates keys, arguments and filters; drops late rows; routes rows to windows.
     fn aggregate(&mut self, batch: &RecordBatch) -> DFResult<()> {
         let mut groups = crate::expr::evaluate(&self.group_exprs, batch)?;
         let (mut inputs, mut filters): (Vec<Vec<ArrayRef>>, Vec<Option<ArrayRef>>) = self
+            .layout
             .aggregates
             .iter()
             .map(|a| a.evaluate(batch))
@@ -193,60 +434,25 @@ impl WindowAggregateOperator {
                 ends = filter(&ends, &on_time)?.as_primitive().clone();
             }
         }
-        if ends.is_empty() {
-            return Ok(());
+        let rows = WindowRows {
+            ends,
+            groups,
+            inputs,
+            filters,
+        };
+        if let Some(changes) = &mut self.changes {
+            changes.buffered += rows.ends.len();
+            changes.rows.push(rows.clone());
+            if changes.buffered > MAX_CHANGED_ROWS {
+                for kept in std::mem::take(&mut changes.rows) {
+                    self.layout
+                        .route(&mut changes.folded, kept, &mut self.group_indices)?;
+                }
+                changes.buffered = 0;
+            }
         }
-
-        // Most batches fall in one window; otherwise sort by window end and slice runs.
-        let values = ends.values();
-        let single_window = values.iter().all(|&e| e == values[0]);
-        if !single_window {
-            let order = sort_to_indices(&ends, None, None)?;
-            let reorder = |a: &ArrayRef| take(a, &order, None);
-            groups = groups.iter().map(reorder).collect::<Result<_, _>>()?;
-            for args in &mut inputs {
-                *args = args.iter().map(reorder).collect::<Result<_, _>>()?;
-            }
-            for f in filters.iter_mut().flatten() {
-                *f = reorder(f)?;
-            }
-            ends = take(&ends, &order, None)?.as_primitive().clone();
-        }
-        let values = ends.values().clone();
-        let mut start = 0;
-        while start < values.len() {
-            let end_value = values[start];
-            let mut stop = start + 1;
-            while stop < values.len() && values[stop] == end_value {
-                stop += 1;
-            }
-            let len = stop - start;
-            let slice = |a: &ArrayRef| a.slice(start, len);
-            let group_slice: Vec<ArrayRef> = groups.iter().map(slice).collect();
-            if !self.windows.contains_key(&end_value) {
-                let state = self.new_window()?;
-                self.windows.insert(end_value, state);
-            }
-            let Some(window) = self.windows.get_mut(&end_value) else {
-                return datafusion::common::internal_err!("window state vanished");
-            };
-            window
-                .groups
-                .intern(&group_slice, &mut self.group_indices)?;
-            let total_groups = window.groups.len();
-            for (i, accumulator) in window.accumulators.iter_mut().enumerate() {
-                let args: Vec<ArrayRef> = inputs[i].iter().map(slice).collect();
-                let filter_slice = filters[i].as_ref().map(slice);
-                accumulator.update_batch(
-                    &args,
-                    &self.group_indices,
-                    filter_slice.as_ref().map(|f| f.as_boolean()),
-                    total_groups,
-                )?;
-            }
-            start = stop;
-        }
-        Ok(())
+        self.layout
+            .route(&mut self.windows, rows, &mut self.group_indices)
     }
 
     /// Emits (and frees) every window whose end is at or below `watermark`, oldest first.
@@ -311,8 +517,8 @@ impl WindowAggregateOperator {
                     self.sealed.entry(pane_end).or_default().push(part);
                 }
             }
-            let mut window = self.new_window()?;
-            let keys = self.group_schema.fields().len();
+            let mut window = self.layout.new_window()?;
+            let keys = self.layout.group_schema.fields().len();
             for parts in self.sealed.range(reading).map(|(_, parts)| parts) {
                 for part in parts {
                     let rows = part.first().map_or(0, |c| c.len());
@@ -322,7 +528,7 @@ impl WindowAggregateOperator {
                     window.merge(
                         &groups,
                         &part[keys..],
-                        &self.state_widths,
+                        &self.layout.state_widths,
                         &mut self.group_indices,
                     )?;
                 }
@@ -348,7 +554,7 @@ impl WindowAggregateOperator {
 
     /// A window bound as `rows` values of group column `key`'s type.
     fn window_bound(&self, key: usize, value: i64, rows: usize) -> DFResult<ArrayRef> {
-        let data_type = self.group_schema.field(key).data_type();
+        let data_type = self.layout.group_schema.field(key).data_type();
         let millis = datafusion::arrow::array::TimestampMillisecondArray::from_value(value, rows);
         Ok(match data_type {
             DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, tz) => {
@@ -361,20 +567,17 @@ impl WindowAggregateOperator {
     /// Puts sealed pane parts back into live accumulators (keyed by pane end), so a
     /// snapshot sees every pane in one place.
     fn unseal(&mut self) -> DFResult<()> {
-        let keys = self.group_schema.fields().len();
+        let keys = self.layout.group_schema.fields().len();
         for (pane_end, parts) in std::mem::take(&mut self.sealed) {
-            if !self.windows.contains_key(&pane_end) {
-                let state = self.new_window()?;
-                self.windows.insert(pane_end, state);
-            }
-            let Some(pane) = self.windows.get_mut(&pane_end) else {
-                return datafusion::common::internal_err!("pane state vanished");
+            let pane = match self.windows.entry(pane_end) {
+                Entry::Occupied(open) => open.into_mut(),
+                Entry::Vacant(new) => new.insert(self.layout.new_window()?),
             };
             for part in parts {
                 pane.merge(
                     &part[..keys],
                     &part[keys..],
-                    &self.state_widths,
+                    &self.layout.state_widths,
                     &mut self.group_indices,
                 )?;
             }
@@ -382,102 +585,59 @@ impl WindowAggregateOperator {
         Ok(())
     }
 
-    /// Every open window's keys and partial aggregates as one batch: `window_end`, the
-    /// group keys, then each accumulator's state columns; the watermark in the schema's
-    /// metadata. Taking a state out of DataFusion's accumulators empties them, so the
-    /// windows are rebuilt from the batch right after (as a restore would).
+    /// Every open window's keys and partial aggregates as one batch (see
+    /// [`StateLayout::state_batch`]). Taking a state out of DataFusion's accumulators
+    /// empties them, so the windows are rebuilt from the batch right after (as a restore
+    /// would).
     fn snapshot_state(&mut self) -> DFResult<RecordBatch> {
         self.unseal()?;
         let windows = std::mem::take(&mut self.windows);
-        let mut parts: Vec<Vec<ArrayRef>> = Vec::with_capacity(windows.len());
-        for (end, mut window) in windows {
-            let mut columns = window.groups.emit(EmitTo::All)?;
-            let rows = columns.first().map_or(0, |c| c.len());
-            columns.insert(0, Arc::new(Int64Array::from(vec![end; rows])));
-            for accumulator in &mut window.accumulators {
-                columns.extend(accumulator.state(EmitTo::All)?);
-            }
-            parts.push(columns);
-        }
-        let state_types: Vec<datafusion::arrow::datatypes::DataType> = self
-            .aggregates
-            .iter()
-            .map(|a| a.function.state_fields())
-            .collect::<DFResult<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let mut fields = vec![Field::new("window_end", DataType::Int64, false)];
-        fields.extend(
-            self.group_schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true)),
-        );
-        fields.extend(
-            state_types
-                .iter()
-                .enumerate()
-                .map(|(i, t)| Field::new(format!("state_{i}"), t.clone(), true)),
-        );
-        let mut metadata = std::collections::HashMap::new();
-        if let Some(watermark) = self.watermark {
-            metadata.insert("watermark".to_string(), watermark.to_string());
-        }
-        if let Some(last) = self.last_window {
-            metadata.insert("last_window".to_string(), last.to_string());
-        }
-        let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
-        let columns: Vec<ArrayRef> = (0..schema.fields().len())
-            .map(|c| {
-                let pieces: Vec<&dyn Array> = parts.iter().map(|p| p[c].as_ref()).collect();
-                if pieces.is_empty() {
-                    Ok(datafusion::arrow::array::new_empty_array(
-                        schema.field(c).data_type(),
-                    ))
-                } else {
-                    datafusion::arrow::compute::concat(&pieces)
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        let state = RecordBatch::try_new(schema, columns)?;
+        let state = self.layout.state_batch(windows, self.progress())?;
         self.restore_state(&state)?;
         Ok(state)
     }
 
-    /// Rebuilds the open windows from a [`Self::snapshot_state`] batch.
+    /// Rebuilds the open windows from a [`Self::snapshot_state`] batch, or a chain.
     fn restore_state(&mut self, state: &RecordBatch) -> DFResult<()> {
-        self.windows.clear();
         self.sealed.clear();
-        let metadata = state.schema().metadata().clone();
-        self.watermark = metadata.get("watermark").and_then(|w| w.parse().ok());
-        self.last_window = metadata.get("last_window").and_then(|w| w.parse().ok());
-        let keys = self.group_schema.fields().len();
-        let ends: Int64Array = state.column(0).as_primitive().clone();
-        let values = ends.values();
-        let mut start = 0;
-        while start < values.len() {
-            let end = values[start];
-            let mut stop = start + 1;
-            while stop < values.len() && values[stop] == end {
-                stop += 1;
-            }
-            let len = stop - start;
-            let mut window = self.new_window()?;
-            let columns: Vec<ArrayRef> = (1..state.num_columns())
-                .map(|c| state.column(c).slice(start, len))
-                .collect();
-            window.merge(
-                &columns[..keys],
-                &columns[keys..],
-                &self.state_widths,
-                &mut self.group_indices,
-            )?;
-            self.windows.insert(end, window);
-            start = stop;
+        let (windows, progress) = self.layout.read_state(state)?;
+        self.windows = windows;
+        self.watermark = progress.watermark;
+        self.last_window = progress.last_window;
+        if self.changes.is_some() {
+            self.changes = Some(Changes::default());
         }
         Ok(())
+    }
+
+    /// What changed since the previous checkpoint, to be aggregated off the task.
+    fn take_increment(&mut self) -> Option<StateIncrement> {
+        let changes = std::mem::take(self.changes.as_mut()?);
+        let (layout, progress) = (self.layout.clone(), self.progress());
+        let build = move || {
+            let mut windows = changes.folded;
+            let mut group_indices = Vec::new();
+            for rows in changes.rows {
+                layout.route(&mut windows, rows, &mut group_indices)?;
+            }
+            layout.state_batch(windows, progress)
+        };
+        let layout = self.layout.clone();
+        let compact = move |chain: Vec<RecordBatch>| -> Result<RecordBatch> {
+            let Some(newest) = chain.last() else {
+                return Err(RuntimeError::Checkpoint("an empty chain to compact".into()));
+            };
+            let chain = datafusion::arrow::compute::concat_batches(&newest.schema(), &chain)
+                .map_err(|e| operator_error(e.into()))?;
+            let (windows, progress) = layout.read_state(&chain).map_err(operator_error)?;
+            layout
+                .state_batch(windows, progress)
+                .map_err(operator_error)
+        };
+        Some(StateIncrement {
+            build: Box::new(move || build().map_err(operator_error)),
+            compact: Arc::new(compact),
+        })
     }
 
     /// Number of open windows (for tests and metrics).
@@ -514,15 +674,48 @@ impl CheckpointedState for WindowAggregateOperator {
             .flatten()
             .map(|a| a.get_array_memory_size())
             .sum();
-        live + sealed
+        let changes = self.changes.as_ref().map_or(0, |changes| {
+            let kept: usize = changes
+                .rows
+                .iter()
+                .map(|rows| {
+                    rows.groups
+                        .iter()
+                        .chain(rows.inputs.iter().flatten())
+                        .map(|a| a.get_array_memory_size())
+                        .sum::<usize>()
+                })
+                .sum();
+            let folded: usize = changes
+                .folded
+                .values()
+                .map(|w| w.groups.size() + w.accumulators.iter().map(|a| a.size()).sum::<usize>())
+                .sum();
+            kept + folded
+        });
+        live + sealed + changes
     }
 
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        self.snapshot_state().map(Some).map_err(operator_error)
+        let state = self.snapshot_state().map_err(operator_error)?;
+        if self.changes.is_some() {
+            // A whole snapshot starts a new chain.
+            self.changes = Some(Changes::default());
+        }
+        Ok(Some(state))
     }
 
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
         self.restore_state(&state).map_err(operator_error)
+    }
+
+    fn track_increments(&mut self) -> bool {
+        self.changes.get_or_insert_with(Changes::default);
+        true
+    }
+
+    fn increment(&mut self) -> Result<Option<StateIncrement>> {
+        Ok(self.take_increment())
     }
 }
 
@@ -559,6 +752,26 @@ mod tests_support {
                WITH ('connector' = 'filesystem', 'path' = 'unused');
              SELECT k, window_start, window_end, COUNT(*) AS c, SUM(v) AS s
              FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECONDS))
+             GROUP BY k, window_start, window_end;",
+        )
+        .root;
+        loop {
+            node = match node {
+                StreamNode::WindowAggregate(a) => return a,
+                StreamNode::Projection { input, .. } | StreamNode::Filter { input, .. } => *input,
+                other => panic!("no window aggregate in {other:?}"),
+            }
+        }
+    }
+
+    /// The aggregate of a `HOP` of 10-second slides over 20-second windows, planned per
+    /// pane (panes are 10 seconds, so [`input`] fits it too).
+    pub(super) fn hop_node() -> WindowAggregateNode {
+        let mut node = crate::test_plans::plan_script(
+            "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+               WITH ('connector' = 'filesystem', 'path' = 'unused');
+             SELECT k, window_start, window_end, COUNT(*) AS c, SUM(v) AS s
+             FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECONDS, INTERVAL '20' SECONDS))
              GROUP BY k, window_start, window_end;",
         )
         .root;
@@ -717,5 +930,95 @@ mod checkpoint_tests {
         assert_eq!(a, b);
         assert_eq!(a, c);
         assert!(a.contains("| a | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 2 | 10 |"));
+    }
+
+    /// Rows (key, value, event time in seconds), then a watermark.
+    type Step<'a> = (&'a [(&'a str, i64, i64)], Option<i64>);
+
+    /// Runs `steps` (rows, then a watermark) through an operator whole and one tracking
+    /// increments, taking an increment after each step the way the checkpoint writer
+    /// does; then restores one operator from the chain (rows concatenated under the
+    /// newest link's schema) and one from the chain merged. All four must end alike.
+    /// Returns the increments' row counts.
+    fn check_increments(node: &WindowAggregateNode, steps: &[Step<'_>]) -> Vec<usize> {
+        let metrics = Arc::new(JobMetrics::default());
+        let new = || WindowAggregateOperator::try_new(node, metrics.clone()).unwrap();
+        let (mut straight, mut incremental) = (new(), new());
+        assert!(incremental.track_increments());
+        let (mut straight_out, mut incremental_out) = (Collector::default(), Collector::default());
+        let (mut links, mut compact) = (Vec::new(), None);
+        for (rows, watermark) in steps {
+            for (operator, out) in [
+                (&mut straight, &mut straight_out),
+                (&mut incremental, &mut incremental_out),
+            ] {
+                operator.process_batch(input(node, rows), out).unwrap();
+                if let Some(watermark) = watermark {
+                    operator.process_watermark(*watermark, out).unwrap();
+                }
+            }
+            let increment = incremental.increment().unwrap().expect("an increment");
+            links.push((increment.build)().unwrap());
+            compact = Some(increment.compact);
+        }
+        let emitted = rows(&mut straight_out);
+        assert_eq!(emitted, rows(&mut incremental_out));
+
+        let chain =
+            datafusion::arrow::compute::concat_batches(&links.last().unwrap().schema(), &links)
+                .unwrap();
+        let merged = compact.expect("a compaction")(links.clone()).unwrap();
+        let (mut restored, mut from_merged) = (new(), new());
+        restored.restore(chain).unwrap();
+        from_merged.restore(merged).unwrap();
+        let finished = |operator: &mut WindowAggregateOperator| {
+            let mut out = Collector::default();
+            operator.finish(&mut out).unwrap();
+            rows(&mut out)
+        };
+        let rest = finished(&mut straight);
+        assert_eq!(rest, finished(&mut incremental));
+        assert_eq!(rest, finished(&mut restored), "restored from the chain");
+        assert_eq!(
+            rest,
+            finished(&mut from_merged),
+            "restored from the merged chain"
+        );
+        assert!(
+            rest.lines().count() > 4,
+            "windows left to emit: {emitted}\n{rest}"
+        );
+        links.iter().map(RecordBatch::num_rows).collect()
+    }
+
+    #[test]
+    fn increments_hold_only_changed_keys_and_restore_without_emitted_windows() {
+        // [0, 10) is emitted after the second step and [10, 20) after the fourth: older
+        // links still hold them, and a restore must not bring them back.
+        let steps: [Step<'_>; 5] = [
+            (&[("a", 1, 12), ("a", 2, 3), ("b", 4, 15)], None),
+            (&[("a", 8, 9), ("b", 1, 14)], Some(10_000)),
+            (&[("c", 5, 16), ("a", 7, 11), ("c", 1, 17)], None),
+            (&[("b", 2, 25)], Some(20_000)),
+            (&[("d", 3, 27), ("b", 1, 21)], None),
+        ];
+        let sizes = check_increments(&aggregate_node(), &steps);
+        // Each increment holds the (window, key) pairs its step touched, once.
+        assert_eq!(sizes, vec![3, 2, 2, 1, 2]);
+    }
+
+    #[test]
+    fn increments_of_panes_restore_the_windows_still_reading_them() {
+        // Windows of 20 s every 10 s: the pane [10, 20) is read by [0, 20), emitted at
+        // 20 s, and by [10, 30), still open then.
+        let steps: [Step<'_>; 4] = [
+            (&[("a", 1, 2), ("a", 2, 12), ("b", 4, 15)], None),
+            (&[("a", 8, 19)], Some(20_000)),
+            (&[("c", 5, 25), ("b", 1, 31)], Some(30_000)),
+            (&[("d", 3, 37)], None),
+        ];
+        let node = hop_node();
+        assert!(node.panes, "the HOP is planned per pane");
+        check_increments(&node, &steps);
     }
 }
