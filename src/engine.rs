@@ -196,6 +196,83 @@ impl Engine {
         self.catalog().names()
     }
 
+    /// One declared Kafka table per cluster (by `properties.bootstrap.servers`): what the
+    /// shell reaches a cluster through, with the table's security settings.
+    fn kafka_clusters(&self) -> Vec<(String, Arc<TableDef>)> {
+        let catalog = self.catalog();
+        let mut clusters: BTreeMap<String, Arc<TableDef>> = BTreeMap::new();
+        for name in catalog.names() {
+            let Some(table) = catalog.table(&name) else {
+                continue;
+            };
+            if !matches!(table.connector(), Some("kafka" | "upsert-kafka")) {
+                continue;
+            }
+            if let Some(servers) = table.options.get("properties.bootstrap.servers") {
+                clusters.entry(servers.clone()).or_insert(table);
+            }
+        }
+        clusters.into_iter().collect()
+    }
+
+    /// The Kafka transactions open on the clusters of the declared Kafka tables (`SHOW
+    /// TRANSACTIONS`), each with its cluster's bootstrap servers, oldest first. A
+    /// transaction left open by a producer that is gone holds back `read_committed`
+    /// readers until its timeout; [`Engine::abort_kafka_transaction`] ends it at once.
+    pub async fn kafka_transactions(
+        &self,
+    ) -> Result<
+        Vec<(
+            String,
+            runnel_connectors::kafka::transactions::KafkaTransaction,
+        )>,
+    > {
+        let clusters = self.kafka_clusters();
+        if clusters.is_empty() {
+            return Err(RunnelError::Usage(
+                "SHOW TRANSACTIONS reads the clusters of the declared Kafka tables: declare \
+                 one first (CREATE TABLE ... WITH ('connector' = 'kafka', ...))"
+                    .into(),
+            ));
+        }
+        let mut open = Vec::new();
+        for (servers, table) in clusters {
+            let transactions = runnel_connectors::kafka::transactions::transactions(&table).await?;
+            open.extend(
+                transactions
+                    .into_iter()
+                    .filter(|t| t.state.is_open())
+                    .map(|t| (servers.clone(), t)),
+            );
+        }
+        open.sort_by_key(|(_, t)| t.started_ms);
+        Ok(open)
+    }
+
+    /// Aborts the open Kafka transaction of `transactional_id` (`ABORT TRANSACTION
+    /// 'id'`), found on the clusters of the declared Kafka tables, by fencing its id:
+    /// a producer still using it fails on its next write.
+    pub async fn abort_kafka_transaction(
+        &self,
+        transactional_id: &str,
+    ) -> Result<runnel_connectors::kafka::transactions::KafkaTransaction> {
+        for (_, table) in self.kafka_clusters() {
+            let transactions = runnel_connectors::kafka::transactions::transactions(&table).await?;
+            if let Some(open) = transactions
+                .into_iter()
+                .find(|t| t.transactional_id == transactional_id && t.state.is_open())
+            {
+                runnel_connectors::kafka::transactions::abort_transaction(&table, transactional_id)
+                    .await?;
+                return Ok(open);
+            }
+        }
+        Err(RunnelError::Usage(format!(
+            "no open transaction with transactional id '{transactional_id}' on the clusters \
+             of the declared Kafka tables (SHOW TRANSACTIONS lists them)"
+        )))
+    }
+
     /// Runs a script of `;`-separated statements in order. DDL and `SET` take effect at
     /// once; each `INSERT INTO` and `SELECT` starts a job. Stops at the first error.
     pub async fn execute(&self, sql: &str) -> Result<Vec<Executed>> {

@@ -21,3 +21,4 @@ mod scale_out;
 mod secured;
 mod server;
 mod sql_cases;
+mod transactions;

@@ -40,6 +40,8 @@ Statements end with ';' and may span lines. Tab completes keywords, tables, colu
   INSERT INTO t SELECT ...;          start a background job
   SHOW TABLES;  DESCRIBE t;          what is declared
   SHOW JOBS;    STOP JOB n;          background jobs (STOP takes a final checkpoint if it checkpoints)
+  SHOW TRANSACTIONS;                 Kafka transactions open on the declared tables' clusters
+  ABORT TRANSACTION 'id';            end one left open by a producer that is gone
   EXPLAIN SELECT ...;                the streaming plan
   SET 'key' = 'value';   SET;        job settings (e.g. 'execution.checkpointing.interval')
   \\i file.sql                        run a file's statements
@@ -103,6 +105,8 @@ const KEYWORDS: &[&str] = &[
     "DESCRIBE",
     "EXPLAIN",
     "STOP JOB",
+    "SHOW TRANSACTIONS",
+    "ABORT TRANSACTION",
     "SET",
 ];
 
@@ -413,6 +417,11 @@ impl Session<'_> {
             ["STOP", "JOB", id] if self.remote.is_some() => self.stop_remote_job(id),
             ["DESCRIBE" | "DESC", _] => self.describe(sql.split_whitespace().nth(1).unwrap_or("")),
             ["STOP", "JOB", id] => self.stop_job(id),
+            ["SHOW", "TRANSACTIONS"] => self.show_transactions(),
+            ["ABORT", "TRANSACTION", _] => {
+                let id = sql.split_whitespace().nth(2).unwrap_or("");
+                self.abort_transaction(id.trim_end_matches(';').trim_matches(['\'', '"']))
+            }
             ["SET"] => {
                 let rows = self
                     .engine
@@ -728,6 +737,69 @@ impl Session<'_> {
                 "statement",
             ],
             rows,
+        );
+        Ok(())
+    }
+
+    /// `SHOW TRANSACTIONS`: the Kafka transactions open on the declared tables' clusters.
+    fn show_transactions(&mut self) -> Result<(), String> {
+        let open = self
+            .runtime
+            .block_on(self.engine.kafka_transactions())
+            .map_err(|e| describe(&e))?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let rows = open
+            .into_iter()
+            .map(|(cluster, t)| {
+                let partitions: Vec<String> = t
+                    .partitions
+                    .iter()
+                    .map(|(topic, ids)| {
+                        let ids: Vec<String> = ids.iter().map(i32::to_string).collect();
+                        format!("{topic}[{}]", ids.join(","))
+                    })
+                    .collect();
+                vec![
+                    t.transactional_id,
+                    t.state.name(),
+                    format!("{} s", (now_ms - t.started_ms).max(0) / 1000),
+                    format!("{} s", t.timeout_ms / 1000),
+                    partitions.join(" "),
+                    cluster,
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "transactional id",
+                "state",
+                "open for",
+                "timeout",
+                "partitions",
+                "cluster",
+            ],
+            rows,
+        );
+        Ok(())
+    }
+
+    /// `ABORT TRANSACTION 'id'`: fences `id`, aborting its open transaction.
+    fn abort_transaction(&mut self, id: &str) -> Result<(), String> {
+        if id.is_empty() {
+            return Err("ABORT TRANSACTION needs a transactional id in quotes \
+                        (SHOW TRANSACTIONS lists them)"
+                .into());
+        }
+        let aborted = self
+            .runtime
+            .block_on(self.engine.abort_kafka_transaction(id))
+            .map_err(|e| describe(&e))?;
+        println!(
+            "transaction of '{id}' (producer {}, epoch {}) aborted; a producer still using \
+             the id fails on its next write",
+            aborted.producer_id, aborted.producer_epoch
         );
         Ok(())
     }

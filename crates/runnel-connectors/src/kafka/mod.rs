@@ -6,6 +6,7 @@ pub mod records;
 pub mod security;
 mod sink;
 mod source;
+pub mod transactions;
 pub mod upsert;
 
 use std::time::Duration;

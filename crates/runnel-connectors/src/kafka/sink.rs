@@ -67,6 +67,7 @@ impl KafkaSink {
                 .get("sink.transactional-id-prefix")
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("runnel-{}", table.name));
+            recover_replaced_id(table, &checkpoint.dir, &prefix).await?;
             // A transaction stays open for a checkpoint interval, plus the time to commit.
             let timeout_ms = (checkpoint.interval.as_millis() as u64 * 2).max(60_000);
             defaults.push(("transactional.id", prefix));
@@ -84,7 +85,12 @@ impl KafkaSink {
                 .get("transaction.timeout.ms")
                 .and_then(|ms| ms.trim().parse().ok())
                 .map_or(Duration::from_secs(60), Duration::from_millis);
-            Some(Transaction::begin(&producer, &config.sources, &topic, timeout).await?)
+            let transaction =
+                Transaction::begin(&producer, &config.sources, &topic, timeout).await?;
+            if let Some(own) = client.get("transactional.id") {
+                warn_of_lingering_transactions(table, &topic, own).await;
+            }
+            Some(transaction)
         } else {
             None
         };
@@ -255,6 +261,75 @@ async fn blocking<T: Send + 'static>(
             context: what,
             source,
         })
+}
+
+/// Where a job's checkpoint directory records the transactional id each exactly-once
+/// Kafka sink table uses.
+fn recorded_id_path(dir: &std::path::Path, table: &str) -> std::path::PathBuf {
+    dir.join("kafka-transactional-ids").join(table)
+}
+
+/// Recovers a transaction left open under the id this job used before for `table` (its
+/// `sink.transactional-id-prefix` changed since): fences that id, which aborts whatever
+/// it left open, so `read_committed` readers need not wait for its timeout. Then records
+/// `id` as the table's.
+async fn recover_replaced_id(table: &TableDef, dir: &std::path::Path, id: &str) -> Result<()> {
+    let path = recorded_id_path(dir, &table.name);
+    let recorded = std::fs::read_to_string(&path).ok();
+    if let Some(old) = recorded.as_deref().map(str::trim).filter(|old| *old != id) {
+        super::transactions::abort_transaction(table, old).await?;
+        tracing::info!(
+            table = %table.name,
+            old,
+            new = id,
+            "the sink's transactional id changed: fenced the old one (aborting what it left open)"
+        );
+    }
+    if recorded.as_deref().map(str::trim) != Some(id) {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ConnectorError::Io {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+        std::fs::write(&path, id).map_err(|source| ConnectorError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Warns of transactions other producers hold open on `topic`: `read_committed` readers
+/// of it wait for them. Reading the cluster's transaction log may be refused (it needs
+/// rights on an internal topic): then nothing is said.
+async fn warn_of_lingering_transactions(table: &TableDef, topic: &str, own: &str) {
+    match super::transactions::transactions(table).await {
+        Ok(transactions) => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            for t in transactions
+                .iter()
+                .filter(|t| t.state.is_open() && t.writes_to(topic) && t.transactional_id != own)
+            {
+                tracing::warn!(
+                    table = %table.name,
+                    topic,
+                    transactional_id = %t.transactional_id,
+                    open_for_s = (now_ms - t.started_ms).max(0) / 1000,
+                    timeout_s = t.timeout_ms / 1000,
+                    "another producer holds a transaction open on the sink's topic: read_committed \
+                     readers wait for it; if its producer is gone, ABORT TRANSACTION '{}' in the \
+                     shell ends it now",
+                    t.transactional_id
+                );
+            }
+        }
+        Err(e) => {
+            tracing::debug!(table = %table.name, error = %e, "could not read the transaction log")
+        }
+    }
 }
 
 impl Transaction {
