@@ -10,7 +10,8 @@
 #   benches/big_state.sh [KEYS] [TRICKLE] [SECONDS]
 #
 # INCREMENTAL=false takes whole snapshots (default: incremental checkpoints, Flink's
-# 'execution.checkpointing.incremental').
+# 'execution.checkpointing.incremental'). QUERY=updating runs the aggregate without a
+# window (GROUP BY policy_id: an updating aggregate, emitting every change) instead.
 # RUNNEL_BINARY picks the binary (default: the release build, built first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,12 +54,25 @@ CREATE TABLE totals (
     policy_id BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3),
     claim_count BIGINT, total_amount DECIMAL(22, 2)
 ) WITH ('connector' = 'blackhole');
+SQL
+if [ "${QUERY:-window}" = updating ]; then
+    cat >>"$work/big_state.sql" <<SQL
+CREATE TABLE running_totals (policy_id BIGINT, claim_count BIGINT, total_amount DECIMAL(22, 2))
+    WITH ('connector' = 'blackhole');
+INSERT INTO running_totals
+SELECT policy_id, COUNT(*), SUM(amount)
+FROM (SELECT * FROM every_key UNION ALL SELECT * FROM changes)
+GROUP BY policy_id;
+SQL
+else
+    cat >>"$work/big_state.sql" <<SQL
 INSERT INTO totals
 SELECT policy_id, window_start, window_end, COUNT(*), SUM(amount)
 FROM TABLE(TUMBLE(TABLE (SELECT * FROM every_key UNION ALL SELECT * FROM changes),
                   DESCRIPTOR(event_time), INTERVAL '1' DAY))
 GROUP BY policy_id, window_start, window_end;
 SQL
+fi
 
 RUNNEL_LOG="${RUNNEL_LOG:-runnel_runtime=info}" "$RUNNEL_BINARY" run "$work/big_state.sql" --checkpoint-dir "$work/checkpoints" \
     >"$work/out.log" 2>"$work/runnel.log" &
@@ -73,7 +87,7 @@ done
 kill -TERM "$pid" 2>/dev/null || true
 wait "$pid" || true
 [ -n "${KEEP:-}" ] && echo "work dir: $work"
-echo "claims query, $KEYS keys, $TRICKLE changing a second, checkpoints every 10 s:"
+echo "claims query (${QUERY:-window}), $KEYS keys, $TRICKLE changing a second, checkpoints every 10 s:"
 grep "checkpoint committed" "$work/runnel.log" | sed 's/\x1b\[[0-9;]*m//g' |
     awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
            printf "  checkpoint %s: %s bytes written (a restore reads %s), %s ms, longest pause of a subtask %s ms\n",

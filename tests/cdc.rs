@@ -130,14 +130,34 @@ async fn produce_upserts(topic: &str, records: &[(String, Option<String>)]) {
 /// tombstones, every other total is unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upsert_kafka_totals_end_as_the_final_claims_say() {
-    let (input, output) = ("cdc.upsert.claims", "cdc.upsert.totals");
+    upsert_totals_end_as_the_final_claims_say("", "").await;
+}
+
+/// The same with incremental checkpoints: the second run restores the aggregate from a
+/// chain of the groups each checkpoint changed, the deleted ones as tombstones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_kafka_totals_end_as_the_final_claims_say_with_incremental_checkpoints() {
+    upsert_totals_end_as_the_final_claims_say(
+        ".incremental",
+        "SET 'execution.checkpointing.incremental' = 'true';",
+    )
+    .await;
+}
+
+async fn upsert_totals_end_as_the_final_claims_say(variant: &str, settings: &str) {
+    let (input, output) = (
+        format!("cdc.upsert.claims{variant}"),
+        format!("cdc.upsert.totals{variant}"),
+    );
+    let (input, output) = (input.as_str(), output.as_str());
     recreate_topic(input, 3).await;
     recreate_topic(output, 1).await;
     let (records, deletes, live) = claim_changes(3_000, 11);
     produce_upserts(input, &records).await;
-    let dir = scratch_dir("upsert-kafka");
+    let dir = scratch_dir(&format!("upsert-kafka{variant}"));
     let sql = format!(
         "SET 'execution.checkpointing.interval' = '1 s';
+         {settings}
          CREATE TABLE claims (
              claim_id STRING, policy_id BIGINT, amount DECIMAL(12, 2),
              PRIMARY KEY (claim_id) NOT ENFORCED

@@ -1,6 +1,11 @@
 //! The checkpoint form of an [`UpdatingAggregateOperator`]: every live group as a row —
 //! its key, its accumulators' states, what it last emitted, its last change's event time —
 //! and the group table rebuilt from it (also how the table is compacted).
+//!
+//! An incremental checkpoint holds the rows of the groups changed since the previous one
+//! in the same form; a group that is gone (every row taken back, or expired) is a row
+//! with `__rows` = 0. A chain restores with the newest row of each key winning, and a
+//! tombstone removing the key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,11 +24,24 @@ impl UpdatingAggregateOperator {
     /// (`state_<aggregate>_<field>`), and what was last emitted (`emitted_<aggregate>`,
     /// with `__emitted` false if nothing was).
     pub(super) fn snapshot_state(&mut self) -> DFResult<RecordBatch> {
-        use datafusion::arrow::array::{BooleanArray, Int64Array};
-        use datafusion::arrow::datatypes::{DataType, Field, Schema};
         let live: Vec<usize> = (0..self.groups.len())
             .filter(|&g| self.groups[g].rows > 0)
             .collect();
+        self.state_rows(&live)
+    }
+
+    /// The rows of groups `changed` (an increment): a group that is gone is written with
+    /// `__rows` = 0 and empty accumulator states.
+    pub(super) fn changed_rows(&mut self, changed: &[usize]) -> DFResult<RecordBatch> {
+        self.state_rows(changed)
+    }
+
+    /// The checkpoint rows of groups `live` (see [`Self::snapshot_state`]).
+    fn state_rows(&mut self, live: &[usize]) -> DFResult<RecordBatch> {
+        use datafusion::arrow::array::{BooleanArray, Int64Array};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        // What a gone group's accumulators hold: a fresh group's.
+        let mut blank = self.new_group()?;
         let mut fields: Vec<Field> = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
         let keys = self.group_exprs.len();
@@ -38,7 +56,7 @@ impl UpdatingAggregateOperator {
         }
         fields.push(Field::new("__rows", DataType::Int64, false));
         columns.push(Arc::new(Int64Array::from_iter_values(
-            live.iter().map(|&g| self.groups[g].rows),
+            live.iter().map(|&g| self.groups[g].rows.max(0)),
         )));
         fields.push(Field::new("__last_time", DataType::Int64, false));
         columns.push(Arc::new(Int64Array::from_iter_values(
@@ -47,8 +65,13 @@ impl UpdatingAggregateOperator {
         let mut widths = Vec::new();
         for a in 0..self.aggregates.len() {
             let mut states: Vec<Vec<ScalarValue>> = Vec::new();
-            for &g in &live {
-                let state = self.groups[g].accumulators[a].state()?;
+            for &g in live {
+                let group = &mut self.groups[g];
+                let state = if group.rows > 0 {
+                    group.accumulators[a].state()?
+                } else {
+                    blank.accumulators[a].state()?
+                };
                 if states.is_empty() {
                     states = vec![Vec::with_capacity(live.len()); state.len()];
                 }
@@ -71,9 +94,11 @@ impl UpdatingAggregateOperator {
             let field = self.output_schema.field(keys + a);
             let null = ScalarValue::try_from(field.data_type())?;
             let values = live.iter().map(|&g| {
-                self.groups[g]
+                let group = &self.groups[g];
+                group
                     .emitted
                     .as_ref()
+                    .filter(|_| group.rows > 0)
                     .map_or(null.clone(), |e| e[a].clone())
             });
             let array = if live.is_empty() {
@@ -89,9 +114,10 @@ impl UpdatingAggregateOperator {
             columns.push(array);
         }
         fields.push(Field::new("__emitted", DataType::Boolean, false));
-        columns.push(Arc::new(BooleanArray::from_iter(
-            live.iter().map(|&g| Some(self.groups[g].emitted.is_some())),
-        )));
+        columns.push(Arc::new(BooleanArray::from_iter(live.iter().map(|&g| {
+            let group = &self.groups[g];
+            Some(group.rows > 0 && group.emitted.is_some())
+        }))));
         let mut metadata: HashMap<String, String> =
             [("state_widths".to_string(), widths.join(","))].into();
         if let Some(firing) = &self.firing {
@@ -103,6 +129,17 @@ impl UpdatingAggregateOperator {
             Arc::new(Schema::new_with_metadata(fields, metadata)),
             columns,
         )?)
+    }
+
+    /// Frees group `id`'s slot (its key stays in `group_keys`, as for an expired group).
+    fn drop_group(&mut self, id: usize) {
+        let group = std::mem::replace(&mut self.groups[id], super::Group::freed());
+        self.state_bytes = self.state_bytes.saturating_sub(group.bytes);
+        if let Some(ttl) = &mut self.ttl {
+            if ttl.by_time.remove(&(group.last_time, id)) {
+                ttl.freed += 1;
+            }
+        }
     }
 
     pub(super) fn restore_state(&mut self, state: &RecordBatch) -> DFResult<()> {
@@ -128,6 +165,25 @@ impl UpdatingAggregateOperator {
         let emitted_flags = state.column(state.num_columns() - 1).as_boolean().clone();
         let emitted_start = state.num_columns() - 1 - self.aggregates.len();
         for row in 0..state.num_rows() {
+            // A chain of increments may name a key again: its newest row wins, and one
+            // with no rows left removes it.
+            let existing = if keys > 0 {
+                self.group_ids.get(key_rows.row(row).as_ref()).copied()
+            } else {
+                (!self.groups.is_empty()).then_some(0)
+            };
+            if let Some(id) = existing {
+                self.drop_group(id);
+                if keys > 0 {
+                    self.group_ids.remove(key_rows.row(row).as_ref());
+                }
+            }
+            if rows.value(row) <= 0 {
+                if keys == 0 {
+                    self.groups.clear();
+                }
+                continue;
+            }
             let mut group = self.new_group()?;
             group.rows = rows.value(row);
             group.last_time = last_times.value(row);
@@ -149,16 +205,25 @@ impl UpdatingAggregateOperator {
                         .collect::<DFResult<_>>()?,
                 );
             }
-            let id = self.groups.len();
-            if let Some(ttl) = &mut self.ttl {
-                ttl.by_time.insert((group.last_time, id));
-            }
             self.state_bytes += group.measure().1;
-            self.groups.push(group);
+            let id = match existing {
+                Some(id) if self.firing.is_none() => {
+                    self.groups[id] = group;
+                    id
+                }
+                _ => {
+                    self.groups.push(group);
+                    if keys > 0 {
+                        self.group_keys.push(key_rows.row(row));
+                    }
+                    self.groups.len() - 1
+                }
+            };
+            if let Some(ttl) = &mut self.ttl {
+                ttl.by_time.insert((self.groups[id].last_time, id));
+            }
             if keys > 0 {
-                let key = key_rows.row(row);
-                self.group_ids.insert(key.as_ref().into(), id);
-                self.group_keys.push(key);
+                self.group_ids.insert(key_rows.row(row).as_ref().into(), id);
             }
         }
         if let Some(firing) = &mut self.firing {
@@ -183,4 +248,49 @@ impl UpdatingAggregateOperator {
         }
         Ok(())
     }
+}
+
+/// A chain of checkpoint batches (a snapshot then increments) merged into one snapshot:
+/// each key's newest row, without the keys whose newest row says they are gone.
+pub(super) fn newest_rows(chain: Vec<RecordBatch>) -> DFResult<RecordBatch> {
+    use datafusion::arrow::array::UInt32Array;
+    use datafusion::arrow::datatypes::Int64Type;
+    let Some(newest) = chain.last() else {
+        return datafusion::common::internal_err!("an empty chain to merge");
+    };
+    let schema = newest.schema();
+    let all = datafusion::arrow::compute::concat_batches(&schema, &chain)?;
+    let keys = schema.index_of("__rows")?;
+    let rows = all.column(keys).as_primitive::<Int64Type>();
+    let mut keep: Vec<u32> = Vec::new();
+    if keys == 0 {
+        keep.extend(
+            (0..all.num_rows())
+                .last()
+                .filter(|&r| rows.value(r) > 0)
+                .map(|r| r as u32),
+        );
+    } else {
+        let converter = datafusion::arrow::row::RowConverter::new(
+            schema.fields()[..keys]
+                .iter()
+                .map(|f| datafusion::arrow::row::SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        let key_rows = converter.convert_columns(&all.columns()[..keys])?;
+        let mut seen = std::collections::HashSet::with_capacity(all.num_rows());
+        for row in (0..all.num_rows()).rev() {
+            if seen.insert(key_rows.row(row).as_ref().to_vec()) && rows.value(row) > 0 {
+                keep.push(row as u32);
+            }
+        }
+        keep.reverse();
+    }
+    let indices = UInt32Array::from(keep);
+    let columns = all
+        .columns()
+        .iter()
+        .map(|c| datafusion::arrow::compute::take(c, &indices, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -42,7 +42,7 @@ use runnel_sql::UpdatingAggregateNode;
 use crate::error::{Result, RuntimeError};
 use crate::message::Watermark;
 use crate::operator::{
-    CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
+    CheckpointedState, Collector, OneInputOperator, OperatorState, StateIncrement, StreamOperator,
 };
 use crate::operators::aggregate_call::AggregateCall;
 use crate::operators::as_millis;
@@ -144,6 +144,38 @@ impl EarlyFire {
     }
 }
 
+/// Groups changed since the last checkpoint, for an incremental one.
+#[derive(Default)]
+struct ChangedGroups {
+    ids: Vec<usize>,
+    /// By group id: whether it is in `ids`.
+    marked: Vec<bool>,
+    /// The group table was compacted since (group ids changed): the next checkpoint
+    /// takes the whole state.
+    renumbered: bool,
+}
+
+impl ChangedGroups {
+    fn mark(&mut self, id: usize) {
+        if id >= self.marked.len() {
+            self.marked.resize(id + 1, false);
+        }
+        if !self.marked[id] {
+            self.marked[id] = true;
+            self.ids.push(id);
+        }
+    }
+
+    /// The groups changed since the last call.
+    fn take(&mut self) -> Vec<usize> {
+        let ids = std::mem::take(&mut self.ids);
+        for &id in &ids {
+            self.marked[id] = false;
+        }
+        ids
+    }
+}
+
 /// An aggregate without a window, emitting its changes after every batch (or, for a
 /// window over an updating input, each window once at its end).
 pub struct UpdatingAggregateOperator {
@@ -162,6 +194,8 @@ pub struct UpdatingAggregateOperator {
     firing: Option<WindowFiring>,
     ttl: Option<StateTtl>,
     output_schema: SchemaRef,
+    /// With incremental checkpoints: the groups changed since the last one.
+    changed: Option<ChangedGroups>,
 }
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
@@ -247,6 +281,7 @@ impl UpdatingAggregateOperator {
                 _ => with_change_column(schema),
             },
             firing,
+            changed: None,
         })
     }
 
@@ -317,6 +352,11 @@ impl UpdatingAggregateOperator {
     /// Folds one batch into its groups and returns their changes.
     fn aggregate(&mut self, batch: &RecordBatch) -> DFResult<Option<RecordBatch>> {
         let (ids, touched) = self.assign_groups(batch)?;
+        if let Some(changed) = &mut self.changed {
+            for &id in &touched {
+                changed.mark(id);
+            }
+        }
         let additions: Option<BooleanArray> = if self.retracting {
             let kinds = batch
                 .column(batch.num_columns() - 1)
@@ -529,6 +569,9 @@ impl UpdatingAggregateOperator {
             }
             ttl.by_time.pop_first();
             ttl.freed += 1;
+            if let Some(changed) = &mut self.changed {
+                changed.mark(id);
+            }
             self.state_bytes = self.state_bytes.saturating_sub(self.groups[id].bytes);
             self.groups[id] = Group::freed();
             self.group_ids.remove(self.group_keys.row(id).as_ref());
@@ -546,7 +589,14 @@ impl UpdatingAggregateOperator {
             return Ok(());
         }
         let live = self.snapshot_state()?;
-        self.restore_state(&live)
+        self.restore_state(&live)?;
+        if let Some(changed) = &mut self.changed {
+            *changed = ChangedGroups {
+                renumbered: true,
+                ..ChangedGroups::default()
+            };
+        }
+        Ok(())
     }
 
     /// The changes of `touched` groups since they were last emitted.
@@ -670,7 +720,38 @@ impl CheckpointedState for UpdatingAggregateOperator {
         for group in &mut self.groups {
             group.resend = true;
         }
+        if self.changed.is_some() {
+            self.changed = Some(ChangedGroups::default());
+        }
         Ok(())
+    }
+
+    /// Windows that fire keep their groups by window: they snapshot whole.
+    fn track_increments(&mut self) -> bool {
+        if self.firing.is_some() {
+            return false;
+        }
+        self.changed.get_or_insert_with(ChangedGroups::default);
+        true
+    }
+
+    fn increment(&mut self) -> Result<Option<StateIncrement>> {
+        let Some(changed) = &mut self.changed else {
+            return Ok(None);
+        };
+        if changed.renumbered {
+            // A whole snapshot (taken by the caller) starts a new chain.
+            *changed = ChangedGroups::default();
+            return Ok(None);
+        }
+        let ids = changed.take();
+        let batch = self.changed_rows(&ids).map_err(operator_error)?;
+        Ok(Some(StateIncrement {
+            build: Box::new(move || Ok(batch)),
+            compact: std::sync::Arc::new(|chain: Vec<RecordBatch>| {
+                checkpoint::newest_rows(chain).map_err(operator_error)
+            }),
+        }))
     }
 }
 
@@ -836,6 +917,122 @@ mod tests {
         assert_eq!(
             changes(&mut op, batch(&["b"], &[30])),
             ["-U[b, 1]", "+U[b, 2]"]
+        );
+    }
+
+    /// Takes an increment the way the checkpoint writer does: its batch and merge.
+    fn take_increment(
+        op: &mut UpdatingAggregateOperator,
+    ) -> (RecordBatch, crate::operator::CompactChain) {
+        let increment = CheckpointedState::increment(op)
+            .unwrap()
+            .expect("an increment");
+        ((increment.build)().unwrap(), increment.compact)
+    }
+
+    /// Restores an operator from `chain` (rows concatenated under the newest's schema).
+    fn restored_from(
+        node: &UpdatingAggregateNode,
+        chain: &[RecordBatch],
+    ) -> UpdatingAggregateOperator {
+        let state =
+            datafusion::arrow::compute::concat_batches(&chain.last().unwrap().schema(), chain)
+                .unwrap();
+        let mut op = UpdatingAggregateOperator::try_new(node, false).unwrap();
+        CheckpointedState::restore(&mut op, state).unwrap();
+        op
+    }
+
+    #[test]
+    fn increments_hold_the_changed_groups_and_the_newest_row_of_a_key_wins() {
+        let node = sum_by_key();
+        let mut op = UpdatingAggregateOperator::try_new(&node, false).unwrap();
+        assert!(CheckpointedState::track_increments(&mut op));
+        let mut chain = Vec::new();
+        let mut merge = None;
+        for (keys, values) in [
+            (&["a", "b"][..], &[5, 1][..]),
+            (&["a", "c", "a"][..], &[2, 3, 1][..]),
+            (&["b"][..], &[4][..]),
+        ] {
+            changes(&mut op, rows(&node, keys, values));
+            let (increment, compact) = take_increment(&mut op);
+            chain.push(increment);
+            merge = Some(compact);
+        }
+        let sizes: Vec<usize> = chain.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(
+            sizes,
+            [2, 2, 1],
+            "each increment holds the groups it changed"
+        );
+        let merged = merge.unwrap()(chain.clone()).unwrap();
+        assert_eq!(merged.num_rows(), 3, "one row per key");
+        let next = ["a", "b", "c"];
+        let expected = [
+            "-U[a, 8]", "+U[a, 9]", "-U[b, 5]", "+U[b, 6]", "-U[c, 3]", "+U[c, 4]",
+        ];
+        assert_eq!(changes(&mut op, rows(&node, &next, &[1, 1, 1])), expected);
+        let mut restored = restored_from(&node, &chain);
+        assert_eq!(
+            changes(&mut restored, rows(&node, &next, &[1, 1, 1])),
+            expected
+        );
+        let mut from_merged = restored_from(&node, &[merged]);
+        assert_eq!(
+            changes(&mut from_merged, rows(&node, &next, &[1, 1, 1])),
+            expected
+        );
+    }
+
+    #[test]
+    fn a_group_freed_after_a_checkpoint_is_a_tombstone_in_the_next_increment() {
+        let mut node = aggregate_of(
+            "CREATE TABLE t (k STRING, v BIGINT, done TIMESTAMP(3))
+                 WITH ('connector' = 'filesystem', 'path' = 'x');
+             SELECT k, SUM(v) AS s FROM t GROUP BY k;",
+        );
+        let StreamNode::Source(source) = node.input.as_mut() else {
+            panic!("the aggregate reads the table")
+        };
+        source.projection = None;
+        source.schema = Arc::new(
+            datafusion::common::DFSchema::try_from_qualified_schema("t", &source.table.schema)
+                .unwrap(),
+        );
+        node.input_schema = node.input.schema();
+        node.finished_after = Some(2);
+        let batch = |keys: &[&str], done: &[i64]| {
+            RecordBatch::try_new(
+                Arc::new(node.input_schema.as_arrow().clone()),
+                vec![
+                    Arc::new(StringArray::from_iter_values(keys.iter().copied())),
+                    Arc::new(Int64Array::from_iter_values(done.iter().map(|_| 1))),
+                    Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(
+                        done.to_vec(),
+                    )),
+                ],
+            )
+            .unwrap()
+        };
+        let mut op = UpdatingAggregateOperator::try_new(&node, false).unwrap();
+        assert!(CheckpointedState::track_increments(&mut op));
+        changes(&mut op, batch(&["a", "b"], &[10, 30]));
+        let (first, _) = take_increment(&mut op);
+        // `a` is done at 10: the watermark frees it.
+        op.process_watermark(21, &mut Collector::new(LateRows::default()))
+            .unwrap();
+        let (second, merge) = take_increment(&mut op);
+        assert_eq!(second.num_rows(), 1, "a's tombstone");
+        let chain = vec![first, second];
+        assert_eq!(merge(chain.clone()).unwrap().num_rows(), 1, "b alone");
+        let mut restored = UpdatingAggregateOperator::try_new(&node, false).unwrap();
+        let state = datafusion::arrow::compute::concat_batches(&chain[1].schema(), &chain).unwrap();
+        CheckpointedState::restore(&mut restored, state).unwrap();
+        // `a` starts again from nothing; `b` goes on.
+        assert_eq!(
+            changes(&mut restored, batch(&["a", "b"], &[40, 40])),
+            ["+I[a, 1]", "-U[b, 1]", "+U[b, 2]"]
         );
     }
 }
