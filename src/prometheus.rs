@@ -96,22 +96,60 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// One job's series: its `job` and `statement` labels and its counters.
+/// One job's series: its `job` and `statement` labels, its counters, and its stages'.
 pub struct Series {
     pub job: String,
     pub statement: String,
     pub metrics: runnel_runtime::MetricsSnapshot,
+    pub stages: Vec<runnel_runtime::metrics::StageSnapshot>,
+}
+
+impl Series {
+    /// The series of a job's `metrics`, labelled `job` and `statement`.
+    pub fn of(job: String, statement: String, metrics: &runnel_runtime::JobMetrics) -> Self {
+        Self {
+            job,
+            statement,
+            metrics: metrics.snapshot(),
+            stages: metrics.stages(),
+        }
+    }
 }
 
 impl From<&JobInfo> for Series {
     fn from(job: &JobInfo) -> Self {
-        Self {
-            job: job.id.to_string(),
-            statement: job.statement.clone(),
-            metrics: job.metrics.snapshot(),
-        }
+        Self::of(job.id.to_string(), job.statement.clone(), &job.metrics)
     }
 }
+
+/// One metric family of a job's stages: each stage's value, labelled with its id.
+struct StageFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&runnel_runtime::metrics::StageSnapshot) -> f64,
+}
+
+const STAGE_FAMILIES: &[StageFamily] = &[
+    StageFamily {
+        name: "runnel_stage_state_bytes",
+        kind: "gauge",
+        help: "About how many bytes of state the stage's operators hold.",
+        value: |s| s.state_bytes as f64,
+    },
+    StageFamily {
+        name: "runnel_stage_checkpoint_bytes",
+        kind: "gauge",
+        help: "Bytes the stage's operators wrote into the last checkpoint.",
+        value: |s| s.checkpoint_bytes as f64,
+    },
+    StageFamily {
+        name: "runnel_stage_checkpoint_stall_milliseconds",
+        kind: "gauge",
+        help: "The longest pause of a subtask of the stage at the last checkpoint barrier.",
+        value: |s| s.checkpoint_stall_ms,
+    },
+];
 
 /// The jobs' metrics in Prometheus' text format, one series per job labelled with its id.
 pub fn render(jobs: &[JobInfo]) -> String {
@@ -133,6 +171,23 @@ pub fn render_series(series: &[Series]) -> String {
                     family.name,
                     label(&one.job),
                     label(&statement)
+                );
+            }
+        }
+    }
+    for family in STAGE_FAMILIES {
+        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
+        for one in series {
+            for stage in &one.stages {
+                let _ = writeln!(
+                    out,
+                    "{}{{job=\"{}\",stage=\"{}\",operators=\"{}\"}} {}",
+                    family.name,
+                    label(&one.job),
+                    stage.description.id,
+                    label(&stage.description.operators.join(" → ")),
+                    (family.value)(stage)
                 );
             }
         }

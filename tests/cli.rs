@@ -274,7 +274,8 @@ fn prometheus_metrics_are_served_over_http() {
     let file = dir.join("job.sql");
     std::fs::write(
         &file,
-        "CREATE TABLE clicks (user_id INT, ts TIMESTAMP(3),
+        "SET 'execution.checkpointing.interval' = '500 ms';
+         CREATE TABLE clicks (user_id INT, ts TIMESTAMP(3),
             WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
          WITH ('connector' = 'datagen', 'rows-per-second' = '500', 'number-of-rows' = '2500',
                'fields.user_id.min' = '1', 'fields.user_id.max' = '50');
@@ -291,6 +292,8 @@ fn prometheus_metrics_are_served_over_http() {
         .arg(&file)
         .arg("--metrics-addr")
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--checkpoint-dir")
+        .arg(dir.join("checkpoints"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -328,6 +331,32 @@ fn prometheus_metrics_are_served_over_http() {
         "open windows hold state: {second}"
     );
     assert!(second.contains("job=\"1\""), "{second}");
+    // Per stage: what the window aggregate's stage wrote into the last checkpoint.
+    let aggregate_checkpointed = |t: &str| {
+        t.lines().any(|line| {
+            line.starts_with("runnel_stage_checkpoint_bytes{")
+                && line.contains("operators=\"WindowAggregate")
+                && line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v > 0.0)
+        })
+    };
+    let third = loop {
+        if let Some(text) = scrape().filter(|t| aggregate_checkpointed(t)) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stage checkpoint bytes within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        third.contains("# TYPE runnel_stage_checkpoint_stall_milliseconds gauge"),
+        "{third}"
+    );
     let status = child.wait().expect("runnel ends");
     let mut stderr = String::new();
     child

@@ -84,6 +84,9 @@ pub struct Manifest {
     /// Bytes a restore from this checkpoint reads (the chains' older links included).
     #[serde(default)]
     pub restore_bytes: u64,
+    /// Bytes each operator wrote into this checkpoint, by operator id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub operator_bytes: BTreeMap<usize, u64>,
 }
 
 /// A checkpoint read back: its manifest and each operator's state.
@@ -199,7 +202,9 @@ impl CheckpointStore {
         std::fs::create_dir_all(&folder).map_err(|e| io_error(&folder, e))?;
         let mut bytes = 0;
         for (op, batch) in states {
-            bytes += write_state(&folder.join(format!("op-{op}.arrow")), batch)?;
+            let written = write_state(&folder.join(format!("op-{op}.arrow")), batch)?;
+            manifest.operator_bytes.insert(*op, written);
+            bytes += written;
         }
         manifest.operators = states.keys().copied().collect();
         manifest.state_bytes += bytes;
@@ -575,6 +580,7 @@ impl CheckpointCoordinator {
             chain.links.push(Link { path, bytes });
             chain.compact = Some(increment.compact);
             manifest.state_bytes += bytes;
+            manifest.operator_bytes.insert(op, bytes);
             manifest.restore_bytes += chain.links.iter().map(|l| l.bytes).sum::<u64>();
             manifest
                 .chains
@@ -619,6 +625,7 @@ impl CheckpointCoordinator {
             state_bytes: 0,
             chains: BTreeMap::new(),
             restore_bytes: 0,
+            operator_bytes: BTreeMap::new(),
         };
         self.store_increments(&mut manifest, pending.increments, &pending.operators)?;
         self.store.store(manifest, &pending.operators)
@@ -677,6 +684,8 @@ impl CheckpointCommit {
         sink.commit_checkpoint(&stored).await?;
         self.metrics
             .checkpoint_committed(id, stored.state_bytes, started.elapsed());
+        self.metrics
+            .checkpoint_operator_bytes(&stored.operator_bytes);
         self.coordinator.committed(id);
         // The longest a subtask stood still at this checkpoint's barrier.
         let stall_ms = self

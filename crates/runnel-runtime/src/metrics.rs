@@ -157,6 +157,21 @@ impl JobMetrics {
         });
     }
 
+    /// What each operator (by checkpoint id) wrote into the last checkpoint, summed per
+    /// stage.
+    pub fn checkpoint_operator_bytes(&self, bytes: &std::collections::BTreeMap<usize, u64>) {
+        let stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        for stage in stages.iter() {
+            let total = stage
+                .description
+                .operator_ids
+                .iter()
+                .filter_map(|op| bytes.get(op))
+                .sum();
+            stage.checkpoint_bytes.store(total, Ordering::Relaxed);
+        }
+    }
+
     /// The last committed checkpoints, oldest first.
     pub fn checkpoint_history(&self) -> Vec<CheckpointRecord> {
         self.checkpoint_history
@@ -304,6 +319,8 @@ pub struct StageMetrics {
     /// Each subtask's pause at its last checkpoint barrier: the time it took to hand
     /// over its operators' state, while it processed nothing (ns).
     checkpoint_stall_ns: Vec<AtomicU64>,
+    /// Bytes the stage's operators wrote into the last checkpoint.
+    checkpoint_bytes: AtomicU64,
 }
 
 /// A point-in-time copy of [`StageMetrics`].
@@ -318,6 +335,9 @@ pub struct StageSnapshot {
     pub state_bytes: u64,
     /// The longest pause of a subtask at the last checkpoint (its state's snapshot).
     pub checkpoint_stall_ms: f64,
+    /// Bytes its operators wrote into the last checkpoint (an increment, when
+    /// checkpoints are incremental).
+    pub checkpoint_bytes: u64,
 }
 
 impl StageMetrics {
@@ -331,6 +351,7 @@ impl StageMetrics {
             watermarks: (0..subtasks).map(|_| AtomicI64::new(i64::MIN)).collect(),
             state_bytes: (0..subtasks).map(|_| AtomicU64::new(0)).collect(),
             checkpoint_stall_ns: (0..subtasks).map(|_| AtomicU64::new(0)).collect(),
+            checkpoint_bytes: AtomicU64::new(0),
         }
     }
 
@@ -344,6 +365,7 @@ impl StageMetrics {
             description: self.description.clone(),
             rows_in: self.rows_in.load(Ordering::Relaxed),
             rows_out: self.rows_out.load(Ordering::Relaxed),
+            checkpoint_bytes: self.checkpoint_bytes.load(Ordering::Relaxed),
             backpressured_ms: self.backpressured_ns.load(Ordering::Relaxed) / 1_000_000,
             checkpoint_stall_ms: self
                 .checkpoint_stall_ns

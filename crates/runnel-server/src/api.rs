@@ -132,6 +132,8 @@ struct StageView {
     state_bytes: u64,
     /// The longest pause of a subtask at the last checkpoint, handing over its state.
     checkpoint_stall_ms: f64,
+    /// Bytes its operators wrote into the last checkpoint.
+    checkpoint_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -192,6 +194,7 @@ impl StatementView {
                 watermark_ms: stage.watermark,
                 state_bytes: stage.state_bytes,
                 checkpoint_stall_ms: stage.checkpoint_stall_ms,
+                checkpoint_bytes: stage.checkpoint_bytes,
             })
             .collect();
         let checkpoint_history = info

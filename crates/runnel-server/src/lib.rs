@@ -114,17 +114,14 @@ fn router(jobs: Arc<jobs::ServerJobs>, token: Option<Arc<str>>) -> Router {
                 let id = job.id();
                 let statements = job.statements();
                 let several = statements.len() > 1;
-                statements
-                    .into_iter()
-                    .map(move |info| runnel::prometheus::Series {
-                        job: if several {
-                            format!("{id}.{}", info.id)
-                        } else {
-                            id.to_string()
-                        },
-                        statement: info.statement.clone(),
-                        metrics: info.metrics.snapshot(),
-                    })
+                statements.into_iter().map(move |info| {
+                    let job = if several {
+                        format!("{id}.{}", info.id)
+                    } else {
+                        id.to_string()
+                    };
+                    runnel::prometheus::Series::of(job, info.statement.clone(), &info.metrics)
+                })
             })
             .collect()
     });

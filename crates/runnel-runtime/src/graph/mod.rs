@@ -498,6 +498,8 @@ pub struct StageDescription {
     /// The stage is read whole before the stream starts (a lookup join's table).
     pub read_whole: bool,
     pub inputs: Vec<InputDescription>,
+    /// The checkpoint ids of the stage's stateful operator instances (every subtask's).
+    pub operator_ids: Vec<OperatorId>,
 }
 
 /// One edge into a stage.
@@ -571,8 +573,18 @@ impl JobGraph<'_> {
                         }
                     })
                     .collect();
+                let mut first_ids: Vec<OperatorId> =
+                    stage.chain.iter().filter_map(|c| c.first_id).collect();
+                if let StageHead::TwoInput { first_id, .. } = &stage.head {
+                    first_ids.push(*first_id);
+                }
+                let operator_ids = first_ids
+                    .iter()
+                    .flat_map(|first| (0..stage.parallelism).map(move |i| first + i))
+                    .collect();
                 StageDescription {
                     id: stage.id,
+                    operator_ids,
                     operators,
                     parallelism: stage.parallelism,
                     subtask_noun,

@@ -64,7 +64,11 @@ impl UpdatingAggregateOperator {
         )));
         let mut widths = Vec::new();
         for a in 0..self.aggregates.len() {
-            let mut states: Vec<Vec<ScalarValue>> = Vec::new();
+            // A fresh accumulator's state gives the columns even when no group is
+            // written (an increment where nothing changed keeps the chain's schema).
+            let blank_state = blank.accumulators[a].state()?;
+            let mut states: Vec<Vec<ScalarValue>> =
+                vec![Vec::with_capacity(live.len()); blank_state.len()];
             for &g in live {
                 let group = &mut self.groups[g];
                 let state = if group.rows > 0 {
@@ -72,16 +76,17 @@ impl UpdatingAggregateOperator {
                 } else {
                     blank.accumulators[a].state()?
                 };
-                if states.is_empty() {
-                    states = vec![Vec::with_capacity(live.len()); state.len()];
-                }
                 for (field, value) in states.iter_mut().zip(state) {
                     field.push(value);
                 }
             }
             widths.push(states.len().to_string());
             for (f, values) in states.into_iter().enumerate() {
-                let array = ScalarValue::iter_to_array(values)?;
+                let array = if values.is_empty() {
+                    blank_state[f].to_array_of_size(0)?
+                } else {
+                    ScalarValue::iter_to_array(values)?
+                };
                 fields.push(Field::new(
                     format!("state_{a}_{f}"),
                     array.data_type().clone(),

@@ -952,6 +952,7 @@ mod tests {
         let mut merge = None;
         for (keys, values) in [
             (&["a", "b"][..], &[5, 1][..]),
+            (&[][..], &[][..]),
             (&["a", "c", "a"][..], &[2, 3, 1][..]),
             (&["b"][..], &[4][..]),
         ] {
@@ -963,7 +964,7 @@ mod tests {
         let sizes: Vec<usize> = chain.iter().map(RecordBatch::num_rows).collect();
         assert_eq!(
             sizes,
-            [2, 2, 1],
+            [2, 0, 2, 1],
             "each increment holds the groups it changed"
         );
         let merged = merge.unwrap()(chain.clone()).unwrap();
