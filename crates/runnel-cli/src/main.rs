@@ -7,6 +7,7 @@ mod remote;
 mod repl;
 mod status;
 mod table_view;
+mod transactions;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -743,63 +743,16 @@ impl Session<'_> {
 
     /// `SHOW TRANSACTIONS`: the Kafka transactions open on the declared tables' clusters.
     fn show_transactions(&mut self) -> Result<(), String> {
-        let open = self
-            .runtime
-            .block_on(self.engine.kafka_transactions())
-            .map_err(|e| describe(&e))?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let rows = open
-            .into_iter()
-            .map(|(cluster, t)| {
-                let partitions: Vec<String> = t
-                    .partitions
-                    .iter()
-                    .map(|(topic, ids)| {
-                        let ids: Vec<String> = ids.iter().map(i32::to_string).collect();
-                        format!("{topic}[{}]", ids.join(","))
-                    })
-                    .collect();
-                vec![
-                    t.transactional_id,
-                    t.state.name(),
-                    format!("{} s", (now_ms - t.started_ms).max(0) / 1000),
-                    format!("{} s", t.timeout_ms / 1000),
-                    partitions.join(" "),
-                    cluster,
-                ]
-            })
-            .collect();
-        print_table(
-            &[
-                "transactional id",
-                "state",
-                "open for",
-                "timeout",
-                "partitions",
-                "cluster",
-            ],
-            rows,
-        );
+        let (headers, rows) = crate::transactions::show(self.runtime, &self.engine)?;
+        print_table(&headers, rows);
         Ok(())
     }
 
     /// `ABORT TRANSACTION 'id'`: fences `id`, aborting its open transaction.
     fn abort_transaction(&mut self, id: &str) -> Result<(), String> {
-        if id.is_empty() {
-            return Err("ABORT TRANSACTION needs a transactional id in quotes \
-                        (SHOW TRANSACTIONS lists them)"
-                .into());
-        }
-        let aborted = self
-            .runtime
-            .block_on(self.engine.abort_kafka_transaction(id))
-            .map_err(|e| describe(&e))?;
         println!(
-            "transaction of '{id}' (producer {}, epoch {}) aborted; a producer still using \
-             the id fails on its next write",
-            aborted.producer_id, aborted.producer_epoch
+            "{}",
+            crate::transactions::abort(self.runtime, &self.engine, id)?
         );
         Ok(())
     }

@@ -25,16 +25,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::compute::filter;
 use datafusion::arrow::compute::kernels::cmp::gt;
-use datafusion::arrow::compute::{filter, sort_to_indices, take};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
 use datafusion::error::{DataFusionError, Result as DFResult};
-use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::logical_expr::EmitTo;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
-use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use runnel_sql::WindowAggregateNode;
 
 use crate::error::{Result, RuntimeError};
@@ -46,267 +44,9 @@ use crate::operator::{
 use crate::operators::aggregate_call::AggregateCall;
 use crate::operators::window_assign::as_millis;
 
-/// How a `HOP` aggregated per pane turns panes into windows.
-#[derive(Debug, Clone, Copy)]
-struct Panes {
-    slide_ms: i64,
-    size_ms: i64,
-    /// Which group columns are the window's start and end.
-    start_key: usize,
-    end_key: usize,
-}
+mod state;
 
-/// A pane's partial aggregates taken out of their accumulators: the group columns, then
-/// each aggregate's state columns.
-type SealedPart = Vec<ArrayRef>;
-
-/// The keys and partial aggregates of one open window.
-struct WindowState {
-    groups: Box<dyn GroupValues>,
-    accumulators: Vec<Box<dyn GroupsAccumulator>>,
-}
-
-impl WindowState {
-    /// Merges partial aggregates into this state: `states` holds each aggregate's state
-    /// columns in turn (`widths` of them each) for the keys `groups`.
-    fn merge(
-        &mut self,
-        groups: &[ArrayRef],
-        states: &[ArrayRef],
-        widths: &[usize],
-        group_indices: &mut Vec<usize>,
-    ) -> DFResult<()> {
-        self.groups.intern(groups, group_indices)?;
-        let total = self.groups.len();
-        let mut column = 0;
-        for (accumulator, width) in self.accumulators.iter_mut().zip(widths) {
-            accumulator.merge_batch(&states[column..column + width], group_indices, total)?;
-            column += width;
-        }
-        Ok(())
-    }
-}
-
-/// Open windows (or panes) by their end.
-type Windows = BTreeMap<i64, WindowState>;
-
-/// Rows of one input batch on their way into windows (late rows already dropped): each
-/// row's window end, group keys, and each aggregate's arguments and filter.
-#[derive(Clone)]
-struct WindowRows {
-    ends: Int64Array,
-    groups: Vec<ArrayRef>,
-    inputs: Vec<Vec<ArrayRef>>,
-    filters: Vec<Option<ArrayRef>>,
-}
-
-/// The operator's scalar state, kept in a state batch's schema metadata.
-#[derive(Debug, Clone, Copy, Default)]
-struct Progress {
-    watermark: Option<Watermark>,
-    /// The end of the last window emitted from panes.
-    last_window: Option<i64>,
-}
-
-/// What a window state is made of: how to create, fill, write and read it. Shared with
-/// the threads that build and merge the operator's checkpoints.
-struct StateLayout {
-    group_schema: SchemaRef,
-    aggregates: Vec<AggregateCall>,
-    /// How many state columns each aggregate has.
-    state_widths: Vec<usize>,
-    panes: Option<Panes>,
-}
-
-impl StateLayout {
-    fn new_window(&self) -> DFResult<WindowState> {
-        Ok(WindowState {
-            groups: new_group_values(self.group_schema.clone(), &GroupOrdering::None)?,
-            accumulators: self
-                .aggregates
-                .iter()
-                .map(AggregateCall::new_groups_accumulator)
-                .collect::<DFResult<_>>()?,
-        })
-    }
-
-    /// Aggregates `rows` into their windows. Most batches fall in one window; otherwise
-    /// the rows are sorted by window end and each run is sliced off.
-    fn route(
-        &self,
-        windows: &mut Windows,
-        rows: WindowRows,
-        group_indices: &mut Vec<usize>,
-    ) -> DFResult<()> {
-        let WindowRows {
-            mut ends,
-            mut groups,
-            mut inputs,
-            mut filters,
-        } = rows;
-        if ends.is_empty() {
-            return Ok(());
-        }
-        let values = ends.values();
-        let single_window = values.iter().all(|&e| e == values[0]);
-        if !single_window {
-            let order = sort_to_indices(&ends, None, None)?;
-            let reorder = |a: &ArrayRef| take(a, &order, None);
-            groups = groups.iter().map(reorder).collect::<Result<_, _>>()?;
-            for args in &mut inputs {
-                *args = args.iter().map(reorder).collect::<Result<_, _>>()?;
-            }
-            for f in filters.iter_mut().flatten() {
-                *f = reorder(f)?;
-            }
-            ends = take(&ends, &order, None)?.as_primitive().clone();
-        }
-        let values = ends.values().clone();
-        let mut start = 0;
-        while start < values.len() {
-            let end_value = values[start];
-            let mut stop = start + 1;
-            while stop < values.len() && values[stop] == end_value {
-                stop += 1;
-            }
-            let len = stop - start;
-            let slice = |a: &ArrayRef| a.slice(start, len);
-            let group_slice: Vec<ArrayRef> = groups.iter().map(slice).collect();
-            let window = match windows.entry(end_value) {
-                Entry::Occupied(open) => open.into_mut(),
-                Entry::Vacant(new) => new.insert(self.new_window()?),
-            };
-            window.groups.intern(&group_slice, group_indices)?;
-            let total_groups = window.groups.len();
-            for (i, accumulator) in window.accumulators.iter_mut().enumerate() {
-                let args: Vec<ArrayRef> = inputs[i].iter().map(slice).collect();
-                let filter_slice = filters[i].as_ref().map(slice);
-                accumulator.update_batch(
-                    &args,
-                    group_indices,
-                    filter_slice.as_ref().map(|f| f.as_boolean()),
-                    total_groups,
-                )?;
-            }
-            start = stop;
-        }
-        Ok(())
-    }
-
-    /// `windows`' keys and partial aggregates as one batch: `window_end`, the group
-    /// keys, then each accumulator's state columns; `progress` in the schema's metadata.
-    /// Taking a state out of DataFusion's accumulators empties them: `windows` is used up.
-    fn state_batch(&self, windows: Windows, progress: Progress) -> DFResult<RecordBatch> {
-        let mut parts: Vec<Vec<ArrayRef>> = Vec::with_capacity(windows.len());
-        for (end, mut window) in windows {
-            let mut columns = window.groups.emit(EmitTo::All)?;
-            let rows = columns.first().map_or(0, |c| c.len());
-            columns.insert(0, Arc::new(Int64Array::from(vec![end; rows])));
-            for accumulator in &mut window.accumulators {
-                columns.extend(accumulator.state(EmitTo::All)?);
-            }
-            parts.push(columns);
-        }
-        let state_types: Vec<DataType> = self
-            .aggregates
-            .iter()
-            .map(|a| a.function.state_fields())
-            .collect::<DFResult<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let mut fields = vec![Field::new("window_end", DataType::Int64, false)];
-        fields.extend(
-            self.group_schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true)),
-        );
-        fields.extend(
-            state_types
-                .iter()
-                .enumerate()
-                .map(|(i, t)| Field::new(format!("state_{i}"), t.clone(), true)),
-        );
-        let mut metadata = std::collections::HashMap::new();
-        if let Some(watermark) = progress.watermark {
-            metadata.insert("watermark".to_string(), watermark.to_string());
-        }
-        if let Some(last) = progress.last_window {
-            metadata.insert("last_window".to_string(), last.to_string());
-        }
-        let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
-        let columns: Vec<ArrayRef> = (0..schema.fields().len())
-            .map(|c| {
-                let pieces: Vec<&dyn Array> = parts.iter().map(|p| p[c].as_ref()).collect();
-                if pieces.is_empty() {
-                    Ok(datafusion::arrow::array::new_empty_array(
-                        schema.field(c).data_type(),
-                    ))
-                } else {
-                    datafusion::arrow::compute::concat(&pieces)
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(RecordBatch::try_new(schema, columns)?)
-    }
-
-    /// The windows a [`Self::state_batch`] batch holds — or a chain of them concatenated
-    /// (a key may then appear once per link: its partial aggregates merge) — and the
-    /// progress of the newest. Windows the operator had already emitted by then (an
-    /// older link may still hold them) are left out.
-    fn read_state(&self, state: &RecordBatch) -> DFResult<(Windows, Progress)> {
-        let metadata = state.schema().metadata().clone();
-        let progress = Progress {
-            watermark: metadata.get("watermark").and_then(|w| w.parse().ok()),
-            last_window: metadata.get("last_window").and_then(|w| w.parse().ok()),
-        };
-        let keys = self.group_schema.fields().len();
-        let mut windows = Windows::new();
-        let mut group_indices = Vec::new();
-        let ends: Int64Array = state.column(0).as_primitive().clone();
-        let values = ends.values();
-        let mut start = 0;
-        while start < values.len() {
-            let end = values[start];
-            let mut stop = start + 1;
-            while stop < values.len() && values[stop] == end {
-                stop += 1;
-            }
-            if self.is_open(end, progress) {
-                let len = stop - start;
-                let window = match windows.entry(end) {
-                    Entry::Occupied(open) => open.into_mut(),
-                    Entry::Vacant(new) => new.insert(self.new_window()?),
-                };
-                let columns: Vec<ArrayRef> = (1..state.num_columns())
-                    .map(|c| state.column(c).slice(start, len))
-                    .collect();
-                window.merge(
-                    &columns[..keys],
-                    &columns[keys..],
-                    &self.state_widths,
-                    &mut group_indices,
-                )?;
-            }
-            start = stop;
-        }
-        Ok((windows, progress))
-    }
-
-    /// Whether the window (or pane) ending at `end` is still held at `progress`: a
-    /// window until the watermark reaches its end, a pane until the last window reading
-    /// it was emitted.
-    fn is_open(&self, end: i64, progress: Progress) -> bool {
-        match self.panes {
-            Some(panes) => progress
-                .last_window
-                .is_none_or(|last| end > last - panes.size_ms + panes.slide_ms),
-            None => progress.watermark.is_none_or(|watermark| end > watermark),
-        }
-    }
-}
+use state::{Panes, Progress, SealedPart, StateLayout, WindowRows, WindowState, Windows};
 
 /// Input rows kept since the previous checkpoint, for the next increment.
 #[derive(Default)]
@@ -747,13 +487,20 @@ mod tests_support {
 
     /// Plans the aggregate of a small tumbling query and returns its node.
     pub(super) fn aggregate_node() -> WindowAggregateNode {
-        let mut node = crate::test_plans::plan_script(
-            "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
-               WITH ('connector' = 'filesystem', 'path' = 'unused');
-             SELECT k, window_start, window_end, COUNT(*) AS c, SUM(v) AS s
+        window_aggregate_of(
+            "SELECT k, window_start, window_end, COUNT(*) AS c, SUM(v) AS s
              FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECONDS))
              GROUP BY k, window_start, window_end;",
         )
+    }
+
+    /// The window aggregate of `query` over `t (k STRING, v BIGINT, ts TIMESTAMP(3))`.
+    fn window_aggregate_of(query: &str) -> WindowAggregateNode {
+        let mut node = crate::test_plans::plan_script(&format!(
+            "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+               WITH ('connector' = 'filesystem', 'path' = 'unused');
+             {query}"
+        ))
         .root;
         loop {
             node = match node {
@@ -767,21 +514,11 @@ mod tests_support {
     /// The aggregate of a `HOP` of 10-second slides over 20-second windows, planned per
     /// pane (panes are 10 seconds, so [`input`] fits it too).
     pub(super) fn hop_node() -> WindowAggregateNode {
-        let mut node = crate::test_plans::plan_script(
-            "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
-               WITH ('connector' = 'filesystem', 'path' = 'unused');
-             SELECT k, window_start, window_end, COUNT(*) AS c, SUM(v) AS s
+        window_aggregate_of(
+            "SELECT k, window_start, window_end, COUNT(*) AS c, SUM(v) AS s
              FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECONDS, INTERVAL '20' SECONDS))
              GROUP BY k, window_start, window_end;",
         )
-        .root;
-        loop {
-            node = match node {
-                StreamNode::WindowAggregate(a) => return a,
-                StreamNode::Projection { input, .. } | StreamNode::Filter { input, .. } => *input,
-                other => panic!("no window aggregate in {other:?}"),
-            }
-        }
     }
 
     /// A batch of the aggregate's input: (key, value, event time in seconds).
