@@ -116,10 +116,15 @@ async fn a_job_whose_transactional_id_changed_fences_the_old_one_at_start() {
     // The job ran before under another transactional id and died with a transaction
     // open on its output.
     let old = format!("runnel-old-prefix-{}", std::process::id());
-    let (abandoned, on) = (old.clone(), output.to_string());
-    tokio::task::spawn_blocking(move || abandon_open_transaction(&abandoned, &on))
-        .await
-        .expect("producer");
+    // And another producer, not the job's, left one open there too.
+    let other = format!("someone-else-{}", std::process::id());
+    let (abandoned, on, also) = (old.clone(), output.to_string(), other.clone());
+    tokio::task::spawn_blocking(move || {
+        abandon_open_transaction(&abandoned, &on);
+        abandon_open_transaction(&also, &on);
+    })
+    .await
+    .expect("producer");
     let dir = scratch_dir("lingering-job");
     let checkpoints = dir.join("checkpoints");
     let recorded = checkpoints.join("kafka-transactional-ids");
@@ -147,7 +152,23 @@ async fn a_job_whose_transactional_id_changed_fences_the_old_one_at_start() {
         stderr.contains("fenced the old one") && stderr.contains(&old),
         "{stderr}"
     );
-    // The old transaction is aborted, so a read_committed reader gets the job's output.
+    // The other producer's transaction is not the job's to end: it is named, for the
+    // shell to abort.
+    assert!(
+        stderr.contains("another producer holds a transaction open") && stderr.contains(&other),
+        "{stderr}"
+    );
+    let engine = runnel::Engine::default();
+    engine
+        .execute(&format!(
+            "CREATE TABLE out (v STRING) WITH ('connector' = 'kafka', 'topic' = '{output}',
+               'properties.bootstrap.servers' = '{}', 'format' = 'json')",
+            bootstrap()
+        ))
+        .await
+        .expect("declare");
+    engine.abort_kafka_transaction(&other).await.expect("abort");
+    // Both are aborted, so a read_committed reader gets the job's output.
     let rows = consume_all(output);
     let comparison = compare_window_rows(&rows, &expected_windows(&claims));
     assert_eq!(

@@ -88,7 +88,11 @@ impl KafkaSink {
             let transaction =
                 Transaction::begin(&producer, &config.sources, &topic, timeout).await?;
             if let Some(own) = client.get("transactional.id") {
-                warn_of_lingering_transactions(table, &topic, own).await;
+                // In the background: a cluster's transaction log may be long to read.
+                let (table, topic, own) = (table.clone(), topic.clone(), own.to_string());
+                tokio::spawn(async move {
+                    warn_of_lingering_transactions(&table, &topic, &own).await;
+                });
             }
             Some(transaction)
         } else {
@@ -302,7 +306,8 @@ async fn recover_replaced_id(table: &TableDef, dir: &std::path::Path, id: &str) 
 
 /// Warns of transactions other producers hold open on `topic`: `read_committed` readers
 /// of it wait for them. Reading the cluster's transaction log may be refused (it needs
-/// rights on an internal topic): then nothing is said.
+/// rights on an internal topic) or slow (a big cluster's): then nothing is said, and the
+/// job does not wait for it.
 async fn warn_of_lingering_transactions(table: &TableDef, topic: &str, own: &str) {
     match super::transactions::transactions(table).await {
         Ok(transactions) => {
