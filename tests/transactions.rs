@@ -33,6 +33,18 @@ fn abandon_open_transaction(id: &str, topic: &str) {
     std::mem::forget(producer);
 }
 
+/// Declares table `out` on `topic` of the test broker: the engine then reaches its cluster.
+async fn declare_kafka_table(engine: &runnel::Engine, topic: &str) {
+    engine
+        .execute(&format!(
+            "CREATE TABLE out (v STRING) WITH ('connector' = 'kafka', 'topic' = '{topic}',
+               'properties.bootstrap.servers' = '{}', 'format' = 'json')",
+            bootstrap()
+        ))
+        .await
+        .expect("declare");
+}
+
 fn open_ids(
     open: &[(
         String,
@@ -63,14 +75,7 @@ async fn a_transaction_left_open_is_listed_and_aborted() {
         refused.to_string().contains("declare one first"),
         "{refused}"
     );
-    engine
-        .execute(&format!(
-            "CREATE TABLE out (v STRING) WITH ('connector' = 'kafka', 'topic' = '{topic}',
-               'properties.bootstrap.servers' = '{}', 'format' = 'json')",
-            bootstrap()
-        ))
-        .await
-        .expect("declare");
+    declare_kafka_table(&engine, topic).await;
     let open = engine.kafka_transactions().await.expect("list");
     let (cluster, listed) = open
         .iter()
@@ -159,14 +164,7 @@ async fn a_job_whose_transactional_id_changed_fences_the_old_one_at_start() {
         "{stderr}"
     );
     let engine = runnel::Engine::default();
-    engine
-        .execute(&format!(
-            "CREATE TABLE out (v STRING) WITH ('connector' = 'kafka', 'topic' = '{output}',
-               'properties.bootstrap.servers' = '{}', 'format' = 'json')",
-            bootstrap()
-        ))
-        .await
-        .expect("declare");
+    declare_kafka_table(&engine, output).await;
     engine.abort_kafka_transaction(&other).await.expect("abort");
     // Both are aborted, so a read_committed reader gets the job's output.
     let rows = consume_all(output);

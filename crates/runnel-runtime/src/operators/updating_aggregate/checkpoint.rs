@@ -30,14 +30,10 @@ impl UpdatingAggregateOperator {
         self.state_rows(&live)
     }
 
-    /// The rows of groups `changed` (an increment): a group that is gone is written with
-    /// `__rows` = 0 and empty accumulator states.
-    pub(super) fn changed_rows(&mut self, changed: &[usize]) -> DFResult<RecordBatch> {
-        self.state_rows(changed)
-    }
-
-    /// The checkpoint rows of groups `live` (see [`Self::snapshot_state`]).
-    fn state_rows(&mut self, live: &[usize]) -> DFResult<RecordBatch> {
+    /// The checkpoint rows of groups `live` (see [`Self::snapshot_state`]); for an
+    /// increment, the groups changed since the last checkpoint: one that is gone is
+    /// written with `__rows` = 0 and empty accumulator states.
+    pub(super) fn state_rows(&mut self, live: &[usize]) -> DFResult<RecordBatch> {
         use datafusion::arrow::array::{BooleanArray, Int64Array};
         use datafusion::arrow::datatypes::{DataType, Field, Schema};
         // What a gone group's accumulators hold: a fresh group's.

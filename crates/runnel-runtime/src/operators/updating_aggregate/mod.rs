@@ -745,7 +745,7 @@ impl CheckpointedState for UpdatingAggregateOperator {
             return Ok(None);
         }
         let ids = changed.take();
-        let batch = self.changed_rows(&ids).map_err(operator_error)?;
+        let batch = self.state_rows(&ids).map_err(operator_error)?;
         Ok(Some(StateIncrement {
             build: Box::new(move || Ok(batch)),
             compact: std::sync::Arc::new(|chain: Vec<RecordBatch>| {
