@@ -246,31 +246,68 @@ const FLINK_NAMESPACES: &[&str] = &[
     "blob.",
 ];
 
-/// Edits (insertions, deletions, substitutions) between `a` and `b`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
+/// Edits (insertions, deletions, substitutions) between `a` and `b`, or `None` when they
+/// are more than `limit` apart: the search for a nearest key stops early on keys that are
+/// already farther than the best so far, so a long or odd key costs little to check.
+fn edit_distance(a: &[char], b: &[char], limit: usize) -> Option<usize> {
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
     let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
+    let mut current = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        current[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
+            let substitution = previous[j] + usize::from(ca != cb);
             current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
         }
-        previous = current;
+        if current.iter().min().is_some_and(|&least| least > limit) {
+            return None;
+        }
+        std::mem::swap(&mut previous, &mut current);
     }
-    previous[b.len()]
+    Some(previous[b.len()]).filter(|&distance| distance <= limit)
 }
 
-/// The known key nearest to `key`, and how far it is.
-fn nearest_key(key: &str) -> (&'static str, usize) {
+/// The candidate nearest to `key` within `limit` edits, and how far it is. Candidates are
+/// tried nearest in length first, so the search stops at the first whose length alone is
+/// farther than the best found.
+fn nearest(
+    key: &str,
+    candidates: impl Iterator<Item = &'static &'static str>,
+    limit: usize,
+) -> Option<(&'static str, usize)> {
+    let key: Vec<char> = key.chars().collect();
+    let mut candidates: Vec<(usize, &'static str)> = candidates
+        .map(|known| (known.chars().count().abs_diff(key.len()), *known))
+        .collect();
+    candidates.sort_by_key(|(length_difference, _)| *length_difference);
+    let mut best: Option<(&'static str, usize)> = None;
+    for (length_difference, known) in candidates {
+        let bound = best.map_or(limit, |(_, distance)| distance.saturating_sub(1));
+        if length_difference > bound {
+            break;
+        }
+        let known_chars: Vec<char> = known.chars().collect();
+        if let Some(distance) = edit_distance(&key, &known_chars, bound) {
+            best = Some((known, distance));
+        }
+    }
+    best
+}
+
+/// Every key Runnel knows.
+fn known_keys() -> impl Iterator<Item = &'static &'static str> {
     RUNNEL_KEYS
         .iter()
         .chain(HONOURED_KEYS)
         .chain(restart::KEYS)
         .chain(IGNORED_FLINK_KEYS)
-        .map(|known| (*known, edit_distance(key, known)))
-        .min_by_key(|(_, distance)| *distance)
-        .unwrap_or(("", usize::MAX))
+}
+
+/// The known key nearest to `key`.
+fn nearest_key(key: &str) -> &'static str {
+    nearest(key, known_keys(), usize::MAX).map_or("", |(known, _)| known)
 }
 
 /// Whether `key` is one Runnel acts on.
@@ -280,8 +317,8 @@ fn is_honoured(key: &str) -> bool {
 
 /// Whether `key` is close enough to a known key (and not one) to be taken for a typo.
 fn is_near_miss(key: &str) -> Option<&'static str> {
-    let (nearest, distance) = nearest_key(key);
-    (distance > 0 && distance <= 2.max(key.len() / 12)).then_some(nearest)
+    nearest(key, known_keys(), 2.max(key.len() / 12))
+        .and_then(|(known, distance)| (distance > 0).then_some(known))
 }
 
 /// What to tell a user who sets `key`, which Runnel accepts but does not act on (a Flink
@@ -415,10 +452,7 @@ pub fn check(key: &str, value: &str) -> Result<()> {
             value,
             format!(
                 "unknown Runnel setting; the nearest is '{}' (known: {})",
-                RUNNEL_KEYS
-                    .iter()
-                    .min_by_key(|known| edit_distance(other, known))
-                    .unwrap_or(&""),
+                nearest(other, RUNNEL_KEYS.iter(), usize::MAX).map_or("", |(known, _)| known),
                 RUNNEL_KEYS.join(", ")
             ),
         )),
@@ -435,7 +469,7 @@ pub fn check(key: &str, value: &str) -> Result<()> {
                 value,
                 format!(
                     "unknown setting: neither Runnel's nor Flink's (the nearest known is '{}')",
-                    nearest_key(other).0
+                    nearest_key(other)
                 ),
             )),
         },
@@ -561,4 +595,32 @@ pub fn job_config(settings: &BTreeMap<String, String>, catalog: &Catalog) -> Res
         None => runnel_runtime::memory::default_limit(),
     };
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn distance(a: &str, b: &str, limit: usize) -> Option<usize> {
+        let chars = |s: &str| s.chars().collect::<Vec<_>>();
+        edit_distance(&chars(a), &chars(b), limit)
+    }
+
+    #[test]
+    fn edit_distance_counts_edits_up_to_its_limit() {
+        assert_eq!(distance("kitten", "sitting", 5), Some(3));
+        assert_eq!(distance("kitten", "sitting", 3), Some(3));
+        assert_eq!(distance("kitten", "sitting", 2), None);
+        assert_eq!(distance("", "abc", 3), Some(3));
+        assert_eq!(distance("é", "e", 1), Some(1));
+        assert_eq!(distance(&"x".repeat(10_000), "pipeline.name", 3), None);
+    }
+
+    #[test]
+    fn a_typo_names_the_key_it_is_near() {
+        assert_eq!(is_near_miss("pipeline.nmae"), Some(PIPELINE_NAME));
+        assert_eq!(is_near_miss(PIPELINE_NAME), None);
+        assert_eq!(nearest_key("table.exec.state.tll"), "table.exec.state.ttl");
+        assert_eq!(is_near_miss(&"table.".repeat(1_000)), None);
+    }
 }
