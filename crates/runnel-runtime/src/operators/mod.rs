@@ -52,6 +52,25 @@ use crate::metrics::JobMetrics;
 use crate::operator::{OneInputOperator, TwoInputOperator};
 use crate::processing_time::ProcessingTime;
 
+/// Of rows `0..rows` (the rows of a chain of checkpoint batches, oldest first), the
+/// newest of each `identity`, in row order, without those whose newest row is not `alive`:
+/// how a snapshot followed by increments (each the newest state of what changed, a
+/// tombstone for what is gone) merges into one snapshot.
+pub(crate) fn newest_of_each<K: std::hash::Hash + Eq>(
+    rows: usize,
+    identity: impl Fn(usize) -> K,
+    alive: impl Fn(usize) -> bool,
+) -> Vec<u32> {
+    let mut seen = std::collections::HashSet::with_capacity(rows);
+    let mut keep: Vec<u32> = (0..rows)
+        .rev()
+        .filter(|&row| seen.insert(identity(row)) && alive(row))
+        .map(|row| row as u32)
+        .collect();
+    keep.reverse();
+    keep
+}
+
 /// What a new operator instance gets from the job it runs in.
 #[derive(Clone)]
 pub struct OperatorContext {

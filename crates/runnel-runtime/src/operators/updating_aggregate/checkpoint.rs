@@ -263,14 +263,9 @@ pub(super) fn newest_rows(chain: Vec<RecordBatch>) -> DFResult<RecordBatch> {
     let all = datafusion::arrow::compute::concat_batches(&schema, &chain)?;
     let keys = schema.index_of("__rows")?;
     let rows = all.column(keys).as_primitive::<Int64Type>();
-    let mut keep: Vec<u32> = Vec::new();
-    if keys == 0 {
-        keep.extend(
-            (0..all.num_rows())
-                .last()
-                .filter(|&r| rows.value(r) > 0)
-                .map(|r| r as u32),
-        );
+    let alive = |row: usize| rows.value(row) > 0;
+    let keep = if keys == 0 {
+        crate::operators::newest_of_each(all.num_rows(), |_| (), alive)
     } else {
         let converter = datafusion::arrow::row::RowConverter::new(
             schema.fields()[..keys]
@@ -279,14 +274,8 @@ pub(super) fn newest_rows(chain: Vec<RecordBatch>) -> DFResult<RecordBatch> {
                 .collect(),
         )?;
         let key_rows = converter.convert_columns(&all.columns()[..keys])?;
-        let mut seen = std::collections::HashSet::with_capacity(all.num_rows());
-        for row in (0..all.num_rows()).rev() {
-            if seen.insert(key_rows.row(row).as_ref().to_vec()) && rows.value(row) > 0 {
-                keep.push(row as u32);
-            }
-        }
-        keep.reverse();
-    }
+        crate::operators::newest_of_each(all.num_rows(), |row| key_rows.row(row), alive)
+    };
     let indices = UInt32Array::from(keep);
     let columns = all
         .columns()
