@@ -11,7 +11,9 @@
 #
 # INCREMENTAL=false takes whole snapshots (default: incremental checkpoints, Flink's
 # 'execution.checkpointing.incremental'). QUERY=updating runs the aggregate without a
-# window (GROUP BY policy_id: an updating aggregate, emitting every change) instead.
+# window (GROUP BY policy_id: an updating aggregate, emitting every change) instead;
+# QUERY=join joins the keys with the changes (a regular join: every key is a live row of
+# its left side, every change one of its right side).
 # RUNNEL_BINARY picks the binary (default: the release build, built first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +57,15 @@ CREATE TABLE totals (
     claim_count BIGINT, total_amount DECIMAL(22, 2)
 ) WITH ('connector' = 'blackhole');
 SQL
-if [ "${QUERY:-window}" = updating ]; then
+if [ "${QUERY:-window}" = join ]; then
+    cat >>"$work/big_state.sql" <<SQL
+CREATE TABLE joined (claim_id BIGINT, policy_id BIGINT, amount DECIMAL(12, 2), changed DECIMAL(12, 2))
+    WITH ('connector' = 'blackhole');
+INSERT INTO joined
+SELECT k.claim_id, k.policy_id, k.amount, c.amount
+FROM every_key k JOIN changes c ON k.policy_id = c.policy_id;
+SQL
+elif [ "${QUERY:-window}" = updating ]; then
     cat >>"$work/big_state.sql" <<SQL
 CREATE TABLE running_totals (policy_id BIGINT, claim_count BIGINT, total_amount DECIMAL(22, 2))
     WITH ('connector' = 'blackhole');

@@ -550,8 +550,12 @@ async fn postgres_through_debezium_and_runnel_into_a_postgres_warehouse() {
             "exactly-once"
         )
     );
+    // The join job checkpoints incrementally (its ChangelogNormalize, RegularJoin and
+    // UpsertMaterialize write what changed; each restart reads their chains); the other
+    // two take whole snapshots.
     let join_job = format!(
         "SET 'execution.checkpointing.interval' = '1 s';
+         SET 'execution.checkpointing.incremental' = 'true';
          SET 'parallelism.default' = '2';
          {claims}
          {policies}

@@ -1,6 +1,11 @@
 //! [`ChangeRows`]: an updating stream's batches as keys and whole rows in Arrow's row
 //! format, and back — for operators that keep rows per key (`ChangelogNormalize`,
-//! `UpsertMaterialize`).
+//! `UpsertMaterialize`) — and how those rows are checkpointed.
+//!
+//! A checkpoint of rows kept per key holds each key's rows in order, the first as `+I` and
+//! the rest as `+U`; an increment holds the same for the keys that changed since the
+//! previous barrier, and `-D` of its last row for a key gone meanwhile. Read in order, a
+//! chain (a snapshot, then its increments) leaves each key with its newest rows.
 
 use std::sync::Arc;
 
@@ -12,6 +17,10 @@ use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use runnel_sql::changelog::ChangeKind;
 
 use crate::error::{Result, RuntimeError};
+use crate::operator::StateIncrement;
+
+/// Rows kept per key: each key's rows, oldest first.
+pub(crate) type KeyedRows = datafusion::common::HashMap<OwnedRow, Vec<OwnedRow>>;
 
 /// Encodes the batches of an updating stream (its columns, then the change column): each
 /// row's key (the columns `keys`) and the whole row.
@@ -48,6 +57,11 @@ impl ChangeRows {
         })
     }
 
+    /// Another encoder of the same batches (for a checkpoint's work off the task).
+    fn fresh(&self) -> Result<Self> {
+        Self::try_new(self.schema.clone(), &self.keys, self.operator)
+    }
+
     fn error(operator: &str, e: ArrowError) -> RuntimeError {
         RuntimeError::Operator {
             operator: operator.into(),
@@ -77,12 +91,14 @@ impl ChangeRows {
         })
     }
 
-    /// Rows (in the row format) with their changes, as a batch.
+    /// Rows (in the row format, of this encoder or of another of the same batches) with
+    /// their changes, as a batch.
     pub fn to_batch(&self, rows: &[OwnedRow], kinds: &[ChangeKind]) -> Result<RecordBatch> {
         let error = |e: ArrowError| Self::error(self.operator, e);
+        let parser = self.row_converter.parser();
         let mut columns = self
             .row_converter
-            .convert_rows(rows.iter().map(|r| r.row()))
+            .convert_rows(rows.iter().map(|r| parser.parse(r.as_ref())))
             .map_err(error)?;
         columns.push(Arc::new(Int8Array::from_iter_values(
             kinds.iter().map(|&k| k as i8),
@@ -90,3 +106,84 @@ impl ChangeRows {
         RecordBatch::try_new(self.schema.clone(), columns).map_err(error)
     }
 }
+
+impl ChangeRows {
+    /// `keyed` as a checkpoint writes it (see the module documentation).
+    pub fn snapshot<'a>(&self, keyed: impl Iterator<Item = &'a [OwnedRow]>) -> Result<RecordBatch> {
+        let (mut rows, mut kinds) = (Vec::new(), Vec::new());
+        for held in keyed {
+            push_held(held, &mut rows, &mut kinds);
+        }
+        self.to_batch(&rows, &kinds)
+    }
+
+    /// The rows per key of a checkpoint chain read in order (see the module
+    /// documentation): `+I` starts a key's rows, `+U` appends to them, `-D` drops them.
+    pub fn read_snapshot(&self, state: &RecordBatch) -> Result<KeyedRows> {
+        let changes = self.encode(state)?;
+        let mut keyed = KeyedRows::default();
+        for (i, &kind) in changes.kinds.iter().enumerate() {
+            let key = changes.keys.row(i).owned();
+            let row = changes.rows.row(i).owned();
+            match kind {
+                ChangeKind::Insert => {
+                    keyed.insert(key, vec![row]);
+                }
+                ChangeKind::UpdateAfter => keyed.entry(key).or_default().push(row),
+                ChangeKind::Delete => {
+                    keyed.remove(&key);
+                }
+                ChangeKind::UpdateBefore => {}
+            }
+        }
+        Ok(keyed)
+    }
+
+    /// The increment of the keys in `changed` (each with the last row it was seen with),
+    /// whose rows are now `held(key)`: copied now, turned into a batch off the task.
+    pub fn increment<'a>(
+        &self,
+        changed: ChangedKeys,
+        held: impl Fn(&OwnedRow) -> Option<&'a [OwnedRow]>,
+    ) -> Result<StateIncrement> {
+        let (mut rows, mut kinds) = (Vec::new(), Vec::new());
+        for (key, last) in changed {
+            match held(&key) {
+                Some(held) if !held.is_empty() => push_held(held, &mut rows, &mut kinds),
+                _ => {
+                    rows.push(last);
+                    kinds.push(ChangeKind::Delete);
+                }
+            }
+        }
+        let (build_format, compact_format) = (self.fresh()?, self.fresh()?);
+        Ok(StateIncrement {
+            build: Box::new(move || build_format.to_batch(&rows, &kinds)),
+            compact: Arc::new(move |chain: Vec<RecordBatch>| {
+                let Some(newest) = chain.last() else {
+                    return Err(RuntimeError::Checkpoint("an empty chain to merge".into()));
+                };
+                let all = datafusion::arrow::compute::concat_batches(&newest.schema(), &chain)
+                    .map_err(|e| Self::error(compact_format.operator, e))?;
+                let keyed = compact_format.read_snapshot(&all)?;
+                compact_format.snapshot(keyed.values().map(Vec::as_slice))
+            }),
+        })
+    }
+}
+
+/// A key's rows as a checkpoint holds them: the first `+I`, the rest `+U`.
+fn push_held(held: &[OwnedRow], rows: &mut Vec<OwnedRow>, kinds: &mut Vec<ChangeKind>) {
+    for (i, row) in held.iter().enumerate() {
+        rows.push(row.clone());
+        kinds.push(if i == 0 {
+            ChangeKind::Insert
+        } else {
+            ChangeKind::UpdateAfter
+        });
+    }
+}
+
+/// The keys whose rows changed since the last barrier (each with the last row it was
+/// seen with, a gone key's tombstone), kept with incremental checkpoints.
+pub(crate) type ChangedKeys = datafusion::common::HashMap<OwnedRow, OwnedRow>;

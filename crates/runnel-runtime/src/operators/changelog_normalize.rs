@@ -12,7 +12,9 @@
 //!   delete of a key never seen is dropped;
 //! - `-U` is dropped: the `+U` that follows it says the same, exactly.
 //!
-//! State: one row per live key (Arrow's row format), checkpointed whole.
+//! State: one row per live key (Arrow's row format), checkpointed whole or, with
+//! incremental checkpoints, as the keys changed since the previous barrier (see
+//! [`ChangeRows`]).
 
 use datafusion::common::HashMap;
 use std::sync::Arc;
@@ -24,10 +26,11 @@ use runnel_sql::ChangelogNormalizeNode;
 
 use crate::error::Result;
 use crate::metrics::JobMetrics;
+use crate::operator::StateIncrement;
 use crate::operator::{
     CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
 };
-use crate::operators::change_rows::ChangeRows;
+use crate::operators::change_rows::{ChangeRows, ChangedKeys};
 
 /// See the module documentation.
 pub struct ChangelogNormalizeOperator {
@@ -37,6 +40,8 @@ pub struct ChangelogNormalizeOperator {
     rows: HashMap<OwnedRow, OwnedRow>,
     /// Bytes of the rows and keys held.
     bytes: usize,
+    /// With incremental checkpoints: the keys changed since the last barrier.
+    changed: Option<ChangedKeys>,
     metrics: Arc<JobMetrics>,
 }
 
@@ -50,6 +55,7 @@ impl ChangelogNormalizeOperator {
             )?,
             rows: HashMap::new(),
             bytes: 0,
+            changed: None,
             metrics,
         })
     }
@@ -80,7 +86,10 @@ impl OneInputOperator for ChangelogNormalizeOperator {
                 ChangeKind::Insert | ChangeKind::UpdateAfter => {
                     let row = changes.rows.row(i).owned();
                     match self.rows.get(&key) {
-                        Some(kept) if *kept == row => ignored += 1,
+                        Some(kept) if *kept == row => {
+                            ignored += 1;
+                            continue;
+                        }
                         Some(kept) => {
                             emitted.push(kept.clone());
                             emitted_kinds.push(ChangeKind::UpdateBefore);
@@ -93,6 +102,9 @@ impl OneInputOperator for ChangelogNormalizeOperator {
                         }
                     }
                     let added = Self::held(&key, &row);
+                    if let Some(changed) = &mut self.changed {
+                        changed.insert(key.clone(), row.clone());
+                    }
                     if let Some(old) = self.rows.insert(key.clone(), row) {
                         self.bytes -= Self::held(&key, &old);
                     }
@@ -101,6 +113,9 @@ impl OneInputOperator for ChangelogNormalizeOperator {
                 ChangeKind::Delete => match self.rows.remove(&key) {
                     Some(kept) => {
                         self.bytes -= Self::held(&key, &kept);
+                        if let Some(changed) = &mut self.changed {
+                            changed.insert(key, kept.clone());
+                        }
                         emitted.push(kept);
                         emitted_kinds.push(ChangeKind::Delete);
                     }
@@ -124,19 +139,36 @@ impl CheckpointedState for ChangelogNormalizeOperator {
 
     /// Every live key's row (the change column says `+I`).
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        let rows: Vec<OwnedRow> = self.rows.values().cloned().collect();
-        let kinds = vec![ChangeKind::Insert; rows.len()];
-        self.format.to_batch(&rows, &kinds).map(Some)
+        self.format
+            .snapshot(self.rows.values().map(std::slice::from_ref))
+            .map(Some)
     }
 
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
         self.rows.clear();
         self.bytes = 0;
-        if state.num_rows() == 0 {
-            return Ok(());
+        for (key, mut held) in self.format.read_snapshot(&state)? {
+            if let Some(row) = held.pop() {
+                self.bytes += Self::held(&key, &row);
+                self.rows.insert(key, row);
+            }
         }
-        // Replaying the rows as inserts rebuilds the state; nothing is emitted.
-        self.process_batch(state, &mut Collector::default())
+        Ok(())
+    }
+
+    fn track_increments(&mut self) -> bool {
+        self.changed.get_or_insert_with(ChangedKeys::default);
+        true
+    }
+
+    fn increment(&mut self) -> Result<Option<StateIncrement>> {
+        let Some(changed) = self.changed.as_mut().map(std::mem::take) else {
+            return Ok(None);
+        };
+        let rows = &self.rows;
+        self.format
+            .increment(changed, |key| rows.get(key).map(std::slice::from_ref))
+            .map(Some)
     }
 }
 
@@ -255,5 +287,58 @@ mod tests {
             ["-U[3, x]", "+U[3, y]"]
         );
         assert!(restored.size() > 0);
+    }
+
+    /// With incremental checkpoints an increment holds the keys changed since the last
+    /// barrier (a gone key as `-D`); a chain of them, or the chain merged, restores the
+    /// same kept rows.
+    #[test]
+    fn a_chain_of_increments_restores_each_keys_last_row() {
+        use ChangeKind::*;
+        let mut op = operator();
+        assert!(op.track_increments());
+        let increment = |op: &mut ChangelogNormalizeOperator| {
+            let increment = op.increment().unwrap().expect("tracked");
+            ((increment.build)().unwrap(), increment.compact)
+        };
+        run(
+            &mut op,
+            &[
+                (Insert, 1, Some("a")),
+                (Insert, 2, Some("b")),
+                (Insert, 3, Some("c")),
+            ],
+        );
+        let (first, _) = increment(&mut op);
+        assert_eq!(first.num_rows(), 3);
+        run(
+            &mut op,
+            &[
+                (UpdateAfter, 1, Some("a2")),
+                (Delete, 2, None),
+                (Insert, 3, Some("c")), // a duplicate: nothing changes
+            ],
+        );
+        let (second, compact) = increment(&mut op);
+        assert_eq!(second.num_rows(), 2, "+I[1, a2] and -D[2, b]");
+        let chain = [first, second];
+        let merged = compact(chain.to_vec()).unwrap();
+        assert_eq!(merged.num_rows(), 2);
+        for state in [
+            datafusion::arrow::compute::concat_batches(&chain[0].schema(), &chain).unwrap(),
+            merged,
+        ] {
+            let mut restored = operator();
+            restored.restore(state).unwrap();
+            assert_eq!(restored.rows, op.rows);
+            assert_eq!(restored.bytes, op.bytes);
+            assert_eq!(
+                run(
+                    &mut restored,
+                    &[(UpdateAfter, 1, Some("a3")), (Delete, 2, None)]
+                ),
+                ["-U[1, a2]", "+U[1, a3]"]
+            );
+        }
     }
 }

@@ -12,31 +12,34 @@
 //!   it goes out as `+U`, or `-D` when none is left; otherwise nothing goes out;
 //! - a retraction of a row the key does not hold is dropped and counted.
 //!
-//! State: the live rows of each key (Arrow's row format), usually one.
+//! State: the live rows of each key (Arrow's row format), usually one; checkpointed whole
+//! or, with incremental checkpoints, as the keys changed since the previous barrier (see
+//! [`ChangeRows`]).
 
-use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::OwnedRow;
 use runnel_sql::changelog::ChangeKind;
 use runnel_sql::UpsertMaterializeNode;
 
 use crate::error::Result;
 use crate::metrics::JobMetrics;
+use crate::operator::StateIncrement;
 use crate::operator::{
     CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
 };
-use crate::operators::change_rows::ChangeRows;
+use crate::operators::change_rows::{ChangeRows, ChangedKeys, KeyedRows};
 
 /// See the module documentation.
 pub struct UpsertMaterializeOperator {
     /// The input's (and output's) batches: the sink's columns, then the change column.
     format: ChangeRows,
     /// Each key's live rows, oldest first; the last is the row the sink holds.
-    rows: HashMap<OwnedRow, Vec<OwnedRow>>,
+    rows: KeyedRows,
     /// Bytes of the rows and keys held.
     bytes: usize,
+    /// With incremental checkpoints: the keys changed since the last barrier.
+    changed: Option<ChangedKeys>,
     metrics: Arc<JobMetrics>,
 }
 
@@ -48,8 +51,9 @@ impl UpsertMaterializeOperator {
                 &node.keys,
                 "UpsertMaterialize",
             )?,
-            rows: HashMap::new(),
+            rows: KeyedRows::default(),
             bytes: 0,
+            changed: None,
             metrics,
         })
     }
@@ -73,6 +77,10 @@ impl OneInputOperator for UpsertMaterializeOperator {
         for (i, &kind) in changes.kinds.iter().enumerate() {
             let row = changes.rows.row(i).owned();
             let key = changes.keys.row(i).owned();
+            let known = kind.is_addition() || self.rows.contains_key(&key);
+            if let Some(changed) = self.changed.as_mut().filter(|_| known) {
+                changed.insert(key.clone(), row.clone());
+            }
             if kind.is_addition() {
                 let key_bytes = key.as_ref().len();
                 let held = self.rows.entry(key).or_default();
@@ -127,21 +135,38 @@ impl CheckpointedState for UpsertMaterializeOperator {
         self.bytes
     }
 
-    /// Every key's live rows, oldest first (the change column says `+I`).
+    /// Every key's live rows, oldest first.
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        let rows: Vec<OwnedRow> = self.rows.values().flatten().cloned().collect();
-        let kinds = vec![ChangeKind::Insert; rows.len()];
-        self.format.to_batch(&rows, &kinds).map(Some)
+        self.format
+            .snapshot(self.rows.values().map(Vec::as_slice))
+            .map(Some)
     }
 
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
-        self.rows.clear();
-        self.bytes = 0;
-        if state.num_rows() == 0 {
-            return Ok(());
-        }
-        // Replaying the rows as additions, in order, rebuilds the state; nothing goes out.
-        self.process_batch(state, &mut Collector::default())
+        self.rows = self.format.read_snapshot(&state)?;
+        self.bytes = self
+            .rows
+            .iter()
+            .map(|(key, held)| {
+                key.as_ref().len() + 64 + held.iter().map(|r| r.as_ref().len()).sum::<usize>()
+            })
+            .sum();
+        Ok(())
+    }
+
+    fn track_increments(&mut self) -> bool {
+        self.changed.get_or_insert_with(ChangedKeys::default);
+        true
+    }
+
+    fn increment(&mut self) -> Result<Option<StateIncrement>> {
+        let Some(changed) = self.changed.as_mut().map(std::mem::take) else {
+            return Ok(None);
+        };
+        let rows = &self.rows;
+        self.format
+            .increment(changed, |key| rows.get(key).map(Vec::as_slice))
+            .map(Some)
     }
 }
 
@@ -268,5 +293,50 @@ mod tests {
         let state = op.snapshot().unwrap().unwrap();
         assert_eq!(state.num_rows(), 0);
         assert!(state.column(0).is_empty());
+    }
+
+    /// With incremental checkpoints an increment holds the keys that changed — each
+    /// key's rows in order, a gone key as `-D` — and a chain of them, or the chain merged,
+    /// restores every key's rows in the same order.
+    #[test]
+    fn a_chain_of_increments_restores_each_keys_rows_in_order() {
+        let mut op = operator();
+        assert!(op.track_increments());
+        let increment = |op: &mut UpsertMaterializeOperator| {
+            let increment = op.increment().unwrap().expect("tracked");
+            ((increment.build)().unwrap(), increment.compact)
+        };
+        run(
+            &mut op,
+            &[
+                (Insert, 1, 10),
+                (Insert, 1, 20),
+                (Insert, 2, 5),
+                (Insert, 3, 7),
+            ],
+        );
+        let (first, _) = increment(&mut op);
+        assert_eq!(first.num_rows(), 4);
+        // Key 1 is back to its first row, key 2 is gone, key 9 was never held.
+        run(&mut op, &[(Delete, 1, 20), (Delete, 2, 5), (Delete, 9, 9)]);
+        let (second, _) = increment(&mut op);
+        assert_eq!(second.num_rows(), 2, "+I[1, 10] and -D[2, 5]");
+        run(&mut op, &[(Insert, 1, 30)]);
+        let (third, compact) = increment(&mut op);
+        assert_eq!(third.num_rows(), 2, "+I[1, 10] and +U[1, 30]");
+
+        let chain = [first, second, third];
+        let merged = compact(chain.to_vec()).unwrap();
+        assert_eq!(merged.num_rows(), 3, "key 1's two rows and key 3's");
+        for state in [
+            datafusion::arrow::compute::concat_batches(&chain[0].schema(), &chain).unwrap(),
+            merged,
+        ] {
+            let mut restored = operator();
+            restored.restore(state).unwrap();
+            assert_eq!(restored.rows, op.rows);
+            assert_eq!(restored.bytes, op.bytes);
+            assert_eq!(run(&mut restored, &[(Delete, 1, 30)]), ["+U[1, 10]"]);
+        }
     }
 }
