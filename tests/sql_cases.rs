@@ -581,9 +581,10 @@ async fn sql_cases() {
     );
 }
 
-/// Every case runs a second way: checkpointed once half its input rows are read, the job
-/// "crashes" right after that checkpoint commits, and a new engine with the same
-/// checkpoint directory resumes it. The rows before the crash and after the restart
+/// Every case runs a second way: checkpointed once half its input rows are read (a whole
+/// snapshot at parallelism 1, an incremental checkpoint at 3), the job "crashes" right
+/// after that checkpoint commits, and a new engine with the same checkpoint directory
+/// resumes it. The rows before the crash and after the restart
 /// together must equal the straight run (in order, for updating queries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
@@ -607,8 +608,11 @@ async fn sql_cases_resume_from_a_checkpoint_after_a_crash() {
                     continue;
                 }
             };
+            // At parallelism 3 the checkpoint is incremental: each operator that tracks its
+            // changes writes them since the start, and the resumed job reads that chain.
+            let incremental = parallelism > 1;
             let sql = format!(
-            "SET 'parallelism.default' = '{parallelism}';\nSET 'execution.checkpointing.interval' = '1 h';\nSET 'state.checkpoints.dir' = '{}';\nSET 'restart-strategy.type' = 'none';\n{sql}",
+            "SET 'parallelism.default' = '{parallelism}';\nSET 'execution.checkpointing.interval' = '1 h';\nSET 'execution.checkpointing.incremental' = '{incremental}';\nSET 'state.checkpoints.dir' = '{}';\nSET 'restart-strategy.type' = 'none';\n{sql}",
             dir.join("checkpoints").display()
         );
             let input_rows = case

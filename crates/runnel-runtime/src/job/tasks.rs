@@ -16,7 +16,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
 use crate::chain::OperatorChain;
-use crate::checkpoint::{CheckpointCommit, CheckpointCoordinator};
+use crate::checkpoint::{CheckpointCommit, CheckpointCoordinator, CheckpointId};
 use crate::dead_letter;
 use crate::error::{Result, RuntimeError};
 use crate::exchange::{Exchange, MergedInputs};
@@ -115,6 +115,17 @@ pub struct TwoInputTask {
     ended: [bool; 2],
 }
 
+/// `state` with a two-input task's watermarks in its metadata.
+fn tag_watermarks(
+    state: RecordBatch,
+    watermarks: &InputWatermarks,
+    emitted: Option<Watermark>,
+) -> Result<RecordBatch> {
+    let state = crate::checkpoint::tag(state, LEFT_WATERMARK, watermarks.left)?;
+    let state = crate::checkpoint::tag(state, RIGHT_WATERMARK, watermarks.right)?;
+    crate::checkpoint::tag(state, EMITTED_WATERMARK, emitted)
+}
+
 /// Checkpoint metadata keys of the watermarks a two-input task keeps.
 const LEFT_WATERMARK: &str = "left_watermark";
 const RIGHT_WATERMARK: &str = "right_watermark";
@@ -173,13 +184,49 @@ impl TwoInputTask {
         let state = state.unwrap_or_else(|| {
             RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))
         });
-        let state = crate::checkpoint::tag(state, LEFT_WATERMARK, self.watermarks.left)?;
-        let state = crate::checkpoint::tag(state, RIGHT_WATERMARK, self.watermarks.right)?;
-        Ok(Some(crate::checkpoint::tag(
-            state,
-            EMITTED_WATERMARK,
-            self.emitted,
-        )?))
+        self.tag_watermarks(state).map(Some)
+    }
+
+    /// `state` with the input watermarks in its metadata.
+    fn tag_watermarks(&self, state: RecordBatch) -> Result<RecordBatch> {
+        tag_watermarks(state, &self.watermarks, self.emitted)
+    }
+
+    /// With incremental checkpoints: the operator starts tracking its changes, if it can.
+    fn track_increments(&mut self) {
+        if let OperatorState::Checkpointed(state) = self.operator.state() {
+            state.track_increments();
+        }
+    }
+
+    /// Hands the operator's part of checkpoint `id` to `coordinator`: what changed since
+    /// the previous barrier when it tracks that, else its whole state.
+    fn checkpoint(&mut self, coordinator: &CheckpointCoordinator, id: CheckpointId) -> Result<()> {
+        let increment = match self.operator.state() {
+            OperatorState::Checkpointed(state) => state.increment()?,
+            _ => None,
+        };
+        match increment {
+            Some(increment) => {
+                // The newest link's metadata is the chain's: it carries the watermarks.
+                let (watermarks, emitted) = (self.watermarks, self.emitted);
+                let build = increment.build;
+                coordinator.add_increment(
+                    id,
+                    self.id,
+                    crate::operator::StateIncrement {
+                        build: Box::new(move || tag_watermarks(build()?, &watermarks, emitted)),
+                        compact: increment.compact,
+                    },
+                );
+            }
+            None => {
+                if let Some(state) = self.snapshot()? {
+                    coordinator.add_operator(id, self.id, state);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Handles a watermark of `side`; returns the one to forward, if it advances.
@@ -258,10 +305,15 @@ impl TwoInputTask {
         let mut collector = Collector::new(late);
         let mut messages = Vec::new();
         let mut out = Vec::new();
+        if checkpoints.as_ref().is_some_and(|c| c.incremental()) {
+            self.track_increments();
+        }
         while let Some((group, message)) = inputs.next().await {
             if let Message::Barrier(id) = message {
-                if let (Some(coordinator), Some(state)) = (&checkpoints, self.snapshot()?) {
-                    coordinator.add_operator(id, self.id, state);
+                if let Some(coordinator) = &checkpoints {
+                    let started = std::time::Instant::now();
+                    self.checkpoint(coordinator, id)?;
+                    probe.checkpoint_stall(started.elapsed());
                 }
                 messages.push(Message::Barrier(id));
             } else {

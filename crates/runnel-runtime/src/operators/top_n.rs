@@ -12,13 +12,21 @@
 //! A partition whose rows can no longer arrive ([`TopNNode::finished_after`]: its rows
 //! all come from one row of a join side, now dropped) is freed the same way, with a TTL
 //! of 0 on the column saying when.
+//!
+//! A checkpoint holds each partition's top, best first, with `__top` saying where a
+//! partition's rows start (1 on its first row, 2 on the others). With incremental
+//! checkpoints a barrier hands over the partitions changed since the previous one (their
+//! whole top, at most `limit` rows; a freed partition as one row with `__top` = 0); read
+//! in order, a chain leaves each partition with its newest top.
 
 use datafusion::common::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int8Array, UInt64Array};
-use datafusion::arrow::compute::{cast, SortOptions};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, Int8Array, UInt32Array, UInt64Array,
+};
+use datafusion::arrow::compute::{cast, concat_batches, take_record_batch, SortOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Int8Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -28,7 +36,7 @@ use runnel_sql::TopNNode;
 
 use crate::error::{Result, RuntimeError};
 use crate::operator::{
-    CheckpointedState, Collector, OneInputOperator, OperatorState, StreamOperator,
+    CheckpointedState, Collector, OneInputOperator, OperatorState, StateIncrement, StreamOperator,
 };
 
 /// One row of a partition's top: its sort key and the row itself.
@@ -69,6 +77,9 @@ pub struct TopNOperator {
     /// The state's bytes, kept as rows come and go (measuring every partition for the
     /// state metric would cost time growing with the state).
     bytes: usize,
+    /// With incremental checkpoints: the partitions changed since the last barrier, each
+    /// with the best row it had when it was freed (a freed one's tombstone).
+    changed: Option<HashMap<Box<[u8]>, Option<OwnedRow>>>,
 }
 
 fn operator_error(source: DataFusionError) -> RuntimeError {
@@ -132,7 +143,16 @@ impl TopNOperator {
             last_times: HashMap::new(),
             by_time: std::collections::BTreeSet::new(),
             bytes: 0,
+            changed: None,
         })
+    }
+
+    /// Partition `partition` changed (a row entered its top, its last time moved, or it
+    /// was freed, its best row `freed` then).
+    fn mark(&mut self, partition: &[u8], freed: Option<&Ranked>) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(partition.into(), freed.map(|r| r.row.clone()));
+        }
     }
 
     /// With a state TTL: partition `partition` saw a row at `time`.
@@ -142,6 +162,7 @@ impl TopNOperator {
             self.by_time.remove(&(*last, partition.into()));
             self.by_time.insert((time, partition.into()));
             *last = time;
+            self.mark(partition, None);
         }
     }
 
@@ -156,6 +177,7 @@ impl TopNOperator {
                     let freed =
                         partition_bytes(&partition) + top.iter().map(Ranked::bytes).sum::<usize>();
                     self.bytes = self.bytes.saturating_sub(freed);
+                    self.mark(&partition, top.first());
                 }
                 self.last_times.remove(&partition);
             }
@@ -197,6 +219,9 @@ impl TopNOperator {
                 continue;
             }
             let before = top.len();
+            if let Some(changed) = &mut self.changed {
+                changed.insert(partition.into(), None);
+            }
             let ranked = Ranked {
                 order: order.data().into(),
                 row: rows.row(i).owned(),
@@ -259,64 +284,177 @@ impl StreamOperator for TopNOperator {
     }
 }
 
+impl TopNOperator {
+    /// How this operator's state is written and merged, off its task too.
+    fn state_format(&self) -> StateFormat {
+        let data = self.output_schema.fields().len() - 2;
+        let mut fields = self.output_schema.fields()[..data].to_vec();
+        if self.ttl.is_some() {
+            fields.push(Arc::new(Field::new("__last_time", DataType::Int64, false)));
+        }
+        fields.push(Arc::new(Field::new("__top", DataType::Int8, false)));
+        StateFormat {
+            schema: Arc::new(Schema::new(fields)),
+            data,
+            rows: self
+                .output_schema
+                .fields()
+                .iter()
+                .take(data)
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+            partition_exprs: self.partition_exprs.clone(),
+            with_times: self.ttl.is_some(),
+        }
+    }
+
+    /// `partition`'s top as checkpoint rows (see [`StateFormat::batch`]).
+    fn push_top(&self, partition: &[u8], top: &[Ranked], rows: &mut Vec<StateRow>) {
+        let time = self.last_times.get(partition).copied().unwrap_or(i64::MIN);
+        rows.extend(top.iter().enumerate().map(|(i, ranked)| StateRow {
+            row: ranked.row.clone(),
+            time,
+            top: if i == 0 { TOP_FIRST } else { TOP_NEXT },
+        }));
+    }
+}
+
+/// `__top` of a partition's first row, of its others, and of a freed partition's row.
+const TOP_FIRST: i8 = 1;
+const TOP_NEXT: i8 = 2;
+const TOP_FREED: i8 = 0;
+
+/// One checkpoint row of a Top-N: a row of a partition's top (or a freed partition's).
+struct StateRow {
+    row: OwnedRow,
+    /// The partition's last row's time (with a state TTL).
+    time: i64,
+    top: i8,
+}
+
+/// A Top-N's checkpoint rows: the input's columns, `__last_time` with a state TTL, and
+/// `__top` (see the module documentation).
+#[derive(Clone)]
+struct StateFormat {
+    schema: SchemaRef,
+    /// How many of the columns are the input's.
+    data: usize,
+    rows: Vec<SortField>,
+    partition_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    with_times: bool,
+}
+
+impl StateFormat {
+    /// `rows` (encoded by any converter of the input's columns) as a checkpoint batch.
+    fn batch(&self, rows: &[StateRow]) -> DFResult<RecordBatch> {
+        let converter = RowConverter::new(self.rows.clone())?;
+        let parser = converter.parser();
+        let mut columns =
+            converter.convert_rows(rows.iter().map(|r| parser.parse(r.row.as_ref())))?;
+        if self.with_times {
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.time),
+            )));
+        }
+        columns.push(Arc::new(Int8Array::from_iter_values(
+            rows.iter().map(|r| r.top),
+        )));
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// A chain of checkpoint batches read in order: each partition's newest top, best
+    /// first, as one checkpoint batch.
+    fn merge(&self, chain: Vec<RecordBatch>) -> DFResult<RecordBatch> {
+        let Some(newest) = chain.last() else {
+            return datafusion::common::internal_err!("an empty chain to merge");
+        };
+        let all = concat_batches(&newest.schema(), &chain)?;
+        if all.num_columns() != self.schema.fields().len() {
+            return datafusion::common::plan_err!("a TopN state does not match the query");
+        }
+        let tops = all
+            .column(all.num_columns() - 1)
+            .as_primitive_opt::<Int8Type>()
+            .ok_or_else(|| DataFusionError::Internal("a TopN state lacks __top".into()))?;
+        let partitions = crate::expr::evaluate(&self.partition_exprs, &all)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let keys = if partitions.is_empty() {
+            None
+        } else {
+            let fields = partitions
+                .iter()
+                .map(|p| SortField::new(p.data_type().clone()))
+                .collect();
+            Some(RowConverter::new(fields)?.convert_columns(&partitions)?)
+        };
+        let mut newest_tops: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        for row in 0..all.num_rows() {
+            let partition: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
+            match tops.value(row) {
+                TOP_FIRST => {
+                    newest_tops.insert(partition.into(), vec![row as u32]);
+                }
+                TOP_NEXT => newest_tops
+                    .entry(partition.into())
+                    .or_default()
+                    .push(row as u32),
+                _ => {
+                    newest_tops.remove(partition);
+                }
+            }
+        }
+        // Each partition's rows in order: its first is 1 again, the others 2.
+        let (mut order, mut starts): (Vec<u32>, Vec<i8>) = (Vec::new(), Vec::new());
+        for top in newest_tops.into_values() {
+            starts.extend((0..top.len()).map(|i| if i == 0 { TOP_FIRST } else { TOP_NEXT }));
+            order.extend(top);
+        }
+        let merged = take_record_batch(&all, &UInt32Array::from(order))?;
+        let mut columns = merged.columns().to_vec();
+        let last = columns.len() - 1;
+        columns[last] = Arc::new(Int8Array::from(starts));
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
 impl CheckpointedState for TopNOperator {
     fn size(&self) -> usize {
         self.bytes
     }
 
     /// Every partition's top rows, best first, each with its partition's last row's time
-    /// (`__last_time`, with a state TTL).
+    /// (`__last_time`, with a state TTL) and `__top`.
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        let ranked: Vec<(&Box<[u8]>, &Ranked)> = self
-            .partitions
-            .iter()
-            .flat_map(|(partition, top)| top.iter().map(move |r| (partition, r)))
-            .collect();
-        let mut columns = self
-            .rows_format
-            .convert_rows(ranked.iter().map(|(_, r)| r.row.row()))
-            .map_err(|e| operator_error(e.into()))?;
-        let mut fields = self.output_schema.fields()[..columns.len()].to_vec();
-        if self.ttl.is_some() {
-            let times = ranked
-                .iter()
-                .map(|(partition, _)| self.last_times.get(*partition).copied().unwrap_or(i64::MIN));
-            columns.push(Arc::new(
-                datafusion::arrow::array::Int64Array::from_iter_values(times),
-            ));
-            fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
-                "__last_time",
-                datafusion::arrow::datatypes::DataType::Int64,
-                false,
-            )));
+        let mut rows = Vec::new();
+        for (partition, top) in &self.partitions {
+            self.push_top(partition, top, &mut rows);
         }
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-        RecordBatch::try_new(schema, columns)
+        self.state_format()
+            .batch(&rows)
             .map(Some)
-            .map_err(|e| operator_error(e.into()))
+            .map_err(operator_error)
     }
 
-    /// Ranking the rows again, best first, rebuilds each partition's top (and, with a
+    /// Ranking each partition's newest top again, best first, rebuilds it (and, with a
     /// state TTL, its last row's time).
     fn restore(&mut self, state: RecordBatch) -> Result<()> {
         self.partitions.clear();
         self.bytes = 0;
         self.last_times.clear();
         self.by_time.clear();
-        let data = self.output_schema.fields().len() - 2;
-        let last_times = (state.num_columns() > data).then(|| {
-            state
-                .column(data)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                .cloned()
-        });
-        let state = state
-            .project(&(0..data).collect::<Vec<_>>())
+        let format = self.state_format();
+        let state = format.merge(vec![state]).map_err(operator_error)?;
+        let data = state
+            .project(&(0..format.data).collect::<Vec<_>>())
             .map_err(|e| operator_error(e.into()))?;
-        self.rank(&state).map_err(operator_error)?;
-        if let Some(Some(times)) = last_times {
-            let partitions = crate::expr::evaluate(&self.partition_exprs, &state)?;
+        self.rank(&data).map_err(operator_error)?;
+        if format.with_times {
+            let times = state
+                .column(format.data)
+                .as_primitive_opt::<Int64Type>()
+                .cloned()
+                .ok_or_else(|| RuntimeError::Checkpoint("a TopN state lacks its times".into()))?;
+            let partitions = crate::expr::evaluate(&self.partition_exprs, &data)?;
             let keys = if partitions.is_empty() {
                 None
             } else {
@@ -326,12 +464,41 @@ impl CheckpointedState for TopNOperator {
                         .map_err(|e| operator_error(e.into()))?,
                 )
             };
-            for row in 0..state.num_rows() {
+            for row in 0..data.num_rows() {
                 let partition: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
                 self.touch(partition, times.value(row));
             }
         }
         Ok(())
+    }
+
+    fn track_increments(&mut self) -> bool {
+        self.changed.get_or_insert_with(HashMap::new);
+        true
+    }
+
+    /// The partitions changed since the last barrier: their tops, copied.
+    fn increment(&mut self) -> Result<Option<StateIncrement>> {
+        let Some(changed) = self.changed.as_mut().map(std::mem::take) else {
+            return Ok(None);
+        };
+        let mut rows = Vec::new();
+        for (partition, freed) in changed {
+            match (self.partitions.get(&partition), freed) {
+                (Some(top), _) => self.push_top(&partition, top, &mut rows),
+                (None, Some(row)) => rows.push(StateRow {
+                    row,
+                    time: i64::MIN,
+                    top: TOP_FREED,
+                }),
+                (None, None) => {}
+            }
+        }
+        let (build, compact) = (self.state_format(), self.state_format());
+        Ok(Some(StateIncrement {
+            build: Box::new(move || build.batch(&rows).map_err(operator_error)),
+            compact: Arc::new(move |chain| compact.merge(chain).map_err(operator_error)),
+        }))
     }
 }
 
@@ -350,5 +517,137 @@ impl OneInputOperator for TopNOperator {
     ) -> Result<Option<crate::message::Watermark>> {
         self.expire(watermark);
         Ok(Some(watermark))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use runnel_sql::{PlanOptions, StreamNode};
+
+    use super::*;
+
+    /// The two biggest claims of each policy, with a state TTL of one minute.
+    fn top_two() -> TopNOperator {
+        let options = PlanOptions {
+            state_ttl_ms: Some(60_000),
+            ..PlanOptions::default()
+        };
+        let plan = crate::test_plans::plan_script_with(
+            "CREATE TABLE claims (claim_id STRING, policy_id BIGINT, amount BIGINT,
+                 ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+             WITH ('connector' = 'filesystem', 'path' = 'x', 'format' = 'json');
+             SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY policy_id
+                 ORDER BY amount DESC) AS r FROM claims) WHERE r <= 2;",
+            &options,
+        );
+        let mut nodes = vec![&plan.root];
+        while let Some(node) = nodes.pop() {
+            if let StreamNode::TopN(top) = node {
+                return TopNOperator::try_new(top).unwrap();
+            }
+            nodes.extend(node.inputs());
+        }
+        panic!("no TopN in {:?}", plan.root)
+    }
+
+    /// Claims (id, policy, amount, time in s) as the operator's input.
+    fn claims(op: &TopNOperator, rows: &[(&str, i64, i64, i64)]) -> RecordBatch {
+        let data = op.output_schema.fields().len() - 2;
+        let schema = Arc::new(Schema::new(op.output_schema.fields()[..data].to_vec()));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.3 * 1_000),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Each partition's top, as (policy, [claim ids best first]), sorted.
+    fn tops(op: &TopNOperator) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
+        let mut tops: Vec<_> = op
+            .partitions
+            .iter()
+            .map(|(p, top)| {
+                let rows = top.iter().map(|r| r.row.as_ref().to_vec()).collect();
+                (p.to_vec(), rows)
+            })
+            .collect();
+        tops.sort();
+        tops
+    }
+
+    fn increment(op: &mut TopNOperator) -> (RecordBatch, crate::operator::CompactChain) {
+        let increment = op.increment().unwrap().expect("tracked");
+        ((increment.build)().unwrap(), increment.compact)
+    }
+
+    /// Increments hold the partitions that changed (their whole top; a partition freed by
+    /// the TTL as one row), and a chain of them — or the chain merged — restores every
+    /// partition's top and last time, so a restored operator ranks and expires alike.
+    #[test]
+    fn a_chain_of_increments_restores_every_partitions_top() {
+        let mut op = top_two();
+        assert!(op.track_increments());
+        let mut out = Collector::default();
+        let batch = claims(&op, &[("a", 1, 10, 0), ("b", 1, 30, 1), ("c", 2, 5, 2)]);
+        op.process_batch(batch, &mut out).unwrap();
+        let (first, _) = increment(&mut op);
+        assert_eq!(first.num_rows(), 3);
+
+        // Policy 1: a claim below its top moves only its last time; policy 3 is new.
+        let batch = claims(&op, &[("d", 1, 1, 50), ("e", 3, 7, 50)]);
+        op.process_batch(batch, &mut out).unwrap();
+        let (second, _) = increment(&mut op);
+        assert_eq!(second.num_rows(), 3, "policy 1's two rows and policy 3's");
+
+        // The watermark frees policy 2 (its last row at 2 s); policy 1 gets a new best.
+        op.process_watermark(70_000, &mut out).unwrap();
+        let batch = claims(&op, &[("f", 1, 99, 70)]);
+        op.process_batch(batch, &mut out).unwrap();
+        let (third, compact) = increment(&mut op);
+        assert_eq!(third.num_rows(), 3, "policy 2 freed, policy 1's two rows");
+        assert_eq!(op.partitions.len(), 2);
+
+        let chain = [first, second, third];
+        let merged = compact(chain.to_vec()).unwrap();
+        assert_eq!(merged.num_rows(), 3, "policy 1's top two and policy 3's");
+        let mut restored: Vec<TopNOperator> =
+            [concat_batches(&chain[0].schema(), &chain).unwrap(), merged]
+                .into_iter()
+                .map(|state| {
+                    let mut restored = top_two();
+                    restored.restore(state).unwrap();
+                    assert_eq!(tops(&restored), tops(&op));
+                    assert_eq!(restored.last_times, op.last_times);
+                    assert_eq!(restored.bytes, op.bytes);
+                    restored
+                })
+                .collect();
+        // Alike from here: policy 3 expires, policy 1 ranks a new second best.
+        let go_on = |op: &mut TopNOperator| {
+            let mut out = Collector::default();
+            op.process_watermark(115_000, &mut out).unwrap();
+            let batch = claims(op, &[("g", 1, 50, 116), ("h", 3, 1, 116)]);
+            op.process_batch(batch, &mut out).unwrap();
+            let batches: Vec<RecordBatch> = out.take().collect();
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string()
+        };
+        let expected = go_on(&mut op);
+        assert!(
+            expected.contains("| h "),
+            "policy 3 starts again: {expected}"
+        );
+        for op in &mut restored {
+            assert_eq!(go_on(op), expected);
+        }
     }
 }
