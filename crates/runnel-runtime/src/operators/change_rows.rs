@@ -91,15 +91,25 @@ impl ChangeRows {
         })
     }
 
-    /// Rows (in the row format, of this encoder or of another of the same batches) with
-    /// their changes, as a batch.
+    /// Rows (in the row format, of this encoder) with their changes, as a batch.
     pub fn to_batch(&self, rows: &[OwnedRow], kinds: &[ChangeKind]) -> Result<RecordBatch> {
-        let error = |e: ArrowError| Self::error(self.operator, e);
+        self.rows_to_batch(rows.iter().map(|r| r.row()), kinds)
+    }
+
+    /// Rows another encoder of the same batches made, with their changes, as a batch
+    /// (read through this one's parser, which checks them).
+    fn foreign_to_batch(&self, rows: &[OwnedRow], kinds: &[ChangeKind]) -> Result<RecordBatch> {
         let parser = self.row_converter.parser();
-        let mut columns = self
-            .row_converter
-            .convert_rows(rows.iter().map(|r| parser.parse(r.as_ref())))
-            .map_err(error)?;
+        self.rows_to_batch(rows.iter().map(|r| parser.parse(r.as_ref())), kinds)
+    }
+
+    fn rows_to_batch<'a>(
+        &self,
+        rows: impl IntoIterator<Item = datafusion::arrow::row::Row<'a>>,
+        kinds: &[ChangeKind],
+    ) -> Result<RecordBatch> {
+        let error = |e: ArrowError| Self::error(self.operator, e);
+        let mut columns = self.row_converter.convert_rows(rows).map_err(error)?;
         columns.push(Arc::new(Int8Array::from_iter_values(
             kinds.iter().map(|&k| k as i8),
         )));
@@ -158,7 +168,7 @@ impl ChangeRows {
         }
         let (build_format, compact_format) = (self.fresh()?, self.fresh()?);
         Ok(StateIncrement {
-            build: Box::new(move || build_format.to_batch(&rows, &kinds)),
+            build: Box::new(move || build_format.foreign_to_batch(&rows, &kinds)),
             compact: Arc::new(move |chain: Vec<RecordBatch>| {
                 let Some(newest) = chain.last() else {
                     return Err(RuntimeError::Checkpoint("an empty chain to merge".into()));
