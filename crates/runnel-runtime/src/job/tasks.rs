@@ -184,12 +184,7 @@ impl TwoInputTask {
         let state = state.unwrap_or_else(|| {
             RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))
         });
-        self.tag_watermarks(state).map(Some)
-    }
-
-    /// `state` with the input watermarks in its metadata.
-    fn tag_watermarks(&self, state: RecordBatch) -> Result<RecordBatch> {
-        tag_watermarks(state, &self.watermarks, self.emitted)
+        tag_watermarks(state, &self.watermarks, self.emitted).map(Some)
     }
 
     /// With incremental checkpoints: the operator starts tracking its changes, if it can.

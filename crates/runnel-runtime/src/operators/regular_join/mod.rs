@@ -13,6 +13,9 @@
 //! With `table.exec.state.ttl` each live row also keeps its event time, indexed, and is
 //! dropped silently once the watermark passes it by the TTL (Flink's state TTL: a later
 //! retraction of it is ignored and counted).
+//!
+//! Checkpoints hold each side's live rows with their slots ([`side`]): whole, or with
+//! incremental checkpoints only the slots changed since the previous barrier.
 
 use std::sync::Arc;
 

@@ -93,28 +93,30 @@ impl JoinSide {
             .unwrap_or_else(|| unreachable!("slot {slot} is indexed but free"))
     }
 
+    /// Notes that `slot` changed (with incremental checkpoints).
     fn mark(&mut self, slot: usize) {
         if let Some(changed) = &mut self.changed {
             changed.insert(slot);
         }
     }
 
+    fn live_mut(&mut self, slot: usize) -> &mut LiveRow {
+        self.mark(slot);
+        self.slots[slot]
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("slot {slot} is indexed but free"))
+    }
+
     /// One more partner for the row in `slot`; true when it is its first.
     pub(super) fn partner_joined(&mut self, slot: usize) -> bool {
-        self.mark(slot);
-        let row = self.slots[slot]
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("slot {slot} is indexed but free"));
+        let row = self.live_mut(slot);
         row.partners += 1;
         row.partners == 1
     }
 
     /// One partner fewer for the row in `slot`; true when it was its last.
     pub(super) fn partner_left(&mut self, slot: usize) -> bool {
-        self.mark(slot);
-        let row = self.slots[slot]
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("slot {slot} is indexed but free"));
+        let row = self.live_mut(slot);
         row.partners = row.partners.saturating_sub(1);
         row.partners == 0
     }
