@@ -745,9 +745,10 @@ impl CheckpointedState for UpdatingAggregateOperator {
             return Ok(None);
         }
         let ids = changed.take();
-        let batch = self.state_rows(&ids).map_err(operator_error)?;
+        // The states are read here; their conversion into arrays is left to the writer.
+        let captured = self.capture_rows(&ids).map_err(operator_error)?;
         Ok(Some(StateIncrement {
-            build: Box::new(move || Ok(batch)),
+            build: Box::new(move || captured.into_batch().map_err(operator_error)),
             compact: std::sync::Arc::new(|chain: Vec<RecordBatch>| {
                 checkpoint::newest_rows(chain).map_err(operator_error)
             }),
