@@ -141,6 +141,18 @@ async fn three_processes_run_one_claims_job_exactly_once() {
     );
     assert_eq!(comparison.rows, comparison.expected);
 
+    // What the tasks committed past is gone from the repartition topic: each partition
+    // starts past its first record.
+    let purged = repartition_offsets(&job);
+    assert!(!purged.is_empty(), "no repartition topic of {job}");
+    for (topic, partition, low, high) in &purged {
+        assert!(
+            *low > 0 && *low <= *high,
+            "{topic} [{partition}] still starts at {low} (ends at {high}): {purged:?}"
+        );
+    }
+    eprintln!("repartition partitions after the run (first, end offset): {purged:?}");
+
     // The same job with another number of key groups is refused, with the reason.
     let changed = claims_job(&job, &input, &output).replace(
         "'pipeline.max-parallelism' = '6'",
@@ -154,6 +166,32 @@ async fn three_processes_run_one_claims_job_exactly_once() {
             && stderr.contains("'pipeline.max-parallelism'"),
         "{stderr}"
     );
+}
+
+/// Each partition of `job`'s repartition topics: topic, partition, first and end offset.
+fn repartition_offsets(job: &str) -> Vec<(String, i32, i64, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("consumer");
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(None, timeout).expect("metadata");
+    let mut offsets = Vec::new();
+    for topic in metadata.topics() {
+        let name = topic.name();
+        if !(name.starts_with(&format!("{job}-stage-")) && name.ends_with("-repartition")) {
+            continue;
+        }
+        for partition in topic.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(name, partition.id(), timeout)
+                .expect("offsets");
+            offsets.push((name.to_string(), partition.id(), low, high));
+        }
+    }
+    offsets.sort();
+    offsets
 }
 
 /// The claims source over Kafka, read for as long as the job runs.

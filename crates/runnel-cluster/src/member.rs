@@ -17,6 +17,8 @@
 //!   callback, so the next owner finds everything it did) and drops those tasks; newly
 //!   assigned partitions become tasks, restored from their changelog partition, before
 //!   any of their records is handled. Tasks that stay are not paused.
+//! - **purge**: every 30 s, and when the process stops, the repartition records its
+//!   tasks committed past are deleted (`DeleteRecords`).
 //! - **end** (bounded jobs): a task that read its input to the end writes its end
 //!   downstream and its status; every process exits once the status topic lists every
 //!   task of the job.
@@ -218,6 +220,8 @@ struct Member {
     /// Tasks whose finish this process announced (or found announced).
     announced: BTreeSet<TaskId>,
     writer: TransactionWriter,
+    /// Deletes the repartition records committed past.
+    purge: topics::RepartitionPurge,
     /// The input topic of each rooted stage.
     input_topics: HashMap<StageId, String>,
     /// The changelog topic of each rooted stage.
@@ -278,6 +282,7 @@ impl Member {
             }
         }
         self.writer.commit(&offsets, consumer.group_metadata())?;
+        self.purge.committed(&offsets);
         for id in &finished {
             tracing::info!(task = %id, "task finished");
         }
@@ -597,6 +602,7 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         assigned: Vec::new(),
         gained_at: HashMap::new(),
         announced: BTreeSet::new(),
+        purge: topics::RepartitionPurge::new(client, repartition_topics.values().cloned())?,
         writer: TransactionWriter::open(
             client,
             job,
@@ -661,7 +667,9 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
             match stop.try_recv() {
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
                 _ => {
-                    lock(&member).commit_or_rewind(&consumer)?;
+                    let mut member = lock(&member);
+                    member.commit_or_rewind(&consumer)?;
+                    member.purge.purge(true);
                     tracing::info!(job = %job, "stopped; leaving the group");
                     return Ok(());
                 }
@@ -743,13 +751,16 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
                 .any(|(id, t)| t.finished() && !state.announced.contains(id));
             if newly_finished || last_commit.elapsed() >= interval {
                 state.commit_or_rewind(&consumer)?;
+                state.purge.purge(false);
                 last_commit = Instant::now();
                 let size: usize = state.tasks.values_mut().map(Task::state_size).sum();
                 gauge.update(|| size);
             }
             drop(guard);
             if status.read()? >= total {
-                lock(&member).commit_or_rewind(&consumer)?;
+                let mut member = lock(&member);
+                member.commit_or_rewind(&consumer)?;
+                member.purge.purge(true);
                 tracing::info!(job = %job, tasks = total, "every task of the job finished");
                 return Ok(());
             }

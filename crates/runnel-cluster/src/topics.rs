@@ -1,6 +1,7 @@
 //! The Kafka topics of a job spread over processes: the source topics' partition counts,
 //! the internal topics Runnel creates (repartition, changelog, status), reading a
-//! changelog partition back, and following the status topic.
+//! changelog partition back, following the status topic, and deleting the repartition
+//! records the job has committed past.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -280,5 +281,92 @@ impl StatusReader {
             }
         }
         Ok(self.finished.len())
+    }
+}
+
+/// How often a process deletes the repartition records its tasks committed past (Kafka
+/// Streams' `repartition.purge.interval.ms`).
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Deletes the records of the job's repartition topics below the offsets its tasks
+/// committed (Kafka's `DeleteRecords`): once committed, no task reads them again — a task
+/// that moves resumes at the committed offset, its state from its changelog — so a
+/// repartition topic holds what is in flight, not the job's history.
+pub struct RepartitionPurge {
+    admin: AdminClient<DefaultClientContext>,
+    topics: BTreeSet<String>,
+    /// The newest committed offset of each repartition partition not purged up to yet.
+    committed: HashMap<(String, i32), i64>,
+    last: Instant,
+}
+
+impl RepartitionPurge {
+    /// A purge of `topics` (the job's repartition topics) through the cluster `config`.
+    pub fn new(config: &ClientConfig, topics: impl IntoIterator<Item = String>) -> Result<Self> {
+        Ok(Self {
+            admin: config
+                .create()
+                .map_err(ClusterError::kafka("creating an admin client"))?,
+            topics: topics.into_iter().collect(),
+            committed: HashMap::new(),
+            last: Instant::now(),
+        })
+    }
+
+    /// Notes the offsets of a transaction that committed (those of repartition topics).
+    pub fn committed(&mut self, offsets: &TopicPartitionList) {
+        for element in offsets.elements() {
+            if let (true, Offset::Offset(offset)) =
+                (self.topics.contains(element.topic()), element.offset())
+            {
+                self.committed
+                    .insert((element.topic().to_string(), element.partition()), offset);
+            }
+        }
+    }
+
+    /// Deletes the records below the offsets noted, if [`PURGE_INTERVAL`] passed since the
+    /// last purge or `now`. Waits for the broker (from the process's thread, outside the
+    /// async runtime); a failure is logged and the records stay for the broker's
+    /// retention — nothing of the job depends on them being gone.
+    pub fn purge(&mut self, now: bool) {
+        if self.committed.is_empty() || !(now || self.last.elapsed() >= PURGE_INTERVAL) {
+            return;
+        }
+        self.last = Instant::now();
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in self.committed.drain() {
+            if let Err(e) = offsets.add_partition_offset(&topic, partition, Offset::Offset(offset))
+            {
+                tracing::warn!(topic, partition, error = %e, "not purging a repartition partition");
+            }
+        }
+        let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+        let deleted = tokio::runtime::Handle::try_current()
+            .map_err(|e| e.to_string())
+            .and_then(|runtime| {
+                runtime
+                    .block_on(self.admin.delete_records(&offsets, &options))
+                    .map_err(|e| e.to_string())
+            });
+        match deleted {
+            Ok(results) => {
+                let failed: Vec<String> = results
+                    .elements()
+                    .iter()
+                    .filter_map(|e| {
+                        e.error()
+                            .err()
+                            .map(|error| format!("{} [{}]: {error}", e.topic(), e.partition()))
+                    })
+                    .collect();
+                if failed.is_empty() {
+                    tracing::debug!(partitions = results.count(), "purged repartition records");
+                } else {
+                    tracing::warn!(failed = %failed.join("; "), "purging repartition records");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "purging repartition records"),
+        }
     }
 }
