@@ -269,31 +269,35 @@ fn edit_distance(a: &[char], b: &[char], limit: usize) -> Option<usize> {
     Some(previous[b.len()]).filter(|&distance| distance <= limit)
 }
 
-/// The candidate nearest to `key` within `limit` edits, and how far it is. Candidates are
-/// tried nearest in length first, so the search stops at the first whose length alone is
-/// farther than the best found.
-fn nearest(
+/// The candidate nearest to `key` within `limit` edits, and how far it is; of candidates
+/// equally near, the first. Candidates are tried nearest in length first, so the search
+/// stops at the first whose length alone is farther than the best found.
+fn nearest<'a>(
     key: &str,
-    candidates: impl Iterator<Item = &'static &'static str>,
+    candidates: impl Iterator<Item = &'a &'static str>,
     limit: usize,
 ) -> Option<(&'static str, usize)> {
     let key: Vec<char> = key.chars().collect();
-    let mut candidates: Vec<(usize, &'static str)> = candidates
-        .map(|known| (known.chars().count().abs_diff(key.len()), *known))
+    let mut candidates: Vec<(usize, usize, &'static str)> = candidates
+        .enumerate()
+        .map(|(order, known)| (known.chars().count().abs_diff(key.len()), order, *known))
         .collect();
-    candidates.sort_by_key(|(length_difference, _)| *length_difference);
-    let mut best: Option<(&'static str, usize)> = None;
-    for (length_difference, known) in candidates {
-        let bound = best.map_or(limit, |(_, distance)| distance.saturating_sub(1));
+    candidates.sort_unstable();
+    // The best so far: (distance, its place among the candidates, the key).
+    let mut best: Option<(usize, usize, &'static str)> = None;
+    for (length_difference, order, known) in candidates {
+        let bound = best.map_or(limit, |(distance, _, _)| distance);
         if length_difference > bound {
             break;
         }
         let known_chars: Vec<char> = known.chars().collect();
         if let Some(distance) = edit_distance(&key, &known_chars, bound) {
-            best = Some((known, distance));
+            if best.is_none_or(|(d, o, _)| (distance, order) < (d, o)) {
+                best = Some((distance, order, known));
+            }
         }
     }
-    best
+    best.map(|(distance, _, known)| (known, distance))
 }
 
 /// Every key Runnel knows.
@@ -618,6 +622,11 @@ mod tests {
 
     #[test]
     fn a_typo_names_the_key_it_is_near() {
+        // Equally near 'execution.target': the first known key wins.
+        assert_eq!(
+            nearest_key("checkpoint.interval"),
+            "execution.checkpointing.interval"
+        );
         assert_eq!(is_near_miss("pipeline.nmae"), Some(PIPELINE_NAME));
         assert_eq!(is_near_miss(PIPELINE_NAME), None);
         assert_eq!(nearest_key("table.exec.state.tll"), "table.exec.state.ttl");
