@@ -148,7 +148,8 @@ async fn three_processes_run_one_claims_job_exactly_once() {
     for (topic, partition, low, high) in &purged {
         assert!(
             *low > 0 && *low <= *high,
-            "{topic} [{partition}] still starts at {low} (ends at {high}): {purged:?}"
+            "{topic} [{partition}] still starts at {low} (ends at {high}): {purged:?}\n{}",
+            logs.join("\n----\n")
         );
     }
     eprintln!("repartition partitions after the run (first, end offset): {purged:?}");
