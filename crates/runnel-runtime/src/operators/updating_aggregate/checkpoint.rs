@@ -19,36 +19,65 @@ use super::UpdatingAggregateOperator;
 use crate::message::Watermark;
 use crate::operators::as_millis;
 
-/// Checkpoint rows of some groups as read from the group table (see
-/// [`UpdatingAggregateOperator::capture_rows`]): values not yet in Arrow arrays.
-pub(super) struct CapturedRows {
-    key_fields: Vec<datafusion::arrow::datatypes::Field>,
-    key_columns: Vec<ArrayRef>,
-    rows: Vec<i64>,
-    last_times: Vec<i64>,
-    /// Per aggregate: a fresh accumulator's state, and each state field's values.
-    states: Vec<(Vec<ScalarValue>, Vec<Vec<ScalarValue>>)>,
-    /// Per aggregate: its output field and what each group last emitted.
-    emitted: Vec<(datafusion::arrow::datatypes::Field, Vec<ScalarValue>)>,
-    emitted_flags: Vec<bool>,
-    metadata: HashMap<String, String>,
-}
+impl UpdatingAggregateOperator {
+    /// Every group as a row: its key, `__rows`, each aggregate's accumulator state
+    /// (`state_<aggregate>_<field>`), and what was last emitted (`emitted_<aggregate>`,
+    /// with `__emitted` false if nothing was).
+    pub(super) fn snapshot_state(&mut self) -> DFResult<RecordBatch> {
+        let live: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| self.groups[g].rows > 0)
+            .collect();
+        self.state_rows(&live)
+    }
 
-impl CapturedRows {
-    /// The rows as one checkpoint batch (see [`UpdatingAggregateOperator::snapshot_state`]).
-    pub(super) fn into_batch(self) -> DFResult<RecordBatch> {
+    /// The checkpoint rows of groups `live` (see [`Self::snapshot_state`]); for an
+    /// increment, the groups changed since the last checkpoint: one that is gone is
+    /// written with `__rows` = 0 and empty accumulator states.
+    pub(super) fn state_rows(&mut self, live: &[usize]) -> DFResult<RecordBatch> {
         use datafusion::arrow::array::{BooleanArray, Int64Array};
         use datafusion::arrow::datatypes::{DataType, Field, Schema};
-        let mut fields = self.key_fields;
-        let mut columns = self.key_columns;
+        // What a gone group's accumulators hold: a fresh group's.
+        let mut blank = self.new_group()?;
+        let mut fields: Vec<Field> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        let keys = self.group_exprs.len();
+        if keys > 0 {
+            let key_columns = self
+                .keys
+                .convert_rows(live.iter().map(|&g| self.group_keys.row(g)))?;
+            for (i, column) in key_columns.into_iter().enumerate() {
+                fields.push(self.output_schema.field(i).clone().with_nullable(true));
+                columns.push(column);
+            }
+        }
         fields.push(Field::new("__rows", DataType::Int64, false));
-        columns.push(Arc::new(Int64Array::from(self.rows)));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            live.iter().map(|&g| self.groups[g].rows.max(0)),
+        )));
         fields.push(Field::new("__last_time", DataType::Int64, false));
-        columns.push(Arc::new(Int64Array::from(self.last_times)));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            live.iter().map(|&g| self.groups[g].last_time),
+        )));
         let mut widths = Vec::new();
-        for (a, (blank_state, values)) in self.states.into_iter().enumerate() {
-            widths.push(values.len().to_string());
-            for (f, values) in values.into_iter().enumerate() {
+        for a in 0..self.aggregates.len() {
+            // A fresh accumulator's state gives the columns even when no group is
+            // written (an increment where nothing changed keeps the chain's schema).
+            let blank_state = blank.accumulators[a].state()?;
+            let mut states: Vec<Vec<ScalarValue>> =
+                vec![Vec::with_capacity(live.len()); blank_state.len()];
+            for &g in live {
+                let group = &mut self.groups[g];
+                let state = if group.rows > 0 {
+                    group.accumulators[a].state()?
+                } else {
+                    blank.accumulators[a].state()?
+                };
+                for (field, value) in states.iter_mut().zip(state) {
+                    field.push(value);
+                }
+            }
+            widths.push(states.len().to_string());
+            for (f, values) in states.into_iter().enumerate() {
                 let array = if values.is_empty() {
                     blank_state[f].to_array_of_size(0)?
                 } else {
@@ -62,8 +91,18 @@ impl CapturedRows {
                 columns.push(array);
             }
         }
-        for (a, (field, values)) in self.emitted.into_iter().enumerate() {
-            let array = if values.is_empty() {
+        for a in 0..self.aggregates.len() {
+            let field = self.output_schema.field(keys + a);
+            let null = ScalarValue::try_from(field.data_type())?;
+            let values = live.iter().map(|&g| {
+                let group = &self.groups[g];
+                group
+                    .emitted
+                    .as_ref()
+                    .filter(|_| group.rows > 0)
+                    .map_or(null.clone(), |e| e[a].clone())
+            });
+            let array = if live.is_empty() {
                 datafusion::arrow::array::new_empty_array(field.data_type())
             } else {
                 ScalarValue::iter_to_array(values)?
@@ -76,108 +115,21 @@ impl CapturedRows {
             columns.push(array);
         }
         fields.push(Field::new("__emitted", DataType::Boolean, false));
-        columns.push(Arc::new(BooleanArray::from(self.emitted_flags)));
-        let mut metadata = self.metadata;
-        metadata.insert("state_widths".to_string(), widths.join(","));
-        Ok(RecordBatch::try_new(
-            Arc::new(Schema::new_with_metadata(fields, metadata)),
-            columns,
-        )?)
-    }
-}
-
-impl UpdatingAggregateOperator {
-    /// Every group as a row: its key, `__rows`, each aggregate's accumulator state
-    /// (`state_<aggregate>_<field>`), and what was last emitted (`emitted_<aggregate>`,
-    /// with `__emitted` false if nothing was).
-    pub(super) fn snapshot_state(&mut self) -> DFResult<RecordBatch> {
-        let live: Vec<usize> = (0..self.groups.len())
-            .filter(|&g| self.groups[g].rows > 0)
-            .collect();
-        self.capture_rows(&live)?.into_batch()
-    }
-
-    /// The checkpoint rows of groups `live` (see [`Self::snapshot_state`]) as read from
-    /// the group table — the part that needs the operator (keys, counts, accumulator
-    /// states) — leaving their conversion into Arrow arrays to
-    /// [`CapturedRows::into_batch`], which an increment runs off the task. For an
-    /// increment, `live` is the groups changed since the last checkpoint: one that is
-    /// gone is written with `__rows` = 0 and empty accumulator states.
-    pub(super) fn capture_rows(&mut self, live: &[usize]) -> DFResult<CapturedRows> {
-        use datafusion::arrow::datatypes::Field;
-        // What a gone group's accumulators hold: a fresh group's.
-        let mut blank = self.new_group()?;
-        let keys = self.group_exprs.len();
-        let mut key_fields = Vec::new();
-        let mut key_columns = Vec::new();
-        if keys > 0 {
-            key_columns = self
-                .keys
-                .convert_rows(live.iter().map(|&g| self.group_keys.row(g)))?;
-            key_fields = (0..keys)
-                .map(|i| self.output_schema.field(i).clone().with_nullable(true))
-                .collect();
-        }
-        let mut states = Vec::with_capacity(self.aggregates.len());
-        for a in 0..self.aggregates.len() {
-            // A fresh accumulator's state gives the columns even when no group is
-            // written (an increment where nothing changed keeps the chain's schema).
-            let blank_state = blank.accumulators[a].state()?;
-            let mut values: Vec<Vec<ScalarValue>> =
-                vec![Vec::with_capacity(live.len()); blank_state.len()];
-            for &g in live {
-                let group = &mut self.groups[g];
-                let state = if group.rows > 0 {
-                    group.accumulators[a].state()?
-                } else {
-                    blank.accumulators[a].state()?
-                };
-                for (field, value) in values.iter_mut().zip(state) {
-                    field.push(value);
-                }
-            }
-            states.push((blank_state, values));
-        }
-        let emitted = (0..self.aggregates.len())
-            .map(|a| {
-                let field: Field = self.output_schema.field(keys + a).clone();
-                let null = ScalarValue::try_from(field.data_type())?;
-                let values = live
-                    .iter()
-                    .map(|&g| {
-                        let group = &self.groups[g];
-                        group
-                            .emitted
-                            .as_ref()
-                            .filter(|_| group.rows > 0)
-                            .map_or(null.clone(), |e| e[a].clone())
-                    })
-                    .collect();
-                Ok((field, values))
-            })
-            .collect::<DFResult<_>>()?;
-        let mut metadata: HashMap<String, String> = HashMap::new();
+        columns.push(Arc::new(BooleanArray::from_iter(live.iter().map(|&g| {
+            let group = &self.groups[g];
+            Some(group.rows > 0 && group.emitted.is_some())
+        }))));
+        let mut metadata: HashMap<String, String> =
+            [("state_widths".to_string(), widths.join(","))].into();
         if let Some(firing) = &self.firing {
             // Which windows fired is the operator's own progress: after a restore, a
             // change to a fired window updates it at once, whatever the watermark does.
             metadata.insert("fired_through".into(), firing.fired_through.to_string());
         }
-        Ok(CapturedRows {
-            key_fields,
-            key_columns,
-            rows: live.iter().map(|&g| self.groups[g].rows.max(0)).collect(),
-            last_times: live.iter().map(|&g| self.groups[g].last_time).collect(),
-            states,
-            emitted,
-            emitted_flags: live
-                .iter()
-                .map(|&g| {
-                    let group = &self.groups[g];
-                    group.rows > 0 && group.emitted.is_some()
-                })
-                .collect(),
-            metadata,
-        })
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new_with_metadata(fields, metadata)),
+            columns,
+        )?)
     }
 
     /// Frees group `id`'s slot (its key stays in `group_keys`, as for an expired group).

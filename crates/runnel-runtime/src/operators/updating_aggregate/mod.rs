@@ -745,10 +745,9 @@ impl CheckpointedState for UpdatingAggregateOperator {
             return Ok(None);
         }
         let ids = changed.take();
-        // The states are read here; their conversion into arrays is left to the writer.
-        let captured = self.capture_rows(&ids).map_err(operator_error)?;
+        let batch = self.state_rows(&ids).map_err(operator_error)?;
         Ok(Some(StateIncrement {
-            build: Box::new(move || captured.into_batch().map_err(operator_error)),
+            build: Box::new(move || Ok(batch)),
             compact: std::sync::Arc::new(|chain: Vec<RecordBatch>| {
                 checkpoint::newest_rows(chain).map_err(operator_error)
             }),
