@@ -567,8 +567,13 @@ impl Engine {
         };
         let mut out = plan.to_string();
         let config = self.job_config()?;
-        let graph = runnel_runtime::job_graph(&plan, self.connectors.as_ref(), &config)?;
-        out.push_str(&graph.to_string());
+        if let Some(scale) = crate::settings::scale_out(&self.settings())? {
+            // Spread over processes, the job is cut into tasks instead of subtasks.
+            out.push_str(&runnel_cluster::describe_cut(&plan, &scale)?);
+        } else {
+            let graph = runnel_runtime::job_graph(&plan, self.connectors.as_ref(), &config)?;
+            out.push_str(&graph.to_string());
+        }
         for warning in self.warnings(&plan) {
             out.push_str(&format!("Warning: {warning}\n"));
         }

@@ -103,6 +103,19 @@ async fn three_processes_run_one_claims_job_exactly_once() {
     let dir = scratch_dir(&job);
     let file = dir.join("job.sql");
     std::fs::write(&file, unbounded_claims_job(&job, &input, &output)).expect("job file");
+
+    // EXPLAIN shows the cut the processes make: the source's partitions and the keyed
+    // stage's repartition topic as tasks, each stage's changelog topic.
+    let explained = runnel::Engine::default()
+        .explain(&unbounded_claims_job(&job, &input, &output))
+        .expect("explain");
+    for part in [
+        format!("Across processes: consumer group {job}, 12 tasks"),
+        format!("stage 0: 6 tasks reading topic {input}; state in {job}-stage-0-changelog"),
+        format!("6 tasks reading {job}-stage-1-repartition; state in {job}-stage-1-changelog"),
+    ] {
+        assert!(explained.contains(&part), "{part:?} not in:\n{explained}");
+    }
     let started = Instant::now();
     let processes: Vec<Running> = (0..3)
         .map(|i| start_with(&file, &dir.join(format!("local-{i}")), None))

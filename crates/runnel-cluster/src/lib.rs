@@ -26,5 +26,5 @@ pub mod transaction;
 pub mod wire;
 
 pub use error::{ClusterError, Result};
-pub use member::{spawn_member, ScaleOut};
+pub use member::{describe_cut, spawn_member, ScaleOut};
 pub use topology::{ClusterTopology, TaskId};

@@ -140,6 +140,37 @@ fn topology<'p>(
     })
 }
 
+/// The partition count of each source table's topic, by table (blocking: asks Kafka).
+fn source_partitions(
+    client: &ClientConfig,
+    sources: &[Arc<TableDef>],
+) -> Result<HashMap<String, usize>> {
+    let mut partitions = HashMap::new();
+    for table in sources {
+        let topic = table.options.get("topic").cloned().unwrap_or_default();
+        let count = topics::partition_count(client, &topic)?;
+        if count == 0 {
+            return Err(ClusterError::Setting(format!(
+                "table {}: kafka topic '{topic}' does not exist",
+                table.name
+            )));
+        }
+        partitions.insert(table.name.clone(), count);
+    }
+    Ok(partitions)
+}
+
+/// What `EXPLAIN` shows of `plan` spread over processes as `scale` says: its cut into
+/// stages and tasks, and the topics each stage reads and keeps its state in — what each
+/// process logs when it joins. Blocks while it asks Kafka for the source topics'
+/// partitions (they decide the source stages' tasks).
+pub fn describe_cut(plan: &StreamPlan, scale: &ScaleOut) -> Result<String> {
+    crate::topology::check_job_name(&scale.job)?;
+    let (client, _) = cluster_config(plan)?;
+    let partitions = source_partitions(&client, &plan.sources())?;
+    Ok(topology(plan, scale, &partitions)?.to_string())
+}
+
 /// Starts this process's share of `plan` as a member of the job `scale` names: creates
 /// the job's internal topics if it is the first, then joins the group on a thread of its
 /// own. The handle's stop commits what the process did and leaves the group.
@@ -158,23 +189,9 @@ pub async fn spawn_member(
     let (client, sink) = cluster_config(&plan)?;
     let partitions = {
         let (client, sources) = (client.clone(), plan.sources());
-        tokio::task::spawn_blocking(move || -> Result<HashMap<String, usize>> {
-            let mut partitions = HashMap::new();
-            for table in sources {
-                let topic = table.options.get("topic").cloned().unwrap_or_default();
-                let count = topics::partition_count(&client, &topic)?;
-                if count == 0 {
-                    return Err(ClusterError::Setting(format!(
-                        "table {}: kafka topic '{topic}' does not exist",
-                        table.name
-                    )));
-                }
-                partitions.insert(table.name.clone(), count);
-            }
-            Ok(partitions)
-        })
-        .await
-        .map_err(|e| ClusterError::Setting(format!("reading the source topics: {e}")))??
+        tokio::task::spawn_blocking(move || source_partitions(&client, &sources))
+            .await
+            .map_err(|e| ClusterError::Setting(format!("reading the source topics: {e}")))??
     };
     {
         let topology = topology(&plan, &scale, &partitions)?;
