@@ -96,13 +96,28 @@ fn drain_now(running: &Running, log: &mut String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_run_one_claims_job_exactly_once() {
     let job = fresh_job("claims3");
-    let (input, output) = (format!("{job}.in"), format!("{job}.out"));
+    let (input, output, late) = (
+        format!("{job}.in"),
+        format!("{job}.out"),
+        format!("{job}.late"),
+    );
     let claims = generate_claims(EVENTS, POLICIES, 17);
     recreate_topic(&input, PARTITIONS).await;
     recreate_topic(&output, 3).await;
+    recreate_topic(&late, 1).await;
     let dir = scratch_dir(&job);
     let file = dir.join("job.sql");
-    std::fs::write(&file, unbounded_claims_job(&job, &input, &output)).expect("job file");
+    // Late rows go to a Kafka table, in the processes' transactions.
+    let late_table = format!(
+        "SET 'runnel.late-data.sink' = 'late_claims';
+         CREATE TABLE late_claims (policy_id BIGINT, amount DECIMAL(12, 2),
+             event_time TIMESTAMP(3)) WITH ('connector' = 'kafka', 'topic' = '{late}',
+             'properties.bootstrap.servers' = '{}', 'format' = 'json');
+         {CLAIMS_QUERY}",
+        bootstrap()
+    );
+    let sql = unbounded_claims_job(&job, &input, &output).replace(CLAIMS_QUERY, &late_table);
+    std::fs::write(&file, &sql).expect("job file");
 
     // EXPLAIN shows the cut the processes make: the source's partitions and the keyed
     // stage's repartition topic as tasks, each stage's changelog topic.
@@ -134,8 +149,28 @@ async fn three_processes_run_one_claims_job_exactly_once() {
     produce_over_time(input.clone(), claims.clone()).await;
     let expected = expected_windows(&claims).len();
     let out = output.clone();
+    tokio::task::spawn_blocking(move || wait_for_rows(&out, expected, Duration::from_secs(120)))
+        .await
+        .expect("output");
+    // Every window has fired: a claim of the first minute, into each partition, is late.
+    let first = claims.iter().map(|c| c.event_time_ms).min().unwrap_or(0);
+    let late_claims: Vec<Claim> = (0..PARTITIONS)
+        .map(|p| Claim {
+            claim_id: format!("late-{p}"),
+            policy_id: 999_999,
+            amount_cents: 123,
+            operation: "INSERT",
+            event_time_ms: first,
+        })
+        .collect();
+    let refs: Vec<&Claim> = late_claims.iter().collect();
+    produce_claims_to_partitions(&input, &refs, |c| {
+        c.claim_id.trim_start_matches("late-").parse().unwrap_or(0)
+    })
+    .await;
+    let late_topic = late.clone();
     let logs = tokio::task::spawn_blocking(move || {
-        wait_for_rows(&out, expected, Duration::from_secs(120));
+        wait_for_rows(&late_topic, late_claims.len(), Duration::from_secs(60));
         for (running, log) in processes.into_iter().zip(logs.iter_mut()) {
             stop_cleanly(running, log);
         }
@@ -143,6 +178,16 @@ async fn three_processes_run_one_claims_job_exactly_once() {
     })
     .await
     .expect("processes");
+    let routed = consume_all(&late);
+    assert_eq!(
+        routed.len(),
+        PARTITIONS as usize,
+        "each late claim once in {late}: {routed:?}"
+    );
+    assert!(
+        routed.iter().all(|(_, _, value)| value.contains("999999")),
+        "{routed:?}"
+    );
     let elapsed = started.elapsed();
     let comparison = compare_claims(&output, &claims);
     eprintln!("three processes, {EVENTS} events in {elapsed:?}: {comparison:?}");

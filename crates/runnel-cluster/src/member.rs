@@ -42,7 +42,7 @@ use crate::error::{ClusterError, Result};
 use crate::task::{Task, TaskSetup};
 use crate::topics::{self, StatusReader};
 use crate::topology::{ClusterTopology, StageInput, TaskId};
-use crate::transaction::{abortable, TransactionWriter};
+use crate::transaction::{abortable, TopicWriter, TransactionWriter};
 
 /// How a job is spread over processes: its name and the settings that shape its tasks.
 #[derive(Debug, Clone)]
@@ -117,6 +117,31 @@ fn cluster_config(plan: &StreamPlan) -> Result<(ClientConfig, Arc<TableDef>)> {
     Ok((client_config(&sink), sink))
 }
 
+/// Refuses `table` (the job's `role`) unless it is a Kafka table on the cluster of the
+/// job's `sink`: everything a process writes goes into its one transaction.
+fn same_cluster(table: &TableDef, sink: &TableDef, role: &str) -> Result<()> {
+    if !matches!(table.connector(), Some("kafka" | "upsert-kafka")) {
+        return Err(ClusterError::Unsupported(format!(
+            "the {role} {} writes connector '{}'; a job spread over processes writes Kafka \
+             topics",
+            table.name,
+            table.connector().unwrap_or("?")
+        )));
+    }
+    let servers = |t: &TableDef| t.options.get("properties.bootstrap.servers").cloned();
+    if servers(table) != servers(sink) {
+        return Err(ClusterError::Unsupported(format!(
+            "the {role} {} is on '{}' and table {} on '{}': every topic of a job spread over \
+             processes lives on one Kafka cluster",
+            table.name,
+            servers(table).unwrap_or_default(),
+            sink.name,
+            servers(sink).unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
 /// The job graph a process runs: the plan at parallelism 2, so every keyed stage starts
 /// behind a hash edge (its repartition topic); one reader per source (each of its
 /// partitions is a task anyway).
@@ -180,13 +205,10 @@ pub async fn spawn_member(
     scale: ScaleOut,
 ) -> Result<JobHandle> {
     crate::topology::check_job_name(&scale.job)?;
-    if let Some(table) = &config.late_data_sink {
-        return Err(ClusterError::Unsupported(format!(
-            "'runnel.late-data.sink' = '{}': late rows are counted, not routed, across processes",
-            table.name
-        )));
-    }
     let (client, sink) = cluster_config(&plan)?;
+    if let Some(table) = &config.late_data_sink {
+        same_cluster(table, &sink, "late-data table")?;
+    }
     let partitions = {
         let (client, sources) = (client.clone(), plan.sources());
         tokio::task::spawn_blocking(move || source_partitions(&client, &sources))
@@ -611,9 +633,21 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         input_topics.insert(stage.id, topic);
         changelog_topics.insert(stage.id, topology.changelog_topic(stage.id));
     }
-    let sink_topic = setup.sink.options.get("topic").cloned().ok_or_else(|| {
-        ClusterError::Setting(format!("table {} has no 'topic'", setup.sink.name))
-    })?;
+    let topic_writer = |table: &TableDef,
+                        schema: &datafusion::arrow::datatypes::SchemaRef|
+     -> Result<TopicWriter> {
+        Ok(TopicWriter {
+            topic: table.options.get("topic").cloned().ok_or_else(|| {
+                ClusterError::Setting(format!("table {} has no 'topic'", table.name))
+            })?,
+            encoder: KafkaRecordEncoder::new(table, schema)?,
+        })
+    };
+    let sink = topic_writer(&setup.sink, &setup.plan.schema())?;
+    let late = match &setup.config.late_data_sink {
+        Some(table) => Some(topic_writer(table, &table.physical_schema)?),
+        None => None,
+    };
     let member = Arc::new(Mutex::new(Member {
         tasks: BTreeMap::new(),
         assigned: Vec::new(),
@@ -623,8 +657,8 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         writer: TransactionWriter::open(
             client,
             job,
-            sink_topic,
-            KafkaRecordEncoder::new(&setup.sink, &setup.plan.schema())?,
+            sink,
+            late,
             repartition_topics,
             setup.metrics.clone(),
         )?,
@@ -757,8 +791,11 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
                 };
                 task.process(&records, &mut state.writer)?;
             }
-            // Late rows are counted by the operators; no table takes them here.
-            drop(maker.late.drain());
+            // Late rows go to the late-data table in the same transaction (else they are
+            // only counted, by the operators).
+            for rows in maker.late.drain() {
+                state.writer.late_rows(&rows)?;
+            }
             for task in state.tasks.values_mut() {
                 task.check_idle(&mut state.writer)?;
             }

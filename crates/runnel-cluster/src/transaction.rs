@@ -30,20 +30,27 @@ pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
 /// Writes into the process's open transaction.
 pub struct TransactionWriter {
     producer: ThreadedProducer<DefaultProducerContext>,
-    sink_topic: String,
-    sink: KafkaRecordEncoder,
+    sink: TopicWriter,
+    /// The late-data table's topic, when the job routes late rows to one.
+    late: Option<TopicWriter>,
     repartition_topics: HashMap<StageId, String>,
     metrics: Arc<JobMetrics>,
 }
 
+/// A Kafka table the job writes rows to: its topic and how a row becomes a record.
+pub struct TopicWriter {
+    pub topic: String,
+    pub encoder: KafkaRecordEncoder,
+}
+
 impl TransactionWriter {
-    /// A writer with its first transaction open: rows of the sink go to `sink_topic`
-    /// encoded by `sink`, repartition records to `repartition_topics`.
+    /// A writer with its first transaction open: rows of the sink go to `sink`, late rows
+    /// to `late`, repartition records to `repartition_topics`.
     pub fn open(
         client: &ClientConfig,
         job: &str,
-        sink_topic: String,
-        sink: KafkaRecordEncoder,
+        sink: TopicWriter,
+        late: Option<TopicWriter>,
         repartition_topics: HashMap<StageId, String>,
         metrics: Arc<JobMetrics>,
     ) -> Result<Self> {
@@ -77,8 +84,8 @@ impl TransactionWriter {
             .map_err(ClusterError::kafka("beginning a transaction"))?;
         Ok(Self {
             producer,
-            sink_topic,
             sink,
+            late,
             repartition_topics,
             metrics,
         })
@@ -140,13 +147,23 @@ impl TransactionWriter {
             }
         }
     }
-}
 
-impl TaskWriter for TransactionWriter {
-    fn sink_rows(&mut self, batch: &RecordBatch) -> Result<()> {
-        let (records, extras) = self.sink.encode(batch)?;
+    /// Writes `batch` (in the late-data table's columns) to the late-data table, if the
+    /// job routes late rows to one; false when it does not.
+    pub fn late_rows(&self, batch: &RecordBatch) -> Result<bool> {
+        let Some(late) = &self.late else {
+            return Ok(false);
+        };
+        self.write_rows(late, batch)?;
+        JobMetrics::add(&self.metrics.late_rows_routed, batch.num_rows());
+        Ok(true)
+    }
+
+    /// Produces `batch` as records of `table`.
+    fn write_rows(&self, table: &TopicWriter, batch: &RecordBatch) -> Result<()> {
+        let (records, extras) = table.encoder.encode(batch)?;
         for (i, (key, value)) in records.iter().enumerate() {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.sink_topic);
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&table.topic);
             if let Some(key) = key {
                 record = record.key(key.as_slice());
             }
@@ -163,6 +180,13 @@ impl TaskWriter for TransactionWriter {
             }
             self.send(record)?;
         }
+        Ok(())
+    }
+}
+
+impl TaskWriter for TransactionWriter {
+    fn sink_rows(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.write_rows(&self.sink, batch)?;
         JobMetrics::add(&self.metrics.rows_out, batch.num_rows());
         Ok(())
     }
