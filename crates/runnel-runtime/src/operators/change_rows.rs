@@ -18,9 +18,10 @@ use runnel_sql::changelog::ChangeKind;
 
 use crate::error::{Result, RuntimeError};
 use crate::operator::StateIncrement;
+use datafusion::common::HashMap;
 
 /// Rows kept per key: each key's rows, oldest first.
-pub(crate) type KeyedRows = datafusion::common::HashMap<OwnedRow, Vec<OwnedRow>>;
+pub(crate) type KeyedRows = HashMap<OwnedRow, Vec<OwnedRow>>;
 
 /// Encodes the batches of an updating stream (its columns, then the change column): each
 /// row's key (the columns `keys`) and the whole row.
@@ -151,9 +152,9 @@ impl ChangeRows {
 
     /// The increment of the keys in `changed` (each with the last row it was seen with),
     /// whose rows are now `held(key)`: copied now, turned into a batch off the task.
-    pub fn increment<'a>(
+    fn increment<'a>(
         &self,
-        changed: ChangedKeys,
+        changed: HashMap<OwnedRow, OwnedRow>,
         held: impl Fn(&OwnedRow) -> Option<&'a [OwnedRow]>,
     ) -> Result<StateIncrement> {
         let (mut rows, mut kinds) = (Vec::new(), Vec::new());
@@ -194,6 +195,36 @@ fn push_held(held: &[OwnedRow], rows: &mut Vec<OwnedRow>, kinds: &mut Vec<Change
     }
 }
 
-/// The keys whose rows changed since the last barrier (each with the last row it was
-/// seen with, a gone key's tombstone), kept with incremental checkpoints.
-pub(crate) type ChangedKeys = datafusion::common::HashMap<OwnedRow, OwnedRow>;
+/// With incremental checkpoints, the keys whose rows changed since the last barrier,
+/// each with the last row it was seen with (a gone key's tombstone); `None` until
+/// tracking starts.
+#[derive(Default)]
+pub(crate) struct ChangedKeys(Option<HashMap<OwnedRow, OwnedRow>>);
+
+impl ChangedKeys {
+    /// Starts tracking (see `CheckpointedState::track_increments`).
+    pub fn track(&mut self) -> bool {
+        self.0.get_or_insert_with(HashMap::default);
+        true
+    }
+
+    /// Notes that `key`'s rows changed, `row` being the last one seen (when tracking).
+    pub fn note(&mut self, key: &OwnedRow, row: &OwnedRow) {
+        if let Some(changed) = &mut self.0 {
+            changed.insert(key.clone(), row.clone());
+        }
+    }
+
+    /// The increment since the last call, of keys whose rows are now `held(key)`, written
+    /// by `format` (see `CheckpointedState::increment`); `None` when not tracking.
+    pub fn increment<'a>(
+        &mut self,
+        format: &ChangeRows,
+        held: impl Fn(&OwnedRow) -> Option<&'a [OwnedRow]>,
+    ) -> Result<Option<StateIncrement>> {
+        match self.0.as_mut().map(std::mem::take) {
+            Some(changed) => format.increment(changed, held).map(Some),
+            None => Ok(None),
+        }
+    }
+}

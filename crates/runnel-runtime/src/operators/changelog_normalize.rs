@@ -41,7 +41,7 @@ pub struct ChangelogNormalizeOperator {
     /// Bytes of the rows and keys held.
     bytes: usize,
     /// With incremental checkpoints: the keys changed since the last barrier.
-    changed: Option<ChangedKeys>,
+    changed: ChangedKeys,
     metrics: Arc<JobMetrics>,
 }
 
@@ -55,7 +55,7 @@ impl ChangelogNormalizeOperator {
             )?,
             rows: HashMap::new(),
             bytes: 0,
-            changed: None,
+            changed: ChangedKeys::default(),
             metrics,
         })
     }
@@ -102,9 +102,7 @@ impl OneInputOperator for ChangelogNormalizeOperator {
                         }
                     }
                     let added = Self::held(&key, &row);
-                    if let Some(changed) = &mut self.changed {
-                        changed.insert(key.clone(), row.clone());
-                    }
+                    self.changed.note(&key, &row);
                     if let Some(old) = self.rows.insert(key.clone(), row) {
                         self.bytes -= Self::held(&key, &old);
                     }
@@ -113,9 +111,7 @@ impl OneInputOperator for ChangelogNormalizeOperator {
                 ChangeKind::Delete => match self.rows.remove(&key) {
                     Some(kept) => {
                         self.bytes -= Self::held(&key, &kept);
-                        if let Some(changed) = &mut self.changed {
-                            changed.insert(key, kept.clone());
-                        }
+                        self.changed.note(&key, &kept);
                         emitted.push(kept);
                         emitted_kinds.push(ChangeKind::Delete);
                     }
@@ -157,18 +153,13 @@ impl CheckpointedState for ChangelogNormalizeOperator {
     }
 
     fn track_increments(&mut self) -> bool {
-        self.changed.get_or_insert_with(ChangedKeys::default);
-        true
+        self.changed.track()
     }
 
     fn increment(&mut self) -> Result<Option<StateIncrement>> {
-        let Some(changed) = self.changed.as_mut().map(std::mem::take) else {
-            return Ok(None);
-        };
         let rows = &self.rows;
-        self.format
-            .increment(changed, |key| rows.get(key).map(std::slice::from_ref))
-            .map(Some)
+        self.changed
+            .increment(&self.format, |key| rows.get(key).map(std::slice::from_ref))
     }
 }
 

@@ -39,7 +39,7 @@ pub struct UpsertMaterializeOperator {
     /// Bytes of the rows and keys held.
     bytes: usize,
     /// With incremental checkpoints: the keys changed since the last barrier.
-    changed: Option<ChangedKeys>,
+    changed: ChangedKeys,
     metrics: Arc<JobMetrics>,
 }
 
@@ -53,7 +53,7 @@ impl UpsertMaterializeOperator {
             )?,
             rows: KeyedRows::default(),
             bytes: 0,
-            changed: None,
+            changed: ChangedKeys::default(),
             metrics,
         })
     }
@@ -77,9 +77,8 @@ impl OneInputOperator for UpsertMaterializeOperator {
         for (i, &kind) in changes.kinds.iter().enumerate() {
             let row = changes.rows.row(i).owned();
             let key = changes.keys.row(i).owned();
-            let known = kind.is_addition() || self.rows.contains_key(&key);
-            if let Some(changed) = self.changed.as_mut().filter(|_| known) {
-                changed.insert(key.clone(), row.clone());
+            if kind.is_addition() || self.rows.contains_key(&key) {
+                self.changed.note(&key, &row);
             }
             if kind.is_addition() {
                 let key_bytes = key.as_ref().len();
@@ -155,18 +154,13 @@ impl CheckpointedState for UpsertMaterializeOperator {
     }
 
     fn track_increments(&mut self) -> bool {
-        self.changed.get_or_insert_with(ChangedKeys::default);
-        true
+        self.changed.track()
     }
 
     fn increment(&mut self) -> Result<Option<StateIncrement>> {
-        let Some(changed) = self.changed.as_mut().map(std::mem::take) else {
-            return Ok(None);
-        };
         let rows = &self.rows;
-        self.format
-            .increment(changed, |key| rows.get(key).map(Vec::as_slice))
-            .map(Some)
+        self.changed
+            .increment(&self.format, |key| rows.get(key).map(Vec::as_slice))
     }
 }
 
