@@ -14,6 +14,7 @@
 //! Within a process a task runs its operators synchronously on the process's thread; the
 //! operators are the same as in a job of one process.
 
+pub mod changelog;
 pub mod error;
 pub mod member;
 pub mod pipeline;

@@ -13,9 +13,10 @@ use runnel_runtime::{
     OperatorState,
 };
 
+use crate::changelog::StateChains;
 use crate::error::{ClusterError, Result};
 use crate::topology::{ClusterTopology, StageOutput, TaskId};
-use crate::wire::{self, Envelope, RecordKind};
+use crate::wire::{self, ChangelogRecord, Envelope, RecordKind};
 
 /// Where a task's output goes; the process writes it into its open transaction.
 pub trait TaskWriter {
@@ -252,13 +253,35 @@ impl Pipeline {
         Ok(())
     }
 
-    pub fn snapshot(&mut self, out: &mut Vec<(String, Option<RecordBatch>)>) -> Result<()> {
-        for (i, state) in self.chain.snapshots()?.into_iter().enumerate() {
-            out.push((wire::state_key(self.stage, &i.to_string()), state));
+    /// Every operator that keeps state starts tracking its changes, so that each commit
+    /// writes only them. Called once, after the restore.
+    pub fn track_increments(&mut self) {
+        for state in self.chain.states().into_iter().flatten() {
+            state.track_increments();
         }
         for output in &mut self.outputs {
             if let PipelineOutput::Forward(next) = output {
-                next.snapshot(out)?;
+                next.track_increments();
+            }
+        }
+    }
+
+    /// Writes each operator's state into `out` as a link of its chain in the changelog:
+    /// what changed since the last commit, or the whole state.
+    pub fn write_states(
+        &mut self,
+        chains: &mut StateChains,
+        out: &mut Vec<ChangelogRecord>,
+    ) -> Result<()> {
+        for (i, state) in self.chain.states().into_iter().enumerate() {
+            let Some(state) = state else { continue };
+            let key = wire::state_key(self.stage, &i.to_string());
+            let increment = state.increment()?.map(|i| (i.build)()).transpose()?;
+            chains.write(&key, increment, || Ok(state.snapshot()?), out)?;
+        }
+        for output in &mut self.outputs {
+            if let PipelineOutput::Forward(next) = output {
+                next.write_states(chains, out)?;
             }
         }
         Ok(())

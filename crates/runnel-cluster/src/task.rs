@@ -19,6 +19,7 @@ use runnel_runtime::{
     TwoInputTask, WatermarkExpr, WatermarkTracker, WATERMARK_END,
 };
 
+use crate::changelog::StateChains;
 use crate::error::{ClusterError, Result};
 use crate::pipeline::{Pipeline, TaskWriter};
 use crate::topology::{ClusterTopology, StageInput, TaskId};
@@ -57,10 +58,8 @@ pub struct Task {
     progress: TaskProgress,
     /// Something changed since the last commit: its state is written at the next.
     dirty: bool,
-    /// State values written in parts, and how many (see [`wire::state_records`]).
-    state_parts: HashMap<String, usize>,
-    /// State values above this size are written in parts.
-    part_bytes: usize,
+    /// Where each operator's state stands in the changelog.
+    chains: StateChains,
     /// It read input since it was made.
     read_input: bool,
     metrics: Arc<JobMetrics>,
@@ -102,15 +101,10 @@ impl Task {
         if progress.end_offset.is_none() {
             progress.end_offset = end_offset;
         }
-        let mut states = HashMap::new();
-        for (key, value) in &restored {
-            if let (Some(bytes), true) = (value, key.starts_with("state/")) {
-                let batch = wire::decode_batch(bytes).map_err(|e| {
-                    ClusterError::Setting(format!("task {id}: state {key} cannot be read: {e}"))
-                })?;
-                states.insert(key.clone(), batch);
-            }
-        }
+        let (chains, states) = StateChains::restore(&restored, state_parts, wire::STATE_PART_BYTES)
+            .map_err(|e| {
+                ClusterError::Setting(format!("task {id}: its state cannot be read: {e}"))
+            })?;
         let input = match &stage.input {
             StageInput::Source { node, topic } => {
                 let table = &node.table;
@@ -176,7 +170,12 @@ impl Task {
             _ => None,
         };
         let metrics = context.metrics.clone();
-        let pipeline = Pipeline::build(topology, id.stage, &context, &states, &late)?;
+        let mut pipeline = Pipeline::build(topology, id.stage, &context, &states, &late)?;
+        pipeline.track_increments();
+        let join = join.map(|(mut task, collector)| {
+            task.track_increments();
+            (task, collector)
+        });
         Ok(Self {
             id,
             input,
@@ -184,8 +183,7 @@ impl Task {
             pipeline,
             progress,
             dirty: false,
-            state_parts,
-            part_bytes: wire::STATE_PART_BYTES,
+            chains,
             read_input: false,
             metrics,
         })
@@ -454,31 +452,22 @@ impl Task {
     }
 
     /// The task's changelog records when something changed since the last call: its
-    /// progress and every operator's state (`None`: a tombstone, it holds none).
+    /// progress, and each operator's state as the next link of its chain (see
+    /// [`StateChains`]).
     pub fn snapshot(&mut self) -> Result<Option<Vec<ChangelogRecord>>> {
         if !std::mem::replace(&mut self.dirty, false) {
             return Ok(None);
         }
-        let mut states = Vec::new();
-        if let Some((join, _)) = &mut self.join {
-            states.push((wire::state_key(self.id.stage, "head"), join.snapshot()?));
-        }
-        self.pipeline.snapshot(&mut states)?;
-        let mut records = Vec::with_capacity(states.len() + 1);
         let progress = serde_json::to_vec(&self.progress)
             .map_err(|e| ClusterError::Setting(format!("task {}: {e}", self.id)))?;
-        records.push((wire::PROGRESS_KEY.to_string(), Some(progress)));
-        for (key, state) in states {
-            let value = state.map(|batch| wire::encode_batch(&batch)).transpose()?;
-            let previous = self.state_parts.get(&key).copied().unwrap_or(0);
-            let (written, parts) = wire::state_records(&key, value, previous, self.part_bytes);
-            records.extend(written);
-            if parts > 0 {
-                self.state_parts.insert(key, parts);
-            } else {
-                self.state_parts.remove(&key);
-            }
+        let mut records = vec![(wire::PROGRESS_KEY.to_string(), Some(progress))];
+        if let Some((join, _)) = &mut self.join {
+            let key = wire::state_key(self.id.stage, "head");
+            let increment = join.increment()?.map(|i| (i.build)()).transpose()?;
+            self.chains
+                .write(&key, increment, || Ok(join.snapshot()?), &mut records)?;
         }
+        self.pipeline.write_states(&mut self.chains, &mut records)?;
         Ok(Some(records))
     }
 }
@@ -659,7 +648,7 @@ mod tests {
 
         // The task moves: its snapshot restores a task that goes on where it was. (Its
         // state is written in 64-byte parts here, as a state over 8 MB is.)
-        keyed.part_bytes = 64;
+        keyed.chains = StateChains::new(64);
         let snapshot: HashMap<String, Option<Vec<u8>>> = keyed
             .snapshot()
             .unwrap()
@@ -690,6 +679,63 @@ mod tests {
         feed(&mut moved, &written, &mut out);
         assert_eq!(counts(&out.sink), vec![(1, 1), (1, 1), (2, 1)]);
         assert!(moved.finished());
+    }
+
+    #[test]
+    fn a_keyed_task_writes_what_changed_after_its_base_and_its_chain_restores_it() {
+        let plan = claims_plan();
+        let graph = JobGraph::build(&plan, 2, &|_: &runnel_sql::TableDef| 1usize).unwrap();
+        let topology = ClusterTopology::new("t", graph, 1, &|_| Ok(2)).unwrap();
+        let (source, window) = (topology.stages[0].id, topology.stages[1].id);
+        let task = |stage, partition| TaskId { stage, partition };
+        let mut out = Recorded::default();
+        let mut first = Task::new(task(source, 0), setup(&topology, HashMap::new())).unwrap();
+        let mut second = Task::new(task(source, 1), setup(&topology, HashMap::new())).unwrap();
+        second.finish(&mut out).unwrap();
+        let mut keyed = Task::new(task(window, 0), setup(&topology, HashMap::new())).unwrap();
+        let mut changelog = HashMap::new();
+
+        // 300 policies, then two commits that change a few of them.
+        let rounds: [Vec<(i64, u32)>; 3] = [
+            (1..=300).map(|policy| (policy, 5)).collect(),
+            vec![(1, 10), (2, 11)],
+            vec![(3, 12)],
+        ];
+        let mut written_per_round = Vec::new();
+        for events in &rounds {
+            first
+                .process(&source_records(&claims(events)), &mut out)
+                .unwrap();
+            first.flush_markers(&mut out).unwrap();
+            let written = std::mem::take(&mut out.repartition);
+            feed(&mut keyed, &written, &mut out);
+            let records = keyed.snapshot().unwrap().expect("changed");
+            written_per_round.push(
+                records
+                    .iter()
+                    .map(|(_, v)| v.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>(),
+            );
+            changelog.extend(records);
+        }
+        let increments = changelog.keys().filter(|k| k.contains("/inc/")).count();
+        assert_eq!(increments, 2, "{:?}", changelog.keys());
+        assert!(
+            written_per_round[1] * 5 < written_per_round[0],
+            "a commit writes what changed: {written_per_round:?}"
+        );
+
+        // Restored from base and increments, the task goes on as the first would have.
+        let mut moved = Task::new(task(window, 0), setup(&topology, changelog)).unwrap();
+        first.finish(&mut out).unwrap();
+        let written = std::mem::take(&mut out.repartition);
+        assert!(out.sink.is_empty());
+        feed(&mut moved, &written, &mut out);
+        let mut expected: Vec<(i64, i64)> = (1..=300).map(|p| (p, 1)).collect();
+        for entry in expected.iter_mut().take(3) {
+            entry.1 = 2;
+        }
+        assert_eq!(counts(&out.sink), expected);
     }
 
     #[test]

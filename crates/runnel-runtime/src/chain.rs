@@ -12,7 +12,7 @@ use crate::checkpoint::CheckpointCoordinator;
 use crate::error::Result;
 use crate::graph::OperatorId;
 use crate::message::Message;
-use crate::operator::{Collector, OneInputOperator, OperatorState};
+use crate::operator::{CheckpointedState, Collector, OneInputOperator, OperatorState};
 use crate::side_output::LateRows;
 
 /// One operator of a chain and the id its checkpoint state is filed under.
@@ -76,6 +76,19 @@ impl OperatorChain {
             .map(|c| match c.operator.state() {
                 OperatorState::Checkpointed(state) => state.snapshot(),
                 _ => Ok(None),
+            })
+            .collect()
+    }
+
+    /// The checkpointed state of each operator, by its place in the chain (`None` for one
+    /// that keeps none): for a runner that checkpoints the chain itself rather than
+    /// through barriers, as a task run across processes does.
+    pub fn states(&mut self) -> Vec<Option<&mut dyn CheckpointedState>> {
+        self.operators
+            .iter_mut()
+            .map(|c| match c.operator.state() {
+                OperatorState::Checkpointed(state) => Some(state),
+                _ => None,
             })
             .collect()
     }

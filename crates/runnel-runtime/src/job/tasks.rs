@@ -187,34 +187,36 @@ impl TwoInputTask {
         tag_watermarks(state, &self.watermarks, self.emitted).map(Some)
     }
 
-    /// With incremental checkpoints: the operator starts tracking its changes, if it can.
-    fn track_increments(&mut self) {
+    /// The operator starts tracking its changes, if it can, so that each checkpoint takes
+    /// only them ([`TwoInputTask::increment`]). Called once, after any restore.
+    pub fn track_increments(&mut self) {
         if let OperatorState::Checkpointed(state) = self.operator.state() {
             state.track_increments();
         }
     }
 
-    /// Hands the operator's part of checkpoint `id` to `coordinator`: what changed since
-    /// the previous barrier when it tracks that, else its whole state.
-    fn checkpoint(&mut self, coordinator: &CheckpointCoordinator, id: CheckpointId) -> Result<()> {
+    /// What changed since the previous call, when the operator tracks its changes; its
+    /// batch carries the input watermarks, as the newest link of a chain must.
+    pub fn increment(&mut self) -> Result<Option<crate::operator::StateIncrement>> {
         let increment = match self.operator.state() {
             OperatorState::Checkpointed(state) => state.increment()?,
             _ => None,
         };
-        match increment {
-            Some(increment) => {
-                // The newest link's metadata is the chain's: it carries the watermarks.
-                let (watermarks, emitted) = (self.watermarks, self.emitted);
-                let build = increment.build;
-                coordinator.add_increment(
-                    id,
-                    self.id,
-                    crate::operator::StateIncrement {
-                        build: Box::new(move || tag_watermarks(build()?, &watermarks, emitted)),
-                        compact: increment.compact,
-                    },
-                );
+        let (watermarks, emitted) = (self.watermarks, self.emitted);
+        Ok(increment.map(|increment| {
+            let build = increment.build;
+            crate::operator::StateIncrement {
+                build: Box::new(move || tag_watermarks(build()?, &watermarks, emitted)),
+                compact: increment.compact,
             }
+        }))
+    }
+
+    /// Hands the operator's part of checkpoint `id` to `coordinator`: what changed since
+    /// the previous barrier when it tracks that, else its whole state.
+    fn checkpoint(&mut self, coordinator: &CheckpointCoordinator, id: CheckpointId) -> Result<()> {
+        match self.increment()? {
+            Some(increment) => coordinator.add_increment(id, self.id, increment),
             None => {
                 if let Some(state) = self.snapshot()? {
                     coordinator.add_operator(id, self.id, state);
