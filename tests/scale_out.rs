@@ -409,7 +409,7 @@ async fn a_killed_process_s_tasks_move_and_the_output_stays_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_process_takes_half_the_tasks_and_nothing_is_lost_or_repeated() {
+async fn a_second_process_takes_half_the_tasks_and_gives_them_back_nothing_lost_or_repeated() {
     let job = fresh_job("up");
     let (input, output) = (format!("{job}.in"), format!("{job}.out"));
     let claims = generate_claims(EVENTS * 2, POLICIES, 29);
@@ -422,7 +422,7 @@ async fn a_second_process_takes_half_the_tasks_and_nothing_is_lost_or_repeated()
     let producing = tokio::spawn(produce_over_time(input.clone(), claims.clone()));
     let expected = expected_windows(&claims).len();
     let out = output.clone();
-    let (moved, logs) = tokio::task::spawn_blocking(move || {
+    let (moved, from_copy, logs) = tokio::task::spawn_blocking(move || {
         let mut logs = vec![String::new(); 2];
         wait_for_line(
             &first,
@@ -443,16 +443,45 @@ async fn a_second_process_takes_half_the_tasks_and_nothing_is_lost_or_repeated()
             .find(|l| l.contains("gained tasks"))
             .and_then(|l| l.split("tasks=").nth(1))
             .map_or(0, |tasks| tasks.split_whitespace().count());
-        wait_for_rows(&out, expected, Duration::from_secs(120));
+        // Mid-run the second leaves again: its tasks go back to the first, which restores
+        // each from its local copy and the changelog's tail the second wrote.
+        std::thread::sleep(Duration::from_secs(3));
         stop_cleanly(second, &mut logs[1]);
+        let regained = logs[0].len();
+        wait_for_line(
+            &first,
+            "gained tasks",
+            &mut logs[0],
+            Duration::from_secs(60),
+        );
+        for _ in 0..moved {
+            let read = "read the task's changelog";
+            wait_for_line(&first, read, &mut logs[0], Duration::from_secs(60));
+        }
+        let from_copy = logs[0][regained..]
+            .lines()
+            .filter(|l| {
+                l.contains("read the task's changelog") && l.contains("from_local_copy=true")
+            })
+            .count();
+        wait_for_rows(&out, expected, Duration::from_secs(120));
         stop_cleanly(first, &mut logs[0]);
-        (moved, logs)
+        (moved, from_copy, logs)
     })
     .await
     .expect("processes");
     producing.await.expect("producer");
     let comparison = compare_claims(&output, &claims);
-    eprintln!("scale up from one: {moved} of 12 tasks moved to the second; {comparison:?}");
+    eprintln!(
+        "scale up from one and back: {moved} of 12 tasks moved to the second and back, \
+         {from_copy} restored from the first's local copies; {comparison:?}"
+    );
+    assert_eq!(
+        from_copy,
+        moved,
+        "every task back should be restored from the local copy and the tail:\n{}",
+        logs.join("\n----\n")
+    );
     assert_eq!(
         moved,
         6,

@@ -16,6 +16,7 @@
 
 pub mod changelog;
 pub mod error;
+pub mod local;
 pub mod member;
 pub mod pipeline;
 pub mod task;

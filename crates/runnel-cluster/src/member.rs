@@ -39,10 +39,12 @@ use runnel_runtime::{
 use runnel_sql::{StreamPlan, TableDef};
 
 use crate::error::{ClusterError, Result};
-use crate::task::{Task, TaskSetup};
+use crate::local::LocalSnapshots;
+use crate::task::{ChangelogRecord, Task, TaskSetup};
 use crate::topics::{self, StatusReader};
 use crate::topology::{ClusterTopology, StageInput, TaskId};
 use crate::transaction::{abortable, TopicWriter, TransactionWriter};
+use crate::wire::PROGRESS_KEY;
 
 /// How a job is spread over processes: its name and the settings that shape its tasks.
 #[derive(Debug, Clone)]
@@ -273,6 +275,12 @@ struct Member {
     rewind: bool,
     /// The process stopped on an error: its open transaction is aborted, never committed.
     failed: bool,
+    /// Copies of the changelogs of its tasks, when the process has a checkpoint directory.
+    local: Option<LocalSnapshots>,
+    /// When the copies' offsets were last brought up to date.
+    local_offsets_at: Instant,
+    /// The next commit brings the copies' offsets up to date (tasks are about to move).
+    refresh_local: bool,
 }
 
 impl Member {
@@ -284,6 +292,8 @@ impl Member {
         // transaction committed.
         let mut finished = Vec::new();
         let mut first_commits = Vec::new();
+        // Changelog records to copy locally once they committed.
+        let mut changed = Vec::new();
         for (id, task) in &mut self.tasks {
             task.flush_markers(&mut self.writer)?;
             if let Some(records) = task.snapshot()? {
@@ -296,6 +306,9 @@ impl Member {
                         record = record.payload(value.as_slice());
                     }
                     self.writer.send(record)?;
+                }
+                if self.local.is_some() {
+                    changed.push((*id, records));
                 }
             }
             if task.finished() && !self.announced.contains(id) {
@@ -322,6 +335,7 @@ impl Member {
         }
         self.writer.commit(&offsets, consumer.group_metadata())?;
         self.purge.committed(&offsets);
+        self.copy_locally(consumer, changed);
         for id in &finished {
             tracing::info!(task = %id, "task finished");
         }
@@ -331,6 +345,37 @@ impl Member {
             tracing::info!(task = %id, after_ms, "first commit of a gained task");
         }
         Ok(())
+    }
+}
+
+impl Member {
+    /// Copies a committed transaction's changelog records into the local copies; every
+    /// [`LOCAL_OFFSET_INTERVAL`], or when tasks are about to move, notes where each
+    /// owned task's changelog ends now (just past this commit: changelog records are
+    /// written only by commits), so that a later restore reads from there.
+    fn copy_locally<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        changed: Vec<(TaskId, Vec<ChangelogRecord>)>,
+    ) {
+        let Some(local) = &self.local else { return };
+        for (id, records) in &changed {
+            local.write(*id, records.iter().map(|(k, v)| (k, v)), None);
+        }
+        let refresh = std::mem::take(&mut self.refresh_local);
+        if !refresh && self.local_offsets_at.elapsed() < LOCAL_OFFSET_INTERVAL {
+            return;
+        }
+        self.local_offsets_at = Instant::now();
+        for id in self.tasks.keys() {
+            let topic = &self.changelog_topics[&id.stage];
+            match consumer.fetch_watermarks(topic, id.partition, Duration::from_secs(10)) {
+                Ok((_, end)) => local.write(*id, std::iter::empty(), Some(end)),
+                Err(e) => {
+                    tracing::debug!(task = %id, error = %e, "the end of a changelog is unknown; its local copy keeps its offset");
+                }
+            }
+        }
     }
 }
 
@@ -445,6 +490,7 @@ impl ConsumerContext for MemberContext {
             return;
         }
         if member.fatal.is_none() && !member.rewind && !member.failed {
+            member.refresh_local = true;
             match member.commit(consumer) {
                 Ok(()) => {}
                 Err(e) if abortable(&e) => {
@@ -505,19 +551,68 @@ struct TaskMaker<'a> {
 }
 
 impl TaskMaker<'_> {
-    /// Makes task `id` of `member`, restored from its changelog partition. A bounded
-    /// source task that starts for the first time reads up to its partition's end offset
-    /// now; if its committed offset already stands there, it finishes at once.
+    /// Makes the tasks `gained` of `member`, each restored from its changelog partition
+    /// (all read together: a reader of Kafka takes a while to start).
+    fn gain_all<C: ConsumerContext>(
+        &self,
+        gained: Vec<TaskId>,
+        member: &mut Member,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let places: Vec<TaskPlace<'_>> = gained
+            .iter()
+            .map(|&id| TaskPlace {
+                id,
+                changelog: &member.changelog_topics[&id.stage],
+                input: &member.input_topics[&id.stage],
+            })
+            .collect();
+        let local = member.local.clone();
+        let restored = restore(self.client, consumer, &places, local.as_ref())?;
+        let read_ms = started.elapsed().as_millis() as u64;
+        for (id, restored) in gained.into_iter().zip(restored) {
+            let Restored {
+                records,
+                tail,
+                from_copy,
+            } = restored;
+            tracing::info!(
+                task = %id,
+                from_local_copy = from_copy,
+                tail_records = tail.records.len(),
+                "read the task's changelog"
+            );
+            self.gain(id, records, read_ms, member, consumer)?;
+            if let Some(local) = &local {
+                if !from_copy {
+                    local.forget(id);
+                }
+                local.write(id, &tail.records, Some(tail.end));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes task `id` of `member` from its `restored` changelog records (read in
+    /// `read_ms`). A bounded source task that starts for the first time reads up to its
+    /// partition's end offset now; if its committed offset already stands there, it
+    /// finishes at once.
     fn gain<C: ConsumerContext>(
         &self,
         id: TaskId,
+        restored: crate::wire::LatestRecords,
+        read_ms: u64,
         member: &mut Member,
         consumer: &BaseConsumer<C>,
     ) -> Result<()> {
         member.gained_at.insert(id, Instant::now());
-        let changelog = &member.changelog_topics[&id.stage];
         let input = &member.input_topics[&id.stage];
-        let restored = restore(self.client, consumer, changelog, input, id)?;
+        let started = Instant::now();
+        let (records, bytes) = (
+            restored.len(),
+            restored.values().flatten().map(Vec::len).sum::<usize>(),
+        );
         let bounded = match self.topology.stage(id.stage).map(|s| &s.input) {
             Some(StageInput::Source { node, .. }) => {
                 node.table
@@ -541,6 +636,15 @@ impl TaskMaker<'_> {
             end_offset,
         };
         let mut task = Task::new(id, setup)?;
+        tracing::info!(
+            task = %id,
+            records,
+            bytes,
+            read_ms,
+            build_ms = started.elapsed().as_millis() as u64,
+            state_bytes = task.state_size(),
+            "task restored from its changelog"
+        );
         if task.finished() {
             member.announced.insert(id);
         } else if let Some(end) = task.end_offset() {
@@ -557,51 +661,128 @@ impl TaskMaker<'_> {
     }
 }
 
+/// How often the local copies of the tasks' changelogs note where the changelogs end.
+const LOCAL_OFFSET_INTERVAL: Duration = Duration::from_secs(30);
+
 /// How long a gained task waits for its changelog and its committed offset to agree.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Task `id`'s changelog records, once they stand where its input's committed offset
-/// does. They commit in one transaction, but the broker marks each partition committed on
-/// its own: right after a commit (the last owner's, at a rebalance or just before it
-/// died) one may show the transaction while the other does not yet. Restoring state
-/// older than the offset would lose rows; so the two are read again until they agree.
+/// Where a gained task's state and input are.
+struct TaskPlace<'a> {
+    id: TaskId,
+    changelog: &'a str,
+    input: &'a str,
+}
+
+/// A gained task's changelog records as restored.
+struct Restored {
+    /// The newest value of each key.
+    records: crate::wire::LatestRecords,
+    /// What was read from the changelog itself.
+    tail: topics::ChangelogTail,
+    /// The read started from the local copy's offset, over the copy.
+    from_copy: bool,
+}
+
+/// Each task's changelog records, once they stand where its input's committed offset
+/// does: from the local copy and the changelog's tail after it where there is a copy,
+/// else the whole changelog partition.
+///
+/// The records and the offsets commit in one transaction, but the broker marks each
+/// partition committed on its own: right after a commit (the last owner's, at a
+/// rebalance or just before it died) one may show the transaction while the other does
+/// not yet. Restoring state older than the offset would lose rows; so the two are read
+/// again until they agree.
 fn restore<C: ConsumerContext>(
     client: &ClientConfig,
     consumer: &BaseConsumer<C>,
-    changelog: &str,
-    input: &str,
-    id: TaskId,
-) -> Result<HashMap<String, Option<Vec<u8>>>> {
+    tasks: &[TaskPlace<'_>],
+    local: Option<&LocalSnapshots>,
+) -> Result<Vec<Restored>> {
     let deadline = Instant::now() + RESTORE_TIMEOUT;
+    let mut copies: Vec<Option<crate::local::LocalCopy>> = tasks
+        .iter()
+        .map(|task| local.and_then(|local| local.load(task.id)))
+        .collect();
+    let mut restored: Vec<Option<Restored>> = tasks.iter().map(|_| None).collect();
     loop {
+        let pending: Vec<usize> = (0..tasks.len())
+            .filter(|&i| restored[i].is_none())
+            .collect();
+        if pending.is_empty() {
+            return Ok(restored.into_iter().flatten().collect());
+        }
         // The committed offset is unknown while a dead owner's transaction that committed
         // offsets is still open (the broker aborts it after its timeout): asked again.
-        let committed = match topics::committed_offset(consumer, input, id.partition) {
-            Ok(committed) => committed,
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(task = %id, error = %e, "waiting for the committed offset");
-                continue;
+        let mut committed = Vec::with_capacity(pending.len());
+        for &i in &pending {
+            let TaskPlace { id, input, .. } = tasks[i];
+            match topics::committed_offset(consumer, input, id.partition) {
+                Ok(offset) => committed.push(offset),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(task = %id, error = %e, "waiting for the committed offset");
+                    break;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        };
-        let restored = topics::read_changelog(client, changelog, id.partition)?;
-        let progress = crate::wire::TaskProgress::restored(&restored).map_err(|e| {
-            ClusterError::Setting(format!(
-                "task {id}: its progress record cannot be read: {e}"
-            ))
-        })?;
-        if progress.next_offset == committed {
-            return Ok(restored);
         }
-        if Instant::now() > deadline {
-            return Err(ClusterError::Setting(format!(
-                "task {id}: its state in {changelog} stands at offset {:?} of {input} \
-                 partition {}, but the group committed offset {committed:?}: another job of \
-                 the same name, or its changelog was changed",
-                progress.next_offset, id.partition
-            )));
+        if committed.len() < pending.len() {
+            continue;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let reads: Vec<topics::ChangelogRead<'_>> = pending
+            .iter()
+            .map(|&i| topics::ChangelogRead {
+                topic: tasks[i].changelog,
+                partition: tasks[i].id.partition,
+                from: copies[i].as_ref().map(|copy| copy.offset),
+            })
+            .collect();
+        let tails = topics::read_changelogs(client, &reads)?;
+        for ((&i, tail), committed) in pending.iter().zip(tails).zip(committed) {
+            let TaskPlace {
+                id,
+                changelog,
+                input,
+            } = tasks[i];
+            let from_copy = copies[i].is_some() && !tail.from_start;
+            // The progress record is the tail's, else the copy's.
+            let progress_in = match &copies[i] {
+                Some(copy) if from_copy && !tail.records.contains_key(PROGRESS_KEY) => {
+                    &copy.records
+                }
+                _ => &tail.records,
+            };
+            let progress = crate::wire::TaskProgress::restored(progress_in).map_err(|e| {
+                ClusterError::Setting(format!(
+                    "task {id}: its progress record cannot be read: {e}"
+                ))
+            })?;
+            if progress.next_offset == committed {
+                let records = match copies[i].take() {
+                    Some(copy) if from_copy => {
+                        let mut records = copy.records;
+                        records.extend(tail.records.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        records
+                    }
+                    _ => tail.records.clone(),
+                };
+                restored[i] = Some(Restored {
+                    records,
+                    tail,
+                    from_copy,
+                });
+            } else if Instant::now() > deadline {
+                return Err(ClusterError::Setting(format!(
+                    "task {id}: its state in {changelog} stands at offset {:?} of {input} \
+                     partition {}, but the group committed offset {committed:?}: another job \
+                     of the same name, or its changelog was changed",
+                    progress.next_offset, id.partition
+                )));
+            }
+        }
+        if restored.iter().any(Option::is_none) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -668,6 +849,13 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         fatal: None,
         rewind: false,
         failed: false,
+        local: setup
+            .config
+            .checkpoint
+            .as_ref()
+            .map(|checkpoint| LocalSnapshots::new(checkpoint.dir.join("tasks").join(job))),
+        local_offsets_at: Instant::now(),
+        refresh_local: false,
     }));
     let context = MemberContext {
         member: member.clone(),
@@ -753,8 +941,8 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
                 let names: Vec<String> = gained.iter().map(ToString::to_string).collect();
                 tracing::info!(tasks = %names.join(" "), "gained tasks; restoring their state");
             }
-            for id in gained {
-                maker.gain(id, state, &consumer)?;
+            if !gained.is_empty() {
+                maker.gain_all(gained, state, &consumer)?;
             }
             setup.metrics.tasks_owned.store(
                 state.tasks.len() as i64,

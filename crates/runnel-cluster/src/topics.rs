@@ -15,6 +15,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::error::{ClusterError, Result};
 use crate::topology::{ClusterTopology, StageInput};
+use crate::wire::{LatestRecords, STATE_PART_BYTES};
 
 /// How long a metadata or offsets request may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -179,12 +180,13 @@ impl rdkafka::consumer::ConsumerContext for PartitionReaderContext {}
 /// A reader of one partition outside any group.
 pub type PartitionReader = BaseConsumer<PartitionReaderContext>;
 
-/// A consumer of partition `partition` of `topic` from its beginning, committed records
-/// only, outside any group (`eof`: it reports reaching the end).
+/// A consumer of `topic`, committed records only, outside any group (`eof`: it reports
+/// reaching a partition's end), reading partition `partition` from its beginning when
+/// one is given (else the caller assigns).
 fn partition_reader(
     config: &ClientConfig,
     topic: &str,
-    partition: i32,
+    partition: Option<i32>,
     eof: bool,
 ) -> Result<PartitionReader> {
     let consumer: PartitionReader = config
@@ -198,6 +200,9 @@ fn partition_reader(
         .set("fetch.wait.max.ms", "100")
         .create_with_context(PartitionReaderContext)
         .map_err(ClusterError::kafka(format!("creating a reader of {topic}")))?;
+    let Some(partition) = partition else {
+        return Ok(consumer);
+    };
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(topic, partition, Offset::Beginning)
@@ -211,45 +216,144 @@ fn partition_reader(
 /// How long reading a changelog partition may go without reaching its end.
 const CHANGELOG_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The latest committed record of each key in partition `partition` of `topic` (a value
-/// of `None`: a tombstone).
-pub fn read_changelog(
+/// A changelog partition to read: from its start, or from an offset on.
+pub struct ChangelogRead<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub from: Option<i64>,
+}
+
+/// What was read of a changelog partition.
+#[derive(Debug, Default)]
+pub struct ChangelogTail {
+    /// The latest committed record of each key read (a value of `None`: a tombstone).
+    pub records: LatestRecords,
+    /// It was read from its start: the offset asked for lay outside the partition (a
+    /// changelog made again, since).
+    pub from_start: bool,
+    /// The offset the read stopped at: every committed record before it was read.
+    pub end: i64,
+}
+
+/// Reads `partitions`, in their order. One reader reads all partitions of a topic:
+/// starting a reader of Kafka takes longer than reading a few megabytes.
+pub fn read_changelogs(
+    config: &ClientConfig,
+    partitions: &[ChangelogRead<'_>],
+) -> Result<Vec<ChangelogTail>> {
+    let mut tails: Vec<ChangelogTail> = partitions
+        .iter()
+        .map(|_| ChangelogTail::default())
+        .collect();
+    let mut by_topic: HashMap<&str, HashMap<i32, (usize, Option<i64>)>> = HashMap::new();
+    for (index, read) in partitions.iter().enumerate() {
+        by_topic
+            .entry(read.topic)
+            .or_default()
+            .insert(read.partition, (index, read.from));
+    }
+    for (topic, places) in by_topic {
+        read_changelog_partitions(config, topic, &places, &mut tails)?;
+    }
+    Ok(tails)
+}
+
+/// Reads partitions `places` of changelog `topic` (each with its index in `tails` and
+/// where to start) into `tails`.
+fn read_changelog_partitions(
     config: &ClientConfig,
     topic: &str,
-    partition: i32,
-) -> Result<HashMap<String, Option<Vec<u8>>>> {
-    let mut latest = HashMap::new();
-    let (low, high) = offsets(config, topic, partition)?;
-    if high <= low {
-        return Ok(latest);
+    places: &HashMap<i32, (usize, Option<i64>)>,
+    tails: &mut [ChangelogTail],
+) -> Result<()> {
+    // Fetches big enough for a whole state part each, so that a large state takes a
+    // few round trips rather than one per megabyte.
+    let mut config = config.clone();
+    config
+        .set(
+            "max.partition.fetch.bytes",
+            (4 * STATE_PART_BYTES).to_string(),
+        )
+        .set("fetch.max.bytes", (8 * STATE_PART_BYTES).to_string());
+    let consumer = partition_reader(&config, topic, None, true)?;
+    let mut unread = BTreeSet::new();
+    let mut assignment = TopicPartitionList::new();
+    for (&partition, &(index, from)) in places {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(ClusterError::kafka(format!(
+                "reading the offsets of {topic} partition {partition}"
+            )))?;
+        let tail = &mut tails[index];
+        let start = match from {
+            Some(from) if (low..=high).contains(&from) => from,
+            Some(_) => {
+                tail.from_start = true;
+                low
+            }
+            None => low,
+        };
+        tail.end = start;
+        if high > start {
+            unread.insert(partition);
+            assignment
+                .add_partition_offset(topic, partition, Offset::Offset(start))
+                .map_err(ClusterError::kafka(format!(
+                    "assigning {topic} partition {partition}"
+                )))?;
+        }
     }
-    let consumer = partition_reader(config, topic, partition, true)?;
+    if unread.is_empty() {
+        return Ok(());
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(ClusterError::kafka(format!(
+            "assigning partitions of {topic}"
+        )))?;
     let deadline = Instant::now() + CHANGELOG_READ_TIMEOUT;
-    loop {
+    while !unread.is_empty() {
         match consumer.poll(Duration::from_secs(1)) {
             Some(Ok(message)) => {
-                let Some(key) = message.key() else { continue };
-                latest.insert(
+                let (Some(key), Some(&(index, _))) =
+                    (message.key(), places.get(&message.partition()))
+                else {
+                    continue;
+                };
+                tails[index].records.insert(
                     String::from_utf8_lossy(key).into_owned(),
                     message.payload().map(<[u8]>::to_vec),
                 );
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(latest),
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                unread.remove(&partition);
+            }
             Some(Err(e)) => {
                 return Err(ClusterError::Kafka {
-                    context: format!("reading {topic} partition {partition}"),
+                    context: format!("reading {topic} partitions {unread:?}"),
                     source: e,
                 })
             }
             None if Instant::now() > deadline => {
                 return Err(ClusterError::Setting(format!(
-                    "reading {topic} partition {partition} did not reach its end within \
+                    "reading {topic} partitions {unread:?} did not reach their end within \
                      {CHANGELOG_READ_TIMEOUT:?}"
                 )))
             }
             None => {}
         }
     }
+    let positions = consumer.position().map_err(ClusterError::kafka(format!(
+        "reading where {topic}'s reader stands"
+    )))?;
+    for element in positions.elements() {
+        if let (Offset::Offset(end), Some(&(index, _))) =
+            (element.offset(), places.get(&element.partition()))
+        {
+            tails[index].end = end;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the job's status topic: which tasks finished.
@@ -260,7 +364,7 @@ pub struct StatusReader {
 
 impl StatusReader {
     pub fn new(client: &ClientConfig, topic: &str) -> Result<Self> {
-        let consumer = partition_reader(client, topic, 0, false)?;
+        let consumer = partition_reader(client, topic, Some(0), false)?;
         Ok(Self {
             consumer,
             finished: BTreeSet::new(),
