@@ -7,7 +7,8 @@
 #   - the bytes the run wrote into the job's changelog topics (their size on the broker:
 #     compaction has not run yet, its segments roll after 10 minutes), and
 #   - how long a process started again takes to restore each task from its changelog
-#     (its "task restored" log lines), and its wall time: it joins the group, restores
+#     (its "task restored" log lines), from the changelog alone and from a local copy
+#     (its checkpoint directory) plus the tail, and its wall time: it joins the group, restores
 #     the six tasks, finds them finished, and exits.
 #
 #   benches/changelog.sh [EVENTS] [KEYS]   (default 2000000 600000; Kafka up: scripts/kafka.sh start)
@@ -65,21 +66,30 @@ INSERT INTO totals SELECT policy_id, COUNT(*) AS claim_count, SUM(amount) AS tot
 FROM claims GROUP BY policy_id;
 SQL
 
-run() { # LOG
-    local start end
+run() { # LOG [ARGS...]
+    local log=$1 start end
+    shift
     start=$(date +%s.%N)
-    RUNNEL_LOG=${RUNNEL_LOG:-info} "$RUNNEL" run "$WORK/job.sql" 2>"$1" >/dev/null \
-        || { echo "the job failed:" >&2; tail -20 "$1" >&2; exit 1; }
+    RUNNEL_LOG=${RUNNEL_LOG:-info} "$RUNNEL" run "$WORK/job.sql" "$@" 2>"$log" >/dev/null \
+        || { echo "the job failed:" >&2; tail -20 "$log" >&2; exit 1; }
     end=$(date +%s.%N)
     awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }'
 }
 
+restores() { # LOG: the keyed tasks' restores
+    grep "task restored" "$1" | grep -v "state_bytes=0" \
+        | sed -E 's/.*task=([^ ]+).*records=([0-9]+).*bytes=([0-9]+).*read_ms=([0-9]+).*build_ms=([0-9]+).*state_bytes=([0-9]+).*/    task \1: \2 records (\3 bytes), all tasks read in \4 ms, its operators rebuilt in \5 ms, state \6 bytes/'
+}
+
 echo "claims totals over $EVENTS events of $KEYS policies (6 partitions, 6 keyed tasks), one process:"
-first=$(run "$WORK/first.log")
+first=$(run "$WORK/first.log" --checkpoint-dir "$WORK/local")
 bytes=$(find "$KAFKA_DATA" -path "*$NAME-stage-*-changelog-*" -name '*.log' -printf '%s\n' \
     | awk '{ s += $1 } END { print s + 0 }')
 echo "  first run: $first s wall, $((EVENTS * 10 / ${first/./} )) events/s; changelog topics: $((bytes / 1048576)) MB written"
 again=$(run "$WORK/again.log")
-echo "  started again: $again s wall; each keyed task's restore (its changelog read, then its operators rebuilt):"
-grep "task restored" "$WORK/again.log" | grep -v "state_bytes=0" \
-    | sed -E 's/.*task=([^ ]+).*records=([0-9]+).*bytes=([0-9]+).*read_ms=([0-9]+).*total_ms=([0-9]+).*state_bytes=([0-9]+).*/    task \1: \2 records, \3 bytes read in \4 ms, restored in \5 ms, state \6 bytes/' 
+echo "  started again without its checkpoint directory: $again s wall; each task read from its whole changelog:"
+restores "$WORK/again.log"
+local=$(run "$WORK/local.log" --checkpoint-dir "$WORK/local")
+echo "  started again with its checkpoint directory: $local s wall; each task from its local copy and the changelog's tail:"
+restores "$WORK/local.log"
+grep -c "from_local_copy=true" "$WORK/local.log" | sed 's/^/    tasks restored from a local copy: /'

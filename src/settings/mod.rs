@@ -364,6 +364,7 @@ pub fn scale_out(settings: &BTreeMap<String, String>) -> Result<Option<runnel_cl
     })?;
     Ok(Some(runnel_cluster::ScaleOut {
         job: job.clone(),
+        local_dir: settings.get(CHECKPOINT_DIR).map(std::path::PathBuf::from),
         max_parallelism: settings
             .get(MAX_PARALLELISM_KEY)
             .and_then(|v| v.trim().parse().ok()),

@@ -56,6 +56,9 @@ pub struct ScaleOut {
     pub max_parallelism: Option<usize>,
     /// How often a process commits its transaction (`execution.checkpointing.interval`).
     pub commit_interval: Duration,
+    /// The process's checkpoint directory, where it keeps local copies of its tasks'
+    /// changelogs (`None`: a restore reads the whole changelog).
+    pub local_dir: Option<std::path::PathBuf>,
 }
 
 /// Records gathered into one poll.
@@ -850,10 +853,10 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         rewind: false,
         failed: false,
         local: setup
-            .config
-            .checkpoint
+            .scale
+            .local_dir
             .as_ref()
-            .map(|checkpoint| LocalSnapshots::new(checkpoint.dir.join("tasks").join(job))),
+            .map(|dir| LocalSnapshots::new(dir.join("tasks").join(job))),
         local_offsets_at: Instant::now(),
         refresh_local: false,
     }));
@@ -907,6 +910,7 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
                 _ => {
                     let mut member = lock(&member);
+                    member.refresh_local = true;
                     member.commit_or_rewind(&consumer)?;
                     member.purge.purge(true);
                     tracing::info!(job = %job, "stopped; leaving the group");
@@ -1001,6 +1005,7 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
             drop(guard);
             if status.read()? >= total {
                 let mut member = lock(&member);
+                member.refresh_local = true;
                 member.commit_or_rewind(&consumer)?;
                 member.purge.purge(true);
                 tracing::info!(job = %job, tasks = total, "every task of the job finished");
