@@ -19,6 +19,7 @@ pub mod error;
 pub mod local;
 pub mod member;
 pub mod pipeline;
+pub mod restore;
 pub mod task;
 #[cfg(test)]
 mod test_plans;
