@@ -2,10 +2,12 @@
 # The claims job spread over 1, 2 and 3 `runnel` processes ('execution.target' = 'kafka'):
 # wall time from the first process's start until every process exited, over a topic of
 # EVENTS claims (6 partitions, JSON, written once by a Runnel job from `datagen`), and the
-# events per second that makes. Every process runs one thread, so on a 2-core machine a
-# third process competes with the other two (and with the broker) for the cores.
+# events per second that makes. Every process runs THREADS members (default 1), each on
+# its own thread, so on a 2-core machine a third process competes with the other two (and
+# with the broker) for the cores.
 #
 #   benches/scale_out.sh [EVENTS]        (default 2000000; Kafka up: scripts/kafka.sh start)
+#   THREADS=2 benches/scale_out.sh       (each process runs two members, on two threads)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +47,7 @@ fi
 job() { # NAME OUTPUT
     cat <<SQL
 SET 'execution.target' = 'kafka';
+SET 'parallelism.default' = '${THREADS:-1}';
 SET 'pipeline.name' = '$1';
 SET 'pipeline.max-parallelism' = '6';
 CREATE TABLE claims (claim_id STRING, policy_id BIGINT, amount DECIMAL(12, 2), operation STRING,

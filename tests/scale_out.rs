@@ -368,8 +368,13 @@ async fn a_killed_process_s_tasks_move_and_the_output_stays_exact() {
             Duration::from_secs(90),
         );
         let takeover = taken - killed;
-        // A fourth joins, then one of the first leaves cleanly.
-        processes.push(start_with(&file, &dir.join("local-3"), None));
+        // A fourth joins, running two members on two threads; then one of the first
+        // leaves cleanly.
+        let two_threads = dir.join("job-two-threads.sql");
+        let job_text = std::fs::read_to_string(&file).expect("job file");
+        let job_text = format!("SET 'parallelism.default' = '2';\n{job_text}");
+        std::fs::write(&two_threads, job_text).expect("job file");
+        processes.push(start_with(&two_threads, &dir.join("local-3"), None));
         wait_for_line(
             &processes[3],
             "gained tasks",
@@ -391,6 +396,15 @@ async fn a_killed_process_s_tasks_move_and_the_output_stays_exact() {
     producing.await.expect("producer");
     let comparison = compare_claims(&output, &claims);
     eprintln!("kill one of three, add a fourth, stop one: takeover {takeover:?}; {comparison:?}");
+    let fourth = format!("{}{}", logs[3], logs[4]);
+    for thread in ["member{thread=0}", "member{thread=1}"] {
+        assert!(
+            fourth
+                .lines()
+                .any(|l| l.contains(thread) && l.contains("gained tasks")),
+            "the fourth process's {thread} should gain tasks:\n{fourth}"
+        );
+    }
     for (i, log) in logs.iter().enumerate() {
         for line in log.lines().filter(|l| {
             ["gained", "lost", "going back", "first commit"]

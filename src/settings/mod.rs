@@ -365,6 +365,11 @@ pub fn scale_out(settings: &BTreeMap<String, String>) -> Result<Option<runnel_cl
     Ok(Some(runnel_cluster::ScaleOut {
         job: job.clone(),
         local_dir: settings.get(CHECKPOINT_DIR).map(std::path::PathBuf::from),
+        threads: settings
+            .get(PARALLELISM)
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&n: &usize| (1..=MAX_PARALLELISM).contains(&n))
+            .unwrap_or(1),
         max_parallelism: settings
             .get(MAX_PARALLELISM_KEY)
             .and_then(|v| v.trim().parse().ok()),

@@ -24,6 +24,7 @@
 //!   task of the job.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,9 @@ pub struct ScaleOut {
     /// The process's checkpoint directory, where it keeps local copies of its tasks'
     /// changelogs (`None`: a restore reads the whole changelog).
     pub local_dir: Option<std::path::PathBuf>,
+    /// Members this process runs, each on its own thread (`parallelism.default`): the
+    /// group spreads the tasks over every member of every process.
+    pub threads: usize,
 }
 
 /// Records gathered into one poll.
@@ -226,19 +230,46 @@ pub async fn spawn_member(
         tracing::info!(job = %scale.job, tasks = topology.task_count(), "joining the job's group\n{topology}");
     }
     let metrics = Arc::new(JobMetrics::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    let member_metrics = metrics.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let setup = MemberSetup {
-            plan: &plan,
-            scale: &scale,
-            partitions: &partitions,
-            client,
-            sink,
-            config,
-            metrics: member_metrics,
-        };
-        run(setup, stopped).map_err(runnel_runtime::RuntimeError::from)
+    metrics.tasks_owned.store(0, Ordering::Relaxed);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
+    let threads = scale.threads.max(1);
+    for thread in 0..threads {
+        let (plan, scale, partitions) = (plan.clone(), scale.clone(), partitions.clone());
+        let (client, sink, config) = (client.clone(), sink.clone(), config.clone());
+        let (metrics, stopping, done) = (metrics.clone(), stopping.clone(), done.clone());
+        tokio::task::spawn_blocking(move || {
+            let _span = tracing::info_span!("member", thread).entered();
+            let setup = MemberSetup {
+                plan: &plan,
+                scale: &scale,
+                partitions: &partitions,
+                client,
+                sink,
+                config,
+                metrics,
+            };
+            let _ = done.send(run(setup, &stopping));
+        });
+    }
+    drop(done);
+    // A stop of the handle stops every member; so does the first member that fails.
+    let stop_all = stopping.clone();
+    tokio::spawn(async move {
+        if stopped.await.is_ok() {
+            stop_all.store(true, Ordering::Relaxed);
+        }
+    });
+    let task = tokio::spawn(async move {
+        let mut outcome = Ok(());
+        while let Some(result) = results.recv().await {
+            if let (Err(e), Ok(())) = (result, &outcome) {
+                stopping.store(true, Ordering::Relaxed);
+                outcome = Err(runnel_runtime::RuntimeError::from(e));
+            }
+        }
+        outcome
     });
     Ok(JobHandle::from_task("member", task, metrics, stop))
 }
@@ -669,7 +700,7 @@ const LOCAL_OFFSET_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The process's loop: poll, hand records to tasks, commit, until stopped or, for a
 /// bounded job, until every task of the job finished.
-fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> Result<()> {
+fn run(setup: MemberSetup<'_>, stop: &AtomicBool) -> Result<()> {
     let topology = topology(setup.plan, setup.scale, setup.partitions)?;
     let job = &setup.scale.job;
     let client = &setup.client;
@@ -779,21 +810,20 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
     let interval = setup.scale.commit_interval;
     let mut last_commit = Instant::now();
     let mut announced_idle = false;
+    // Tasks this member counts in the process's `tasks_owned`.
+    let mut owned = 0i64;
     let mut gauge = setup.metrics.state_gauge();
     // The loop returns on a stop, at the job's end, or on an error; either way the
     // process then leaves the group itself (see `leave`).
     let outcome = (|| -> Result<()> {
         loop {
-            match stop.try_recv() {
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-                _ => {
-                    let mut member = lock(&member);
-                    member.refresh_local = true;
-                    member.commit_or_rewind(&consumer)?;
-                    member.purge.purge(true);
-                    tracing::info!(job = %job, "stopped; leaving the group");
-                    return Ok(());
-                }
+            if stop.load(Ordering::Relaxed) {
+                let mut member = lock(&member);
+                member.refresh_local = true;
+                member.commit_or_rewind(&consumer)?;
+                member.purge.purge(true);
+                tracing::info!(job = %job, "stopped; leaving the group");
+                return Ok(());
             }
             let mut polled = PolledRecords::default();
             match consumer.poll(Duration::from_millis(100)) {
@@ -826,16 +856,19 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
             if !gained.is_empty() {
                 maker.gain_all(gained, state, &consumer)?;
             }
-            setup.metrics.tasks_owned.store(
-                state.tasks.len() as i64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            // The process's count is the sum over its members.
+            let now = state.tasks.len() as i64;
+            setup
+                .metrics
+                .tasks_owned
+                .fetch_add(now - owned, Ordering::Relaxed);
+            owned = now;
             if state.tasks.is_empty() && !announced_idle && total > 0 {
                 announced_idle = true;
                 tracing::info!(
                     tasks = total,
-                    "this process owns no task now (more processes than the job's {total} tasks, \
-                     or waiting for the group)"
+                    "this member owns no task now (more members, processes times threads, \
+                     than the job's {total} tasks, or waiting for the group)"
                 );
             } else if !state.tasks.is_empty() {
                 announced_idle = false;
@@ -900,5 +933,9 @@ fn run(setup: MemberSetup<'_>, mut stop: tokio::sync::oneshot::Receiver<()>) -> 
         }
     }
     leave(consumer);
+    setup
+        .metrics
+        .tasks_owned
+        .fetch_sub(owned, Ordering::Relaxed);
     outcome
 }
