@@ -11,11 +11,16 @@
 //!   transaction as its output and input offsets, so a task that moves (a rebalance, a
 //!   crash) is restored exactly where its committed output left off ([`member`]).
 //!
-//! Within a process a task runs its operators synchronously on the process's thread; the
-//! operators are the same as in a job of one process.
+//! A process runs one or more members of the group (`parallelism.default`), each on its
+//! own thread; a member runs its tasks' operators synchronously, and the operators are the
+//! same as in a job of one process. A task's changelog holds per operator a base and
+//! the increments since ([`changelog`]); a process with a checkpoint directory keeps
+//! copies of its tasks' changelogs there, so a returning task reads only the tail
+//! ([`local`], [`restore`]).
 
 pub mod changelog;
 pub mod error;
+mod kafka_cluster;
 pub mod local;
 pub mod member;
 pub mod pipeline;

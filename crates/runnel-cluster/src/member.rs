@@ -2,8 +2,9 @@
 //!
 //! Every process of the job runs the same plan and joins the job's consumer group,
 //! subscribed to the source topics and the job's repartition topics; the group protocol
-//! (cooperative, sticky) spreads their partitions — the tasks — over the processes. A
-//! process runs its tasks on one thread, Kafka Streams' way:
+//! (cooperative, sticky) spreads their partitions — the tasks — over the members of every
+//! process (`parallelism.default` per process, default 1). A member runs its tasks on one
+//! thread, Kafka Streams' way:
 //! - **poll** a batch of records, hand each partition's records to its task in order;
 //! - **commit** every `execution.checkpointing.interval` (1 s by default): each task's
 //!   pending watermark markers, its changelog records when it changed, the status of a
@@ -40,6 +41,7 @@ use runnel_runtime::{
 use runnel_sql::{StreamPlan, TableDef};
 
 use crate::error::{ClusterError, Result};
+use crate::kafka_cluster::{cluster_config, same_cluster};
 use crate::local::LocalSnapshots;
 use crate::restore::{restore, Restored, TaskPlace};
 use crate::task::{ChangelogRecord, Task, TaskSetup};
@@ -67,89 +69,6 @@ pub struct ScaleOut {
 
 /// Records gathered into one poll.
 const MAX_POLL_RECORDS: usize = 8192;
-
-/// The Kafka client settings of `table` (its `'properties.*'`, but not its group).
-fn client_config(table: &TableDef) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    for (key, value) in &table.options {
-        if let Some(property) = key.strip_prefix("properties.") {
-            if property != "group.id" {
-                config.set(property, value);
-            }
-        }
-    }
-    config
-}
-
-/// The one Kafka cluster a job's topics live on: the settings of its sink table, checked
-/// against every source table's servers.
-fn cluster_config(plan: &StreamPlan) -> Result<(ClientConfig, Arc<TableDef>)> {
-    let sink = plan.sink.clone().ok_or_else(|| {
-        ClusterError::Unsupported("a SELECT without INSERT INTO: its rows go to one caller".into())
-    })?;
-    if !matches!(sink.connector(), Some("kafka" | "upsert-kafka")) {
-        return Err(ClusterError::Unsupported(format!(
-            "table {} writes connector '{}'; a job spread over processes writes Kafka topics",
-            sink.name,
-            sink.connector().unwrap_or("?")
-        )));
-    }
-    let servers = |table: &TableDef| {
-        table
-            .options
-            .get("properties.bootstrap.servers")
-            .cloned()
-            .unwrap_or_default()
-    };
-    for source in plan.sources() {
-        if servers(&source) != servers(&sink) {
-            return Err(ClusterError::Unsupported(format!(
-                "table {} is on '{}' and table {} on '{}': every topic of a job spread over \
-                 processes lives on one Kafka cluster",
-                source.name,
-                servers(&source),
-                sink.name,
-                servers(&sink)
-            )));
-        }
-        match source.options.get("scan.startup.mode").map(String::as_str) {
-            None | Some("group-offsets" | "earliest-offset") => {}
-            Some(mode) => {
-                return Err(ClusterError::Unsupported(format!(
-                    "table {}: 'scan.startup.mode' = '{mode}' (a new job reads from the \
-                     group's offsets, else from the earliest)",
-                    source.name
-                )))
-            }
-        }
-    }
-    Ok((client_config(&sink), sink))
-}
-
-/// Refuses `table` (the job's `role`) unless it is a Kafka table on the cluster of the
-/// job's `sink`: everything a process writes goes into its one transaction.
-fn same_cluster(table: &TableDef, sink: &TableDef, role: &str) -> Result<()> {
-    if !matches!(table.connector(), Some("kafka" | "upsert-kafka")) {
-        return Err(ClusterError::Unsupported(format!(
-            "the {role} {} writes connector '{}'; a job spread over processes writes Kafka \
-             topics",
-            table.name,
-            table.connector().unwrap_or("?")
-        )));
-    }
-    let servers = |t: &TableDef| t.options.get("properties.bootstrap.servers").cloned();
-    if servers(table) != servers(sink) {
-        return Err(ClusterError::Unsupported(format!(
-            "the {role} {} is on '{}' and table {} on '{}': every topic of a job spread over \
-             processes lives on one Kafka cluster",
-            table.name,
-            servers(table).unwrap_or_default(),
-            sink.name,
-            servers(sink).unwrap_or_default()
-        )));
-    }
-    Ok(())
-}
 
 /// The job graph a process runs: the plan at parallelism 2, so every keyed stage starts
 /// behind a hash edge (its repartition topic); one reader per source (each of its
@@ -205,9 +124,10 @@ pub fn describe_cut(plan: &StreamPlan, scale: &ScaleOut) -> Result<String> {
     Ok(topology(plan, scale, &partitions)?.to_string())
 }
 
-/// Starts this process's share of `plan` as a member of the job `scale` names: creates
-/// the job's internal topics if it is the first, then joins the group on a thread of its
-/// own. The handle's stop commits what the process did and leaves the group.
+/// Starts this process's share of `plan` in the job `scale` names: creates the job's
+/// internal topics if it is the first, then joins the group with `scale.threads`
+/// members, each on a thread of its own. The handle's stop makes every member commit
+/// what it did and leave the group.
 pub async fn spawn_member(
     plan: StreamPlan,
     config: JobConfig,
