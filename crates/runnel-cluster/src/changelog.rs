@@ -165,12 +165,13 @@ impl StateChains {
             let outweighs = chain.link_bytes + bytes.len() > chain.base_bytes;
             if !outweighs && chain.links < MAX_LINKS {
                 let n = chain.links + 1;
-                self.put(increment_key(key, n), Some(bytes.clone()), out);
+                let link_bytes = chain.link_bytes + bytes.len();
+                self.put(increment_key(key, n), Some(bytes), out);
                 self.chains.insert(
                     key.to_string(),
                     Chain {
                         links: n,
-                        link_bytes: chain.link_bytes + bytes.len(),
+                        link_bytes,
                         written: n,
                         ..chain
                     },

@@ -526,24 +526,21 @@ impl TaskMaker<'_> {
         let restored = restore(self.client, consumer, &places, local.as_ref())?;
         let read_ms = started.elapsed().as_millis() as u64;
         for (id, restored) in gained.into_iter().zip(restored) {
-            let Restored {
-                records,
-                tail,
-                from_copy,
-            } = restored;
+            let Restored { records, tail, end } = restored;
             tracing::info!(
                 task = %id,
-                from_local_copy = from_copy,
-                tail_records = tail.records.len(),
+                from_local_copy = tail.is_some(),
+                tail_records = tail.as_ref().unwrap_or(&records).len(),
                 "read the task's changelog"
             );
-            self.gain(id, records, read_ms, member, consumer)?;
+            // The copy takes what was read from the changelog: the tail over it, or all.
             if let Some(local) = &local {
-                if !from_copy {
+                if tail.is_none() {
                     local.forget(id);
                 }
-                local.write(id, &tail.records, Some(tail.end));
+                local.write(id, tail.as_ref().unwrap_or(&records), Some(end));
             }
+            self.gain(id, records, read_ms, member, consumer)?;
         }
         Ok(())
     }

@@ -27,10 +27,11 @@ pub struct TaskPlace<'a> {
 pub struct Restored {
     /// The newest value of each key.
     pub records: LatestRecords,
-    /// What was read from the changelog itself.
-    pub tail: topics::ChangelogTail,
-    /// The read started from the local copy's offset, over the copy.
-    pub from_copy: bool,
+    /// Read over the local copy: what the changelog's tail after it held (`None`: the
+    /// whole changelog was read, and `records` is what it held).
+    pub tail: Option<LatestRecords>,
+    /// The changelog offset the read stopped at.
+    pub end: i64,
 }
 
 /// Each task's changelog records, once they stand where its input's committed offset
@@ -107,19 +108,16 @@ pub fn restore<C: ConsumerContext>(
                 ))
             })?;
             if progress.next_offset == committed {
-                let records = match copies[i].take() {
+                let end = tail.end;
+                let (records, tail) = match copies[i].take() {
                     Some(copy) if from_copy => {
                         let mut records = copy.records;
                         records.extend(tail.records.iter().map(|(k, v)| (k.clone(), v.clone())));
-                        records
+                        (records, Some(tail.records))
                     }
-                    _ => tail.records.clone(),
+                    _ => (tail.records, None),
                 };
-                restored[i] = Some(Restored {
-                    records,
-                    tail,
-                    from_copy,
-                });
+                restored[i] = Some(Restored { records, tail, end });
             } else if Instant::now() > deadline {
                 return Err(ClusterError::Setting(format!(
                     "task {id}: its state in {changelog} stands at offset {:?} of {input} \
