@@ -1,4 +1,5 @@
-//! JSON: one object per record, decoded with arrow-json straight into Arrow columns.
+//! JSON: one object per record, decoded straight into Arrow columns, in one pass where
+//! the records and the schema allow ([`one_pass`]) and with arrow-json otherwise.
 //! TIMESTAMP columns accept ISO-8601 strings, `yyyy-MM-dd HH:mm:ss[.SSS]` and epoch milliseconds.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,6 +12,10 @@ use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
+use self::one_pass::OnePassDecoder;
+
+mod one_pass;
+
 /// `'format' = 'json'`.
 #[derive(Debug, Clone)]
 pub struct JsonFormat {
@@ -20,11 +25,14 @@ pub struct JsonFormat {
     /// When the plan reads only some fields of struct columns: what is decoded, and how
     /// the batch of `schema` is made from it.
     pruned: Option<Arc<PrunedSchema>>,
+    /// The decoder tried first, when the decoded schema has only types it builds.
+    one_pass: Option<Arc<OnePassDecoder>>,
 }
 
 impl JsonFormat {
     pub fn new(schema: SchemaRef, bad_records: super::BadRecords) -> Self {
         Self {
+            one_pass: OnePassDecoder::new(schema.clone()).map(Arc::new),
             schema,
             bad_records,
             pruned: None,
@@ -36,15 +44,36 @@ impl JsonFormat {
     /// that would not decode in a field left out is not noticed, as in Flink.
     pub fn reading(mut self, read_fields: &BTreeMap<String, Vec<String>>) -> Self {
         self.pruned = PrunedSchema::new(&self.schema, read_fields).map(Arc::new);
+        self.one_pass = OnePassDecoder::new(self.decoded_schema()).map(Arc::new);
         self
+    }
+
+    /// What the decoders build: the schema, less the struct fields no query reads.
+    fn decoded_schema(&self) -> SchemaRef {
+        match &self.pruned {
+            Some(pruned) => pruned.decoded.clone(),
+            None => self.schema.clone(),
+        }
     }
 
     /// Decodes every record, or fails if any record is not exactly one valid object.
     pub(crate) fn decode_all(&self, records: &[&[u8]]) -> Result<RecordBatch, String> {
-        let decoded_schema = match &self.pruned {
-            Some(pruned) => pruned.decoded.clone(),
-            None => self.schema.clone(),
+        let batch = match self.one_pass.as_ref().map(|d| d.decode(records)) {
+            Some(Ok(batch)) => batch,
+            _ => self.decode_with_arrow_json(records)?,
         };
+        match &self.pruned {
+            Some(pruned) => pruned
+                .widen(&self.schema, &batch)
+                .map_err(|e| e.to_string()),
+            None => Ok(batch),
+        }
+    }
+
+    /// The records of [`Self::decoded_schema`] by arrow-json: every batch the one-pass
+    /// decoder gives up, and the error that names a bad record.
+    fn decode_with_arrow_json(&self, records: &[&[u8]]) -> Result<RecordBatch, String> {
+        let decoded_schema = self.decoded_schema();
         let mut decoder = ReaderBuilder::new(decoded_schema.clone())
             .with_batch_size(records.len().max(1))
             .build_decoder()
@@ -62,16 +91,10 @@ impl JsonFormat {
                 });
             }
         }
-        let batch = match decoder.flush().map_err(|e| e.to_string())? {
+        Ok(match decoder.flush().map_err(|e| e.to_string())? {
             Some(batch) => batch,
             None => RecordBatch::new_empty(decoded_schema),
-        };
-        match &self.pruned {
-            Some(pruned) => pruned
-                .widen(&self.schema, &batch)
-                .map_err(|e| e.to_string()),
-            None => Ok(batch),
-        }
+        })
     }
 }
 

@@ -1,0 +1,965 @@
+//! A one-pass JSON decoder: each record is read once, left to right, the fields of the
+//! decoded schema go straight into Arrow buffers, and everything else is stepped over
+//! without being tokenized (a string is skipped with `memchr`, an object by counting its
+//! brackets). arrow-json first writes every token of every record to a tape, whatever the
+//! schema reads of it.
+//!
+//! It decodes only what it is sure arrow-json decodes the same way: JSON objects whose
+//! fields are booleans, integers, floats, decimals, strings, timestamps without a time
+//! zone and objects of those. On anything else — a type it does not build, a number
+//! written as a string, a timestamp in another form, a duplicate key, a NULL for a NOT
+//! NULL field, a malformed record — it gives the batch up ([`GiveUp`]) and the caller
+//! decodes it with arrow-json, which builds the rows or names the error. So every batch
+//! it builds equals arrow-json's. One difference is left: a value under a key the schema
+//! does not hold is skipped without being checked.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::NullBufferBuilder;
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, BooleanBufferBuilder, PrimitiveArray, StringBuilder, StructArray,
+};
+use datafusion::arrow::buffer::{NullBuffer, ScalarBuffer};
+use datafusion::arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Decimal128Type, Field, Fields, Float32Type, Float64Type,
+    Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
+};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+/// The one-pass decoder gave a batch up: arrow-json decodes it instead.
+#[derive(Debug, PartialEq)]
+pub(super) struct GiveUp;
+
+type Step<T = ()> = Result<T, GiveUp>;
+
+/// Decodes records of one schema; see the module docs for what it takes on.
+#[derive(Debug)]
+pub(super) struct OnePassDecoder {
+    schema: SchemaRef,
+}
+
+impl OnePassDecoder {
+    /// `None` when `schema` holds a type this decoder does not build.
+    pub fn new(schema: SchemaRef) -> Option<Self> {
+        schema
+            .fields()
+            .iter()
+            .all(|f| builds(f.data_type()))
+            .then_some(Self { schema })
+    }
+
+    /// One row per record, each record one JSON object.
+    pub fn decode(&self, records: &[&[u8]]) -> Step<RecordBatch> {
+        let mut root = ObjectColumn::new(self.schema.fields(), false, records.len());
+        let mut scratch = Vec::new();
+        for record in records {
+            let mut input = Input::new(record);
+            input.skip_whitespace();
+            if input.next_byte() != Some(b'{') {
+                return Err(GiveUp);
+            }
+            root.fields(&mut input, &mut scratch)?;
+            input.skip_whitespace();
+            if !input.at_end() {
+                return Err(GiveUp);
+            }
+        }
+        let columns = root.finish_fields()?;
+        RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(records.len())),
+        )
+        .map_err(|_| GiveUp)
+    }
+}
+
+/// Whether [`Column`] builds `data_type`.
+fn builds(data_type: &DataType) -> bool {
+    use DataType::*;
+    match data_type {
+        Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32
+        | Float64 | Utf8 => true,
+        Decimal128(precision, scale) => {
+            *precision <= 38 && *scale >= 0 && *scale as u8 <= *precision
+        }
+        Timestamp(_, None) => true,
+        Struct(fields) => fields.iter().all(|f| builds(f.data_type())),
+        _ => false,
+    }
+}
+
+/// The bytes of one record and how far they are read.
+struct Input<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Input<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    fn at_end(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next_byte(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// Consumes `literal` (`null`, `true`, `false`) or gives up.
+    fn literal(&mut self, literal: &[u8]) -> Step {
+        if self.bytes[self.at..].starts_with(literal) {
+            self.at += literal.len();
+            Ok(())
+        } else {
+            Err(GiveUp)
+        }
+    }
+
+    /// After an opening quote: the string's raw bytes up to the closing quote (which is
+    /// consumed), and whether they hold an escape.
+    fn raw_string(&mut self) -> Step<(&'a [u8], bool)> {
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            let rest = &self.bytes[self.at..];
+            match memchr::memchr2(b'"', b'\\', rest) {
+                Some(n) if rest[n] == b'"' => {
+                    self.at += n + 1;
+                    return Ok((&self.bytes[start..self.at - 1], escaped));
+                }
+                // A backslash: the byte after it is escaped, whatever it is.
+                Some(n) => {
+                    escaped = true;
+                    self.at += n + 2;
+                    if self.at > self.bytes.len() {
+                        return Err(GiveUp);
+                    }
+                }
+                None => return Err(GiveUp),
+            }
+        }
+    }
+
+    /// The text of a number: an optional minus, then digits, a fraction and an exponent
+    /// as far as they go. Gives up unless it starts with a digit after the sign.
+    fn number_text(&mut self) -> Step<&'a [u8]> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        if !matches!(self.peek(), Some(b'0'..=b'9')) {
+            return Err(GiveUp);
+        }
+        while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = self.peek() {
+            self.at += 1;
+        }
+        Ok(&self.bytes[start..self.at])
+    }
+
+    /// Steps over one value without decoding it.
+    fn skip_value(&mut self) -> Step {
+        match self.peek().ok_or(GiveUp)? {
+            b'"' => {
+                self.at += 1;
+                self.raw_string().map(|_| ())
+            }
+            b'{' | b'[' => self.skip_nested(),
+            b'n' => self.literal(b"null"),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            _ => self.number_text().map(|_| ()),
+        }
+    }
+
+    /// Steps over an object or array by counting brackets outside strings.
+    fn skip_nested(&mut self) -> Step {
+        let mut depth = 0usize;
+        while let Some(byte) = self.next_byte() {
+            match byte {
+                b'"' => {
+                    self.raw_string()?;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(GiveUp)
+    }
+}
+
+/// An integer written as `-?[0-9]+` (no fraction, no exponent) that fits an `i64`.
+fn integer(text: &[u8]) -> Step<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(GiveUp);
+    }
+    let magnitude = if digits.len() <= 18 {
+        digits
+            .iter()
+            .fold(0i64, |value, digit| value * 10 + i64::from(digit - b'0'))
+    } else {
+        digits
+            .iter()
+            .try_fold(0i64, |value, digit| {
+                value.checked_mul(10)?.checked_add(i64::from(digit - b'0'))
+            })
+            .ok_or(GiveUp)?
+    };
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
+/// A decimal written as `-?[0-9]+(\.[0-9]+)?` with at most `scale` fraction digits and at
+/// most `precision` digits in all, as an integer of `scale` fraction digits.
+fn decimal(text: &[u8], precision: u8, scale: i8) -> Step<i128> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, text),
+    };
+    let (whole, fraction) = match digits.iter().position(|b| *b == b'.') {
+        Some(dot) => (&digits[..dot], &digits[dot + 1..]),
+        None => (digits, &digits[digits.len()..]),
+    };
+    let scale = scale as usize;
+    let significant = whole.iter().skip_while(|b| **b == b'0').count();
+    if whole.is_empty()
+        || (digits.len() > whole.len() && fraction.is_empty())
+        || fraction.len() > scale
+        || significant + scale > precision as usize
+        || !whole.iter().chain(fraction).all(u8::is_ascii_digit)
+    {
+        return Err(GiveUp);
+    }
+    let mut value = whole
+        .iter()
+        .chain(fraction)
+        .fold(0i128, |value, digit| value * 10 + i128::from(digit - b'0'));
+    value *= 10i128.pow((scale - fraction.len()) as u32);
+    Ok(if negative { -value } else { value })
+}
+
+/// `yyyy-MM-dd[T ]HH:mm:ss[.f…]` (one to nine fraction digits, no zone) in `unit` since
+/// the epoch.
+fn timestamp(text: &[u8], unit: TimeUnit) -> Step<i64> {
+    let number = |range: std::ops::Range<usize>| -> Step<i64> {
+        let digits = text.get(range).ok_or(GiveUp)?;
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return Err(GiveUp);
+        }
+        Ok(digits
+            .iter()
+            .fold(0, |value, digit| value * 10 + i64::from(digit - b'0')))
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b' '), (13, b':'), (16, b':')];
+    if text.len() < 19
+        || separators
+            .iter()
+            .any(|(at, sep)| text[*at] != *sep && !(*at == 10 && text[*at] == b'T'))
+    {
+        return Err(GiveUp);
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return Err(GiveUp);
+    }
+    let nanos = match text.len() {
+        19 => 0,
+        20 => return Err(GiveUp),
+        len if len <= 29 && text[19] == b'.' => number(20..len)? * 10i64.pow(29 - len as u32),
+        _ => return Err(GiveUp),
+    };
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    Ok(match unit {
+        TimeUnit::Second => seconds,
+        TimeUnit::Millisecond => seconds * 1_000 + nanos / 1_000_000,
+        TimeUnit::Microsecond => seconds * 1_000_000 + nanos / 1_000,
+        TimeUnit::Nanosecond => seconds
+            .checked_mul(1_000_000_000)
+            .and_then(|n| n.checked_add(nanos))
+            .ok_or(GiveUp)?,
+    })
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Appends the string `raw` (a JSON string's bytes between its quotes) decoded to `out`.
+fn unescape(raw: &[u8], out: &mut Vec<u8>) -> Step {
+    out.clear();
+    let mut rest = raw;
+    while let Some(n) = memchr::memchr(b'\\', rest) {
+        out.extend_from_slice(&rest[..n]);
+        let escape = rest.get(n + 1).ok_or(GiveUp)?;
+        rest = &rest[n + 2..];
+        let byte = match escape {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let (code, after) = hex4(rest)?;
+                rest = after;
+                let code = match code {
+                    0xd800..=0xdbff => {
+                        let low = rest.strip_prefix(b"\\u").ok_or(GiveUp)?;
+                        let (low, after) = hex4(low)?;
+                        if !(0xdc00..=0xdfff).contains(&low) {
+                            return Err(GiveUp);
+                        }
+                        rest = after;
+                        0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00)
+                    }
+                    0xdc00..=0xdfff => return Err(GiveUp),
+                    code => code,
+                };
+                let c = char::from_u32(code).ok_or(GiveUp)?;
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                continue;
+            }
+            _ => return Err(GiveUp),
+        };
+        out.push(byte);
+    }
+    out.extend_from_slice(rest);
+    Ok(())
+}
+
+/// Four hex digits at the start of `bytes`, and what follows them.
+fn hex4(bytes: &[u8]) -> Step<(u32, &[u8])> {
+    let digits = bytes.get(..4).ok_or(GiveUp)?;
+    let text = std::str::from_utf8(digits).map_err(|_| GiveUp)?;
+    let code = u32::from_str_radix(text, 16).map_err(|_| GiveUp)?;
+    Ok((code, &bytes[4..]))
+}
+
+/// Which rows are valid, for a field that may or may not hold NULLs.
+struct Validity {
+    nulls: NullBufferBuilder,
+    nullable: bool,
+}
+
+impl Validity {
+    fn new(nullable: bool, capacity: usize) -> Self {
+        Self {
+            nulls: NullBufferBuilder::new(capacity),
+            nullable,
+        }
+    }
+
+    fn valid(&mut self) {
+        self.nulls.append_non_null();
+    }
+
+    /// Gives up for a NOT NULL field: arrow-json decides what that means.
+    fn null(&mut self) -> Step {
+        if !self.nullable {
+            return Err(GiveUp);
+        }
+        self.nulls.append_null();
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Option<NullBuffer> {
+        self.nulls.finish()
+    }
+}
+
+/// Primitive values (integers, floats, decimals, timestamps) in Arrow's native type.
+struct Values<T: ArrowPrimitiveType> {
+    values: Vec<T::Native>,
+    validity: Validity,
+    data_type: DataType,
+}
+
+impl<T: ArrowPrimitiveType> Values<T> {
+    fn new(field: &Field, capacity: usize) -> Self {
+        Self {
+            values: Vec::with_capacity(capacity),
+            validity: Validity::new(field.is_nullable(), capacity),
+            data_type: field.data_type().clone(),
+        }
+    }
+
+    fn push(&mut self, value: T::Native) {
+        self.values.push(value);
+        self.validity.valid();
+    }
+
+    fn null(&mut self) -> Step {
+        self.values.push(T::Native::default());
+        self.validity.null()
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        let values = ScalarBuffer::from(std::mem::take(&mut self.values));
+        Arc::new(
+            PrimitiveArray::<T>::new(values, self.validity.finish())
+                .with_data_type(self.data_type.clone()),
+        )
+    }
+}
+
+/// The builder of one field.
+enum Column {
+    Boolean(BooleanBufferBuilder, Validity),
+    Int8(Values<Int8Type>),
+    Int16(Values<Int16Type>),
+    Int32(Values<Int32Type>),
+    Int64(Values<Int64Type>),
+    UInt8(Values<UInt8Type>),
+    UInt16(Values<UInt16Type>),
+    UInt32(Values<UInt32Type>),
+    UInt64(Values<UInt64Type>),
+    Float32(Values<Float32Type>),
+    Float64(Values<Float64Type>),
+    Decimal(Values<Decimal128Type>, u8, i8),
+    Second(Values<TimestampSecondType>),
+    Millisecond(Values<TimestampMillisecondType>),
+    Microsecond(Values<TimestampMicrosecondType>),
+    Nanosecond(Values<TimestampNanosecondType>),
+    Utf8(StringBuilder, bool),
+    Object(ObjectColumn),
+}
+
+impl Column {
+    fn new(field: &Field, capacity: usize) -> Self {
+        match field.data_type() {
+            DataType::Boolean => Column::Boolean(
+                BooleanBufferBuilder::new(capacity),
+                Validity::new(field.is_nullable(), capacity),
+            ),
+            DataType::Int8 => Column::Int8(Values::new(field, capacity)),
+            DataType::Int16 => Column::Int16(Values::new(field, capacity)),
+            DataType::Int32 => Column::Int32(Values::new(field, capacity)),
+            DataType::Int64 => Column::Int64(Values::new(field, capacity)),
+            DataType::UInt8 => Column::UInt8(Values::new(field, capacity)),
+            DataType::UInt16 => Column::UInt16(Values::new(field, capacity)),
+            DataType::UInt32 => Column::UInt32(Values::new(field, capacity)),
+            DataType::UInt64 => Column::UInt64(Values::new(field, capacity)),
+            DataType::Float32 => Column::Float32(Values::new(field, capacity)),
+            DataType::Float64 => Column::Float64(Values::new(field, capacity)),
+            DataType::Decimal128(p, s) => Column::Decimal(Values::new(field, capacity), *p, *s),
+            DataType::Timestamp(TimeUnit::Second, _) => {
+                Column::Second(Values::new(field, capacity))
+            }
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                Column::Millisecond(Values::new(field, capacity))
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                Column::Microsecond(Values::new(field, capacity))
+            }
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                Column::Nanosecond(Values::new(field, capacity))
+            }
+            DataType::Utf8 => Column::Utf8(
+                StringBuilder::with_capacity(capacity, capacity * 16),
+                field.is_nullable(),
+            ),
+            DataType::Struct(fields) => {
+                Column::Object(ObjectColumn::new(fields, field.is_nullable(), capacity))
+            }
+            // `builds` admits only the types above; this arm is never taken.
+            _ => Column::Int64(Values::new(field, capacity)),
+        }
+    }
+
+    /// Decodes the value at `input` (after any whitespace) into this field.
+    fn decode(&mut self, input: &mut Input, scratch: &mut Vec<u8>) -> Step {
+        let first = input.peek().ok_or(GiveUp)?;
+        if first == b'n' {
+            input.literal(b"null")?;
+            return self.null();
+        }
+        match self {
+            Column::Boolean(values, validity) => {
+                let value = first == b't';
+                input.literal(if value { b"true" } else { b"false" })?;
+                values.append(value);
+                validity.valid();
+            }
+            Column::Int8(v) => v.push(narrow(integer(input.number_text()?)?)?),
+            Column::Int16(v) => v.push(narrow(integer(input.number_text()?)?)?),
+            Column::Int32(v) => v.push(narrow(integer(input.number_text()?)?)?),
+            Column::Int64(v) => v.push(integer(input.number_text()?)?),
+            Column::UInt8(v) => v.push(narrow(integer(input.number_text()?)?)?),
+            Column::UInt16(v) => v.push(narrow(integer(input.number_text()?)?)?),
+            Column::UInt32(v) => v.push(narrow(integer(input.number_text()?)?)?),
+            Column::UInt64(v) => v.push(narrow(integer(input.number_text()?)?)?),
+            Column::Float32(v) => v.push(float(input.number_text()?)?),
+            Column::Float64(v) => v.push(float(input.number_text()?)?),
+            Column::Decimal(v, precision, scale) => {
+                v.push(decimal(input.number_text()?, *precision, *scale)?)
+            }
+            Column::Second(v) => v.push(instant(input, TimeUnit::Second)?),
+            Column::Millisecond(v) => v.push(instant(input, TimeUnit::Millisecond)?),
+            Column::Microsecond(v) => v.push(instant(input, TimeUnit::Microsecond)?),
+            Column::Nanosecond(v) => v.push(instant(input, TimeUnit::Nanosecond)?),
+            Column::Utf8(values, _) => {
+                if input.next_byte() != Some(b'"') {
+                    return Err(GiveUp);
+                }
+                let (raw, escaped) = input.raw_string()?;
+                let bytes = if escaped {
+                    unescape(raw, scratch)?;
+                    scratch.as_slice()
+                } else {
+                    raw
+                };
+                values.append_value(std::str::from_utf8(bytes).map_err(|_| GiveUp)?);
+            }
+            Column::Object(object) => {
+                if input.next_byte() != Some(b'{') {
+                    return Err(GiveUp);
+                }
+                object.fields(input, scratch)?;
+                object.validity.valid();
+            }
+        }
+        Ok(())
+    }
+
+    /// A NULL in this field (given, or its key missing).
+    fn null(&mut self) -> Step {
+        match self {
+            Column::Boolean(values, validity) => {
+                values.append(false);
+                validity.null()
+            }
+            Column::Int8(v) => v.null(),
+            Column::Int16(v) => v.null(),
+            Column::Int32(v) => v.null(),
+            Column::Int64(v) => v.null(),
+            Column::UInt8(v) => v.null(),
+            Column::UInt16(v) => v.null(),
+            Column::UInt32(v) => v.null(),
+            Column::UInt64(v) => v.null(),
+            Column::Float32(v) => v.null(),
+            Column::Float64(v) => v.null(),
+            Column::Decimal(v, _, _) => v.null(),
+            Column::Second(v) => v.null(),
+            Column::Millisecond(v) => v.null(),
+            Column::Microsecond(v) => v.null(),
+            Column::Nanosecond(v) => v.null(),
+            Column::Utf8(values, nullable) => {
+                if !*nullable {
+                    return Err(GiveUp);
+                }
+                values.append_null();
+                Ok(())
+            }
+            Column::Object(object) => {
+                object.validity.null()?;
+                object.children.iter_mut().try_for_each(Column::null)
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Step<ArrayRef> {
+        Ok(match self {
+            Column::Boolean(values, validity) => {
+                Arc::new(BooleanArray::new(values.finish(), validity.finish()))
+            }
+            Column::Int8(v) => v.finish(),
+            Column::Int16(v) => v.finish(),
+            Column::Int32(v) => v.finish(),
+            Column::Int64(v) => v.finish(),
+            Column::UInt8(v) => v.finish(),
+            Column::UInt16(v) => v.finish(),
+            Column::UInt32(v) => v.finish(),
+            Column::UInt64(v) => v.finish(),
+            Column::Float32(v) => v.finish(),
+            Column::Float64(v) => v.finish(),
+            Column::Decimal(v, _, _) => v.finish(),
+            Column::Second(v) => v.finish(),
+            Column::Millisecond(v) => v.finish(),
+            Column::Microsecond(v) => v.finish(),
+            Column::Nanosecond(v) => v.finish(),
+            Column::Utf8(values, _) => Arc::new(values.finish()),
+            Column::Object(object) => {
+                let children = object.finish_fields()?;
+                let nulls = object.validity.finish();
+                Arc::new(
+                    StructArray::try_new(object.fields.clone(), children, nulls)
+                        .map_err(|_| GiveUp)?,
+                )
+            }
+        })
+    }
+}
+
+/// An integer in a narrower type, or give up (arrow-json names the overflow).
+fn narrow<T: TryFrom<i64>>(value: i64) -> Step<T> {
+    T::try_from(value).map_err(|_| GiveUp)
+}
+
+/// A float written as a JSON number.
+fn float<T: std::str::FromStr>(text: &[u8]) -> Step<T> {
+    std::str::from_utf8(text)
+        .map_err(|_| GiveUp)?
+        .parse()
+        .map_err(|_| GiveUp)
+}
+
+/// A timestamp: a string in [`timestamp`]'s form, or an integer in the column's unit.
+fn instant(input: &mut Input, unit: TimeUnit) -> Step<i64> {
+    if input.peek() == Some(b'"') {
+        input.at += 1;
+        let (raw, escaped) = input.raw_string()?;
+        if escaped {
+            return Err(GiveUp);
+        }
+        timestamp(raw, unit)
+    } else {
+        integer(input.number_text()?)
+    }
+}
+
+/// The fields of an object (or of the record itself), by name.
+struct ObjectColumn {
+    fields: Fields,
+    names: Vec<Box<[u8]>>,
+    children: Vec<Column>,
+    validity: Validity,
+    /// Per field, the last row (`row` counts objects decoded) that gave it a value, to
+    /// find the keys a row leaves out and the keys it repeats.
+    seen_in: Vec<usize>,
+    row: usize,
+    /// Where the next key is looked for first: keys usually come in schema order.
+    next: usize,
+}
+
+impl ObjectColumn {
+    fn new(fields: &Fields, nullable: bool, capacity: usize) -> Self {
+        Self {
+            fields: fields.clone(),
+            names: fields
+                .iter()
+                .map(|f| f.name().as_bytes().to_vec().into_boxed_slice())
+                .collect(),
+            children: fields.iter().map(|f| Column::new(f, capacity)).collect(),
+            validity: Validity::new(nullable, capacity),
+            seen_in: vec![0; fields.len()],
+            row: 0,
+            next: 0,
+        }
+    }
+
+    fn field(&mut self, key: &[u8]) -> Option<usize> {
+        let count = self.names.len();
+        (0..count)
+            .map(|i| (self.next + i) % count)
+            .find(|i| *self.names[*i] == *key)
+    }
+
+    /// After an object's `{`: its keys and values up to its `}`; fields it leaves out
+    /// are NULL.
+    fn fields(&mut self, input: &mut Input, scratch: &mut Vec<u8>) -> Step {
+        self.row += 1;
+        input.skip_whitespace();
+        if input.peek() == Some(b'}') {
+            input.at += 1;
+        } else {
+            loop {
+                if input.next_byte() != Some(b'"') {
+                    return Err(GiveUp);
+                }
+                let (key, escaped) = input.raw_string()?;
+                if escaped {
+                    return Err(GiveUp);
+                }
+                input.skip_whitespace();
+                if input.next_byte() != Some(b':') {
+                    return Err(GiveUp);
+                }
+                input.skip_whitespace();
+                match self.field(key) {
+                    Some(i) => {
+                        if self.seen_in[i] == self.row {
+                            return Err(GiveUp);
+                        }
+                        self.seen_in[i] = self.row;
+                        self.next = i + 1;
+                        self.children[i].decode(input, scratch)?;
+                    }
+                    None => input.skip_value()?,
+                }
+                input.skip_whitespace();
+                match input.next_byte() {
+                    Some(b',') => input.skip_whitespace(),
+                    Some(b'}') => break,
+                    _ => return Err(GiveUp),
+                }
+            }
+        }
+        for (child, seen_in) in self.children.iter_mut().zip(&self.seen_in) {
+            if *seen_in != self.row {
+                child.null()?;
+            }
+        }
+        self.next = 0;
+        Ok(())
+    }
+
+    fn finish_fields(&mut self) -> Step<Vec<ArrayRef>> {
+        self.children.iter_mut().map(Column::finish).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::JsonFormat;
+    use super::*;
+    use crate::format::BadRecords;
+    use datafusion::arrow::datatypes::Schema;
+
+    /// A seeded xorshift generator, so a failure repeats.
+    struct Random(u64);
+
+    impl Random {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, choices: &[&'a str]) -> &'a str {
+            choices[self.below(choices.len())]
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        use DataType::*;
+        let inner = Fields::from(vec![Field::new("x", Int16, true)]);
+        let nested = Fields::from(vec![
+            Field::new("a", Int64, true),
+            Field::new("s", Utf8, true),
+            Field::new("t", Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("inner", Struct(inner), true),
+        ]);
+        Arc::new(Schema::new(vec![
+            Field::new("id", Int64, false),
+            Field::new("small", Int32, true),
+            Field::new("flag", Boolean, true),
+            Field::new("price", Decimal128(12, 2), true),
+            Field::new("ratio", Float64, true),
+            Field::new("single", Float32, true),
+            Field::new("name", Utf8, true),
+            Field::new("ts", Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("micros", Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("nested", Struct(nested), true),
+        ]))
+    }
+
+    const INTEGERS: &[&str] = &["0", "-7", "42", "9223372036854775807", "123456789012345678"];
+    const NUMBERS: &[&str] = &["0", "1.5", "-0.25", "1e3", "2.5E-3", "12", "677.58", "-3.1"];
+    const STRINGS: &[&str] = &[
+        r#""""#,
+        r#""plain""#,
+        r#""tab\there""#,
+        r#""quote \" and \\ slash \/""#,
+        r#""\u00e9t\u00E9 \ud83d\ude00""#,
+        "\"caf\u{e9} \u{1f600}\"",
+        r#""{not [an object""#,
+    ];
+    const TIMES: &[&str] = &[
+        r#""2026-01-01 00:00:00.081""#,
+        r#""2024-02-29T23:59:59""#,
+        r#""1969-12-31 23:59:59.9""#,
+        r#""1900-03-01 12:00:00.123456789""#,
+        "1704067500000",
+    ];
+    /// Values arrow-json may decode another way, or not at all: the one-pass decoder
+    /// must give them up or decode them as arrow-json does.
+    const TROUBLE: &[&str] = &[
+        r#""12""#,
+        "1.0",
+        "99999999999999999999",
+        "1e999",
+        "-",
+        "01",
+        "true",
+        r#""2024-02-30 00:00:00""#,
+        r#""2024-01-01 00:00:60""#,
+        r#""2024-01-01T00:00:00Z""#,
+        r#""2024-01-01 00:00:00.1234567891""#,
+        r#""2024-01-01""#,
+        r#""\ud800""#,
+        r#""\x""#,
+        "[1, 2]",
+        "{}",
+        "12.345",
+        "1234567890123.5",
+        "nul",
+    ];
+    /// Values under keys the schema does not hold: valid JSON of every kind.
+    const OTHERS: &[&str] = &[
+        r#"{"deep": [1, {"a": "}]"}, null], "b": "\"{"}"#,
+        "[]",
+        "-1.5e-7",
+        "false",
+        "null",
+        r#""\\""#,
+    ];
+
+    fn value(random: &mut Random, field: &Field, trouble: bool) -> String {
+        if (field.is_nullable() || trouble) && random.below(12) == 0 {
+            return "null".into();
+        }
+        if trouble && random.below(24) == 0 {
+            return random.pick(TROUBLE).into();
+        }
+        match field.data_type() {
+            DataType::Int64 | DataType::Int32 | DataType::Int16 => {
+                let v = random.pick(INTEGERS);
+                if field.data_type() == &DataType::Int64 || v.len() < 4 {
+                    v.into()
+                } else {
+                    random.below(300).to_string()
+                }
+            }
+            DataType::Boolean => random.pick(&["true", "false"]).into(),
+            DataType::Decimal128(..) => random.pick(&["677.58", "-0.5", "12", "0.07", "0"]).into(),
+            DataType::Float64 | DataType::Float32 => random.pick(NUMBERS).into(),
+            DataType::Utf8 => random.pick(STRINGS).into(),
+            DataType::Timestamp(..) => random.pick(TIMES).into(),
+            DataType::Struct(fields) => object(random, fields, trouble),
+            _ => "null".into(),
+        }
+    }
+
+    /// An object with some of `fields` in any order, keys the schema does not hold, and
+    /// (with `trouble`) repeated keys and values of the wrong kind.
+    fn object(random: &mut Random, fields: &Fields, trouble: bool) -> String {
+        let mut members = Vec::new();
+        for field in fields {
+            if !field.is_nullable() || random.below(5) != 0 {
+                let value = value(random, field, trouble);
+                members.push(format!(r#""{}": {value}"#, field.name()));
+            }
+        }
+        for _ in 0..random.below(3) {
+            members.push(format!(
+                r#""other{}":{}"#,
+                random.below(3),
+                random.pick(OTHERS)
+            ));
+        }
+        if trouble && random.below(10) == 0 {
+            members.push(format!(r#""{}": 1"#, fields[0].name()));
+        }
+        for i in (1..members.len()).rev() {
+            members.swap(i, random.below(i + 1));
+        }
+        let space = random.pick(&["", " ", "\n\t "]);
+        format!("{{{space}{}{space}}}", members.join(&format!(",{space}")))
+    }
+
+    #[test]
+    fn every_batch_it_builds_equals_arrow_jsons() {
+        let schema = schema();
+        let one_pass = OnePassDecoder::new(schema.clone()).unwrap();
+        let arrow_json = JsonFormat::new(schema.clone(), BadRecords::Fail);
+        let mut random = Random(0x2545_f491_4f6c_dd1d);
+        let mut built_with_trouble = 0;
+        for batch in 0..400 {
+            let trouble = batch % 2 == 1;
+            let records: Vec<String> = (0..1 + random.below(if trouble { 3 } else { 20 }))
+                .map(|_| object(&mut random, schema.fields(), trouble))
+                .collect();
+            let shown = records.join("\n");
+            let records: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
+            let expected = arrow_json.decode_with_arrow_json(&records);
+            match one_pass.decode(&records) {
+                Ok(decoded) => {
+                    built_with_trouble += usize::from(trouble);
+                    let expected = expected.unwrap_or_else(|e| {
+                        panic!("arrow-json fails ({e}) where the one pass decodes:\n{shown}")
+                    });
+                    assert_eq!(decoded, expected, "\n{shown}");
+                }
+                Err(GiveUp) => assert!(trouble, "a batch of valid values was given up:\n{shown}"),
+            }
+        }
+        assert!(built_with_trouble > 20, "{built_with_trouble} of 200 built");
+    }
+
+    #[test]
+    fn reads_numbers_times_and_strings_as_arrow_does() {
+        assert_eq!(integer(b"-42"), Ok(-42));
+        assert_eq!(integer(b"4.2"), Err(GiveUp));
+        assert_eq!(integer(b"9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(integer(b"9223372036854775808"), Err(GiveUp));
+        assert_eq!(decimal(b"677.5", 12, 2), Ok(67_750));
+        assert_eq!(decimal(b"-0.07", 12, 2), Ok(-7));
+        assert_eq!(decimal(b"1.234", 12, 2), Err(GiveUp));
+        assert_eq!(decimal(b"12345678901", 12, 2), Err(GiveUp));
+        assert_eq!(decimal(b"5.", 12, 2), Err(GiveUp));
+        let ms = TimeUnit::Millisecond;
+        assert_eq!(
+            timestamp(b"2024-01-01 00:05:00.250", ms),
+            Ok(1_704_067_500_250)
+        );
+        assert_eq!(timestamp(b"2024-01-01T00:05:00", ms), Ok(1_704_067_500_000));
+        assert_eq!(timestamp(b"1969-12-31 23:59:59.999", ms), Ok(-1));
+        assert_eq!(timestamp(b"2023-02-29 00:00:00", ms), Err(GiveUp));
+        assert_eq!(timestamp(b"2024-01-01 00:05:00Z", ms), Err(GiveUp));
+        let mut out = Vec::new();
+        unescape(br#"a\"b\u00e9\ud83d\ude00"#, &mut out).unwrap();
+        assert_eq!(out, "a\"b\u{e9}\u{1f600}".as_bytes());
+        assert_eq!(unescape(br#"\udc00"#, &mut out), Err(GiveUp));
+    }
+}
