@@ -35,13 +35,14 @@ use crate::operators::LateRowsOutput;
 /// Rows per emitted batch when many sessions close at once.
 const EMIT_BATCH_ROWS: usize = 65_536;
 
-/// One open session: `[start, end)`, `end` being the last row's time plus the gap, and
-/// the rows it holds.
+/// One open session of `key`: `[start, end)`, `end` being the last row's time plus the
+/// gap, and the rows it holds.
 #[derive(Debug, Default)]
 struct Session {
     start: i64,
     end: i64,
     rows: Vec<RowRef>,
+    key: Box<[u8]>,
 }
 
 /// The open sessions of every key, closable in order of their end without scanning.
@@ -54,6 +55,10 @@ struct SessionIndex {
     /// `(end, id)` of every open session.
     by_end: BTreeSet<(i64, u64)>,
     next_id: u64,
+    /// The rows of every open session, and the bytes of every key in `by_key`: kept as
+    /// they change, so the state's size costs nothing to read.
+    rows: usize,
+    key_bytes: usize,
 }
 
 impl SessionIndex {
@@ -63,7 +68,10 @@ impl SessionIndex {
     fn add_row(&mut self, key: &[u8], t: i64, gap: i64, row: RowRef) {
         let ids = match self.by_key.get_mut(key) {
             Some(ids) => ids,
-            None => self.by_key.entry_ref(key).or_default(),
+            None => {
+                self.key_bytes += key.len();
+                self.by_key.entry_ref(key).or_default()
+            }
         };
         let (mut start, mut end) = (t, t.saturating_add(gap));
         let mut merged: Option<u64> = None;
@@ -101,7 +109,11 @@ impl SessionIndex {
             ids.push(id);
             id
         });
-        let session = self.sessions.entry(id).or_default();
+        let session = self.sessions.entry(id).or_insert_with(|| Session {
+            key: key.into(),
+            ..Session::default()
+        });
+        self.rows += 1;
         session.start = start;
         session.end = end;
         session.rows.push(row);
@@ -121,18 +133,28 @@ impl SessionIndex {
                 break;
             }
             self.by_end.pop_first();
-            if let Some(session) = self.sessions.remove(&id) {
-                closed.push(session);
+            let Some(session) = self.sessions.remove(&id) else {
+                continue;
+            };
+            if let Some(ids) = self.by_key.get_mut(&*session.key) {
+                ids.retain(|open| *open != id);
+                if ids.is_empty() {
+                    self.by_key.remove(&*session.key);
+                    self.key_bytes -= session.key.len();
+                }
             }
-        }
-        if !closed.is_empty() {
-            let sessions = &self.sessions;
-            self.by_key.retain(|_, ids| {
-                ids.retain(|id| sessions.contains_key(id));
-                !ids.is_empty()
-            });
+            self.rows -= session.rows.len();
+            closed.push(session);
         }
         closed
+    }
+
+    /// Roughly the bytes the index holds (the rows themselves are in [`HeldRows`]).
+    fn size(&self) -> usize {
+        self.sessions.len() * 64
+            + self.rows * std::mem::size_of::<RowRef>()
+            + self.by_key.len() * 48
+            + self.key_bytes
     }
 }
 
@@ -276,14 +298,7 @@ impl StreamOperator for SessionWindowOperator {
 
 impl CheckpointedState for SessionWindowOperator {
     fn size(&self) -> usize {
-        let sessions: usize = self
-            .index
-            .sessions
-            .values()
-            .map(|s| 64 + s.rows.len() * std::mem::size_of::<RowRef>())
-            .sum();
-        let keys: usize = self.index.by_key.keys().map(|k| k.len() + 48).sum();
-        self.held.size() + sessions + keys
+        self.held.size() + self.index.size()
     }
 
     /// The rows of every open session, and the watermark.
