@@ -2,7 +2,7 @@
 //! lines or CSV), and a sink writing such a file.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,6 +32,8 @@ pub const OPTIONS: &[&str] = &[
 
 /// Lines decoded together.
 const LINES_PER_BATCH: usize = 8192;
+/// Bytes read from a file at a time.
+const READ_BYTES: usize = 1 << 20;
 
 pub(crate) fn options(table: &TableDef) -> Result<TableOptions<'_>> {
     let valid: Vec<&str> = OPTIONS.iter().chain(FORMAT_OPTIONS).copied().collect();
@@ -125,26 +127,48 @@ fn read_files(
             path: path.display().to_string(),
             source,
         };
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
-        let mut text: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut file = File::open(path).map_err(io)?;
+        // The file is read in blocks of READ_BYTES into `text`; `split` is where the
+        // first line not yet cut out of it starts.
+        let mut text: Vec<u8> = Vec::with_capacity(2 * READ_BYTES);
+        let mut split = 0usize;
+        let mut at_end = false;
         let mut bounds: Vec<(usize, usize, usize)> = Vec::with_capacity(LINES_PER_BATCH);
         let mut line_number = 0usize;
         loop {
-            let start = text.len();
-            let read = reader.read_until(b'\n', &mut text).map_err(io)?;
-            if read > 0 {
+            while bounds.len() < LINES_PER_BATCH {
+                let end = match memchr::memchr(b'\n', &text[split..]) {
+                    Some(n) => split + n + 1,
+                    None if at_end && split < text.len() => text.len(),
+                    None => break,
+                };
                 line_number += 1;
-                let line = &text[start..];
+                let line = &text[split..end];
                 let trimmed = line.trim_ascii();
                 if !trimmed.is_empty() {
                     records_seen += 1;
                     if records_seen > skip {
                         let offset = line.len() - line.trim_ascii_start().len();
-                        bounds.push((start + offset, start + offset + trimmed.len(), line_number));
+                        bounds.push((split + offset, split + offset + trimmed.len(), line_number));
                     }
                 }
+                split = end;
             }
-            if bounds.len() >= LINES_PER_BATCH || (read == 0 && !bounds.is_empty()) {
+            let full = bounds.len() >= LINES_PER_BATCH;
+            if !full && !at_end {
+                if bounds.is_empty() {
+                    // Nothing in `text` before `split` is needed any more.
+                    text.drain(..split);
+                    split = 0;
+                }
+                let filled = text.len();
+                text.resize(filled + READ_BYTES, 0);
+                let read = file.read(&mut text[filled..]).map_err(io)?;
+                text.truncate(filled + read);
+                at_end = read == 0;
+                continue;
+            }
+            if !bounds.is_empty() {
                 let records: Vec<&[u8]> = bounds.iter().map(|&(s, e, _)| &text[s..e]).collect();
                 let mut decoded = format.decode(table, &records, |i| {
                     format!("{} line {}", path.display(), bounds[i].2)
@@ -172,10 +196,11 @@ fn read_files(
                 if sender.blocking_send(Ok(batch)).is_err() {
                     return Ok(()); // the job stopped
                 }
-                text.clear();
+                // What is left of the last block moves to the front.
+                text.drain(..split);
+                split = 0;
                 bounds.clear();
-            }
-            if read == 0 {
+            } else if at_end {
                 break;
             }
         }
@@ -331,5 +356,60 @@ impl crate::Connector for FilesystemConnector {
                 crate::partitioned_files::PartitionedFileSink::open(table).await?,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{BadRecords, JsonFormat};
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    /// Lines are cut out of blocks of `READ_BYTES`: a line across two blocks, a line
+    /// longer than a block, blank lines, `\r\n` and a last line without a newline are
+    /// each one record (or none), in order, numbered by their line.
+    #[test]
+    fn every_line_is_read_once_whatever_blocks_it_spans() {
+        let long = "x".repeat(READ_BYTES + 10);
+        let mut text = String::new();
+        let mut expected = Vec::new();
+        for i in 0..30_000i64 {
+            match i % 1000 {
+                7 => text.push_str("\n  \n"),
+                8 => text.push_str(&format!("{{\"id\": {i}, \"pad\": \"{long}\"}}\r\n")),
+                _ => text.push_str(&format!("{{\"id\": {i}}}\n")),
+            }
+            if i % 1000 != 7 {
+                expected.push(i);
+            }
+        }
+        text.push_str("{\"id\": -1}");
+        expected.push(-1);
+        let dir = std::env::temp_dir().join(format!("runnel-lines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lines.json");
+        std::fs::write(&path, text).unwrap();
+
+        let fields = vec![Field::new("id", DataType::Int64, true)];
+        let table = crate::test_table("t", fields.clone(), &[]);
+        let format = Format::Json(JsonFormat::new(
+            Arc::new(Schema::new(fields)),
+            BadRecords::Fail,
+        ));
+        let (sender, mut receiver) = mpsc::channel(1024);
+        let metrics = JobMetrics::default();
+        read_files(&table, &[path], &format, &metrics, 2, &sender).unwrap();
+        drop(sender);
+        let mut ids = Vec::new();
+        let mut last_offset = None;
+        while let Ok(Ok(batch)) = receiver.try_recv() {
+            let column: &Int64Array = batch.batch.column(0).as_primitive::<Int64Type>();
+            ids.extend(column.values().iter().copied());
+            last_offset = batch.next_offset;
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(ids, expected[2..], "the first two records skipped");
+        assert_eq!(last_offset, Some(expected.len() as i64));
     }
 }
