@@ -63,6 +63,8 @@ struct JoinSide {
     /// Held rows now, and right after the last sweep of expired ones.
     entries: usize,
     entries_after_sweep: usize,
+    /// The bytes of the keys in `index`, kept as they change (the state's size).
+    key_bytes: usize,
     late_output: Option<LateRowsOutput>,
     /// Outer on this side: rows that never matched are emitted padded with NULLs once no
     /// partner can come any more.
@@ -113,10 +115,7 @@ impl JoinSide {
         for row in 0..rows.num_rows() {
             let t = times.value(row);
             let at = (id, row as u32);
-            self.index
-                .entry_ref(keys.row(row).data())
-                .or_default()
-                .push((at, t));
+            self.hold(keys.row(row).data(), at, t);
             if self.outer && flags.value(row) {
                 self.unmatched.insert((t, at));
             }
@@ -125,10 +124,22 @@ impl JoinSide {
         Ok(())
     }
 
+    /// Indexes the held row `at` (at time `t`) under `key`.
+    fn hold(&mut self, key: &[u8], at: RowRef, t: i64) {
+        match self.index.get_mut(key) {
+            Some(rows) => rows.push((at, t)),
+            None => {
+                self.key_bytes += key.len();
+                self.index.insert(key.to_vec(), vec![(at, t)]);
+            }
+        }
+    }
+
     /// Drops the rows older than `keep_from` (no row of the other side can match them).
     fn sweep(&mut self, keep_from: i64) {
         let mut released = Vec::new();
-        self.index.retain(|_, rows| {
+        let mut key_bytes = self.key_bytes;
+        self.index.retain(|key, rows| {
             rows.retain(|&(row, t)| {
                 let keep = t >= keep_from;
                 if !keep {
@@ -136,8 +147,12 @@ impl JoinSide {
                 }
                 keep
             });
+            if rows.is_empty() {
+                key_bytes -= key.len();
+            }
             !rows.is_empty()
         });
+        self.key_bytes = key_bytes;
         self.held.release(&released);
         self.entries -= released.len();
         self.entries_after_sweep = self.entries;
@@ -189,6 +204,7 @@ impl IntervalJoinOperator {
                 index: HashMap::new(),
                 entries: 0,
                 entries_after_sweep: 0,
+                key_bytes: 0,
                 late_output,
                 outer: false,
                 unmatched: std::collections::BTreeSet::new(),
@@ -261,7 +277,8 @@ impl CheckpointedState for IntervalJoinOperator {
             .map(|side| {
                 side.held.size()
                     + side.entries * std::mem::size_of::<(RowRef, i64)>()
-                    + side.index.keys().map(|key| key.len() + 48).sum::<usize>()
+                    + side.index.len() * 48
+                    + side.key_bytes
             })
             .sum()
     }
@@ -416,10 +433,7 @@ impl TwoInputOperator for IntervalJoinOperator {
         for (row, &was_matched) in matched.iter().enumerate() {
             if next.peek() == Some(&&row) {
                 next.next();
-                this.index
-                    .entry_ref(keys.row(row).data())
-                    .or_default()
-                    .push(((id, row as u32), times.value(row)));
+                this.hold(keys.row(row).data(), (id, row as u32), times.value(row));
                 if this.outer && !was_matched {
                     this.unmatched.insert((times.value(row), (id, row as u32)));
                 }
