@@ -52,7 +52,10 @@ struct SessionIndex {
     sessions: HashMap<u64, Session>,
     /// Each key's session ids (a few: sessions of one key are disjoint).
     by_key: HashMap<Vec<u8>, Vec<u64>>,
-    /// `(end, id)` of every open session.
+    /// One `(end, id)` per open session, `end` at most its end: a session that grows
+    /// keeps its entry, which moves to its end when the watermark reaches it (so a row
+    /// costs no reordering here). Entries of sessions merged into others are dropped
+    /// then too.
     by_end: BTreeSet<(i64, u64)>,
     next_id: u64,
     /// The rows of every open session, and the bytes of every key in `by_key`: kept as
@@ -82,7 +85,6 @@ impl SessionIndex {
             if session.start < end && start < session.end {
                 start = start.min(session.start);
                 end = end.max(session.end);
-                self.by_end.remove(&(session.end, id));
                 match merged {
                     None => {
                         merged = Some(id);
@@ -107,6 +109,7 @@ impl SessionIndex {
             let id = self.next_id;
             self.next_id += 1;
             ids.push(id);
+            self.by_end.insert((end, id));
             id
         });
         let session = self.sessions.entry(id).or_insert_with(|| Session {
@@ -117,22 +120,30 @@ impl SessionIndex {
         session.start = start;
         session.end = end;
         session.rows.push(row);
-        self.by_end.insert((end, id));
     }
 
-    /// The earliest end of an open session.
+    /// A time no open session ends before (see `by_end`).
     fn earliest_end(&self) -> Option<i64> {
         self.by_end.first().map(|(end, _)| *end)
     }
 
     /// Removes and returns every session ending at or before `watermark`.
     fn close_until(&mut self, watermark: Watermark) -> Vec<Session> {
-        let mut closed = Vec::new();
+        let mut closed: Vec<(u64, Session)> = Vec::new();
         while let Some(&(end, id)) = self.by_end.first() {
             if end > watermark {
                 break;
             }
             self.by_end.pop_first();
+            match self.sessions.get(&id) {
+                // Merged into another session.
+                None => continue,
+                Some(open) if open.end > watermark => {
+                    self.by_end.insert((open.end, id));
+                    continue;
+                }
+                Some(_) => {}
+            }
             let Some(session) = self.sessions.remove(&id) else {
                 continue;
             };
@@ -144,9 +155,11 @@ impl SessionIndex {
                 }
             }
             self.rows -= session.rows.len();
-            closed.push(session);
+            closed.push((id, session));
         }
-        closed
+        // In order of end, as they would close one watermark at a time.
+        closed.sort_unstable_by_key(|(id, session)| (session.end, *id));
+        closed.into_iter().map(|(_, session)| session).collect()
     }
 
     /// Roughly the bytes the index holds (the rows themselves are in [`HeldRows`]).
@@ -414,7 +427,10 @@ mod tests {
         add(&mut index, b"a", 26);
         add(&mut index, b"a", 16);
         assert_eq!(spans(&index, b"a"), [(10, 21, 3), (22, 35, 3)]);
-        // Closing by end: b's [11, 16) first, then a's [10, 21).
+        // Closing by end: b's [11, 16) first, then a's [10, 21). The earliest end known
+        // is a's first session's first, 15: it has grown since.
+        assert_eq!(index.earliest_end(), Some(15));
+        assert!(index.close_until(15).is_empty());
         assert_eq!(index.earliest_end(), Some(16));
         let closed = index.close_until(21);
         assert_eq!(closed.len(), 2);
@@ -422,6 +438,10 @@ mod tests {
         // An out-of-order row bridging what is left.
         add(&mut index, b"a", 20);
         assert_eq!(spans(&index, b"a"), [(20, 35, 4)]);
-        assert_eq!(index.by_end.len(), 1);
+        // What is left closes at its end, the entry of the session merged away dropped.
+        assert!(index.close_until(34).is_empty());
+        assert_eq!(index.close_until(35).len(), 1);
+        assert!(index.by_end.is_empty() && index.sessions.is_empty());
+        assert_eq!((index.rows, index.key_bytes), (0, 0));
     }
 }
