@@ -15,6 +15,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use self::one_pass::OnePassDecoder;
 
 mod one_pass;
+mod text;
 
 /// `'format' = 'json'`.
 #[derive(Debug, Clone)]

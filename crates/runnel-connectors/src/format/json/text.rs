@@ -1,0 +1,379 @@
+//! Reading JSON text for the one-pass decoder: a record's bytes under a cursor
+//! ([`Input`]) that finds strings' ends, numbers' text and whole values to step over, and
+//! the scalars it builds from them (integers, decimals, zone-less timestamps, unescaped
+//! strings). Each gives up ([`GiveUp`]) on any form it is not sure arrow-json reads the
+//! same way.
+
+use datafusion::arrow::datatypes::TimeUnit;
+
+use super::one_pass::{GiveUp, Step};
+
+/// The bytes of one record and how far they are read.
+pub(super) struct Input<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
+}
+
+impl<'a> Input<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    pub(super) fn at_end(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    pub(super) fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    pub(super) fn next_byte(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    pub(super) fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// Consumes `literal` (`null`, `true`, `false`) or gives up.
+    pub(super) fn literal(&mut self, literal: &[u8]) -> Step {
+        if self.bytes[self.at..].starts_with(literal) {
+            self.at += literal.len();
+            Ok(())
+        } else {
+            Err(GiveUp)
+        }
+    }
+
+    /// After an opening quote: the string's raw bytes up to the closing quote (which is
+    /// consumed), and whether they hold an escape.
+    pub(super) fn raw_string(&mut self) -> Step<(&'a [u8], bool)> {
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            let rest = &self.bytes[self.at..];
+            match quote_or_backslash(rest) {
+                Some(n) if rest[n] == b'"' => {
+                    self.at += n + 1;
+                    return Ok((&self.bytes[start..self.at - 1], escaped));
+                }
+                // A backslash: the byte after it is escaped, whatever it is.
+                Some(n) => {
+                    escaped = true;
+                    self.at += n + 2;
+                    if self.at > self.bytes.len() {
+                        return Err(GiveUp);
+                    }
+                }
+                None => return Err(GiveUp),
+            }
+        }
+    }
+
+    /// The text of a number: an optional minus, then digits, a fraction and an exponent
+    /// as far as they go. Gives up unless it starts with a digit after the sign.
+    pub(super) fn number_text(&mut self) -> Step<&'a [u8]> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        if !matches!(self.peek(), Some(b'0'..=b'9')) {
+            return Err(GiveUp);
+        }
+        while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = self.peek() {
+            self.at += 1;
+        }
+        Ok(&self.bytes[start..self.at])
+    }
+
+    /// Steps over one value without decoding it.
+    pub(super) fn skip_value(&mut self) -> Step {
+        match self.peek().ok_or(GiveUp)? {
+            b'"' => {
+                self.at += 1;
+                self.raw_string().map(|_| ())
+            }
+            b'{' | b'[' => self.skip_nested(),
+            b'n' => self.literal(b"null"),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            _ => self.number_text().map(|_| ()),
+        }
+    }
+
+    /// Steps over an object or array by counting brackets outside strings.
+    fn skip_nested(&mut self) -> Step {
+        let mut depth = 0usize;
+        while let Some(byte) = self.next_byte() {
+            match byte {
+                b'"' => {
+                    self.raw_string()?;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(GiveUp)
+    }
+}
+
+/// Where the first `"` or `\` of `bytes` is. Most strings of a record are short (keys,
+/// numbers' digits, codes), where `memchr2` costs more to set up than it saves: the first
+/// 64 bytes are searched eight at a time in a `u64`, the rest with `memchr2`.
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let head = &bytes[..bytes.len().min(64)];
+    let mut words = head.chunks_exact(8);
+    for (i, word) in words.by_ref().enumerate() {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        // A byte of `x` is zero where `word` holds the byte searched for; the lowest
+        // flagged byte is the first such (flags above it may be false).
+        let quotes = word ^ (ONES * u64::from(b'"'));
+        let backslashes = word ^ (ONES * u64::from(b'\\'));
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+        let found = (zero(quotes) | zero(backslashes)) & HIGH_BITS;
+        if found != 0 {
+            return Some(i * 8 + found.trailing_zeros() as usize / 8);
+        }
+    }
+    let tail = head.len() - words.remainder().len();
+    if let Some(n) = words
+        .remainder()
+        .iter()
+        .position(|b| matches!(b, b'"' | b'\\'))
+    {
+        return Some(tail + n);
+    }
+    memchr::memchr2(b'"', b'\\', &bytes[head.len()..]).map(|n| head.len() + n)
+}
+
+/// An integer written as `-?[0-9]+` (no fraction, no exponent) that fits an `i64`.
+pub(super) fn integer(text: &[u8]) -> Step<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(GiveUp);
+    }
+    let magnitude = if digits.len() <= 18 {
+        digits
+            .iter()
+            .fold(0i64, |value, digit| value * 10 + i64::from(digit - b'0'))
+    } else {
+        digits
+            .iter()
+            .try_fold(0i64, |value, digit| {
+                value.checked_mul(10)?.checked_add(i64::from(digit - b'0'))
+            })
+            .ok_or(GiveUp)?
+    };
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
+/// A decimal written as `-?[0-9]+(\.[0-9]+)?` with at most `scale` fraction digits and at
+/// most `precision` digits in all, as an integer of `scale` fraction digits.
+pub(super) fn decimal(text: &[u8], precision: u8, scale: i8) -> Step<i128> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, text),
+    };
+    let (whole, fraction) = match digits.iter().position(|b| *b == b'.') {
+        Some(dot) => (&digits[..dot], &digits[dot + 1..]),
+        None => (digits, &digits[digits.len()..]),
+    };
+    let scale = scale as usize;
+    let significant = whole.iter().skip_while(|b| **b == b'0').count();
+    if whole.is_empty()
+        || (digits.len() > whole.len() && fraction.is_empty())
+        || fraction.len() > scale
+        || significant + scale > precision as usize
+        || !whole.iter().chain(fraction).all(u8::is_ascii_digit)
+    {
+        return Err(GiveUp);
+    }
+    let mut value = whole
+        .iter()
+        .chain(fraction)
+        .fold(0i128, |value, digit| value * 10 + i128::from(digit - b'0'));
+    value *= 10i128.pow((scale - fraction.len()) as u32);
+    Ok(if negative { -value } else { value })
+}
+
+/// `yyyy-MM-dd[T ]HH:mm:ss[.f…]` (one to nine fraction digits, no zone) in `unit` since
+/// the epoch.
+pub(super) fn timestamp(text: &[u8], unit: TimeUnit) -> Step<i64> {
+    let number = |range: std::ops::Range<usize>| -> Step<i64> {
+        let digits = text.get(range).ok_or(GiveUp)?;
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return Err(GiveUp);
+        }
+        Ok(digits
+            .iter()
+            .fold(0, |value, digit| value * 10 + i64::from(digit - b'0')))
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b' '), (13, b':'), (16, b':')];
+    if text.len() < 19
+        || separators
+            .iter()
+            .any(|(at, sep)| text[*at] != *sep && !(*at == 10 && text[*at] == b'T'))
+    {
+        return Err(GiveUp);
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return Err(GiveUp);
+    }
+    let nanos = match text.len() {
+        19 => 0,
+        20 => return Err(GiveUp),
+        len if len <= 29 && text[19] == b'.' => number(20..len)? * 10i64.pow(29 - len as u32),
+        _ => return Err(GiveUp),
+    };
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    Ok(match unit {
+        TimeUnit::Second => seconds,
+        TimeUnit::Millisecond => seconds * 1_000 + nanos / 1_000_000,
+        TimeUnit::Microsecond => seconds * 1_000_000 + nanos / 1_000,
+        TimeUnit::Nanosecond => seconds
+            .checked_mul(1_000_000_000)
+            .and_then(|n| n.checked_add(nanos))
+            .ok_or(GiveUp)?,
+    })
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Appends the string `raw` (a JSON string's bytes between its quotes) decoded to `out`.
+pub(super) fn unescape(raw: &[u8], out: &mut Vec<u8>) -> Step {
+    out.clear();
+    let mut rest = raw;
+    while let Some(n) = memchr::memchr(b'\\', rest) {
+        out.extend_from_slice(&rest[..n]);
+        let escape = rest.get(n + 1).ok_or(GiveUp)?;
+        rest = &rest[n + 2..];
+        let byte = match escape {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let (code, after) = hex4(rest)?;
+                rest = after;
+                let code = match code {
+                    0xd800..=0xdbff => {
+                        let low = rest.strip_prefix(b"\\u").ok_or(GiveUp)?;
+                        let (low, after) = hex4(low)?;
+                        if !(0xdc00..=0xdfff).contains(&low) {
+                            return Err(GiveUp);
+                        }
+                        rest = after;
+                        0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00)
+                    }
+                    0xdc00..=0xdfff => return Err(GiveUp),
+                    code => code,
+                };
+                let c = char::from_u32(code).ok_or(GiveUp)?;
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                continue;
+            }
+            _ => return Err(GiveUp),
+        };
+        out.push(byte);
+    }
+    out.extend_from_slice(rest);
+    Ok(())
+}
+
+/// Four hex digits at the start of `bytes`, and what follows them.
+fn hex4(bytes: &[u8]) -> Step<(u32, &[u8])> {
+    let digits = bytes.get(..4).ok_or(GiveUp)?;
+    let text = std::str::from_utf8(digits).map_err(|_| GiveUp)?;
+    let code = u32::from_str_radix(text, 16).map_err(|_| GiveUp)?;
+    Ok((code, &bytes[4..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_strings_end_wherever_it_falls() {
+        for len in 0..200 {
+            for found in [b'"', b'\\'] {
+                let mut bytes = vec![b'a'; len + 9];
+                bytes[len] = found;
+                // A second match after the first must not be taken.
+                bytes[len + 1] = b'"';
+                assert_eq!(quote_or_backslash(&bytes), Some(len), "at {len}");
+            }
+            assert_eq!(quote_or_backslash(&vec![b'a'; len]), None);
+        }
+    }
+
+    #[test]
+    fn reads_numbers_times_and_strings_as_arrow_does() {
+        assert_eq!(integer(b"-42"), Ok(-42));
+        assert_eq!(integer(b"4.2"), Err(GiveUp));
+        assert_eq!(integer(b"9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(integer(b"9223372036854775808"), Err(GiveUp));
+        assert_eq!(decimal(b"677.5", 12, 2), Ok(67_750));
+        assert_eq!(decimal(b"-0.07", 12, 2), Ok(-7));
+        assert_eq!(decimal(b"1.234", 12, 2), Err(GiveUp));
+        assert_eq!(decimal(b"12345678901", 12, 2), Err(GiveUp));
+        assert_eq!(decimal(b"5.", 12, 2), Err(GiveUp));
+        let ms = TimeUnit::Millisecond;
+        assert_eq!(
+            timestamp(b"2024-01-01 00:05:00.250", ms),
+            Ok(1_704_067_500_250)
+        );
+        assert_eq!(timestamp(b"2024-01-01T00:05:00", ms), Ok(1_704_067_500_000));
+        assert_eq!(timestamp(b"1969-12-31 23:59:59.999", ms), Ok(-1));
+        assert_eq!(timestamp(b"2023-02-29 00:00:00", ms), Err(GiveUp));
+        assert_eq!(timestamp(b"2024-01-01 00:05:00Z", ms), Err(GiveUp));
+        let mut out = Vec::new();
+        unescape(br#"a\"b\u00e9\ud83d\ude00"#, &mut out).unwrap();
+        assert_eq!(out, "a\"b\u{e9}\u{1f600}".as_bytes());
+        assert_eq!(unescape(br#"\udc00"#, &mut out), Err(GiveUp));
+    }
+}
