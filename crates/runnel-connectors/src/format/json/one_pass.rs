@@ -405,9 +405,10 @@ impl ObjectColumn {
     /// The field named `key`, `key` being the start of `window`.
     fn field(&self, key: &[u8], window: &[u8]) -> Option<usize> {
         let prefix = prefix(window, key.len());
-        let count = self.names.len();
-        (0..count)
-            .map(|i| (self.next + i) % count)
+        // From `next` to the end, then from the start: no division per probe.
+        let next = self.next.min(self.names.len());
+        (next..self.names.len())
+            .chain(0..next)
             .find(|i| self.names[*i].is(key, prefix))
     }
 
@@ -594,6 +595,12 @@ mod tests {
         "{}",
         "12.345",
         "1234567890123.5",
+        "1.",
+        "-1.e5",
+        "1e",
+        "1e+",
+        "-0",
+        "00.5",
         "nul",
     ];
     /// Values under keys the schema does not hold: valid JSON of every kind.
