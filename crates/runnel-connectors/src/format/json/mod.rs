@@ -59,7 +59,8 @@ impl JsonFormat {
 
     /// Decodes every record, or fails if any record is not exactly one valid object.
     pub(crate) fn decode_all(&self, records: &[&[u8]]) -> Result<RecordBatch, String> {
-        let batch = match self.one_pass.as_ref().map(|d| d.decode(records)) {
+        let one_pass = self.one_pass.as_ref().filter(|d| d.worth_trying());
+        let batch = match one_pass.map(|d| d.decode(records)) {
             Some(Ok(batch)) => batch,
             _ => self.decode_with_arrow_json(records)?,
         };

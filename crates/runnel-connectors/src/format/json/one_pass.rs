@@ -13,6 +13,7 @@
 //! it builds equals arrow-json's. One difference is left: a value under a key the schema
 //! does not hold is skipped without being checked.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::array::NullBufferBuilder;
@@ -36,10 +37,20 @@ pub(super) struct GiveUp;
 
 pub(super) type Step<T = ()> = Result<T, GiveUp>;
 
+/// Batches given up in a row after which the decoder rests: it then tries one batch in
+/// [`RESTING_BATCHES`], so a stream it cannot take (numbers written as strings, say)
+/// costs little more than arrow-json alone.
+const GIVE_UPS_BEFORE_RESTING: u32 = 8;
+const RESTING_BATCHES: u32 = 64;
+
 /// Decodes records of one schema; see the module docs for what it takes on.
 #[derive(Debug)]
 pub(super) struct OnePassDecoder {
     schema: SchemaRef,
+    /// Batches given up since the last one built, and batches asked about while
+    /// resting (see [`GIVE_UPS_BEFORE_RESTING`]).
+    gave_up_in_a_row: AtomicU32,
+    asked_while_resting: AtomicU32,
 }
 
 impl OnePassDecoder {
@@ -49,11 +60,35 @@ impl OnePassDecoder {
             .fields()
             .iter()
             .all(|f| builds(f.data_type()))
-            .then_some(Self { schema })
+            .then_some(Self {
+                schema,
+                gave_up_in_a_row: AtomicU32::new(0),
+                asked_while_resting: AtomicU32::new(0),
+            })
+    }
+
+    /// Whether to try the next batch at all (see [`GIVE_UPS_BEFORE_RESTING`]).
+    pub fn worth_trying(&self) -> bool {
+        self.gave_up_in_a_row.load(Ordering::Relaxed) < GIVE_UPS_BEFORE_RESTING
+            || self
+                .asked_while_resting
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(RESTING_BATCHES)
     }
 
     /// One row per record, each record one JSON object.
     pub fn decode(&self, records: &[&[u8]]) -> Step<RecordBatch> {
+        let decoded = self.decode_batch(records);
+        match decoded {
+            Ok(_) => self.gave_up_in_a_row.store(0, Ordering::Relaxed),
+            Err(GiveUp) => {
+                self.gave_up_in_a_row.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        decoded
+    }
+
+    fn decode_batch(&self, records: &[&[u8]]) -> Step<RecordBatch> {
         let mut root = ObjectColumn::new(self.schema.fields(), false, records.len());
         let mut scratch = Vec::new();
         for record in records {
@@ -693,6 +728,23 @@ mod tests {
             }
         }
         assert!(built_with_trouble > 20, "{built_with_trouble} of 200 built");
+    }
+
+    #[test]
+    fn after_eight_batches_given_up_it_tries_one_in_sixty_four_until_one_is_built() {
+        let decoder = OnePassDecoder::new(schema()).unwrap();
+        let bad: &[&[u8]] = &[br#"{"id": "1"}"#];
+        let good: &[&[u8]] = &[br#"{"id": 1}"#];
+        for _ in 0..GIVE_UPS_BEFORE_RESTING {
+            assert!(decoder.worth_trying());
+            assert_eq!(decoder.decode(bad), Err(GiveUp));
+        }
+        let tried = (0..2 * RESTING_BATCHES)
+            .filter(|_| decoder.worth_trying())
+            .count();
+        assert_eq!(tried, 2);
+        assert!(decoder.decode(good).is_ok());
+        assert!((0..10).all(|_| decoder.worth_trying()));
     }
 
     #[test]
