@@ -56,15 +56,11 @@ pub(super) struct OnePassDecoder {
 impl OnePassDecoder {
     /// `None` when `schema` holds a type this decoder does not build.
     pub fn new(schema: SchemaRef) -> Option<Self> {
-        schema
-            .fields()
-            .iter()
-            .all(|f| builds(f.data_type()))
-            .then_some(Self {
-                schema,
-                gave_up_in_a_row: AtomicU32::new(0),
-                asked_while_resting: AtomicU32::new(0),
-            })
+        ObjectColumn::new(schema.fields(), false, 0).map(|_| Self {
+            schema,
+            gave_up_in_a_row: AtomicU32::new(0),
+            asked_while_resting: AtomicU32::new(0),
+        })
     }
 
     /// Whether to try the next batch at all (see [`GIVE_UPS_BEFORE_RESTING`]).
@@ -89,7 +85,8 @@ impl OnePassDecoder {
     }
 
     fn decode_batch(&self, records: &[&[u8]]) -> Step<RecordBatch> {
-        let mut root = ObjectColumn::new(self.schema.fields(), false, records.len());
+        let mut root =
+            ObjectColumn::new(self.schema.fields(), false, records.len()).ok_or(GiveUp)?;
         let mut scratch = Vec::new();
         for record in records {
             let mut input = Input::new(record);
@@ -110,21 +107,6 @@ impl OnePassDecoder {
             &RecordBatchOptions::new().with_row_count(Some(records.len())),
         )
         .map_err(|_| GiveUp)
-    }
-}
-
-/// Whether [`Column`] builds `data_type`.
-fn builds(data_type: &DataType) -> bool {
-    use DataType::*;
-    match data_type {
-        Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32
-        | Float64 | Utf8 => true,
-        Decimal128(precision, scale) => {
-            *precision <= 38 && *scale >= 0 && *scale as u8 <= *precision
-        }
-        Timestamp(_, None) => true,
-        Struct(fields) => fields.iter().all(|f| builds(f.data_type())),
-        _ => false,
     }
 }
 
@@ -218,8 +200,10 @@ enum Column {
 }
 
 impl Column {
-    fn new(field: &Field, capacity: usize) -> Self {
-        match field.data_type() {
+    /// `None` for a type it does not build (lists, maps, binary, intervals, timestamps
+    /// with a zone, ...).
+    fn new(field: &Field, capacity: usize) -> Option<Self> {
+        Some(match field.data_type() {
             DataType::Boolean => Column::Boolean(
                 BooleanBufferBuilder::new(capacity),
                 Validity::new(field.is_nullable(), capacity),
@@ -234,17 +218,19 @@ impl Column {
             DataType::UInt64 => Column::UInt64(Values::new(field, capacity)),
             DataType::Float32 => Column::Float32(Values::new(field, capacity)),
             DataType::Float64 => Column::Float64(Values::new(field, capacity)),
-            DataType::Decimal128(p, s) => Column::Decimal(Values::new(field, capacity), *p, *s),
-            DataType::Timestamp(TimeUnit::Second, _) => {
+            DataType::Decimal128(p, s) if *p <= 38 && *s >= 0 && *s as u8 <= *p => {
+                Column::Decimal(Values::new(field, capacity), *p, *s)
+            }
+            DataType::Timestamp(TimeUnit::Second, None) => {
                 Column::Second(Values::new(field, capacity))
             }
-            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            DataType::Timestamp(TimeUnit::Millisecond, None) => {
                 Column::Millisecond(Values::new(field, capacity))
             }
-            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            DataType::Timestamp(TimeUnit::Microsecond, None) => {
                 Column::Microsecond(Values::new(field, capacity))
             }
-            DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            DataType::Timestamp(TimeUnit::Nanosecond, None) => {
                 Column::Nanosecond(Values::new(field, capacity))
             }
             DataType::Utf8 => Column::Utf8(
@@ -252,11 +238,10 @@ impl Column {
                 field.is_nullable(),
             ),
             DataType::Struct(fields) => {
-                Column::Object(ObjectColumn::new(fields, field.is_nullable(), capacity))
+                Column::Object(ObjectColumn::new(fields, field.is_nullable(), capacity)?)
             }
-            // `builds` admits only the types above; this arm is never taken.
-            _ => Column::Int64(Values::new(field, capacity)),
-        }
+            _ => return None,
+        })
     }
 
     /// Decodes the value at `input` (after any whitespace) into this field.
@@ -425,16 +410,20 @@ struct ObjectColumn {
 }
 
 impl ObjectColumn {
-    fn new(fields: &Fields, nullable: bool, capacity: usize) -> Self {
-        Self {
+    /// `None` when a field has a type [`Column`] does not build.
+    fn new(fields: &Fields, nullable: bool, capacity: usize) -> Option<Self> {
+        Some(Self {
             fields: fields.clone(),
             names: fields.iter().map(|f| FieldName::new(f.name())).collect(),
-            children: fields.iter().map(|f| Column::new(f, capacity)).collect(),
+            children: fields
+                .iter()
+                .map(|f| Column::new(f, capacity))
+                .collect::<Option<_>>()?,
             validity: Validity::new(nullable, capacity),
             seen_in: vec![0; fields.len()],
             row: 0,
             next: 0,
-        }
+        })
     }
 
     /// The field named `key`, `key` being the start of `window`.
@@ -745,6 +734,19 @@ mod tests {
         assert_eq!(tried, 2);
         assert!(decoder.decode(good).is_ok());
         assert!((0..10).all(|_| decoder.worth_trying()));
+    }
+
+    #[test]
+    fn a_schema_with_a_type_it_does_not_build_is_left_to_arrow_json() {
+        use DataType::*;
+        let zoned = Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let list = List(Arc::new(Field::new("item", Int64, true)));
+        for data_type in [zoned, list, Decimal128(10, -2)] {
+            let nested = Struct(Fields::from(vec![Field::new("x", data_type, true)]));
+            let schema = Schema::new(vec![Field::new("n", nested, true)]);
+            assert!(OnePassDecoder::new(Arc::new(schema)).is_none());
+        }
+        assert!(OnePassDecoder::new(schema()).is_some());
     }
 
     #[test]
