@@ -620,7 +620,10 @@ async fn postgres_through_debezium_and_runnel_into_a_postgres_warehouse() {
             for job in &mut running {
                 if let Some(status) = job.child.try_wait().expect("wait") {
                     drain(job, &mut log);
-                    panic!("runnel ended ({status}) before it was killed:\n{log}");
+                    panic!(
+                        "runnel ended ({status}) before it was killed:\n{}",
+                        log_tail(&log)
+                    );
                 }
                 job.child.kill().expect("SIGKILL");
                 let _ = job.child.wait();
@@ -814,7 +817,11 @@ async fn a_warehouse_restart_mid_run_costs_a_pause_not_rows() {
     let status = running.child.wait().expect("wait");
     let mut log = String::new();
     drain(&running, &mut log);
-    assert!(status.success(), "the job failed ({status}):\n{log}");
+    assert!(
+        status.success(),
+        "the job failed ({status}):\n{}",
+        log_tail(&log)
+    );
     assert!(
         log.contains("failed; retrying"),
         "the restart was noticed:\n{log}"

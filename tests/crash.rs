@@ -60,7 +60,10 @@ fn run_with_kills(
         loop {
             if let Some(status) = running.child.try_wait().expect("wait") {
                 drain(&running, &mut log);
-                panic!("runnel ended ({status}) after {kills} kills:\n{log}");
+                panic!(
+                    "runnel ended ({status}) after {kills} kills:\n{}",
+                    log_tail(&log)
+                );
             }
             let stored = match running.lines.recv_timeout(Duration::from_millis(5)) {
                 Ok(line) => {
@@ -114,7 +117,10 @@ fn run_through_outage(
         std::thread::sleep(Duration::from_millis(100));
         if let Some(status) = running.child.try_wait().expect("wait") {
             drain(&running, &mut log);
-            panic!("runnel ended ({status}) during the outage:\n{log}");
+            panic!(
+                "runnel ended ({status}) during the outage:\n{}",
+                log_tail(&log)
+            );
         }
     }
     std::thread::sleep(Duration::from_secs(8));

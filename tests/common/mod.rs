@@ -18,7 +18,7 @@ mod running;
 mod server;
 pub use browser::Browser;
 pub use postgres::*;
-pub use running::{drain, start_with, stop_cleanly, Running};
+pub use running::{drain, log_tail, start_with, stop_cleanly, Running};
 pub use server::Served;
 
 /// Bootstrap address of the test broker.

@@ -67,8 +67,28 @@ pub fn stop_cleanly(mut running: Running, log: &mut String) {
     drain(&running, log);
     assert!(
         status.success(),
-        "runnel did not stop cleanly ({status}):\n{log}"
+        "runnel did not stop cleanly ({status}):\n{}",
+        log_tail(log)
     );
+}
+
+/// The last lines of a run's log for a failure message, without librdkafka's own log
+/// lines (`%3|…`), which repeat many times a second while a broker is down and would push
+/// the line that says why out of a truncated CI log.
+pub fn log_tail(log: &str) -> String {
+    const LINES: usize = 60;
+    let (librdkafka, runnel): (Vec<&str>, Vec<&str>) =
+        log.lines().partition(|line| line.starts_with('%'));
+    let skipped = runnel.len().saturating_sub(LINES);
+    let mut tail = format!(
+        "({} librdkafka lines and the first {skipped} others left out)\n",
+        librdkafka.len()
+    );
+    for line in &runnel[skipped..] {
+        tail.push_str(line);
+        tail.push('\n');
+    }
+    tail
 }
 
 /// Moves every stderr line that arrives within 200 ms of the last into `log`.
