@@ -205,3 +205,65 @@ async fn an_unbounded_join_runs_with_a_warning_or_is_refused_on_request() {
         "{refused}"
     );
 }
+
+/// A job whose final checkpoint fails as it is stopped (its commit refused, as a broker
+/// back from an outage may refuse one) restarts as its strategy allows and takes the
+/// final checkpoint on the new run: the stop succeeds, long before its timeout. Without
+/// restarts the stop answers at once with the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_whose_final_checkpoint_fails_restarts_the_job_and_stops_it() {
+    use std::time::{Duration, Instant};
+    for (strategy, restarts) in [("fixed-delay", 1), ("none", 0)] {
+        let dir = crate::common::scratch_dir(&format!("stop-failing-{strategy}"));
+        let engine = runnel::Engine::default();
+        engine.inject_faults(runnel::runtime::FaultInjection {
+            fail_commits: true,
+            ..Default::default()
+        });
+        let sql = format!(
+            "SET 'execution.checkpointing.interval' = '1 h';
+            SET 'state.checkpoints.dir' = '{}';
+            SET 'restart-strategy.type' = '{strategy}';
+            SET 'restart-strategy.fixed-delay.delay' = '0 ms';
+            CREATE TABLE claims (policy_id BIGINT) WITH (
+                'connector' = 'datagen', 'rows-per-second' = '1000');
+            CREATE TABLE out (policy_id BIGINT) WITH ('connector' = 'blackhole');
+            INSERT INTO out SELECT policy_id FROM claims",
+            dir.display()
+        );
+        let job = engine
+            .execute(&sql)
+            .await
+            .expect("the job starts")
+            .into_iter()
+            .find_map(|executed| match executed {
+                runnel::Executed::Job(job) => Some(job),
+                _ => None,
+            })
+            .expect("a job");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let asked = Instant::now();
+        let stopped = job.stop(Duration::from_secs(60)).await;
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "{strategy}: the stop waited {:?}",
+            asked.elapsed()
+        );
+        let metrics = engine.jobs()[0].metrics.snapshot();
+        assert_eq!(metrics.restarts, restarts, "{strategy}");
+        match stopped {
+            Ok(_) => {
+                assert_eq!(restarts, 1, "{strategy}: stopped without the restart");
+                assert_eq!(metrics.checkpoints, 1, "{strategy}: the final checkpoint");
+            }
+            Err(e) => {
+                assert_eq!(restarts, 0, "{strategy}: {e}");
+                assert!(
+                    e.to_string()
+                        .contains("simulated failure to commit checkpoint"),
+                    "{strategy}: {e}"
+                );
+            }
+        }
+    }
+}

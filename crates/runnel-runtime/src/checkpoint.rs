@@ -678,6 +678,11 @@ impl CheckpointCommit {
         if let Some(pause) = self.faults.pause_before_commit {
             tokio::time::sleep(pause).await;
         }
+        if self.faults.fail_commits {
+            return Err(RuntimeError::Task(format!(
+                "simulated failure to commit checkpoint {id}"
+            )));
+        }
         for side_sink in &mut side_sinks {
             side_sink.commit_checkpoint(&stored).await?;
         }

@@ -72,6 +72,8 @@ pub struct FaultInjection {
     /// A pause between storing each checkpoint and committing it, so a crash test can
     /// kill the process exactly there.
     pub pause_before_commit: Option<std::time::Duration>,
+    /// Every checkpoint's commit fails, as a sink's does when its broker refuses it.
+    pub fail_commits: bool,
 }
 
 /// What a crash may do to a job's output (the sink's `'sink.delivery-guarantee'`).

@@ -114,10 +114,6 @@ impl Attempt {
         }
     }
 
-    fn is_finished(&self) -> bool {
-        self.tasks.iter().all(|(_, t)| t.is_finished())
-    }
-
     fn abort_handles(&self) -> Vec<AbortHandle> {
         self.tasks
             .iter()
@@ -126,20 +122,21 @@ impl Attempt {
             .collect()
     }
 
-    /// See [`JobHandle::stop`].
-    async fn stop(&mut self, timeout: Duration, metrics: &JobMetrics) -> Result<()> {
+    /// See [`JobHandle::stop`]; gives up at `deadline`.
+    async fn stop(&mut self, deadline: StopDeadline, metrics: &JobMetrics) -> Stopping {
         if self.checkpoints.is_none() {
             if let Some(stop) = self.sink_stop.take() {
                 let _ = stop.send(());
                 let stopped = &self.stopped_task;
                 if let Some(at) = self.tasks.iter().position(|(name, _)| name == stopped) {
                     let (_, sink) = self.tasks.remove(at);
-                    match tokio::time::timeout(timeout, sink).await {
+                    match tokio::time::timeout_at(deadline.at, sink).await {
                         Ok(Ok(Err(e))) => {
                             self.abort();
-                            return Err(e);
+                            return Stopping::Done(Err(e));
                         }
                         Err(_) => {
+                            let timeout = deadline.timeout;
                             tracing::warn!(?timeout, "the sink did not write what it held in time")
                         }
                         Ok(_) => {}
@@ -147,27 +144,61 @@ impl Attempt {
                 }
             }
         }
-        if let Some(coordinator) = &self.checkpoints {
+        if let Some(coordinator) = self.checkpoints.clone() {
             let before = metrics.checkpoints.load(Ordering::Relaxed);
             let id = coordinator.trigger();
-            let deadline = tokio::time::Instant::now() + timeout;
-            while metrics.checkpoints.load(Ordering::Relaxed) == before {
-                if self.is_finished() {
-                    break;
+            let committed = async {
+                while metrics.checkpoints.load(Ordering::Relaxed) == before {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                if tokio::time::Instant::now() >= deadline {
+            };
+            // A task that fails meanwhile (a sink whose commit a broker refused) fails the
+            // attempt: waiting on would only end at the deadline.
+            tokio::select! {
+                () = committed => {
+                    tracing::info!(checkpoint = id, "stopped after a final checkpoint");
+                }
+                ended = self.wait() => {
+                    if let Err(failure) = ended {
+                        return Stopping::Failed(failure);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.at) => {
                     self.abort();
-                    return Err(RuntimeError::Checkpoint(format!(
+                    let timeout = deadline.timeout;
+                    return Stopping::Done(Err(RuntimeError::Checkpoint(format!(
                         "the final checkpoint {id} did not complete within {timeout:?}"
-                    )));
+                    ))));
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            tracing::info!(checkpoint = id, "stopped after a final checkpoint");
         }
         self.abort();
-        Ok(())
+        Stopping::Done(Ok(()))
     }
+}
+
+/// When a stop gives up: `timeout` after it was asked for.
+#[derive(Debug, Clone, Copy)]
+struct StopDeadline {
+    at: tokio::time::Instant,
+    timeout: Duration,
+}
+
+/// How [`Attempt::stop`] went.
+enum Stopping {
+    /// The job stopped (after its final checkpoint, when it checkpoints), or the stop
+    /// failed for good: the stop's answer.
+    Done(Result<()>),
+    /// A task failed before the final checkpoint was committed. The job restarts as its
+    /// strategy allows, and the new attempt takes the final checkpoint.
+    Failed(RuntimeError),
+}
+
+/// A stop asked for and not yet answered, while the job restarts to take its final
+/// checkpoint.
+struct PendingStop {
+    deadline: StopDeadline,
+    done: oneshot::Sender<Result<()>>,
 }
 
 impl JobHandle {
@@ -295,19 +326,54 @@ async fn supervise(
     mut commands: mpsc::UnboundedReceiver<Command>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
 ) -> Result<()> {
+    let mut stopping: Option<PendingStop> = None;
     loop {
-        let failure = tokio::select! {
-            outcome = attempt.wait() => match outcome {
-                Ok(()) => return Ok(()),
-                Err(failure) => failure,
+        let failure = match stopping.take() {
+            Some(stop) => match attempt.stop(stop.deadline, &metrics).await {
+                Stopping::Done(result) => {
+                    let _ = stop.done.send(result);
+                    return Ok(());
+                }
+                Stopping::Failed(failure) => {
+                    stopping = Some(stop);
+                    failure
+                }
             },
-            Some(Command::Stop { timeout, done }) = commands.recv() => {
-                let _ = done.send(attempt.stop(timeout, &metrics).await);
-                return Ok(());
+            None => tokio::select! {
+                outcome = attempt.wait() => match outcome {
+                    Ok(()) => return Ok(()),
+                    Err(failure) => failure,
+                },
+                Some(Command::Stop { timeout, done }) = commands.recv() => {
+                    let deadline = StopDeadline {
+                        at: tokio::time::Instant::now() + timeout,
+                        timeout,
+                    };
+                    match attempt.stop(deadline, &metrics).await {
+                        Stopping::Done(result) => {
+                            let _ = done.send(result);
+                            return Ok(());
+                        }
+                        Stopping::Failed(failure) => {
+                            tracing::warn!(error = %failure, "the job failed while taking its final checkpoint");
+                            stopping = Some(PendingStop { deadline, done });
+                            failure
+                        }
+                    }
+                }
+            },
+        };
+        // The stop (if one is waiting) is answered with the failure when the job does
+        // not restart; the failure is the job's end otherwise.
+        let give_up = |stopping: Option<PendingStop>, failure: RuntimeError| match stopping {
+            Some(stop) => {
+                let _ = stop.done.send(Err(failure));
+                Ok(())
             }
+            None => Err(failure),
         };
         let Some(restarts) = restarts.as_mut() else {
-            return Err(failure);
+            return give_up(stopping, failure);
         };
         attempt.end().await;
         let mut failure = failure;
@@ -323,8 +389,13 @@ async fn supervise(
                         "the job failed and its restart strategy allows no more restarts"
                     );
                 }
-                return Err(failure);
+                return give_up(stopping, failure);
             };
+            if let Some(stop) = &stopping {
+                if tokio::time::Instant::now() + delay >= stop.deadline.at {
+                    return give_up(stopping, failure);
+                }
+            }
             let restart = metrics.restarts.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(
                 restart,
