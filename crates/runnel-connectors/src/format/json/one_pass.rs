@@ -29,7 +29,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use super::text::{decimal, integer, timestamp, unescape, Input};
+use super::text::{decimal, integer, timestamp, unescape, Input, LastDate};
 
 /// The one-pass decoder gave a batch up: arrow-json decodes it instead.
 #[derive(Debug, PartialEq)]
@@ -191,10 +191,10 @@ enum Column {
     Float32(Values<Float32Type>),
     Float64(Values<Float64Type>),
     Decimal(Values<Decimal128Type>, u8, i8),
-    Second(Values<TimestampSecondType>),
-    Millisecond(Values<TimestampMillisecondType>),
-    Microsecond(Values<TimestampMicrosecondType>),
-    Nanosecond(Values<TimestampNanosecondType>),
+    Second(Values<TimestampSecondType>, LastDate),
+    Millisecond(Values<TimestampMillisecondType>, LastDate),
+    Microsecond(Values<TimestampMicrosecondType>, LastDate),
+    Nanosecond(Values<TimestampNanosecondType>, LastDate),
     Utf8(StringBuilder, bool),
     Object(ObjectColumn),
 }
@@ -222,16 +222,16 @@ impl Column {
                 Column::Decimal(Values::new(field, capacity), *p, *s)
             }
             DataType::Timestamp(TimeUnit::Second, None) => {
-                Column::Second(Values::new(field, capacity))
+                Column::Second(Values::new(field, capacity), LastDate::default())
             }
             DataType::Timestamp(TimeUnit::Millisecond, None) => {
-                Column::Millisecond(Values::new(field, capacity))
+                Column::Millisecond(Values::new(field, capacity), LastDate::default())
             }
             DataType::Timestamp(TimeUnit::Microsecond, None) => {
-                Column::Microsecond(Values::new(field, capacity))
+                Column::Microsecond(Values::new(field, capacity), LastDate::default())
             }
             DataType::Timestamp(TimeUnit::Nanosecond, None) => {
-                Column::Nanosecond(Values::new(field, capacity))
+                Column::Nanosecond(Values::new(field, capacity), LastDate::default())
             }
             DataType::Utf8 => Column::Utf8(
                 StringBuilder::with_capacity(capacity, capacity * 16),
@@ -271,10 +271,10 @@ impl Column {
             Column::Decimal(v, precision, scale) => {
                 v.push(decimal(input.number_text()?, *precision, *scale)?)
             }
-            Column::Second(v) => v.push(instant(input, TimeUnit::Second)?),
-            Column::Millisecond(v) => v.push(instant(input, TimeUnit::Millisecond)?),
-            Column::Microsecond(v) => v.push(instant(input, TimeUnit::Microsecond)?),
-            Column::Nanosecond(v) => v.push(instant(input, TimeUnit::Nanosecond)?),
+            Column::Second(v, last) => v.push(instant(input, TimeUnit::Second, last)?),
+            Column::Millisecond(v, last) => v.push(instant(input, TimeUnit::Millisecond, last)?),
+            Column::Microsecond(v, last) => v.push(instant(input, TimeUnit::Microsecond, last)?),
+            Column::Nanosecond(v, last) => v.push(instant(input, TimeUnit::Nanosecond, last)?),
             Column::Utf8(values, _) => {
                 if input.next_byte() != Some(b'"') {
                     return Err(GiveUp);
@@ -317,10 +317,10 @@ impl Column {
             Column::Float32(v) => v.null(),
             Column::Float64(v) => v.null(),
             Column::Decimal(v, _, _) => v.null(),
-            Column::Second(v) => v.null(),
-            Column::Millisecond(v) => v.null(),
-            Column::Microsecond(v) => v.null(),
-            Column::Nanosecond(v) => v.null(),
+            Column::Second(v, _) => v.null(),
+            Column::Millisecond(v, _) => v.null(),
+            Column::Microsecond(v, _) => v.null(),
+            Column::Nanosecond(v, _) => v.null(),
             Column::Utf8(values, nullable) => {
                 if !*nullable {
                     return Err(GiveUp);
@@ -351,10 +351,10 @@ impl Column {
             Column::Float32(v) => v.finish(),
             Column::Float64(v) => v.finish(),
             Column::Decimal(v, _, _) => v.finish(),
-            Column::Second(v) => v.finish(),
-            Column::Millisecond(v) => v.finish(),
-            Column::Microsecond(v) => v.finish(),
-            Column::Nanosecond(v) => v.finish(),
+            Column::Second(v, _) => v.finish(),
+            Column::Millisecond(v, _) => v.finish(),
+            Column::Microsecond(v, _) => v.finish(),
+            Column::Nanosecond(v, _) => v.finish(),
             Column::Utf8(values, _) => Arc::new(values.finish()),
             Column::Object(object) => {
                 let children = object.finish_fields()?;
@@ -382,14 +382,14 @@ fn float<T: std::str::FromStr>(text: &[u8]) -> Step<T> {
 }
 
 /// A timestamp: a string in [`timestamp`]'s form, or an integer in the column's unit.
-fn instant(input: &mut Input, unit: TimeUnit) -> Step<i64> {
+fn instant(input: &mut Input, unit: TimeUnit, last: &mut LastDate) -> Step<i64> {
     if input.peek() == Some(b'"') {
         input.at += 1;
         let (raw, escaped) = input.raw_string()?;
         if escaped {
             return Err(GiveUp);
         }
-        timestamp(raw, unit)
+        timestamp(raw, unit, last)
     } else {
         integer(input.number_text()?)
     }
@@ -436,6 +436,21 @@ impl ObjectColumn {
             .find(|i| self.names[*i].is(key, prefix))
     }
 
+    /// The next field in schema order, when the key at `input` (after its opening quote)
+    /// is its name written plainly; the key and its closing quote are then consumed.
+    /// Keys most often come in schema order, so most are matched without looking for
+    /// their end first.
+    fn expected_field(&self, input: &mut Input) -> Option<usize> {
+        let name = self.names.get(self.next).filter(|name| name.plain)?;
+        let rest = &input.bytes[input.at..];
+        let len = name.name.len();
+        if rest.get(len) != Some(&b'"') || !name.is(&rest[..len], prefix(rest, len)) {
+            return None;
+        }
+        input.at += len + 1;
+        Some(self.next)
+    }
+
     /// After an object's `{`: its keys and values up to its `}`; fields it leaves out
     /// are NULL.
     fn fields(&mut self, input: &mut Input, scratch: &mut Vec<u8>) -> Step {
@@ -448,17 +463,23 @@ impl ObjectColumn {
                 if input.next_byte() != Some(b'"') {
                     return Err(GiveUp);
                 }
-                let key_at = input.at;
-                let (key, escaped) = input.raw_string()?;
-                if escaped {
-                    return Err(GiveUp);
-                }
+                let field = match self.expected_field(input) {
+                    Some(i) => Some(i),
+                    None => {
+                        let key_at = input.at;
+                        let (key, escaped) = input.raw_string()?;
+                        if escaped {
+                            return Err(GiveUp);
+                        }
+                        self.field(key, &input.bytes[key_at..])
+                    }
+                };
                 input.skip_whitespace();
                 if input.next_byte() != Some(b':') {
                     return Err(GiveUp);
                 }
                 input.skip_whitespace();
-                match self.field(key, &input.bytes[key_at..]) {
+                match field {
                     Some(i) => {
                         if self.seen_in[i] == self.row {
                             return Err(GiveUp);
@@ -496,6 +517,10 @@ impl ObjectColumn {
 struct FieldName {
     name: Box<[u8]>,
     prefix: Option<u64>,
+    /// Whether the name is written as it is in a JSON key (no quote, backslash or
+    /// control character to escape), so the key's bytes can be compared with it before
+    /// the key's end is known.
+    plain: bool,
 }
 
 impl FieldName {
@@ -505,6 +530,7 @@ impl FieldName {
         padded.resize(name.len().max(8), 0);
         Self {
             prefix: prefix(&padded, name.len()),
+            plain: !name.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20),
             name,
         }
     }

@@ -211,9 +211,18 @@ pub(super) fn decimal(text: &[u8], precision: u8, scale: i8) -> Step<i128> {
     Ok(if negative { -value } else { value })
 }
 
+/// The date [`timestamp`] read last and its days since the epoch: the records of a
+/// stream mostly share their date, so it is parsed once.
+#[derive(Debug, Default)]
+pub(super) struct LastDate {
+    /// `yyyy-MM-dd` as written; all zero bytes (never a valid date) until one is read.
+    text: [u8; 10],
+    days: i64,
+}
+
 /// `yyyy-MM-dd[T ]HH:mm:ss[.f…]` (one to nine fraction digits, no zone) in `unit` since
 /// the epoch.
-pub(super) fn timestamp(text: &[u8], unit: TimeUnit) -> Step<i64> {
+pub(super) fn timestamp(text: &[u8], unit: TimeUnit, last: &mut LastDate) -> Step<i64> {
     let number = |range: std::ops::Range<usize>| -> Step<i64> {
         let digits = text.get(range).ok_or(GiveUp)?;
         if !digits.iter().all(u8::is_ascii_digit) {
@@ -223,23 +232,28 @@ pub(super) fn timestamp(text: &[u8], unit: TimeUnit) -> Step<i64> {
             .iter()
             .fold(0, |value, digit| value * 10 + i64::from(digit - b'0')))
     };
-    let separators = [(4, b'-'), (7, b'-'), (10, b' '), (13, b':'), (16, b':')];
-    if text.len() < 19
-        || separators
-            .iter()
-            .any(|(at, sep)| text[*at] != *sep && !(*at == 10 && text[*at] == b'T'))
-    {
+    if text.len() < 19 {
         return Err(GiveUp);
     }
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let days = if text[..10] == last.text {
+        last.days
+    } else {
+        if text[4] != b'-' || text[7] != b'-' {
+            return Err(GiveUp);
+        }
+        let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+        if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+            return Err(GiveUp);
+        }
+        last.text.copy_from_slice(&text[..10]);
+        last.days = days_from_civil(year, month, day);
+        last.days
+    };
+    if !matches!(text[10], b' ' | b'T') || text[13] != b':' || text[16] != b':' {
+        return Err(GiveUp);
+    }
     let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    if hour > 23 || minute > 59 || second > 59 {
         return Err(GiveUp);
     }
     let nanos = match text.len() {
@@ -248,7 +262,7 @@ pub(super) fn timestamp(text: &[u8], unit: TimeUnit) -> Step<i64> {
         len if len <= 29 && text[19] == b'.' => number(20..len)? * 10i64.pow(29 - len as u32),
         _ => return Err(GiveUp),
     };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second;
     Ok(match unit {
         TimeUnit::Second => seconds,
         TimeUnit::Millisecond => seconds * 1_000 + nanos / 1_000_000,
@@ -363,14 +377,19 @@ mod tests {
         assert_eq!(decimal(b"12345678901", 12, 2), Err(GiveUp));
         assert_eq!(decimal(b"5.", 12, 2), Err(GiveUp));
         let ms = TimeUnit::Millisecond;
-        assert_eq!(
-            timestamp(b"2024-01-01 00:05:00.250", ms),
-            Ok(1_704_067_500_250)
-        );
-        assert_eq!(timestamp(b"2024-01-01T00:05:00", ms), Ok(1_704_067_500_000));
-        assert_eq!(timestamp(b"1969-12-31 23:59:59.999", ms), Ok(-1));
-        assert_eq!(timestamp(b"2023-02-29 00:00:00", ms), Err(GiveUp));
-        assert_eq!(timestamp(b"2024-01-01 00:05:00Z", ms), Err(GiveUp));
+        // One `LastDate` throughout, as a column keeps it: a date read before is taken
+        // from it, and a date given up on is not kept.
+        let last = &mut LastDate::default();
+        let mut timestamp = |text: &[u8]| timestamp(text, ms, last);
+        assert_eq!(timestamp(b"2024-01-01 00:05:00.250"), Ok(1_704_067_500_250));
+        assert_eq!(timestamp(b"2024-01-01T00:05:00"), Ok(1_704_067_500_000));
+        assert_eq!(timestamp(b"2024-01-01 00:05:00Z"), Err(GiveUp));
+        assert_eq!(timestamp(b"2024-01-01 24:00:00"), Err(GiveUp));
+        assert_eq!(timestamp(b"1969-12-31 23:59:59.999"), Ok(-1));
+        assert_eq!(timestamp(b"2023-02-29 00:00:00"), Err(GiveUp));
+        assert_eq!(timestamp(b"2023-02-29 00:00:00"), Err(GiveUp));
+        assert_eq!(timestamp(b"2024-02-29 00:00:00"), Ok(1_709_164_800_000));
+        assert_eq!(timestamp(b"2024/02/29 00:00:00"), Err(GiveUp));
         let mut out = Vec::new();
         unescape(br#"a\"b\u00e9\ud83d\ude00"#, &mut out).unwrap();
         assert_eq!(out, "a\"b\u{e9}\u{1f600}".as_bytes());
