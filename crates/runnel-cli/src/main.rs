@@ -25,6 +25,11 @@ use runnel::JobFile;
 /// megabyte on different threads, and glibc's allocator hands such blocks back to the
 /// kernel each time (a page fault per page of every new batch: a third of the CPU time
 /// of a JSON source in `perf`).
+///
+/// Built without transparent huge pages (`no_thp`): where the kernel gives them on
+/// request, mimalloc asked for them, and every page fault on memory it had given back
+/// then cleared 2 MiB. Over the Nexmark file that was 10 % of q11's CPU in `perf`; without
+/// them the system time halves and peak memory is 5–25 % lower (`docs/benchmarks.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -36,9 +36,10 @@ use crate::operators::LateRowsOutput;
 const EMIT_BATCH_ROWS: usize = 65_536;
 
 /// One open session of `key`: `[start, end)`, `end` being the last row's time plus the
-/// gap, and the rows it holds.
+/// gap, and the rows it holds. `id` tells it from the sessions that held its slot before.
 #[derive(Debug, Default)]
 struct Session {
+    id: u64,
     start: i64,
     end: i64,
     rows: Vec<RowRef>,
@@ -48,15 +49,17 @@ struct Session {
 /// The open sessions of every key, closable in order of their end without scanning.
 #[derive(Debug, Default)]
 struct SessionIndex {
-    /// Sessions by id.
-    sessions: HashMap<u64, Session>,
-    /// Each key's session ids (a few: sessions of one key are disjoint).
-    by_key: HashMap<Vec<u8>, Vec<u64>>,
-    /// One `(end, id)` per open session, `end` at most its end: a session that grows
-    /// keeps its entry, which moves to its end when the watermark reaches it (so a row
-    /// costs no reordering here). Entries of sessions merged into others are dropped
-    /// then too.
-    by_end: BTreeSet<(i64, u64)>,
+    /// Open sessions by slot: a session keeps its slot while it is open, and the slot of
+    /// one closed or merged away is used again. A row costs one hash lookup (its key's).
+    slots: Vec<Option<Session>>,
+    free: Vec<u32>,
+    /// Each key's open sessions, by slot (a few: sessions of one key are disjoint).
+    by_key: HashMap<Vec<u8>, Vec<u32>>,
+    /// One `(end, id, slot)` per open session, `end` at most its end: a session that
+    /// grows keeps its entry, which moves to its end when the watermark reaches it (so a
+    /// row costs no reordering here). Entries of sessions merged into others are dropped
+    /// then too (their slot is empty, or holds a session of another id).
+    by_end: BTreeSet<(i64, u64, u32)>,
     next_id: u64,
     /// The rows of every open session, and the bytes of every key in `by_key`: kept as
     /// they change, so the state's size costs nothing to read.
@@ -69,102 +72,128 @@ impl SessionIndex {
     /// the key it overlaps (a bridging row merges two). Sessions are half-open, so rows
     /// exactly `gap` apart stay apart.
     fn add_row(&mut self, key: &[u8], t: i64, gap: i64, row: RowRef) {
-        let ids = match self.by_key.get_mut(key) {
-            Some(ids) => ids,
+        let slots_of_key = match self.by_key.get_mut(key) {
+            Some(slots) => slots,
             None => {
                 self.key_bytes += key.len();
                 self.by_key.entry_ref(key).or_default()
             }
         };
         let (mut start, mut end) = (t, t.saturating_add(gap));
-        let mut merged: Option<u64> = None;
+        let mut merged: Option<u32> = None;
         let mut index = 0;
-        while index < ids.len() {
-            let id = ids[index];
-            let session = &self.sessions[&id];
+        while index < slots_of_key.len() {
+            let slot = slots_of_key[index];
+            let Some(session) = &self.slots[slot as usize] else {
+                slots_of_key.swap_remove(index);
+                continue;
+            };
             if session.start < end && start < session.end {
                 start = start.min(session.start);
                 end = end.max(session.end);
                 match merged {
                     None => {
-                        merged = Some(id);
+                        merged = Some(slot);
                         index += 1;
                     }
                     Some(into) => {
                         // Move the smaller row list into the larger.
-                        let mut absorbed = self.sessions.remove(&id).unwrap_or_default();
-                        let target = self.sessions.entry(into).or_default();
-                        if absorbed.rows.len() > target.rows.len() {
-                            std::mem::swap(&mut absorbed.rows, &mut target.rows);
+                        let mut absorbed = self.slots[slot as usize].take().unwrap_or_default();
+                        self.free.push(slot);
+                        if let Some(target) = &mut self.slots[into as usize] {
+                            if absorbed.rows.len() > target.rows.len() {
+                                std::mem::swap(&mut absorbed.rows, &mut target.rows);
+                            }
+                            target.rows.append(&mut absorbed.rows);
                         }
-                        target.rows.append(&mut absorbed.rows);
-                        ids.swap_remove(index);
+                        slots_of_key.swap_remove(index);
                     }
                 }
             } else {
                 index += 1;
             }
         }
-        let id = merged.unwrap_or_else(|| {
+        let slot = merged.unwrap_or_else(|| {
             let id = self.next_id;
             self.next_id += 1;
-            ids.push(id);
-            self.by_end.insert((end, id));
-            id
+            let session = Session {
+                id,
+                key: key.into(),
+                ..Session::default()
+            };
+            let slot = match self.free.pop() {
+                Some(slot) => {
+                    self.slots[slot as usize] = Some(session);
+                    slot
+                }
+                None => {
+                    self.slots.push(Some(session));
+                    (self.slots.len() - 1) as u32
+                }
+            };
+            slots_of_key.push(slot);
+            self.by_end.insert((end, id, slot));
+            slot
         });
-        let session = self.sessions.entry(id).or_insert_with(|| Session {
-            key: key.into(),
-            ..Session::default()
-        });
-        self.rows += 1;
-        session.start = start;
-        session.end = end;
-        session.rows.push(row);
+        if let Some(session) = &mut self.slots[slot as usize] {
+            self.rows += 1;
+            session.start = start;
+            session.end = end;
+            session.rows.push(row);
+        }
     }
 
     /// A time no open session ends before (see `by_end`).
     fn earliest_end(&self) -> Option<i64> {
-        self.by_end.first().map(|(end, _)| *end)
+        self.by_end.first().map(|(end, _, _)| *end)
     }
 
     /// Removes and returns every session ending at or before `watermark`.
     fn close_until(&mut self, watermark: Watermark) -> Vec<Session> {
-        let mut closed: Vec<(u64, Session)> = Vec::new();
-        while let Some(&(end, id)) = self.by_end.first() {
+        let mut closed: Vec<Session> = Vec::new();
+        while let Some(&(end, id, slot)) = self.by_end.first() {
             if end > watermark {
                 break;
             }
             self.by_end.pop_first();
-            match self.sessions.get(&id) {
-                // Merged into another session.
-                None => continue,
-                Some(open) if open.end > watermark => {
-                    self.by_end.insert((open.end, id));
+            let place = &mut self.slots[slot as usize];
+            match place {
+                Some(open) if open.id == id && open.end > watermark => {
+                    self.by_end.insert((open.end, id, slot));
                     continue;
                 }
-                Some(_) => {}
+                Some(open) if open.id == id => {}
+                // Merged into another session.
+                _ => continue,
             }
-            let Some(session) = self.sessions.remove(&id) else {
+            let Some(session) = place.take() else {
                 continue;
             };
-            if let Some(ids) = self.by_key.get_mut(&*session.key) {
-                ids.retain(|open| *open != id);
-                if ids.is_empty() {
+            self.free.push(slot);
+            if let Some(slots) = self.by_key.get_mut(&*session.key) {
+                slots.retain(|open| *open != slot);
+                if slots.is_empty() {
                     self.by_key.remove(&*session.key);
                     self.key_bytes -= session.key.len();
                 }
             }
             self.rows -= session.rows.len();
-            closed.push((id, session));
+            closed.push(session);
         }
         // In order of end, as they would close one watermark at a time.
-        closed.sort_unstable_by_key(|(id, session)| (session.end, *id));
-        closed.into_iter().map(|(_, session)| session).collect()
+        closed.sort_unstable_by_key(|session| (session.end, session.id));
+        closed
+    }
+
+    /// The open sessions.
+    fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.slots.iter().flatten()
     }
 
     /// Roughly the bytes the index holds (the rows themselves are in [`HeldRows`]).
     fn size(&self) -> usize {
-        self.sessions.len() * 64
+        self.slots.len() * std::mem::size_of::<Option<Session>>()
+            + self.free.len() * 4
             + self.rows * std::mem::size_of::<RowRef>()
             + self.by_key.len() * 48
             + self.key_bytes
@@ -318,8 +347,7 @@ impl CheckpointedState for SessionWindowOperator {
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         let refs: Vec<RowRef> = self
             .index
-            .sessions
-            .values()
+            .sessions()
             .flat_map(|s| s.rows.iter().copied())
             .collect();
         let rows = self
@@ -395,12 +423,11 @@ mod tests {
     use super::*;
 
     fn spans(index: &SessionIndex, key: &[u8]) -> Vec<(i64, i64, usize)> {
-        let mut spans: Vec<(i64, i64, usize)> = index.by_key.get(key).map_or(vec![], |ids| {
-            ids.iter()
-                .map(|id| {
-                    let s = &index.sessions[id];
-                    (s.start, s.end, s.rows.len())
-                })
+        let mut spans: Vec<(i64, i64, usize)> = index.by_key.get(key).map_or(vec![], |slots| {
+            slots
+                .iter()
+                .filter_map(|slot| index.slots[*slot as usize].as_ref())
+                .map(|s| (s.start, s.end, s.rows.len()))
                 .collect()
         });
         spans.sort();
@@ -441,7 +468,27 @@ mod tests {
         // What is left closes at its end, the entry of the session merged away dropped.
         assert!(index.close_until(34).is_empty());
         assert_eq!(index.close_until(35).len(), 1);
-        assert!(index.by_end.is_empty() && index.sessions.is_empty());
+        assert!(index.by_end.is_empty() && index.sessions().next().is_none());
         assert_eq!((index.rows, index.key_bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_slot_used_again_is_not_closed_by_the_entry_of_the_session_it_held() {
+        let mut index = SessionIndex::default();
+        index.add_row(b"a", 10, 5, (0, 0));
+        index.add_row(b"a", 18, 5, (0, 1));
+        // 14 bridges [10, 15) and [18, 23): the second's slot is freed, its end entry
+        // (23) left behind.
+        index.add_row(b"a", 14, 5, (0, 2));
+        assert_eq!(spans(&index, b"a"), [(10, 23, 3)]);
+        // b's session takes the freed slot.
+        index.add_row(b"b", 100, 5, (0, 3));
+        let closed = index.close_until(23);
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].start, closed[0].end), (10, 23));
+        assert_eq!(spans(&index, b"b"), [(100, 105, 1)]);
+        assert_eq!(index.close_until(105).len(), 1);
+        assert_eq!((index.rows, index.key_bytes), (0, 0));
+        assert!(index.sessions().next().is_none());
     }
 }
