@@ -194,6 +194,12 @@ enum Stopping {
     Failed(RuntimeError),
 }
 
+/// What the supervisor of a running attempt acts on.
+enum Event {
+    Failed(RuntimeError),
+    Stop(PendingStop),
+}
+
 /// A stop asked for and not yet answered, while the job restarts to take its final
 /// checkpoint.
 struct PendingStop {
@@ -328,38 +334,32 @@ async fn supervise(
 ) -> Result<()> {
     let mut stopping: Option<PendingStop> = None;
     loop {
-        let failure = match stopping.take() {
-            Some(stop) => match attempt.stop(stop.deadline, &metrics).await {
+        // A stop asked for now, or one still waiting while the job restarted.
+        let event = match stopping.take() {
+            Some(stop) => Event::Stop(stop),
+            None => tokio::select! {
+                outcome = attempt.wait() => match outcome {
+                    Ok(()) => return Ok(()),
+                    Err(failure) => Event::Failed(failure),
+                },
+                Some(Command::Stop { timeout, done }) = commands.recv() => {
+                    let at = tokio::time::Instant::now() + timeout;
+                    let deadline = StopDeadline { at, timeout };
+                    Event::Stop(PendingStop { deadline, done })
+                }
+            },
+        };
+        let failure = match event {
+            Event::Failed(failure) => failure,
+            Event::Stop(stop) => match attempt.stop(stop.deadline, &metrics).await {
                 Stopping::Done(result) => {
                     let _ = stop.done.send(result);
                     return Ok(());
                 }
                 Stopping::Failed(failure) => {
+                    tracing::warn!(error = %failure, "the job failed while taking its final checkpoint");
                     stopping = Some(stop);
                     failure
-                }
-            },
-            None => tokio::select! {
-                outcome = attempt.wait() => match outcome {
-                    Ok(()) => return Ok(()),
-                    Err(failure) => failure,
-                },
-                Some(Command::Stop { timeout, done }) = commands.recv() => {
-                    let deadline = StopDeadline {
-                        at: tokio::time::Instant::now() + timeout,
-                        timeout,
-                    };
-                    match attempt.stop(deadline, &metrics).await {
-                        Stopping::Done(result) => {
-                            let _ = done.send(result);
-                            return Ok(());
-                        }
-                        Stopping::Failed(failure) => {
-                            tracing::warn!(error = %failure, "the job failed while taking its final checkpoint");
-                            stopping = Some(PendingStop { deadline, done });
-                            failure
-                        }
-                    }
                 }
             },
         };
