@@ -38,27 +38,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start NAME SCRIPT [ARGS]: starts a service unless it runs, prints what `start` printed.
+# start VARIABLE SCRIPT [ARGS]: starts a service unless it runs, and exports what its
+# `start` printed (its address) as VARIABLE. Not called in a `$(...)`: the stop it
+# registers must reach this shell's `stop_on_exit`, not a subshell's copy.
 start() {
-    local script="$2"
+    local variable="$1" script="$2" address
     shift 2
     if ! "$script" status >/dev/null 2>&1; then
         stop_on_exit+=("$script stop")
     fi
-    "$script" start "$@"
+    address=$("$script" start "$@")
+    printf -v "$variable" '%s' "$address"
+    export "${variable?}"
 }
 
 step "starting Kafka"
-export RUNNEL_KAFKA_BOOTSTRAP
-RUNNEL_KAFKA_BOOTSTRAP=$(start kafka scripts/kafka.sh)
+start RUNNEL_KAFKA_BOOTSTRAP scripts/kafka.sh
 
 step "starting PostgreSQL"
-export RUNNEL_POSTGRES_URL
-RUNNEL_POSTGRES_URL=$(start postgres scripts/postgres.sh)
+start RUNNEL_POSTGRES_URL scripts/postgres.sh
 
 step "starting Kafka Connect with Debezium"
-export RUNNEL_CONNECT_URL
-RUNNEL_CONNECT_URL=$(KAFKA_BOOTSTRAP="$RUNNEL_KAFKA_BOOTSTRAP" start connect scripts/connect.sh)
+KAFKA_BOOTSTRAP="$RUNNEL_KAFKA_BOOTSTRAP" start RUNNEL_CONNECT_URL scripts/connect.sh
 
 step "installing Chromium for the dashboard's browser test"
 export RUNNEL_CHROMEDRIVER
