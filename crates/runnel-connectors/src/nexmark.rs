@@ -10,6 +10,7 @@
 //! seed always gives the same events in any batch split.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ use datafusion::arrow::array::{
     new_null_array, ArrayRef, Int32Array, Int64Builder, StringBuilder, StructArray,
     TimestampMillisecondBuilder,
 };
-use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -107,36 +108,87 @@ impl NexmarkConfig {
         self.person_proportion + self.auction_proportion + self.bid_proportion
     }
 
+    /// A recent person (from 0), slightly ahead of the last one created.
+    fn next_person(&self, at: &EventPosition, rng: &mut EventRng) -> i64 {
+        let people = at.last_person(self) + 1;
+        let active = people.min(NUM_ACTIVE_PEOPLE);
+        people - active + rng.below((active + PERSON_ID_LEAD) as u64) as i64
+    }
+
+    /// An auction in flight (from 0).
+    fn next_auction(&self, at: &EventPosition, rng: &mut EventRng) -> i64 {
+        let max = at.last_auction(self);
+        let min = (max - NUM_IN_FLIGHT_AUCTIONS).max(0);
+        min + rng.below((max - min + 1 + AUCTION_ID_LEAD) as u64) as i64
+    }
+}
+
+/// Where event `n` falls in the model: its epoch (one person, a few auctions and many
+/// bids), its place in the epoch and its event time. Stepped one event at a time, so
+/// generating a batch divides once, not several times per event.
+#[derive(Debug, Clone, Copy)]
+struct EventPosition {
+    epoch: u64,
+    /// `n mod (p + a + b)`.
+    offset: u64,
+    /// Event time, in ms since the epoch.
+    time: i64,
+    /// `n * 1000 mod rate`: the part of a millisecond `time` leaves out, in 1/rate ms.
+    time_rest: u64,
+}
+
+impl EventPosition {
+    fn at(config: &NexmarkConfig, n: u64) -> Self {
+        let total = config.total_proportion();
+        let rate = config.rate.max(1) as u128;
+        let ms = n as u128 * 1000;
+        Self {
+            epoch: n / total,
+            offset: n % total,
+            time: config.base_time_ms + (ms / rate) as i64,
+            time_rest: (ms % rate) as u64,
+        }
+    }
+
+    /// Moves on to the next event.
+    fn step(&mut self, config: &NexmarkConfig) {
+        self.offset += 1;
+        if self.offset == config.total_proportion() {
+            self.offset = 0;
+            self.epoch += 1;
+        }
+        let rate = config.rate.max(1);
+        self.time += (1000 / rate) as i64;
+        self.time_rest += 1000 % rate;
+        if self.time_rest >= rate {
+            self.time_rest -= rate;
+            self.time += 1;
+        }
+    }
+
     /// 0 person, 1 auction, 2 bid (the `event_type` column).
-    fn event_type(&self, n: u64) -> i32 {
-        let rem = n % self.total_proportion();
-        if rem < self.person_proportion {
+    fn event_type(&self, config: &NexmarkConfig) -> i32 {
+        if self.offset < config.person_proportion {
             0
-        } else if rem < self.person_proportion + self.auction_proportion {
+        } else if self.offset < config.person_proportion + config.auction_proportion {
             1
         } else {
             2
         }
     }
 
-    fn timestamp(&self, n: u64) -> i64 {
-        self.base_time_ms + (n as i128 * 1000 / self.rate as i128) as i64
+    /// Id (from 0) of the last person created at or before this event.
+    fn last_person(&self, config: &NexmarkConfig) -> i64 {
+        let offset = self.offset.min(config.person_proportion.saturating_sub(1));
+        (self.epoch * config.person_proportion + offset) as i64
     }
 
-    /// Id (from 0) of the last person created at or before event `n`.
-    fn last_person(&self, n: u64) -> i64 {
-        let epoch = n / self.total_proportion();
-        let offset = (n % self.total_proportion()).min(self.person_proportion.saturating_sub(1));
-        (epoch * self.person_proportion + offset) as i64
-    }
-
-    /// Id (from 0) of the last auction created at or before event `n`.
-    fn last_auction(&self, n: u64) -> i64 {
-        let total = self.total_proportion();
-        let (mut epoch, mut offset) = ((n / total) as i64, (n % total) as i64);
+    /// Id (from 0) of the last auction created at or before this event.
+    fn last_auction(&self, config: &NexmarkConfig) -> i64 {
+        let (mut epoch, mut offset) = (self.epoch as i64, self.offset as i64);
         let (p, a) = (
-            self.person_proportion as i64,
-            self.auction_proportion as i64,
+            config.person_proportion as i64,
+            config.auction_proportion as i64,
         );
         if offset < p {
             epoch -= 1;
@@ -147,20 +199,6 @@ impl NexmarkConfig {
             offset -= p;
         }
         (epoch * a + offset).max(0)
-    }
-
-    /// A recent person (from 0), slightly ahead of the last one created.
-    fn next_person(&self, n: u64, rng: &mut EventRng) -> i64 {
-        let people = self.last_person(n) + 1;
-        let active = people.min(NUM_ACTIVE_PEOPLE);
-        people - active + rng.below((active + PERSON_ID_LEAD) as u64) as i64
-    }
-
-    /// An auction in flight (from 0).
-    fn next_auction(&self, n: u64, rng: &mut EventRng) -> i64 {
-        let max = self.last_auction(n);
-        let min = (max - NUM_IN_FLIGHT_AUCTIONS).max(0);
-        min + rng.below((max - min + 1 + AUCTION_ID_LEAD) as u64) as i64
     }
 }
 
@@ -173,8 +211,9 @@ fn price(rng: &mut EventRng) -> i64 {
 /// Only the fields the plan reads are built (see `TableDef::read_fields`); the others
 /// are NULL, and their random draws are skipped when no built field comes after them.
 struct RowBuilder {
-    fields: Vec<(String, ColumnBuilder)>,
-    valid: Vec<bool>,
+    fields: Vec<(&'static str, ColumnBuilder)>,
+    /// The fields built (not [`ColumnBuilder::Skipped`]), by index.
+    built: Vec<usize>,
     /// Fields at or before this index draw their random values (a later built field's
     /// values depend on them); `None`: no built field draws.
     draws_until: Option<usize>,
@@ -192,25 +231,31 @@ enum ColumnBuilder {
 /// making it draws from the event's random stream.
 type FieldSpec = (&'static str, char, bool);
 
+/// Bytes a generated string holds on average, to size a builder once per batch.
+const TEXT_BYTES: usize = 32;
+
 impl RowBuilder {
-    /// Builders for `fields`, of which only `read` when given.
-    fn new(fields: &[FieldSpec], read: Option<&Vec<String>>) -> Self {
+    /// Builders for `rows` rows of `fields`, of which only `read` when given.
+    fn new(fields: &[FieldSpec], read: Option<&Vec<String>>, rows: usize) -> Self {
         let built =
             |name: &str| read.is_none_or(|read| read.iter().any(|r| r.eq_ignore_ascii_case(name)));
+        let builders: Vec<(&'static str, ColumnBuilder)> = fields
+            .iter()
+            .map(|&(name, kind, _)| {
+                let builder = match kind {
+                    _ if !built(name) => ColumnBuilder::Skipped,
+                    'i' => ColumnBuilder::Int(Int64Builder::with_capacity(rows)),
+                    't' => ColumnBuilder::Time(TimestampMillisecondBuilder::with_capacity(rows)),
+                    _ => ColumnBuilder::Text(StringBuilder::with_capacity(rows, rows * TEXT_BYTES)),
+                };
+                (name, builder)
+            })
+            .collect();
         Self {
-            fields: fields
-                .iter()
-                .map(|&(name, kind, _)| {
-                    let builder = match kind {
-                        _ if !built(name) => ColumnBuilder::Skipped,
-                        'i' => ColumnBuilder::Int(Int64Builder::new()),
-                        't' => ColumnBuilder::Time(TimestampMillisecondBuilder::new()),
-                        _ => ColumnBuilder::Text(StringBuilder::new()),
-                    };
-                    (name.to_string(), builder)
-                })
+            built: (0..builders.len())
+                .filter(|&i| !matches!(builders[i].1, ColumnBuilder::Skipped))
                 .collect(),
-            valid: Vec::new(),
+            fields: builders,
             draws_until: fields
                 .iter()
                 .rposition(|&(name, _, draws)| draws && built(name)),
@@ -222,10 +267,16 @@ impl RowBuilder {
         self.draws_until.is_some_and(|until| i <= until)
     }
 
+    /// Whether field `i` is built (read by the plan): a field drawn but not built only
+    /// moves its event's random stream on.
+    fn builds(&self, i: usize) -> bool {
+        !matches!(self.fields[i].1, ColumnBuilder::Skipped)
+    }
+
+    /// A row of another event type: NULL in every built field.
     fn null(&mut self) {
-        self.valid.push(false);
-        for (_, builder) in &mut self.fields {
-            match builder {
+        for &i in &self.built {
+            match &mut self.fields[i].1 {
                 ColumnBuilder::Int(b) => b.append_null(),
                 ColumnBuilder::Text(b) => b.append_null(),
                 ColumnBuilder::Time(b) => b.append_null(),
@@ -246,21 +297,39 @@ impl RowBuilder {
         }
     }
 
+    /// Field `i` as `len` random letters (drawn past when the field is not built).
+    fn letters(&mut self, i: usize, rng: &mut EventRng, len: usize, text: &mut String) {
+        if self.builds(i) {
+            text.clear();
+            rng.letters(len, text);
+            self.text(i, text);
+        } else {
+            rng.skip(len as u64);
+        }
+    }
+
     fn time(&mut self, i: usize, v: i64) {
         if let ColumnBuilder::Time(b) = &mut self.fields[i].1 {
             b.append_value(v)
         }
     }
 
-    /// The struct column, shaped (names, types, order) like `target`.
-    fn finish(mut self, column: &str, target: &DataType) -> Result<ArrayRef> {
+    /// The struct column, shaped (names, types, order) like `target`: a row where
+    /// `valid` is set, NULL elsewhere; each field not built is `nulls`' all-NULL array.
+    fn finish(
+        mut self,
+        column: &str,
+        target: &DataType,
+        valid: NullBuffer,
+        nulls: &mut NullArrays,
+    ) -> Result<ArrayRef> {
         let DataType::Struct(target_fields) = target else {
             return Err(ConnectorError::Other(format!(
                 "nexmark: column {column} must be a ROW<...>"
             )));
         };
-        let rows = self.valid.len();
-        let mut built: Vec<(String, Option<ArrayRef>)> = self
+        let rows = valid.len();
+        let mut built: Vec<(&str, Option<ArrayRef>)> = self
             .fields
             .iter_mut()
             .map(|(name, builder)| {
@@ -270,7 +339,7 @@ impl RowBuilder {
                     ColumnBuilder::Time(b) => Some(Arc::new(b.finish())),
                     ColumnBuilder::Skipped => None,
                 };
-                (name.clone(), array)
+                (*name, array)
             })
             .collect();
         let mut children = Vec::with_capacity(target_fields.len());
@@ -282,17 +351,14 @@ impl RowBuilder {
                 return Err(ConnectorError::Other(format!(
                     "nexmark: {column} has no field '{}' (it has: {})",
                     field.name(),
-                    built
-                        .iter()
-                        .map(|(n, _)| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    built.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                 )));
             };
             let array = match built.swap_remove(index).1 {
+                Some(array) if array.data_type() == field.data_type() => array,
                 Some(array) => cast(&array, field.data_type())
                     .map_err(|e| ConnectorError::Other(e.to_string()))?,
-                None => new_null_array(field.data_type(), rows),
+                None => nulls.of(field.data_type(), rows),
             };
             children.push(array);
         }
@@ -300,10 +366,33 @@ impl RowBuilder {
             .iter()
             .map(|f| Arc::new(Field::new(f.name(), f.data_type().clone(), true)))
             .collect();
-        let nulls = NullBuffer::from(std::mem::take(&mut self.valid));
-        let array = StructArray::try_new(fields, children, Some(nulls))
+        let array = StructArray::try_new(fields, children, Some(valid))
             .map_err(|e| ConnectorError::Other(e.to_string()))?;
         Ok(Arc::new(array))
+    }
+}
+
+/// All-NULL arrays kept from batch to batch: a field no query reads is the same column
+/// in every batch of the same size, built once instead of zeroed anew each time.
+#[derive(Default)]
+struct NullArrays(Vec<ArrayRef>);
+
+impl NullArrays {
+    fn of(&mut self, data_type: &DataType, rows: usize) -> ArrayRef {
+        if let Some(array) = self
+            .0
+            .iter()
+            .find(|a| a.len() == rows && a.data_type() == data_type)
+        {
+            return array.clone();
+        }
+        let array = new_null_array(data_type, rows);
+        // Batches have one size but the last: a few arrays cover a run.
+        if self.0.len() >= 16 {
+            self.0.remove(0);
+        }
+        self.0.push(array.clone());
+        array
     }
 }
 
@@ -339,235 +428,317 @@ const BID: &[FieldSpec] = &[
     ("extra", 's', true),
 ];
 
-/// Generates events `[from, to)` as one batch of `schema` (`event_type`, `person`,
-/// `auction`, `bid` in any order), building of the rows only the fields `read_fields`
-/// names when it names their column (see `TableDef::read_fields`): the others are NULL.
-pub fn generate(
-    config: &NexmarkConfig,
-    from: u64,
-    to: u64,
-    schema: &SchemaRef,
-    read_fields: &BTreeMap<String, Vec<String>>,
-) -> Result<RecordBatch> {
-    let mut types = Vec::with_capacity((to - from) as usize);
-    let read = |column: &str| {
-        read_fields
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(column))
-            .map(|(_, fields)| fields)
-    };
-    let mut person = RowBuilder::new(PERSON, read("person"));
-    let mut auction = RowBuilder::new(AUCTION, read("auction"));
-    let mut bid = RowBuilder::new(BID, read("bid"));
-    let mut text = String::with_capacity(128);
-    for n in from..to {
-        let mut rng = EventRng::new(config.seed, n);
-        let time = config.timestamp(n);
-        let kind = config.event_type(n);
-        types.push(kind);
-        // Within an event, fields draw in order: a field's draws are skipped once no built
-        // field after it draws (`RowBuilder::draws`), which stops the event early.
-        if kind == 0 {
-            person.valid.push(true);
-            person.int(0, config.last_person(n) + FIRST_PERSON_ID);
-            person.time(6, time);
-            'drawn: {
-                if !person.draws(1) {
-                    break 'drawn;
-                }
-                text.clear();
-                text.push_str(rng.pick(FIRST_NAMES));
-                text.push(' ');
-                text.push_str(rng.pick(LAST_NAMES));
-                person.text(1, &text);
-                if !person.draws(2) {
-                    break 'drawn;
-                }
-                text.clear();
-                rng.letters(7, &mut text);
-                text.push('@');
-                rng.letters(5, &mut text);
-                text.push_str(".com");
-                person.text(2, &text);
-                if !person.draws(3) {
-                    break 'drawn;
-                }
-                text.clear();
-                for group in 0..4 {
-                    if group > 0 {
-                        text.push(' ');
-                    }
-                    text.push_str(&format!("{:04}", rng.below(10_000)));
-                }
-                person.text(3, &text);
-                if !person.draws(4) {
-                    break 'drawn;
-                }
-                person.text(4, rng.pick(US_CITIES));
-                if !person.draws(5) {
-                    break 'drawn;
-                }
-                person.text(5, rng.pick(US_STATES));
-                if !person.draws(7) {
-                    break 'drawn;
-                }
-                text.clear();
-                let len = rng.below(60) as usize;
-                rng.letters(len, &mut text);
-                person.text(7, &text);
-            }
-        } else {
-            person.null();
-        }
-        if kind == 1 {
-            auction.valid.push(true);
-            auction.int(0, config.last_auction(n) + FIRST_AUCTION_ID);
-            auction.time(5, time);
-            'drawn: {
-                if !auction.draws(1) {
-                    break 'drawn;
-                }
-                text.clear();
-                rng.letters(20, &mut text);
-                auction.text(1, &text);
-                if !auction.draws(2) {
-                    break 'drawn;
-                }
-                text.clear();
-                rng.letters(100, &mut text);
-                auction.text(2, &text);
-                if !auction.draws(3) {
-                    break 'drawn;
-                }
-                let initial = price(&mut rng);
-                auction.int(3, initial);
-                auction.int(4, initial + price(&mut rng));
-                if !auction.draws(6) {
-                    break 'drawn;
-                }
-                // Auctions run for up to ~twice the time it takes to create the in-flight
-                // ones.
-                let span_ms = (NUM_IN_FLIGHT_AUCTIONS as u64 * config.total_proportion()
-                    / config.auction_proportion.max(1))
-                    * 1000
-                    / config.rate.max(1);
-                auction.time(6, time + 1 + rng.below(2 * span_ms.max(1)) as i64);
-                if !auction.draws(7) {
-                    break 'drawn;
-                }
-                let seller = if rng.below(HOT_SELLER_RATIO) > 0 {
-                    (config.last_person(n) / HOT_GROUP) * HOT_GROUP
-                } else {
-                    config.next_person(n, &mut rng)
-                };
-                auction.int(7, seller + FIRST_PERSON_ID);
-                if !auction.draws(8) {
-                    break 'drawn;
-                }
-                auction.int(8, FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES) as i64);
-                if !auction.draws(9) {
-                    break 'drawn;
-                }
-                text.clear();
-                let len = rng.below(200) as usize;
-                rng.letters(len, &mut text);
-                auction.text(9, &text);
-            }
-        } else {
-            auction.null();
-        }
-        if kind == 2 {
-            bid.valid.push(true);
-            bid.time(5, time);
-            'drawn: {
-                if !bid.draws(0) {
-                    break 'drawn;
-                }
-                let auction_id = if rng.below(HOT_AUCTION_RATIO) > 0 {
-                    (config.last_auction(n) / HOT_GROUP) * HOT_GROUP
-                } else {
-                    config.next_auction(n, &mut rng)
-                };
-                bid.int(0, auction_id + FIRST_AUCTION_ID);
-                if !bid.draws(1) {
-                    break 'drawn;
-                }
-                let bidder = if rng.below(HOT_BIDDER_RATIO) > 0 {
-                    (config.last_person(n) / HOT_GROUP) * HOT_GROUP + 1
-                } else {
-                    config.next_person(n, &mut rng)
-                };
-                bid.int(1, bidder + FIRST_PERSON_ID);
-                if !bid.draws(2) {
-                    break 'drawn;
-                }
-                bid.int(2, price(&mut rng));
-                if !bid.draws(3) {
-                    break 'drawn;
-                }
-                // Most bids come from a hot channel; the others name theirs in the url.
-                let channel_id = if rng.below(10) > 0 {
-                    bid.text(3, rng.pick(HOT_CHANNELS));
-                    None
-                } else {
-                    let id = rng.below(10_000);
-                    bid.text(3, &format!("channel-{id}"));
-                    Some(id)
-                };
-                if !bid.draws(4) {
-                    break 'drawn;
-                }
-                text.clear();
-                text.push_str("https://www.nexmark.com/");
-                rng.letters(5, &mut text);
-                text.push('/');
-                rng.letters(5, &mut text);
-                text.push_str("/item.htm?query=1");
-                if let Some(id) = channel_id {
-                    text.push_str(&format!("&channel_id={id}"));
-                }
-                bid.text(4, &text);
-                if !bid.draws(6) {
-                    break 'drawn;
-                }
-                text.clear();
-                let len = rng.below(30) as usize;
-                rng.letters(len, &mut text);
-                bid.text(6, &text);
-            }
-        } else {
-            bid.null();
-        }
-    }
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    let (mut person, mut auction, mut bid) = (Some(person), Some(auction), Some(bid));
-    for field in schema.fields() {
-        let name = field.name().to_ascii_lowercase();
-        let column: ArrayRef = match name.as_str() {
-            "event_type" => cast(&(Arc::new(Int32Array::from(types.clone())) as ArrayRef), field.data_type())
-                .map_err(|e| ConnectorError::Other(e.to_string()))?,
-            "person" => take_builder(&mut person, field)?,
-            "auction" => take_builder(&mut auction, field)?,
-            "bid" => take_builder(&mut bid, field)?,
-            other => {
-                return Err(ConnectorError::Other(format!(
-                    "nexmark: unknown column '{other}' (a nexmark table has event_type, person, auction and bid)"
-                )))
-            }
-        };
-        columns.push(column);
-    }
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| ConnectorError::Other(e.to_string()))
+/// Makes the batches of one Nexmark table: events `[from, to)` as one batch of its
+/// columns (`event_type`, `person`, `auction`, `bid` in any order), building of the rows
+/// only the fields the plan reads (see `TableDef::read_fields`); the others are NULL.
+pub struct Generator {
+    config: NexmarkConfig,
+    schema: SchemaRef,
+    read_fields: BTreeMap<String, Vec<String>>,
+    nulls: NullArrays,
 }
 
-fn take_builder(builder: &mut Option<RowBuilder>, field: &Field) -> Result<ArrayRef> {
-    match builder.take() {
-        Some(b) => b.finish(field.name(), field.data_type()),
-        None => Err(ConnectorError::Other(format!(
-            "nexmark: column {} appears twice",
-            field.name()
-        ))),
+impl Generator {
+    /// A generator of `schema`'s columns, reading of the struct columns the fields
+    /// `read_fields` names (all of a column it leaves out).
+    pub fn new(
+        config: NexmarkConfig,
+        schema: SchemaRef,
+        read_fields: BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        Self {
+            config,
+            schema,
+            read_fields,
+            nulls: NullArrays::default(),
+        }
     }
+
+    /// Events `[from, to)`.
+    pub fn batch(&mut self, from: u64, to: u64) -> Result<RecordBatch> {
+        let config = &self.config;
+        let rows = to.saturating_sub(from) as usize;
+        let mut types = Vec::with_capacity(rows);
+        let read = |column: &str| {
+            self.read_fields
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(column))
+                .map(|(_, fields)| fields)
+        };
+        let mut person = RowBuilder::new(PERSON, read("person"), rows);
+        let mut auction = RowBuilder::new(AUCTION, read("auction"), rows);
+        let mut bid = RowBuilder::new(BID, read("bid"), rows);
+        let mut text = String::with_capacity(128);
+        let mut at = EventPosition::at(config, from);
+        for n in from..to {
+            if n > from {
+                at.step(config);
+            }
+            let mut rng = EventRng::new(config.seed, n);
+            let time = at.time;
+            let kind = at.event_type(config);
+            types.push(kind);
+            // Within an event, fields draw in order: a field's draws are skipped once no
+            // built field after it draws (`RowBuilder::draws`), which stops the event
+            // early; a field drawn but not built moves the stream on without being made.
+            match kind {
+                0 => person_row(&mut person, config, &at, &mut rng, time, &mut text),
+                1 => auction_row(&mut auction, config, &at, &mut rng, time, &mut text),
+                _ => bid_row(&mut bid, config, &at, &mut rng, time, &mut text),
+            }
+            if kind != 0 {
+                person.null();
+            }
+            if kind != 1 {
+                auction.null();
+            }
+            if kind != 2 {
+                bid.null();
+            }
+        }
+        let valid = |kind: i32| {
+            NullBuffer::new(BooleanBuffer::collect_bool(types.len(), |i| {
+                types[i] == kind
+            }))
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        let mut builders = [(0, Some(person)), (1, Some(auction)), (2, Some(bid))];
+        for field in self.schema.fields() {
+            let name = field.name().to_ascii_lowercase();
+            let kind = match name.as_str() {
+                "event_type" => {
+                    let types: ArrayRef = Arc::new(Int32Array::from(types.clone()));
+                    columns.push(
+                        cast(&types, field.data_type())
+                            .map_err(|e| ConnectorError::Other(e.to_string()))?,
+                    );
+                    continue;
+                }
+                "person" => 0,
+                "auction" => 1,
+                "bid" => 2,
+                other => {
+                    return Err(ConnectorError::Other(format!(
+                        "nexmark: unknown column '{other}' (a nexmark table has event_type, person, auction and bid)"
+                    )))
+                }
+            };
+            let Some(builder) = builders[kind as usize].1.take() else {
+                return Err(ConnectorError::Other(format!(
+                    "nexmark: column {} appears twice",
+                    field.name()
+                )));
+            };
+            columns.push(builder.finish(
+                field.name(),
+                field.data_type(),
+                valid(kind),
+                &mut self.nulls,
+            )?);
+        }
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| ConnectorError::Other(e.to_string()))
+    }
+}
+
+/// Appends a person (event type 0).
+fn person_row(
+    person: &mut RowBuilder,
+    config: &NexmarkConfig,
+    at: &EventPosition,
+    rng: &mut EventRng,
+    time: i64,
+    text: &mut String,
+) {
+    person.int(0, at.last_person(config) + FIRST_PERSON_ID);
+    person.time(6, time);
+    if !person.draws(1) {
+        return;
+    }
+    let (first, last) = (rng.pick(FIRST_NAMES), rng.pick(LAST_NAMES));
+    if person.builds(1) {
+        text.clear();
+        text.push_str(first);
+        text.push(' ');
+        text.push_str(last);
+        person.text(1, text);
+    }
+    if !person.draws(2) {
+        return;
+    }
+    if person.builds(2) {
+        text.clear();
+        rng.letters(7, text);
+        text.push('@');
+        rng.letters(5, text);
+        text.push_str(".com");
+        person.text(2, text);
+    } else {
+        rng.skip(12);
+    }
+    if !person.draws(3) {
+        return;
+    }
+    if person.builds(3) {
+        text.clear();
+        for group in 0..4 {
+            if group > 0 {
+                text.push(' ');
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(text, "{:04}", rng.below(10_000));
+        }
+        person.text(3, text);
+    } else {
+        rng.skip(4);
+    }
+    if !person.draws(4) {
+        return;
+    }
+    person.text(4, rng.pick(US_CITIES));
+    if !person.draws(5) {
+        return;
+    }
+    person.text(5, rng.pick(US_STATES));
+    if !person.draws(7) {
+        return;
+    }
+    let len = rng.below(60) as usize;
+    person.letters(7, rng, len, text);
+}
+
+/// Appends an auction (event type 1).
+fn auction_row(
+    auction: &mut RowBuilder,
+    config: &NexmarkConfig,
+    at: &EventPosition,
+    rng: &mut EventRng,
+    time: i64,
+    text: &mut String,
+) {
+    auction.int(0, at.last_auction(config) + FIRST_AUCTION_ID);
+    auction.time(5, time);
+    if !auction.draws(1) {
+        return;
+    }
+    auction.letters(1, rng, 20, text);
+    if !auction.draws(2) {
+        return;
+    }
+    auction.letters(2, rng, 100, text);
+    if !auction.draws(3) {
+        return;
+    }
+    if auction.builds(3) || auction.builds(4) {
+        let initial = price(rng);
+        auction.int(3, initial);
+        auction.int(4, initial + price(rng));
+    } else {
+        rng.skip(2);
+    }
+    if !auction.draws(6) {
+        return;
+    }
+    // Auctions run for up to ~twice the time it takes to create the in-flight ones.
+    let span_ms = (NUM_IN_FLIGHT_AUCTIONS as u64 * config.total_proportion()
+        / config.auction_proportion.max(1))
+        * 1000
+        / config.rate.max(1);
+    auction.time(6, time + 1 + rng.below(2 * span_ms.max(1)) as i64);
+    if !auction.draws(7) {
+        return;
+    }
+    let seller = if rng.below(HOT_SELLER_RATIO) > 0 {
+        (at.last_person(config) / HOT_GROUP) * HOT_GROUP
+    } else {
+        config.next_person(at, rng)
+    };
+    auction.int(7, seller + FIRST_PERSON_ID);
+    if !auction.draws(8) {
+        return;
+    }
+    auction.int(8, FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES) as i64);
+    if !auction.draws(9) {
+        return;
+    }
+    let len = rng.below(200) as usize;
+    auction.letters(9, rng, len, text);
+}
+
+/// Appends a bid (event type 2).
+fn bid_row(
+    bid: &mut RowBuilder,
+    config: &NexmarkConfig,
+    at: &EventPosition,
+    rng: &mut EventRng,
+    time: i64,
+    text: &mut String,
+) {
+    bid.time(5, time);
+    if !bid.draws(0) {
+        return;
+    }
+    let auction_id = if rng.below(HOT_AUCTION_RATIO) > 0 {
+        (at.last_auction(config) / HOT_GROUP) * HOT_GROUP
+    } else {
+        config.next_auction(at, rng)
+    };
+    bid.int(0, auction_id + FIRST_AUCTION_ID);
+    if !bid.draws(1) {
+        return;
+    }
+    let bidder = if rng.below(HOT_BIDDER_RATIO) > 0 {
+        (at.last_person(config) / HOT_GROUP) * HOT_GROUP + 1
+    } else {
+        config.next_person(at, rng)
+    };
+    bid.int(1, bidder + FIRST_PERSON_ID);
+    if !bid.draws(2) {
+        return;
+    }
+    if bid.builds(2) {
+        bid.int(2, price(rng));
+    } else {
+        rng.skip(1);
+    }
+    if !bid.draws(3) {
+        return;
+    }
+    // Most bids come from a hot channel; the others name theirs in the url.
+    let channel_id = if rng.below(10) > 0 {
+        bid.text(3, rng.pick(HOT_CHANNELS));
+        None
+    } else {
+        let id = rng.below(10_000);
+        if bid.builds(3) {
+            text.clear();
+            let _ = write!(text, "channel-{id}");
+            bid.text(3, text);
+        }
+        Some(id)
+    };
+    if !bid.draws(4) {
+        return;
+    }
+    if bid.builds(4) {
+        text.clear();
+        text.push_str("https://www.nexmark.com/");
+        rng.letters(5, text);
+        text.push('/');
+        rng.letters(5, text);
+        text.push_str("/item.htm?query=1");
+        if let Some(id) = channel_id {
+            let _ = write!(text, "&channel_id={id}");
+        }
+        bid.text(4, text);
+    } else {
+        rng.skip(10);
+    }
+    if !bid.draws(6) {
+        return;
+    }
+    let len = rng.below(30) as usize;
+    bid.letters(6, rng, len, text);
 }
 
 pub(crate) fn options(table: &TableDef) -> Result<(TableOptions<'_>, NexmarkConfig)> {
@@ -608,9 +779,7 @@ pub(crate) fn options(table: &TableDef) -> Result<(TableOptions<'_>, NexmarkConf
 pub struct NexmarkSource {
     table: String,
     config: NexmarkConfig,
-    schema: SchemaRef,
-    /// The struct fields the plan reads (see `TableDef::read_fields`).
-    read_fields: BTreeMap<String, Vec<String>>,
+    generator: Generator,
     blocks: RowBlocks,
 }
 
@@ -619,16 +788,20 @@ impl NexmarkSource {
     /// restored job resumes at the checkpoint's next event number.
     pub fn open(table: &TableDef, split: SourceSplit, start: Option<&SourceState>) -> Result<Self> {
         let (_, config) = options(table)?;
+        let mut generator = Generator::new(
+            config,
+            table.physical_schema.clone(),
+            table.read_fields.clone(),
+        );
         // Check the declared columns once, before the job starts.
-        generate(&config, 0, 0, &table.physical_schema, &table.read_fields)?;
+        generator.batch(0, 0)?;
         let resume = start
             .and_then(|s| s.offsets.first().copied().flatten())
             .map(|n| n.max(0) as u64);
         Ok(Self {
             table: table.name.clone(),
             config,
-            schema: table.physical_schema.clone(),
-            read_fields: table.read_fields.clone(),
+            generator,
             blocks: RowBlocks::new(split, BATCH_EVENTS, resume),
         })
     }
@@ -644,7 +817,9 @@ impl Source for NexmarkSource {
         let Some((from, to)) = self.blocks.next_block(self.config.events) else {
             return Ok(None);
         };
-        let batch = generate(&self.config, from, to, &self.schema, &self.read_fields)
+        let batch = self
+            .generator
+            .batch(from, to)
             .map_err(|e| e.at("source", &self.table))?;
         // Generation is CPU work: let other tasks run between batches.
         tokio::task::yield_now().await;
@@ -746,23 +921,47 @@ mod tests {
     #[test]
     fn event_mix_ids_and_times_follow_the_model() {
         let c = config();
-        let types: Vec<i32> = (0..50).map(|n| c.event_type(n)).collect();
+        let at = |n| EventPosition::at(&c, n);
+        let types: Vec<i32> = (0..50).map(|n| at(n).event_type(&c)).collect();
         assert_eq!(types.iter().filter(|&&t| t == 0).count(), 1);
         assert_eq!(types.iter().filter(|&&t| t == 1).count(), 3);
         assert_eq!(types.iter().filter(|&&t| t == 2).count(), 46);
         assert_eq!(
-            (c.last_person(0), c.last_person(50), c.last_person(149)),
+            (
+                at(0).last_person(&c),
+                at(50).last_person(&c),
+                at(149).last_person(&c)
+            ),
             (0, 1, 2)
         );
         assert_eq!(
-            (c.last_auction(1), c.last_auction(3), c.last_auction(51)),
+            (
+                at(1).last_auction(&c),
+                at(3).last_auction(&c),
+                at(51).last_auction(&c)
+            ),
             (0, 2, 3)
         );
-        assert_eq!(
-            c.timestamp(1500),
-            1500,
-            "1000 events per second: 1 ms apart"
-        );
+        assert_eq!(at(1500).time, 1500, "1000 events per second: 1 ms apart");
+        // Stepping lands where computing does, at any rate.
+        for rate in [1, 7, 1000, 3001, 10_000_000] {
+            let c = NexmarkConfig { rate, ..c };
+            let mut stepped = EventPosition::at(&c, 95);
+            for n in 96..2000 {
+                stepped.step(&c);
+                let at = EventPosition::at(&c, n);
+                assert_eq!(
+                    (
+                        stepped.epoch,
+                        stepped.offset,
+                        stepped.time,
+                        stepped.time_rest
+                    ),
+                    (at.epoch, at.offset, at.time, at.time_rest),
+                    "rate {rate}, event {n}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -780,10 +979,11 @@ mod tests {
         ]));
         let c = config();
         let all = BTreeMap::new();
-        let whole = generate(&c, 0, 100, &schema, &all).unwrap();
+        let mut generator = Generator::new(c, schema.clone(), all);
+        let whole = generator.batch(0, 100).unwrap();
         let parts = [
-            generate(&c, 0, 37, &schema, &all).unwrap(),
-            generate(&c, 37, 100, &schema, &all).unwrap(),
+            generator.batch(0, 37).unwrap(),
+            generator.batch(37, 100).unwrap(),
         ];
         let joined = datafusion::arrow::compute::concat_batches(&schema, &parts).unwrap();
         assert_eq!(whole, joined);
@@ -822,7 +1022,9 @@ mod tests {
         use datafusion::arrow::array::{Array, AsArray};
         let schema = nexmark_schema();
         let c = config();
-        let whole = generate(&c, 0, 500, &schema, &BTreeMap::new()).unwrap();
+        let whole = Generator::new(c, schema.clone(), BTreeMap::new())
+            .batch(0, 500)
+            .unwrap();
         // Each row type read in part: an early field, a late one, only undrawn ones.
         let read = BTreeMap::from([
             ("person".to_string(), vec!["dateTime".to_string()]),
@@ -835,7 +1037,10 @@ mod tests {
                 vec!["price".to_string(), "dateTime".to_string()],
             ),
         ]);
-        let part = generate(&c, 0, 500, &schema, &read).unwrap();
+        let mut generator = Generator::new(c, schema.clone(), read.clone());
+        let part = generator.batch(0, 500).unwrap();
+        // The all-NULL fields kept from the first batch serve the second.
+        assert_eq!(generator.batch(0, 500).unwrap(), part);
         assert_eq!(part.schema(), schema);
         assert_eq!(part.column(0), whole.column(0));
         for (at, column) in ["person", "auction", "bid"].into_iter().enumerate() {

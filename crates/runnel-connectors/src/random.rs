@@ -3,6 +3,9 @@
 /// splitmix64 over `(seed, event number)`: one independent stream per event.
 pub(crate) struct EventRng(u64);
 
+/// SplitMix64's increment: each draw moves the state on by it.
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 impl EventRng {
     pub(crate) fn new(seed: u64, event: u64) -> Self {
         EventRng(
@@ -11,11 +14,17 @@ impl EventRng {
     }
 
     pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.0 = self.0.wrapping_add(GOLDEN_GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Moves past `draws` values of [`EventRng::next`] without making them (the stream
+    /// is a counter: one addition).
+    pub(crate) fn skip(&mut self, draws: u64) {
+        self.0 = self.0.wrapping_add(GOLDEN_GAMMA.wrapping_mul(draws));
     }
 
     pub(crate) fn below(&mut self, n: u64) -> u64 {
