@@ -82,6 +82,15 @@ pub struct WindowAggregateOperator {
     changes: Option<Changes>,
 }
 
+/// The window's start as a column held once per window (see [`StateLayout::new`]):
+/// unless a session's, a window's start follows from its end.
+fn window_start_held(node: &WindowAggregateNode) -> Option<usize> {
+    match node.kind {
+        runnel_sql::WindowKind::Session { .. } => None,
+        _ => Some(node.window_start),
+    }
+}
+
 fn operator_error(source: DataFusionError) -> RuntimeError {
     RuntimeError::Operator {
         operator: "WindowAggregate".into(),
@@ -115,12 +124,14 @@ impl WindowAggregateOperator {
             panes,
             sealed: BTreeMap::new(),
             last_window: None,
-            layout: Arc::new(StateLayout {
+            layout: Arc::new(StateLayout::new(
                 group_schema,
+                node.window_end,
+                window_start_held(node),
                 aggregates,
                 state_widths,
                 panes,
-            }),
+            )),
             group_exprs,
             window_end: node.window_end,
             output_schema,
@@ -212,7 +223,7 @@ impl WindowAggregateOperator {
 
     /// Sends a closed window's rows on: its keys, then each aggregate's final value.
     fn emit_window(&self, mut window: WindowState, out: &mut Collector) -> DFResult<()> {
-        let mut columns = window.groups.emit(EmitTo::All)?;
+        let mut columns = self.layout.emit_groups(&mut window)?;
         for accumulator in &mut window.accumulators {
             columns.push(accumulator.evaluate(EmitTo::All)?);
         }
@@ -265,10 +276,10 @@ impl WindowAggregateOperator {
                     let mut groups = part[..keys].to_vec();
                     groups[panes.start_key] = self.window_bound(panes.start_key, start, rows)?;
                     groups[panes.end_key] = self.window_bound(panes.end_key, end, rows)?;
-                    window.merge(
+                    self.layout.merge(
+                        &mut window,
                         &groups,
                         &part[keys..],
-                        &self.layout.state_widths,
                         &mut self.group_indices,
                     )?;
                 }
@@ -285,7 +296,7 @@ impl WindowAggregateOperator {
 
     /// A pane's partial aggregates taken out of its accumulators.
     fn seal(&self, mut pane: WindowState) -> DFResult<SealedPart> {
-        let mut part = pane.groups.emit(EmitTo::All)?;
+        let mut part = self.layout.emit_groups(&mut pane)?;
         for accumulator in &mut pane.accumulators {
             part.extend(accumulator.state(EmitTo::All)?);
         }
@@ -314,12 +325,8 @@ impl WindowAggregateOperator {
                 Entry::Vacant(new) => new.insert(self.layout.new_window()?),
             };
             for part in parts {
-                pane.merge(
-                    &part[..keys],
-                    &part[keys..],
-                    &self.layout.state_widths,
-                    &mut self.group_indices,
-                )?;
+                self.layout
+                    .merge(pane, &part[..keys], &part[keys..], &mut self.group_indices)?;
             }
         }
         Ok(())

@@ -7,11 +7,13 @@ use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, AsArray, Int64Array, Scalar};
+use datafusion::arrow::compute::kernels::cmp::not_distinct;
 use datafusion::arrow::compute::{sort_to_indices, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::Result as DFResult;
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
@@ -35,29 +37,12 @@ pub(super) type SealedPart = Vec<ArrayRef>;
 
 /// The keys and partial aggregates of one open window.
 pub(super) struct WindowState {
+    /// The group columns of [`StateLayout::keys`].
     pub(super) groups: Box<dyn GroupValues>,
+    /// The window's value of each column of [`StateLayout::bounds`] (one row each), from
+    /// the first rows it took.
+    bounds: Vec<ArrayRef>,
     pub(super) accumulators: Vec<Box<dyn GroupsAccumulator>>,
-}
-
-impl WindowState {
-    /// Merges partial aggregates into this state: `states` holds each aggregate's state
-    /// columns in turn (`widths` of them each) for the keys `groups`.
-    pub(super) fn merge(
-        &mut self,
-        groups: &[ArrayRef],
-        states: &[ArrayRef],
-        widths: &[usize],
-        group_indices: &mut Vec<usize>,
-    ) -> DFResult<()> {
-        self.groups.intern(groups, group_indices)?;
-        let total = self.groups.len();
-        let mut column = 0;
-        for (accumulator, width) in self.accumulators.iter_mut().zip(widths) {
-            accumulator.merge_batch(&states[column..column + width], group_indices, total)?;
-            column += width;
-        }
-        Ok(())
-    }
 }
 
 /// Open windows (or panes) by their end.
@@ -85,6 +70,15 @@ pub(super) struct Progress {
 /// the threads that build and merge the operator's checkpoints.
 pub(super) struct StateLayout {
     pub(super) group_schema: SchemaRef,
+    /// The group columns hashed per row, by index in `group_schema`.
+    keys: Vec<usize>,
+    /// The group columns that hold one value per window (its bounds), by index: kept
+    /// once per window instead of hashed with every row. A window of one end has one
+    /// start when the window kind sets the start from the end (all but sessions).
+    bounds: Vec<usize>,
+    /// Which of `bounds` is checked row by row: the start. (The end is what rows are
+    /// routed to their window by.)
+    checked: Option<usize>,
     pub(super) aggregates: Vec<AggregateCall>,
     /// How many state columns each aggregate has.
     pub(super) state_widths: Vec<usize>,
@@ -92,15 +86,131 @@ pub(super) struct StateLayout {
 }
 
 impl StateLayout {
+    /// The layout of a window aggregate grouping by `group_schema`'s columns: `end`
+    /// routes rows to their window, and `start` (when given) is the same in every row
+    /// of a window. Both are kept once per window while another column is left to hash;
+    /// grouped by the bounds alone, the end is the key.
+    pub(super) fn new(
+        group_schema: SchemaRef,
+        end: usize,
+        start: Option<usize>,
+        aggregates: Vec<AggregateCall>,
+        state_widths: Vec<usize>,
+        panes: Option<Panes>,
+    ) -> Self {
+        let columns = group_schema.fields().len();
+        let mut bounds: Vec<usize> = [Some(end), start]
+            .into_iter()
+            .flatten()
+            .filter(|&c| c < columns)
+            .collect();
+        bounds.dedup();
+        if bounds.len() == columns {
+            bounds.retain(|&c| c != end);
+        }
+        Self {
+            keys: (0..columns).filter(|c| !bounds.contains(c)).collect(),
+            checked: bounds.iter().position(|&c| c != end),
+            bounds,
+            group_schema,
+            aggregates,
+            state_widths,
+            panes,
+        }
+    }
+
     pub(super) fn new_window(&self) -> DFResult<WindowState> {
+        let key_schema = Arc::new(self.group_schema.project(&self.keys)?);
         Ok(WindowState {
-            groups: new_group_values(self.group_schema.clone(), &GroupOrdering::None)?,
+            groups: new_group_values(key_schema, &GroupOrdering::None)?,
+            bounds: Vec::with_capacity(self.bounds.len()),
             accumulators: self
                 .aggregates
                 .iter()
                 .map(AggregateCall::new_groups_accumulator)
                 .collect::<DFResult<_>>()?,
         })
+    }
+
+    /// Interns the rows of `groups` (every group column) into `window`'s keys, filling
+    /// `group_indices`: its bound columns are checked against the window's values, the
+    /// others hashed.
+    fn intern(
+        &self,
+        window: &mut WindowState,
+        groups: &[ArrayRef],
+        group_indices: &mut Vec<usize>,
+    ) -> DFResult<()> {
+        if self.bounds.is_empty() {
+            return window.groups.intern(groups, group_indices);
+        }
+        let rows = groups.first().map_or(0, |c| c.len());
+        if rows > 0 {
+            if window.bounds.is_empty() {
+                window.bounds = self.bounds.iter().map(|&c| groups[c].slice(0, 1)).collect();
+            }
+            if let Some(at) = self.checked {
+                let column = self.bounds[at];
+                let held = Scalar::new(window.bounds[at].clone());
+                if not_distinct(&groups[column], &held)?.true_count() != rows {
+                    return Err(DataFusionError::Internal(format!(
+                        "window aggregate: rows of one window differ in {}",
+                        self.group_schema.field(column).name()
+                    )));
+                }
+            }
+        }
+        let keys: Vec<ArrayRef> = self.keys.iter().map(|&c| groups[c].clone()).collect();
+        window.groups.intern(&keys, group_indices)
+    }
+
+    /// Merges partial aggregates into `window`: `states` holds each aggregate's state
+    /// columns in turn for the keys `groups` (every group column).
+    pub(super) fn merge(
+        &self,
+        window: &mut WindowState,
+        groups: &[ArrayRef],
+        states: &[ArrayRef],
+        group_indices: &mut Vec<usize>,
+    ) -> DFResult<()> {
+        self.intern(window, groups, group_indices)?;
+        let total = window.groups.len();
+        let mut column = 0;
+        for (accumulator, width) in window.accumulators.iter_mut().zip(&self.state_widths) {
+            accumulator.merge_batch(&states[column..column + width], group_indices, total)?;
+            column += width;
+        }
+        Ok(())
+    }
+
+    /// Takes `window`'s keys out, as every group column (its bounds repeated).
+    pub(super) fn emit_groups(&self, window: &mut WindowState) -> DFResult<Vec<ArrayRef>> {
+        let keys = window.groups.emit(EmitTo::All)?;
+        if self.bounds.is_empty() {
+            return Ok(keys);
+        }
+        let rows = keys.first().map_or(0, |c| c.len());
+        let mut keys = keys.into_iter();
+        let mut columns = Vec::with_capacity(self.group_schema.fields().len());
+        for (column, field) in self.group_schema.fields().iter().enumerate() {
+            let array = match self.bounds.iter().position(|&b| b == column) {
+                None => keys.next().ok_or_else(|| {
+                    DataFusionError::Internal("window aggregate: a key column missing".into())
+                })?,
+                Some(at) => match window.bounds.get(at) {
+                    Some(value) => ScalarValue::try_from_array(value, 0)?.to_array_of_size(rows)?,
+                    None if rows == 0 => new_empty_array(field.data_type()),
+                    None => {
+                        return Err(DataFusionError::Internal(format!(
+                            "window aggregate: no value of {} held",
+                            field.name()
+                        )))
+                    }
+                },
+            };
+            columns.push(array);
+        }
+        Ok(columns)
     }
 
     /// Aggregates `rows` into their windows. Most batches fall in one window; otherwise
@@ -149,7 +259,7 @@ impl StateLayout {
                 Entry::Occupied(open) => open.into_mut(),
                 Entry::Vacant(new) => new.insert(self.new_window()?),
             };
-            window.groups.intern(&group_slice, group_indices)?;
+            self.intern(window, &group_slice, group_indices)?;
             let total_groups = window.groups.len();
             for (i, accumulator) in window.accumulators.iter_mut().enumerate() {
                 let args: Vec<ArrayRef> = inputs[i].iter().map(slice).collect();
@@ -176,7 +286,7 @@ impl StateLayout {
     ) -> DFResult<RecordBatch> {
         let mut parts: Vec<Vec<ArrayRef>> = Vec::with_capacity(windows.len());
         for (end, mut window) in windows {
-            let mut columns = window.groups.emit(EmitTo::All)?;
+            let mut columns = self.emit_groups(&mut window)?;
             let rows = columns.first().map_or(0, |c| c.len());
             columns.insert(0, Arc::new(Int64Array::from(vec![end; rows])));
             for accumulator in &mut window.accumulators {
@@ -260,10 +370,10 @@ impl StateLayout {
                 let columns: Vec<ArrayRef> = (1..state.num_columns())
                     .map(|c| state.column(c).slice(start, len))
                     .collect();
-                window.merge(
+                self.merge(
+                    window,
                     &columns[..keys],
                     &columns[keys..],
-                    &self.state_widths,
                     &mut group_indices,
                 )?;
             }
@@ -282,5 +392,104 @@ impl StateLayout {
                 .is_none_or(|last| end > last - panes.size_ms + panes.slide_ms),
             None => progress.watermark.is_none_or(|watermark| end > watermark),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::TimeUnit;
+
+    /// Groups `(policy, window_start, window_end)` with no aggregate.
+    fn layout() -> StateLayout {
+        let time = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("policy", DataType::Utf8, true),
+            Field::new("window_start", time.clone(), false),
+            Field::new("window_end", time, false),
+        ]));
+        StateLayout::new(schema, 2, Some(1), Vec::new(), Vec::new(), None)
+    }
+
+    fn rows(policies: &[&str], start: &[i64], end: i64) -> WindowRows {
+        WindowRows {
+            ends: Int64Array::from(vec![end; policies.len()]),
+            groups: vec![
+                Arc::new(StringArray::from(policies.to_vec())),
+                Arc::new(TimestampMillisecondArray::from(start.to_vec())),
+                Arc::new(TimestampMillisecondArray::from(vec![end; policies.len()])),
+            ],
+            inputs: Vec::new(),
+            filters: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_window_hashes_its_keys_and_holds_its_bounds_once() {
+        let layout = layout();
+        assert_eq!(
+            (layout.keys.as_slice(), layout.bounds.as_slice()),
+            (&[0][..], &[2, 1][..])
+        );
+        let (mut windows, mut indices) = (Windows::new(), Vec::new());
+        layout
+            .route(
+                &mut windows,
+                rows(&["a", "b", "a"], &[0, 0, 0], 10),
+                &mut indices,
+            )
+            .unwrap();
+        layout
+            .route(&mut windows, rows(&["c", "a"], &[10, 10], 20), &mut indices)
+            .unwrap();
+        let mut emitted = Vec::new();
+        for (_, mut window) in windows {
+            let columns = layout.emit_groups(&mut window).unwrap();
+            let batch = RecordBatch::try_new(layout.group_schema.clone(), columns).unwrap();
+            emitted.push(
+                datafusion::arrow::util::pretty::pretty_format_batches(&[batch])
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert!(emitted[0].contains("| a      | 1970-01-01T00:00:00 | 1970-01-01T00:00:00.010 |"));
+        assert!(emitted[0].contains("| b      |"));
+        assert_eq!(
+            emitted[0].matches("1970-01-01T00:00:00.010").count(),
+            2,
+            "{}",
+            emitted[0]
+        );
+        assert!(
+            emitted[1].contains("| c      | 1970-01-01T00:00:00.010 | 1970-01-01T00:00:00.020 |")
+        );
+    }
+
+    #[test]
+    fn rows_of_one_window_with_two_starts_are_an_error_not_a_merge() {
+        let layout = layout();
+        let (mut windows, mut indices) = (Windows::new(), Vec::new());
+        let error = layout
+            .route(&mut windows, rows(&["a", "b"], &[0, 5], 10), &mut indices)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("differ in window_start"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn grouped_by_its_bounds_alone_a_window_keys_on_its_end() {
+        let time = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("window_start", time.clone(), false),
+            Field::new("window_end", time, false),
+        ]));
+        let layout = StateLayout::new(schema, 1, Some(0), Vec::new(), Vec::new(), None);
+        assert_eq!(
+            (layout.keys.as_slice(), layout.bounds.as_slice()),
+            (&[1][..], &[0][..])
+        );
     }
 }
