@@ -45,7 +45,8 @@ impl JsonFormat {
     /// that would not decode in a field left out is not noticed, as in Flink.
     pub fn reading(mut self, read_fields: &BTreeMap<String, Vec<String>>) -> Self {
         self.pruned = PrunedSchema::new(&self.schema, read_fields).map(Arc::new);
-        self.one_pass = OnePassDecoder::new(self.decoded_schema()).map(Arc::new);
+        self.one_pass =
+            OnePassDecoder::within(self.decoded_schema(), self.schema.clone()).map(Arc::new);
         self
     }
 
