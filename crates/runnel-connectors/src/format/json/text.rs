@@ -39,13 +39,16 @@ impl<'a> Input<'a> {
         }
     }
 
-    /// Consumes `literal` (`null`, `true`, `false`) or gives up.
-    pub(super) fn literal(&mut self, literal: &[u8]) -> Step {
-        if self.bytes[self.at..].starts_with(literal) {
-            self.at += literal.len();
-            Ok(())
-        } else {
-            Err(GiveUp)
+    /// Consumes `literal` (`null`, `true`, `false`) or gives up. Its length is known
+    /// when compiled, so the comparison is one of integers, not a call to `memcmp`.
+    pub(super) fn literal<const N: usize>(&mut self, literal: &[u8; N]) -> Step {
+        let end = self.at + N;
+        match self.bytes.get(self.at..end) {
+            Some(bytes) if bytes == literal => {
+                self.at = end;
+                Ok(())
+            }
+            _ => Err(GiveUp),
         }
     }
 
@@ -127,14 +130,64 @@ impl<'a> Input<'a> {
     }
 }
 
-/// Where the first `"` or `\` of `bytes` is. Most strings of a record are short (keys,
-/// numbers' digits, codes), where `memchr2` costs more to set up than it saves: the first
-/// 64 bytes are searched eight at a time in a `u64`, the rest with `memchr2`.
+/// Where the first `"` or `\` of `bytes` is: sixteen bytes at a time with SSE2 (part
+/// of every x86-64), the last ones of a record eight at a time in a `u64`.
 fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        sse2::quote_or_backslash(bytes)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        quote_or_backslash_in_words(bytes)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+
+    pub(super) fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+        if bytes.len() < 16 {
+            return super::quote_or_backslash_in_words(bytes);
+        }
+        // Bit i set where byte `at + i` is a quote or a backslash.
+        let hits = |at: usize| -> u32 {
+            debug_assert!(at + 16 <= bytes.len());
+            // SAFETY: SSE2 is always there on x86-64, and every call reads the 16 bytes
+            // from `at`, which the callers keep within `bytes` (`at + 16 <= len`).
+            unsafe {
+                let chunk = _mm_loadu_si128(bytes.as_ptr().add(at).cast::<__m128i>());
+                let quotes = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'"' as i8));
+                let backslashes = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'\\' as i8));
+                _mm_movemask_epi8(_mm_or_si128(quotes, backslashes)) as u32
+            }
+        };
+        let mut at = 0;
+        while at + 16 <= bytes.len() {
+            let found = hits(at);
+            if found != 0 {
+                return Some(at + found.trailing_zeros() as usize);
+            }
+            at += 16;
+        }
+        if at == bytes.len() {
+            return None;
+        }
+        // The last sixteen bytes, less those already searched.
+        let last = bytes.len() - 16;
+        let found = hits(last) >> (at - last);
+        (found != 0).then(|| at + found.trailing_zeros() as usize)
+    }
+}
+
+/// [`quote_or_backslash`] eight bytes at a time in a `u64`.
+fn quote_or_backslash_in_words(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-    let head = &bytes[..bytes.len().min(64)];
-    let mut words = head.chunks_exact(8);
+    let mut words = bytes.chunks_exact(8);
     for (i, word) in words.by_ref().enumerate() {
         let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
         // A byte of `x` is zero where `word` holds the byte searched for; the lowest
@@ -147,15 +200,12 @@ fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
             return Some(i * 8 + found.trailing_zeros() as usize / 8);
         }
     }
-    let tail = head.len() - words.remainder().len();
-    if let Some(n) = words
+    let tail = bytes.len() - words.remainder().len();
+    words
         .remainder()
         .iter()
         .position(|b| matches!(b, b'"' | b'\\'))
-    {
-        return Some(tail + n);
-    }
-    memchr::memchr2(b'"', b'\\', &bytes[head.len()..]).map(|n| head.len() + n)
+        .map(|n| tail + n)
 }
 
 /// An integer written as `-?[0-9]+` (no fraction, no exponent) that fits an `i64`.
@@ -360,8 +410,12 @@ mod tests {
                 // A second match after the first must not be taken.
                 bytes[len + 1] = b'"';
                 assert_eq!(quote_or_backslash(&bytes), Some(len), "at {len}");
+                assert_eq!(quote_or_backslash_in_words(&bytes), Some(len), "at {len}");
+                // Found in the last bytes only.
+                assert_eq!(quote_or_backslash(&bytes[..=len]), Some(len), "at {len}");
             }
             assert_eq!(quote_or_backslash(&vec![b'a'; len]), None);
+            assert_eq!(quote_or_backslash_in_words(&vec![b'a'; len]), None);
         }
     }
 
