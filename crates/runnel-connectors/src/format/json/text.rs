@@ -1,8 +1,8 @@
 //! Reading JSON text for the one-pass decoder: a record's bytes under a cursor
-//! ([`Input`]) that finds strings' ends, numbers' text and whole values to step over, and
-//! the scalars it builds from them (integers, decimals, zone-less timestamps, unescaped
-//! strings). Each gives up ([`GiveUp`]) on any form it is not sure arrow-json reads the
-//! same way.
+//! ([`Input`]) that finds strings' ends, numbers' text and whole values to step over,
+//! keys told apart by their first bytes ([`FieldName`]), and the scalars it builds from
+//! them (integers, decimals, zone-less timestamps, unescaped strings). Each gives up
+//! ([`GiveUp`]) on any form it is not sure arrow-json reads the same way.
 
 use datafusion::arrow::datatypes::TimeUnit;
 
@@ -397,6 +397,65 @@ fn hex4(bytes: &[u8]) -> Step<(u32, &[u8])> {
     Ok((code, &bytes[4..]))
 }
 
+/// A field's name, with its first eight bytes in a `u64`: most keys are told apart, or
+/// matched whole, by one comparison (names of up to 16 bytes by two).
+pub(super) struct FieldName {
+    pub(super) name: Box<[u8]>,
+    prefix: Option<u64>,
+    /// The last eight bytes of a name of 9 to 16 bytes: with the first eight, all of it.
+    suffix: Option<u64>,
+    /// Whether the name is written as it is in a JSON key (no quote, backslash or
+    /// control character to escape), so the key's bytes can be compared with it before
+    /// the key's end is known.
+    pub(super) plain: bool,
+}
+
+impl FieldName {
+    pub(super) fn new(name: &str) -> Self {
+        let name: Box<[u8]> = name.as_bytes().into();
+        let mut padded = name.to_vec();
+        padded.resize(name.len().max(8), 0);
+        Self {
+            prefix: prefix(&padded, name.len()),
+            suffix: (9..=16)
+                .contains(&name.len())
+                .then(|| prefix(&name[name.len() - 8..], 8))
+                .flatten(),
+            plain: !name.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20),
+            name,
+        }
+    }
+
+    /// Whether `key`, whose first bytes are `prefix` (see [`prefix`]), is this name.
+    pub(super) fn is(&self, key: &[u8], prefix: Option<u64>) -> bool {
+        if self.name.len() != key.len() {
+            return false;
+        }
+        match (self.prefix, prefix) {
+            (Some(mine), Some(theirs)) => {
+                mine == theirs
+                    && (key.len() <= 8
+                        || match self.suffix {
+                            Some(suffix) => self::prefix(&key[key.len() - 8..], 8) == Some(suffix),
+                            None => self.name[8..] == key[8..],
+                        })
+            }
+            _ => *self.name == *key,
+        }
+    }
+}
+
+/// The first `len` bytes of `window` (up to eight) in a `u64`, the rest zero; `None`
+/// when `window` is shorter than eight bytes.
+pub(super) fn prefix(window: &[u8], len: usize) -> Option<u64> {
+    let word = u64::from_le_bytes(window.get(..8)?.try_into().ok()?);
+    Some(match len {
+        0 => 0,
+        1..=7 => word & ((1u64 << (8 * len)) - 1),
+        _ => word,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +507,34 @@ mod tests {
         unescape(br#"a\"b\u00e9\ud83d\ude00"#, &mut out).unwrap();
         assert_eq!(out, "a\"b\u{e9}\u{1f600}".as_bytes());
         assert_eq!(unescape(br#"\udc00"#, &mut out), Err(GiveUp));
+    }
+
+    #[test]
+    fn matches_keys_by_their_first_eight_bytes() {
+        let record = br#"{"auction":1,"dateTime":"t","event_typo":2,"event_type":3,"policy_holder_nama":4,"policy_holder_name":5}"#;
+        let names = [
+            "auction",
+            "dateTime",
+            "event_type",
+            "a",
+            "policy_holder_name",
+        ]
+        .map(FieldName::new);
+        let at = |key: &str| {
+            let start = memchr::memmem::find(record, format!("\"{key}\"").as_bytes()).unwrap() + 1;
+            let key = &record[start..start + key.len()];
+            let prefix = prefix(&record[start..], key.len());
+            names.iter().position(|name| name.is(key, prefix))
+        };
+        assert_eq!(at("auction"), Some(0));
+        assert_eq!(at("dateTime"), Some(1));
+        assert_eq!(at("event_type"), Some(2));
+        assert_eq!(at("event_typo"), None);
+        // Longer than 16 bytes: the rest compared whole.
+        assert_eq!(at("policy_holder_name"), Some(4));
+        assert_eq!(at("policy_holder_nama"), None);
+        assert_eq!(at("t"), None);
+        // Near the end of a record there is no window of eight bytes to read.
+        assert!(names[3].is(b"a", prefix(b"a\"}", 1)));
     }
 }
