@@ -39,8 +39,8 @@ pub(super) type SealedPart = Vec<ArrayRef>;
 pub(super) struct WindowState {
     /// The group columns of [`StateLayout::keys`].
     pub(super) groups: Box<dyn GroupValues>,
-    /// The window's value of each column of [`StateLayout::bounds`] (one row each), from
-    /// the first rows it took.
+    /// The window's value of each column of [`StateLayout::bounds`] (one row each, copied
+    /// from the first rows it took).
     bounds: Vec<ArrayRef>,
     pub(super) accumulators: Vec<Box<dyn GroupsAccumulator>>,
 }
@@ -147,7 +147,12 @@ impl StateLayout {
         let rows = groups.first().map_or(0, |c| c.len());
         if rows > 0 {
             if window.bounds.is_empty() {
-                window.bounds = self.bounds.iter().map(|&c| groups[c].slice(0, 1)).collect();
+                // Copied out, not sliced: a slice would keep the batch's whole column.
+                window.bounds = self
+                    .bounds
+                    .iter()
+                    .map(|&c| ScalarValue::try_from_array(&groups[c], 0)?.to_array_of_size(1))
+                    .collect::<DFResult<_>>()?;
             }
             if let Some(at) = self.checked {
                 let column = self.bounds[at];
