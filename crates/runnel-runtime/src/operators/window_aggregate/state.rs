@@ -72,6 +72,8 @@ pub(super) struct StateLayout {
     pub(super) group_schema: SchemaRef,
     /// The group columns hashed per row, by index in `group_schema`.
     keys: Vec<usize>,
+    /// Their schema: a window's `GroupValues`.
+    key_schema: SchemaRef,
     /// The group columns that hold one value per window (its bounds), by index: kept
     /// once per window instead of hashed with every row. A window of one end has one
     /// start when the window kind sets the start from the end (all but sessions).
@@ -108,8 +110,14 @@ impl StateLayout {
         if bounds.len() == columns {
             bounds.retain(|&c| c != end);
         }
+        let keys: Vec<usize> = (0..columns).filter(|c| !bounds.contains(c)).collect();
         Self {
-            keys: (0..columns).filter(|c| !bounds.contains(c)).collect(),
+            key_schema: Arc::new(Schema::new(
+                keys.iter()
+                    .map(|&c| group_schema.field(c).clone())
+                    .collect::<Vec<_>>(),
+            )),
+            keys,
             checked: bounds.iter().position(|&c| c != end),
             bounds,
             group_schema,
@@ -120,9 +128,8 @@ impl StateLayout {
     }
 
     pub(super) fn new_window(&self) -> DFResult<WindowState> {
-        let key_schema = Arc::new(self.group_schema.project(&self.keys)?);
         Ok(WindowState {
-            groups: new_group_values(key_schema, &GroupOrdering::None)?,
+            groups: new_group_values(self.key_schema.clone(), &GroupOrdering::None)?,
             bounds: Vec::with_capacity(self.bounds.len()),
             accumulators: self
                 .aggregates
