@@ -7,15 +7,16 @@
 //! while `t >= Wr + lower`; symmetrically a right row while `t >= Wl - upper`. A row is
 //! joined with the other side's kept rows as it arrives, so each pair is emitted exactly
 //! once, by whichever of its rows came second. A row below its own side's watermark is
-//! late (its partners may be gone): dropped and counted, or routed.
+//! late (its partners may be gone): dropped and counted, or routed. A side's rows are held
+//! in a [`KeyedRowLog`] (arrival order, chained by key), so dropping the rows out of reach
+//! at each watermark costs the rows dropped.
 //!
 //! The forwarded watermark is the inputs' minimum less the larger bound, so no joined row
 //! is late downstream whichever side's time it carries.
 
-use datafusion::common::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::gt_eq;
 use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -34,8 +35,8 @@ use crate::operator::{
     CheckpointedState, Collector, InputWatermarks, OperatorState, Side, StreamOperator,
     TwoInputOperator,
 };
-use crate::operators::held_rows::{HeldRows, RowRef};
 use crate::operators::join_rows::{padded, split_two_sided, two_sided_state};
+use crate::operators::keyed_row_log::{key_hash, KeyedRowLog, RowNumber};
 use crate::operators::late_rows::drop_late;
 use crate::operators::window_assign::{compacted, event_times};
 use crate::operators::LateRowsOutput;
@@ -57,38 +58,20 @@ struct JoinSide {
     time_column: usize,
     time_name: String,
     schema: SchemaRef,
-    held: HeldRows,
-    /// Key bytes → held rows with their times.
-    index: HashMap<Vec<u8>, Vec<(RowRef, i64)>>,
-    /// Held rows now, and right after the last sweep of expired ones.
-    entries: usize,
-    entries_after_sweep: usize,
-    /// The bytes of the keys in `index`, kept as they change (the state's size).
-    key_bytes: usize,
+    log: KeyedRowLog,
     late_output: Option<LateRowsOutput>,
     /// Outer on this side: rows that never matched are emitted padded with NULLs once no
     /// partner can come any more.
     outer: bool,
-    /// Outer sides: held rows not yet matched, by time (expired in time order).
-    unmatched: std::collections::BTreeSet<(i64, RowRef)>,
 }
 
 impl JoinSide {
     /// Every held row and whether it is still unmatched (an outer side's), for a checkpoint.
     fn held_rows(&self) -> std::result::Result<RecordBatch, ArrowError> {
-        let refs: Vec<RowRef> = self
-            .index
-            .values()
-            .flat_map(|rows| rows.iter().map(|(row, _)| *row))
-            .collect();
-        let unmatched: std::collections::HashSet<RowRef> =
-            self.unmatched.iter().map(|(_, row)| *row).collect();
-        let rows = self.held.gather(&self.schema, &refs)?;
-        let flags = datafusion::arrow::array::BooleanArray::from_iter(
-            refs.iter().map(|r| Some(unmatched.contains(r))),
-        );
+        let (numbers, flags): (Vec<RowNumber>, Vec<bool>) = self.log.held().unzip();
+        let rows = self.log.gather(&self.schema, &numbers)?;
         let mut columns = rows.columns().to_vec();
-        columns.push(Arc::new(flags));
+        columns.push(Arc::new(BooleanArray::from(flags)));
         RecordBatch::try_new(with_flag(&self.schema), columns)
     }
 
@@ -98,7 +81,7 @@ impl JoinSide {
         let flags = state
             .column(last)
             .as_any()
-            .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+            .downcast_ref::<BooleanArray>()
             .cloned()
             .ok_or_else(|| RuntimeError::Checkpoint("IntervalJoin state lacks flags".into()))?;
         let rows = RecordBatch::try_new(self.schema.clone(), state.columns()[..last].to_vec())
@@ -111,51 +94,15 @@ impl JoinSide {
         let keys = converter
             .convert_columns(&key_columns)
             .map_err(arrow_error)?;
-        let id = self.held.push(compacted(&rows).map_err(operator_error)?);
-        for row in 0..rows.num_rows() {
-            let t = times.value(row);
-            let at = (id, row as u32);
-            self.hold(keys.row(row).data(), at, t);
-            if self.outer && flags.value(row) {
-                self.unmatched.insert((t, at));
+        let hashes: Vec<u64> = keys.iter().map(key_hash).collect();
+        let rows = compacted(&rows).map_err(operator_error)?;
+        let first = self.log.push(rows, keys, &hashes, times.values());
+        for (i, &time) in times.values().iter().enumerate() {
+            if self.outer && flags.value(i) {
+                self.log.unmatched(first + i as RowNumber, time);
             }
         }
-        self.entries += rows.num_rows();
         Ok(())
-    }
-
-    /// Indexes the held row `at` (at time `t`) under `key`.
-    fn hold(&mut self, key: &[u8], at: RowRef, t: i64) {
-        match self.index.get_mut(key) {
-            Some(rows) => rows.push((at, t)),
-            None => {
-                self.key_bytes += key.len();
-                self.index.insert(key.to_vec(), vec![(at, t)]);
-            }
-        }
-    }
-
-    /// Drops the rows older than `keep_from` (no row of the other side can match them).
-    fn sweep(&mut self, keep_from: i64) {
-        let mut released = Vec::new();
-        let mut key_bytes = self.key_bytes;
-        self.index.retain(|key, rows| {
-            rows.retain(|&(row, t)| {
-                let keep = t >= keep_from;
-                if !keep {
-                    released.push(row);
-                }
-                keep
-            });
-            if rows.is_empty() {
-                key_bytes -= key.len();
-            }
-            !rows.is_empty()
-        });
-        self.key_bytes = key_bytes;
-        self.held.release(&released);
-        self.entries -= released.len();
-        self.entries_after_sweep = self.entries;
     }
 }
 
@@ -200,14 +147,9 @@ impl IntervalJoinOperator {
                 time_column,
                 time_name: schema.field(time_column).name().clone(),
                 schema,
-                held: HeldRows::default(),
-                index: HashMap::new(),
-                entries: 0,
-                entries_after_sweep: 0,
-                key_bytes: 0,
+                log: KeyedRowLog::default(),
                 late_output,
                 outer: false,
-                unmatched: std::collections::BTreeSet::new(),
             })
         };
         let mut left = side(
@@ -272,15 +214,7 @@ impl StreamOperator for IntervalJoinOperator {
 
 impl CheckpointedState for IntervalJoinOperator {
     fn size(&self) -> usize {
-        [&self.left, &self.right]
-            .iter()
-            .map(|side| {
-                side.held.size()
-                    + side.entries * std::mem::size_of::<(RowRef, i64)>()
-                    + side.index.len() * 48
-                    + side.key_bytes
-            })
-            .sum()
+        self.left.log.size() + self.right.log.size()
     }
 
     /// Both sides' held rows, with whether each is still unmatched.
@@ -338,29 +272,30 @@ impl TwoInputOperator for IntervalJoinOperator {
             .converter
             .convert_columns(&key_columns)
             .map_err(arrow_error)?;
+        let hashes: Vec<u64> = keys.iter().map(key_hash).collect();
 
         // Probe the other side.
         let mut matched = vec![false; batch.num_rows()];
-        let (mut probe_rows, mut partners): (Vec<u32>, Vec<RowRef>) = (Vec::new(), Vec::new());
+        let (mut probe_rows, mut partners): (Vec<u32>, Vec<RowNumber>) = (Vec::new(), Vec::new());
         let mut partner_times: Vec<i64> = Vec::new();
+        let bound = self.lower_ms..=self.upper_ms;
         for (row, &t) in times.values().iter().enumerate() {
             if has_null_key(row) {
                 continue;
             }
-            let Some(candidates) = other.index.get(keys.row(row).data()) else {
-                continue;
-            };
-            for &(partner, other_t) in candidates {
-                let difference = match side {
-                    Side::Left => t - other_t,
-                    Side::Right => other_t - t,
-                };
-                if (self.lower_ms..=self.upper_ms).contains(&difference) {
-                    probe_rows.push(row as u32);
-                    partners.push(partner);
-                    partner_times.push(other_t);
-                }
-            }
+            other
+                .log
+                .for_each_match(keys.row(row), hashes[row], |partner, other_t| {
+                    let difference = match side {
+                        Side::Left => t - other_t,
+                        Side::Right => other_t - t,
+                    };
+                    if bound.contains(&difference) {
+                        probe_rows.push(row as u32);
+                        partners.push(partner);
+                        partner_times.push(other_t);
+                    }
+                });
         }
         if !probe_rows.is_empty() {
             let indices = UInt32Array::from(probe_rows);
@@ -371,7 +306,7 @@ impl TwoInputOperator for IntervalJoinOperator {
                 .collect::<std::result::Result<_, _>>()
                 .map_err(arrow_error)?;
             let those = other
-                .held
+                .log
                 .gather(&other.schema, &partners)
                 .map_err(arrow_error)?;
             let columns = match side {
@@ -394,7 +329,7 @@ impl TwoInputOperator for IntervalJoinOperator {
                 if passed {
                     matched[row as usize] = true;
                     if other.outer {
-                        other.unmatched.remove(&(partner_time, *partner));
+                        other.log.matched(*partner, partner_time);
                     }
                 }
             }
@@ -425,24 +360,28 @@ impl TwoInputOperator for IntervalJoinOperator {
         if kept.is_empty() {
             return Ok(());
         }
-        let batch = compacted(&batch).map_err(operator_error)?;
-        let id = this.held.push(batch);
-        // Rows not kept are released at once (the batch is held whole).
-        let mut skipped = Vec::new();
-        let mut next = kept.iter().peekable();
-        for (row, &was_matched) in matched.iter().enumerate() {
-            if next.peek() == Some(&&row) {
-                next.next();
-                this.hold(keys.row(row).data(), (id, row as u32), times.value(row));
-                if this.outer && !was_matched {
-                    this.unmatched.insert((times.value(row), (id, row as u32)));
+        // Hold copies of the kept rows (all of them, usually) and their keys.
+        let (rows, keys, hashes, kept_times) = if kept.len() == batch.num_rows() {
+            let rows = compacted(&batch).map_err(operator_error)?;
+            (rows, keys, hashes, times.values().to_vec())
+        } else {
+            let indices = UInt32Array::from_iter_values(kept.iter().map(|&row| row as u32));
+            let rows = datafusion::arrow::compute::take_record_batch(&batch, &indices)
+                .map_err(arrow_error)?;
+            let mut kept_keys = self.converter.empty_rows(kept.len(), 0);
+            kept.iter().for_each(|&row| kept_keys.push(keys.row(row)));
+            let kept_hashes = kept.iter().map(|&row| hashes[row]).collect();
+            let kept_times = kept.iter().map(|&row| times.value(row)).collect();
+            (rows, kept_keys, kept_hashes, kept_times)
+        };
+        let first = this.log.push(rows, keys, &hashes, &kept_times);
+        if this.outer {
+            for (i, &row) in kept.iter().enumerate() {
+                if !matched[row] {
+                    this.log.unmatched(first + i as RowNumber, kept_times[i]);
                 }
-            } else {
-                skipped.push((id, row as u32));
             }
         }
-        this.held.release(&skipped);
-        this.entries += kept.len();
         Ok(())
     }
 
@@ -467,23 +406,16 @@ impl TwoInputOperator for IntervalJoinOperator {
             if !this.outer {
                 continue;
             }
-            let mut expired = Vec::new();
-            while let Some(&(t, row)) = this.unmatched.first() {
-                if t >= from {
-                    break;
-                }
-                this.unmatched.pop_first();
-                expired.push(row);
-            }
+            let expired = this.log.take_unmatched_before(from);
             if !expired.is_empty() {
                 let rows = this
-                    .held
+                    .log
                     .gather(&this.schema, &expired)
                     .map_err(arrow_error)?;
                 out.emit(padded(&self.schema, side, &rows, &other.schema)?);
             }
         }
-        // Sweep expired rows once a side has doubled since its last sweep (amortized O(1)).
+        // Drop the rows out of reach (the oldest ones: this costs what is dropped).
         for side in [Side::Left, Side::Right] {
             let keep_from = self.keep_from(side, watermarks);
             let state = match side {
@@ -491,9 +423,10 @@ impl TwoInputOperator for IntervalJoinOperator {
                 Side::Right => &mut self.right,
             };
             if let Some(from) = keep_from {
-                if state.entries > 2 * state.entries_after_sweep + 64 {
-                    state.sweep(from);
-                }
+                state
+                    .log
+                    .expire(from, &self.converter)
+                    .map_err(arrow_error)?;
             }
         }
         let slack = self.lower_ms.abs().max(self.upper_ms.abs());
@@ -580,9 +513,11 @@ mod tests {
     }
 
     /// Random interleavings of the two inputs, with watermarks trailing each side's
-    /// maximum, against a nested-loop join of the rows that were not late.
+    /// maximum and checkpoints restored along the way, against a nested-loop join of the
+    /// rows that were not late.
     #[test]
     fn any_interleaving_joins_exactly_the_pairs_in_the_bound() {
+        use std::sync::atomic::Ordering::Relaxed;
         for seed in 1..=300u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let lower = rng.below(20) as i64 - 15;
@@ -596,13 +531,22 @@ mod tests {
             let mut join = operator(lower, upper, join_type);
             let schemas = [join.left.schema.clone(), join.right.schema.clone()];
             // Each side: times rising ~2 per row with disorder up to 6 (dense, so rows land
-            // exactly on watermarks and bounds), some NULL keys, some rows far behind.
+            // exactly on watermarks and bounds), some NULL keys, some rows far behind and
+            // some far ahead (left out of the watermark, they hold up the rows behind them).
             let mut rows: [Vec<(Option<i64>, i64, i64)>; 2] = [vec![], vec![]];
+            let mut ahead: [Vec<bool>; 2] = [vec![], vec![]];
             for (s, side_rows) in rows.iter_mut().enumerate() {
                 for i in 0..120i64 {
                     let key = (rng.below(8) != 0).then(|| rng.below(3) as i64);
                     let late = if rng.below(15) == 0 { 40 } else { 0 };
-                    side_rows.push((key, i + 1000 * s as i64, i * 2 - rng.below(6) as i64 - late));
+                    let early = if rng.below(20) == 0 {
+                        30 + rng.below(40) as i64
+                    } else {
+                        0
+                    };
+                    let t = i * 2 - rng.below(6) as i64 - late + early;
+                    side_rows.push((key, i + 1000 * s as i64, t));
+                    ahead[s].push(early > 0);
                 }
             }
             let (mut next, mut max, mut watermark) = ([0usize; 2], [i64::MIN; 2], [None::<i64>; 2]);
@@ -610,6 +554,7 @@ mod tests {
             let mut out = Collector::default();
             let mut emitted = Vec::new();
             let mut watermarks = InputWatermarks::default();
+            let mut late_before_restores = 0;
             while next[0] < 120 || next[1] < 120 {
                 let s = if next[0] >= 120 {
                     1
@@ -620,19 +565,30 @@ mod tests {
                 };
                 let n = (1 + rng.below(12) as usize).min(120 - next[s]);
                 let chunk = &rows[s][next[s]..next[s] + n];
-                next[s] += n;
-                for row in chunk {
+                for (row, &ahead) in chunk.iter().zip(&ahead[s][next[s]..]) {
                     if watermark[s].is_none_or(|w| row.2 >= w) {
                         on_time[s].push(*row);
                     }
-                    max[s] = max[s].max(row.2);
+                    if !ahead {
+                        max[s] = max[s].max(row.2);
+                    }
                 }
+                next[s] += n;
                 let side = if s == 0 { Side::Left } else { Side::Right };
+                // Now and then a checkpoint, restored into a new operator.
+                if rng.below(10) == 0 {
+                    late_before_restores += join.metrics.late_rows.load(Relaxed) as usize;
+                    let state = join.snapshot().unwrap();
+                    join = operator(lower, upper, join_type);
+                    if let Some(state) = state {
+                        join.restore(state).unwrap();
+                    }
+                }
                 join.process_batch(side, batch(chunk, &schemas[s]), &watermarks, &mut out)
                     .unwrap();
                 emitted.extend(out.take());
-                let w = max[s] - 3;
-                if watermark[s].is_none_or(|old| w > old) {
+                let w = max[s].saturating_sub(3);
+                if max[s] > i64::MIN && watermark[s].is_none_or(|old| w > old) {
                     watermark[s] = Some(w);
                     watermarks.advance(side, w);
                     join.process_watermark(side, &watermarks, &mut out).unwrap();
@@ -687,12 +643,8 @@ mod tests {
                 "seed {seed}, {join_type} join, bound [{lower}, {upper}]"
             );
             let late = 240 - on_time[0].len() - on_time[1].len();
-            assert_eq!(
-                join.metrics
-                    .late_rows
-                    .load(std::sync::atomic::Ordering::Relaxed) as usize,
-                late
-            );
+            let late_counted = late_before_restores + join.metrics.late_rows.load(Relaxed) as usize;
+            assert_eq!(late_counted, late);
         }
     }
 }

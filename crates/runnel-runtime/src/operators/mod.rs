@@ -8,6 +8,7 @@ mod filter;
 pub(crate) mod held_rows;
 mod interval_join;
 pub(crate) mod join_rows;
+mod keyed_row_log;
 pub(crate) mod late_rows;
 mod lookup_join;
 mod over_window;
