@@ -29,7 +29,9 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use super::text::{decimal, integer, prefix, timestamp, unescape, FieldName, Input, LastDate};
+use super::text::{
+    decimal, integer, prefix, timestamp, unescape, utf8, FieldName, Input, LastDate,
+};
 
 /// The one-pass decoder gave a batch up: arrow-json decodes it instead.
 #[derive(Debug, PartialEq)]
@@ -315,7 +317,7 @@ impl Column {
                 } else {
                     raw
                 };
-                values.append_value(std::str::from_utf8(bytes).map_err(|_| GiveUp)?);
+                values.append_value(utf8(bytes)?);
             }
             Column::Object(object) => {
                 if input.next_byte() != Some(b'{') {

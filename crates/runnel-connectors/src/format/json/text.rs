@@ -249,16 +249,33 @@ pub(super) fn decimal(text: &[u8], precision: u8, scale: i8) -> Step<i128> {
         || (digits.len() > whole.len() && fraction.is_empty())
         || fraction.len() > scale
         || significant + scale > precision as usize
-        || !whole.iter().chain(fraction).all(u8::is_ascii_digit)
     {
         return Err(GiveUp);
     }
-    let mut value = whole
-        .iter()
-        .chain(fraction)
-        .fold(0i128, |value, digit| value * 10 + i128::from(digit - b'0'));
-    value *= 10i128.pow((scale - fraction.len()) as u32);
+    let padding = (scale - fraction.len()) as u32;
+    // Up to eighteen digits (most decimals) fit a u64, whose arithmetic is cheaper.
+    let value = if whole.len() + scale <= 18 {
+        let value = fold_digits(fold_digits(0u64, whole)?, fraction)?;
+        i128::from(value * 10u64.pow(padding))
+    } else {
+        fold_digits(fold_digits(0i128, whole)?, fraction)? * 10i128.pow(padding)
+    };
     Ok(if negative { -value } else { value })
+}
+
+/// `value` with the decimal `digits` appended, or give up on anything but a digit.
+fn fold_digits<T: From<u8> + std::ops::Mul<Output = T> + std::ops::Add<Output = T>>(
+    mut value: T,
+    digits: &[u8],
+) -> Step<T> {
+    for &byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(GiveUp);
+        }
+        value = value * T::from(10) + T::from(digit);
+    }
+    Ok(value)
 }
 
 /// The date [`timestamp`] read last and its days since the epoch: the records of a
@@ -389,6 +406,17 @@ pub(super) fn unescape(raw: &[u8], out: &mut Vec<u8>) -> Step {
     Ok(())
 }
 
+/// `bytes` as text. ASCII, which most JSON strings are, is checked a word at a time in
+/// line; anything else goes through the full UTF-8 validation.
+pub(super) fn utf8(bytes: &[u8]) -> Step<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).map_err(|_| GiveUp)
+    }
+}
+
 /// Four hex digits at the start of `bytes`, and what follows them.
 fn hex4(bytes: &[u8]) -> Step<(u32, &[u8])> {
     let digits = bytes.get(..4).ok_or(GiveUp)?;
@@ -489,6 +517,14 @@ mod tests {
         assert_eq!(decimal(b"1.234", 12, 2), Err(GiveUp));
         assert_eq!(decimal(b"12345678901", 12, 2), Err(GiveUp));
         assert_eq!(decimal(b"5.", 12, 2), Err(GiveUp));
+        assert_eq!(decimal(b"5a", 12, 2), Err(GiveUp));
+        assert_eq!(decimal(b"1.-2", 12, 2), Err(GiveUp));
+        // Past eighteen digits: the wide path.
+        assert_eq!(
+            decimal(b"-12345678901234567.89", 38, 4),
+            Ok(-123_456_789_012_345_678_900)
+        );
+        assert_eq!(decimal(b"0000000000000000001.5", 20, 1), Ok(15));
         let ms = TimeUnit::Millisecond;
         // One `LastDate` throughout, as a column keeps it: a date read before is taken
         // from it, and a date given up on is not kept.
