@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::checkpoint::{CheckpointCoordinator, CheckpointId, SourceState};
 use crate::config::JobConfig;
 use crate::error::{Result, RuntimeError};
+use crate::job::SourceOutput;
 use crate::message::{Message, Watermark, WATERMARK_END};
 use crate::metrics::JobMetrics;
 use crate::operators::ProjectionOperator;
@@ -501,30 +502,26 @@ impl BarrierInjector {
         &mut self,
         checkpoint: CheckpointId,
         state: &SourceState,
-        output: &mpsc::Sender<Message>,
-    ) -> bool {
+        output: &mut SourceOutput,
+    ) -> Result<bool> {
         while self.last_barrier < checkpoint {
             self.last_barrier += 1;
             if let Some(coordinator) = &self.coordinator {
                 coordinator.add_source(self.last_barrier, self.index, state.clone());
             }
-            if output
-                .send(Message::Barrier(self.last_barrier))
-                .await
-                .is_err()
-            {
-                return false;
+            if !output.send(Message::Barrier(self.last_barrier)).await? {
+                return Ok(false);
             }
         }
-        true
+        Ok(true)
     }
 
     /// The source ended in `state`: one last checkpoint after its last output, so a
     /// finished job that is started again (or a transaction still open) has nothing left
     /// to redo.
-    async fn finish(&mut self, state: SourceState, output: &mpsc::Sender<Message>) {
+    async fn finish(&mut self, state: SourceState, output: &mut SourceOutput) -> Result<()> {
         let Some(coordinator) = self.coordinator.clone() else {
-            return;
+            return Ok(());
         };
         coordinator.source_finished(self.index, state.clone());
         let checkpoint = coordinator.trigger();
@@ -532,7 +529,8 @@ impl BarrierInjector {
             finished: true,
             ..state
         };
-        self.inject(checkpoint, &state, output).await;
+        self.inject(checkpoint, &state, output).await?;
+        Ok(())
     }
 }
 
@@ -553,7 +551,8 @@ pub(crate) struct SourceTask {
     pub node: SourceNode,
     pub metrics: Arc<JobMetrics>,
     pub config: JobConfig,
-    pub output: mpsc::Sender<Message>,
+    /// Where what it reads goes: a channel, or the operators chained after it.
+    pub output: SourceOutput,
     /// The source's number in the job (its place in checkpoints).
     pub index: usize,
     /// Set when the job checkpoints: on each trigger the task records its position and
@@ -594,7 +593,7 @@ impl SourceTask {
             watermarks: watermarks.partition_watermarks(),
             finished: false,
         };
-        let output = &self.output;
+        let mut output = self.output;
         // The read in progress survives a barrier (it is not cancelled and restarted), so
         // a source need not be cancel-safe and a slow read completes. The feed is moved
         // into the read and handed back with its result.
@@ -637,7 +636,7 @@ impl SourceTask {
                 Next::Checkpoint(checkpoint) => {
                     // Everything sent so far belongs to these checkpoints.
                     let state = position(&offsets, &watermarks);
-                    if !barriers.inject(checkpoint, &state, output).await {
+                    if !barriers.inject(checkpoint, &state, &mut output).await? {
                         return Ok(());
                     }
                     continue;
@@ -672,14 +671,14 @@ impl SourceTask {
                         if let Some(alignment) = &alignment {
                             alignment.advanced(w);
                         }
-                        if output.send(Message::Watermark(w)).await.is_err() {
+                        if !output.send(Message::Watermark(w)).await? {
                             return Ok(());
                         }
                     }
                     let full = rows.full(batch, now).map_err(error)?;
                     let advanced = watermarks.after_batch(partition, &full).map_err(error)?;
                     let batch = rows.project(full).map_err(error)?;
-                    if output.send(Message::Batch(batch)).await.is_err() {
+                    if !output.send(Message::Batch(batch)).await? {
                         return Ok(()); // downstream stopped; it reports why
                     }
                     advanced
@@ -691,7 +690,7 @@ impl SourceTask {
                 if let Some(alignment) = &alignment {
                     alignment.advanced(watermark);
                 }
-                if output.send(Message::Watermark(watermark)).await.is_err() {
+                if !output.send(Message::Watermark(watermark)).await? {
                     return Ok(());
                 }
             }
@@ -699,7 +698,7 @@ impl SourceTask {
                 if let Some(alignment) = &alignment {
                     alignment.step_aside();
                 }
-                if output.send(Message::Idle).await.is_err() {
+                if !output.send(Message::Idle).await? {
                     return Ok(());
                 }
             }
@@ -707,11 +706,14 @@ impl SourceTask {
         // Done reading: the other readers of the group go on without waiting for it.
         drop(alignment);
         // A finished bounded source completes every window.
-        let _ = output.send(Message::Watermark(WATERMARK_END)).await;
+        // Downstream may have stopped (it reports why); an operator chained here may fail.
+        if !output.send(Message::Watermark(WATERMARK_END)).await? {
+            return Ok(());
+        }
         barriers
-            .finish(position(&offsets, &watermarks), output)
-            .await;
-        let _ = output.send(Message::End).await;
+            .finish(position(&offsets, &watermarks), &mut output)
+            .await?;
+        output.send(Message::End).await?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ mod spawn;
 mod tasks;
 
 pub use handle::JobHandle;
+pub(crate) use tasks::SourceOutput;
 pub use tasks::TwoInputTask;
 
 use std::collections::HashMap;

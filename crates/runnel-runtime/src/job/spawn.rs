@@ -15,7 +15,7 @@ use runnel_sql::{SourceNode, StreamNode};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::tasks::{run_chain, LaneInput, TwoInputTask};
+use super::tasks::{run_chain, ChainedOperators, LaneInput, SourceOutput, TwoInputTask};
 use super::CHANNEL_CAPACITY;
 use crate::chain::{Chained, OperatorChain};
 use crate::checkpoint::{CheckpointCoordinator, RestoredCheckpoint};
@@ -36,6 +36,13 @@ use crate::watermark_alignment::AlignmentGroup;
 /// The channels each subtask of each stage reads, by input (0, or 1 for a join's right
 /// side and a lookup join's table).
 type Inboxes = Vec<Vec<[Vec<mpsc::Receiver<Message>>; 2]>>;
+
+/// What a subtask of a one-input stage runs after its input.
+enum SubtaskBody {
+    Operators(ChainedOperators),
+    /// Nothing: its input goes to this inbox (stage, subtask, input) of the next stage.
+    PassThrough((StageId, usize, usize)),
+}
 
 /// Spawns a job's tasks; keeps their handles.
 pub(crate) struct TaskSpawner<'a> {
@@ -95,15 +102,18 @@ impl TaskSpawner<'_> {
                 StageHead::Source { node, first_source } => {
                     for subtask in 0..stage.parallelism {
                         let reader = first_source.map(|first| first + subtask);
-                        let channel = self.spawn_reader(node, stage, subtask, reader).await?;
-                        self.spawn_chain(
-                            graph,
-                            stage,
-                            subtask,
-                            vec![channel],
-                            &table,
-                            &mut inboxes,
-                        )?;
+                        let output = match self.body(graph, stage, subtask, &table, &mut inboxes)? {
+                            SubtaskBody::Operators(operators) => {
+                                SourceOutput::Chained(Box::new(operators))
+                            }
+                            SubtaskBody::PassThrough(inbox) => {
+                                let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+                                inboxes[inbox.0][inbox.1][inbox.2].push(receiver);
+                                SourceOutput::Channel(sender)
+                            }
+                        };
+                        self.spawn_reader(node, stage, subtask, reader, output)
+                            .await?;
                     }
                 }
                 StageHead::Exchange => {
@@ -185,15 +195,16 @@ impl TaskSpawner<'_> {
         Ok(LookupTable::ByKey(lookup))
     }
 
-    /// Opens reader `subtask` of a source stage and spawns its task; returns the channel
-    /// it writes. `reader`: its place in checkpoints (none when not checkpointed).
+    /// Opens reader `subtask` of a source stage and spawns its task, which sends what it
+    /// reads to `output`. `reader`: its place in checkpoints (none when not checkpointed).
     async fn spawn_reader(
         &mut self,
         node: &SourceNode,
         stage: &Stage<'_>,
         subtask: usize,
         reader: Option<usize>,
-    ) -> Result<mpsc::Receiver<Message>> {
+        output: SourceOutput,
+    ) -> Result<()> {
         if !self.connectors.is_bounded(&node.table) && !stage.checkpointed {
             return Err(RuntimeError::Build(format!(
                 "{} is joined FOR SYSTEM_TIME AS OF, so it is read whole before the stream \
@@ -241,13 +252,12 @@ impl TaskSpawner<'_> {
                     .or_insert_with(|| AlignmentGroup::new(alignment.max_drift_ms))
                     .join()
             });
-        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let task = SourceTask {
             source,
             node: node.clone(),
             metrics: self.metrics.clone(),
             config: self.config.clone(),
-            output: sender,
+            output,
             index: reader.unwrap_or(0),
             checkpoints: reader.and(self.checkpoints.clone()),
             restored,
@@ -258,7 +268,7 @@ impl TaskSpawner<'_> {
             format!("source {} ({}/{count})", node.table.name, subtask + 1),
             tokio::spawn(task.run()),
         ));
-        Ok(receiver)
+        Ok(())
     }
 
     /// Spawns subtask `subtask` of `stage` running its chain over `channels`, or, when
@@ -272,35 +282,52 @@ impl TaskSpawner<'_> {
         table: &LookupTable,
         inboxes: &mut Inboxes,
     ) -> Result<()> {
+        match self.body(graph, stage, subtask, table, inboxes)? {
+            SubtaskBody::PassThrough((to, target, input)) => {
+                inboxes[to][target][input].extend(channels);
+            }
+            SubtaskBody::Operators(operators) => {
+                self.tasks.push((
+                    "operators".to_string(),
+                    tokio::spawn(run_chain(LaneInput::new(channels), operators)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What subtask `subtask` of a one-input `stage` runs after its input: its chained
+    /// operators and the exchange after them, or nothing when it has no operators and
+    /// one next subtask to pass its input to.
+    fn body(
+        &mut self,
+        graph: &JobGraph<'_>,
+        stage: &Stage<'_>,
+        subtask: usize,
+        table: &LookupTable,
+        inboxes: &mut Inboxes,
+    ) -> Result<SubtaskBody> {
         let clock = ProcessingTime::default();
         let chain = self.chain(stage, subtask, &clock, table)?;
         let edges: Vec<&Edge> = graph.outputs_of(stage.id).collect();
         if let ([edge], true) = (&edges[..], chain.is_empty()) {
-            // Nothing to run: the next stage reads these channels itself.
             let target = match edge.kind {
                 EdgeKind::Hash { .. } => None,
                 EdgeKind::Forward => Some(subtask),
                 EdgeKind::Single | EdgeKind::Broadcast => Some(0),
             };
             if let Some(target) = target {
-                inboxes[edge.to][target][edge.input].extend(channels);
-                return Ok(());
+                return Ok(SubtaskBody::PassThrough((edge.to, target, edge.input)));
             }
         }
         let output = self.exchange(graph, stage, subtask, inboxes)?;
         let chain = self.operator_chain(stage, chain);
-        let clock = stage.processing_time.then_some(clock);
-        self.tasks.push((
-            "operators".to_string(),
-            tokio::spawn(run_chain(
-                LaneInput::new(channels),
-                chain,
-                output,
-                clock,
-                self.metrics.stage_probe(stage.id, subtask),
-            )),
-        ));
-        Ok(())
+        Ok(SubtaskBody::Operators(ChainedOperators::new(
+            chain,
+            output,
+            stage.processing_time.then_some(clock),
+            self.metrics.stage_probe(stage.id, subtask),
+        )))
     }
 
     /// Spawns subtask `subtask` of a two-input stage (the operator with id `id`).

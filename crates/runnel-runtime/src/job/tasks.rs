@@ -74,33 +74,81 @@ async fn send_all(
     Ok(true)
 }
 
-/// Runs one subtask's chained operators over its input until the end. On processing
-/// time (`clock` given), `PROCTIME()` reads the watermark sent before each batch.
-pub(crate) async fn run_chain(
-    mut input: LaneInput,
-    mut chain: OperatorChain,
-    mut output: Exchange,
+/// One subtask's chained operators and where their output goes: what a chain task runs
+/// over its input channels, and what a source task runs itself when its stage has
+/// operators (as Flink chains a source with the operators after it), so that a batch
+/// crosses no channel between the source and them.
+pub(crate) struct ChainedOperators {
+    chain: OperatorChain,
+    output: Exchange,
+    /// On processing time: `PROCTIME()` reads the watermark sent before each batch.
     clock: Option<ProcessingTime>,
-    mut probe: StageProbe,
-) -> Result<()> {
-    let mut out = Vec::new();
-    while let Some(message) = input.next().await {
-        let last = matches!(message, Message::End);
-        if let (Some(clock), Message::Watermark(w)) = (&clock, &message) {
+    probe: StageProbe,
+    /// What the chain emitted, not sent yet.
+    out: Vec<Message>,
+}
+
+impl ChainedOperators {
+    pub fn new(
+        chain: OperatorChain,
+        output: Exchange,
+        clock: Option<ProcessingTime>,
+        probe: StageProbe,
+    ) -> Self {
+        Self {
+            chain,
+            output,
+            clock,
+            probe,
+            out: Vec::new(),
+        }
+    }
+
+    /// Runs `message` through the operators and sends what they emit on; false once
+    /// downstream stopped.
+    pub async fn push(&mut self, message: Message) -> Result<bool> {
+        if let (Some(clock), Message::Watermark(w)) = (&self.clock, &message) {
             clock.set(*w);
         }
-        probe.received(&message);
+        self.probe.received(&message);
         let barrier = matches!(message, Message::Barrier(_)).then(std::time::Instant::now);
-        chain.process(message, &mut out)?;
+        self.chain.process(message, &mut self.out)?;
         if let Some(started) = barrier {
-            probe.checkpoint_stall(started.elapsed());
+            self.probe.checkpoint_stall(started.elapsed());
         }
-        probe.state(|| chain.state_size())?;
-        if !send_all(&mut output, &mut out, &probe).await? || last {
+        let chain = &mut self.chain;
+        self.probe.state(|| chain.state_size())?;
+        send_all(&mut self.output, &mut self.out, &self.probe).await
+    }
+}
+
+/// Runs one subtask's chained operators over its input until the end.
+pub(crate) async fn run_chain(mut input: LaneInput, mut operators: ChainedOperators) -> Result<()> {
+    while let Some(message) = input.next().await {
+        let last = matches!(message, Message::End);
+        if !operators.push(message).await? || last {
             break;
         }
     }
     Ok(())
+}
+
+/// Where a source task sends what it reads.
+pub(crate) enum SourceOutput {
+    /// A channel the next stage's subtask reads.
+    Channel(mpsc::Sender<Message>),
+    /// The operators of the source's own stage, run in the source's task.
+    Chained(Box<ChainedOperators>),
+}
+
+impl SourceOutput {
+    /// Sends `message` on; false once downstream stopped.
+    pub async fn send(&mut self, message: Message) -> Result<bool> {
+        match self {
+            SourceOutput::Channel(sender) => Ok(sender.send(message).await.is_ok()),
+            SourceOutput::Chained(operators) => operators.push(message).await,
+        }
+    }
 }
 
 /// One subtask of a two-input operator: the operator, the watermarks of its inputs
