@@ -14,6 +14,9 @@ use crate::common::*;
 const EVENTS: usize = 100_000;
 const POLICIES: i64 = 500;
 const KILLS: usize = 10;
+/// The longest the last run may take to catch up with the events (a loaded CI machine
+/// replaying from a checkpoint).
+const CATCH_UP: Duration = Duration::from_secs(120);
 
 /// How a crashed-and-restarted run's output compares with the expected windows.
 #[derive(Debug, Default)]
@@ -42,13 +45,17 @@ fn start(job: &std::path::Path, checkpoints: &std::path::Path) -> Running {
 /// (when the job checkpoints) wait for a "checkpoint stored" line and kill before its
 /// commit; the others come after a random delay (mid-batch, mid-checkpoint). Then runs it
 /// once more until it has caught up, and stops it with SIGTERM (a final checkpoint).
+/// `written` says whether every expected window is in the output, which is when the last
+/// run has caught up; without checkpoints (at most once: windows may be lost for good),
+/// the last run is given a few seconds instead.
 fn run_with_kills(
     job: &std::path::Path,
     checkpoints: &std::path::Path,
     seed: u64,
-    checkpointing: bool,
+    written: Option<&dyn Fn() -> bool>,
     producing: &std::sync::atomic::AtomicBool,
 ) -> (usize, usize, String) {
+    let checkpointing = written.is_some();
     let mut rng = Rng::new(seed);
     let (mut kills, mut between) = (0, 0);
     let mut log = String::new();
@@ -92,7 +99,10 @@ fn run_with_kills(
     }
     // The last run: let it catch up, then stop it cleanly.
     let running = start(job, checkpoints);
-    std::thread::sleep(Duration::from_secs(6));
+    match written {
+        Some(written) => wait_until_written(written),
+        None => std::thread::sleep(Duration::from_secs(6)),
+    }
     stop_cleanly(running, &mut log);
     (kills, between, log)
 }
@@ -103,8 +113,8 @@ fn run_with_kills(
 fn run_through_outage(
     job: &std::path::Path,
     checkpoints: &std::path::Path,
-    port: u16,
-    outage: Duration,
+    (port, outage): (u16, Duration),
+    written: &dyn Fn() -> bool,
     producing: &std::sync::atomic::AtomicBool,
 ) -> (usize, usize, String) {
     let mut running = start(job, checkpoints);
@@ -123,9 +133,18 @@ fn run_through_outage(
             );
         }
     }
-    std::thread::sleep(Duration::from_secs(8));
+    wait_until_written(written);
     stop_cleanly(running, &mut log);
     (0, 0, log)
+}
+
+/// Waits until `written()` (every expected window is in the output), asking every second,
+/// for at most [`CATCH_UP`]; what is still missing then is for the comparison to report.
+fn wait_until_written(written: &dyn Fn() -> bool) {
+    let deadline = Instant::now() + CATCH_UP;
+    while !written() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// What happens to the job while the events arrive.
@@ -199,22 +218,35 @@ async fn run_job_and_compare(
             producing.store(false, std::sync::atomic::Ordering::SeqCst);
         })
     };
+    let expected = expected_windows(&claims);
+    let written = {
+        let (servers, output, expected) = (servers.to_string(), output.clone(), expected.clone());
+        move || compare_window_rows(&consume_all_on(&servers, &output), &expected).missing == 0
+    };
     let checkpointing = guarantee != "at-most-once";
     let (job_path, checkpoint_path) = (job.clone(), checkpoints.clone());
     let (kills, between, log) = tokio::task::spawn_blocking(move || match trouble {
-        Trouble::Kills => {
-            run_with_kills(&job_path, &checkpoint_path, seed, checkpointing, &producing)
-        }
-        Trouble::BrokerOutage(port, outage) => {
-            run_through_outage(&job_path, &checkpoint_path, port, outage, &producing)
-        }
+        Trouble::Kills => run_with_kills(
+            &job_path,
+            &checkpoint_path,
+            seed,
+            checkpointing.then_some(&written as &dyn Fn() -> bool),
+            &producing,
+        ),
+        Trouble::BrokerOutage(port, outage) => run_through_outage(
+            &job_path,
+            &checkpoint_path,
+            (port, outage),
+            &written,
+            &producing,
+        ),
     })
     .await
     .expect("job runner");
     producer.await.expect("producer");
 
     let rows = consume_all_on(servers, &output);
-    let comparison = compare_window_rows(&rows, &expected_windows(&claims));
+    let comparison = compare_window_rows(&rows, &expected);
     let outcome = Outcome {
         restarts: log
             .matches("restarting it from its last checkpoint")

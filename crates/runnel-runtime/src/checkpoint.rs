@@ -699,12 +699,19 @@ impl CheckpointCommit {
             .iter()
             .map(|stage| stage.checkpoint_stall_ms)
             .fold(0.0, f64::max);
+        // The sink's watermark at the barrier: the rows of every window it passed are
+        // final with this checkpoint.
+        let watermark = self
+            .metrics
+            .watermark
+            .load(std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             checkpoint = id,
             bytes = stored.state_bytes,
             restore_bytes = stored.restore_bytes,
             millis = started.elapsed().as_millis() as u64,
             stall_ms,
+            watermark,
             "checkpoint committed"
         );
         self.coordinator.prune();

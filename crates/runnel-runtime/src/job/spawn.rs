@@ -1,5 +1,6 @@
-//! Starting a job's tasks from its [`JobGraph`]: one task per source reader, one per
-//! subtask of every other stage, channels along the edges.
+//! Starting a job's tasks from its [`JobGraph`]: one task per source reader (which runs
+//! its stage's operators too), one per subtask of every other stage, channels along the
+//! edges.
 //!
 //! Stages are spawned in the graph's order (every stage after those feeding it), so
 //! when a stage starts, the channels it reads already exist. Each subtask gets its

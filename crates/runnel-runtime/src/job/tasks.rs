@@ -1,5 +1,6 @@
 //! The loops of a job's tasks (besides the source readers, see [`crate::source`]): a
-//! chain of one-input operators, a two-input operator with its chain, and the sink.
+//! chain of one-input operators, a two-input operator with its chain, and the sink; and
+//! [`ChainedOperators`], the chain a source reader runs in its own task.
 //!
 //! Each loop reads its input channels as one stream ([`LaneInput`], [`MergedInputs`]),
 //! runs the operators, and sends what they emit on through an [`Exchange`]. A send that
