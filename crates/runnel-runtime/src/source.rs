@@ -1,10 +1,11 @@
 //! The [`Source`] trait that connectors implement, and the task that turns a source's
 //! records into a stream of batches, watermarks and barriers.
 //!
-//! [`SourceTask`] is the read loop; it hands rows to [`SourceRows`] (computed columns,
-//! the query's columns), time to [`WatermarkGenerator`] (the table's watermark per
-//! partition, processing time, idleness) and checkpoint triggers to [`BarrierInjector`]
-//! (the source's position and a barrier for every checkpoint, in order).
+//! `SourceTask` is the read loop; it hands rows to [`SourceRows`] (computed columns,
+//! the query's columns), time to `WatermarkGenerator` (the table's watermark per
+//! partition, processing time, idleness) and checkpoint triggers to `BarrierInjector`
+//! (the source's position and a barrier for every checkpoint, in order), and sends what
+//! comes out to the operators chained after it (`SourceOutput`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -61,7 +61,7 @@ impl crate::graph::TableLayout for ConnectorLayout<'_> {
 /// Starts `plan`, reading through `connectors` and writing into the sink `sinks` makes,
 /// with the job-wide settings of `config`. With checkpointing configured, the job resumes
 /// from the checkpoint its delivery guarantee selects. A failure while starting is
-/// returned; one after, restarts the job as its [`RestartStrategy`] says (see
+/// returned; one after, restarts the job as its [`crate::restart::RestartStrategy`] says (see
 /// [`JobHandle::wait`]).
 pub async fn spawn_job(
     plan: &StreamPlan,

@@ -1,5 +1,6 @@
-//! [`HeldRows`]: rows an operator keeps for later (open sessions, join buffers), stored in
-//! the batches they arrived in and addressed by `(batch id, row)`.
+//! [`HeldRows`]: rows an operator keeps for later (the rows of open sessions), stored in
+//! the batches they arrived in and addressed by `(batch id, row)`. The interval join,
+//! whose rows expire oldest first, keeps its own ([`super::keyed_row_log`]).
 
 use std::collections::VecDeque;
 
