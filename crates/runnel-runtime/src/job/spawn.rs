@@ -107,9 +107,9 @@ impl TaskSpawner<'_> {
                             SubtaskBody::Operators(operators) => {
                                 SourceOutput::Chained(Box::new(operators))
                             }
-                            SubtaskBody::PassThrough(inbox) => {
+                            SubtaskBody::PassThrough((to, target, input)) => {
                                 let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-                                inboxes[inbox.0][inbox.1][inbox.2].push(receiver);
+                                inboxes[to][target][input].push(receiver);
                                 SourceOutput::Channel(sender)
                             }
                         };

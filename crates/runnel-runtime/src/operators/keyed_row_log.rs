@@ -96,16 +96,16 @@ impl KeyedRowLog {
             + self.unmatched.len() * std::mem::size_of::<(i64, RowNumber)>() * 2
     }
 
-    /// The batch holding row `number` and the row's index in it.
-    fn locate(batches: &VecDeque<LoggedBatch>, number: RowNumber) -> (&LoggedBatch, usize) {
+    /// Where held row `number` is: the place of its batch in `batches`, and its index
+    /// in that batch.
+    fn locate(batches: &VecDeque<LoggedBatch>, number: RowNumber) -> (usize, usize) {
         let at = batches.partition_point(|b| b.end() <= number);
-        let batch = &batches[at];
-        (batch, (number - batch.first) as usize)
+        (at, (number - batches[at].first) as usize)
     }
 
     fn key_of(batches: &VecDeque<LoggedBatch>, number: RowNumber) -> Row<'_> {
-        let (batch, row) = Self::locate(batches, number);
-        batch.keys.row(row)
+        let (at, row) = Self::locate(batches, number);
+        batches[at].keys.row(row)
     }
 
     /// Holds every row of `rows`: `keys` are their keys (none NULL), `hashes` the keys'
@@ -182,13 +182,12 @@ impl KeyedRowLog {
                     "row {number} is no longer held"
                 )));
             }
-            let at = self.batches.partition_point(|b| b.end() <= number);
-            let batch = &self.batches[at];
+            let (at, row) = Self::locate(&self.batches, number);
             let position = *positions[at].get_or_insert_with(|| {
-                sources.push(&batch.rows);
+                sources.push(&self.batches[at].rows);
                 sources.len() - 1
             });
-            indices.push((position, (number - batch.first) as usize));
+            indices.push((position, row));
         }
         interleave_record_batch(&sources, &indices)
     }
