@@ -78,6 +78,8 @@ impl StreamNode {
                     .collect();
                 vec![hash(keys, &schema)]
             }
+            // Closed sessions arrive whole from the assignment below, hashed by their keys.
+            StreamNode::WindowAggregate(aggregate) if aggregate.closed_sessions => vec![Any],
             // Each window's groups: the window's end follows from its start. Per pane, a
             // key's panes must meet in one subtask, so the window is no part of the key.
             StreamNode::WindowAggregate(aggregate) => {

@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod changelog;
+pub mod closed_sessions;
 pub mod distribution;
 pub mod error;
 pub mod field_names;
@@ -26,6 +27,7 @@ pub mod planner;
 pub mod temporal;
 pub mod updating;
 pub mod window;
+pub(crate) mod window_columns;
 
 pub use catalog::{Catalog, MetadataColumn, TableDef, ViewDef, WatermarkDef};
 pub use distribution::InputDistribution;

@@ -161,8 +161,21 @@ fn sessions_and_over_windows_are_hashed_by_their_partition_keys() {
         layout(session, 4),
         [
             "stage 0: Source kafka_t, 4 readers",
+            "stage 1: WindowAssign → Projection → WindowAggregate → Projection, 4 subtasks ← stage 0, rows hashed by [kafka_t.k]",
+            "stage 2: Sink, 1 task ← stage 1, merging 4 subtasks",
+        ]
+    );
+    // Grouped by other keys than the sessions' partition keys, the aggregate cannot
+    // take each session whole where it closes: it keeps windows of its own.
+    let regrouped = "SELECT window_start, COUNT(*) AS n
+        FROM TABLE(SESSION(TABLE kafka_t PARTITION BY k, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+        GROUP BY window_start, window_end;";
+    assert_eq!(
+        layout(regrouped, 4),
+        [
+            "stage 0: Source kafka_t, 4 readers",
             "stage 1: WindowAssign → Projection, 4 subtasks ← stage 0, rows hashed by [kafka_t.k]",
-            "stage 2: WindowAggregate → Projection, 4 subtasks ← stage 1, rows hashed by [kafka_t.k, window_start]",
+            "stage 2: WindowAggregate → Projection, 4 subtasks ← stage 1, rows hashed by [window_start]",
             "stage 3: Sink, 1 task ← stage 2, merging 4 subtasks",
         ]
     );

@@ -99,6 +99,10 @@ impl StreamNode {
                         format_duration(slide_ms),
                         size_ms / slide_ms
                     ),
+                    WindowKind::Session { .. } if a.closed_sessions => {
+                        "state: none (each session aggregated when the assignment below closes it)"
+                            .to_string()
+                    }
                     kind => format!(
                         "state: open windows (each freed when the watermark passes its end, windows of {})",
                         format_duration(kind.size_ms())

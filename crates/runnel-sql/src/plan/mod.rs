@@ -464,6 +464,12 @@ pub struct WindowAggregateNode {
     /// does not grow with `size / slide`. Set when the slide divides the size and
     /// nothing between the assignment and the aggregate reads the window columns.
     pub panes: bool,
+    /// A `SESSION` aggregated as its sessions close ([`crate::closed_sessions`]): the
+    /// assignment below runs in this node's subtask and emits each closed session's rows
+    /// in one batch, so each batch is aggregated on arrival and its windows emitted then,
+    /// with no window state kept. Set when the keys are exactly the session's partition
+    /// keys and bounds, passed on unchanged.
+    pub closed_sessions: bool,
     pub kind: WindowKind,
     /// DataFusion aggregate function calls, in output order after the groups.
     pub aggr_exprs: Vec<Expr>,

@@ -181,8 +181,10 @@ pub(crate) fn to_stream(plan: &LogicalPlan) -> Result<StreamNode> {
                         aggr_exprs: agg.aggr_expr.clone(),
                         schema: agg.schema.clone(),
                         panes: false,
+                        closed_sessions: false,
                     };
                     crate::panes::aggregate_by_panes(&mut node);
+                    crate::closed_sessions::aggregate_closed_sessions(&mut node);
                     Ok(StreamNode::WindowAggregate(node))
                 }
                 // No window: the aggregate revises its groups' rows as rows arrive.

@@ -80,6 +80,9 @@ pub struct WindowAggregateOperator {
     last_window: Option<i64>,
     /// With incremental checkpoints: what changed since the previous one.
     changes: Option<Changes>,
+    /// Set when each batch holds whole, closed sessions: aggregated and emitted on
+    /// arrival, nothing kept (see [`WindowAggregateNode::closed_sessions`]).
+    closed_sessions: bool,
 }
 
 /// The window's start as a column held once per window (see [`StateLayout::new`]):
@@ -140,6 +143,7 @@ impl WindowAggregateOperator {
             metrics,
             group_indices: Vec::new(),
             changes: None,
+            closed_sessions: node.closed_sessions,
         })
     }
 
@@ -150,10 +154,10 @@ impl WindowAggregateOperator {
         }
     }
 
-    /// Evaluates keys, arguments and filters; drops late rows; routes rows to windows.
-    fn aggregate(&mut self, batch: &RecordBatch) -> DFResult<()> {
-        let mut groups = crate::expr::evaluate(&self.group_exprs, batch)?;
-        let (mut inputs, mut filters): (Vec<Vec<ArrayRef>>, Vec<Option<ArrayRef>>) = self
+    /// Evaluates `batch`'s window ends, keys, and each aggregate's arguments and filter.
+    fn window_rows(&self, batch: &RecordBatch) -> DFResult<WindowRows> {
+        let groups = crate::expr::evaluate(&self.group_exprs, batch)?;
+        let (inputs, filters) = self
             .layout
             .aggregates
             .iter()
@@ -161,7 +165,41 @@ impl WindowAggregateOperator {
             .collect::<DFResult<Vec<_>>>()?
             .into_iter()
             .unzip();
-        let mut ends: Int64Array = as_millis(&groups[self.window_end])?.reinterpret_cast();
+        Ok(WindowRows {
+            ends: as_millis(&groups[self.window_end])?.reinterpret_cast(),
+            groups,
+            inputs,
+            filters,
+        })
+    }
+
+    /// Aggregates a batch of whole, closed sessions and emits their windows at once (see
+    /// [`WindowAggregateNode::closed_sessions`]): one set of groups and accumulators for
+    /// the batch, every group column a key, since its sessions differ in start and end.
+    fn aggregate_closed_sessions(
+        &mut self,
+        batch: &RecordBatch,
+        out: &mut Collector,
+    ) -> DFResult<()> {
+        let rows = self.window_rows(batch)?;
+        let columns = self
+            .layout
+            .aggregate_whole(&rows, &mut self.group_indices)?;
+        let batch = RecordBatch::try_new(self.output_schema.clone(), columns)?;
+        if batch.num_rows() > 0 {
+            out.emit(batch);
+        }
+        Ok(())
+    }
+
+    /// Evaluates keys, arguments and filters; drops late rows; routes rows to windows.
+    fn aggregate(&mut self, batch: &RecordBatch) -> DFResult<()> {
+        let WindowRows {
+            mut ends,
+            mut groups,
+            mut inputs,
+            mut filters,
+        } = self.window_rows(batch)?;
 
         // Rows whose window was already emitted are late: count and drop them. A pane is
         // read by windows up to `size - slide` after its own end.
@@ -399,7 +437,11 @@ impl StreamOperator for WindowAggregateOperator {
     }
 
     fn state(&mut self) -> OperatorState<'_> {
-        OperatorState::Checkpointed(self)
+        if self.closed_sessions {
+            OperatorState::Stateless
+        } else {
+            OperatorState::Checkpointed(self)
+        }
     }
 
     fn finish(&mut self, out: &mut Collector) -> Result<()> {
@@ -467,8 +509,13 @@ impl CheckpointedState for WindowAggregateOperator {
 }
 
 impl OneInputOperator for WindowAggregateOperator {
-    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
-        self.aggregate(&batch).map_err(operator_error)
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        if self.closed_sessions {
+            self.aggregate_closed_sessions(&batch, out)
+        } else {
+            self.aggregate(&batch)
+        }
+        .map_err(operator_error)
     }
 
     fn process_watermark(

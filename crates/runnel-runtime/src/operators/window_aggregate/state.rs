@@ -225,6 +225,29 @@ impl StateLayout {
         Ok(columns)
     }
 
+    /// Aggregates rows as one window whose keys are every group column, and takes the
+    /// result out: the group columns, then each aggregate's final value. For rows of
+    /// whole windows that differ in their bounds (closed sessions); `rows.ends` is not
+    /// read.
+    pub(super) fn aggregate_whole(
+        &self,
+        rows: &WindowRows,
+        group_indices: &mut Vec<usize>,
+    ) -> DFResult<Vec<ArrayRef>> {
+        let mut values = new_group_values(self.group_schema.clone(), &GroupOrdering::None)?;
+        values.intern(&rows.groups, group_indices)?;
+        let total = values.len();
+        let mut columns = values.emit(EmitTo::All)?;
+        let arguments = rows.inputs.iter().zip(&rows.filters);
+        for (aggregate, (args, filter)) in self.aggregates.iter().zip(arguments) {
+            let mut accumulator = aggregate.new_groups_accumulator()?;
+            let filter = filter.as_ref().map(|f| f.as_boolean());
+            accumulator.update_batch(args, group_indices, filter, total)?;
+            columns.push(accumulator.evaluate(EmitTo::All)?);
+        }
+        Ok(columns)
+    }
+
     /// Aggregates `rows` into their windows. Most batches fall in one window; otherwise
     /// the rows are sorted by window end and each run is sliced off.
     pub(super) fn route(
