@@ -1,5 +1,9 @@
 //! Compiling DataFusion logical expressions into physical ones the operators evaluate.
 
+mod zipped_case;
+
+pub use zipped_case::ZippedCase;
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
@@ -10,8 +14,17 @@ use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
-/// Compiles `exprs` against `schema` (the schema of the batches they will see).
+/// Compiles `exprs` against `schema` (the schema of the batches they will see): by
+/// DataFusion, each searched `CASE` that cannot fail then evaluated as a [`ZippedCase`].
 pub fn compile(exprs: &[Expr], schema: &DFSchema) -> DFResult<Vec<Arc<dyn PhysicalExpr>>> {
+    compile_unzipped(exprs, schema)?
+        .into_iter()
+        .map(|e| zipped_case::zip_cases(e, schema.as_arrow()))
+        .collect()
+}
+
+/// Compiles `exprs` as DataFusion does, every `CASE` left a `CaseExpr`.
+fn compile_unzipped(exprs: &[Expr], schema: &DFSchema) -> DFResult<Vec<Arc<dyn PhysicalExpr>>> {
     let props = ExecutionProps::new();
     let context = Default::default();
     exprs
