@@ -365,13 +365,14 @@ impl WatermarkGenerator {
         (self.idle_advance || self.processing_time) && matches!(self.clock, ProcessingClock::System)
     }
 
-    /// Where a restored source's partitions stood.
-    fn restore(&mut self, state: &SourceState) {
+    /// Where a restored source's partitions stood; returns the watermark they give.
+    fn restore(&mut self, state: &SourceState) -> Option<Watermark> {
         for (p, w) in state.watermarks.iter().enumerate() {
             if let Some(w) = w {
                 self.tracker.update(p, *w);
             }
         }
+        self.tracker.current()
     }
 
     /// The processing time now (unknown before a replayed clock's first reading).
@@ -581,10 +582,22 @@ impl SourceTask {
         let mut watermarks =
             WatermarkGenerator::new(self.source.as_ref(), &self.node, &self.config)?;
         let mut offsets: Vec<Option<i64>> = vec![None; self.source.partitions().max(1)];
+        let mut output = self.output;
         if let Some(restored) = &self.restored {
-            watermarks.restore(restored);
+            let watermark = watermarks.restore(restored);
             for (slot, offset) in offsets.iter_mut().zip(&restored.offsets) {
                 *slot = *offset;
+            }
+            // Downstream saw this watermark before the checkpoint, but operators keep no
+            // watermark of each input: sent again, it holds without waiting for new rows
+            // (a join or union with a quiet side is not stalled; the sink reports it).
+            if let Some(watermark) = watermark {
+                if let Some(alignment) = &self.alignment {
+                    alignment.advanced(watermark);
+                }
+                if !output.send(Message::Watermark(watermark)).await? {
+                    return Ok(());
+                }
             }
         }
         let mut barriers = BarrierInjector::new(self.checkpoints.clone(), self.index);
@@ -594,7 +607,6 @@ impl SourceTask {
             watermarks: watermarks.partition_watermarks(),
             finished: false,
         };
-        let mut output = self.output;
         // The read in progress survives a barrier (it is not cancelled and restarted), so
         // a source need not be cancel-safe and a slow read completes. The feed is moved
         // into the read and handed back with its result.
@@ -716,5 +728,89 @@ impl SourceTask {
             .await?;
         output.send(Message::End).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source with nothing (left) to read.
+    struct Drained;
+
+    #[async_trait]
+    impl Source for Drained {
+        fn partitions(&self) -> usize {
+            2
+        }
+
+        async fn next_event(&mut self) -> Result<Option<SourceEvent>> {
+            Ok(None)
+        }
+    }
+
+    /// The messages a source task over [`Drained`] sends, restored from `restored`.
+    async fn sent(restored: Option<SourceState>) -> Vec<Message> {
+        let plan = crate::test_plans::plan_script(
+            "CREATE TABLE t (v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+               WITH ('connector' = 'filesystem', 'path' = 'unused');
+             SELECT v FROM t;",
+        );
+        let mut node = plan.root;
+        let source = loop {
+            node = match node {
+                runnel_sql::StreamNode::Source(source) => break source,
+                runnel_sql::StreamNode::Projection { input, .. }
+                | runnel_sql::StreamNode::Filter { input, .. } => *input,
+                other => panic!("no source in {other:?}"),
+            }
+        };
+        let (sender, mut receiver) = mpsc::channel(16);
+        let task = SourceTask {
+            source: Box::new(Drained),
+            node: source,
+            metrics: Arc::new(JobMetrics::default()),
+            config: JobConfig::default(),
+            output: SourceOutput::Channel(sender),
+            index: 0,
+            checkpoints: None,
+            restored,
+            alignment: None,
+            dead_letters: RowQueue::default(),
+        };
+        task.run().await.unwrap();
+        let mut messages = Vec::new();
+        while let Some(message) = receiver.recv().await {
+            messages.push(message);
+        }
+        messages
+    }
+
+    fn watermarks(messages: &[Message]) -> Vec<Watermark> {
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Watermark(w) => Some(*w),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_restored_source_sends_the_watermark_it_had_before_reading() {
+        let state = |watermarks: Vec<Option<i64>>| SourceState {
+            table: "t".into(),
+            offsets: vec![Some(10), Some(20)],
+            watermarks,
+            finished: false,
+        };
+        // The lower partition's watermark holds, before anything is read.
+        let restored = sent(Some(state(vec![Some(7_000), Some(5_000)]))).await;
+        assert_eq!(watermarks(&restored), [5_000, WATERMARK_END]);
+        // A partition without one holds it back, as before the checkpoint.
+        let partial = sent(Some(state(vec![Some(7_000), None]))).await;
+        assert_eq!(watermarks(&partial), [WATERMARK_END]);
+        let fresh = sent(None).await;
+        assert_eq!(watermarks(&fresh), [WATERMARK_END]);
     }
 }
