@@ -10,8 +10,7 @@
 //! already emitted. Late rows are dropped and counted (or routed to the late-data sink).
 
 use std::collections::BTreeSet;
-
-use datafusion::common::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, TimestampMillisecondArray};
@@ -20,6 +19,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::hash_utils::RandomState;
+use hashbrown::HashTable;
+use smallvec::SmallVec;
 
 use crate::error::{Result, RuntimeError};
 use crate::message::Watermark;
@@ -35,6 +37,9 @@ use crate::operators::LateRowsOutput;
 /// Rows per emitted batch when many sessions close at once.
 const EMIT_BATCH_ROWS: usize = 65_536;
 
+/// How partition keys (their row-format bytes) are hashed.
+const KEY_HASH: RandomState = RandomState::with_seed(0x53_45_53_53);
+
 /// One open session of `key`: `[start, end)`, `end` being the last row's time plus the
 /// gap, and the rows it holds. `id` tells it from the sessions that held its slot before.
 #[derive(Debug, Default)]
@@ -43,7 +48,18 @@ struct Session {
     start: i64,
     end: i64,
     rows: Vec<RowRef>,
-    key: Box<[u8]>,
+    /// The hash of its key, by which the key's [`KeySessions`] is found when it closes.
+    key_hash: u64,
+}
+
+/// One key's open sessions, kept in the hash table itself: a short key's bytes and a
+/// few slots need no allocation of their own, so a row's lookup reads one entry.
+#[derive(Debug)]
+struct KeySessions {
+    hash: u64,
+    key: SmallVec<[u8; 16]>,
+    /// The slots of the key's open sessions (a few: sessions of one key are disjoint).
+    slots: SmallVec<[u32; 2]>,
 }
 
 /// The open sessions of every key, closable in order of their end without scanning.
@@ -53,8 +69,8 @@ struct SessionIndex {
     /// one closed or merged away is used again. A row costs one hash lookup (its key's).
     slots: Vec<Option<Session>>,
     free: Vec<u32>,
-    /// Each key's open sessions, by slot (a few: sessions of one key are disjoint).
-    by_key: HashMap<Vec<u8>, Vec<u32>>,
+    /// Each key's open sessions.
+    by_key: HashTable<KeySessions>,
     /// One `(end, id, slot)` per open session, `end` at most its end: a session that
     /// grows keeps its entry, which moves to its end when the watermark reaches it (so a
     /// row costs no reordering here). Entries of sessions merged into others are dropped
@@ -72,13 +88,23 @@ impl SessionIndex {
     /// the key it overlaps (a bridging row merges two). Sessions are half-open, so rows
     /// exactly `gap` apart stay apart.
     fn add_row(&mut self, key: &[u8], t: i64, gap: i64, row: RowRef) {
-        let slots_of_key = match self.by_key.get_mut(key) {
-            Some(slots) => slots,
-            None => {
+        let hash = KEY_HASH.hash_one(key);
+        let entry = self
+            .by_key
+            .entry(hash, |e| e.key.as_slice() == key, |e: &KeySessions| e.hash);
+        let slots_of_key = &mut match entry {
+            hashbrown::hash_table::Entry::Occupied(open) => open.into_mut(),
+            hashbrown::hash_table::Entry::Vacant(new) => {
                 self.key_bytes += key.len();
-                self.by_key.entry_ref(key).or_default()
+                new.insert(KeySessions {
+                    hash,
+                    key: key.into(),
+                    slots: SmallVec::new(),
+                })
+                .into_mut()
             }
-        };
+        }
+        .slots;
         let (mut start, mut end) = (t, t.saturating_add(gap));
         let mut merged: Option<u32> = None;
         let mut index = 0;
@@ -118,7 +144,7 @@ impl SessionIndex {
             self.next_id += 1;
             let session = Session {
                 id,
-                key: key.into(),
+                key_hash: hash,
                 ..Session::default()
             };
             let slot = match self.free.pop() {
@@ -170,11 +196,15 @@ impl SessionIndex {
                 continue;
             };
             self.free.push(slot);
-            if let Some(slots) = self.by_key.get_mut(&*session.key) {
-                slots.retain(|open| *open != slot);
-                if slots.is_empty() {
-                    self.by_key.remove(&*session.key);
-                    self.key_bytes -= session.key.len();
+            let of_key = self
+                .by_key
+                .find_entry(session.key_hash, |e| e.slots.contains(&slot));
+            if let Ok(mut of_key) = of_key {
+                let sessions = of_key.get_mut();
+                sessions.slots.retain(|open| *open != slot);
+                if sessions.slots.is_empty() {
+                    self.key_bytes -= sessions.key.len();
+                    of_key.remove();
                 }
             }
             self.rows -= session.rows.len();
@@ -195,7 +225,7 @@ impl SessionIndex {
         self.slots.len() * std::mem::size_of::<Option<Session>>()
             + self.free.len() * 4
             + self.rows * std::mem::size_of::<RowRef>()
-            + self.by_key.len() * 48
+            + self.by_key.len() * std::mem::size_of::<KeySessions>()
             + self.key_bytes
     }
 }
@@ -423,8 +453,11 @@ mod tests {
     use super::*;
 
     fn spans(index: &SessionIndex, key: &[u8]) -> Vec<(i64, i64, usize)> {
-        let mut spans: Vec<(i64, i64, usize)> = index.by_key.get(key).map_or(vec![], |slots| {
-            slots
+        let hash = KEY_HASH.hash_one(key);
+        let of_key = index.by_key.find(hash, |e| e.key.as_slice() == key);
+        let mut spans: Vec<(i64, i64, usize)> = of_key.map_or(vec![], |sessions| {
+            sessions
+                .slots
                 .iter()
                 .filter_map(|slot| index.slots[*slot as usize].as_ref())
                 .map(|s| (s.start, s.end, s.rows.len()))
