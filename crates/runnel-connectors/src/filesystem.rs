@@ -161,10 +161,12 @@ fn read_files(
                     text.drain(..split);
                     split = 0;
                 }
-                let filled = text.len();
-                text.resize(filled + READ_BYTES, 0);
-                let read = file.read(&mut text[filled..]).map_err(io)?;
-                text.truncate(filled + read);
+                // Read into the spare capacity: no block zeroed first.
+                text.reserve(READ_BYTES);
+                let read = (&mut file)
+                    .take(READ_BYTES as u64)
+                    .read_to_end(&mut text)
+                    .map_err(io)?;
                 at_end = read == 0;
                 continue;
             }
