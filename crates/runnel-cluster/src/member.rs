@@ -805,19 +805,32 @@ fn run(setup: MemberSetup<'_>, stop: &AtomicBool) -> Result<()> {
                 }
                 by_task.entry(id).or_default().push(&polled, record, true);
             }
-            for (id, records) in by_task {
-                let Some(task) = state.tasks.get_mut(&id) else {
+            let processed = (|| -> Result<()> {
+                for (id, records) in by_task {
+                    let Some(task) = state.tasks.get_mut(&id) else {
+                        continue;
+                    };
+                    task.process(&records, &mut state.writer)?;
+                }
+                // Late rows go to the late-data table in the same transaction (else they
+                // are only counted, by the operators).
+                for rows in maker.late.drain() {
+                    state.writer.late_rows(&rows)?;
+                }
+                for task in state.tasks.values_mut() {
+                    task.check_idle(&mut state.writer)?;
+                }
+                Ok(())
+            })();
+            match processed {
+                // The open transaction failed under the records (a rebalance fenced it):
+                // none of them commits; the tasks start again from the last commit.
+                Err(e) if abortable(&e) => {
+                    tracing::info!(error = %e, "a record was refused by a failed transaction; going back to the last commit");
+                    state.rewind = true;
                     continue;
-                };
-                task.process(&records, &mut state.writer)?;
-            }
-            // Late rows go to the late-data table in the same transaction (else they are
-            // only counted, by the operators).
-            for rows in maker.late.drain() {
-                state.writer.late_rows(&rows)?;
-            }
-            for task in state.tasks.values_mut() {
-                task.check_idle(&mut state.writer)?;
+                }
+                other => other?,
             }
             let newly_finished = state
                 .tasks

@@ -212,7 +212,43 @@ impl TaskWriter for TransactionWriter {
 }
 
 /// Whether a failed transaction call leaves the producer usable once the transaction is
-/// aborted (a rebalance moved the group's generation on, a request timed out).
+/// aborted (a rebalance moved the group's generation on, a request timed out). A record
+/// produced into a transaction that already failed that way is refused with librdkafka's
+/// `ERR__STATE`; were the producer fenced for good, the abort then fails and says so.
 pub fn abortable(error: &ClusterError) -> bool {
-    matches!(error, ClusterError::Kafka { source: KafkaError::Transaction(e), .. } if e.txn_requires_abort() && !e.is_fatal())
+    match error {
+        ClusterError::Kafka {
+            source: KafkaError::Transaction(e),
+            ..
+        } => e.txn_requires_abort() && !e.is_fatal(),
+        ClusterError::Kafka {
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::State),
+            ..
+        } => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_refused_by_a_failed_transaction_is_abortable() {
+        let kafka = |source| ClusterError::Kafka {
+            context: "producing to topic t-stage-1-changelog".into(),
+            source,
+        };
+        assert!(abortable(&kafka(KafkaError::MessageProduction(
+            RDKafkaErrorCode::State
+        ))));
+        // Other refusals are not the transaction's: a missing topic, an oversized record.
+        for code in [
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::Fatal,
+        ] {
+            assert!(!abortable(&kafka(KafkaError::MessageProduction(code))));
+        }
+    }
 }
