@@ -143,29 +143,20 @@ fn cannot_fail(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> DFResult<bool> 
 /// Whether every value of `from` casts to `to` without error: an integer to a wider one
 /// that holds all its values, or a number to a float.
 fn widens(from: &DataType, to: &DataType) -> bool {
-    let integer = |t: &DataType| -> Option<(bool, usize)> {
-        Some(match t {
-            DataType::Int8 => (true, 8),
-            DataType::Int16 => (true, 16),
-            DataType::Int32 => (true, 32),
-            DataType::Int64 => (true, 64),
-            DataType::UInt8 => (false, 8),
-            DataType::UInt16 => (false, 16),
-            DataType::UInt32 => (false, 32),
-            DataType::UInt64 => (false, 64),
-            _ => return None,
-        })
+    if !from.is_integer() {
+        return from == to;
+    }
+    if !to.is_integer() {
+        return matches!(to, DataType::Float32 | DataType::Float64);
+    }
+    let (Some(from_width), Some(to_width)) = (from.primitive_width(), to.primitive_width()) else {
+        return false;
     };
-    match (integer(from), integer(to)) {
-        (Some((from_signed, from_bits)), Some((to_signed, to_bits))) => {
-            if from_signed == to_signed {
-                to_bits >= from_bits
-            } else {
-                !from_signed && to_signed && to_bits > from_bits
-            }
-        }
-        (Some(_), None) => matches!(to, DataType::Float32 | DataType::Float64),
-        (None, _) => from == to,
+    if from.is_signed_integer() == to.is_signed_integer() {
+        to_width >= from_width
+    } else {
+        // Unsigned into a strictly wider signed integer.
+        to.is_signed_integer() && to_width > from_width
     }
 }
 
@@ -336,6 +327,27 @@ mod tests {
                     .unwrap();
                 assert_eq!(&want, &got, "{} over {rows} rows", zipped[0]);
             }
+        }
+    }
+
+    #[test]
+    fn only_casts_that_hold_every_value_widen() {
+        use DataType::*;
+        for (from, to) in [
+            (Int32, Int64),
+            (UInt8, Int16),
+            (UInt32, UInt64),
+            (Int64, Float64),
+        ] {
+            assert!(widens(&from, &to), "{from} to {to}");
+        }
+        for (from, to) in [
+            (Int64, Int32),
+            (UInt32, Int32),
+            (Int8, UInt64),
+            (Utf8, Int64),
+        ] {
+            assert!(!widens(&from, &to), "{from} to {to}");
         }
     }
 
