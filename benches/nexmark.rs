@@ -8,6 +8,7 @@
 //! cargo bench --bench nexmark                          # every query, 10M events
 //! cargo bench --bench nexmark -- q5 q7 --events 2000000
 //! cargo bench --bench nexmark -- --floor-events 2000000
+//! cargo bench --bench nexmark -- --floor-only q2 --floor-runs 50   # one floor query
 //! cargo bench --bench nexmark -- q5 --parallelism 1     # default: one subtask per core
 //! cargo bench --bench nexmark -- claims-kafka q5-kafka --kafka 127.0.0.1:9092 --no-floor
 //! cargo bench --bench nexmark -- q5 --events 100000000 --tps 100000 --no-floor
@@ -386,6 +387,7 @@ async fn collect(sql: &str) -> runnel::Result<Vec<RecordBatch>> {
 
 /// Runs of each engine per floor query; the fastest counts. A streaming query over 10M
 /// events takes tens of milliseconds, where one scheduling hiccup is a large share.
+/// `--floor-runs N` takes more (to profile one query, say).
 const FLOOR_RUNS: usize = 5;
 
 /// Runnel's time over `rows` (pushed into a memory table `table` with `ddl`), and
@@ -396,10 +398,11 @@ async fn floor(
     ddl: &str,
     rows: &[RecordBatch],
     query: &FloorQuery,
+    runs: usize,
 ) -> runnel::Result<(Measured, Measured)> {
     let mut streamed = floor_streaming(table, ddl, rows, query).await?;
     let mut batch = floor_batch(table, rows, query).await?;
-    for _ in 1..FLOOR_RUNS {
+    for _ in 1..runs {
         streamed = fastest(streamed, floor_streaming(table, ddl, rows, query).await?);
         batch = fastest(batch, floor_batch(table, rows, query).await?);
     }
@@ -471,6 +474,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut queries = Vec::new();
     let mut events: u64 = 10_000_000;
     let mut floor_events: u64 = 5_000_000;
+    let mut floor_runs = FLOOR_RUNS;
     let mut single = false;
     let mut parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut kafka: Option<String> = None;
@@ -478,6 +482,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match arg.as_str() {
             "--events" => events = args.next().ok_or("--events N")?.parse()?,
             "--floor-events" => floor_events = args.next().ok_or("--floor-events N")?.parse()?,
+            "--floor-runs" => floor_runs = args.next().ok_or("--floor-runs N")?.parse()?,
             "--parallelism" => parallelism = args.next().ok_or("--parallelism N")?.parse()?,
             "--kafka" => kafka = Some(args.next().ok_or("--kafka BOOTSTRAP")?),
             "--tps" => {
@@ -491,6 +496,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             query => queries.push(query.to_string()),
         }
     }
+    // With `--floor-only`, the queries named pick floor queries by their first word.
+    let floor_names = queries.clone();
     if queries.is_empty() {
         queries = QUERIES.iter().map(|q| q.to_string()).collect();
     }
@@ -593,8 +600,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("bid", bid_ddl, &bids, BID_FLOOR),
         ("claims", claims_ddl, &claims, CLAIMS_FLOOR),
     ] {
-        for query in floor_queries {
-            let (runnel, datafusion) = floor(table, ddl, rows, query).await?;
+        // With `--floor-only q2 claims`, say, only the floor queries named so.
+        let named = |query: &&FloorQuery| {
+            events != 0
+                || floor_names.is_empty()
+                || floor_names
+                    .iter()
+                    .any(|q| query.name.split(' ').next() == Some(q))
+        };
+        for query in floor_queries.iter().filter(named) {
+            let (runnel, datafusion) = floor(table, ddl, rows, query, floor_runs).await?;
             let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
             println!(
                 "{:<46} {:>6.3}/{:<6.3} {:>8.3}/{:<8.3} {:>10.2} {:>9.2}   ({} / {} rows)",
