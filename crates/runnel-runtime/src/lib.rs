@@ -31,6 +31,8 @@ pub mod sink;
 pub mod source;
 #[cfg(test)]
 mod test_plans;
+#[cfg(test)]
+mod test_random;
 pub mod watermark;
 pub mod watermark_alignment;
 

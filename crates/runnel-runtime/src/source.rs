@@ -845,19 +845,14 @@ mod tests {
 
     #[test]
     fn the_largest_time_equals_arrows_max() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut random = crate::test_random::Random(0x9e37_79b9_7f4a_7c15);
         for len in 0..40 {
             for with_nulls in [false, true] {
                 let times: TimestampMillisecondArray = (0..len)
                     .map(|_| {
-                        let value = next();
-                        (!with_nulls || value % 3 != 0).then_some(value as i64 >> (value % 50))
+                        let value = random.next();
+                        (!with_nulls || !value.is_multiple_of(3))
+                            .then_some(value as i64 >> (value % 50))
                     })
                     .collect();
                 assert_eq!(largest(&times), max(&times), "{times:?}");

@@ -235,17 +235,7 @@ mod tests {
     use datafusion::functions::core::expr_fn::get_field;
     use datafusion::logical_expr::{cast, col, lit, when};
 
-    /// A seeded xorshift generator, so a failure repeats.
-    struct Random(u64);
-
-    impl Random {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
+    use crate::test_random::Random;
 
     /// Rows shaped like the published Nexmark table: an event type (sometimes NULL) and
     /// three struct columns with a `t` field, each NULL now and then, fields too.

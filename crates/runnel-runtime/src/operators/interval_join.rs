@@ -446,17 +446,7 @@ mod tests {
 
     use super::*;
 
-    /// A small deterministic generator (xorshift).
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
+    use crate::test_random::Random;
 
     fn side_schema(qualifier: &str) -> Arc<DFSchema> {
         let schema = Schema::new(vec![
@@ -519,7 +509,7 @@ mod tests {
     fn any_interleaving_joins_exactly_the_pairs_in_the_bound() {
         use std::sync::atomic::Ordering::Relaxed;
         for seed in 1..=300u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = Random(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let lower = rng.below(20) as i64 - 15;
             let upper = lower + rng.below(12) as i64;
             let join_type = [
