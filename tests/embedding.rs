@@ -267,3 +267,93 @@ async fn a_stop_whose_final_checkpoint_fails_restarts_the_job_and_stops_it() {
         }
     }
 }
+
+/// At parallelism 1 the sink runs in the source's task. A query's few rows still reach
+/// the caller while its source is quiet (the sink hands over what it gathered on its
+/// timer), and a job stopped while its source is quiet writes what it holds and ends at
+/// once, not at the stop's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_sources_rows_reach_the_caller_and_a_stop_ends_its_job() {
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use futures::StreamExt;
+    use std::time::{Duration, Instant};
+
+    let engine = runnel::Engine::default();
+    engine
+        .execute(
+            "SET 'parallelism.default' = '1';
+             CREATE TABLE t (a BIGINT) WITH ('connector' = 'memory');
+             CREATE TABLE u (a BIGINT) WITH ('connector' = 'memory');
+             CREATE TABLE out (a BIGINT) WITH ('connector' = 'blackhole');",
+        )
+        .await
+        .expect("tables");
+    let input = engine.memory_table("t").expect("a memory table");
+    let rows = |values: Vec<i64>| {
+        let schema = std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new(
+                "a",
+                datafusion::arrow::datatypes::DataType::Int64,
+                true,
+            ),
+        ]));
+        RecordBatch::try_new(schema, vec![std::sync::Arc::new(Int64Array::from(values))])
+            .expect("a batch")
+    };
+    let mut results = engine
+        .execute("SELECT a FROM t WHERE a % 2 = 0")
+        .await
+        .expect("the query starts");
+    let Some(runnel::Executed::Query(mut stream)) = results.pop() else {
+        panic!("a query gives a stream");
+    };
+    for (pushed, expected) in [(vec![1, 2, 3, 4], vec![2, 4]), (vec![5, 6], vec![6])] {
+        input.push(rows(pushed)).await.expect("pushed");
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            let batch = tokio::time::timeout(Duration::from_secs(20), stream.next())
+                .await
+                .expect("rows reach the caller while the source is quiet")
+                .expect("the stream goes on")
+                .expect("a batch");
+            let column = batch.column(0).as_any().downcast_ref::<Int64Array>();
+            got.extend(column.expect("BIGINT").iter().flatten());
+        }
+        assert_eq!(got, expected);
+    }
+    input.close();
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends with its table"
+    );
+    let metrics = stream.finish().await.expect("the query ends cleanly");
+    assert_eq!(metrics.rows_out, 3);
+
+    // A job on a quiet source, stopped without checkpoints.
+    let job = engine
+        .execute("INSERT INTO out SELECT a FROM u")
+        .await
+        .expect("the job starts")
+        .into_iter()
+        .find_map(|executed| match executed {
+            runnel::Executed::Job(job) => Some(job),
+            _ => None,
+        })
+        .expect("a job");
+    let input = engine.memory_table("u").expect("a memory table");
+    input.push(rows(vec![7, 8, 9])).await.expect("pushed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while job.metrics().rows_out < 3 {
+        assert!(Instant::now() < deadline, "the job wrote its rows");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let asked = Instant::now();
+    let metrics = job.stop(Duration::from_secs(60)).await.expect("stopped");
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "the stop waited {:?} for the sink",
+        asked.elapsed()
+    );
+    assert_eq!(metrics.rows_out, 3);
+}

@@ -2,6 +2,7 @@
 //! and the [`SinkFactory`] a job makes its sink with (again at each restart).
 
 use async_trait::async_trait;
+use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
@@ -51,10 +52,22 @@ pub trait Sink: Send {
 }
 
 /// Sends result batches into a channel: how a bare `SELECT` streams rows to its caller.
+///
+/// Small batches (a selective filter's, say) are gathered into batches of
+/// [`CALLER_BATCH_ROWS`] rows, each handed over at the latest [`CALLER_FLUSH_INTERVAL`]
+/// after its first row arrived (as Flink fills a network buffer until it is full or its
+/// timeout passes): waking the caller costs about as much as filtering a few thousand
+/// rows. Batches of half that size or more go to the caller as they come.
 #[derive(Clone)]
 pub struct ChannelSink {
     sender: mpsc::Sender<datafusion::error::Result<RecordBatch>>,
 }
+
+/// The rows of a batch [`ChannelSink`] gathers small batches into.
+pub const CALLER_BATCH_ROWS: usize = 8192;
+
+/// The longest gathered rows wait before [`ChannelSink`] hands them to the caller.
+pub const CALLER_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl ChannelSink {
     pub fn new(sender: mpsc::Sender<datafusion::error::Result<RecordBatch>>) -> Self {
@@ -62,17 +75,86 @@ impl ChannelSink {
     }
 }
 
-#[async_trait]
-impl Sink for ChannelSink {
-    async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
+/// One run's writer of a [`ChannelSink`].
+struct CallerWriter {
+    sender: mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+    /// Gathers small batches; made for the schema of the batches that arrive.
+    gathered: Option<BatchCoalescer>,
+}
+
+impl CallerWriter {
+    async fn send(&self, batch: RecordBatch) -> Result<()> {
         self.sender
             .send(Ok(batch))
             .await
             .map_err(|_| RuntimeError::QueryClosed)
     }
 
-    async fn finish(&mut self) -> Result<()> {
+    /// Hands over the batches gathered, the partial one too.
+    async fn flush(&mut self) -> Result<()> {
+        let Some(gathered) = &mut self.gathered else {
+            return Ok(());
+        };
+        gathered.finish_buffered_batch().map_err(gather_error)?;
+        let mut batches = Vec::new();
+        while let Some(batch) = gathered.next_completed_batch() {
+            batches.push(batch);
+        }
+        for batch in batches {
+            self.send(batch).await?;
+        }
         Ok(())
+    }
+}
+
+fn gather_error(error: datafusion::arrow::error::ArrowError) -> RuntimeError {
+    RuntimeError::Operator {
+        operator: "the query's result stream".into(),
+        source: error.into(),
+    }
+}
+
+#[async_trait]
+impl Sink for CallerWriter {
+    async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        if self
+            .gathered
+            .as_ref()
+            .is_some_and(|g| g.schema() != batch.schema())
+        {
+            self.flush().await?;
+            self.gathered = None;
+        }
+        let gathered = self.gathered.get_or_insert_with(|| {
+            BatchCoalescer::new(batch.schema(), CALLER_BATCH_ROWS)
+                .with_biggest_coalesce_batch_size(Some(CALLER_BATCH_ROWS / 2))
+        });
+        gathered.push_batch(batch).map_err(gather_error)?;
+        let mut completed = Vec::new();
+        while let Some(batch) = gathered.next_completed_batch() {
+            completed.push(batch);
+        }
+        for batch in completed {
+            self.send(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        self.flush().await
+    }
+
+    fn timer_interval(&self) -> Option<std::time::Duration> {
+        Some(CALLER_FLUSH_INTERVAL)
+    }
+
+    async fn on_timer(&mut self) -> Result<()> {
+        self.flush().await
+    }
+
+    /// What came before the barrier reaches the caller before the checkpoint completes.
+    async fn prepare_checkpoint(&mut self, _id: crate::checkpoint::CheckpointId) -> Result<()> {
+        self.flush().await
     }
 }
 
@@ -118,6 +200,58 @@ impl SinkFactory for ChannelSink {
         _schema: SchemaRef,
         _config: &JobConfig,
     ) -> Result<Box<dyn Sink>> {
-        Ok(Box::new(self.clone()))
+        Ok(Box::new(CallerWriter {
+            sender: self.sender.clone(),
+            gathered: None,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn rows(from: i64, count: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+        let values = Int64Array::from_iter_values(from..from + count);
+        RecordBatch::try_new(schema, vec![Arc::new(values)]).expect("a batch")
+    }
+
+    fn values(batch: &RecordBatch) -> Vec<i64> {
+        let column = batch.column(0).as_any().downcast_ref::<Int64Array>();
+        column.expect("BIGINT").values().to_vec()
+    }
+
+    /// Small batches wait, gathered, for the timer (or the end); a batch of half the
+    /// gathering size or more goes to the caller as it comes; rows keep their order.
+    #[tokio::test]
+    async fn the_callers_sink_gathers_small_batches_until_its_timer() {
+        let (sender, mut receiver) = mpsc::channel(8);
+        let mut sink = CallerWriter {
+            sender,
+            gathered: None,
+        };
+        assert_eq!(sink.timer_interval(), Some(CALLER_FLUSH_INTERVAL));
+        for from in [0, 10, 20] {
+            sink.write_batch(rows(from, 10)).await.expect("written");
+        }
+        assert!(receiver.try_recv().is_err(), "small batches wait");
+        sink.on_timer().await.expect("flushed");
+        let gathered = receiver.try_recv().expect("sent").expect("rows");
+        assert_eq!(values(&gathered), (0..30).collect::<Vec<_>>());
+
+        let large = CALLER_BATCH_ROWS as i64;
+        sink.write_batch(rows(30, large)).await.expect("written");
+        let passed = receiver.try_recv().expect("sent at once").expect("rows");
+        assert_eq!(values(&passed), (30..30 + large).collect::<Vec<_>>());
+
+        sink.write_batch(rows(-5, 5)).await.expect("written");
+        assert!(receiver.try_recv().is_err(), "small batches wait");
+        sink.finish().await.expect("finished");
+        let last = receiver.try_recv().expect("sent at the end").expect("rows");
+        assert_eq!(values(&last), vec![-5, -4, -3, -2, -1]);
     }
 }

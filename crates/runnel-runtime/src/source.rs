@@ -567,6 +567,8 @@ impl BarrierInjector {
 
 /// What the read loop waits for next.
 enum Next {
+    /// The job's sink, run in this task, has a timer tick or was told to stop.
+    Sink(crate::job::SinkSignal),
     Checkpoint(CheckpointId),
     /// A reader paused for watermark alignment may read again.
     CaughtUp,
@@ -582,7 +584,8 @@ pub(crate) struct SourceTask {
     pub node: SourceNode,
     pub metrics: Arc<JobMetrics>,
     pub config: JobConfig,
-    /// Where what it reads goes: a channel, or the operators chained after it.
+    /// Where what it reads goes: a channel, or the operators chained after it (and the
+    /// job's sink, when this reader alone feeds it).
     pub output: SourceOutput,
     /// The source's number in the job (its place in checkpoints).
     pub index: usize,
@@ -660,6 +663,7 @@ impl SourceTask {
             let paused = alignment.as_ref().is_some_and(AlignedReader::is_ahead);
             let next = tokio::select! {
                 biased;
+                signal = output.signal() => Next::Sink(signal),
                 checkpoint = barriers.triggered() => Next::Checkpoint(checkpoint),
                 _ = async { if let Some(a) = &alignment { a.caught_up().await } }, if paused => {
                     Next::CaughtUp
@@ -675,6 +679,12 @@ impl SourceTask {
             let event = match next {
                 Next::End => break,
                 Next::CaughtUp => continue,
+                Next::Sink(signal) => {
+                    if output.on_signal(signal).await? {
+                        return Ok(()); // the job stopped; the sink wrote what it held
+                    }
+                    continue;
+                }
                 Next::Checkpoint(checkpoint) => {
                     // Everything sent so far belongs to these checkpoints.
                     let state = position(&offsets, &watermarks);

@@ -4,16 +4,19 @@
 //!
 //! The roles, one file each: `handle.rs` watches a running job and restarts it after a
 //! failure, `spawn.rs` starts the tasks a graph names, `tasks.rs` holds
-//! their loops (operator chains, two-input operators, the sink), `recovery.rs` selects
+//! their loops (operator chains, two-input operators), `sink.rs` the job's end (in a task
+//! of its own, or chained into the one subtask feeding it), `recovery.rs` selects
 //! the checkpoint a restarted job resumes from. Channels between tasks hold a few batches
 //! each, so a slow sink slows the sources and memory stays flat.
 
 mod handle;
 mod recovery;
+mod sink;
 mod spawn;
 mod tasks;
 
 pub use handle::JobHandle;
+pub(crate) use sink::SinkSignal;
 pub(crate) use tasks::SourceOutput;
 pub use tasks::TwoInputTask;
 
@@ -140,43 +143,42 @@ async fn start_attempt(
     let late = LateRows::default();
     let dead_letters = crate::side_output::RowQueue::default();
     let (sink_stop, stopped) = tokio::sync::oneshot::channel();
-    let mut spawner = spawn::TaskSpawner {
-        connectors,
-        config,
-        metrics: metrics.clone(),
-        late: late.clone(),
-        dead_letters: dead_letters.clone(),
-        checkpoints: coordinator.clone(),
-        restored,
-        lookups: HashMap::new(),
-        alignment_groups: HashMap::new(),
-        tasks: Vec::new(),
-    };
-    let sink_input = spawner.spawn(&graph).await?;
-    let mut tasks = spawner.tasks;
-    let sink = tasks::SinkTask {
-        input: sink_input,
+    let sink_stage = graph
+        .stages
+        .iter()
+        .position(|stage| matches!(stage.head, crate::graph::StageHead::Sink))
+        .unwrap_or(usize::MAX);
+    let writer = sink::SinkWriter::new(
         sink,
         late_sink,
-        late,
+        late.clone(),
         dead_letter_sinks,
-        dead_letters,
-        metrics: metrics.clone(),
-        probe: metrics.stage_probe(
-            graph
-                .stages
-                .iter()
-                .position(|stage| matches!(stage.head, crate::graph::StageHead::Sink))
-                .unwrap_or(usize::MAX),
-            0,
-        ),
-        commit: coordinator.clone().map(|coordinator| CheckpointCommit {
+        dead_letters.clone(),
+        metrics.clone(),
+        metrics.stage_probe(sink_stage, 0),
+        coordinator.clone().map(|coordinator| CheckpointCommit {
             coordinator,
             metrics: metrics.clone(),
             faults: config.faults,
         }),
+        stopped,
+    );
+    let mut spawner = spawn::TaskSpawner {
+        connectors,
+        config,
+        metrics: metrics.clone(),
+        late,
+        dead_letters,
+        checkpoints: coordinator.clone(),
+        restored,
+        lookups: HashMap::new(),
+        alignment_groups: HashMap::new(),
+        sink: Some(Box::new(writer)),
+        sink_task: None,
+        tasks: Vec::new(),
     };
-    tasks.push(("sink".to_string(), tokio::spawn(sink.run(stopped))));
+    let sink_task = spawner.spawn(&graph).await?;
+    let tasks = spawner.tasks;
     let timer = match (&coordinator, checkpointing) {
         (Some(coordinator), Some(checkpoint)) => {
             let coordinator = coordinator.clone();
@@ -198,6 +200,6 @@ async fn start_attempt(
         checkpoint_timer: timer,
         checkpoints: coordinator,
         sink_stop: Some(sink_stop),
-        stopped_task: "sink".to_string(),
+        stopped_task: sink_task,
     })
 }

@@ -1,6 +1,7 @@
 //! Starting a job's tasks from its [`JobGraph`]: one task per source reader (which runs
 //! its stage's operators too), one per subtask of every other stage, channels along the
-//! edges.
+//! edges. The sink runs in the task of the one subtask feeding it when there is only one
+//! (as Flink chains a sink behind a forward edge), else in a task of its own.
 //!
 //! Stages are spawned in the graph's order (every stage after those feeding it), so
 //! when a stage starts, the channels it reads already exist. Each subtask gets its
@@ -16,7 +17,10 @@ use runnel_sql::{SourceNode, StreamNode};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::tasks::{run_chain, ChainedOperators, LaneInput, SourceOutput, TwoInputTask};
+use super::sink::{SinkTask, SinkWriter};
+use super::tasks::{
+    run_chain, ChainOutput, ChainedOperators, LaneInput, SourceOutput, TwoInputTask,
+};
 use super::CHANNEL_CAPACITY;
 use crate::chain::{Chained, OperatorChain};
 use crate::checkpoint::{CheckpointCoordinator, RestoredCheckpoint};
@@ -62,13 +66,17 @@ pub(crate) struct TaskSpawner<'a> {
     /// Watermark alignment groups, by name: the readers of every table in one keep in
     /// step.
     pub alignment_groups: HashMap<String, Arc<AlignmentGroup>>,
+    /// The job's sink, until the task that runs it is spawned.
+    pub sink: Option<Box<SinkWriter>>,
+    /// The name of the task the sink runs in, once spawned.
+    pub sink_task: Option<String>,
     pub tasks: Vec<(String, JoinHandle<Result<()>>)>,
 }
 
 impl TaskSpawner<'_> {
-    /// Spawns every stage but the sink; returns the sink's input. On failure, what was
-    /// spawned is stopped again.
-    pub async fn spawn(&mut self, graph: &JobGraph<'_>) -> Result<LaneInput> {
+    /// Spawns every stage; returns the name of the task the sink runs in. On failure,
+    /// what was spawned is stopped again.
+    pub async fn spawn(&mut self, graph: &JobGraph<'_>) -> Result<String> {
         let spawned = self.spawn_stages(graph).await;
         if spawned.is_err() {
             for (_, task) in &self.tasks {
@@ -78,7 +86,7 @@ impl TaskSpawner<'_> {
         spawned
     }
 
-    async fn spawn_stages(&mut self, graph: &JobGraph<'_>) -> Result<LaneInput> {
+    async fn spawn_stages(&mut self, graph: &JobGraph<'_>) -> Result<String> {
         let mut inboxes: Inboxes = graph
             .stages
             .iter()
@@ -97,8 +105,17 @@ impl TaskSpawner<'_> {
                 .await?;
             match &stage.head {
                 StageHead::Sink => {
-                    let [channels, _] = inputs.pop().unwrap_or_default();
-                    return Ok(LaneInput::new(channels));
+                    if let Some(writer) = self.sink.take() {
+                        let [channels, _] = inputs.pop().unwrap_or_default();
+                        let task = SinkTask {
+                            input: LaneInput::new(channels),
+                            writer,
+                        };
+                        self.push_task("sink".to_string(), true, tokio::spawn(task.run()));
+                    }
+                    return self.sink_task.clone().ok_or_else(|| {
+                        RuntimeError::Build("the job's sink runs in no task".into())
+                    });
                 }
                 StageHead::Source { node, first_source } => {
                     for subtask in 0..stage.parallelism {
@@ -265,10 +282,12 @@ impl TaskSpawner<'_> {
             alignment,
             dead_letters: self.dead_letters.clone(),
         };
-        self.tasks.push((
+        let holds_sink = matches!(&task.output, SourceOutput::Chained(o) if o.output.holds_sink());
+        self.push_task(
             format!("source {} ({}/{count})", node.table.name, subtask + 1),
+            holds_sink,
             tokio::spawn(task.run()),
-        ));
+        );
         Ok(())
     }
 
@@ -288,10 +307,12 @@ impl TaskSpawner<'_> {
                 inboxes[to][target][input].extend(channels);
             }
             SubtaskBody::Operators(operators) => {
-                self.tasks.push((
+                let holds_sink = operators.output.holds_sink();
+                self.push_task(
                     "operators".to_string(),
+                    holds_sink,
                     tokio::spawn(run_chain(LaneInput::new(channels), operators)),
-                ));
+                );
             }
         }
         Ok(())
@@ -311,7 +332,8 @@ impl TaskSpawner<'_> {
         let clock = ProcessingTime::default();
         let chain = self.chain(stage, subtask, &clock, table)?;
         let edges: Vec<&Edge> = graph.outputs_of(stage.id).collect();
-        if let ([edge], true) = (&edges[..], chain.is_empty()) {
+        let sink = self.sink_chained_into(graph, stage);
+        if let ([edge], true, None) = (&edges[..], chain.is_empty(), &sink) {
             let target = match edge.kind {
                 EdgeKind::Hash { .. } => None,
                 EdgeKind::Forward => Some(subtask),
@@ -321,7 +343,10 @@ impl TaskSpawner<'_> {
                 return Ok(SubtaskBody::PassThrough((edge.to, target, edge.input)));
             }
         }
-        let output = self.exchange(graph, stage, subtask, inboxes)?;
+        let output = match sink {
+            Some(writer) => ChainOutput::Sink(writer),
+            None => ChainOutput::Exchange(self.exchange(graph, stage, subtask, inboxes)?),
+        };
         let chain = self.operator_chain(stage, chain);
         Ok(SubtaskBody::Operators(ChainedOperators::new(
             chain,
@@ -349,11 +374,16 @@ impl TaskSpawner<'_> {
         let restored = self.restored_state(id);
         let chain = self.chain(stage, subtask, &clock, table)?;
         let chain = self.operator_chain(stage, chain);
-        let output = self.exchange(graph, stage, subtask, inboxes)?;
+        let output = match self.sink_chained_into(graph, stage) {
+            Some(writer) => ChainOutput::Sink(writer),
+            None => ChainOutput::Exchange(self.exchange(graph, stage, subtask, inboxes)?),
+        };
         let task = TwoInputTask::new(operator, id, restored)?;
         let name = task.name();
-        self.tasks.push((
+        let holds_sink = output.holds_sink();
+        self.push_task(
             name,
+            holds_sink,
             tokio::spawn(task.run(
                 inputs,
                 chain,
@@ -363,8 +393,38 @@ impl TaskSpawner<'_> {
                 stage.processing_time.then_some(clock),
                 self.metrics.stage_probe(stage.id, subtask),
             )),
-        ));
+        );
         Ok(())
+    }
+
+    /// Keeps a spawned task's handle; `holds_sink`: the job's sink runs in it.
+    fn push_task(&mut self, name: String, holds_sink: bool, task: JoinHandle<Result<()>>) {
+        let name = match holds_sink {
+            true if name != "sink" => format!("{name} and the sink"),
+            _ => name,
+        };
+        if holds_sink {
+            self.sink_task = Some(name.clone());
+        }
+        self.tasks.push((name, task));
+    }
+
+    /// The job's sink, when `stage` is the one subtask feeding it: the stage runs one
+    /// subtask, sends everything to the sink and nothing else does (as Flink chains a
+    /// sink behind a forward edge), so its batches need cross no channel to reach it.
+    fn sink_chained_into(
+        &mut self,
+        graph: &JobGraph<'_>,
+        stage: &Stage<'_>,
+    ) -> Option<Box<SinkWriter>> {
+        let edges: Vec<&Edge> = graph.outputs_of(stage.id).collect();
+        let [edge] = edges[..] else { return None };
+        let feeds_sink_alone = stage.parallelism == 1
+            && edge.input == 0
+            && !matches!(edge.kind, EdgeKind::Broadcast)
+            && matches!(graph.stages[edge.to].head, StageHead::Sink)
+            && graph.inputs_of(edge.to).count() == 1;
+        feeds_sink_alone.then(|| self.sink.take()).flatten()
     }
 
     fn context(&self, clock: &ProcessingTime, table: &LookupTable) -> OperatorContext {

@@ -1,33 +1,30 @@
-//! The loops of a job's tasks (besides the source readers, see [`crate::source`]): a
-//! chain of one-input operators, a two-input operator with its chain, and the sink; and
-//! [`ChainedOperators`], the chain a source reader runs in its own task.
+//! The loops of a job's tasks (besides the source readers, see [`crate::source`], and
+//! the sink, see [`super::sink`]): a chain of one-input operators, a two-input operator
+//! with its chain; and [`ChainedOperators`], the chain a source reader runs in its own
+//! task.
 //!
 //! Each loop reads its input channels as one stream ([`LaneInput`], [`MergedInputs`]),
-//! runs the operators, and sends what they emit on through an [`Exchange`]. A send that
+//! runs the operators, and sends what they emit on ([`ChainOutput`]): through an
+//! [`Exchange`], or into the job's sink when the subtask alone feeds it. A send that
 //! fails means the downstream task stopped: the loop ends quietly and that task reports
 //! why.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use datafusion::arrow::array::{Array, StringArray};
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
+use super::sink::{SinkSignal, SinkWriter};
 use crate::chain::OperatorChain;
-use crate::checkpoint::{CheckpointCommit, CheckpointCoordinator, CheckpointId};
-use crate::dead_letter;
+use crate::checkpoint::{CheckpointCoordinator, CheckpointId};
 use crate::error::{Result, RuntimeError};
 use crate::exchange::{Exchange, MergedInputs};
 use crate::graph::OperatorId;
-use crate::message::{Message, Watermark, WATERMARK_END};
-use crate::metrics::{JobMetrics, StageProbe};
+use crate::message::{Message, Watermark};
+use crate::metrics::StageProbe;
 use crate::operator::{Collector, InputWatermarks, OperatorState, Side, TwoInputOperator};
 use crate::processing_time::ProcessingTime;
-use crate::side_output::{LateRows, RowQueue};
-use crate::sink::Sink;
+use crate::side_output::LateRows;
 
 /// Where one subtask reads its input: the channels of the upstream subtasks that feed
 /// it. Several are merged (watermarks as their minimum, barriers aligned; see
@@ -54,10 +51,51 @@ impl LaneInput {
     }
 }
 
+/// Where a subtask sends what its operators emit.
+pub(crate) enum ChainOutput {
+    /// To the next stage's subtasks.
+    Exchange(Exchange),
+    /// Into the job's sink, run in this subtask's task: it alone feeds the sink (see
+    /// [`super::sink`]).
+    Sink(Box<SinkWriter>),
+}
+
+impl ChainOutput {
+    /// Sends `message` on; false once downstream stopped (or the sink wrote the end).
+    async fn send(&mut self, message: Message) -> Result<bool> {
+        match self {
+            ChainOutput::Exchange(exchange) => exchange.send(message).await,
+            ChainOutput::Sink(writer) => writer.write(message).await,
+        }
+    }
+
+    /// Whether the job's sink runs here.
+    pub fn holds_sink(&self) -> bool {
+        matches!(self, ChainOutput::Sink(_))
+    }
+
+    /// The sink's next timer tick or the job's stop, when the sink runs here; otherwise
+    /// never. Cancel-safe (see [`SinkWriter::signal`]).
+    pub async fn signal(&mut self) -> SinkSignal {
+        match self {
+            ChainOutput::Sink(writer) => writer.signal().await,
+            ChainOutput::Exchange(_) => std::future::pending().await,
+        }
+    }
+
+    /// Acts on `signal`; true when the job stopped and the task should end.
+    pub async fn on_signal(&mut self, signal: SinkSignal) -> Result<bool> {
+        match self {
+            ChainOutput::Sink(writer) => writer.on_signal(signal).await,
+            ChainOutput::Exchange(_) => Ok(false),
+        }
+    }
+}
+
 /// Sends `out`'s messages on, counting them and the time spent waiting for room into
 /// `probe`; false once downstream stopped.
 async fn send_all(
-    output: &mut Exchange,
+    output: &mut ChainOutput,
     out: &mut Vec<Message>,
     probe: &StageProbe,
 ) -> Result<bool> {
@@ -81,7 +119,7 @@ async fn send_all(
 /// crosses no channel between the source and them.
 pub(crate) struct ChainedOperators {
     chain: OperatorChain,
-    output: Exchange,
+    pub output: ChainOutput,
     /// On processing time: `PROCTIME()` reads the watermark sent before each batch.
     clock: Option<ProcessingTime>,
     probe: StageProbe,
@@ -92,7 +130,7 @@ pub(crate) struct ChainedOperators {
 impl ChainedOperators {
     pub fn new(
         chain: OperatorChain,
-        output: Exchange,
+        output: ChainOutput,
         clock: Option<ProcessingTime>,
         probe: StageProbe,
     ) -> Self {
@@ -123,9 +161,21 @@ impl ChainedOperators {
     }
 }
 
-/// Runs one subtask's chained operators over its input until the end.
+/// Runs one subtask's chained operators over its input until the end (or until the job
+/// stops, when the sink runs here).
 pub(crate) async fn run_chain(mut input: LaneInput, mut operators: ChainedOperators) -> Result<()> {
-    while let Some(message) = input.next().await {
+    loop {
+        let message = tokio::select! {
+            biased;
+            signal = operators.output.signal() => {
+                if operators.output.on_signal(signal).await? {
+                    break;
+                }
+                continue;
+            }
+            message = input.next() => message,
+        };
+        let Some(message) = message else { break };
         let last = matches!(message, Message::End);
         if !operators.push(message).await? || last {
             break;
@@ -148,6 +198,22 @@ impl SourceOutput {
         match self {
             SourceOutput::Channel(sender) => Ok(sender.send(message).await.is_ok()),
             SourceOutput::Chained(operators) => operators.push(message).await,
+        }
+    }
+
+    /// See [`ChainOutput::signal`]: never, unless the sink runs in the source's task.
+    pub async fn signal(&mut self) -> SinkSignal {
+        match self {
+            SourceOutput::Chained(operators) => operators.output.signal().await,
+            SourceOutput::Channel(_) => std::future::pending().await,
+        }
+    }
+
+    /// See [`ChainOutput::on_signal`].
+    pub async fn on_signal(&mut self, signal: SinkSignal) -> Result<bool> {
+        match self {
+            SourceOutput::Chained(operators) => operators.output.on_signal(signal).await,
+            SourceOutput::Channel(_) => Ok(false),
         }
     }
 }
@@ -334,14 +400,14 @@ impl TwoInputTask {
     }
 
     /// Runs over both inputs (group 0 of `inputs` the left, 1 the right) until both
-    /// ended; what the operator emits goes through `chain` to `output`, its late rows to
+    /// ended (or the job stops, when the sink runs here); what the operator emits goes through `chain` to `output`, its late rows to
     /// `late`.
     #[allow(clippy::too_many_arguments)]
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut inputs: MergedInputs,
         mut chain: OperatorChain,
-        mut output: Exchange,
+        mut output: ChainOutput,
         late: LateRows,
         checkpoints: Option<Arc<CheckpointCoordinator>>,
         clock: Option<ProcessingTime>,
@@ -354,7 +420,18 @@ impl TwoInputTask {
         if checkpoints.as_ref().is_some_and(|c| c.incremental()) {
             self.track_increments();
         }
-        while let Some((group, message)) = inputs.next().await {
+        loop {
+            let next = tokio::select! {
+                biased;
+                signal = output.signal() => {
+                    if output.on_signal(signal).await? {
+                        break;
+                    }
+                    continue;
+                }
+                next = inputs.next() => next,
+            };
+            let Some((group, message)) = next else { break };
             if let Message::Barrier(id) = message {
                 if let Some(coordinator) = &checkpoints {
                     let started = std::time::Instant::now();
@@ -379,129 +456,6 @@ impl TwoInputTask {
             if !send_all(&mut output, &mut out, &probe).await? || ended == 2 {
                 break;
             }
-        }
-        Ok(())
-    }
-}
-
-/// The sink's task: writes rows, late rows and watermarks to the job's sinks and, when a
-/// barrier arrives, completes the checkpoint (see [`CheckpointCommit`]).
-pub(crate) struct SinkTask {
-    pub input: LaneInput,
-    pub sink: Box<dyn Sink>,
-    /// Where late rows go, when the job routes them to a table.
-    pub late_sink: Option<Box<dyn Sink>>,
-    pub late: LateRows,
-    /// Dead-letter tables' sinks, by the source table whose records they take, with the
-    /// columns they take.
-    pub dead_letter_sinks: BTreeMap<String, (Box<dyn Sink>, SchemaRef)>,
-    pub dead_letters: RowQueue,
-    pub metrics: Arc<JobMetrics>,
-    /// The sink stage's counters.
-    pub probe: StageProbe,
-    /// Set when the job checkpoints.
-    pub commit: Option<CheckpointCommit>,
-}
-
-impl SinkTask {
-    /// Writes until the input ends, or until `stop` says so (a stop without checkpoints:
-    /// what the sink holds is written first).
-    pub async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) -> Result<()> {
-        let mut stopping = false;
-        let timer_interval = self.sink.timer_interval();
-        let mut timer = tokio::time::interval(timer_interval.unwrap_or(Duration::from_secs(3600)));
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let message = tokio::select! {
-                biased;
-                _ = timer.tick(), if timer_interval.is_some() => {
-                    self.sink.on_timer().await?;
-                    continue;
-                }
-                signal = &mut stop, if !stopping => {
-                    stopping = true;
-                    if signal.is_ok() {
-                        self.write_set_aside_rows().await?;
-                        self.finish().await?;
-                        break;
-                    }
-                    continue;
-                }
-                message = self.input.next() => message,
-            };
-            let Some(message) = message else { break };
-            // Late rows and dead letters set aside before this message (a barrier's epoch
-            // included) first.
-            self.write_set_aside_rows().await?;
-            self.probe.received(&message);
-            match message {
-                Message::Batch(batch) => {
-                    JobMetrics::add(&self.metrics.rows_out, batch.num_rows());
-                    self.sink.write_batch(batch).await?;
-                }
-                // The final watermark of a finished source is not a time.
-                Message::Watermark(WATERMARK_END) => {}
-                Message::Watermark(w) => {
-                    self.probe.watermark(w);
-                    self.metrics
-                        .watermark
-                        .store(w, std::sync::atomic::Ordering::Relaxed);
-                    self.sink.on_watermark(w).await?;
-                }
-                Message::Idle => {}
-                Message::Barrier(id) => {
-                    if let Some(commit) = &self.commit {
-                        let side_sinks = self
-                            .late_sink
-                            .iter_mut()
-                            .chain(self.dead_letter_sinks.values_mut().map(|(sink, _)| sink))
-                            .collect();
-                        commit.complete(id, &mut self.sink, side_sinks).await?;
-                    }
-                }
-                Message::End => {
-                    self.finish().await?;
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the late rows and dead letters set aside so far to their tables.
-    async fn write_set_aside_rows(&mut self) -> Result<()> {
-        if let Some(late_sink) = &mut self.late_sink {
-            for batch in self.late.drain() {
-                JobMetrics::add(&self.metrics.late_rows_routed, batch.num_rows());
-                late_sink.write_batch(batch).await?;
-            }
-        }
-        for letters in self.dead_letters.drain() {
-            let source = letters
-                .column_by_name("source_table")
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .filter(|c| !c.is_empty())
-                .map(|c| c.value(0).to_string())
-                .unwrap_or_default();
-            let Some((sink, schema)) = self.dead_letter_sinks.get_mut(&source) else {
-                return Err(RuntimeError::Build(format!(
-                    "dead letters of {source}, which has no dead-letter table"
-                )));
-            };
-            sink.write_batch(dead_letter::conform(&letters, schema)?)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// The input ended (or the job stops): every sink writes what it holds.
-    async fn finish(&mut self) -> Result<()> {
-        self.sink.finish().await?;
-        if let Some(late_sink) = &mut self.late_sink {
-            late_sink.finish().await?;
-        }
-        for (sink, _) in self.dead_letter_sinks.values_mut() {
-            sink.finish().await?;
         }
         Ok(())
     }
