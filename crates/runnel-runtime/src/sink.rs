@@ -53,11 +53,13 @@ pub trait Sink: Send {
 
 /// Sends result batches into a channel: how a bare `SELECT` streams rows to its caller.
 ///
-/// Small batches (a selective filter's, say) are gathered into batches of
-/// [`CALLER_BATCH_ROWS`] rows, each handed over at the latest [`CALLER_FLUSH_INTERVAL`]
-/// after its first row arrived (as Flink fills a network buffer until it is full or its
-/// timeout passes): waking the caller costs about as much as filtering a few thousand
-/// rows. Batches of half that size or more go to the caller as they come.
+/// Waking the caller costs about as much as filtering a few thousand rows, so rows are
+/// handed over in bursts, as Flink fills a network buffer until it is full or its
+/// timeout passes: small batches (a selective filter's, say) are gathered into batches
+/// of [`CALLER_BATCH_ROWS`] rows (batches of half that or more are kept as they are), and
+/// they go to the caller once [`CALLER_BURST_ROWS`] rows are ready, when the input ends,
+/// or at the latest [`CALLER_FLUSH_INTERVAL`] after they arrived. The caller, woken by
+/// the first of a burst, finds the rest waiting.
 #[derive(Clone)]
 pub struct ChannelSink {
     sender: mpsc::Sender<datafusion::error::Result<RecordBatch>>,
@@ -66,7 +68,10 @@ pub struct ChannelSink {
 /// The rows of a batch [`ChannelSink`] gathers small batches into.
 pub const CALLER_BATCH_ROWS: usize = 8192;
 
-/// The longest gathered rows wait before [`ChannelSink`] hands them to the caller.
+/// The rows [`ChannelSink`] hands over at once, when no timer or end comes first.
+pub const CALLER_BURST_ROWS: usize = 4 * CALLER_BATCH_ROWS;
+
+/// The longest rows wait before [`ChannelSink`] hands them to the caller.
 pub const CALLER_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl ChannelSink {
@@ -80,30 +85,53 @@ struct CallerWriter {
     sender: mpsc::Sender<datafusion::error::Result<RecordBatch>>,
     /// Gathers small batches; made for the schema of the batches that arrive.
     gathered: Option<BatchCoalescer>,
+    /// Batches ready for the caller, not handed over yet, and their rows.
+    ready: Vec<RecordBatch>,
+    ready_rows: usize,
 }
 
 impl CallerWriter {
-    async fn send(&self, batch: RecordBatch) -> Result<()> {
-        self.sender
-            .send(Ok(batch))
-            .await
-            .map_err(|_| RuntimeError::QueryClosed)
+    fn new(sender: mpsc::Sender<datafusion::error::Result<RecordBatch>>) -> Self {
+        Self {
+            sender,
+            gathered: None,
+            ready: Vec::new(),
+            ready_rows: 0,
+        }
     }
 
-    /// Hands over the batches gathered, the partial one too.
-    async fn flush(&mut self) -> Result<()> {
+    /// Moves the batches the gatherer completed (with its partial one when `all`) to the
+    /// ready ones.
+    fn take_gathered(&mut self, all: bool) -> Result<()> {
         let Some(gathered) = &mut self.gathered else {
             return Ok(());
         };
-        gathered.finish_buffered_batch().map_err(gather_error)?;
-        let mut batches = Vec::new();
-        while let Some(batch) = gathered.next_completed_batch() {
-            batches.push(batch);
+        if all {
+            gathered.finish_buffered_batch().map_err(gather_error)?;
         }
-        for batch in batches {
-            self.send(batch).await?;
+        while let Some(batch) = gathered.next_completed_batch() {
+            self.ready_rows += batch.num_rows();
+            self.ready.push(batch);
         }
         Ok(())
+    }
+
+    /// Hands the ready batches to the caller.
+    async fn hand_over(&mut self) -> Result<()> {
+        self.ready_rows = 0;
+        for batch in std::mem::take(&mut self.ready) {
+            self.sender
+                .send(Ok(batch))
+                .await
+                .map_err(|_| RuntimeError::QueryClosed)?;
+        }
+        Ok(())
+    }
+
+    /// Hands over everything held, the partial gathered batch too.
+    async fn flush(&mut self) -> Result<()> {
+        self.take_gathered(true)?;
+        self.hand_over().await
     }
 }
 
@@ -122,20 +150,19 @@ impl Sink for CallerWriter {
             .as_ref()
             .is_some_and(|g| g.schema() != batch.schema())
         {
-            self.flush().await?;
+            self.take_gathered(true)?;
             self.gathered = None;
         }
-        let gathered = self.gathered.get_or_insert_with(|| {
-            BatchCoalescer::new(batch.schema(), CALLER_BATCH_ROWS)
-                .with_biggest_coalesce_batch_size(Some(CALLER_BATCH_ROWS / 2))
-        });
-        gathered.push_batch(batch).map_err(gather_error)?;
-        let mut completed = Vec::new();
-        while let Some(batch) = gathered.next_completed_batch() {
-            completed.push(batch);
-        }
-        for batch in completed {
-            self.send(batch).await?;
+        self.gathered
+            .get_or_insert_with(|| {
+                BatchCoalescer::new(batch.schema(), CALLER_BATCH_ROWS)
+                    .with_biggest_coalesce_batch_size(Some(CALLER_BATCH_ROWS / 2))
+            })
+            .push_batch(batch)
+            .map_err(gather_error)?;
+        self.take_gathered(false)?;
+        if self.ready_rows >= CALLER_BURST_ROWS {
+            self.hand_over().await?;
         }
         Ok(())
     }
@@ -200,10 +227,7 @@ impl SinkFactory for ChannelSink {
         _schema: SchemaRef,
         _config: &JobConfig,
     ) -> Result<Box<dyn Sink>> {
-        Ok(Box::new(CallerWriter {
-            sender: self.sender.clone(),
-            gathered: None,
-        }))
+        Ok(Box::new(CallerWriter::new(self.sender.clone())))
     }
 }
 
@@ -225,15 +249,13 @@ mod tests {
         column.expect("BIGINT").values().to_vec()
     }
 
-    /// Small batches wait, gathered, for the timer (or the end); a batch of half the
-    /// gathering size or more goes to the caller as it comes; rows keep their order.
+    /// Small batches wait, gathered, for the timer (or the end); batches of half the
+    /// gathering size or more are kept whole, and go to the caller in a burst once
+    /// [`CALLER_BURST_ROWS`] rows are ready; rows keep their order.
     #[tokio::test]
-    async fn the_callers_sink_gathers_small_batches_until_its_timer() {
+    async fn the_callers_sink_hands_over_gathered_rows_in_bursts() {
         let (sender, mut receiver) = mpsc::channel(8);
-        let mut sink = CallerWriter {
-            sender,
-            gathered: None,
-        };
+        let mut sink = CallerWriter::new(sender);
         assert_eq!(sink.timer_interval(), Some(CALLER_FLUSH_INTERVAL));
         for from in [0, 10, 20] {
             sink.write_batch(rows(from, 10)).await.expect("written");
@@ -244,9 +266,19 @@ mod tests {
         assert_eq!(values(&gathered), (0..30).collect::<Vec<_>>());
 
         let large = CALLER_BATCH_ROWS as i64;
-        sink.write_batch(rows(30, large)).await.expect("written");
-        let passed = receiver.try_recv().expect("sent at once").expect("rows");
-        assert_eq!(values(&passed), (30..30 + large).collect::<Vec<_>>());
+        let bursts = (CALLER_BURST_ROWS / CALLER_BATCH_ROWS) as i64;
+        for i in 0..bursts {
+            assert!(receiver.try_recv().is_err(), "no burst before {i} batches");
+            sink.write_batch(rows(30 + i * large, large))
+                .await
+                .expect("written");
+        }
+        for i in 0..bursts {
+            let whole = receiver.try_recv().expect("the burst").expect("rows");
+            let from = 30 + i * large;
+            assert_eq!(values(&whole), (from..from + large).collect::<Vec<_>>());
+        }
+        assert!(receiver.try_recv().is_err(), "one burst");
 
         sink.write_batch(rows(-5, 5)).await.expect("written");
         assert!(receiver.try_recv().is_err(), "small batches wait");
