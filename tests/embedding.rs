@@ -206,6 +206,20 @@ async fn an_unbounded_join_runs_with_a_warning_or_is_refused_on_request() {
     );
 }
 
+/// The job `sql` (a script ending with an `INSERT INTO`) starts.
+async fn start_job(engine: &runnel::Engine, sql: &str) -> runnel::JobHandle {
+    engine
+        .execute(sql)
+        .await
+        .expect("the job starts")
+        .into_iter()
+        .find_map(|executed| match executed {
+            runnel::Executed::Job(job) => Some(job),
+            _ => None,
+        })
+        .expect("a job")
+}
+
 /// A job whose final checkpoint fails as it is stopped (its commit refused, as a broker
 /// back from an outage may refuse one) restarts as its strategy allows and takes the
 /// final checkpoint on the new run: the stop succeeds, long before its timeout. Without
@@ -231,16 +245,7 @@ async fn a_stop_whose_final_checkpoint_fails_restarts_the_job_and_stops_it() {
             INSERT INTO out SELECT policy_id FROM claims",
             dir.display()
         );
-        let job = engine
-            .execute(&sql)
-            .await
-            .expect("the job starts")
-            .into_iter()
-            .find_map(|executed| match executed {
-                runnel::Executed::Job(job) => Some(job),
-                _ => None,
-            })
-            .expect("a job");
+        let job = start_job(&engine, &sql).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let asked = Instant::now();
         let stopped = job.stop(Duration::from_secs(60)).await;
@@ -331,16 +336,7 @@ async fn a_quiet_sources_rows_reach_the_caller_and_a_stop_ends_its_job() {
     assert_eq!(metrics.rows_out, 3);
 
     // A job on a quiet source, stopped without checkpoints.
-    let job = engine
-        .execute("INSERT INTO out SELECT a FROM u")
-        .await
-        .expect("the job starts")
-        .into_iter()
-        .find_map(|executed| match executed {
-            runnel::Executed::Job(job) => Some(job),
-            _ => None,
-        })
-        .expect("a job");
+    let job = start_job(&engine, "INSERT INTO out SELECT a FROM u").await;
     let input = engine.memory_table("u").expect("a memory table");
     input.push(rows(vec![7, 8, 9])).await.expect("pushed");
     let deadline = Instant::now() + Duration::from_secs(20);

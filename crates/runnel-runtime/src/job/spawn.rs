@@ -111,7 +111,9 @@ impl TaskSpawner<'_> {
                             input: LaneInput::new(channels),
                             writer,
                         };
-                        self.push_task("sink".to_string(), true, tokio::spawn(task.run()));
+                        self.tasks
+                            .push(("sink".to_string(), tokio::spawn(task.run())));
+                        self.sink_task = Some("sink".to_string());
                     }
                     return self.sink_task.clone().ok_or_else(|| {
                         RuntimeError::Build("the job's sink runs in no task".into())
@@ -397,15 +399,15 @@ impl TaskSpawner<'_> {
         Ok(())
     }
 
-    /// Keeps a spawned task's handle; `holds_sink`: the job's sink runs in it.
+    /// Keeps a spawned task's handle; `holds_sink`: the job's sink is chained into it.
     fn push_task(&mut self, name: String, holds_sink: bool, task: JoinHandle<Result<()>>) {
-        let name = match holds_sink {
-            true if name != "sink" => format!("{name} and the sink"),
-            _ => name,
-        };
-        if holds_sink {
+        let name = if holds_sink {
+            let name = format!("{name} and the sink");
             self.sink_task = Some(name.clone());
-        }
+            name
+        } else {
+            name
+        };
         self.tasks.push((name, task));
     }
 
