@@ -124,6 +124,11 @@ impl Sink for BlackholeSink {
     async fn finish(&mut self) -> runnel_runtime::Result<()> {
         Ok(())
     }
+
+    /// Discarding costs nothing: no task of its own.
+    fn chains_into_input(&self) -> bool {
+        true
+    }
 }
 
 /// `'connector' = 'print'`.

@@ -411,9 +411,10 @@ impl TaskSpawner<'_> {
         self.tasks.push((name, task));
     }
 
-    /// The job's sink, when `stage` is the one subtask feeding it: the stage runs one
-    /// subtask, sends everything to the sink and nothing else does (as Flink chains a
-    /// sink behind a forward edge), so its batches need cross no channel to reach it.
+    /// The job's sink, when it chains into its input ([`crate::Sink::chains_into_input`])
+    /// and `stage` is the one subtask feeding it: the stage runs one subtask, sends
+    /// everything to the sink and nothing else does (as Flink chains a sink behind a
+    /// forward edge), so its batches need cross no channel to reach it.
     fn sink_chained_into(
         &mut self,
         graph: &JobGraph<'_>,
@@ -421,7 +422,12 @@ impl TaskSpawner<'_> {
     ) -> Option<Box<SinkWriter>> {
         let edges: Vec<&Edge> = graph.outputs_of(stage.id).collect();
         let [edge] = edges[..] else { return None };
-        let feeds_sink_alone = stage.parallelism == 1
+        let chains = self
+            .sink
+            .as_ref()
+            .is_some_and(|w| w.sink.chains_into_input());
+        let feeds_sink_alone = chains
+            && stage.parallelism == 1
             && edge.input == 0
             && !matches!(edge.kind, EdgeKind::Broadcast)
             && matches!(graph.stages[edge.to].head, StageHead::Sink)
