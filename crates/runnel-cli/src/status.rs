@@ -109,10 +109,11 @@ pub fn spawn(jobs: Vec<(String, Arc<JobMetrics>)>) -> tokio::task::JoinHandle<()
                             rows_in = now.rows_in,
                             rows_out = now.rows_out,
                             late_rows = now.late_rows,
-                            watermark = now.watermark.unwrap_or(i64::MIN),
-                            watermark_lag_ms = now.watermark_lag_ms.unwrap_or(-1),
+                            // Left out while unknown (no watermark yet, no tasks owned).
+                            watermark = now.watermark,
+                            watermark_lag_ms = now.watermark_lag_ms,
                             state_bytes = now.state_bytes,
-                            tasks_owned = now.tasks_owned.map_or(-1, |t| t as i64),
+                            tasks_owned = now.tasks_owned,
                             restarts = now.restarts,
                             "progress"
                         );
