@@ -261,7 +261,7 @@ fn explain_prints_operators_keys_watermarks_and_state_bounds() {
         "Job graph, parallelism 3:",
         "stage 0: Source clicks → WindowAssign → Projection, 3 readers",
         "stage 1: WindowAggregate → Projection, 3 subtasks ← stage 0, rows hashed by [clicks.user_id]",
-        "stage 2: Sink, 1 task ← stage 1, merging 3 subtasks",
+        "stage 2: Sink, 1 subtask ← stage 1, merging 3 subtasks",
     ] {
         assert!(stdout.contains(expected), "'{expected}' in:\n{stdout}");
     }

@@ -26,7 +26,10 @@
 //! - A lookup join's table is read whole, over a [`EdgeKind::Broadcast`] edge, before
 //!   the stream starts; its stages take no part in checkpoints. A table read by key (a
 //!   database table, see [`TableLayout::reads_by_key`]) has no stage: the join asks it.
-//! - The sink is one task behind an [`EdgeKind::Single`] edge from every last stage.
+//! - The sink is a stage of one subtask behind an [`EdgeKind::Single`] edge from every
+//!   last stage. When one subtask feeds it and its writes cost little
+//!   ([`crate::Sink::chains_into_input`]), [`crate::spawn_job`] runs it in that subtask's
+//!   task; the graph does not know the sink's connector, so it shows the stage either way.
 //! - Operator ids follow build order (inputs first, left to right; a lookup join's table
 //!   before its stream), one per subtask, so the same plan at the same parallelism
 //!   numbers its operators the same way and a restored job finds its states.
@@ -538,7 +541,7 @@ impl JobGraph<'_> {
                     StageHead::Exchange => "subtask",
                     StageHead::Sink => {
                         operators.push("Sink".to_string());
-                        "task"
+                        "subtask"
                     }
                 };
                 operators.extend(stage.chain.iter().map(|c| c.node.name().to_string()));

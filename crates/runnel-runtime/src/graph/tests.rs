@@ -41,14 +41,14 @@ fn stateless_operators_are_chained_onto_their_source() {
         layout(query, 1),
         [
             "stage 0: Source kafka_t → Filter → Projection, 1 reader",
-            "stage 1: Sink, 1 task ← stage 0, merging 1 subtask",
+            "stage 1: Sink, 1 subtask ← stage 0, merging 1 subtask",
         ]
     );
     assert_eq!(
         layout(query, 4),
         [
             "stage 0: Source kafka_t → Filter → Projection, 4 readers",
-            "stage 1: Sink, 1 task ← stage 0, merging 4 subtasks",
+            "stage 1: Sink, 1 subtask ← stage 0, merging 4 subtasks",
         ]
     );
 }
@@ -68,7 +68,7 @@ fn a_table_scanned_twice_is_read_once_for_both_scans() {
             "stage 2: Projection, 2 subtasks ← stage 0, each subtask's rows",
             "stage 3: IntervalJoin → Projection, 2 subtasks ← stage 1 (left), rows hashed by [a.k]; \
              stage 2 (right), rows hashed by [b.k]",
-            "stage 4: Sink, 1 task ← stage 3, merging 2 subtasks",
+            "stage 4: Sink, 1 subtask ← stage 3, merging 2 subtasks",
         ]
     );
     // Read on its own when asked to.
@@ -119,7 +119,7 @@ fn a_window_aggregate_is_hashed_by_its_keys_and_window_start() {
         layout(query, 1),
         [
             "stage 0: Source kafka_t → WindowAssign → Projection → WindowAggregate → Projection, 1 reader",
-            "stage 1: Sink, 1 task ← stage 0, merging 1 subtask",
+            "stage 1: Sink, 1 subtask ← stage 0, merging 1 subtask",
         ]
     );
     assert_eq!(
@@ -127,7 +127,7 @@ fn a_window_aggregate_is_hashed_by_its_keys_and_window_start() {
         [
             "stage 0: Source kafka_t → WindowAssign → Projection, 4 readers",
             "stage 1: WindowAggregate → Projection, 4 subtasks ← stage 0, rows hashed by [kafka_t.k, window_start]",
-            "stage 2: Sink, 1 task ← stage 1, merging 4 subtasks",
+            "stage 2: Sink, 1 subtask ← stage 1, merging 4 subtasks",
         ]
     );
 }
@@ -139,7 +139,7 @@ fn a_file_read_by_one_reader_is_hashed_at_parallelism_4() {
         layout(query, 1),
         [
             "stage 0: Source file_t → UpdatingAggregate → Projection, 1 reader",
-            "stage 1: Sink, 1 task ← stage 0, merging 1 subtask",
+            "stage 1: Sink, 1 subtask ← stage 0, merging 1 subtask",
         ]
     );
     assert_eq!(
@@ -147,7 +147,7 @@ fn a_file_read_by_one_reader_is_hashed_at_parallelism_4() {
         [
             "stage 0: Source file_t, 1 reader",
             "stage 1: UpdatingAggregate → Projection, 4 subtasks ← stage 0, rows hashed by [file_t.k]",
-            "stage 2: Sink, 1 task ← stage 1, merging 4 subtasks",
+            "stage 2: Sink, 1 subtask ← stage 1, merging 4 subtasks",
         ]
     );
 }
@@ -162,7 +162,7 @@ fn sessions_and_over_windows_are_hashed_by_their_partition_keys() {
         [
             "stage 0: Source kafka_t, 4 readers",
             "stage 1: WindowAssign → Projection → WindowAggregate → Projection, 4 subtasks ← stage 0, rows hashed by [kafka_t.k]",
-            "stage 2: Sink, 1 task ← stage 1, merging 4 subtasks",
+            "stage 2: Sink, 1 subtask ← stage 1, merging 4 subtasks",
         ]
     );
     // Grouped by other keys than the sessions' partition keys, the aggregate cannot
@@ -176,7 +176,7 @@ fn sessions_and_over_windows_are_hashed_by_their_partition_keys() {
             "stage 0: Source kafka_t, 4 readers",
             "stage 1: WindowAssign → Projection, 4 subtasks ← stage 0, rows hashed by [kafka_t.k]",
             "stage 2: WindowAggregate → Projection, 4 subtasks ← stage 1, rows hashed by [window_start]",
-            "stage 3: Sink, 1 task ← stage 2, merging 4 subtasks",
+            "stage 3: Sink, 1 subtask ← stage 2, merging 4 subtasks",
         ]
     );
     let over = "SELECT k, SUM(v) OVER (PARTITION BY k ORDER BY ts
@@ -185,7 +185,7 @@ fn sessions_and_over_windows_are_hashed_by_their_partition_keys() {
         layout(over, 1),
         [
             "stage 0: Source kafka_t → OverWindow → Projection, 1 reader",
-            "stage 1: Sink, 1 task ← stage 0, merging 1 subtask",
+            "stage 1: Sink, 1 subtask ← stage 0, merging 1 subtask",
         ]
     );
     assert_eq!(
@@ -193,7 +193,7 @@ fn sessions_and_over_windows_are_hashed_by_their_partition_keys() {
         [
             "stage 0: Source kafka_t, 4 readers",
             "stage 1: OverWindow → Projection, 4 subtasks ← stage 0, rows hashed by [kafka_t.k]",
-            "stage 2: Sink, 1 task ← stage 1, merging 4 subtasks",
+            "stage 2: Sink, 1 subtask ← stage 1, merging 4 subtasks",
         ]
     );
 }
@@ -207,7 +207,7 @@ fn state_without_a_key_goes_to_one_subtask() {
         [
             "stage 0: Source kafka_t, 4 readers",
             "stage 1: TopN → Projection, 1 subtask ← stage 0, merging 4 subtasks",
-            "stage 2: Sink, 1 task ← stage 1, merging 1 subtask",
+            "stage 2: Sink, 1 subtask ← stage 1, merging 1 subtask",
         ]
     );
     let keyed = "SELECT k, v, rn FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k
@@ -229,7 +229,7 @@ fn a_union_chains_onto_each_input_and_the_next_stage_reads_them_all() {
             "stage 0: Source kafka_t → Union → WindowAssign → Projection, 1 reader",
             "stage 1: Source file_t → Union → WindowAssign → Projection, 1 reader",
             "stage 2: WindowAggregate → Projection, 1 subtask ← stage 0, rows hashed by [window_start]; stage 1, rows hashed by [window_start]",
-            "stage 3: Sink, 1 task ← stage 2, merging 1 subtask",
+            "stage 3: Sink, 1 subtask ← stage 2, merging 1 subtask",
         ]
     );
     assert_eq!(
@@ -238,7 +238,7 @@ fn a_union_chains_onto_each_input_and_the_next_stage_reads_them_all() {
             "stage 0: Source kafka_t → Union → WindowAssign → Projection, 4 readers",
             "stage 1: Source file_t → Union → WindowAssign → Projection, 1 reader",
             "stage 2: WindowAggregate → Projection, 4 subtasks ← stage 0, rows hashed by [window_start]; stage 1, rows hashed by [window_start]",
-            "stage 3: Sink, 1 task ← stage 2, merging 4 subtasks",
+            "stage 3: Sink, 1 subtask ← stage 2, merging 4 subtasks",
         ]
     );
 }
@@ -253,7 +253,7 @@ fn joins_hash_each_side_by_its_keys() {
             "stage 0: Source kafka_t, 1 reader",
             "stage 1: Source kafka_u, 1 reader",
             "stage 2: IntervalJoin → Projection, 1 subtask ← stage 0 (left), rows hashed by [t.k]; stage 1 (right), rows hashed by [u.k]",
-            "stage 3: Sink, 1 task ← stage 2, merging 1 subtask",
+            "stage 3: Sink, 1 subtask ← stage 2, merging 1 subtask",
         ]
     );
     assert_eq!(
@@ -280,7 +280,7 @@ fn a_lookup_table_is_read_whole_and_broadcast_outside_checkpoints() {
         [
             "stage 0: Source rates, 1 reader (read whole before the stream starts)",
             "stage 1: Source kafka_t → LookupJoin → Projection, 4 readers ← stage 0, the whole table to every subtask",
-            "stage 2: Sink, 1 task ← stage 1, merging 4 subtasks",
+            "stage 2: Sink, 1 subtask ← stage 1, merging 4 subtasks",
         ]
     );
 }
@@ -311,7 +311,7 @@ fn a_table_asked_by_key_has_no_stage() {
         layout,
         [
             "stage 0: Source kafka_t → LookupJoin → Projection, 2 readers",
-            "stage 1: Sink, 1 task ← stage 0, merging 2 subtasks",
+            "stage 1: Sink, 1 subtask ← stage 0, merging 2 subtasks",
         ]
     );
     // Its readers are the job's first checkpointed sources.
